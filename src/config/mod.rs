@@ -1,0 +1,310 @@
+//! The one TOML configuration file: schema types here, parsing and validation in [`load`].
+//!
+//! Every table denies unknown keys so a typo is an error, not a silently ignored setting.
+//! Times are integers in milliseconds with the unit in the key name (`tx_delay_ms`), the way
+//! radio people write them. Ports and channels are tables keyed by name (`[port.radio1]`),
+//! so names are unique by construction and error messages can say `port.radio1.ptt`.
+
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+
+use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Stable id of this box: `[a-z0-9][a-z0-9_-]*`, at most 64 chars. Used in MQTT topics.
+    pub device_id: String,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub gpio: GpioConfig,
+    #[serde(default)]
+    pub channel: BTreeMap<String, ChannelConfig>,
+    #[serde(default)]
+    pub port: BTreeMap<String, PortConfig>,
+    #[serde(default)]
+    pub hub: Option<HubConfig>,
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "info" or "roipd=debug". `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: default_log_level() }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// Backend-wide GPIO settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GpioConfig {
+    #[serde(default)]
+    pub sim: SimGpioConfig,
+}
+
+/// The simulated backend can mirror its lines to files in a directory so that tests and the
+/// demo outside the process can drive inputs and watch outputs (`<dir>/<line>` holds 0 or 1).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SimGpioConfig {
+    pub dir: Option<String>,
+}
+
+/// A talkgroup hosted or joined by this box.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Human-readable label for consoles; defaults to the table key.
+    pub label: Option<String>,
+}
+
+/// One GPIO line: `backend:line` plus electrical settings.
+///
+/// Backends: `sim:<name>`, `rppal:<bcm>`, `cdev:<chip>:<offset-or-name>`,
+/// `cm108:<hidraw path>:<gpio 1-8 | cos | vol-up | vol-down | mute>`, `serial:<tty path>:<rts|dtr|cts|dsr|dcd|ri>`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    pub line: String,
+    /// The line is asserted (COR open, PTT keyed, button pressed, LED lit) when it is low.
+    #[serde(default)]
+    pub active_low: bool,
+    #[serde(default)]
+    pub bias: Bias,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bias {
+    /// Leave the bias as the board or kernel set it.
+    #[default]
+    AsIs,
+    Disabled,
+    PullUp,
+    PullDown,
+}
+
+/// A port binds hardware to channels. `kind = "radio"` or `kind = "desk"` selects the variant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PortConfig {
+    Radio(RadioPortConfig),
+    Desk(DeskPortConfig),
+}
+
+impl PortConfig {
+    /// Channels this port is bound to.
+    pub fn channels(&self) -> Vec<&str> {
+        match self {
+            PortConfig::Radio(r) => vec![r.channel.as_str()],
+            PortConfig::Desk(d) => d.channels.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A two-way radio: COR/COS (GPIO or VOX) in, PTT out, audio both ways.
+/// In the file: `[port.NAME]` with `kind = "radio"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RadioPortConfig {
+    pub channel: String,
+    /// Carrier/squelch detect input. Absent means VOX (then `[port.NAME.vox]` applies).
+    pub cor: Option<LineConfig>,
+    pub ptt: LineConfig,
+    /// Optional hardware TX-inhibit switch: while asserted the radio is never keyed.
+    pub inhibit: Option<LineConfig>,
+    #[serde(default)]
+    pub audio: AudioConfig,
+    #[serde(default)]
+    pub keying: KeyingTimers,
+    pub vox: Option<VoxSettings>,
+    /// Full duplex (repeater-style): COR is honoured while transmitting.
+    #[serde(default)]
+    pub duplex: bool,
+}
+
+/// A dispatch desk: PTT/select buttons, LEDs, speaker and microphone, many channels.
+/// In the file: `[port.NAME]` with `kind = "desk"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DeskPortConfig {
+    pub channels: Vec<String>,
+    pub ptt: Option<LineConfig>,
+    #[serde(default)]
+    pub leds: BTreeMap<String, LineConfig>,
+    #[serde(default)]
+    pub buttons: BTreeMap<String, LineConfig>,
+    #[serde(default)]
+    pub audio: AudioConfig,
+}
+
+/// ALSA PCM names (`plughw:CARD=Device,DEV=0`) or simulated devices (`sim:tone:1000`,
+/// `sim:wav:/path/in.wav`, `sim:null`, `sim:wav-out:/path/out.wav`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AudioConfig {
+    pub capture: Option<String>,
+    pub playback: Option<String>,
+}
+
+/// Keying timers in milliseconds. Defaults follow what radio users expect (FIELD.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyingTimers {
+    /// COR must hold a level this long before it counts (0-500).
+    pub cor_debounce_ms: u64,
+    /// Anti-kerchunk: key-ups shorter than this are ignored (0-1000).
+    pub min_keyup_ms: u64,
+    /// Squelch hang: COR may drop this long between words without closing RX (0-3000).
+    pub squelch_hang_ms: u64,
+    /// Flap suppression window (500-10000) and how many COR changes in it mean flapping (2-100).
+    pub flap_window_ms: u64,
+    pub flap_max_changes: u32,
+    /// Stuck-COR guard: RX closes after this long open, until COR drops (10000-3600000).
+    pub rx_timeout_ms: u64,
+    /// PTT up this long before audio is sent, so the transmitter is on air (0-1000).
+    pub tx_delay_ms: u64,
+    /// PTT held this long after channel audio ends (0-30000).
+    pub tx_hang_ms: u64,
+    /// Time-out timer: PTT is never on longer than this (1000-3600000).
+    pub tot_ms: u64,
+}
+
+impl Default for KeyingTimers {
+    fn default() -> Self {
+        let d = KeyingConfig::default();
+        Self {
+            cor_debounce_ms: ms(d.cor_debounce),
+            min_keyup_ms: ms(d.min_keyup),
+            squelch_hang_ms: ms(d.squelch_hang),
+            flap_window_ms: ms(d.flap_window),
+            flap_max_changes: d.flap_max_changes,
+            rx_timeout_ms: ms(d.rx_timeout),
+            tx_delay_ms: ms(d.tx_delay),
+            tx_hang_ms: ms(d.tx_hang),
+            tot_ms: ms(d.tot),
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// VOX as the COR source: audio level thresholds in dBFS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoxSettings {
+    /// Level that opens VOX (-80..0 dBFS).
+    pub open_dbfs: f32,
+    /// Level below which VOX closes; must be below `open_dbfs`.
+    pub close_dbfs: f32,
+}
+
+impl Default for VoxSettings {
+    fn default() -> Self {
+        let d = CoreVoxConfig::default();
+        Self { open_dbfs: d.open_dbfs, close_dbfs: d.close_dbfs }
+    }
+}
+
+impl RadioPortConfig {
+    /// The keying core's configuration for this port.
+    pub fn keying_config(&self) -> KeyingConfig {
+        let t = &self.keying;
+        let d = Duration::from_millis;
+        KeyingConfig {
+            cor_debounce: d(t.cor_debounce_ms),
+            min_keyup: d(t.min_keyup_ms),
+            squelch_hang: d(t.squelch_hang_ms),
+            flap_window: d(t.flap_window_ms),
+            flap_max_changes: t.flap_max_changes,
+            rx_timeout: d(t.rx_timeout_ms),
+            tx_delay: d(t.tx_delay_ms),
+            tx_hang: d(t.tx_hang_ms),
+            tot: d(t.tot_ms),
+            duplex: self.duplex,
+            vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
+        }
+    }
+}
+
+/// The embedded hub: hosts channels, serves signaling and the web console.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// HTTP/WebSocket listen address, e.g. "127.0.0.1:8080".
+    pub listen: String,
+    /// UDP port for all WebRTC media (one socket for every peer).
+    #[serde(default)]
+    pub media_port: Option<u16>,
+    /// Access tokens. Each names the channels it may join (`["*"]` for all).
+    #[serde(default)]
+    pub token: BTreeMap<String, TokenConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// File holding the secret token (never inline in the config).
+    pub secret_file: String,
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UplinkKind {
+    /// Another roipd hub.
+    Hub,
+    /// A Janus VideoRoom SFU.
+    Janus,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    pub kind: UplinkKind,
+    pub url: String,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883`.
+    pub url: String,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+    /// Periodic metrics interval in seconds (1-3600).
+    #[serde(default = "default_metrics_interval")]
+    pub metrics_interval_s: u64,
+}
+
+fn default_metrics_interval() -> u64 {
+    30
+}

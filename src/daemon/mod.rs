@@ -1,0 +1,1 @@
+//! The daemon: wires config, drivers and cores together and owns shutdown.

@@ -1,0 +1,1 @@
+//! `roipd devices`: what audio, GPIO and radio-interface hardware this machine has.
