@@ -1,1 +1,213 @@
-//! The daemon: wires config, drivers and cores together and owns shutdown.
+//! The daemon: reads the config, opens lines, runs one task per port plus the channel router,
+//! and owns shutdown. Order matters for safety:
+//! 1. the panic hook is installed before any line is opened;
+//! 2. every PTT output is opened (driven unkeyed) and registered before anything else;
+//! 3. on SIGTERM/SIGINT, a panicking task or a fatal error, every port is told to shut down,
+//!    and [`safety::release_all`] unkeys every PTT again before the process exits.
+
+mod channels;
+mod clock;
+mod logging;
+mod radio_port;
+mod safe_off;
+pub mod safety;
+
+pub use safe_off::safe_off;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, LineConfig, PortConfig};
+use crate::core::keying::Keying;
+use crate::gpio::{Gpio, LogicalInput};
+use radio_port::{PortInput, RadioPort};
+use safety::PttLine;
+
+/// Index of a port in the config's port order.
+pub type PortId = usize;
+
+/// Messages from ports to the channel router.
+#[derive(Debug, Clone, Copy)]
+pub enum ChannelMsg {
+    /// A radio's receiver opened or closed (debounced, kerchunk-filtered).
+    RxActive { port: PortId, active: bool },
+}
+
+/// Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad config, 70 internal error (panic).
+const EXIT_FATAL: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_INTERNAL: u8 = 70;
+
+/// How long ports get to unkey and stop after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+pub fn run_from_file(path: &Path) -> ExitCode {
+    let config = match config::load_file(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(&config.log.level);
+    safety::install_panic_hook();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    let code = runtime.block_on(run(config));
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    safety::release_all("exit");
+    code
+}
+
+/// Run until a signal, a fatal error or a panicking task. Returns the process exit code.
+pub async fn run(config: Config) -> ExitCode {
+    info!(device = %config.device_id, version = env!("CARGO_PKG_VERSION"), "roipd starting");
+    let mut gpio = Gpio::new(&config.gpio);
+
+    // Every PTT first, unkeyed, before any input can ask for a transmission.
+    let ports: Vec<(&String, &PortConfig)> = config.port.iter().collect();
+    let mut ptts = Vec::new();
+    for (name, port) in &ports {
+        if let PortConfig::Radio(radio) = port {
+            match gpio.open_output(&radio.ptt) {
+                Ok(out) => ptts.push(Some(PttLine::register(out))),
+                Err(e) => return fatal(&format!("port {name}: cannot open PTT: {e}")),
+            }
+        } else {
+            ptts.push(None);
+        }
+    }
+
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (to_channel, channel_rx) = mpsc::unbounded_channel();
+    let mut port_inputs = Vec::new();
+    // Inputs stay open for the life of the daemon: dropping one stops its edge events.
+    let mut held_inputs: Vec<LogicalInput> = Vec::new();
+
+    for (id, ((name, port), ptt)) in ports.iter().zip(ptts).enumerate() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        port_inputs.push(tx.clone());
+        let PortConfig::Radio(radio) = port else { continue };
+        let Some(ptt) = ptt else { continue };
+        if let Some(cor) = &radio.cor {
+            match open_edge_input(&mut gpio, cor, tx.clone(), |at, asserted| PortInput::Cor { at, asserted }) {
+                Ok(input) => held_inputs.push(input),
+                Err(e) => return fatal(&format!("port {name}: cannot open COR: {e}")),
+            }
+        }
+        if let Some(inhibit) = &radio.inhibit {
+            match open_edge_input(&mut gpio, inhibit, tx.clone(), |at, on| PortInput::Inhibit { at, on }) {
+                Ok(input) => held_inputs.push(input),
+                Err(e) => return fatal(&format!("port {name}: cannot open TX inhibit: {e}")),
+            }
+        }
+        let port = RadioPort {
+            id,
+            name: (*name).clone(),
+            keying: Keying::new(radio.keying_config()),
+            ptt,
+            inputs: rx,
+            to_channel: to_channel.clone(),
+        };
+        tasks.spawn(port.run(cancel.clone()));
+    }
+    drop(to_channel);
+
+    let router = channels::ChannelRouter::new(&config, port_inputs);
+    tasks.spawn(router.run(channel_rx, cancel.clone()));
+
+    if gpio.sim.has_dir() {
+        tasks.spawn(sim_lines(gpio.sim.clone(), cancel.clone()));
+    }
+
+    info!(ports = ports.len(), channels = config.channel.len(), "roipd running");
+    let code = supervise(&mut tasks, &cancel).await;
+
+    cancel.cancel();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!("some tasks did not stop in time");
+    }
+    safety::release_all("shutdown");
+    drop(held_inputs);
+    info!("roipd stopped");
+    code
+}
+
+/// Wait for a stop signal or for any task to end (which is never expected while running).
+async fn supervise(tasks: &mut JoinSet<()>, cancel: &CancellationToken) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => return fatal("cannot install signal handlers"),
+    };
+    tokio::select! {
+        _ = term.recv() => { info!("SIGTERM: shutting down"); ExitCode::SUCCESS }
+        _ = int.recv() => { info!("SIGINT: shutting down"); ExitCode::SUCCESS }
+        _ = cancel.cancelled() => ExitCode::SUCCESS,
+        done = tasks.join_next() => match done {
+            Some(Err(e)) if e.is_panic() => {
+                // The panic hook has already unkeyed every PTT; now stop everything else.
+                error!("a driver task panicked; releasing PTT and exiting");
+                ExitCode::from(EXIT_INTERNAL)
+            }
+            _ => {
+                error!("a driver task ended unexpectedly; releasing PTT and exiting");
+                ExitCode::from(EXIT_FATAL)
+            }
+        },
+    }
+}
+
+fn fatal(message: &str) -> ExitCode {
+    error!("{message}");
+    safety::release_all("fatal error");
+    ExitCode::from(EXIT_FATAL)
+}
+
+/// Open an input line whose edges become port inputs; its current level is sent first, so a
+/// COR already open at start-up is seen.
+fn open_edge_input(
+    gpio: &mut Gpio,
+    line: &LineConfig,
+    tx: mpsc::UnboundedSender<PortInput>,
+    make: fn(std::time::Instant, bool) -> PortInput,
+) -> Result<LogicalInput, crate::gpio::GpioError> {
+    let edge_tx = tx.clone();
+    let mut input = gpio.open_input(line, move |at, asserted| {
+        let _ = edge_tx.send(make(at, asserted));
+    })?;
+    let _ = tx.send(make(clock::now(), input.is_asserted()?));
+    Ok(input)
+}
+
+/// Drives simulated lines mirrored to a directory (tests, demo). Fault injection: writing
+/// `panic` to `<dir>/fault` panics this driver task on purpose, to prove PTT is released.
+async fn sim_lines(bank: crate::gpio::sim::SimBank, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                if bank.fault_requested() {
+                    panic!("simulated driver fault injected through the sim fault file");
+                }
+                bank.poll_dir(clock::now());
+            }
+        }
+    }
+}
+

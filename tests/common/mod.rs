@@ -1,0 +1,114 @@
+//! Helpers for tests that run the real `roipd` binary against simulated lines.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_roipd");
+
+/// A `roipd run` process with its own temp dir, sim line dir and captured stderr.
+pub struct Daemon {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Write `config` (with `{lines}` replaced by the sim line dir) and start `roipd run`.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = dir.path().join("lines");
+        let config = config.replace("{lines}", lines.to_str().unwrap());
+        let cfg_path = dir.path().join("roipd.toml");
+        fs::write(&cfg_path, config).unwrap();
+        let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", cfg_path.to_str().unwrap()])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start roipd");
+        Daemon { child, dir }
+    }
+
+    pub fn line_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("lines").join(name)
+    }
+
+    /// Current level of a sim line as written in its mirror file (None if absent).
+    pub fn line(&self, name: &str) -> Option<bool> {
+        read_level(&self.line_path(name))
+    }
+
+    /// Every level an output was set to, oldest first.
+    pub fn line_log(&self, name: &str) -> Vec<bool> {
+        fs::read_to_string(self.line_path(&format!("{name}.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim() == "1")
+            .collect()
+    }
+
+    pub fn drive(&self, name: &str, high: bool) {
+        let tmp = self.line_path(&format!(".{name}.drive"));
+        fs::write(&tmp, if high { "1\n" } else { "0\n" }).unwrap();
+        fs::rename(&tmp, self.line_path(name)).unwrap();
+    }
+
+    pub fn inject_fault(&self) {
+        fs::write(self.dir.path().join("lines").join("fault"), "panic\n").unwrap();
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Wait until `cond` holds, failing the test with the daemon's log after `timeout`.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut cond: impl FnMut(&Daemon) -> bool) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if cond(self) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("roipd exited ({status}) while waiting for {what}\n--- stderr ---\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("timed out waiting for {what}\n--- stderr ---\n{}", self.stderr());
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("roipd did not exit within {timeout:?}\n--- stderr ---\n{}", self.stderr());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_level(path: &Path) -> Option<bool> {
+    match fs::read_to_string(path).ok()?.trim() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
+}

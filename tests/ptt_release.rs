@@ -1,0 +1,99 @@
+//! The radio is never left keyed: `roipd run` on simulated lines unkeys PTT before it exits,
+//! whether it is stopped by SIGTERM/SIGINT or a driver task panics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Daemon;
+
+/// Radio A's COR keys radio B (same channel). B's PTT is active-low, so keyed = line low.
+const TWO_RADIOS: &str = r#"
+device_id = "ptt-test"
+
+[gpio.sim]
+dir = "{lines}"
+
+[channel.ops]
+
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt", active_low = true }
+
+[port.radio-b.keying]
+tx_delay_ms = 100
+tx_hang_ms = 30000
+"#;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Start the daemon and key radio B through radio A's COR.
+fn keyed_daemon() -> Daemon {
+    let mut d = Daemon::start(TWO_RADIOS);
+    d.wait_for("PTT lines opened unkeyed", WAIT, |d| d.line("b-ptt") == Some(true) && d.line("a-ptt") == Some(false));
+    d.wait_for("COR input ready", WAIT, |d| d.line("a-cor") == Some(false));
+    d.drive("a-cor", true);
+    d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));
+    d
+}
+
+fn assert_released_by_process(d: &Daemon) {
+    // The daemon is the only writer of these files, and it has exited: if they say unkeyed,
+    // it unkeyed them before it ended.
+    assert_eq!(d.line("b-ptt"), Some(true), "radio B must rest unkeyed (high, active-low)");
+    assert_eq!(d.line("a-ptt"), Some(false), "radio A was never keyed");
+    let log = d.line_log("b-ptt");
+    assert_eq!(log.first(), Some(&true), "B's PTT opened unkeyed: {log:?}");
+    assert!(log.contains(&false), "B was keyed at some point: {log:?}");
+    assert_eq!(log.last(), Some(&true), "B's last level is unkeyed: {log:?}");
+}
+
+#[test]
+fn sigterm_while_keyed_releases_ptt_before_exit() {
+    let mut d = keyed_daemon();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(WAIT);
+    assert!(status.success(), "clean exit after SIGTERM: {status}\n{}", d.stderr());
+    assert_released_by_process(&d);
+    assert!(d.stderr().contains("SIGTERM"), "{}", d.stderr());
+}
+
+#[test]
+fn sigint_while_keyed_releases_ptt_before_exit() {
+    let mut d = keyed_daemon();
+    d.signal(libc::SIGINT);
+    let status = d.wait_exit(WAIT);
+    assert!(status.success(), "clean exit after SIGINT: {status}\n{}", d.stderr());
+    assert_released_by_process(&d);
+}
+
+#[test]
+fn driver_panic_while_keyed_releases_ptt_and_exits_nonzero() {
+    let mut d = keyed_daemon();
+    d.inject_fault();
+    let status = d.wait_exit(WAIT);
+    assert!(!status.success(), "a panic must not look like a clean stop: {status}");
+    assert_released_by_process(&d);
+    let log = d.stderr();
+    assert!(log.contains("simulated driver fault"), "{log}");
+    assert!(log.contains("PTT outputs released"), "{log}");
+}
+
+#[test]
+fn cor_close_unkeys_after_hang_time() {
+    let mut d = Daemon::start(&TWO_RADIOS.replace("tx_hang_ms = 30000", "tx_hang_ms = 200"));
+    d.wait_for("COR input ready", WAIT, |d| d.line("a-cor") == Some(false));
+    d.drive("a-cor", true);
+    d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));
+    d.drive("a-cor", false);
+    d.wait_for("radio B unkeyed after squelch hang + tx hang", WAIT, |d| d.line("b-ptt") == Some(true));
+    assert!(d.line_log("a-ptt").iter().all(|l| !l), "radio A never keyed by its own COR");
+}
