@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::daemon;
+use crate::{daemon, devices};
 
 #[derive(Parser, Debug)]
 #[command(name = "roipd", version, about = "Radio-over-IP gateway daemon", propagate_version = true)]
@@ -32,7 +32,7 @@ pub fn main() -> ExitCode {
         Command::Run { config } => daemon::run_from_file(&config),
         Command::Check { config } => { let _ = config; ExitCode::from(2) } // WIP: check_command lands with the config loader,
         Command::Devices => {
-            eprintln!("devices: WIP");
+            devices::print();
             ExitCode::SUCCESS
         }
         Command::SafeOff { config } => daemon::safe_off(&config),

@@ -8,4 +8,5 @@
 
 pub mod floor;
 pub mod keying;
+pub mod routing;
 pub mod timers;

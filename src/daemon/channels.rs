@@ -1,45 +1,119 @@
-//! Channel router task (placeholder until the floor core lands).
+//! Driver for the channel router core: takes RX open/close from radio ports, hands TX requests
+//! back to them, and wakes the core at its deadlines.
+
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use super::radio_port::PortInput;
-use super::ChannelMsg;
-use crate::config::Config;
+use super::{clock, ChannelMsg};
+use crate::config::{Config, PortConfig};
+use crate::core::floor::{ArbiterConfig, Priority};
+use crate::core::routing::{PortKind, PortSpec, Router, RouterOutput};
+
+/// Until the audio path reports frames, an open COR (carrier present) is what tells the
+/// floor that the talker is alive; refresh it well inside the no-media timeout.
+const CARRIER_AS_MEDIA: Duration = Duration::from_millis(500);
 
 pub struct ChannelRouter {
-    members: Vec<(String, Vec<usize>)>,
+    router: Router,
+    channel_names: Vec<String>,
+    port_names: Vec<String>,
+    /// The channel each port talks on when its COR opens (radios: their only channel).
+    talk_channel: Vec<Option<usize>>,
+    rx_active: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
 }
 
 impl ChannelRouter {
     pub fn new(config: &Config, ports: Vec<mpsc::UnboundedSender<PortInput>>) -> Self {
-        let members = config
-            .channel
-            .keys()
-            .map(|ch| {
-                let ids = config.port.values().enumerate().filter(|(_, p)| p.channels().contains(&ch.as_str())).map(|(i, _)| i).collect();
-                (ch.clone(), ids)
+        let channel_names: Vec<String> = config.channel.keys().cloned().collect();
+        let index = |name: &str| channel_names.iter().position(|c| c == name);
+        let specs: Vec<PortSpec> = config
+            .port
+            .values()
+            .map(|p| PortSpec {
+                kind: match p {
+                    PortConfig::Radio(_) => PortKind::Radio,
+                    PortConfig::Desk(_) => PortKind::Desk,
+                },
+                channels: p.channels().into_iter().filter_map(index).collect(),
+                priority: match p {
+                    PortConfig::Radio(_) => Priority::NORMAL,
+                    PortConfig::Desk(_) => Priority::DISPATCH,
+                },
             })
             .collect();
-        Self { members, ports }
+        let talk_channel = specs.iter().map(|s| s.channels.first().copied()).collect();
+        let arbiters = vec![ArbiterConfig::default(); channel_names.len()];
+        Self {
+            router: Router::new(arbiters, specs),
+            port_names: config.port.keys().cloned().collect(),
+            rx_active: vec![false; ports.len()],
+            channel_names,
+            talk_channel,
+            ports,
+        }
     }
 
-    pub async fn run(self, mut rx: mpsc::UnboundedReceiver<ChannelMsg>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ChannelMsg>, cancel: CancellationToken) {
+        let mut carrier = tokio::time::interval(CARRIER_AS_MEDIA);
         loop {
+            let deadline = self.router.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 msg = rx.recv() => match msg {
                     Some(ChannelMsg::RxActive { port, active }) => {
-                        for (_, ids) in &self.members {
-                            if ids.contains(&port) {
-                                for &other in ids.iter().filter(|&&o| o != port) {
-                                    let _ = self.ports[other].send(PortInput::TxRequest(active));
-                                }
-                            }
+                        let Some(channel) = self.talk_channel.get(port).copied().flatten() else { continue };
+                        self.rx_active[port] = active;
+                        let now = clock::now();
+                        if active {
+                            self.router.press(now, port, channel);
+                        } else {
+                            self.router.unpress(now, port, channel);
                         }
                     }
                     None => break,
                 },
+                _ = carrier.tick() => {
+                    let now = clock::now();
+                    for port in (0..self.rx_active.len()).filter(|&p| self.rx_active[p]) {
+                        if let Some(channel) = self.talk_channel[port] {
+                            self.router.media(now, port, channel);
+                        }
+                    }
+                }
+                _ = sleep => self.router.handle_timeout(clock::now()),
+            }
+            self.dispatch();
+        }
+    }
+
+    fn dispatch(&mut self) {
+        while let Some(out) = self.router.poll_output() {
+            match out {
+                RouterOutput::TxRequest { port, on } => {
+                    let _ = self.ports[port].send(PortInput::TxRequest(on));
+                }
+                RouterOutput::Floor { channel, holder } => match holder {
+                    Some(p) => info!(channel = %self.channel_names[channel], talker = %self.port_names[p], "floor taken"),
+                    None => info!(channel = %self.channel_names[channel], "floor idle"),
+                },
+                RouterOutput::Busy { port, channel, .. } => {
+                    warn!(port = %self.port_names[port], channel = %self.channel_names[channel], "floor busy, request denied")
+                }
+                RouterOutput::Revoked { port, channel, cause } => {
+                    warn!(port = %self.port_names[port], channel = %self.channel_names[channel], ?cause, "floor revoked")
+                }
+                RouterOutput::Talk { .. } => {}
             }
         }
     }

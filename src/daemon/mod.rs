@@ -29,8 +29,8 @@ use crate::gpio::{Gpio, LogicalInput};
 use radio_port::{PortInput, RadioPort};
 use safety::PttLine;
 
-/// Index of a port in the config's port order.
-pub type PortId = usize;
+/// Index of a port in the config's port order (the same index the routing core uses).
+pub use crate::core::routing::PortId;
 
 /// Messages from ports to the channel router.
 #[derive(Debug, Clone, Copy)]
