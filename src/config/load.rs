@@ -1,14 +1,29 @@
-//! SKELETON: parsing and validation with file:line:key errors.
+//! Parsing and validation with `file:line:column: key: message` errors, all of them in one run.
+//!
+//! Three passes over one `DeTable` tree (every key and value carries its byte span):
+//! 1. TOML syntax, with the parser's recovery so several syntax errors show at once. A file with
+//!    syntax errors stops here: the recovered tree is too unreliable to judge further.
+//! 2. Schema: each section, each `[channel.X]` and each `[port.X]` is deserialized on its own.
+//!    When serde fails, the error is reported at the key holding its span, that key is dropped
+//!    from a copy of the table and the table is tried again, so one bad port yields all its bad
+//!    keys and the other ports are still checked.
+//! 3. Semantics (ranges, cross references, GPIO lines) in [`super::validate`].
 use std::fmt;
 use std::path::Path;
 
-use super::Config;
+use serde::de::DeserializeOwned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use super::spans::{Index, Report};
+use super::{Config, PortConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    /// Dotted key path, e.g. `port.radio1.keying.tx_delay_ms`.
     pub key: String,
     pub message: String,
 }
@@ -19,6 +34,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Every error found in one file, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
@@ -33,14 +49,348 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-pub fn parse_str(_text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors(vec![ConfigError { file: file.into(), line: 1, column: 1, key: "".into(), message: "not implemented".into() }]))
+/// Key used for errors that belong to no key (syntax errors between keys).
+const SYNTAX_KEY: &str = "syntax";
+
+const TOP_LEVEL_KEYS: [&str; 8] = ["device_id", "log", "gpio", "channel", "port", "hub", "uplink", "mqtt"];
+
+/// Parses and validates a whole config file. `file` is only used in the error messages.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let (doc, syntax_errors) = DeTable::parse_recoverable(text);
+    let mut report = Report::new(file, text, Index::build(doc.get_ref(), text));
+    if !syntax_errors.is_empty() {
+        for e in syntax_errors {
+            let span = e.span().unwrap_or(0..0);
+            let key = syntax_error_key(&report.index, text, span.clone(), e.message());
+            report.at(span.start, &key, e.message());
+        }
+        return Err(ConfigErrors(report.into_errors()));
+    }
+    let config = schema(doc.get_ref(), &mut report);
+    super::validate::validate(&config, &mut report);
+    let errors = report.into_errors();
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The key a syntax error is about: the key it duplicates, or the last key written on its line
+/// before it, or else the `[table]` it is in. Best effort: the recovered tree may be partial.
+fn syntax_error_key(index: &Index, text: &str, span: std::ops::Range<usize>, message: &str) -> String {
+    let section = index.section_at(span.start).map(|e| e.path.as_str());
+    if message == "duplicate key" {
+        let key = text.get(span).unwrap_or_default().trim();
+        return section.map_or(key.to_string(), |s| format!("{s}.{key}"));
+    }
+    let line_start = text.get(..span.start).and_then(|t| t.rfind('\n')).map_or(0, |i| i + 1);
+    match index.last_key_in(line_start..span.start + 1) {
+        // A key the parser recovered as empty (`= 3`) leaves a trailing dot.
+        Some(e) => e.path.trim_end_matches('.').to_string(),
+        None => section.unwrap_or(SYNTAX_KEY).to_string(),
+    }
 }
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError { file: name.clone(), line: 0, column: 0, key: String::new(), message: e.to_string() }])
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     parse_str(&text, &name)
+}
+
+/// Pass 2. Returns the config with every part that deserialized; the parts that failed are
+/// left at their defaults (their errors are in `report`), so pass 3 can still check the rest.
+fn schema(root: &DeTable<'_>, report: &mut Report) -> Config {
+    let mut config = Config {
+        device_id: String::new(),
+        log: Default::default(),
+        gpio: Default::default(),
+        channel: Default::default(),
+        port: Default::default(),
+        hub: None,
+        uplink: None,
+        mqtt: None,
+    };
+    for (key, value) in root.iter() {
+        let name = key.get_ref().as_ref();
+        match name {
+            "device_id" => config.device_id = deserialize(value, name, report).unwrap_or_default(),
+            "log" => config.log = deserialize(value, name, report).unwrap_or_default(),
+            "gpio" => config.gpio = deserialize(value, name, report).unwrap_or_default(),
+            "channel" => {
+                for (chan, v) in named_tables(value, name, report) {
+                    if let Some(c) = deserialize(v, &format!("channel.{chan}"), report) {
+                        config.channel.insert(chan.to_string(), c);
+                    }
+                }
+            }
+            "port" => {
+                for (port_name, v) in named_tables(value, name, report) {
+                    if let Some(p) = port(port_name, v, report) {
+                        config.port.insert(port_name.to_string(), p);
+                    }
+                }
+            }
+            "hub" => config.hub = deserialize(value, name, report),
+            "uplink" => config.uplink = deserialize(value, name, report),
+            "mqtt" => config.mqtt = deserialize(value, name, report),
+            _ => report.at(
+                key.span().start,
+                name,
+                format!(
+                    "unknown key `{name}`, expected one of {}",
+                    TOP_LEVEL_KEYS.map(|k| format!("`{k}`")).join(", ")
+                ),
+            ),
+        }
+    }
+    if root.get("device_id").is_none() {
+        report.at(0, "device_id", "missing required key `device_id`");
+    }
+    config
+}
+
+/// The entries of `[channel]` / `[port]`: each must itself be a table.
+fn named_tables<'v, 'i>(
+    value: &'v Spanned<DeValue<'i>>,
+    path: &str,
+    report: &mut Report,
+) -> Vec<(&'v str, &'v Spanned<DeValue<'i>>)> {
+    let DeValue::Table(table) = value.get_ref() else {
+        report.at(
+            value.span().start,
+            path,
+            format!("expected tables `[{path}.NAME]`, found a {}", value.get_ref().type_str()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, v) in table.iter() {
+        if v.get_ref().is_table() {
+            out.push((key.get_ref().as_ref(), v));
+        } else {
+            let p = format!("{path}.{}", key.get_ref());
+            report.at(v.span().start, &p, format!("expected a table `[{p}]`, found a {}", v.get_ref().type_str()));
+        }
+    }
+    out
+}
+
+/// `kind` selects the port type. Dispatching here instead of through a serde internally tagged
+/// enum keeps the spans, so errors inside a port still point at their line.
+fn port(name: &str, value: &Spanned<DeValue<'_>>, report: &mut Report) -> Option<PortConfig> {
+    let path = format!("port.{name}");
+    let kind_path = format!("{path}.kind");
+    let mut body = value.clone();
+    let DeValue::Table(table) = body.get_mut() else { return None };
+    let Some(kind) = table.remove("kind") else {
+        report.at(value.span().start, &kind_path, "missing required key `kind` (\"radio\" or \"desk\")");
+        return None;
+    };
+    match kind.get_ref().as_str() {
+        Some("radio") => deserialize(&body, &path, report).map(PortConfig::Radio),
+        Some("desk") => deserialize(&body, &path, report).map(PortConfig::Desk),
+        _ => {
+            let found = match kind.get_ref().as_str() {
+                Some(s) => format!("`{s}`"),
+                None => format!("a {}", kind.get_ref().type_str()),
+            };
+            report.at(
+                kind.span().start,
+                &kind_path,
+                format!("unknown port kind {found}, expected \"radio\" or \"desk\""),
+            );
+            None
+        }
+    }
+}
+
+/// Deserializes the value at `path`, reporting every bad key under it (see the module doc).
+/// `None` when the value could not be built; `Some` may lack keys that were reported and dropped.
+fn deserialize<T: DeserializeOwned>(value: &Spanned<DeValue<'_>>, path: &str, report: &mut Report) -> Option<T> {
+    let mut value = value.clone();
+    let depth = path.split('.').count();
+    let mut dropped: Vec<String> = Vec::new();
+    loop {
+        let err = match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let offset = err.span().map_or(value.span().start, |s| s.start);
+        // Keys outside this value cannot hold the error; fall back to the value itself.
+        let inside = |p: &str| p.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+        let at =
+            report.index.innermost(offset).filter(|e| inside(&e.path)).map_or(path.to_string(), |e| e.path.clone());
+        if let Some(field) = missing_field(err.message()) {
+            let key = format!("{at}.{field}");
+            // A key we dropped for being wrong is "missing" now; it was reported already.
+            if !dropped.contains(&key) {
+                report.at(offset, &key, format!("missing required key `{field}`"));
+            }
+            return None;
+        }
+        report.at(offset, &at, friendly(err.message()));
+        let relative: Vec<&str> = at.split('.').skip(depth).collect();
+        if relative.is_empty() || !remove(&mut value, &relative) {
+            return None;
+        }
+        dropped.push(at);
+    }
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// Removes the key at `path` (relative to `value`); false if it was not there.
+fn remove(value: &mut Spanned<DeValue<'_>>, path: &[&str]) -> bool {
+    let DeValue::Table(table) = value.get_mut() else { return false };
+    match path {
+        [] => false,
+        [key] => table.remove(*key).is_some(),
+        [key, rest @ ..] => table.get_mut(*key).is_some_and(|v| remove(v, rest)),
+    }
+}
+
+/// serde speaks Rust; a radio tech reading the error speaks TOML.
+fn friendly(message: &str) -> String {
+    const WORDS: [(&str, &str); 8] = [
+        ("unknown field", "unknown key"),
+        ("unknown variant", "unknown value"),
+        ("expected u64", "expected a whole number >= 0"),
+        ("expected u32", "expected a whole number >= 0"),
+        ("expected u16", "expected a whole number 0-65535"),
+        ("expected f32", "expected a number"),
+        ("expected a map", "expected a table"),
+        ("expected a sequence", "expected an array"),
+    ];
+    let mut m = WORDS.iter().fold(message.to_string(), |m, (from, to)| m.replace(from, to));
+    // "expected struct LineConfig": the Rust type name means nothing in the file.
+    if let Some(i) = m.find("expected struct ") {
+        m.replace_range(i.., "expected a table");
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Bias;
+
+    const GOOD: &str = r#"
+device_id = "box1"
+[channel.ops]
+[port.radio1]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:cor1", active_low = true, bias = "pull-up" }
+ptt = { line = "sim:ptt1" }
+keying.tx_delay_ms = 300
+"#;
+
+    /// `line:key` of every error, in order.
+    fn errors(text: &str) -> Vec<String> {
+        match parse_str(text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| format!("{}:{}", e.line, e.key)).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = parse_str(GOOD, "t.toml").unwrap();
+        let PortConfig::Radio(r) = &c.port["radio1"] else { panic!("not a radio") };
+        assert_eq!(r.keying.tx_delay_ms, 300);
+        assert_eq!(r.cor.as_ref().unwrap().bias, Bias::PullUp);
+        assert_eq!(r.keying_config().tx_delay.as_millis(), 300);
+    }
+
+    #[test]
+    fn error_display_format() {
+        let text = GOOD.replace("keying.tx_delay_ms = 300", "keying.tx_delay_ms = \"300\"");
+        let e = parse_str(&text, "t.toml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(
+            e.to_string().starts_with("t.toml:9:22: port.radio1.keying.tx_delay_ms: invalid type: string \"300\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn one_bad_port_reports_all_its_bad_keys_and_other_ports_still_checked() {
+        let text = format!(
+            "{GOOD}duplex = 1\nmystery = true\n[port.radio1.audio]\ncapture = 5\n\
+             [port.radio2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:c2\", bias = \"up\" }}\nptt = {{ line = \"sim:p2\" }}\n"
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "10:port.radio1.duplex",
+                "11:port.radio1.mystery",
+                "13:port.radio1.audio.capture",
+                "17:port.radio2.cor.bias"
+            ]
+        );
+    }
+
+    #[test]
+    fn dropped_required_key_is_not_reported_again_as_missing() {
+        let text = GOOD.replace("ptt = { line = \"sim:ptt1\" }", "ptt = \"sim:ptt1\"");
+        let e = parse_str(&text, "t.toml").unwrap_err();
+        assert_eq!(e.to_string(), "t.toml:8:7: port.radio1.ptt: invalid type: string \"sim:ptt1\", expected a table\n");
+    }
+
+    #[test]
+    fn messages_speak_toml() {
+        let text = format!("{GOOD}leds = 3\n[port.d]\nkind = \"desk\"\nchannels = [\"ops\"]\nleds = [1]\n");
+        let e = parse_str(&text, "t.toml").unwrap_err();
+        let messages: Vec<_> = e.0.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "unknown key `leds`, expected one of `channel`, `cor`, `ptt`, `inhibit`, `audio`, `keying`, `vox`, `duplex`",
+                "invalid type: sequence, expected a table",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_keys_point_at_their_table() {
+        let text = GOOD
+            .replace("ptt = { line = \"sim:ptt1\" }", "ptt = { active_low = true }")
+            .replace("kind = \"radio\"\n", "");
+        assert_eq!(errors(&text), ["4:port.radio1.kind"]);
+        let text = GOOD.replace("ptt = { line = \"sim:ptt1\" }", "ptt = { active_low = true }");
+        assert_eq!(errors(&text), ["8:port.radio1.ptt.line"]);
+        let text = GOOD.replace("ptt = { line = \"sim:ptt1\" }\n", "");
+        assert_eq!(errors(&text), ["4:port.radio1.ptt"]);
+        assert_eq!(errors("[channel.ops]\n"), ["1:device_id"]);
+    }
+
+    #[test]
+    fn unknown_kind_and_sections() {
+        let text =
+            GOOD.replace("kind = \"radio\"", "kind = \"repeater\"") + "[mqqt]\nurl = \"x\"\n[channel.x]\nlable = 1\n";
+        assert_eq!(errors(&text), ["5:port.radio1.kind", "10:mqqt", "13:channel.x.lable"]);
+        assert_eq!(errors(&GOOD.replace("[channel.ops]", "channel = 5")), ["3:channel"]);
+    }
+
+    #[test]
+    fn syntax_errors_are_all_reported_and_stop_there() {
+        let text = GOOD.replace("tx_delay_ms = 300", "tx_delay_ms = 3 00")
+            + "broken = \"unterminated\nport.radio1.tot = 99999999\n";
+        let e = errors(&text);
+        assert_eq!(e, ["9:port.radio1.keying.tx_delay_ms", "10:port.radio1.broken"]);
+        let e = parse_str("a = 1\na = 2\n", "t.toml").unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].key.as_str()), (2, "a"), "{e}");
+        assert_eq!(errors(&format!("{GOOD}channel = \"x\"\n= 3\n")), ["10:port.radio1.channel", "11:port.radio1"]);
+    }
 }

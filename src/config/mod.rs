@@ -5,13 +5,17 @@
 //! radio people write them. Ports and channels are tables keyed by name (`[port.radio1]`),
 //! so names are unique by construction and error messages can say `port.radio1.ptt`.
 
+pub mod check;
 pub mod load;
+mod spans;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use check::check_command;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 
 use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};
@@ -87,12 +91,18 @@ pub struct ChannelConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct LineConfig {
+    /// Stored trimmed: stray spaces must neither hide a duplicate nor break opening the line.
+    #[serde(deserialize_with = "trimmed")]
     pub line: String,
     /// The line is asserted (COR open, PTT keyed, button pressed, LED lit) when it is low.
     #[serde(default)]
     pub active_low: bool,
     #[serde(default)]
     pub bias: Bias,
+}
+
+fn trimmed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    String::deserialize(d).map(|s| s.trim().to_string())
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, Hash)]

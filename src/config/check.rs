@@ -1,0 +1,163 @@
+//! `roipd check CONFIG`: validate a config file without touching any hardware.
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::validate::timers;
+use super::{load_file, Bias, Config, KeyingTimers, LineConfig, PortConfig, UplinkKind};
+
+/// Exit code for an invalid config, the same the daemon uses when it refuses to start.
+const EXIT_CONFIG: u8 = 2;
+
+/// Prints every error (`file:line:column: key: message`) and a count to stderr and returns 2,
+/// or prints a summary of what the config sets up to stdout and returns 0.
+pub fn check_command(path: &Path) -> ExitCode {
+    match load_file(path) {
+        Ok(config) => {
+            print!("{}: OK\n{}", path.display(), summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{errors}");
+            let n = errors.0.len();
+            eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// What a radio tech wants to confirm at a glance: which radio is on which channel, where COR
+/// comes from, which pin keys the radio, and which timers were changed from the defaults.
+pub fn summary(config: &Config) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "device:   {}", config.device_id);
+    let channels: Vec<String> = config
+        .channel
+        .iter()
+        .map(|(name, c)| match &c.label {
+            Some(label) => format!("{name} (\"{label}\")"),
+            None => name.clone(),
+        })
+        .collect();
+    let _ = writeln!(s, "channels: {}", channels.join(", "));
+    for (name, port) in &config.port {
+        match port {
+            PortConfig::Radio(r) => {
+                let _ = writeln!(
+                    s,
+                    "port {name}: radio on channel {}{}",
+                    r.channel,
+                    if r.duplex { ", full duplex" } else { "" }
+                );
+                let cor = match (&r.cor, &r.vox) {
+                    (Some(line), _) => line_text(line),
+                    (None, Some(v)) => format!("VOX, opens at {} dBFS, closes at {} dBFS", v.open_dbfs, v.close_dbfs),
+                    (None, None) => "VOX, default levels".into(),
+                };
+                let _ = writeln!(s, "  COR:     {cor}");
+                let _ = writeln!(s, "  PTT:     {}", line_text(&r.ptt));
+                if let Some(inhibit) = &r.inhibit {
+                    let _ = writeln!(s, "  inhibit: {}", line_text(inhibit));
+                }
+                let _ = writeln!(s, "  timers:  {}", changed_timers(&r.keying));
+            }
+            PortConfig::Desk(d) => {
+                let _ = writeln!(s, "port {name}: desk on channels {}", d.channels.join(", "));
+                if let Some(ptt) = &d.ptt {
+                    let _ = writeln!(s, "  PTT:     {}", line_text(ptt));
+                }
+                for (what, lines) in [("buttons", &d.buttons), ("LEDs", &d.leds)] {
+                    if !lines.is_empty() {
+                        let list: Vec<String> = lines.iter().map(|(n, l)| format!("{n} {}", line_text(l))).collect();
+                        let _ = writeln!(s, "  {:<9}{}", format!("{what}:"), list.join(", "));
+                    }
+                }
+            }
+        }
+    }
+    let hub =
+        config.hub.as_ref().map_or("none".into(), |h| format!("listening on {}, {} token(s)", h.listen, h.token.len()));
+    let uplink = config.uplink.as_ref().map_or("none".into(), |u| {
+        let kind = match u.kind {
+            UplinkKind::Hub => "roipd hub",
+            UplinkKind::Janus => "Janus",
+        };
+        format!("{kind} at {}", u.url)
+    });
+    let mqtt =
+        config.mqtt.as_ref().map_or("none".into(), |m| format!("{}, metrics every {} s", m.url, m.metrics_interval_s));
+    let _ = writeln!(s, "hub:      {hub}\nuplink:   {uplink}\nmqtt:     {mqtt}");
+    s
+}
+
+fn line_text(l: &LineConfig) -> String {
+    let mut notes = Vec::new();
+    if l.active_low {
+        notes.push("active low".to_string());
+    }
+    match l.bias {
+        Bias::AsIs => {}
+        Bias::Disabled => notes.push("bias disabled".into()),
+        Bias::PullUp => notes.push("pull-up".into()),
+        Bias::PullDown => notes.push("pull-down".into()),
+    }
+    if notes.is_empty() {
+        l.line.clone()
+    } else {
+        format!("{} ({})", l.line, notes.join(", "))
+    }
+}
+
+fn changed_timers(t: &KeyingTimers) -> String {
+    let defaults = timers(&KeyingTimers::default());
+    let changed: Vec<String> = timers(t)
+        .into_iter()
+        .zip(defaults)
+        .filter(|((_, value, _), (_, default, _))| value != default)
+        .map(|((name, value, _), (_, default, _))| format!("{name} = {value} (default {default})"))
+        .collect();
+    if changed.is_empty() {
+        "defaults".into()
+    } else {
+        changed.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    #[test]
+    fn summary_names_ports_lines_and_changed_timers() {
+        let text = r#"
+device_id = "box"
+[channel.ops]
+label = "Operations"
+[port.r1]
+kind = "radio"
+channel = "ops"
+cor = { line = "rppal:17", active_low = true, bias = "pull-up" }
+ptt = { line = "rppal:27" }
+keying = { tx_delay_ms = 300, tot_ms = 120000 }
+[port.d1]
+kind = "desk"
+channels = ["ops"]
+buttons.ptt-ops = { line = "sim:b1" }
+"#;
+        let s = summary(&parse_str(text, "t.toml").unwrap());
+        for want in [
+            "device:   box",
+            "channels: ops (\"Operations\")",
+            "port r1: radio on channel ops",
+            "COR:     rppal:17 (active low, pull-up)",
+            "PTT:     rppal:27",
+            "timers:  tx_delay_ms = 300 (default 500), tot_ms = 120000 (default 180000)",
+            "port d1: desk on channels ops",
+            "  buttons: ptt-ops sim:b1",
+            "hub:      none",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in\n{s}");
+        }
+    }
+}

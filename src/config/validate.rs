@@ -1,0 +1,309 @@
+//! Pass 3: rules serde cannot express. Runs on whatever pass 2 could build, and looks at the
+//! file itself (through the span index) where the parsed value would hide what was written,
+//! e.g. whether `cor` was given at all.
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+
+use super::spans::Report;
+use super::{Config, DeskPortConfig, KeyingTimers, LineConfig, PortConfig, RadioPortConfig, UplinkKind};
+use crate::gpio::LineSpec;
+
+/// Each keying timer with its value and allowed range (the ranges documented on [`KeyingTimers`]).
+pub(crate) fn timers(t: &KeyingTimers) -> [(&'static str, u64, RangeInclusive<u64>); 9] {
+    [
+        ("cor_debounce_ms", t.cor_debounce_ms, 0..=500),
+        ("min_keyup_ms", t.min_keyup_ms, 0..=1000),
+        ("squelch_hang_ms", t.squelch_hang_ms, 0..=3000),
+        ("flap_window_ms", t.flap_window_ms, 500..=10_000),
+        ("flap_max_changes", u64::from(t.flap_max_changes), 2..=100),
+        ("rx_timeout_ms", t.rx_timeout_ms, 10_000..=3_600_000),
+        ("tx_delay_ms", t.tx_delay_ms, 0..=1000),
+        ("tx_hang_ms", t.tx_hang_ms, 0..=30_000),
+        ("tot_ms", t.tot_ms, 1000..=3_600_000),
+    ]
+}
+
+pub(super) fn validate(config: &Config, r: &mut Report) {
+    if r.index.get("device_id").is_some() && !r.has_error("device_id") && !valid_device_id(&config.device_id) {
+        r.key(
+            "device_id",
+            format!("`{}` is not a valid device id: lowercase letters, digits, `_` and `-`, starting with a letter or digit, at most 64 characters", config.device_id),
+        );
+    }
+
+    // Names as written in the file: a channel whose body has an error still exists. When
+    // `channel` itself is broken (already reported) references cannot be judged.
+    let channels: Option<BTreeSet<String>> =
+        (!r.has_error("channel")).then(|| r.index.children("channel").map(str::to_string).collect());
+    if channels.as_ref().is_some_and(BTreeSet::is_empty) {
+        r.key("channel", "no channels defined: add at least one `[channel.NAME]`");
+    }
+
+    let mut lines = Vec::new();
+    for (name, port) in &config.port {
+        let path = format!("port.{name}");
+        match port {
+            PortConfig::Radio(radio) => radio_port(&path, radio, &channels, &mut lines, r),
+            PortConfig::Desk(desk) => desk_port(&path, desk, &channels, &mut lines, r),
+        }
+    }
+    gpio_lines(lines, r);
+
+    if let Some(hub) = &config.hub {
+        if hub.listen.parse::<SocketAddr>().is_err() {
+            r.key(
+                "hub.listen",
+                format!(
+                    "`{}` is not an IP address with a port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"",
+                    hub.listen
+                ),
+            );
+        }
+        for (name, token) in &hub.token {
+            let path = format!("hub.token.{name}.channels");
+            for (i, chan) in token.channels.iter().enumerate() {
+                if chan != "*" {
+                    check_channel(&path, Some(i), chan, &channels, r);
+                }
+            }
+        }
+    }
+    if let Some(uplink) = &config.uplink {
+        let schemes: &[&str] = match uplink.kind {
+            UplinkKind::Hub => &["ws", "wss", "http", "https"],
+            UplinkKind::Janus => &["ws", "wss"],
+        };
+        check_url("uplink.url", &uplink.url, schemes, r);
+    }
+    if let Some(mqtt) = &config.mqtt {
+        check_url("mqtt.url", &mqtt.url, &["mqtt", "mqtts"], r);
+        if !(1..=3600).contains(&mqtt.metrics_interval_s) {
+            r.key("mqtt.metrics_interval_s", format!("{} s is out of range 1-3600 s", mqtt.metrics_interval_s));
+        }
+    }
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,63}`: it ends up in MQTT topics, so no `/`, `+`, `#` or spaces.
+fn valid_device_id(id: &str) -> bool {
+    let ok = |c: char, first: bool| c.is_ascii_lowercase() || c.is_ascii_digit() || (!first && (c == '_' || c == '-'));
+    (1..=64).contains(&id.len()) && id.chars().enumerate().all(|(i, c)| ok(c, i == 0))
+}
+
+fn radio_port<'c>(
+    path: &str,
+    radio: &'c RadioPortConfig,
+    channels: &Option<BTreeSet<String>>,
+    lines: &mut Vec<(String, &'c LineConfig)>,
+    r: &mut Report,
+) {
+    check_channel(&format!("{path}.channel"), None, &radio.channel, channels, r);
+
+    // Presence in the file, not the parsed value: a `cor` with a type error was still meant as COR.
+    let (cor, vox) = (format!("{path}.cor"), format!("{path}.vox"));
+    match (r.index.get(&cor).is_some(), r.index.get(&vox).is_some()) {
+        (false, false) => {
+            r.key(&cor, format!("a radio port needs a COR source: a `cor` line or a `[{path}.vox]` table"))
+        }
+        (true, true) => r.key(&vox, "set either `cor` or `vox` as the COR source, not both"),
+        _ => {}
+    }
+
+    for (field, value, range) in timers(&radio.keying) {
+        if !range.contains(&value) {
+            let unit = if field.ends_with("_ms") { " ms" } else { "" };
+            let (lo, hi) = range.into_inner();
+            r.key(&format!("{path}.keying.{field}"), format!("{value}{unit} is out of range {lo}-{hi}{unit}"));
+        }
+    }
+
+    if let Some(v) = &radio.vox {
+        if !(-80.0..=0.0).contains(&v.open_dbfs) {
+            r.key(&format!("{vox}.open_dbfs"), format!("{} dBFS is out of range -80-0 dBFS", v.open_dbfs));
+        }
+        // Written as a comparison that must be Less so NaN fails it too.
+        if v.close_dbfs.partial_cmp(&v.open_dbfs) != Some(std::cmp::Ordering::Less) {
+            r.key(
+                &format!("{vox}.close_dbfs"),
+                format!("must be below open_dbfs ({} dBFS), or VOX never closes", v.open_dbfs),
+            );
+        }
+    }
+
+    lines.extend(radio.cor.iter().map(|l| (cor.clone(), l)));
+    lines.push((format!("{path}.ptt"), &radio.ptt));
+    lines.extend(radio.inhibit.iter().map(|l| (format!("{path}.inhibit"), l)));
+}
+
+fn desk_port<'c>(
+    path: &str,
+    desk: &'c DeskPortConfig,
+    channels: &Option<BTreeSet<String>>,
+    lines: &mut Vec<(String, &'c LineConfig)>,
+    r: &mut Report,
+) {
+    let chans = format!("{path}.channels");
+    if desk.channels.is_empty() {
+        r.key(&chans, "a desk port needs at least one channel");
+    }
+    for (i, chan) in desk.channels.iter().enumerate() {
+        check_channel(&chans, Some(i), chan, channels, r);
+    }
+    lines.extend(desk.ptt.iter().map(|l| (format!("{path}.ptt"), l)));
+    lines.extend(desk.leds.iter().map(|(n, l)| (format!("{path}.leds.{n}"), l)));
+    lines.extend(desk.buttons.iter().map(|(n, l)| (format!("{path}.buttons.{n}"), l)));
+}
+
+/// `element` is the index when `path` is an array of channel names.
+fn check_channel(path: &str, element: Option<usize>, chan: &str, channels: &Option<BTreeSet<String>>, r: &mut Report) {
+    let Some(channels) = channels.as_ref().filter(|c| !c.contains(chan)) else { return };
+    let defined = channels.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    let message = format!("unknown channel `{chan}` (defined: {})", if defined.is_empty() { "none" } else { &defined });
+    match element {
+        Some(i) => r.element(path, i, message),
+        None => r.key(path, message),
+    }
+}
+
+/// Every line name must parse, and no line may be used twice: two ports driving one PTT pin
+/// would key a radio outside the rules. `lines` holds (key of the line table, line).
+fn gpio_lines(mut lines: Vec<(String, &LineConfig)>, r: &mut Report) {
+    let key = |path: &str| format!("{path}.line");
+    // File order, so the "second use" is the later one in the file.
+    lines.sort_by_cached_key(|(path, _)| r.offset_of(&key(path)));
+    let mut first_use: HashMap<&str, String> = HashMap::new();
+    for (path, line) in lines {
+        let key = key(&path);
+        if let Err(e) = LineSpec::parse(&line.line) {
+            r.key(&key, e.to_string());
+        } else if let Some(first) = first_use.get(line.line.as_str()) {
+            r.key(&key, format!("line `{}` is already used by {first}", line.line));
+        } else {
+            first_use.insert(&line.line, key);
+        }
+    }
+}
+
+fn check_url(path: &str, url: &str, schemes: &[&str], r: &mut Report) {
+    let has_scheme =
+        |s: &&str| url.strip_prefix(s).and_then(|u| u.strip_prefix("://")).is_some_and(|host| !host.is_empty());
+    if !schemes.iter().any(has_scheme) {
+        let allowed = schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ");
+        r.key(path, format!("`{url}` must start with one of {allowed} followed by a host"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_str;
+
+    const BASE: &str = r#"
+device_id = "box-1"
+[channel.ops]
+[channel.fire]
+[port.r1]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:cor1" }
+ptt = { line = "sim:ptt1" }
+"#;
+
+    /// `line:key message` of every error.
+    fn errors(extra: &str) -> Vec<String> {
+        match parse_str(&format!("{BASE}{extra}"), "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| format!("{}:{} {}", e.line, e.key, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn base_is_valid() {
+        assert_eq!(errors(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn device_id_pattern() {
+        for good in ["a", "pi4-gw_01", &"x".repeat(64)] {
+            assert!(super::valid_device_id(good), "{good}");
+        }
+        for bad in ["", "-a", "_a", "Pi", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!super::valid_device_id(bad), "{bad}");
+        }
+        let e = parse_str(&BASE.replace("box-1", "Box 1"), "t.toml").unwrap_err();
+        assert_eq!((e.0[0].line, e.0[0].key.as_str()), (2, "device_id"));
+        // A wrong type is reported once, not again as a bad pattern.
+        let e = parse_str(&BASE.replace("\"box-1\"", "7"), "t.toml").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+    }
+
+    #[test]
+    fn timer_ranges_at_both_ends() {
+        let ok = "keying = { cor_debounce_ms = 500, flap_window_ms = 500, flap_max_changes = 100, rx_timeout_ms = 3600000, tot_ms = 1000 }\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let bad =
+            "[port.r1.keying]\ncor_debounce_ms = 501\nflap_max_changes = 1\nrx_timeout_ms = 9999\ntot_ms = 3600001\n";
+        assert_eq!(
+            errors(bad),
+            [
+                "11:port.r1.keying.cor_debounce_ms 501 ms is out of range 0-500 ms",
+                "12:port.r1.keying.flap_max_changes 1 is out of range 2-100",
+                "13:port.r1.keying.rx_timeout_ms 9999 ms is out of range 10000-3600000 ms",
+                "14:port.r1.keying.tot_ms 3600001 ms is out of range 1000-3600000 ms",
+            ]
+        );
+    }
+
+    #[test]
+    fn cor_source_and_vox_levels() {
+        let both = "[port.r1.vox]\nopen_dbfs = 3\nclose_dbfs = 3\n";
+        let e = errors(both);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("10:port.r1.vox set either"), "{e:?}");
+        assert!(e[1].starts_with("11:port.r1.vox.open_dbfs 3 dBFS is out of range"), "{e:?}");
+        assert!(e[2].starts_with("12:port.r1.vox.close_dbfs must be below"), "{e:?}");
+        let neither = "[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\nptt = { line = \"sim:ptt2\" }\n";
+        let e = errors(neither);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("10:port.r2.cor a radio port needs a COR source"), "{e:?}");
+    }
+
+    #[test]
+    fn gpio_lines_parse_and_are_used_once() {
+        let extra = "[port.d1]\nkind = \"desk\"\nchannels = [\"ops\"]\nptt = { line = \" sim:cor1 \" }\n\
+                     leds.busy = { line = \"gpio17\" }\nbuttons.sel = { line = \"sim:ptt1\" }\n";
+        assert_eq!(
+            errors(extra),
+            [
+                "13:port.d1.ptt.line line `sim:cor1` is already used by port.r1.cor.line",
+                "14:port.d1.leds.busy.line bad line name `gpio17`: expected `backend:line`, e.g. `cdev:gpiochip0:17`",
+                "15:port.d1.buttons.sel.line line `sim:ptt1` is already used by port.r1.ptt.line",
+            ]
+        );
+    }
+
+    #[test]
+    fn channel_references() {
+        let extra = "[port.d1]\nkind = \"desk\"\nchannels = [\"ops\", \"opz\"]\n[port.d2]\nkind = \"desk\"\nchannels = []\n\
+                     [hub]\nlisten = \"127.0.0.1:8080\"\ntoken.t1 = { secret_file = \"/x\", channels = [\"*\", \"fyre\"] }\n";
+        assert_eq!(
+            errors(extra),
+            [
+                "12:port.d1.channels unknown channel `opz` (defined: `fire`, `ops`)",
+                "15:port.d2.channels a desk port needs at least one channel",
+                "18:hub.token.t1.channels unknown channel `fyre` (defined: `fire`, `ops`)",
+            ]
+        );
+        let e = parse_str("device_id = \"a\"\n", "t.toml").unwrap_err();
+        assert_eq!(e.to_string(), "t.toml:1:1: channel: no channels defined: add at least one `[channel.NAME]`\n");
+    }
+
+    #[test]
+    fn network_settings() {
+        let extra = "[hub]\nlisten = \"localhost:8080\"\n[uplink]\nkind = \"janus\"\nurl = \"https://sfu/janus\"\n\
+                     [mqtt]\nurl = \"tcp://broker\"\nmetrics_interval_s = 0\n";
+        let keys: Vec<_> = errors(extra).iter().map(|e| e.split(' ').next().unwrap().to_string()).collect();
+        assert_eq!(keys, ["11:hub.listen", "14:uplink.url", "16:mqtt.url", "17:mqtt.metrics_interval_s"]);
+        let ok = "[hub]\nlisten = \"[::]:8080\"\n[uplink]\nkind = \"hub\"\nurl = \"https://hub.example\"\n[mqtt]\nurl = \"mqtts://b:8883\"\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,74 @@
+//! The example configs in `board/` are valid, and every broken config in
+//! `tests/configs/broken/` yields exactly the errors its sibling `.expect` file lists
+//! (one `line:key` per line; `#` comments and blank lines ignored).
+use std::path::{Path, PathBuf};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `*.toml` in a folder (relative to the crate root), sorted, never empty.
+fn tomls(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .toml files in {dir}");
+    files
+}
+
+/// The `line:key` pairs a broken file must produce, sorted.
+fn expected(file: &Path) -> Vec<String> {
+    let path = file.with_extension("expect");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut want: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    assert!(!want.is_empty(), "{} lists no errors", path.display());
+    want.sort();
+    want
+}
+
+#[test]
+fn library_accepts_every_board_config() {
+    for file in tomls("board") {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if let Err(e) = roipd::config::parse_str(&text, &file.display().to_string()) {
+            panic!("{} should be valid:\n{e}", file.display());
+        }
+    }
+}
+
+#[test]
+fn library_reports_exactly_the_expected_errors() {
+    // Check every file before failing, so one run shows every mismatch.
+    let mut mismatches = Vec::new();
+    for file in tomls("tests/configs/broken") {
+        let errors = roipd::config::load_file(&file).expect_err(&file.display().to_string());
+        let mut got: Vec<String> = errors.0.iter().map(|e| format!("{}:{}", e.line, e.key)).collect();
+        got.sort();
+        if got != expected(&file) {
+            mismatches.push(format!("{}: expected {:?}, got:\n{errors}", file.display(), expected(&file)));
+        }
+        for e in &errors.0 {
+            assert_eq!(e.file, file.display().to_string());
+            assert!(e.line >= 1 && e.column >= 1 && !e.message.is_empty(), "{e}");
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn demo_config_is_the_documented_standalone_box() {
+    use roipd::config::PortConfig;
+    let c = roipd::config::load_file(&root().join("board/demo-sim.toml")).unwrap();
+    assert_eq!(c.channel.keys().collect::<Vec<_>>(), ["ops"]);
+    assert_eq!(c.hub.as_ref().unwrap().listen, "127.0.0.1:8080");
+    assert_eq!(c.port.len(), 2);
+    for port in c.port.values() {
+        let PortConfig::Radio(r) = port else { panic!("demo ports are radios") };
+        assert_eq!(r.channel, "ops");
+        assert!(r.cor.as_ref().unwrap().line.starts_with("sim:") && r.ptt.line.starts_with("sim:"));
+    }
+}
