@@ -1,19 +1,43 @@
-//! Radio keying, one instance per radio port. SKELETON: the API below is the contract.
+//! Radio keying, one instance per radio port.
+//!
+//! Two independent halves share one timer table:
+//! - RX: the COR line (or VOX level) is debounced, checked against anti-kerchunk, held open
+//!   through squelch hang, cut off when it flaps or sticks, and turned into `RxOpen`/`RxClose`
+//!   ("send this radio's received audio into the channel").
+//! - TX: the channel's talker state (`TxRequest`) keys PTT, opens audio after the TX delay,
+//!   holds PTT through the hang time, and the time-out timer (TOT) caps every key-up.
+//!
+//! Sans-IO: time only comes in with `handle_input`/`handle_timeout`; the driver drains
+//! `poll_event` after each call and sleeps until `poll_timeout`. Timer handlers work at the
+//! timer's own deadline, not the (possibly late) call time, so a late driver sees exactly the
+//! same behaviour as a punctual one, and PTT never outlives the TOT.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+use super::timers::{TimerId, Timers};
 
 /// Keying timers and behaviour for one radio port.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyingConfig {
+    /// A new COR level counts only after it has been stable this long.
     pub cor_debounce: Duration,
+    /// Anti-kerchunk: COR must stay open this long before RX opens (0 = at once).
     pub min_keyup: Duration,
+    /// RX stays open this long after COR drops, so pauses between words do not close it.
     pub squelch_hang: Duration,
+    /// More than `flap_max_changes` debounced COR changes within `flap_window` is flapping.
     pub flap_window: Duration,
     pub flap_max_changes: u32,
+    /// Stuck-COR guard: RX closes after being open this long, until COR is seen closed.
     pub rx_timeout: Duration,
+    /// PTT is up this long before audio is sent, so the transmitter is on air.
     pub tx_delay: Duration,
+    /// PTT is held this long after the channel goes idle.
     pub tx_hang: Duration,
+    /// Time-out timer: PTT is never on longer than this continuously.
     pub tot: Duration,
+    /// Full duplex: COR is honoured while transmitting. Simplex ignores it (own carrier).
     pub duplex: bool,
     /// When set, COR comes from audio level ([`Input::VoxLevel`]) instead of a line.
     pub vox: Option<VoxConfig>,
@@ -38,6 +62,8 @@ impl Default for KeyingConfig {
     }
 }
 
+/// VOX thresholds with hysteresis: opens at `>= open_dbfs`, closes below `close_dbfs`,
+/// and holds its level in between.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VoxConfig {
     pub open_dbfs: f32,
@@ -52,78 +78,1464 @@ impl Default for VoxConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Input {
+    /// Logical COR level from a line (true = carrier present). Ignored when VOX is configured.
     Cor(bool),
+    /// Audio level of one capture frame in dBFS. Only used when VOX is configured.
     VoxLevel(f32),
+    /// The channel has (true) or no longer has (false) a talker for this radio.
+    /// Repeating `true` while blocked reports the block again; otherwise repeats do nothing.
     TxRequest(bool),
+    /// TX inhibit (hardware switch or remote command). Repeating the current value does nothing.
     Inhibit(bool),
+    /// Release everything for good; every later input is ignored.
     Shutdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// Received audio starts going into the channel.
     RxOpen,
+    /// Received audio stops going into the channel.
     RxClose,
+    /// COR dropped before `min_keyup`; that key-up never opened RX.
     KerchunkIgnored,
+    /// COR is chattering; RX is closed and COR ignored until it is quiet for a flap window.
     FlapSuppressed,
+    /// COR was quiet for a whole flap window; it is honoured again.
     FlapCleared,
+    /// RX was open for `rx_timeout` (stuck COR); closed until COR is seen closed.
     RxTimeout,
+    /// PTT output on (start of a key-up; the TOT starts counting).
     PttOn,
+    /// TX delay over: send channel audio to the radio.
     TxAudioOpen,
+    /// PTT output off (also ends TX audio).
     PttOff(PttOffReason),
+    /// The time-out timer cut the key-up (follows `PttOff(TimeOut)`). If the channel still had
+    /// a talker, the port is now locked out until the channel goes idle.
     TotFired,
+    /// The channel went idle, so the TOT lockout is over.
     LockoutCleared,
+    /// A TX request was not keyed. `Busy` requests key later, when RX closes.
     TxBlocked(TxBlockReason),
+    /// TX inhibit switched on or off.
     InhibitChanged(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PttOffReason {
+    /// The channel stayed idle for the whole hang time.
     HangExpired,
+    /// The time-out timer fired.
     TimeOut,
+    /// TX inhibit switched on.
     Inhibited,
+    /// The port is shutting down.
     Shutdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxBlockReason {
     Inhibited,
+    /// Locked out after a TOT, until the channel goes idle.
     LockedOut,
+    /// Simplex and this radio is receiving; keys when RX closes if still requested.
     Busy,
     ShutDown,
 }
 
+/// Keying deadlines. The order of `ALL` breaks ties between deadlines at the same instant:
+/// the TOT and the TX hang go first, so nothing is ever opened on a key-up that ends now,
+/// and a debounced COR change goes before the squelch hang, so COR coming back exactly at
+/// the end of the hang continues the same RX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Tot,
+    TxHang,
+    TxDelay,
+    Debounce,
+    Keyup,
+    SquelchHang,
+    RxTimeout,
+    FlapClear,
+}
+
+const TIMER_COUNT: usize = 8;
+
+impl TimerId for Timer {
+    const ALL: &'static [Self] = &[
+        Timer::Tot,
+        Timer::TxHang,
+        Timer::TxDelay,
+        Timer::Debounce,
+        Timer::Keyup,
+        Timer::SquelchHang,
+        Timer::RxTimeout,
+        Timer::FlapClear,
+    ];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Receive path state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rx {
+    Closed,
+    /// COR is open but not yet for `min_keyup` (anti-kerchunk).
+    Qualifying,
+    Open,
+    /// COR closed, RX still open for the squelch hang.
+    Hang,
+}
+
+/// Transmit path state. PTT is on in `Keyed` and `Hang`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tx {
+    Off,
+    Keyed,
+    /// The channel went idle; PTT held for the hang time.
+    Hang,
+}
+
+/// The keying state machine of one radio port. See the module docs.
+#[derive(Debug, Clone)]
 pub struct Keying {
-    _config: KeyingConfig,
+    config: KeyingConfig,
+    timers: Timers<Timer, TIMER_COUNT>,
+    events: VecDeque<Event>,
+    /// Latest time seen; earlier times are clamped to it.
+    last_now: Option<Instant>,
+    shut_down: bool,
+
+    /// COR level before debounce (after VOX hysteresis).
+    raw_cor: bool,
+    /// Debounced COR level.
+    cor: bool,
+    rx: Rx,
+    /// Times of recent debounced COR changes, for flap detection.
+    flap_changes: VecDeque<Instant>,
+    flapping: bool,
+    /// RX timed out with COR open; RX stays closed until COR is seen closed.
+    stuck: bool,
+
+    tx_request: bool,
+    tx: Tx,
+    tx_audio: bool,
+    /// Start of the current key-up: the TOT origin.
+    ptt_since: Option<Instant>,
+    locked_out: bool,
+    inhibited: bool,
 }
 
 impl Keying {
     pub fn new(config: KeyingConfig) -> Self {
-        Self { _config: config }
+        Self {
+            config,
+            timers: Timers::default(),
+            events: VecDeque::new(),
+            last_now: None,
+            shut_down: false,
+            raw_cor: false,
+            cor: false,
+            rx: Rx::Closed,
+            flap_changes: VecDeque::new(),
+            flapping: false,
+            stuck: false,
+            tx_request: false,
+            tx: Tx::Off,
+            tx_audio: false,
+            ptt_since: None,
+            locked_out: false,
+            inhibited: false,
+        }
     }
-    pub fn handle_input(&mut self, _now: Instant, _input: Input) {}
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+
+    pub fn config(&self) -> &KeyingConfig {
+        &self.config
+    }
+
+    /// Feed one input at `now`. Timers that expired by `now` are handled first, at their own
+    /// deadlines, so a late call can never extend a key-up past the TOT.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        let now = self.clamp(now);
+        if self.shut_down {
+            if input == Input::TxRequest(true) {
+                self.emit(Event::TxBlocked(TxBlockReason::ShutDown));
+            }
+            return;
+        }
+        self.run_timers(now);
+        match input {
+            Input::Cor(level) => {
+                if self.config.vox.is_none() {
+                    self.set_raw_cor(now, level);
+                }
+            }
+            Input::VoxLevel(dbfs) => {
+                if let Some(vox) = &self.config.vox {
+                    // Hysteresis; NaN compares false both ways, so it holds the level.
+                    let level = if dbfs >= vox.open_dbfs {
+                        true
+                    } else if dbfs < vox.close_dbfs {
+                        false
+                    } else {
+                        self.raw_cor
+                    };
+                    self.set_raw_cor(now, level);
+                }
+            }
+            Input::TxRequest(on) => self.on_tx_request(now, on),
+            Input::Inhibit(on) => self.on_inhibit(now, on),
+            Input::Shutdown => self.shutdown(now),
+        }
+        // Zero-length timers started by this input are due now, not on the next call.
+        self.run_timers(now);
+    }
+
+    /// Handle every timer that has expired by `now`, in deadline order.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if !self.shut_down {
+            self.run_timers(now);
+        }
+    }
+
+    /// The earliest running deadline; call `handle_timeout` then. `None` when nothing runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.timers.next_deadline()
     }
+
+    /// Next queued event, oldest first. Drain after every `handle_*` call.
     pub fn poll_event(&mut self) -> Option<Event> {
-        None
+        self.events.pop_front()
     }
+
+    /// PTT output level.
     pub fn ptt(&self) -> bool {
-        false
+        self.tx != Tx::Off
     }
+
+    /// Channel audio goes to the radio (PTT on and TX delay over).
     pub fn tx_audio(&self) -> bool {
-        false
+        self.tx_audio
     }
+
+    /// Received audio goes into the channel (RX open, including squelch hang).
     pub fn rx_active(&self) -> bool {
-        false
+        matches!(self.rx, Rx::Open | Rx::Hang)
     }
+
+    /// Locked out after a TOT until the channel goes idle.
     pub fn locked_out(&self) -> bool {
-        false
+        self.locked_out
     }
+
     pub fn inhibited(&self) -> bool {
-        false
+        self.inhibited
     }
-    pub fn tot_remaining(&self, _now: Instant) -> Option<Duration> {
-        None
+
+    /// Time left before the TOT cuts the current key-up; `None` when PTT is off.
+    pub fn tot_remaining(&self, now: Instant) -> Option<Duration> {
+        let now = self.last_now.map_or(now, |last| now.max(last));
+        self.timers.get(Timer::Tot).map(|at| at.saturating_duration_since(now))
+    }
+
+    /// When the current key-up started (the TOT origin); `None` when PTT is off.
+    pub fn ptt_since(&self) -> Option<Instant> {
+        self.ptt_since
+    }
+
+    /// Debounced COR level (after VOX), whether or not it is honoured right now.
+    pub fn cor(&self) -> bool {
+        self.cor
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        let now = self.last_now.map_or(now, |last| now.max(last));
+        self.last_now = Some(now);
+        now
+    }
+
+    /// Start `timer` to expire `d` after `t`. A duration too large to represent fires at
+    /// once: the safe side for the TOT, and harmless for the others.
+    fn start(&mut self, timer: Timer, t: Instant, d: Duration) {
+        self.timers.set(timer, t.checked_add(d).unwrap_or(t));
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        while let Some((timer, at)) = self.timers.pop_expired(now) {
+            self.on_timer(timer, at);
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer, at: Instant) {
+        match timer {
+            Timer::Debounce => {
+                self.cor = self.raw_cor;
+                self.on_cor_change(at);
+            }
+            // COR held long enough: not a kerchunk.
+            Timer::Keyup => self.open_rx(at),
+            Timer::SquelchHang => self.close_rx(at),
+            Timer::RxTimeout => {
+                self.emit(Event::RxTimeout);
+                // In squelch hang COR is already closed, so nothing is stuck.
+                self.stuck = self.cor;
+                self.close_rx(at);
+            }
+            Timer::FlapClear => {
+                self.flapping = false;
+                self.flap_changes.clear();
+                self.emit(Event::FlapCleared);
+                if self.cor {
+                    self.cor_opened(at);
+                }
+            }
+            Timer::TxDelay => {
+                if self.ptt() {
+                    self.tx_audio = true;
+                    self.emit(Event::TxAudioOpen);
+                }
+            }
+            Timer::TxHang => self.unkey(at, PttOffReason::HangExpired),
+            Timer::Tot => {
+                // Still a talker: lock out until the channel goes idle. Set before unkeying
+                // so nothing triggered by the unkey can key again.
+                self.locked_out = self.tx_request;
+                self.unkey(at, PttOffReason::TimeOut);
+            }
+        }
+    }
+
+    // ---- RX ----
+
+    fn set_raw_cor(&mut self, now: Instant, level: bool) {
+        if level == self.raw_cor {
+            return;
+        }
+        self.raw_cor = level;
+        if level == self.cor {
+            // Bounced back before it counted.
+            self.timers.stop(Timer::Debounce);
+        } else {
+            self.start(Timer::Debounce, now, self.config.cor_debounce);
+        }
+    }
+
+    /// Simplex hears its own transmitter: COR means nothing while PTT is on.
+    fn cor_ignored(&self) -> bool {
+        !self.config.duplex && self.ptt()
+    }
+
+    /// The debounced COR level changed at `t`.
+    fn on_cor_change(&mut self, t: Instant) {
+        if !self.cor {
+            // A stuck COR recovers once it is seen closed, whatever else is going on.
+            self.stuck = false;
+        }
+        if self.cor_ignored() {
+            return;
+        }
+        if self.flapping {
+            // Still chattering: the quiet window starts again.
+            self.start(Timer::FlapClear, t, self.config.flap_window);
+            return;
+        }
+        let window = self.config.flap_window;
+        while let Some(&first) = self.flap_changes.front() {
+            if t.saturating_duration_since(first) >= window {
+                self.flap_changes.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.flap_changes.push_back(t);
+        if self.flap_changes.len() > self.config.flap_max_changes as usize {
+            self.flapping = true;
+            self.flap_changes.clear();
+            self.emit(Event::FlapSuppressed);
+            self.close_rx(t);
+            self.start(Timer::FlapClear, t, window);
+            return;
+        }
+        if self.cor {
+            self.cor_opened(t);
+        } else {
+            self.cor_closed(t);
+        }
+    }
+
+    /// Debounced COR is open (a change, or re-evaluated after PTT or flapping ends).
+    fn cor_opened(&mut self, t: Instant) {
+        if self.cor_ignored() || self.flapping || self.stuck {
+            return;
+        }
+        match self.rx {
+            Rx::Hang => {
+                // Back within the squelch hang: the same RX goes on.
+                self.timers.stop(Timer::SquelchHang);
+                self.rx = Rx::Open;
+            }
+            Rx::Closed if self.config.min_keyup.is_zero() => self.open_rx(t),
+            Rx::Closed => {
+                self.rx = Rx::Qualifying;
+                self.start(Timer::Keyup, t, self.config.min_keyup);
+            }
+            Rx::Qualifying | Rx::Open => {}
+        }
+    }
+
+    fn cor_closed(&mut self, t: Instant) {
+        match self.rx {
+            Rx::Qualifying => {
+                self.timers.stop(Timer::Keyup);
+                self.rx = Rx::Closed;
+                self.emit(Event::KerchunkIgnored);
+            }
+            Rx::Open => {
+                self.rx = Rx::Hang;
+                self.start(Timer::SquelchHang, t, self.config.squelch_hang);
+            }
+            Rx::Closed | Rx::Hang => {}
+        }
+    }
+
+    fn open_rx(&mut self, t: Instant) {
+        self.rx = Rx::Open;
+        self.emit(Event::RxOpen);
+        self.start(Timer::RxTimeout, t, self.config.rx_timeout);
+    }
+
+    /// Close RX from any state. A simplex TX request that waited for it keys now.
+    fn close_rx(&mut self, t: Instant) {
+        self.timers.stop(Timer::Keyup);
+        self.timers.stop(Timer::SquelchHang);
+        self.timers.stop(Timer::RxTimeout);
+        let was_open = self.rx_active();
+        self.rx = Rx::Closed;
+        if was_open {
+            self.emit(Event::RxClose);
+            self.maybe_key(t);
+        }
+    }
+
+    // ---- TX ----
+
+    /// Simplex cannot transmit over a station it is receiving.
+    fn busy(&self) -> bool {
+        !self.config.duplex && self.rx_active()
+    }
+
+    fn on_tx_request(&mut self, now: Instant, on: bool) {
+        self.tx_request = on;
+        if on {
+            match self.tx {
+                Tx::Hang => {
+                    // Same key-up goes on: no new TX delay, TOT keeps its origin.
+                    self.timers.stop(Timer::TxHang);
+                    self.tx = Tx::Keyed;
+                }
+                Tx::Keyed => {}
+                // Also for a repeated request (e.g. a new talker while locked out): it is told.
+                Tx::Off => {
+                    if let Some(reason) = self.block_reason() {
+                        self.emit(Event::TxBlocked(reason));
+                    } else {
+                        self.key(now);
+                    }
+                }
+            }
+        } else {
+            if self.locked_out {
+                self.locked_out = false;
+                self.emit(Event::LockoutCleared);
+            }
+            if self.tx == Tx::Keyed {
+                self.tx = Tx::Hang;
+                self.start(Timer::TxHang, now, self.config.tx_hang);
+            }
+        }
+    }
+
+    fn block_reason(&self) -> Option<TxBlockReason> {
+        if self.shut_down {
+            Some(TxBlockReason::ShutDown)
+        } else if self.inhibited {
+            Some(TxBlockReason::Inhibited)
+        } else if self.locked_out {
+            Some(TxBlockReason::LockedOut)
+        } else if self.busy() {
+            Some(TxBlockReason::Busy)
+        } else {
+            None
+        }
+    }
+
+    /// Key for a request that was blocked, now that the reason may be gone.
+    fn maybe_key(&mut self, t: Instant) {
+        if self.tx_request && !self.ptt() && self.block_reason().is_none() {
+            self.key(t);
+        }
+    }
+
+    fn key(&mut self, t: Instant) {
+        self.tx = Tx::Keyed;
+        self.ptt_since = Some(t);
+        self.emit(Event::PttOn);
+        self.start(Timer::TxDelay, t, self.config.tx_delay);
+        self.start(Timer::Tot, t, self.config.tot);
+        if !self.config.duplex && self.rx == Rx::Qualifying {
+            // Our own carrier now; a key-up still qualifying never happened.
+            self.timers.stop(Timer::Keyup);
+            self.rx = Rx::Closed;
+        }
+    }
+
+    fn unkey(&mut self, t: Instant, reason: PttOffReason) {
+        self.tx = Tx::Off;
+        self.tx_audio = false;
+        self.ptt_since = None;
+        self.timers.stop(Timer::TxDelay);
+        self.timers.stop(Timer::TxHang);
+        self.timers.stop(Timer::Tot);
+        self.emit(Event::PttOff(reason));
+        if reason == PttOffReason::TimeOut {
+            self.emit(Event::TotFired);
+        }
+        // Simplex: COR was ignored while keyed; take it from its current level.
+        if !self.config.duplex && !self.shut_down && self.cor {
+            self.cor_opened(t);
+        }
+    }
+
+    fn on_inhibit(&mut self, now: Instant, on: bool) {
+        if on == self.inhibited {
+            return;
+        }
+        self.inhibited = on;
+        self.emit(Event::InhibitChanged(on));
+        if on {
+            if self.ptt() {
+                self.unkey(now, PttOffReason::Inhibited);
+            }
+        } else if self.tx_request && !self.ptt() {
+            // A fresh key-up (new TX delay, new TOT), unless something else still blocks it;
+            // a request now waiting on RX is told so.
+            match self.block_reason() {
+                None => self.key(now),
+                Some(TxBlockReason::Busy) => self.emit(Event::TxBlocked(TxBlockReason::Busy)),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn shutdown(&mut self, now: Instant) {
+        self.shut_down = true;
+        if self.ptt() {
+            self.unkey(now, PttOffReason::Shutdown);
+        }
+        self.close_rx(now);
+        self.timers.stop_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+    use Event::*;
+    use Input::*;
+    use PttOffReason as Off;
+    use TxBlockReason as Block;
+
+    /// The origin of virtual time; the only clock read in this file.
+    fn base() -> Instant {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A core whose clock starts at `base()`, as a driver's would at its first call.
+    fn started(config: KeyingConfig) -> Keying {
+        let mut k = Keying::new(config);
+        k.handle_timeout(base());
+        k
+    }
+
+    /// Drives one `Keying` through virtual time like str0m's tests/common.rs `progress()`:
+    /// every deadline is handled at its own instant. Events are logged in ms since `base()`,
+    /// and after every call the getters are checked against a model built from events alone.
+    struct Sim {
+        k: Keying,
+        now: Instant,
+        log: Vec<(u64, Event)>,
+        timeouts: usize,
+        // The model: what the events said.
+        ptt_on_at: Option<Instant>,
+        rx_open: bool,
+        inhibited: bool,
+        shut: bool,
+    }
+
+    impl Sim {
+        fn new(config: KeyingConfig) -> Self {
+            Sim {
+                k: started(config),
+                now: base(),
+                log: Vec::new(),
+                timeouts: 0,
+                ptt_on_at: None,
+                rx_open: false,
+                inhibited: false,
+                shut: false,
+            }
+        }
+
+        fn with(f: impl FnOnce(&mut KeyingConfig)) -> Self {
+            let mut config = KeyingConfig::default();
+            f(&mut config);
+            Self::new(config)
+        }
+
+        fn at(t: u64) -> Instant {
+            base() + ms(t)
+        }
+
+        /// Handle every deadline up to `t` ms (inclusive), then stand at `t`.
+        fn run_to(&mut self, t: u64) {
+            self.run_to_instant(Self::at(t));
+        }
+
+        fn run_to_instant(&mut self, target: Instant) {
+            while let Some(next) = self.k.poll_timeout() {
+                if next > target {
+                    break;
+                }
+                self.now = self.now.max(next);
+                self.k.handle_timeout(next);
+                self.timeouts += 1;
+                self.after_call();
+            }
+            if target > self.now {
+                // A driver wakes for the input at `target`; keeps the core's clock in step.
+                self.now = target;
+                self.k.handle_timeout(target);
+                self.after_call();
+            }
+        }
+
+        fn input(&mut self, t: u64, input: Input) {
+            self.input_at(Self::at(t), input);
+        }
+
+        /// `at` may be before `now`: the core must clamp it.
+        fn input_at(&mut self, at: Instant, input: Input) {
+            self.run_to_instant(at);
+            self.k.handle_input(at, input);
+            if input == Shutdown {
+                self.shut = true;
+            }
+            self.after_call();
+        }
+
+        fn take(&mut self) -> Vec<(u64, Event)> {
+            std::mem::take(&mut self.log)
+        }
+
+        fn after_call(&mut self) {
+            while let Some(e) = self.k.poll_event() {
+                self.observe(e);
+                let t = self.now.duration_since(base()).as_millis() as u64;
+                self.log.push((t, e));
+            }
+            self.check();
+        }
+
+        fn observe(&mut self, e: Event) {
+            let tot = self.k.config().tot;
+            match e {
+                PttOn => {
+                    assert!(self.ptt_on_at.is_none(), "PttOn while keyed");
+                    assert!(!self.inhibited, "PttOn while inhibited");
+                    assert!(!self.shut, "PttOn after shutdown");
+                    self.ptt_on_at = Some(self.now);
+                }
+                PttOff(_) => {
+                    let on = self.ptt_on_at.take().expect("PttOff while not keyed");
+                    assert!(self.now - on <= tot, "key-up of {:?} > TOT", self.now - on);
+                }
+                TxAudioOpen => assert!(self.ptt_on_at.is_some(), "audio without PTT"),
+                RxOpen => {
+                    assert!(!self.rx_open, "RxOpen while open");
+                    assert!(!self.shut, "RxOpen after shutdown");
+                    self.rx_open = true;
+                }
+                RxClose => {
+                    assert!(self.rx_open, "RxClose while closed");
+                    self.rx_open = false;
+                }
+                InhibitChanged(on) => {
+                    assert_ne!(self.inhibited, on, "InhibitChanged without a change");
+                    self.inhibited = on;
+                }
+                _ => {}
+            }
+        }
+
+        fn check(&self) {
+            let k = &self.k;
+            let cfg = k.config();
+            assert_eq!(k.ptt(), self.ptt_on_at.is_some(), "ptt() disagrees with events");
+            assert_eq!(k.rx_active(), self.rx_open, "rx_active() disagrees with events");
+            assert_eq!(k.inhibited(), self.inhibited);
+            assert_eq!(k.ptt_since(), self.ptt_on_at);
+            match self.ptt_on_at {
+                Some(on) => {
+                    let keyed = self.now - on;
+                    assert!(keyed <= cfg.tot, "PTT on for {keyed:?} > TOT");
+                    assert_eq!(k.tot_remaining(self.now), Some(cfg.tot - keyed));
+                }
+                None => assert_eq!(k.tot_remaining(self.now), None),
+            }
+            assert!(!(k.ptt() && k.inhibited()), "keyed while inhibited");
+            assert!(!(k.ptt() && k.locked_out()), "keyed while locked out");
+            assert!(!k.tx_audio() || k.ptt(), "audio without PTT");
+            if !cfg.duplex {
+                assert!(!(k.ptt() && k.rx_active()), "simplex keyed while receiving");
+            }
+            if self.shut {
+                assert!(!k.ptt() && !k.rx_active() && !k.tx_audio());
+                assert_eq!(k.poll_timeout(), None, "timer running after shutdown");
+            }
+            if let Some(next) = k.poll_timeout() {
+                assert!(next > self.now, "deadline not after the handled time");
+            }
+        }
+    }
+
+    // ---- RX ----
+
+    #[test]
+    fn debounce_rejects_bounce_and_accepts_steady() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(10, Cor(false)); // back before 20 ms: never counted
+        s.input(100, Cor(true));
+        s.input(115, Cor(false));
+        s.input(118, Cor(true)); // the 20 ms start again here
+        s.run_to(137);
+        assert_eq!(s.take(), vec![]);
+        s.run_to(1000);
+        assert_eq!(s.take(), vec![(138, RxOpen)]);
+        // A dropout shorter than the debounce is not a close either.
+        s.input(2000, Cor(false));
+        s.input(2019, Cor(true));
+        s.run_to(5000);
+        assert_eq!(s.take(), vec![]);
+        assert!(s.k.rx_active() && s.k.cor());
+    }
+
+    #[test]
+    fn kerchunk_is_ignored_and_a_long_keyup_opens() {
+        let mut s = Sim::with(|c| c.min_keyup = ms(500));
+        s.input(0, Cor(true));
+        s.input(300, Cor(false));
+        s.run_to(1000);
+        assert_eq!(s.take(), vec![(320, KerchunkIgnored)]);
+        s.input(2000, Cor(true));
+        s.run_to(2519);
+        assert!(!s.k.rx_active());
+        s.run_to(3000);
+        assert_eq!(s.take(), vec![(2520, RxOpen)]);
+    }
+
+    #[test]
+    fn squelch_hang_bridges_pauses_then_closes() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(1000, Cor(false)); // counts at 1020, hang until 1320
+        s.input(1200, Cor(true)); // back at 1220: same RX, no events
+        s.run_to(1900);
+        assert_eq!(s.take(), vec![(20, RxOpen)]);
+        s.input(2000, Cor(false));
+        s.run_to(2319);
+        assert!(s.k.rx_active());
+        s.run_to(5000);
+        assert_eq!(s.take(), vec![(2320, RxClose)]);
+    }
+
+    #[test]
+    fn squelch_hang_reopen_skips_the_kerchunk_check() {
+        let mut s = Sim::with(|c| c.min_keyup = ms(500));
+        s.input(0, Cor(true));
+        s.input(1000, Cor(false));
+        s.input(1100, Cor(true)); // back at 1120, well under min_keyup: still the same RX
+        s.input(1200, Cor(false));
+        s.run_to(5000);
+        assert_eq!(s.take(), vec![(520, RxOpen), (1520, RxClose)]);
+    }
+
+    /// Toggle COR every 100 ms for `n` inputs starting at 0 (true first).
+    fn chatter(s: &mut Sim, n: u64) {
+        for i in 0..n {
+            s.input(i * 100, Cor(i % 2 == 0));
+        }
+    }
+
+    #[test]
+    fn flap_at_the_limit_is_not_suppressed() {
+        let mut s = Sim::new(KeyingConfig::default());
+        chatter(&mut s, 10); // 10 changes within the window: the limit, not over it
+        s.run_to(5000);
+        assert_eq!(s.take(), vec![(20, RxOpen), (1220, RxClose)]);
+    }
+
+    #[test]
+    fn flap_is_suppressed_then_cleared_after_a_quiet_window() {
+        let mut s = Sim::new(KeyingConfig::default());
+        chatter(&mut s, 15); // changes at 20, 120, ..., 1420; the 11th (1020) is too many
+        s.run_to(3419);
+        assert_eq!(s.take(), vec![(20, RxOpen), (1020, FlapSuppressed), (1020, RxClose)]);
+        // Quiet from 1420 for a whole window; COR is open then, so it is a fresh open.
+        s.run_to(6000);
+        assert_eq!(s.take(), vec![(3420, FlapCleared), (3420, RxOpen)]);
+    }
+
+    #[test]
+    fn flap_cleared_with_cor_closed_does_not_open() {
+        let mut s = Sim::new(KeyingConfig::default());
+        chatter(&mut s, 14); // last change at 1320 is a close
+        s.run_to(6000);
+        let events = s.take();
+        assert_eq!(events.last(), Some(&(3320, FlapCleared)));
+        assert!(!s.k.rx_active());
+    }
+
+    #[test]
+    fn rx_timeout_cuts_a_stuck_cor_until_it_drops() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.run_to(250_000);
+        assert_eq!(s.take(), vec![(20, RxOpen), (180_020, RxTimeout), (180_020, RxClose)]);
+        s.input(250_000, Cor(false)); // seen closed at 250 020: normal again, silently
+        s.input(250_100, Cor(true));
+        s.run_to(260_000);
+        assert_eq!(s.take(), vec![(250_120, RxOpen)]);
+    }
+
+    #[test]
+    fn rx_timeout_counts_through_squelch_hang() {
+        let mut s = Sim::with(|c| c.rx_timeout = ms(10_000));
+        s.input(0, Cor(true));
+        s.input(5_000, Cor(false));
+        s.input(5_100, Cor(true)); // same RX: its 10 s still count from 20
+        s.run_to(20_000);
+        assert_eq!(s.take(), vec![(20, RxOpen), (10_020, RxTimeout), (10_020, RxClose)]);
+    }
+
+    /// Send VOX frames every 20 ms in [from, to).
+    fn vox(s: &mut Sim, from: u64, to: u64, dbfs: f32) {
+        for t in (from..to).step_by(20) {
+            s.input(t, VoxLevel(dbfs));
+        }
+    }
+
+    #[test]
+    fn vox_hysteresis_opens_holds_and_closes() {
+        let mut s = Sim::with(|c| c.vox = Some(VoxConfig::default())); // -30 open, -36 close
+        vox(&mut s, 0, 200, -50.0);
+        vox(&mut s, 200, 400, -33.0); // between: stays closed
+        s.input(390, Cor(true)); // a line COR is ignored with VOX
+        assert_eq!(s.take(), vec![]);
+        vox(&mut s, 400, 420, -25.0); // opens (raw at 400, debounced at 420)
+        vox(&mut s, 420, 2000, -33.0); // between: stays open
+        vox(&mut s, 2000, 2040, f32::NAN); // garbage holds the level
+        vox(&mut s, 2040, 3000, -40.0); // below close: closes at 2040, counts at 2060
+        s.run_to(4000);
+        assert_eq!(s.take(), vec![(420, RxOpen), (2360, RxClose)]);
+    }
+
+    #[test]
+    fn vox_level_is_ignored_without_vox() {
+        let mut s = Sim::new(KeyingConfig::default());
+        vox(&mut s, 0, 1000, 0.0);
+        s.run_to(2000);
+        assert_eq!(s.take(), vec![]);
+    }
+
+    // ---- TX ----
+
+    #[test]
+    fn tx_delay_then_audio() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.run_to(499);
+        assert!(s.k.ptt() && !s.k.tx_audio());
+        s.run_to(1000);
+        assert!(s.k.tx_audio());
+        assert_eq!(s.take(), vec![(0, PttOn), (500, TxAudioOpen)]);
+    }
+
+    #[test]
+    fn hang_expires_after_the_channel_goes_idle() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(3000, TxRequest(false));
+        s.run_to(4999);
+        assert!(s.k.ptt());
+        s.run_to(10_000);
+        assert_eq!(
+            s.take(),
+            vec![(0, PttOn), (500, TxAudioOpen), (5000, PttOff(Off::HangExpired))]
+        );
+        assert_eq!(s.k.poll_timeout(), None);
+    }
+
+    #[test]
+    fn rekey_during_hang_continues_and_keeps_tot_origin() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(5000, TxRequest(false));
+        s.input(6000, TxRequest(true)); // within the hang: same key-up, no events
+        assert_eq!(s.k.tot_remaining(Sim::at(6000)), Some(ms(174_000)));
+        s.run_to(200_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (180_000, PttOff(Off::TimeOut)),
+                (180_000, TotFired)
+            ]
+        );
+        assert!(s.k.locked_out());
+    }
+
+    #[test]
+    fn tot_locks_out_until_the_channel_goes_idle() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.run_to(179_999);
+        assert_eq!(s.k.tot_remaining(Sim::at(179_999)), Some(ms(1)));
+        s.run_to(180_000);
+        assert!(!s.k.ptt() && s.k.locked_out());
+        s.input(185_000, TxRequest(true)); // another talker: told, not keyed
+        s.input(190_000, Inhibit(true));
+        s.input(190_100, Inhibit(false)); // releasing inhibit does not end the lockout
+        s.run_to(199_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (180_000, PttOff(Off::TimeOut)),
+                (180_000, TotFired),
+                (185_000, TxBlocked(Block::LockedOut)),
+                (190_000, InhibitChanged(true)),
+                (190_100, InhibitChanged(false)),
+            ]
+        );
+        s.input(200_000, TxRequest(false));
+        assert!(!s.k.locked_out());
+        s.input(201_000, TxRequest(true));
+        assert_eq!(s.take(), vec![(200_000, LockoutCleared), (201_000, PttOn)]);
+    }
+
+    #[test]
+    fn tot_during_hang_does_not_lock_out() {
+        let mut s = Sim::with(|c| c.tot = ms(3000));
+        s.input(0, TxRequest(true));
+        s.input(2000, TxRequest(false)); // hang would end at 4000
+        s.run_to(3400);
+        assert!(!s.k.locked_out());
+        s.input(3500, TxRequest(true));
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (3000, PttOff(Off::TimeOut)),
+                (3000, TotFired),
+                (3500, PttOn),
+            ]
+        );
+    }
+
+    #[test]
+    fn inhibit_while_keyed_unkeys_at_once_and_blocks() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, Inhibit(true));
+        assert!(!s.k.ptt() && !s.k.tx_audio());
+        s.input(1500, TxRequest(false));
+        s.input(1600, TxRequest(true));
+        s.run_to(300_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (1000, InhibitChanged(true)),
+                (1000, PttOff(Off::Inhibited)),
+                (1600, TxBlocked(Block::Inhibited)),
+            ]
+        );
+    }
+
+    #[test]
+    fn inhibit_during_hang_unkeys_at_once() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, TxRequest(false));
+        s.input(1500, Inhibit(true));
+        s.run_to(10_000);
+        let tail = s.take().split_off(2);
+        assert_eq!(tail, vec![(1500, InhibitChanged(true)), (1500, PttOff(Off::Inhibited))]);
+    }
+
+    #[test]
+    fn inhibit_release_with_active_request_rekeys_fresh() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, Inhibit(true));
+        s.input(2000, Inhibit(false));
+        assert_eq!(s.k.tot_remaining(Sim::at(2000)), Some(ms(180_000))); // new TOT
+        s.run_to(2600);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (1000, InhibitChanged(true)),
+                (1000, PttOff(Off::Inhibited)),
+                (2000, InhibitChanged(false)),
+                (2000, PttOn),
+                (2500, TxAudioOpen), // new TX delay
+            ]
+        );
+    }
+
+    #[test]
+    fn request_while_inhibited_keys_on_release() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Inhibit(true));
+        s.input(100, TxRequest(true));
+        s.input(200, Inhibit(false));
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, InhibitChanged(true)),
+                (100, TxBlocked(Block::Inhibited)),
+                (200, InhibitChanged(false)),
+                (200, PttOn),
+            ]
+        );
+    }
+
+    // ---- RX and TX together ----
+
+    #[test]
+    fn inhibit_release_while_receiving_in_simplex_waits_for_rx() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(100, Inhibit(true));
+        s.input(200, TxRequest(true));
+        s.input(300, Inhibit(false));
+        s.input(1000, Cor(false));
+        s.run_to(1400);
+        assert_eq!(
+            s.take(),
+            vec![
+                (20, RxOpen),
+                (100, InhibitChanged(true)),
+                (200, TxBlocked(Block::Inhibited)),
+                (300, InhibitChanged(false)),
+                (300, TxBlocked(Block::Busy)),
+                (1320, RxClose),
+                (1320, PttOn),
+            ]
+        );
+    }
+
+    #[test]
+    fn simplex_ignores_cor_while_keyed_then_takes_it() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, Cor(true)); // our own carrier, as far as we know
+        s.run_to(1900);
+        assert!(!s.k.rx_active() && s.k.cor());
+        s.input(2000, TxRequest(false));
+        s.run_to(5000);
+        assert_eq!(
+            s.take(),
+            vec![(0, PttOn), (500, TxAudioOpen), (4000, PttOff(Off::HangExpired)), (4000, RxOpen)]
+        );
+    }
+
+    #[test]
+    fn simplex_cor_that_came_and_went_during_tx_is_forgotten() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, Cor(true));
+        s.input(1500, Cor(false));
+        s.input(2000, TxRequest(false));
+        s.run_to(10_000);
+        assert_eq!(
+            s.take(),
+            vec![(0, PttOn), (500, TxAudioOpen), (4000, PttOff(Off::HangExpired))]
+        );
+    }
+
+    #[test]
+    fn simplex_request_during_kerchunk_check_keys() {
+        let mut s = Sim::with(|c| c.min_keyup = ms(500));
+        s.input(0, Cor(true)); // qualifying from 20 to 520
+        s.input(100, TxRequest(true)); // RX is not open yet, so not busy
+        s.run_to(1000);
+        assert_eq!(s.take(), vec![(100, PttOn), (600, TxAudioOpen)]);
+        assert!(!s.k.rx_active());
+    }
+
+    #[test]
+    fn duplex_cor_and_tx_are_independent() {
+        let mut s = Sim::with(|c| c.duplex = true);
+        s.input(0, TxRequest(true));
+        s.input(1000, Cor(true));
+        s.input(2000, Cor(false));
+        s.input(3000, Cor(true)); // receiving while keyed
+        s.input(4000, TxRequest(false));
+        s.input(4100, TxRequest(true));
+        s.run_to(7000);
+        assert_eq!(
+            s.take(),
+            vec![(0, PttOn), (500, TxAudioOpen), (1020, RxOpen), (2320, RxClose), (3020, RxOpen)]
+        );
+        assert!(s.k.ptt() && s.k.rx_active());
+    }
+
+    #[test]
+    fn simplex_request_while_receiving_is_busy_then_keys_after_rx_closes() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(1000, TxRequest(true));
+        s.input(3000, Cor(false));
+        s.run_to(4000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (20, RxOpen),
+                (1000, TxBlocked(Block::Busy)),
+                (3320, RxClose),
+                (3320, PttOn),
+                (3820, TxAudioOpen),
+            ]
+        );
+    }
+
+    #[test]
+    fn simplex_busy_request_withdrawn_never_keys() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(1000, TxRequest(true));
+        s.input(2000, TxRequest(false));
+        s.input(3000, Cor(false));
+        s.run_to(10_000);
+        assert_eq!(s.take(), vec![(20, RxOpen), (1000, TxBlocked(Block::Busy)), (3320, RxClose)]);
+    }
+
+    #[test]
+    fn simplex_stuck_cor_frees_the_radio_for_a_waiting_request() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(1000, TxRequest(true));
+        s.run_to(400_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (20, RxOpen),
+                (1000, TxBlocked(Block::Busy)),
+                (180_020, RxTimeout),
+                (180_020, RxClose),
+                (180_020, PttOn),
+                (180_520, TxAudioOpen),
+                (360_020, PttOff(Off::TimeOut)),
+                (360_020, TotFired),
+                // COR is still stuck: no RxOpen after PTT drops.
+            ]
+        );
+        assert!(s.k.locked_out());
+    }
+
+    #[test]
+    fn zero_length_timers_fire_in_the_same_call() {
+        let mut s = Sim::with(|c| {
+            c.cor_debounce = Duration::ZERO;
+            c.tx_delay = Duration::ZERO;
+            c.tx_hang = Duration::ZERO;
+            c.squelch_hang = Duration::ZERO;
+            c.duplex = true;
+        });
+        s.input(0, Cor(true));
+        s.input(0, TxRequest(true));
+        s.input(10, TxRequest(false));
+        s.input(20, Cor(false));
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, RxOpen),
+                (0, PttOn),
+                (0, TxAudioOpen),
+                (10, PttOff(Off::HangExpired)),
+                (20, RxClose),
+            ]
+        );
+        assert_eq!(s.k.poll_timeout(), None);
+    }
+
+    #[test]
+    fn shutdown_while_keyed_releases_everything_and_ignores_the_rest() {
+        let mut s = Sim::with(|c| c.duplex = true);
+        s.input(0, Cor(true));
+        s.input(100, TxRequest(true));
+        s.input(1000, Shutdown);
+        assert!(!s.k.ptt() && !s.k.rx_active() && s.k.is_shut_down());
+        assert_eq!(s.k.poll_timeout(), None);
+        s.input(1100, Inhibit(true));
+        s.input(1200, Cor(false));
+        s.input(1300, TxRequest(false));
+        s.input(1400, TxRequest(true));
+        s.input(1500, Shutdown);
+        s.run_to(1_000_000);
+        assert!(!s.k.ptt());
+        assert_eq!(
+            s.take(),
+            vec![
+                (20, RxOpen),
+                (100, PttOn),
+                (600, TxAudioOpen),
+                (1000, PttOff(Off::Shutdown)),
+                (1000, RxClose),
+                (1400, TxBlocked(Block::ShutDown)),
+            ]
+        );
+    }
+
+    #[test]
+    fn late_driver_unkeys_at_tot_before_the_input() {
+        let t0 = base();
+        let mut k = Keying::new(KeyingConfig::default());
+        k.handle_input(t0, TxRequest(true));
+        // The driver slept through everything, then an input arrives.
+        k.handle_input(t0 + ms(500_000), Inhibit(true));
+        let events: Vec<_> = std::iter::from_fn(|| k.poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![PttOn, TxAudioOpen, PttOff(Off::TimeOut), TotFired, InhibitChanged(true)]
+        );
+        assert!(!k.ptt() && k.locked_out());
+
+        // Same with a late handle_timeout: the whole backlog, in deadline order.
+        let mut k = Keying::new(KeyingConfig::default());
+        k.handle_input(t0, Cor(true));
+        k.handle_input(t0, TxRequest(true));
+        k.handle_timeout(t0 + ms(1_000_000));
+        let events: Vec<_> = std::iter::from_fn(|| k.poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![PttOn, TxAudioOpen, PttOff(Off::TimeOut), TotFired, RxOpen, RxTimeout, RxClose]
+        );
+    }
+
+    #[test]
+    fn time_going_backwards_is_clamped() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(10_000, TxRequest(true));
+        s.input(5_000, Cor(true)); // earlier than already seen: taken as 10 000
+        s.k.handle_timeout(base());
+        s.after_call();
+        assert_eq!(s.k.tot_remaining(base()), Some(ms(180_000)));
+        s.run_to(200_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (10_000, PttOn),
+                (10_500, TxAudioOpen),
+                (190_000, PttOff(Off::TimeOut)),
+                (190_000, TotFired),
+                (190_000, RxOpen), // COR counted at 10 020, taken when PTT dropped
+            ]
+        );
+        // A fresh instance whose first time is its latest one also copes.
+        let mut k = Keying::new(KeyingConfig::default());
+        k.handle_timeout(base() + ms(1000));
+        k.handle_input(base(), TxRequest(true));
+        assert_eq!(k.ptt_since(), Some(base() + ms(1000)));
+        assert_eq!(k.tot_remaining(base()), Some(ms(180_000)));
+    }
+
+    /// A duplex link keys this port while its COR is stuck open for ten minutes.
+    #[test]
+    fn ten_minutes_of_stuck_cor_on_a_duplex_link() {
+        let mut s = Sim::with(|c| c.duplex = true);
+        s.input(0, Cor(true));
+        s.input(1000, TxRequest(true));
+        s.run_to(600_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (20, RxOpen),
+                (1000, PttOn),
+                (1500, TxAudioOpen),
+                (180_020, RxTimeout),
+                (180_020, RxClose),
+                (181_000, PttOff(Off::TimeOut)),
+                (181_000, TotFired),
+            ]
+        );
+        assert!(!s.k.ptt() && !s.k.rx_active() && s.k.locked_out());
+        // Virtual time: ten minutes in a handful of steps, not a busy loop.
+        assert!(s.timeouts < 10, "{} steps", s.timeouts);
+        s.input(600_000, Cor(false));
+        s.input(600_000, TxRequest(false));
+        s.input(601_000, Cor(true));
+        s.run_to(602_000);
+        assert_eq!(s.take(), vec![(600_000, LockoutCleared), (601_020, RxOpen)]);
+    }
+
+    // ---- properties ----
+
+    fn arb_config() -> impl Strategy<Value = KeyingConfig> {
+        (
+            (0u64..100, 0u64..1000, 0u64..1000, 0u64..3000, 0u32..12),
+            (0u64..20_000, 0u64..1000, 0u64..5000, 0u64..20_000),
+            any::<bool>(),
+            proptest::option::of((-60f32..-20.0, 0f32..10.0)),
+        )
+            .prop_map(
+                |((deb, keyup, hang, win, flaps), (rxt, delay, txh, tot), duplex, vox)| {
+                    KeyingConfig {
+                        cor_debounce: ms(deb),
+                        min_keyup: ms(keyup),
+                        squelch_hang: ms(hang),
+                        flap_window: ms(win),
+                        flap_max_changes: flaps,
+                        rx_timeout: ms(rxt),
+                        tx_delay: ms(delay),
+                        tx_hang: ms(txh),
+                        tot: ms(tot),
+                        duplex,
+                        vox: vox.map(|(open, gap)| VoxConfig {
+                            open_dbfs: open,
+                            close_dbfs: open - gap,
+                        }),
+                    }
+                },
+            )
+    }
+
+    fn arb_input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            20 => any::<bool>().prop_map(Cor),
+            20 => (-70f32..0.0).prop_map(VoxLevel),
+            20 => any::<bool>().prop_map(TxRequest),
+            8 => any::<bool>().prop_map(Inhibit),
+            1 => Just(Shutdown),
+        ]
+    }
+
+    /// Milliseconds to move before the input: mostly short, some long enough for TOT and
+    /// RX timeouts, a few backwards.
+    fn arb_delay() -> impl Strategy<Value = i64> {
+        prop_oneof![6 => 0i64..300, 3 => 0i64..5_000, 1 => 0i64..40_000, 1 => -2_000i64..0]
+    }
+
+    fn arb_steps() -> impl Strategy<Value = Vec<(i64, Input)>> {
+        proptest::collection::vec((arb_delay(), arb_input()), 0..150)
+    }
+
+    fn step_time(now: Instant, delay: i64) -> Instant {
+        if delay >= 0 {
+            now + ms(delay as u64)
+        } else {
+            now.checked_sub(ms(delay.unsigned_abs())).unwrap_or(now)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..Default::default() })]
+
+        /// The Sim checks after every call: PTT never on longer than the TOT (from events and
+        /// from `ptt()`), never while inhibited or locked out, getters agree with the events,
+        /// nothing runs after shutdown, and the next deadline is after the handled time.
+        #[test]
+        fn invariants_hold_for_random_inputs(config in arb_config(), steps in arb_steps()) {
+            let mut s = Sim::new(config);
+            for (delay, input) in steps {
+                let at = step_time(s.now, delay);
+                s.input_at(at, input);
+            }
+            // Left alone, every key-up ends: by hang or by TOT.
+            let end = s.now + ms(400_000);
+            s.run_to_instant(end);
+            prop_assert!(!s.k.ptt());
+        }
+
+        /// A driver that never calls handle_timeout sees exactly what a punctual one sees.
+        #[test]
+        fn late_driver_matches_punctual(config in arb_config(), steps in arb_steps()) {
+            let mut punctual = Sim::new(config.clone());
+            let mut late = started(config);
+            for (delay, input) in steps {
+                let at = step_time(punctual.now, delay);
+                punctual.input_at(at, input);
+                late.handle_input(at, input);
+                let expected: Vec<Event> = punctual.take().into_iter().map(|(_, e)| e).collect();
+                let got: Vec<Event> = std::iter::from_fn(|| late.poll_event()).collect();
+                prop_assert_eq!(got, expected);
+                let k = &punctual.k;
+                prop_assert_eq!(late.ptt(), k.ptt());
+                prop_assert_eq!(late.ptt_since(), k.ptt_since());
+                prop_assert_eq!(late.tx_audio(), k.tx_audio());
+                prop_assert_eq!(late.rx_active(), k.rx_active());
+                prop_assert_eq!(late.locked_out(), k.locked_out());
+                prop_assert_eq!(late.poll_timeout(), k.poll_timeout());
+            }
+        }
+
+        /// After Shutdown nothing keys again, whatever comes.
+        #[test]
+        fn shutdown_is_final(
+            config in arb_config(),
+            before in arb_steps(),
+            after in arb_steps(),
+        ) {
+            let mut s = Sim::new(config);
+            for (delay, input) in before {
+                let at = step_time(s.now, delay);
+                s.input_at(at, input);
+            }
+            let at = s.now + ms(1);
+            s.input_at(at, Shutdown);
+            s.take();
+            for (delay, input) in after {
+                let at = step_time(s.now, delay);
+                s.input_at(at, input);
+                prop_assert!(!s.k.ptt());
+            }
+            prop_assert!(s.take().iter().all(|(_, e)| *e == TxBlocked(Block::ShutDown)));
+        }
     }
 }
