@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{daemon, devices};
+use crate::{config, daemon, devices};
 
 #[derive(Parser, Debug)]
 #[command(name = "roipd", version, about = "Radio-over-IP gateway daemon", propagate_version = true)]
@@ -30,7 +30,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => daemon::run_from_file(&config),
-        Command::Check { config } => { let _ = config; ExitCode::from(2) } // WIP: check_command lands with the config loader,
+        Command::Check { config } => config::check_command(&config),
         Command::Devices => {
             devices::print();
             ExitCode::SUCCESS
