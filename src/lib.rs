@@ -14,4 +14,5 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod devices;
+pub mod dsp;
 pub mod gpio;

@@ -1,0 +1,541 @@
+//! The per-port audio chains.
+//!
+//! Receive, radio → network ([`RxChain`]):
+//! `input meter → high-pass (CTCSS strip) → de-emphasis? → input gain → VOX level →
+//! AGC? → limiter → output meter`.
+//!
+//! Transmit, network → radio ([`TxChain`]):
+//! `input meter → gain → pre-emphasis? → limiter → output meter`.
+//!
+//! Emphasis is the land-mobile FM curve, 6 dB/octave between 300 Hz and 3 kHz (TIA-603 style):
+//! a first-order shelf with its corners at [`EMPHASIS_LOW_HZ`] and [`EMPHASIS_HIGH_HZ`], 20 dB
+//! from end to end, scaled to 0 dB at 1 kHz (as app_rpt does) so switching it on does not
+//! change the level of the speech band's middle. De-emphasis (pole at 300 Hz, zero at 3 kHz)
+//! is for receivers that deliver flat discriminator audio; pre-emphasis is its exact inverse
+//! (zero at 300 Hz, pole at 3 kHz) for transmitters driven on a flat (data/9600) input. A
+//! first-order shelf only one decade wide is not a full 6 dB/octave anywhere: between 1 and
+//! 2 kHz it falls by about 4.6 dB, and by 17 dB from 300 Hz to 3 kHz.
+
+use super::biquad::{Biquad, BiquadCoeffs};
+use super::dynamics::{Agc, AgcConfig, Limiter};
+use super::level::{
+    db_to_gain, peak_and_sum_sq, power_to_db, scale_and_sum_sq, Meter, SILENCE_DBFS,
+};
+use super::{clean, SAMPLE_RATE};
+
+/// Lower corner of the emphasis shelf (the de-emphasis pole), Hz.
+pub const EMPHASIS_LOW_HZ: f64 = 300.0;
+/// Upper corner of the emphasis shelf (the de-emphasis zero), Hz.
+pub const EMPHASIS_HIGH_HZ: f64 = 3000.0;
+/// Frequency at which both emphasis filters have 0 dB gain, Hz.
+pub const EMPHASIS_UNITY_HZ: f64 = 1000.0;
+
+/// De-emphasis: -6 dB/octave shelf from 300 Hz to 3 kHz, 0 dB at 1 kHz.
+pub fn de_emphasis(sample_rate: u32) -> BiquadCoeffs {
+    BiquadCoeffs::first_order_shelf(
+        sample_rate as f64,
+        EMPHASIS_HIGH_HZ,
+        EMPHASIS_LOW_HZ,
+        EMPHASIS_UNITY_HZ,
+    )
+}
+
+/// Pre-emphasis: the exact inverse of [`de_emphasis`].
+pub fn pre_emphasis(sample_rate: u32) -> BiquadCoeffs {
+    BiquadCoeffs::first_order_shelf(
+        sample_rate as f64,
+        EMPHASIS_LOW_HZ,
+        EMPHASIS_HIGH_HZ,
+        EMPHASIS_UNITY_HZ,
+    )
+}
+
+/// The two sections of a 4th-order Butterworth high-pass at `corner_hz`: 2nd-order sections
+/// with Q = 1/(2 cos(pi/8)) = 0.541 and 1/(2 cos(3 pi/8)) = 1.307 (cascading two Q = 0.707
+/// sections would be a Linkwitz-Riley filter, 6 dB down at the corner instead of 3 dB).
+/// 24 dB/octave below the corner: at 300 Hz, 100 Hz is 38 dB down and 67 Hz 52 dB.
+pub fn butterworth_high_pass_4(sample_rate: u32, corner_hz: f64) -> [BiquadCoeffs; 2] {
+    use std::f64::consts::PI;
+    let fs = sample_rate as f64;
+    let q1 = 1.0 / (2.0 * (PI / 8.0).cos());
+    let q2 = 1.0 / (2.0 * (3.0 * PI / 8.0).cos());
+    [BiquadCoeffs::high_pass(fs, corner_hz, q1), BiquadCoeffs::high_pass(fs, corner_hz, q2)]
+}
+
+/// Receive chain settings for one radio port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RxConfig {
+    /// Corner of the 4th-order high-pass that strips CTCSS tones (67–254 Hz); `None` = off.
+    /// Clamped to 20..=2000 Hz.
+    pub highpass_hz: Option<f32>,
+    /// De-emphasis for flat (discriminator) receive audio.
+    pub de_emphasis: bool,
+    /// Input gain, dB (clamped to ±40), applied before the VOX level is measured.
+    pub gain_db: f32,
+    /// Automatic gain control; `None` = off.
+    pub agc: Option<AgcConfig>,
+    /// Peak limiter ceiling, dBFS (clamped to -40..=0).
+    pub limiter_dbfs: f32,
+}
+
+impl Default for RxConfig {
+    fn default() -> Self {
+        RxConfig {
+            highpass_hz: Some(300.0),
+            de_emphasis: false,
+            gain_db: 0.0,
+            agc: Some(AgcConfig::default()),
+            limiter_dbfs: -6.0,
+        }
+    }
+}
+
+/// Transmit chain settings for one radio port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxConfig {
+    /// Gain, dB (clamped to ±40).
+    pub gain_db: f32,
+    /// Pre-emphasis for transmitters driven on a flat input.
+    pub pre_emphasis: bool,
+    /// Peak limiter ceiling, dBFS (clamped to -40..=0): keeps the deviation in bounds.
+    pub limiter_dbfs: f32,
+}
+
+impl Default for TxConfig {
+    fn default() -> Self {
+        TxConfig { gain_db: 0.0, pre_emphasis: false, limiter_dbfs: -6.0 }
+    }
+}
+
+/// What the receive chain measured on one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RxLevels {
+    /// The frame as it came from the radio (shows ADC clipping).
+    pub input: Meter,
+    /// The frame as it goes to the network.
+    pub output: Meter,
+    /// RMS level in dBFS after high-pass, de-emphasis and input gain, before the AGC: feed it
+    /// to the keying core as `Input::VoxLevel`.
+    pub vox_dbfs: f32,
+    /// The AGC's gain after this frame (0 with the AGC off).
+    pub agc_gain_db: f32,
+}
+
+/// What the transmit chain measured on one frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TxLevels {
+    /// The frame as it came from the channel (mixer).
+    pub input: Meter,
+    /// The frame as it goes to the radio.
+    pub output: Meter,
+}
+
+fn clean_gain_db(db: f32) -> f32 {
+    clean(db, -40.0, 40.0, 0.0)
+}
+
+/// Radio → network processing for one port. Allocation-free, also in [`RxChain::new`].
+#[derive(Debug, Clone)]
+pub struct RxChain {
+    highpass: Option<[Biquad; 2]>,
+    de_emphasis: Option<Biquad>,
+    gain: f32,
+    agc: Option<Agc>,
+    limiter: Limiter,
+}
+
+impl RxChain {
+    pub fn new(config: &RxConfig) -> RxChain {
+        let highpass = config.highpass_hz.map(|f| {
+            let f = clean(f, 20.0, 2000.0, 300.0) as f64;
+            butterworth_high_pass_4(SAMPLE_RATE, f).map(Biquad::new)
+        });
+        RxChain {
+            highpass,
+            de_emphasis: config.de_emphasis.then(|| Biquad::new(de_emphasis(SAMPLE_RATE))),
+            gain: db_to_gain(clean_gain_db(config.gain_db)),
+            agc: config.agc.as_ref().map(|a| Agc::new(SAMPLE_RATE, a)),
+            limiter: Limiter::new(SAMPLE_RATE, config.limiter_dbfs, Limiter::RELEASE_MS),
+        }
+    }
+
+    /// Change the input gain (takes effect with the next frame).
+    pub fn set_gain_db(&mut self, gain_db: f32) {
+        self.gain = db_to_gain(clean_gain_db(gain_db));
+    }
+
+    /// Clear all filter, AGC and limiter state (e.g. after an audio device restart).
+    pub fn reset(&mut self) {
+        self.reset_filters();
+        if let Some(agc) = &mut self.agc {
+            agc.reset();
+        }
+    }
+
+    fn reset_filters(&mut self) {
+        for bq in self.highpass.iter_mut().flatten().chain(self.de_emphasis.as_mut()) {
+            bq.reset();
+        }
+        self.limiter.reset();
+    }
+
+    /// Process one captured frame in place and report its levels. A frame holding NaN or
+    /// infinite samples comes out as silence and resets the filters.
+    pub fn process(&mut self, frame: &mut [f32]) -> RxLevels {
+        let n = frame.len();
+        let (peak, sum) = peak_and_sum_sq(frame);
+        let input = Meter::from_sums(peak, sum, n);
+        if let Some([a, b]) = &mut self.highpass {
+            a.process(frame);
+            b.process(frame);
+        }
+        if let Some(de) = &mut self.de_emphasis {
+            de.process(frame);
+        }
+        let sum = scale_and_sum_sq(frame, self.gain);
+        if !sum.is_finite() {
+            frame.fill(0.0);
+            self.reset_filters();
+            return RxLevels {
+                input,
+                output: Meter::SILENCE,
+                vox_dbfs: SILENCE_DBFS,
+                agc_gain_db: self.agc_gain_db(),
+            };
+        }
+        let vox_dbfs = if n == 0 { SILENCE_DBFS } else { power_to_db(sum / n as f32) };
+        if let Some(agc) = &mut self.agc {
+            agc.process(frame, vox_dbfs);
+        }
+        self.limiter.process(frame);
+        RxLevels { input, output: Meter::measure(frame), vox_dbfs, agc_gain_db: self.agc_gain_db() }
+    }
+
+    fn agc_gain_db(&self) -> f32 {
+        self.agc.as_ref().map_or(0.0, Agc::gain_db)
+    }
+}
+
+/// Network → radio processing for one port. Allocation-free, also in [`TxChain::new`].
+#[derive(Debug, Clone)]
+pub struct TxChain {
+    gain: f32,
+    pre_emphasis: Option<Biquad>,
+    limiter: Limiter,
+}
+
+impl TxChain {
+    pub fn new(config: &TxConfig) -> TxChain {
+        TxChain {
+            gain: db_to_gain(clean_gain_db(config.gain_db)),
+            pre_emphasis: config.pre_emphasis.then(|| Biquad::new(pre_emphasis(SAMPLE_RATE))),
+            limiter: Limiter::new(SAMPLE_RATE, config.limiter_dbfs, Limiter::RELEASE_MS),
+        }
+    }
+
+    /// Change the gain (takes effect with the next frame).
+    pub fn set_gain_db(&mut self, gain_db: f32) {
+        self.gain = db_to_gain(clean_gain_db(gain_db));
+    }
+
+    /// Clear the filter and limiter state.
+    pub fn reset(&mut self) {
+        if let Some(pre) = &mut self.pre_emphasis {
+            pre.reset();
+        }
+        self.limiter.reset();
+    }
+
+    /// Process one frame for the radio in place and report its levels. Mix courtesy tones and
+    /// IDs in before this, so they are emphasized and limited like speech. A frame holding NaN
+    /// or infinite samples comes out as silence and resets the filters.
+    pub fn process(&mut self, frame: &mut [f32]) -> TxLevels {
+        let n = frame.len();
+        let (peak, sum) = peak_and_sum_sq(frame);
+        let input = Meter::from_sums(peak, sum, n);
+        scale_and_sum_sq(frame, self.gain);
+        if let Some(pre) = &mut self.pre_emphasis {
+            pre.process(frame);
+        }
+        self.limiter.process(frame);
+        let (peak, sum) = peak_and_sum_sq(frame);
+        if !sum.is_finite() {
+            frame.fill(0.0);
+            self.reset();
+            return TxLevels { input, output: Meter::SILENCE };
+        }
+        TxLevels { input, output: Meter::from_sums(peak, sum, n) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dsp::test_util::{gain_db_at, rms_db, sine, speech_like, Noise};
+
+    const SIX: f32 = 0.501_187_2; // -6 dBFS
+
+    fn rx_filters_only(highpass: bool, de_emphasis: bool) -> RxChain {
+        RxChain::new(&RxConfig {
+            highpass_hz: highpass.then_some(300.0),
+            de_emphasis,
+            agc: None,
+            ..RxConfig::default()
+        })
+    }
+
+    fn rx_gain(chain: &mut RxChain, f: f64) -> f64 {
+        gain_db_at(f, 0.1, |frame| {
+            chain.process(frame);
+        })
+    }
+
+    fn tx_gain(chain: &mut TxChain, f: f64) -> f64 {
+        gain_db_at(f, 0.1, |frame| {
+            chain.process(frame);
+        })
+    }
+
+    #[test]
+    fn defaults_are_what_radio_people_expect() {
+        let rx = RxConfig::default();
+        assert_eq!(rx.highpass_hz, Some(300.0));
+        assert!(!rx.de_emphasis);
+        assert_eq!(rx.gain_db, 0.0);
+        assert_eq!(rx.agc, Some(AgcConfig::default()));
+        assert_eq!(rx.limiter_dbfs, -6.0);
+        let tx = TxConfig::default();
+        assert_eq!((tx.gain_db, tx.pre_emphasis, tx.limiter_dbfs), (0.0, false, -6.0));
+    }
+
+    #[test]
+    fn rx_high_pass_strips_ctcss_and_passes_speech() {
+        let figures: Vec<(f64, f64)> =
+            [50.0, 67.0, 100.0, 150.0, 254.0, 300.0, 400.0, 1000.0, 3000.0]
+                .iter()
+                .map(|&f| (f, rx_gain(&mut rx_filters_only(true, false), f)))
+                .collect();
+        for (f, g) in &figures {
+            println!("RX high-pass: {f:>6} Hz {g:>7.2} dB");
+        }
+        let at = |f: f64| figures.iter().find(|(ff, _)| *ff == f).unwrap().1;
+        assert!(at(100.0) <= -20.0, "100 Hz: {}", at(100.0));
+        assert!(at(67.0) <= -30.0, "67 Hz: {}", at(67.0));
+        assert!(at(1000.0).abs() <= 1.0, "1 kHz: {}", at(1000.0));
+        // The Butterworth shape: -3 dB at the corner, 24 dB/octave below.
+        assert!((at(300.0) + 3.01).abs() < 0.1, "300 Hz: {}", at(300.0));
+        assert!((at(100.0) + 38.2).abs() < 0.5);
+        assert!(at(254.0) < -6.0);
+        assert!(at(3000.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn de_emphasis_falls_and_pre_emphasis_rises_and_they_cancel() {
+        let de = |f| rx_gain(&mut rx_filters_only(false, true), f);
+        let pre = |f| {
+            tx_gain(&mut TxChain::new(&TxConfig { pre_emphasis: true, ..TxConfig::default() }), f)
+        };
+        let (de1, de2, pre1, pre2) = (de(1000.0), de(2000.0), pre(1000.0), pre(2000.0));
+        let (de_slope, pre_slope) = (de2 - de1, pre2 - pre1);
+        let (de300, de3k) = (de(300.0), de(3000.0));
+        println!("de-emphasis: 300 Hz {de300:+.2}, 1 kHz {de1:+.2}, 2 kHz {de2:+.2} dB");
+        println!("de-emphasis: 3 kHz {de3k:+.2} dB");
+        println!("pre-emphasis: 1 kHz {pre1:+.2}, 2 kHz {pre2:+.2} dB");
+        println!("1->2 kHz: de-emphasis {de_slope:+.2} dB, pre-emphasis {pre_slope:+.2} dB");
+        assert!(de1.abs() < 0.05 && pre1.abs() < 0.05);
+        assert!((-6.5..=-4.0).contains(&de_slope), "{de_slope}");
+        assert!((4.0..=6.5).contains(&pre_slope), "{pre_slope}");
+        assert!((de_slope + pre_slope).abs() < 0.05);
+
+        // RX de-emphasis into TX pre-emphasis is flat.
+        let mut worst: f64 = 0.0;
+        for f in [100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0, 8000.0] {
+            let mut rx = rx_filters_only(false, true);
+            let mut tx = TxChain::new(&TxConfig { pre_emphasis: true, ..TxConfig::default() });
+            let g = gain_db_at(f, 0.1, |frame| {
+                rx.process(frame);
+                tx.process(frame);
+            });
+            worst = worst.max(g.abs());
+            assert!(g.abs() <= 1.0, "{f} Hz: {g}");
+        }
+        println!("de-emphasis -> pre-emphasis cascade, 100 Hz..8 kHz: flat within {worst:.4} dB");
+    }
+
+    #[test]
+    fn limiters_hold_minus_6_dbfs_on_a_plus_6_dbfs_sine_and_impulses() {
+        let mut chains_rx = [
+            RxChain::new(&RxConfig::default()),
+            RxChain::new(&RxConfig { gain_db: 20.0, de_emphasis: true, ..RxConfig::default() }),
+        ];
+        let mut chains_tx = [
+            TxChain::new(&TxConfig::default()),
+            TxChain::new(&TxConfig { gain_db: 20.0, pre_emphasis: true, ..TxConfig::default() }),
+        ];
+        let mut worst = 0f32;
+        let mut check = |frame: &[f32]| {
+            let p = frame.iter().fold(0f32, |a, &b| a.max(b.abs()));
+            worst = worst.max(p);
+            assert!(p <= SIX, "{p}");
+        };
+        let mut noise = Noise::new(11);
+        for f in [100.0, 1000.0, 2500.0] {
+            let loud = sine(f, 2.0, 48_000);
+            for rx in &mut chains_rx {
+                let mut x = loud.clone();
+                for frame in x.chunks_mut(960) {
+                    let levels = rx.process(frame);
+                    check(frame);
+                    assert!(levels.output.peak_dbfs <= -6.0 + 1e-4);
+                }
+            }
+            for tx in &mut chains_tx {
+                let mut x = loud.clone();
+                for frame in x.chunks_mut(480) {
+                    tx.process(frame);
+                    check(frame);
+                }
+            }
+        }
+        for round in 0..100 {
+            let mut frame = [0f32; 960];
+            noise.fill(&mut frame, 0.01);
+            frame[(round * 37) % 960] = 1.0;
+            frame[(round * 91 + 5) % 960] = -4.0;
+            noise.fill(&mut frame[300..310], 8.0);
+            for rx in &mut chains_rx {
+                let mut x = frame;
+                rx.process(&mut x);
+                check(&x);
+            }
+            for tx in &mut chains_tx {
+                let mut x = frame;
+                tx.process(&mut x);
+                check(&x);
+            }
+        }
+        println!("limiters: worst output peak {worst} (ceiling {SIX})");
+    }
+
+    #[test]
+    fn minus_20_dbfs_passes_the_tx_chain_unchanged() {
+        let input = sine(1000.0, 0.1, 48_000);
+        let mut tx = TxChain::new(&TxConfig::default());
+        tx.process(&mut sine(1000.0, 2.0, 960)); // make the limiter work first
+        let mut x = input.clone();
+        for frame in x.chunks_mut(960) {
+            tx.process(frame);
+        }
+        let change = rms_db(&x[24_000..]) - rms_db(&input[24_000..]);
+        println!("TX chain at -20 dBFS: {change:+.4} dB");
+        assert!(change.abs() <= 0.5);
+    }
+
+    #[test]
+    fn meters_read_a_full_scale_sine_as_0_peak_and_minus_3_01_rms() {
+        let mut rx = RxChain::new(&RxConfig::default());
+        let mut tx = TxChain::new(&TxConfig::default());
+        let input = sine(1000.0, 1.0, 960);
+        for levels in [rx.process(&mut input.clone()).input, tx.process(&mut input.clone()).input] {
+            assert!(levels.peak_dbfs.abs() < 0.001, "{levels:?}");
+            assert!((levels.rms_dbfs + 3.01).abs() < 0.005, "{levels:?}");
+        }
+        let out = tx.process(&mut input.clone()).output;
+        assert!(out.peak_dbfs <= -6.0 + 1e-4 && out.peak_dbfs > -6.1, "{out:?}");
+    }
+
+    #[test]
+    fn vox_level_is_after_high_pass_and_gain_before_agc() {
+        let mut rx = RxChain::new(&RxConfig { gain_db: 6.0, ..RxConfig::default() });
+        // -20 dBFS peak 1 kHz sine: -23.01 dBFS RMS, +6 dB input gain.
+        let mut last = None;
+        for _ in 0..50 {
+            last = Some(rx.process(&mut sine(1000.0, 0.1, 960)));
+        }
+        let l = last.unwrap();
+        assert!((l.vox_dbfs + 17.0).abs() < 0.1, "{l:?}");
+        // A strong CTCSS tone alone barely registers.
+        let mut rx = RxChain::new(&RxConfig::default());
+        let tone = sine(100.0, 0.5, 48_000);
+        let mut vox = 0.0;
+        for frame in tone.chunks(960) {
+            vox = rx.process(&mut frame.to_vec()).vox_dbfs;
+        }
+        assert!(vox < -40.0, "{vox}");
+    }
+
+    #[test]
+    fn rx_agc_raises_quiet_speech_and_leaves_silence_alone() {
+        let mut rx = RxChain::new(&RxConfig::default());
+        let mut x = speech_like(-40.0, 10.0);
+        let mut last = None;
+        for frame in x.chunks_mut(960) {
+            last = Some(rx.process(frame));
+        }
+        let g = last.unwrap().agc_gain_db;
+        assert!((19.0..=20.0).contains(&g), "{g}");
+
+        let mut rx = RxChain::new(&RxConfig::default());
+        let mut noise = Noise::new(5);
+        let mut frame = [0f32; 960];
+        for _ in 0..500 {
+            noise.fill(&mut frame, 0.001);
+            let l = rx.process(&mut frame);
+            assert_eq!(l.agc_gain_db, 0.0);
+            assert!(l.output.rms_dbfs < -60.0);
+        }
+    }
+
+    #[test]
+    fn bad_samples_become_silence_and_the_chain_recovers() {
+        let mut rx = RxChain::new(&RxConfig { de_emphasis: true, ..RxConfig::default() });
+        let mut tx = TxChain::new(&TxConfig { pre_emphasis: true, ..TxConfig::default() });
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30] {
+            let mut frame = sine(1000.0, 0.1, 960);
+            frame[100] = bad;
+            let mut f2 = frame.clone();
+            let l = rx.process(&mut frame);
+            assert!(frame.iter().all(|&x| x == 0.0));
+            assert_eq!(l.vox_dbfs, SILENCE_DBFS);
+            let l = tx.process(&mut f2);
+            if bad.is_finite() {
+                // Huge but finite: the limiter deals with it.
+                assert!(f2.iter().all(|&x| x.abs() <= SIX), "{bad}");
+            } else {
+                assert!(f2.iter().all(|&x| x == 0.0), "{bad}");
+                assert_eq!(l.output, Meter::SILENCE);
+            }
+            assert_eq!(l.input.rms_dbfs, SILENCE_DBFS, "non-finite sums meter as silence");
+            let mut good = sine(1000.0, 0.1, 960);
+            rx.process(&mut good);
+            assert!(good.iter().all(|x| x.is_finite()) && rms_db(&good) > -40.0);
+            let mut good = sine(1000.0, 0.1, 960);
+            tx.process(&mut good);
+            assert!(good.iter().all(|x| x.is_finite()) && rms_db(&good) > -40.0);
+        }
+        // Empty frames are fine.
+        assert_eq!(rx.process(&mut []).output, Meter::SILENCE);
+        assert_eq!(tx.process(&mut []).output, Meter::SILENCE);
+    }
+
+    #[test]
+    fn insane_config_does_not_panic() {
+        let mut rx = RxChain::new(&RxConfig {
+            highpass_hz: Some(f32::NAN),
+            de_emphasis: true,
+            gain_db: f32::INFINITY,
+            agc: Some(AgcConfig { max_gain_db: -5.0, ..AgcConfig::default() }),
+            limiter_dbfs: 12.0,
+        });
+        let mut tx =
+            TxChain::new(&TxConfig { gain_db: f32::NAN, pre_emphasis: true, limiter_dbfs: -1e9 });
+        let mut frame = sine(440.0, 0.5, 960);
+        let l = rx.process(&mut frame);
+        assert!(frame.iter().all(|x| x.abs() <= 1.0) && l.output.peak_dbfs <= 0.0);
+        let mut frame = sine(440.0, 0.5, 960);
+        tx.process(&mut frame);
+        assert!(frame.iter().all(|x| x.abs() <= db_to_gain(-40.0) * 1.0001));
+        rx.set_gain_db(f32::NAN);
+        tx.set_gain_db(-1e9);
+    }
+}
