@@ -1,7 +1,9 @@
 //! The example configs in `board/` are valid, and every broken config in
 //! `tests/configs/broken/` yields exactly the errors its sibling `.expect` file lists
-//! (one `line:key` per line; `#` comments and blank lines ignored).
+//! (one `line:key` per line; `#` comments and blank lines ignored). Checked both through the
+//! library and through `roipd check`, which must exit 0 and 2 respectively.
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,6 +30,34 @@ fn expected(file: &Path) -> Vec<String> {
     assert!(!want.is_empty(), "{} lists no errors", path.display());
     want.sort();
     want
+}
+
+/// `line:key` of each `file:line:column: key: message` line of `roipd check` stderr, sorted.
+/// The last line is the error count, not an error.
+fn reported(stderr: &str, file: &str) -> Vec<String> {
+    let mut got: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(file)?.strip_prefix(':'))
+        .filter_map(|rest| {
+            let mut parts = rest.splitn(4, ": ");
+            let position = parts.next()?;
+            let key = parts.next()?;
+            parts.next()?; // there must be a message
+            let (line, _column) = position.split_once(':')?;
+            Some(format!("{line}:{key}"))
+        })
+        .collect();
+    got.sort();
+    got
+}
+
+fn roipd_check(file: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_roipd"))
+        .arg("check")
+        .arg(file.strip_prefix(root()).unwrap())
+        .current_dir(root())
+        .output()
+        .expect("run roipd")
 }
 
 #[test]
@@ -71,4 +101,40 @@ fn demo_config_is_the_documented_standalone_box() {
         assert_eq!(r.channel, "ops");
         assert!(r.cor.as_ref().unwrap().line.starts_with("sim:") && r.ptt.line.starts_with("sim:"));
     }
+}
+
+#[test]
+fn roipd_check_accepts_every_board_config() {
+    for file in tomls("board") {
+        let out = roipd_check(&file);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}:\n{}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            stdout.contains("device:") && stdout.contains("port "),
+            "summary missing for {}:\n{stdout}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn roipd_check_reports_expected_errors_and_exits_2() {
+    let mut mismatches = Vec::new();
+    for file in tomls("tests/configs/broken") {
+        let out = roipd_check(&file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = file.strip_prefix(root()).unwrap().display().to_string();
+        let want = expected(&file);
+        let count = format!("{} error", want.len());
+        if out.status.code() != Some(2)
+            || reported(&stderr, &name) != want
+            || !stderr.lines().last().is_some_and(|l| l.contains(&count))
+        {
+            mismatches.push(format!(
+                "{name}: expected exit 2, {want:?} and a count line, got {:?}:\n{stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
