@@ -18,6 +18,7 @@ use serde::Deserialize;
 pub use check::check_command;
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 
+use crate::core::floor::{ArbiterConfig, Priority};
 use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};
 
 /// The whole configuration file.
@@ -77,11 +78,46 @@ pub struct SimGpioConfig {
 }
 
 /// A talkgroup hosted or joined by this box.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelConfig {
     /// Human-readable label for consoles; defaults to the table key.
     pub label: Option<String>,
+    /// Floor requests while someone talks wait in a queue (true) or are denied busy (false).
+    #[serde(default)]
+    pub queue: bool,
+    /// A talker loses the floor after this long (1000-3600000).
+    #[serde(default = "default_max_talk_ms")]
+    pub max_talk_ms: u64,
+    /// A talker that sends no audio for this long loses the floor (500-60000).
+    #[serde(default = "default_no_media_ms")]
+    pub no_media_ms: u64,
+}
+
+fn default_max_talk_ms() -> u64 {
+    ms(ArbiterConfig::default().max_talk)
+}
+
+fn default_no_media_ms() -> u64 {
+    ms(ArbiterConfig::default().no_media_timeout)
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self { label: None, queue: false, max_talk_ms: default_max_talk_ms(), no_media_ms: default_no_media_ms() }
+    }
+}
+
+impl ChannelConfig {
+    /// The floor arbiter's configuration for this channel.
+    pub fn arbiter_config(&self) -> ArbiterConfig {
+        ArbiterConfig {
+            max_talk: Duration::from_millis(self.max_talk_ms),
+            no_media_timeout: Duration::from_millis(self.no_media_ms),
+            queue: self.queue,
+            ..ArbiterConfig::default()
+        }
+    }
 }
 
 /// One GPIO line: `backend:line` plus electrical settings.
@@ -125,6 +161,14 @@ pub enum PortConfig {
 }
 
 impl PortConfig {
+    /// Floor priority of this port's requests.
+    pub fn priority(&self) -> Priority {
+        match self {
+            PortConfig::Radio(r) => Priority(r.priority),
+            PortConfig::Desk(d) => Priority(d.priority),
+        }
+    }
+
     /// Channels this port is bound to.
     pub fn channels(&self) -> Vec<&str> {
         match self {
@@ -153,6 +197,9 @@ pub struct RadioPortConfig {
     /// Full duplex (repeater-style): COR is honoured while transmitting.
     #[serde(default)]
     pub duplex: bool,
+    /// Floor priority of this radio's talkers (0-255; a higher one preempts). Default 0.
+    #[serde(default)]
+    pub priority: u8,
 }
 
 /// A dispatch desk: PTT/select buttons, LEDs, speaker and microphone, many channels.
@@ -168,6 +215,13 @@ pub struct DeskPortConfig {
     pub buttons: BTreeMap<String, LineConfig>,
     #[serde(default)]
     pub audio: AudioConfig,
+    /// Floor priority of the dispatcher (0-255). Default 100: dispatch preempts field radios.
+    #[serde(default = "default_desk_priority")]
+    pub priority: u8,
+}
+
+fn default_desk_priority() -> u8 {
+    Priority::DISPATCH.0
 }
 
 /// ALSA PCM names (`plughw:CARD=Device,DEV=0`) or simulated devices (`sim:tone:1000`,

@@ -40,6 +40,18 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
         r.key("channel", "no channels defined: add at least one `[channel.NAME]`");
     }
 
+    for (name, channel) in &config.channel {
+        for (field, value, range) in [
+            ("max_talk_ms", channel.max_talk_ms, 1000..=3_600_000),
+            ("no_media_ms", channel.no_media_ms, 500..=60_000),
+        ] {
+            if !range.contains(&value) {
+                let (lo, hi) = range.into_inner();
+                r.key(&format!("channel.{name}.{field}"), format!("{value} ms is out of range {lo}-{hi} ms"));
+            }
+        }
+    }
+
     let mut lines = Vec::new();
     for (name, port) in &config.port {
         let path = format!("port.{name}");

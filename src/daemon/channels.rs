@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use super::radio_port::PortInput;
 use super::{clock, ChannelMsg};
 use crate::config::{Config, PortConfig};
-use crate::core::floor::{ArbiterConfig, Priority};
 use crate::core::routing::{PortKind, PortSpec, Router, RouterOutput};
 
 /// Until the audio path reports frames, an open COR (carrier present) is what tells the
@@ -40,14 +39,11 @@ impl ChannelRouter {
                     PortConfig::Desk(_) => PortKind::Desk,
                 },
                 channels: p.channels().into_iter().filter_map(index).collect(),
-                priority: match p {
-                    PortConfig::Radio(_) => Priority::NORMAL,
-                    PortConfig::Desk(_) => Priority::DISPATCH,
-                },
+                priority: p.priority(),
             })
             .collect();
         let talk_channel = specs.iter().map(|s| s.channels.first().copied()).collect();
-        let arbiters = vec![ArbiterConfig::default(); channel_names.len()];
+        let arbiters = config.channel.values().map(|c| c.arbiter_config()).collect();
         Self {
             router: Router::new(arbiters, specs),
             port_names: config.port.keys().cloned().collect(),
