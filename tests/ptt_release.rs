@@ -97,3 +97,46 @@ fn cor_close_unkeys_after_hang_time() {
     d.wait_for("radio B unkeyed after squelch hang + tx hang", WAIT, |d| d.line("b-ptt") == Some(true));
     assert!(d.line_log("a-ptt").iter().all(|l| !l), "radio A never keyed by its own COR");
 }
+
+/// `roipd safe-off` after a crash that left radio B keyed (its mirror file says low = keyed).
+fn safe_off_releases(config: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = dir.path().join("lines");
+    std::fs::create_dir_all(&lines).unwrap();
+    std::fs::write(lines.join("b-ptt"), "0\n").unwrap();
+    std::fs::write(lines.join("a-ptt"), "1\n").unwrap();
+    let cfg = dir.path().join("roipd.toml");
+    std::fs::write(&cfg, config.replace("{lines}", lines.to_str().unwrap())).unwrap();
+    let out = std::process::Command::new(common::BIN).args(["safe-off", cfg.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "safe-off failed: {stderr}");
+    assert_eq!(common::read_level(&lines.join("b-ptt")), Some(true), "B unkeyed (active-low rests high)\n{stderr}");
+    assert_eq!(common::read_level(&lines.join("a-ptt")), Some(false), "A unkeyed\n{stderr}");
+}
+
+#[test]
+fn safe_off_unkeys_every_configured_ptt() {
+    safe_off_releases(TWO_RADIOS);
+}
+
+#[test]
+fn safe_off_still_unkeys_when_the_config_has_errors() {
+    // A typo elsewhere must not stop the last line of defence.
+    safe_off_releases(&TWO_RADIOS.replace("[channel.ops]", "[channel.ops]\nlabl = \"typo\"\n"));
+}
+
+#[test]
+fn time_out_timer_unkeys_while_the_channel_still_talks() {
+    let config = TWO_RADIOS.replace("tx_hang_ms = 30000", "tx_hang_ms = 30000\ntot_ms = 1000");
+    let mut d = Daemon::start(&config);
+    d.wait_for("COR input ready", WAIT, |d| d.line("a-cor") == Some(false));
+    d.drive("a-cor", true);
+    d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));
+    let keyed_at = std::time::Instant::now();
+    d.wait_for("radio B unkeyed by its time-out timer", WAIT, |d| d.line("b-ptt") == Some(true));
+    assert!(keyed_at.elapsed() < Duration::from_secs(3), "TOT of 1 s took {:?}", keyed_at.elapsed());
+    // Locked out: stays unkeyed while A's COR is still open.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.line("b-ptt"), Some(true), "no re-key while locked out");
+    assert!(d.stderr().contains("time-out timer fired"), "{}", d.stderr());
+}
