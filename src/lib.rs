@@ -15,4 +15,5 @@ pub mod core;
 pub mod daemon;
 pub mod devices;
 pub mod dsp;
+pub mod fleet;
 pub mod gpio;

@@ -1,0 +1,1008 @@
+//! The fleet protocol, sans-IO: topic names, JSON payloads, command parsing and validation,
+//! replies and config redaction. No MQTT client, no clock, no files: the driver in
+//! [`super::client`] feeds bytes and timestamps in and publishes what comes out.
+//!
+//! Everything a remote operator can send is parsed here into a typed [`Command`] or a
+//! [`CommandError`]; the daemon only ever sees commands that passed every check.
+//! `docs/mqtt.md` documents every topic and payload with examples.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Largest command payload accepted. Larger payloads get a `payload_too_large` reply.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+/// Port, channel and stream names in commands and topics.
+pub const MAX_NAME_BYTES: usize = 64;
+/// `request_id` strings are echoed back, so they are bounded too.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+/// MQTT 5 response topics and correlation data longer than this are not honoured.
+pub const MAX_RESPONSE_TOPIC_BYTES: usize = 256;
+pub const MAX_CORRELATION_BYTES: usize = 1024;
+
+pub const VOLUME_DB: (f64, f64) = (-60.0, 12.0);
+pub const REMOTE_PTT_MAX_S: (i64, i64) = (1, 300);
+pub const IDENTIFY_S: (i64, i64) = (1, 600);
+
+/// Every command name, as it appears in `roipd/<device>/cmd/<name>`.
+pub const COMMAND_NAMES: [&str; 9] = [
+    "set_channel",
+    "listen",
+    "volume",
+    "tx_inhibit",
+    "remote_ptt",
+    "identify",
+    "reload_config",
+    "get_config",
+    "restart",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Topics
+
+/// The topic tree of one device: everything lives under `roipd/<device>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    /// `device` must already be a valid device id (the config checks it: `[a-z0-9][a-z0-9_-]*`).
+    pub fn new(device: &str) -> Self {
+        Self { base: format!("roipd/{device}") }
+    }
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+    pub fn state(&self, port: &str) -> String {
+        format!("{}/state/{port}", self.base)
+    }
+    pub fn event(&self) -> String {
+        format!("{}/event", self.base)
+    }
+    pub fn metrics(&self) -> String {
+        format!("{}/metrics", self.base)
+    }
+    pub fn reply(&self) -> String {
+        format!("{}/reply", self.base)
+    }
+    /// The subscription for every command: `roipd/<device>/cmd/+`.
+    pub fn command_filter(&self) -> String {
+        format!("{}/cmd/+", self.base)
+    }
+    /// The command name if `topic` is one of this device's command topics.
+    pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let name = topic.strip_prefix(self.base.as_str())?.strip_prefix("/cmd/")?;
+        (!name.is_empty() && !name.contains('/')).then_some(name)
+    }
+}
+
+/// Names that end up in topics or are echoed in replies: 1-64 bytes, no whitespace, no control
+/// characters and none of MQTT's `/ + #` (a `/` would change the topic level).
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_BYTES).contains(&name.len())
+        && name.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '/' | '+' | '#'))
+}
+
+/// Where a reply goes: the MQTT 5 response topic when the request gave a usable one, else the
+/// device's reply topic. A response topic with wildcards or an oversized one is not usable.
+pub fn reply_topic(default: &str, response_topic: Option<&str>) -> String {
+    match response_topic {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= MAX_RESPONSE_TOPIC_BYTES
+                && !t.contains(['+', '#', '\0'])
+                && !t.starts_with('$') =>
+        {
+            t.to_string()
+        }
+        _ => default.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Published documents
+
+/// Retained on `roipd/<device>/status`. The last will is the same document with
+/// `online: false` (see [`Status::offline`]), so the topic only ever carries this schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub online: bool,
+    pub device: String,
+    pub version: String,
+    /// Seconds since the daemon started, as of this publication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    /// RFC 3339 UTC time the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Non-loopback IP addresses of the box.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Hash of the loaded config file ([`config_hash`]), to spot boxes running stale configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+    /// Why the box is offline: `connection_lost` (the last will) or `shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Status {
+    pub fn online(device: &str, version: &str) -> Self {
+        Self {
+            online: true,
+            device: device.into(),
+            version: version.into(),
+            uptime_s: None,
+            started_at: None,
+            addresses: Vec::new(),
+            config_hash: None,
+            uplink: None,
+            reason: None,
+        }
+    }
+
+    /// The offline document: the last will (`connection_lost`) and the graceful goodbye
+    /// (`shutdown`). It keeps `started_at` so a restart is visible as a new value.
+    pub fn offline(&self, reason: &str) -> Self {
+        Self {
+            online: false,
+            uptime_s: None,
+            addresses: Vec::new(),
+            uplink: None,
+            reason: Some(reason.into()),
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub state: UplinkState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkState {
+    /// No uplink configured (standalone box).
+    Disabled,
+    Connecting,
+    Up,
+    Down,
+}
+
+/// Retained on `roipd/<device>/state/<port>`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PortState {
+    pub channel: String,
+    pub rx_active: bool,
+    pub tx_keyed: bool,
+    /// Time-out timer fired: no TX until the channel goes idle.
+    pub locked_out: bool,
+    /// TX inhibited (hardware switch or the `tx_inhibit` command).
+    pub inhibited: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_level_dbfs: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_level_dbfs: Option<f32>,
+    /// Seconds left before the time-out timer fires, while keyed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tot_remaining_s: Option<f32>,
+}
+
+/// Published (not retained) on `roipd/<device>/event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// RFC 3339 UTC with milliseconds; filled in by the fleet client when left empty.
+    #[serde(default)]
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Why it happened, e.g. for `ptt_off`: `hang_end`, `tot`, `inhibit`, `remote`, `shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Free-form human text (device names, error messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    pub fn new(kind: EventKind) -> Self {
+        Self { kind, time: String::new(), port: None, channel: None, reason: None, detail: None }
+    }
+    pub fn port(mut self, port: impl Into<String>) -> Self {
+        self.port = Some(port.into());
+        self
+    }
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = Some(channel.into());
+        self
+    }
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    CorOpen,
+    CorClose,
+    PttOn,
+    /// Carries a `reason`.
+    PttOff,
+    TotFired,
+    FloorDenied,
+    FloorRevoked,
+    LinkUp,
+    LinkDown,
+    Xrun,
+    DeviceLost,
+    DeviceFound,
+}
+
+/// What the daemon knows for a metrics publication; the fleet client adds the system part.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DaemonMetrics {
+    /// Per media stream, keyed by a stable name (e.g. the channel).
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamMetrics>,
+    /// ALSA xruns since start.
+    #[serde(default)]
+    pub xruns: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StreamMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_bps: Option<u64>,
+}
+
+/// Published (not retained, QoS 1, so it doubles as a heartbeat) on `roipd/<device>/metrics`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    pub time: String,
+    pub uptime_s: u64,
+    #[serde(flatten)]
+    pub daemon: DaemonMetrics,
+    /// Process CPU use since the previous sample, in % of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_rss_mb: Option<f64>,
+    /// Absent where the board has no thermal zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soc_temp_c: Option<f64>,
+    /// Outbound MQTT messages dropped (queue full or too old) since start.
+    pub mqtt_dropped: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+/// A validated command. Names are checked for shape only; the daemon says whether they exist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Rebind a radio port to another channel.
+    SetChannel { port: String, channel: String },
+    /// Start or stop monitoring a channel on this box's speaker.
+    Listen { channel: String, on: bool },
+    /// Monitor volume of a channel, in dB (-60..=+12).
+    Volume { channel: String, db: f64 },
+    /// Inhibit TX on a port: while on, the radio is never keyed (unkeys it now if keyed).
+    TxInhibit { port: String, on: bool },
+    /// Key or release a radio from the fleet console.
+    RemotePtt { port: String, action: PttAction },
+    /// Blink/beep the box so a technician can find it.
+    Identify { duration: Duration },
+    /// Re-read the config file; the daemon validates it before applying anything.
+    ReloadConfig,
+    /// Return the running config with secrets redacted ([`redact`]).
+    GetConfig,
+    /// Restart the daemon (reply first, then restart).
+    Restart,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PttAction {
+    /// Key for at most this long (the keying core's TOT still applies if shorter).
+    Key { max_duration: Duration },
+    /// Unkey. Never needs a duration: releasing must always be possible.
+    Release,
+}
+
+impl Command {
+    /// The topic name it came in on.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::SetChannel { .. } => "set_channel",
+            Command::Listen { .. } => "listen",
+            Command::Volume { .. } => "volume",
+            Command::TxInhibit { .. } => "tx_inhibit",
+            Command::RemotePtt { .. } => "remote_ptt",
+            Command::Identify { .. } => "identify",
+            Command::ReloadConfig => "reload_config",
+            Command::GetConfig => "get_config",
+            Command::Restart => "restart",
+        }
+    }
+}
+
+/// Stable, machine-readable error codes in replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    // Rejected by the protocol layer; never reaches the daemon.
+    PayloadTooLarge,
+    BadJson,
+    UnknownCommand,
+    UnknownField,
+    InvalidArgs,
+    OutOfRange,
+    /// Commands must not be retained: a retained `remote_ptt` would fire again on every reconnect.
+    RetainedCommand,
+    /// The daemon's command queue is full.
+    Busy,
+    // Returned by the daemon.
+    NotFound,
+    Rejected,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::UnknownField => "unknown_field",
+            ErrorCode::InvalidArgs => "invalid_args",
+            ErrorCode::OutOfRange => "out_of_range",
+            ErrorCode::RetainedCommand => "retained_command",
+            ErrorCode::Busy => "busy",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A failed command: `{"code": "...", "message": "..."}` in the reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    /// No such port or channel.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    /// Valid but refused in the current state (e.g. keying a locked-out port, config invalid).
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Rejected, message)
+    }
+    /// The feature is not available on this box (no speaker, no uplink).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// A parsed request: the command plus the caller's `request_id`, echoed in the reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub command: Command,
+    pub request_id: Option<Value>,
+}
+
+/// A request that failed parsing, with whatever `request_id` could still be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub error: CommandError,
+    pub request_id: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetChannelArgs {
+    port: String,
+    channel: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenArgs {
+    channel: String,
+    on: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeArgs {
+    channel: String,
+    db: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxInhibitArgs {
+    port: String,
+    on: bool,
+}
+
+// Integers are read as i64 so that -5 or 100000 is `out_of_range`, not a type error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemotePttArgs {
+    port: String,
+    on: bool,
+    #[serde(default)]
+    max_duration_s: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentifyArgs {
+    seconds: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+/// Parse the payload that arrived on `roipd/<device>/cmd/<name>`.
+///
+/// An empty payload counts as `{}` (handy for `mosquitto_pub -n`). The optional `request_id`
+/// (a string of at most 128 bytes, or an integer) may be present in every command.
+pub fn parse_request(name: &str, payload: &[u8], retained: bool) -> Result<Request, Rejection> {
+    let reject = |code, message: String, request_id| Rejection { error: CommandError::new(code, message), request_id };
+    if payload.len() > MAX_COMMAND_BYTES {
+        let msg = format!("payload is {} bytes, the limit is {MAX_COMMAND_BYTES}", payload.len());
+        return Err(reject(ErrorCode::PayloadTooLarge, msg, None));
+    }
+    let mut args = if payload.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(payload) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(reject(ErrorCode::BadJson, "the payload must be a JSON object".into(), None)),
+            Err(e) => return Err(reject(ErrorCode::BadJson, format!("not valid JSON: {e}"), None)),
+        }
+    };
+    let request_id = match args.remove("request_id") {
+        None => None,
+        Some(id) if valid_request_id(&id) => Some(id),
+        Some(_) => {
+            let msg = format!("request_id must be a string of 1-{MAX_REQUEST_ID_BYTES} bytes or an integer");
+            return Err(reject(ErrorCode::InvalidArgs, msg, None));
+        }
+    };
+    if retained {
+        let msg = "commands must not be published with the retain flag; clear it with an empty retained message";
+        return Err(reject(ErrorCode::RetainedCommand, msg.into(), request_id));
+    }
+    match parse_command(name, args) {
+        Ok(command) => Ok(Request { command, request_id }),
+        Err(error) => Err(Rejection { error, request_id }),
+    }
+}
+
+fn valid_request_id(id: &Value) -> bool {
+    match id {
+        Value::String(s) => (1..=MAX_REQUEST_ID_BYTES).contains(&s.len()),
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        _ => false,
+    }
+}
+
+fn parse_command(name: &str, args: Map<String, Value>) -> Result<Command, CommandError> {
+    let args = Value::Object(args);
+    match name {
+        "set_channel" => {
+            let a: SetChannelArgs = from_args(args)?;
+            Ok(Command::SetChannel { port: name_arg("port", a.port)?, channel: name_arg("channel", a.channel)? })
+        }
+        "listen" => {
+            let a: ListenArgs = from_args(args)?;
+            Ok(Command::Listen { channel: name_arg("channel", a.channel)?, on: a.on })
+        }
+        "volume" => {
+            let a: VolumeArgs = from_args(args)?;
+            let (lo, hi) = VOLUME_DB;
+            if !(lo..=hi).contains(&a.db) {
+                return Err(out_of_range("db", a.db, lo, hi, " dB"));
+            }
+            Ok(Command::Volume { channel: name_arg("channel", a.channel)?, db: a.db })
+        }
+        "tx_inhibit" => {
+            let a: TxInhibitArgs = from_args(args)?;
+            Ok(Command::TxInhibit { port: name_arg("port", a.port)?, on: a.on })
+        }
+        "remote_ptt" => {
+            let a: RemotePttArgs = from_args(args)?;
+            let port = name_arg("port", a.port)?;
+            let (lo, hi) = REMOTE_PTT_MAX_S;
+            if let Some(s) = a.max_duration_s.filter(|s| !(lo..=hi).contains(s)) {
+                return Err(out_of_range("max_duration_s", s, lo, hi, " s"));
+            }
+            let action = match (a.on, a.max_duration_s) {
+                (true, Some(s)) => PttAction::Key { max_duration: Duration::from_secs(s as u64) },
+                (true, None) => {
+                    let msg = format!("missing field `max_duration_s`: keying needs a limit ({lo}-{hi} s)");
+                    return Err(CommandError::new(ErrorCode::InvalidArgs, msg));
+                }
+                (false, _) => PttAction::Release,
+            };
+            Ok(Command::RemotePtt { port, action })
+        }
+        "identify" => {
+            let a: IdentifyArgs = from_args(args)?;
+            let (lo, hi) = IDENTIFY_S;
+            if !(lo..=hi).contains(&a.seconds) {
+                return Err(out_of_range("seconds", a.seconds, lo, hi, " s"));
+            }
+            Ok(Command::Identify { duration: Duration::from_secs(a.seconds as u64) })
+        }
+        "reload_config" => from_args::<NoArgs>(args).map(|_| Command::ReloadConfig),
+        "get_config" => from_args::<NoArgs>(args).map(|_| Command::GetConfig),
+        "restart" => from_args::<NoArgs>(args).map(|_| Command::Restart),
+        _ => {
+            let shown: String = name.chars().take(MAX_NAME_BYTES).collect();
+            let msg = format!("unknown command `{shown}`; known: {}", COMMAND_NAMES.join(", "));
+            Err(CommandError::new(ErrorCode::UnknownCommand, msg))
+        }
+    }
+}
+
+fn from_args<T: serde::de::DeserializeOwned>(args: Value) -> Result<T, CommandError> {
+    serde_json::from_value(args).map_err(|e| {
+        let message = e.to_string();
+        let code = if message.starts_with("unknown field") { ErrorCode::UnknownField } else { ErrorCode::InvalidArgs };
+        CommandError::new(code, message)
+    })
+}
+
+fn name_arg(field: &str, value: String) -> Result<String, CommandError> {
+    if valid_name(&value) {
+        Ok(value)
+    } else {
+        let msg =
+            format!("`{field}` must be 1-{MAX_NAME_BYTES} bytes without spaces, control characters, `/`, `+` or `#`");
+        Err(CommandError::new(ErrorCode::InvalidArgs, msg))
+    }
+}
+
+fn out_of_range<T: fmt::Display>(field: &str, value: T, lo: T, hi: T, unit: &str) -> CommandError {
+    CommandError::new(ErrorCode::OutOfRange, format!("`{field}` is {value}{unit}, allowed {lo}..{hi}{unit}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+
+/// Published on the reply topic (or the request's MQTT 5 response topic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Value>,
+    /// The command name from the topic, when it was a known one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CommandError>,
+}
+
+impl Reply {
+    pub fn new(command: Option<&str>, request_id: Option<Value>, result: Result<Value, CommandError>) -> Self {
+        let command = command.filter(|c| COMMAND_NAMES.contains(c)).map(str::to_string);
+        match result {
+            Ok(result) => Self { ok: true, request_id, command, result: Some(result), error: None },
+            Err(error) => Self { ok: false, request_id, command, result: None, error: Some(error) },
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        to_json(self)
+    }
+}
+
+/// Serialize a document we built ourselves. Our types always serialize; the fallback keeps
+/// that a non-panicking claim.
+pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|e| format!(r#"{{"error":"serialize: {e}"}}"#).into_bytes())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction, hashing, time
+
+/// Key-name words that mark a secret (`password_file`, `client_key_file`, `token`, `secret`).
+const SECRET_WORDS: [&str; 7] = ["password", "passwd", "secret", "token", "key", "credential", "credentials"];
+
+/// Redact a config rendered as JSON for `get_config`: scalar values under keys with a secret
+/// word (split on `_`, `-`, `.`) become `"***"`; tables and lists under such keys are walked
+/// so that their non-secret parts stay visible. `user:pass@` in URLs is redacted too.
+/// `keying` or `min_keyup_ms` are not secrets: whole words are matched, not substrings.
+pub fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if is_secret_key(key) && !matches!(v, Value::Object(_) | Value::Array(_) | Value::Null) {
+                    *v = Value::String("***".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(s) => {
+            if let Some(clean) = redact_url_userinfo(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    key.split(['_', '-', '.']).any(|word| SECRET_WORDS.iter().any(|s| word.eq_ignore_ascii_case(s)))
+}
+
+/// `mqtts://user:pw@host` → `mqtts://***@host`; None when there is nothing to hide.
+fn redact_url_userinfo(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(format!("{scheme}://***{}", &rest[at..]))
+}
+
+/// FNV-1a 64 of the config file's bytes, as 16 hex digits: enough to tell configs apart, not
+/// a security measure.
+pub fn config_hash(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// RFC 3339 UTC with milliseconds from Unix milliseconds: `2026-11-21T02:27:35.123Z`.
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, unix_ms % 1000)
+}
+
+/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(name: &str, payload: &str) -> Result<Request, Rejection> {
+        parse_request(name, payload.as_bytes(), false)
+    }
+
+    fn ok(name: &str, payload: &str) -> Command {
+        parse(name, payload).unwrap_or_else(|e| panic!("{name} {payload}: {e:?}")).command
+    }
+
+    fn code(name: &str, payload: &str) -> ErrorCode {
+        parse(name, payload).expect_err(payload).error.code
+    }
+
+    #[test]
+    fn topics() {
+        let t = Topics::new("gw-1");
+        assert_eq!(t.status(), "roipd/gw-1/status");
+        assert_eq!(t.state("radio1"), "roipd/gw-1/state/radio1");
+        assert_eq!(t.event(), "roipd/gw-1/event");
+        assert_eq!(t.metrics(), "roipd/gw-1/metrics");
+        assert_eq!(t.reply(), "roipd/gw-1/reply");
+        assert_eq!(t.command_filter(), "roipd/gw-1/cmd/+");
+        assert_eq!(t.command_name("roipd/gw-1/cmd/identify"), Some("identify"));
+        assert_eq!(t.command_name("roipd/gw-1/cmd/"), None);
+        assert_eq!(t.command_name("roipd/gw-1/cmd/a/b"), None);
+        assert_eq!(t.command_name("roipd/gw-2/cmd/identify"), None);
+        assert_eq!(t.command_name("roipd/gw-1x/cmd/identify"), None);
+    }
+
+    #[test]
+    fn every_command_parses() {
+        assert_eq!(
+            ok("set_channel", r#"{"port":"radio1","channel":"ops"}"#),
+            Command::SetChannel { port: "radio1".into(), channel: "ops".into() }
+        );
+        assert_eq!(ok("listen", r#"{"channel":"ops","on":true}"#), Command::Listen { channel: "ops".into(), on: true });
+        assert_eq!(ok("volume", r#"{"channel":"ops","db":-6.5}"#), Command::Volume { channel: "ops".into(), db: -6.5 });
+        assert_eq!(ok("volume", r#"{"channel":"ops","db":12}"#), Command::Volume { channel: "ops".into(), db: 12.0 });
+        assert_eq!(ok("volume", r#"{"channel":"ops","db":-60}"#), Command::Volume { channel: "ops".into(), db: -60.0 });
+        assert_eq!(
+            ok("tx_inhibit", r#"{"port":"r1","on":false}"#),
+            Command::TxInhibit { port: "r1".into(), on: false }
+        );
+        assert_eq!(
+            ok("remote_ptt", r#"{"port":"r1","on":true,"max_duration_s":30}"#),
+            Command::RemotePtt { port: "r1".into(), action: PttAction::Key { max_duration: Duration::from_secs(30) } }
+        );
+        assert_eq!(
+            ok("remote_ptt", r#"{"port":"r1","on":false}"#),
+            Command::RemotePtt { port: "r1".into(), action: PttAction::Release }
+        );
+        assert_eq!(
+            ok("remote_ptt", r#"{"port":"r1","on":false,"max_duration_s":5}"#),
+            Command::RemotePtt { port: "r1".into(), action: PttAction::Release }
+        );
+        assert_eq!(ok("identify", r#"{"seconds":600}"#), Command::Identify { duration: Duration::from_secs(600) });
+        assert_eq!(ok("reload_config", "{}"), Command::ReloadConfig);
+        assert_eq!(ok("get_config", ""), Command::GetConfig);
+        assert_eq!(ok("restart", " \n"), Command::Restart);
+        for name in COMMAND_NAMES {
+            let cmd = parse(name, "").or_else(|_| parse(name, &valid_args(name))).unwrap();
+            assert_eq!(cmd.command.name(), name);
+        }
+    }
+
+    fn valid_args(name: &str) -> String {
+        match name {
+            "set_channel" => r#"{"port":"p","channel":"c"}"#,
+            "listen" => r#"{"channel":"c","on":true}"#,
+            "volume" => r#"{"channel":"c","db":0}"#,
+            "tx_inhibit" => r#"{"port":"p","on":true}"#,
+            "remote_ptt" => r#"{"port":"p","on":true,"max_duration_s":10}"#,
+            "identify" => r#"{"seconds":5}"#,
+            _ => "{}",
+        }
+        .into()
+    }
+
+    #[test]
+    fn request_id_is_echoed_as_given() {
+        let r = parse("identify", r#"{"seconds":5,"request_id":"abc-1"}"#).unwrap();
+        assert_eq!(r.request_id, Some(json!("abc-1")));
+        let r = parse("restart", r#"{"request_id":42}"#).unwrap();
+        assert_eq!(r.request_id, Some(json!(42)));
+        // Errors keep the id when it could be read.
+        let e = parse("identify", r#"{"seconds":0,"request_id":"x"}"#).unwrap_err();
+        assert_eq!((e.error.code, e.request_id), (ErrorCode::OutOfRange, Some(json!("x"))));
+        let e = parse("nope", r#"{"request_id":"y"}"#).unwrap_err();
+        assert_eq!((e.error.code, e.request_id), (ErrorCode::UnknownCommand, Some(json!("y"))));
+    }
+
+    #[test]
+    fn bad_request_ids() {
+        for id in [r#""""#, "1.5", "true", "null", "[1]", "{}", &format!("\"{}\"", "x".repeat(129))] {
+            let e = parse("restart", &format!(r#"{{"request_id":{id}}}"#)).unwrap_err();
+            assert_eq!((e.error.code, e.request_id), (ErrorCode::InvalidArgs, None), "{id}");
+        }
+    }
+
+    #[test]
+    fn every_error_class() {
+        // Size: checked before parsing.
+        let big = format!(r#"{{"seconds":5,"pad":"{}"}}"#, "x".repeat(MAX_COMMAND_BYTES));
+        assert_eq!(code("identify", &big), ErrorCode::PayloadTooLarge);
+        // Not JSON, or not an object.
+        for bad in ["{", "seconds=5", "\u{0}", "[1,2]", "5", "\"str\"", "null", r#"{"seconds":5}}"#] {
+            assert_eq!(code("identify", bad), ErrorCode::BadJson, "{bad}");
+        }
+        assert_eq!(parse_request("identify", &[0xff, 0xfe], false).unwrap_err().error.code, ErrorCode::BadJson);
+        // Unknown command names, including odd ones.
+        for name in ["reboot", "SET_CHANNEL", "set_channel ", "", "💥"] {
+            assert_eq!(code(name, "{}"), ErrorCode::UnknownCommand, "{name}");
+        }
+        // Unknown fields, in every command.
+        for name in COMMAND_NAMES {
+            let mut args: Map<String, Value> = serde_json::from_str(&valid_args(name)).unwrap();
+            args.insert("extra".into(), json!(1));
+            assert_eq!(code(name, &Value::Object(args).to_string()), ErrorCode::UnknownField, "{name}");
+        }
+        // Missing fields and wrong types.
+        for (name, payload) in [
+            ("set_channel", r#"{"port":"p"}"#),
+            ("set_channel", r#"{"port":1,"channel":"c"}"#),
+            ("listen", r#"{"channel":"c","on":"yes"}"#),
+            ("listen", r#"{"channel":"c","on":1}"#),
+            ("volume", r#"{"channel":"c","db":"loud"}"#),
+            ("volume", r#"{"channel":"c"}"#),
+            ("tx_inhibit", r#"{"port":null,"on":true}"#),
+            ("remote_ptt", r#"{"port":"p","on":true}"#),
+            ("remote_ptt", r#"{"port":"p","on":true,"max_duration_s":1.5}"#),
+            ("remote_ptt", r#"{"port":"p","on":true,"max_duration_s":"10"}"#),
+            ("identify", r#"{"seconds":1e3}"#),
+            ("identify", r#"{"seconds":99999999999999999999}"#),
+            ("identify", r#"{"seconds":[5]}"#),
+            ("identify", "{}"),
+        ] {
+            assert_eq!(code(name, payload), ErrorCode::InvalidArgs, "{name} {payload}");
+        }
+        // Bad names: empty, too long, topic characters, whitespace.
+        let long = "p".repeat(MAX_NAME_BYTES + 1);
+        for port in ["", long.as_str(), "a/b", "a+", "#", "a b", "a\nb"] {
+            let payload = json!({"port": port, "channel": "c"}).to_string();
+            assert_eq!(code("set_channel", &payload), ErrorCode::InvalidArgs, "{port:?}");
+        }
+        // Out of range, including huge values.
+        for (name, payload) in [
+            ("volume", r#"{"channel":"c","db":12.01}"#),
+            ("volume", r#"{"channel":"c","db":-61}"#),
+            ("volume", r#"{"channel":"c","db":1e300}"#),
+            ("remote_ptt", r#"{"port":"p","on":true,"max_duration_s":0}"#),
+            ("remote_ptt", r#"{"port":"p","on":true,"max_duration_s":301}"#),
+            ("remote_ptt", r#"{"port":"p","on":true,"max_duration_s":-1}"#),
+            ("remote_ptt", r#"{"port":"p","on":false,"max_duration_s":9223372036854775807}"#),
+            ("identify", r#"{"seconds":0}"#),
+            ("identify", r#"{"seconds":601}"#),
+            ("identify", r#"{"seconds":-9223372036854775808}"#),
+        ] {
+            assert_eq!(code(name, payload), ErrorCode::OutOfRange, "{name} {payload}");
+        }
+        // 1e400 does not fit an f64: not valid JSON for serde_json.
+        assert_eq!(code("volume", r#"{"channel":"c","db":1e400}"#), ErrorCode::BadJson);
+        // Retained commands never run.
+        let e = parse_request("restart", b"{}", true).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::RetainedCommand);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_not_a_stack_overflow() {
+        // Just under the size limit; serde_json's recursion limit (128) turns it into bad_json.
+        let deep = format!(r#"{{"seconds":{}1{}}}"#, "[".repeat(8000), "]".repeat(8000));
+        assert!(deep.len() <= MAX_COMMAND_BYTES);
+        assert_eq!(code("identify", &deep), ErrorCode::BadJson);
+    }
+
+    #[test]
+    fn replies() {
+        let r = Reply::new(Some("identify"), Some(json!("r1")), Ok(json!({"seconds": 5})));
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(v, json!({"ok": true, "request_id": "r1", "command": "identify", "result": {"seconds": 5}}));
+        let r = Reply::new(Some("bogus/../x"), None, Err(CommandError::new(ErrorCode::UnknownCommand, "nope")));
+        let v: Value = serde_json::from_slice(&r.to_json()).unwrap();
+        assert_eq!(v, json!({"ok": false, "error": {"code": "unknown_command", "message": "nope"}}));
+        for code in [ErrorCode::PayloadTooLarge, ErrorCode::RetainedCommand, ErrorCode::NotFound, ErrorCode::Busy] {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+        }
+    }
+
+    #[test]
+    fn reply_topic_choice() {
+        let d = "roipd/gw/reply";
+        assert_eq!(reply_topic(d, None), d);
+        assert_eq!(reply_topic(d, Some("console/42/resp")), "console/42/resp");
+        for bad in ["", "a/+/b", "a/#", "$SYS/x", &"t".repeat(MAX_RESPONSE_TOPIC_BYTES + 1)] {
+            assert_eq!(reply_topic(d, Some(bad)), d, "{bad}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let mut v = json!({
+            "device_id": "gw",
+            "mqtt": {"url": "mqtts://fleet:hunter2@broker:8883/x", "username": "fleet",
+                     "password_file": "/etc/roipd/mqtt.pass", "client_key_file": "/k.pem"},
+            "hub": {"token": {"ops": {"secret_file": "/s", "channels": ["ops"]}}},
+            "uplink": {"token_file": "/t", "url": "wss://hub"},
+            "port": {"r1": {"keying": {"min_keyup_ms": 100}, "api-key": 7, "Token": "x"}},
+            "list": [{"secret": "s"}],
+            "nothing": null
+        });
+        redact(&mut v);
+        assert_eq!(v["mqtt"]["url"], "mqtts://***@broker:8883/x");
+        assert_eq!(v["mqtt"]["username"], "fleet");
+        assert_eq!(v["mqtt"]["password_file"], "***");
+        assert_eq!(v["mqtt"]["client_key_file"], "***");
+        assert_eq!(v["hub"]["token"]["ops"]["secret_file"], "***");
+        assert_eq!(v["hub"]["token"]["ops"]["channels"], json!(["ops"]));
+        assert_eq!(v["uplink"]["token_file"], "***");
+        assert_eq!(v["uplink"]["url"], "wss://hub");
+        assert_eq!(v["port"]["r1"]["keying"]["min_keyup_ms"], 100);
+        assert_eq!(v["port"]["r1"]["api-key"], "***");
+        assert_eq!(v["port"]["r1"]["Token"], "***");
+        assert_eq!(v["list"][0]["secret"], "***");
+        assert_eq!(v["nothing"], Value::Null);
+        assert!(!v.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn documents_serialize_as_documented() {
+        let mut s = Status::online("gw", "0.1.0");
+        s.uptime_s = Some(5);
+        s.uplink = Some(UplinkStatus { state: UplinkState::Up, detail: None });
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            json!({"online": true, "device": "gw", "version": "0.1.0", "uptime_s": 5, "uplink": {"state": "up"}})
+        );
+        s.started_at = Some("2026-01-01T00:00:00.000Z".into());
+        assert_eq!(
+            serde_json::to_value(s.offline("connection_lost")).unwrap(),
+            json!({"online": false, "device": "gw", "version": "0.1.0",
+                   "started_at": "2026-01-01T00:00:00.000Z", "reason": "connection_lost"})
+        );
+        let e = Event::new(EventKind::PttOff).port("r1").channel("ops").reason("tot");
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"kind": "ptt_off", "time": "", "port": "r1", "channel": "ops", "reason": "tot"})
+        );
+        let m = Metrics {
+            time: "t".into(),
+            uptime_s: 1,
+            daemon: DaemonMetrics {
+                streams: [("ops".to_string(), StreamMetrics { rtt_ms: Some(12.5), ..Default::default() })].into(),
+                xruns: 2,
+            },
+            cpu_pct: Some(1.5),
+            mem_rss_mb: None,
+            soc_temp_c: None,
+            mqtt_dropped: 0,
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"time": "t", "uptime_s": 1, "streams": {"ops": {"rtt_ms": 12.5}}, "xruns": 2,
+                   "cpu_pct": 1.5, "mqtt_dropped": 0})
+        );
+    }
+
+    #[test]
+    fn time_and_hash() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339_millis(1_795_228_055_001), "2026-11-21T02:27:35.001Z");
+        assert_eq!(config_hash(b""), "cbf29ce484222325");
+        assert_ne!(config_hash(b"a = 1"), config_hash(b"a = 2"));
+    }
+}
