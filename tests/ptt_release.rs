@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::Daemon;
 
 /// Radio A's COR keys radio B (same channel). B's PTT is active-low, so keyed = line low.
-const TWO_RADIOS: &str = r#"
+pub const TWO_RADIOS: &str = r#"
 device_id = "ptt-test"
 
 [gpio.sim]
@@ -78,7 +78,7 @@ fn sigint_while_keyed_releases_ptt_before_exit() {
 #[test]
 fn driver_panic_while_keyed_releases_ptt_and_exits_nonzero() {
     let mut d = keyed_daemon();
-    d.inject_fault();
+    d.inject_fault("panic");
     let status = d.wait_exit(WAIT);
     assert!(!status.success(), "a panic must not look like a clean stop: {status}");
     assert_released_by_process(&d);

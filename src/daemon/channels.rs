@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::radio_port::PortInput;
+use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg};
 use crate::config::{Config, PortConfig};
 use crate::core::routing::{PortKind, PortSpec, Router, RouterOutput};
@@ -24,10 +25,11 @@ pub struct ChannelRouter {
     talk_channel: Vec<Option<usize>>,
     rx_active: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
+    heartbeat: Heartbeat,
 }
 
 impl ChannelRouter {
-    pub fn new(config: &Config, ports: Vec<mpsc::UnboundedSender<PortInput>>) -> Self {
+    pub fn new(config: &Config, ports: Vec<mpsc::UnboundedSender<PortInput>>, heartbeat: Heartbeat) -> Self {
         let channel_names: Vec<String> = config.channel.keys().cloned().collect();
         let index = |name: &str| channel_names.iter().position(|c| c == name);
         let specs: Vec<PortSpec> = config
@@ -51,11 +53,13 @@ impl ChannelRouter {
             channel_names,
             talk_channel,
             ports,
+            heartbeat,
         }
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ChannelMsg>, cancel: CancellationToken) {
         let mut carrier = tokio::time::interval(CARRIER_AS_MEDIA);
+        let mut beat = tokio::time::interval(BEAT_PERIOD);
         loop {
             let deadline = self.router.poll_timeout();
             let sleep = async {
@@ -88,6 +92,7 @@ impl ChannelRouter {
                     }
                 }
                 _ = sleep => self.router.handle_timeout(clock::now()),
+                _ = beat.tick() => self.heartbeat.beat(),
             }
             self.dispatch();
         }

@@ -10,6 +10,7 @@ mod clock;
 mod logging;
 mod radio_port;
 mod safe_off;
+mod watchdog;
 pub mod safety;
 
 pub use safe_off::safe_off;
@@ -25,7 +26,10 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
 use crate::core::keying::Keying;
+use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
+use sd_notify::NotifyState;
+use watchdog::{Heartbeat, Watchdog};
 use radio_port::{PortInput, RadioPort};
 use safety::PttLine;
 
@@ -90,6 +94,7 @@ pub async fn run(config: Config) -> ExitCode {
     }
 
     let cancel = CancellationToken::new();
+    let watchdog = Watchdog::default();
     let mut tasks = JoinSet::new();
     let (to_channel, channel_rx) = mpsc::unbounded_channel();
     let mut port_inputs = Vec::new();
@@ -120,20 +125,24 @@ pub async fn run(config: Config) -> ExitCode {
             ptt,
             inputs: rx,
             to_channel: to_channel.clone(),
+            heartbeat: watchdog.register(&format!("port {name}")),
         };
         tasks.spawn(port.run(cancel.clone()));
     }
     drop(to_channel);
 
-    let router = channels::ChannelRouter::new(&config, port_inputs);
+    let router = channels::ChannelRouter::new(&config, port_inputs, watchdog.register("channel router"));
     tasks.spawn(router.run(channel_rx, cancel.clone()));
 
     if gpio.sim.has_dir() {
-        tasks.spawn(sim_lines(gpio.sim.clone(), cancel.clone()));
+        tasks.spawn(sim_lines(gpio.sim.clone(), watchdog.register("sim lines"), cancel.clone()));
     }
+    let _pinger = watchdog.spawn(cancel.clone());
 
     info!(ports = ports.len(), channels = config.channel.len(), "roipd running");
+    watchdog::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
     let code = supervise(&mut tasks, &cancel).await;
+    watchdog::notify(&[NotifyState::Stopping]);
 
     cancel.cancel();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
@@ -193,19 +202,28 @@ fn open_edge_input(
     Ok(input)
 }
 
-/// Drives simulated lines mirrored to a directory (tests, demo). Fault injection: writing
-/// `panic` to `<dir>/fault` panics this driver task on purpose, to prove PTT is released.
-async fn sim_lines(bank: crate::gpio::sim::SimBank, cancel: CancellationToken) {
+/// Drives simulated lines mirrored to a directory (tests, demo). Fault injection through
+/// `<dir>/fault`: `panic` panics this driver task, `hang` wedges it, to prove that PTT is
+/// released and that the watchdog notices.
+async fn sim_lines(bank: SimBank, heartbeat: Heartbeat, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {
-                if bank.fault_requested() {
-                    panic!("simulated driver fault injected through the sim fault file");
+                match bank.fault() {
+                    Some(SimFault::Panic) => panic!("simulated driver fault injected through the sim fault file"),
+                    Some(SimFault::Hang) => {
+                        error!("simulated driver hang injected through the sim fault file");
+                        loop {
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                    }
+                    None => {}
                 }
                 bank.poll_dir(clock::now());
+                heartbeat.beat();
             }
         }
     }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::safety::PttLine;
+use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::core::keying::{Event, Input, Keying};
 
@@ -30,11 +31,13 @@ pub struct RadioPort {
     pub ptt: PttLine,
     pub inputs: mpsc::UnboundedReceiver<PortInput>,
     pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    pub heartbeat: Heartbeat,
 }
 
 impl RadioPort {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut keyed = false;
+        let mut beat = tokio::time::interval(BEAT_PERIOD);
         loop {
             let deadline = self.keying.poll_timeout();
             let sleep = async {
@@ -66,6 +69,7 @@ impl RadioPort {
                     }
                 },
                 _ = sleep => self.keying.handle_timeout(clock::now()),
+                _ = beat.tick() => self.heartbeat.beat(),
             }
             self.apply(&mut keyed);
         }

@@ -5,8 +5,8 @@
 //! configured, the bank also mirrors every line to a file so that a test or a person outside
 //! the process can take part: `<dir>/<name>` holds `0` or `1` (outputs are written by the bank,
 //! inputs are written by you and picked up by [`SimBank::poll_dir`]), and each output change is
-//! appended to `<dir>/<name>.log`. Writing `panic` to `<dir>/fault` makes
-//! [`SimBank::fault_requested`] true, so tests can crash a driver task on purpose.
+//! appended to `<dir>/<name>.log`. Writing `panic` or `hang` to `<dir>/fault` makes
+//! [`SimBank::fault`] report it, so tests can crash or wedge a driver task on purpose.
 
 use std::collections::HashMap;
 use std::fs;
@@ -18,6 +18,15 @@ use std::time::Instant;
 use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
 
 use super::{AnyInput, AnyOutput, EdgeSink, GpioError};
+
+/// Faults a test can inject into the simulated line driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimFault {
+    /// The driver task panics.
+    Panic,
+    /// The driver task blocks forever (a wedged loop).
+    Hang,
+}
 
 #[derive(Clone, Default)]
 pub struct SimBank {
@@ -153,10 +162,14 @@ impl SimBank {
         }
     }
 
-    /// True when `panic` has been written to `<dir>/fault` (test fault injection).
-    pub fn fault_requested(&self) -> bool {
-        let Some(dir) = &self.dir else { return false };
-        fs::read_to_string(dir.join("fault")).map(|t| t.trim() == "panic").unwrap_or(false)
+    /// A fault written to `<dir>/fault` (test fault injection).
+    pub fn fault(&self) -> Option<SimFault> {
+        let dir = self.dir.as_ref()?;
+        match fs::read_to_string(dir.join("fault")).ok()?.trim() {
+            "panic" => Some(SimFault::Panic),
+            "hang" => Some(SimFault::Hang),
+            _ => None,
+        }
     }
 
     pub fn has_dir(&self) -> bool {
@@ -236,9 +249,11 @@ mod tests {
         bank.poll_dir(Instant::now());
         bank.poll_dir(Instant::now());
         assert_eq!(*seen.lock().unwrap(), vec![true]);
-        assert!(!bank.fault_requested());
+        assert_eq!(bank.fault(), None);
         fs::write(dir.path().join("fault"), "panic").unwrap();
-        assert!(bank.fault_requested());
+        assert_eq!(bank.fault(), Some(SimFault::Panic));
+        fs::write(dir.path().join("fault"), "hang\n").unwrap();
+        assert_eq!(bank.fault(), Some(SimFault::Hang));
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub struct Daemon {
 impl Daemon {
     /// Write `config` (with `{lines}` replaced by the sim line dir) and start `roipd run`.
     pub fn start(config: &str) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables for the daemon.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let lines = dir.path().join("lines");
         let config = config.replace("{lines}", lines.to_str().unwrap());
@@ -26,6 +31,7 @@ impl Daemon {
         let child = Command::new(BIN)
             .args(["run", cfg_path.to_str().unwrap()])
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -57,8 +63,9 @@ impl Daemon {
         fs::rename(&tmp, self.line_path(name)).unwrap();
     }
 
-    pub fn inject_fault(&self) {
-        fs::write(self.dir.path().join("lines").join("fault"), "panic\n").unwrap();
+    /// `panic` or `hang` the daemon's simulated line driver.
+    pub fn inject_fault(&self, fault: &str) {
+        fs::write(self.dir.path().join("lines").join("fault"), format!("{fault}\n")).unwrap();
     }
 
     pub fn stderr(&self) -> String {
