@@ -73,15 +73,22 @@ async fn retained_status_state_metrics_and_last_will_after_sigkill() {
     let dev = "lw-gw";
     let mut cfg = AgentConfig::new(dev, anon_url(&broker));
     cfg.metrics_interval_s = 1;
+    cfg.home_assistant = true;
     let mut agent = Agent::spawn(&cfg);
     let probe = Probe::connect(broker.anon, &[&format!("roipd/{dev}/#")]).await;
 
-    let status = probe.wait("status online", T, is_status(dev, true)).await.json();
+    // The agent sets uplink and config hash right after starting: the status may be published
+    // once without them, then again with them.
+    let status = probe
+        .wait("status online with uplink and config hash", T, |m| {
+            is_status(dev, true)(m) && m.json()["uplink"]["state"] == "up" && m.json()["config_hash"].is_string()
+        })
+        .await
+        .json();
     assert_eq!(status["device"], dev);
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert!(status["started_at"].as_str().is_some_and(|s| s.ends_with('Z')), "{status}");
     assert!(status["uptime_s"].is_u64(), "{status}");
-    assert_eq!(status["uplink"]["state"], "up", "{status}");
     assert!(status["config_hash"].as_str().is_some_and(|h| h.len() == 16), "{status}");
 
     // Retained: a subscriber that comes later gets status and every port state at once.
@@ -94,6 +101,24 @@ async fn retained_status_state_metrics_and_last_will_after_sigkill() {
     );
     let r2 = late.wait("retained radio2", T, |m| m.retain && m.topic.ends_with("/state/radio2")).await.json();
     assert_eq!(r2["channel"], "fire");
+
+    // Home Assistant discovery: retained configs pointing at our topics; the TX-inhibit switch
+    // sends a valid command.
+    let ha = Probe::connect(broker.anon, &["homeassistant/#"]).await;
+    let rx =
+        ha.wait("HA rx sensor", T, |m| m.retain && m.topic.ends_with("/roipd_lw-gw/radio1_rx/config")).await.json();
+    assert_eq!(rx["state_topic"], format!("roipd/{dev}/state/radio1"));
+    assert_eq!(rx["availability"][0]["topic"], format!("roipd/{dev}/status"));
+    ha.wait("HA cpu sensor", T, |m| m.topic == "homeassistant/sensor/roipd_lw-gw/cpu/config").await;
+    let switch =
+        ha.wait("HA inhibit switch", T, |m| m.topic.ends_with("/roipd_lw-gw/radio2_tx_inhibit/config")).await.json();
+    let mark = probe.mark();
+    probe.publish(switch["command_topic"].as_str().unwrap(), switch["payload_on"].as_str().unwrap()).await;
+    probe
+        .wait_after(mark, "inhibited by the HA switch", T, |m| {
+            m.topic.ends_with("/state/radio2") && m.json()["inhibited"] == true
+        })
+        .await;
 
     // Periodic metrics: the daemon's numbers plus the process's own.
     let metrics = probe.wait("metrics", T, |m| m.topic == format!("roipd/{dev}/metrics")).await.json();

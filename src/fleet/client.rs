@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::hass::Hass;
 use super::outbox::{Class, Limits, Message, Outbox, Qos};
 use super::protocol::{
     self, reply_topic, rfc3339_millis, to_json, valid_name, Command, CommandError, DaemonMetrics, ErrorCode, Event,
@@ -75,6 +76,8 @@ pub struct FleetOptions {
     pub version: String,
     pub metrics: Option<MetricsProvider>,
     pub limits: Limits,
+    /// Home Assistant discovery prefix (usually `homeassistant`); `None` publishes no discovery.
+    pub home_assistant: Option<String>,
 }
 
 impl FleetOptions {
@@ -85,7 +88,14 @@ impl FleetOptions {
             version: env!("CARGO_PKG_VERSION").into(),
             metrics: None,
             limits: Limits::default(),
+            home_assistant: None,
         }
+    }
+
+    /// Publish Home Assistant discovery (retained) under `prefix` on every connect.
+    pub fn with_home_assistant(mut self, prefix: impl Into<String>) -> Self {
+        self.home_assistant = Some(prefix.into());
+        self
     }
 
     pub fn with_metrics(mut self, provider: impl Fn() -> DaemonMetrics + Send + Sync + 'static) -> Self {
@@ -163,6 +173,9 @@ impl Fleet {
 
         let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
         let shared = Arc::new(Shared {
+            device: options.device_id.clone(),
+            version: options.version.clone(),
+            home_assistant: options.home_assistant.clone(),
             topics,
             started: Instant::now(),
             state: Mutex::new(State {
@@ -214,6 +227,9 @@ impl FleetDriver {
 // The daemon-facing handle
 
 struct Shared {
+    device: String,
+    version: String,
+    home_assistant: Option<String>,
     topics: Topics,
     started: Instant,
     state: Mutex<State>,
@@ -249,6 +265,29 @@ impl Shared {
 
     fn port_message(&self, port: &str, state: &PortState, now: Instant) -> Message {
         Message::new(Class::State, self.topics.state(port), to_json(state), now)
+    }
+
+    fn hass(&self) -> Option<Hass<'_>> {
+        let prefix = self.home_assistant.as_deref()?;
+        Some(Hass { prefix, device: &self.device, version: &self.version, topics: &self.topics })
+    }
+
+    /// Discovery for one port, as retained state messages (empty without Home Assistant).
+    fn port_discovery(&self, port: &str, now: Instant) -> Vec<Message> {
+        let Some(hass) = self.hass() else { return Vec::new() };
+        hass.port_entities(port)
+            .into_iter()
+            .map(|d| Message::new(Class::State, d.topic, to_json(&d.payload), now))
+            .collect()
+    }
+
+    fn device_discovery(&self, now: Instant) -> Vec<Message> {
+        let Some(hass) = self.hass() else { return Vec::new() };
+        let has_temperature = sysinfo::has_temperature();
+        hass.device_entities(has_temperature)
+            .into_iter()
+            .map(|d| Message::new(Class::State, d.topic, to_json(&d.payload), now))
+            .collect()
     }
 
     fn push(&self, msg: Message) {
@@ -297,6 +336,11 @@ impl FleetHandle {
             return;
         }
         let msg = self.shared.port_message(port, &state, now);
+        if !st.ports.contains_key(port) {
+            for d in self.shared.port_discovery(port, now) {
+                st.outbox.push(d);
+            }
+        }
         st.ports.insert(port.to_string(), state);
         st.outbox.push(msg);
         drop(st);
@@ -459,7 +503,9 @@ async fn poll_loop(mut eventloop: EventLoop, tx: mpsc::Sender<Net>, shared: Arc<
                     backoff.reset();
                 }
                 attempt = attempt.saturating_add(1);
-                let _ = tx.send(Net::Down { error: e.to_string(), was_up: was_up.is_some(), attempt }).await;
+                if tx.send(Net::Down { error: e.to_string(), was_up: was_up.is_some(), attempt }).await.is_err() {
+                    return; // the driver is gone: nobody to reconnect for
+                }
                 let delay = backoff.next_delay(rand::random::<f64>());
                 debug!(delay_ms = delay.as_millis() as u64, "MQTT reconnect backoff");
                 tokio::select! {
@@ -533,11 +579,16 @@ impl Driver {
                 self.need_subscribe = true;
                 let now = Instant::now();
                 let addresses = sysinfo::local_addresses();
+                let device_discovery = self.shared.device_discovery(now);
                 let mut st = self.shared.lock();
                 st.connected = true;
                 st.status.addresses = addresses;
                 let mut snapshot = vec![self.shared.status_message(&st.status, now)];
                 snapshot.extend(st.ports.iter().map(|(port, s)| self.shared.port_message(port, s, now)));
+                snapshot.extend(device_discovery);
+                for port in st.ports.keys() {
+                    snapshot.extend(self.shared.port_discovery(port, now));
+                }
                 st.outbox.reconnected(snapshot);
             }
             Net::Down { error, was_up, attempt } => {
@@ -561,7 +612,7 @@ impl Driver {
     fn on_publish(&mut self, p: rumqttc::v5::mqttbytes::v5::Publish) {
         let topic = String::from_utf8_lossy(&p.topic);
         let Some(name) = self.shared.topics.command_name(&topic) else {
-            debug!(topic = %topic, "ignoring a message outside the command topics");
+            debug!(topic = ?topic, "ignoring a message outside the command topics");
             return;
         };
         let name: String = name.chars().take(protocol::MAX_NAME_BYTES).collect();
@@ -586,7 +637,8 @@ impl Driver {
         };
         if let Some(error) = rejected {
             // The payload is not logged: it may be large or hostile.
-            info!(command = %name, code = error.code.as_str(), "command rejected");
+            // Debug formatting escapes control characters an attacker may put in a topic.
+            info!(command = ?name, code = error.code.as_str(), "command rejected");
             replier.reply(Err(error));
             return;
         }

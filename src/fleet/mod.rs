@@ -7,6 +7,7 @@
 //!   clock reads (time comes in), fully unit-tested.
 //! - [`client`] is the thin I/O driver around rumqttc (MQTT 5, rustls), and [`sysinfo`] reads
 //!   CPU, memory and temperature for the metrics.
+//! - [`hass`] builds optional Home Assistant discovery messages (pure).
 //!
 //! Starting it from the daemon:
 //! ```no_run
@@ -25,6 +26,7 @@
 
 pub mod backoff;
 pub mod client;
+pub mod hass;
 pub mod outbox;
 pub mod protocol;
 pub mod sysinfo;
@@ -56,7 +58,7 @@ mod tests {
             "std::env",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet");
-        for file in ["protocol.rs", "outbox.rs", "backoff.rs"] {
+        for file in ["protocol.rs", "outbox.rs", "backoff.rs", "hass.rs"] {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();
             let production = text.split("#[cfg(test)]").next().unwrap();
             for (n, line) in production.lines().enumerate() {

@@ -85,6 +85,11 @@ impl SystemReader {
     }
 }
 
+/// Whether the board reports a SoC temperature (Home Assistant gets a sensor only then).
+pub fn has_temperature() -> bool {
+    read(THERMAL_ZONE0).as_deref().and_then(parse_thermal_c).is_some()
+}
+
 fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }

@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub metrics_interval_s: u64,
     /// Publish events and port state every 5 ms and report the slowest call.
     pub hammer: bool,
+    /// Publish Home Assistant discovery under `homeassistant/`.
+    pub home_assistant: bool,
 }
 
 impl AgentConfig {
@@ -156,6 +158,7 @@ async fn agent(cfg: AgentConfig) -> i32 {
         .into(),
         xruns: 1,
     });
+    let options = if cfg.home_assistant { options.with_home_assistant("homeassistant") } else { options };
     let Fleet { handle, mut commands, driver } = match Fleet::start(options) {
         Ok(f) => f,
         Err(e) => {
