@@ -76,8 +76,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(limits: Limits) -> Self {
-        assert!(limits.capacity > 0, "outbox capacity must be positive");
+    pub fn new(mut limits: Limits) -> Self {
+        limits.capacity = limits.capacity.max(1);
         Self { queue: VecDeque::new(), limits, dropped: 0 }
     }
 
