@@ -8,6 +8,7 @@
 //!   uplink and fleet. They are the only code that talks to hardware, sockets or the clock.
 //! - [`daemon`]: builds ports from the [`config`], runs the drivers around the cores and owns
 //!   shutdown, including the rule that every PTT output is released on every exit path.
+pub mod audio;
 pub mod cli;
 pub mod codec;
 pub mod config;
