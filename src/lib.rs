@@ -18,3 +18,4 @@ pub mod devices;
 pub mod dsp;
 pub mod fleet;
 pub mod gpio;
+pub mod pipeline;

@@ -1,0 +1,151 @@
+//! The per-port media paths between an audio device and a channel, as plain structs:
+//! [`RxPath`] (radio → channel: DSP, VOX level, Opus encode) and [`TxPath`] (channel → radio:
+//! jitter buffer, Opus decode with FEC/PLC, TX delay line, courtesy tone, DSP).
+//!
+//! No threads, sockets or clock reads: device frames and `Instant`s come in from the audio
+//! driver threads (`crate::daemon::audio_port`) and from `roipd bench`, which drive the very
+//! same code. The DSP and codec work per frame allocates nothing; an emitted packet is one small
+//! `Vec` (50 a second while talking).
+
+mod rx;
+mod tx;
+
+pub use rx::{RxOutput, RxPath};
+pub use tx::{TxFrame, TxGate, TxPath};
+
+/// An Opus packet with the RTP fields the jitter buffer needs. This is what channels carry,
+/// in-process between local ports and over WebRTC to peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPacket {
+    pub seq: u16,
+    /// 48 kHz RTP timestamp of the packet's first sample.
+    pub timestamp: u32,
+    /// First packet of a talk-spurt.
+    pub marker: bool,
+    pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::codec::EncoderConfig;
+    use crate::core::jitter::JitterConfig;
+    use crate::dsp::{CourtesyToneConfig, Meter, RxConfig, Sine, TxConfig};
+
+    const PERIOD: usize = 480; // 10 ms device frames
+
+    fn rx(vox: bool) -> RxPath {
+        RxPath::new(&RxConfig::default(), &EncoderConfig::default(), vox).unwrap()
+    }
+
+    fn tx(courtesy: bool, hold: Duration) -> TxPath {
+        let courtesy = CourtesyToneConfig { enabled: courtesy, ..Default::default() };
+        TxPath::new(&TxConfig::default(), JitterConfig::default(), &courtesy, hold).unwrap()
+    }
+
+    /// Run `frames` device periods: tone into RX while `talking(i)`, packets straight into TX,
+    /// TX output collected with the gate from `gate(i)`.
+    fn run(
+        rx: &mut RxPath,
+        tx: &mut TxPath,
+        frames: usize,
+        talking: impl Fn(usize) -> bool,
+        gate: impl Fn(usize) -> TxGate,
+    ) -> (Vec<f32>, usize) {
+        let t0 = Instant::now();
+        let mut tone = Sine::new(48_000, 1000.0, -12.0);
+        let mut output = Vec::new();
+        let mut packets = 0;
+        for i in 0..frames {
+            let now = t0 + Duration::from_millis(10 * i as u64);
+            let mut frame = [0.0f32; PERIOD];
+            tone.render(&mut frame);
+            if let Some(p) = rx.process(&mut frame, talking(i)).packet {
+                packets += 1;
+                tx.push(now, &p);
+            }
+            let mut out = [0.0f32; PERIOD];
+            tx.fill(now, gate(i), &mut out);
+            output.extend_from_slice(&out);
+        }
+        (output, packets)
+    }
+
+    fn first_loud(samples: &[f32]) -> Option<usize> {
+        samples.iter().position(|s| s.abs() > 0.05)
+    }
+
+    #[test]
+    fn tone_goes_through_rx_and_tx_paths() {
+        let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));
+        let (out, packets) = run(&mut r, &mut t, 200, |_| true, |_| TxGate::Open);
+        assert_eq!(packets, 100, "20 ms packets for 2 s");
+        // A steady tone for a whole second: it must not fade (DTX would replace it).
+        let tail = Meter::measure(&out[48_000..]);
+
+        // AGC targets -18 dBFS RMS; the limiter caps peaks at -6 dBFS.
+        assert!(tail.rms_dbfs > -24.0 && tail.peak_dbfs <= -5.9, "{tail:?}");
+        let onset = first_loud(&out).unwrap();
+        assert!(onset < 4_800, "first audio after {} ms", onset / 48);
+    }
+
+    #[test]
+    fn idle_port_encodes_nothing_and_vox_still_measures() {
+        let mut r = rx(false);
+        let mut frame = [0.3f32; PERIOD];
+        let out = r.process(&mut frame, false);
+        assert!(out.packet.is_none() && out.vox_dbfs.is_none());
+        assert!(out.meter.peak_dbfs > -11.0);
+        let mut v = rx(true);
+        let out = v.process(&mut [0.3f32; PERIOD], false);
+        assert!(out.packet.is_none());
+        assert!(out.vox_dbfs.is_some());
+    }
+
+    #[test]
+    fn first_packet_of_each_spurt_has_the_marker_and_timestamps_show_the_gap() {
+        let mut r = rx(false);
+        let mut packets = Vec::new();
+        for i in 0..60 {
+            let talking = !(20..40).contains(&i);
+            if let Some(p) = r.process(&mut [0.1f32; PERIOD], talking).packet {
+                packets.push(p);
+            }
+        }
+        let markers: Vec<_> = packets.iter().filter(|p| p.marker).map(|p| p.timestamp).collect();
+        assert_eq!(markers, vec![0, 40 * PERIOD as u32]);
+        assert!(packets.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1)));
+    }
+
+    #[test]
+    fn closed_gate_discards_and_hold_delays_audio_by_the_tx_delay() {
+        let (mut r, mut t) = (rx(false), tx(false, Duration::from_millis(300)));
+        let (out, _) = run(&mut r, &mut t, 100, |_| true, |_| TxGate::Closed);
+        assert!(first_loud(&out).is_none(), "nothing on air while unkeyed");
+
+        let (mut r, mut t) = (rx(false), tx(false, Duration::from_millis(300)));
+        let (direct, _) = run(&mut r, &mut t, 100, |_| true, |_| TxGate::Open);
+        let (mut r, mut t) = (rx(false), tx(false, Duration::from_millis(300)));
+        // Keyed at frame 0, TX delay 300 ms: audio held for 30 frames.
+        let (held, _) = run(&mut r, &mut t, 100, |_| true, |i| if i < 30 { TxGate::Hold } else { TxGate::Open });
+        let (a, b) = (first_loud(&direct).unwrap(), first_loud(&held).unwrap());
+        assert!(b >= 30 * PERIOD, "nothing before the TX delay ends");
+        // Nothing lost: the first word comes out, 300 ms late (within a frame).
+        let late_ms = (b - a) as f64 / 48.0;
+        assert!((late_ms - 300.0).abs() <= 20.0, "held audio starts {late_ms} ms later");
+    }
+
+    #[test]
+    fn delay_line_drains_after_the_over_and_the_courtesy_tone_follows() {
+        let (mut r, mut t) = (rx(false), tx(true, Duration::from_millis(200)));
+        // Talk for 1 s, keyed with a 200 ms TX delay, then stay keyed (hang) for 1 s.
+        let (out, _) = run(&mut r, &mut t, 200, |i| i < 100, |i| if i < 20 { TxGate::Hold } else { TxGate::Open });
+        assert_eq!(t.held(), Duration::ZERO, "delay line drained");
+        // Voice ends about 1.2 s + jitter depth in; the beep (1500/1000 Hz) comes after it.
+        let after = &out[(1.45 * 48_000.0) as usize..];
+        assert!(first_loud(after).is_some(), "courtesy tone after the over");
+        assert!(Meter::measure(&out[(1.9 * 48_000.0) as usize..]).peak_dbfs < -60.0, "then silence");
+    }
+}

@@ -1,0 +1,123 @@
+//! Radio → channel: one capture frame at a time through the receive DSP chain, accumulated to
+//! whole Opus frames and encoded only while the port talks.
+
+use crate::codec::{CodecError, Encoder, EncoderConfig, MAX_PACKET_BYTES};
+use crate::dsp::{Meter, RxChain, RxConfig};
+
+use super::MediaPacket;
+
+pub struct RxPath {
+    chain: RxChain,
+    encoder: Encoder,
+    /// Samples waiting for a whole Opus frame.
+    pending: Vec<f32>,
+    filled: usize,
+    encoded: Vec<u8>,
+    /// Sample clock: RTP timestamp of the next captured sample. It runs while idle too, so
+    /// the receiver sees the gap between talk-spurts.
+    clock: u32,
+    /// RTP timestamp of `pending[0]`.
+    pending_ts: u32,
+    seq: u16,
+    talking: bool,
+    /// The next packet is the first of a talk-spurt.
+    marker: bool,
+    /// VOX needs the chain's level on every frame, talking or not.
+    vox: bool,
+}
+
+/// What one capture frame produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RxOutput {
+    /// Level of the frame as it came from the radio.
+    pub meter: Meter,
+    /// VOX level (dBFS) for the keying core; `None` unless VOX is the COR source.
+    pub vox_dbfs: Option<f32>,
+    /// An encoded packet, when this frame completed one.
+    pub packet: Option<MediaPacket>,
+}
+
+impl RxPath {
+    pub fn new(dsp: &RxConfig, codec: &EncoderConfig, vox: bool) -> Result<RxPath, CodecError> {
+        let encoder = Encoder::new(codec.clone())?;
+        let frame = encoder.frame_samples();
+        Ok(RxPath {
+            chain: RxChain::new(dsp),
+            encoder,
+            pending: vec![0.0; frame],
+            filled: 0,
+            encoded: vec![0; MAX_PACKET_BYTES],
+            clock: 0,
+            pending_ts: 0,
+            seq: 0,
+            talking: false,
+            marker: false,
+            vox,
+        })
+    }
+
+    /// Samples per Opus frame.
+    pub fn codec_frame(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Process one capture frame (processed in place). `talking`: the port's receiver is open
+    /// and it holds the floor, so its audio goes to the channel. While it does not talk and
+    /// VOX is off, nothing but a level meter runs: an idle port costs next to nothing.
+    pub fn process(&mut self, frame: &mut [f32], talking: bool) -> RxOutput {
+        let start_ts = self.clock;
+        self.clock = self.clock.wrapping_add(frame.len() as u32);
+        if talking && !self.talking {
+            self.marker = true;
+        }
+        if !talking {
+            // A partial frame at the end of a spurt is dropped (< one frame of tail).
+            self.filled = 0;
+        }
+        self.talking = talking;
+
+        if !talking && !self.vox {
+            return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None };
+        }
+        let levels = self.chain.process(frame);
+        let vox_dbfs = self.vox.then_some(levels.vox_dbfs);
+        let mut out = RxOutput { meter: levels.input, vox_dbfs, packet: None };
+        if !talking {
+            return out;
+        }
+
+        // Accumulate; a frame never spans two packets in practice (device periods divide the
+        // Opus frame), but handle it anyway by carrying the rest over.
+        let mut offset = 0;
+        while offset < frame.len() {
+            if self.filled == 0 {
+                self.pending_ts = start_ts.wrapping_add(offset as u32);
+            }
+            let n = (self.pending.len() - self.filled).min(frame.len() - offset);
+            self.pending[self.filled..self.filled + n].copy_from_slice(&frame[offset..offset + n]);
+            self.filled += n;
+            offset += n;
+            if self.filled == self.pending.len() {
+                self.filled = 0;
+                match self.encoder.encode(&self.pending, &mut self.encoded) {
+                    Ok(len) => {
+                        out.packet = Some(MediaPacket {
+                            seq: self.seq,
+                            timestamp: self.pending_ts,
+                            marker: std::mem::take(&mut self.marker),
+                            payload: self.encoded[..len].to_vec(),
+                        });
+                        self.seq = self.seq.wrapping_add(1);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "Opus encode failed; frame dropped"),
+                }
+            }
+        }
+        out
+    }
+
+    /// Tell the encoder how much loss to prepare FEC for (from the receivers' reports).
+    pub fn set_packet_loss(&mut self, pct: u8) {
+        let _ = self.encoder.set_packet_loss(pct);
+    }
+}

@@ -1,0 +1,202 @@
+//! Channel → radio: packets into the jitter buffer; device frames out, decoded (FEC/PLC for
+//! losses), held back while the transmitter comes up, followed by a courtesy tone, and limited.
+
+use std::time::{Duration, Instant};
+
+use crate::codec::{Decoder, CodecError, MAX_FRAME_SAMPLES, SAMPLE_RATE};
+use crate::core::jitter::{JitterBuffer, JitterConfig, JitterStats, Packet, Playout};
+use crate::dsp::{CourtesyToneConfig, Meter, ToneSequence, TxChain, TxConfig};
+
+use super::MediaPacket;
+
+/// Where the radio's transmitter is, as the keying core says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxGate {
+    /// Not keyed (or inhibited, locked out): channel audio is consumed and discarded.
+    Closed,
+    /// PTT is on but the TX delay has not passed: audio is held in the delay line.
+    Hold,
+    /// On air: audio (delayed by what was held) goes to the radio.
+    Open,
+}
+
+/// What one device frame carried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TxFrame {
+    /// The channel has a talk-spurt in progress (audio, concealment or a pause within it).
+    pub channel_active: bool,
+    pub meter: Meter,
+}
+
+pub struct TxPath {
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    chain: TxChain,
+    courtesy: Option<ToneSequence>,
+    /// The last decoded Opus frame and how much of it has been handed out.
+    pcm: Vec<f32>,
+    pcm_len: usize,
+    pcm_pos: usize,
+    pcm_active: bool,
+    /// Audio held during the TX delay, played in order once on air (a ring buffer).
+    delay: Vec<f32>,
+    delay_head: usize,
+    delay_len: usize,
+    /// Channel audio for the current device frame.
+    scratch: Vec<f32>,
+    /// A talk-spurt was played on air and the courtesy tone is owed when it ends.
+    owe_courtesy: bool,
+}
+
+impl TxPath {
+    /// `max_hold`: the longest TX delay to buffer for (the port's `tx_delay`).
+    pub fn new(
+        dsp: &TxConfig,
+        jitter: JitterConfig,
+        courtesy: &CourtesyToneConfig,
+        max_hold: Duration,
+    ) -> Result<TxPath, CodecError> {
+        let hold = (max_hold.as_secs_f64() * f64::from(SAMPLE_RATE)) as usize;
+        Ok(TxPath {
+            jitter: JitterBuffer::new(jitter),
+            decoder: Decoder::new()?,
+            chain: TxChain::new(dsp),
+            courtesy: ToneSequence::courtesy(courtesy),
+            pcm: vec![0.0; MAX_FRAME_SAMPLES],
+            pcm_len: 0,
+            pcm_pos: 0,
+            pcm_active: false,
+            // One Opus frame of slack: the hold ends mid-frame.
+            delay: vec![0.0; hold + MAX_FRAME_SAMPLES],
+            delay_head: 0,
+            delay_len: 0,
+            scratch: vec![0.0; MAX_FRAME_SAMPLES],
+            owe_courtesy: false,
+        })
+    }
+
+    /// A packet arrived from the channel.
+    pub fn push(&mut self, now: Instant, packet: &MediaPacket) {
+        self.jitter.push(
+            now,
+            Packet { seq: packet.seq, timestamp: packet.timestamp, marker: packet.marker, payload: &packet.payload },
+        );
+    }
+
+    pub fn jitter_stats(&self) -> JitterStats {
+        self.jitter.stats()
+    }
+
+    /// Audio held back by the TX delay right now.
+    pub fn held(&self) -> Duration {
+        Duration::from_secs_f64(self.delay_len as f64 / f64::from(SAMPLE_RATE))
+    }
+
+    /// Produce the next device frame for the radio, paced by the device (call it once per
+    /// device period, `out.len()` samples at most `MAX_FRAME_SAMPLES`).
+    pub fn fill(&mut self, now: Instant, gate: TxGate, out: &mut [f32]) -> TxFrame {
+        let n = out.len().min(self.scratch.len());
+        let out = &mut out[..n];
+        let channel_active = self.channel_audio(now, n);
+
+        match gate {
+            TxGate::Closed => {
+                self.delay_len = 0;
+                self.owe_courtesy = false;
+                out.fill(0.0);
+            }
+            TxGate::Hold => {
+                if channel_active {
+                    self.hold_scratch(n);
+                }
+                out.fill(0.0);
+            }
+            TxGate::Open => {
+                if channel_active {
+                    self.hold_scratch(n);
+                    self.owe_courtesy = true;
+                }
+                // The delay line drains when the channel goes quiet, so the TX delay costs
+                // latency only within an over.
+                self.release(out);
+                if !channel_active && self.delay_len == 0 && std::mem::take(&mut self.owe_courtesy) {
+                    if let Some(c) = &mut self.courtesy {
+                        c.start();
+                    }
+                }
+                if let Some(c) = &mut self.courtesy {
+                    if c.is_active() {
+                        c.mix(out);
+                    }
+                }
+            }
+        }
+        let levels = self.chain.process(out);
+        TxFrame { channel_active, meter: levels.output }
+    }
+
+    /// Fill `scratch[..n]` from decoded frames, popping the jitter buffer once per packet
+    /// duration. Returns whether the channel has a talk-spurt in progress.
+    fn channel_audio(&mut self, now: Instant, n: usize) -> bool {
+        let mut active = false;
+        let mut done = 0;
+        while done < n {
+            if self.pcm_pos == self.pcm_len {
+                self.decode_next(now);
+            }
+            let take = (self.pcm_len - self.pcm_pos).min(n - done);
+            self.scratch[done..done + take].copy_from_slice(&self.pcm[self.pcm_pos..self.pcm_pos + take]);
+            self.pcm_pos += take;
+            done += take;
+            active |= self.pcm_active;
+        }
+        active
+    }
+
+    fn decode_next(&mut self, now: Instant) {
+        let frame = (self.jitter.frame_duration().as_secs_f64() * f64::from(SAMPLE_RATE)) as usize;
+        let frame = frame.clamp(1, self.pcm.len());
+        let (decoded, active) = match self.jitter.pop(now) {
+            Playout::Packet(p) => (self.decoder.decode(p, &mut self.pcm), true),
+            Playout::Fec(next) => (self.decoder.decode_fec(next, &mut self.pcm), true),
+            Playout::Conceal => (self.decoder.conceal(&mut self.pcm), true),
+            Playout::Silence => (Err(CodecError::EmptyPacket), true),
+            Playout::Idle => (Err(CodecError::EmptyPacket), false),
+        };
+        self.pcm_len = match decoded {
+            Ok(len) if len > 0 => len,
+            // A packet the decoder refuses (or a pause) is a frame of silence.
+            _ => {
+                self.pcm[..frame].fill(0.0);
+                frame
+            }
+        };
+        self.pcm_pos = 0;
+        self.pcm_active = active;
+    }
+
+    fn hold_scratch(&mut self, n: usize) {
+        let cap = self.delay.len();
+        for i in 0..n {
+            if self.delay_len == cap {
+                // Full (a hold longer than configured): drop the oldest, latency stays bounded.
+                self.delay_head = (self.delay_head + 1) % cap;
+                self.delay_len -= 1;
+            }
+            let tail = (self.delay_head + self.delay_len) % cap;
+            self.delay[tail] = self.scratch[i];
+            self.delay_len += 1;
+        }
+    }
+
+    fn release(&mut self, out: &mut [f32]) {
+        let cap = self.delay.len();
+        let take = self.delay_len.min(out.len());
+        for o in out[..take].iter_mut() {
+            *o = self.delay[self.delay_head];
+            self.delay_head = (self.delay_head + 1) % cap;
+        }
+        self.delay_len -= take;
+        out[take..].fill(0.0);
+    }
+}
