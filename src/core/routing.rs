@@ -137,6 +137,11 @@ impl Router {
         self.outputs.pop_front()
     }
 
+    /// Ports that are members of a channel.
+    pub fn members(&self, channel: ChannelId) -> impl Iterator<Item = PortId> + '_ {
+        self.members.iter().filter(move |m| m.channel == channel).map(|m| m.port)
+    }
+
     /// Current talker of a channel.
     pub fn holder(&self, channel: ChannelId) -> Option<PortId> {
         self.arbiters.get(channel)?.holder().map(|(id, _)| self.members[id.0 as usize].port)

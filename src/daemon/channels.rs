@@ -9,7 +9,9 @@ use tracing::{info, warn};
 
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
-use super::{clock, ChannelMsg};
+use super::audio_port::PortAudio;
+use super::{clock, ChannelMsg, PortId};
+use crate::pipeline::MediaPacket;
 use crate::config::{Config, PortConfig};
 use crate::core::routing::{PortKind, PortSpec, Router, RouterOutput};
 
@@ -25,11 +27,21 @@ pub struct ChannelRouter {
     talk_channel: Vec<Option<usize>>,
     rx_active: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
+    audio: Vec<Option<PortAudio>>,
     heartbeat: Heartbeat,
 }
 
 impl ChannelRouter {
-    pub fn new(config: &Config, ports: Vec<mpsc::UnboundedSender<PortInput>>, heartbeat: Heartbeat) -> Self {
+    pub fn new(
+        config: &Config,
+        ports: Vec<mpsc::UnboundedSender<PortInput>>,
+        port_audio: Vec<(PortId, Option<PortAudio>)>,
+        heartbeat: Heartbeat,
+    ) -> Self {
+        let mut audio: Vec<Option<PortAudio>> = (0..ports.len()).map(|_| None).collect();
+        for (id, a) in port_audio {
+            audio[id] = a;
+        }
         let channel_names: Vec<String> = config.channel.keys().cloned().collect();
         let index = |name: &str| channel_names.iter().position(|c| c == name);
         let specs: Vec<PortSpec> = config
@@ -53,6 +65,7 @@ impl ChannelRouter {
             channel_names,
             talk_channel,
             ports,
+            audio,
             heartbeat,
         }
     }
@@ -81,11 +94,13 @@ impl ChannelRouter {
                             self.router.unpress(now, port, channel);
                         }
                     }
+                    Some(ChannelMsg::Media { port, packet }) => self.forward(port, &packet),
                     None => break,
                 },
                 _ = carrier.tick() => {
                     let now = clock::now();
-                    for port in (0..self.rx_active.len()).filter(|&p| self.rx_active[p]) {
+                    let without_audio = |p: &usize| !self.audio[*p].as_ref().is_some_and(|a| a.has_capture);
+                    for port in (0..self.rx_active.len()).filter(|&p| self.rx_active[p]).filter(without_audio) {
                         if let Some(channel) = self.talk_channel[port] {
                             self.router.media(now, port, channel);
                         }
@@ -95,6 +110,22 @@ impl ChannelRouter {
                 _ = beat.tick() => self.heartbeat.beat(),
             }
             self.dispatch();
+        }
+    }
+
+    /// Forward a talker's packet to the other radios on its channel, if it holds the floor:
+    /// media from anyone else is dropped, whatever the sender believes.
+    fn forward(&mut self, port: PortId, packet: &MediaPacket) {
+        let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
+        if self.router.holder(channel) != Some(port) {
+            return;
+        }
+        let now = clock::now();
+        self.router.media(now, port, channel);
+        for member in self.router.members(channel).filter(|&m| m != port) {
+            if let Some(tx) = self.audio[member].as_ref().and_then(|a| a.tx.as_ref()) {
+                tx.lock().unwrap_or_else(|p| p.into_inner()).push(now, packet);
+            }
         }
     }
 
@@ -114,7 +145,11 @@ impl ChannelRouter {
                 RouterOutput::Revoked { port, channel, cause } => {
                     warn!(port = %self.port_names[port], channel = %self.channel_names[channel], ?cause, "floor revoked")
                 }
-                RouterOutput::Talk { .. } => {}
+                RouterOutput::Talk { port, on, .. } => {
+                    if let Some(a) = &self.audio[port] {
+                        a.flags.set_talking(on);
+                    }
+                }
             }
         }
     }

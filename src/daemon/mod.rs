@@ -5,6 +5,7 @@
 //! 3. on SIGTERM/SIGINT, a panicking task or a fatal error, every port is told to shut down,
 //!    and [`safety::release_all`] unkeys every PTT again before the process exits.
 
+mod audio_port;
 mod channels;
 mod clock;
 mod logging;
@@ -26,6 +27,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
 use crate::core::keying::Keying;
+use crate::pipeline::MediaPacket;
 use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
 use sd_notify::NotifyState;
@@ -37,10 +39,12 @@ use safety::PttLine;
 pub use crate::core::routing::PortId;
 
 /// Messages from ports to the channel router.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum ChannelMsg {
     /// A radio's receiver opened or closed (debounced, kerchunk-filtered).
     RxActive { port: PortId, active: bool },
+    /// An encoded frame from a port that talks.
+    Media { port: PortId, packet: MediaPacket },
 }
 
 /// Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad config, 70 internal error (panic).
@@ -98,6 +102,7 @@ pub async fn run(config: Config) -> ExitCode {
     let mut tasks = JoinSet::new();
     let (to_channel, channel_rx) = mpsc::unbounded_channel();
     let mut port_inputs = Vec::new();
+    let mut port_audio = Vec::new();
     // Inputs stay open for the life of the daemon: dropping one stops its edge events.
     let mut held_inputs: Vec<LogicalInput> = Vec::new();
 
@@ -118,6 +123,10 @@ pub async fn run(config: Config) -> ExitCode {
                 Err(e) => return fatal(&format!("port {name}: cannot open TX inhibit: {e}")),
             }
         }
+        let audio = match audio_port::start(id, name, radio, &tx, &to_channel, &watchdog, &cancel, &mut tasks) {
+            Ok(audio) => audio,
+            Err(e) => return fatal(&format!("port {name}: {e}")),
+        };
         let port = RadioPort {
             id,
             name: (*name).clone(),
@@ -126,12 +135,15 @@ pub async fn run(config: Config) -> ExitCode {
             inputs: rx,
             to_channel: to_channel.clone(),
             heartbeat: watchdog.register(&format!("port {name}")),
+            audio: audio.as_ref().map(|a| a.flags.clone()),
         };
+        port_audio.push((id, audio));
         tasks.spawn(port.run(cancel.clone()));
     }
     drop(to_channel);
 
-    let router = channels::ChannelRouter::new(&config, port_inputs, watchdog.register("channel router"));
+    let router =
+        channels::ChannelRouter::new(&config, port_inputs, port_audio, watchdog.register("channel router"));
     tasks.spawn(router.run(channel_rx, cancel.clone()));
 
     if gpio.sim.has_dir() {

@@ -3,6 +3,7 @@
 //! says. The PTT level is re-applied after every step (level-driven, not edge-driven), so a
 //! missed event can never leave the radio keyed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -10,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::safety::PttLine;
+use super::audio_port::AudioFlags;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
+use crate::pipeline::TxGate;
 use super::{clock, ChannelMsg, PortId};
 use crate::core::keying::{Event, Input, Keying};
 
@@ -22,6 +25,8 @@ pub enum PortInput {
     Inhibit { at: Instant, on: bool },
     /// The channel has a talker for this radio (true) or went idle (false).
     TxRequest(bool),
+    /// Receive audio level of one capture frame, when VOX is the COR source.
+    Vox { at: Instant, dbfs: f32 },
 }
 
 pub struct RadioPort {
@@ -32,6 +37,8 @@ pub struct RadioPort {
     pub inputs: mpsc::UnboundedReceiver<PortInput>,
     pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
     pub heartbeat: Heartbeat,
+    /// Tells the playback task where the transmitter is (None: no audio configured).
+    pub audio: Option<Arc<AudioFlags>>,
 }
 
 impl RadioPort {
@@ -59,6 +66,7 @@ impl RadioPort {
                             PortInput::Cor { at, asserted } => (at, Input::Cor(asserted)),
                             PortInput::Inhibit { at, on } => (at, Input::Inhibit(on)),
                             PortInput::TxRequest(on) => (clock::now(), Input::TxRequest(on)),
+                            PortInput::Vox { at, dbfs } => (at, Input::VoxLevel(dbfs)),
                         };
                         self.keying.handle_input(at, input);
                     }
@@ -84,6 +92,13 @@ impl RadioPort {
                 error!(port = %self.name, line = self.ptt.name(), error = %e, "PTT line write failed");
             }
             *keyed = want;
+        }
+        if let Some(audio) = &self.audio {
+            audio.set_gate(match (self.keying.ptt(), self.keying.tx_audio()) {
+                (true, true) => TxGate::Open,
+                (true, false) => TxGate::Hold,
+                _ => TxGate::Closed,
+            });
         }
         while let Some(event) = self.keying.poll_event() {
             match event {
