@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -188,6 +188,7 @@ impl Fleet {
             }),
             wake: Notify::new(),
             unacked: AtomicUsize::new(0),
+            goodbye_ms: AtomicU64::new(2000),
         });
         let (cmd_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let (net_tx, net_rx) = mpsc::channel(64);
@@ -204,12 +205,14 @@ impl Fleet {
             need_subscribe: false,
         };
         let task = tokio::spawn(driver.run(net_rx, cancel.clone(), poller, stop_poller));
-        Ok(Fleet { handle: FleetHandle { shared }, commands, driver: FleetDriver { cancel, task } })
+        let driver = FleetDriver { shared: shared.clone(), cancel, task };
+        Ok(Fleet { handle: FleetHandle { shared }, commands, driver })
     }
 }
 
 /// Owns the background tasks.
 pub struct FleetDriver {
+    shared: Arc<Shared>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -218,6 +221,7 @@ impl FleetDriver {
     /// Publish `online: false` (reason `shutdown`, retained), flush what is queued for up to
     /// `timeout`, disconnect cleanly (so the broker does not send the last will) and stop.
     pub async fn shutdown(self, timeout: Duration) {
+        self.shared.goodbye_ms.store(timeout.as_millis() as u64, Ordering::SeqCst);
         self.cancel.cancel();
         let _ = tokio::time::timeout(timeout + Duration::from_secs(1), self.task).await;
     }
@@ -235,9 +239,13 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the driver: something was queued, or rumqttc made progress.
     wake: Notify,
-    /// QoS 1 publishes written but not yet acknowledged. The goodbye waits for them: Mosquitto
-    /// (before 2.0.22) drops a client whose PUBACK it cannot send, and then sends the last will.
+    /// QoS 1 publishes handed to rumqttc but not yet acknowledged (counted when queued, not when
+    /// written, so none is missed while it waits in rumqttc's queue). The goodbye waits for
+    /// them: Mosquitto (before 2.0.22) drops a client whose PUBACK it cannot send, and then
+    /// sends the last will even though a clean DISCONNECT follows.
     unacked: AtomicUsize,
+    /// How long the goodbye may take, set by [`FleetDriver::shutdown`].
+    goodbye_ms: AtomicU64,
 }
 
 struct State {
@@ -484,10 +492,6 @@ async fn poll_loop(mut eventloop: EventLoop, tx: mpsc::Sender<Net>, shared: Arc<
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => Net::Closed,
             Ok(event) => {
                 match event {
-                    // Packet id 0 is QoS 0: nothing to wait for.
-                    MqttEvent::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => {
-                        shared.unacked.fetch_add(1, Ordering::SeqCst);
-                    }
                     MqttEvent::Incoming(Packet::PubAck(_)) => {
                         let _ = shared.unacked.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
                     }
@@ -710,6 +714,9 @@ impl Driver {
             };
             match sent {
                 Ok(()) => {
+                    if qos == QoS::AtLeastOnce {
+                        self.shared.unacked.fetch_add(1, Ordering::SeqCst);
+                    }
                     st.outbox.pop_front();
                 }
                 // rumqttc's queue is full: the poller wakes us when it has room.
@@ -721,7 +728,8 @@ impl Driver {
     /// Graceful end: retained `online: false`, flush and wait for the acks, then a clean
     /// DISCONNECT (so the broker discards the last will).
     async fn goodbye(&mut self, net_rx: &mut mpsc::Receiver<Net>) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let budget = Duration::from_millis(self.shared.goodbye_ms.load(Ordering::SeqCst));
+        let deadline = tokio::time::Instant::now() + budget;
         {
             let now = Instant::now();
             let mut st = self.shared.lock();
