@@ -491,11 +491,8 @@ async fn poll_loop(mut eventloop: EventLoop, tx: mpsc::Sender<Net>, shared: Arc<
             }
             Ok(MqttEvent::Outgoing(Outgoing::Disconnect)) => Net::Closed,
             Ok(event) => {
-                match event {
-                    MqttEvent::Incoming(Packet::PubAck(_)) => {
-                        let _ = shared.unacked.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-                    }
-                    _ => {}
+                if let MqttEvent::Incoming(Packet::PubAck(_)) = event {
+                    let _ = shared.unacked.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
                 }
                 // Acks and writes free room in rumqttc's queue: let the driver move more.
                 shared.wake.notify_one();
