@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{config, daemon, devices};
+use crate::{bench, config, daemon, devices};
 
 #[derive(Parser, Debug)]
 #[command(name = "roipd", version, about = "Radio-over-IP gateway daemon", propagate_version = true)]
@@ -24,6 +24,23 @@ pub enum Command {
     Devices,
     /// Drive every configured PTT output to unkeyed and exit (for ExecStopPost and field use).
     SafeOff { config: PathBuf },
+    /// Measure the audio pipeline: per-frame cost, added latency, jitter buffer, memory, and
+    /// instructions under callgrind when valgrind is installed. Build with --release first.
+    Bench {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Seconds of audio for the per-frame cost runs.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+    },
+    /// Run one benchmark kernel (used by `roipd bench` under callgrind).
+    #[command(hide = true)]
+    BenchKernel {
+        kernel: bench::Kernel,
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -36,5 +53,13 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::SafeOff { config } => daemon::safe_off(&config),
+        Command::Bench { json, seconds } => bench::main(json, seconds),
+        Command::BenchKernel { kernel, seconds } => match bench::run_kernel(kernel, seconds) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench kernel: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

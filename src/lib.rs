@@ -9,6 +9,7 @@
 //! - [`daemon`]: builds ports from the [`config`], runs the drivers around the cores and owns
 //!   shutdown, including the rule that every PTT output is released on every exit path.
 pub mod audio;
+pub mod bench;
 pub mod cli;
 pub mod codec;
 pub mod config;

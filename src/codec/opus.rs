@@ -43,9 +43,11 @@ pub struct EncoderConfig {
     pub frame: FrameDuration,
     /// 500..=512000; 24 kbps leaves room for the FEC copy at 10% loss in wideband SILK.
     pub bitrate_bps: u32,
-    /// 0..=10. Default 5: about 40% of the encoder CPU of 10 (measured 0.8% vs 2.0% of an
-    /// x86 core at 20 ms frames; a Pi Zero is some 20x slower), while the extra search of
-    /// 6–10 buys nothing audible on band-limited, noisy FM audio.
+    /// 0..=10. Default 1, from callgrind on x86 (libopus 1.3.1, 20 ms wideband, FEC on; encode
+    /// and decode per audio-second): complexity 5 costs 90 M instructions, 3 costs 77 M, 2 costs
+    /// 71 M, 1 costs 40 M. Only 1 keeps a busy port (codec plus DSP: 48 M) inside 5% of a
+    /// Raspberry Pi 4 core (~75 M on x86); on band-limited, noisy FM audio the extra search of
+    /// higher settings buys nothing audible. `roipd bench` reports the figures.
     pub complexity: u8,
     pub bandwidth: Bandwidth,
     /// In-band FEC (SILK LBRR): each packet carries a coarse copy of the previous frame.
@@ -65,7 +67,7 @@ impl Default for EncoderConfig {
         Self {
             frame: FrameDuration::Ms20,
             bitrate_bps: 24_000,
-            complexity: 5,
+            complexity: 1,
             bandwidth: Bandwidth::Wideband,
             fec: true,
             dtx: false,
@@ -337,12 +339,12 @@ mod tests {
     fn defaults_are_radio_voice_settings() {
         let cfg = EncoderConfig::default();
         assert_eq!(cfg.frame, FrameDuration::Ms20);
-        assert_eq!((cfg.bitrate_bps, cfg.complexity, cfg.packet_loss_pct), (24_000, 5, 10));
+        assert_eq!((cfg.bitrate_bps, cfg.complexity, cfg.packet_loss_pct), (24_000, 1, 10));
         assert_eq!(cfg.bandwidth, Bandwidth::Wideband);
         assert!(cfg.fec && !cfg.dtx);
         let enc = Encoder::new(cfg).unwrap();
         assert!(enc.inner.inband_fec().unwrap());
-        assert_eq!(enc.inner.complexity().unwrap(), 5);
+        assert_eq!(enc.inner.complexity().unwrap(), 1);
         assert_eq!(enc.inner.encoder_ctl_request(audiopus::ffi::OPUS_GET_DTX_REQUEST).unwrap(), 0);
     }
 

@@ -17,11 +17,8 @@ use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::audio::{CaptureHandle, PlaybackHandle, RecvError};
-use crate::pipeline::{RxPath, TxGate, TxPath};
+use crate::pipeline::{RxPath, TxGate, TxPath, PLAYBACK_LEAD_FRAMES};
 
-/// How far ahead of the device the playback task keeps its queue: two 10 ms frames absorb
-/// scheduling delay without adding more latency than that.
-const PLAYBACK_FILL: usize = 2;
 const PLAYBACK_POLL: Duration = Duration::from_millis(3);
 
 /// State shared between a port's keying task, its audio tasks and the channel router.
@@ -113,7 +110,7 @@ pub async fn run_playback(
             _ = cancel.cancelled() => break,
             _ = poll.tick() => {
                 heartbeat.beat();
-                while playback.queued() < PLAYBACK_FILL {
+                while playback.queued() < PLAYBACK_LEAD_FRAMES {
                     let gate = flags.gate();
                     tx.lock().unwrap_or_else(|p| p.into_inner()).fill(clock::now(), gate, &mut frame);
                     if playback.push(&frame).is_err() {

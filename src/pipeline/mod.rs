@@ -13,6 +13,11 @@ mod tx;
 pub use rx::{RxOutput, RxPath};
 pub use tx::{TxFrame, TxGate, TxPath};
 
+/// Device frames the playback driver keeps queued ahead of the device. One is enough: the
+/// driver refills every few milliseconds, well inside a 10 ms period, and every queued frame
+/// is latency.
+pub const PLAYBACK_LEAD_FRAMES: usize = 1;
+
 /// An Opus packet with the RTP fields the jitter buffer needs. This is what channels carry,
 /// in-process between local ports and over WebRTC to peers.
 #[derive(Debug, Clone, PartialEq, Eq)]

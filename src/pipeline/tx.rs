@@ -101,9 +101,11 @@ impl TxPath {
 
         match gate {
             TxGate::Closed => {
+                // Not on air: silence, and no DSP spent on it (an idle port costs ~nothing).
                 self.delay_len = 0;
                 self.owe_courtesy = false;
                 out.fill(0.0);
+                return TxFrame { channel_active, meter: Meter::SILENCE };
             }
             TxGate::Hold => {
                 if channel_active {

@@ -1,0 +1,112 @@
+//! `roipd bench`: what the audio pipeline costs and adds, measured on this machine with the
+//! real pipeline code ([`crate::pipeline`]) and simulated devices.
+//!
+//! - per-frame cost of the receive path (capture, DSP, encode) and transmit path (decode,
+//!   DSP, playback), in microseconds per 10 ms device frame, devices unpaced;
+//! - gateway-added latency per direction, from tone-burst onsets, with real-time devices;
+//! - jitter-buffer behaviour under seeded 10% loss and 40 ms jitter, in virtual time;
+//! - peak RSS, and, where valgrind is installed, instructions per audio-second under callgrind
+//!   for a busy port, a bare Opus encode+decode of the same signal, and an idle port.
+
+mod jitter;
+mod kernels;
+mod latency;
+pub mod signal;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use kernels::{run_kernel, Kernel};
+
+/// Every figure `roipd bench --json` prints.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub rx_frame_us: f64,
+    pub tx_frame_us: f64,
+    pub rx_added_latency_ms: f64,
+    pub tx_added_latency_ms: f64,
+    pub jitter_on_time_pct: f64,
+    pub jitter_added_latency_p95_ms: f64,
+    pub jitter_lost_pct: f64,
+    pub peak_rss_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_port_minstr_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare_codec_minstr_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_port_minstr_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_overhead_pct: Option<f64>,
+    /// Why the instruction counts are missing, when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valgrind: Option<String>,
+}
+
+pub fn main(json: bool, seconds: u32) -> ExitCode {
+    let started = Instant::now();
+    let mut r = Report::default();
+    match run(&mut r, seconds) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("roipd bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        print_human(&r);
+        println!("(bench took {:.1} s)", started.elapsed().as_secs_f64());
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
+    let cost = kernels::frame_costs(seconds)?;
+    (r.rx_frame_us, r.tx_frame_us) = (cost.rx_us, cost.tx_us);
+    r.rx_added_latency_ms = latency::rx_added_ms()?;
+    r.tx_added_latency_ms = latency::tx_added_ms()?;
+    let j = jitter::lossy_network(0x5eed, 60.0);
+    (r.jitter_on_time_pct, r.jitter_added_latency_p95_ms, r.jitter_lost_pct) = (j.on_time_pct, j.added_p95_ms, j.lost_pct);
+    r.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
+    match kernels::callgrind_figures() {
+        Ok(c) => {
+            r.busy_port_minstr_per_s = Some(c.busy);
+            r.bare_codec_minstr_per_s = Some(c.codec);
+            r.idle_port_minstr_per_s = Some(c.idle);
+            r.pipeline_overhead_pct = Some(100.0 * (c.busy / c.codec - 1.0));
+        }
+        Err(why) => r.valgrind = Some(why),
+    }
+    Ok(())
+}
+
+fn print_human(r: &Report) {
+    println!("roipd bench (48 kHz mono, 10 ms device frames, Opus 20 ms / 24 kb/s / complexity 1, FEC on)");
+    println!("  receive path   (capture, DSP, encode):  {:8.1} us per 10 ms frame", r.rx_frame_us);
+    println!("  transmit path  (decode, DSP, playback): {:8.1} us per 10 ms frame", r.tx_frame_us);
+    println!("  added latency, radio -> network:        {:8.1} ms", r.rx_added_latency_ms);
+    println!("  added latency, network -> radio:        {:8.1} ms", r.tx_added_latency_ms);
+    println!(
+        "  jitter buffer, 10% loss + 40 ms jitter: {:8.2} % on time, p95 added {:.1} ms",
+        r.jitter_on_time_pct, r.jitter_added_latency_p95_ms
+    );
+    println!("  peak RSS:                               {:8.1} MB", r.peak_rss_mb);
+    match (r.busy_port_minstr_per_s, r.bare_codec_minstr_per_s, r.idle_port_minstr_per_s) {
+        (Some(b), Some(c), Some(i)) => {
+            println!("  callgrind, busy port:                   {b:8.1} M instr per audio-second");
+            println!("  callgrind, bare Opus encode+decode:     {c:8.1} M (pipeline overhead {:.1} %)", 100.0 * (b / c - 1.0));
+            println!("  callgrind, idle port:                   {i:8.2} M instr per second");
+        }
+        _ => println!("  callgrind: skipped ({})", r.valgrind.as_deref().unwrap_or("?")),
+    }
+}
+
+/// Peak resident set (VmHWM) of this process in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
