@@ -19,4 +19,5 @@ pub mod devices;
 pub mod dsp;
 pub mod fleet;
 pub mod gpio;
+pub mod net;
 pub mod pipeline;

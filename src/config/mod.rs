@@ -321,7 +321,8 @@ impl RadioPortConfig {
 pub struct HubConfig {
     /// HTTP/WebSocket listen address, e.g. "127.0.0.1:8080".
     pub listen: String,
-    /// UDP port for all WebRTC media (one socket for every peer).
+    /// UDP port for all WebRTC media (one socket for every peer). Default: the same port
+    /// number as `listen`.
     #[serde(default)]
     pub media_port: Option<u16>,
     /// Access tokens. Each names the channels it may join (`["*"]` for all).
@@ -335,6 +336,10 @@ pub struct TokenConfig {
     /// File holding the secret token (never inline in the config).
     pub secret_file: String,
     pub channels: Vec<String>,
+    /// Highest floor priority a holder of this token may claim (e.g. 0 for field laptops,
+    /// 100 for dispatch). None: whatever the peer asks.
+    #[serde(default)]
+    pub max_priority: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

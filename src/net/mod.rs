@@ -1,0 +1,88 @@
+//! Network side of channels on the embedded default: the hub (signaling over HTTP/WebSocket,
+//! media over WebRTC with str0m on one UDP port) and the uplink client an edge box uses to
+//! join another roipd hub. Protocol: `docs/signaling.md`.
+//!
+//! The net layer authenticates peers and moves floor messages and Opus packets; it decides
+//! nothing. Floor decisions are the channel router's (`crate::core::routing`), which talks to
+//! the net layer only through the message types below.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
+use crate::pipeline::MediaPacket;
+
+/// A connected peer (browser console or edge box), unique for the life of the hub process.
+pub type PeerId = u64;
+
+/// One floor participant a peer asks for: `key` names it within the peer (an edge's port
+/// name, "console" for a browser), on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRequest {
+    pub key: String,
+    pub channel: String,
+    pub priority: Priority,
+}
+
+/// Hub sessions → channel router.
+#[derive(Debug)]
+pub enum HubEvent {
+    /// An authenticated peer joins with these members (their channels already checked
+    /// against its token). The router answers with one participant id per member, in order,
+    /// or a reason to refuse. Messages for the peer go to `to_peer` from then on.
+    Joined {
+        peer: PeerId,
+        name: String,
+        members: Vec<MemberRequest>,
+        to_peer: mpsc::UnboundedSender<ToPeer>,
+        reply: oneshot::Sender<Result<Vec<ParticipantId>, String>>,
+    },
+    /// A floor request or release from one of the peer's members.
+    Floor { peer: PeerId, member: ParticipantId, msg: ToArbiter },
+    /// An Opus packet the peer sent on a channel's track.
+    Media { peer: PeerId, channel: String, packet: MediaPacket },
+    /// The peer is gone (socket closed, ICE failed, timed out): its floor is freed.
+    Left { peer: PeerId },
+}
+
+/// Channel router → one peer's session.
+#[derive(Debug, Clone)]
+pub enum ToPeer {
+    /// A floor message for one member of the peer (`member`), or a broadcast to everyone on
+    /// the channel (`member: None`: `Taken`/`Idle`). `holder_name` names the talker in
+    /// `Taken` and in busy denials.
+    Floor { channel: String, member: Option<ParticipantId>, msg: ToParticipant, holder_name: Option<String> },
+    /// The channel's talker's packet, to send on the peer's track for that channel.
+    Media { channel: String, packet: MediaPacket },
+    /// Who is on a channel now.
+    Roster { channel: String, members: Vec<RosterEntry> },
+    /// The hub box's own radio ports, for consoles.
+    Ports { ports: Vec<PortStatus> },
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RosterEntry {
+    pub id: u64,
+    pub name: String,
+    pub priority: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PortStatus {
+    pub name: String,
+    pub channel: String,
+    pub rx: bool,
+    pub tx: bool,
+    pub locked_out: bool,
+    pub inhibited: bool,
+}
+
+/// Uplink client → the edge's channel router.
+#[derive(Debug, Clone)]
+pub enum UplinkEvent {
+    /// Signaling and media are up; the hub's participant id for each requested member.
+    Up { members: Vec<(MemberRequest, ParticipantId)> },
+    /// Lost (socket, ICE or hub gone): every remote floor state is void; reconnecting.
+    Down { reason: String },
+    Floor { channel: String, member: Option<ParticipantId>, msg: ToParticipant, holder_name: Option<String> },
+    Media { channel: String, packet: MediaPacket },
+}
