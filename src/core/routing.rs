@@ -1,23 +1,29 @@
-//! Channel routing for the ports of one box: which port talks on which channel, and which
-//! radios must transmit. Sans-IO, like every core.
+//! Channel routing for one box: who talks on which channel, who hears it, and which radios
+//! must transmit. Sans-IO, like every core.
 //!
-//! Each channel has a floor [`Arbiter`]; each (port, channel) membership has a floor
-//! [`Participant`]. Messages between them are delivered in-process, in order, until nothing
-//! moves. The router then derives, per radio port, whether its transmitter is wanted: a radio
-//! transmits while someone *else* holds the floor of its channel.
+//! A channel is either **hosted here** (its floor [`Arbiter`] runs in this router: a standalone
+//! box, or a hub) or **hosted on the uplink** (an edge box: the arbiter runs in the hub, and
+//! floor messages travel over the uplink). Members of a channel are this box's ports (each
+//! with a floor [`Participant`] running here) and, on hosted channels, members of remote peers
+//! (browsers, edge boxes), whose participant side runs at the peer.
+//!
+//! A radio transmits while someone *else* holds the floor of its channel. Media is forwarded
+//! only from the floor holder, to every other member of the channel.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::floor::{
     Arbiter, ArbiterConfig, DenyCause, Participant, ParticipantConfig, ParticipantEvent, ParticipantId,
-    Priority, Recipient, RevokeCause,
+    Priority, Recipient, RevokeCause, ToArbiter, ToParticipant,
 };
 
 /// Index of a port in the box's port list.
 pub type PortId = usize;
 /// Index of a channel in the router's channel list.
 pub type ChannelId = usize;
+/// A remote peer (browser console, edge box) connected to this hub.
+pub type PeerId = u64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
@@ -29,107 +35,380 @@ pub enum PortKind {
 
 #[derive(Debug, Clone)]
 pub struct PortSpec {
+    pub name: String,
     pub kind: PortKind,
     pub channels: Vec<ChannelId>,
     pub priority: Priority,
 }
 
-/// What the drivers must do or report.
+/// Where a channel's floor is decided.
+#[derive(Debug, Clone)]
+pub enum ChannelHost {
+    /// Here: this box (standalone or hub) runs the arbiter.
+    Local(ArbiterConfig),
+    /// On the uplink hub.
+    Uplink,
+}
+
+/// Who holds a channel's floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Talker {
+    Port(PortId),
+    /// A member of a remote peer (hub side), or anyone the uplink hub named (edge side).
+    Remote(ParticipantId),
+}
+
+/// Where a packet should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaTarget {
+    /// A local port's transmit path.
+    Port(PortId),
+    /// A remote peer's track for the channel.
+    Peer(PeerId),
+    /// The uplink hub.
+    Uplink,
+}
+
+/// Who sent a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaSource {
+    Port(PortId),
+    Peer(PeerId),
+    Uplink,
+}
+
+/// What the drivers must do or report.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterOutput {
     /// Key (on) or unkey a radio port's transmitter for its channel's talker.
     TxRequest { port: PortId, on: bool },
     /// The port may (on) or may no longer send its audio into the channel.
     Talk { port: PortId, channel: ChannelId, on: bool },
     /// The port asked for the floor and was refused (busy tone/LED).
-    Busy { port: PortId, channel: ChannelId, holder: Option<PortId> },
+    Busy { port: PortId, channel: ChannelId, holder: Option<Talker> },
     /// The port lost the floor it held.
     Revoked { port: PortId, channel: ChannelId, cause: RevokeCause },
     /// The channel's talker changed (None: idle).
-    Floor { channel: ChannelId, holder: Option<PortId> },
+    Floor { channel: ChannelId, holder: Option<Talker> },
+    /// A floor message for a remote peer: to one of its members, or a broadcast (`member: None`).
+    ToPeer { peer: PeerId, channel: ChannelId, member: Option<ParticipantId>, msg: ToParticipant },
+    /// A floor message from one of this box's members to the uplink hub's arbiter.
+    ToUplink { member: ParticipantId, msg: ToArbiter },
+    /// The members of a hosted channel changed.
+    Roster { channel: ChannelId },
 }
 
-struct Member {
-    port: PortId,
-    channel: ChannelId,
-    participant: Participant,
+#[derive(Debug)]
+enum Member {
+    Local { port: PortId, channel: ChannelId, participant: Participant },
+    Remote { peer: PeerId, channel: ChannelId, name: String, priority: Priority },
+}
+
+impl Member {
+    fn channel(&self) -> ChannelId {
+        match self {
+            Member::Local { channel, .. } | Member::Remote { channel, .. } => *channel,
+        }
+    }
 }
 
 pub struct Router {
-    arbiters: Vec<Arbiter>,
-    members: Vec<Member>,
+    hosts: Vec<ChannelHost>,
+    /// Arbiters of hosted channels (None for uplink channels).
+    arbiters: Vec<Option<Arbiter>>,
+    /// Indexed by participant id on hosted channels; freed slots stay None so ids are never
+    /// reused while a message for an old one could still be in flight.
+    members: Vec<Option<Member>>,
     ports: Vec<PortSpec>,
+    /// Uplink channels: the hub's ids of our local members (index into `members` by id there).
+    uplink_ids: Vec<(ParticipantId, usize)>,
+    /// Uplink channels: the talker the hub last announced.
+    uplink_holders: Vec<Option<ParticipantId>>,
     /// Last TX request sent to each port (radios only), so outputs are edges.
     tx_on: Vec<bool>,
     /// Last announced holder per channel.
-    holders: Vec<Option<PortId>>,
+    holders: Vec<Option<Talker>>,
     outputs: VecDeque<RouterOutput>,
 }
 
 impl Router {
-    pub fn new(channels: Vec<ArbiterConfig>, ports: Vec<PortSpec>) -> Self {
+    pub fn new(channels: Vec<ChannelHost>, ports: Vec<PortSpec>) -> Self {
         let mut members = Vec::new();
         for (port, spec) in ports.iter().enumerate() {
             for &channel in &spec.channels {
                 let id = ParticipantId(members.len() as u64);
                 let config = ParticipantConfig { priority: spec.priority, ..Default::default() };
-                members.push(Member { port, channel, participant: Participant::new(id, config) });
+                members.push(Some(Member::Local { port, channel, participant: Participant::new(id, config) }));
             }
         }
         Self {
             holders: vec![None; channels.len()],
-            arbiters: channels.into_iter().map(Arbiter::new).collect(),
+            uplink_holders: vec![None; channels.len()],
+            arbiters: channels
+                .iter()
+                .map(|h| match h {
+                    ChannelHost::Local(cfg) => Some(Arbiter::new(cfg.clone())),
+                    ChannelHost::Uplink => None,
+                })
+                .collect(),
+            hosts: channels,
             tx_on: vec![false; ports.len()],
             ports,
             members,
+            uplink_ids: Vec::new(),
             outputs: VecDeque::new(),
         }
     }
 
-    fn member_index(&self, port: PortId, channel: ChannelId) -> Option<usize> {
-        self.members.iter().position(|m| m.port == port && m.channel == channel)
+    fn local_index(&self, port: PortId, channel: ChannelId) -> Option<usize> {
+        self.members.iter().position(|m| matches!(m, Some(Member::Local { port: p, channel: c, .. }) if *p == port && *c == channel))
+    }
+
+    fn is_uplink(&self, channel: ChannelId) -> bool {
+        matches!(self.hosts.get(channel), Some(ChannelHost::Uplink))
     }
 
     /// COR opened or PTT pressed on `port` for `channel`. Unknown pairs are ignored.
     pub fn press(&mut self, now: Instant, port: PortId, channel: ChannelId) {
-        if let Some(m) = self.member_index(port, channel) {
-            self.members[m].participant.press(now);
+        if let Some(m) = self.local_index(port, channel) {
+            if let Some(Member::Local { participant, .. }) = &mut self.members[m] {
+                participant.press(now);
+            }
             self.settle(now);
         }
     }
 
     /// COR closed or PTT released.
     pub fn unpress(&mut self, now: Instant, port: PortId, channel: ChannelId) {
-        if let Some(m) = self.member_index(port, channel) {
-            self.members[m].participant.unpress(now);
+        if let Some(m) = self.local_index(port, channel) {
+            if let Some(Member::Local { participant, .. }) = &mut self.members[m] {
+                participant.unpress(now);
+            }
             self.settle(now);
         }
     }
 
-    /// Audio from `port` reached `channel`: keeps its floor from the no-media timeout.
-    pub fn media(&mut self, now: Instant, port: PortId, channel: ChannelId) {
-        if let Some(m) = self.member_index(port, channel) {
-            self.arbiters[channel].media(now, ParticipantId(m as u64));
+    /// A packet from `source` on `channel`: where to forward it, or None when the source does
+    /// not hold the floor (its media is dropped, whatever it believes). Refreshes the holder's
+    /// no-media timer on hosted channels.
+    pub fn media(&mut self, now: Instant, source: MediaSource, channel: ChannelId) -> Option<Vec<MediaTarget>> {
+        let holder = self.holder(channel)?;
+        let holder_index = match holder {
+            Talker::Port(p) => self.local_index(p, channel),
+            Talker::Remote(id) if !self.is_uplink(channel) => Some(id.0 as usize),
+            Talker::Remote(_) => None,
+        };
+        let from_holder = match (source, holder) {
+            (MediaSource::Port(p), Talker::Port(h)) => p == h,
+            (MediaSource::Peer(peer), Talker::Remote(id)) if !self.is_uplink(channel) => {
+                matches!(self.members.get(id.0 as usize), Some(Some(Member::Remote { peer: p, .. })) if *p == peer)
+            }
+            (MediaSource::Uplink, Talker::Remote(_)) => self.is_uplink(channel),
+            _ => false,
+        };
+        if !from_holder {
+            return None;
+        }
+        if let (Some(arbiter), Some(i)) = (self.arbiters[channel].as_mut(), holder_index) {
+            arbiter.media(now, ParticipantId(i as u64));
+        }
+        let mut targets = Vec::new();
+        for (i, m) in self.members.iter().enumerate() {
+            match m {
+                Some(Member::Local { port, channel: c, .. }) if *c == channel && Some(i) != holder_index => {
+                    targets.push(MediaTarget::Port(*port))
+                }
+                Some(Member::Remote { peer, channel: c, .. }) if *c == channel && Some(i) != holder_index => {
+                    if !targets.contains(&MediaTarget::Peer(*peer)) && source != MediaSource::Peer(*peer) {
+                        targets.push(MediaTarget::Peer(*peer));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.is_uplink(channel) && matches!(source, MediaSource::Port(_)) {
+            targets.push(MediaTarget::Uplink);
+        }
+        Some(targets)
+    }
+
+    // ---- hub side: remote peers on hosted channels ----
+
+    /// A remote peer's member joins a hosted channel. None when the channel is not hosted here.
+    pub fn add_remote(&mut self, now: Instant, peer: PeerId, name: &str, channel: ChannelId, priority: Priority) -> Option<ParticipantId> {
+        if !matches!(self.hosts.get(channel), Some(ChannelHost::Local(_))) {
+            return None;
+        }
+        let id = ParticipantId(self.members.len() as u64);
+        self.members.push(Some(Member::Remote { peer, channel, name: name.to_string(), priority }));
+        self.outputs.push_back(RouterOutput::Roster { channel });
+        self.settle(now);
+        Some(id)
+    }
+
+    /// A peer is gone: its members leave, and any floor they held is freed.
+    pub fn remove_peer(&mut self, now: Instant, peer: PeerId) {
+        for i in 0..self.members.len() {
+            if let Some(Member::Remote { peer: p, channel, .. }) = &self.members[i] {
+                if *p == peer {
+                    let channel = *channel;
+                    if let Some(a) = self.arbiters[channel].as_mut() {
+                        a.leave(now, ParticipantId(i as u64));
+                    }
+                    self.members[i] = None;
+                    self.outputs.push_back(RouterOutput::Roster { channel });
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// A floor message from a remote member. Ignored unless `member` belongs to `peer`.
+    pub fn from_peer(&mut self, now: Instant, peer: PeerId, member: ParticipantId, msg: ToArbiter) {
+        let Some(Some(Member::Remote { peer: p, channel, priority, .. })) = self.members.get(member.0 as usize) else { return };
+        if *p != peer {
+            return;
+        }
+        // The member's priority was fixed (and capped) when it joined.
+        let msg = match msg {
+            ToArbiter::Request { .. } => ToArbiter::Request { priority: *priority },
+            other => other,
+        };
+        if let Some(a) = self.arbiters[*channel].as_mut() {
+            a.handle_message(now, member, msg);
+        }
+        self.settle(now);
+    }
+
+    /// Members of a hosted channel: (id, name, priority), ports named by their port name.
+    pub fn roster(&self, channel: ChannelId) -> Vec<(ParticipantId, String, Priority)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match m {
+                Some(Member::Local { port, channel: c, .. }) if *c == channel => {
+                    Some((ParticipantId(i as u64), self.ports[*port].name.clone(), self.ports[*port].priority))
+                }
+                Some(Member::Remote { channel: c, name, priority, .. }) if *c == channel => {
+                    Some((ParticipantId(i as u64), name.clone(), *priority))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The display name of a talker.
+    pub fn talker_name(&self, talker: Talker) -> Option<String> {
+        match talker {
+            Talker::Port(p) => self.ports.get(p).map(|s| s.name.clone()),
+            Talker::Remote(id) => match self.members.get(id.0 as usize) {
+                Some(Some(Member::Remote { name, .. })) => Some(name.clone()),
+                _ => None,
+            },
         }
     }
 
+    // ---- edge side: channels hosted on the uplink ----
+
+    /// The uplink is up: the hub's participant id for each of our (port, channel) members on
+    /// uplink channels. Participants restart with those ids; a COR still open asks again.
+    pub fn uplink_up(&mut self, now: Instant, ids: &[(PortId, ChannelId, ParticipantId)]) {
+        self.reset_uplink_state(now);
+        for &(port, channel, id) in ids {
+            let Some(m) = self.local_index(port, channel) else { continue };
+            let Some(Member::Local { participant, .. }) = &mut self.members[m] else { continue };
+            let pressed = participant.is_pressed();
+            *participant = Participant::new(id, ParticipantConfig { priority: self.ports[port].priority, ..Default::default() });
+            if pressed {
+                participant.press(now);
+            }
+            self.uplink_ids.push((id, m));
+        }
+        self.settle(now);
+    }
+
+    /// The uplink is down: nobody holds its channels as far as we know, so radios unkey; our
+    /// participants stop talking and forget their requests.
+    pub fn uplink_down(&mut self, now: Instant) {
+        self.reset_uplink_state(now);
+        self.settle(now);
+    }
+
+    fn reset_uplink_state(&mut self, now: Instant) {
+        self.uplink_ids.clear();
+        for channel in 0..self.hosts.len() {
+            if self.is_uplink(channel) {
+                self.uplink_holders[channel] = None;
+            }
+        }
+        for m in 0..self.members.len() {
+            if let Some(Member::Local { port, channel, participant }) = &mut self.members[m] {
+                if matches!(self.hosts[*channel], ChannelHost::Uplink) {
+                    if participant.may_send_media() {
+                        self.outputs.push_back(RouterOutput::Talk { port: *port, channel: *channel, on: false });
+                    }
+                    let pressed = participant.is_pressed();
+                    let priority = self.ports[*port].priority;
+                    // Ids are the hub's; until it gives new ones, park them out of its range.
+                    *participant = Participant::new(ParticipantId(u64::MAX - m as u64), ParticipantConfig { priority, ..Default::default() });
+                    if pressed {
+                        // Remember the press without sending anything: the uplink is down.
+                        participant.press(now);
+                        while participant.poll_transmit().is_some() {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// A floor message from the uplink hub for one of our members (`member`) or for everyone
+    /// on the channel (`None`).
+    pub fn from_uplink(&mut self, now: Instant, channel: ChannelId, member: Option<ParticipantId>, msg: ToParticipant) {
+        if !self.is_uplink(channel) {
+            return;
+        }
+        match msg {
+            ToParticipant::Taken { holder, .. } => self.uplink_holders[channel] = Some(holder),
+            ToParticipant::Idle => self.uplink_holders[channel] = None,
+            _ => {}
+        }
+        for m in 0..self.members.len() {
+            let Some(Member::Local { channel: c, participant, .. }) = &mut self.members[m] else { continue };
+            let addressed = match member {
+                Some(id) => participant.id() == id,
+                None => *c == channel,
+            };
+            if addressed {
+                participant.handle_message(now, msg);
+            }
+        }
+        self.settle(now);
+    }
+
+    // ---- timers and outputs ----
+
     pub fn handle_timeout(&mut self, now: Instant) {
-        for a in &mut self.arbiters {
+        for a in self.arbiters.iter_mut().flatten() {
             if a.poll_timeout().is_some_and(|t| t <= now) {
                 a.handle_timeout(now);
             }
         }
-        for m in &mut self.members {
-            if m.participant.poll_timeout().is_some_and(|t| t <= now) {
-                m.participant.handle_timeout(now);
+        for m in self.members.iter_mut().flatten() {
+            if let Member::Local { participant, .. } = m {
+                if participant.poll_timeout().is_some_and(|t| t <= now) {
+                    participant.handle_timeout(now);
+                }
             }
         }
         self.settle(now);
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let arbiters = self.arbiters.iter().filter_map(Arbiter::poll_timeout);
-        let members = self.members.iter().filter_map(|m| m.participant.poll_timeout());
+        let arbiters = self.arbiters.iter().flatten().filter_map(Arbiter::poll_timeout);
+        let members = self.members.iter().flatten().filter_map(|m| match m {
+            Member::Local { participant, .. } => participant.poll_timeout(),
+            Member::Remote { .. } => None,
+        });
         arbiters.chain(members).min()
     }
 
@@ -139,12 +418,34 @@ impl Router {
 
     /// Ports that are members of a channel.
     pub fn members(&self, channel: ChannelId) -> impl Iterator<Item = PortId> + '_ {
-        self.members.iter().filter(move |m| m.channel == channel).map(|m| m.port)
+        self.members.iter().flatten().filter_map(move |m| match m {
+            Member::Local { port, channel: c, .. } if *c == channel => Some(*port),
+            _ => None,
+        })
     }
 
     /// Current talker of a channel.
-    pub fn holder(&self, channel: ChannelId) -> Option<PortId> {
-        self.arbiters.get(channel)?.holder().map(|(id, _)| self.members[id.0 as usize].port)
+    pub fn holder(&self, channel: ChannelId) -> Option<Talker> {
+        match self.hosts.get(channel)? {
+            ChannelHost::Local(_) => {
+                let (id, _) = self.arbiters[channel].as_ref()?.holder()?;
+                match self.members.get(id.0 as usize)? {
+                    Some(Member::Local { port, .. }) => Some(Talker::Port(*port)),
+                    Some(Member::Remote { .. }) => Some(Talker::Remote(id)),
+                    None => None,
+                }
+            }
+            ChannelHost::Uplink => {
+                let id = self.uplink_holders[channel]?;
+                match self.uplink_ids.iter().find(|(hub_id, _)| *hub_id == id) {
+                    Some((_, m)) => match &self.members[*m] {
+                        Some(Member::Local { port, .. }) => Some(Talker::Port(*port)),
+                        _ => Some(Talker::Remote(id)),
+                    },
+                    None => Some(Talker::Remote(id)),
+                }
+            }
+        }
     }
 
     /// Deliver messages both ways until quiet, then derive TX requests and floor changes.
@@ -152,24 +453,30 @@ impl Router {
         loop {
             let mut moved = false;
             for m in 0..self.members.len() {
-                while let Some(msg) = self.members[m].participant.poll_transmit() {
-                    let channel = self.members[m].channel;
-                    self.arbiters[channel].handle_message(now, ParticipantId(m as u64), msg);
+                let Some(Member::Local { channel, participant, .. }) = &mut self.members[m] else { continue };
+                let channel = *channel;
+                while let Some(msg) = participant.poll_transmit() {
                     moved = true;
+                    match self.arbiters[channel].as_mut() {
+                        Some(a) => a.handle_message(now, ParticipantId(m as u64), msg),
+                        None => {
+                            // Uplink channel: to the hub, under the id it gave us (if it did).
+                            if let Some((id, _)) = self.uplink_ids.iter().find(|(_, i)| *i == m) {
+                                self.outputs.push_back(RouterOutput::ToUplink { member: *id, msg });
+                            }
+                        }
+                    }
                 }
             }
             for channel in 0..self.arbiters.len() {
-                while let Some(out) = self.arbiters[channel].poll_output() {
+                let Some(arbiter) = self.arbiters[channel].as_mut() else { continue };
+                let mut outs = Vec::new();
+                while let Some(out) = arbiter.poll_output() {
+                    outs.push(out);
+                }
+                for out in outs {
                     moved = true;
-                    for m in 0..self.members.len() {
-                        let addressed = match out.to {
-                            Recipient::One(id) => id.0 as usize == m,
-                            Recipient::All => self.members[m].channel == channel,
-                        };
-                        if addressed {
-                            self.members[m].participant.handle_message(now, out.msg);
-                        }
-                    }
+                    self.deliver_hosted(now, channel, out.to, out.msg);
                 }
             }
             if !moved {
@@ -180,16 +487,53 @@ impl Router {
         self.derive_levels();
     }
 
+    /// An arbiter's message on a hosted channel: to local participants in-process, to remote
+    /// peers as outputs (a broadcast once per peer).
+    fn deliver_hosted(&mut self, now: Instant, channel: ChannelId, to: Recipient, msg: ToParticipant) {
+        let mut peers_told: Vec<PeerId> = Vec::new();
+        for m in 0..self.members.len() {
+            let addressed = match to {
+                Recipient::One(id) => id.0 as usize == m,
+                Recipient::All => self.members[m].as_ref().is_some_and(|x| x.channel() == channel),
+            };
+            if !addressed {
+                continue;
+            }
+            match &mut self.members[m] {
+                Some(Member::Local { participant, .. }) => participant.handle_message(now, msg),
+                Some(Member::Remote { peer, .. }) => {
+                    let peer = *peer;
+                    match to {
+                        Recipient::One(id) => {
+                            self.outputs.push_back(RouterOutput::ToPeer { peer, channel, member: Some(id), msg })
+                        }
+                        Recipient::All if !peers_told.contains(&peer) => {
+                            peers_told.push(peer);
+                            self.outputs.push_back(RouterOutput::ToPeer { peer, channel, member: None, msg });
+                        }
+                        Recipient::All => {}
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
     fn collect_events(&mut self) {
         for m in 0..self.members.len() {
-            let (port, channel) = (self.members[m].port, self.members[m].channel);
-            while let Some(event) = self.members[m].participant.poll_event() {
+            let Some(Member::Local { port, channel, participant }) = &mut self.members[m] else { continue };
+            let (port, channel) = (*port, *channel);
+            let mut events = Vec::new();
+            while let Some(event) = participant.poll_event() {
+                events.push(event);
+            }
+            for event in events {
                 let out = match event {
                     ParticipantEvent::StartMedia => RouterOutput::Talk { port, channel, on: true },
                     ParticipantEvent::StopMedia => RouterOutput::Talk { port, channel, on: false },
                     ParticipantEvent::BusyIndication(cause) => {
                         let holder = match cause {
-                            DenyCause::Busy { holder } => self.members.get(holder.0 as usize).map(|h| h.port),
+                            DenyCause::Busy { .. } => self.holder(channel),
                             DenyCause::QueueFull => None,
                         };
                         RouterOutput::Busy { port, channel, holder }
@@ -206,7 +550,7 @@ impl Router {
     }
 
     fn derive_levels(&mut self) {
-        for channel in 0..self.arbiters.len() {
+        for channel in 0..self.hosts.len() {
             let holder = self.holder(channel);
             if holder != self.holders[channel] {
                 self.holders[channel] = holder;
@@ -217,7 +561,7 @@ impl Router {
             if self.ports[port].kind != PortKind::Radio {
                 continue;
             }
-            let on = self.ports[port].channels.iter().any(|&c| self.holders[c].is_some_and(|h| h != port));
+            let on = self.ports[port].channels.iter().any(|&c| self.holders[c].is_some_and(|h| h != Talker::Port(port)));
             if on != self.tx_on[port] {
                 self.tx_on[port] = on;
                 self.outputs.push_back(RouterOutput::TxRequest { port, on });
@@ -227,73 +571,4 @@ impl Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn radio(channel: ChannelId) -> PortSpec {
-        PortSpec { kind: PortKind::Radio, channels: vec![channel], priority: Priority::NORMAL }
-    }
-
-    fn drain(r: &mut Router) -> Vec<RouterOutput> {
-        std::iter::from_fn(|| r.poll_output()).collect()
-    }
-
-    #[test]
-    fn cor_on_one_radio_keys_the_others_on_its_channel_only() {
-        let t = Instant::now();
-        let mut r = Router::new(vec![ArbiterConfig::default(); 2], vec![radio(0), radio(0), radio(1)]);
-        r.press(t, 0, 0);
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::Talk { port: 0, channel: 0, on: true }));
-        assert!(out.contains(&RouterOutput::Floor { channel: 0, holder: Some(0) }));
-        assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: true }));
-        assert!(!out.iter().any(|o| matches!(o, RouterOutput::TxRequest { port: 0 | 2, .. })));
-        r.unpress(t, 0, 0);
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }));
-        assert!(out.contains(&RouterOutput::Floor { channel: 0, holder: None }));
-    }
-
-    #[test]
-    fn second_talker_is_told_busy_and_keys_nothing_new() {
-        let t = Instant::now();
-        let mut r = Router::new(vec![ArbiterConfig::default()], vec![radio(0), radio(0)]);
-        r.press(t, 0, 0);
-        drain(&mut r);
-        r.press(t, 1, 0);
-        let out = drain(&mut r);
-        assert_eq!(out, vec![RouterOutput::Busy { port: 1, channel: 0, holder: Some(0) }]);
-        assert_eq!(r.holder(0), Some(0));
-    }
-
-    #[test]
-    fn desk_with_dispatch_priority_preempts_a_radio_and_keys_it() {
-        let t = Instant::now();
-        let desk = PortSpec { kind: PortKind::Desk, channels: vec![0], priority: Priority::DISPATCH };
-        let mut r = Router::new(vec![ArbiterConfig::default()], vec![radio(0), desk]);
-        r.press(t, 0, 0);
-        drain(&mut r);
-        r.press(t, 1, 0);
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::Talk { port: 0, channel: 0, on: false }));
-        assert!(out.iter().any(|o| matches!(o, RouterOutput::Revoked { port: 0, channel: 0, .. })));
-        assert!(out.contains(&RouterOutput::Talk { port: 1, channel: 0, on: true }));
-        assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: true }), "the radio now carries the desk");
-    }
-
-    #[test]
-    fn max_talk_time_frees_the_floor_and_unkeys() {
-        let t = Instant::now();
-        let cfg = ArbiterConfig { max_talk: Duration::from_secs(30), no_media_timeout: Duration::from_secs(3600), ..Default::default() };
-        let mut r = Router::new(vec![cfg], vec![radio(0), radio(0)]);
-        r.press(t, 0, 0);
-        drain(&mut r);
-        let deadline = r.poll_timeout().unwrap();
-        assert!(deadline <= t + Duration::from_secs(30));
-        r.handle_timeout(t + Duration::from_secs(30));
-        let out = drain(&mut r);
-        assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
-        assert_eq!(r.holder(0), None);
-    }
-}
+mod tests;

@@ -1,34 +1,72 @@
-//! Driver for the channel router core: takes RX open/close from radio ports, hands TX requests
-//! back to them, and wakes the core at its deadlines.
+//! Driver for the channel routing core: takes RX open/close and packets from local ports,
+//! floor messages and packets from hub peers and from the uplink, and hands the core's
+//! decisions out: TX requests to radio ports, packets to transmit paths, peers and the uplink,
+//! floor messages to peers and the uplink.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use super::audio_port::PortAudio;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
-use super::audio_port::PortAudio;
 use super::{clock, ChannelMsg, PortId};
-use crate::pipeline::MediaPacket;
 use crate::config::{Config, PortConfig};
-use crate::core::routing::{PortKind, PortSpec, Router, RouterOutput};
+use crate::core::floor::{DenyCause, ParticipantId, ToArbiter, ToParticipant};
+use crate::core::routing::{
+    ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, Talker,
+};
+use crate::net::{HubEvent, MemberRequest, RosterEntry, ToPeer, UplinkEvent};
+use crate::pipeline::MediaPacket;
 
 /// Until the audio path reports frames, an open COR (carrier present) is what tells the
 /// floor that the talker is alive; refresh it well inside the no-media timeout.
 const CARRIER_AS_MEDIA: Duration = Duration::from_millis(500);
+
+/// What the router needs of the uplink client (the net layer's handle implements it).
+pub trait UplinkSink: Send {
+    fn floor(&self, member: ParticipantId, msg: ToArbiter);
+    fn media(&self, channel: &str, packet: MediaPacket);
+}
+
+struct Peer {
+    to_peer: mpsc::UnboundedSender<ToPeer>,
+}
+
+/// Where the router's inputs come from besides the local ports.
+pub struct NetLinks {
+    pub hub: Option<mpsc::UnboundedReceiver<HubEvent>>,
+    pub uplink: Option<(Box<dyn UplinkSink>, mpsc::UnboundedReceiver<UplinkEvent>)>,
+}
 
 pub struct ChannelRouter {
     router: Router,
     channel_names: Vec<String>,
     port_names: Vec<String>,
     /// The channel each port talks on when its COR opens (radios: their only channel).
-    talk_channel: Vec<Option<usize>>,
+    talk_channel: Vec<Option<ChannelId>>,
     rx_active: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
     audio: Vec<Option<PortAudio>>,
+    peers: HashMap<PeerId, Peer>,
+    uplink: Option<Box<dyn UplinkSink>>,
+    /// What we ask the uplink hub for, in order: its `Up` answers in the same order.
+    uplink_members: Vec<(PortId, ChannelId)>,
+    priorities: Vec<crate::core::floor::Priority>,
     heartbeat: Heartbeat,
+}
+
+/// Whether this box's channels are decided here or on the uplink hub.
+pub fn channel_hosts(config: &Config) -> Vec<ChannelHost> {
+    let on_uplink = config.uplink.as_ref().is_some_and(|u| u.kind == crate::config::UplinkKind::Hub);
+    config
+        .channel
+        .values()
+        .map(|c| if on_uplink { ChannelHost::Uplink } else { ChannelHost::Local(c.arbiter_config()) })
+        .collect()
 }
 
 impl ChannelRouter {
@@ -38,16 +76,13 @@ impl ChannelRouter {
         port_audio: Vec<(PortId, Option<PortAudio>)>,
         heartbeat: Heartbeat,
     ) -> Self {
-        let mut audio: Vec<Option<PortAudio>> = (0..ports.len()).map(|_| None).collect();
-        for (id, a) in port_audio {
-            audio[id] = a;
-        }
         let channel_names: Vec<String> = config.channel.keys().cloned().collect();
         let index = |name: &str| channel_names.iter().position(|c| c == name);
         let specs: Vec<PortSpec> = config
             .port
-            .values()
-            .map(|p| PortSpec {
+            .iter()
+            .map(|(name, p)| PortSpec {
+                name: name.clone(),
                 kind: match p {
                     PortConfig::Radio(_) => PortKind::Radio,
                     PortConfig::Desk(_) => PortKind::Desk,
@@ -56,23 +91,57 @@ impl ChannelRouter {
                 priority: p.priority(),
             })
             .collect();
+        let uplink_members = specs
+            .iter()
+            .enumerate()
+            .flat_map(|(port, s)| s.channels.iter().map(move |&c| (port, c)))
+            .collect();
         let talk_channel = specs.iter().map(|s| s.channels.first().copied()).collect();
-        let arbiters = config.channel.values().map(|c| c.arbiter_config()).collect();
+        let priorities = specs.iter().map(|s| s.priority).collect();
+        let mut audio: Vec<Option<PortAudio>> = (0..ports.len()).map(|_| None).collect();
+        for (id, a) in port_audio {
+            audio[id] = a;
+        }
         Self {
-            router: Router::new(arbiters, specs),
+            router: Router::new(channel_hosts(config), specs),
             port_names: config.port.keys().cloned().collect(),
             rx_active: vec![false; ports.len()],
             channel_names,
             talk_channel,
             ports,
             audio,
+            peers: HashMap::new(),
+            uplink: None,
+            uplink_members,
+            priorities,
             heartbeat,
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ChannelMsg>, cancel: CancellationToken) {
+    /// The members an edge asks its uplink hub for: each port on each of its channels, in
+    /// the order the hub's `Up` answer follows.
+    pub fn uplink_requests(&self) -> Vec<MemberRequest> {
+        self.uplink_members
+            .iter()
+            .map(|&(port, channel)| MemberRequest {
+                key: self.port_names[port].clone(),
+                channel: self.channel_names[channel].clone(),
+                priority: self.priorities[port],
+            })
+            .collect()
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ChannelMsg>, links: NetLinks, cancel: CancellationToken) {
         let mut carrier = tokio::time::interval(CARRIER_AS_MEDIA);
         let mut beat = tokio::time::interval(BEAT_PERIOD);
+        let mut hub_rx = links.hub;
+        let mut uplink_rx = match links.uplink {
+            Some((sink, rx)) => {
+                self.uplink = Some(sink);
+                Some(rx)
+            }
+            None => None,
+        };
         loop {
             let deadline = self.router.poll_timeout();
             let sleep = async {
@@ -84,25 +153,17 @@ impl ChannelRouter {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 msg = rx.recv() => match msg {
-                    Some(ChannelMsg::RxActive { port, active }) => {
-                        let Some(channel) = self.talk_channel.get(port).copied().flatten() else { continue };
-                        self.rx_active[port] = active;
-                        let now = clock::now();
-                        if active {
-                            self.router.press(now, port, channel);
-                        } else {
-                            self.router.unpress(now, port, channel);
-                        }
-                    }
-                    Some(ChannelMsg::Media { port, packet }) => self.forward(port, &packet),
+                    Some(msg) => self.local(msg),
                     None => break,
                 },
+                Some(event) = recv_opt(&mut hub_rx) => self.hub(event),
+                Some(event) = recv_opt(&mut uplink_rx) => self.from_uplink(event),
                 _ = carrier.tick() => {
                     let now = clock::now();
                     let without_audio = |p: &usize| !self.audio[*p].as_ref().is_some_and(|a| a.has_capture);
                     for port in (0..self.rx_active.len()).filter(|&p| self.rx_active[p]).filter(without_audio) {
                         if let Some(channel) = self.talk_channel[port] {
-                            self.router.media(now, port, channel);
+                            self.router.media(now, MediaSource::Port(port), channel);
                         }
                     }
                 }
@@ -113,20 +174,127 @@ impl ChannelRouter {
         }
     }
 
-    /// Forward a talker's packet to the other radios on its channel, if it holds the floor:
-    /// media from anyone else is dropped, whatever the sender believes.
-    fn forward(&mut self, port: PortId, packet: &MediaPacket) {
-        let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
-        if self.router.holder(channel) != Some(port) {
-            return;
-        }
-        let now = clock::now();
-        self.router.media(now, port, channel);
-        for member in self.router.members(channel).filter(|&m| m != port) {
-            if let Some(tx) = self.audio[member].as_ref().and_then(|a| a.tx.as_ref()) {
-                tx.lock().unwrap_or_else(|p| p.into_inner()).push(now, packet);
+    fn local(&mut self, msg: ChannelMsg) {
+        match msg {
+            ChannelMsg::RxActive { port, active } => {
+                let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
+                self.rx_active[port] = active;
+                let now = clock::now();
+                if active {
+                    self.router.press(now, port, channel);
+                } else {
+                    self.router.unpress(now, port, channel);
+                }
+            }
+            ChannelMsg::Media { port, packet } => {
+                let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
+                self.forward(MediaSource::Port(port), channel, &packet);
             }
         }
+    }
+
+    fn hub(&mut self, event: HubEvent) {
+        let now = clock::now();
+        match event {
+            HubEvent::Joined { peer, name, members, to_peer, reply } => {
+                let mut ids = Vec::new();
+                for m in &members {
+                    let joined = self
+                        .channel_index(&m.channel)
+                        .and_then(|c| self.router.add_remote(now, peer, &format!("{}@{name}", m.key), c, m.priority));
+                    match joined {
+                        Some(id) => ids.push(id),
+                        None => {
+                            self.router.remove_peer(now, peer);
+                            let _ = reply.send(Err(format!("channel `{}` is not hosted here", m.channel)));
+                            return;
+                        }
+                    }
+                }
+                info!(peer, name = %name, members = ids.len(), "peer joined");
+                self.peers.insert(peer, Peer { to_peer });
+                let _ = reply.send(Ok(ids));
+            }
+            HubEvent::Floor { peer, member, msg } => self.router.from_peer(now, peer, member, msg),
+            HubEvent::Media { peer, channel, packet } => {
+                if let Some(c) = self.channel_index(&channel) {
+                    self.forward(MediaSource::Peer(peer), c, &packet);
+                }
+            }
+            HubEvent::Left { peer } => {
+                info!(peer, "peer left");
+                self.peers.remove(&peer);
+                self.router.remove_peer(now, peer);
+            }
+        }
+    }
+
+    fn from_uplink(&mut self, event: UplinkEvent) {
+        let now = clock::now();
+        match event {
+            UplinkEvent::Up { members } => {
+                // The hub answers per requested member, in the order of `uplink_members`.
+                let ids: Vec<_> = self
+                    .uplink_members
+                    .iter()
+                    .zip(members.iter())
+                    .map(|(&(port, channel), (_, id))| (port, channel, *id))
+                    .collect();
+                info!(members = ids.len(), "uplink up");
+                self.router.uplink_up(now, &ids);
+            }
+            UplinkEvent::Down { reason } => {
+                warn!(%reason, "uplink down; radios stay unkeyed until it is back");
+                self.router.uplink_down(now);
+            }
+            UplinkEvent::Floor { channel, member, msg, .. } => {
+                if let Some(c) = self.channel_index(&channel) {
+                    self.router.from_uplink(now, c, member, msg);
+                }
+            }
+            UplinkEvent::Media { channel, packet } => {
+                if let Some(c) = self.channel_index(&channel) {
+                    self.forward(MediaSource::Uplink, c, &packet);
+                }
+            }
+        }
+    }
+
+    fn channel_index(&self, name: &str) -> Option<ChannelId> {
+        self.channel_names.iter().position(|c| c == name)
+    }
+
+    /// Send a packet where the router says, if it says anything (only the holder is heard).
+    fn forward(&mut self, source: MediaSource, channel: ChannelId, packet: &MediaPacket) {
+        let now = clock::now();
+        let Some(targets) = self.router.media(now, source, channel) else {
+            debug!(?source, channel = %self.channel_names[channel], "media from a non-holder dropped");
+            return;
+        };
+        for target in targets {
+            match target {
+                MediaTarget::Port(p) => {
+                    if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
+                        tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
+                    }
+                }
+                MediaTarget::Peer(peer) => {
+                    if let Some(p) = self.peers.get(&peer) {
+                        let channel = self.channel_names[channel].clone();
+                        let _ = p.to_peer.send(ToPeer::Media { channel, packet: packet.clone() });
+                    }
+                }
+                MediaTarget::Uplink => {
+                    if let Some(u) = &self.uplink {
+                        u.media(&self.channel_names[channel], packet.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn talker_name(&self, talker: Option<Talker>) -> Option<String> {
+        talker.and_then(|t| self.router.talker_name(t))
     }
 
     fn dispatch(&mut self) {
@@ -135,13 +303,17 @@ impl ChannelRouter {
                 RouterOutput::TxRequest { port, on } => {
                     let _ = self.ports[port].send(PortInput::TxRequest(on));
                 }
-                RouterOutput::Floor { channel, holder } => match holder {
-                    Some(p) => info!(channel = %self.channel_names[channel], talker = %self.port_names[p], "floor taken"),
+                RouterOutput::Floor { channel, holder } => match self.talker_name(holder) {
+                    Some(name) => info!(channel = %self.channel_names[channel], talker = %name, "floor taken"),
+                    None if holder.is_some() => info!(channel = %self.channel_names[channel], "floor taken remotely"),
                     None => info!(channel = %self.channel_names[channel], "floor idle"),
                 },
-                RouterOutput::Busy { port, channel, .. } => {
-                    warn!(port = %self.port_names[port], channel = %self.channel_names[channel], "floor busy, request denied")
-                }
+                RouterOutput::Busy { port, channel, holder } => warn!(
+                    port = %self.port_names[port],
+                    channel = %self.channel_names[channel],
+                    holder = ?self.talker_name(holder),
+                    "floor busy, request denied"
+                ),
                 RouterOutput::Revoked { port, channel, cause } => {
                     warn!(port = %self.port_names[port], channel = %self.channel_names[channel], ?cause, "floor revoked")
                 }
@@ -150,7 +322,48 @@ impl ChannelRouter {
                         a.flags.set_talking(on);
                     }
                 }
+                RouterOutput::ToPeer { peer, channel, member, msg } => {
+                    let holder = match msg {
+                        ToParticipant::Taken { holder, .. } | ToParticipant::Deny { cause: DenyCause::Busy { holder } } => {
+                            Some(holder)
+                        }
+                        _ => None,
+                    };
+                    let holder_name = holder.and_then(|h| self.participant_name(channel, h));
+                    if let Some(p) = self.peers.get(&peer) {
+                        let channel = self.channel_names[channel].clone();
+                        let _ = p.to_peer.send(ToPeer::Floor { channel, member, msg, holder_name });
+                    }
+                }
+                RouterOutput::ToUplink { member, msg } => {
+                    if let Some(u) = &self.uplink {
+                        u.floor(member, msg);
+                    }
+                }
+                RouterOutput::Roster { channel } => {
+                    let members: Vec<RosterEntry> = self
+                        .router
+                        .roster(channel)
+                        .into_iter()
+                        .map(|(id, name, priority)| RosterEntry { id: id.0, name, priority: priority.0 })
+                        .collect();
+                    let channel = self.channel_names[channel].clone();
+                    for p in self.peers.values() {
+                        let _ = p.to_peer.send(ToPeer::Roster { channel: channel.clone(), members: members.clone() });
+                    }
+                }
             }
         }
+    }
+
+    fn participant_name(&self, channel: ChannelId, id: ParticipantId) -> Option<String> {
+        self.router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, name, _)| name)
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -144,7 +144,8 @@ pub async fn run(config: Config) -> ExitCode {
 
     let router =
         channels::ChannelRouter::new(&config, port_inputs, port_audio, watchdog.register("channel router"));
-    tasks.spawn(router.run(channel_rx, cancel.clone()));
+    let links = channels::NetLinks { hub: None, uplink: None };
+    tasks.spawn(router.run(channel_rx, links, cancel.clone()));
 
     if gpio.sim.has_dir() {
         tasks.spawn(sim_lines(gpio.sim.clone(), watchdog.register("sim lines"), cancel.clone()));
