@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{bench, config, daemon, devices};
+use crate::{bench, config, daemon, demo, devices};
 
 #[derive(Parser, Debug)]
 #[command(name = "roipd", version, about = "Radio-over-IP gateway daemon", propagate_version = true)]
@@ -18,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon with a configuration file.
     Run { config: PathBuf },
+    /// A standalone box with a simulated radio, the hub and the web console; no config needed.
+    Demo(demo::DemoArgs),
     /// Validate a configuration file: every error with file:line:key (exit 2), or a summary.
     Check { config: PathBuf },
     /// List audio devices, GPIO chips, USB radio interfaces and serial ports on this machine.
@@ -48,6 +50,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => daemon::run_from_file(&config),
         Command::Check { config } => config::check_command(&config),
+        Command::Demo(args) => demo::main(args),
         Command::Devices => {
             devices::print();
             ExitCode::SUCCESS

@@ -15,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod demo;
 pub mod devices;
 pub mod dsp;
 pub mod fleet;

@@ -92,7 +92,8 @@ pub fn frame_costs(seconds: u32) -> Result<FrameCosts, String> {
     Ok(FrameCosts { rx_us, tx_us })
 }
 
-pub(super) fn write_wav(path: &Path, samples: &[f32]) -> Result<(), String> {
+/// Write 48 kHz mono 16-bit WAV.
+pub fn write_wav(path: &Path, samples: &[f32]) -> Result<(), String> {
     let spec = hound::WavSpec { channels: 1, sample_rate: 48_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec).map_err(|e| e.to_string())?;
     for s in samples {

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-pub use kernels::{run_kernel, Kernel};
+pub use kernels::{run_kernel, write_wav, Kernel};
 
 /// Every figure `roipd bench --json` prints.
 #[derive(Debug, Default, Serialize)]

@@ -56,13 +56,17 @@ const EXIT_INTERNAL: u8 = 70;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run_from_file(path: &Path) -> ExitCode {
-    let config = match config::load_file(path) {
-        Ok(c) => c,
+    match config::load_file(path) {
+        Ok(config) => run_config(config),
         Err(errors) => {
             eprint!("{errors}");
-            return ExitCode::from(EXIT_CONFIG);
+            ExitCode::from(EXIT_CONFIG)
         }
-    };
+    }
+}
+
+/// Run a validated configuration in its own runtime, then release every PTT.
+pub fn run_config(config: Config) -> ExitCode {
     logging::init(&config.log.level);
     safety::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

@@ -121,8 +121,15 @@ impl SimBank {
         Ok(AnyInput(Box::new(SimInput { bank: self.clone(), name: name.to_string() })))
     }
 
-    /// Set an input's physical level; edge sinks are called when it changes.
+    /// Set an input's physical level; edge sinks are called when it changes. With a mirror
+    /// directory the input's file follows, so [`SimBank::poll_dir`] agrees with the level.
     pub fn drive_input(&self, name: &str, high: bool, at: Instant) {
+        self.set_input(name, high, at, true);
+    }
+
+    /// `mirror`: write the level to the input's file (not when it was just read from there,
+    /// which could overwrite a newer value written by someone else).
+    fn set_input(&self, name: &str, high: bool, at: Instant, mirror: bool) {
         let sinks = {
             let mut inner = self.lock();
             let Some(st) = inner.inputs.get_mut(name) else { return };
@@ -132,6 +139,9 @@ impl SimBank {
             st.level = high;
             st.sinks.clone()
         };
+        if mirror {
+            self.mirror(name, high, false);
+        }
         for sink in sinks {
             sink(at, high);
         }
@@ -154,8 +164,8 @@ impl SimBank {
         for name in names {
             if let Ok(text) = fs::read_to_string(dir.join(&name)) {
                 match text.trim() {
-                    "1" => self.drive_input(&name, true, now),
-                    "0" => self.drive_input(&name, false, now),
+                    "1" => self.set_input(&name, true, now, false),
+                    "0" => self.set_input(&name, false, now, false),
                     _ => {}
                 }
             }

@@ -1,0 +1,135 @@
+//! `roipd demo`: a standalone box with no config file and no hardware. One simulated radio on
+//! channel "ops" receives "traffic" on a schedule (its squelch opens and speech-like audio
+//! plays into the channel), writes whatever it is asked to transmit to a WAV file, and the
+//! box hosts the channel: hub, signaling and the web console on http://127.0.0.1:8080.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::bench::signal::speechlike;
+use crate::{config, daemon};
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Address of the hub, its signaling and the web console.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// File holding the access token (default: the token is `demo`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Folder for the demo's files (simulated GPIO lines, recordings).
+    #[arg(long, default_value = "/tmp/roipd-demo")]
+    pub dir: PathBuf,
+    /// Folder where the simulated GPIO lines are mirrored (default: DIR/lines).
+    #[arg(long)]
+    pub lines: Option<PathBuf>,
+    /// WAV file receiving what the simulated radio transmits (default: DIR/radio1-tx.wav).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Seconds between the simulated radio's incoming calls (0: none; drive its COR file yourself).
+    #[arg(long, default_value_t = 20)]
+    pub traffic_every: u64,
+    /// Report to an MQTT broker, e.g. mqtt://127.0.0.1:1883.
+    #[arg(long)]
+    pub mqtt: Option<String>,
+    /// Print the configuration the demo runs with, and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// How long each simulated incoming call lasts.
+const CALL: Duration = Duration::from_secs(4);
+
+pub fn main(args: DemoArgs) -> ExitCode {
+    let lines = args.lines.clone().unwrap_or_else(|| args.dir.join("lines"));
+    let record = args.record.clone().unwrap_or_else(|| args.dir.join("radio1-tx.wav"));
+    let traffic = args.dir.join("traffic.wav");
+    let token_file = args.token_file.clone().unwrap_or_else(|| args.dir.join("token"));
+    let text = config_text(&args, &lines, &record, &traffic, &token_file);
+    if args.print_config {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = prepare(&args, &lines, &traffic, &token_file) {
+        eprintln!("roipd demo: {e}");
+        return ExitCode::FAILURE;
+    }
+    let config = match config::parse_str(&text, "(demo)") {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let token = std::fs::read_to_string(&token_file).unwrap_or_default();
+    eprintln!("roipd demo: console at http://{}/?token={}", args.listen, token.trim());
+    eprintln!("roipd demo: radio1's lines in {}, its transmissions in {}", lines.display(), record.display());
+    if args.traffic_every > 0 {
+        let cor = lines.join("radio1-cor");
+        let every = Duration::from_secs(args.traffic_every).max(CALL + Duration::from_secs(1));
+        std::thread::spawn(move || incoming_calls(&cor, every));
+    }
+    daemon::run_config(config)
+}
+
+fn prepare(args: &DemoArgs, lines: &Path, traffic: &Path, token_file: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(lines).map_err(|e| format!("{}: {e}", lines.display()))?;
+    crate::bench::write_wav(traffic, &speechlike(48_000 * 4))?;
+    if args.token_file.is_none() {
+        std::fs::write(token_file, "demo\n").map_err(|e| format!("{}: {e}", token_file.display()))?;
+    }
+    Ok(())
+}
+
+/// The simulated radio's squelch opens for a call now and then, like a busy channel.
+fn incoming_calls(cor: &Path, every: Duration) {
+    std::thread::sleep(Duration::from_secs(3));
+    loop {
+        let _ = std::fs::write(cor, "1\n");
+        std::thread::sleep(CALL);
+        let _ = std::fs::write(cor, "0\n");
+        std::thread::sleep(every - CALL);
+    }
+}
+
+fn config_text(args: &DemoArgs, lines: &Path, record: &Path, traffic: &Path, token_file: &Path) -> String {
+    let mqtt = args.mqtt.as_ref().map(|url| format!("\n[mqtt]\nurl = \"{url}\"\nmetrics_interval_s = 10\n")).unwrap_or_default();
+    format!(
+        r#"# roipd demo: one simulated radio on channel "ops", hosted by this box.
+device_id = "demo"
+
+[log]
+level = "info"
+
+[gpio.sim]
+dir = "{lines}"
+
+[channel.ops]
+label = "Operations"
+
+[port.radio1]
+kind = "radio"
+channel = "ops"
+cor = {{ line = "sim:radio1-cor" }}
+ptt = {{ line = "sim:radio1-ptt" }}
+audio = {{ capture = "sim:wav:{traffic}", playback = "sim:wav-out:{record}" }}
+keying = {{ tx_delay_ms = 100, tx_hang_ms = 800 }}
+
+[hub]
+listen = "{listen}"
+
+[hub.token.demo]
+secret_file = "{token}"
+channels = ["*"]
+max_priority = 100
+{mqtt}"#,
+        lines = lines.display(),
+        traffic = traffic.display(),
+        record = record.display(),
+        listen = args.listen,
+        token = token_file.display(),
+    )
+}
