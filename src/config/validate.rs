@@ -82,6 +82,12 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
         }
     }
     if let Some(uplink) = &config.uplink {
+        if uplink.kind == UplinkKind::Hub && config.hub.is_some() {
+            r.key("uplink.kind", "a box either hosts its channels (`[hub]`) or joins another roipd hub (`[uplink] kind = \"hub\"`), not both");
+        }
+        if uplink.kind == UplinkKind::Hub && uplink.token_file.is_none() {
+            r.key("uplink.token_file", "an uplink to a roipd hub needs `token_file`, the file holding its access token");
+        }
         let schemes: &[&str] = match uplink.kind {
             UplinkKind::Hub => &["ws", "wss", "http", "https"],
             UplinkKind::Janus => &["ws", "wss"],
@@ -315,7 +321,13 @@ ptt = { line = "sim:ptt1" }
                      [mqtt]\nurl = \"tcp://broker\"\nmetrics_interval_s = 0\n";
         let keys: Vec<_> = errors(extra).iter().map(|e| e.split(' ').next().unwrap().to_string()).collect();
         assert_eq!(keys, ["11:hub.listen", "14:uplink.url", "16:mqtt.url", "17:mqtt.metrics_interval_s"]);
-        let ok = "[hub]\nlisten = \"[::]:8080\"\n[uplink]\nkind = \"hub\"\nurl = \"https://hub.example\"\n[mqtt]\nurl = \"mqtts://b:8883\"\n";
+        let ok = "[hub]\nlisten = \"[::]:8080\"\n[mqtt]\nurl = \"mqtts://b:8883\"\n";
         assert_eq!(errors(ok), Vec::<String>::new());
+        let edge = "[uplink]\nkind = \"hub\"\nurl = \"https://hub.example\"\ntoken_file = \"/etc/roipd/token\"\n";
+        assert_eq!(errors(edge), Vec::<String>::new());
+        // A hub that is also an edge, without a token.
+        let both = "[hub]\nlisten = \"[::]:8080\"\n[uplink]\nkind = \"hub\"\nurl = \"https://hub.example\"\n";
+        let keys: Vec<_> = errors(both).iter().map(|e| e.split(' ').next().unwrap().to_string()).collect();
+        assert_eq!(keys, ["12:uplink.token_file", "13:uplink.kind"]);
     }
 }
