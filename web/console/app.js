@@ -1,0 +1,477 @@
+// roipd web PTT console. Protocol: docs/signaling.md (hello/welcome, offer/answer, floor,
+// roster, ports, ping). Plain browser APIs only: WebSocket, RTCPeerConnection, getUserMedia.
+'use strict';
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const params = new URLSearchParams(location.search);
+const PRIORITY = Number(params.get('priority') ?? 100);
+const NAME = sessionStorage.getItem('roipd.name') ||
+  'console-' + Math.random().toString(16).slice(2, 6);
+sessionStorage.setItem('roipd.name', NAME);
+
+const S = {
+  token: null,
+  ws: null,
+  pc: null,
+  session: 0,          // bumped on every (re)connect; stale callbacks compare against it
+  mic: null,           // MediaStreamTrack from getUserMedia, kept across reconnects
+  known: JSON.parse(sessionStorage.getItem('roipd.channels') || '[]'), // channel names to join
+  forbidden: new Set(), // channels the token may not join (from `forbidden` errors)
+  channels: new Map(), // name -> channel state
+  byId: new Map(),     // member id -> channel state
+  tx: null,            // name of the channel PTT talks on
+  ptt: { pressed: false, state: 'idle', since: 0, text: 'Idle' },
+  backoff: 500,
+  retry: null,
+  lastRx: 0,
+  prevStats: new Map(),
+};
+
+// ---------- connection ----------------------------------------------------------------------
+
+function setConn(state, text) {
+  const el = $('#conn');
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+function start() {
+  const t = params.get('token');
+  if (t) {
+    sessionStorage.setItem('roipd.token', t);
+    params.delete('token'); // keep the secret out of the address bar and history
+    history.replaceState(null, '', location.pathname + (params.size ? '?' + params : ''));
+  }
+  S.token = sessionStorage.getItem('roipd.token');
+  if (S.token) connect(); else showLogin('');
+}
+
+function showLogin(error) {
+  $('#login').hidden = false;
+  $('#logout').hidden = true;
+  $('#login-error').textContent = error;
+  $('#token').focus();
+  setConn('off', 'not connected');
+}
+
+$('#login').addEventListener('submit', (e) => {
+  e.preventDefault();
+  S.token = $('#token').value.trim();
+  if (!S.token) return;
+  sessionStorage.setItem('roipd.token', S.token);
+  $('#login').hidden = true;
+  connect();
+});
+
+$('#logout').addEventListener('click', () => {
+  sessionStorage.removeItem('roipd.token');
+  S.token = null;
+  teardown();
+  clearTimeout(S.retry);
+  $('#console').hidden = true;
+  showLogin('');
+});
+
+function connect() {
+  clearTimeout(S.retry);
+  teardown();
+  const session = ++S.session;
+  setConn('connecting', S.backoff > 500 ? 'reconnecting…' : 'connecting…');
+  const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+  S.ws = ws;
+  const members = S.known.map((channel) => ({ key: 'console', channel, priority: PRIORITY }));
+  ws.onopen = () => {
+    S.lastRx = Date.now();
+    send({ type: 'hello', token: S.token, name: NAME, members });
+  };
+  ws.onmessage = (e) => {
+    if (session !== S.session) return;
+    S.lastRx = Date.now();
+    let m;
+    try { m = JSON.parse(e.data); } catch { return; }
+    onMessage(m, session);
+  };
+  ws.onclose = (e) => {
+    if (session !== S.session) return;
+    if (e.code === 4001) { S.token = null; sessionStorage.removeItem('roipd.token'); teardown(); return showLogin('Token refused.'); }
+    reconnect('connection closed');
+  };
+}
+
+function send(msg) {
+  if (S.ws && S.ws.readyState === WebSocket.OPEN) S.ws.send(JSON.stringify(msg));
+}
+
+function teardown() {
+  pttOff();
+  if (S.ws) { S.ws.onclose = S.ws.onmessage = null; S.ws.close(); S.ws = null; }
+  if (S.pc) { S.pc.close(); S.pc = null; }
+  S.byId.clear();
+  S.prevStats.clear();
+}
+
+function reconnect(why) {
+  teardown();
+  ++S.session;
+  if (!S.token) return;
+  const delay = S.backoff;
+  S.backoff = Math.min(S.backoff * 2, 5000);
+  setConn('reconnecting', `reconnecting… (${why}, retry in ${(delay / 1000).toFixed(1)} s)`);
+  for (const ch of S.channels.values()) { ch.holder = null; renderChannel(ch); }
+  setFloor('idle', 'Offline');
+  S.retry = setTimeout(connect, delay);
+}
+
+// ---------- signaling -----------------------------------------------------------------------
+
+function onMessage(m, session) {
+  switch (m.type) {
+    case 'welcome': return onWelcome(m, session);
+    case 'answer':
+      return S.pc && S.pc.setRemoteDescription({ type: 'answer', sdp: m.sdp })
+        .catch((err) => reconnect('bad answer: ' + err.message));
+    case 'floor': return onFloor(m);
+    case 'roster': return onRoster(m);
+    case 'ports': return renderPorts(m.ports || []);
+    case 'pong': return;
+    case 'error':
+      if (m.code === 'unauthorized') return; // the close (4001) follows
+      if (m.code === 'forbidden') { // skip the channel this token may not join; the retry follows
+        for (const c of S.known) if (String(m.message).includes(c)) S.forbidden.add(c);
+        S.known = S.known.filter((c) => !S.forbidden.has(c));
+      }
+      console.warn('roipd error', m);
+      return;
+  }
+}
+
+function onWelcome(m, session) {
+  const names = (m.channels || []).map((c) => c.name).filter((n) => !S.forbidden.has(n));
+  const joined = (m.members || []).map((x) => x.channel);
+  // The hub joins us only on the channels named in hello; learn the full list, then rejoin.
+  if (names.some((n) => !joined.includes(n)) && names.join() !== S.known.join()) {
+    S.known = names;
+    sessionStorage.setItem('roipd.channels', JSON.stringify(names));
+    return connect();
+  }
+  $('#login').hidden = true;
+  $('#console').hidden = false;
+  $('#whoami').textContent = `You are ${NAME}.`;
+  $('#logout').hidden = false;
+  setConn('signaling', 'connected, starting media…');
+  // Rebuild the channel list; keep listen/volume choices across reconnects.
+  const old = S.channels;
+  S.channels = new Map();
+  $('#channels').replaceChildren();
+  for (const c of m.channels || []) {
+    const prev = old.get(c.name);
+    const ch = makeChannel(c, prev);
+    S.channels.set(c.name, ch);
+  }
+  for (const x of m.members || []) {
+    const ch = S.channels.get(x.channel);
+    if (ch) { ch.id = x.id; S.byId.set(x.id, ch); }
+  }
+  if (!S.tx || !S.byId.size || ![...S.byId.values()].some((c) => c.name === S.tx)) {
+    S.tx = S.byId.size ? [...S.byId.values()][0].name : null;
+  }
+  selectTx(S.tx);
+  for (const ch of S.channels.values()) renderChannel(ch);
+  startMedia(session).catch((err) => session === S.session && reconnect('media: ' + err.message));
+}
+
+function onFloor(m) {
+  const ch = S.channels.get(m.channel) || S.byId.get(m.id);
+  if (!ch) return;
+  if (m.event === 'taken') ch.holder = m.holder || { name: '?' };
+  if (m.event === 'idle') ch.holder = null;
+  renderChannel(ch);
+  if (ch.name !== S.tx) return;
+  const mine = m.id !== undefined && m.id === ch.id;
+  const p = S.ptt.state;
+  switch (m.event) {
+    case 'granted':
+      if (!mine) return;
+      if (!S.ptt.pressed) return; // released before the grant arrived: release already sent
+      pttOn(ch);
+      return setFloor('granted', 'TRANSMITTING');
+    case 'deny':
+      if (!mine) return;
+      return setFloor('busy', m.cause === 'busy'
+        ? `BUSY (held by ${m.holder?.name ?? ch.holder?.name ?? 'someone'})` : `BUSY (${m.cause})`);
+    case 'queued':
+      if (!mine) return;
+      return setFloor('queued', `BUSY (held by ${ch.holder?.name ?? 'someone'}), queued #${m.position}`);
+    case 'revoke':
+      if (!mine) return;
+      pttOff();
+      return setFloor('revoked', 'REVOKED (' + ({ preempted: 'preempted', max_talk: 'max talk time',
+        no_media: 'no media' }[m.cause] || m.cause) + ')');
+    case 'taken':
+      if (m.holder && m.holder.id === ch.id) return; // our own grant, broadcast
+      if (p === 'granted') { pttOff(); return setFloor('revoked', `REVOKED (taken by ${m.holder?.name})`); }
+      return;
+    case 'idle':
+      if (p === 'granted') { pttOff(); return setFloor('revoked', 'REVOKED (floor lost)'); }
+      if (p === 'busy' && S.ptt.pressed) return setFloor('busy', 'BUSY (floor now free: release and press again)');
+      return;
+  }
+}
+
+function onRoster(m) {
+  const ch = S.channels.get(m.channel);
+  if (!ch) return;
+  ch.roster = m.members || [];
+  const ul = $('.ch-roster ul', ch.el);
+  ul.replaceChildren(...ch.roster.map((r) => {
+    const li = document.createElement('li');
+    li.textContent = r.name + (r.priority ? ` (prio ${r.priority})` : '');
+    return li;
+  }));
+  $('.ch-roster summary', ch.el).textContent = `Roster (${ch.roster.length})`;
+}
+
+// ---------- media ---------------------------------------------------------------------------
+
+async function getMic() {
+  if (S.mic && S.mic.readyState === 'live') return S.mic;
+  try {
+    const s = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+    S.mic = s.getAudioTracks()[0];
+    $('#mic-status').textContent = '';
+  } catch (err) {
+    S.mic = null;
+    $('#mic-status').textContent = `No microphone (${err.name}): listening only.`;
+  }
+  return S.mic;
+}
+
+async function startMedia(session) {
+  await getMic();
+  if (session !== S.session) return;
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  S.pc = pc;
+  const order = [...S.byId.values()];
+  for (const ch of order) {
+    ch.tr = pc.addTransceiver('audio', { direction: 'sendrecv' });
+  }
+  pc.ontrack = (e) => {
+    const ch = order.find((c) => c.tr === e.transceiver);
+    if (!ch) return;
+    ch.audio.srcObject = new MediaStream([e.track]);
+    applyListen(ch);
+    ch.audio.play().catch(() => { $('#mic-status').textContent = 'Click anywhere to enable audio.'; });
+  };
+  pc.onconnectionstatechange = () => {
+    if (session !== S.session) return;
+    const st = pc.connectionState;
+    if (st === 'connected') { S.backoff = 500; setConn('up', 'connected'); }
+    if (st === 'failed') reconnect('media failed');
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceComplete(pc);
+  if (session !== S.session) return;
+  const mids = {};
+  for (const ch of order) mids[ch.tr.mid] = ch.name;
+  send({ type: 'offer', sdp: pc.localDescription.sdp, mids });
+}
+
+function iceComplete(pc) {
+  return new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    const t = setTimeout(resolve, 3000); // send what we have if gathering stalls
+    pc.addEventListener('icegatheringstatechange', () => {
+      if (pc.iceGatheringState === 'complete') { clearTimeout(t); resolve(); }
+    });
+  });
+}
+
+// The mic goes on a channel's sender only while that channel's floor is ours.
+function pttOn(ch) {
+  if (ch.tr && S.mic) ch.tr.sender.replaceTrack(S.mic).catch(() => {});
+}
+
+function pttOff() {
+  for (const ch of S.channels.values()) {
+    if (ch.tr && ch.tr.sender.track) ch.tr.sender.replaceTrack(null).catch(() => {});
+  }
+}
+
+// ---------- PTT -----------------------------------------------------------------------------
+
+function setFloor(state, text) {
+  S.ptt.state = state;
+  S.ptt.text = text;
+  S.ptt.since = Date.now();
+  const btn = $('#ptt');
+  btn.dataset.state = state;
+  const st = $('#floor-status');
+  st.dataset.state = state;
+  st.textContent = text;
+}
+
+function press() {
+  const ch = S.channels.get(S.tx);
+  if (S.ptt.pressed || !ch || ch.id === undefined || !S.ws) return;
+  S.ptt.pressed = true;
+  $('#ptt').setAttribute('aria-pressed', 'true');
+  setFloor('requesting', 'requesting…');
+  send({ type: 'floor', id: ch.id, action: 'request' });
+}
+
+function release() {
+  if (!S.ptt.pressed) return;
+  S.ptt.pressed = false;
+  $('#ptt').setAttribute('aria-pressed', 'false');
+  const ch = S.channels.get(S.tx);
+  pttOff();
+  if (ch && ch.id !== undefined && ['requesting', 'granted', 'queued'].includes(S.ptt.state)) {
+    send({ type: 'floor', id: ch.id, action: 'release' });
+  }
+  setFloor('idle', 'Idle');
+}
+
+const ptt = $('#ptt');
+ptt.addEventListener('pointerdown', (e) => {
+  if (e.button !== 0) return;
+  ptt.setPointerCapture(e.pointerId);
+  press();
+});
+for (const ev of ['pointerup', 'pointercancel', 'lostpointercapture']) ptt.addEventListener(ev, release);
+ptt.addEventListener('contextmenu', (e) => e.preventDefault());
+ptt.addEventListener('click', (e) => e.preventDefault());
+
+// Space is PTT unless another control has focus (then it keeps its usual meaning there).
+const ownsSpace = (el) => el !== ptt && el.closest?.('input, select, textarea, button, summary, a, [contenteditable]');
+document.addEventListener('keydown', (e) => {
+  if (e.code !== 'Space' || ownsSpace(e.target) || $('#console').hidden) return;
+  e.preventDefault();
+  if (!e.repeat) press();
+});
+document.addEventListener('keyup', (e) => {
+  if (e.code !== 'Space' || !S.ptt.pressed) return;
+  e.preventDefault();
+  release();
+});
+// Never stay keyed when the page loses focus or is hidden.
+window.addEventListener('blur', release);
+document.addEventListener('visibilitychange', () => document.hidden && release());
+
+function selectTx(name) {
+  if (S.ptt.pressed) release();
+  S.tx = name;
+  $('#tx-name').textContent = S.channels.get(name)?.label || name || '—';
+  $('#ptt').disabled = !name;
+  $('#ptt').textContent = name ? `PTT · ${S.channels.get(name)?.label || name}` : 'PTT';
+  for (const ch of S.channels.values()) $('.tx-select input', ch.el).checked = ch.name === name;
+}
+
+// ---------- channels, ports, stats ----------------------------------------------------------
+
+function makeChannel(c, prev) {
+  const el = $('#channel-tpl').content.firstElementChild.cloneNode(true);
+  const ch = { name: c.name, label: c.label || c.name, holder: c.holder || null, id: undefined,
+    el, audio: $('audio', el), tr: null, roster: [], listen: prev ? prev.listen : true,
+    volume: prev ? prev.volume : 1, link: '' };
+  el.dataset.channel = c.name;
+  $('.ch-name', el).textContent = ch.label + (ch.label !== c.name ? ` (${c.name})` : '');
+  $('.ch-level', el).setAttribute('aria-label', `${ch.label} level`);
+  const tx = $('.tx-select input', el);
+  tx.value = c.name;
+  tx.setAttribute('aria-label', `Talk on ${ch.label}`);
+  tx.addEventListener('change', () => tx.checked && selectTx(c.name));
+  const listen = $('.listen input', el);
+  listen.checked = ch.listen;
+  listen.addEventListener('change', () => { ch.listen = listen.checked; applyListen(ch); });
+  const vol = $('.volume input', el);
+  vol.value = ch.volume;
+  vol.setAttribute('aria-label', `${ch.label} volume`);
+  vol.addEventListener('input', () => { ch.volume = Number(vol.value); applyListen(ch); });
+  $('#channels').append(el);
+  return ch;
+}
+
+function applyListen(ch) {
+  ch.audio.muted = !ch.listen;
+  ch.audio.volume = ch.volume;
+}
+
+function renderChannel(ch) {
+  const h = ch.holder;
+  const ours = h && h.id !== undefined && h.id === ch.id;
+  ch.el.dataset.holder = h ? (ours ? 'self' : 'other') : '';
+  $('.ch-activity', ch.el).textContent = h ? (ours ? 'you are talking' : `▶ ${h.name} talking`) : 'idle';
+  $('.ch-link', ch.el).textContent = ch.link;
+}
+
+function renderPorts(ports) {
+  const rows = ports.map((p) => {
+    const tr = document.createElement('tr');
+    const flags = [p.rx && 'RX active', p.tx && 'TX keyed', p.locked_out && 'locked out (TOT)',
+      p.inhibited && 'inhibited'].filter(Boolean);
+    for (const text of [p.name, p.channel, flags.join(', ') || 'idle']) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    tr.className = [p.rx && 'rx', p.tx && 'tx', p.locked_out && 'locked', p.inhibited && 'inhibited']
+      .filter(Boolean).join(' ');
+    return tr;
+  });
+  $('#ports tbody').replaceChildren(...rows);
+}
+
+async function pollStats() {
+  const pc = S.pc;
+  if (!pc) return;
+  let rtt = null;
+  const stats = await pc.getStats();
+  const byId = new Map([...stats.values()].map((r) => [r.id, r]));
+  for (const r of stats.values()) {
+    const pair = r.type === 'transport' && r.selectedCandidatePairId ? byId.get(r.selectedCandidatePairId)
+      : r.type === 'candidate-pair' && r.selected ? r : null; // Firefox marks the pair instead
+    if (pair && pair.currentRoundTripTime !== undefined) rtt = pair.currentRoundTripTime;
+  }
+  for (const ch of S.channels.values()) {
+    if (!ch.tr || pc !== S.pc) continue;
+    let inb = null;
+    (await ch.tr.receiver.getStats()).forEach((r) => { if (r.type === 'inbound-rtp') inb = r; });
+    const src = ch.tr.receiver.getSynchronizationSources?.()[0];
+    const fresh = src && performance.timeOrigin + performance.now() - src.timestamp < 500;
+    const level = inb?.audioLevel ?? (fresh ? src.audioLevel : 0) ?? 0;
+    $('.ch-level', ch.el).value = ch.audio.muted ? 0 : level;
+    ch.el.dataset.level = level.toFixed(3);
+    ch.el.dataset.packets = inb?.packetsReceived ?? 0;
+    if (inb) {
+      const prev = S.prevStats.get(ch.name) || { lost: 0, recv: 0 };
+      const dl = Math.max(0, inb.packetsLost - prev.lost), dr = inb.packetsReceived - prev.recv;
+      S.prevStats.set(ch.name, { lost: inb.packetsLost, recv: inb.packetsReceived });
+      const loss = dl + dr > 0 ? `${(100 * dl / (dl + dr)).toFixed(1)} %` : '–';
+      ch.link = `rx ${inb.packetsReceived} pkts · loss ${loss} · jitter ${((inb.jitter || 0) * 1000).toFixed(0)} ms`;
+    }
+    renderChannel(ch);
+  }
+  $('#link').textContent = `${pc.connectionState}` +
+    (rtt !== null ? ` · RTT ${(rtt * 1000).toFixed(0)} ms` : '');
+  $('#link').dataset.state = pc.connectionState;
+}
+
+function tick() {
+  if (S.ptt.state === 'granted') {
+    const s = Math.floor((Date.now() - S.ptt.since) / 1000);
+    $('#floor-status').textContent = `TRANSMITTING ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+  }
+}
+
+// Keepalive: ping every 10 s; a box silent for 25 s is gone (a dropped network may not close).
+function keepalive() {
+  if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return;
+  if (Date.now() - S.lastRx > 25000) return reconnect('no answer from the box');
+  send({ type: 'ping' });
+}
+
+setInterval(tick, 1000);
+setInterval(keepalive, 10000);
+setInterval(() => pollStats().catch(() => {}), 500);
+start();
