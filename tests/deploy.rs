@@ -241,10 +241,10 @@ fn assert_pins_every_crate(inc: &str, what: &str) {
     }
     assert!(
         missing.is_empty(),
-        "{what} does not pin Cargo.lock ({} problems); regenerate it with \
-         yocto/meta-roipd/scripts/gen-crates-inc:\n{}",
+        "{what} does not pin Cargo.lock ({} problems, first ones below). After every Cargo.lock \
+         change run `yocto/meta-roipd/scripts/gen-crates-inc` and commit {CRATES_INC} with it:\n{}",
         missing.len(),
-        missing.join("\n")
+        missing.iter().take(12).cloned().collect::<Vec<_>>().join("\n")
     );
     let stale: Vec<_> = uris.iter().filter(|k| !locked.contains_key(*k)).collect();
     if !stale.is_empty() {
@@ -274,11 +274,17 @@ fn yocto_gen_crates_inc_script_generates_a_complete_inc() {
     assert!(out.status.success(), "gen-crates-inc failed (needs Python >= 3.11 for tomllib):\n{}", text(&out));
     let generated = fs::read_to_string(&out_path).unwrap();
     assert_pins_every_crate(&generated, "the generated crates.inc");
-    assert_eq!(
-        generated,
-        read(CRATES_INC),
-        "{CRATES_INC} is not what gen-crates-inc makes from Cargo.lock now: run yocto/meta-roipd/scripts/gen-crates-inc"
-    );
+    let committed = read(CRATES_INC);
+    if generated != committed {
+        let (new, old): (BTreeSet<&str>, BTreeSet<&str>) = (generated.lines().collect(), committed.lines().collect());
+        let added: Vec<&&str> = new.difference(&old).take(6).collect();
+        let removed: Vec<&&str> = old.difference(&new).take(6).collect();
+        panic!(
+            "{CRATES_INC} is not what gen-crates-inc makes from Cargo.lock now: run \
+             `yocto/meta-roipd/scripts/gen-crates-inc` and commit it with Cargo.lock.\n\
+             first lines it would add: {added:#?}\nfirst lines it would remove: {removed:#?}"
+        );
+    }
 }
 
 /// What can be checked without bitbake: names, paths and values the recipe relies on.
