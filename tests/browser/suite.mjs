@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { before, after, test } from 'node:test';
+import { before, after, test as nodeTest } from 'node:test';
 import { launch, prerequisites, sleep, tmpDir, toneWav, until } from './harness.mjs';
 
 export function consoleSuite(name, makeBox, { screenshots = null } = {}) {
@@ -34,6 +34,14 @@ export function consoleSuite(name, makeBox, { screenshots = null } = {}) {
     await p.mouse.move(b.x + b.width / 2, b.y + b.height / 2);
     await p.mouse.down();
   };
+
+  // A failing step also shows the box's log (the daemon's stderr), when it has one.
+  const test = (title, fn) => nodeTest(title, async (t) => {
+    try { await fn(t); } catch (err) {
+      if (box?.log) err.message += `\n---- ${name} log (last lines):\n${box.log()}`;
+      throw err;
+    }
+  });
 
   before(async () => {
     chromium = await prerequisites();

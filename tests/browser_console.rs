@@ -1,0 +1,63 @@
+//! The web console in a real browser: runs the Node suite in `tests/browser/` (headless Debian
+//! Chromium driven by npm `playwright-core`) against this build's `roipd demo`, and against the
+//! protocol mock. Missing prerequisites fail the test with the package to install; nothing is
+//! skipped. `npm ci` runs when `node_modules` does not match the lock file (it downloads no
+//! browser: playwright-core has none).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// The version of `name` that package-lock.json pins, and the one installed in node_modules.
+fn pinned_and_installed(dir: &Path, name: &str) -> (String, Option<String>) {
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("package-lock.json")).expect("tests/browser/package-lock.json"))
+            .expect("package-lock.json is JSON");
+    let key = format!("node_modules/{name}");
+    let pinned = lock["packages"][&key]["version"].as_str().unwrap_or_else(|| panic!("{name} missing from the lock file")).to_string();
+    let installed = std::fs::read_to_string(dir.join(&key).join("package.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string));
+    (pinned, installed)
+}
+
+#[test]
+fn console_in_headless_chromium() {
+    let dir = browser_dir();
+    assert!(have("node"), "browser tests need Node.js: install Debian package nodejs (scripts/setup-debian --test)");
+    assert!(have("npm"), "browser tests need npm: install Debian package npm (scripts/setup-debian --test)");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "browser tests need /usr/bin/chromium: install Debian package chromium (scripts/setup-debian --test)"
+    );
+
+    let stale = ["playwright-core", "ws"].iter().any(|p| {
+        let (pinned, installed) = pinned_and_installed(&dir, p);
+        installed.as_deref() != Some(pinned.as_str())
+    });
+    if stale {
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("run npm ci")
+            .success();
+        assert!(ok, "npm ci in tests/browser failed (see above)");
+    }
+
+    let status = Command::new("node")
+        .args(["--test", "--test-concurrency=1", "--test-reporter=spec", "demo.test.mjs", "mock.test.mjs"])
+        .current_dir(&dir)
+        .env("ROIPD_BIN", env!("CARGO_BIN_EXE_roipd"))
+        .status()
+        .expect("run node");
+    assert!(status.success(), "browser tests failed (output above): {status}");
+}
