@@ -3,6 +3,8 @@
 'use strict';
 
 const $ = (sel, root = document) => root.querySelector(sel);
+// Only touch text that changed, so live regions announce changes, not every refresh.
+const setText = (el, text) => { if (el.textContent !== text) el.textContent = text; };
 const params = new URLSearchParams(location.search);
 const PRIORITY = Number(params.get('priority') ?? 100);
 const NAME = sessionStorage.getItem('roipd.name') ||
@@ -261,7 +263,7 @@ async function startMedia(session) {
     if (!ch) return;
     ch.audio.srcObject = new MediaStream([e.track]);
     applyListen(ch);
-    ch.audio.play().catch(() => { $('#mic-status').textContent = 'Click anywhere to enable audio.'; });
+    ch.audio.play().catch(() => { $('#mic-status').textContent = 'Click or press a key to enable audio.'; });
   };
   pc.onconnectionstatechange = () => {
     if (session !== S.session) return;
@@ -306,9 +308,9 @@ function setFloor(state, text) {
   S.ptt.since = Date.now();
   const btn = $('#ptt');
   btn.dataset.state = state;
-  const st = $('#floor-status');
-  st.dataset.state = state;
-  st.textContent = text;
+  $('#floor-status').dataset.state = state;
+  setText($('#floor-text'), text);
+  setText($('#talk-timer'), '');
 }
 
 function press() {
@@ -401,8 +403,9 @@ function renderChannel(ch) {
   const h = ch.holder;
   const ours = h && h.id !== undefined && h.id === ch.id;
   ch.el.dataset.holder = h ? (ours ? 'self' : 'other') : '';
-  $('.ch-activity', ch.el).textContent = h ? (ours ? 'you are talking' : `▶ ${h.name} talking`) : 'idle';
-  $('.ch-link', ch.el).textContent = ch.link;
+  setText($('.ch-activity', ch.el), h ? (ours ? 'you are talking' : `▶ ${h.name} talking`) : 'idle');
+  setText($('.ch-link', ch.el), ch.link);
+  $('.tx-select input', ch.el).disabled = ch.id === undefined;
 }
 
 function renderPorts(ports) {
@@ -430,7 +433,8 @@ async function pollStats() {
   const byId = new Map([...stats.values()].map((r) => [r.id, r]));
   for (const r of stats.values()) {
     const pair = r.type === 'transport' && r.selectedCandidatePairId ? byId.get(r.selectedCandidatePairId)
-      : r.type === 'candidate-pair' && r.selected ? r : null; // Firefox marks the pair instead
+      : r.type === 'candidate-pair' && (r.selected || r.nominated && r.state === 'succeeded') ? r
+        : null; // Firefox has no transport stats: it marks the pair instead
     if (pair && pair.currentRoundTripTime !== undefined) rtt = pair.currentRoundTripTime;
   }
   for (const ch of S.channels.values()) {
@@ -452,15 +456,14 @@ async function pollStats() {
     }
     renderChannel(ch);
   }
-  $('#link').textContent = `${pc.connectionState}` +
-    (rtt !== null ? ` · RTT ${(rtt * 1000).toFixed(0)} ms` : '');
+  setText($('#link'), pc.connectionState + (rtt !== null ? ` · RTT ${(rtt * 1000).toFixed(0)} ms` : ''));
   $('#link').dataset.state = pc.connectionState;
 }
 
 function tick() {
   if (S.ptt.state === 'granted') {
     const s = Math.floor((Date.now() - S.ptt.since) / 1000);
-    $('#floor-status').textContent = `TRANSMITTING ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+    setText($('#talk-timer'), `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`);
   }
 }
 
@@ -470,6 +473,14 @@ function keepalive() {
   if (Date.now() - S.lastRx > 25000) return reconnect('no answer from the box');
   send({ type: 'ping' });
 }
+
+// Browsers may refuse to play audio before the first user gesture: start it then.
+function unblockAudio() {
+  for (const ch of S.channels.values()) if (ch.audio.srcObject && ch.audio.paused) ch.audio.play().catch(() => {});
+  if (/enable audio/.test($('#mic-status').textContent)) $('#mic-status').textContent = '';
+}
+document.addEventListener('pointerdown', unblockAudio);
+document.addEventListener('keydown', unblockAudio);
 
 setInterval(tick, 1000);
 setInterval(keepalive, 10000);
