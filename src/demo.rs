@@ -72,7 +72,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
         let every = Duration::from_secs(args.traffic_every).max(CALL + Duration::from_secs(1));
         std::thread::spawn(move || incoming_calls(&cor, every));
     }
-    daemon::run_config(config)
+    daemon::run_config(config, text)
 }
 
 fn prepare(args: &DemoArgs, lines: &Path, traffic: &Path, token_file: &Path) -> Result<(), String> {

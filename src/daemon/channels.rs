@@ -11,15 +11,17 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
+use super::report::Reporter;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
-use crate::core::floor::{DenyCause, ParticipantId, ToArbiter, ToParticipant};
+use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
 use crate::core::routing::{
     ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, Talker,
 };
-use crate::net::{HubEvent, MemberRequest, RosterEntry, ToPeer, UplinkEvent};
+use crate::fleet::{Event, EventKind};
+use crate::net::{HubEvent, MemberRequest, PortStatus, RosterEntry, ToPeer, UplinkEvent};
 use crate::pipeline::MediaPacket;
 
 /// Until the audio path reports frames, an open COR (carrier present) is what tells the
@@ -56,6 +58,7 @@ pub struct ChannelRouter {
     /// What we ask the uplink hub for, in order: its `Up` answers in the same order.
     uplink_members: Vec<(PortId, ChannelId)>,
     priorities: Vec<crate::core::floor::Priority>,
+    reporter: Reporter,
     heartbeat: Heartbeat,
 }
 
@@ -74,6 +77,7 @@ impl ChannelRouter {
         config: &Config,
         ports: Vec<mpsc::UnboundedSender<PortInput>>,
         port_audio: Vec<(PortId, Option<PortAudio>)>,
+        reporter: Reporter,
         heartbeat: Heartbeat,
     ) -> Self {
         let channel_names: Vec<String> = config.channel.keys().cloned().collect();
@@ -114,6 +118,7 @@ impl ChannelRouter {
             uplink: None,
             uplink_members,
             priorities,
+            reporter,
             heartbeat,
         }
     }
@@ -135,6 +140,7 @@ impl ChannelRouter {
         let mut carrier = tokio::time::interval(CARRIER_AS_MEDIA);
         let mut beat = tokio::time::interval(BEAT_PERIOD);
         let mut hub_rx = links.hub;
+        let mut port_states = self.reporter.subscribe();
         let mut uplink_rx = match links.uplink {
             Some((sink, rx)) => {
                 self.uplink = Some(sink);
@@ -169,6 +175,11 @@ impl ChannelRouter {
                 }
                 _ = sleep => self.router.handle_timeout(clock::now()),
                 _ = beat.tick() => self.heartbeat.beat(),
+                Ok(()) = port_states.changed() => {
+                    for peer in self.peers.keys().copied().collect::<Vec<_>>() {
+                        self.send_ports(peer);
+                    }
+                }
             }
             self.dispatch();
         }
@@ -214,6 +225,7 @@ impl ChannelRouter {
                 info!(peer, name = %name, members = ids.len(), "peer joined");
                 self.peers.insert(peer, Peer { to_peer });
                 let _ = reply.send(Ok(ids));
+                self.send_ports(peer);
             }
             HubEvent::Floor { peer, member, msg } => self.router.from_peer(now, peer, member, msg),
             HubEvent::Media { peer, channel, packet } => {
@@ -233,6 +245,7 @@ impl ChannelRouter {
         let now = clock::now();
         match event {
             UplinkEvent::Up { members } => {
+                self.reporter.link(true, None);
                 // The hub answers per requested member, in the order of `uplink_members`.
                 let ids: Vec<_> = self
                     .uplink_members
@@ -245,6 +258,7 @@ impl ChannelRouter {
             }
             UplinkEvent::Down { reason } => {
                 warn!(%reason, "uplink down; radios stay unkeyed until it is back");
+                self.reporter.link(false, Some(reason));
                 self.router.uplink_down(now);
             }
             UplinkEvent::Floor { channel, member, msg, .. } => {
@@ -308,14 +322,23 @@ impl ChannelRouter {
                     None if holder.is_some() => info!(channel = %self.channel_names[channel], "floor taken remotely"),
                     None => info!(channel = %self.channel_names[channel], "floor idle"),
                 },
-                RouterOutput::Busy { port, channel, holder } => warn!(
-                    port = %self.port_names[port],
-                    channel = %self.channel_names[channel],
-                    holder = ?self.talker_name(holder),
-                    "floor busy, request denied"
-                ),
+                RouterOutput::Busy { port, channel, holder } => {
+                    let holder = self.talker_name(holder);
+                    let (port, channel) = (&self.port_names[port], &self.channel_names[channel]);
+                    warn!(%port, %channel, ?holder, "floor busy, request denied");
+                    let mut event = Event::new(EventKind::FloorDenied).port(port).channel(channel).reason("busy");
+                    event.detail = holder;
+                    self.reporter.event(event);
+                }
                 RouterOutput::Revoked { port, channel, cause } => {
-                    warn!(port = %self.port_names[port], channel = %self.channel_names[channel], ?cause, "floor revoked")
+                    let (port, channel) = (&self.port_names[port], &self.channel_names[channel]);
+                    warn!(%port, %channel, ?cause, "floor revoked");
+                    let reason = match cause {
+                        RevokeCause::Preempted { .. } => "preempted",
+                        RevokeCause::MaxTalkTime => "max_talk",
+                        RevokeCause::NoMedia => "no_media",
+                    };
+                    self.reporter.event(Event::new(EventKind::FloorRevoked).port(port).channel(channel).reason(reason));
                 }
                 RouterOutput::Talk { port, on, .. } => {
                     if let Some(a) = &self.audio[port] {
@@ -354,6 +377,25 @@ impl ChannelRouter {
                 }
             }
         }
+    }
+
+    /// The box's radio ports, for a console.
+    fn send_ports(&self, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        let ports = self
+            .reporter
+            .port_states()
+            .into_iter()
+            .map(|(name, s)| PortStatus {
+                name,
+                channel: s.channel,
+                rx: s.rx_active,
+                tx: s.tx_keyed,
+                locked_out: s.locked_out,
+                inhibited: s.inhibited,
+            })
+            .collect();
+        let _ = p.to_peer.send(ToPeer::Ports { ports });
     }
 
     fn participant_name(&self, channel: ChannelId, id: ParticipantId) -> Option<String> {

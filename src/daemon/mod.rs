@@ -7,9 +7,11 @@
 
 mod audio_port;
 mod channels;
+mod control;
 mod clock;
 mod logging;
 mod radio_port;
+mod report;
 mod safe_off;
 mod watchdog;
 pub mod safety;
@@ -32,6 +34,8 @@ use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
 use sd_notify::NotifyState;
 use watchdog::{Heartbeat, Watchdog};
+use crate::fleet::{Fleet, FleetOptions};
+use report::Reporter;
 use radio_port::{PortInput, RadioPort};
 use safety::PttLine;
 
@@ -56,8 +60,15 @@ const EXIT_INTERNAL: u8 = 70;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run_from_file(path: &Path) -> ExitCode {
-    match config::load_file(path) {
-        Ok(config) => run_config(config),
+    let source = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match config::parse_str(&source, &path.display().to_string()) {
+        Ok(config) => run_config(config, source),
         Err(errors) => {
             eprint!("{errors}");
             ExitCode::from(EXIT_CONFIG)
@@ -65,8 +76,9 @@ pub fn run_from_file(path: &Path) -> ExitCode {
     }
 }
 
-/// Run a validated configuration in its own runtime, then release every PTT.
-pub fn run_config(config: Config) -> ExitCode {
+/// Run a validated configuration (`source`: the text it was read from) in its own runtime,
+/// then release every PTT.
+pub fn run_config(config: Config, source: String) -> ExitCode {
     logging::init(&config.log.level);
     safety::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -76,14 +88,14 @@ pub fn run_config(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FATAL);
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, source));
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     safety::release_all("exit");
     code
 }
 
 /// Run until a signal, a fatal error or a panicking task. Returns the process exit code.
-pub async fn run(config: Config) -> ExitCode {
+pub async fn run(config: Config, source: String) -> ExitCode {
     info!(device = %config.device_id, version = env!("CARGO_PKG_VERSION"), "roipd starting");
     let mut gpio = Gpio::new(&config.gpio);
 
@@ -103,9 +115,18 @@ pub async fn run(config: Config) -> ExitCode {
 
     let cancel = CancellationToken::new();
     let watchdog = Watchdog::default();
+    let (fleet_handle, fleet_commands, fleet_driver) = match &config.mqtt {
+        Some(mqtt) => match Fleet::start(FleetOptions::new(&config.device_id, mqtt.clone())) {
+            Ok(Fleet { handle, commands, driver }) => (Some(handle), Some(commands), Some(driver)),
+            Err(e) => return fatal(&format!("MQTT: {e}")),
+        },
+        None => (None, None, None),
+    };
+    let reporter = Reporter::new(fleet_handle);
     let mut tasks = JoinSet::new();
     let (to_channel, channel_rx) = mpsc::unbounded_channel();
     let mut port_inputs = Vec::new();
+    let mut radios = std::collections::HashMap::new();
     let mut port_audio = Vec::new();
     // Inputs stay open for the life of the daemon: dropping one stops its edge events.
     let mut held_inputs: Vec<LogicalInput> = Vec::new();
@@ -115,6 +136,7 @@ pub async fn run(config: Config) -> ExitCode {
         port_inputs.push(tx.clone());
         let PortConfig::Radio(radio) = port else { continue };
         let Some(ptt) = ptt else { continue };
+        radios.insert((*name).clone(), tx.clone());
         if let Some(cor) = &radio.cor {
             match open_edge_input(&mut gpio, cor, tx.clone(), |at, asserted| PortInput::Cor { at, asserted }) {
                 Ok(input) => held_inputs.push(input),
@@ -134,6 +156,8 @@ pub async fn run(config: Config) -> ExitCode {
         let port = RadioPort {
             id,
             name: (*name).clone(),
+            channel: radio.channel.clone(),
+            reporter: reporter.clone(),
             keying: Keying::new(radio.keying_config()),
             ptt,
             inputs: rx,
@@ -147,9 +171,13 @@ pub async fn run(config: Config) -> ExitCode {
     drop(to_channel);
 
     let router =
-        channels::ChannelRouter::new(&config, port_inputs, port_audio, watchdog.register("channel router"));
+        channels::ChannelRouter::new(&config, port_inputs, port_audio, reporter.clone(), watchdog.register("channel router"));
     let links = channels::NetLinks { hub: None, uplink: None };
     tasks.spawn(router.run(channel_rx, links, cancel.clone()));
+
+    if let Some(commands) = fleet_commands {
+        tasks.spawn(control::Control { radios, source }.run(commands, cancel.clone()));
+    }
 
     if gpio.sim.has_dir() {
         tasks.spawn(sim_lines(gpio.sim.clone(), watchdog.register("sim lines"), cancel.clone()));
@@ -168,6 +196,10 @@ pub async fn run(config: Config) -> ExitCode {
     }
     safety::release_all("shutdown");
     drop(held_inputs);
+    if let Some(driver) = fleet_driver {
+        // Say goodbye (retained offline status), so the broker need not send the last will.
+        driver.shutdown(Duration::from_secs(2)).await;
+    }
     info!("roipd stopped");
     code
 }

@@ -1,37 +1,45 @@
-//! Driver for one radio port: feeds COR edges, channel TX requests and inhibit into the
-//! keying core, sleeps until its next deadline, and drives the PTT line to whatever the core
-//! says. The PTT level is re-applied after every step (level-driven, not edge-driven), so a
-//! missed event can never leave the radio keyed.
+//! Driver for one radio port: feeds COR edges, channel TX requests, inhibit and remote PTT into
+//! the keying core, sleeps until its next deadline, drives the PTT line to whatever the core
+//! says, and reports the port's state and events.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::safety::PttLine;
 use super::audio_port::AudioFlags;
+use super::report::Reporter;
+use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
-use crate::pipeline::TxGate;
 use super::{clock, ChannelMsg, PortId};
-use crate::core::keying::{Event, Input, Keying};
+use crate::core::keying::{Event, Input, Keying, PttOffReason};
+use crate::fleet::{Event as FleetEvent, EventKind, PortState};
+use crate::pipeline::TxGate;
 
-/// Inputs to a radio port from its lines and from the channel.
+/// Inputs to a radio port from its lines, the channel and the fleet.
 #[derive(Debug, Clone, Copy)]
 pub enum PortInput {
     /// Stamped where the edge was seen (GPIO thread), not where it is handled.
     Cor { at: Instant, asserted: bool },
+    /// The hardware TX-inhibit switch.
     Inhibit { at: Instant, on: bool },
     /// The channel has a talker for this radio (true) or went idle (false).
     TxRequest(bool),
     /// Receive audio level of one capture frame, when VOX is the COR source.
     Vox { at: Instant, dbfs: f32 },
+    /// TX inhibit from the fleet; either inhibit source keeps the radio unkeyed.
+    RemoteInhibit(bool),
+    /// Key from the fleet for at most `max` (the keying rules, TOT included, still apply),
+    /// or release.
+    RemotePtt { on: bool, max: Duration },
 }
 
 pub struct RadioPort {
     pub id: PortId,
     pub name: String,
+    pub channel: String,
     pub keying: Keying,
     pub ptt: PttLine,
     pub inputs: mpsc::UnboundedReceiver<PortInput>,
@@ -39,14 +47,27 @@ pub struct RadioPort {
     pub heartbeat: Heartbeat,
     /// Tells the playback task where the transmitter is (None: no audio configured).
     pub audio: Option<Arc<AudioFlags>>,
+    pub reporter: Reporter,
+}
+
+/// The levels the port combines before the keying core sees them.
+#[derive(Default)]
+struct Requests {
+    channel: bool,
+    /// Remote PTT holds until this instant.
+    remote_until: Option<Instant>,
+    line_inhibit: bool,
+    remote_inhibit: bool,
 }
 
 impl RadioPort {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut keyed = false;
+        let mut req = Requests::default();
         let mut beat = tokio::time::interval(BEAT_PERIOD);
+        self.report_state();
         loop {
-            let deadline = self.keying.poll_timeout();
+            let deadline = [self.keying.poll_timeout(), req.remote_until].into_iter().flatten().min();
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -55,33 +76,56 @@ impl RadioPort {
             };
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => {
-                    self.keying.handle_input(clock::now(), Input::Shutdown);
-                    self.apply(&mut keyed);
-                    break;
-                }
+                _ = cancel.cancelled() => break,
                 input = self.inputs.recv() => match input {
-                    Some(input) => {
-                        let (at, input) = match input {
-                            PortInput::Cor { at, asserted } => (at, Input::Cor(asserted)),
-                            PortInput::Inhibit { at, on } => (at, Input::Inhibit(on)),
-                            PortInput::TxRequest(on) => (clock::now(), Input::TxRequest(on)),
-                            PortInput::Vox { at, dbfs } => (at, Input::VoxLevel(dbfs)),
-                        };
-                        self.keying.handle_input(at, input);
-                    }
-                    None => {
-                        self.keying.handle_input(clock::now(), Input::Shutdown);
-                        self.apply(&mut keyed);
-                        break;
-                    }
+                    Some(input) => self.input(input, &mut req),
+                    None => break,
                 },
-                _ = sleep => self.keying.handle_timeout(clock::now()),
+                _ = sleep => {
+                    let now = clock::now();
+                    if req.remote_until.is_some_and(|t| t <= now) {
+                        info!(port = %self.name, "remote PTT reached its maximum duration; released");
+                        req.remote_until = None;
+                        self.feed_tx_request(now, &req);
+                    }
+                    self.keying.handle_timeout(now);
+                }
                 _ = beat.tick() => self.heartbeat.beat(),
             }
             self.apply(&mut keyed);
         }
+        self.keying.handle_input(clock::now(), Input::Shutdown);
+        self.apply(&mut keyed);
         info!(port = %self.name, "radio port stopped, PTT released");
+    }
+
+    fn input(&mut self, input: PortInput, req: &mut Requests) {
+        match input {
+            PortInput::Cor { at, asserted } => self.keying.handle_input(at, Input::Cor(asserted)),
+            PortInput::Vox { at, dbfs } => self.keying.handle_input(at, Input::VoxLevel(dbfs)),
+            PortInput::Inhibit { at, on } => {
+                req.line_inhibit = on;
+                self.keying.handle_input(at, Input::Inhibit(req.line_inhibit || req.remote_inhibit));
+            }
+            PortInput::RemoteInhibit(on) => {
+                req.remote_inhibit = on;
+                self.keying.handle_input(clock::now(), Input::Inhibit(req.line_inhibit || req.remote_inhibit));
+            }
+            PortInput::TxRequest(on) => {
+                req.channel = on;
+                self.feed_tx_request(clock::now(), req);
+            }
+            PortInput::RemotePtt { on, max } => {
+                let now = clock::now();
+                req.remote_until = on.then(|| now + max);
+                self.feed_tx_request(now, req);
+            }
+        }
+    }
+
+    fn feed_tx_request(&mut self, now: Instant, req: &Requests) {
+        let remote = req.remote_until.is_some_and(|t| t > now);
+        self.keying.handle_input(now, Input::TxRequest(req.channel || remote));
     }
 
     /// Drive PTT to the core's level and pass its events on.
@@ -100,23 +144,60 @@ impl RadioPort {
                 _ => TxGate::Closed,
             });
         }
+        let mut changed = false;
         while let Some(event) = self.keying.poll_event() {
+            changed = true;
+            let report = |kind| FleetEvent::new(kind).port(&self.name).channel(&self.channel);
             match event {
                 Event::RxOpen => {
                     info!(port = %self.name, "COR open");
                     let _ = self.to_channel.send(ChannelMsg::RxActive { port: self.id, active: true });
+                    self.reporter.event(report(EventKind::CorOpen));
                 }
                 Event::RxClose => {
                     info!(port = %self.name, "COR closed");
                     let _ = self.to_channel.send(ChannelMsg::RxActive { port: self.id, active: false });
+                    self.reporter.event(report(EventKind::CorClose));
                 }
-                Event::PttOn => info!(port = %self.name, line = self.ptt.name(), "PTT on"),
-                Event::PttOff(reason) => info!(port = %self.name, ?reason, "PTT off"),
-                Event::TotFired => warn!(port = %self.name, "time-out timer fired, transmitter unkeyed"),
+                Event::PttOn => {
+                    info!(port = %self.name, line = self.ptt.name(), "PTT on");
+                    self.reporter.event(report(EventKind::PttOn));
+                }
+                Event::PttOff(reason) => {
+                    info!(port = %self.name, ?reason, "PTT off");
+                    let reason = match reason {
+                        PttOffReason::HangExpired => "hang_end",
+                        PttOffReason::TimeOut => "tot",
+                        PttOffReason::Inhibited => "inhibit",
+                        PttOffReason::Shutdown => "shutdown",
+                    };
+                    self.reporter.event(report(EventKind::PttOff).reason(reason));
+                }
+                Event::TotFired => {
+                    warn!(port = %self.name, "time-out timer fired, transmitter unkeyed");
+                    self.reporter.event(report(EventKind::TotFired));
+                }
                 Event::RxTimeout => warn!(port = %self.name, "COR stuck open, receive timed out"),
                 Event::FlapSuppressed => warn!(port = %self.name, "COR flapping, ignored for now"),
                 other => debug!(port = %self.name, event = ?other, "keying"),
             }
         }
+        if changed {
+            self.report_state();
+        }
+    }
+
+    fn report_state(&self) {
+        let now = clock::now();
+        let state = PortState {
+            channel: self.channel.clone(),
+            rx_active: self.keying.rx_active(),
+            tx_keyed: self.keying.ptt(),
+            locked_out: self.keying.locked_out(),
+            inhibited: self.keying.inhibited(),
+            tot_remaining_s: self.keying.tot_remaining(now).map(|d| d.as_secs_f32()),
+            ..Default::default()
+        };
+        self.reporter.port_state(&self.name, state);
     }
 }

@@ -1,0 +1,65 @@
+//! Where the daemon tells what happens: port states and events, for the fleet (MQTT) and
+//! anyone else listening. Reporting never blocks and never fails the caller: with no broker
+//! configured it only logs, and the fleet client queues (bounded) while the broker is away.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::fleet::{Event, EventKind, FleetHandle, PortState, UplinkState};
+
+#[derive(Clone)]
+pub struct Reporter {
+    fleet: Option<FleetHandle>,
+    /// The latest state of every port, for consoles that join later.
+    ports: Arc<Mutex<Vec<(String, PortState)>>>,
+    /// Bumped on every port state change, so consoles can be told.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Reporter {
+    pub fn new(fleet: Option<FleetHandle>) -> Self {
+        Self { fleet, ports: Default::default(), changed: Arc::new(watch::channel(0).0) }
+    }
+
+    /// Wakes when any port's state changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn event(&self, event: Event) {
+        if let Some(f) = &self.fleet {
+            f.publish_event(event);
+        }
+    }
+
+    /// A port's state; unchanged states cost nothing downstream.
+    pub fn port_state(&self, port: &str, state: PortState) {
+        {
+            let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());
+            match ports.iter_mut().find(|(name, _)| name == port) {
+                Some((_, s)) if *s == state => return,
+                Some((_, s)) => *s = state.clone(),
+                None => ports.push((port.to_string(), state.clone())),
+            }
+        }
+        self.changed.send_modify(|v| *v += 1);
+        if let Some(f) = &self.fleet {
+            f.set_port_state(port, state);
+        }
+    }
+
+    pub fn port_states(&self) -> Vec<(String, PortState)> {
+        self.ports.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn link(&self, up: bool, detail: Option<String>) {
+        let kind = if up { EventKind::LinkUp } else { EventKind::LinkDown };
+        let mut event = Event::new(kind);
+        event.detail = detail.clone();
+        self.event(event);
+        if let Some(f) = &self.fleet {
+            f.set_uplink_state(if up { UplinkState::Up } else { UplinkState::Down }, detail);
+        }
+    }
+}
