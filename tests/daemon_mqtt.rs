@@ -1,0 +1,131 @@
+//! `roipd run` reporting to a real Mosquitto and obeying fleet commands: retained status and
+//! port states, events for COR/PTT, TX inhibit, remote PTT with its maximum duration,
+//! get_config and clear errors for unknown ports.
+
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+mod fleet;
+
+use std::time::Duration;
+
+use common::Daemon;
+use fleet::broker::Broker;
+use fleet::probe::{Msg, Probe};
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+device_id = "mqtt-box"
+
+[gpio.sim]
+dir = "{lines}"
+
+[channel.ops]
+
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 200 }
+
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+metrics_interval_s = 1
+"#;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn on(topic: &'static str) -> impl Fn(&Msg) -> bool {
+    move |m| m.topic == topic
+}
+
+fn state(m: &Msg) -> Value {
+    m.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_reports_and_obeys_fleet_commands() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#", "test/replies"]).await;
+    let config = CONFIG.replace("{port}", &broker.anon.to_string());
+    let mut d = Daemon::start(&config);
+
+    probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    probe.wait("port state of radio-b", WAIT, on("roipd/mqtt-box/state/radio-b")).await;
+    // A late subscriber gets both as retained messages.
+    let late = Probe::connect(broker.anon, &["roipd/mqtt-box/status", "roipd/mqtt-box/state/+"]).await;
+    let status = late.wait("retained status", WAIT, on("roipd/mqtt-box/status")).await;
+    assert!(status.retain && status.json()["online"] == true, "{}", status.json());
+    assert!(late.wait("retained port state", WAIT, on("roipd/mqtt-box/state/radio-a")).await.retain);
+    drop(late);
+
+    // COR on A keys B: events and retained states follow.
+    let mark = probe.mark();
+    d.drive("a-cor", true);
+    probe.wait_after(mark, "cor_open event", WAIT, |m| m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "cor_open").await;
+    probe.wait_after(mark, "ptt_on event for B", WAIT, |m| {
+        m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "ptt_on" && m.json()["port"] == "radio-b"
+    }).await;
+    let keyed = probe.wait_after(mark, "B keyed state", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["tx_keyed"] == true).await;
+    assert_eq!(state(&keyed)["channel"], "ops");
+    d.drive("a-cor", false);
+    probe.wait_after(mark, "ptt_off after hang", WAIT, |m| m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "ptt_off" && m.json()["reason"] == "hang_end").await;
+
+    // TX inhibit on B: A's COR no longer keys it.
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#).await;
+    let reply = probe.wait_after(mark, "inhibit reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i1").await;
+    assert_eq!(reply.json()["ok"], true, "{}", reply.json());
+    probe.wait_after(mark, "B inhibited state", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["inhibited"] == true).await;
+    d.drive("a-cor", true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.line("b-ptt"), Some(false), "inhibited radio stays unkeyed");
+    d.drive("a-cor", false);
+    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#).await;
+    probe.wait_after(mark, "inhibit off reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i2").await;
+
+    // Remote PTT on A with a 1 s maximum: keyed, then released by itself.
+    let mark = probe.mark();
+    probe.request("roipd/mqtt-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#, "test/replies", b"ptt-1").await;
+    let reply = probe.wait_after(mark, "remote_ptt reply", WAIT, |m| m.topic == "test/replies").await;
+    assert_eq!(reply.correlation.as_deref(), Some(&b"ptt-1"[..]));
+    assert_eq!(reply.json()["ok"], true, "{}", reply.json());
+    d.wait_for("A keyed by remote PTT", WAIT, |d| d.line("a-ptt") == Some(true));
+    let keyed_at = std::time::Instant::now();
+    d.wait_for("A released at the maximum duration", WAIT, |d| d.line("a-ptt") == Some(false));
+    let held = keyed_at.elapsed();
+    assert!(held < Duration::from_millis(3500), "remote PTT held {held:?} for a 1 s maximum (+ hang)");
+
+    // Remote PTT released explicitly.
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#).await;
+    d.wait_for("A released on request", WAIT, |d| d.line("a-ptt") == Some(false));
+
+    // Errors: unknown port, unsupported command; nothing changes.
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#).await;
+    let e1 = probe.wait_after(mark, "unknown port reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "e1").await;
+    assert_eq!(e1.json()["ok"], false);
+    assert_eq!(e1.json()["error"]["code"], "not_found", "{}", e1.json());
+
+    // get_config: the running config as JSON.
+    probe.publish("roipd/mqtt-box/cmd/get_config", r#"{"request_id":"c1"}"#).await;
+    let c1 = probe.wait_after(mark, "get_config reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "c1").await;
+    assert_eq!(c1.json()["ok"], true, "{}", c1.json());
+    assert_eq!(c1.json()["result"]["device_id"], "mqtt-box", "{}", c1.json());
+
+    // A clean stop publishes a retained offline status (no last will needed).
+    let mark = probe.mark();
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+    probe.wait_after(mark, "offline status", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == false).await;
+    drop(broker);
+}
