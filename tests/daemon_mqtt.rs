@@ -122,10 +122,14 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     assert_eq!(c1.json()["ok"], true, "{}", c1.json());
     assert_eq!(c1.json()["result"]["device_id"], "mqtt-box", "{}", c1.json());
 
-    // A clean stop publishes a retained offline status (no last will needed).
+    // A clean stop, with A keyed by a remote PTT: PTT released, and a retained offline
+    // status (no last will needed).
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p4","port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+    assert_eq!(d.line("a-ptt"), Some(false), "remote PTT released by the shutdown");
     probe.wait_after(mark, "offline status", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == false).await;
     drop(broker);
 }
