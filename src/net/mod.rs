@@ -6,6 +6,9 @@
 //! nothing. Floor decisions are the channel router's (`crate::core::routing`), which talks to
 //! the net layer only through the message types below.
 
+pub mod protocol;
+pub mod rtp;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};

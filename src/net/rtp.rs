@@ -1,0 +1,196 @@
+//! Outgoing RTP numbering for one track whose packets come from successive talkers.
+//!
+//! A channel's track to a peer carries whoever holds the floor: each talker has its own
+//! sequence numbers and timestamps, but the receiver sees one SSRC and wants one continuous
+//! stream. [`Restamper`] keeps the current talker's spacing (so loss, reordering and DTX gaps
+//! stay visible to the far jitter buffer) and re-bases at every talk-spurt start or
+//! discontinuity: the sequence continues at +1 and the timestamp advances by the wall-clock
+//! time since the last packet (at least one packet's length), so the far end hears the pause
+//! as a pause and timestamps never run backwards. Pure: `now` comes in.
+
+use std::time::Instant;
+
+use crate::codec::{packet_samples, SAMPLE_RATE};
+use crate::pipeline::MediaPacket;
+
+/// Packets this far behind the newest are still treated as reordered, not a new source.
+const MAX_REORDER: i32 = 100;
+/// A forward sequence jump beyond this is a new source, not loss.
+const MAX_GAP: i32 = 1_000;
+/// Timestamp deltas outside this window (samples) are a new source.
+const MAX_TS_BACK: i64 = 2 * SAMPLE_RATE as i64;
+const MAX_TS_AHEAD: i64 = 10 * SAMPLE_RATE as i64;
+/// Assumed length when a payload has no readable Opus TOC.
+const DEFAULT_SAMPLES: u32 = 960;
+
+/// RTP fields to send one packet with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Extended sequence number (str0m carries the rollover count for SRTP).
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    last_in_seq: u16,
+    last_in_ts: u32,
+    last_out_seq: u64,
+    last_out_ts: u32,
+    /// out timestamp − in timestamp for the current source.
+    ts_offset: u32,
+    last_samples: u32,
+    last_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub struct Restamper {
+    first_seq: u64,
+    first_ts: u32,
+    cur: Option<Current>,
+}
+
+impl Restamper {
+    /// `first_seq`/`first_ts` should be random (RFC 3550); the sequence starts low enough that
+    /// the SRTP rollover counter begins at 0 without any signaling.
+    pub fn new(first_seq: u16, first_ts: u32) -> Self {
+        Self { first_seq: u64::from(first_seq.clamp(MAX_REORDER as u16 + 1, 30_000)), first_ts, cur: None }
+    }
+
+    /// The stamp for `packet`, or `None` for a duplicate of the newest packet.
+    pub fn stamp(&mut self, now: Instant, packet: &MediaPacket) -> Option<Stamp> {
+        let samples = packet_samples(&packet.payload).map_or(DEFAULT_SAMPLES, |n| n as u32);
+        let Some(cur) = &mut self.cur else {
+            self.cur = Some(Current {
+                last_in_seq: packet.seq,
+                last_in_ts: packet.timestamp,
+                last_out_seq: self.first_seq,
+                last_out_ts: self.first_ts,
+                ts_offset: self.first_ts.wrapping_sub(packet.timestamp),
+                last_samples: samples,
+                last_at: now,
+            });
+            return Some(Stamp { seq: self.first_seq, timestamp: self.first_ts, marker: true });
+        };
+        let dseq = i32::from(packet.seq.wrapping_sub(cur.last_in_seq) as i16);
+        let dts = i64::from(packet.timestamp.wrapping_sub(cur.last_in_ts) as i32);
+        if dseq == 0 && dts == 0 {
+            return None;
+        }
+        let continuous = !packet.marker
+            && dseq != 0
+            && (-MAX_REORDER..=MAX_GAP).contains(&dseq)
+            && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
+        if continuous {
+            let seq = cur.last_out_seq.saturating_add_signed(i64::from(dseq)).max(1);
+            let timestamp = packet.timestamp.wrapping_add(cur.ts_offset);
+            if dseq > 0 {
+                cur.last_in_seq = packet.seq;
+                cur.last_in_ts = packet.timestamp;
+                cur.last_out_seq = seq;
+                cur.last_out_ts = timestamp;
+                cur.last_samples = samples;
+                cur.last_at = now;
+            }
+            return Some(Stamp { seq, timestamp, marker: false });
+        }
+        // New talker or new talk-spurt: continue the outgoing stream where it left off.
+        let elapsed = now.saturating_duration_since(cur.last_at);
+        let elapsed_samples =
+            (elapsed.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000).min(u128::from(u32::MAX / 2)) as u32;
+        let timestamp = cur.last_out_ts.wrapping_add(elapsed_samples.max(cur.last_samples));
+        let seq = cur.last_out_seq + 1;
+        *cur = Current {
+            last_in_seq: packet.seq,
+            last_in_ts: packet.timestamp,
+            last_out_seq: seq,
+            last_out_ts: timestamp,
+            ts_offset: timestamp.wrapping_sub(packet.timestamp),
+            last_samples: samples,
+            last_at: now,
+        };
+        Some(Stamp { seq, timestamp, marker: true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A 20 ms CELT-only packet (TOC config 31, one frame).
+    const P20: [u8; 3] = [31 << 3, 0, 0];
+
+    fn pkt(seq: u16, ts: u32, marker: bool) -> MediaPacket {
+        MediaPacket { seq, timestamp: ts, marker, payload: P20.to_vec() }
+    }
+
+    fn ms(t0: Instant, n: u64) -> Instant {
+        t0 + Duration::from_millis(n)
+    }
+
+    #[test]
+    fn one_talker_keeps_its_spacing_gaps_and_reordering() {
+        let t0 = Instant::now();
+        let mut r = Restamper::new(1000, 5000);
+        let a = r.stamp(t0, &pkt(65534, 4_294_966_336, true)).unwrap();
+        assert_eq!(a, Stamp { seq: 1000, timestamp: 5000, marker: true });
+        // Wraps in both fields, a lost packet (seq 1), and a late one.
+        let b = r.stamp(ms(t0, 20), &pkt(65535, 0, false)).unwrap();
+        let c = r.stamp(ms(t0, 40), &pkt(0, 960, false)).unwrap();
+        let d = r.stamp(ms(t0, 80), &pkt(2, 2880, false)).unwrap();
+        let late = r.stamp(ms(t0, 85), &pkt(1, 1920, false)).unwrap();
+        assert_eq!([b.seq, c.seq, d.seq, late.seq], [1001, 1002, 1004, 1003]);
+        assert_eq!([b.timestamp, c.timestamp, d.timestamp, late.timestamp], [5960, 6920, 8840, 7880]);
+        assert!(![b, c, d, late].iter().any(|s| s.marker));
+        assert_eq!(r.stamp(ms(t0, 90), &pkt(2, 2880, false)), None, "duplicate dropped");
+    }
+
+    #[test]
+    fn a_new_talker_continues_the_stream_with_the_pause_in_the_timestamps() {
+        let t0 = Instant::now();
+        let mut r = Restamper::new(1000, 0);
+        for i in 0..10u16 {
+            r.stamp(ms(t0, 20 * u64::from(i)), &pkt(100 + i, 96_000 + 960 * u32::from(i), i == 0));
+        }
+        // Last packet at 180 ms, out ts 8640. The next talker starts 500 ms later, far away
+        // in both numbering spaces, without a marker (lost first packet).
+        let s = r.stamp(ms(t0, 680), &pkt(40_000, 7, false)).unwrap();
+        assert_eq!(s, Stamp { seq: 1010, timestamp: 8640 + 24_000, marker: true });
+        let s2 = r.stamp(ms(t0, 700), &pkt(40_001, 967, false)).unwrap();
+        assert_eq!(s2, Stamp { seq: 1011, timestamp: 8640 + 24_000 + 960, marker: false });
+    }
+
+    #[test]
+    fn a_marker_rebases_even_from_the_same_talker_and_time_never_runs_back() {
+        let t0 = Instant::now();
+        let mut r = Restamper::new(1000, 0);
+        r.stamp(t0, &pkt(10, 1000, true));
+        // Back-to-back talk-spurt (no wall-clock gap): still one packet length ahead.
+        let s = r.stamp(t0, &pkt(11, 1000u32.wrapping_sub(48_000), true)).unwrap();
+        assert_eq!(s, Stamp { seq: 1001, timestamp: 960, marker: true });
+    }
+
+    #[test]
+    fn sequence_starts_low_enough_for_srtp_and_high_enough_for_reordering() {
+        assert_eq!(Restamper::new(65_000, 0).first_seq, 30_000);
+        assert_eq!(Restamper::new(0, 0).first_seq, 101);
+        let t0 = Instant::now();
+        let mut r = Restamper::new(0, 0);
+        r.stamp(t0, &pkt(500, 0, true));
+        let s = r.stamp(t0, &pkt(400, 0, false)).unwrap();
+        assert_eq!(s.seq, 1, "reordered before the first packet stays positive");
+    }
+
+    #[test]
+    fn garbage_payloads_do_not_panic() {
+        let t0 = Instant::now();
+        let mut r = Restamper::new(7, 7);
+        for (i, p) in [vec![], vec![0xff], vec![3], vec![0xff, 0xff]].into_iter().enumerate() {
+            let packet = MediaPacket { seq: i as u16, timestamp: 0, marker: false, payload: p };
+            r.stamp(ms(t0, i as u64), &packet);
+        }
+    }
+}
