@@ -6,8 +6,13 @@
 //! nothing. Floor decisions are the channel router's (`crate::core::routing`), which talks to
 //! the net layer only through the message types below.
 
+pub mod addrs;
+pub mod hub;
 pub mod protocol;
+mod rtc;
 pub mod rtp;
+
+pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -88,4 +93,16 @@ pub enum UplinkEvent {
     Down { reason: String },
     Floor { channel: String, member: Option<ParticipantId>, msg: ToParticipant, holder_name: Option<String> },
     Media { channel: String, packet: MediaPacket },
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    #[error("binding the {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("hub configuration: {0}")]
+    Config(String),
+    #[error("crypto: {0}")]
+    Crypto(String),
 }

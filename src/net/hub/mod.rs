@@ -1,0 +1,303 @@
+//! The hub: hosts this box's channels for browsers and other roipd boxes.
+//!
+//! - HTTP on `listen` (axum): `/ws` signaling (`docs/signaling.md`), `/healthz`, and the web
+//!   console (`/`, `/app.js`, `/style.css`, also under `/console/`), embedded in the binary.
+//! - Media: one UDP socket for every peer, owned by one task ([`media`]) with all the str0m
+//!   `Rtc`s. The hub is ICE-lite: it has a known address, answers checks and never sends its own,
+//!   so it needs no candidates from peers (NATed browsers reach it through their
+//!   peer-reflexive address), and each answer carries the hub's host candidates.
+//! - One task per WebSocket ([`session`]).
+//!
+//! The hub decides nothing about floors or forwarding: it reports [`HubEvent`]s to the channel
+//! router and carries out the [`ToPeer`](super::ToPeer) messages the router sends back.
+
+mod auth;
+mod media;
+mod session;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use self::auth::Auth;
+use self::media::{MediaCmd, MediaLoop};
+use super::addrs::interface_addrs;
+use super::protocol::MAX_MESSAGE_BYTES;
+use super::{HubEvent, NetError};
+use crate::config::HubConfig;
+
+/// One access token: its secret (already read from its file) and what it may do.
+#[derive(Clone)]
+pub struct HubToken {
+    pub name: String,
+    /// Compared in constant time; surrounding whitespace (a file's newline) is ignored.
+    pub secret: String,
+    /// Channel names, or `"*"` for every channel.
+    pub channels: Vec<String>,
+    /// Priorities asked for in hello are capped at this.
+    pub max_priority: Option<u8>,
+}
+
+impl fmt::Debug for HubToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubToken")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .field("channels", &self.channels)
+            .field("max_priority", &self.max_priority)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubChannel {
+    pub name: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// HTTP/WebSocket address. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// UDP media port on the listen address. `None`: the same number as the bound HTTP port;
+    /// `Some(0)`: any free port.
+    pub media_port: Option<u16>,
+    pub tokens: Vec<HubToken>,
+    pub channels: Vec<HubChannel>,
+    /// Addresses advertised as ICE host candidates (e.g. a public or NATed address). Empty:
+    /// the listen address, or every interface address when listening on a wildcard.
+    pub candidates: Vec<IpAddr>,
+    /// A session that sends nothing for this long is closed (clients ping every 10 s).
+    pub idle_timeout: Duration,
+    /// Time to send hello after connecting.
+    pub hello_timeout: Duration,
+    /// Time the channel router has to answer `Joined`.
+    pub join_timeout: Duration,
+    /// WebSocket sessions at once; more get HTTP 503.
+    pub max_sessions: usize,
+}
+
+impl HubOptions {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            media_port: None,
+            tokens: Vec::new(),
+            channels: Vec::new(),
+            candidates: Vec::new(),
+            idle_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(5),
+            max_sessions: 256,
+        }
+    }
+
+    /// From the `[hub]` config section: reads every token's `secret_file`.
+    pub fn from_config(config: &HubConfig, channels: Vec<HubChannel>) -> Result<Self, NetError> {
+        let listen =
+            config.listen.parse().map_err(|e| NetError::Config(format!("hub.listen {:?}: {e}", config.listen)))?;
+        let mut options = Self::new(listen);
+        options.media_port = config.media_port;
+        options.channels = channels;
+        for (name, t) in &config.token {
+            let secret = std::fs::read_to_string(&t.secret_file)
+                .map_err(|e| NetError::Config(format!("hub.token.{name}: reading {}: {e}", t.secret_file)))?;
+            options.tokens.push(HubToken {
+                name: name.clone(),
+                secret,
+                channels: t.channels.clone(),
+                max_priority: t.max_priority,
+            });
+        }
+        Ok(options)
+    }
+}
+
+/// A running hub. Stop it with the `CancellationToken` given to [`serve`], then
+/// [`HubHandle::stopped`] waits until every task has finished.
+#[derive(Debug)]
+pub struct HubHandle {
+    http_addr: SocketAddr,
+    media_addr: SocketAddr,
+    candidates: Vec<IpAddr>,
+    tasks: TaskTracker,
+}
+
+impl HubHandle {
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
+    }
+
+    /// The addresses put into answers as host candidates.
+    pub fn candidates(&self) -> &[IpAddr] {
+        &self.candidates
+    }
+
+    pub async fn stopped(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// What every session shares.
+struct Shared {
+    auth: Auth,
+    events: mpsc::UnboundedSender<HubEvent>,
+    media: mpsc::UnboundedSender<MediaCmd>,
+    cancel: CancellationToken,
+    next_peer: AtomicU64,
+    idle_timeout: Duration,
+    hello_timeout: Duration,
+    join_timeout: Duration,
+    sessions: Arc<Semaphore>,
+    tasks: TaskTracker,
+}
+
+/// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
+/// so the caller can report "signaling ready".
+pub async fn serve(
+    options: HubOptions,
+    events: mpsc::UnboundedSender<HubEvent>,
+    cancel: CancellationToken,
+) -> Result<HubHandle, NetError> {
+    let auth = Auth::new(&options.tokens, &options.channels).map_err(NetError::Config)?;
+    if options.tokens.is_empty() {
+        warn!("hub has no tokens: nobody can join");
+    }
+    let listener = TcpListener::bind(options.listen).await.map_err(|source| NetError::Bind {
+        what: "hub HTTP listener",
+        addr: options.listen,
+        source,
+    })?;
+    let http_addr = listener.local_addr().map_err(|source| NetError::Bind {
+        what: "hub HTTP listener",
+        addr: options.listen,
+        source,
+    })?;
+    let media_want = SocketAddr::new(options.listen.ip(), options.media_port.unwrap_or(http_addr.port()));
+    let udp = UdpSocket::bind(media_want).await.map_err(|source| NetError::Bind {
+        what: "hub media socket",
+        addr: media_want,
+        source,
+    })?;
+    let media_addr =
+        udp.local_addr().map_err(|source| NetError::Bind { what: "hub media socket", addr: media_want, source })?;
+
+    let candidates = if !options.candidates.is_empty() {
+        options.candidates.clone()
+    } else if !media_addr.ip().is_unspecified() {
+        vec![media_addr.ip()]
+    } else {
+        interface_addrs(media_addr.is_ipv6())
+    };
+    if candidates.is_empty() {
+        return Err(NetError::Config("no address to advertise for media: set the hub's candidates".into()));
+    }
+    // One certificate for every peer connection: generated once, not per offer.
+    let cert = super::rtc::crypto()
+        .dtls_provider
+        .generate_certificate()
+        .ok_or_else(|| NetError::Crypto("cannot generate a DTLS certificate".into()))?;
+
+    let tasks = TaskTracker::new();
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let media = MediaLoop::new(udp, candidates.clone(), cert, events.clone());
+    tasks.spawn(media.run(media_rx, cancel.clone()));
+
+    let shared = Arc::new(Shared {
+        auth,
+        events,
+        media: media_tx,
+        cancel: cancel.clone(),
+        next_peer: AtomicU64::new(1),
+        idle_timeout: options.idle_timeout,
+        hello_timeout: options.hello_timeout,
+        join_timeout: options.join_timeout,
+        sessions: Arc::new(Semaphore::new(options.max_sessions.max(1))),
+        tasks: tasks.clone(),
+    });
+    let app = Router::new()
+        .route("/ws", get(ws))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/console", get(index))
+        .route("/console/", get(index))
+        .route("/console/index.html", get(index))
+        .route("/app.js", get(app_js))
+        .route("/console/app.js", get(app_js))
+        .route("/style.css", get(style_css))
+        .route("/console/style.css", get(style_css))
+        .with_state(shared);
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    tasks.spawn(async move {
+        if let Err(e) = server.await {
+            warn!(error = %e, "hub HTTP server stopped");
+        }
+    });
+    info!(http = %http_addr, media = %media_addr, ?candidates, "hub listening");
+    Ok(HubHandle { http_addr, media_addr, candidates, tasks })
+}
+
+async fn ws(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
+    };
+    let tasks = shared.tasks.clone();
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| tasks.track_future(session::run(socket, shared, remote, permit)))
+}
+
+// The console is the web engineer's (web/console/); the binary carries it.
+const INDEX_HTML: &str = include_str!("../../../web/console/index.html");
+const APP_JS: &str = include_str!("../../../web/console/app.js");
+const STYLE_CSS: &str = include_str!("../../../web/console/style.css");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Small, and must follow the binary on upgrade.
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> Response {
+    asset("text/css; charset=utf-8", STYLE_CSS)
+}

@@ -1,0 +1,382 @@
+//! One WebSocket session: hello → admission → `Joined` → welcome, then offers, floor messages
+//! and keepalives in, router messages out, until the socket closes, goes idle, its media fails
+//! or the hub stops. A peer that was reported `Joined` is reported `Left` exactly once.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::{timeout, Instant};
+use tracing::{debug, info, Instrument};
+
+use super::media::{MediaCmd, MediaNote};
+use super::Shared;
+use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
+use crate::net::protocol::{
+    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, Ports, Roster,
+    ServerMessage, Welcome, WelcomeMember,
+};
+use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
+
+/// A stuck client (full TCP window) must not hold its session forever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// str0m answers in microseconds; this only guards against a stopped media task.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn run(socket: WebSocket, shared: Arc<Shared>, remote: SocketAddr, _permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!("hub session", %remote, peer = tracing::field::Empty);
+    async move {
+        let mut ws = Ws { socket };
+        let Some(session) = join(&mut ws, &shared).await else { return };
+        let peer = session.peer;
+        session.serve(&mut ws).await;
+        leave(&shared, peer);
+    }
+    .instrument(span)
+    .await
+}
+
+/// The session's one `Left`: through the media task (so it follows the peer's last media),
+/// or directly when that task has stopped.
+fn leave(shared: &Shared, peer: PeerId) {
+    if shared.media.send(MediaCmd::Leave { peer }).is_err() {
+        let _ = shared.events.send(HubEvent::Left { peer });
+    }
+}
+
+struct Ws {
+    socket: WebSocket,
+}
+
+enum Incoming {
+    Text(String),
+    Binary,
+    /// Ping/pong frames: the peer is alive.
+    Alive,
+    Closed,
+}
+
+impl Ws {
+    async fn recv(&mut self) -> Incoming {
+        match self.socket.recv().await {
+            Some(Ok(Message::Text(t))) => Incoming::Text(t.as_str().to_owned()),
+            Some(Ok(Message::Binary(_))) => Incoming::Binary,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Alive,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Incoming::Closed,
+        }
+    }
+
+    async fn send(&mut self, msg: &ServerMessage) -> bool {
+        matches!(timeout(SEND_TIMEOUT, self.socket.send(Message::Text(msg.to_json().into()))).await, Ok(Ok(())))
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        // Close reasons are limited to 123 bytes.
+        let mut end = reason.len().min(120);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let frame = CloseFrame { code, reason: reason[..end].into() };
+        let _ = timeout(SEND_TIMEOUT, self.socket.send(Message::Close(Some(frame)))).await;
+    }
+
+    /// An `error` message, then the close code that goes with it.
+    async fn fail(&mut self, code: ErrorCode, message: &str) {
+        debug!(code = code.as_str(), message, "closing session");
+        if self.send(&ServerMessage::error(code, message)).await {
+            self.close(code.close_code(), message).await;
+        }
+    }
+}
+
+struct Member {
+    id: ParticipantId,
+    request: MemberRequest,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    peer: PeerId,
+    members: Vec<Member>,
+    channels: Vec<String>,
+    to_peer: mpsc::UnboundedReceiver<ToPeer>,
+    notes_tx: mpsc::UnboundedSender<MediaNote>,
+    notes: mpsc::UnboundedReceiver<MediaNote>,
+    last_rx: Instant,
+}
+
+/// Hello, admission, `Joined` and welcome. `None`: the session is over (and if it was
+/// reported `Joined`, it has been reported `Left`).
+async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
+    let first = loop {
+        match timeout(shared.hello_timeout, ws.recv()).await {
+            Err(_) => {
+                ws.fail(ErrorCode::Timeout, "no hello").await;
+                return None;
+            }
+            Ok(Incoming::Alive) => continue,
+            Ok(Incoming::Closed) => return None,
+            Ok(Incoming::Binary) => {
+                ws.fail(ErrorCode::BadRequest, "binary frames are not part of the protocol; expected hello").await;
+                return None;
+            }
+            Ok(Incoming::Text(t)) => break t,
+        }
+    };
+    let hello = match parse_client(&first) {
+        Ok(ClientMessage::Hello(h)) => h,
+        Ok(_) => {
+            ws.fail(ErrorCode::BadRequest, "the first message must be hello").await;
+            return None;
+        }
+        Err(e) => {
+            ws.fail(ErrorCode::BadRequest, &e.to_string()).await;
+            return None;
+        }
+    };
+    let admitted = match shared.auth.admit(&hello) {
+        Ok(a) => a,
+        Err((code, message)) => {
+            info!(code = code.as_str(), name = %hello.name, "peer refused");
+            ws.fail(code, &message).await;
+            return None;
+        }
+    };
+
+    let peer = shared.next_peer.fetch_add(1, Ordering::Relaxed);
+    tracing::Span::current().record("peer", peer);
+    let (to_tx, mut to_peer) = mpsc::unbounded_channel();
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let joined = HubEvent::Joined {
+        peer,
+        name: hello.name.clone(),
+        members: admitted.members.clone(),
+        to_peer: to_tx,
+        reply: reply_tx,
+    };
+    if shared.events.send(joined).is_err() {
+        ws.fail(ErrorCode::Unavailable, "the hub is stopping").await;
+        return None;
+    }
+    // From here on the router knows the peer: every way out reports `Left`.
+    let reply: Result<Vec<ParticipantId>, String> = tokio::select! {
+        r = timeout(shared.join_timeout, reply_rx) => match r {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err("the hub is stopping".to_owned()),
+            Err(_) => Err("the channel router did not answer".to_owned()),
+        },
+        _ = shared.cancel.cancelled() => Err("the hub is stopping".to_owned()),
+    };
+    let n = admitted.members.len();
+    let ids = match reply {
+        Ok(ids) if ids.len() == n => ids,
+        other => {
+            let refusal = match other {
+                Ok(ids) => format!("router answered {} ids for {n} members", ids.len()),
+                Err(reason) => reason,
+            };
+            info!(%refusal, "join refused");
+            ws.fail(ErrorCode::Unavailable, &refusal).await;
+            leave(shared, peer);
+            return None;
+        }
+    };
+    let members: Vec<Member> =
+        admitted.members.into_iter().zip(ids).map(|(request, id)| Member { id, request }).collect();
+    let mut channels: Vec<String> = Vec::new();
+    for m in &members {
+        if !channels.contains(&m.request.channel) {
+            channels.push(m.request.channel.clone());
+        }
+    }
+    // Messages the router queued while answering (a busy channel's `taken`) tell welcome who
+    // talks now; they are still delivered after it.
+    let mut pending = VecDeque::new();
+    while let Ok(m) = to_peer.try_recv() {
+        pending.push_back(m);
+    }
+    let welcome = welcome(peer, &members, &admitted.visible, shared, &pending);
+    if !ws.send(&welcome).await {
+        leave(shared, peer);
+        return None;
+    }
+    info!(name = %hello.name, token = %admitted.token, members = members.len(), "peer joined");
+    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let mut session =
+        Session { shared: shared.clone(), peer, members, channels, to_peer, notes_tx, notes, last_rx: Instant::now() };
+    for m in pending {
+        if !session.router_message(ws, m).await {
+            leave(shared, peer);
+            return None;
+        }
+    }
+    Some(session)
+}
+
+fn welcome(
+    peer: PeerId,
+    members: &[Member],
+    visible: &[usize],
+    shared: &Shared,
+    pending: &VecDeque<ToPeer>,
+) -> ServerMessage {
+    let mut holders: HashMap<&str, Option<Holder>> = HashMap::new();
+    for m in pending {
+        if let ToPeer::Floor { channel, member: None, msg, holder_name } = m {
+            match msg {
+                ToParticipant::Taken { holder, .. } => {
+                    let name = holder_name.clone().unwrap_or_default();
+                    holders.insert(channel, Some(Holder { id: holder.0, name }));
+                }
+                ToParticipant::Idle => {
+                    holders.insert(channel, None);
+                }
+                _ => {}
+            }
+        }
+    }
+    let all = shared.auth.channels();
+    ServerMessage::Welcome(Welcome {
+        peer,
+        members: members
+            .iter()
+            .map(|m| WelcomeMember { key: m.request.key.clone(), channel: m.request.channel.clone(), id: m.id.0 })
+            .collect(),
+        channels: visible
+            .iter()
+            .map(|&i| ChannelInfo {
+                name: all[i].name.clone(),
+                label: all[i].label.clone(),
+                holder: holders.get(all[i].name.as_str()).cloned().flatten(),
+            })
+            .collect(),
+    })
+}
+
+enum Step {
+    Stop,
+    Ws(Incoming),
+    Router(Option<ToPeer>),
+    Note(Option<MediaNote>),
+    Idle,
+}
+
+impl Session {
+    async fn serve(mut self, ws: &mut Ws) {
+        let cancel = self.shared.cancel.clone();
+        loop {
+            let idle_at = self.last_rx + self.shared.idle_timeout;
+            let step = tokio::select! {
+                _ = cancel.cancelled() => Step::Stop,
+                m = ws.recv() => Step::Ws(m),
+                m = self.to_peer.recv() => Step::Router(m),
+                n = self.notes.recv() => Step::Note(n),
+                _ = tokio::time::sleep_until(idle_at) => Step::Idle,
+            };
+            let go_on = match step {
+                Step::Stop => {
+                    ws.close(1001, "hub stopping").await;
+                    false
+                }
+                Step::Ws(m) => {
+                    self.last_rx = Instant::now();
+                    self.incoming(ws, m).await
+                }
+                Step::Router(Some(m)) => self.router_message(ws, m).await,
+                Step::Router(None) => {
+                    ws.fail(ErrorCode::Unavailable, "the channel router stopped").await;
+                    false
+                }
+                Step::Note(Some(MediaNote::Connected)) => {
+                    info!("media connected");
+                    true
+                }
+                Step::Note(Some(MediaNote::Failed(reason))) => {
+                    ws.fail(ErrorCode::MediaFailed, &reason).await;
+                    false
+                }
+                Step::Note(None) => true,
+                Step::Idle => {
+                    let secs = self.shared.idle_timeout.as_secs_f32();
+                    ws.fail(ErrorCode::Timeout, &format!("nothing received for {secs} s")).await;
+                    false
+                }
+            };
+            if !go_on {
+                return;
+            }
+        }
+    }
+
+    /// One frame from the peer; false ends the session. Bad messages get an error and the
+    /// session stays up.
+    async fn incoming(&mut self, ws: &mut Ws, m: Incoming) -> bool {
+        let text = match m {
+            Incoming::Closed => return false,
+            Incoming::Alive => return true,
+            Incoming::Binary => return ws.send(&bad("binary frames are not part of the protocol")).await,
+            Incoming::Text(t) => t,
+        };
+        let reply = match parse_client(&text) {
+            Err(e) => bad(e.to_string()),
+            Ok(ClientMessage::Ping) => ServerMessage::Pong,
+            Ok(ClientMessage::Hello(_)) => bad("already joined"),
+            Ok(ClientMessage::Floor(f)) => {
+                let Some(m) = self.members.iter().find(|m| m.id.0 == f.id) else {
+                    return ws.send(&bad(format!("member {} is not yours", f.id))).await;
+                };
+                let msg = match f.action {
+                    Action::Request => ToArbiter::Request { priority: m.request.priority },
+                    Action::Release => ToArbiter::Release,
+                };
+                let _ = self.shared.events.send(HubEvent::Floor { peer: self.peer, member: m.id, msg });
+                return true;
+            }
+            Ok(ClientMessage::Offer(offer)) => {
+                let joined: Vec<&str> = self.channels.iter().map(String::as_str).collect();
+                match protocol::validate_offer(&offer, &joined) {
+                    Err(e) => bad(e.to_string()),
+                    Ok(mids) => match self.offer(offer.sdp, mids).await {
+                        Ok(sdp) => ServerMessage::Answer(Answer { sdp }),
+                        Err(e) => bad(e),
+                    },
+                }
+            }
+        };
+        ws.send(&reply).await
+    }
+
+    async fn offer(&self, sdp: String, mids: Vec<(String, String)>) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        let cmd = MediaCmd::Offer { peer: self.peer, sdp, mids, notes: self.notes_tx.clone(), reply };
+        self.shared.media.send(cmd).map_err(|_| "media is stopped".to_owned())?;
+        match timeout(OFFER_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err("media did not answer".to_owned()),
+        }
+    }
+
+    /// One message from the router; false ends the session.
+    async fn router_message(&mut self, ws: &mut Ws, m: ToPeer) -> bool {
+        let msg = match m {
+            ToPeer::Media { channel, packet } => {
+                let _ = self.shared.media.send(MediaCmd::Write { peer: self.peer, channel, packet });
+                return true;
+            }
+            ToPeer::Floor { channel, member, msg, holder_name } => {
+                ServerMessage::Floor(FloorEvent::from_router(&channel, member, &msg, holder_name.as_deref()))
+            }
+            ToPeer::Roster { channel, members } => ServerMessage::Roster(Roster { channel, members }),
+            ToPeer::Ports { ports } => ServerMessage::Ports(Ports { ports }),
+        };
+        ws.send(&msg).await
+    }
+}
+
+fn bad(message: impl Into<String>) -> ServerMessage {
+    ServerMessage::error(ErrorCode::BadRequest, message)
+}
