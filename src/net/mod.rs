@@ -11,8 +11,10 @@ pub mod hub;
 pub mod protocol;
 mod rtc;
 pub mod rtp;
+pub mod uplink;
 
 pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken};
+pub use uplink::{start as start_uplink, UplinkHandle, UplinkOptions};
 
 use tokio::sync::{mpsc, oneshot};
 
