@@ -755,3 +755,90 @@ a=rtpmap:110 telephone-event/48000\r\n\
 a=rtpmap:126 telephone-event/8000\r\n\
 a=ssrc:1299346111 cname:8b1Kq3vFoo\r\n\
 a=ssrc:1299346111 msid:- 0b7e4d2a-1c3f-4e5a-8b6c-7d8e9f0a1b02\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_hub_closes_every_session_at_once() {
+    let hub = hub().await;
+    let mut quiet = raw(&hub).await; // connected, no hello yet
+    let mut joined = raw(&hub).await;
+    let peer = hello(&mut joined, ALL, json!([{"key":"console","channel":"ops"}])).await["peer"].as_u64().unwrap();
+    let mut edge = Edge::start(&hub.ws_url(), ALL, "edge", vec![member("radio1", "fire")]);
+    edge.up().await;
+    let log = hub.log.clone();
+    let t = Instant::now();
+    hub.stop().await;
+    println!("hub stopped in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(closed(&mut quiet).await, 1001);
+    assert_eq!(closed(&mut joined).await, 1001);
+    edge.wait("Down", |e| matches!(e, UplinkEvent::Down { .. }).then_some(())).await;
+    assert_eq!(log.lock().unwrap().left.iter().filter(|&&p| p == peer).count(), 1);
+    edge.stop().await;
+}
+
+/// A peer whose media goes silent after connecting (its str0m client is gone, its WebSocket is
+/// not): the ICE-lite hub notices when connectivity checks stop (15 s), says `media_failed`,
+/// closes the socket with 4010 and reports `Left` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_ice_dies_leaves_once() {
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::{Protocol, Receive};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
+
+    let hub = hub().await;
+    let mut ws = raw(&hub).await;
+    let peer = hello(&mut ws, ALL, json!([{"key":"console","channel":"ops"}])).await["peer"].as_u64().unwrap();
+
+    let sock = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let local = sock.local_addr().unwrap();
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+    let mut change = rtc.sdp_api();
+    let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    send(&mut ws, json!({"type":"offer","sdp":offer.to_sdp_string(),"mids":{mid.to_string():"ops"}})).await;
+    let answer = recv(&mut ws).await;
+    let answer = SdpAnswer::from_sdp_string(answer["sdp"].as_str().expect("an answer")).unwrap();
+    rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    let mut buf = vec![0u8; 2000];
+    let connected_by = Instant::now() + T;
+    'connect: loop {
+        assert!(Instant::now() < connected_by, "client never connected");
+        let deadline = loop {
+            match rtc.poll_output().unwrap() {
+                Output::Transmit(t) => {
+                    sock.send_to(&t.contents, t.destination).await.unwrap();
+                }
+                Output::Event(Event::Connected) => break 'connect,
+                Output::Event(_) => {}
+                Output::Timeout(t) => break t,
+            }
+        };
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let (n, source) = r.unwrap();
+                let input = Receive::new(Protocol::Udp, source, local, &buf[..n]).unwrap();
+                rtc.handle_input(Input::Receive(Instant::now(), input)).unwrap();
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
+        }
+    }
+    drop(rtc); // media goes silent; the signaling socket stays open (and keeps pinging)
+    let silent = Instant::now();
+    let error = loop {
+        send(&mut ws, json!({"type":"ping"})).await;
+        let m = recv(&mut ws).await;
+        if m["type"] == "error" {
+            break m;
+        }
+        assert!(silent.elapsed() < Duration::from_secs(25), "the hub never noticed");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    println!("media_failed after {:?}: {error}", silent.elapsed());
+    assert_eq!(error["code"], "media_failed");
+    assert_eq!(closed(&mut ws).await, 4010);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hub.lefts(peer), 1);
+    hub.stop().await;
+}

@@ -112,8 +112,16 @@ struct Session {
 /// Hello, admission, `Joined` and welcome. `None`: the session is over (and if it was
 /// reported `Joined`, it has been reported `Left`).
 async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
+    let deadline = Instant::now() + shared.hello_timeout;
     let first = loop {
-        match timeout(shared.hello_timeout, ws.recv()).await {
+        let next = tokio::select! {
+            _ = shared.cancel.cancelled() => {
+                ws.close(1001, "hub stopping").await;
+                return None;
+            }
+            m = tokio::time::timeout_at(deadline, ws.recv()) => m,
+        };
+        match next {
             Err(_) => {
                 ws.fail(ErrorCode::Timeout, "no hello").await;
                 return None;
