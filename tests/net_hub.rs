@@ -635,7 +635,9 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
 
 #[tokio::test]
 async fn health_and_console_assets() {
+    let t = Instant::now();
     let hub = hub().await;
+    println!("serve() returned (listener and media socket bound, DTLS certificate made) in {:?}", t.elapsed());
     let addr = hub.handle.http_addr();
     let (status, _, body) = http_get(addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));

@@ -108,3 +108,25 @@ pub enum NetError {
     #[error("crypto: {0}")]
     Crypto(String),
 }
+
+#[cfg(test)]
+mod tests {
+    /// The protocol, the restamper and the admission check stay pure: no runtime, sockets,
+    /// WebRTC stack or clock reads outside their tests.
+    #[test]
+    fn pure_modules_do_no_io() {
+        const FORBIDDEN: &[&str] =
+            &["tokio", "axum", "tungstenite", "str0m", "Instant::now", "SystemTime", "std::fs", "std::net", "std::thread"];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/net");
+        for file in ["protocol.rs", "rtp.rs", "hub/auth.rs"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let production = text.split("#[cfg(test)]").next().unwrap();
+            for (n, line) in production.lines().enumerate() {
+                let code = line.split("//").next().unwrap();
+                for word in FORBIDDEN {
+                    assert!(!code.contains(word), "{file}:{}: `{word}` in a pure module: {}", n + 1, line.trim());
+                }
+            }
+        }
+    }
+}
