@@ -424,6 +424,11 @@ impl Router {
         })
     }
 
+    /// The floor holder of a hosted channel as its arbiter knows it.
+    pub fn holder_participant(&self, channel: ChannelId) -> Option<(ParticipantId, Priority)> {
+        self.arbiters.get(channel)?.as_ref()?.holder()
+    }
+
     /// Current talker of a channel.
     pub fn holder(&self, channel: ChannelId) -> Option<Talker> {
         match self.hosts.get(channel)? {

@@ -34,6 +34,16 @@ pub trait UplinkSink: Send {
     fn media(&self, channel: &str, packet: MediaPacket);
 }
 
+impl UplinkSink for crate::net::UplinkHandle {
+    fn floor(&self, member: ParticipantId, msg: ToArbiter) {
+        // Dropped while the uplink is down; the router already treats it as down then.
+        let _ = crate::net::UplinkHandle::floor(self, member, msg);
+    }
+    fn media(&self, channel: &str, packet: MediaPacket) {
+        let _ = crate::net::UplinkHandle::media(self, channel, packet);
+    }
+}
+
 struct Peer {
     to_peer: mpsc::UnboundedSender<ToPeer>,
 }
@@ -226,6 +236,7 @@ impl ChannelRouter {
                 self.peers.insert(peer, Peer { to_peer });
                 let _ = reply.send(Ok(ids));
                 self.send_ports(peer);
+                self.send_holders(peer);
             }
             HubEvent::Floor { peer, member, msg } => self.router.from_peer(now, peer, member, msg),
             HubEvent::Media { peer, channel, packet } => {
@@ -375,6 +386,21 @@ impl ChannelRouter {
                         let _ = p.to_peer.send(ToPeer::Roster { channel: channel.clone(), members: members.clone() });
                     }
                 }
+            }
+        }
+    }
+
+    /// Who talks on each busy channel, for a peer that just joined.
+    fn send_holders(&self, peer: PeerId) {
+        let Some(p) = self.peers.get(&peer) else { return };
+        for channel in 0..self.channel_names.len() {
+            if let Some((holder, priority)) = self.router.holder_participant(channel) {
+                let _ = p.to_peer.send(ToPeer::Floor {
+                    channel: self.channel_names[channel].clone(),
+                    member: None,
+                    msg: ToParticipant::Taken { holder, priority },
+                    holder_name: self.participant_name(channel, holder),
+                });
             }
         }
     }

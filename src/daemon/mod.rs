@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
+use crate::net;
 use crate::core::keying::Keying;
 use crate::pipeline::MediaPacket;
 use crate::gpio::sim::{SimBank, SimFault};
@@ -172,7 +173,10 @@ pub async fn run(config: Config, source: String) -> ExitCode {
 
     let router =
         channels::ChannelRouter::new(&config, port_inputs, port_audio, reporter.clone(), watchdog.register("channel router"));
-    let links = channels::NetLinks { hub: None, uplink: None };
+    let links = match start_net(&config, &router, &cancel).await {
+        Ok(links) => links,
+        Err(e) => return fatal(&e),
+    };
     tasks.spawn(router.run(channel_rx, links, cancel.clone()));
 
     if let Some(commands) = fleet_commands {
@@ -202,6 +206,37 @@ pub async fn run(config: Config, source: String) -> ExitCode {
     }
     info!("roipd stopped");
     code
+}
+
+/// Start the hub (signaling, console, media) or the uplink client, as configured. The hub is
+/// listening when this returns, so READY to systemd means reachable.
+async fn start_net(
+    config: &Config,
+    router: &channels::ChannelRouter,
+    cancel: &CancellationToken,
+) -> Result<channels::NetLinks, String> {
+    let mut links = channels::NetLinks { hub: None, uplink: None };
+    if let Some(hub) = &config.hub {
+        let channels = config
+            .channel
+            .iter()
+            .map(|(name, c)| net::HubChannel { name: name.clone(), label: c.label.clone().unwrap_or_else(|| name.clone()) })
+            .collect();
+        let options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        net::serve(options, tx, cancel.clone()).await.map_err(|e| format!("hub: {e}"))?;
+        links.hub = Some(rx);
+    }
+    if let Some(uplink) = config.uplink.as_ref().filter(|u| u.kind == config::UplinkKind::Hub) {
+        let token_file = uplink.token_file.as_deref().unwrap_or_default();
+        let token = std::fs::read_to_string(token_file).map_err(|e| format!("uplink.token_file {token_file}: {e}"))?;
+        let options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = net::start_uplink(options, tx, cancel.clone());
+        info!(url = %uplink.url, "uplink to hub starting");
+        links.uplink = Some((Box::new(handle), rx));
+    }
+    Ok(links)
 }
 
 /// Wait for a stop signal or for any task to end (which is never expected while running).
