@@ -22,9 +22,18 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment variables for the daemon.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(config, env, &[])
+    }
+
+    /// Like [`Daemon::start`], with environment variables and files written into the daemon's
+    /// directory first (`{dir}` in the config is that directory).
+    pub fn start_with(config: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            fs::write(dir.path().join(name), content).unwrap();
+        }
         let lines = dir.path().join("lines");
-        let config = config.replace("{lines}", lines.to_str().unwrap());
+        let config = config.replace("{lines}", lines.to_str().unwrap()).replace("{dir}", dir.path().to_str().unwrap());
         let cfg_path = dir.path().join("roipd.toml");
         fs::write(&cfg_path, config).unwrap();
         let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
@@ -110,6 +119,21 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A TCP port that was free a moment ago (for a daemon to listen on).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// RMS level (dBFS) of each 10 ms block of a 48 kHz mono 16-bit WAV, empty if unreadable.
+pub fn wav_blocks_dbfs(path: &Path) -> Vec<f32> {
+    let Ok(mut reader) = hound::WavReader::open(path) else { return Vec::new() };
+    let samples: Vec<f32> = reader.samples::<i16>().filter_map(Result::ok).map(|s| s as f32 / 32768.0).collect();
+    samples
+        .chunks(480)
+        .map(|b| 10.0 * (b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32).max(1e-12).log10())
+        .collect()
 }
 
 pub fn read_level(path: &Path) -> Option<bool> {
