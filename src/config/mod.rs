@@ -67,6 +67,9 @@ fn default_log_level() -> String {
 pub struct GpioConfig {
     #[serde(default)]
     pub sim: SimGpioConfig,
+    /// An LED on the box that the fleet's `identify` command blinks.
+    #[serde(default)]
+    pub status_led: Option<LineConfig>,
 }
 
 /// The simulated backend can mirror its lines to files in a directory so that tests and the

@@ -60,6 +60,7 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
             PortConfig::Desk(desk) => desk_port(&path, desk, &channels, &mut lines, r),
         }
     }
+    lines.extend(config.gpio.status_led.iter().map(|l| ("gpio.status_led".to_string(), l)));
     gpio_lines(lines, r);
 
     if let Some(hub) = &config.hub {

@@ -232,6 +232,45 @@ impl Router {
         Some(targets)
     }
 
+    /// Move a port to another channel hosted here. Its floor on the old channel is released
+    /// (a radio holding it stops talking) and, if it was pressed (COR open), it asks anew on
+    /// the new one. Refused (false) for channels on the uplink or unknown ones.
+    pub fn set_port_channel(&mut self, now: Instant, port: PortId, channel: ChannelId) -> bool {
+        if port >= self.ports.len() || !matches!(self.hosts.get(channel), Some(ChannelHost::Local(_))) {
+            return false;
+        }
+        if self.ports[port].channels.iter().any(|&c| self.is_uplink(c)) {
+            return false;
+        }
+        let mut pressed = false;
+        for m in 0..self.members.len() {
+            if let Some(Member::Local { port: p, channel: old, participant }) = &mut self.members[m] {
+                if *p == port {
+                    let old = *old;
+                    pressed |= participant.is_pressed();
+                    participant.unpress(now);
+                    self.settle(now);
+                    if let Some(a) = self.arbiters[old].as_mut() {
+                        a.leave(now, ParticipantId(m as u64));
+                    }
+                    self.members[m] = None;
+                    self.outputs.push_back(RouterOutput::Roster { channel: old });
+                }
+            }
+        }
+        let id = ParticipantId(self.members.len() as u64);
+        let config = ParticipantConfig { priority: self.ports[port].priority, ..Default::default() };
+        let mut participant = Participant::new(id, config);
+        if pressed {
+            participant.press(now);
+        }
+        self.members.push(Some(Member::Local { port, channel, participant }));
+        self.ports[port].channels = vec![channel];
+        self.outputs.push_back(RouterOutput::Roster { channel });
+        self.settle(now);
+        true
+    }
+
     // ---- hub side: remote peers on hosted channels ----
 
     /// A remote peer's member joins a hosted channel. None when the channel is not hosted here.

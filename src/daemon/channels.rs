@@ -14,7 +14,7 @@ use super::audio_port::PortAudio;
 use super::report::Reporter;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
-use super::{clock, ChannelMsg, PortId};
+use super::{clock, ChannelCommand, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
 use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
 use crate::core::routing::{
@@ -61,6 +61,10 @@ pub struct ChannelRouter {
     /// The channel each port talks on when its COR opens (radios: their only channel).
     talk_channel: Vec<Option<ChannelId>>,
     rx_active: Vec<bool>,
+    /// What the router wants of each radio's transmitter, before channel muting.
+    tx_wanted: Vec<bool>,
+    /// Channels muted on this box's radios (`listen` off).
+    muted: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
     audio: Vec<Option<PortAudio>>,
     peers: HashMap<PeerId, Peer>,
@@ -120,6 +124,8 @@ impl ChannelRouter {
             router: Router::new(channel_hosts(config), specs),
             port_names: config.port.keys().cloned().collect(),
             rx_active: vec![false; ports.len()],
+            tx_wanted: vec![false; ports.len()],
+            muted: vec![false; channel_names.len()],
             channel_names,
             talk_channel,
             ports,
@@ -211,7 +217,52 @@ impl ChannelRouter {
                 let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
                 self.forward(MediaSource::Port(port), channel, &packet);
             }
+            ChannelMsg::Control { command, reply } => {
+                let _ = reply.send(self.control(command));
+            }
         }
+    }
+
+    fn control(&mut self, command: ChannelCommand) -> Result<(), String> {
+        let channel_of = |this: &Self, name: &str| this.channel_index(name).ok_or_else(|| format!("no channel `{name}`"));
+        match command {
+            ChannelCommand::SetChannel { port, channel } => {
+                let c = channel_of(self, &channel)?;
+                let p = self.port_names.iter().position(|n| *n == port).ok_or_else(|| format!("no port `{port}`"))?;
+                if !self.router.set_port_channel(clock::now(), p, c) {
+                    return Err(format!("port `{port}` cannot move: its channels are set by the uplink hub"));
+                }
+                self.talk_channel[p] = Some(c);
+                let _ = self.ports[p].send(PortInput::Channel(channel));
+                self.apply_tx(p);
+                Ok(())
+            }
+            ChannelCommand::Listen { channel, on } => {
+                let c = channel_of(self, &channel)?;
+                self.muted[c] = !on;
+                for p in 0..self.ports.len() {
+                    if self.talk_channel[p] == Some(c) {
+                        self.apply_tx(p);
+                    }
+                }
+                Ok(())
+            }
+            ChannelCommand::Volume { channel, db } => {
+                let c = channel_of(self, &channel)?;
+                for p in (0..self.ports.len()).filter(|&p| self.talk_channel[p] == Some(c)) {
+                    if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
+                        tx.lock().unwrap_or_else(|e| e.into_inner()).set_gain_db(db);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Key a radio when the router wants it and its channel is not muted here.
+    fn apply_tx(&self, port: PortId) {
+        let muted = self.talk_channel[port].is_some_and(|c| self.muted[c]);
+        let _ = self.ports[port].send(PortInput::TxRequest(self.tx_wanted[port] && !muted));
     }
 
     fn hub(&mut self, event: HubEvent) {
@@ -298,6 +349,7 @@ impl ChannelRouter {
         };
         for target in targets {
             match target {
+                MediaTarget::Port(_) if self.muted[channel] => {}
                 MediaTarget::Port(p) => {
                     if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
                         tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
@@ -326,7 +378,8 @@ impl ChannelRouter {
         while let Some(out) = self.router.poll_output() {
             match out {
                 RouterOutput::TxRequest { port, on } => {
-                    let _ = self.ports[port].send(PortInput::TxRequest(on));
+                    self.tx_wanted[port] = on;
+                    self.apply_tx(port);
                 }
                 RouterOutput::Floor { channel, holder } => match self.talker_name(holder) {
                     Some(name) => info!(channel = %self.channel_names[channel], talker = %name, "floor taken"),

@@ -1,21 +1,32 @@
-//! Fleet commands, each validated against this box's ports and answered exactly once.
-//! The fleet module has already checked their shape; here they meet the daemon's state.
+//! Fleet commands, each validated against this box's ports and channels and answered exactly
+//! once. The fleet module has already checked their shape; here they meet the daemon's state.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::radio_port::PortInput;
+use super::{ChannelCommand, ChannelMsg};
+use crate::config::{self, Config};
 use crate::fleet::{redact, Command, CommandError, CommandReceiver, PttAction};
+use crate::gpio::LogicalOutput;
 
 pub struct Control {
     /// Radio ports by name.
     pub radios: HashMap<String, mpsc::UnboundedSender<PortInput>>,
-    /// The configuration as written (None for the demo's built-in one... which is shown too).
+    /// The configuration as written.
     pub source: String,
+    /// Where `reload_config` reads from; None when running a built-in configuration.
+    pub config_path: Option<PathBuf>,
+    pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    /// Ask the supervisor to restart the daemon (with a new configuration, or the same).
+    pub restart: mpsc::UnboundedSender<Option<(Config, String)>>,
+    /// Blinked by `identify`.
+    pub status_led: Option<LogicalOutput>,
 }
 
 impl Control {
@@ -26,11 +37,21 @@ impl Control {
                 next = commands.recv() => match next {
                     Some((command, replier)) => {
                         info!(?command, "fleet command");
-                        let result = self.handle(command);
+                        let after = matches!(command, Command::Restart | Command::ReloadConfig);
+                        let result = self.handle(command).await;
                         if let Err(e) = &result {
                             warn!(error = %e, "fleet command refused");
                         }
+                        let restart = match (&result, after) {
+                            (Ok(_), true) => self.pending_restart(),
+                            _ => None,
+                        };
                         replier.reply(result);
+                        // Reply first, then restart: the answer is queued before the fleet
+                        // client says goodbye.
+                        if let Some(next) = restart {
+                            let _ = self.restart.send(next);
+                        }
                     }
                     None => break,
                 },
@@ -38,11 +59,34 @@ impl Control {
         }
     }
 
+    /// The configuration a successful reload/restart starts with (validated in `handle`).
+    fn pending_restart(&self) -> Option<Option<(Config, String)>> {
+        match &self.config_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).ok()?;
+                let config = config::parse_str(&text, &path.display().to_string()).ok()?;
+                Some(Some((config, text)))
+            }
+            None => Some(None),
+        }
+    }
+
     fn radio(&self, port: &str) -> Result<&mpsc::UnboundedSender<PortInput>, CommandError> {
         self.radios.get(port).ok_or_else(|| CommandError::not_found(format!("no radio port `{port}`")))
     }
 
-    fn handle(&self, command: Command) -> Result<Value, CommandError> {
+    async fn channel(&self, command: ChannelCommand) -> Result<(), CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.to_channel.send(ChannelMsg::Control { command, reply }).map_err(|_| stopping())?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) if reason.starts_with("no ") => Err(CommandError::not_found(reason)),
+            Ok(Err(reason)) => Err(CommandError::rejected(reason)),
+            Err(_) => Err(stopping()),
+        }
+    }
+
+    async fn handle(&self, command: Command) -> Result<Value, CommandError> {
         match command {
             Command::TxInhibit { port, on } => {
                 self.radio(&port)?.send(PortInput::RemoteInhibit(on)).map_err(|_| stopping())?;
@@ -56,6 +100,19 @@ impl Control {
                 self.radio(&port)?.send(PortInput::RemotePtt { on, max }).map_err(|_| stopping())?;
                 Ok(json!({ "port": port, "keyed": on, "max_duration_s": max.as_secs_f64() }))
             }
+            Command::SetChannel { port, channel } => {
+                self.radio(&port)?;
+                self.channel(ChannelCommand::SetChannel { port: port.clone(), channel: channel.clone() }).await?;
+                Ok(json!({ "port": port, "channel": channel }))
+            }
+            Command::Listen { channel, on } => {
+                self.channel(ChannelCommand::Listen { channel: channel.clone(), on }).await?;
+                Ok(json!({ "channel": channel, "listen": on }))
+            }
+            Command::Volume { channel, db } => {
+                self.channel(ChannelCommand::Volume { channel: channel.clone(), db: db as f32 }).await?;
+                Ok(json!({ "channel": channel, "volume_db": db }))
+            }
             Command::GetConfig => {
                 let table: toml::Table =
                     toml::from_str(&self.source).map_err(|e| CommandError::internal(format!("config: {e}")))?;
@@ -63,16 +120,33 @@ impl Control {
                 redact(&mut value);
                 Ok(value)
             }
-            Command::SetChannel { .. }
-            | Command::Listen { .. }
-            | Command::Volume { .. }
-            | Command::Identify { .. }
-            | Command::ReloadConfig
-            | Command::Restart => Err(CommandError::unavailable(format!(
-                "`{}` is not supported by roipd {} yet",
-                command.name(),
-                env!("CARGO_PKG_VERSION")
-            ))),
+            Command::ReloadConfig => {
+                let Some(path) = &self.config_path else {
+                    return Err(CommandError::unavailable("running a built-in configuration: there is no file to reload"));
+                };
+                // Validated before anything stops: a bad file leaves the running box untouched.
+                config::load_file(path).map_err(|errors| {
+                    CommandError::rejected(format!("{} has errors, nothing changed:\n{errors}", path.display()))
+                })?;
+                Ok(json!({ "reloading": path.display().to_string() }))
+            }
+            Command::Restart => Ok(json!({ "restarting": true })),
+            Command::Identify { duration } => {
+                let led = self.status_led.clone().ok_or_else(|| {
+                    CommandError::unavailable("this box has no identify LED (`gpio.status_led` in its config)")
+                })?;
+                tokio::spawn(async move {
+                    let until = tokio::time::Instant::now() + duration;
+                    let mut lit = false;
+                    while tokio::time::Instant::now() < until {
+                        lit = !lit;
+                        let _ = led.set(lit);
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
+                    let _ = led.set(false);
+                });
+                Ok(json!({ "identify_s": duration.as_secs_f64(), "led": self.status_led.as_ref().map(|l| l.name()) }))
+            }
         }
     }
 }

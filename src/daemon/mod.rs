@@ -43,13 +43,25 @@ use safety::PttLine;
 /// Index of a port in the config's port order (the same index the routing core uses).
 pub use crate::core::routing::PortId;
 
-/// Messages from ports to the channel router.
-#[derive(Debug, Clone)]
+/// Messages from ports and fleet commands to the channel router.
+#[derive(Debug)]
 pub enum ChannelMsg {
     /// A radio's receiver opened or closed (debounced, kerchunk-filtered).
     RxActive { port: PortId, active: bool },
     /// An encoded frame from a port that talks.
     Media { port: PortId, packet: MediaPacket },
+    /// A fleet command that changes channels; answered with a reason when refused.
+    Control { command: ChannelCommand, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelCommand {
+    /// Move a radio port to another channel.
+    SetChannel { port: String, channel: String },
+    /// Carry (on) or mute a channel on this box's radios.
+    Listen { channel: String, on: bool },
+    /// Gain of a channel's audio towards this box's radios, dB.
+    Volume { channel: String, db: f32 },
 }
 
 /// Exit codes: 0 clean stop, 1 fatal runtime error, 2 bad config, 70 internal error (panic).
@@ -61,6 +73,14 @@ const EXIT_INTERNAL: u8 = 70;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run_from_file(path: &Path) -> ExitCode {
+    run_file_or_config(Some(path), None)
+}
+
+fn run_file_or_config(path: Option<&Path>, built_in: Option<(Config, String)>) -> ExitCode {
+    let Some(path) = path else {
+        let Some((config, source)) = built_in else { return ExitCode::from(EXIT_CONFIG) };
+        return run_config_at(config, source, None);
+    };
     let source = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
@@ -69,7 +89,7 @@ pub fn run_from_file(path: &Path) -> ExitCode {
         }
     };
     match config::parse_str(&source, &path.display().to_string()) {
-        Ok(config) => run_config(config, source),
+        Ok(config) => run_config_at(config, source, Some(path.to_path_buf())),
         Err(errors) => {
             eprint!("{errors}");
             ExitCode::from(EXIT_CONFIG)
@@ -77,9 +97,13 @@ pub fn run_from_file(path: &Path) -> ExitCode {
     }
 }
 
-/// Run a validated configuration (`source`: the text it was read from) in its own runtime,
-/// then release every PTT.
+/// Run a built-in configuration (`source`: its text) in its own runtime, then release every
+/// PTT. Fleet commands can restart it, but there is no file to reload.
 pub fn run_config(config: Config, source: String) -> ExitCode {
+    run_file_or_config(None, Some((config, source)))
+}
+
+fn run_config_at(config: Config, source: String, path: Option<std::path::PathBuf>) -> ExitCode {
     logging::init(&config.log.level);
     safety::install_panic_hook();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -89,14 +113,37 @@ pub fn run_config(config: Config, source: String) -> ExitCode {
             return ExitCode::from(EXIT_FATAL);
         }
     };
-    let code = runtime.block_on(run(config, source));
+    let mut current = (config, source);
+    let code = loop {
+        match runtime.block_on(run(current.0.clone(), current.1.clone(), path.clone())) {
+            Stop::Exit(code) => break code,
+            Stop::Restart(next) => {
+                // Every PTT was released on the way out; the next run opens them again.
+                safety::release_all("restart");
+                safety::rearm();
+                if let Some(next) = next {
+                    current = next;
+                }
+                info!("restarting with {}", if path.is_some() { "the configuration file" } else { "the same configuration" });
+            }
+        }
+    };
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     safety::release_all("exit");
     code
 }
 
-/// Run until a signal, a fatal error or a panicking task. Returns the process exit code.
-pub async fn run(config: Config, source: String) -> ExitCode {
+/// How a run ended.
+pub enum Stop {
+    /// The process ends with this code.
+    Exit(ExitCode),
+    /// Start again: with a new configuration (and its text), or the same one.
+    Restart(Option<(Config, String)>),
+}
+
+/// Run until a signal, a fatal error, a panicking task or a restart command.
+/// `config_path`: where `reload_config` reads from (None for the demo's built-in config).
+pub async fn run(config: Config, source: String, config_path: Option<std::path::PathBuf>) -> Stop {
     info!(device = %config.device_id, version = env!("CARGO_PKG_VERSION"), "roipd starting");
     let mut gpio = Gpio::new(&config.gpio);
 
@@ -107,7 +154,7 @@ pub async fn run(config: Config, source: String) -> ExitCode {
         if let PortConfig::Radio(radio) = port {
             match gpio.open_output(&radio.ptt) {
                 Ok(out) => ptts.push(Some(PttLine::register(out))),
-                Err(e) => return fatal(&format!("port {name}: cannot open PTT: {e}")),
+                Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open PTT: {e}"))),
             }
         } else {
             ptts.push(None);
@@ -119,7 +166,7 @@ pub async fn run(config: Config, source: String) -> ExitCode {
     let (fleet_handle, fleet_commands, fleet_driver) = match &config.mqtt {
         Some(mqtt) => match Fleet::start(FleetOptions::new(&config.device_id, mqtt.clone())) {
             Ok(Fleet { handle, commands, driver }) => (Some(handle), Some(commands), Some(driver)),
-            Err(e) => return fatal(&format!("MQTT: {e}")),
+            Err(e) => return Stop::Exit(fatal(&format!("MQTT: {e}"))),
         },
         None => (None, None, None),
     };
@@ -141,18 +188,18 @@ pub async fn run(config: Config, source: String) -> ExitCode {
         if let Some(cor) = &radio.cor {
             match open_edge_input(&mut gpio, cor, tx.clone(), |at, asserted| PortInput::Cor { at, asserted }) {
                 Ok(input) => held_inputs.push(input),
-                Err(e) => return fatal(&format!("port {name}: cannot open COR: {e}")),
+                Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open COR: {e}"))),
             }
         }
         if let Some(inhibit) = &radio.inhibit {
             match open_edge_input(&mut gpio, inhibit, tx.clone(), |at, on| PortInput::Inhibit { at, on }) {
                 Ok(input) => held_inputs.push(input),
-                Err(e) => return fatal(&format!("port {name}: cannot open TX inhibit: {e}")),
+                Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open TX inhibit: {e}"))),
             }
         }
         let audio = match audio_port::start(id, name, radio, &tx, &to_channel, &watchdog, &cancel, &mut tasks) {
             Ok(audio) => audio,
-            Err(e) => return fatal(&format!("port {name}: {e}")),
+            Err(e) => return Stop::Exit(fatal(&format!("port {name}: {e}"))),
         };
         let port = RadioPort {
             id,
@@ -169,18 +216,32 @@ pub async fn run(config: Config, source: String) -> ExitCode {
         port_audio.push((id, audio));
         tasks.spawn(port.run(cancel.clone()));
     }
+    let to_channel_control = to_channel.clone();
     drop(to_channel);
 
     let router =
         channels::ChannelRouter::new(&config, port_inputs, port_audio, reporter.clone(), watchdog.register("channel router"));
     let links = match start_net(&config, &router, &cancel).await {
         Ok(links) => links,
-        Err(e) => return fatal(&e),
+        Err(e) => return Stop::Exit(fatal(&e)),
     };
     tasks.spawn(router.run(channel_rx, links, cancel.clone()));
 
+    let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
     if let Some(commands) = fleet_commands {
-        tasks.spawn(control::Control { radios, source }.run(commands, cancel.clone()));
+        let status_led = match config.gpio.status_led.as_ref().map(|l| gpio.open_output(l)).transpose() {
+            Ok(led) => led,
+            Err(e) => return Stop::Exit(fatal(&format!("gpio.status_led: {e}"))),
+        };
+        let control = control::Control {
+            radios,
+            source,
+            config_path,
+            to_channel: to_channel_control,
+            restart: restart_tx,
+            status_led,
+        };
+        tasks.spawn(control.run(commands, cancel.clone()));
     }
 
     if gpio.sim.has_dir() {
@@ -190,7 +251,7 @@ pub async fn run(config: Config, source: String) -> ExitCode {
 
     info!(ports = ports.len(), channels = config.channel.len(), "roipd running");
     watchdog::notify(&[NotifyState::Ready, NotifyState::Status("running")]);
-    let code = supervise(&mut tasks, &cancel).await;
+    let code = supervise(&mut tasks, &cancel, &mut restart_rx).await;
     watchdog::notify(&[NotifyState::Stopping]);
 
     cancel.cancel();
@@ -240,25 +301,30 @@ async fn start_net(
 }
 
 /// Wait for a stop signal or for any task to end (which is never expected while running).
-async fn supervise(tasks: &mut JoinSet<()>, cancel: &CancellationToken) -> ExitCode {
+async fn supervise(
+    tasks: &mut JoinSet<()>,
+    cancel: &CancellationToken,
+    restart: &mut mpsc::UnboundedReceiver<Option<(Config, String)>>,
+) -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(t), Ok(i)) => (t, i),
-        _ => return fatal("cannot install signal handlers"),
+        _ => return Stop::Exit(fatal("cannot install signal handlers")),
     };
     tokio::select! {
-        _ = term.recv() => { info!("SIGTERM: shutting down"); ExitCode::SUCCESS }
-        _ = int.recv() => { info!("SIGINT: shutting down"); ExitCode::SUCCESS }
-        _ = cancel.cancelled() => ExitCode::SUCCESS,
+        _ = term.recv() => { info!("SIGTERM: shutting down"); Stop::Exit(ExitCode::SUCCESS) }
+        _ = int.recv() => { info!("SIGINT: shutting down"); Stop::Exit(ExitCode::SUCCESS) }
+        _ = cancel.cancelled() => Stop::Exit(ExitCode::SUCCESS),
+        Some(next) = restart.recv() => { info!("restart requested: stopping every port first"); Stop::Restart(next) }
         done = tasks.join_next() => match done {
             Some(Err(e)) if e.is_panic() => {
                 // The panic hook has already unkeyed every PTT; now stop everything else.
                 error!("a driver task panicked; releasing PTT and exiting");
-                ExitCode::from(EXIT_INTERNAL)
+                Stop::Exit(ExitCode::from(EXIT_INTERNAL))
             }
             _ => {
                 error!("a driver task ended unexpectedly; releasing PTT and exiting");
-                ExitCode::from(EXIT_FATAL)
+                Stop::Exit(ExitCode::from(EXIT_FATAL))
             }
         },
     }

@@ -19,7 +19,7 @@ use crate::fleet::{Event as FleetEvent, EventKind, PortState};
 use crate::pipeline::TxGate;
 
 /// Inputs to a radio port from its lines, the channel and the fleet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum PortInput {
     /// Stamped where the edge was seen (GPIO thread), not where it is handled.
     Cor { at: Instant, asserted: bool },
@@ -34,6 +34,8 @@ pub enum PortInput {
     /// Key from the fleet for at most `max` (the keying rules, TOT included, still apply),
     /// or release.
     RemotePtt { on: bool, max: Duration },
+    /// The port now belongs to this channel (for its reported state).
+    Channel(String),
 }
 
 pub struct RadioPort {
@@ -114,6 +116,10 @@ impl RadioPort {
             PortInput::TxRequest(on) => {
                 req.channel = on;
                 self.feed_tx_request(clock::now(), req);
+            }
+            PortInput::Channel(name) => {
+                self.channel = name;
+                self.report_state();
             }
             PortInput::RemotePtt { on, max } => {
                 let now = clock::now();

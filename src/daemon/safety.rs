@@ -83,8 +83,9 @@ pub fn install_panic_hook() {
     });
 }
 
-#[cfg(test)]
-pub(crate) fn reset_for_tests() {
-    TRIPPED.store(false, Ordering::SeqCst);
+/// After an orderly restart (config reload): every PTT was released and its line closed; the
+/// next run registers its own. Never called after a panic or fatal error.
+pub fn rearm() {
     lock_ptts().clear();
+    TRIPPED.store(false, Ordering::SeqCst);
 }

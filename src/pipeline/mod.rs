@@ -7,16 +7,18 @@
 //! same code. The DSP and codec work per frame allocates nothing; an emitted packet is one small
 //! `Vec` (50 a second while talking).
 
+mod mixer;
 mod rx;
 mod tx;
 
+pub use mixer::{ChannelLevel, MixChannelConfig, MixChannelStats, MixLevels, Mixer, MixerConfig, MixerError, MAX_CHANNELS};
 pub use rx::{RxOutput, RxPath};
 pub use tx::{TxFrame, TxGate, TxPath};
 
-/// Device frames the playback driver keeps queued ahead of the device. One is enough: the
-/// driver refills every few milliseconds, well inside a 10 ms period, and every queued frame
-/// is latency.
-pub const PLAYBACK_LEAD_FRAMES: usize = 1;
+/// Device frames the playback driver keeps queued ahead of the device: the most its refill
+/// task may be late before the device plays silence. One frame (10 ms) was too little on a
+/// loaded 2-core box (gaps in the end-to-end tests); two cost 10 ms of latency.
+pub const PLAYBACK_LEAD_FRAMES: usize = 2;
 
 /// An Opus packet with the RTP fields the jitter buffer needs. This is what channels carry,
 /// in-process between local ports and over WebRTC to peers.

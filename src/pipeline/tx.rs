@@ -83,6 +83,11 @@ impl TxPath {
         );
     }
 
+    /// Gain of the channel's audio towards the radio, dB.
+    pub fn set_gain_db(&mut self, db: f32) {
+        self.chain.set_gain_db(db);
+    }
+
     pub fn jitter_stats(&self) -> JitterStats {
         self.jitter.stats()
     }

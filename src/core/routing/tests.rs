@@ -180,3 +180,21 @@ fn edge_cor_still_open_after_reconnect_asks_again() {
     let out = drain(&mut r);
     assert!(out.contains(&RouterOutput::ToUplink { member: ParticipantId(9), msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
 }
+
+#[test]
+fn moving_a_talking_radio_to_another_channel_frees_the_old_floor_and_asks_on_the_new() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(2), vec![radio("a", 0), radio("b", 0), radio("c", 1)]);
+    r.press(t, 0, 0);
+    drain(&mut r);
+    assert!(r.set_port_channel(t, 0, 1));
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "B no longer carries A: {out:?}");
+    assert!(out.contains(&RouterOutput::Floor { channel: 1, holder: Some(Talker::Port(0)) }));
+    assert!(out.contains(&RouterOutput::TxRequest { port: 2, on: true }), "C now carries A");
+    assert_eq!(r.holder(0), None);
+    assert!(r.members(1).any(|p| p == 0) && !r.members(0).any(|p| p == 0));
+    assert!(!r.set_port_channel(t, 0, 7), "unknown channel refused");
+    let mut edge = Router::new(vec![ChannelHost::Uplink, ChannelHost::Uplink], vec![radio("a", 0)]);
+    assert!(!edge.set_port_channel(t, 0, 1), "an edge's channels are the hub's business");
+}
