@@ -20,7 +20,12 @@ device_id = "mqtt-box"
 [gpio.sim]
 dir = "{lines}"
 
+[gpio]
+status_led = { line = "sim:led" }
+
 [channel.ops]
+
+[channel.fire]
 
 [port.radio-a]
 kind = "radio"
@@ -121,6 +126,79 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     let c1 = probe.wait_after(mark, "get_config reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "c1").await;
     assert_eq!(c1.json()["ok"], true, "{}", c1.json());
     assert_eq!(c1.json()["result"]["device_id"], "mqtt-box", "{}", c1.json());
+
+    // listen off on "ops": A's COR no longer keys B; back on, it does.
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#).await;
+    let l1 = probe.wait_after(mark, "listen reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "l1").await;
+    assert_eq!(l1.json()["ok"], true, "{}", l1.json());
+    d.drive("a-cor", true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.line("b-ptt"), Some(false), "a muted channel keys nothing");
+    probe.publish("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#).await;
+    d.wait_for("B keyed once the channel is heard again", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
+
+    // set_channel: B moves to "fire", where A's COR does not reach it; then back.
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#).await;
+    let s1 = probe.wait_after(mark, "set_channel reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s1").await;
+    assert_eq!(s1.json()["ok"], true, "{}", s1.json());
+    probe.wait_after(mark, "B on fire", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "fire").await;
+    d.drive("a-cor", true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.line("b-ptt"), Some(false), "B is on another channel");
+    d.drive("a-cor", false);
+    probe.publish("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#).await;
+    let s2 = probe.wait_after(mark, "bad channel reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s2").await;
+    assert_eq!(s2.json()["error"]["code"], "not_found", "{}", s2.json());
+    probe.publish("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#).await;
+    probe.wait_after(mark, "B back on ops", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "ops").await;
+
+    // volume and identify.
+    probe.publish("roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#).await;
+    let v1 = probe.wait_after(mark, "volume reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "v1").await;
+    assert_eq!(v1.json()["ok"], true, "{}", v1.json());
+    probe.publish("roipd/mqtt-box/cmd/identify", r#"{"request_id":"id1","seconds":1}"#).await;
+    let id1 = probe.wait_after(mark, "identify reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "id1").await;
+    assert_eq!(id1.json()["ok"], true, "{}", id1.json());
+    std::thread::sleep(Duration::from_millis(1500));
+    let led = d.line_log("led");
+    assert!(led.iter().filter(|&&l| l).count() >= 2, "the LED blinked: {led:?}");
+    assert_eq!(led.last(), Some(&false), "and ends off");
+
+    // reload_config: a broken file is refused and changes nothing; a good one is applied.
+    let cfg_path = d.dir.path().join("roipd.toml");
+    let good = std::fs::read_to_string(&cfg_path).unwrap();
+    std::fs::write(&cfg_path, good.replace("[channel.fire]", "[channel.fire]
+labl = \"typo\"")).unwrap();
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
+    let r1 = probe.wait_after(mark, "refused reload", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
+    assert_eq!(r1.json()["ok"], false, "{}", r1.json());
+    assert!(r1.json()["error"]["message"].as_str().unwrap_or("").contains("labl"), "{}", r1.json());
+    d.drive("a-cor", true);
+    d.wait_for("still running the old config: B keyed", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
+    // Keyed by a remote PTT when the reload comes: the reload releases it.
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p5","port":"radio-b","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("B keyed before the reload", WAIT, |d| d.line("b-ptt") == Some(true));
+    std::fs::write(&cfg_path, good.replace("tx_hang_ms = 200", "tx_hang_ms = 300")).unwrap();
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#).await;
+    let r2 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r2").await;
+    assert_eq!(r2.json()["ok"], true, "{}", r2.json());
+    d.wait_for("restarted with the new file", WAIT, |d| d.stderr().contains("restarting with the configuration file"));
+    assert_eq!(d.line("b-ptt"), Some(false), "the reload released B");
+    probe.wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    d.wait_for("sim inputs ready again", WAIT, |d| d.line("a-cor") == Some(false));
+    std::thread::sleep(Duration::from_millis(300));
+    d.drive("a-cor", true);
+    d.wait_for("B keyed after the reload", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
 
     // A clean stop, with A keyed by a remote PTT: PTT released, and a retained offline
     // status (no last will needed).
