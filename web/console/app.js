@@ -78,7 +78,7 @@ function connect() {
   clearTimeout(S.retry);
   teardown();
   const session = ++S.session;
-  setConn('connecting', S.backoff > 500 ? 'reconnecting…' : 'connecting…');
+  if (S.backoff > 500) setConn('reconnecting', 'reconnecting…'); else setConn('connecting', 'connecting…');
   const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
   S.ws = ws;
   const members = S.known.map((channel) => ({ key: 'console', channel, priority: PRIORITY }));
@@ -208,7 +208,7 @@ function onFloor(m) {
       if (!mine) return;
       pttOff();
       return setFloor('revoked', 'REVOKED (' + ({ preempted: 'preempted', max_talk: 'max talk time',
-        no_media: 'no media' }[m.cause] || m.cause) + ')');
+        no_media: 'no media' }[m.cause] || m.cause) + (m.holder ? ` by ${m.holder.name}` : '') + ')');
     case 'taken':
       if (m.holder && m.holder.id === ch.id) return; // our own grant, broadcast
       if (p === 'granted') { pttOff(); return setFloor('revoked', `REVOKED (taken by ${m.holder?.name})`); }
@@ -237,6 +237,10 @@ function onRoster(m) {
 
 async function getMic() {
   if (S.mic && S.mic.readyState === 'live') return S.mic;
+  if (!navigator.mediaDevices) { // only secure contexts have it
+    $('#mic-status').textContent = 'No microphone on an insecure page: open the console over https:// or on localhost. Listening only.';
+    return null;
+  }
   try {
     const s = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
@@ -250,6 +254,7 @@ async function getMic() {
 }
 
 async function startMedia(session) {
+  if (!S.byId.size) return setConn('up', 'connected (no channels for this token)');
   await getMic();
   if (session !== S.session) return;
   const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
