@@ -1,67 +1,11 @@
-// The console against the real daemon: `roipd demo` (a standalone box with a simulated radio
-// on channel "ops"), started here on a free port. Its radio's PTT line is a file (--lines) and
-// what it transmits is recorded to a WAV (--record). Screenshots go to docs/screenshots/
-// (ROIPD_SCREENSHOTS=<dir> elsewhere, ROIPD_SCREENSHOTS=none for none).
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
+// The console against the real daemon: `roipd demo` (see demo-box.mjs), in Chromium.
+// Screenshots go to docs/screenshots/ (ROIPD_SCREENSHOTS=<dir> elsewhere, =none for none).
 import path from 'node:path';
-import { freePort, readWav, REPO, sleep, toneSeconds } from './harness.mjs';
+import { DemoBox } from './demo-box.mjs';
+import { freePort, REPO } from './harness.mjs';
 import { consoleSuite } from './suite.mjs';
 
-const BIN = process.env.ROIPD_BIN || path.join(REPO, 'target/debug/roipd');
 const shots = process.env.ROIPD_SCREENSHOTS ?? path.join(REPO, 'docs/screenshots');
-
-class DemoBox {
-  constructor({ dir, port }) {
-    this.dir = dir;
-    this.port = port;
-    this.url = `http://127.0.0.1:${port}`;
-    this.token = 'demo';
-    this.lines = path.join(dir, 'lines');
-    this.record = path.join(dir, 'radio1-tx.wav');
-    this.logFile = path.join(dir, 'roipd.log');
-    this.runs = 0;
-  }
-
-  async start() {
-    if (!fs.existsSync(BIN)) throw new Error(`${BIN} not found: run \`cargo build\` first (or set ROIPD_BIN)`);
-    const log = fs.openSync(this.logFile, 'a');
-    fs.writeSync(log, `---- start ${++this.runs}\n`);
-    this.child = spawn(BIN, ['demo', '--listen', `127.0.0.1:${this.port}`, '--dir', this.dir,
-      '--lines', this.lines, '--record', this.record, '--traffic-every', '10'],
-    { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
-    fs.closeSync(log);
-    this.exited = new Promise((r) => this.child.once('exit', (code, sig) => r(code ?? sig)));
-    const end = Date.now() + 20000;
-    for (;;) {
-      const done = await Promise.race([this.exited, sleep(200).then(() => null)]);
-      if (done !== null) throw new Error(`roipd demo exited (${done}):\n${this.log()}`);
-      try {
-        if ((await fetch(`${this.url}/healthz`)).ok) return;
-      } catch { /* not listening yet */ }
-      if (Date.now() > end) throw new Error(`roipd demo not healthy after 20 s:\n${this.log()}`);
-    }
-  }
-
-  async stop() {
-    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.kill('SIGTERM');
-    const r = await Promise.race([this.exited, sleep(10000).then(() => 'timeout')]);
-    if (r === 'timeout') { this.child.kill('SIGKILL'); await this.exited; throw new Error(`roipd demo ignored SIGTERM:\n${this.log()}`); }
-  }
-
-  log() { try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-40).join('\n'); } catch { return ''; } }
-
-  pttLine() {
-    try { return fs.readFileSync(path.join(this.lines, 'radio1-ptt'), 'utf8').trim() === '1'; } catch { return false; }
-  }
-
-  /** Seconds of the fake microphone's 1 kHz tone in what the radio transmitted so far. */
-  async txTone() {
-    if (!fs.existsSync(this.record)) return 0;
-    return toneSeconds(readWav(this.record), 1000);
-  }
-}
 
 consoleSuite('demo', async ({ dir }) => new DemoBox({ dir, port: await freePort() }),
   { screenshots: shots === 'none' ? null : shots });

@@ -26,18 +26,21 @@ export async function prerequisites() {
   }
 }
 
-/** A port free on 127.0.0.1 for both TCP and UDP (the hub's media socket shares the number). */
-export async function freePort() {
+/** Address the box listens on: 127.0.0.1, or the veth address inside in-netns.sh. */
+export const HOST = process.env.ROIPD_TEST_HOST || '127.0.0.1';
+
+/** A port free on HOST for both TCP and UDP (the hub's media socket shares the number). */
+export async function freePort(host = HOST) {
   for (let i = 0; i < 50; i++) {
     const port = await new Promise((resolve, reject) => {
       const s = net.createServer();
       s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+      s.listen(0, host, () => { const p = s.address().port; s.close(() => resolve(p)); });
     });
     const udpFree = await new Promise((resolve) => {
       const u = dgram.createSocket('udp4');
       u.once('error', () => resolve(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => resolve(true)));
+      u.bind(port, host, () => u.close(() => resolve(true)));
     });
     if (udpFree) return port;
   }
@@ -139,4 +142,31 @@ export async function until(what, fn, ms = 10000, every = 100) {
     await sleep(every);
   }
   throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+}
+
+export const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
+
+/**
+ * Debian's Firefox ESR through WebDriver BiDi (playwright-core's `moz-firefox` channel), with
+ * Firefox's own fake microphone (a tone). Firefox gathers no ICE candidates on loopback
+ * addresses: run its tests through in-netns.sh, which gives the box a veth address.
+ */
+export async function launchFirefox() {
+  if (!fs.existsSync(FIREFOX)) {
+    throw new Error(`${FIREFOX} not found: install Debian package firefox-esr (scripts/setup-debian --test)`);
+  }
+  const { firefox } = await import('playwright-core');
+  return firefox.launch({
+    channel: 'moz-firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    firefoxUserPrefs: {
+      'media.navigator.streams.fake': true,
+      'media.navigator.permission.disabled': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+      'media.autoplay.default': 0,
+      // The microphone needs a secure context; http://<veth address> is not one by itself.
+      'dom.securecontext.allowlist': HOST,
+    },
+  });
 }

@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { WebSocketServer } from 'ws';
 import { REPO } from './harness.mjs';
 
 const ASSETS = { '/': ['index.html', 'text/html'], '/app.js': ['app.js', 'text/javascript'],
@@ -86,6 +85,9 @@ export class MockBox {
       res.setHeader('content-type', a[1]);
       res.end(fs.readFileSync(path.join(REPO, 'web/console', a[0])));
     });
+    const { WebSocketServer } = await import('ws').catch((err) => {
+      throw new Error(`npm package ws is not installed: run \`npm ci\` in tests/browser (${err.message})`);
+    });
     this.wss = new WebSocketServer({ server: this.server, path: '/ws' });
     this.wss.on('connection', (ws) => this.session(ws));
     await new Promise((r) => this.server.listen(this.port, '127.0.0.1', r));
@@ -138,7 +140,8 @@ export class MockBox {
     if (!h) return this.grant(m);
     if (h === m) return this.sendTo(m.ws, { type: 'floor', channel: m.channel, id: m.id, event: 'granted' });
     if (m.priority > h.priority) {
-      if (h.ws) this.sendTo(h.ws, { type: 'floor', channel: m.channel, id: h.id, event: 'revoke', cause: 'preempted' });
+      if (h.ws) this.sendTo(h.ws, { type: 'floor', channel: m.channel, id: h.id, event: 'revoke', cause: 'preempted',
+        holder: { id: m.id, name: m.name } });
       if (h === this.radio) { clearTimeout(this.radioStop); this.radioIdle(); }
       return this.grant(m);
     }

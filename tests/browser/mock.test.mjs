@@ -51,7 +51,7 @@ test('mock: a refused token shows the login form; revoke and port states are sho
     await disp.locator('body').click({ position: { x: 5, y: 5 } });
     await disp.keyboard.down('Space');
     await until('revoked', async () => (await page.locator('#floor-status').getAttribute('data-state')) === 'revoked');
-    assert.match(await page.locator('#floor-status').textContent(), /REVOKED \(preempted\)/);
+    assert.match(await page.locator('#floor-status').textContent(), /REVOKED \(preempted by console@console-/);
     // The revoked console no longer sends: its sender has no track.
     assert.equal(await page.evaluate(() => S.pc.getTransceivers().every((t) => !t.sender.track)), true);
     await disp.keyboard.up('Space');

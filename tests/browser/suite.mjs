@@ -81,8 +81,11 @@ export function consoleSuite(name, makeBox, { screenshots = null } = {}) {
       const l = Number(await ch.getAttribute('data-level'));
       return l > 0.05 && l;
     }, 10000);
-    const packets = Number(await ch.getAttribute('data-packets'));
-    assert.ok(packets > 20, `packets received on ops: ${packets}`);
+    // At least a second of 20 ms packets.
+    const packets = await until('50 packets received on ops', async () => {
+      const n = Number(await ch.getAttribute('data-packets'));
+      return n >= 50 && n;
+    }, 5000);
     assert.match(await page.locator('#ports tbody').textContent(), /RX active/);
     await shot(page, 'console-receiving.png');
     // Mute: the level meter drops to 0 and the audio element is muted; no renegotiation.
@@ -141,12 +144,14 @@ export function consoleSuite(name, makeBox, { screenshots = null } = {}) {
   });
 
   test(`${name}: the page reconnects by itself after the box restarts`, async () => {
+    await page.evaluate(() => { window.notReloaded = true; });
     await box.stop();
     await until('reconnecting shown', async () => (await connState(page)) === 'reconnecting', 10000);
     assert.match(await page.locator('#conn').textContent(), /reconnecting/);
     await box.start();
     await until('connected again', async () => (await connState(page)) === 'up', 20000);
     await until('B connected again', async () => (await connState(pageB)) === 'up', 20000);
+    assert.equal(await page.evaluate(() => window.notReloaded), true, 'the same page, not a reload');
     // Media flows again: PTT is granted and keys the radio.
     await waitIdle(page);
     await pressPtt(page);
