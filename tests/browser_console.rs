@@ -1,6 +1,6 @@
-//! The web console in a real browser: runs the Node suite in `tests/browser/` (headless Debian
-//! Chromium driven by npm `playwright-core`) against this build's `roipd demo`, and against the
-//! protocol mock. Missing prerequisites fail the test with the package to install; nothing is
+//! The web console in real browsers: runs the Node suites in `tests/browser/` (headless Debian
+//! Chromium, and Firefox ESR over WebDriver BiDi, driven by npm `playwright-core`) against this
+//! build's `roipd demo`, and Chromium against the protocol mock. Missing prerequisites fail the test with the package to install; nothing is
 //! skipped. `npm ci` runs when `node_modules` does not match the lock file (it downloads no
 //! browser: playwright-core has none).
 
@@ -38,6 +38,10 @@ fn console_in_headless_chromium() {
         Path::new("/usr/bin/chromium").exists(),
         "browser tests need /usr/bin/chromium: install Debian package chromium (scripts/setup-debian --test)"
     );
+    assert!(
+        Path::new("/usr/bin/firefox-esr").exists(),
+        "browser tests need /usr/bin/firefox-esr: install Debian package firefox-esr (scripts/setup-debian --test)"
+    );
 
     let stale = ["playwright-core", "ws"].iter().any(|p| {
         let (pinned, installed) = pinned_and_installed(&dir, p);
@@ -53,11 +57,21 @@ fn console_in_headless_chromium() {
         assert!(ok, "npm ci in tests/browser failed (see above)");
     }
 
-    let status = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "--test-reporter=spec", "demo.test.mjs", "mock.test.mjs"])
-        .current_dir(&dir)
+    let node_test = ["node", "--test", "--test-concurrency=1", "--test-reporter=spec"];
+    // Chromium on 127.0.0.1: the demo suite, then the protocol mock.
+    let chromium = run(&dir, &[&node_test[..], &["demo.test.mjs", "mock.test.mjs"]].concat());
+    // Firefox gathers no ICE candidates on loopback: a private network namespace (in-netns.sh)
+    // gives the demo a veth address instead.
+    let firefox = run(&dir, &[&["./in-netns.sh"], &node_test[..], &["firefox.test.mjs"]].concat());
+    assert!(chromium && firefox, "browser tests failed (output above): chromium ok: {chromium}, firefox ok: {firefox}");
+}
+
+fn run(dir: &Path, argv: &[&str]) -> bool {
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(dir)
         .env("ROIPD_BIN", env!("CARGO_BIN_EXE_roipd"))
         .status()
-        .expect("run node");
-    assert!(status.success(), "browser tests failed (output above): {status}");
+        .unwrap_or_else(|e| panic!("run {argv:?}: {e}"))
+        .success()
 }
