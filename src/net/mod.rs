@@ -8,6 +8,7 @@
 
 pub mod addrs;
 pub mod hub;
+pub mod janus;
 pub mod protocol;
 mod rtc;
 pub mod rtp;

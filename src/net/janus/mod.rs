@@ -1,0 +1,66 @@
+//! Uplink to a Janus VideoRoom SFU (`[uplink] kind = "janus"`): each channel is a VideoRoom
+//! room; this box is one publisher there (Opus, audio only, held back with `send: false`
+//! unless it holds the floor) and one multistream subscriber to everyone else's audio.
+//!
+//! - [`protocol`]: the Janus API and VideoRoom messages (pure builders and parser);
+//! - [`session`]: one Janus session as a sans-IO state machine (handles, rooms, publishing,
+//!   subscriptions, keepalive, transaction timeouts, what counts as losing the session);
+//! - [`client`]: the driver: WebSocket (subprotocol `janus-protocol`), one UDP socket, a str0m
+//!   `Rtc` per publisher and per subscription, rebuilding everything with backoff and jitter
+//!   when the session is lost.
+//!
+//! Floor control does not go through Janus: the arbiter runs in a roipd hub (over MQTT); the
+//! router tells this uplink when to send ([`JanusHandle::set_sending`]).
+
+pub mod client;
+pub mod protocol;
+pub mod session;
+
+pub use client::{start, JanusHandle, JanusOptions};
+pub use protocol::RoomSettings;
+pub use session::ChannelSpec;
+
+use crate::pipeline::MediaPacket;
+
+/// Janus uplink → the edge's channel router. Like [`crate::net::UplinkEvent`]: one `Up` when
+/// every channel is published and its media connected, one `Down` per loss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JanusEvent {
+    /// Every channel's publisher is connected; our publisher id in each channel's room.
+    Up { channels: Vec<(String, u64)> },
+    /// The session is lost (socket, Janus restart, ICE, a refused request); rebuilding.
+    /// Sending is off for every channel until the router asks again.
+    Down { reason: String },
+    /// An Opus packet from publisher `feed` in `channel`'s room. Each feed has its own RTP
+    /// numbering (Janus rewrites it per subscription stream).
+    Media { channel: String, feed: u64, packet: MediaPacket },
+    /// The other publishers in a channel's room, as (id, display name).
+    Roster { channel: String, publishers: Vec<(u64, String)> },
+    /// Janus relays (true) or holds back (false) our stream in `channel`.
+    Sending { channel: String, on: bool },
+    /// A moderator muted or unmuted our stream in `channel`.
+    Moderated { channel: String, muted: bool },
+    /// The answer to [`JanusHandle::moderate`].
+    ModerateDone { channel: String, feed: u64, mute: bool, result: Result<(), String> },
+}
+
+#[cfg(test)]
+mod tests {
+    /// Protocol and session stay pure: no runtime, sockets, WebRTC stack or clock reads.
+    #[test]
+    fn pure_modules_do_no_io() {
+        const FORBIDDEN: &[&str] =
+            &["tokio", "tungstenite", "str0m", "Instant::now", "SystemTime", "std::fs", "std::net", "std::thread"];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/net/janus");
+        for file in ["protocol.rs", "session.rs"] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let production = text.split("#[cfg(test)]").next().unwrap();
+            for (n, line) in production.lines().enumerate() {
+                let code = line.split("//").next().unwrap();
+                for word in FORBIDDEN {
+                    assert!(!code.contains(word), "{file}:{}: `{word}` in a pure module: {}", n + 1, line.trim());
+                }
+            }
+        }
+    }
+}
