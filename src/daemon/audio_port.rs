@@ -19,7 +19,7 @@ use super::{clock, ChannelMsg, PortId};
 use crate::audio::{CaptureHandle, PlaybackHandle, RecvError};
 use crate::pipeline::{RxPath, TxGate, TxPath, PLAYBACK_LEAD_FRAMES};
 
-const PLAYBACK_POLL: Duration = Duration::from_millis(3);
+const PLAYBACK_POLL: Duration = Duration::from_millis(2);
 
 /// State shared between a port's keying task, its audio tasks and the channel router.
 #[derive(Default)]
@@ -94,33 +94,31 @@ pub async fn run_capture(
     info!(device = "capture", "audio capture stopped");
 }
 
-/// Transmit path → playback, refilled whenever the device has consumed a frame.
-pub async fn run_playback(
+/// Transmit path → playback, refilled whenever the device has consumed a frame. A thread of
+/// its own, not an async task: a refill late by more than the playback lead is an audible gap,
+/// and the async workers also carry signaling, routing and MQTT.
+pub fn run_playback(
     playback: PlaybackHandle,
     tx: Arc<Mutex<TxPath>>,
     flags: Arc<AudioFlags>,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
-) {
-    let mut frame = vec![0.0f32; playback.frame_len()];
-    let mut poll = tokio::time::interval(PLAYBACK_POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = poll.tick() => {
-                heartbeat.beat();
-                while playback.queued() < PLAYBACK_LEAD_FRAMES {
-                    let gate = flags.gate();
-                    tx.lock().unwrap_or_else(|p| p.into_inner()).fill(clock::now(), gate, &mut frame);
-                    if playback.push(&frame).is_err() {
-                        break;
-                    }
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("tx {}", playback.name())).spawn(move || {
+        let mut frame = vec![0.0f32; playback.frame_len()];
+        while !cancel.is_cancelled() {
+            heartbeat.beat();
+            while playback.queued() < PLAYBACK_LEAD_FRAMES {
+                let gate = flags.gate();
+                tx.lock().unwrap_or_else(|p| p.into_inner()).fill(clock::now(), gate, &mut frame);
+                if playback.push(&frame).is_err() {
+                    break;
                 }
             }
+            std::thread::sleep(PLAYBACK_POLL);
         }
-    }
-    playback.stop();
+        playback.stop();
+    })
 }
 
 /// A port's audio as the rest of the daemon sees it.
@@ -182,13 +180,9 @@ pub fn start(
         )
         .map_err(|e| format!("decoder: {e}"))?;
         let path = Arc::new(Mutex::new(path));
-        tasks.spawn(run_playback(
-            handle,
-            path.clone(),
-            flags.clone(),
-            watchdog.register(&format!("port {name} playback")),
-            cancel.clone(),
-        ));
+        let heartbeat = watchdog.register(&format!("port {name} playback"));
+        run_playback(handle, path.clone(), flags.clone(), heartbeat, cancel.clone())
+            .map_err(|e| format!("playback thread: {e}"))?;
         tx = Some(path);
     }
     Ok(Some(PortAudio { flags, tx, has_capture: capture.is_some() }))
