@@ -54,6 +54,10 @@ pub struct JanusOptions {
     /// Local address for media (all connections share one UDP socket). `None`: any port on
     /// the address the kernel would use to reach Janus.
     pub bind: Option<SocketAddr>,
+    /// Reconnect delays: exponential from `backoff_min` to `backoff_max`, each drawn in the
+    /// upper half (equal jitter) so a fleet does not reconnect in lockstep. The default cap
+    /// is 5 s: a box is back within ~5 s of Janus coming back after an outage of any length,
+    /// and a failed attempt costs Janus no more than a refused TCP connection.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Keepalive interval, well inside Janus's 60 s `session_timeout`.
@@ -87,7 +91,7 @@ impl JanusOptions {
             channels,
             bind: None,
             backoff_min: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(15),
+            backoff_max: Duration::from_secs(5),
             keepalive: Duration::from_secs(25),
             request_timeout: Duration::from_secs(10),
             step_timeout: Duration::from_secs(10),
@@ -601,6 +605,10 @@ impl Link<'_> {
                     }
                 }
                 Output::Offer { ch, sdp } => match subscriber_answer(media, ch, &sdp, now) {
+                    Ok(answer) if media.subscribers[ch].as_ref().is_some_and(|p| p.connected) => {
+                        debug!(channel = %name(ch), "subscription renegotiated");
+                        session.subscriber_answer(now, ch, answer)
+                    }
                     Ok(answer) => session.subscriber_answer(now, ch, answer),
                     Err(e) => session.media_failed(format!("channel {}: Janus's offer: {e}", name(ch))),
                 },

@@ -1,0 +1,769 @@
+//! The Janus uplink against Debian's real `janus` (1.1): two clients on one channel/room,
+//! audio from one arrives at the other's subscription, `send: false` relays nothing, and a
+//! Janus killed and restarted mid-call is recovered from.
+//!
+//! Janus never gathers ICE candidates on `lo`, so each test makes a private network namespace
+//! (`unshare -n`) with `lo` and a veth pair whose end `v0` carries 127.0.0.2/32; Janus and the
+//! clients use 127.0.0.2 (see ../shared/design/TESTING.md). Every byte stays in that
+//! namespace. Each `#[test]` below re-executes this test binary inside such a namespace to run
+//! its `inner_*` twin (marked ignored, so it only runs there); the inner test starts Janus
+//! itself with the configuration in `tests/janus/`.
+//!
+//! Needs root (for the namespace) and the Debian packages `janus` and `iproute2`; a missing
+//! one fails the test with its name (`scripts/setup-debian --test` installs them).
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
+use roipd::net::janus::{self, ChannelSpec, JanusEvent, JanusHandle, JanusOptions, RoomSettings};
+use roipd::pipeline::MediaPacket;
+
+/// Set (to anything) in the inner test's environment: it runs inside the namespace.
+const INSIDE: &str = "ROIPD_JANUS_NETNS";
+const JANUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const JANUS_WS_PORT: u16 = 8188;
+const OUTER_LIMIT: Duration = Duration::from_secs(180);
+
+// ---------------------------------------------------------------------------------------------
+// Outer tests: make the namespace, run the inner twin there
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Debian's multiarch folder holding Janus's plugins and transports.
+fn janus_lib() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("janus"))
+        .chain([PathBuf::from("/usr/lib/janus")])
+        .find(|p| p.join("plugins/libjanus_videoroom.so").is_file())
+}
+
+fn preflight() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the Janus tests need root: they make a network namespace (unshare -n)");
+    assert!(
+        on_path("janus").is_some() && janus_lib().is_some(),
+        "Janus is not installed: install the Debian package `janus` (scripts/setup-debian --test)"
+    );
+    assert!(
+        on_path("ip").is_some(),
+        "`ip` is missing: install the Debian package `iproute2` (scripts/setup-debian --test)"
+    );
+    assert!(on_path("unshare").is_some(), "`unshare` is missing: install the Debian package `util-linux`");
+}
+
+/// Run `inner` (an ignored test of this binary) in a fresh network namespace; its output is
+/// printed, and its failure is ours.
+fn in_namespace(inner: &str) {
+    preflight();
+    const SETUP: &str = r#"set -e
+ip link set lo up
+ip link add v0 type veth peer name v1
+ip addr add 127.0.0.2/32 dev v0
+ip link set v0 up
+ip link set v1 up
+exec "$0" "$1" --exact --ignored --nocapture --test-threads=1"#;
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("unshare")
+        .args(["-n", "--", "bash", "-c", SETUP])
+        .arg(&exe)
+        .arg(inner)
+        .env(INSIDE, "1")
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "roipd=debug".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run unshare");
+    // Read both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + OUTER_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    println!("{out}");
+    let ok = status.is_some_and(|s| s.success()) && out.contains("1 passed");
+    if !ok {
+        // The client's debug log, last part only.
+        let tail: Vec<&str> = err.lines().rev().take(400).collect();
+        eprintln!("--- inner stderr (last 400 lines) ---");
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+        panic!("{inner} failed ({status:?}, limit {} s)", OUTER_LIMIT.as_secs());
+    }
+}
+
+#[test]
+fn janus_two_clients_audio_through_a_room() {
+    in_namespace("inner_two_clients_audio_through_a_room");
+}
+
+#[test]
+fn janus_send_false_publishes_nothing() {
+    in_namespace("inner_send_false_publishes_nothing");
+}
+
+#[test]
+fn janus_subscription_follows_publishers_leaving_and_joining() {
+    in_namespace("inner_subscription_follows_publishers_leaving_and_joining");
+}
+
+#[test]
+fn janus_restart_mid_call_both_rejoin_and_audio_flows_again() {
+    in_namespace("inner_restart_mid_call_both_rejoin_and_audio_flows_again");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Janus inside the namespace
+
+struct Janus {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Janus {
+    fn start() -> Janus {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = janus_lib().expect("preflight found it");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/janus");
+        for entry in std::fs::read_dir(&fixtures).unwrap().flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().ends_with(".jcfg") {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let text = text.replace("@DIR@", dir.path().to_str().unwrap()).replace("@LIB@", lib.to_str().unwrap());
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut j = Janus { dir, child: None };
+        j.spawn();
+        j
+    }
+
+    /// Start Janus and wait until its WebSocket port accepts connections.
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let d = self.dir.path();
+        let mut cmd = Command::new("janus");
+        cmd.arg("-F")
+            .arg(d)
+            .arg("-C")
+            .arg(d.join("janus.jcfg"))
+            .args(["-o", "-N", "-L"])
+            .arg(d.join("janus.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; Janus dies with this test, whatever happens.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let started = Instant::now();
+        self.child = Some(cmd.spawn().expect("start janus"));
+        let addr = SocketAddr::from((JANUS_IP, JANUS_WS_PORT));
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(10), "Janus not listening on {addr}:\n{}", self.log_tail());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("Janus exited ({status}):\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!("janus listening after {} ms", started.elapsed().as_millis());
+    }
+
+    /// SIGKILL: the crash case (no goodbye to anyone).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit (Janus takes 1.5–5 s); how long it took.
+    fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            while c.try_wait().unwrap().is_none() {
+                if started.elapsed() > Duration::from_secs(15) {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        started.elapsed()
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("janus.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- janus.log (tail) ---\n{}", self.log_tail());
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Inner tests run only inside their namespace; run directly (e.g. `--include-ignored`) they
+/// say so and return: the outer twin is the real test.
+fn inside() -> bool {
+    if std::env::var_os(INSIDE).is_none() {
+        println!("runs only inside the network namespace its outer test makes");
+        return false;
+    }
+    // The clients' log goes to stderr, which the outer test shows when this one fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+const CHANNEL: &str = "ops";
+const ROOM: u64 = 4242;
+const WAIT: Duration = Duration::from_secs(15);
+
+fn spec(display: &str) -> ChannelSpec {
+    ChannelSpec {
+        channel: CHANNEL.into(),
+        room: RoomSettings {
+            room: ROOM,
+            description: "roipd test channel ops".into(),
+            secret: Some("room-secret".into()),
+            pin: Some("room-pin".into()),
+            admin_key: Some("roipd-test-admin-key".into()),
+            publishers: 10,
+        },
+        create: true,
+        display: display.into(),
+    }
+}
+
+struct Client {
+    name: &'static str,
+    handle: JanusHandle,
+    /// Stamped when they left the uplink (a forwarding task reads them at once), so figures
+    /// hold even while the test thread is busy restarting Janus.
+    events: mpsc::UnboundedReceiver<(Instant, JanusEvent)>,
+    cancel: CancellationToken,
+    started: Instant,
+    /// The latest roster seen by any wait (a roster may come before `Up`).
+    roster: Vec<u64>,
+}
+
+impl Client {
+    fn start(name: &'static str, gate_media: bool) -> Client {
+        let mut o =
+            JanusOptions::new(format!("ws://{JANUS_IP}:{JANUS_WS_PORT}"), vec![spec(&format!("{name}/radio1"))]);
+        o.bind = Some(SocketAddr::from((JANUS_IP, 0)));
+        o.gate_media = gate_media;
+        let (tx, mut raw) = mpsc::unbounded_channel();
+        let (stamped, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(e) = raw.recv().await {
+                if stamped.send((Instant::now(), e)).is_err() {
+                    return;
+                }
+            }
+        });
+        let cancel = CancellationToken::new();
+        let started = Instant::now();
+        let handle = janus::start(o, tx, cancel.clone());
+        Client { name, handle, events, cancel, started, roster: Vec::new() }
+    }
+
+    /// The next event `pick` accepts (others are skipped), and when it came.
+    async fn wait<R>(&mut self, what: &str, mut pick: impl FnMut(&JanusEvent) -> Option<R>) -> (R, Instant) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, e) = tokio::time::timeout(left, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", self.name))
+                .expect("uplink alive");
+            if let JanusEvent::Roster { publishers, .. } = &e {
+                self.roster = publishers.iter().map(|p| p.0).collect();
+            }
+            if let Some(r) = pick(&e) {
+                return (r, at);
+            }
+        }
+    }
+
+    /// Up: our publisher id in the room, and how long it took since `start`.
+    async fn up(&mut self) -> (u64, Duration) {
+        let name = self.name;
+        let (id, at) = self
+            .wait("Up", |e| match e {
+                JanusEvent::Up { channels } => Some(channels[0].1),
+                JanusEvent::Down { reason } => panic!("{name}: down instead of up: {reason}"),
+                _ => None,
+            })
+            .await;
+        (id, at - self.started)
+    }
+
+    async fn sees(&mut self, feed: u64) {
+        if self.roster.contains(&feed) {
+            return;
+        }
+        self.wait("the other publisher in the roster", |e| match e {
+            JanusEvent::Roster { publishers, .. } if publishers.iter().any(|p| p.0 == feed) => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+
+    async fn sending(&mut self, on: bool) {
+        self.wait("Janus to confirm sending", |e| {
+            matches!(e, JanusEvent::Sending { on: o, .. } if *o == on).then_some(())
+        })
+        .await;
+    }
+
+    /// Media from `feed` until `limit` passes or `enough` packets came; with arrival times.
+    async fn media_from(&mut self, feed: u64, limit: Duration, enough: usize) -> Vec<(Instant, MediaPacket)> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        while got.len() < enough {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Err(_) => break,
+                Ok(None) => panic!("{}: uplink gone", self.name),
+                Ok(Some((at, JanusEvent::Media { channel, feed: f, packet }))) if f == feed => {
+                    assert_eq!(channel, CHANNEL);
+                    got.push((at, packet));
+                }
+                Ok(Some((_, JanusEvent::Down { reason }))) => panic!("{}: down while receiving: {reason}", self.name),
+                Ok(Some((_, JanusEvent::Roster { publishers, .. }))) => {
+                    self.roster = publishers.iter().map(|p| p.0).collect();
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+        got
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.handle.stopped()).await.expect("uplink stops");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opus tone
+
+const TONE_HZ: f32 = 1000.0;
+
+/// An endless 1 kHz tone as 20 ms Opus packets, numbered like a radio port's encoder would.
+struct Tone {
+    enc: Encoder,
+    phase: f32,
+    n: u32,
+}
+
+impl Tone {
+    fn new() -> Tone {
+        Tone { enc: Encoder::new(EncoderConfig::default()).unwrap(), phase: 0.0, n: 0 }
+    }
+
+    fn next(&mut self) -> MediaPacket {
+        let frame = self.enc.frame_samples();
+        let pcm: Vec<f32> = (0..frame)
+            .map(|_| {
+                self.phase = (self.phase + TONE_HZ / 48_000.0).fract();
+                0.5 * (2.0 * std::f32::consts::PI * self.phase).sin()
+            })
+            .collect();
+        let mut out = vec![0u8; 4000];
+        let len = self.enc.encode(&pcm, &mut out).unwrap();
+        let p = MediaPacket {
+            seq: 30_000u16.wrapping_add(self.n as u16),
+            timestamp: 5_000_000u32.wrapping_add(self.n * frame as u32),
+            marker: self.n == 0,
+            payload: out[..len].to_vec(),
+        };
+        self.n += 1;
+        p
+    }
+}
+
+/// Send the tone on `handle` every 20 ms until cancelled; counts what the handle took.
+fn talk(handle: JanusHandle, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut tone = Tone::new();
+        let mut every = tokio::time::interval(Duration::from_millis(20));
+        let mut taken = 0;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return taken,
+                _ = every.tick() => {
+                    if handle.media(CHANNEL, tone.next()) {
+                        taken += 1;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Frequency (from positive-going zero crossings) and RMS of the decoded packets, past the
+/// decoder's first 200 ms.
+fn decoded_tone(packets: &[(Instant, MediaPacket)]) -> (f32, f32) {
+    let mut dec = Decoder::new().unwrap();
+    let mut pcm = Vec::new();
+    let mut buf = vec![0.0f32; MAX_FRAME_SAMPLES];
+    for (_, p) in packets {
+        let n = dec.decode(&p.payload, &mut buf).unwrap();
+        pcm.extend_from_slice(&buf[..n]);
+    }
+    let tail = &pcm[pcm.len().min(9_600)..];
+    let crossings = tail.windows(2).filter(|w| w[0] <= 0.0 && w[1] > 0.0).count();
+    let rms = (tail.iter().map(|s| s * s).sum::<f32>() / tail.len().max(1) as f32).sqrt();
+    (crossings as f32 * 48_000.0 / tail.len().max(1) as f32, rms)
+}
+
+fn assert_tone(packets: &[(Instant, MediaPacket)]) {
+    let (hz, rms) = decoded_tone(packets);
+    println!("decoded tone {hz:.0} Hz, RMS {rms:.2} from {} packets", packets.len());
+    assert!((TONE_HZ - 30.0..=TONE_HZ + 30.0).contains(&hz), "decoded {hz} Hz");
+    assert!(rms > 0.1, "decoded RMS {rms}");
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inner tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the namespace made by janus_two_clients_audio_through_a_room"]
+async fn inner_two_clients_audio_through_a_room() {
+    if !inside() {
+        return;
+    }
+    let _janus = Janus::start();
+    let mut a = Client::start("edge-a", true);
+    let mut b = Client::start("edge-b", true);
+    let (id_a, join_a) = a.up().await;
+    let (id_b, join_b) = b.up().await;
+    println!("join: A up in {} ms (publisher {id_a}), B up in {} ms (publisher {id_b})", ms(join_a), ms(join_b));
+    assert_ne!(id_a, id_b);
+    b.sees(id_a).await;
+    a.sees(id_b).await;
+
+    // Idle: nothing goes out (the handle refuses media while not sending).
+    assert!(!a.handle.media(CHANNEL, Tone::new().next()), "media refused while not holding the floor");
+
+    assert!(a.handle.set_sending(CHANNEL, true));
+    a.sending(true).await;
+    let stop = CancellationToken::new();
+    let keyed = Instant::now();
+    let talker = talk(a.handle.clone(), stop.clone());
+    let got = b.media_from(id_a, Duration::from_secs(5), 150).await;
+    stop.cancel();
+    let taken = talker.await.unwrap();
+    assert!(!got.is_empty(), "B received nothing from A");
+    println!(
+        "audio: A sent {taken} packets, B received {} from A's feed; first after {} ms",
+        got.len(),
+        ms(got[0].0 - keyed)
+    );
+    assert!(got.len() >= 120, "only {} of {taken} packets arrived", got.len());
+    assert_tone(&got);
+
+    // And the other way round, on the same room.
+    assert!(b.handle.set_sending(CHANNEL, true));
+    b.sending(true).await;
+    let stop = CancellationToken::new();
+    let talker = talk(b.handle.clone(), stop.clone());
+    let got = a.media_from(id_b, Duration::from_secs(4), 100).await;
+    stop.cancel();
+    talker.await.unwrap();
+    println!("audio back: A received {} packets from B", got.len());
+    assert!(got.len() >= 80);
+    assert_tone(&got);
+    assert!(b.handle.set_sending(CHANNEL, false));
+    b.sending(false).await;
+
+    // B mutes the channel (subscriber `configure`, no renegotiation), then listens again.
+    let stop = CancellationToken::new();
+    let talker = talk(a.handle.clone(), stop.clone());
+    assert_eq!(b.media_from(id_a, Duration::from_secs(3), 10).await.len(), 10);
+    assert!(b.handle.listen(CHANNEL, false));
+    b.media_from(id_a, Duration::from_millis(300), usize::MAX).await;
+    let muted = b.media_from(id_a, Duration::from_millis(1500), usize::MAX).await;
+    assert!(muted.is_empty(), "{} packets while muted", muted.len());
+    assert!(b.handle.listen(CHANNEL, true));
+    let again = b.media_from(id_a, Duration::from_secs(3), 25).await;
+    stop.cancel();
+    talker.await.unwrap();
+    assert_eq!(again.len(), 25, "B listens again");
+    assert!(a.handle.is_up() && b.handle.is_up());
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the namespace made by janus_subscription_follows_publishers_leaving_and_joining"]
+async fn inner_subscription_follows_publishers_leaving_and_joining() {
+    if !inside() {
+        return;
+    }
+    let _janus = Janus::start();
+    let mut b = Client::start("edge-b", true);
+    b.up().await;
+    // Talkers come and go while B stays: Janus renegotiates B's one subscription each time
+    // (a new m-line for a new publisher, an inactive one for a publisher gone, reused later).
+    for (round, name) in ["edge-a", "edge-c", "edge-d"].into_iter().enumerate() {
+        let mut t = Client::start(name, true);
+        let (id, _) = t.up().await;
+        b.sees(id).await;
+        assert!(t.handle.set_sending(CHANNEL, true));
+        t.sending(true).await;
+        let stop = CancellationToken::new();
+        let talker = talk(t.handle.clone(), stop.clone());
+        let got = b.media_from(id, Duration::from_secs(5), 50).await;
+        stop.cancel();
+        talker.await.unwrap();
+        println!("round {round}: B heard {name} ({} packets)", got.len());
+        assert_eq!(got.len(), 50, "B hears {name}");
+        assert_tone(&got);
+        t.stop().await;
+        let name_b = b.name;
+        b.wait("the talker gone from the roster", |e| match e {
+            JanusEvent::Roster { publishers, .. } if !publishers.iter().any(|p| p.0 == id) => Some(()),
+            JanusEvent::Down { reason } => panic!("{name_b}: down: {reason}"),
+            _ => None,
+        })
+        .await;
+    }
+    assert!(b.handle.is_up(), "B's session survived every renegotiation");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the namespace made by janus_send_false_publishes_nothing"]
+async fn inner_send_false_publishes_nothing() {
+    if !inside() {
+        return;
+    }
+    let _janus = Janus::start();
+    // A writes whatever it is given (no local gate): Janus's `send: false` alone holds it back.
+    let mut a = Client::start("edge-a", false);
+    let mut b = Client::start("edge-b", true);
+    let (id_a, _) = a.up().await;
+    b.up().await;
+    b.sees(id_a).await;
+
+    // First prove the path: sending on, B hears A.
+    assert!(a.handle.set_sending(CHANNEL, true));
+    a.sending(true).await;
+    let stop = CancellationToken::new();
+    let talker = talk(a.handle.clone(), stop.clone());
+    let before = b.media_from(id_a, Duration::from_secs(5), 25).await;
+    assert_eq!(before.len(), 25, "B hears A while A sends");
+
+    // `send: false` while A keeps writing: nothing reaches B.
+    assert!(a.handle.set_sending(CHANNEL, false));
+    a.sending(false).await;
+    // Packets already relayed may still be on their way.
+    b.media_from(id_a, Duration::from_millis(300), usize::MAX).await;
+    let during = b.media_from(id_a, Duration::from_secs(2), usize::MAX).await;
+    println!("send:false: B received {} packets in 2 s while A wrote 100", during.len());
+    assert!(during.is_empty(), "Janus relayed {} packets of a publisher with send:false", during.len());
+
+    // And on again.
+    assert!(a.handle.set_sending(CHANNEL, true));
+    a.sending(true).await;
+    let after = b.media_from(id_a, Duration::from_secs(5), 25).await;
+    stop.cancel();
+    let taken = talker.await.unwrap();
+    assert_eq!(after.len(), 25, "B hears A again");
+    println!("A's handle took {taken} packets over the whole test");
+
+    // With the local gate (the default), B's handle refuses media while B does not send.
+    assert!(!b.handle.media(CHANNEL, Tone::new().next()));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// After Janus went away: both see `Down` (and stop sending), come `Up` again; A (as its
+/// router would, holding the floor) sends again, and B hears A's new publisher.
+struct Rejoin {
+    down_reason: String,
+    a_down: Instant,
+    b_down: Instant,
+    a_up: Instant,
+    b_up: Instant,
+    heard: Instant,
+    new_a: u64,
+}
+
+async fn rejoin(a: &mut Client, b: &mut Client, old_a: u64) -> Rejoin {
+    let a_side = async {
+        let (_, a_down) = a.wait("Down", |e| matches!(e, JanusEvent::Down { .. }).then_some(())).await;
+        assert!(!a.handle.is_up());
+        assert!(!a.handle.media(CHANNEL, Tone::new().next()), "no media while down");
+        assert!(!a.handle.set_sending(CHANNEL, true), "no sending while down");
+        let (new_a, a_up) = a
+            .wait("Up again", |e| match e {
+                JanusEvent::Up { channels } => Some(channels[0].1),
+                _ => None,
+            })
+            .await;
+        assert!(!a.handle.media(CHANNEL, Tone::new().next()), "sending is off after a reconnect until asked");
+        assert!(a.handle.set_sending(CHANNEL, true));
+        (new_a, a_down, a_up)
+    };
+    let b_side = async {
+        let (down_reason, b_down) = b
+            .wait("Down", |e| match e {
+                JanusEvent::Down { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .await;
+        let (_, b_up) = b.wait("Up again", |e| matches!(e, JanusEvent::Up { .. }).then_some(())).await;
+        let (feed, heard) = b
+            .wait("A's audio again", |e| match e {
+                JanusEvent::Media { feed, .. } if *feed != old_a => Some(*feed),
+                _ => None,
+            })
+            .await;
+        (down_reason, b_down, b_up, feed, heard)
+    };
+    let ((new_a, a_down, a_up), (down_reason, b_down, b_up, feed, heard)) = tokio::join!(a_side, b_side);
+    assert_eq!(feed, new_a, "the audio B hears is A's new publisher");
+    Rejoin { down_reason, a_down, b_down, a_up, b_up, heard, new_a }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the namespace made by janus_restart_mid_call_both_rejoin_and_audio_flows_again"]
+async fn inner_restart_mid_call_both_rejoin_and_audio_flows_again() {
+    if !inside() {
+        return;
+    }
+    let mut janus = Janus::start();
+    let mut a = Client::start("edge-a", true);
+    let mut b = Client::start("edge-b", true);
+    let (id_a, _) = a.up().await;
+    b.up().await;
+    b.sees(id_a).await;
+    assert!(a.handle.set_sending(CHANNEL, true));
+    a.sending(true).await;
+    let stop = CancellationToken::new();
+    let talker = talk(a.handle.clone(), stop.clone());
+    let got = b.media_from(id_a, Duration::from_secs(5), 25).await;
+    assert_eq!(got.len(), 25, "audio flows before the restart");
+
+    // 1. Mid-call, Janus crashes (SIGKILL) and is started again at once.
+    let killed = Instant::now();
+    janus.kill();
+    janus.spawn();
+    let listening = Instant::now();
+    let r = rejoin(&mut a, &mut b, id_a).await;
+    let got = b.media_from(r.new_a, Duration::from_secs(5), 50).await;
+    println!(
+        "restart (kill): Down seen by A after {} ms, B after {} ms ({}); Janus listening again after {} ms; \
+         A up after {} ms, B up after {} ms; A's audio at B {} ms after the kill",
+        ms(r.a_down - killed),
+        ms(r.b_down - killed),
+        r.down_reason,
+        ms(listening - killed),
+        ms(r.a_up - killed),
+        ms(r.b_up - killed),
+        ms(r.heard - killed)
+    );
+    assert!(got.len() >= 45, "only {} packets after recovery", got.len());
+    assert_tone(&got);
+    assert!(r.heard - killed <= Duration::from_secs(5), "recovery took {} ms (target <= 5 s)", ms(r.heard - killed));
+
+    // 2. A longer outage: Janus stopped (SIGTERM, as systemd does), down for 3 s, started
+    // again. The boxes keep retrying, at most 5 s apart.
+    let stopping = Instant::now();
+    let exited = janus.terminate();
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(exited));
+    janus.spawn();
+    let listening = Instant::now();
+    let r2 = rejoin(&mut a, &mut b, r.new_a).await;
+    let got = b.media_from(r2.new_a, Duration::from_secs(5), 50).await;
+    stop.cancel();
+    talker.await.unwrap();
+    println!(
+        "restart (SIGTERM): Janus exited after {} ms, listening again after {} ms; Down seen by B after {} ms ({}); \
+         A's audio at B {} ms after the stop, {} ms after Janus listened again",
+        ms(exited),
+        ms(listening - stopping),
+        ms(r2.b_down - stopping),
+        r2.down_reason,
+        ms(r2.heard - stopping),
+        ms(r2.heard - listening)
+    );
+    assert!(got.len() >= 45, "only {} packets after recovery", got.len());
+    assert_tone(&got);
+    assert!(
+        r2.heard - listening <= Duration::from_secs(7),
+        "{} ms from Janus back to audio (retries are at most 5 s apart)",
+        ms(r2.heard - listening)
+    );
+    a.stop().await;
+    b.stop().await;
+}
