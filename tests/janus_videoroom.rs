@@ -12,6 +12,7 @@
 //! Needs root (for the namespace) and the Debian packages `janus` and `iproute2`; a missing
 //! one fails the test with its name (`scripts/setup-debian --test` installs them).
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -140,6 +141,11 @@ fn janus_send_false_publishes_nothing() {
 #[test]
 fn janus_subscription_follows_publishers_leaving_and_joining() {
     in_namespace("inner_subscription_follows_publishers_leaving_and_joining");
+}
+
+#[test]
+fn janus_desk_on_20_channels_hears_each_and_mutes_one() {
+    in_namespace("inner_desk_on_20_channels_hears_each_and_mutes_one");
 }
 
 #[test]
@@ -279,12 +285,12 @@ const CHANNEL: &str = "ops";
 const ROOM: u64 = 4242;
 const WAIT: Duration = Duration::from_secs(15);
 
-fn spec(display: &str) -> ChannelSpec {
+fn spec(channel: &str, room: u64, display: &str) -> ChannelSpec {
     ChannelSpec {
-        channel: CHANNEL.into(),
+        channel: channel.into(),
         room: RoomSettings {
-            room: ROOM,
-            description: "roipd test channel ops".into(),
+            room,
+            description: format!("roipd test channel {channel}"),
             secret: Some("room-secret".into()),
             pin: Some("room-pin".into()),
             admin_key: Some("roipd-test-admin-key".into()),
@@ -303,14 +309,22 @@ struct Client {
     events: mpsc::UnboundedReceiver<(Instant, JanusEvent)>,
     cancel: CancellationToken,
     started: Instant,
-    /// The latest roster seen by any wait (a roster may come before `Up`).
-    roster: Vec<u64>,
+    /// The latest roster of each channel seen by any wait (a roster may come before `Up`).
+    roster: HashMap<String, Vec<u64>>,
 }
 
+/// One received packet: when, on which channel, from which publisher.
+type Heard = (Instant, String, u64, MediaPacket);
+
 impl Client {
+    /// A client on channel `ops` (room 4242).
     fn start(name: &'static str, gate_media: bool) -> Client {
-        let mut o =
-            JanusOptions::new(format!("ws://{JANUS_IP}:{JANUS_WS_PORT}"), vec![spec(&format!("{name}/radio1"))]);
+        Self::on(name, &[(CHANNEL.to_owned(), ROOM)], gate_media)
+    }
+
+    fn on(name: &'static str, channels: &[(String, u64)], gate_media: bool) -> Client {
+        let specs = channels.iter().map(|(c, room)| spec(c, *room, &format!("{name}/radio1"))).collect();
+        let mut o = JanusOptions::new(format!("ws://{JANUS_IP}:{JANUS_WS_PORT}"), specs);
         o.bind = Some(SocketAddr::from((JANUS_IP, 0)));
         o.gate_media = gate_media;
         let (tx, mut raw) = mpsc::unbounded_channel();
@@ -325,7 +339,7 @@ impl Client {
         let cancel = CancellationToken::new();
         let started = Instant::now();
         let handle = janus::start(o, tx, cancel.clone());
-        Client { name, handle, events, cancel, started, roster: Vec::new() }
+        Client { name, handle, events, cancel, started, roster: HashMap::new() }
     }
 
     /// The next event `pick` accepts (others are skipped), and when it came.
@@ -337,30 +351,40 @@ impl Client {
                 .await
                 .unwrap_or_else(|_| panic!("{}: timed out waiting for {what}", self.name))
                 .expect("uplink alive");
-            if let JanusEvent::Roster { publishers, .. } = &e {
-                self.roster = publishers.iter().map(|p| p.0).collect();
-            }
+            self.note(&e);
             if let Some(r) = pick(&e) {
                 return (r, at);
             }
         }
     }
 
-    /// Up: our publisher id in the room, and how long it took since `start`.
-    async fn up(&mut self) -> (u64, Duration) {
+    fn note(&mut self, e: &JanusEvent) {
+        if let JanusEvent::Roster { channel, publishers } = e {
+            self.roster.insert(channel.clone(), publishers.iter().map(|p| p.0).collect());
+        }
+    }
+
+    /// Up: our publisher id in each channel's room, and how long it took since `start`.
+    async fn up_all(&mut self) -> (Vec<(String, u64)>, Duration) {
         let name = self.name;
-        let (id, at) = self
+        let (ids, at) = self
             .wait("Up", |e| match e {
-                JanusEvent::Up { channels } => Some(channels[0].1),
+                JanusEvent::Up { channels } => Some(channels.clone()),
                 JanusEvent::Down { reason } => panic!("{name}: down instead of up: {reason}"),
                 _ => None,
             })
             .await;
-        (id, at - self.started)
+        (ids, at - self.started)
+    }
+
+    /// Up, on a one-channel client.
+    async fn up(&mut self) -> (u64, Duration) {
+        let (ids, took) = self.up_all().await;
+        (ids[0].1, took)
     }
 
     async fn sees(&mut self, feed: u64) {
-        if self.roster.contains(&feed) {
+        if self.roster.values().any(|r| r.contains(&feed)) {
             return;
         }
         self.wait("the other publisher in the roster", |e| match e {
@@ -371,14 +395,18 @@ impl Client {
     }
 
     async fn sending(&mut self, on: bool) {
+        self.sending_on(CHANNEL, on).await
+    }
+
+    async fn sending_on(&mut self, channel: &str, on: bool) {
         self.wait("Janus to confirm sending", |e| {
-            matches!(e, JanusEvent::Sending { on: o, .. } if *o == on).then_some(())
+            matches!(e, JanusEvent::Sending { on: o, channel: c } if *o == on && c == channel).then_some(())
         })
         .await;
     }
 
-    /// Media from `feed` until `limit` passes or `enough` packets came; with arrival times.
-    async fn media_from(&mut self, feed: u64, limit: Duration, enough: usize) -> Vec<(Instant, MediaPacket)> {
+    /// Media (any channel, any publisher) until `limit` passes or `enough` packets came.
+    async fn media(&mut self, limit: Duration, enough: usize) -> Vec<Heard> {
         let deadline = Instant::now() + limit;
         let mut got = Vec::new();
         while got.len() < enough {
@@ -386,15 +414,29 @@ impl Client {
             match tokio::time::timeout(left, self.events.recv()).await {
                 Err(_) => break,
                 Ok(None) => panic!("{}: uplink gone", self.name),
-                Ok(Some((at, JanusEvent::Media { channel, feed: f, packet }))) if f == feed => {
+                Ok(Some((at, JanusEvent::Media { channel, feed, packet }))) => got.push((at, channel, feed, packet)),
+                Ok(Some((_, JanusEvent::Down { reason }))) => panic!("{}: down while receiving: {reason}", self.name),
+                Ok(Some((_, e))) => self.note(&e),
+            }
+        }
+        got
+    }
+
+    /// Media from `feed` on `ops` until `limit` passes or `enough` packets came (others are
+    /// dropped); with arrival times.
+    async fn media_from(&mut self, feed: u64, limit: Duration, enough: usize) -> Vec<(Instant, MediaPacket)> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        while got.len() < enough {
+            let left = deadline.saturating_duration_since(Instant::now());
+            for (at, channel, f, packet) in self.media(left, 1).await {
+                if f == feed {
                     assert_eq!(channel, CHANNEL);
                     got.push((at, packet));
                 }
-                Ok(Some((_, JanusEvent::Down { reason }))) => panic!("{}: down while receiving: {reason}", self.name),
-                Ok(Some((_, JanusEvent::Roster { publishers, .. }))) => {
-                    self.roster = publishers.iter().map(|p| p.0).collect();
-                }
-                Ok(Some(_)) => {}
+            }
+            if Instant::now() >= deadline {
+                break;
             }
         }
         got
@@ -446,6 +488,11 @@ impl Tone {
 
 /// Send the tone on `handle` every 20 ms until cancelled; counts what the handle took.
 fn talk(handle: JanusHandle, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
+    talk_on(handle, CHANNEL, stop)
+}
+
+fn talk_on(handle: JanusHandle, channel: &str, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
+    let channel = channel.to_owned();
     tokio::spawn(async move {
         let mut tone = Tone::new();
         let mut every = tokio::time::interval(Duration::from_millis(20));
@@ -454,7 +501,7 @@ fn talk(handle: JanusHandle, stop: CancellationToken) -> tokio::task::JoinHandle
             tokio::select! {
                 _ = stop.cancelled() => return taken,
                 _ = every.tick() => {
-                    if handle.media(CHANNEL, tone.next()) {
+                    if handle.media(&channel, tone.next()) {
                         taken += 1;
                     }
                 }
@@ -766,4 +813,74 @@ async fn inner_restart_mid_call_both_rejoin_and_audio_flows_again() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the namespace made by janus_desk_on_20_channels_hears_each_and_mutes_one"]
+async fn inner_desk_on_20_channels_hears_each_and_mutes_one() {
+    if !inside() {
+        return;
+    }
+    let _janus = Janus::start();
+    // A dispatch desk on 20 channels (20 rooms, 40 handles, one WebSocket, one UDP socket),
+    // and a field box on two of them.
+    let desk_channels: Vec<(String, u64)> = (0..20).map(|i| (format!("ch{i:02}"), 5000 + i)).collect();
+    let mut desk = Client::on("desk", &desk_channels, true);
+    let (desk_ids, took) = desk.up_all().await;
+    assert_eq!(desk_ids.len(), 20);
+    println!("desk: 20 channels published and connected in {} ms", ms(took));
+    let field_channels = vec![desk_channels[3].clone(), desk_channels[17].clone()];
+    let mut field = Client::on("edge-e", &field_channels, true);
+    let (field_ids, took) = field.up_all().await;
+    println!("field box: 2 channels up in {} ms", ms(took));
+    for (_, id) in &field_ids {
+        desk.sees(*id).await;
+    }
+
+    // The field box talks on each of its channels in turn: the desk hears it there only.
+    for (channel, id) in &field_ids {
+        assert!(field.handle.set_sending(channel, true));
+        field.sending_on(channel, true).await;
+        let stop = CancellationToken::new();
+        let talker = talk_on(field.handle.clone(), channel, stop.clone());
+        let got = desk.media(Duration::from_secs(5), 50).await;
+        stop.cancel();
+        talker.await.unwrap();
+        assert_eq!(got.len(), 50, "the desk hears {channel}");
+        assert!(got.iter().all(|(_, c, f, _)| c == channel && f == id), "only {channel}, only the field box");
+        let tone: Vec<(Instant, MediaPacket)> = got.into_iter().map(|(at, _, _, p)| (at, p)).collect();
+        assert_tone(&tone);
+        assert!(field.handle.set_sending(channel, false));
+        field.sending_on(channel, false).await;
+        desk.media(Duration::from_millis(300), usize::MAX).await;
+    }
+
+    // The desk mutes ch17 (no renegotiation): nothing from there, while ch03 still comes.
+    let (ch17, ch03) = (&field_ids[1].0, &field_ids[0].0);
+    assert!(desk.handle.listen(ch17, false));
+    for (channel, _) in &field_ids {
+        assert!(field.handle.set_sending(channel, true));
+        field.sending_on(channel, true).await;
+    }
+    let stop = CancellationToken::new();
+    let t1 = talk_on(field.handle.clone(), ch03, stop.clone());
+    let t2 = talk_on(field.handle.clone(), ch17, stop.clone());
+    desk.media(Duration::from_millis(300), usize::MAX).await;
+    let got = desk.media(Duration::from_millis(1500), usize::MAX).await;
+    let from_17 = got.iter().filter(|(_, c, _, _)| c == ch17).count();
+    let from_03 = got.iter().filter(|(_, c, _, _)| c == ch03).count();
+    println!("desk with ch17 muted: {from_03} packets from ch03, {from_17} from ch17 in 1.5 s");
+    assert_eq!(from_17, 0);
+    assert!(from_03 >= 60);
+    assert!(desk.handle.listen(ch17, true));
+    desk.media(Duration::from_millis(300), usize::MAX).await;
+    let got = desk.media(Duration::from_millis(1000), usize::MAX).await;
+    stop.cancel();
+    t1.await.unwrap();
+    t2.await.unwrap();
+    let from_17 = got.iter().filter(|(_, c, _, _)| c == ch17).count();
+    assert!(from_17 >= 40, "ch17 heard again ({from_17})");
+    assert!(desk.handle.is_up() && field.handle.is_up());
+    desk.stop().await;
+    field.stop().await;
 }

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::protocol::{SubStream, MAX_MESSAGE_BYTES, SUBPROTOCOL};
 use super::session::{ChannelSpec, Output, Session, SessionConfig};
@@ -514,7 +514,11 @@ impl Link<'_> {
                 }
                 Step::Ws(None) => return Err("Janus closed the WebSocket".into()),
                 Step::Ws(Some(Err(e))) => return Err(format!("Janus socket: {e}")),
-                Step::Ws(Some(Ok(Message::Text(t)))) => session.handle_text(now, t.as_str()),
+                Step::Ws(Some(Ok(Message::Text(t)))) => {
+                    // What Janus sends holds no secret of ours (what we send does: never logged).
+                    trace!(text = t.as_str(), "from Janus");
+                    session.handle_text(now, t.as_str())
+                }
                 Step::Ws(Some(Ok(Message::Close(frame)))) => {
                     let why = frame.map(|f| format!(" ({} {})", u16::from(f.code), f.reason)).unwrap_or_default();
                     return Err(format!("Janus closed the WebSocket{why}"));
