@@ -323,10 +323,18 @@ impl Client {
     }
 
     fn on(name: &'static str, channels: &[(String, u64)], gate_media: bool) -> Client {
-        let specs = channels.iter().map(|(c, room)| spec(c, *room, &format!("{name}/radio1"))).collect();
-        let mut o = JanusOptions::new(format!("ws://{JANUS_IP}:{JANUS_WS_PORT}"), specs);
+        let mut o = Self::options(name, channels);
         o.bind = Some(SocketAddr::from((JANUS_IP, 0)));
         o.gate_media = gate_media;
+        Self::with(name, o)
+    }
+
+    fn options(name: &str, channels: &[(String, u64)]) -> JanusOptions {
+        let specs = channels.iter().map(|(c, room)| spec(c, *room, &format!("{name}/radio1"))).collect();
+        JanusOptions::new(format!("ws://{JANUS_IP}:{JANUS_WS_PORT}"), specs)
+    }
+
+    fn with(name: &'static str, o: JanusOptions) -> Client {
         let (tx, mut raw) = mpsc::unbounded_channel();
         let (stamped, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -825,7 +833,8 @@ async fn inner_desk_on_20_channels_hears_each_and_mutes_one() {
     // A dispatch desk on 20 channels (20 rooms, 40 handles, one WebSocket, one UDP socket),
     // and a field box on two of them.
     let desk_channels: Vec<(String, u64)> = (0..20).map(|i| (format!("ch{i:02}"), 5000 + i)).collect();
-    let mut desk = Client::on("desk", &desk_channels, true);
+    // Media bound by default: to the address the kernel uses towards Janus (127.0.0.2 here).
+    let mut desk = Client::with("desk", Client::options("desk", &desk_channels));
     let (desk_ids, took) = desk.up_all().await;
     assert_eq!(desk_ids.len(), 20);
     println!("desk: 20 channels published and connected in {} ms", ms(took));
