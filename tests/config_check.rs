@@ -10,12 +10,18 @@ fn root() -> &'static Path {
 }
 
 /// `*.toml` in a folder (relative to the crate root), sorted, never empty.
+/// The .toml files in `dir` and, for `board`, in its per-board folders too.
 fn tomls(dir: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(root().join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+        let path = entry.unwrap().path();
+        if path.is_dir() && dir == "board" {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    files.retain(|p| p.extension().is_some_and(|x| x == "toml"));
     files.sort();
     assert!(!files.is_empty(), "no .toml files in {dir}");
     files

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use super::spans::Report;
-use super::{Config, DeskPortConfig, KeyingTimers, LineConfig, PortConfig, RadioPortConfig, UplinkKind};
+use super::{AudioConfig, Config, DeskPortConfig, KeyingTimers, LineConfig, PortConfig, RadioPortConfig, UplinkKind};
 use crate::gpio::LineSpec;
 
 /// Each keying timer with its value and allowed range (the ranges documented on [`KeyingTimers`]).
@@ -117,6 +117,7 @@ fn radio_port<'c>(
     r: &mut Report,
 ) {
     check_channel(&format!("{path}.channel"), None, &radio.channel, channels, r);
+    check_audio(path, &radio.audio, r);
 
     // Presence in the file, not the parsed value: a `cor` with a type error was still meant as COR.
     let (cor, vox) = (format!("{path}.cor"), format!("{path}.vox"));
@@ -161,6 +162,7 @@ fn desk_port<'c>(
     lines: &mut Vec<(String, &'c LineConfig)>,
     r: &mut Report,
 ) {
+    check_audio(path, &desk.audio, r);
     let chans = format!("{path}.channels");
     if desk.channels.is_empty() {
         r.key(&chans, "a desk port needs at least one channel");
@@ -171,6 +173,20 @@ fn desk_port<'c>(
     lines.extend(desk.ptt.iter().map(|l| (format!("{path}.ptt"), l)));
     lines.extend(desk.leds.iter().map(|(n, l)| (format!("{path}.leds.{n}"), l)));
     lines.extend(desk.buttons.iter().map(|(n, l)| (format!("{path}.buttons.{n}"), l)));
+}
+
+/// Audio device names parse, and each is used in a direction it supports.
+fn check_audio(path: &str, audio: &AudioConfig, r: &mut Report) {
+    use crate::audio::{DeviceSpec, Direction};
+    for (field, name, dir) in [("capture", &audio.capture, Direction::Capture), ("playback", &audio.playback, Direction::Playback)] {
+        let Some(name) = name else { continue };
+        let key = format!("{path}.audio.{field}");
+        match DeviceSpec::parse(name) {
+            Ok(spec) if !spec.supports(dir) => r.key(&key, format!("`{name}` cannot be used for {dir}")),
+            Ok(_) => {}
+            Err(e) => r.key(&key, e.to_string()),
+        }
+    }
 }
 
 /// `element` is the index when `path` is an array of channel names.
