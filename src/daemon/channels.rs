@@ -347,6 +347,11 @@ impl ChannelRouter {
             debug!(?source, channel = %self.channel_names[channel], "media from a non-holder dropped");
             return;
         };
+        if packet.marker {
+            if let MediaSource::Port(p) = source {
+                info!(port = %self.port_names[p], channel = %self.channel_names[channel], "talk-spurt: first packet sent");
+            }
+        }
         for target in targets {
             match target {
                 MediaTarget::Port(_) if self.muted[channel] => {}
