@@ -111,6 +111,8 @@ pub enum Kernel {
     Codec,
     /// A radio port with COR closed and the channel idle.
     Idle,
+    /// A dispatch desk: 50 monitored channels, 5 talking, the desk talking on one.
+    Desk,
 }
 
 /// Run `seconds` of audio through a kernel on one thread, no devices, no clock.
@@ -151,6 +153,7 @@ pub fn run_kernel(kernel: Kernel, seconds: u32) -> Result<(), String> {
                 std::hint::black_box(&pcm);
             }
         }
+        Kernel::Desk => super::desk::run_kernel(seconds)?,
         Kernel::Idle => {
             let (mut rx, mut tx) = (rx_path(false)?, tx_path()?);
             let mut out = [0.0f32; FRAME];
@@ -170,6 +173,7 @@ pub struct Callgrind {
     pub busy: f64,
     pub codec: f64,
     pub idle: f64,
+    pub desk: f64,
 }
 
 /// Million instructions per audio-second of each kernel: two runs of different lengths,
@@ -185,7 +189,7 @@ pub fn callgrind_figures() -> Result<Callgrind, String> {
         let b = collected(&exe, kernel, long)?;
         Ok((b.saturating_sub(a)) as f64 / f64::from(long - short) / 1e6)
     };
-    Ok(Callgrind { busy: per_second("busy")?, codec: per_second("codec")?, idle: per_second("idle")? })
+    Ok(Callgrind { busy: per_second("busy")?, codec: per_second("codec")?, idle: per_second("idle")?, desk: per_second("desk")? })
 }
 
 fn collected(exe: &Path, kernel: &str, seconds: u32) -> Result<u64, String> {

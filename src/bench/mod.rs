@@ -8,6 +8,7 @@
 //! - peak RSS, and, where valgrind is installed, instructions per audio-second under callgrind
 //!   for a busy port, a bare Opus encode+decode of the same signal, and an idle port.
 
+mod desk;
 mod jitter;
 mod kernels;
 mod latency;
@@ -31,6 +32,8 @@ pub struct Report {
     pub jitter_added_latency_p95_ms: f64,
     pub jitter_lost_pct: f64,
     pub peak_rss_mb: f64,
+    /// Desk: the mixer's own latency between the jitter buffer and the output.
+    pub mixer_added_latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_port_minstr_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,6 +42,9 @@ pub struct Report {
     pub idle_port_minstr_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipeline_overhead_pct: Option<f64>,
+    /// Desk: 50 monitored channels, 5 talking, the desk talking on one (M instr per second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub desk_minstr_per_s: Option<f64>,
     /// Why the instruction counts are missing, when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valgrind: Option<String>,
@@ -70,6 +76,7 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
     r.tx_added_latency_ms = latency::tx_added_ms()?;
     let j = jitter::lossy_network(0x5eed, 60.0);
     (r.jitter_on_time_pct, r.jitter_added_latency_p95_ms, r.jitter_lost_pct) = (j.on_time_pct, j.added_p95_ms, j.lost_pct);
+    r.mixer_added_latency_ms = desk::mixer_added_latency_ms()?;
     r.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
     match kernels::callgrind_figures() {
         Ok(c) => {
@@ -77,6 +84,7 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
             r.bare_codec_minstr_per_s = Some(c.codec);
             r.idle_port_minstr_per_s = Some(c.idle);
             r.pipeline_overhead_pct = Some(100.0 * (c.busy / c.codec - 1.0));
+            r.desk_minstr_per_s = Some(c.desk);
         }
         Err(why) => r.valgrind = Some(why),
     }
@@ -93,12 +101,16 @@ fn print_human(r: &Report) {
         "  jitter buffer, 10% loss + 40 ms jitter: {:8.2} % on time, p95 added {:.1} ms",
         r.jitter_on_time_pct, r.jitter_added_latency_p95_ms
     );
+    println!("  desk mixer added latency:               {:8.1} ms", r.mixer_added_latency_ms);
     println!("  peak RSS:                               {:8.1} MB", r.peak_rss_mb);
     match (r.busy_port_minstr_per_s, r.bare_codec_minstr_per_s, r.idle_port_minstr_per_s) {
         (Some(b), Some(c), Some(i)) => {
             println!("  callgrind, busy port:                   {b:8.1} M instr per audio-second");
             println!("  callgrind, bare Opus encode+decode:     {c:8.1} M (pipeline overhead {:.1} %)", 100.0 * (b / c - 1.0));
             println!("  callgrind, idle port:                   {i:8.2} M instr per second");
+            if let Some(d) = r.desk_minstr_per_s {
+                println!("  callgrind, desk (50 ch, 5 talking, TX): {d:8.1} M instr per second");
+            }
         }
         _ => println!("  callgrind: skipped ({})", r.valgrind.as_deref().unwrap_or("?")),
     }

@@ -7,9 +7,11 @@
 //! same code. The DSP and codec work per frame allocates nothing; an emitted packet is one small
 //! `Vec` (50 a second while talking).
 
+mod mixer;
 mod rx;
 mod tx;
 
+pub use mixer::{ChannelLevel, MixChannelConfig, MixChannelStats, MixLevels, Mixer, MixerConfig, MixerError, MAX_CHANNELS};
 pub use rx::{RxOutput, RxPath};
 pub use tx::{TxFrame, TxGate, TxPath};
 
