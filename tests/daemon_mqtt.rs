@@ -68,6 +68,9 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     let late = Probe::connect(broker.anon, &["roipd/mqtt-box/status", "roipd/mqtt-box/state/+"]).await;
     let status = late.wait("retained status", WAIT, on("roipd/mqtt-box/status")).await;
     assert!(status.retain && status.json()["online"] == true, "{}", status.json());
+    let hash = status.json()["config_hash"].as_str().unwrap_or_default().to_string();
+    assert!(hash.len() >= 8, "status carries the config's hash: {}", status.json());
+    assert_eq!(status.json()["uplink"]["state"], "disabled", "{}", status.json());
     assert!(late.wait("retained port state", WAIT, on("roipd/mqtt-box/state/radio-a")).await.retain);
     drop(late);
 

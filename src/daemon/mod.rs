@@ -170,6 +170,11 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         },
         None => (None, None, None),
     };
+    if let Some(f) = &fleet_handle {
+        f.set_config_hash(crate::fleet::config_hash(source.as_bytes()));
+        let uplink = if config.uplink.is_some() { crate::fleet::UplinkState::Connecting } else { crate::fleet::UplinkState::Disabled };
+        f.set_uplink_state(uplink, None);
+    }
     let reporter = Reporter::new(fleet_handle);
     let mut tasks = JoinSet::new();
     let (to_channel, channel_rx) = mpsc::unbounded_channel();
