@@ -9,18 +9,33 @@
 //! - Every arrival is a delay sample `d = arrival - media time` (RTP timestamp / 48 kHz). The
 //!   fastest recent packet (`d_min`) is the network's floor; the chosen percentile of
 //!   `d - d_min` over a window of recent packets is the jitter the buffer must absorb.
-//! - Target depth = jitter + one frame (+ one spare frame while the stream is losing packets,
-//!   so the next packet is here in time for its FEC), clamped to [min, max). It rises at once
-//!   and, inside a talk-spurt, falls by at most two frames a second. A frame is due at
-//!   `media time + d_min + target - frame`; `e = now - due` says how far the playout clock is
-//!   from the schedule. Because the schedule is re-learned continuously, sender clock drift
-//!   (a few hundred ppm) shows up as a slow creep of `e`, not as a growing or starving queue.
+//! - Target depth = jitter + one frame (at least two frames while the stream is losing
+//!   packets, so on a calm network the next packet is here in time for its FEC), clamped to
+//!   [min, max). It rises at once and, inside a talk-spurt, falls by at most two frames a
+//!   second. The depth counts the frame being played, so a frame is due one frame earlier:
+//!   at `media time + d_min + target - frame`, the moment the chosen percentile of packets has
+//!   arrived. `e = pop - due` says how far the playout clock is from the schedule. Because
+//!   the schedule is re-learned continuously, sender clock drift (a few hundred ppm) shows up
+//!   as a slow creep of `e`, not as a growing or starving queue.
+//! - The playout clock pops once per frame on its own grid, at a phase the buffer does not
+//!   choose: a frame is played at the first pop at or after its due time, so `0 <= e < frame`
+//!   is on schedule, and the grid adds 0..1 frame of latency by phase (half a frame on
+//!   average), which the target does not count again. The `now` of a pop carries the
+//!   caller's wake-up jitter while the device plays on a steady clock, so `e` is measured
+//!   from the pop's place on the grid learned from the previous pops (its phase), not from
+//!   `now`: a late or early wake-up does not make a frame look a pop behind or ahead.
 //! - `e < 0`: the frame is not due yet. Between talk-spurts that is priming (silence); in a
-//!   talk-spurt a concealed frame is inserted. `e > frame + frame/4`: playout lags the target
-//!   by more than a frame, so one frame is skipped: a missing frame or silence if possible,
-//!   else the oldest packet. Silence gaps re-prime the buffer for free at every talk-spurt.
+//!   talk-spurt a concealed frame is inserted. `e >= frame`: the previous pop could have
+//!   played this frame, so playout is a pop behind schedule (after warm-up, a falling target,
+//!   or an insertion for a target that rose a little). Dropping a packet for that would be
+//!   heard and could flap against the next insertion, so the lag is tolerated up to
+//!   `frame + frame/4`, beyond which one frame is skipped (a missing frame or silence if
+//!   possible, else the oldest packet); but a missing frame that would only be concealed is
+//!   skipped as soon as `e >= frame`, which costs nothing. Silence gaps re-prime the buffer
+//!   for free at every talk-spurt.
 //! - A missing due frame is recovered from the next packet's FEC when that packet is here,
 //!   else concealed; after `max_conceal` the buffer stops concealing and reports silence/idle.
+//!   [`JitterBuffer::last_frame_ts`] says which frame's slot the last pop filled.
 //! - Latency is bounded: the depth never exceeds `max_depth` (oldest packets are dropped), and
 //!   a packet far ahead of the buffer resyncs it. Delays beyond `max_depth` (a stall's
 //!   backlog) do not steer the target unless they persist (the path got slower).
@@ -57,6 +72,10 @@ const LOSSY_ON: u32 = (1 << 16) / 200;
 const LOSSY_OFF: u32 = (1 << 16) / 1000;
 /// Payload bytes reserved per slot up front (60 ms of Opus at 32 kbps).
 const SLOT_RESERVE: usize = 256;
+/// A pop this close to the learned playout grid (in frames) is scheduling jitter: it moves the
+/// grid by `1/POP_GRID_GAIN` of its error; a pop further off restarts the grid.
+const POP_GRID_SNAP: i64 = 4;
+const POP_GRID_GAIN: i64 = 8;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JitterConfig {
@@ -141,6 +160,8 @@ pub struct JitterStats {
     pub dropped_for_overflow: u64,
     /// Frames inserted (conceal or silence) because playout ran ahead of the schedule.
     pub inserted: u64,
+    /// Missing frames passed over (not concealed) because playout lagged the schedule.
+    pub skipped: u64,
     /// Packets discarded on a stream reset, or stray packets from another stream.
     pub flushed: u64,
     /// Payloads over `max_payload`.
@@ -284,9 +305,13 @@ pub struct JitterBuffer {
     target: i64,
     target_at: i64,
     /// Recent loss rate (Q16, averaged over ~512 packets). While packets are being lost the
-    /// target keeps one spare frame, so the next packet is here in time to use its FEC.
+    /// target is at least two frames, so the next packet can be here in time for its FEC.
     loss_avg: u32,
     lossy: bool,
+    /// Media time of the frame whose slot the last pop filled (None: an insertion or a pause).
+    last_frame: Option<i64>,
+    /// Where the playout clock's next pop falls on its learned grid (µs).
+    next_pop: Option<i64>,
     stats: JitterStats,
 }
 
@@ -332,6 +357,8 @@ impl JitterBuffer {
             loss_avg: 0,
             lossy: false,
             outliers_since: None,
+            last_frame: None,
+            next_pop: None,
             stats: JitterStats::default(),
         }
     }
@@ -447,10 +474,19 @@ impl JitterBuffer {
         }
     }
 
+    /// RTP timestamp of the frame whose own slot the last [`pop`](Self::pop) filled, with its
+    /// packet, the next packet's FEC or a concealment; `None` when that pop inserted a frame
+    /// (playout ahead of the schedule) or played silence or nothing.
+    pub fn last_frame_ts(&self) -> Option<u32> {
+        self.last_frame.map(|ts| ts as u32)
+    }
+
     /// The playout side needs the next frame at `now`.
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         let now_us = self.micros(now);
-        match self.decide(now_us) {
+        let at = self.pop_grid(now_us);
+        self.last_frame = None;
+        match self.decide(at) {
             Decision::Packet(i) => Playout::Packet(&self.slots[i].payload),
             Decision::Fec(i) => Playout::Fec(&self.slots[i].payload),
             Decision::Conceal => Playout::Conceal,
@@ -502,7 +538,7 @@ impl JitterBuffer {
                         continue;
                     }
                     self.consume(i, Fate::Played);
-                    (self.play_ts, self.conceal_run) = (ts + self.frame_ts, 0);
+                    (self.play_ts, self.conceal_run, self.last_frame) = (ts + self.frame_ts, 0, Some(ts));
                     return Decision::Packet(i);
                 }
                 // Contiguous sequence with a timestamp gap (DTX), or a marked new talk-spurt:
@@ -513,10 +549,16 @@ impl JitterBuffer {
                     if e < 0 {
                         return self.insert();
                     }
-                    if e > too_late && !skipped {
-                        // Lagging anyway: dropping a missing frame costs nothing.
+                    let fec = head.filter(|&(_, _, ts, _)| (ts - (self.play_ts + self.frame_ts)).abs() <= half);
+                    // Dropping a missing frame costs nothing: do it when lagging anyway, and
+                    // also as soon as the previous pop could have played this frame (the pop
+                    // grid left a whole frame of slack) and it would only be concealed. That
+                    // takes back the frame a falling target (warm-up, calmer network) or an
+                    // insertion left, which the packet-dropping threshold tolerates.
+                    if !skipped && (e > too_late || (e >= frame_us && fec.is_none())) {
                         skipped = true;
                         self.play_ts += self.frame_ts;
+                        self.stats.skipped += 1;
                         continue;
                     }
                     if self.conceal_run >= self.max_conceal_frames() {
@@ -524,12 +566,11 @@ impl JitterBuffer {
                         continue;
                     }
                     self.conceal_run += 1;
+                    self.last_frame = Some(self.play_ts);
                     self.play_ts += self.frame_ts;
-                    if let Some((i, _, ts, _)) = head {
-                        if (ts - self.play_ts).abs() <= half {
-                            self.stats.fec_recovered += 1;
-                            return Decision::Fec(i);
-                        }
+                    if let Some((i, _, _, _)) = fec {
+                        self.stats.fec_recovered += 1;
+                        return Decision::Fec(i);
                     }
                     self.stats.concealed += 1;
                     return Decision::Conceal;
@@ -537,6 +578,20 @@ impl JitterBuffer {
             }
         }
         Decision::Silence
+    }
+
+    /// When the audio of a pop at `now` is played, on the playout clock's grid. The caller's
+    /// `now` carries its wake-up jitter, but the device plays its samples on a steady clock,
+    /// so the grid (its phase) is learned from the pops, and a pop near it counts as on it:
+    /// that jitter does not make frames look due a pop early or late and insert or skip.
+    fn pop_grid(&mut self, now: i64) -> i64 {
+        let period = ts_to_us(self.frame_ts);
+        let at = match self.next_pop {
+            Some(p) if (now - p).abs() <= period / POP_GRID_SNAP => p + (now - p) / POP_GRID_GAIN,
+            _ => now,
+        };
+        self.next_pop = Some(at + period);
+        at
     }
 
     /// Playout is ahead of the schedule: stretch by one frame without moving the cursor.
@@ -969,7 +1024,6 @@ mod tests {
                 next += 1;
             }
             let talking_now = jb.in_talk;
-            let cursor = jb.play_ts;
             let depth = jb.stats().depth_ms;
             let out = jb.pop(at(now));
             let c = match out {
@@ -989,8 +1043,9 @@ mod tests {
                 Playout::Silence => 's',
                 Playout::Idle => '.',
             };
-            if c == 'C' && jb.play_ts != cursor {
-                run.concealed.push(((cursor as u32).wrapping_sub(ts0) / 960) as usize);
+            // The frame whose own slot was concealed (an insertion fills none).
+            if let (true, Some(ts)) = (c == 'C', jb.last_frame_ts()) {
+                run.concealed.push((ts.wrapping_sub(ts0) / 960) as usize);
             }
             if talking_now || matches!(c, 'P' | 'F') {
                 run.depth_ms.push(depth);
@@ -1155,6 +1210,82 @@ mod tests {
         let i = out.iter().position(|o| o == "P49").unwrap();
         assert_eq!(&out[i..i + 3], ["P49", "F51", "P51"]);
         assert_eq!((s.lost, s.target_ms, s.fec_recovered), (5, 40.0, 2), "{s:?}");
+    }
+
+    /// Pops of a clean stream (frame k arrives 30 ms after it is sent) on a playout clock
+    /// `phase_ms` after the sender's, each pop woken up to `wake_ms` late, with the default
+    /// 60 ms initial depth; `lose` frames are never sent. Returns the outputs and, per played
+    /// frame, its grid pop time minus its send time.
+    fn on_clock(
+        phase_ms: f64,
+        wake_ms: f64,
+        frames: usize,
+        lose: &[usize],
+    ) -> (Vec<String>, Vec<(usize, f64)>, JitterStats) {
+        let mut sc = Script::new(JitterConfig::default());
+        let mut rng = Rng(99);
+        let (mut out, mut lag) = (Vec::new(), Vec::new());
+        let mut k = 0;
+        for n in 0..frames + 10 {
+            let grid = 20.0 * n as f64 + phase_ms;
+            let now = grid + rng.unit() * wake_ms;
+            while k < frames && 30.0 + 20.0 * k as f64 <= now {
+                if !lose.contains(&k) {
+                    sc.push(30.0 + 20.0 * k as f64, k as u16, 960 * k as u32, k);
+                }
+                k += 1;
+            }
+            let o = sc.pop(now);
+            if let Some(f) = o.strip_prefix('P') {
+                let f: usize = f.parse().unwrap();
+                lag.push((f, grid - 20.0 * f as f64));
+            }
+            out.push(o);
+        }
+        (out, lag, sc.jb.stats())
+    }
+
+    #[test]
+    fn a_frame_of_slack_is_taken_back_at_the_next_concealment() {
+        // A lossy clean stream (target two frames: the due time is 50 ms after sending) on a
+        // clock 12 ms after the sender's: the pops 52 ms after sending are the right ones.
+        // Playout starts at the 60 ms initial depth, 72 ms after sending; once the measured
+        // target takes over, it is 22 ms behind schedule: under the 1.25 frames that justify
+        // dropping a packet, so it stays while packets flow, but the first frame that would only
+        // be concealed (150; 151 is recovered from 152's FEC) is skipped instead.
+        let (out, lag, s) = on_clock(12.0, 0.0, 300, &[10, 20, 30, 40, 150, 151]);
+        let i = out.iter().position(|o| o == "P149").unwrap();
+        assert_eq!(&out[i..i + 3], ["P149", "F152", "P152"]);
+        assert!(lag.iter().filter(|(k, _)| *k < 150).all(|&(_, l)| l == 72.0), "{lag:?}");
+        assert!(lag.iter().filter(|(k, _)| *k > 150).all(|&(_, l)| l == 52.0), "{lag:?}");
+        assert_eq!((s.skipped, s.inserted, s.dropped_for_overflow, s.fec_recovered), (1, 0, 0, 5), "{s:?}");
+    }
+
+    #[test]
+    fn frames_play_at_the_first_pop_after_they_are_due_whatever_the_clock_phase() {
+        // As above, losing pairs of frames now and then; whatever the playout clock's phase,
+        // frames end up played at the first pop at or after their due time (50 ms after
+        // sending), not a pop later.
+        let lose = [10, 11, 20, 21, 30, 31, 40, 41, 200, 201, 300, 301, 400, 401];
+        for phase in (0..40).map(|p| p as f64 * 0.5) {
+            let (_, lag, s) = on_clock(phase, 0.0, 500, &lose);
+            let last = lag.last().unwrap().1;
+            assert!((50.0..70.0).contains(&last), "phase {phase}: played {last} ms after sending; {s:?}");
+        }
+    }
+
+    #[test]
+    fn wake_up_jitter_of_the_playout_clock_does_not_move_the_schedule() {
+        // Frames are due 50 ms after sending; the clock's pops fall 49.5 and 69.5 ms after,
+        // and each comes up to 3 ms late (a busy audio thread). Taken at face value, pops
+        // would be a frame behind schedule whenever late and ahead of it whenever on time:
+        // skipping at a concealment, inserting at the next early pop, over and over. On the
+        // learned grid (at the pops' average lateness) they are a frame behind once, after
+        // warm-up, and the first concealment takes that back for good.
+        let lose: Vec<usize> = (1..50).flat_map(|i| [10 * i, 10 * i + 1]).collect();
+        let (_, lag, s) = on_clock(9.5, 3.0, 500, &lose);
+        assert!(lag.iter().filter(|(k, _)| *k > 100).all(|&(_, l)| l == 49.5), "{lag:?}");
+        assert_eq!((s.inserted, s.skipped), (0, 1), "{s:?}");
     }
 
     #[test]
