@@ -16,9 +16,9 @@ pub use rx::{RxOutput, RxPath};
 pub use tx::{TxFrame, TxGate, TxPath};
 
 /// Device frames the playback driver keeps queued ahead of the device: the most its refill
-/// task may be late before the device plays silence. One frame (10 ms) was too little on a
-/// loaded 2-core box (gaps in the end-to-end tests); two cost 10 ms of latency.
-pub const PLAYBACK_LEAD_FRAMES: usize = 2;
+/// may be late before the device plays silence, and latency. One frame (10 ms) holds since the
+/// feeder runs on a thread of its own; as an async task it left gaps on a loaded 2-core box.
+pub const PLAYBACK_LEAD_FRAMES: usize = 1;
 
 /// An Opus packet with the RTP fields the jitter buffer needs. This is what channels carry,
 /// in-process between local ports and over WebRTC to peers.
