@@ -31,20 +31,6 @@ audio = { playback = "sim:wav-out:{lines}/../b-tx.wav" }
 keying = { tx_delay_ms = 100, tx_hang_ms = 300 }
 "#;
 
-/// Samples of the WAV and the RMS (dBFS) of each 10 ms block.
-fn wav_blocks(path: &std::path::Path) -> Vec<f32> {
-    let mut reader = hound::WavReader::open(path).expect("B's transmit WAV");
-    assert_eq!(reader.spec().sample_rate, 48_000);
-    let samples: Vec<f32> = reader.samples::<i16>().map(|s| s.unwrap() as f32 / 32768.0).collect();
-    samples
-        .chunks(480)
-        .map(|b| {
-            let ms = b.iter().map(|s| s * s).sum::<f32>() / b.len() as f32;
-            10.0 * ms.max(1e-12).log10()
-        })
-        .collect()
-}
-
 #[test]
 fn tone_on_radio_a_is_transmitted_by_radio_b() {
     let mut d = Daemon::start(CONFIG);
@@ -59,7 +45,9 @@ fn tone_on_radio_a_is_transmitted_by_radio_b() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(10)).success(), "{}", d.stderr());
 
-    let blocks = wav_blocks(&d.dir.path().join("b-tx.wav"));
+    let wav = d.dir.path().join("b-tx.wav");
+    assert_eq!(hound::WavReader::open(&wav).expect("B's transmit WAV").spec().sample_rate, 48_000);
+    let blocks = common::wav_blocks_dbfs(&wav);
     let loud: Vec<usize> = (0..blocks.len()).filter(|&i| blocks[i] > -30.0).collect();
     assert!(!loud.is_empty(), "no tone reached radio B\n{}", d.stderr());
     let span_ms = (loud.last().unwrap() - loud.first().unwrap() + 1) * 10;

@@ -37,15 +37,17 @@ impl Control {
                 next = commands.recv() => match next {
                     Some((command, replier)) => {
                         info!(?command, "fleet command");
-                        let after = matches!(command, Command::Restart | Command::ReloadConfig);
-                        let result = self.handle(command).await;
+                        let (result, restart) = match command {
+                            Command::ReloadConfig => match self.reload() {
+                                Ok((reply, next)) => (Ok(reply), Some(Some(next))),
+                                Err(e) => (Err(e), None),
+                            },
+                            Command::Restart => (Ok(json!({ "restarting": true })), Some(None)),
+                            other => (self.handle(other).await, None),
+                        };
                         if let Err(e) = &result {
                             warn!(error = %e, "fleet command refused");
                         }
-                        let restart = match (&result, after) {
-                            (Ok(_), true) => self.pending_restart(),
-                            _ => None,
-                        };
                         replier.reply(result);
                         // Reply first, then restart: the answer is queued before the fleet
                         // client says goodbye.
@@ -59,16 +61,17 @@ impl Control {
         }
     }
 
-    /// The configuration a successful reload/restart starts with (validated in `handle`).
-    fn pending_restart(&self) -> Option<Option<(Config, String)>> {
-        match &self.config_path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).ok()?;
-                let config = config::parse_str(&text, &path.display().to_string()).ok()?;
-                Some(Some((config, text)))
-            }
-            None => Some(None),
-        }
+    /// Read and validate the configuration file before anything stops: a bad file leaves the
+    /// running box untouched. On success, the reply and the configuration to restart with.
+    fn reload(&self) -> Result<(Value, (Config, String)), CommandError> {
+        let Some(path) = &self.config_path else {
+            return Err(CommandError::unavailable("running a built-in configuration: there is no file to reload"));
+        };
+        let name = path.display().to_string();
+        let rejected = |why: String| CommandError::rejected(format!("{name} has errors, nothing changed:\n{why}"));
+        let text = std::fs::read_to_string(path).map_err(|e| rejected(e.to_string()))?;
+        let config = config::parse_str(&text, &name).map_err(|errors| rejected(errors.to_string()))?;
+        Ok((json!({ "reloading": name }), (config, text)))
     }
 
     fn radio(&self, port: &str) -> Result<&mpsc::UnboundedSender<PortInput>, CommandError> {
@@ -120,17 +123,8 @@ impl Control {
                 redact(&mut value);
                 Ok(value)
             }
-            Command::ReloadConfig => {
-                let Some(path) = &self.config_path else {
-                    return Err(CommandError::unavailable("running a built-in configuration: there is no file to reload"));
-                };
-                // Validated before anything stops: a bad file leaves the running box untouched.
-                config::load_file(path).map_err(|errors| {
-                    CommandError::rejected(format!("{} has errors, nothing changed:\n{errors}", path.display()))
-                })?;
-                Ok(json!({ "reloading": path.display().to_string() }))
-            }
-            Command::Restart => Ok(json!({ "restarting": true })),
+            // Answered in `run`: they restart the daemon after the reply.
+            Command::ReloadConfig | Command::Restart => Err(CommandError::internal("restart commands are handled by run")),
             Command::Identify { duration } => {
                 let led = self.status_led.clone().ok_or_else(|| {
                     CommandError::unavailable("this box has no identify LED (`gpio.status_led` in its config)")

@@ -121,10 +121,11 @@ fn run_config_at(config: Config, source: String, path: Option<std::path::PathBuf
                 // Every PTT was released on the way out; the next run opens them again.
                 safety::release_all("restart");
                 safety::rearm();
+                let reloaded = next.is_some();
                 if let Some(next) = next {
                     current = next;
                 }
-                info!("restarting with {}", if path.is_some() { "the configuration file" } else { "the same configuration" });
+                info!("restarting with {}", if reloaded { "the configuration file" } else { "the same configuration" });
             }
         }
     };
