@@ -5,8 +5,12 @@
 //! radio people write them. Ports and channels are tables keyed by name (`[port.radio1]`),
 //! so names are unique by construction and error messages can say `port.radio1.ptt`.
 
+mod audio;
 pub mod check;
+mod desk;
+mod fleet;
 pub mod load;
+mod net;
 mod spans;
 mod validate;
 
@@ -15,7 +19,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use audio::AudioConfig;
 pub use check::check_command;
+pub use desk::DeskPortConfig;
+pub use fleet::MqttConfig;
+pub use net::{HubConfig, TokenConfig, UplinkConfig, UplinkKind};
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 
 use crate::core::floor::{ArbiterConfig, Priority};
@@ -205,37 +213,6 @@ pub struct RadioPortConfig {
     pub priority: u8,
 }
 
-/// A dispatch desk: PTT/select buttons, LEDs, speaker and microphone, many channels.
-/// In the file: `[port.NAME]` with `kind = "desk"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DeskPortConfig {
-    pub channels: Vec<String>,
-    pub ptt: Option<LineConfig>,
-    #[serde(default)]
-    pub leds: BTreeMap<String, LineConfig>,
-    #[serde(default)]
-    pub buttons: BTreeMap<String, LineConfig>,
-    #[serde(default)]
-    pub audio: AudioConfig,
-    /// Floor priority of the dispatcher (0-255). Default 100: dispatch preempts field radios.
-    #[serde(default = "default_desk_priority")]
-    pub priority: u8,
-}
-
-fn default_desk_priority() -> u8 {
-    Priority::DISPATCH.0
-}
-
-/// ALSA PCM names (`plughw:CARD=Device,DEV=0`) or simulated devices (`sim:tone:1000`,
-/// `sim:wav:/path/in.wav`, `sim:null`, `sim:wav-out:/path/out.wav`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AudioConfig {
-    pub capture: Option<String>,
-    pub playback: Option<String>,
-}
-
 /// Keying timers in milliseconds. Defaults follow what radio users expect (FIELD.md).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -316,67 +293,4 @@ impl RadioPortConfig {
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
         }
     }
-}
-
-/// The embedded hub: hosts channels, serves signaling and the web console.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct HubConfig {
-    /// HTTP/WebSocket listen address, e.g. "127.0.0.1:8080".
-    pub listen: String,
-    /// UDP port for all WebRTC media (one socket for every peer). Default: the same port
-    /// number as `listen`.
-    #[serde(default)]
-    pub media_port: Option<u16>,
-    /// Access tokens. Each names the channels it may join (`["*"]` for all).
-    #[serde(default)]
-    pub token: BTreeMap<String, TokenConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// File holding the secret token (never inline in the config).
-    pub secret_file: String,
-    pub channels: Vec<String>,
-    /// Highest floor priority a holder of this token may claim (e.g. 0 for field laptops,
-    /// 100 for dispatch). None: whatever the peer asks.
-    #[serde(default)]
-    pub max_priority: Option<u8>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum UplinkKind {
-    /// Another roipd hub.
-    Hub,
-    /// A Janus VideoRoom SFU.
-    Janus,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct UplinkConfig {
-    pub kind: UplinkKind,
-    pub url: String,
-    pub token_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// `mqtt://host:1883` or `mqtts://host:8883`.
-    pub url: String,
-    pub username: Option<String>,
-    pub password_file: Option<String>,
-    pub ca_file: Option<String>,
-    pub client_cert_file: Option<String>,
-    pub client_key_file: Option<String>,
-    /// Periodic metrics interval in seconds (1-3600).
-    #[serde(default = "default_metrics_interval")]
-    pub metrics_interval_s: u64,
-}
-
-fn default_metrics_interval() -> u64 {
-    30
 }

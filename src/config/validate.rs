@@ -2,11 +2,10 @@
 //! file itself (through the span index) where the parsed value would hide what was written,
 //! e.g. whether `cor` was given at all.
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use super::spans::Report;
-use super::{AudioConfig, Config, DeskPortConfig, KeyingTimers, LineConfig, PortConfig, RadioPortConfig, UplinkKind};
+use super::{Config, KeyingTimers, LineConfig, PortConfig, RadioPortConfig};
 use crate::gpio::LineSpec;
 
 /// Each keying timer with its value and allowed range (the ranges documented on [`KeyingTimers`]).
@@ -57,50 +56,14 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
         let path = format!("port.{name}");
         match port {
             PortConfig::Radio(radio) => radio_port(&path, radio, &channels, &mut lines, r),
-            PortConfig::Desk(desk) => desk_port(&path, desk, &channels, &mut lines, r),
+            PortConfig::Desk(desk) => super::desk::validate(&path, desk, &channels, &mut lines, r),
         }
     }
     lines.extend(config.gpio.status_led.iter().map(|l| ("gpio.status_led".to_string(), l)));
     gpio_lines(lines, r);
 
-    if let Some(hub) = &config.hub {
-        if hub.listen.parse::<SocketAddr>().is_err() {
-            r.key(
-                "hub.listen",
-                format!(
-                    "`{}` is not an IP address with a port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\"",
-                    hub.listen
-                ),
-            );
-        }
-        for (name, token) in &hub.token {
-            let path = format!("hub.token.{name}.channels");
-            for (i, chan) in token.channels.iter().enumerate() {
-                if chan != "*" {
-                    check_channel(&path, Some(i), chan, &channels, r);
-                }
-            }
-        }
-    }
-    if let Some(uplink) = &config.uplink {
-        if uplink.kind == UplinkKind::Hub && config.hub.is_some() {
-            r.key("uplink.kind", "a box either hosts its channels (`[hub]`) or joins another roipd hub (`[uplink] kind = \"hub\"`), not both");
-        }
-        if uplink.kind == UplinkKind::Hub && uplink.token_file.is_none() {
-            r.key("uplink.token_file", "an uplink to a roipd hub needs `token_file`, the file holding its access token");
-        }
-        let schemes: &[&str] = match uplink.kind {
-            UplinkKind::Hub => &["ws", "wss", "http", "https"],
-            UplinkKind::Janus => &["ws", "wss"],
-        };
-        check_url("uplink.url", &uplink.url, schemes, r);
-    }
-    if let Some(mqtt) = &config.mqtt {
-        check_url("mqtt.url", &mqtt.url, &["mqtt", "mqtts"], r);
-        if !(1..=3600).contains(&mqtt.metrics_interval_s) {
-            r.key("mqtt.metrics_interval_s", format!("{} s is out of range 1-3600 s", mqtt.metrics_interval_s));
-        }
-    }
+    super::net::validate(config, &channels, r);
+    super::fleet::validate(config, r);
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,63}`: it ends up in MQTT topics, so no `/`, `+`, `#` or spaces.
@@ -117,7 +80,7 @@ fn radio_port<'c>(
     r: &mut Report,
 ) {
     check_channel(&format!("{path}.channel"), None, &radio.channel, channels, r);
-    check_audio(path, &radio.audio, r);
+    super::audio::validate(path, &radio.audio, r);
 
     // Presence in the file, not the parsed value: a `cor` with a type error was still meant as COR.
     let (cor, vox) = (format!("{path}.cor"), format!("{path}.vox"));
@@ -155,42 +118,8 @@ fn radio_port<'c>(
     lines.extend(radio.inhibit.iter().map(|l| (format!("{path}.inhibit"), l)));
 }
 
-fn desk_port<'c>(
-    path: &str,
-    desk: &'c DeskPortConfig,
-    channels: &Option<BTreeSet<String>>,
-    lines: &mut Vec<(String, &'c LineConfig)>,
-    r: &mut Report,
-) {
-    check_audio(path, &desk.audio, r);
-    let chans = format!("{path}.channels");
-    if desk.channels.is_empty() {
-        r.key(&chans, "a desk port needs at least one channel");
-    }
-    for (i, chan) in desk.channels.iter().enumerate() {
-        check_channel(&chans, Some(i), chan, channels, r);
-    }
-    lines.extend(desk.ptt.iter().map(|l| (format!("{path}.ptt"), l)));
-    lines.extend(desk.leds.iter().map(|(n, l)| (format!("{path}.leds.{n}"), l)));
-    lines.extend(desk.buttons.iter().map(|(n, l)| (format!("{path}.buttons.{n}"), l)));
-}
-
-/// Audio device names parse, and each is used in a direction it supports.
-fn check_audio(path: &str, audio: &AudioConfig, r: &mut Report) {
-    use crate::audio::{DeviceSpec, Direction};
-    for (field, name, dir) in [("capture", &audio.capture, Direction::Capture), ("playback", &audio.playback, Direction::Playback)] {
-        let Some(name) = name else { continue };
-        let key = format!("{path}.audio.{field}");
-        match DeviceSpec::parse(name) {
-            Ok(spec) if !spec.supports(dir) => r.key(&key, format!("`{name}` cannot be used for {dir}")),
-            Ok(_) => {}
-            Err(e) => r.key(&key, e.to_string()),
-        }
-    }
-}
-
 /// `element` is the index when `path` is an array of channel names.
-fn check_channel(path: &str, element: Option<usize>, chan: &str, channels: &Option<BTreeSet<String>>, r: &mut Report) {
+pub(super) fn check_channel(path: &str, element: Option<usize>, chan: &str, channels: &Option<BTreeSet<String>>, r: &mut Report) {
     let Some(channels) = channels.as_ref().filter(|c| !c.contains(chan)) else { return };
     let defined = channels.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
     let message = format!("unknown channel `{chan}` (defined: {})", if defined.is_empty() { "none" } else { &defined });
@@ -219,7 +148,7 @@ fn gpio_lines(mut lines: Vec<(String, &LineConfig)>, r: &mut Report) {
     }
 }
 
-fn check_url(path: &str, url: &str, schemes: &[&str], r: &mut Report) {
+pub(super) fn check_url(path: &str, url: &str, schemes: &[&str], r: &mut Report) {
     let has_scheme =
         |s: &&str| url.strip_prefix(s).and_then(|u| u.strip_prefix("://")).is_some_and(|host| !host.is_empty());
     if !schemes.iter().any(has_scheme) {
