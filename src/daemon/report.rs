@@ -2,6 +2,7 @@
 //! anyone else listening. Reporting never blocks and never fails the caller: with no broker
 //! configured it only logs, and the fleet client queues (bounded) while the broker is away.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -15,11 +16,13 @@ pub struct Reporter {
     ports: Arc<Mutex<Vec<(String, PortState)>>>,
     /// Bumped on every port state change, so consoles can be told.
     changed: Arc<watch::Sender<u64>>,
+    /// Audio xruns on every device since start, for the periodic metrics.
+    xruns: Arc<AtomicU64>,
 }
 
 impl Reporter {
     pub fn new(fleet: Option<FleetHandle>) -> Self {
-        Self { fleet, ports: Default::default(), changed: Arc::new(watch::channel(0).0) }
+        Self { fleet, ports: Default::default(), changed: Arc::new(watch::channel(0).0), xruns: Default::default() }
     }
 
     /// Wakes when any port's state changes.
@@ -51,6 +54,21 @@ impl Reporter {
 
     pub fn port_states(&self) -> Vec<(String, PortState)> {
         self.ports.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Something happened to a port's audio device (xrun, lost, found); xruns are also counted.
+    pub fn device_event(&self, port: &str, kind: EventKind, detail: impl Into<String>) {
+        if kind == EventKind::Xrun {
+            self.xruns.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut event = Event::new(kind).detail(detail);
+        event.port = Some(port.to_string());
+        self.event(event);
+    }
+
+    /// Audio xruns counted by [`Reporter::device_event`] since start.
+    pub fn xruns(&self) -> u64 {
+        self.xruns.load(Ordering::Relaxed)
     }
 
     pub fn link(&self, up: bool, detail: Option<String>) {
