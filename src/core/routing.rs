@@ -9,6 +9,14 @@
 //!
 //! A radio transmits while someone *else* holds the floor of its channel. Media is forwarded
 //! only from the floor holder, to every other member of the channel.
+//!
+//! Dispatch operations are floor operations too. **All-call**: a desk presses on several of its
+//! channels at once; each channel's arbiter grants or denies on its own. **Patch**: two hosted
+//! channels cross-connected by a patch member on each; when someone talks on one side, the
+//! patch asks for the other side's floor on the talker's behalf (with the talker's priority),
+//! and the talker's media is heard there only while that floor is granted. Busy means denied
+//! (until the talker releases and talks again), preemption takes the far side back, and the
+//! patch releases when the talker does. A floor held by the patch itself never feeds back.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -24,6 +32,8 @@ pub type PortId = usize;
 pub type ChannelId = usize;
 /// A remote peer (browser console, edge box) connected to this hub.
 pub type PeerId = u64;
+/// A cross-connect of two channels, numbered in the order they were made (never reused).
+pub type PatchId = usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortKind {
@@ -56,6 +66,8 @@ pub enum Talker {
     Port(PortId),
     /// A member of a remote peer (hub side), or anyone the uplink hub named (edge side).
     Remote(ParticipantId),
+    /// A patch carrying the talker of the channel it joins.
+    Patch(PatchId),
 }
 
 /// Where a packet should go.
@@ -96,20 +108,52 @@ pub enum RouterOutput {
     ToUplink { member: ParticipantId, msg: ToArbiter },
     /// The members of a hosted channel changed.
     Roster { channel: ChannelId },
+    /// A patch started (on) or stopped carrying a talker onto `channel`.
+    PatchCarry { patch: PatchId, channel: ChannelId, on: bool },
+    /// A patch asked for `channel`'s floor on a talker's behalf and was refused.
+    PatchBusy { patch: PatchId, channel: ChannelId, holder: Option<Talker> },
+}
+
+/// Why a patch cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    #[error("a patch joins two different channels")]
+    SameChannel,
+    #[error("channel {0} is not hosted here: patches need both floors on this box")]
+    NotHosted(ChannelId),
+    #[error("these channels are already patched")]
+    Exists,
 }
 
 #[derive(Debug)]
 enum Member {
     Local { port: PortId, channel: ChannelId, participant: Participant },
     Remote { peer: PeerId, channel: ChannelId, name: String, priority: Priority },
+    /// One side of a patch: asks for this channel's floor for the talker on the other side.
+    Patch { patch: PatchId, channel: ChannelId, participant: Participant },
 }
 
 impl Member {
     fn channel(&self) -> ChannelId {
         match self {
-            Member::Local { channel, .. } | Member::Remote { channel, .. } => *channel,
+            Member::Local { channel, .. } | Member::Remote { channel, .. } | Member::Patch { channel, .. } => *channel,
         }
     }
+
+    /// The floor participant run here (local ports and patches).
+    fn participant(&mut self) -> Option<&mut Participant> {
+        match self {
+            Member::Local { participant, .. } | Member::Patch { participant, .. } => Some(participant),
+            Member::Remote { .. } => None,
+        }
+    }
+}
+
+/// Two channels and the member index of the patch on each.
+#[derive(Debug, Clone, Copy)]
+struct Patch {
+    channels: [ChannelId; 2],
+    members: [usize; 2],
 }
 
 pub struct Router {
@@ -128,6 +172,8 @@ pub struct Router {
     tx_on: Vec<bool>,
     /// Last announced holder per channel.
     holders: Vec<Option<Talker>>,
+    /// Patches by id; None once removed.
+    patches: Vec<Option<Patch>>,
     outputs: VecDeque<RouterOutput>,
 }
 
@@ -156,6 +202,7 @@ impl Router {
             ports,
             members,
             uplink_ids: Vec::new(),
+            patches: Vec::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -188,6 +235,30 @@ impl Router {
         }
     }
 
+    /// All-call: press (on) or release `port` on each of `channels` at once. Each floor is
+    /// decided on its own (a busy channel denies, the others grant); unknown pairs are ignored.
+    pub fn all_call(&mut self, now: Instant, port: PortId, channels: &[ChannelId], on: bool) {
+        for &channel in channels {
+            let Some(m) = self.local_index(port, channel) else { continue };
+            if let Some(Member::Local { participant, .. }) = &mut self.members[m] {
+                if on {
+                    participant.press(now);
+                } else {
+                    participant.unpress(now);
+                }
+            }
+        }
+        self.settle(now);
+    }
+
+    /// Channels on which `port` holds the floor (may send its media).
+    pub fn talking_on(&self, port: PortId) -> impl Iterator<Item = ChannelId> + '_ {
+        self.members.iter().flatten().filter_map(move |m| match m {
+            Member::Local { port: p, channel, participant } if *p == port && participant.may_send_media() => Some(*channel),
+            _ => None,
+        })
+    }
+
     /// A packet from `source` on `channel`: where to forward it, or None when the source does
     /// not hold the floor (its media is dropped, whatever it believes). Refreshes the holder's
     /// no-media timer on hosted channels.
@@ -197,6 +268,8 @@ impl Router {
             Talker::Port(p) => self.local_index(p, channel),
             Talker::Remote(id) if !self.is_uplink(channel) => Some(id.0 as usize),
             Talker::Remote(_) => None,
+            // A patch's media comes through `patched`, never from a source of its own.
+            Talker::Patch(_) => return None,
         };
         let from_holder = match (source, holder) {
             (MediaSource::Port(p), Talker::Port(h)) => p == h,
@@ -212,6 +285,42 @@ impl Router {
         if let (Some(arbiter), Some(i)) = (self.arbiters[channel].as_mut(), holder_index) {
             arbiter.media(now, ParticipantId(i as u64));
         }
+        let mut targets = self.targets(channel, holder_index, source);
+        if self.is_uplink(channel) && matches!(source, MediaSource::Port(_)) {
+            targets.push(MediaTarget::Uplink);
+        }
+        Some(targets)
+    }
+
+    /// Where a packet just forwarded on `channel` (its [`Router::media`] said where) goes
+    /// further through patches: every channel whose floor a patch holds for this talker, with
+    /// its targets, following chains of patches. Refreshes those floors' no-media timers.
+    pub fn patched(&mut self, now: Instant, channel: ChannelId, source: MediaSource) -> Vec<(ChannelId, Vec<MediaTarget>)> {
+        let mut out = Vec::new();
+        let mut reached = vec![channel];
+        let mut i = 0;
+        while i < reached.len() {
+            let from = reached[i];
+            i += 1;
+            for patch in self.patches.iter().flatten().copied().collect::<Vec<_>>() {
+                let Some(side) = patch.channels.iter().position(|&c| c == from) else { continue };
+                let (to, member) = (patch.channels[1 - side], patch.members[1 - side]);
+                let carrying = matches!(&self.members[member], Some(Member::Patch { participant, .. }) if participant.may_send_media());
+                if !carrying || reached.contains(&to) {
+                    continue;
+                }
+                reached.push(to);
+                if let Some(a) = self.arbiters[to].as_mut() {
+                    a.media(now, ParticipantId(member as u64));
+                }
+                out.push((to, self.targets(to, Some(member), source)));
+            }
+        }
+        out
+    }
+
+    /// Every member of `channel` but the holder (and not back to the peer the packet came from).
+    fn targets(&self, channel: ChannelId, holder_index: Option<usize>, source: MediaSource) -> Vec<MediaTarget> {
         let mut targets = Vec::new();
         for (i, m) in self.members.iter().enumerate() {
             match m {
@@ -226,10 +335,7 @@ impl Router {
                 _ => {}
             }
         }
-        if self.is_uplink(channel) && matches!(source, MediaSource::Port(_)) {
-            targets.push(MediaTarget::Uplink);
-        }
-        Some(targets)
+        targets
     }
 
     /// Move a port to another channel hosted here. Its floor on the old channel is released
@@ -269,6 +375,88 @@ impl Router {
         self.outputs.push_back(RouterOutput::Roster { channel });
         self.settle(now);
         true
+    }
+
+    // ---- patches ----
+
+    /// Cross-connect two hosted channels. If someone already talks on one side, the patch asks
+    /// for the other side's floor at once.
+    pub fn patch(&mut self, now: Instant, a: ChannelId, b: ChannelId) -> Result<PatchId, PatchError> {
+        if a == b {
+            return Err(PatchError::SameChannel);
+        }
+        for c in [a, b] {
+            if !matches!(self.hosts.get(c), Some(ChannelHost::Local(_))) {
+                return Err(PatchError::NotHosted(c));
+            }
+        }
+        if self.patches.iter().flatten().any(|p| p.channels == [a, b] || p.channels == [b, a]) {
+            return Err(PatchError::Exists);
+        }
+        let patch = self.patches.len();
+        let mut members = [0; 2];
+        for (side, channel) in [a, b].into_iter().enumerate() {
+            members[side] = self.members.len();
+            let id = ParticipantId(self.members.len() as u64);
+            let participant = Participant::new(id, ParticipantConfig::default());
+            self.members.push(Some(Member::Patch { patch, channel, participant }));
+        }
+        self.patches.push(Some(Patch { channels: [a, b], members }));
+        self.settle(now);
+        Ok(patch)
+    }
+
+    /// Undo a patch: any floor it holds is released. False if there is no such patch.
+    pub fn unpatch(&mut self, now: Instant, patch: PatchId) -> bool {
+        let Some(p) = self.patches.get_mut(patch).and_then(Option::take) else { return false };
+        for (side, m) in p.members.into_iter().enumerate() {
+            if let Some(Member::Patch { participant, .. }) = &mut self.members[m] {
+                participant.unpress(now);
+            }
+            // Deliver the release (and its StopMedia) before the member goes.
+            self.settle(now);
+            if let Some(a) = self.arbiters[p.channels[side]].as_mut() {
+                a.leave(now, ParticipantId(m as u64));
+            }
+            self.members[m] = None;
+        }
+        self.settle(now);
+        true
+    }
+
+    /// The patch joining `a` and `b` (either order), if any.
+    pub fn patch_between(&self, a: ChannelId, b: ChannelId) -> Option<PatchId> {
+        self.patches.iter().position(|p| p.is_some_and(|p| p.channels == [a, b] || p.channels == [b, a]))
+    }
+
+    /// Each patch side asks for its channel's floor while someone other than the patch itself
+    /// holds the far side's, with that talker's priority, and releases when they stop. True if
+    /// anything changed.
+    fn sync_patches(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        for patch in self.patches.iter().flatten().copied().collect::<Vec<_>>() {
+            for side in 0..2 {
+                let (far, far_member) = (patch.channels[1 - side], patch.members[1 - side]);
+                let talker = self.arbiters[far].as_ref().and_then(Arbiter::holder).filter(|(id, _)| id.0 as usize != far_member);
+                let Some(Member::Patch { participant, .. }) = &mut self.members[patch.members[side]] else { continue };
+                match talker {
+                    Some((_, priority)) if !participant.is_pressed() => {
+                        // The request carries the talker's priority: a field radio's words do
+                        // not preempt anyone on the far side just because they go through a patch.
+                        let id = participant.id();
+                        *participant = Participant::new(id, ParticipantConfig { priority, ..Default::default() });
+                        participant.press(now);
+                        moved = true;
+                    }
+                    None if participant.is_pressed() => {
+                        participant.unpress(now);
+                        moved = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        moved
     }
 
     // ---- hub side: remote peers on hosted channels ----
@@ -344,6 +532,7 @@ impl Router {
                 Some(Some(Member::Remote { name, .. })) => Some(name.clone()),
                 _ => None,
             },
+            Talker::Patch(p) => self.patches.get(p)?.map(|_| format!("patch {p}")),
         }
     }
 
@@ -433,7 +622,7 @@ impl Router {
             }
         }
         for m in self.members.iter_mut().flatten() {
-            if let Member::Local { participant, .. } = m {
+            if let Some(participant) = m.participant() {
                 if participant.poll_timeout().is_some_and(|t| t <= now) {
                     participant.handle_timeout(now);
                 }
@@ -445,7 +634,7 @@ impl Router {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let arbiters = self.arbiters.iter().flatten().filter_map(Arbiter::poll_timeout);
         let members = self.members.iter().flatten().filter_map(|m| match m {
-            Member::Local { participant, .. } => participant.poll_timeout(),
+            Member::Local { participant, .. } | Member::Patch { participant, .. } => participant.poll_timeout(),
             Member::Remote { .. } => None,
         });
         arbiters.chain(members).min()
@@ -476,6 +665,7 @@ impl Router {
                 match self.members.get(id.0 as usize)? {
                     Some(Member::Local { port, .. }) => Some(Talker::Port(*port)),
                     Some(Member::Remote { .. }) => Some(Talker::Remote(id)),
+                    Some(Member::Patch { patch, .. }) => Some(Talker::Patch(*patch)),
                     None => None,
                 }
             }
@@ -495,10 +685,11 @@ impl Router {
     /// Deliver messages both ways until quiet, then derive TX requests and floor changes.
     fn settle(&mut self, now: Instant) {
         loop {
-            let mut moved = false;
+            let mut moved = self.sync_patches(now);
             for m in 0..self.members.len() {
-                let Some(Member::Local { channel, participant, .. }) = &mut self.members[m] else { continue };
-                let channel = *channel;
+                let Some(member) = &mut self.members[m] else { continue };
+                let channel = member.channel();
+                let Some(participant) = member.participant() else { continue };
                 while let Some(msg) = participant.poll_transmit() {
                     moved = true;
                     match self.arbiters[channel].as_mut() {
@@ -544,7 +735,7 @@ impl Router {
                 continue;
             }
             match &mut self.members[m] {
-                Some(Member::Local { participant, .. }) => participant.handle_message(now, msg),
+                Some(Member::Local { participant, .. } | Member::Patch { participant, .. }) => participant.handle_message(now, msg),
                 Some(Member::Remote { peer, .. }) => {
                     let peer = *peer;
                     match to {
@@ -565,6 +756,23 @@ impl Router {
 
     fn collect_events(&mut self) {
         for m in 0..self.members.len() {
+            if let Some(Member::Patch { patch, channel, participant }) = &mut self.members[m] {
+                let (patch, channel) = (*patch, *channel);
+                let mut events = Vec::new();
+                while let Some(event) = participant.poll_event() {
+                    events.push(event);
+                }
+                for event in events {
+                    let out = match event {
+                        ParticipantEvent::StartMedia => RouterOutput::PatchCarry { patch, channel, on: true },
+                        ParticipantEvent::StopMedia => RouterOutput::PatchCarry { patch, channel, on: false },
+                        ParticipantEvent::BusyIndication(_) => RouterOutput::PatchBusy { patch, channel, holder: self.holder(channel) },
+                        _ => continue,
+                    };
+                    self.outputs.push_back(out);
+                }
+                continue;
+            }
             let Some(Member::Local { port, channel, participant }) = &mut self.members[m] else { continue };
             let (port, channel) = (*port, *channel);
             let mut events = Vec::new();

@@ -352,6 +352,14 @@ impl ChannelRouter {
                 info!(port = %self.port_names[p], channel = %self.channel_names[channel], "talk-spurt: first packet sent");
             }
         }
+        self.deliver(now, channel, targets, packet);
+        // Patched channels whose floor is held for this talker hear it too.
+        for (patched, targets) in self.router.patched(now, channel, source) {
+            self.deliver(now, patched, targets, packet);
+        }
+    }
+
+    fn deliver(&mut self, now: std::time::Instant, channel: ChannelId, targets: Vec<MediaTarget>, packet: &MediaPacket) {
         for target in targets {
             match target {
                 MediaTarget::Port(_) if self.muted[channel] => {}
@@ -431,6 +439,17 @@ impl ChannelRouter {
                     if let Some(u) = &self.uplink {
                         u.floor(member, msg);
                     }
+                }
+                RouterOutput::PatchCarry { patch, channel, on } => {
+                    info!(patch, channel = %self.channel_names[channel], on, "patch carries a talker");
+                }
+                RouterOutput::PatchBusy { patch, channel, holder } => {
+                    let holder = self.talker_name(holder);
+                    let channel = &self.channel_names[channel];
+                    warn!(patch, %channel, ?holder, "patch could not take the floor: busy");
+                    let mut event = Event::new(EventKind::FloorDenied).channel(channel).reason("busy");
+                    event.detail = holder;
+                    self.reporter.event(event);
                 }
                 RouterOutput::Roster { channel } => {
                     let members: Vec<RosterEntry> = self

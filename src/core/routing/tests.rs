@@ -198,3 +198,174 @@ fn moving_a_talking_radio_to_another_channel_frees_the_old_floor_and_asks_on_the
     let mut edge = Router::new(vec![ChannelHost::Uplink, ChannelHost::Uplink], vec![radio("a", 0)]);
     assert!(!edge.set_port_channel(t, 0, 1), "an edge's channels are the hub's business");
 }
+
+fn desk(name: &str, channels: Vec<ChannelId>) -> PortSpec {
+    PortSpec { name: name.into(), kind: PortKind::Desk, channels, priority: Priority::DISPATCH }
+}
+
+fn emergency_radio(name: &str, channel: ChannelId) -> PortSpec {
+    PortSpec { priority: Priority::EMERGENCY, ..radio(name, channel) }
+}
+
+#[test]
+fn all_call_takes_every_free_or_lower_floor_and_is_denied_where_a_higher_talker_holds_it() {
+    let t = Instant::now();
+    // Radios a (ch 0), b (ch 1), e (ch 2, emergency); the desk monitors all three.
+    let mut r =
+        Router::new(hosted(3), vec![radio("a", 0), radio("b", 1), emergency_radio("e", 2), desk("desk", vec![0, 1, 2])]);
+    r.press(t, 1, 1); // a field talker on ch 1
+    r.press(t, 2, 2); // an emergency on ch 2
+    drain(&mut r);
+    r.all_call(t, 3, &[0, 1, 2], true);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::Talk { port: 3, channel: 0, on: true }), "free channel: {out:?}");
+    assert!(out.contains(&RouterOutput::Talk { port: 3, channel: 1, on: true }), "field talker preempted");
+    assert!(out.iter().any(|o| matches!(o, RouterOutput::Revoked { port: 1, channel: 1, .. })));
+    assert!(out.contains(&RouterOutput::Busy { port: 3, channel: 2, holder: Some(Talker::Port(2)) }), "emergency kept");
+    assert_eq!(r.talking_on(3).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: true }), "radio a carries the desk");
+    assert_eq!(r.holder(2), Some(Talker::Port(2)));
+    // The desk's media goes to each channel it holds, to that channel's radio only.
+    assert_eq!(r.media(t, MediaSource::Port(3), 0), Some(vec![MediaTarget::Port(0)]));
+    assert_eq!(r.media(t, MediaSource::Port(3), 1), Some(vec![MediaTarget::Port(1)]));
+    assert_eq!(r.media(t, MediaSource::Port(3), 2), None);
+
+    r.all_call(t, 3, &[0, 1, 2], false);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }), "{out:?}");
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }));
+    assert_eq!(r.talking_on(3).count(), 0);
+    assert_eq!(r.holder(2), Some(Talker::Port(2)), "the emergency talker was never touched");
+}
+
+#[test]
+fn patch_carries_a_talker_onto_the_other_channel_and_releases_with_it() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(2), vec![radio("a", 0), radio("b", 1), radio("c", 1)]);
+    let p = r.patch(t, 0, 1).unwrap();
+    assert!(drain(&mut r).is_empty(), "an idle patch does nothing");
+    r.press(t, 0, 0);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::PatchCarry { patch: p, channel: 1, on: true }), "{out:?}");
+    assert!(out.contains(&RouterOutput::Floor { channel: 1, holder: Some(Talker::Patch(p)) }));
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: true }));
+    assert!(out.contains(&RouterOutput::TxRequest { port: 2, on: true }));
+    assert!(!out.iter().any(|o| matches!(o, RouterOutput::PatchCarry { channel: 0, .. })), "no feedback onto 0");
+    assert_eq!(r.media(t, MediaSource::Port(0), 0), Some(vec![]), "nobody else on channel 0");
+    assert_eq!(r.patched(t, 0, MediaSource::Port(0)), vec![(1, vec![MediaTarget::Port(1), MediaTarget::Port(2)])]);
+    // A radio on the patched side cannot talk over it, and the patch is not a media source.
+    r.press(t, 1, 1);
+    assert!(drain(&mut r).contains(&RouterOutput::Busy { port: 1, channel: 1, holder: Some(Talker::Patch(p)) }));
+    r.unpress(t, 1, 1);
+    assert_eq!(r.media(t, MediaSource::Port(1), 1), None);
+
+    r.unpress(t, 0, 0);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::PatchCarry { patch: p, channel: 1, on: false }), "{out:?}");
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }));
+    assert_eq!(r.holder(1), None);
+
+    // The other direction works the same; then the patch is removed mid-talk.
+    r.press(t, 2, 1);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::PatchCarry { patch: p, channel: 0, on: true }));
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: true }));
+    assert!(r.unpatch(t, p));
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }), "{out:?}");
+    assert_eq!(r.holder(1), Some(Talker::Port(2)), "the talker keeps its own channel");
+    assert_eq!(r.patched(t, 1, MediaSource::Port(2)), vec![]);
+    assert!(!r.unpatch(t, p));
+}
+
+#[test]
+fn patch_is_denied_by_a_busy_channel_and_preempted_by_dispatch() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(2), vec![radio("a", 0), radio("b", 1), desk("desk", vec![1])]);
+    // Busy: b already talks on 1 when a starts on 0; the patch asks for 1 with a's (normal)
+    // priority and is denied. It does not retry while a keeps talking, even once 1 is free.
+    r.press(t, 1, 1);
+    let p = r.patch(t, 0, 1).unwrap();
+    assert_eq!(r.holder(0), Some(Talker::Patch(p)), "b is carried onto 0 at once");
+    r.unpress(t, 1, 1);
+    r.press(t, 1, 1);
+    r.press(t, 0, 0);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::Busy { port: 0, channel: 0, holder: Some(Talker::Patch(p)) }), "{out:?}");
+    r.unpress(t, 0, 0);
+    r.unpress(t, 1, 1);
+    drain(&mut r);
+    r.press(t, 1, 1);
+    r.unpress(t, 1, 1);
+    drain(&mut r);
+
+    // a talks on 0, the patch carries it onto 1; the desk's dispatch PTT on 1 takes 1 back.
+    r.press(t, 0, 0);
+    drain(&mut r);
+    assert_eq!(r.holder(1), Some(Talker::Patch(p)));
+    assert_eq!(r.patched(t, 0, MediaSource::Port(0)).len(), 1);
+    r.press(t, 2, 1);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::PatchCarry { patch: p, channel: 1, on: false }), "{out:?}");
+    assert!(out.contains(&RouterOutput::Talk { port: 2, channel: 1, on: true }));
+    // The dispatcher now talks on a patched channel: the patch carries the desk onto 0 with
+    // dispatch priority, and a (normal) is preempted there under the same floor rules.
+    assert!(out.iter().any(|o| matches!(o, RouterOutput::Revoked { port: 0, channel: 0, .. })));
+    assert_eq!(r.holder(0), Some(Talker::Patch(p)));
+    assert_eq!(r.media(t, MediaSource::Port(0), 0), None, "a is heard nowhere now");
+    assert_eq!(r.patched(t, 1, MediaSource::Port(2)), vec![(0, vec![MediaTarget::Port(0)])]);
+    // The desk releases: both floors go idle; a's revoked press does not come back by itself.
+    r.unpress(t, 2, 1);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }), "{out:?}");
+    assert_eq!((r.holder(0), r.holder(1)), (None, None));
+}
+
+#[test]
+fn patches_refuse_bad_pairs_and_chains_do_not_loop() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(3), vec![radio("a", 0), radio("b", 1), radio("c", 2)]);
+    assert_eq!(r.patch(t, 0, 0), Err(PatchError::SameChannel));
+    assert_eq!(r.patch(t, 0, 7), Err(PatchError::NotHosted(7)));
+    let ab = r.patch(t, 0, 1).unwrap();
+    assert_eq!(r.patch(t, 1, 0), Err(PatchError::Exists));
+    let bc = r.patch(t, 1, 2).unwrap();
+    let ca = r.patch(t, 2, 0).unwrap();
+    assert_eq!(r.patch_between(2, 1), Some(bc));
+    r.press(t, 0, 0);
+    drain(&mut r);
+    assert_eq!(r.holder(1), Some(Talker::Patch(ab)));
+    assert!(matches!(r.holder(2), Some(Talker::Patch(x)) if x == bc || x == ca));
+    let routes = r.patched(t, 0, MediaSource::Port(0));
+    let reached: Vec<_> = routes.iter().map(|(c, _)| *c).collect();
+    assert_eq!(reached.len(), 2, "each other channel once: {routes:?}");
+    assert!(reached.contains(&1) && reached.contains(&2));
+    r.unpress(t, 0, 0);
+    drain(&mut r);
+    assert_eq!((r.holder(0), r.holder(1), r.holder(2)), (None, None, None));
+    let mut edge = Router::new(vec![ChannelHost::Uplink, ChannelHost::Local(ArbiterConfig::default())], vec![]);
+    assert_eq!(edge.patch(t, 0, 1), Err(PatchError::NotHosted(0)));
+}
+
+#[test]
+fn patch_holds_the_far_floor_only_while_media_flows() {
+    let t = Instant::now();
+    let cfg = ArbiterConfig { no_media_timeout: Duration::from_secs(5), ..Default::default() };
+    let mut r = Router::new(vec![ChannelHost::Local(cfg.clone()), ChannelHost::Local(cfg)], vec![radio("a", 0), radio("b", 1)]);
+    let p = r.patch(t, 0, 1).unwrap();
+    r.press(t, 0, 0);
+    drain(&mut r);
+    // a's media keeps both floors alive.
+    for s in 1..=8 {
+        let now = t + Duration::from_secs(s);
+        r.handle_timeout(now);
+        assert!(r.media(now, MediaSource::Port(0), 0).is_some());
+        assert_eq!(r.patched(now, 0, MediaSource::Port(0)).len(), 1);
+    }
+    assert_eq!(r.holder(1), Some(Talker::Patch(p)));
+    // a goes silent (stuck COR without audio): both floors time out, radio b unkeys.
+    r.handle_timeout(t + Duration::from_secs(20));
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
+    assert_eq!((r.holder(0), r.holder(1)), (None, None));
+}
