@@ -144,9 +144,6 @@ pub fn start(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<Option<PortAudio>, String> {
     use crate::audio::AudioOptions;
-    use crate::codec::EncoderConfig;
-    use crate::core::jitter::JitterConfig;
-    use crate::dsp::{CourtesyToneConfig, RxConfig, TxConfig};
 
     let (capture, playback) = (&radio.audio.capture, &radio.audio.playback);
     if capture.is_none() && playback.is_none() {
@@ -156,7 +153,7 @@ pub fn start(
     let opts = AudioOptions::default();
     if let Some(device) = capture {
         let handle = CaptureHandle::open(device, &opts).map_err(|e| format!("capture `{device}`: {e}"))?;
-        let rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), radio.vox.is_some())
+        let rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
             .map_err(|e| format!("encoder: {e}"))?;
         tasks.spawn(run_capture(
             port,
@@ -173,9 +170,9 @@ pub fn start(
     if let Some(device) = playback {
         let handle = PlaybackHandle::open(device, &opts).map_err(|e| format!("playback `{device}`: {e}"))?;
         let path = TxPath::new(
-            &TxConfig::default(),
-            JitterConfig::default(),
-            &CourtesyToneConfig::default(),
+            &radio.audio.tx_config(),
+            radio.audio.jitter_config(),
+            &radio.audio.courtesy_tone_config(),
             radio.keying_config().tx_delay,
         )
         .map_err(|e| format!("decoder: {e}"))?;
