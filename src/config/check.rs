@@ -143,7 +143,7 @@ keying = { tx_delay_ms = 300, tot_ms = 120000 }
 [port.d1]
 kind = "desk"
 channels = ["ops"]
-buttons.ptt-ops = { line = "sim:b1" }
+buttons."ptt.ops" = { line = "sim:b1" }
 "#;
         let s = summary(&parse_str(text, "t.toml").unwrap());
         for want in [
@@ -154,7 +154,7 @@ buttons.ptt-ops = { line = "sim:b1" }
             "PTT:     rppal:27",
             "timers:  tx_delay_ms = 300 (default 500), tot_ms = 120000 (default 180000)",
             "port d1: desk on channels ops",
-            "  buttons: ptt-ops sim:b1",
+            "  buttons: ptt.ops sim:b1",
             "hub:      none",
         ] {
             assert!(s.contains(want), "missing {want:?} in\n{s}");

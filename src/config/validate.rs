@@ -234,13 +234,13 @@ ptt = { line = "sim:ptt1" }
     #[test]
     fn gpio_lines_parse_and_are_used_once() {
         let extra = "[port.d1]\nkind = \"desk\"\nchannels = [\"ops\"]\nptt = { line = \" sim:cor1 \" }\n\
-                     leds.busy = { line = \"gpio17\" }\nbuttons.sel = { line = \"sim:ptt1\" }\n";
+                     leds.busy = { line = \"gpio17\" }\nbuttons.foot = { line = \"sim:ptt1\" }\n";
         assert_eq!(
             errors(extra),
             [
                 "13:port.d1.ptt.line line `sim:cor1` is already used by port.r1.cor.line",
                 "14:port.d1.leds.busy.line bad line name `gpio17`: expected `backend:line`, e.g. `cdev:gpiochip0:17`",
-                "15:port.d1.buttons.sel.line line `sim:ptt1` is already used by port.r1.ptt.line",
+                "15:port.d1.buttons.foot.line line `sim:ptt1` is already used by port.r1.ptt.line",
             ]
         );
     }
