@@ -164,8 +164,19 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
 
     let cancel = CancellationToken::new();
     let watchdog = Watchdog::default();
+    // Per-stream WebRTC numbers (hub and uplink) and the reporter's xrun count for the metrics;
+    // the reporter needs the fleet handle, so the metrics get it once it exists.
+    let stream_stats = net::StreamStats::new();
+    let metrics_reporter = std::sync::Arc::new(std::sync::OnceLock::<Reporter>::new());
+    let metrics = {
+        let (streams, reporter) = (stream_stats.clone(), metrics_reporter.clone());
+        move || crate::fleet::DaemonMetrics {
+            streams: streams.snapshot(),
+            xruns: reporter.get().map_or(0, Reporter::xruns),
+        }
+    };
     let (fleet_handle, fleet_commands, fleet_driver) = match &config.mqtt {
-        Some(mqtt) => match Fleet::start(FleetOptions::new(&config.device_id, mqtt.clone())) {
+        Some(mqtt) => match Fleet::start(FleetOptions::new(&config.device_id, mqtt.clone()).with_metrics(metrics)) {
             Ok(Fleet { handle, commands, driver }) => (Some(handle), Some(commands), Some(driver)),
             Err(e) => return Stop::Exit(fatal(&format!("MQTT: {e}"))),
         },
@@ -177,6 +188,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         f.set_uplink_state(uplink, None);
     }
     let reporter = Reporter::new(fleet_handle);
+    let _ = metrics_reporter.set(reporter.clone());
     let mut tasks = JoinSet::new();
     let (to_channel, channel_rx) = mpsc::unbounded_channel();
     let mut port_inputs = Vec::new();
@@ -227,7 +239,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
 
     let router =
         channels::ChannelRouter::new(&config, port_inputs, port_audio, reporter.clone(), watchdog.register("channel router"));
-    let links = match start_net(&config, &router, &cancel).await {
+    let links = match start_net(&config, &router, &stream_stats, &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
@@ -280,6 +292,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
 async fn start_net(
     config: &Config,
     router: &channels::ChannelRouter,
+    stream_stats: &net::StreamStats,
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
     let mut links = channels::NetLinks { hub: None, uplink: None };
@@ -289,7 +302,8 @@ async fn start_net(
             .iter()
             .map(|(name, c)| net::HubChannel { name: name.clone(), label: c.label.clone().unwrap_or_else(|| name.clone()) })
             .collect();
-        let options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
+        let mut options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
+        options.stream_stats = stream_stats.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         net::serve(options, tx, cancel.clone()).await.map_err(|e| format!("hub: {e}"))?;
         links.hub = Some(rx);
@@ -297,7 +311,8 @@ async fn start_net(
     if let Some(uplink) = config.uplink.as_ref().filter(|u| u.kind == config::UplinkKind::Hub) {
         let token_file = uplink.token_file.as_deref().unwrap_or_default();
         let token = std::fs::read_to_string(token_file).map_err(|e| format!("uplink.token_file {token_file}: {e}"))?;
-        let options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
+        let mut options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
+        options.stream_stats = stream_stats.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = net::start_uplink(options, tx, cancel.clone());
         info!(url = %uplink.url, "uplink to hub starting");

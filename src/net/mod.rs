@@ -15,6 +15,7 @@ pub mod rtp;
 pub mod uplink;
 
 pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken};
+pub use rtc::StreamStats;
 pub use uplink::{start as start_uplink, UplinkHandle, UplinkOptions};
 
 use tokio::sync::{mpsc, oneshot};

@@ -5,9 +5,10 @@
 //! sequence number, timestamp and marker (the jitter buffer needs all three), and frame mode
 //! would hide the marker, hold packets back in its own reorder buffer and renumber them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
@@ -18,6 +19,7 @@ use str0m::{Event, Input, Output, Rtc, RtcConfig, RtcError};
 use tokio::net::UdpSocket;
 
 use super::rtp::Stamp;
+use crate::fleet::StreamMetrics;
 use crate::pipeline::MediaPacket;
 
 /// Largest datagram read; WebRTC stays under ~1200 bytes, anything bigger is not ours.
@@ -95,4 +97,165 @@ pub(crate) fn write(rtc: &mut Rtc, mid: Mid, pt: Pt, stamp: Stamp, now: Instant,
 /// A random start for an outgoing stream's numbering (RFC 3550 §5.1).
 pub(crate) fn random_start() -> (u16, u32) {
     (rand::random::<u16>(), rand::random::<u32>())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-stream statistics for the fleet metrics
+
+/// How often str0m reports a session's statistics (a walk over its few streams: cheap).
+pub(crate) const STATS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Opus's RTP clock: RTCP jitter is in these units.
+const OPUS_CLOCK_PER_MS: f64 = 48.0;
+
+/// The latest per-stream numbers (RTT, jitter, loss, bitrate) of every WebRTC session, keyed
+/// by a stable name: `<peer name>/<channel>` at the hub, `uplink/<channel>` on an edge. The
+/// hub and the uplink write; the fleet metrics read [`StreamStats::snapshot`]. A session's
+/// streams disappear when it ends. Cheap to clone; never held across an await.
+#[derive(Clone, Default, Debug)]
+pub struct StreamStats(Arc<Mutex<BTreeMap<String, StreamMetrics>>>);
+
+impl StreamStats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every live stream's latest numbers.
+    pub fn snapshot(&self) -> BTreeMap<String, StreamMetrics> {
+        self.lock().clone()
+    }
+
+    pub(crate) fn set(&self, key: &str, metrics: StreamMetrics) {
+        self.lock().insert(key.to_owned(), metrics);
+    }
+
+    pub(crate) fn remove(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamMetrics>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One direction's byte counter: str0m reports totals, the rate is the difference between two
+/// reports.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rate {
+    last: Option<(u64, Instant)>,
+    bps: Option<u64>,
+}
+
+impl Rate {
+    fn update(&mut self, bytes: u64, at: Instant) {
+        if let Some((before, then)) = self.last {
+            let secs = at.saturating_duration_since(then).as_secs_f64();
+            if secs > 0.0 {
+                self.bps = Some((bytes.saturating_sub(before) as f64 * 8.0 / secs).round() as u64);
+            }
+        }
+        self.last = Some((bytes, at));
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct MidStats {
+    rx: Rate,
+    tx: Rate,
+    /// From the RTCP reports of the stream (sender report round trips).
+    rtt: Option<Duration>,
+    /// Interarrival jitter of what we receive, or else what the remote reports for what we send.
+    rx_jitter_ms: Option<f64>,
+    tx_jitter_ms: Option<f64>,
+    /// Loss fractions (0-1): of what we receive (our receiver reports), of what we send (theirs).
+    rx_loss: Option<f32>,
+    tx_loss: Option<f32>,
+}
+
+/// Collects one `Rtc`'s stats events (enabled with [`STATS_INTERVAL`]) into per-mid metrics.
+#[derive(Debug, Default)]
+pub(crate) struct RtcStats {
+    mids: HashMap<Mid, MidStats>,
+    /// Session-wide RTT: ICE consent checks on the selected pair (full-ICE side) or TWCC.
+    peer_rtt: Option<Duration>,
+}
+
+impl RtcStats {
+    /// Take `event` if it is a stats event: `Some(mids)` names the streams whose numbers
+    /// changed (every stream for a session-wide update), `None` means it was not a stats event.
+    pub(crate) fn take(&mut self, event: &Event) -> Option<Vec<Mid>> {
+        match event {
+            Event::MediaIngressStats(s) => {
+                let m = self.mids.entry(s.mid).or_default();
+                m.rx.update(s.bytes, s.timestamp);
+                m.rx_loss = s.loss.or(m.rx_loss);
+                // Jitter and loss are taken when str0m writes a receiver report (every 5 s for
+                // audio): before the first one, the jitter it shows is a placeholder 0.
+                if m.rx_loss.is_some() {
+                    m.rx_jitter_ms = Some(s.jitter as f64 / OPUS_CLOCK_PER_MS);
+                }
+                m.rtt = s.rtt.or(m.rtt);
+                Some(vec![s.mid])
+            }
+            Event::MediaEgressStats(s) => {
+                let m = self.mids.entry(s.mid).or_default();
+                m.tx.update(s.bytes, s.timestamp);
+                m.tx_loss = s.loss.or(m.tx_loss);
+                m.rtt = s.rtt.or(m.rtt);
+                if let Some(r) = &s.remote {
+                    m.tx_jitter_ms = Some(r.jitter as f64 / OPUS_CLOCK_PER_MS);
+                }
+                Some(vec![s.mid])
+            }
+            Event::PeerStats(s) => {
+                let ice = s.selected_candidate_pair.as_ref().and_then(|p| p.current_round_trip_time);
+                self.peer_rtt = s.rtt.or(ice).or(self.peer_rtt);
+                Some(self.mids.keys().copied().collect())
+            }
+            _ => None,
+        }
+    }
+
+    /// The fleet's view of one stream. Receive-side figures come first (they are measured
+    /// here); a stream that only sends shows what the remote reports about it.
+    pub(crate) fn metrics(&self, mid: Mid) -> StreamMetrics {
+        let Some(m) = self.mids.get(&mid) else { return StreamMetrics::default() };
+        let bitrate = match (m.rx.bps, m.tx.bps) {
+            (None, None) => None,
+            (rx, tx) => Some(rx.unwrap_or(0) + tx.unwrap_or(0)),
+        };
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        StreamMetrics {
+            rtt_ms: m.rtt.or(self.peer_rtt).map(|d| round(d.as_secs_f64() * 1000.0)),
+            jitter_ms: m.rx_jitter_ms.or(m.tx_jitter_ms).map(round),
+            loss_pct: m.rx_loss.or(m.tx_loss).map(|f| round(f as f64 * 100.0)),
+            bitrate_bps: bitrate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_from_two_totals() {
+        let t = Instant::now();
+        let mut r = Rate::default();
+        r.update(1000, t);
+        assert_eq!(r.bps, None, "one total is no rate yet");
+        r.update(7000, t + Duration::from_secs(2));
+        assert_eq!(r.bps, Some(24_000));
+        r.update(7000, t + Duration::from_secs(4));
+        assert_eq!(r.bps, Some(0), "a silent stream is 0 b/s, not the last rate");
+    }
+
+    #[test]
+    fn stream_stats_snapshot_follows_set_and_remove() {
+        let stats = StreamStats::new();
+        stats.set("edge/ops", StreamMetrics { bitrate_bps: Some(1), ..Default::default() });
+        assert_eq!(stats.snapshot()["edge/ops"].bitrate_bps, Some(1));
+        stats.remove("edge/ops");
+        assert!(stats.snapshot().is_empty());
+    }
 }

@@ -31,7 +31,7 @@ use super::addrs::route_source;
 use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
 };
-use super::rtc::{self, Polled};
+use super::rtc::{self, Polled, RtcStats, StreamStats};
 use super::rtp::Restamper;
 use super::{MemberRequest, UplinkEvent};
 use crate::core::floor::{ParticipantId, ToArbiter};
@@ -65,6 +65,8 @@ pub struct UplinkOptions {
     pub step_timeout: Duration,
     /// No message from the hub for this long (pongs included) is a loss.
     pub idle_timeout: Duration,
+    /// Where each channel's RTT, jitter, loss and bitrate go while up (`uplink/<channel>`).
+    pub stream_stats: StreamStats,
 }
 
 impl std::fmt::Debug for UplinkOptions {
@@ -97,6 +99,7 @@ impl UplinkOptions {
             ping_interval: Duration::from_secs(10),
             step_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            stream_stats: StreamStats::default(),
         }
     }
 }
@@ -318,7 +321,7 @@ impl Link<'_> {
             bound.ip()
         };
         let local = SocketAddr::new(ip, bound.port());
-        let mut rtc = rtc::config(false).build(Instant::now());
+        let mut rtc = rtc::config(false).set_stats_interval(Some(rtc::STATS_INTERVAL)).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| format!("candidate {local}: {e}"))?);
         let mut change = rtc.sdp_api();
         let mut tracks = Vec::new();
@@ -352,7 +355,16 @@ impl Link<'_> {
             self.go_up(&members, &mut early_floor);
         }
 
-        let mut media = Media { rtc, socket, local, tracks, connected: false, deadline: Instant::now() };
+        let mut media = Media {
+            rtc,
+            socket,
+            local,
+            tracks,
+            connected: false,
+            deadline: Instant::now(),
+            stats: RtcStats::default(),
+            stream_stats: o.stream_stats.clone(),
+        };
         let started = Instant::now();
         let mut last_rx = Instant::now();
         let mut ice_lost: Option<Instant> = None;
@@ -545,6 +557,22 @@ struct Media {
     tracks: Vec<Track>,
     connected: bool,
     deadline: Instant,
+    stats: RtcStats,
+    stream_stats: StreamStats,
+}
+
+/// The uplink's streams in the metrics: one per channel.
+fn stream_key(channel: &str) -> String {
+    format!("uplink/{channel}")
+}
+
+/// A link that ends takes its streams out of the metrics.
+impl Drop for Media {
+    fn drop(&mut self) {
+        for t in &self.tracks {
+            self.stream_stats.remove(&stream_key(&t.channel));
+        }
+    }
 }
 
 enum Happened {
@@ -585,7 +613,12 @@ impl Media {
                         out.push(Happened::Media(t.channel.clone(), packet));
                     }
                 }
-                _ => {}
+                other => {
+                    let Some(changed) = self.stats.take(&other) else { continue };
+                    for t in self.tracks.iter().filter(|t| changed.contains(&t.mid)) {
+                        self.stream_stats.set(&stream_key(&t.channel), self.stats.metrics(t.mid));
+                    }
+                }
             }
         }
     }

@@ -22,7 +22,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::net::addrs::pick_destination;
 use crate::net::protocol::{add_end_of_candidates, sdp_fingerprint};
-use crate::net::rtc::{self, Polled};
+use crate::net::rtc::{self, Polled, RtcStats, StreamStats};
 use crate::net::rtp::Restamper;
 use crate::net::{HubEvent, PeerId};
 use crate::pipeline::MediaPacket;
@@ -32,6 +32,8 @@ pub(crate) enum MediaCmd {
     /// Answer `sdp` for `peer` (a new media session, or a renegotiation of the current one).
     Offer {
         peer: PeerId,
+        /// The name from hello: the peer's streams are `<name>/<channel>` in the metrics.
+        name: String,
         sdp: String,
         /// (mid, channel), already validated against the SDP and the peer's channels.
         mids: Vec<(String, String)>,
@@ -66,6 +68,15 @@ struct Peer {
     notes: mpsc::UnboundedSender<MediaNote>,
     connected: bool,
     deadline: Instant,
+    /// `name`, or `name#peer` when another peer has that name: unique keys in the metrics.
+    label: String,
+    stats: RtcStats,
+}
+
+impl Peer {
+    fn stream_key(&self, channel: &str) -> String {
+        format!("{}/{channel}", self.label)
+    }
 }
 
 pub(crate) struct MediaLoop {
@@ -75,6 +86,7 @@ pub(crate) struct MediaLoop {
     cert: DtlsCert,
     peers: HashMap<PeerId, Peer>,
     events: mpsc::UnboundedSender<HubEvent>,
+    stream_stats: StreamStats,
 }
 
 enum Step {
@@ -91,9 +103,10 @@ impl MediaLoop {
         candidates: Vec<IpAddr>,
         cert: DtlsCert,
         events: mpsc::UnboundedSender<HubEvent>,
+        stream_stats: StreamStats,
     ) -> Self {
         let local = socket.local_addr().expect("a bound socket has an address");
-        Self { socket, local, candidates, cert, peers: HashMap::new(), events }
+        Self { socket, local, candidates, cert, peers: HashMap::new(), events, stream_stats }
     }
 
     pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<MediaCmd>, cancel: CancellationToken) {
@@ -118,6 +131,9 @@ impl MediaLoop {
                 Step::RecvError(e) => debug!(error = %e, "UDP receive"),
             }
         }
+        for p in self.peers.values() {
+            forget_streams(&self.stream_stats, p);
+        }
         // Sessions that asked to leave before we stopped still get their one `Left`; later
         // ones see the channel closed and send it themselves.
         cmds.close();
@@ -131,8 +147,8 @@ impl MediaLoop {
 
     fn command(&mut self, cmd: MediaCmd) {
         match cmd {
-            MediaCmd::Offer { peer, sdp, mids, notes, reply } => {
-                let result = self.offer(peer, &sdp, &mids, notes);
+            MediaCmd::Offer { peer, name, sdp, mids, notes, reply } => {
+                let result = self.offer(peer, &name, &sdp, &mids, notes);
                 if let Err(e) = &result {
                     debug!(peer, error = %e, "offer refused");
                 }
@@ -140,7 +156,9 @@ impl MediaLoop {
             }
             MediaCmd::Write { peer, channel, packet } => self.write(peer, &channel, &packet),
             MediaCmd::Leave { peer } => {
-                self.peers.remove(&peer);
+                if let Some(p) = self.peers.remove(&peer) {
+                    forget_streams(&self.stream_stats, &p);
+                }
                 let _ = self.events.send(HubEvent::Left { peer });
             }
         }
@@ -149,6 +167,7 @@ impl MediaLoop {
     fn offer(
         &mut self,
         peer: PeerId,
+        name: &str,
         sdp: &str,
         mids: &[(String, String)],
         notes: mpsc::UnboundedSender<MediaNote>,
@@ -166,11 +185,15 @@ impl MediaLoop {
         if renegotiation {
             let p = self.peers.get_mut(&peer).expect("checked above");
             answer = p.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer: {e}"))?;
-            let old = std::mem::take(&mut p.tracks);
-            p.tracks = tracks(&p.rtc, mids, old)?;
+            let new = tracks(&p.rtc, mids, std::mem::take(&mut p.tracks))?;
+            forget_streams(&self.stream_stats, p);
+            p.tracks = new;
             p.notes = notes;
         } else {
-            let mut rtc = rtc::config(true).set_dtls_cert(self.cert.clone()).build(now);
+            let mut rtc = rtc::config(true)
+                .set_dtls_cert(self.cert.clone())
+                .set_stats_interval(Some(rtc::STATS_INTERVAL))
+                .build(now);
             for ip in &self.candidates {
                 let c = Candidate::host(SocketAddr::new(*ip, self.local.port()), "udp")
                     .map_err(|e| format!("candidate {ip}: {e}"))?;
@@ -178,10 +201,14 @@ impl MediaLoop {
             }
             answer = rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer: {e}"))?;
             let tracks = tracks(&rtc, mids, Vec::new())?;
-            if self.peers.remove(&peer).is_some() {
+            if let Some(old) = self.peers.remove(&peer) {
+                forget_streams(&self.stream_stats, &old);
                 info!(peer, "new peer connection replaces the media session");
             }
-            self.peers.insert(peer, Peer { rtc, fingerprint, tracks, notes, connected: false, deadline: now });
+            let taken = self.peers.values().any(|p| p.label == name);
+            let label = if taken { format!("{name}#{peer}") } else { name.to_owned() };
+            let stats = RtcStats::default();
+            self.peers.insert(peer, Peer { rtc, fingerprint, tracks, notes, connected: false, deadline: now, label, stats });
         }
         self.drive(peer);
         Ok(add_end_of_candidates(&answer.to_sdp_string()))
@@ -265,7 +292,12 @@ impl MediaLoop {
                     let Some(t) = p.tracks.iter().find(|t| t.mid == mid && t.pt == pt) else { continue };
                     let _ = self.events.send(HubEvent::Media { peer, channel: t.channel.clone(), packet });
                 }
-                _ => {}
+                other => {
+                    let Some(changed) = p.stats.take(&other) else { continue };
+                    for t in p.tracks.iter().filter(|t| changed.contains(&t.mid)) {
+                        self.stream_stats.set(&p.stream_key(&t.channel), p.stats.metrics(t.mid));
+                    }
+                }
             }
         };
         self.fail(peer, failure);
@@ -273,9 +305,17 @@ impl MediaLoop {
 
     fn fail(&mut self, peer: PeerId, reason: String) {
         if let Some(p) = self.peers.remove(&peer) {
+            forget_streams(&self.stream_stats, &p);
             warn!(peer, %reason, "peer media failed");
             let _ = p.notes.send(MediaNote::Failed(reason));
         }
+    }
+}
+
+/// A peer's streams leave the metrics with it.
+fn forget_streams(stats: &StreamStats, p: &Peer) {
+    for t in &p.tracks {
+        stats.remove(&p.stream_key(&t.channel));
     }
 }
 

@@ -36,6 +36,7 @@ use self::auth::Auth;
 use self::media::{MediaCmd, MediaLoop};
 use super::addrs::interface_addrs;
 use super::protocol::MAX_MESSAGE_BYTES;
+use super::rtc::StreamStats;
 use super::{HubEvent, NetError};
 use crate::config::HubConfig;
 
@@ -88,6 +89,8 @@ pub struct HubOptions {
     pub join_timeout: Duration,
     /// WebSocket sessions at once; more get HTTP 503.
     pub max_sessions: usize,
+    /// Where each peer's per-channel RTT, jitter, loss and bitrate go (`<peer>/<channel>`).
+    pub stream_stats: StreamStats,
 }
 
 impl HubOptions {
@@ -102,6 +105,7 @@ impl HubOptions {
             hello_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(5),
             max_sessions: 256,
+            stream_stats: StreamStats::default(),
         }
     }
 
@@ -218,7 +222,7 @@ pub async fn serve(
 
     let tasks = TaskTracker::new();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
-    let media = MediaLoop::new(udp, candidates.clone(), cert, events.clone());
+    let media = MediaLoop::new(udp, candidates.clone(), cert, events.clone(), options.stream_stats.clone());
     tasks.spawn(media.run(media_rx, cancel.clone()));
 
     let shared = Arc::new(Shared {

@@ -101,6 +101,8 @@ struct Member {
 struct Session {
     shared: Arc<Shared>,
     peer: PeerId,
+    /// From hello; names the peer's streams in the metrics.
+    name: String,
     members: Vec<Member>,
     channels: Vec<String>,
     to_peer: mpsc::UnboundedReceiver<ToPeer>,
@@ -215,7 +217,17 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
     info!(name = %hello.name, token = %admitted.token, members = members.len(), "peer joined");
     let (notes_tx, notes) = mpsc::unbounded_channel();
     let mut session =
-        Session { shared: shared.clone(), peer, members, channels, to_peer, notes_tx, notes, last_rx: Instant::now() };
+        Session {
+            shared: shared.clone(),
+            peer,
+            name: hello.name.clone(),
+            members,
+            channels,
+            to_peer,
+            notes_tx,
+            notes,
+            last_rx: Instant::now(),
+        };
     for m in pending {
         if !session.router_message(ws, m).await {
             leave(shared, peer);
@@ -360,7 +372,8 @@ impl Session {
 
     async fn offer(&self, sdp: String, mids: Vec<(String, String)>) -> Result<String, String> {
         let (reply, answer) = oneshot::channel();
-        let cmd = MediaCmd::Offer { peer: self.peer, sdp, mids, notes: self.notes_tx.clone(), reply };
+        let cmd =
+            MediaCmd::Offer { peer: self.peer, name: self.name.clone(), sdp, mids, notes: self.notes_tx.clone(), reply };
         self.shared.media.send(cmd).map_err(|_| "media is stopped".to_owned())?;
         match timeout(OFFER_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,

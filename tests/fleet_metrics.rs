@@ -1,0 +1,132 @@
+//! Per-stream metrics from real WebRTC sessions: an edge `roipd run` uplinked to a hub `roipd
+//! run`, both reporting to a real Mosquitto. While the edge's radio talks, the hub's metrics
+//! carry the edge's stream (`edge/ops`) and the edge's carry its uplink stream (`uplink/ops`),
+//! with plausible RTT, jitter, loss and bitrate for Opus on loopback; when the edge leaves, its
+//! stream leaves the hub's metrics.
+
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+mod fleet;
+
+use std::time::Duration;
+
+use common::{free_port, Daemon};
+use fleet::broker::Broker;
+use fleet::probe::{Msg, Probe};
+use serde_json::Value;
+
+const HUB: &str = r#"
+device_id = "m-hub"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+audio = { capture = "sim:tone:700:-12", playback = "sim:wav-out:{dir}/b-tx.wav" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 200 }
+[hub]
+listen = "127.0.0.1:{hub}"
+[hub.token.edges]
+secret_file = "{dir}/token"
+channels = ["ops"]
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt}"
+metrics_interval_s = 1
+"#;
+
+const EDGE: &str = r#"
+device_id = "edge"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+audio = { capture = "sim:tone:1000:-12", playback = "sim:wav-out:{dir}/a-tx.wav" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 200 }
+[uplink]
+kind = "hub"
+url = "ws://127.0.0.1:{hub}/ws"
+token_file = "{dir}/token"
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt}"
+metrics_interval_s = 1
+"#;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn metrics_of(device: &'static str) -> impl Fn(&Msg) -> bool {
+    move |m| m.topic == format!("roipd/{device}/metrics")
+}
+
+/// A metrics message whose `stream` has a bitrate above `min_bps` and figures from RTCP
+/// receiver reports (str0m sends one every 5 s for audio).
+fn stream_flowing(device: &'static str, stream: &'static str, min_bps: u64) -> impl Fn(&Msg) -> bool {
+    move |m| {
+        let s = &m.json()["streams"][stream];
+        metrics_of(device)(m) && s["bitrate_bps"].as_u64().is_some_and(|b| b > min_bps) && s["loss_pct"].is_f64()
+    }
+}
+
+/// Opus at roipd's settings on loopback: some tens of kb/s, no loss, jitter and RTT of a few ms.
+fn assert_plausible(what: &str, s: &Value) {
+    let bitrate = s["bitrate_bps"].as_u64().unwrap_or(0);
+    assert!((6_000..=200_000).contains(&bitrate), "{what}: bitrate {s}");
+    let jitter = s["jitter_ms"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=40.0).contains(&jitter), "{what}: jitter {s}");
+    let loss = s["loss_pct"].as_f64().unwrap_or(-1.0);
+    assert!((0.0..=5.0).contains(&loss), "{what}: loss {s}");
+    if let Some(rtt) = s.get("rtt_ms") {
+        let rtt = rtt.as_f64().unwrap_or(-1.0);
+        assert!((0.0..=200.0).contains(&rtt), "{what}: rtt {s}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_and_uplink_streams_show_up_in_the_metrics() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/+/metrics"]).await;
+    let port = free_port();
+    let fill = |c: &str| c.replace("{hub}", &port.to_string()).replace("{mqtt}", &broker.anon.to_string());
+    let mut hub = Daemon::start_with(&fill(HUB), &[], &[("token", "edge-secret\n")]);
+    hub.wait_for("hub listening", WAIT, |d| d.stderr().contains("roipd running"));
+    let mut edge = Daemon::start_with(&fill(EDGE), &[], &[("token", "edge-secret\n")]);
+    edge.wait_for("uplink up", WAIT, |d| d.stderr().contains("uplink up"));
+
+    // The edge's radio talks: Opus flows edge -> hub and keys the hub's radio.
+    edge.drive("a-cor", true);
+    hub.wait_for("hub radio keyed by the edge", WAIT, |d| d.line("b-ptt") == Some(true));
+    let mark = probe.mark();
+    probe.wait_after(mark, "the edge's stream at the hub", WAIT, stream_flowing("m-hub", "edge/ops", 6_000)).await;
+    probe.wait_after(mark, "the uplink stream at the edge", WAIT, stream_flowing("edge", "uplink/ops", 6_000)).await;
+    // One more round of each, so the figures come from a steady stream.
+    let mark = probe.mark();
+    let at_hub = probe.wait_after(mark, "hub metrics again", WAIT, stream_flowing("m-hub", "edge/ops", 6_000)).await.json();
+    let at_edge = probe.wait_after(mark, "edge metrics again", WAIT, stream_flowing("edge", "uplink/ops", 6_000)).await.json();
+    println!("hub: {}\nedge: {}", at_hub["streams"], at_edge["streams"]);
+    assert_plausible("hub edge/ops", &at_hub["streams"]["edge/ops"]);
+    assert_plausible("edge uplink/ops", &at_edge["streams"]["uplink/ops"]);
+    // The full-ICE side measures the round trip on every consent check.
+    assert!(at_edge["streams"]["uplink/ops"]["rtt_ms"].is_f64(), "{}", at_edge["streams"]);
+    assert_eq!(at_hub["xruns"], 0, "{at_hub}");
+
+    edge.drive("a-cor", false);
+    hub.wait_for("hub radio released", WAIT, |d| d.line("b-ptt") == Some(false));
+    // The edge leaves: its stream leaves the hub's metrics.
+    edge.signal(libc::SIGTERM);
+    assert!(edge.wait_exit(WAIT).success(), "{}", edge.stderr());
+    let mark = probe.mark();
+    probe
+        .wait_after(mark, "hub metrics without the edge", WAIT, |m| {
+            metrics_of("m-hub")(m) && m.json()["streams"].as_object().is_some_and(|s| s.is_empty())
+        })
+        .await;
+    hub.signal(libc::SIGTERM);
+    assert!(hub.wait_exit(WAIT).success(), "{}", hub.stderr());
+}
