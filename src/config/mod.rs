@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 pub use audio::AudioConfig;
 pub use check::check_command;
-pub use desk::DeskPortConfig;
+pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
 pub use fleet::MqttConfig;
 pub use net::{HubConfig, TokenConfig, UplinkConfig, UplinkKind};
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};

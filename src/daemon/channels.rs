@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
+use super::desk_port::{DeskInput, DeskLink, DeskToRouter};
 use super::report::Reporter;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
@@ -18,7 +19,8 @@ use super::{clock, ChannelCommand, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
 use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
 use crate::core::routing::{
-    ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, Talker,
+    ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, StreamStitch,
+    Talker,
 };
 use crate::fleet::{Event, EventKind};
 use crate::net::{HubEvent, MemberRequest, PortStatus, RosterEntry, ToPeer, UplinkEvent};
@@ -72,6 +74,10 @@ pub struct ChannelRouter {
     /// What we ask the uplink hub for, in order: its `Up` answers in the same order.
     uplink_members: Vec<(PortId, ChannelId)>,
     priorities: Vec<crate::core::floor::Priority>,
+    /// Desk ports: their task, mixer and channel numbering.
+    desks: Vec<Option<DeskLink>>,
+    /// Per channel: successive talkers as one stream (see [`StreamStitch`]).
+    stitch: Vec<StreamStitch>,
     reporter: Reporter,
     heartbeat: Heartbeat,
 }
@@ -134,8 +140,42 @@ impl ChannelRouter {
             uplink: None,
             uplink_members,
             priorities,
+            desks: (0..config.port.len()).map(|_| None).collect(),
+            stitch: vec![StreamStitch::default(); config.channel.len()],
             reporter,
             heartbeat,
+        }
+    }
+
+    /// Make `port` a desk: its presses come as [`ChannelMsg::Desk`], its channels' packets go
+    /// to its mixer, its floor states to its task.
+    pub fn set_desk(&mut self, port: PortId, link: DeskLink) {
+        if let Some(slot) = self.desks.get_mut(port) {
+            *slot = Some(link);
+        }
+    }
+
+    fn desk_msg(&mut self, msg: DeskToRouter) {
+        let now = clock::now();
+        match msg {
+            DeskToRouter::Floor { port, channel, on } if on => self.router.press(now, port, channel),
+            DeskToRouter::Floor { port, channel, .. } => self.router.unpress(now, port, channel),
+            DeskToRouter::Patch { a, b, on, reply } => {
+                let (na, nb) = (&self.channel_names[a], &self.channel_names[b]);
+                let result = if on {
+                    self.router.patch(now, a, b).map(|p| info!(patch = p, a = %na, b = %nb, "channels patched")).map_err(|e| e.to_string())
+                } else {
+                    match self.router.patch_between(a, b) {
+                        Some(p) => {
+                            self.router.unpatch(now, p);
+                            info!(patch = p, a = %na, b = %nb, "patch removed");
+                            Ok(())
+                        }
+                        None => Err(format!("`{na}` and `{nb}` are not patched")),
+                    }
+                };
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -213,6 +253,13 @@ impl ChannelRouter {
                     self.router.unpress(now, port, channel);
                 }
             }
+            ChannelMsg::Media { port, packet } if self.desks.get(port).is_some_and(Option::is_some) => {
+                // A desk talks on every channel whose floor it holds (all-call: several).
+                for channel in self.router.talking_on(port).collect::<Vec<_>>() {
+                    self.forward(MediaSource::Port(port), channel, &packet);
+                }
+            }
+            ChannelMsg::Desk(msg) => self.desk_msg(msg),
             ChannelMsg::Media { port, packet } => {
                 let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
                 self.forward(MediaSource::Port(port), channel, &packet);
@@ -352,16 +399,39 @@ impl ChannelRouter {
                 info!(port = %self.port_names[p], channel = %self.channel_names[channel], "talk-spurt: first packet sent");
             }
         }
-        self.deliver(now, channel, targets, packet);
+        let out = self.stitched(now, channel, source, channel, packet);
+        self.deliver(now, channel, targets, &out);
         // Patched channels whose floor is held for this talker hear it too.
         for (patched, targets) in self.router.patched(now, channel, source) {
-            self.deliver(now, patched, targets, packet);
+            let out = self.stitched(now, patched, source, channel, packet);
+            self.deliver(now, patched, targets, &out);
         }
+    }
+
+    /// `packet` as part of `channel`'s stream (its talker may have changed since the last one).
+    fn stitched(
+        &mut self,
+        now: std::time::Instant,
+        channel: ChannelId,
+        source: MediaSource,
+        origin: ChannelId,
+        packet: &MediaPacket,
+    ) -> MediaPacket {
+        let (seq, timestamp) = self.stitch[channel].map(now, source, origin, packet.seq, packet.timestamp);
+        MediaPacket { seq, timestamp, ..packet.clone() }
     }
 
     fn deliver(&mut self, now: std::time::Instant, channel: ChannelId, targets: Vec<MediaTarget>, packet: &MediaPacket) {
         for target in targets {
             match target {
+                MediaTarget::Port(p) if self.desks.get(p).is_some_and(Option::is_some) => {
+                    let Some(desk) = &self.desks[p] else { continue };
+                    if let (Some(mixer), Some(i)) = (&desk.mixer, desk.index(channel)) {
+                        if let Err(e) = mixer.lock().unwrap_or_else(|e| e.into_inner()).push(now, i, packet) {
+                            debug!(error = %e, "desk mixer refused a packet");
+                        }
+                    }
+                }
                 MediaTarget::Port(_) if self.muted[channel] => {}
                 MediaTarget::Port(p) => {
                     if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
@@ -394,12 +464,16 @@ impl ChannelRouter {
                     self.tx_wanted[port] = on;
                     self.apply_tx(port);
                 }
-                RouterOutput::Floor { channel, holder } => match self.talker_name(holder) {
-                    Some(name) => info!(channel = %self.channel_names[channel], talker = %name, "floor taken"),
-                    None if holder.is_some() => info!(channel = %self.channel_names[channel], "floor taken remotely"),
-                    None => info!(channel = %self.channel_names[channel], "floor idle"),
-                },
+                RouterOutput::Floor { channel, holder } => {
+                    self.tell_desks(channel, holder);
+                    self.log_floor(channel, holder);
+                }
                 RouterOutput::Busy { port, channel, holder } => {
+                    if let Some(desk) = &self.desks[port] {
+                        if let Some(i) = desk.index(channel) {
+                            let _ = desk.to_desk.send(DeskInput::Denied { channel: i });
+                        }
+                    }
                     let holder = self.talker_name(holder);
                     let (port, channel) = (&self.port_names[port], &self.channel_names[channel]);
                     warn!(%port, %channel, ?holder, "floor busy, request denied");
@@ -417,9 +491,18 @@ impl ChannelRouter {
                     };
                     self.reporter.event(Event::new(EventKind::FloorRevoked).port(port).channel(channel).reason(reason));
                 }
-                RouterOutput::Talk { port, on, .. } => {
+                RouterOutput::Talk { port, on, .. } if self.desks[port].is_none() => {
                     if let Some(a) = &self.audio[port] {
                         a.flags.set_talking(on);
+                    }
+                }
+                RouterOutput::Talk { port, channel, on } => {
+                    let talking = self.router.talking_on(port).next().is_some();
+                    if let Some(desk) = &self.desks[port] {
+                        desk.flags.set_talking(talking);
+                        if let Some(i) = desk.index(channel) {
+                            let _ = desk.to_desk.send(DeskInput::Talk { channel: i, on });
+                        }
                     }
                 }
                 RouterOutput::ToPeer { peer, channel, member, msg } => {
@@ -463,6 +546,25 @@ impl ChannelRouter {
                         let _ = p.to_peer.send(ToPeer::Roster { channel: channel.clone(), members: members.clone() });
                     }
                 }
+            }
+        }
+    }
+
+    fn log_floor(&self, channel: ChannelId, holder: Option<Talker>) {
+        match self.talker_name(holder) {
+            Some(name) => info!(channel = %self.channel_names[channel], talker = %name, "floor taken"),
+            None if holder.is_some() => info!(channel = %self.channel_names[channel], "floor taken remotely"),
+            None => info!(channel = %self.channel_names[channel], "floor idle"),
+        }
+    }
+
+    /// Desks on `channel` learn whether someone else holds it (their busy LEDs).
+    fn tell_desks(&self, channel: ChannelId, holder: Option<Talker>) {
+        for (port, desk) in self.desks.iter().enumerate() {
+            let Some(desk) = desk else { continue };
+            if let Some(i) = desk.index(channel) {
+                let busy = holder.is_some_and(|h| h != Talker::Port(port));
+                let _ = desk.to_desk.send(DeskInput::Busy { channel: i, busy });
             }
         }
     }

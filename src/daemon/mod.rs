@@ -9,6 +9,7 @@ mod audio_port;
 mod channels;
 mod control;
 mod clock;
+mod desk_port;
 mod logging;
 mod radio_port;
 mod report;
@@ -52,6 +53,8 @@ pub enum ChannelMsg {
     Media { port: PortId, packet: MediaPacket },
     /// A fleet command that changes channels; answered with a reason when refused.
     Control { command: ChannelCommand, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
+    /// A desk's floor presses and patches.
+    Desk(desk_port::DeskToRouter),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -197,9 +200,21 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     // Inputs stay open for the life of the daemon: dropping one stops its edge events.
     let mut held_inputs: Vec<LogicalInput> = Vec::new();
 
+    let mut desks = Vec::new();
     for (id, ((name, port), ptt)) in ports.iter().zip(ptts).enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
         port_inputs.push(tx.clone());
+        if let PortConfig::Desk(desk) = port {
+            let channel_ids = desk.channels.iter().filter_map(|c| config.channel.keys().position(|k| k == c)).collect();
+            match desk_port::start(id, name, desk, channel_ids, &mut gpio, &to_channel, &watchdog, &cancel, &mut tasks) {
+                Ok((link, inputs)) => {
+                    desks.push((id, link));
+                    held_inputs.extend(inputs);
+                }
+                Err(e) => return Stop::Exit(fatal(&format!("port {name}: {e}"))),
+            }
+            continue;
+        }
         let PortConfig::Radio(radio) = port else { continue };
         let Some(ptt) = ptt else { continue };
         radios.insert((*name).clone(), tx.clone());
@@ -237,8 +252,11 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     let to_channel_control = to_channel.clone();
     drop(to_channel);
 
-    let router =
+    let mut router =
         channels::ChannelRouter::new(&config, port_inputs, port_audio, reporter.clone(), watchdog.register("channel router"));
+    for (id, link) in desks {
+        router.set_desk(id, link);
+    }
     let links = match start_net(&config, &router, &stream_stats, &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
