@@ -23,7 +23,7 @@ pub use audio::AudioConfig;
 pub use check::check_command;
 pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
 pub use fleet::MqttConfig;
-pub use net::{HubConfig, TokenConfig, UplinkConfig, UplinkKind};
+pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
 pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
 
 use crate::core::floor::{ArbiterConfig, Priority};
@@ -103,6 +103,9 @@ pub struct ChannelConfig {
     /// A talker that sends no audio for this long loses the floor (500-60000).
     #[serde(default = "default_no_media_ms")]
     pub no_media_ms: u64,
+    /// The channel's VideoRoom when `[uplink] kind = "janus"`.
+    #[serde(default)]
+    pub janus: Option<ChannelJanusConfig>,
 }
 
 fn default_max_talk_ms() -> u64 {
@@ -115,7 +118,13 @@ fn default_no_media_ms() -> u64 {
 
 impl Default for ChannelConfig {
     fn default() -> Self {
-        Self { label: None, queue: false, max_talk_ms: default_max_talk_ms(), no_media_ms: default_no_media_ms() }
+        Self {
+            label: None,
+            queue: false,
+            max_talk_ms: default_max_talk_ms(),
+            no_media_ms: default_no_media_ms(),
+            janus: None,
+        }
     }
 }
 

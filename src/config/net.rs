@@ -49,8 +49,47 @@ pub enum UplinkKind {
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
     pub kind: UplinkKind,
+    /// `kind = "hub"`: the hub's `ws(s)://` or `http(s)://` address; `kind = "janus"`: Janus's
+    /// WebSocket API, `ws://host:8188`.
     pub url: String,
+    /// `kind = "hub"`: the file holding this box's access token.
     pub token_file: Option<String>,
+    /// `kind = "janus"`: the file holding Janus's `api_secret`, if it has one.
+    pub api_secret_file: Option<String>,
+    /// `kind = "janus"`: the file holding the VideoRoom `admin_key`, if creating rooms needs it.
+    pub admin_key_file: Option<String>,
+    /// `kind = "janus"`: device id of the roipd box that hosts the floor arbiters of this
+    /// box's channels, reached over `[mqtt]`. Absent: this box is that floor host.
+    pub floor_hub: Option<String>,
+}
+
+/// `[channel.NAME.janus]`: the channel's VideoRoom on the Janus uplink.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelJanusConfig {
+    /// VideoRoom id (1 or more), one room per channel.
+    pub room: u64,
+    /// Create the room when it does not exist (it is not saved in Janus's config, so it is
+    /// created again after a Janus restart).
+    #[serde(default = "default_create")]
+    pub create: bool,
+    /// File holding the room's PIN (needed to join).
+    pub pin_file: Option<String>,
+    /// File holding the room's secret (needed to `moderate`; the floor host must have it).
+    pub secret_file: Option<String>,
+    /// Publishers at once (1-1000): every box on the channel publishes. Default 16.
+    #[serde(default = "default_publishers")]
+    pub publishers: u32,
+}
+
+fn default_create() -> bool {
+    true
+}
+
+pub(crate) const DEFAULT_PUBLISHERS: u32 = 16;
+
+fn default_publishers() -> u32 {
+    DEFAULT_PUBLISHERS
 }
 
 /// The hub's listen address and token channels; the uplink's URL and what its kind needs.
@@ -86,5 +125,117 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
             UplinkKind::Janus => &["ws", "wss"],
         };
         check_url("uplink.url", &uplink.url, schemes, r);
+        if uplink.kind == UplinkKind::Janus {
+            janus(config, uplink, r);
+        } else {
+            for (key, value) in [
+                ("api_secret_file", &uplink.api_secret_file),
+                ("admin_key_file", &uplink.admin_key_file),
+                ("floor_hub", &uplink.floor_hub),
+            ] {
+                if value.is_some() {
+                    r.key(&format!("uplink.{key}"), "only used with `kind = \"janus\"`");
+                }
+            }
+        }
+    }
+    let janus_uplink = config.uplink.as_ref().is_some_and(|u| u.kind == UplinkKind::Janus);
+    if !janus_uplink {
+        for (name, _) in config.channel.iter().filter(|(_, c)| c.janus.is_some()) {
+            r.key(&format!("channel.{name}.janus"), "a VideoRoom is only used with `[uplink] kind = \"janus\"`");
+        }
+    }
+}
+
+/// A Janus uplink: floor over MQTT, one distinct room per channel.
+fn janus(config: &Config, uplink: &UplinkConfig, r: &mut Report) {
+    if config.mqtt.is_none() {
+        r.key("uplink.kind", "a Janus uplink needs `[mqtt]`: floor control travels over MQTT");
+    }
+    if uplink.token_file.is_some() {
+        r.key("uplink.token_file", "only used with `kind = \"hub\"` (Janus takes `api_secret_file`)");
+    }
+    if let Some(hub) = &uplink.floor_hub {
+        if !super::validate::valid_device_id(hub) {
+            r.key("uplink.floor_hub", format!("`{hub}` is not a valid device id"));
+        } else if *hub == config.device_id {
+            r.key("uplink.floor_hub", "names this box: leave `floor_hub` out to host the floor here");
+        }
+        if config.hub.is_some() {
+            r.key("uplink.floor_hub", "a box with `[hub]` hosts its channels' floor; leave `floor_hub` out");
+        }
+    }
+    let mut rooms: BTreeMap<u64, &str> = BTreeMap::new();
+    for (name, channel) in &config.channel {
+        let path = format!("channel.{name}.janus");
+        let Some(j) = &channel.janus else {
+            if !r.has_error(&path) && r.index.get(&path).is_none() {
+                r.key(&format!("channel.{name}"), format!("a Janus uplink needs `[{path}]` with the channel's `room`"));
+            }
+            continue;
+        };
+        if j.room == 0 {
+            r.key(&format!("{path}.room"), "room ids start at 1");
+        } else if let Some(first) = rooms.insert(j.room, name) {
+            rooms.insert(j.room, first);
+            r.key(&format!("{path}.room"), format!("room {} is already channel `{first}`'s", j.room));
+        }
+        if !(1..=1000).contains(&j.publishers) {
+            r.key(&format!("{path}.publishers"), format!("{} is out of range 1-1000", j.publishers));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse_str;
+
+    const BASE: &str = "device_id = \"edge-a\"\n[channel.ops]\n[channel.fire]\n";
+
+    /// `line:key` of every error.
+    fn errors(extra: &str) -> Vec<String> {
+        match parse_str(&format!("{BASE}{extra}"), "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| format!("{}:{}", e.line, e.key)).collect(),
+        }
+    }
+
+    const JANUS: &str = "[uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\n";
+    const MQTT: &str = "[mqtt]\nurl = \"mqtt://127.0.0.1\"\n";
+    const ROOMS: &str = "[channel.ops.janus]\nroom = 1\n[channel.fire.janus]\nroom = 2\n";
+
+    #[test]
+    fn janus_edge_and_floor_host_are_valid() {
+        assert_eq!(errors(&format!("{JANUS}floor_hub = \"hub-1\"\napi_secret_file = \"/s\"\n{MQTT}{ROOMS}")), Vec::<String>::new());
+        // The floor host: no floor_hub, may also serve consoles with `[hub]`.
+        assert_eq!(errors(&format!("{JANUS}{MQTT}{ROOMS}[hub]\nlisten = \"127.0.0.1:8080\"\n")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn janus_needs_mqtt_and_a_room_per_channel() {
+        let text = format!("{JANUS}floor_hub = \"hub-1\"\n[channel.ops.janus]\nroom = 1\n");
+        // The missing room is reported at the channel, the missing broker at the uplink.
+        assert_eq!(errors(&text), ["3:channel.fire", "5:uplink.kind"]);
+    }
+
+    #[test]
+    fn janus_keys_and_rooms_are_checked() {
+        let text = format!(
+            "{JANUS}floor_hub = \"edge-a\"\ntoken_file = \"/t\"\n{MQTT}\
+             [channel.ops.janus]\nroom = 7\npublishers = 0\n[channel.fire.janus]\nroom = 7\n[hub]\nlisten = \"127.0.0.1:1\"\n"
+        );
+        assert_eq!(
+            errors(&text),
+            ["7:uplink.floor_hub", "7:uplink.floor_hub", "8:uplink.token_file", "12:channel.ops.janus.room", "13:channel.ops.janus.publishers"]
+        );
+        let zero = format!("{JANUS}floor_hub = \"Hub 1\"\n{MQTT}[channel.ops.janus]\nroom = 0\n[channel.fire.janus]\nroom = 1\n");
+        assert_eq!(errors(&zero), ["7:uplink.floor_hub", "11:channel.ops.janus.room"]);
+    }
+
+    #[test]
+    fn janus_settings_without_a_janus_uplink_are_errors() {
+        let text = "[uplink]\nkind = \"hub\"\nurl = \"ws://h\"\ntoken_file = \"/t\"\nfloor_hub = \"h\"\n[channel.ops.janus]\nroom = 1\n";
+        assert_eq!(errors(text), ["8:uplink.floor_hub", "9:channel.ops.janus"]);
+        assert_eq!(errors("[channel.fire.janus]\nroom = 1\n"), ["4:channel.fire.janus"]);
     }
 }

@@ -67,7 +67,7 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,63}`: it ends up in MQTT topics, so no `/`, `+`, `#` or spaces.
-fn valid_device_id(id: &str) -> bool {
+pub(super) fn valid_device_id(id: &str) -> bool {
     let ok = |c: char, first: bool| c.is_ascii_lowercase() || c.is_ascii_digit() || (!first && (c == '_' || c == '-'));
     (1..=64).contains(&id.len()) && id.chars().enumerate().all(|(i, c)| ok(c, i == 0))
 }
@@ -266,7 +266,11 @@ ptt = { line = "sim:ptt1" }
         let extra = "[hub]\nlisten = \"localhost:8080\"\n[uplink]\nkind = \"janus\"\nurl = \"https://sfu/janus\"\n\
                      [mqtt]\nurl = \"tcp://broker\"\nmetrics_interval_s = 0\n";
         let keys: Vec<_> = errors(extra).iter().map(|e| e.split(' ').next().unwrap().to_string()).collect();
-        assert_eq!(keys, ["11:hub.listen", "14:uplink.url", "16:mqtt.url", "17:mqtt.metrics_interval_s"]);
+        // A Janus uplink also needs a room per channel.
+        assert_eq!(
+            keys,
+            ["3:channel.ops", "4:channel.fire", "11:hub.listen", "14:uplink.url", "16:mqtt.url", "17:mqtt.metrics_interval_s"]
+        );
         let ok = "[hub]\nlisten = \"[::]:8080\"\n[mqtt]\nurl = \"mqtts://b:8883\"\n";
         assert_eq!(errors(ok), Vec::<String>::new());
         let edge = "[uplink]\nkind = \"hub\"\nurl = \"https://hub.example\"\ntoken_file = \"/etc/roipd/token\"\n";

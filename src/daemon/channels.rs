@@ -82,9 +82,13 @@ pub struct ChannelRouter {
     heartbeat: Heartbeat,
 }
 
-/// Whether this box's channels are decided here or on the uplink hub.
+/// Whether this box's channels are decided here or on the uplink hub: a roipd hub uplink, or a
+/// Janus uplink whose floor is hosted by another box (`floor_hub`).
 pub fn channel_hosts(config: &Config) -> Vec<ChannelHost> {
-    let on_uplink = config.uplink.as_ref().is_some_and(|u| u.kind == crate::config::UplinkKind::Hub);
+    let on_uplink = config.uplink.as_ref().is_some_and(|u| match u.kind {
+        crate::config::UplinkKind::Hub => true,
+        crate::config::UplinkKind::Janus => u.floor_hub.is_some(),
+    });
     config
         .channel
         .values()

@@ -13,10 +13,12 @@
 //! router tells this uplink when to send ([`JanusHandle::set_sending`]).
 
 pub mod client;
+mod config;
 pub mod protocol;
 pub mod session;
 
 pub use client::{start, JanusHandle, JanusOptions};
+pub use config::{display_name, janus_options};
 pub use protocol::RoomSettings;
 pub use session::ChannelSpec;
 
