@@ -288,3 +288,148 @@ fn longest_run(sorted: &[usize]) -> usize {
     }
     best
 }
+
+const WILL: &str = r#"
+device_id = "will-box"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+keepalive_s = 5
+"#;
+
+/// How long the retained status takes to turn `offline` with the last will after `kill`.
+async fn will_after(probe: &Probe, d: &mut Daemon, kill: i32, within: Duration) -> Duration {
+    let topic = "roipd/will-box/status";
+    let mark = probe.mark();
+    probe.wait_after(mark, "online", WAIT, |m| m.topic == topic && m.json()["online"] == true).await;
+    let started = probe.all().iter().rev().find(|m| m.topic == topic).map(Msg::json).unwrap_or_default()["started_at"]
+        .clone();
+    let at = std::time::Instant::now();
+    d.signal(kill);
+    let will = probe.wait_after(mark, "last will", within, |m| m.topic == topic && m.json()["online"] == false).await;
+    let took = at.elapsed();
+    assert_eq!(will.json()["reason"], "connection_lost", "{}", will.json());
+    assert_eq!(will.json()["started_at"], started, "the will names the run that died");
+    took
+}
+
+/// `roipd run` killed with SIGKILL: the broker publishes the last will (retained `offline`) at
+/// once, because the kernel closes the socket. A box that freezes (SIGSTOP here; a power cut
+/// or a cable pulled in the field) closes nothing: the broker notices within 1.5 keepalives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_after_kill_9_and_after_a_freeze_within_the_keepalive() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/will-box/status"]).await;
+    let config = WILL.replace("{port}", &broker.anon.to_string());
+    let keepalive = Duration::from_secs(5);
+
+    let mut d = Daemon::start(&config);
+    let killed = will_after(&probe, &mut d, libc::SIGKILL, keepalive).await;
+    let late = Probe::connect(broker.anon, &["roipd/will-box/status"]).await;
+    let retained = late.wait("retained offline", WAIT, |m| m.retain).await;
+    assert_eq!(retained.json()["online"], false, "{}", retained.json());
+    drop(d);
+
+    // Frozen: no FIN, no pings. MQTT has the broker wait 1.5 keepalives after the last packet;
+    // Mosquitto 2.0.11 measured here takes 11-12 s for a 5 s keepalive, so allow 3 keepalives.
+    // The default keepalive (30 s) would make this test take a minute.
+    let mut d = Daemon::start(&config);
+    let frozen = will_after(&probe, &mut d, libc::SIGSTOP, keepalive * 3).await;
+    println!("last will after SIGKILL: {killed:?}, after SIGSTOP with a 5 s keepalive: {frozen:?}");
+    assert!(frozen >= keepalive, "the broker gave up on a silent client after {frozen:?}, before one keepalive");
+    d.signal(libc::SIGKILL);
+}
+
+const HASS: &str = r#"
+device_id = "ha-box"
+[gpio.sim]
+dir = "{lines}"
+[gpio]
+status_led = { line = "sim:led" }
+[channel.ops]
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 0 }
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+home_assistant = true
+home_assistant_prefix = "ha/site1"
+"#;
+
+/// `[mqtt] home_assistant`: retained discovery configs under the configured prefix, for the box
+/// and each port, pointing at the daemon's topics; the TX-inhibit switch and the identify button
+/// they describe really inhibit the radio and blink the LED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovery_from_the_config_and_its_switches_work() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/ha-box/#"]).await;
+    let mut d = Daemon::start(&HASS.replace("{port}", &broker.anon.to_string()));
+    probe.wait("online", WAIT, |m| m.topic == "roipd/ha-box/status" && m.json()["online"] == true).await;
+    probe.wait("radio-b state", WAIT, on("roipd/ha-box/state/radio-b")).await;
+
+    // A subscriber that comes later (Home Assistant starting) gets every config, retained.
+    let ha = Probe::connect(broker.anon, &["ha/site1/#"]).await;
+    let config = |topic: &'static str| {
+        let ha = &ha;
+        async move { ha.wait(topic, WAIT, move |m| m.topic == topic && m.retain).await.json() }
+    };
+    let inhibit = config("ha/site1/switch/roipd_ha-box/radio-b_tx_inhibit/config").await;
+    let rx = config("ha/site1/binary_sensor/roipd_ha-box/radio-a_rx/config").await;
+    let cpu = config("ha/site1/sensor/roipd_ha-box/cpu/config").await;
+    let identify = config("ha/site1/button/roipd_ha-box/identify/config").await;
+    config("ha/site1/sensor/roipd_ha-box/radio-a_channel/config").await;
+    assert_eq!(rx["state_topic"], "roipd/ha-box/state/radio-a", "{rx}");
+    assert_eq!(rx["availability"][0]["topic"], "roipd/ha-box/status", "{rx}");
+    assert_eq!(cpu["state_topic"], "roipd/ha-box/metrics", "{cpu}");
+    assert_eq!(inhibit["device"]["identifiers"][0], "roipd_ha-box", "{inhibit}");
+    assert!(!ha.all().iter().any(|m| m.topic.starts_with("homeassistant/")));
+
+    // The switch: ON inhibits radio-b (A's COR no longer keys it), OFF lifts it.
+    let (command, payload_on) = (inhibit["command_topic"].as_str().unwrap(), inhibit["payload_on"].as_str().unwrap());
+    let mark = probe.mark();
+    probe.publish(command, payload_on).await;
+    let inhibited = probe
+        .wait_after(mark, "radio-b inhibited by the switch", WAIT, |m| {
+            on("roipd/ha-box/state/radio-b")(m) && state(m)["inhibited"] == true
+        })
+        .await;
+    // What the switch shows: its value template reads the state's `inhibited`.
+    assert_eq!(inhibit["state_topic"], inhibited.topic);
+    assert!(inhibit["value_template"].as_str().unwrap().contains("value_json.inhibited"), "{inhibit}");
+    d.drive("a-cor", true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.line("b-ptt"), Some(false), "inhibited by Home Assistant: not keyed");
+    d.drive("a-cor", false);
+    let mark = probe.mark();
+    probe.publish(command, inhibit["payload_off"].as_str().unwrap()).await;
+    probe
+        .wait_after(mark, "radio-b released by the switch", WAIT, |m| {
+            on("roipd/ha-box/state/radio-b")(m) && state(m)["inhibited"] == false
+        })
+        .await;
+    d.drive("a-cor", true);
+    d.wait_for("B keyed once the switch is off", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
+
+    // The button: identify blinks the LED.
+    probe.publish(identify["command_topic"].as_str().unwrap(), identify["payload_press"].as_str().unwrap()).await;
+    d.wait_for("LED blinking", WAIT, |d| d.line_log("led").iter().filter(|&&l| l).count() >= 2);
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+}

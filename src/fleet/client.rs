@@ -43,8 +43,6 @@ use super::protocol::{
 use super::sysinfo::{self, SystemReader};
 use crate::config::MqttConfig;
 
-/// MQTT keepalive: a dead link is noticed within ~1.5x this.
-const KEEPALIVE: Duration = Duration::from_secs(30);
 /// A connection that stayed up this long resets the reconnect backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Packets the broker may send us (MQTT 5 Maximum Packet Size): bigger command payloads are
@@ -81,14 +79,15 @@ pub struct FleetOptions {
 }
 
 impl FleetOptions {
+    /// Home Assistant discovery as the config says (`home_assistant`, `home_assistant_prefix`).
     pub fn new(device_id: impl Into<String>, mqtt: MqttConfig) -> Self {
         Self {
             device_id: device_id.into(),
+            home_assistant: mqtt.discovery_prefix().map(str::to_owned),
             mqtt,
             version: env!("CARGO_PKG_VERSION").into(),
             metrics: None,
             limits: Limits::default(),
-            home_assistant: None,
         }
     }
 
@@ -142,7 +141,8 @@ impl Fleet {
         status.addresses = sysinfo::local_addresses();
 
         let mut mqtt = MqttOptions::new(format!("roipd-{}", options.device_id), broker.host.clone(), broker.port);
-        mqtt.set_keep_alive(KEEPALIVE)
+        // The broker sends the last will after 1.5x this without a packet (rumqttc's minimum: 5 s).
+        mqtt.set_keep_alive(Duration::from_secs(options.mqtt.keepalive_s.max(5)))
             .set_clean_start(true)
             .set_max_packet_size(Some(MAX_INCOMING_PACKET))
             .set_request_channel_capacity(REQUEST_CHANNEL)
@@ -820,7 +820,7 @@ fn read_file(key: &'static str, path: &str) -> Result<Vec<u8>, FleetError> {
     std::fs::read(Path::new(path)).map_err(|error| FleetError::ReadFile { key, path: path.into(), error })
 }
 
-fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>, FleetError> {
+pub(crate) fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>, FleetError> {
     let password = match &cfg.password_file {
         None => None,
         Some(path) => {
@@ -849,7 +849,7 @@ fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>, FleetError>
 /// rustls with the ring provider, chosen explicitly (no process-wide default provider needed,
 /// nothing from aws-lc). Verification is always on: the server must chain to `ca_file` (or to
 /// the system bundle when no `ca_file` is given) and match the URL's host name or IP.
-fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig, FleetError> {
+pub(crate) fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig, FleetError> {
     let (ca_key, ca_path) = match &cfg.ca_file {
         Some(p) => ("ca_file", p.as_str()),
         None => ("ca_file", SYSTEM_CA_BUNDLE),
@@ -933,15 +933,7 @@ mod tests {
     }
 
     fn mqtt(url: &str) -> MqttConfig {
-        MqttConfig {
-            url: url.into(),
-            username: None,
-            password_file: None,
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-            metrics_interval_s: 30,
-        }
+        MqttConfig::new(url)
     }
 
     #[test]

@@ -142,13 +142,13 @@ fn say(line: impl AsRef<str>) {
 
 async fn agent(cfg: AgentConfig) -> i32 {
     let mqtt = MqttConfig {
-        url: cfg.url.clone(),
         username: cfg.username.clone(),
         password_file: cfg.password_file.clone(),
         ca_file: cfg.ca_file.clone(),
         client_cert_file: cfg.client_cert_file.clone(),
         client_key_file: cfg.client_key_file.clone(),
         metrics_interval_s: cfg.metrics_interval_s,
+        ..MqttConfig::new(cfg.url.clone())
     };
     let options = FleetOptions::new(&cfg.device, mqtt).with_metrics(|| DaemonMetrics {
         streams: [(
