@@ -433,3 +433,166 @@ async fn home_assistant_discovery_from_the_config_and_its_switches_work() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }
+
+const STRICT: &str = r#"
+device_id = "strict-box"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[channel.fire]
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 0 }
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+"#;
+
+const COMMANDS: [&str; 9] =
+    ["set_channel", "listen", "volume", "tx_inhibit", "remote_ptt", "identify", "reload_config", "get_config", "restart"];
+
+/// Malformed payloads for every command topic: bad JSON, wrong types, huge values, unknown
+/// fields, and what a valid shape with unknown names gets from the daemon.
+fn malformed() -> Vec<(String, Vec<u8>, &'static str)> {
+    let mut out: Vec<(String, Vec<u8>, &str)> = Vec::new();
+    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(20 * 1024)).into_bytes();
+    for name in COMMANDS {
+        for (payload, code) in [
+            (&b"{"[..], "bad_json"),
+            (b"{\"port\":", "bad_json"),
+            (b"\"radio-a\"", "bad_json"),
+            (b"[true]", "bad_json"),
+            (b"\xc3\x28", "bad_json"),
+            (&huge[..], "payload_too_large"),
+            (br#"{"request_id":{"nested":1}}"#, "invalid_args"),
+            (br#"{"port":"radio-a","channel":"fire","on":true,"db":0,"max_duration_s":5,"seconds":5,"extra":1}"#, "unknown_field"),
+        ] {
+            out.push((name.into(), payload.to_vec(), code));
+        }
+    }
+    let typed: [(&str, Value, &str); 16] = [
+        ("set_channel", serde_json::json!({"port": 7, "channel": "fire"}), "invalid_args"),
+        ("set_channel", serde_json::json!({"port": "radio-a", "channel": ["fire"]}), "invalid_args"),
+        ("set_channel", serde_json::json!({"port": "radio-a", "channel": "#"}), "invalid_args"),
+        ("listen", serde_json::json!({"channel": "ops", "on": "false"}), "invalid_args"),
+        ("listen", serde_json::json!({"channel": "ops"}), "invalid_args"),
+        ("volume", serde_json::json!({"channel": "ops", "db": 1e308}), "out_of_range"),
+        ("volume", serde_json::json!({"channel": "ops", "db": -1000}), "out_of_range"),
+        ("volume", serde_json::json!({"channel": "ops", "db": null}), "invalid_args"),
+        ("tx_inhibit", serde_json::json!({"port": "radio-b", "on": 1}), "invalid_args"),
+        ("tx_inhibit", serde_json::json!({"port": "x".repeat(300), "on": true}), "invalid_args"),
+        ("remote_ptt", serde_json::json!({"port": "radio-b", "on": true}), "invalid_args"),
+        ("remote_ptt", serde_json::json!({"port": "radio-b", "on": true, "max_duration_s": u64::MAX}), "invalid_args"),
+        ("remote_ptt", serde_json::json!({"port": "radio-b", "on": true, "max_duration_s": -1}), "out_of_range"),
+        ("remote_ptt", serde_json::json!({"port": "radio-b", "on": true, "max_duration_s": 1e9}), "invalid_args"),
+        ("identify", serde_json::json!({"seconds": 1_000_000_000_000i64}), "out_of_range"),
+        ("self_destruct", serde_json::json!({}), "unknown_command"),
+    ];
+    for (name, args, code) in typed {
+        out.push((name.into(), args.to_string().into_bytes(), code));
+    }
+    out
+}
+
+/// The daemon itself (not a stand-in) under malformed commands on every command topic: one
+/// error reply each, no panic, and nothing changes: port states, PTT lines, the running config
+/// and the status stay as they were. Then each command's daemon-side error path (unknown port,
+/// unknown channel, no identify LED) changes nothing either, and `restart` restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/strict-box/#"]).await;
+    let mut d = Daemon::start(&STRICT.replace("{port}", &broker.anon.to_string()));
+    probe.wait("online", WAIT, |m| m.topic == "roipd/strict-box/status" && m.json()["online"] == true).await;
+    for port in ["radio-a", "radio-b"] {
+        probe.wait(port, WAIT, move |m| m.topic == format!("roipd/strict-box/state/{port}")).await;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let reply_to = |id: &'static str| move |m: &Msg| m.topic == "roipd/strict-box/reply" && m.json()["request_id"] == id;
+    let mark = probe.mark();
+    probe.publish("roipd/strict-box/cmd/get_config", r#"{"request_id":"before"}"#).await;
+    let config_before = probe.wait_after(mark, "config before", WAIT, reply_to("before")).await.json()["result"].clone();
+    assert_eq!(config_before["device_id"], "strict-box");
+    let status_count = || probe.all().iter().filter(|m| m.topic == "roipd/strict-box/status").count();
+    let statuses_before = status_count();
+
+    let start = probe.mark();
+    let items = malformed();
+    for (i, (name, payload, code)) in items.iter().enumerate() {
+        let mark = probe.mark();
+        probe.publish(&format!("roipd/strict-box/cmd/{name}"), payload.clone()).await;
+        let shown = String::from_utf8_lossy(&payload[..payload.len().min(60)]).into_owned();
+        let reply =
+            probe.wait_after(mark, &format!("reply #{i} to {name} {shown}"), WAIT, |m| m.topic == "roipd/strict-box/reply").await;
+        let reply = reply.json();
+        assert_eq!(reply["ok"], false, "#{i} {name} {shown}: {reply}");
+        assert_eq!(reply["error"]["code"], *code, "#{i} {name} {shown}: {reply}");
+    }
+
+    // The daemon's own checks: well-formed, but naming what this box does not have.
+    let refused: [(&str, &str, &str); 7] = [
+        ("set_channel", r#"{"request_id":"d1","port":"radio-z","channel":"fire"}"#, "not_found"),
+        ("set_channel", r#"{"request_id":"d2","port":"radio-a","channel":"nowhere"}"#, "not_found"),
+        ("listen", r#"{"request_id":"d3","channel":"nowhere","on":false}"#, "not_found"),
+        ("volume", r#"{"request_id":"d4","channel":"nowhere","db":-6}"#, "not_found"),
+        ("tx_inhibit", r#"{"request_id":"d5","port":"radio-z","on":true}"#, "not_found"),
+        ("remote_ptt", r#"{"request_id":"d6","port":"radio-z","on":true,"max_duration_s":5}"#, "not_found"),
+        ("identify", r#"{"request_id":"d7","seconds":5}"#, "unavailable"),
+    ];
+    for (name, payload, code) in refused {
+        let mark = probe.mark();
+        probe.publish(&format!("roipd/strict-box/cmd/{name}"), payload).await;
+        let reply = probe.wait_after(mark, &format!("{name} {payload}"), WAIT, |m| m.topic == "roipd/strict-box/reply").await.json();
+        assert_eq!((reply["ok"].clone(), reply["error"]["code"].clone()), (Value::Bool(false), Value::from(code)), "{payload}: {reply}");
+    }
+
+    // Exactly one reply each, and nothing changed.
+    std::thread::sleep(Duration::from_millis(500));
+    let since = probe.since(start);
+    let replies = since.iter().filter(|m| m.topic == "roipd/strict-box/reply").count();
+    assert_eq!(replies, items.len() + refused.len(), "one reply per command");
+    assert!(!since.iter().any(|m| m.topic.contains("/state/")), "a port state changed");
+    assert!(!since.iter().any(|m| m.topic.ends_with("/event")), "an event happened");
+    assert_eq!(status_count(), statuses_before, "the status changed");
+    for line in ["a-ptt", "b-ptt"] {
+        assert!(d.line_log(line).iter().all(|&keyed| !keyed), "{line} was keyed: {:?}", d.line_log(line));
+    }
+    let mark = probe.mark();
+    probe.publish("roipd/strict-box/cmd/get_config", r#"{"request_id":"after"}"#).await;
+    let config_after = probe.wait_after(mark, "config after", WAIT, reply_to("after")).await.json()["result"].clone();
+    assert_eq!(config_after, config_before, "the running config changed");
+    assert!(!d.stderr().contains("panicked"), "{}", d.stderr());
+    assert_eq!(d.child.try_wait().unwrap(), None, "the daemon died:\n{}", d.stderr());
+
+    // Still obeying: A's COR keys B as before.
+    d.drive("a-cor", true);
+    d.wait_for("B keyed", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
+
+    // restart: answered, then the same configuration again (online, same config hash).
+    let status = probe.all().into_iter().rev().find(|m| m.topic == "roipd/strict-box/status").unwrap().json();
+    let mark = probe.mark();
+    probe.publish("roipd/strict-box/cmd/restart", r#"{"request_id":"rs"}"#).await;
+    let reply = probe.wait_after(mark, "restart reply", WAIT, reply_to("rs")).await.json();
+    assert_eq!(reply["ok"], true, "{reply}");
+    probe.wait_after(mark, "goodbye", WAIT, |m| m.topic == "roipd/strict-box/status" && m.json()["reason"] == "shutdown").await;
+    let again = probe
+        .wait_after(mark, "online after the restart", WAIT, |m| {
+            m.topic == "roipd/strict-box/status" && m.json()["online"] == true
+        })
+        .await
+        .json();
+    assert_eq!(again["config_hash"], status["config_hash"], "{again}");
+    assert_ne!(again["started_at"], status["started_at"], "a new run: {again}");
+    d.wait_for("restarted", WAIT, |d| d.stderr().contains("restarting with the same configuration"));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+}
