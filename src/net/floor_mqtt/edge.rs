@@ -1,0 +1,330 @@
+//! An edge's floor client: this box's members join the floor host's arbiters over MQTT.
+//!
+//! [`start_edge`] runs forever: connect (client id `<device>-floor`, last will = offline on the
+//! presence topic, so the host frees our floor if we vanish), publish online, wait for the
+//! host's presence, join, and once the host accepted, [`UplinkEvent::Up`] with its ids. Losing
+//! the broker, the host going offline or the host (re)connecting (it forgets every edge then)
+//! is one [`UplinkEvent::Down`]; the router unkeys every radio on it and the client joins again.
+//! Floor messages reach the router only while up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::protocol::{
+    parse_host_presence, parse_to_edge, to_json, valid_device, EdgePresence, FloorRequest, Join, JoinMember, Feeds,
+    Topic, Topics, ToEdge, ToHost,
+};
+use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
+use crate::config::MqttConfig;
+use crate::core::floor::{ParticipantId, ToArbiter};
+use crate::fleet::backoff::Backoff;
+use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
+use crate::net::{MemberRequest, UplinkEvent};
+
+/// A join without an answer is sent again after this long (the host may have been busy
+/// restarting, or the message lost with a connection).
+const JOIN_RETRY: Duration = Duration::from_secs(3);
+/// After a refusal (a channel the host does not have): ask again this much later.
+const REFUSED_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct FloorEdgeOptions {
+    pub mqtt: MqttConfig,
+    /// This box (topic level and client id).
+    pub device_id: String,
+    /// The floor host's device id.
+    pub floor_hub: String,
+    /// One host participant per entry; `Up` answers in this order.
+    pub members: Vec<MemberRequest>,
+}
+
+#[derive(Debug)]
+enum Cmd {
+    Floor(ParticipantId, ToArbiter),
+    /// The feeds changed (the value is in the shared map).
+    Feeds,
+}
+
+/// The router's side of the floor client. Cheap to clone; never blocks.
+#[derive(Debug, Clone)]
+pub struct FloorEdgeHandle {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    up: Arc<AtomicBool>,
+    feeds: Arc<Mutex<BTreeMap<String, Option<u64>>>>,
+    tasks: TaskTracker,
+}
+
+impl FloorEdgeHandle {
+    /// A floor request or release of one of our members (the host's id from `Up`). Dropped
+    /// while down: the router treats every remote floor as lost on `Down`.
+    pub fn floor(&self, member: ParticipantId, msg: ToArbiter) {
+        if self.is_up() {
+            let _ = self.cmds.send(Cmd::Floor(member, msg));
+        }
+    }
+
+    /// This box's Janus publisher id in a channel's room (None while down), so the host can
+    /// tell our stream from others when it moderates. Kept across reconnects.
+    pub fn set_feed(&self, channel: &str, feed: Option<u64>) {
+        let changed = {
+            let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            feeds.insert(channel.to_owned(), feed) != Some(feed)
+        };
+        if changed {
+            let _ = self.cmds.send(Cmd::Feeds);
+        }
+    }
+
+    /// Joined: the host accepted our members and floor messages flow.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// After cancelling: wait until the client has said offline and disconnected.
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Start the floor client; runs until `cancel`. Must be called inside a tokio runtime. Errors
+/// are setup problems only (bad ids, unreadable credential files); a missing broker or host is
+/// retried forever.
+pub fn start_edge(
+    o: FloorEdgeOptions,
+    events: mpsc::UnboundedSender<UplinkEvent>,
+    cancel: CancellationToken,
+) -> Result<FloorEdgeHandle, String> {
+    let topics = Topics::new(&o.floor_hub)
+        .ok_or_else(|| format!("floor hub `{}` cannot be used in MQTT topics", o.floor_hub))?;
+    if !valid_device(&o.device_id) {
+        return Err(format!("device id `{}` cannot be used in the floor topics", o.device_id));
+    }
+    if o.members.len() > MAX_MEMBERS {
+        return Err(format!("{} floor members; at most {MAX_MEMBERS}", o.members.len()));
+    }
+    if let Some(m) = o.members.iter().find(|m| !is_valid_name(&m.key) || !is_valid_name(&m.channel)) {
+        return Err(format!("floor member {}/{}: names must match [a-z0-9][a-z0-9_-]*", m.key, m.channel));
+    }
+    // Credential and TLS files are read now, so a bad one is a start-up error.
+    mqtt_options(&o.mqtt, &o.device_id, will(topics.presence(&o.device_id), String::new()))?;
+    let (cmds_tx, cmds) = mpsc::unbounded_channel();
+    let up = Arc::new(AtomicBool::new(false));
+    let feeds = Arc::new(Mutex::new(BTreeMap::new()));
+    let tasks = TaskTracker::new();
+    info!(device = %o.device_id, hub = %o.floor_hub, members = o.members.len(), "floor client starting (MQTT)");
+    let edge = Edge {
+        topics,
+        o,
+        events,
+        up: up.clone(),
+        feeds: feeds.clone(),
+        joined: false,
+        down_reported: false,
+        join_seq: 0,
+        retry_at: None,
+    };
+    tasks.spawn(edge.run(cmds, cancel));
+    Ok(FloorEdgeHandle { cmds: cmds_tx, up, feeds, tasks })
+}
+
+struct Edge {
+    o: FloorEdgeOptions,
+    topics: Topics,
+    events: mpsc::UnboundedSender<UplinkEvent>,
+    up: Arc<AtomicBool>,
+    feeds: Arc<Mutex<BTreeMap<String, Option<u64>>>>,
+    /// Accepted by the host on the current connection.
+    joined: bool,
+    /// One `Down` per loss, not one per failed retry.
+    down_reported: bool,
+    join_seq: u64,
+    /// When to send the join (again).
+    retry_at: Option<Instant>,
+}
+
+impl Edge {
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        loop {
+            // A new session per connection: its last will frees only its own floor.
+            let session = random_token();
+            let presence = self.topics.presence(&self.o.device_id);
+            let offline = to_json(&EdgePresence { online: false, session: session.clone() });
+            let result = match mqtt_options(&self.o.mqtt, &self.o.device_id, will(presence, offline)) {
+                Ok(options) => self.connection(Link::connect(options), &session, &mut cmds, &cancel).await,
+                Err(e) => Err(e),
+            };
+            let was_joined = self.joined;
+            let reason = match result {
+                Ok(()) => {
+                    self.down("floor client stopped");
+                    return;
+                }
+                Err(reason) => reason,
+            };
+            if was_joined {
+                backoff.reset();
+            }
+            self.down(&reason);
+            let delay = backoff.next_delay(rand::random::<f64>());
+            debug!(%reason, retry_in_ms = delay.as_millis() as u64, "floor: reconnecting to the broker");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            // Requests queued while down are stale: the router reset its floor on `Down`.
+            while let Ok(cmd) = cmds.try_recv() {
+                debug!(?cmd, "floor: dropped while down");
+            }
+        }
+    }
+
+    /// One connection. Ok on cancel (offline said, disconnected); Err(reason) on a loss.
+    async fn connection(
+        &mut self,
+        mut link: Link,
+        session: &str,
+        cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        self.retry_at = None;
+        loop {
+            let retry = self.retry_at;
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                net = link.next() => match net {
+                    Net::Connected => {
+                        info!(device = %self.o.device_id, "floor: connected to the broker; waiting for the floor hub");
+                        link.subscribe(&self.topics.host())?;
+                        link.subscribe(&self.topics.to_edge(&self.o.device_id))?;
+                        let online = to_json(&EdgePresence { online: true, session: session.to_owned() });
+                        link.publish(&self.topics.presence(&self.o.device_id), online, true)?;
+                    }
+                    Net::Message { topic, payload } => self.message(&link, session, &topic, &payload)?,
+                    Net::Lost(reason) => return Err(reason),
+                },
+                cmd = cmds.recv() => match cmd {
+                    None => break,
+                    Some(Cmd::Floor(member, msg)) if self.joined => {
+                        let request = ToHost::Floor(FloorRequest::new(session, member, msg));
+                        link.publish(&self.topics.to_host(&self.o.device_id), request.to_json(), false)?;
+                    }
+                    Some(Cmd::Feeds) if self.joined => {
+                        let feeds = ToHost::Feeds(Feeds { session: session.to_owned(), feeds: self.feeds() });
+                        link.publish(&self.topics.to_host(&self.o.device_id), feeds.to_json(), false)?;
+                    }
+                    Some(cmd) => debug!(?cmd, "floor: not joined, dropped"),
+                },
+                _ = sleep_until(retry), if retry.is_some() => self.join(&link, session)?,
+            }
+        }
+        let offline = to_json(&EdgePresence { online: false, session: session.to_owned() });
+        link.close(Some((self.topics.presence(&self.o.device_id), offline))).await;
+        Ok(())
+    }
+
+    fn message(&mut self, link: &Link, session: &str, topic: &str, payload: &[u8]) -> Result<(), String> {
+        match self.topics.parse(topic) {
+            Some(Topic::Host) => match parse_host_presence(payload) {
+                Ok(p) if p.online => {
+                    // Every online presence is a host that (re)connected and forgot its edges.
+                    if self.joined {
+                        self.down("the floor hub reconnected; joining again");
+                    }
+                    info!(epoch = %p.epoch, "floor: hub online, joining");
+                    self.join(link, session)?;
+                }
+                Ok(p) => {
+                    warn!(epoch = %p.epoch, "floor: hub offline");
+                    self.down("the floor hub is offline");
+                    self.retry_at = None;
+                }
+                Err(e) => warn!(%topic, error = %e, "floor: malformed hub presence dropped"),
+            },
+            Some(Topic::ToEdge(device)) if device == self.o.device_id => match parse_to_edge(payload) {
+                Ok(m) if m.session() != session => debug!(%topic, "floor: message for an earlier connection dropped"),
+                Ok(ToEdge::Accepted(a)) if a.join == self.join_seq && !self.joined => {
+                    let mut members = Vec::with_capacity(self.o.members.len());
+                    for m in &self.o.members {
+                        match a.members.iter().find(|x| x.key == m.key && x.channel == m.channel) {
+                            Some(x) => members.push((m.clone(), ParticipantId(x.id))),
+                            None => {
+                                warn!(member = %format!("{}/{}", m.key, m.channel), "floor: the hub's answer lacks a member; joining again");
+                                self.retry_at = Some(Instant::now() + JOIN_RETRY);
+                                return Ok(());
+                            }
+                        }
+                    }
+                    self.retry_at = None;
+                    self.joined = true;
+                    self.down_reported = false;
+                    self.up.store(true, Ordering::Relaxed);
+                    info!(epoch = %a.epoch, members = members.len(), "floor: joined the floor hub");
+                    let _ = self.events.send(UplinkEvent::Up { members });
+                }
+                Ok(ToEdge::Refused(r)) if r.join == self.join_seq => {
+                    warn!(reason = %r.reason, "floor: the hub refused our members");
+                    self.down(&format!("the floor hub refused: {}", r.reason));
+                    self.retry_at = Some(Instant::now() + REFUSED_RETRY);
+                }
+                Ok(ToEdge::Floor(f)) if self.joined => match f.floor.to_router() {
+                    Ok((msg, holder_name)) => {
+                        let member = f.floor.id.map(ParticipantId);
+                        let _ = self.events.send(UplinkEvent::Floor { channel: f.floor.channel, member, msg, holder_name });
+                    }
+                    Err(e) => warn!(%topic, error = %e, "floor: malformed floor message dropped"),
+                },
+                Ok(other) => debug!(?other, "floor: out-of-date answer dropped"),
+                Err(e) => warn!(%topic, error = %e, "floor: malformed message dropped"),
+            },
+            _ => debug!(%topic, "floor: message on an unexpected topic"),
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, link: &Link, session: &str) -> Result<(), String> {
+        self.join_seq += 1;
+        let members = self
+            .o
+            .members
+            .iter()
+            .map(|m| JoinMember { key: m.key.clone(), channel: m.channel.clone(), priority: m.priority.0 })
+            .collect();
+        let join = ToHost::Join(Join { session: session.to_owned(), join: self.join_seq, members, feeds: self.feeds() });
+        self.retry_at = Some(Instant::now() + JOIN_RETRY);
+        link.publish(&self.topics.to_host(&self.o.device_id), join.to_json(), false)
+    }
+
+    fn feeds(&self) -> BTreeMap<String, Option<u64>> {
+        self.feeds.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Not joined any more: one `Down` for the router (radios unkey, floors void).
+    fn down(&mut self, reason: &str) {
+        let was_joined = std::mem::replace(&mut self.joined, false);
+        self.up.store(false, Ordering::Relaxed);
+        if was_joined || !self.down_reported {
+            if was_joined {
+                warn!(%reason, "floor: down; radios stay unkeyed until joined again");
+            }
+            self.down_reported = true;
+            let _ = self.events.send(UplinkEvent::Down { reason: reason.to_owned() });
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

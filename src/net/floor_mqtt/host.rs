@@ -1,0 +1,553 @@
+//! The floor host: edges join this box's channel arbiters over MQTT, and their decisions are
+//! enforced in Janus.
+//!
+//! Every edge is a hub peer of the channel router ([`HubEvent::Joined`] / `Floor` / `Left`),
+//! so the same arbiters as for browser consoles and roipd-hub edges decide; the router's
+//! [`ToPeer::Floor`] messages go back to the edge on its `to_edge` topic (directed messages and
+//! broadcasts on one topic, so they keep their order). The edge's last will (or a clean
+//! offline) is its `Left`: its floor is freed. The current holder of each channel is published
+//! retained. Media never passes here.
+//!
+//! With Janus options, the host keeps its own Janus session (its publishers stay idle) to see
+//! each room's publishers and their audio:
+//! - every publisher that does not hold the floor is muted with VideoRoom `moderate`, the
+//!   holder is unmuted on grant (a box keying without the floor is not heard);
+//! - audio from the holder's feed keeps the arbiter's no-media timer alive, as media through
+//!   an embedded hub does; a holder whose audio stops reaching Janus loses the floor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::protocol::{
+    parse_edge_presence, parse_to_host, to_json, valid_device, Accepted, AcceptedMember, EdgeFloor, HolderInfo,
+    HolderState, HostPresence, JoinMember, Refused, Topic, Topics, ToEdge, ToHost,
+};
+use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
+use crate::config::MqttConfig;
+use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
+use crate::fleet::backoff::Backoff;
+use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
+use crate::net::protocol::Action;
+use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
+
+/// Peer ids of MQTT edges start here, far from the embedded hub's (which count from 1), since
+/// both feed the same router.
+pub const FIRST_PEER: PeerId = 1 << 40;
+
+#[derive(Debug, Clone)]
+pub struct FloorHostOptions {
+    pub mqtt: MqttConfig,
+    /// This box: the `floor_hub` its edges name.
+    pub device_id: String,
+    /// The channels hosted here; a join naming another is refused.
+    pub channels: Vec<String>,
+    /// Janus, to moderate publishers and see the holder's audio. None: floor only.
+    pub janus: Option<JanusOptions>,
+}
+
+/// Start the floor host; runs until `cancel`. Must be called inside a tokio runtime. Errors are
+/// setup problems only (bad ids, unreadable credential files).
+pub fn start_host(
+    o: FloorHostOptions,
+    hub_events: mpsc::UnboundedSender<HubEvent>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let topics = Topics::new(&o.device_id)
+        .ok_or_else(|| format!("device id `{}` cannot be used in the floor topics", o.device_id))?;
+    let epoch = random_token();
+    mqtt_options(&o.mqtt, &o.device_id, will(topics.host(), String::new()))?;
+    let (janus, janus_rx) = match &o.janus {
+        Some(options) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(crate::net::janus::start(options.clone(), tx, cancel.clone())), Some(rx))
+        }
+        None => (None, None),
+    };
+    let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+    info!(device = %o.device_id, %epoch, channels = o.channels.len(), janus = janus.is_some(), "floor host starting (MQTT)");
+    let host = Host {
+        holders: o.channels.iter().map(|c| (c.clone(), None)).collect(),
+        o,
+        topics,
+        epoch,
+        hub: hub_events,
+        edges: HashMap::new(),
+        peers: HashMap::new(),
+        next_peer: FIRST_PEER,
+        peer_tx,
+        janus,
+        rooms: HashMap::new(),
+        moderated: HashMap::new(),
+        link: None,
+    };
+    tokio::spawn(host.run(peer_rx, janus_rx, cancel));
+    Ok(())
+}
+
+/// What a peer's forwarder passes on: the router's answer to the join first, then its messages.
+enum PeerOut {
+    Joined(Result<Vec<ParticipantId>, String>),
+    Msg(ToPeer),
+}
+
+struct EdgeEntry {
+    peer: PeerId,
+    session: String,
+    join: u64,
+    members: Vec<JoinMember>,
+    /// The router's ids, in `members` order, once it accepted.
+    ids: Option<Vec<ParticipantId>>,
+    feeds: BTreeMap<String, Option<u64>>,
+}
+
+impl EdgeEntry {
+    fn member(&self, id: ParticipantId) -> Option<&JoinMember> {
+        let i = self.ids.as_ref()?.iter().position(|x| *x == id)?;
+        self.members.get(i)
+    }
+}
+
+struct Host {
+    o: FloorHostOptions,
+    topics: Topics,
+    /// New at every start: edges join again when they see another one.
+    epoch: String,
+    hub: mpsc::UnboundedSender<HubEvent>,
+    /// By device id.
+    edges: HashMap<String, EdgeEntry>,
+    peers: HashMap<PeerId, String>,
+    next_peer: PeerId,
+    peer_tx: mpsc::UnboundedSender<(PeerId, PeerOut)>,
+    /// Current holder per hosted channel, as last published.
+    holders: BTreeMap<String, Option<HolderInfo>>,
+    janus: Option<JanusHandle>,
+    /// The other publishers of each channel's room: (feed, display).
+    rooms: HashMap<String, Vec<(u64, String)>>,
+    /// The last mute (true) or unmute asked per (channel, feed).
+    moderated: HashMap<(String, u64), bool>,
+    link: Option<Link>,
+}
+
+impl Host {
+    async fn run(
+        mut self,
+        mut peer_rx: mpsc::UnboundedReceiver<(PeerId, PeerOut)>,
+        mut janus_rx: Option<mpsc::UnboundedReceiver<JanusEvent>>,
+        cancel: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut reconnect_at = Some(Instant::now());
+        let mut connected_at: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                net = next_net(&mut self.link) => match net {
+                    Net::Connected => {
+                        connected_at = Some(Instant::now());
+                        if let Err(e) = self.connected() {
+                            self.lost(&e);
+                            reconnect_at = Some(Instant::now() + backoff.next_delay(rand::random::<f64>()));
+                        }
+                    }
+                    Net::Message { topic, payload } => {
+                        if let Err(e) = self.message(&topic, &payload) {
+                            self.lost(&e);
+                            reconnect_at = Some(Instant::now() + backoff.next_delay(rand::random::<f64>()));
+                        }
+                    }
+                    Net::Lost(reason) => {
+                        if connected_at.take().is_some_and(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            backoff.reset();
+                        }
+                        self.lost(&reason);
+                        let delay = backoff.next_delay(rand::random::<f64>());
+                        debug!(%reason, retry_in_ms = delay.as_millis() as u64, "floor host: reconnecting to the broker");
+                        reconnect_at = Some(Instant::now() + delay);
+                    }
+                },
+                _ = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+                    reconnect_at = None;
+                    let offline = to_json(&HostPresence { online: false, epoch: self.epoch.clone() });
+                    match mqtt_options(&self.o.mqtt, &self.o.device_id, will(self.topics.host(), offline)) {
+                        Ok(options) => self.link = Some(Link::connect(options)),
+                        Err(e) => {
+                            warn!(error = %e, "floor host: MQTT options");
+                            reconnect_at = Some(Instant::now() + BACKOFF_MAX);
+                        }
+                    }
+                }
+                Some((peer, out)) = peer_rx.recv() => {
+                    if let Err(e) = self.peer_out(peer, out) {
+                        self.lost(&e);
+                        reconnect_at = Some(Instant::now() + backoff.next_delay(rand::random::<f64>()));
+                    }
+                }
+                Some(event) = recv_opt(&mut janus_rx) => self.janus_event(event),
+            }
+        }
+        // Clean stop: the floor is free, the host offline; then disconnect (no will).
+        let devices: Vec<String> = self.edges.keys().cloned().collect();
+        for d in devices {
+            self.remove_edge(&d, "floor host stopping");
+        }
+        let channels: Vec<String> = self.holders.keys().cloned().collect();
+        for c in channels {
+            self.set_holder(&c, None);
+        }
+        if let Some(link) = self.link.take() {
+            let offline = to_json(&HostPresence { online: false, epoch: self.epoch.clone() });
+            link.close(Some((self.topics.host(), offline))).await;
+        }
+        info!("floor host stopped");
+    }
+
+    fn publish(&self, topic: &str, payload: String, retain: bool) -> Result<(), String> {
+        match &self.link {
+            Some(link) => link.publish(topic, payload, retain),
+            None => Ok(()),
+        }
+    }
+
+    /// Subscribe, say online (edges join on it), and publish every channel's holder.
+    fn connected(&mut self) -> Result<(), String> {
+        let link = self.link.as_ref().ok_or("not connected")?;
+        for filter in self.topics.host_filters() {
+            link.subscribe(&filter)?;
+        }
+        let online = to_json(&HostPresence { online: true, epoch: self.epoch.clone() });
+        link.publish(&self.topics.host(), online, true)?;
+        for (channel, holder) in &self.holders {
+            let state = HolderState { channel: channel.clone(), epoch: self.epoch.clone(), holder: holder.clone() };
+            link.publish(&self.topics.holder(channel), to_json(&state), true)?;
+        }
+        info!(device = %self.o.device_id, "floor host: connected to the broker, online");
+        Ok(())
+    }
+
+    /// The broker connection is gone: edges saw our last will and will join again, so every
+    /// edge leaves now (their floors are freed).
+    fn lost(&mut self, reason: &str) {
+        if self.link.take().is_some() && !self.edges.is_empty() {
+            warn!(%reason, edges = self.edges.len(), "floor host: broker connection lost; every edge leaves");
+        }
+        let devices: Vec<String> = self.edges.keys().cloned().collect();
+        for d in devices {
+            self.remove_edge(&d, "broker connection lost");
+        }
+    }
+
+    fn message(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        match self.topics.parse(topic) {
+            Some(Topic::ToHost(device)) => match parse_to_host(payload) {
+                Ok(ToHost::Join(j)) => self.join(&device, j)?,
+                Ok(msg) => {
+                    let current = self.edges.get(&device).is_some_and(|e| e.session == msg.session());
+                    if !current {
+                        debug!(%device, "floor host: message from an earlier or unknown session dropped");
+                        return Ok(());
+                    }
+                    match msg {
+                        ToHost::Floor(r) => self.floor_request(&device, ParticipantId(r.id), r.action),
+                        ToHost::Feeds(f) => {
+                            if let Some(e) = self.edges.get_mut(&device) {
+                                e.feeds = f.feeds;
+                            }
+                            debug!(%device, "floor host: edge feeds updated");
+                            self.moderate_all();
+                        }
+                        ToHost::Join(_) => {}
+                    }
+                }
+                Err(e) => warn!(%topic, error = %e, "floor host: malformed message dropped"),
+            },
+            Some(Topic::Presence(device)) => match parse_edge_presence(payload) {
+                Ok(p) if !p.online => {
+                    if self.edges.get(&device).is_some_and(|e| e.session == p.session) {
+                        info!(%device, "floor host: edge offline (last will or clean stop); its floor is freed");
+                        self.remove_edge(&device, "offline");
+                    }
+                }
+                Ok(_) => debug!(%device, "floor host: edge online"),
+                Err(e) => warn!(%topic, error = %e, "floor host: malformed presence dropped"),
+            },
+            _ => debug!(%topic, "floor host: message on an unexpected topic"),
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, device: &str, j: super::protocol::Join) -> Result<(), String> {
+        // A join replaces whatever this edge had: it went down and forgot its floor.
+        self.remove_edge(device, "joined again");
+        if let Some(m) = j.members.iter().find(|m| !self.o.channels.contains(&m.channel)) {
+            let reason = format!("channel `{}` is not hosted by {}", m.channel, self.o.device_id);
+            warn!(%device, %reason, "floor host: join refused");
+            let refused = ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
+            return self.publish(&self.topics.to_edge(device), refused.to_json(), false);
+        }
+        let peer = self.next_peer;
+        self.next_peer += 1;
+        let (to_peer, to_peer_rx) = mpsc::unbounded_channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let members = j
+            .members
+            .iter()
+            .map(|m| MemberRequest { key: m.key.clone(), channel: m.channel.clone(), priority: Priority(m.priority) })
+            .collect();
+        if self.hub.send(HubEvent::Joined { peer, name: device.to_owned(), members, to_peer, reply }).is_err() {
+            warn!(%device, "floor host: the channel router is gone; join refused");
+            let reason = "the floor host is stopping".to_owned();
+            let refused = ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
+            return self.publish(&self.topics.to_edge(device), refused.to_json(), false);
+        }
+        tokio::spawn(forward_peer(peer, reply_rx, to_peer_rx, self.peer_tx.clone()));
+        info!(%device, peer, members = j.members.len(), "floor host: edge joining");
+        self.peers.insert(peer, device.to_owned());
+        self.edges.insert(
+            device.to_owned(),
+            EdgeEntry { peer, session: j.session, join: j.join, members: j.members, ids: None, feeds: j.feeds },
+        );
+        Ok(())
+    }
+
+    fn floor_request(&mut self, device: &str, member: ParticipantId, action: Action) {
+        let Some(e) = self.edges.get(device) else { return };
+        let Some(m) = e.member(member) else {
+            warn!(%device, id = member.0, "floor host: request for a member that is not this edge's; dropped");
+            return;
+        };
+        let msg = match action {
+            // The router uses the priority the member joined with.
+            Action::Request => ToArbiter::Request { priority: Priority(m.priority) },
+            Action::Release => ToArbiter::Release,
+        };
+        info!(%device, key = %m.key, channel = %m.channel, ?action, "floor host: edge asks");
+        let _ = self.hub.send(HubEvent::Floor { peer: e.peer, member, msg });
+    }
+
+    /// The edge leaves the router (its floor is freed) and no longer holds any channel.
+    fn remove_edge(&mut self, device: &str, why: &str) {
+        let Some(e) = self.edges.remove(device) else { return };
+        self.peers.remove(&e.peer);
+        debug!(%device, peer = e.peer, %why, "floor host: edge leaves");
+        let _ = self.hub.send(HubEvent::Left { peer: e.peer });
+        let held: Vec<String> = self
+            .holders
+            .iter()
+            .filter(|(_, h)| h.as_ref().is_some_and(|h| h.device.as_deref() == Some(device)))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in held {
+            self.set_holder(&c, None);
+        }
+    }
+
+    fn peer_out(&mut self, peer: PeerId, out: PeerOut) -> Result<(), String> {
+        let Some(device) = self.peers.get(&peer).cloned() else { return Ok(()) };
+        let Some(e) = self.edges.get_mut(&device) else { return Ok(()) };
+        let topic = self.topics.to_edge(&device);
+        match out {
+            PeerOut::Joined(Ok(ids)) => {
+                let members = e
+                    .members
+                    .iter()
+                    .zip(&ids)
+                    .map(|(m, id)| AcceptedMember { key: m.key.clone(), channel: m.channel.clone(), id: id.0 })
+                    .collect();
+                let accepted =
+                    ToEdge::Accepted(Accepted { session: e.session.clone(), join: e.join, epoch: self.epoch.clone(), members });
+                e.ids = Some(ids);
+                info!(%device, peer, "floor host: edge joined");
+                self.publish(&topic, accepted.to_json(), false)?;
+                self.moderate_all();
+            }
+            PeerOut::Joined(Err(reason)) => {
+                warn!(%device, %reason, "floor host: the router refused the edge");
+                let refused =
+                    ToEdge::Refused(Refused { session: e.session.clone(), join: e.join, epoch: self.epoch.clone(), reason });
+                self.publish(&topic, refused.to_json(), false)?;
+                self.remove_edge(&device, "refused");
+            }
+            PeerOut::Msg(ToPeer::Floor { channel, member, msg, holder_name }) => {
+                let floor = ToEdge::Floor(EdgeFloor::new(&e.session, &channel, member, &msg, holder_name.as_deref()));
+                if let Some(m) = member.and_then(|id| e.member(id)) {
+                    info!(%device, key = %m.key, %channel, ?msg, "floor host: decision");
+                }
+                self.publish(&topic, floor.to_json(), false)?;
+                if member.is_none() {
+                    let holder = match msg {
+                        ToParticipant::Taken { holder, priority } => Some(HolderInfo {
+                            id: holder.0,
+                            priority: priority.0,
+                            name: holder_name.unwrap_or_default(),
+                            device: self.device_of(&channel, holder),
+                        }),
+                        _ => None,
+                    };
+                    self.set_holder(&channel, holder);
+                }
+            }
+            PeerOut::Msg(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The edge whose member `id` is on `channel`.
+    fn device_of(&self, channel: &str, id: ParticipantId) -> Option<String> {
+        self.edges
+            .iter()
+            .find(|(_, e)| e.member(id).is_some_and(|m| m.channel == channel))
+            .map(|(d, _)| d.clone())
+    }
+
+    /// Publish (retained) and enforce a channel's holder when it changed.
+    fn set_holder(&mut self, channel: &str, holder: Option<HolderInfo>) {
+        let Some(current) = self.holders.get_mut(channel) else { return };
+        if *current == holder {
+            return;
+        }
+        *current = holder.clone();
+        match &holder {
+            Some(h) => info!(%channel, holder = %h.name, device = ?h.device, "floor host: channel taken"),
+            None => info!(%channel, "floor host: channel idle"),
+        }
+        let state = HolderState { channel: channel.to_owned(), epoch: self.epoch.clone(), holder };
+        if let Err(e) = self.publish(&self.topics.holder(channel), to_json(&state), true) {
+            warn!(error = %e, "floor host: holder not published");
+        }
+        self.moderate(channel);
+    }
+
+    // ---- Janus: moderation and the holder's audio ----
+
+    fn janus_event(&mut self, event: JanusEvent) {
+        match event {
+            JanusEvent::Up { channels } => {
+                info!(rooms = channels.len(), "floor host: Janus session up");
+                self.moderated.clear();
+            }
+            JanusEvent::Down { reason } => {
+                warn!(%reason, "floor host: Janus session down; moderation resumes when it is back");
+                self.rooms.clear();
+                self.moderated.clear();
+            }
+            JanusEvent::Roster { channel, publishers } => {
+                debug!(%channel, ?publishers, "floor host: room publishers");
+                self.moderated.retain(|(c, feed), _| *c != channel || publishers.iter().any(|(f, _)| f == feed));
+                self.rooms.insert(channel.clone(), publishers);
+                self.moderate(&channel);
+            }
+            JanusEvent::Media { channel, feed, packet } => {
+                // The router uses it only from the holder: it keeps the no-media timer alive.
+                if let Some(peer) = self.edge_of_feed(&channel, feed).and_then(|d| self.edges.get(&d)).map(|e| e.peer) {
+                    let _ = self.hub.send(HubEvent::Media { peer, channel, packet });
+                }
+            }
+            JanusEvent::ModerateDone { channel, feed, mute, result } => match result {
+                Ok(()) => debug!(%channel, feed, mute, "floor host: moderate done"),
+                Err(error) => {
+                    warn!(%channel, feed, mute, %error, "floor host: moderate failed; retried on the next floor change");
+                    self.moderated.remove(&(channel, feed));
+                }
+            },
+            JanusEvent::Sending { .. } | JanusEvent::Moderated { .. } => {}
+        }
+    }
+
+    /// The edge publishing `feed` in `channel`'s room: by the feed it reported, else by the
+    /// display name (`device/port` or `device`).
+    fn edge_of_feed(&self, channel: &str, feed: u64) -> Option<String> {
+        if let Some((d, _)) = self.edges.iter().find(|(_, e)| e.feeds.get(channel) == Some(&Some(feed))) {
+            return Some(d.clone());
+        }
+        let (_, display) = self.rooms.get(channel)?.iter().find(|(f, _)| *f == feed)?;
+        let device = display.split('/').next().unwrap_or_default();
+        (valid_device(device) && self.edges.contains_key(device)).then(|| device.to_owned())
+    }
+
+    fn moderate_all(&mut self) {
+        let channels: Vec<String> = self.rooms.keys().cloned().collect();
+        for c in channels {
+            self.moderate(&c);
+        }
+    }
+
+    /// Mute every publisher of the channel's room but the holder's; unmute the holder's.
+    fn moderate(&mut self, channel: &str) {
+        let Some(janus) = self.janus.as_ref().filter(|j| j.is_up()) else { return };
+        let Some(publishers) = self.rooms.get(channel) else { return };
+        let holder = self.holders.get(channel).cloned().flatten();
+        let holder_device = holder.as_ref().and_then(|h| h.device.clone());
+        let holder_feed = holder_device.as_deref().and_then(|d| {
+            let reported = self.edges.get(d).and_then(|e| e.feeds.get(channel).copied().flatten());
+            reported.filter(|f| publishers.iter().any(|(p, _)| p == f)).or_else(|| {
+                publishers
+                    .iter()
+                    .find(|(_, display)| display == d || display.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+                    .map(|(f, _)| *f)
+            })
+        });
+        for (feed, publisher) in publishers {
+            let mute = Some(*feed) != holder_feed;
+            let key = (channel.to_owned(), *feed);
+            if self.moderated.get(&key) == Some(&mute) {
+                continue;
+            }
+            if janus.moderate(channel, *feed, mute) {
+                info!(
+                    %channel, feed, %publisher, mute, holder = ?holder.as_ref().map(|h| &h.name),
+                    "floor host: moderate ({})", if mute { "not the floor holder" } else { "holds the floor" }
+                );
+                self.moderated.insert(key, mute);
+            }
+        }
+    }
+}
+
+/// The router's answer to a join, then the peer's messages (media dropped: it never passes
+/// here), in order, into the host's loop.
+async fn forward_peer(
+    peer: PeerId,
+    reply: oneshot::Receiver<Result<Vec<ParticipantId>, String>>,
+    mut to_peer: mpsc::UnboundedReceiver<ToPeer>,
+    out: mpsc::UnboundedSender<(PeerId, PeerOut)>,
+) {
+    let answer = reply.await.unwrap_or_else(|_| Err("the channel router is gone".into()));
+    let accepted = answer.is_ok();
+    if out.send((peer, PeerOut::Joined(answer))).is_err() || !accepted {
+        return;
+    }
+    while let Some(m) = to_peer.recv().await {
+        if matches!(m, ToPeer::Media { .. }) {
+            continue;
+        }
+        if out.send((peer, PeerOut::Msg(m))).is_err() {
+            return;
+        }
+    }
+}
+
+async fn next_net(link: &mut Option<Link>) -> Net {
+    match link {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
