@@ -1,0 +1,608 @@
+//! Floor over MQTT against a real Mosquitto on 127.0.0.1 (started and killed by each test):
+//! the floor host (`start_host`) in front of a core channel router, and edges (`start_edge`)
+//! each driving an edge-side core router with one radio or desk port, as the daemon does.
+//! No Janus here (tests/janus_floor.rs has it): floor messages only.
+//!
+//! A missing `mosquitto` fails these tests with the packages to install; they never skip.
+
+#[allow(dead_code)]
+mod fleet;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleet::broker::Broker;
+use fleet::probe::Probe;
+use roipd::config::MqttConfig;
+use roipd::core::floor::{ArbiterConfig, ParticipantId, Priority, RevokeCause, ToParticipant};
+use roipd::core::routing::{ChannelHost, PortKind, PortSpec, Router, RouterOutput, Talker};
+use roipd::net::floor_mqtt::{start_edge, start_host, FloorEdgeHandle, FloorEdgeOptions, FloorHostOptions};
+use roipd::net::{HubEvent, MemberRequest, PeerId, ToPeer, UplinkEvent};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const HUB: &str = "hub-1";
+const CHANNELS: [&str; 2] = ["ops", "aux"];
+const T: Duration = Duration::from_secs(15);
+
+fn mqtt(port: u16) -> MqttConfig {
+    toml::from_str(&format!("url = \"mqtt://127.0.0.1:{port}\"")).unwrap()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side: start_host in front of a core router hosting both channels (what ChannelRouter
+// does with hub peers, reduced to floor).
+
+#[derive(Default)]
+struct HostView {
+    holder: HashMap<String, Option<(ParticipantId, String)>>,
+    peers: usize,
+    joins: usize,
+    lefts: usize,
+}
+
+struct Host {
+    view: Arc<Mutex<HostView>>,
+    cancel: CancellationToken,
+}
+
+impl Host {
+    fn start(port: u16) -> Host {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let options = FloorHostOptions {
+            mqtt: mqtt(port),
+            device_id: HUB.into(),
+            channels: CHANNELS.iter().map(|c| c.to_string()).collect(),
+            janus: None,
+        };
+        start_host(options, tx, cancel.clone()).unwrap();
+        let view = Arc::new(Mutex::new(HostView::default()));
+        tokio::spawn(host_router(rx, view.clone(), cancel.clone()));
+        Host { view, cancel }
+    }
+
+    fn holder(&self, channel: &str) -> Option<String> {
+        self.view.lock().unwrap().holder.get(channel).cloned().flatten().map(|(_, name)| name)
+    }
+
+    fn peers(&self) -> usize {
+        self.view.lock().unwrap().peers
+    }
+}
+
+async fn host_router(mut rx: mpsc::UnboundedReceiver<HubEvent>, view: Arc<Mutex<HostView>>, cancel: CancellationToken) {
+    // No media passes without Janus: a long no-media timeout keeps holders for the test.
+    let config = ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
+    let mut router = Router::new(CHANNELS.iter().map(|_| ChannelHost::Local(config.clone())).collect(), vec![]);
+    let mut peers: HashMap<PeerId, mpsc::UnboundedSender<ToPeer>> = HashMap::new();
+    let name_of = |router: &Router, channel: usize, id: ParticipantId| {
+        router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, n, _)| n)
+    };
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = rx.recv() => match e { Some(e) => e, None => return },
+        };
+        let now = Instant::now();
+        match event {
+            HubEvent::Joined { peer, name, members, to_peer, reply } => {
+                let mut ids = Vec::new();
+                for m in &members {
+                    let c = CHANNELS.iter().position(|c| *c == m.channel).unwrap();
+                    ids.push(router.add_remote(now, peer, &format!("{}@{name}", m.key), c, m.priority).unwrap());
+                }
+                let _ = reply.send(Ok(ids));
+                for (c, channel) in CHANNELS.iter().enumerate() {
+                    if let Some((holder, priority)) = router.holder_participant(c) {
+                        let _ = to_peer.send(ToPeer::Floor {
+                            channel: channel.to_string(),
+                            member: None,
+                            msg: ToParticipant::Taken { holder, priority },
+                            holder_name: name_of(&router, c, holder),
+                        });
+                    }
+                }
+                peers.insert(peer, to_peer);
+                let mut v = view.lock().unwrap();
+                v.joins += 1;
+                v.peers = peers.len();
+            }
+            HubEvent::Floor { peer, member, msg } => router.from_peer(now, peer, member, msg),
+            HubEvent::Media { .. } => {}
+            HubEvent::Left { peer } => {
+                peers.remove(&peer);
+                router.remove_peer(now, peer);
+                let mut v = view.lock().unwrap();
+                v.lefts += 1;
+                v.peers = peers.len();
+            }
+        }
+        while let Some(out) = router.poll_output() {
+            match out {
+                RouterOutput::ToPeer { peer, channel, member, msg } => {
+                    let holder = match msg {
+                        ToParticipant::Taken { holder, .. } => Some(holder),
+                        ToParticipant::Deny { cause: roipd::core::floor::DenyCause::Busy { holder } } => Some(holder),
+                        _ => None,
+                    };
+                    let holder_name = holder.and_then(|h| name_of(&router, channel, h));
+                    if let Some(p) = peers.get(&peer) {
+                        let channel = CHANNELS[channel].to_string();
+                        let _ = p.send(ToPeer::Floor { channel, member, msg, holder_name });
+                    }
+                }
+                RouterOutput::Floor { channel, .. } => {
+                    let holder = router.holder_participant(channel).map(|(id, _)| (id, name_of(&router, channel, id).unwrap_or_default()));
+                    view.lock().unwrap().holder.insert(CHANNELS[channel].to_string(), holder);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Edge side: start_edge feeding an edge-side core router with one port on `ops`.
+
+#[derive(Default, Debug)]
+struct EdgeView {
+    up: bool,
+    ups: usize,
+    downs: Vec<String>,
+    /// The radio's transmitter (keyed for someone else's talk).
+    tx: bool,
+    /// This port may send into the channel (holds the floor).
+    talking: bool,
+    busy: usize,
+    revoked: Vec<RevokeCause>,
+    holder: Option<Talker>,
+    /// Every floor message the edge's client handed to the router.
+    floor_msgs: Vec<ToParticipant>,
+    /// TX went on while the client was down (must never happen).
+    keyed_while_down: bool,
+    /// A floor message arrived while the client was down (must never happen).
+    floor_while_down: bool,
+}
+
+enum EdgeCmd {
+    Press,
+    Unpress,
+}
+
+struct Edge {
+    view: Arc<Mutex<EdgeView>>,
+    cmds: mpsc::UnboundedSender<EdgeCmd>,
+    handle: FloorEdgeHandle,
+    cancel: CancellationToken,
+}
+
+impl Edge {
+    fn start(port: u16, device: &str, kind: PortKind, priority: Priority) -> Edge {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let options = FloorEdgeOptions {
+            mqtt: mqtt(port),
+            device_id: device.into(),
+            floor_hub: HUB.into(),
+            members: vec![MemberRequest { key: "port1".into(), channel: "ops".into(), priority }],
+        };
+        let handle = start_edge(options, events_tx, cancel.clone()).unwrap();
+        let (cmds, cmds_rx) = mpsc::unbounded_channel();
+        let view = Arc::new(Mutex::new(EdgeView::default()));
+        let spec = PortSpec { name: "port1".into(), kind, channels: vec![0], priority };
+        let router = Router::new(vec![ChannelHost::Uplink], vec![spec]);
+        tokio::spawn(edge_router(router, events, cmds_rx, handle.clone(), view.clone(), cancel.clone()));
+        Edge { view, cmds, handle, cancel }
+    }
+
+    fn press(&self) {
+        self.cmds.send(EdgeCmd::Press).unwrap();
+    }
+    fn unpress(&self) {
+        self.cmds.send(EdgeCmd::Unpress).unwrap();
+    }
+    fn view<R>(&self, f: impl FnOnce(&EdgeView) -> R) -> R {
+        f(&self.view.lock().unwrap())
+    }
+    async fn wait(&self, what: &str, check: impl Fn(&EdgeView) -> bool) {
+        wait_for(what, T, || check(&self.view.lock().unwrap())).await;
+    }
+}
+
+async fn edge_router(
+    mut router: Router,
+    mut events: mpsc::UnboundedReceiver<UplinkEvent>,
+    mut cmds: mpsc::UnboundedReceiver<EdgeCmd>,
+    handle: FloorEdgeHandle,
+    view: Arc<Mutex<EdgeView>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let timer = router.poll_timeout();
+        let sleep = async move {
+            match timer {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = events.recv() => {
+                let Some(e) = e else { return };
+                let now = Instant::now();
+                let mut v = view.lock().unwrap();
+                match e {
+                    UplinkEvent::Up { members } => {
+                        assert_eq!(members.len(), 1);
+                        v.up = true;
+                        v.ups += 1;
+                        router.uplink_up(now, &[(0, 0, members[0].1)]);
+                    }
+                    UplinkEvent::Down { reason } => {
+                        v.up = false;
+                        v.downs.push(reason);
+                        router.uplink_down(now);
+                    }
+                    UplinkEvent::Floor { channel, member, msg, .. } => {
+                        if !v.up {
+                            v.floor_while_down = true;
+                        }
+                        v.floor_msgs.push(msg);
+                        if channel == "ops" {
+                            router.from_uplink(now, 0, member, msg);
+                        }
+                    }
+                    UplinkEvent::Media { .. } => panic!("media never comes over MQTT"),
+                }
+            }
+            c = cmds.recv() => match c {
+                Some(EdgeCmd::Press) => router.press(Instant::now(), 0, 0),
+                Some(EdgeCmd::Unpress) => router.unpress(Instant::now(), 0, 0),
+                None => return,
+            },
+            _ = sleep => router.handle_timeout(Instant::now()),
+        }
+        let mut v = view.lock().unwrap();
+        while let Some(out) = router.poll_output() {
+            match out {
+                RouterOutput::TxRequest { on, .. } => {
+                    v.tx = on;
+                    if on && !v.up {
+                        v.keyed_while_down = true;
+                    }
+                }
+                RouterOutput::Talk { on, .. } => v.talking = on,
+                RouterOutput::Busy { .. } => v.busy += 1,
+                RouterOutput::Revoked { cause, .. } => v.revoked.push(cause),
+                RouterOutput::ToUplink { member, msg } => handle.floor(member, msg),
+                _ => {}
+            }
+        }
+        v.holder = router.holder(0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP proxy in front of the broker whose connections can be cut, as a lost link would.
+
+struct Proxy {
+    port: u16,
+    cut: Arc<tokio::sync::watch::Sender<u64>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(broker_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let cut = Arc::new(cut);
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut2, open2) = (cut.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if !open2.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let mut cut_rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(("127.0.0.1", broker_port)).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                    // Dropping both sockets closes them: the broker sees a connection lost
+                    // without DISCONNECT and sends the client's last will.
+                });
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    /// Close every connection through the proxy and refuse new ones.
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn reopen(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn holder_topic(channel: &str) -> String {
+    format!("roipd/floor/{HUB}/channel/{channel}/holder")
+}
+
+fn holder_device(m: &fleet::probe::Msg) -> Option<String> {
+    m.json()["holder"]["device"].as_str().map(str::to_owned)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Request and grant, a busy denial, dispatch-priority preemption with revoke, the retained
+/// holder for a late MQTT subscriber, and a late-joining edge that learns who talks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_is_decided_by_the_host() {
+    let broker = Broker::start();
+    let host = Host::start(broker.anon);
+    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    let d = Edge::start(broker.anon, "desk-d", PortKind::Desk, Priority::DISPATCH);
+    for e in [&a, &b, &d] {
+        e.wait("edge joined", |v| v.up).await;
+    }
+    assert_eq!(host.peers(), 3);
+
+    // A asks: granted; B's radio keys for A's talk.
+    let pressed = Instant::now();
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    let grant_ms = pressed.elapsed().as_secs_f64() * 1000.0;
+    b.wait("B keyed for A", |v| v.tx && matches!(v.holder, Some(Talker::Remote(_)))).await;
+    d.wait("D sees A talk", |v| v.holder.is_some()).await;
+    assert_eq!(host.holder("ops").as_deref(), Some("port1@edge-a"));
+    assert!(!a.view(|v| v.tx), "the talker's own radio is not keyed");
+    println!("request -> granted over MQTT: {grant_ms:.1} ms");
+
+    // The holder is retained: a subscriber that comes later sees it at once.
+    let late = Probe::connect(broker.anon, &[&holder_topic("ops")]).await;
+    let m = late.wait("retained holder", T, |m| m.retain && m.topic == holder_topic("ops")).await;
+    assert_eq!(holder_device(&m).as_deref(), Some("edge-a"), "{}", m.json());
+    assert_eq!(m.json()["holder"]["name"], "port1@edge-a");
+
+    // B asks while A talks (same priority, no queue): busy.
+    b.press();
+    b.wait("B denied busy", |v| v.busy == 1).await;
+    assert!(!b.view(|v| v.talking));
+    assert!(a.view(|v| v.talking), "A keeps the floor");
+
+    // D (dispatch) preempts A: A is revoked, D talks, A's radio keys for D.
+    d.press();
+    d.wait("D granted", |v| v.talking).await;
+    a.wait("A revoked", |v| !v.talking && !v.revoked.is_empty()).await;
+    assert!(matches!(a.view(|v| v.revoked[0]), RevokeCause::Preempted { .. }));
+    a.wait("A keyed for D", |v| v.tx).await;
+    assert_eq!(host.holder("ops").as_deref(), Some("port1@desk-d"));
+    late.wait("holder retained: D", T, |m| m.topic == holder_topic("ops") && holder_device(m).as_deref() == Some("desk-d"))
+        .await;
+
+    // A late-joining edge learns who talks right after joining: its radio keys for D.
+    let e = Edge::start(broker.anon, "edge-e", PortKind::Radio, Priority::NORMAL);
+    e.wait("late edge keyed for D", |v| v.up && v.tx).await;
+    assert!(e.view(|v| v.floor_msgs.iter().any(|m| matches!(m, ToParticipant::Taken { .. }))));
+
+    // D lets go: idle everywhere, every radio unkeys.
+    d.unpress();
+    for x in [&a, &b, &e] {
+        x.wait("radio unkeyed on idle", |v| !v.tx && v.holder.is_none()).await;
+    }
+    late.wait("holder retained: idle", T, |m| m.topic == holder_topic("ops") && m.json()["holder"].is_null()).await;
+    for x in [&a, &b, &d, &e] {
+        assert!(!x.view(|v| v.keyed_while_down || v.floor_while_down));
+        assert_eq!(x.view(|v| v.ups), 1, "no spurious rejoin: {:?}", x.view(|v| v.downs.clone()));
+    }
+    for x in [a, b, d, e] {
+        x.cancel.cancel();
+        x.handle.stopped().await;
+    }
+    host.cancel.cancel();
+}
+
+/// An edge whose connection dies (its last will) frees its floor at the host: the other
+/// edges hear idle and may talk, and the dead edge's own router is down, its radio unkeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_frees_the_floor() {
+    let broker = Broker::start();
+    let host = Host::start(broker.anon);
+    let proxy = Proxy::start(broker.anon).await;
+    let a = Edge::start(proxy.port, "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    b.wait("B up", |v| v.up).await;
+    let watch = Probe::connect(broker.anon, &[&holder_topic("ops"), &format!("roipd/floor/{HUB}/edge/+/presence")]).await;
+
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    b.wait("B keyed for A", |v| v.tx).await;
+
+    // The link of A dies (no DISCONNECT): the broker sends A's last will.
+    let mark = watch.mark();
+    let cut = Instant::now();
+    proxy.cut();
+    let will = watch
+        .wait_after(mark, "A's last will", T, |m| m.topic.ends_with("/edge/edge-a/presence") && m.json()["online"] == false)
+        .await;
+    assert!(will.json()["session"].is_string());
+    b.wait("B unkeyed: A's floor freed", |v| !v.tx && v.holder.is_none()).await;
+    let freed_ms = cut.elapsed().as_secs_f64() * 1000.0;
+    watch.wait_after(mark, "holder idle", T, |m| m.topic == holder_topic("ops") && m.json()["holder"].is_null()).await;
+    assert_eq!(host.holder("ops"), None);
+    a.wait("A down, radio unkeyed, not talking", |v| !v.up && !v.tx && !v.talking).await;
+    println!("link cut -> floor freed at the host and the other edge unkeyed: {freed_ms:.1} ms");
+
+    // B may talk now.
+    b.press();
+    b.wait("B granted after A's will", |v| v.talking).await;
+
+    // A's link comes back: it joins again (new session) and hears B.
+    proxy.reopen();
+    a.wait("A up again and keyed for B", |v| v.up && v.ups == 2 && v.tx).await;
+    assert!(!a.view(|v| v.keyed_while_down || v.floor_while_down));
+    host.cancel.cancel();
+}
+
+/// The host going away (clean stop, then a restart with a new epoch) and the broker
+/// restarting: edges go down at once (radios unkey), then join again by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts() {
+    let mut broker = Broker::start();
+    let host = Host::start(broker.anon);
+    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    b.wait("B up", |v| v.up).await;
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    b.wait("B keyed for A", |v| v.tx).await;
+
+    // Host stops: B's radio unkeys, A stops talking.
+    let stop = Instant::now();
+    host.cancel.cancel();
+    b.wait("B down and unkeyed", |v| !v.up && !v.tx).await;
+    a.wait("A down, not talking", |v| !v.up && !v.talking).await;
+    println!("host stop -> edge radio unkeyed: {:.1} ms", stop.elapsed().as_secs_f64() * 1000.0);
+
+    // A new host (new epoch): both join again; A's COR is still open, so it asks again.
+    let started = Instant::now();
+    let host = Host::start(broker.anon);
+    a.wait("A rejoined and granted again", |v| v.up && v.talking).await;
+    b.wait("B rejoined, keyed for A", |v| v.up && v.tx).await;
+    println!("host restart -> edges joined, floor regained: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+
+    // The broker restarts: everyone is down for a while, then back by itself.
+    let restarted = Instant::now();
+    broker.restart();
+    b.wait("B down after broker restart", |v| v.downs.len() >= 2).await;
+    a.wait("A back and talking", |v| v.up && v.talking).await;
+    b.wait("B back, keyed for A", |v| v.up && v.tx).await;
+    println!("broker restart -> floor back: {:.1} ms", restarted.elapsed().as_secs_f64() * 1000.0);
+    for x in [&a, &b] {
+        assert!(!x.view(|v| v.keyed_while_down || v.floor_while_down), "a radio keyed while its floor link was down");
+    }
+    assert_eq!(host.peers(), 2);
+    host.cancel.cancel();
+}
+
+/// Garbage, wrong sessions and out-of-place messages on every floor topic: dropped, the floor
+/// stays exactly as it was, no edge goes down; afterwards everything still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_change_nothing() {
+    let broker = Broker::start();
+    let host = Host::start(broker.anon);
+    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    b.wait("B up", |v| v.up).await;
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    b.wait("B keyed for A", |v| v.tx).await;
+    let before_joins = host.view.lock().unwrap().joins;
+    let b_msgs = b.view(|v| v.floor_msgs.len());
+    let downs_before = [a.view(|v| v.downs.len()), b.view(|v| v.downs.len())];
+
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
+    let base = format!("roipd/floor/{HUB}");
+    let garbage: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\xff\xfe\x00".to_vec(),
+        b"null".to_vec(),
+        b"[1,2]".to_vec(),
+        b"{\"type\":\"nope\"}".to_vec(),
+        "[".repeat(5000).into_bytes(),
+        vec![b'x'; 20_000],
+        b"{\"online\":false}".to_vec(),
+        b"{\"online\":false,\"session\":\"not-a-session\"}".to_vec(),
+        b"{\"online\":false,\"epoch\":\"x y\"}".to_vec(),
+        b"{\"type\":\"floor\",\"session\":\"stale\",\"id\":0,\"action\":\"release\"}".to_vec(),
+        b"{\"type\":\"floor\",\"session\":\"s\",\"id\":1,\"action\":\"grab\"}".to_vec(),
+        b"{\"type\":\"join\",\"session\":\"s\",\"join\":1,\"members\":[{\"key\":\"K/1\",\"channel\":\"ops\"}]}".to_vec(),
+        b"{\"type\":\"feeds\",\"session\":\"s\",\"feeds\":{\"#\":1}}".to_vec(),
+        b"{\"type\":\"accepted\",\"session\":\"s\",\"join\":1,\"epoch\":\"e\",\"members\":[]}".to_vec(),
+        b"{\"type\":\"floor\",\"session\":\"s\",\"channel\":\"ops\",\"event\":\"idle\"}".to_vec(),
+        b"{\"type\":\"floor\",\"session\":\"s\",\"channel\":\"ops\",\"event\":\"taken\"}".to_vec(),
+        b"{\"type\":\"refused\",\"session\":\"s\",\"join\":99,\"epoch\":\"e\",\"reason\":\"x\"}".to_vec(),
+        b"{\"channel\":\"ops\",\"epoch\":\"e\",\"holder\":null}".to_vec(),
+    ];
+    let mut topics = vec![format!("{base}/host"), format!("{base}/channel/ops/holder")];
+    for dev in ["edge-a", "edge-b"] {
+        for kind in ["presence", "to_host", "to_edge"] {
+            topics.push(format!("{base}/edge/{dev}/{kind}"));
+        }
+    }
+    for topic in &topics {
+        for payload in &garbage {
+            probe.publish(topic, payload.clone()).await;
+        }
+    }
+    // A floor message for A's member that names another edge's member id, and B releasing
+    // A's floor with B's real session: neither may touch A's floor.
+    let b_session = probe
+        .wait("B's presence", T, |m| m.topic == format!("{base}/edge/edge-b/presence") && m.json()["online"] == true)
+        .await
+        .json()["session"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for id in 0..8 {
+        let release = format!("{{\"type\":\"floor\",\"session\":\"{b_session}\",\"id\":{id},\"action\":\"release\"}}");
+        probe.publish(&format!("{base}/edge/edge-b/to_host"), release).await;
+    }
+    // Everything published above has been handled once a marker sent after it came back.
+    let mark = probe.mark();
+    probe.publish(&format!("{base}/marker"), "{}").await;
+    probe.wait_after(mark, "marker", T, |m| m.topic.ends_with("/marker")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    assert!(a.view(|v| v.up && v.talking), "A still holds the floor: {:?}", a.view(|v| format!("{v:?}")));
+    assert!(b.view(|v| v.up && v.tx), "B still keyed for A");
+    assert_eq!(host.holder("ops").as_deref(), Some("port1@edge-a"));
+    assert_eq!(host.view.lock().unwrap().joins, before_joins, "no join happened");
+    assert_eq!(host.peers(), 2);
+    for (x, downs) in [(&a, downs_before[0]), (&b, downs_before[1])] {
+        assert_eq!(x.view(|v| v.downs.len()), downs, "no edge went down: {:?}", x.view(|v| v.downs.clone()));
+        assert_eq!(x.view(|v| v.ups), 1);
+        assert!(!x.view(|v| v.floor_while_down));
+    }
+    assert_eq!(b.view(|v| v.floor_msgs.len()), b_msgs, "B's router got no floor message from the garbage");
+    let retained: Vec<Value> = probe
+        .all()
+        .iter()
+        .filter(|m| m.topic == format!("{base}/channel/ops/holder") && m.retain)
+        .map(|m| m.json())
+        .collect();
+    assert!(!retained.is_empty());
+
+    // Still alive: A lets go, B gets the floor.
+    a.unpress();
+    b.wait("B unkeyed", |v| !v.tx).await;
+    b.unpress();
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    host.cancel.cancel();
+}
