@@ -7,16 +7,15 @@
 //! clients use 127.0.0.2 (see ../shared/design/TESTING.md). Every byte stays in that
 //! namespace. Each `#[test]` below re-executes this test binary inside such a namespace to run
 //! its `inner_*` twin (marked ignored, so it only runs there); the inner test starts Janus
-//! itself with the configuration in `tests/janus/`.
+//! itself with the configuration in `tests/janus/` (namespace and Janus: tests/common/fleet_ns.rs).
 //!
 //! Needs root (for the namespace) and the Debian packages `janus` and `iproute2`; a missing
 //! one fails the test with its name (`scripts/setup-debian --test` installs them).
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -26,256 +25,37 @@ use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
 use roipd::net::janus::{self, ChannelSpec, JanusEvent, JanusHandle, JanusOptions, RoomSettings};
 use roipd::pipeline::MediaPacket;
 
-/// Set (to anything) in the inner test's environment: it runs inside the namespace.
-const INSIDE: &str = "ROIPD_JANUS_NETNS";
-const JANUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-const JANUS_WS_PORT: u16 = 8188;
+use common::fleet_ns::{in_namespace, inside, Janus, JANUS_IP, JANUS_WS_PORT};
+
 const OUTER_LIMIT: Duration = Duration::from_secs(180);
 
-// ---------------------------------------------------------------------------------------------
-// Outer tests: make the namespace, run the inner twin there
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// Debian's multiarch folder holding Janus's plugins and transports.
-fn janus_lib() -> Option<PathBuf> {
-    std::fs::read_dir("/usr/lib")
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("janus"))
-        .chain([PathBuf::from("/usr/lib/janus")])
-        .find(|p| p.join("plugins/libjanus_videoroom.so").is_file())
-}
-
-fn preflight() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the Janus tests need root: they make a network namespace (unshare -n)");
-    assert!(
-        on_path("janus").is_some() && janus_lib().is_some(),
-        "Janus is not installed: install the Debian package `janus` (scripts/setup-debian --test)"
-    );
-    assert!(
-        on_path("ip").is_some(),
-        "`ip` is missing: install the Debian package `iproute2` (scripts/setup-debian --test)"
-    );
-    assert!(on_path("unshare").is_some(), "`unshare` is missing: install the Debian package `util-linux`");
-}
-
-/// Run `inner` (an ignored test of this binary) in a fresh network namespace; its output is
-/// printed, and its failure is ours.
-fn in_namespace(inner: &str) {
-    preflight();
-    const SETUP: &str = r#"set -e
-ip link set lo up
-ip link add v0 type veth peer name v1
-ip addr add 127.0.0.2/32 dev v0
-ip link set v0 up
-ip link set v1 up
-exec "$0" "$1" --exact --ignored --nocapture --test-threads=1"#;
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new("unshare")
-        .args(["-n", "--", "bash", "-c", SETUP])
-        .arg(&exe)
-        .arg(inner)
-        .env(INSIDE, "1")
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "roipd=debug".into()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run unshare");
-    // Read both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + OUTER_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    println!("{out}");
-    let ok = status.is_some_and(|s| s.success()) && out.contains("1 passed");
-    if !ok {
-        // The client's debug log, last part only.
-        let tail: Vec<&str> = err.lines().rev().take(400).collect();
-        eprintln!("--- inner stderr (last 400 lines) ---");
-        for l in tail.into_iter().rev() {
-            eprintln!("{l}");
-        }
-        panic!("{inner} failed ({status:?}, limit {} s)", OUTER_LIMIT.as_secs());
-    }
+fn run_inner(inner: &str) {
+    in_namespace(inner, &[], OUTER_LIMIT);
 }
 
 #[test]
 fn janus_two_clients_audio_through_a_room() {
-    in_namespace("inner_two_clients_audio_through_a_room");
+    run_inner("inner_two_clients_audio_through_a_room");
 }
 
 #[test]
 fn janus_send_false_publishes_nothing() {
-    in_namespace("inner_send_false_publishes_nothing");
+    run_inner("inner_send_false_publishes_nothing");
 }
 
 #[test]
 fn janus_subscription_follows_publishers_leaving_and_joining() {
-    in_namespace("inner_subscription_follows_publishers_leaving_and_joining");
+    run_inner("inner_subscription_follows_publishers_leaving_and_joining");
 }
 
 #[test]
 fn janus_desk_on_20_channels_hears_each_and_mutes_one() {
-    in_namespace("inner_desk_on_20_channels_hears_each_and_mutes_one");
+    run_inner("inner_desk_on_20_channels_hears_each_and_mutes_one");
 }
 
 #[test]
 fn janus_restart_mid_call_both_rejoin_and_audio_flows_again() {
-    in_namespace("inner_restart_mid_call_both_rejoin_and_audio_flows_again");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Janus inside the namespace
-
-struct Janus {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl Janus {
-    fn start() -> Janus {
-        let dir = tempfile::tempdir().unwrap();
-        let lib = janus_lib().expect("preflight found it");
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/janus");
-        for entry in std::fs::read_dir(&fixtures).unwrap().flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().ends_with(".jcfg") {
-                continue;
-            }
-            let text = std::fs::read_to_string(entry.path()).unwrap();
-            let text = text.replace("@DIR@", dir.path().to_str().unwrap()).replace("@LIB@", lib.to_str().unwrap());
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        let mut j = Janus { dir, child: None };
-        j.spawn();
-        j
-    }
-
-    /// Start Janus and wait until its WebSocket port accepts connections.
-    fn spawn(&mut self) {
-        use std::os::unix::process::CommandExt;
-        let d = self.dir.path();
-        let mut cmd = Command::new("janus");
-        cmd.arg("-F")
-            .arg(d)
-            .arg("-C")
-            .arg(d.join("janus.jcfg"))
-            .args(["-o", "-N", "-L"])
-            .arg(d.join("janus.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe; Janus dies with this test, whatever happens.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let started = Instant::now();
-        self.child = Some(cmd.spawn().expect("start janus"));
-        let addr = SocketAddr::from((JANUS_IP, JANUS_WS_PORT));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "Janus not listening on {addr}:\n{}", self.log_tail());
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("Janus exited ({status}):\n{}", self.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        println!("janus listening after {} ms", started.elapsed().as_millis());
-    }
-
-    /// SIGKILL: the crash case (no goodbye to anyone).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the exit (Janus takes 1.5–5 s); how long it took.
-    fn terminate(&mut self) -> Duration {
-        let started = Instant::now();
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            while c.try_wait().unwrap().is_none() {
-                if started.elapsed() > Duration::from_secs(15) {
-                    let _ = c.kill();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        started.elapsed()
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("janus.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-}
-
-impl Drop for Janus {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- janus.log (tail) ---\n{}", self.log_tail());
-        }
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(6);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Inner tests run only inside their namespace; run directly (e.g. `--include-ignored`) they
-/// say so and return: the outer twin is the real test.
-fn inside() -> bool {
-    if std::env::var_os(INSIDE).is_none() {
-        println!("runs only inside the network namespace its outer test makes");
-        return false;
-    }
-    // The clients' log goes to stderr, which the outer test shows when this one fails.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .try_init();
-    true
+    run_inner("inner_restart_mid_call_both_rejoin_and_audio_flows_again");
 }
 
 // ---------------------------------------------------------------------------------------------

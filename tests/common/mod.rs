@@ -1,6 +1,8 @@
 //! Helpers for tests that run the real `roipd` binary against simulated lines.
 #![allow(dead_code)]
 
+pub mod fleet_ns;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
