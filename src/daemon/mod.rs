@@ -336,6 +336,34 @@ async fn start_net(
         info!(url = %uplink.url, "uplink to hub starting");
         links.uplink = Some((Box::new(handle), rx));
     }
+    if let Some(uplink) =
+        config.uplink.as_ref().filter(|u| u.kind == config::UplinkKind::Janus && u.floor_hub.is_none())
+    {
+        // This box hosts its channels' floor: Janus edges join its arbiters over MQTT as hub peers.
+        let mqtt = config.mqtt.clone().ok_or("a Janus uplink needs [mqtt]: floor control travels over MQTT")?;
+        let janus = net::janus::janus_options(config).map_err(|e| format!("uplink: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(mut embedded) = links.hub.take() {
+            // The embedded hub's peers and the MQTT edges reach the same router.
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(event) = embedded.recv().await {
+                    if tx.send(event).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        links.hub = Some(rx);
+        let options = net::floor_mqtt::FloorHostOptions {
+            mqtt,
+            device_id: config.device_id.clone(),
+            channels: config.channel.keys().cloned().collect(),
+            janus: Some(janus),
+        };
+        net::floor_mqtt::start_host(options, tx, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
+        info!(url = %uplink.url, "floor host over MQTT starting, moderating in Janus");
+    }
     Ok(links)
 }
 
