@@ -596,3 +596,61 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }
+
+const SECURE: &str = r#"
+device_id = "{device}"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+[mqtt]
+url = "mqtts://localhost:{port}"
+ca_file = "{pki}/ca.pem"
+client_cert_file = "{pki}/client.pem"
+client_key_file = "{pki}/client.key"
+username = "{user}"
+password_file = "{pki}/{password}"
+"#;
+
+/// `roipd run` over `mqtts://` to a listener that wants a client certificate and a password,
+/// everything read from the files the config names: online with the right password, refused
+/// (and retrying, never exiting) with the wrong one; no password in the logs or in get_config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_over_tls_with_client_certificate_and_password() {
+    use fleet::broker::{PASSWORD, USER, WRONG_PASSWORD};
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/+/status", "roipd/+/reply"]).await;
+    let config = |device: &str, password: &str| {
+        SECURE
+            .replace("{device}", device)
+            .replace("{port}", &broker.mtls_auth.to_string())
+            .replace("{pki}", &broker.dir.path().display().to_string())
+            .replace("{user}", USER)
+            .replace("{password}", password)
+    };
+    let mut good = Daemon::start(&config("tls-good", "pw-good"));
+    let mut bad = Daemon::start(&config("tls-bad", "pw-bad"));
+    let started = std::time::Instant::now();
+    probe.wait("online over TLS", WAIT, |m| m.topic == "roipd/tls-good/status" && m.json()["online"] == true).await;
+    let mark = probe.mark();
+    probe.publish("roipd/tls-good/cmd/get_config", r#"{"request_id":"g"}"#).await;
+    let reply = probe.wait_after(mark, "get_config", WAIT, |m| m.topic == "roipd/tls-good/reply").await.json();
+    assert_eq!(reply["result"]["mqtt"]["password_file"], "***", "{reply}");
+    assert_eq!(reply["result"]["mqtt"]["client_key_file"], "***", "{reply}");
+
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
+    assert!(!probe.all().iter().any(|m| m.topic.contains("tls-bad")), "a wrong password got in");
+    assert_eq!(bad.child.try_wait().unwrap(), None, "a refused broker login is no reason to exit:\n{}", bad.stderr());
+    assert!(bad.stderr().contains("cannot connect to the MQTT broker"), "{}", bad.stderr());
+    for d in [&mut good, &mut bad] {
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+        let log = d.stderr();
+        assert!(!log.contains(PASSWORD) && !log.contains(WRONG_PASSWORD), "a password reached the log:\n{log}");
+        assert!(!log.contains("PRIVATE KEY"), "key material reached the log");
+    }
+}

@@ -1,5 +1,6 @@
-//! A real Mosquitto for one test: four listeners on 127.0.0.1 with free ports (anonymous,
-//! password, TLS, TLS with client certificates), an openssl-made CA, and teardown on drop.
+//! A real Mosquitto for one test: five listeners on 127.0.0.1 with free ports (anonymous,
+//! password, TLS, TLS with client certificates, and TLS with both a client certificate and a
+//! password), an openssl-made CA, and teardown on drop.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -33,6 +34,8 @@ pub struct Broker {
     pub auth: u16,
     pub tls: u16,
     pub mtls: u16,
+    /// TLS, client certificate required, and username/password.
+    pub mtls_auth: u16,
     conf: PathBuf,
     child: Option<Child>,
 }
@@ -50,7 +53,7 @@ impl Broker {
         std::fs::write(dir.path().join("pw-good"), format!("{PASSWORD}\n")).unwrap();
         std::fs::write(dir.path().join("pw-bad"), format!("{WRONG_PASSWORD}\n")).unwrap();
 
-        let [anon, auth, tls, mtls] = free_ports();
+        let [anon, auth, tls, mtls, mtls_auth] = free_ports();
         let d = dir.path().display();
         // Running as root, Mosquitto drops to user `mosquitto` and could not read our 0600 files.
         let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
@@ -64,11 +67,13 @@ impl Broker {
                  listener {auth} 127.0.0.1\nallow_anonymous false\npassword_file {d}/passwd\n\
                  listener {tls} 127.0.0.1\nallow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
                  listener {mtls} 127.0.0.1\nallow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
-                 require_certificate true\n"
+                 require_certificate true\n\
+                 listener {mtls_auth} 127.0.0.1\nallow_anonymous false\npassword_file {d}/passwd\n\
+                 cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nrequire_certificate true\n"
             ),
         )
         .unwrap();
-        let mut broker = Broker { dir, anon, auth, tls, mtls, conf, child: None };
+        let mut broker = Broker { dir, anon, auth, tls, mtls, mtls_auth, conf, child: None };
         broker.spawn();
         broker
     }
@@ -94,7 +99,7 @@ impl Broker {
             .expect("start mosquitto");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        for port in [self.anon, self.auth, self.tls, self.mtls] {
+        for port in [self.anon, self.auth, self.tls, self.mtls, self.mtls_auth] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
                 if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                     panic!("mosquitto exited ({status}) at start:\n{}", self.log());
@@ -126,11 +131,11 @@ impl Drop for Broker {
     }
 }
 
-fn free_ports() -> [u16; 4] {
-    // Hold all four at once so they differ; the broker binds them right after.
-    let listeners: Vec<TcpListener> = (0..4).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+fn free_ports() -> [u16; 5] {
+    // Hold all at once so they differ; the broker binds them right after.
+    let listeners: Vec<TcpListener> = (0..5).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
-    [ports[0], ports[1], ports[2], ports[3]]
+    [ports[0], ports[1], ports[2], ports[3], ports[4]]
 }
 
 fn run(cmd: &mut Command) {
