@@ -250,6 +250,90 @@ mod tests {
         assert_eq!(r.bps, Some(0), "a silent stream is 0 b/s, not the last rate");
     }
 
+    fn ingress(t: Instant, bytes: u64, jitter: u32, loss: Option<f32>) -> Event {
+        Event::MediaIngressStats(str0m::stats::MediaIngressStats {
+            mid: Mid::from("0"),
+            rid: None,
+            bytes,
+            packets: bytes / 40,
+            firs: 0,
+            plis: 0,
+            nacks: 0,
+            jitter,
+            rtt: None,
+            loss,
+            timestamp: t,
+            remote: None,
+        })
+    }
+
+    fn egress(t: Instant, bytes: u64, rtt_ms: Option<u64>, loss: Option<f32>, jitter: Option<u32>) -> Event {
+        Event::MediaEgressStats(str0m::stats::MediaEgressStats {
+            mid: Mid::from("1"),
+            rid: None,
+            bytes,
+            packets: bytes / 40,
+            firs: 0,
+            plis: 0,
+            nacks: 0,
+            rtt: rtt_ms.map(Duration::from_millis),
+            loss,
+            timestamp: t,
+            remote: jitter.map(|jitter| str0m::stats::RemoteIngressStats {
+                jitter,
+                maximum_sequence_number: 0.into(),
+                packets_lost: 0,
+            }),
+        })
+    }
+
+    #[test]
+    fn receiving_stream_reports_what_it_measures_once_a_receiver_report_exists() {
+        let t = Instant::now();
+        let mut stats = RtcStats::default();
+        assert_eq!(stats.take(&Event::Connected), None, "not a stats event");
+        assert_eq!(stats.take(&ingress(t, 4000, 0, None)), Some(vec![Mid::from("0")]));
+        let m = stats.metrics(Mid::from("0"));
+        assert_eq!((m.jitter_ms, m.loss_pct, m.bitrate_bps), (None, None, None), "no placeholder figures: {m:?}");
+        stats.take(&ingress(t + Duration::from_secs(2), 10_000, 96, Some(0.02)));
+        let m = stats.metrics(Mid::from("0"));
+        assert_eq!(m.bitrate_bps, Some(24_000));
+        assert_eq!(m.jitter_ms, Some(2.0), "96 units of 48 kHz");
+        assert_eq!(m.loss_pct, Some(2.0));
+        assert_eq!(m.rtt_ms, None);
+        // A report without a new loss figure keeps the last one.
+        stats.take(&ingress(t + Duration::from_secs(4), 16_000, 48, None));
+        assert_eq!(stats.metrics(Mid::from("0")).loss_pct, Some(2.0));
+    }
+
+    #[test]
+    fn sending_stream_reports_what_the_remote_says_and_the_session_rtt_fills_in() {
+        let t = Instant::now();
+        let mut stats = RtcStats::default();
+        stats.take(&egress(t, 0, None, None, None));
+        stats.take(&egress(t + Duration::from_secs(2), 3000, None, Some(0.1), Some(240)));
+        let m = stats.metrics(Mid::from("1"));
+        assert_eq!((m.bitrate_bps, m.loss_pct, m.jitter_ms, m.rtt_ms), (Some(12_000), Some(10.0), Some(5.0), None));
+        let peer = Event::PeerStats(str0m::stats::PeerStats {
+            peer_bytes_rx: 0,
+            peer_bytes_tx: 0,
+            bytes_rx: 0,
+            bytes_tx: 0,
+            timestamp: t,
+            bwe_tx: None,
+            egress_loss_fraction: None,
+            ingress_loss_fraction: None,
+            rtt: Some(Duration::from_micros(750)),
+            selected_candidate_pair: None,
+        });
+        assert_eq!(stats.take(&peer), Some(vec![Mid::from("1")]), "every stream gets the session's RTT");
+        assert_eq!(stats.metrics(Mid::from("1")).rtt_ms, Some(0.75));
+        // The stream's own RTCP round trip wins over the session's.
+        stats.take(&egress(t + Duration::from_secs(4), 6000, Some(20), None, None));
+        assert_eq!(stats.metrics(Mid::from("1")).rtt_ms, Some(20.0));
+        assert_eq!(stats.metrics(Mid::from("9")), StreamMetrics::default(), "unknown stream");
+    }
+
     #[test]
     fn stream_stats_snapshot_follows_set_and_remove() {
         let stats = StreamStats::new();
