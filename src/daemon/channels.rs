@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
-use super::desk_port::{DeskInput, DeskLink, DeskToRouter};
+use super::desk_port::{DeskAction, DeskInput, DeskLink, DeskToRouter};
 use super::report::Reporter;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
@@ -54,6 +54,8 @@ struct Peer {
 pub struct NetLinks {
     pub hub: Option<mpsc::UnboundedReceiver<HubEvent>>,
     pub uplink: Option<(Box<dyn UplinkSink>, mpsc::UnboundedReceiver<UplinkEvent>)>,
+    /// Consoles' `desk` commands.
+    pub desk: Option<mpsc::UnboundedReceiver<crate::net::hub::DeskRequest>>,
 }
 
 pub struct ChannelRouter {
@@ -159,6 +161,37 @@ impl ChannelRouter {
         }
     }
 
+    /// A console's `desk` command: to the named desk, if the console may use all its channels.
+    fn desk_request(&mut self, request: crate::net::hub::DeskRequest) {
+        let crate::net::hub::DeskRequest { port, action, allowed, reply } = request;
+        let desk = self.port_names.iter().position(|n| *n == port).and_then(|p| self.desks[p].as_ref());
+        let Some(desk) = desk else {
+            let _ = reply.send(Err(format!("no desk port `{port}`")));
+            return;
+        };
+        let names: Vec<String> = desk.channels.iter().map(|&c| self.channel_names[c].clone()).collect();
+        if let Some(c) = names.iter().find(|c| !allowed.contains(c)) {
+            let _ = reply.send(Err(format!("this console's token does not allow channel `{c}`, which desk `{port}` uses")));
+            return;
+        }
+        let action = match DeskAction::from_json(&action, &names) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if desk.to_desk.send(DeskInput::Action { action, reply: Some(done) }).is_err() {
+            let _ = reply.send(Err("the desk is stopped".into()));
+            return;
+        }
+        // The desk answers once applied; the router does not wait for it.
+        tokio::spawn(async move {
+            let _ = reply.send(answer.await.unwrap_or_else(|_| Err("the desk is stopped".into())));
+        });
+    }
+
     fn desk_msg(&mut self, msg: DeskToRouter) {
         let now = clock::now();
         match msg {
@@ -200,6 +233,7 @@ impl ChannelRouter {
         let mut carrier = tokio::time::interval(CARRIER_AS_MEDIA);
         let mut beat = tokio::time::interval(BEAT_PERIOD);
         let mut hub_rx = links.hub;
+        let mut desk_rx = links.desk;
         let mut port_states = self.reporter.subscribe();
         let mut uplink_rx = match links.uplink {
             Some((sink, rx)) => {
@@ -223,6 +257,7 @@ impl ChannelRouter {
                     None => break,
                 },
                 Some(event) = recv_opt(&mut hub_rx) => self.hub(event),
+                Some(request) = recv_opt(&mut desk_rx) => self.desk_request(request),
                 Some(event) = recv_opt(&mut uplink_rx) => self.from_uplink(event),
                 _ = carrier.tick() => {
                     let now = clock::now();

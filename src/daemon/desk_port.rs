@@ -169,6 +169,7 @@ impl Debounce {
         Some(level)
     }
 
+    #[cfg(test)]
     pub fn level(&self) -> bool {
         self.stable
     }
@@ -312,14 +313,17 @@ impl DeskCore {
         (!self.effects.is_empty()).then(|| self.effects.remove(0))
     }
 
+    #[cfg(test)]
     pub fn selected(&self) -> usize {
         self.selected
     }
 
+    #[cfg(test)]
     pub fn listening(&self, channel: usize) -> bool {
         self.listen.get(channel).copied().unwrap_or(false)
     }
 
+    #[cfg(test)]
     pub fn pressed(&self, channel: usize) -> bool {
         self.pressed.get(channel).copied().unwrap_or(false)
     }
@@ -350,10 +354,6 @@ impl DeskCore {
     /// Bit `i`: channel `i` is playing a talk-spurt (the mixer's active set).
     pub fn set_rx(&mut self, active: u64) {
         self.rx = active;
-    }
-
-    pub fn tx(&self, channel: usize) -> bool {
-        self.tx.get(channel).copied().unwrap_or(false)
     }
 
     /// Whether an LED is lit at `now`.
@@ -398,8 +398,6 @@ pub enum DeskInput {
     Busy { channel: usize, busy: bool },
     /// The router: a floor request was refused.
     Denied { channel: usize },
-    /// The router refused a patch.
-    PatchRefused { a: usize, b: usize, reason: String },
 }
 
 /// What the channel router tells the desk task, and where it pushes the desk's packets.
@@ -509,10 +507,6 @@ impl DeskPort {
             DeskInput::Talk { channel, on } => self.core.set_tx(channel, on),
             DeskInput::Busy { channel, busy } => self.core.set_busy(channel, busy),
             DeskInput::Denied { channel } => self.core.denied(now, channel),
-            DeskInput::PatchRefused { a, b, reason } => {
-                warn!(port = %self.name, %reason, "patch refused");
-                self.core.patch_refused(a, b);
-            }
         }
     }
 

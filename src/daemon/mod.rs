@@ -313,7 +313,7 @@ async fn start_net(
     stream_stats: &net::StreamStats,
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
-    let mut links = channels::NetLinks { hub: None, uplink: None };
+    let mut links = channels::NetLinks { hub: None, uplink: None, desk: None };
     if let Some(hub) = &config.hub {
         let channels = config
             .channel
@@ -322,6 +322,12 @@ async fn start_net(
             .collect();
         let mut options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
         options.stream_stats = stream_stats.clone();
+        if config.port.values().any(|p| matches!(p, PortConfig::Desk(_))) {
+            // Consoles served by a desk box control its desk ports.
+            let (tx, rx) = mpsc::unbounded_channel();
+            options.desk = Some(tx);
+            links.desk = Some(rx);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         net::serve(options, tx, cancel.clone()).await.map_err(|e| format!("hub: {e}"))?;
         links.hub = Some(rx);

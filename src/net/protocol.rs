@@ -39,7 +39,18 @@ pub enum ClientMessage {
     Hello(Hello),
     Offer(Offer),
     Floor(FloorAction),
+    Desk(DeskCommand),
     Ping,
+}
+
+/// A control of the hub box's own desk port (`{"type": "desk", "port": "console", "action":
+/// {"action": "select", "channel": "ops"}}`). The action object is checked by the desk, which
+/// answers with `desk` (done) or an `error` (refused: nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskCommand {
+    pub port: String,
+    pub action: Value,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,8 +114,15 @@ pub enum ServerMessage {
     Floor(FloorEvent),
     Roster(Roster),
     Ports(Ports),
+    /// A `desk` command was applied.
+    Desk(DeskDone),
     Pong,
     Error(ErrorMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeskDone {
+    pub port: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,12 +410,27 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
         "hello" => ClientMessage::Hello(serde_json::from_value(value).map_err(field("hello"))?),
         "offer" => ClientMessage::Offer(serde_json::from_value(value).map_err(field("offer"))?),
         "floor" => ClientMessage::Floor(serde_json::from_value(value).map_err(field("floor"))?),
+        "desk" => {
+            let mut map = value;
+            if let Value::Object(m) = &mut map {
+                m.remove("type");
+            }
+            ClientMessage::Desk(serde_json::from_value(map).map_err(field("desk"))?)
+        }
         "ping" => ClientMessage::Ping,
         _ => return Err(ParseError::UnknownType(truncate(&ty, 40))),
     };
     match &msg {
         ClientMessage::Hello(h) => validate_hello(h)?,
         ClientMessage::Offer(o) => validate_offer_shape(o)?,
+        ClientMessage::Desk(d) => {
+            if !is_valid_name(&d.port) {
+                return Err(invalid("desk port: a port name"));
+            }
+            if !d.action.is_object() {
+                return Err(invalid("desk action: a JSON object"));
+            }
+        }
         ClientMessage::Floor(_) | ClientMessage::Ping => {}
     }
     Ok(msg)
@@ -406,7 +439,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
 /// Parse one hub message (the uplink side). Unknown types are an error the caller may ignore.
 pub fn parse_server(text: &str) -> Result<ServerMessage, ParseError> {
     let (ty, value) = split_type(text)?;
-    if !matches!(ty.as_str(), "welcome" | "answer" | "floor" | "roster" | "ports" | "pong" | "error") {
+    if !matches!(ty.as_str(), "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "pong" | "error") {
         return Err(ParseError::UnknownType(truncate(&ty, 40)));
     }
     let msg: ServerMessage =
@@ -609,6 +642,26 @@ mod tests {
         assert_eq!(h.token, "s3cret");
         assert_eq!(h.members, vec![MemberSpec { key: "radio1".into(), channel: "ops".into(), priority: 0 }]);
         assert!(!format!("{h:?}").contains("s3cret"), "Debug must not show the token");
+    }
+
+    #[test]
+    fn desk_commands_parse_and_malformed_ones_are_refused() {
+        let m = parse_client(r#"{"type":"desk","port":"console","action":{"action":"select","channel":"ops"}}"#).unwrap();
+        let ClientMessage::Desk(d) = m else { panic!("{m:?}") };
+        assert_eq!(d.port, "console");
+        assert_eq!(d.action["channel"], "ops");
+        for bad in [
+            r#"{"type":"desk","port":"console"}"#,
+            r#"{"type":"desk","action":{}}"#,
+            r#"{"type":"desk","port":"Not A Name","action":{}}"#,
+            r#"{"type":"desk","port":"console","action":[1]}"#,
+            r#"{"type":"desk","port":"console","action":{},"extra":1}"#,
+        ] {
+            assert!(parse_client(bad).is_err(), "{bad} accepted");
+        }
+        let done = serde_json::to_string(&ServerMessage::Desk(DeskDone { port: "console".into() })).unwrap();
+        assert_eq!(done, r#"{"type":"desk","port":"console"}"#);
+        assert_eq!(parse_server(&done).unwrap(), ServerMessage::Desk(DeskDone { port: "console".into() }));
     }
 
     #[test]

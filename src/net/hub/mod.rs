@@ -91,6 +91,20 @@ pub struct HubOptions {
     pub max_sessions: usize,
     /// Where each peer's per-channel RTT, jitter, loss and bitrate go (`<peer>/<channel>`).
     pub stream_stats: StreamStats,
+    /// Where consoles' `desk` commands go (the box's desk ports); None: refused.
+    pub desk: Option<mpsc::UnboundedSender<DeskRequest>>,
+}
+
+/// A console's `desk` command for the hub box's own desk port.
+#[derive(Debug)]
+pub struct DeskRequest {
+    pub port: String,
+    /// The action object, checked by the desk.
+    pub action: serde_json::Value,
+    /// Channels the console's token may join: a console controls only a desk whose channels
+    /// it could join itself.
+    pub allowed: Vec<String>,
+    pub reply: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 impl HubOptions {
@@ -106,6 +120,7 @@ impl HubOptions {
             join_timeout: Duration::from_secs(5),
             max_sessions: 256,
             stream_stats: StreamStats::default(),
+            desk: None,
         }
     }
 
@@ -172,6 +187,7 @@ struct Shared {
     join_timeout: Duration,
     sessions: Arc<Semaphore>,
     tasks: TaskTracker,
+    desk: Option<mpsc::UnboundedSender<DeskRequest>>,
 }
 
 /// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
@@ -236,6 +252,7 @@ pub async fn serve(
         join_timeout: options.join_timeout,
         sessions: Arc::new(Semaphore::new(options.max_sessions.max(1))),
         tasks: tasks.clone(),
+        desk: options.desk.clone(),
     });
     let app = Router::new()
         .route("/ws", get(ws))

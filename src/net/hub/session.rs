@@ -105,6 +105,8 @@ struct Session {
     name: String,
     members: Vec<Member>,
     channels: Vec<String>,
+    /// Every channel the peer's token may join (a `desk` command needs all of the desk's).
+    allowed: Vec<String>,
     to_peer: mpsc::UnboundedReceiver<ToPeer>,
     notes_tx: mpsc::UnboundedSender<MediaNote>,
     notes: mpsc::UnboundedReceiver<MediaNote>,
@@ -223,6 +225,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
             name: hello.name.clone(),
             members,
             channels,
+            allowed: admitted.visible.iter().filter_map(|&c| shared.auth.channels().get(c)).map(|c| c.name.clone()).collect(),
             to_peer,
             notes_tx,
             notes,
@@ -356,6 +359,10 @@ impl Session {
                 let _ = self.shared.events.send(HubEvent::Floor { peer: self.peer, member: m.id, msg });
                 return true;
             }
+            Ok(ClientMessage::Desk(d)) => match self.desk(d.port.clone(), d.action).await {
+                Ok(()) => ServerMessage::Desk(protocol::DeskDone { port: d.port }),
+                Err(e) => bad(e),
+            },
             Ok(ClientMessage::Offer(offer)) => {
                 let joined: Vec<&str> = self.channels.iter().map(String::as_str).collect();
                 match protocol::validate_offer(&offer, &joined) {
@@ -368,6 +375,18 @@ impl Session {
             }
         };
         ws.send(&reply).await
+    }
+
+    /// A console's control of the box's desk port, answered by the desk.
+    async fn desk(&self, port: String, action: serde_json::Value) -> Result<(), String> {
+        let desks = self.shared.desk.as_ref().ok_or("this box has no desk port")?;
+        let (reply, answer) = oneshot::channel();
+        let request = super::DeskRequest { port, action, allowed: self.allowed.clone(), reply };
+        desks.send(request).map_err(|_| "the desk is stopped".to_owned())?;
+        match timeout(OFFER_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err("the desk did not answer".to_owned()),
+        }
     }
 
     async fn offer(&self, sdp: String, mids: Vec<(String, String)>) -> Result<String, String> {
