@@ -394,3 +394,122 @@ fn a_new_talker_continues_the_channel_stream_where_the_last_one_stopped() {
     w.map(ms(0), a, 0, u16::MAX, u32::MAX);
     assert_eq!(w.map(ms(20), desk, 0, 7, 7), (0, 959));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Press(PortId, ChannelId),
+        Unpress(PortId, ChannelId),
+        AllCall(bool),
+        Patch(ChannelId, ChannelId),
+        Unpatch(PatchId),
+        Media(PortId),
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..4, 0usize..3).prop_map(|(p, c)| Op::Press(p, c)),
+            (0usize..4, 0usize..3).prop_map(|(p, c)| Op::Unpress(p, c)),
+            any::<bool>().prop_map(Op::AllCall),
+            (0usize..3, 0usize..3).prop_map(|(a, b)| Op::Patch(a, b)),
+            (0usize..4).prop_map(Op::Unpatch),
+            (0usize..4).prop_map(Op::Media),
+            (0u64..8000).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the presses, all-calls, patches, media and timeouts: each channel has at
+        /// most one talker, a radio is asked to transmit exactly while someone else holds its
+        /// channel, patched media reaches each channel at most once and never its origin, and
+        /// once everything is released and unpatched every channel is idle and no radio keyed.
+        #[test]
+        fn routing_invariants_hold_with_all_calls_and_patches(
+            priorities in prop::collection::vec(0u8..3, 3),
+            ops in prop::collection::vec(op(), 0..80),
+        ) {
+            let cfg = ArbiterConfig { max_talk: Duration::from_secs(20), no_media_timeout: Duration::from_secs(5), ..Default::default() };
+            let ports = vec![
+                PortSpec { priority: Priority(priorities[0] * 100), ..radio("r0", 0) },
+                PortSpec { priority: Priority(priorities[1] * 100), ..radio("r1", 1) },
+                PortSpec { priority: Priority(priorities[2] * 100), ..radio("r2", 2) },
+                desk("desk", vec![0, 1, 2]),
+            ];
+            let mut r = Router::new(vec![ChannelHost::Local(cfg); 3], ports);
+            let mut now = Instant::now();
+            let mut tx = [false; 3];
+            let mut patches = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Press(p, c) => r.press(now, p, c),
+                    Op::Unpress(p, c) => r.unpress(now, p, c),
+                    Op::AllCall(on) => r.all_call(now, 3, &[0, 1, 2], on),
+                    Op::Patch(a, b) => {
+                        if let Ok(p) = r.patch(now, a, b) {
+                            patches.push(p);
+                        }
+                    }
+                    Op::Unpatch(i) => {
+                        if let Some(&p) = patches.get(i) {
+                            r.unpatch(now, p);
+                        }
+                    }
+                    Op::Media(p) => {
+                        for c in 0..3 {
+                            if r.media(now, MediaSource::Port(p), c).is_some() {
+                                let reached: Vec<_> = r.patched(now, c, MediaSource::Port(p)).into_iter().map(|(c, _)| c).collect();
+                                let mut unique = reached.clone();
+                                unique.sort();
+                                unique.dedup();
+                                prop_assert_eq!(unique.len(), reached.len());
+                                prop_assert!(!reached.contains(&c));
+                            }
+                        }
+                    }
+                    Op::Wait(ms) => {
+                        now += Duration::from_millis(ms);
+                        r.handle_timeout(now);
+                    }
+                }
+                while let Some(out) = r.poll_output() {
+                    if let RouterOutput::TxRequest { port, on } = out {
+                        prop_assert!(port < 3, "a desk is never keyed");
+                        tx[port] = on;
+                    }
+                }
+                for c in 0..3 {
+                    let holder = r.holder(c);
+                    prop_assert_eq!(tx[c], holder.is_some() && holder != Some(Talker::Port(c)), "radio {} on channel {}", c, c);
+                    let talking: Vec<_> = (0..4).filter(|&p| r.talking_on(p).any(|x| x == c)).collect();
+                    prop_assert!(talking.len() <= 1, "two talkers on {}: {:?}", c, talking);
+                    if let Some(Talker::Port(p)) = holder {
+                        prop_assert_eq!(talking, vec![p]);
+                    }
+                }
+            }
+            // Everyone lets go, every patch is undone.
+            for c in 0..3 {
+                for p in 0..4 {
+                    r.unpress(now, p, c);
+                }
+            }
+            r.all_call(now, 3, &[0, 1, 2], false);
+            for p in patches {
+                r.unpatch(now, p);
+            }
+            while let Some(out) = r.poll_output() {
+                if let RouterOutput::TxRequest { port, on } = out {
+                    tx[port] = on;
+                }
+            }
+            for c in 0..3 {
+                prop_assert_eq!(r.holder(c), None);
+                prop_assert!(!tx[c]);
+            }
+        }
+    }
+}
