@@ -60,6 +60,11 @@ struct Host {
 
 impl Host {
     fn start(port: u16) -> Host {
+        // No media passes without Janus: a long no-media timeout keeps holders for the test.
+        Self::with(port, ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() })
+    }
+
+    fn with(port: u16, arbiter: ArbiterConfig) -> Host {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let options = FloorHostOptions {
@@ -70,7 +75,7 @@ impl Host {
         };
         start_host(options, tx, cancel.clone()).unwrap();
         let view = Arc::new(Mutex::new(HostView::default()));
-        tokio::spawn(host_router(rx, view.clone(), cancel.clone()));
+        tokio::spawn(host_router(rx, arbiter, view.clone(), cancel.clone()));
         Host { view, cancel }
     }
 
@@ -83,21 +88,34 @@ impl Host {
     }
 }
 
-async fn host_router(mut rx: mpsc::UnboundedReceiver<HubEvent>, view: Arc<Mutex<HostView>>, cancel: CancellationToken) {
-    // No media passes without Janus: a long no-media timeout keeps holders for the test.
-    let config = ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
+async fn host_router(
+    mut rx: mpsc::UnboundedReceiver<HubEvent>,
+    config: ArbiterConfig,
+    view: Arc<Mutex<HostView>>,
+    cancel: CancellationToken,
+) {
     let mut router = Router::new(CHANNELS.iter().map(|_| ChannelHost::Local(config.clone())).collect(), vec![]);
     let mut peers: HashMap<PeerId, mpsc::UnboundedSender<ToPeer>> = HashMap::new();
     let name_of = |router: &Router, channel: usize, id: ParticipantId| {
         router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, n, _)| n)
     };
     loop {
+        let timer = router.poll_timeout();
+        let sleep = async move {
+            match timer {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             _ = cancel.cancelled() => return,
-            e = rx.recv() => match e { Some(e) => e, None => return },
+            e = rx.recv() => match e { Some(e) => Some(e), None => return },
+            _ = sleep => None,
         };
         let now = Instant::now();
         match event {
+            None => router.handle_timeout(now),
+            Some(event) => match event {
             HubEvent::Joined { peer, name, members, to_peer, reply } => {
                 let mut ids = Vec::new();
                 for m in &members {
@@ -129,6 +147,7 @@ async fn host_router(mut rx: mpsc::UnboundedReceiver<HubEvent>, view: Arc<Mutex<
                 v.lefts += 1;
                 v.peers = peers.len();
             }
+            },
         }
         while let Some(out) = router.poll_output() {
             match out {
@@ -204,7 +223,8 @@ impl Edge {
         let view = Arc::new(Mutex::new(EdgeView::default()));
         let spec = PortSpec { name: "port1".into(), kind, channels: vec![0], priority };
         let router = Router::new(vec![ChannelHost::Uplink], vec![spec]);
-        tokio::spawn(edge_router(router, events, cmds_rx, handle.clone(), view.clone(), cancel.clone()));
+        // The router runs until the client's events end, so it sees the client's last `Down`.
+        tokio::spawn(edge_router(router, events, cmds_rx, handle.clone(), view.clone()));
         Edge { view, cmds, handle, cancel }
     }
 
@@ -228,7 +248,6 @@ async fn edge_router(
     mut cmds: mpsc::UnboundedReceiver<EdgeCmd>,
     handle: FloorEdgeHandle,
     view: Arc<Mutex<EdgeView>>,
-    cancel: CancellationToken,
 ) {
     loop {
         let timer = router.poll_timeout();
@@ -239,7 +258,6 @@ async fn edge_router(
             }
         };
         tokio::select! {
-            _ = cancel.cancelled() => return,
             e = events.recv() => {
                 let Some(e) = e else { return };
                 let now = Instant::now();
@@ -268,10 +286,9 @@ async fn edge_router(
                     UplinkEvent::Media { .. } => panic!("media never comes over MQTT"),
                 }
             }
-            c = cmds.recv() => match c {
-                Some(EdgeCmd::Press) => router.press(Instant::now(), 0, 0),
-                Some(EdgeCmd::Unpress) => router.unpress(Instant::now(), 0, 0),
-                None => return,
+            Some(c) = cmds.recv() => match c {
+                EdgeCmd::Press => router.press(Instant::now(), 0, 0),
+                EdgeCmd::Unpress => router.unpress(Instant::now(), 0, 0),
             },
             _ = sleep => router.handle_timeout(Instant::now()),
         }
@@ -604,5 +621,53 @@ async fn malformed_messages_change_nothing() {
     b.unpress();
     b.press();
     b.wait("B granted", |v| v.talking).await;
+    host.cancel.cancel();
+}
+
+/// The floor's own time-out (the arbiter's max talk time, the channel's TOT) reaches the edges
+/// over MQTT: the talker is revoked and every radio keyed for it unkeys. An edge whose floor
+/// client stops (shutdown) unkeys its radio too, and its floor is freed at the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn radios_unkey_on_max_talk_and_on_edge_shutdown() {
+    let broker = Broker::start();
+    let arbiter = ArbiterConfig {
+        max_talk: Duration::from_millis(1500),
+        no_media_timeout: Duration::from_secs(600),
+        ..Default::default()
+    };
+    let host = Host::with(broker.anon, arbiter);
+    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    b.wait("B up", |v| v.up).await;
+
+    // A talks past max talk: revoked, B unkeys.
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    b.wait("B keyed for A", |v| v.tx).await;
+    let keyed = Instant::now();
+    a.wait("A revoked at max talk", |v| v.revoked.contains(&RevokeCause::MaxTalkTime)).await;
+    b.wait("B unkeyed after A's max talk", |v| !v.tx).await;
+    let held = keyed.elapsed();
+    println!("max talk 1.5 s: B unkeyed {} ms after it keyed", held.as_millis());
+    assert!(held >= Duration::from_millis(1300), "revoked early: {held:?}");
+    assert!(!a.view(|v| v.talking));
+    a.unpress();
+
+    // B talks, A keys for it; then A's floor client shuts down: A is down and unkeyed.
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    a.wait("A keyed for B", |v| v.tx).await;
+    a.cancel.cancel();
+    a.handle.stopped().await;
+    a.wait("A down (client stopped), radio unkeyed", |v| !v.up && !v.tx && v.downs.iter().any(|d| d.contains("stopped")))
+        .await;
+
+    // B's floor client stops while B holds: the host frees B's floor (clean offline).
+    wait_for("A left the host", T, || host.peers() == 1).await;
+    b.cancel.cancel();
+    b.handle.stopped().await;
+    wait_for("B's floor freed at the host", T, || host.holder("ops").is_none() && host.peers() == 0).await;
+    b.wait("B stopped talking on shutdown", |v| !v.up && !v.talking && !v.tx).await;
     host.cancel.cancel();
 }
