@@ -671,3 +671,35 @@ async fn radios_unkey_on_max_talk_and_on_edge_shutdown() {
     b.wait("B stopped talking on shutdown", |v| !v.up && !v.talking && !v.tx).await;
     host.cancel.cancel();
 }
+
+/// An edge asking for a channel the host does not have is refused and stays down (its radio
+/// never keyed); the edges that joined properly are not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_for_a_channel_not_hosted_is_refused() {
+    let broker = Broker::start();
+    let host = Host::start(broker.anon);
+    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let options = FloorEdgeOptions {
+        mqtt: mqtt(broker.anon),
+        device_id: "edge-x".into(),
+        floor_hub: HUB.into(),
+        members: vec![MemberRequest { key: "port1".into(), channel: "elsewhere".into(), priority: Priority::NORMAL }],
+    };
+    let x = start_edge(options, events_tx, cancel.clone()).unwrap();
+    let event = tokio::time::timeout(T, events.recv()).await.expect("an answer").unwrap();
+    match event {
+        UplinkEvent::Down { reason } => assert!(reason.contains("`elsewhere` is not hosted by hub-1"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!x.is_up());
+    // Nothing more (no Up, no floor) for a while; A is untouched and the host has one peer.
+    assert!(tokio::time::timeout(Duration::from_millis(500), events.recv()).await.is_err());
+    assert_eq!(host.peers(), 1);
+    assert_eq!(a.view(|v| v.ups), 1);
+    cancel.cancel();
+    x.stopped().await;
+    host.cancel.cancel();
+}
