@@ -654,3 +654,30 @@ async fn daemon_over_tls_with_client_certificate_and_password() {
         assert!(!log.contains("PRIVATE KEY"), "key material reached the log");
     }
 }
+
+/// Booting before the broker (a power cut that takes the site down): `roipd run` starts, keys
+/// radios and keeps retrying; once the broker is up, the status arrives, retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_starts_without_a_broker_and_reports_once_it_appears() {
+    let mut broker = Broker::start();
+    broker.stop();
+    let mut d = Daemon::start(&STRICT.replace("{port}", &broker.anon.to_string()));
+    d.wait_for("running", WAIT, |d| d.stderr().contains("roipd running"));
+    d.wait_for("retrying", WAIT, |d| d.stderr().contains("cannot connect to the MQTT broker"));
+    d.drive("a-cor", true);
+    d.wait_for("B keyed with no broker", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
+    assert_eq!(d.child.try_wait().unwrap(), None, "no broker is no reason to exit:\n{}", d.stderr());
+
+    broker.restart();
+    let appeared = std::time::Instant::now();
+    let probe = Probe::connect(broker.anon, &["roipd/strict-box/status", "roipd/strict-box/state/+"]).await;
+    // The reconnect backoff is at most 30 s (with jitter); after ~2 s of failures it is a few s.
+    let status = probe.wait("online", Duration::from_secs(35), |m| m.topic.ends_with("/status")).await;
+    println!("online {:?} after the broker appeared", appeared.elapsed());
+    assert_eq!(status.json()["online"], true, "{}", status.json());
+    probe.wait("radio-b state", WAIT, |m| m.topic.ends_with("/state/radio-b")).await;
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+}
