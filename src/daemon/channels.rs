@@ -34,6 +34,26 @@ const CARRIER_AS_MEDIA: Duration = Duration::from_millis(500);
 pub trait UplinkSink: Send {
     fn floor(&self, member: ParticipantId, msg: ToArbiter);
     fn media(&self, channel: &str, packet: MediaPacket);
+    /// Some port here talks on `channel` (on), or none does any more (off). An SFU uplink
+    /// relays this box's stream only meanwhile.
+    fn talking(&self, _channel: &str, _on: bool) {}
+    /// The channel's `listen` setting: an SFU uplink can stop relaying a muted channel.
+    fn listen(&self, _channel: &str, _on: bool) {}
+}
+
+impl UplinkSink for crate::net::janus::JanusEdge {
+    fn floor(&self, member: ParticipantId, msg: ToArbiter) {
+        crate::net::janus::JanusEdge::floor(self, member, msg);
+    }
+    fn media(&self, channel: &str, packet: MediaPacket) {
+        crate::net::janus::JanusEdge::media(self, channel, packet);
+    }
+    fn talking(&self, channel: &str, on: bool) {
+        crate::net::janus::JanusEdge::talking(self, channel, on);
+    }
+    fn listen(&self, channel: &str, on: bool) {
+        crate::net::janus::JanusEdge::listen(self, channel, on);
+    }
 }
 
 impl UplinkSink for crate::net::UplinkHandle {
@@ -75,6 +95,8 @@ pub struct ChannelRouter {
     uplink: Option<Box<dyn UplinkSink>>,
     /// What we ask the uplink hub for, in order: its `Up` answers in the same order.
     uplink_members: Vec<(PortId, ChannelId)>,
+    /// Per channel, the ports that may send into it now (the uplink hears when it changes).
+    talkers: Vec<std::collections::BTreeSet<PortId>>,
     priorities: Vec<crate::core::floor::Priority>,
     /// Desk ports: their task, mixer and channel numbering.
     desks: Vec<Option<DeskLink>>,
@@ -145,6 +167,7 @@ impl ChannelRouter {
             peers: HashMap::new(),
             uplink: None,
             uplink_members,
+            talkers: vec![Default::default(); config.channel.len()],
             priorities,
             desks: (0..config.port.len()).map(|_| None).collect(),
             stitch: vec![StreamStitch::default(); config.channel.len()],
@@ -326,6 +349,9 @@ impl ChannelRouter {
             ChannelCommand::Listen { channel, on } => {
                 let c = channel_of(self, &channel)?;
                 self.muted[c] = !on;
+                if let Some(u) = &self.uplink {
+                    u.listen(&channel, on);
+                }
                 for p in 0..self.ports.len() {
                     if self.talk_channel[p] == Some(c) {
                         self.apply_tx(p);
@@ -498,6 +524,9 @@ impl ChannelRouter {
 
     fn dispatch(&mut self) {
         while let Some(out) = self.router.poll_output() {
+            if let RouterOutput::Talk { port, channel, on } = out {
+                self.uplink_talk(port, channel, on);
+            }
             match out {
                 RouterOutput::TxRequest { port, on } => {
                     self.tx_wanted[port] = on;
@@ -604,6 +633,23 @@ impl ChannelRouter {
             if let Some(i) = desk.index(channel) {
                 let busy = holder.is_some_and(|h| h != Talker::Port(port));
                 let _ = desk.to_desk.send(DeskInput::Busy { channel: i, busy });
+            }
+        }
+    }
+
+    /// Tell the uplink when the first port here starts and the last one stops talking on a
+    /// channel.
+    fn uplink_talk(&mut self, port: PortId, channel: ChannelId, on: bool) {
+        let talkers = &mut self.talkers[channel];
+        let was = !talkers.is_empty();
+        if on {
+            talkers.insert(port);
+        } else {
+            talkers.remove(&port);
+        }
+        if was != !talkers.is_empty() {
+            if let Some(u) = &self.uplink {
+                u.talking(&self.channel_names[channel], !was);
             }
         }
     }

@@ -342,6 +342,26 @@ async fn start_net(
         info!(url = %uplink.url, "uplink to hub starting");
         links.uplink = Some((Box::new(handle), rx));
     }
+    if let Some((uplink, floor_hub)) = config
+        .uplink
+        .as_ref()
+        .filter(|u| u.kind == config::UplinkKind::Janus)
+        .and_then(|u| Some((u, u.floor_hub.clone()?)))
+    {
+        // A field box on Janus: media through Janus, floor from `floor_hub` over MQTT.
+        let mqtt = config.mqtt.clone().ok_or("a Janus uplink needs [mqtt]: floor control travels over MQTT")?;
+        let janus = net::janus::janus_options(config).map_err(|e| format!("uplink: {e}"))?;
+        let floor = net::floor_mqtt::FloorEdgeOptions {
+            mqtt,
+            device_id: config.device_id.clone(),
+            floor_hub,
+            members: router.uplink_requests(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let edge = net::janus::start_edge(janus, floor, tx, cancel.clone()).map_err(|e| format!("uplink: {e}"))?;
+        info!(url = %uplink.url, "uplink to Janus starting");
+        links.uplink = Some((Box::new(edge), rx));
+    }
     if let Some(uplink) =
         config.uplink.as_ref().filter(|u| u.kind == config::UplinkKind::Janus && u.floor_hub.is_none())
     {

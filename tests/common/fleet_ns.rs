@@ -296,12 +296,33 @@ impl Drop for Mosquitto {
     }
 }
 
-/// `roipd run` with `config`, where `{janus_url}`, `{mqtt_url}` and `{admin_key_file}` are
-/// filled in besides [`Daemon`]'s `{dir}` and `{lines}`.
+/// The rooms' secret every box of a test fleet shares (the floor host moderates with it).
+pub const ROOM_SECRET: &str = "roipd-test-room-secret";
+
+/// `roipd run` with `config`, where `{janus_url}`, `{mqtt_url}`, `{admin_key_file}` and
+/// `{room_secret_file}` are filled in besides [`Daemon`]'s `{dir}` and `{lines}`.
 pub fn roipd(config: &str) -> Daemon {
     let config = config.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
-    let config = config.replace("{admin_key_file}", "{dir}/admin.key");
-    Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n"))])
+    let config =
+        config.replace("{admin_key_file}", "{dir}/admin.key").replace("{room_secret_file}", "{dir}/room.secret");
+    let files = [("admin.key", format!("{ADMIN_KEY}\n")), ("room.secret", format!("{ROOM_SECRET}\n"))];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    Daemon::start_with(&config, &[], &files)
+}
+
+/// Publish a fleet command (`roipd/<device>/cmd/<name>`, QoS 1) with `mosquitto_pub`.
+pub fn mqtt_command(device: &str, name: &str, json: &str) {
+    let out = Command::new(require("mosquitto_pub", "mosquitto-clients"))
+        .args(["-h", "127.0.0.1", "-p", &MQTT_PORT.to_string(), "-q", "1"])
+        .args(["-t", &format!("roipd/{device}/cmd/{name}"), "-m", json])
+        .output()
+        .expect("run mosquitto_pub");
+    assert!(out.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Samples in a `sim:wav-out` recording so far (its header is rewritten every second).
+pub fn wav_len(path: &Path) -> usize {
+    hound::WavReader::open(path).map(|r| r.len() as usize).unwrap_or(0)
 }
 
 /// Drop `percent` % of the UDP packets Janus sends (its media, to every client), at random.

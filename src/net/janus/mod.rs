@@ -14,11 +14,13 @@
 
 pub mod client;
 mod config;
+pub mod edge;
 pub mod protocol;
 pub mod session;
 
 pub use client::{start, JanusHandle, JanusOptions};
 pub use config::{display_name, janus_options};
+pub use edge::{start_edge, JanusEdge};
 pub use protocol::RoomSettings;
 pub use session::ChannelSpec;
 
