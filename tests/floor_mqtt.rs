@@ -116,37 +116,37 @@ async fn host_router(
         match event {
             None => router.handle_timeout(now),
             Some(event) => match event {
-            HubEvent::Joined { peer, name, members, to_peer, reply } => {
-                let mut ids = Vec::new();
-                for m in &members {
-                    let c = CHANNELS.iter().position(|c| *c == m.channel).unwrap();
-                    ids.push(router.add_remote(now, peer, &format!("{}@{name}", m.key), c, m.priority).unwrap());
-                }
-                let _ = reply.send(Ok(ids));
-                for (c, channel) in CHANNELS.iter().enumerate() {
-                    if let Some((holder, priority)) = router.holder_participant(c) {
-                        let _ = to_peer.send(ToPeer::Floor {
-                            channel: channel.to_string(),
-                            member: None,
-                            msg: ToParticipant::Taken { holder, priority },
-                            holder_name: name_of(&router, c, holder),
-                        });
+                HubEvent::Joined { peer, name, members, to_peer, reply } => {
+                    let mut ids = Vec::new();
+                    for m in &members {
+                        let c = CHANNELS.iter().position(|c| *c == m.channel).unwrap();
+                        ids.push(router.add_remote(now, peer, &format!("{}@{name}", m.key), c, m.priority).unwrap());
                     }
+                    let _ = reply.send(Ok(ids));
+                    for (c, channel) in CHANNELS.iter().enumerate() {
+                        if let Some((holder, priority)) = router.holder_participant(c) {
+                            let _ = to_peer.send(ToPeer::Floor {
+                                channel: channel.to_string(),
+                                member: None,
+                                msg: ToParticipant::Taken { holder, priority },
+                                holder_name: name_of(&router, c, holder),
+                            });
+                        }
+                    }
+                    peers.insert(peer, to_peer);
+                    let mut v = view.lock().unwrap();
+                    v.joins += 1;
+                    v.peers = peers.len();
                 }
-                peers.insert(peer, to_peer);
-                let mut v = view.lock().unwrap();
-                v.joins += 1;
-                v.peers = peers.len();
-            }
-            HubEvent::Floor { peer, member, msg } => router.from_peer(now, peer, member, msg),
-            HubEvent::Media { .. } => {}
-            HubEvent::Left { peer } => {
-                peers.remove(&peer);
-                router.remove_peer(now, peer);
-                let mut v = view.lock().unwrap();
-                v.lefts += 1;
-                v.peers = peers.len();
-            }
+                HubEvent::Floor { peer, member, msg } => router.from_peer(now, peer, member, msg),
+                HubEvent::Media { .. } => {}
+                HubEvent::Left { peer } => {
+                    peers.remove(&peer);
+                    router.remove_peer(now, peer);
+                    let mut v = view.lock().unwrap();
+                    v.lefts += 1;
+                    v.peers = peers.len();
+                }
             },
         }
         while let Some(out) = router.poll_output() {
@@ -164,7 +164,9 @@ async fn host_router(
                     }
                 }
                 RouterOutput::Floor { channel, .. } => {
-                    let holder = router.holder_participant(channel).map(|(id, _)| (id, name_of(&router, channel, id).unwrap_or_default()));
+                    let holder = router
+                        .holder_participant(channel)
+                        .map(|(id, _)| (id, name_of(&router, channel, id).unwrap_or_default()));
                     view.lock().unwrap().holder.insert(CHANNELS[channel].to_string(), holder);
                 }
                 _ => {}
@@ -416,8 +418,10 @@ async fn contention_is_decided_by_the_host() {
     assert!(matches!(a.view(|v| v.revoked[0]), RevokeCause::Preempted { .. }));
     a.wait("A keyed for D", |v| v.tx).await;
     assert_eq!(host.holder("ops").as_deref(), Some("port1@desk-d"));
-    late.wait("holder retained: D", T, |m| m.topic == holder_topic("ops") && holder_device(m).as_deref() == Some("desk-d"))
-        .await;
+    late.wait("holder retained: D", T, |m| {
+        m.topic == holder_topic("ops") && holder_device(m).as_deref() == Some("desk-d")
+    })
+    .await;
 
     // A late-joining edge learns who talks right after joining: its radio keys for D.
     let e = Edge::start(broker.anon, "edge-e", PortKind::Radio, Priority::NORMAL);
@@ -452,7 +456,8 @@ async fn last_will_frees_the_floor() {
     let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
     b.wait("B up", |v| v.up).await;
-    let watch = Probe::connect(broker.anon, &[&holder_topic("ops"), &format!("roipd/floor/{HUB}/edge/+/presence")]).await;
+    let watch =
+        Probe::connect(broker.anon, &[&holder_topic("ops"), &format!("roipd/floor/{HUB}/edge/+/presence")]).await;
 
     a.press();
     a.wait("A granted", |v| v.talking).await;
@@ -463,7 +468,9 @@ async fn last_will_frees_the_floor() {
     let cut = Instant::now();
     proxy.cut();
     let will = watch
-        .wait_after(mark, "A's last will", T, |m| m.topic.ends_with("/edge/edge-a/presence") && m.json()["online"] == false)
+        .wait_after(mark, "A's last will", T, |m| {
+            m.topic.ends_with("/edge/edge-a/presence") && m.json()["online"] == false
+        })
         .await;
     assert!(will.json()["session"].is_string());
     b.wait("B unkeyed: A's floor freed", |v| !v.tx && v.holder.is_none()).await;
@@ -558,7 +565,8 @@ async fn malformed_messages_change_nothing() {
         b"{\"online\":false,\"epoch\":\"x y\"}".to_vec(),
         b"{\"type\":\"floor\",\"session\":\"stale\",\"id\":0,\"action\":\"release\"}".to_vec(),
         b"{\"type\":\"floor\",\"session\":\"s\",\"id\":1,\"action\":\"grab\"}".to_vec(),
-        b"{\"type\":\"join\",\"session\":\"s\",\"join\":1,\"members\":[{\"key\":\"K/1\",\"channel\":\"ops\"}]}".to_vec(),
+        b"{\"type\":\"join\",\"session\":\"s\",\"join\":1,\"members\":[{\"key\":\"K/1\",\"channel\":\"ops\"}]}"
+            .to_vec(),
         b"{\"type\":\"feeds\",\"session\":\"s\",\"feeds\":{\"#\":1}}".to_vec(),
         b"{\"type\":\"accepted\",\"session\":\"s\",\"join\":1,\"epoch\":\"e\",\"members\":[]}".to_vec(),
         b"{\"type\":\"floor\",\"session\":\"s\",\"channel\":\"ops\",\"event\":\"idle\"}".to_vec(),
@@ -660,8 +668,10 @@ async fn radios_unkey_on_max_talk_and_on_edge_shutdown() {
     a.wait("A keyed for B", |v| v.tx).await;
     a.cancel.cancel();
     a.handle.stopped().await;
-    a.wait("A down (client stopped), radio unkeyed", |v| !v.up && !v.tx && v.downs.iter().any(|d| d.contains("stopped")))
-        .await;
+    a.wait("A down (client stopped), radio unkeyed", |v| {
+        !v.up && !v.tx && v.downs.iter().any(|d| d.contains("stopped"))
+    })
+    .await;
 
     // B's floor client stops while B holds: the host frees B's floor (clean offline).
     wait_for("A left the host", T, || host.peers() == 1).await;

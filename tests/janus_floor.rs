@@ -42,7 +42,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn janus_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
-    in_namespace("inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted", &[MOSQUITTO], OUTER_LIMIT);
+    in_namespace(
+        "inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted",
+        &[MOSQUITTO],
+        OUTER_LIMIT,
+    );
 }
 
 const HOST_CONFIG: &str = r#"
@@ -219,7 +223,9 @@ impl Edge {
             match tokio::time::timeout(left, self.events.recv()).await {
                 Err(_) => return got,
                 Ok(None) => panic!("{}: clients gone", self.name),
-                Ok(Some((_, Ev::Janus(JanusEvent::Media { feed, packet, .. })))) => got.entry(feed).or_default().push(packet),
+                Ok(Some((_, Ev::Janus(JanusEvent::Media { feed, packet, .. })))) => {
+                    got.entry(feed).or_default().push(packet)
+                }
                 Ok(Some((_, e))) => self.note(&e),
             }
         }
@@ -316,7 +322,8 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
     let _janus = Janus::start();
     let broker = Mosquitto::start();
     let config = HOST_CONFIG.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
-    let mut host = Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
+    let mut host =
+        Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {

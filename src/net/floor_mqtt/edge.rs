@@ -19,8 +19,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    parse_host_presence, parse_to_edge, to_json, valid_device, EdgePresence, FloorRequest, Join, JoinMember, Feeds,
-    Topic, Topics, ToEdge, ToHost,
+    parse_host_presence, parse_to_edge, to_json, valid_device, EdgePresence, Feeds, FloorRequest, Join, JoinMember,
+    ToEdge, ToHost, Topic, Topics,
 };
 use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
@@ -279,7 +279,8 @@ impl Edge {
                 Ok(ToEdge::Floor(f)) if self.joined => match f.floor.to_router() {
                     Ok((msg, holder_name)) => {
                         let member = f.floor.id.map(ParticipantId);
-                        let _ = self.events.send(UplinkEvent::Floor { channel: f.floor.channel, member, msg, holder_name });
+                        let _ =
+                            self.events.send(UplinkEvent::Floor { channel: f.floor.channel, member, msg, holder_name });
                     }
                     Err(e) => warn!(%topic, error = %e, "floor: malformed floor message dropped"),
                 },
@@ -299,7 +300,8 @@ impl Edge {
             .iter()
             .map(|m| JoinMember { key: m.key.clone(), channel: m.channel.clone(), priority: m.priority.0 })
             .collect();
-        let join = ToHost::Join(Join { session: session.to_owned(), join: self.join_seq, members, feeds: self.feeds() });
+        let join =
+            ToHost::Join(Join { session: session.to_owned(), join: self.join_seq, members, feeds: self.feeds() });
         self.retry_at = Some(Instant::now() + JOIN_RETRY);
         link.publish(&self.topics.to_host(&self.o.device_id), join.to_json(), false)
     }

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::protocol::{
     parse_edge_presence, parse_to_host, to_json, valid_device, Accepted, AcceptedMember, EdgeFloor, HolderInfo,
-    HolderState, HostPresence, JoinMember, Refused, Topic, Topics, ToEdge, ToHost,
+    HolderState, HostPresence, JoinMember, Refused, ToEdge, ToHost, Topic, Topics,
 };
 use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
@@ -286,7 +286,8 @@ impl Host {
         if let Some(m) = j.members.iter().find(|m| !self.o.channels.contains(&m.channel)) {
             let reason = format!("channel `{}` is not hosted by {}", m.channel, self.o.device_id);
             warn!(%device, %reason, "floor host: join refused");
-            let refused = ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
+            let refused =
+                ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
             return self.publish(&self.topics.to_edge(device), refused.to_json(), false);
         }
         let peer = self.next_peer;
@@ -301,7 +302,8 @@ impl Host {
         if self.hub.send(HubEvent::Joined { peer, name: device.to_owned(), members, to_peer, reply }).is_err() {
             warn!(%device, "floor host: the channel router is gone; join refused");
             let reason = "the floor host is stopping".to_owned();
-            let refused = ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
+            let refused =
+                ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
             return self.publish(&self.topics.to_edge(device), refused.to_json(), false);
         }
         tokio::spawn(forward_peer(peer, reply_rx, to_peer_rx, self.peer_tx.clone()));
@@ -358,8 +360,12 @@ impl Host {
                     .zip(&ids)
                     .map(|(m, id)| AcceptedMember { key: m.key.clone(), channel: m.channel.clone(), id: id.0 })
                     .collect();
-                let accepted =
-                    ToEdge::Accepted(Accepted { session: e.session.clone(), join: e.join, epoch: self.epoch.clone(), members });
+                let accepted = ToEdge::Accepted(Accepted {
+                    session: e.session.clone(),
+                    join: e.join,
+                    epoch: self.epoch.clone(),
+                    members,
+                });
                 e.ids = Some(ids);
                 info!(%device, peer, "floor host: edge joined");
                 self.publish(&topic, accepted.to_json(), false)?;
@@ -367,8 +373,12 @@ impl Host {
             }
             PeerOut::Joined(Err(reason)) => {
                 warn!(%device, %reason, "floor host: the router refused the edge");
-                let refused =
-                    ToEdge::Refused(Refused { session: e.session.clone(), join: e.join, epoch: self.epoch.clone(), reason });
+                let refused = ToEdge::Refused(Refused {
+                    session: e.session.clone(),
+                    join: e.join,
+                    epoch: self.epoch.clone(),
+                    reason,
+                });
                 self.publish(&topic, refused.to_json(), false)?;
                 self.remove_edge(&device, "refused");
             }
@@ -398,10 +408,7 @@ impl Host {
 
     /// The edge whose member `id` is on `channel`.
     fn device_of(&self, channel: &str, id: ParticipantId) -> Option<String> {
-        self.edges
-            .iter()
-            .find(|(_, e)| e.member(id).is_some_and(|m| m.channel == channel))
-            .map(|(d, _)| d.clone())
+        self.edges.iter().find(|(_, e)| e.member(id).is_some_and(|m| m.channel == channel)).map(|(d, _)| d.clone())
     }
 
     /// Publish (retained) and enforce a channel's holder when it changed.

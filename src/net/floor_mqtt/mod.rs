@@ -85,7 +85,10 @@ fn random_token() -> String {
 #[derive(Debug)]
 enum Net {
     Connected,
-    Message { topic: String, payload: Vec<u8> },
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+    },
     /// The attempt is over (connect failed, connection lost, or our DISCONNECT went out).
     Lost(String),
 }
@@ -111,7 +114,11 @@ impl Link {
                         payload: p.payload.to_vec(),
                     },
                     Ok(MqttEvent::Incoming(Packet::SubAck(ack))) => {
-                        if ack.return_codes.iter().any(|c| !matches!(c, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_))) {
+                        if ack
+                            .return_codes
+                            .iter()
+                            .any(|c| !matches!(c, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)))
+                        {
                             warn!(codes = ?ack.return_codes, "floor: the broker refused a subscription (ACL?)");
                         }
                         continue;
@@ -149,10 +156,7 @@ impl Link {
             let _ = self.publish(&topic, payload, true);
         }
         let _ = self.client.try_disconnect();
-        let _ = tokio::time::timeout(GOODBYE, async {
-            while !matches!(self.next().await, Net::Lost(_)) {}
-        })
-        .await;
+        let _ = tokio::time::timeout(GOODBYE, async { while !matches!(self.next().await, Net::Lost(_)) {} }).await;
         self.poller.abort();
     }
 }

@@ -483,7 +483,8 @@ mod tests {
             feeds: BTreeMap::from([("ops".into(), Some(42))]),
         });
         assert_eq!(parse_to_host(join.to_json().as_bytes()).unwrap(), join);
-        let floor = ToHost::Floor(FloorRequest::new("s1", ParticipantId(7), ToArbiter::Request { priority: Priority(9) }));
+        let floor =
+            ToHost::Floor(FloorRequest::new("s1", ParticipantId(7), ToArbiter::Request { priority: Priority(9) }));
         let text = floor.to_json();
         assert_eq!(text, r#"{"type":"floor","session":"s1","id":7,"action":"request"}"#);
         assert_eq!(parse_to_host(text.as_bytes()).unwrap(), floor);
@@ -505,7 +506,8 @@ mod tests {
             ToParticipant::Idle,
         ];
         for msg in msgs {
-            let member = (!matches!(msg, ToParticipant::Taken { .. } | ToParticipant::Idle)).then_some(ParticipantId(1));
+            let member =
+                (!matches!(msg, ToParticipant::Taken { .. } | ToParticipant::Idle)).then_some(ParticipantId(1));
             let m = ToEdge::Floor(EdgeFloor::new("s1", "ops", member, &msg, Some("radio1@edge-a")));
             let ToEdge::Floor(back) = parse_to_edge(m.to_json().as_bytes()).unwrap() else { panic!() };
             assert_eq!(back.floor.to_router().unwrap().0, msg);
@@ -532,7 +534,12 @@ mod tests {
         let s = HolderState {
             channel: "ops".into(),
             epoch: "e1".into(),
-            holder: Some(HolderInfo { id: 3, priority: 0, name: "radio1@edge-a".into(), device: Some("edge-a".into()) }),
+            holder: Some(HolderInfo {
+                id: 3,
+                priority: 0,
+                name: "radio1@edge-a".into(),
+                device: Some("edge-a".into()),
+            }),
         };
         assert_eq!(parse_holder(to_json(&s).as_bytes()).unwrap(), s);
         let idle = HolderState { channel: "ops".into(), epoch: "e1".into(), holder: None };
