@@ -398,7 +398,7 @@ mod console {
         }
 
         /// The next message `want` accepts (others, like `ports` updates, are skipped).
-        fn next(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        pub fn next(&mut self, want: impl Fn(&Value) -> bool) -> Value {
             let ws = &mut self.ws;
             self.rt.block_on(async {
                 loop {
@@ -436,6 +436,12 @@ fn patch_from_the_console_carries_a_talker_across_and_follows_the_floor_rules() 
     let port = free_port();
     let mut d = start_two(port, 0);
     let mut console = console::Console::join(port, "s3cret-console");
+    // The desk box tells its consoles about its desk.
+    let state = console.next(|m| m["type"] == "desk_state");
+    assert_eq!(state["port"], "desk");
+    assert_eq!(state["selected"], "ops");
+    let names: Vec<_> = state["channels"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(names, ["ops", "fire"]);
     // Malformed or impossible commands are refused and change nothing.
     for bad in [
         serde_json::json!({"action": "patch", "channels": ["ops", "nope"], "on": true}),
@@ -449,6 +455,7 @@ fn patch_from_the_console_carries_a_talker_across_and_follows_the_floor_rules() 
     // The console selects fire: the select LED follows.
     console.desk(serde_json::json!({"action": "select", "channel": "fire"})).unwrap();
     d.wait_for("fire selected", Duration::from_secs(2), |d| d.line("sel-fire") == Some(true));
+    console.next(|m| m["type"] == "desk_state" && m["selected"] == "fire");
     // Denied: E talks on fire and A on ops when the patch is made; each side is busy with a
     // talker of the same priority, so the patch carries neither across.
     d.drive("e-cor", true);

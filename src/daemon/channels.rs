@@ -102,6 +102,8 @@ pub struct ChannelRouter {
     desks: Vec<Option<DeskLink>>,
     /// Per channel: successive talkers as one stream (see [`StreamStitch`]).
     stitch: Vec<StreamStitch>,
+    /// The last state of each desk port, for consoles that join.
+    desk_states: Vec<Option<crate::net::protocol::DeskState>>,
     reporter: Reporter,
     heartbeat: Heartbeat,
 }
@@ -171,6 +173,7 @@ impl ChannelRouter {
             priorities,
             desks: (0..config.port.len()).map(|_| None).collect(),
             stitch: vec![StreamStitch::default(); config.channel.len()],
+            desk_states: vec![None; config.port.len()],
             reporter,
             heartbeat,
         }
@@ -220,6 +223,14 @@ impl ChannelRouter {
         match msg {
             DeskToRouter::Floor { port, channel, on } if on => self.router.press(now, port, channel),
             DeskToRouter::Floor { port, channel, .. } => self.router.unpress(now, port, channel),
+            DeskToRouter::State { port, state } => {
+                for p in self.peers.values() {
+                    let _ = p.to_peer.send(ToPeer::Desk(state.clone()));
+                }
+                if let Some(slot) = self.desk_states.get_mut(port) {
+                    *slot = Some(state);
+                }
+            }
             DeskToRouter::Patch { a, b, on, reply } => {
                 let (na, nb) = (&self.channel_names[a], &self.channel_names[b]);
                 let result = if on {
@@ -400,6 +411,11 @@ impl ChannelRouter {
                 let _ = reply.send(Ok(ids));
                 self.send_ports(peer);
                 self.send_holders(peer);
+                if let Some(p) = self.peers.get(&peer) {
+                    for state in self.desk_states.iter().flatten() {
+                        let _ = p.to_peer.send(ToPeer::Desk(state.clone()));
+                    }
+                }
             }
             HubEvent::Floor { peer, member, msg } => self.router.from_peer(now, peer, member, msg),
             HubEvent::Media { peer, channel, packet } => {

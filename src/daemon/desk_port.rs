@@ -186,6 +186,7 @@ pub struct DeskCore {
     /// The floor presses last asked for, per channel.
     pressed: Vec<bool>,
     listen: Vec<bool>,
+    volume: Vec<f32>,
     patches: Vec<(usize, usize)>,
     /// This desk holds the channel's floor.
     tx: Vec<bool>,
@@ -209,6 +210,7 @@ impl DeskCore {
             all_call: false,
             pressed: vec![false; n],
             listen: (0..n).map(|i| config.monitor_of(i).listen).collect(),
+            volume: (0..n).map(|i| config.monitor_of(i).volume_db).collect(),
             patches: Vec::new(),
             tx: vec![false; n],
             busy: vec![false; n],
@@ -256,6 +258,7 @@ impl DeskCore {
                 if !(-60.0..=20.0).contains(&db) {
                     return Err(format!("volume {db} dB is out of range -60..=20"));
                 }
+                self.volume[channel] = db;
                 self.effects.push(DeskEffect::Volume { channel, db });
             }
             DeskAction::Pan { channel, pan } => {
@@ -356,6 +359,26 @@ impl DeskCore {
         self.rx = active;
     }
 
+    /// The desk as consoles show it; `names`: its channels' names.
+    pub fn state(&self, port: &str, names: &[String]) -> crate::net::protocol::DeskState {
+        use crate::net::protocol::{DeskChannelState, DeskState};
+        DeskState {
+            port: port.to_string(),
+            selected: names.get(self.selected).cloned().unwrap_or_default(),
+            channels: (0..self.channels.min(names.len()))
+                .map(|c| DeskChannelState {
+                    name: names[c].clone(),
+                    listen: self.listen[c],
+                    volume_db: self.volume[c],
+                    rx: self.rx & (1 << c) != 0,
+                    tx: self.tx[c],
+                    busy: self.busy[c],
+                })
+                .collect(),
+            patches: self.patches.iter().filter_map(|&(a, b)| Some([names.get(a)?.clone(), names.get(b)?.clone()])).collect(),
+        }
+    }
+
     /// Whether an LED is lit at `now`.
     pub fn led(&self, led: DeskLed, now: Instant) -> bool {
         let one = |c: usize| match led.kind {
@@ -419,6 +442,8 @@ impl DeskLink {
 #[derive(Debug)]
 pub enum DeskToRouter {
     Floor { port: PortId, channel: ChannelId, on: bool },
+    /// The desk's state changed (for consoles).
+    State { port: PortId, state: crate::net::protocol::DeskState },
     Patch { a: ChannelId, b: ChannelId, on: bool, reply: oneshot::Sender<Result<(), String>> },
 }
 
@@ -427,6 +452,7 @@ pub struct DeskPort {
     pub name: String,
     pub core: DeskCore,
     pub link_channels: Vec<ChannelId>,
+    pub channel_names: Vec<String>,
     pub inputs: mpsc::UnboundedReceiver<DeskInput>,
     pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
     pub mixer: Option<Arc<Mutex<Mixer>>>,
@@ -443,6 +469,7 @@ impl DeskPort {
         let mut refresh = tokio::time::interval(LED_REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut lit: Vec<Option<bool>> = vec![None; self.leds.len()];
+        let mut shown = None;
         self.apply_effects().await;
         loop {
             let now = clock::now();
@@ -475,6 +502,11 @@ impl DeskPort {
                     }
                     lit[i] = Some(on);
                 }
+            }
+            let state = self.core.state(&self.name, &self.channel_names);
+            if shown.as_ref() != Some(&state) {
+                shown = Some(state.clone());
+                let _ = self.to_channel.send(ChannelMsg::Desk(DeskToRouter::State { port: self.id, state }));
             }
         }
         // Whatever stopped the desk, its floors go back: the radios carrying it unkey.
@@ -722,6 +754,7 @@ pub fn start(
         name: name.to_string(),
         core: DeskCore::new(desk),
         link_channels: channel_ids.clone(),
+        channel_names: desk.channels.clone(),
         inputs,
         to_channel: to_channel.clone(),
         mixer: audio.mixer.clone(),

@@ -70,6 +70,8 @@ pub enum ToPeer {
     Roster { channel: String, members: Vec<RosterEntry> },
     /// The hub box's own radio ports, for consoles.
     Ports { ports: Vec<PortStatus> },
+    /// The hub box's desk port, for consoles.
+    Desk(protocol::DeskState),
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

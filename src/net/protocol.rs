@@ -116,6 +116,7 @@ pub enum ServerMessage {
     Ports(Ports),
     /// A `desk` command was applied.
     Desk(DeskDone),
+    DeskState(DeskState),
     Pong,
     Error(ErrorMessage),
 }
@@ -123,6 +124,30 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeskDone {
     pub port: String,
+}
+
+/// The hub box's desk port as its consoles show it; sent on join and on every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeskState {
+    pub port: String,
+    /// The channel the desk's main PTT talks on.
+    pub selected: String,
+    pub channels: Vec<DeskChannelState>,
+    /// Cross-connected channel pairs.
+    pub patches: Vec<[String; 2]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeskChannelState {
+    pub name: String,
+    pub listen: bool,
+    pub volume_db: f32,
+    /// Audio is playing from the channel.
+    pub rx: bool,
+    /// The desk holds the channel's floor.
+    pub tx: bool,
+    /// Someone else holds it.
+    pub busy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,7 +464,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
 /// Parse one hub message (the uplink side). Unknown types are an error the caller may ignore.
 pub fn parse_server(text: &str) -> Result<ServerMessage, ParseError> {
     let (ty, value) = split_type(text)?;
-    if !matches!(ty.as_str(), "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "pong" | "error") {
+    if !matches!(ty.as_str(), "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "desk_state" | "pong" | "error") {
         return Err(ParseError::UnknownType(truncate(&ty, 40)));
     }
     let msg: ServerMessage =

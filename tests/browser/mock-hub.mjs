@@ -56,8 +56,12 @@ function mediaPageScript() {
 }
 
 export class MockBox {
-  constructor({ browser, port, lines, token = 'demo', schedule = { every: 6000, talk: 2500 } }) {
+  constructor({ browser, port, lines, token = 'demo', schedule = { every: 6000, talk: 2500 }, desk = false }) {
     Object.assign(this, { browser, port, lines, token, schedule });
+    // A desk box: its desk port "desk" on both channels, controlled with `desk` commands.
+    this.desk = desk ? { port: 'desk', selected: 'ops', patches: [], channels: [
+      { name: 'ops', listen: true, volume_db: 0, rx: false, tx: false, busy: false },
+      { name: 'fire', listen: true, volume_db: -6, rx: false, tx: false, busy: false }] } : null;
     this.url = `http://127.0.0.1:${port}`;
     this.channels = [{ name: 'ops', label: 'Operations' }, { name: 'fire', label: 'Fire' }];
     this.log = [];
@@ -188,6 +192,12 @@ export class MockBox {
             ? { id: this.floor.get(c.name).id, name: this.floor.get(c.name).name } : null })) });
         for (const c of new Set(mine.map((x) => x.channel))) this.roster(c);
         this.sendTo(ws, { type: 'ports', ports: [this.port1] });
+        if (this.desk) this.sendTo(ws, { type: 'desk_state', ...this.desk });
+      } else if (m.type === 'desk') {
+        const refused = this.deskCommand(m);
+        if (refused) return this.sendTo(ws, { type: 'error', code: 'bad_request', message: refused });
+        this.sendTo(ws, { type: 'desk', port: m.port });
+        for (const c of this.wss.clients) this.sendTo(c, { type: 'desk_state', ...this.desk });
       } else if (m.type === 'offer') {
         const sdp = await this.mediaPage.evaluate(([p, s, mids]) => window.hub.answer(p, s, mids), [peer, m.sdp, m.mids]);
         this.sendTo(ws, { type: 'answer', sdp });
@@ -211,6 +221,35 @@ export class MockBox {
       this.mediaPage.evaluate((p) => window.hub.close(p), peer).catch(() => {});
     });
   }
+
+  /** Apply a console's desk command like the daemon's desk does; a reason when refused. */
+  deskCommand(m) {
+    const d = this.desk;
+    if (!d || m.port !== d.port) return `no desk port \`${m.port}\``;
+    const a = m.action || {};
+    const ch = d.channels.find((c) => c.name === a.channel);
+    switch (a.action) {
+      case 'select': if (!ch) return 'unknown channel'; d.selected = ch.name; return null;
+      case 'listen': if (!ch) return 'unknown channel'; ch.listen = !!a.on; return null;
+      case 'volume':
+        if (!ch || !(a.db >= -60 && a.db <= 20)) return 'volume out of range';
+        ch.volume_db = a.db; return null;
+      case 'ptt': (ch || d.channels.find((c) => c.name === d.selected)).tx = !!a.on; return null;
+      case 'all_call': for (const c of d.channels) c.tx = !!a.on; return null;
+      case 'patch': {
+        const [x, y] = a.channels || [];
+        const i = d.patches.findIndex((p) => (p[0] === x && p[1] === y) || (p[0] === y && p[1] === x));
+        if (x === y) return 'a patch joins two different channels';
+        if (a.on) { if (i >= 0) return 'these channels are already patched'; d.patches.push([x, y]); }
+        else { if (i < 0) return 'these channels are not patched'; d.patches.splice(i, 1); }
+        return null;
+      }
+      default: return `unknown desk action \`${a.action}\``;
+    }
+  }
+
+  /** The desk commands consoles sent, oldest first. */
+  deskLog() { return this.log.filter((m) => m.type === 'desk').map((m) => m.action); }
 
   /** The PTT line of the radio transmitting what the consoles say. */
   pttLine() { return fs.readFileSync(path.join(this.lines, 'radio1-ptt'), 'utf8').trim() === '1'; }

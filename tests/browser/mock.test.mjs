@@ -67,3 +67,60 @@ test('mock: a refused token shows the login form; revoke and port states are sho
     await browser.close();
   }
 });
+
+test('mock: a desk box\'s console shows its desk and sends every control as a desk command', async () => {
+  const chromium = await prerequisites();
+  const dir = tmpDir('roipd-mock-desk-');
+  const browser = await launch(chromium, toneWav(path.join(dir, 'mic.wav')));
+  const box = new MockDemo({ browser, port: await freePort(), lines: path.join(dir, 'lines'),
+    schedule: { every: 3600000, talk: 1000 }, desk: true });
+  await box.start();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`${box.url}/?token=demo`);
+    await until('desk panel', () => page.locator('#desk').isVisible(), 20000);
+    assert.equal(await page.locator('#desk-port').textContent(), 'desk');
+    const row = (ch) => page.locator(`#desk-channels tr[data-channel="${ch}"]`);
+    assert.equal(await row('ops').locator('.desk-select').isChecked(), true);
+
+    await row('fire').locator('.desk-select').check();
+    await until('fire selected', async () => box.desk.selected === 'fire');
+    await row('ops').locator('.desk-listen').uncheck();
+    await until('ops muted', async () => box.desk.channels[0].listen === false);
+    await row('fire').locator('.desk-volume').fill('-12');
+    await until('fire volume', async () => box.desk.channels[1].volume_db === -12);
+
+    // Desk PTT: held, then let go; the state comes back from the box.
+    const ptt = page.locator('#desk-ptt');
+    const bb = await ptt.boundingBox();
+    await page.mouse.move(bb.x + bb.width / 2, bb.y + bb.height / 2);
+    await page.mouse.down();
+    await until('desk talking on fire', async () => /desk talking/.test(await row('fire').textContent()));
+    await page.mouse.up();
+    await until('desk stopped', async () => !/desk talking/.test(await row('fire').textContent()));
+
+    await page.selectOption('#desk-patch-a', 'ops');
+    await page.selectOption('#desk-patch-b', 'fire');
+    await page.click('#desk-patch button[type=submit]');
+    await until('patch listed', () => page.locator('#desk-patches li[data-patch="ops+fire"]').isVisible());
+    // The same patch again is refused by the box; the console shows why.
+    await page.click('#desk-patch button[type=submit]');
+    await until('refusal shown', async () => /already patched/.test(await page.locator('#desk-error').textContent()));
+    await page.locator('#desk-patches li[data-patch="ops+fire"] button').click();
+    await until('patch gone', async () => (await page.locator('#desk-patches li').count()) === 0);
+
+    assert.deepEqual(box.deskLog(), [
+      { action: 'select', channel: 'fire' },
+      { action: 'listen', channel: 'ops', on: false },
+      { action: 'volume', channel: 'fire', db: -12 },
+      { action: 'ptt', on: true },
+      { action: 'ptt', on: false },
+      { action: 'patch', channels: ['ops', 'fire'], on: true },
+      { action: 'patch', channels: ['ops', 'fire'], on: true },
+      { action: 'patch', channels: ['ops', 'fire'], on: false },
+    ]);
+  } finally {
+    await box.stop();
+    await browser.close();
+  }
+});

@@ -1,5 +1,5 @@
 // roipd web PTT console. Protocol: docs/signaling.md (hello/welcome, offer/answer, floor,
-// roster, ports, ping). Plain browser APIs only: WebSocket, RTCPeerConnection, getUserMedia.
+// roster, ports, desk, ping). Plain browser APIs only: WebSocket, RTCPeerConnection, getUserMedia.
 'use strict';
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -135,9 +135,15 @@ function onMessage(m, session) {
     case 'floor': return onFloor(m);
     case 'roster': return onRoster(m);
     case 'ports': return renderPorts(m.ports || []);
+    case 'desk_state': return renderDesk(m);
+    case 'desk': S.deskPending = false; return setText($('#desk-error'), '');
     case 'pong': return;
     case 'error':
       if (m.code === 'unauthorized') return; // the close (4001) follows
+      if (String(m.message).startsWith('desk') || S.deskPending) {
+        S.deskPending = false;
+        setText($('#desk-error'), m.message);
+      }
       if (m.code === 'forbidden') { // skip the channel this token may not join; the retry follows
         for (const c of S.known) if (String(m.message).includes(c)) S.forbidden.add(c);
         S.known = S.known.filter((c) => !S.forbidden.has(c));
@@ -412,6 +418,90 @@ function renderChannel(ch) {
   setText($('.ch-link', ch.el), ch.link);
   $('.tx-select input', ch.el).disabled = ch.id === undefined;
 }
+
+// ---------- the box's desk port (only when this console is served by a desk box) ----------
+
+function deskAction(action) {
+  if (!S.desk) return;
+  S.deskPending = true;
+  send({ type: 'desk', port: S.desk.port, action });
+}
+
+function renderDesk(d) {
+  S.desk = d;
+  $('#desk').hidden = false;
+  setText($('#desk-port'), d.port);
+  const body = $('#desk-channels tbody');
+  const names = d.channels.map((c) => c.name).join(' ');
+  if (body.dataset.names !== names) {
+    body.dataset.names = names;
+    body.replaceChildren(...d.channels.map((c) => deskRow(c.name)));
+  }
+  // Update in place: a control being used keeps its focus and value.
+  for (const c of d.channels) {
+    const tr = body.querySelector(`tr[data-channel="${c.name}"]`);
+    tr.className = [c.tx && 'tx', c.busy && 'busy', c.rx && 'rx'].filter(Boolean).join(' ');
+    $('.desk-select', tr).checked = c.name === d.selected;
+    $('.desk-listen', tr).checked = c.listen;
+    const range = $('.desk-volume', tr);
+    if (document.activeElement !== range) range.value = c.volume_db;
+    setText($('.desk-state', tr),
+      [c.tx && 'desk talking', c.busy && 'busy', c.rx && 'receiving'].filter(Boolean).join(', ') || 'idle');
+  }
+  for (const id of ['#desk-patch-a', '#desk-patch-b']) {
+    const s = $(id);
+    const keep = s.value;
+    s.replaceChildren(...d.channels.map((c) => new Option(c.name, c.name)));
+    if (keep) s.value = keep;
+  }
+  $('#desk-patches').replaceChildren(...d.patches.map(([a, b]) => {
+    const li = document.createElement('li');
+    li.dataset.patch = `${a}+${b}`;
+    const undo = Object.assign(document.createElement('button'), { type: 'button', textContent: 'Unpatch' });
+    undo.onclick = () => deskAction({ action: 'patch', channels: [a, b], on: false });
+    li.append(`${a} ⇄ ${b} `, undo);
+    return li;
+  }));
+}
+
+function deskRow(name) {
+  const tr = document.createElement('tr');
+  tr.dataset.channel = name;
+  const cell = (...children) => { const td = document.createElement('td'); td.append(...children); return td; };
+  const radio = Object.assign(document.createElement('input'), { type: 'radio', name: 'desk-selected',
+    className: 'desk-select' });
+  radio.setAttribute('aria-label', `select ${name}`);
+  radio.onchange = () => deskAction({ action: 'select', channel: name });
+  const box = Object.assign(document.createElement('input'), { type: 'checkbox', className: 'desk-listen' });
+  box.setAttribute('aria-label', `listen to ${name}`);
+  box.onchange = () => deskAction({ action: 'listen', channel: name, on: box.checked });
+  const range = Object.assign(document.createElement('input'), { type: 'range', min: -60, max: 20, step: 1,
+    className: 'desk-volume' });
+  range.setAttribute('aria-label', `volume of ${name}`);
+  range.onchange = () => deskAction({ action: 'volume', channel: name, db: Number(range.value) });
+  const state = Object.assign(document.createElement('td'), { className: 'desk-state' });
+  tr.append(cell(name), cell(radio), cell(box), cell(range), state);
+  return tr;
+}
+
+function deskHold(button, on) {
+  const b = $(button);
+  const action = button === '#desk-ptt' ? 'ptt' : 'all_call';
+  b.dataset.state = on ? 'on' : 'idle';
+  deskAction({ action, on });
+}
+
+for (const id of ['#desk-ptt', '#desk-all-call']) {
+  const b = $(id);
+  b.addEventListener('pointerdown', (e) => { e.preventDefault(); deskHold(id, true); });
+  for (const ev of ['pointerup', 'pointercancel', 'pointerleave']) {
+    b.addEventListener(ev, () => { if (b.dataset.state === 'on') deskHold(id, false); });
+  }
+}
+$('#desk-patch').addEventListener('submit', (e) => {
+  e.preventDefault();
+  deskAction({ action: 'patch', channels: [$('#desk-patch-a').value, $('#desk-patch-b').value], on: true });
+});
 
 function renderPorts(ports) {
   const rows = ports.map((p) => {

@@ -412,6 +412,7 @@ impl Session {
             }
             ToPeer::Roster { channel, members } => ServerMessage::Roster(Roster { channel, members }),
             ToPeer::Ports { ports } => ServerMessage::Ports(Ports { ports }),
+            ToPeer::Desk(state) => ServerMessage::DeskState(state),
         };
         ws.send(&msg).await
     }
