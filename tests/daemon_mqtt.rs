@@ -577,6 +577,24 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     d.drive("a-cor", false);
     d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
 
+    // remote_ptt on a TX-inhibited radio: refused, not keyed; allowed again once lifted.
+    let mark = probe.mark();
+    probe.publish("roipd/strict-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#).await;
+    probe.wait_after(mark, "inhibited", WAIT, |m| on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == true).await;
+    probe.publish("roipd/strict-box/cmd/remote_ptt", r#"{"request_id":"p1","port":"radio-b","on":true,"max_duration_s":5}"#).await;
+    let reply = probe.wait_after(mark, "remote_ptt while inhibited", WAIT, reply_to("p1")).await.json();
+    assert_eq!(reply["error"]["code"], "rejected", "{reply}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.line("b-ptt"), Some(false), "keyed while inhibited");
+    probe.publish("roipd/strict-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#).await;
+    probe.wait_after(mark, "inhibit lifted", WAIT, |m| on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == false).await;
+    probe.publish("roipd/strict-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-b","on":true,"max_duration_s":5}"#).await;
+    let reply = probe.wait_after(mark, "remote_ptt", WAIT, reply_to("p2")).await.json();
+    assert_eq!(reply["ok"], true, "{reply}");
+    d.wait_for("B keyed remotely", WAIT, |d| d.line("b-ptt") == Some(true));
+    probe.publish("roipd/strict-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-b","on":false}"#).await;
+    d.wait_for("B released remotely", WAIT, |d| d.line("b-ptt") == Some(false));
+
     // restart: answered, then the same configuration again (online, same config hash).
     let status = probe.all().into_iter().rev().find(|m| m.topic == "roipd/strict-box/status").unwrap().json();
     let mark = probe.mark();

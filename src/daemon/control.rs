@@ -27,6 +27,8 @@ pub struct Control {
     pub restart: mpsc::UnboundedSender<Option<(Config, String)>>,
     /// Blinked by `identify`.
     pub status_led: Option<LogicalOutput>,
+    /// The ports' latest states: a remote key-up of an inhibited or locked-out radio is refused.
+    pub reporter: super::report::Reporter,
 }
 
 impl Control {
@@ -96,6 +98,11 @@ impl Control {
                 Ok(json!({ "port": port, "inhibited": on }))
             }
             Command::RemotePtt { port, action } => {
+                self.radio(&port)?;
+                if matches!(action, PttAction::Key { .. }) {
+                    // The keying core would not key it anyway: say so rather than "keyed".
+                    self.refuses_keying(&port)?;
+                }
                 let (on, max) = match action {
                     PttAction::Key { max_duration } => (true, max_duration),
                     PttAction::Release => (false, Default::default()),
@@ -142,6 +149,20 @@ impl Control {
                 Ok(json!({ "identify_s": duration.as_secs_f64(), "led": self.status_led.as_ref().map(|l| l.name()) }))
             }
         }
+    }
+}
+
+impl Control {
+    fn refuses_keying(&self, port: &str) -> Result<(), CommandError> {
+        let states = self.reporter.port_states();
+        let Some((_, state)) = states.iter().find(|(name, _)| name == port) else { return Ok(()) };
+        if state.inhibited {
+            return Err(CommandError::rejected(format!("{port} is TX-inhibited; lift it with tx_inhibit first")));
+        }
+        if state.locked_out {
+            return Err(CommandError::rejected(format!("{port} is locked out by its time-out timer until it is idle")));
+        }
+        Ok(())
     }
 }
 

@@ -276,6 +276,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             to_channel: to_channel_control,
             restart: restart_tx,
             status_led,
+            reporter: reporter.clone(),
         };
         tasks.spawn(control.run(commands, cancel.clone()));
     }
