@@ -1,8 +1,8 @@
 //! Per-stream metrics from real WebRTC sessions: an edge `roipd run` uplinked to a hub `roipd
 //! run`, both reporting to a real Mosquitto. While the edge's radio talks, the hub's metrics
 //! carry the edge's stream (`edge/ops`) and the edge's carry its uplink stream (`uplink/ops`),
-//! with plausible RTT, jitter, loss and bitrate for Opus on loopback; when the edge leaves, its
-//! stream leaves the hub's metrics.
+//! with plausible RTT, jitter, loss and bitrate for Opus on loopback; a second peer with the same
+//! name gets its own key; when the edges leave, their streams leave the hub's metrics.
 
 #[allow(dead_code)]
 mod common;
@@ -118,7 +118,28 @@ async fn hub_and_uplink_streams_show_up_in_the_metrics() {
 
     edge.drive("a-cor", false);
     hub.wait_for("hub radio released", WAIT, |d| d.line("b-ptt") == Some(false));
-    // The edge leaves: its stream leaves the hub's metrics.
+
+    // A second box joins under the same name (no [mqtt]: one broker client id per device):
+    // its stream gets a key of its own instead of overwriting the first one's.
+    let twin_config = fill(EDGE);
+    let twin_config = &twin_config[..twin_config.find("[mqtt]").unwrap()];
+    let mut twin = Daemon::start_with(twin_config, &[], &[("token", "edge-secret\n")]);
+    twin.wait_for("twin uplink up", WAIT, |d| d.stderr().contains("uplink up"));
+    twin.drive("a-cor", true);
+    let mark = probe.mark();
+    let both = probe
+        .wait_after(mark, "two streams at the hub", WAIT, |m| {
+            metrics_of("m-hub")(m) && m.json()["streams"].as_object().is_some_and(|s| s.len() == 2)
+        })
+        .await
+        .json();
+    let keys: Vec<&String> = both["streams"].as_object().unwrap().keys().collect();
+    assert!(keys.iter().any(|k| *k == "edge/ops"), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("edge#") && k.ends_with("/ops")), "{keys:?}");
+    twin.drive("a-cor", false);
+    drop(twin);
+
+    // The edges leave: their streams leave the hub's metrics.
     edge.signal(libc::SIGTERM);
     assert!(edge.wait_exit(WAIT).success(), "{}", edge.stderr());
     let mark = probe.mark();

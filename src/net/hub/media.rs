@@ -208,7 +208,8 @@ impl MediaLoop {
             let taken = self.peers.values().any(|p| p.label == name);
             let label = if taken { format!("{name}#{peer}") } else { name.to_owned() };
             let stats = RtcStats::default();
-            self.peers.insert(peer, Peer { rtc, fingerprint, tracks, notes, connected: false, deadline: now, label, stats });
+            let new = Peer { rtc, fingerprint, tracks, notes, connected: false, deadline: now, label, stats };
+            self.peers.insert(peer, new);
         }
         self.drive(peer);
         Ok(add_end_of_candidates(&answer.to_sdp_string()))
