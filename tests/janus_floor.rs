@@ -41,6 +41,11 @@ const ROOM_SECRET: &str = "floor-room-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
+fn janus_floor_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
+    in_namespace("inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts", &[MOSQUITTO], OUTER_LIMIT);
+}
+
+#[test]
 fn janus_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
     in_namespace(
         "inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted",
@@ -414,4 +419,81 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
         }
     });
     drop(broker);
+}
+
+// ---------------------------------------------------------------------------------------------
+// roipd edges (processes with sim radios) against the roipd floor host
+
+/// A field box with one sim radio on `ops` (COR `cor`, PTT `ptt`), its floor on hub-1.
+fn radio_edge(device: &str, priority: u8) -> Daemon {
+    let config = format!(
+        "device_id = \"{device}\"\n[gpio.sim]\ndir = \"{{lines}}\"\n\
+         [channel.ops]\n[channel.ops.janus]\nroom = {ROOM}\nsecret_file = \"{{dir}}/room.secret\"\n\
+         [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\npriority = {priority}\n\
+         cor = {{ line = \"sim:cor\" }}\nptt = {{ line = \"sim:ptt\" }}\n\
+         [uplink]\nkind = \"janus\"\nurl = \"{}\"\nadmin_key_file = \"{{dir}}/admin.key\"\nfloor_hub = \"{HUB}\"\n\
+         [mqtt]\nurl = \"{}\"\n",
+        janus_url(),
+        mqtt_url()
+    );
+    Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)])
+}
+
+fn busy_count(d: &Daemon) -> usize {
+    d.stderr().matches("floor busy").count()
+}
+
+#[test]
+#[ignore = "runs inside the namespace its outer test makes"]
+fn inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
+    if !inside() {
+        return;
+    }
+    let _janus = Janus::start();
+    let _broker = Mosquitto::start();
+    let config = HOST_CONFIG.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
+    let mut host =
+        Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
+    host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
+    let mut a = radio_edge("edge-a", 0);
+    let mut b = radio_edge("edge-b", 0);
+    let mut d = radio_edge("edge-d", 100);
+    for e in [&mut a, &mut b, &mut d] {
+        e.wait_for("uplink up", WAIT, |d| d.stderr().contains("uplink up"));
+    }
+    host.wait_for("three edges joined", WAIT, |h| h.stderr().matches("floor host: edge joined").count() >= 3);
+
+    // A and B key up at once: the host lets exactly one talk; the other is told busy.
+    a.drive("cor", true);
+    b.drive("cor", true);
+    let deadline = Instant::now() + WAIT;
+    while busy_count(&a) + busy_count(&b) == 0 {
+        assert!(Instant::now() < deadline, "nobody told busy\n--- a ---\n{}\n--- b ---\n{}", a.stderr(), b.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(busy_count(&a) + busy_count(&b), 1, "exactly one is told busy");
+    let (winner, loser) = if busy_count(&b) == 1 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    // D (idle, listening) carries the winner: its radio keys.
+    d.wait_for("D keyed for the winner", WAIT, |d| d.line("ptt") == Some(true));
+    // The loser's squelch closes: its radio now carries the winner too.
+    loser.drive("cor", false);
+    loser.wait_for("loser keyed for the winner", WAIT, |d| d.line("ptt") == Some(true));
+    assert_eq!(winner.line("ptt"), Some(false), "the talker's own radio is not keyed");
+
+    // D (priority 100) keys up: the host preempts the winner, whose floor is revoked.
+    d.drive("cor", true);
+    winner.wait_for("winner revoked", WAIT, |w| w.stderr().contains("floor revoked"));
+    winner.drive("cor", false);
+    winner.wait_for("winner keyed for D", WAIT, |w| w.line("ptt") == Some(true));
+    assert!(loser.line("ptt") == Some(true), "the loser carries D now");
+    let log = host.stderr();
+    assert!(log.contains("floor host: channel taken") && log.contains("radio1@edge-d"), "the host names D as holder");
+
+    // D lets go: every radio unkeys.
+    d.drive("cor", false);
+    for e in [&mut a, &mut b, &mut d] {
+        e.wait_for("radio unkeyed on idle", WAIT, |d| d.line("ptt") == Some(false));
+    }
+    host.wait_for("channel idle", WAIT, |h| h.stderr().contains("floor host: channel idle"));
 }
