@@ -151,7 +151,8 @@ impl DeskPortConfig {
             "all_call" => return Ok(DeskButton::AllCall),
             _ => {}
         }
-        let per_channel: [(&str, fn(usize) -> DeskButton); 3] =
+        type MakeButton = fn(usize) -> DeskButton;
+        let per_channel: [(&str, MakeButton); 3] =
             [("ptt", DeskButton::ChannelPtt), ("select", DeskButton::Select), ("listen", DeskButton::Listen)];
         for (prefix, make) in per_channel {
             if let Some(channel) = channel_part(name, prefix) {
