@@ -4,7 +4,6 @@
 //! with plausible RTT, jitter, loss and bitrate for Opus on loopback; a second peer with the same
 //! name gets its own key; when the edges leave, their streams leave the hub's metrics.
 
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 mod fleet;
