@@ -424,13 +424,17 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
 // ---------------------------------------------------------------------------------------------
 // roipd edges (processes with sim radios) against the roipd floor host
 
-/// A field box with one sim radio on `ops` (COR `cor`, PTT `ptt`), its floor on hub-1.
-fn radio_edge(device: &str, priority: u8) -> Daemon {
+/// A field box with one sim radio on `ops` (COR `cor`, PTT `ptt`, a tone while the COR is
+/// open: the host sees the talker's audio in Janus, which keeps its floor), its floor on hub-1.
+/// A dispatch link is full duplex, so its COR counts while the channel keys it.
+fn radio_edge(device: &str, priority: u8, hz: u32) -> Daemon {
+    let duplex = priority > 0;
     let config = format!(
         "device_id = \"{device}\"\n[gpio.sim]\ndir = \"{{lines}}\"\n\
          [channel.ops]\n[channel.ops.janus]\nroom = {ROOM}\nsecret_file = \"{{dir}}/room.secret\"\n\
-         [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\npriority = {priority}\n\
+         [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\npriority = {priority}\nduplex = {duplex}\n\
          cor = {{ line = \"sim:cor\" }}\nptt = {{ line = \"sim:ptt\" }}\n\
+         audio = {{ capture = \"sim:tone:{hz}:-12\", playback = \"sim:wav-out:{{dir}}/tx.wav\" }}\n\
          [uplink]\nkind = \"janus\"\nurl = \"{}\"\nadmin_key_file = \"{{dir}}/admin.key\"\nfloor_hub = \"{HUB}\"\n\
          [mqtt]\nurl = \"{}\"\n",
         janus_url(),
@@ -455,9 +459,9 @@ fn inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
     let mut host =
         Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
-    let mut a = radio_edge("edge-a", 0);
-    let mut b = radio_edge("edge-b", 0);
-    let mut d = radio_edge("edge-d", 100);
+    let mut a = radio_edge("edge-a", 0, 1000);
+    let mut b = radio_edge("edge-b", 0, 1500);
+    let mut d = radio_edge("edge-d", 100, 700);
     for e in [&mut a, &mut b, &mut d] {
         e.wait_for("uplink up", WAIT, |d| d.stderr().contains("uplink up"));
     }
@@ -484,6 +488,7 @@ fn inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
     // D (priority 100) keys up: the host preempts the winner, whose floor is revoked.
     d.drive("cor", true);
     winner.wait_for("winner revoked", WAIT, |w| w.stderr().contains("floor revoked"));
+    assert!(winner.stderr().contains("Preempted"), "revoked by D's preemption, not a timeout\n{}", winner.stderr());
     winner.drive("cor", false);
     winner.wait_for("winner keyed for D", WAIT, |w| w.line("ptt") == Some(true));
     assert!(loser.line("ptt") == Some(true), "the loser carries D now");

@@ -472,7 +472,7 @@ impl Host {
             return Some(d.clone());
         }
         let (_, display) = self.rooms.get(channel)?.iter().find(|(f, _)| *f == feed)?;
-        let device = display.split('/').next().unwrap_or_default();
+        let device = display_device(display);
         (valid_device(device) && self.edges.contains_key(device)).then(|| device.to_owned())
     }
 
@@ -489,15 +489,8 @@ impl Host {
         let Some(publishers) = self.rooms.get(channel) else { return };
         let holder = self.holders.get(channel).cloned().flatten();
         let holder_device = holder.as_ref().and_then(|h| h.device.clone());
-        let holder_feed = holder_device.as_deref().and_then(|d| {
-            let reported = self.edges.get(d).and_then(|e| e.feeds.get(channel).copied().flatten());
-            reported.filter(|f| publishers.iter().any(|(p, _)| p == f)).or_else(|| {
-                publishers
-                    .iter()
-                    .find(|(_, display)| display == d || display.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
-                    .map(|(f, _)| *f)
-            })
-        });
+        let reported = holder_device.as_deref().and_then(|d| self.edges.get(d)?.feeds.get(channel).copied().flatten());
+        let holder_feed = holder_feed(publishers, holder_device.as_deref(), reported);
         for (feed, publisher) in publishers {
             let mute = Some(*feed) != holder_feed;
             let key = (channel.to_owned(), *feed);
@@ -513,6 +506,21 @@ impl Host {
             }
         }
     }
+}
+
+/// The device a publisher's display name (`device/port` or `device`) names.
+fn display_device(display: &str) -> &str {
+    display.split('/').next().unwrap_or_default()
+}
+
+/// The holder's publisher among a room's `publishers` (feed, display): the feed its edge
+/// reported if it is there (a reported feed can be stale after a Janus restart), else the one
+/// whose display names the holder's device. None: nobody in the room may talk.
+fn holder_feed(publishers: &[(u64, String)], holder_device: Option<&str>, reported: Option<u64>) -> Option<u64> {
+    let device = holder_device?;
+    reported
+        .filter(|f| publishers.iter().any(|(p, _)| p == f))
+        .or_else(|| publishers.iter().find(|(_, display)| display_device(display) == device).map(|(f, _)| *f))
 }
 
 /// The router's answer to a join, then the peer's messages (media dropped: it never passes
@@ -556,5 +564,26 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holders_publisher_by_reported_feed_else_by_display_name() {
+        let room = vec![(11, "edge-a/radio1".to_owned()), (12, "edge-ab/radio1".to_owned()), (13, "edge-c".to_owned())];
+        assert_eq!(holder_feed(&room, None, Some(11)), None, "nobody holds: everyone muted");
+        assert_eq!(holder_feed(&room, Some("edge-a"), Some(11)), Some(11));
+        assert_eq!(holder_feed(&room, Some("edge-a"), None), Some(11), "by display name");
+        assert_eq!(holder_feed(&room, Some("edge-a"), Some(99)), Some(11), "a stale feed falls back to the name");
+        assert_eq!(holder_feed(&room, Some("edge-c"), None), Some(13), "a display without a port");
+        assert_eq!(holder_feed(&room, Some("edge-b"), None), None, "edge-ab is not edge-b");
+        assert_eq!(holder_feed(&room, Some("edge-d"), None), None, "the holder does not publish here");
+        assert_eq!(holder_feed(&[], Some("edge-a"), Some(11)), None);
+        assert_eq!(display_device("edge-a/radio1"), "edge-a");
+        assert_eq!(display_device("edge-a"), "edge-a");
+        assert_eq!(display_device(""), "");
     }
 }
