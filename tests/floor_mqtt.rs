@@ -434,6 +434,14 @@ async fn contention_is_decided_by_the_host() {
         x.wait("radio unkeyed on idle", |v| !v.tx && v.holder.is_none()).await;
     }
     late.wait("holder retained: idle", T, |m| m.topic == holder_topic("ops") && m.json()["holder"].is_null()).await;
+    // A second request on warm connections.
+    b.unpress();
+    let pressed = Instant::now();
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    println!("request -> granted over MQTT, warm: {:.1} ms", pressed.elapsed().as_secs_f64() * 1000.0);
+    b.unpress();
+    a.wait("A unkeyed", |v| !v.tx).await;
     for x in [&a, &b, &d, &e] {
         assert!(!x.view(|v| v.keyed_while_down || v.floor_while_down));
         assert_eq!(x.view(|v| v.ups), 1, "no spurious rejoin: {:?}", x.view(|v| v.downs.clone()));
