@@ -461,6 +461,8 @@ pub struct DeskPort {
     pub buttons: BTreeMap<DeskButton, Debounce>,
     pub leds: Vec<(DeskLed, LogicalOutput)>,
     pub heartbeat: Heartbeat,
+    /// The port's state for MQTT and consoles: selected channel, audio playing, talking.
+    pub reporter: super::report::Reporter,
 }
 
 impl DeskPort {
@@ -505,6 +507,14 @@ impl DeskPort {
             }
             let state = self.core.state(&self.name, &self.channel_names);
             if shown.as_ref() != Some(&state) {
+                let summary = |s: &crate::net::protocol::DeskState| {
+                    (s.selected.clone(), s.channels.iter().any(|c| c.rx), s.channels.iter().any(|c| c.tx))
+                };
+                if shown.as_ref().map(summary) != Some(summary(&state)) {
+                    let (channel, rx_active, tx_keyed) = summary(&state);
+                    let port = crate::fleet::PortState { channel, rx_active, tx_keyed, ..Default::default() };
+                    self.reporter.port_state(&self.name, port);
+                }
                 shown = Some(state.clone());
                 let _ = self.to_channel.send(ChannelMsg::Desk(DeskToRouter::State { port: self.id, state }));
             }
@@ -720,6 +730,7 @@ pub fn start(
     channel_ids: Vec<ChannelId>,
     gpio: &mut crate::gpio::Gpio,
     to_channel: &mpsc::UnboundedSender<ChannelMsg>,
+    reporter: &super::report::Reporter,
     watchdog: &super::watchdog::Watchdog,
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -762,6 +773,7 @@ pub fn start(
         buttons,
         leds,
         heartbeat: watchdog.register(&format!("port {name}")),
+        reporter: reporter.clone(),
     };
     tasks.spawn(port.run(cancel.clone()));
     info!(port = %name, channels = channel_ids.len(), "desk port running");

@@ -206,7 +206,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         port_inputs.push(tx.clone());
         if let PortConfig::Desk(desk) = port {
             let channel_ids = desk.channels.iter().filter_map(|c| config.channel.keys().position(|k| k == c)).collect();
-            match desk_port::start(id, name, desk, channel_ids, &mut gpio, &to_channel, &watchdog, &cancel, &mut tasks) {
+            match desk_port::start(id, name, desk, channel_ids, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
                 Ok((link, inputs)) => {
                     desks.push((id, link));
                     held_inputs.extend(inputs);
