@@ -8,11 +8,16 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::fleet_ns::{in_namespace, inside, roipd, tone_quality, wav_samples, Janus, Mosquitto};
+use common::fleet_ns::{
+    drop_janus_media, in_namespace, inside, mqtt_command, roipd, tone_map, tone_power, tone_quality, wav_len, wav_samples,
+    Janus, Mosquitto,
+};
 use common::Daemon;
 
 const OUTER_LIMIT: Duration = Duration::from_secs(240);
 const MOSQUITTO: (&str, &str) = ("mosquitto", "mosquitto");
+const MOSQUITTO_PUB: (&str, &str) = ("mosquitto_pub", "mosquitto-clients");
+const NFT: (&str, &str) = ("nft", "nftables");
 const UP_WAIT: Duration = Duration::from_secs(30);
 const TONE_A: f32 = 1000.0;
 
@@ -65,7 +70,9 @@ fn ops() -> Vec<(String, u64)> {
 
 /// The floor host: arbiters for `list`, served over MQTT, enforced in Janus with `moderate`.
 fn floor_host(list: &[(String, u64)]) -> Daemon {
-    roipd(&format!("device_id = \"hub-1\"\n{}{JANUS_UPLINK}{MQTT}", channels(list)))
+    let mut host = roipd(&format!("device_id = \"hub-1\"\n{}{JANUS_UPLINK}{MQTT}", channels(list)));
+    host.wait_for("the floor host's Janus session", UP_WAIT, |d| d.stderr().contains("floor host: Janus session up"));
+    host
 }
 
 /// A field box with one sim radio on `ops`: it hears a `hz` tone while its COR (`cor`) is open
@@ -83,11 +90,22 @@ fn radio_edge(device: &str, hz: f32) -> Daemon {
 
 /// Wait until the daemon has logged its `n`th uplink Up (Janus published and floor joined).
 fn wait_up(d: &mut Daemon, n: usize) {
-    d.wait_for(&format!("uplink up #{n}"), UP_WAIT, |d| d.stderr().matches("uplink up").count() >= n);
+    d.wait_for(&format!("uplink up #{n}"), UP_WAIT, |d| d.stderr().matches("uplink up members").count() >= n);
 }
 
 fn tx_wav(d: &Daemon) -> PathBuf {
     d.dir.path().join("tx.wav")
+}
+
+/// Wait until the last second `d` recorded to `tx.wav` carries a `hz` tone; how long it took.
+fn wait_tone(d: &mut Daemon, hz: f32, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let path = tx_wav(d);
+    d.wait_for(&format!("a {hz} Hz tone in tx.wav"), limit, |_| {
+        let x = wav_samples(&path);
+        x.len() >= 48_000 && tone_quality(&x[x.len() - 48_000..], hz).tone_frames >= 25
+    });
+    started.elapsed()
 }
 
 /// Wait for a sim line to reach `level`; how long it took.
@@ -99,7 +117,7 @@ fn wait_line(d: &mut Daemon, line: &str, level: bool, limit: Duration) -> Durati
 
 /// Janus, the broker, the floor host, and edges A (talks a 1 kHz tone) and B (listens), both up.
 struct TwoEdges {
-    _janus: Janus,
+    janus: Janus,
     _broker: Mosquitto,
     _host: Daemon,
     a: Daemon,
@@ -116,7 +134,7 @@ fn two_edges() -> TwoEdges {
     wait_up(&mut a, 1);
     wait_up(&mut b, 1);
     println!("both edges up {} ms after start", started.elapsed().as_millis());
-    TwoEdges { _janus: janus, _broker: broker, _host: host, a, b }
+    TwoEdges { janus, _broker: broker, _host: host, a, b }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +168,199 @@ fn inner_janus_fleet_audio_from_radio_a_comes_out_of_radio_b() {
     assert!(q.tone_share() > 0.9, "{q:?}");
     assert!(!a.line_log("ptt").contains(&true), "A's own radio keyed by its own talk");
     assert_eq!(b.line_log("ptt").iter().filter(|&&on| on).count(), 1, "B keyed exactly once: {:?}", b.line_log("ptt"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) Janus killed and restarted mid-call
+
+#[test]
+fn janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile() {
+    in_namespace("inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile", &[MOSQUITTO], OUTER_LIMIT);
+}
+
+#[test]
+#[ignore = "runs inside the namespace its outer test makes"]
+fn inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile() {
+    if !inside() {
+        return;
+    }
+    const OUTAGE: Duration = Duration::from_secs(2);
+    let mut fleet = two_edges();
+    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    a.drive("cor", true);
+    wait_line(b, "ptt", true, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let keys_before = b.line_log("ptt").len();
+
+    fleet.janus.kill();
+    let killed = Instant::now();
+    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    let unkeyed = wait_line(b, "ptt", false, Duration::from_secs(10));
+    println!("Janus SIGKILLed: B's PTT released after {} ms", unkeyed.as_millis());
+    // A keeps talking the whole time; B must stay unkeyed while Janus is gone.
+    while killed.elapsed() < OUTAGE {
+        assert_ne!(b.line("ptt"), Some(true), "B keyed while Janus was down");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fleet.janus.spawn();
+    let back = Instant::now();
+    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    wait_up(a, 2);
+    let a_up = back.elapsed();
+    wait_up(b, 2);
+    let b_up = back.elapsed();
+    wait_line(b, "ptt", true, Duration::from_secs(15));
+    let rekeyed = back.elapsed();
+    println!(
+        "Janus back after a {} ms outage: A up in {} ms, B up in {} ms, B keyed for A again {} ms after Janus listened",
+        OUTAGE.as_millis(),
+        a_up.as_millis(),
+        b_up.as_millis(),
+        rekeyed.as_millis()
+    );
+    let from = wav_len(&tx_wav(b));
+    std::thread::sleep(Duration::from_secs(3));
+    a.drive("cor", false);
+    wait_line(b, "ptt", false, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let after = wav_samples(&tx_wav(b));
+    let q = tone_quality(&after[from.min(after.len())..], TONE_A);
+    println!("after recovery B transmitted {:.1} % of frames with A's tone, SNR {:.1} dB", 100.0 * q.tone_share(), q.snr_db);
+    let map = tone_map(&after[from.min(after.len())..], TONE_A);
+    assert!(q.audible_frames >= 100 && q.tone_share() > 0.8, "audio after recovery: {q:?}\n{map}");
+    assert_eq!(b.line_log("ptt")[keys_before..], [false, true, false], "B's PTT since the kill: released, keyed once back, released");
+    assert!(!a.line_log("ptt").contains(&true), "A's own radio keyed");
+    assert!(rekeyed <= Duration::from_secs(5), "recovery took {} ms (target 5 s)", rekeyed.as_millis());
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) 10 % loss on Janus's media
+
+#[test]
+fn janus_fleet_ten_percent_media_loss_still_delivers_the_tone() {
+    in_namespace("inner_janus_fleet_ten_percent_media_loss_still_delivers_the_tone", &[MOSQUITTO, NFT], OUTER_LIMIT);
+}
+
+#[test]
+#[ignore = "runs inside the namespace its outer test makes"]
+fn inner_janus_fleet_ten_percent_media_loss_still_delivers_the_tone() {
+    if !inside() {
+        return;
+    }
+    let mut fleet = two_edges();
+    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    a.drive("cor", true);
+    wait_line(b, "ptt", true, Duration::from_secs(10));
+    let flowing = wait_tone(b, TONE_A, Duration::from_secs(15));
+    println!("A's tone recorded at B {} ms after B keyed", flowing.as_millis());
+    // Loss from here on: every packet Janus sends (B's subscription, RTCP to A) may be dropped.
+    drop_janus_media(10);
+    let from = wav_len(&tx_wav(b));
+    std::thread::sleep(Duration::from_secs(8));
+    a.drive("cor", false);
+    wait_line(b, "ptt", false, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let x = wav_samples(&tx_wav(b));
+    let x = &x[from.min(x.len())..];
+    let q = tone_quality(x, TONE_A);
+    println!(
+        "10 % loss from Janus: B transmitted {} of {} frames of the talk-spurt, {:.1} % carrying A's tone, SNR {:.1} dB",
+        q.audible_frames,
+        q.span_frames,
+        100.0 * q.tone_share(),
+        q.snr_db
+    );
+    let map = tone_map(x, TONE_A);
+    assert!(q.span_frames >= 350, "8 s talked, {} frames heard: {q:?}\n{map}", q.span_frames);
+    assert!(q.tone_share() > 0.6, "{q:?}\n{map}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) a desk on 20 channels
+
+/// Audible (above -40 dBFS) level of `hz` in each 100 ms block of `x`.
+fn tone_blocks(x: &[f32], hz: f32) -> Vec<bool> {
+    x.chunks_exact(4800).map(|b| 10.0 * tone_power(b, hz).max(1e-12).log10() > -40.0).collect()
+}
+
+#[test]
+fn janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
+    in_namespace("inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel", &[MOSQUITTO, MOSQUITTO_PUB], OUTER_LIMIT);
+}
+
+#[test]
+#[ignore = "runs inside the namespace its outer test makes"]
+fn inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
+    if !inside() {
+        return;
+    }
+    let list: Vec<(String, u64)> = (0..20).map(|i| (format!("c{i:02}"), 3000 + i)).collect();
+    let _janus = Janus::start();
+    let _broker = Mosquitto::start();
+    let _host = floor_host(&list);
+    let started = Instant::now();
+    let names: Vec<String> = list.iter().map(|(c, _)| format!("\"{c}\"")).collect();
+    let mut desk = roipd(&format!(
+        "device_id = \"desk-d\"\n[gpio.sim]\ndir = \"{{lines}}\"\n{}\
+         [port.desk]\nkind = \"desk\"\nchannels = [{}]\nduck_db = 0\n\
+         audio = {{ capture = \"sim:silence\", playback = \"sim:wav-out:{{dir}}/desk.wav\" }}\n\
+         {JANUS_UPLINK}floor_hub = \"hub-1\"\n{MQTT}",
+        channels(&list),
+        names.join(", ")
+    ));
+    // Three field radios on c00, c07 and c13, each with its own tone.
+    let radios = [("r0", "c00", 500.0f32), ("r7", "c07", 1100.0), ("r13", "c13", 1700.0)];
+    let on: Vec<(String, u64)> = list.iter().filter(|(c, _)| radios.iter().any(|r| r.1 == c)).cloned().collect();
+    let mut talker = format!("device_id = \"field-t\"\n[gpio.sim]\ndir = \"{{lines}}\"\n{}", channels(&on));
+    for (name, channel, hz) in radios {
+        talker += &format!(
+            "[port.{name}]\nkind = \"radio\"\nchannel = \"{channel}\"\ncor = {{ line = \"sim:{name}-cor\" }}\n\
+             ptt = {{ line = \"sim:{name}-ptt\" }}\naudio = {{ capture = \"sim:tone:{hz}\", playback = \"sim:null\" }}\n"
+        );
+    }
+    talker += &format!("{JANUS_UPLINK}floor_hub = \"hub-1\"\n{MQTT}");
+    let mut field = roipd(&talker);
+    wait_up(&mut desk, 1);
+    wait_up(&mut field, 1);
+    println!("desk on 20 channels and field box up {} ms after start", started.elapsed().as_millis());
+
+    for (name, _, _) in radios {
+        field.drive(&format!("{name}-cor"), true);
+    }
+    let wav = desk.dir.path().join("desk.wav");
+    std::thread::sleep(Duration::from_secs(3));
+    let muted_at = wav_len(&wav);
+    mqtt_command("desk-d", "listen", r#"{"channel":"c07","on":false}"#);
+    std::thread::sleep(Duration::from_secs(3));
+    let unmuted_at = wav_len(&wav);
+    mqtt_command("desk-d", "listen", r#"{"channel":"c07","on":true}"#);
+    std::thread::sleep(Duration::from_secs(3));
+    for (name, _, _) in radios {
+        field.drive(&format!("{name}-cor"), false);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let x = wav_samples(&wav);
+    let [b500, b1100, b1700] = [500.0, 1100.0, 1700.0].map(|hz| tone_blocks(&x, hz));
+    let (m, u) = (muted_at / 4800, unmuted_at / 4800);
+    assert!(u > m + 15 && b1100.len() > u + 20, "recording too short: {} blocks, mute at {m}, unmute at {u}", b1100.len());
+    // The header lags the recording by up to 1 s: the figures are upper bounds.
+    let gone = (m..u).find(|&i| !b1100[i]).expect("c07 never went quiet after `listen` off");
+    let back = (u..b1100.len()).find(|&i| b1100[i]).expect("c07 never came back after `listen` on");
+    println!(
+        "c07 muted {} ms and heard again {} ms after the `listen` command (upper bounds: the WAV header lags up to 1 s)",
+        (gone - m) * 100,
+        (back - u) * 100
+    );
+    assert!(b1100[m - 10..m].iter().all(|&t| t), "c07 heard before the mute");
+    assert!(b1100[gone..u].iter().all(|&t| !t), "c07 stays muted until `listen` on");
+    assert!(gone - m <= 20 && back - u <= 20, "listen followed within 2 s (+ header lag)");
+    // The other channels carry on throughout.
+    for (blocks, name) in [(&b500, "c00"), (&b1700, "c13")] {
+        assert!(blocks[m - 10..u + 10].iter().all(|&t| t), "{name} interrupted by c07's mute");
+    }
 }
 
 /// The quality figure the loss test prints: a clean tone scores every frame, a damaged one not.

@@ -20,7 +20,7 @@ pub const INSIDE: &str = "ROIPD_JANUS_NETNS";
 pub const JANUS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 pub const JANUS_WS_PORT: u16 = 8188;
 /// Janus's media ports (tests/janus/janus.jcfg `rtp_port_range`), where loss is injected.
-pub const JANUS_RTP_PORTS: &str = "20000-20100";
+pub const JANUS_RTP_PORTS: &str = "20000-20999";
 pub const MQTT_PORT: u16 = 1883;
 /// The test's configs find Janus's `admin_key` (tests/janus/janus.plugin.videoroom.jcfg) here.
 pub const ADMIN_KEY: &str = "roipd-test-admin-key";
@@ -342,6 +342,9 @@ pub fn drop_janus_media(percent: u32) {
 pub struct ToneQuality {
     /// Frames loud enough to be audio at all (above -50 dBFS).
     pub audible_frames: usize,
+    /// Frames from the first audible one to the last: a lost frame in between counts against
+    /// the tone share.
+    pub span_frames: usize,
     /// Of those, frames where the tone holds at least 90 % of the power.
     pub tone_frames: usize,
     /// Tone power over everything else, over all audible frames, dB.
@@ -349,8 +352,9 @@ pub struct ToneQuality {
 }
 
 impl ToneQuality {
+    /// Share of the talk-spurt's 20 ms frames that carry the tone.
     pub fn tone_share(&self) -> f32 {
-        self.tone_frames as f32 / self.audible_frames.max(1) as f32
+        self.tone_frames as f32 / self.span_frames.max(1) as f32
     }
 }
 
@@ -375,15 +379,35 @@ pub fn tone_power(x: &[f32], hz: f32) -> f32 {
     2.0 * power / (x.len() as f32 * x.len() as f32)
 }
 
+/// One character per 20 ms frame, for failure messages: `#` the tone, `x` other audio, `.` silence.
+pub fn tone_map(samples: &[f32], hz: f32) -> String {
+    samples
+        .chunks_exact(960)
+        .map(|frame| {
+            let total = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
+            if 10.0 * total.max(1e-12).log10() < -50.0 {
+                '.'
+            } else if tone_power(frame, hz).min(total) >= 0.9 * total {
+                '#'
+            } else {
+                'x'
+            }
+        })
+        .collect()
+}
+
 /// How well `samples` carry a tone of `hz`, per 20 ms frame.
 pub fn tone_quality(samples: &[f32], hz: f32) -> ToneQuality {
     let (mut audible, mut tone, mut tone_sum, mut rest_sum) = (0, 0, 0.0f64, 0.0f64);
-    for frame in samples.chunks_exact(960) {
+    let (mut first, mut last) = (None, 0);
+    for (i, frame) in samples.chunks_exact(960).enumerate() {
         let total = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
         if 10.0 * total.max(1e-12).log10() < -50.0 {
             continue;
         }
         audible += 1;
+        first.get_or_insert(i);
+        last = i;
         let t = tone_power(frame, hz).min(total);
         if t >= 0.9 * total {
             tone += 1;
@@ -392,5 +416,6 @@ pub fn tone_quality(samples: &[f32], hz: f32) -> ToneQuality {
         rest_sum += f64::from(total - t);
     }
     let snr_db = (10.0 * (tone_sum / rest_sum.max(1e-12)).log10()) as f32;
-    ToneQuality { audible_frames: audible, tone_frames: tone, snr_db }
+    let span_frames = first.map_or(0, |f| last - f + 1);
+    ToneQuality { audible_frames: audible, span_frames, tone_frames: tone, snr_db }
 }

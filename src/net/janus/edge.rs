@@ -284,9 +284,9 @@ fn log_janus(event: &JanusEvent) {
         JanusEvent::Up { channels } => info!(channels = channels.len(), "Janus up: every channel published"),
         JanusEvent::Down { reason } => warn!(%reason, "Janus down; rebuilding"),
         JanusEvent::Sending { channel, on } => info!(%channel, on, "Janus relays our stream"),
-        JanusEvent::Moderated { channel, muted } => info!(%channel, muted, "moderated by the floor host"),
         JanusEvent::Roster { channel, publishers } => debug!(%channel, ?publishers, "Janus room roster"),
-        JanusEvent::ModerateDone { .. } | JanusEvent::Media { .. } => {}
+        // The client logs moderation itself.
+        JanusEvent::Moderated { .. } | JanusEvent::ModerateDone { .. } | JanusEvent::Media { .. } => {}
     }
 }
 
