@@ -7,6 +7,11 @@
 //! - TX: the channel's talker state (`TxRequest`) keys PTT, opens audio after the TX delay,
 //!   holds PTT through the hang time, and the time-out timer (TOT) caps every key-up.
 //!
+//! - Station ID (optional, [`Keying::with_station_id`]): when the CW ID is due the core says
+//!   so (`IdStart`) while channel audio is on air, or keys the radio just for the ID through
+//!   the same TX path (TX delay, TOT, inhibit, lockout and simplex busy all apply) and unkeys
+//!   when the ID is over.
+//!
 //! Sans-IO: time only comes in with `handle_input`/`handle_timeout`; the driver drains
 //! `poll_event` after each call and sleeps until `poll_timeout`. Timer handlers work at the
 //! timer's own deadline, not the (possibly late) call time, so a late driver sees exactly the
@@ -16,6 +21,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::timers::{TimerId, Timers};
+use crate::dsp::cw::{IdDue, IdTimer};
 
 /// Keying timers and behaviour for one radio port.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +68,18 @@ impl Default for KeyingConfig {
     }
 }
 
+/// Station identification: how often, and how long one ID keeps the transmitter busy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StationIdConfig {
+    /// Longest time between IDs while the radio is in use (see [`IdTimer`]).
+    pub interval: Duration,
+    /// How long before `interval` is up an ID may already ride on a transmission.
+    pub early: Duration,
+    /// How long the ID's audio takes (the Morse at its speed, plus a short tail): an ID-only
+    /// key-up ends this long after its audio starts.
+    pub length: Duration,
+}
+
 /// VOX thresholds with hysteresis: opens at `>= open_dbfs`, closes below `close_dbfs`,
 /// and holds its level in between.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +105,10 @@ pub enum Input {
     TxRequest(bool),
     /// TX inhibit (hardware switch or remote command). Repeating the current value does nothing.
     Inhibit(bool),
+    /// The transmit audio path cannot (true) or can again (false) play audio, e.g. its
+    /// playback device is lost. A key-up made only for the station ID ends at once and no new
+    /// one starts meanwhile: an ID nobody hears is only dead carrier.
+    AudioFault(bool),
     /// Release everything for good; every later input is ignored.
     Shutdown,
 }
@@ -120,6 +142,8 @@ pub enum Event {
     TxBlocked(TxBlockReason),
     /// TX inhibit switched on or off.
     InhibitChanged(bool),
+    /// Send the station ID now, mixed into the transmit audio (PTT is on and TX audio open).
+    IdStart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +156,10 @@ pub enum PttOffReason {
     Inhibited,
     /// The port is shutting down.
     Shutdown,
+    /// A key-up made only for the station ID is over.
+    IdDone,
+    /// A key-up made only for the station ID ended because the audio path failed.
+    AudioFault,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +181,8 @@ enum Timer {
     Tot,
     TxHang,
     TxDelay,
+    IdEnd,
+    Id,
     Debounce,
     Keyup,
     SquelchHang,
@@ -160,13 +190,15 @@ enum Timer {
     FlapClear,
 }
 
-const TIMER_COUNT: usize = 8;
+const TIMER_COUNT: usize = 10;
 
 impl TimerId for Timer {
     const ALL: &'static [Self] = &[
         Timer::Tot,
         Timer::TxHang,
         Timer::TxDelay,
+        Timer::IdEnd,
+        Timer::Id,
         Timer::Debounce,
         Timer::Keyup,
         Timer::SquelchHang,
@@ -198,6 +230,24 @@ enum Tx {
     Hang,
 }
 
+/// Where the station ID is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdPhase {
+    /// Nothing to do until the [`IdTimer`] says so.
+    Idle,
+    /// Due and not on air yet: waiting for TX audio (TX delay) or for a block to clear.
+    Wanted,
+    /// Its audio is on air until `Timer::IdEnd`.
+    Sending,
+}
+
+#[derive(Debug, Clone)]
+struct StationId {
+    config: StationIdConfig,
+    timer: IdTimer,
+    phase: IdPhase,
+}
+
 /// The keying state machine of one radio port. See the module docs.
 #[derive(Debug, Clone)]
 pub struct Keying {
@@ -226,6 +276,9 @@ pub struct Keying {
     ptt_since: Option<Instant>,
     locked_out: bool,
     inhibited: bool,
+
+    id: Option<StationId>,
+    audio_fault: bool,
 }
 
 impl Keying {
@@ -248,7 +301,18 @@ impl Keying {
             ptt_since: None,
             locked_out: false,
             inhibited: false,
+            id: None,
+            audio_fault: false,
         }
+    }
+
+    /// Send a station ID at `config.interval` while the radio is in use. `early` is capped at
+    /// half the interval, so a long over carries an ID at most twice an interval, not back to
+    /// back.
+    pub fn with_station_id(mut self, config: StationIdConfig) -> Self {
+        let timer = IdTimer::new(config.interval, config.early.min(config.interval / 2));
+        self.id = Some(StationId { config, timer, phase: IdPhase::Idle });
+        self
     }
 
     pub fn config(&self) -> &KeyingConfig {
@@ -287,8 +351,10 @@ impl Keying {
             }
             Input::TxRequest(on) => self.on_tx_request(now, on),
             Input::Inhibit(on) => self.on_inhibit(now, on),
+            Input::AudioFault(on) => self.on_audio_fault(now, on),
             Input::Shutdown => self.shutdown(now),
         }
+        self.update_id(now);
         // Zero-length timers started by this input are due now, not on the next call.
         self.run_timers(now);
     }
@@ -355,6 +421,16 @@ impl Keying {
         self.shut_down
     }
 
+    /// A station ID is due and not yet on air (waiting for TX audio or for a block to clear).
+    pub fn id_wanted(&self) -> bool {
+        self.id.as_ref().is_some_and(|id| id.phase == IdPhase::Wanted)
+    }
+
+    /// The station ID's audio is on air.
+    pub fn id_sending(&self) -> bool {
+        self.id.as_ref().is_some_and(|id| id.phase == IdPhase::Sending)
+    }
+
     fn emit(&mut self, event: Event) {
         self.events.push_back(event);
     }
@@ -406,6 +482,12 @@ impl Keying {
                     self.emit(Event::TxAudioOpen);
                 }
             }
+            Timer::TxHang if self.id_sending() => {
+                // The over is done but the ID is not: PTT stays up for the rest of it, and
+                // the ID covers the traffic it was mixed into.
+                self.tx = Tx::Keyed;
+                self.id_traffic(at, false);
+            }
             Timer::TxHang => self.unkey(at, PttOffReason::HangExpired),
             Timer::Tot => {
                 // Still a talker: lock out until the channel goes idle. Set before unkeying
@@ -413,7 +495,20 @@ impl Keying {
                 self.locked_out = self.tx_request;
                 self.unkey(at, PttOffReason::TimeOut);
             }
+            Timer::IdEnd => {
+                if let Some(id) = &mut self.id {
+                    id.phase = IdPhase::Idle;
+                    id.timer.id_sent(at);
+                }
+                // A key-up made only for the ID (no talker, not in hang) ends with it.
+                if self.tx == Tx::Keyed && !self.tx_request {
+                    self.unkey(at, PttOffReason::IdDone);
+                }
+            }
+            // Only a wake-up: `update_id` below decides.
+            Timer::Id => {}
         }
+        self.update_id(at);
     }
 
     // ---- RX ----
@@ -544,7 +639,8 @@ impl Keying {
                     self.timers.stop(Timer::TxHang);
                     self.tx = Tx::Keyed;
                 }
-                Tx::Keyed => {}
+                // Traffic joins a key-up made for the station ID.
+                Tx::Keyed => self.id_traffic(now, true),
                 // Also for a repeated request (e.g. a new talker while locked out): it is told.
                 Tx::Off => {
                     if let Some(reason) = self.block_reason() {
@@ -590,6 +686,9 @@ impl Keying {
     fn key(&mut self, t: Instant) {
         self.tx = Tx::Keyed;
         self.ptt_since = Some(t);
+        if self.tx_request {
+            self.id_traffic(t, true);
+        }
         self.emit(Event::PttOn);
         self.start(Timer::TxDelay, t, self.config.tx_delay);
         self.start(Timer::Tot, t, self.config.tot);
@@ -607,6 +706,19 @@ impl Keying {
         self.timers.stop(Timer::TxDelay);
         self.timers.stop(Timer::TxHang);
         self.timers.stop(Timer::Tot);
+        self.timers.stop(Timer::IdEnd);
+        if let Some(id) = &mut self.id {
+            id.timer.set_keyed(t, false);
+            if reason == PttOffReason::TimeOut && id.phase != IdPhase::Idle {
+                // An ID that does not fit in the TOT would key again and again: give it up
+                // until the next interval.
+                id.timer.id_sent(t);
+            }
+            if id.phase == IdPhase::Sending {
+                // Cut short (inhibit, fault, shutdown): still owed unless given up above.
+                id.phase = IdPhase::Idle;
+            }
+        }
         self.emit(Event::PttOff(reason));
         if reason == PttOffReason::TimeOut {
             self.emit(Event::TotFired);
@@ -634,6 +746,61 @@ impl Keying {
                 None => self.key(now),
                 Some(TxBlockReason::Busy) => self.emit(Event::TxBlocked(TxBlockReason::Busy)),
                 Some(_) => {}
+            }
+        }
+    }
+
+    fn on_audio_fault(&mut self, now: Instant, on: bool) {
+        self.audio_fault = on;
+        let id_only = self.tx == Tx::Keyed && !self.tx_request && self.id.is_some();
+        if on && id_only {
+            self.unkey(now, PttOffReason::AudioFault);
+        }
+    }
+
+    // ---- station ID ----
+
+    /// The transmitter is (or no longer is) keyed for traffic, as the ID timer counts it.
+    fn id_traffic(&mut self, t: Instant, keyed: bool) {
+        if let Some(id) = &mut self.id {
+            id.timer.set_keyed(t, keyed);
+        }
+    }
+
+    /// Start, key for, or schedule the station ID, after anything that may change whether
+    /// it is due or can go on air.
+    fn update_id(&mut self, t: Instant) {
+        if self.shut_down {
+            return;
+        }
+        let Some(id) = &mut self.id else { return };
+        if id.phase == IdPhase::Sending {
+            return;
+        }
+        self.timers.stop(Timer::Id);
+        match id.timer.due(t) {
+            None => {
+                id.phase = IdPhase::Idle;
+                if let Some(at) = id.timer.poll_timeout() {
+                    self.timers.set(Timer::Id, at);
+                }
+            }
+            Some(due) => {
+                id.phase = IdPhase::Wanted;
+                if self.tx_audio && !self.audio_fault {
+                    id.phase = IdPhase::Sending;
+                    let end = t.checked_add(id.config.length).unwrap_or(t);
+                    self.timers.set(Timer::IdEnd, end);
+                    self.emit(Event::IdStart);
+                } else if due == IdDue::KeyUp
+                    && !self.ptt()
+                    && !self.audio_fault
+                    && self.block_reason().is_none()
+                {
+                    self.key(t);
+                }
+                // Else it waits: for the TX delay (TxDelay re-runs this), or for the block
+                // to clear (every input and timer re-runs this).
             }
         }
     }
@@ -778,6 +945,7 @@ mod tests {
                     assert!(self.now - on <= tot, "key-up of {:?} > TOT", self.now - on);
                 }
                 TxAudioOpen => assert!(self.ptt_on_at.is_some(), "audio without PTT"),
+                IdStart => assert!(self.ptt_on_at.is_some() && self.k.tx_audio(), "ID without PTT and TX audio"),
                 RxOpen => {
                     assert!(!self.rx_open, "RxOpen while open");
                     assert!(!self.shut, "RxOpen after shutdown");
@@ -816,6 +984,7 @@ mod tests {
             if !cfg.duplex {
                 assert!(!(k.ptt() && k.rx_active()), "simplex keyed while receiving");
             }
+            assert!(!k.id_sending() || k.tx_audio(), "ID on air without TX audio");
             if self.shut {
                 assert!(!k.ptt() && !k.rx_active() && !k.tx_audio());
                 assert_eq!(k.poll_timeout(), None, "timer running after shutdown");
@@ -1415,6 +1584,198 @@ mod tests {
         assert_eq!(s.take(), vec![(600_000, LockoutCleared), (601_020, RxOpen)]);
     }
 
+    // ---- station ID ----
+
+    /// Interval 60 s, ID 3 s long, sent up to 10 s early; default timers (TX delay 500 ms,
+    /// hang 2 s, TOT 180 s).
+    fn id_sim(f: impl FnOnce(&mut KeyingConfig)) -> Sim {
+        let mut config = KeyingConfig::default();
+        f(&mut config);
+        let mut s = Sim::new(config);
+        s.k = started(s.k.config().clone()).with_station_id(StationIdConfig {
+            interval: ms(60_000),
+            early: ms(10_000),
+            length: ms(3000),
+        });
+        s
+    }
+
+    /// One over from 1 s to 3 s: the first ID rides on it once TX audio is open; traffic
+    /// keeps the ID owed, so it is sent again after the interval by an ID-only key-up.
+    fn over(s: &mut Sim) {
+        s.input(1000, TxRequest(true));
+        s.input(3000, TxRequest(false));
+    }
+
+    #[test]
+    fn id_rides_on_traffic_then_keys_the_idle_radio_after_the_interval() {
+        let mut s = id_sim(|_| {});
+        over(&mut s);
+        s.run_to(100_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (1000, PttOn),
+                (1500, TxAudioOpen),
+                (1500, IdStart),
+                (5000, PttOff(Off::HangExpired)),
+                // Last ID ended at 4.5 s while keyed for traffic: the next is due 60 s later.
+                (64_500, PttOn),
+                (65_000, TxAudioOpen),
+                (65_000, IdStart),
+                (68_000, PttOff(Off::IdDone)),
+            ]
+        );
+        // Nothing owed without traffic since: no more key-ups.
+        s.run_to(1_000_000);
+        assert_eq!(s.take(), vec![]);
+        assert!(!s.k.ptt() && !s.k.id_wanted());
+    }
+
+    #[test]
+    fn a_short_over_is_held_until_its_id_ends_and_nothing_more_is_owed() {
+        let mut s = id_sim(|c| c.tx_hang = ms(500));
+        over(&mut s);
+        s.run_to(1_000_000);
+        assert_eq!(
+            s.take(),
+            vec![(1000, PttOn), (1500, TxAudioOpen), (1500, IdStart), (4500, PttOff(Off::IdDone))]
+        );
+    }
+
+    #[test]
+    fn id_due_while_keyed_is_mixed_in_without_a_key_up_of_its_own() {
+        let mut s = id_sim(|_| {});
+        over(&mut s);
+        s.run_to(10_000);
+        s.take();
+        // Traffic from 55 s, inside the early window (50-64.5 s): the ID rides on it.
+        s.input(55_000, TxRequest(true));
+        s.input(70_000, TxRequest(false));
+        s.run_to(200_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (55_000, PttOn),
+                (55_500, TxAudioOpen),
+                (55_500, IdStart),
+                (72_000, PttOff(Off::HangExpired)),
+                (118_500, PttOn),
+                (119_000, TxAudioOpen),
+                (119_000, IdStart),
+                (122_000, PttOff(Off::IdDone)),
+            ]
+        );
+    }
+
+    #[test]
+    fn id_waits_for_inhibit_and_a_busy_simplex_receiver() {
+        let mut s = id_sim(|_| {});
+        over(&mut s);
+        s.input(60_000, Inhibit(true));
+        s.run_to(70_000);
+        assert!(!s.k.ptt() && s.k.id_wanted(), "inhibited: no key-up for the ID");
+        // Simplex and receiving when the inhibit goes: the ID waits for RX to close.
+        s.input(70_000, Cor(true));
+        s.input(71_000, Inhibit(false));
+        s.run_to(75_000);
+        assert!(!s.k.ptt(), "never keys over a station it is receiving");
+        s.take();
+        s.input(75_000, Cor(false));
+        s.run_to(90_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (75_320, RxClose),
+                (75_320, PttOn),
+                (75_820, TxAudioOpen),
+                (75_820, IdStart),
+                (78_820, PttOff(Off::IdDone)),
+            ]
+        );
+    }
+
+    #[test]
+    fn inhibit_during_an_id_unkeys_at_once_and_the_id_is_still_owed() {
+        let mut s = id_sim(|_| {});
+        over(&mut s);
+        s.run_to(66_000);
+        assert!(s.k.id_sending());
+        s.take();
+        s.input(66_000, Inhibit(true));
+        assert!(!s.k.ptt());
+        s.input(80_000, Inhibit(false));
+        s.run_to(90_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (66_000, InhibitChanged(true)),
+                (66_000, PttOff(Off::Inhibited)),
+                (80_000, InhibitChanged(false)),
+                (80_000, PttOn),
+                (80_500, TxAudioOpen),
+                (80_500, IdStart),
+                (83_500, PttOff(Off::IdDone)),
+            ]
+        );
+    }
+
+    #[test]
+    fn tot_cuts_an_id_key_up_and_gives_the_id_up_until_the_next_interval() {
+        let mut s = id_sim(|c| c.tot = ms(2500));
+        // A short over: its ID outlasts it and the hang, so the key-up goes on for the ID alone
+        // until the TOT cuts it.
+        s.input(1000, TxRequest(true));
+        s.input(1400, TxRequest(false));
+        s.run_to(70_000);
+        assert_eq!(
+            s.take(),
+            vec![(1000, PttOn), (1500, TxAudioOpen), (1500, IdStart), (3500, PttOff(Off::TimeOut)), (3500, TotFired)]
+        );
+        assert!(!s.k.locked_out(), "no talker: no lockout");
+        // No key-up loop: nothing owed until new traffic.
+        s.run_to(1_000_000);
+        assert_eq!(s.take(), vec![]);
+    }
+
+    #[test]
+    fn audio_fault_ends_an_id_key_up_and_holds_the_next_until_audio_is_back() {
+        let mut s = id_sim(|_| {});
+        over(&mut s);
+        s.run_to(66_000);
+        s.take();
+        s.input(66_000, AudioFault(true));
+        assert!(!s.k.ptt(), "unkeyed at once");
+        s.run_to(200_000);
+        assert!(!s.k.ptt() && s.k.id_wanted(), "no ID key-up while the audio path is down");
+        s.input(200_000, AudioFault(false));
+        s.run_to(210_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (66_000, PttOff(Off::AudioFault)),
+                (200_000, PttOn),
+                (200_500, TxAudioOpen),
+                (200_500, IdStart),
+                (203_500, PttOff(Off::IdDone)),
+            ]
+        );
+    }
+
+    #[test]
+    fn traffic_during_an_id_key_up_continues_it_and_shutdown_ends_it() {
+        let mut s = id_sim(|_| {});
+        over(&mut s);
+        s.run_to(66_000);
+        s.take();
+        s.input(66_000, TxRequest(true));
+        s.run_to(70_000);
+        assert!(s.k.ptt(), "the talker keeps the key-up after the ID");
+        s.input(70_000, Shutdown);
+        s.run_to(1_000_000);
+        assert_eq!(s.take(), vec![(70_000, PttOff(Off::Shutdown))]);
+    }
+
     // ---- properties ----
 
     fn arb_config() -> impl Strategy<Value = KeyingConfig> {
@@ -1454,6 +1815,18 @@ mod tests {
             8 => any::<bool>().prop_map(Inhibit),
             1 => Just(Shutdown),
         ]
+    }
+
+    fn arb_input_with_faults() -> impl Strategy<Value = Input> {
+        prop_oneof![10 => arb_input(), 1 => any::<bool>().prop_map(AudioFault)]
+    }
+
+    fn arb_station_id() -> impl Strategy<Value = StationIdConfig> {
+        (10_000u64..40_000, 0u64..20_000, 0u64..8000).prop_map(|(interval, early, length)| StationIdConfig {
+            interval: ms(interval),
+            early: ms(early),
+            length: ms(length),
+        })
     }
 
     /// Milliseconds to move before the input: mostly short, some long enough for TOT and
@@ -1513,6 +1886,35 @@ mod tests {
                 prop_assert_eq!(late.locked_out(), k.locked_out());
                 prop_assert_eq!(late.poll_timeout(), k.poll_timeout());
             }
+        }
+
+        /// With a station ID: the same invariants (never keyed past the TOT, while inhibited or
+        /// locked out, ID only on air with TX audio), every key-up ends when left alone, and
+        /// a late driver sees what a punctual one sees.
+        #[test]
+        fn station_id_keeps_the_keying_rules(
+            config in arb_config(),
+            id in arb_station_id(),
+            steps in proptest::collection::vec((arb_delay(), arb_input_with_faults()), 0..150),
+        ) {
+            let mut s = Sim::new(config.clone());
+            s.k = started(config.clone()).with_station_id(id.clone());
+            let mut late = started(config).with_station_id(id);
+            for (delay, input) in steps {
+                let at = step_time(s.now, delay);
+                s.input_at(at, input);
+                late.handle_input(at, input);
+                let expected: Vec<Event> = s.take().into_iter().map(|(_, e)| e).collect();
+                let got: Vec<Event> = std::iter::from_fn(|| late.poll_event()).collect();
+                prop_assert_eq!(got, expected);
+                prop_assert_eq!(late.ptt(), s.k.ptt());
+            }
+            // Traffic gone: an owed ID may key once more, then every key-up ends.
+            let at = s.now;
+            s.input_at(at, TxRequest(false));
+            let end = s.now + ms(400_000);
+            s.run_to_instant(end);
+            prop_assert!(!s.k.ptt());
         }
 
         /// After Shutdown nothing keys again, whatever comes.

@@ -2,33 +2,56 @@
 //! frame, the playback task keeps the device fed from the transmit path, paced by the
 //! device's own consumption (so no second clock drifts against it).
 //!
-//! Between them and the port's keying task sit two small atomics ([`AudioFlags`]): whether the
-//! port talks on its channel (floor granted and RX open) and where the transmitter is.
+//! Between them and the port's keying task sit small atomics ([`AudioFlags`]): whether the
+//! port talks on its channel (floor granted and RX open), where the transmitter is, and a
+//! request to start the CW station ID. Back to the keying task go levels (about once a
+//! second) and the playback device's health (an ID-only key-up needs audio). Device events
+//! (lost, found, xrun) go to the [`Reporter`].
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::radio_port::PortInput;
+use super::report::Reporter;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
-use crate::audio::{CaptureHandle, PlaybackHandle, RecvError};
+use crate::audio::{CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, PlaybackHandle, RecvError};
+use crate::core::keying::{Keying, StationIdConfig};
+use crate::fleet::EventKind;
 use crate::pipeline::{RxPath, TxGate, TxPath, PLAYBACK_LEAD_FRAMES};
 
 const PLAYBACK_POLL: Duration = Duration::from_millis(2);
+
+/// How often levels go to the port task (and at most how often they change its state).
+const LEVEL_PERIOD: Duration = Duration::from_secs(1);
+
+/// Added to the CW ID's length for an ID-only key-up: the ID starts with the next device frame
+/// and passes the playback queue and the device buffer before it is on air.
+const ID_TAIL: Duration = Duration::from_millis(200);
 
 /// State shared between a port's keying task, its audio tasks and the channel router.
 #[derive(Default)]
 pub struct AudioFlags {
     talking: AtomicBool,
     gate: AtomicU8,
+    /// The keying core asked for the station ID; the playback thread starts it.
+    id_start: AtomicBool,
 }
 
 impl AudioFlags {
+    pub fn start_id(&self) {
+        self.id_start.store(true, Ordering::Relaxed);
+    }
+
+    fn take_id_start(&self) -> bool {
+        self.id_start.swap(false, Ordering::Relaxed)
+    }
+
     pub fn set_talking(&self, on: bool) {
         self.talking.store(on, Ordering::Relaxed);
     }
@@ -55,7 +78,31 @@ impl AudioFlags {
     }
 }
 
-/// Capture → receive path → channel. VOX levels go to the keying task.
+/// Frame RMS levels averaged (by power) over [`LEVEL_PERIOD`].
+#[derive(Default)]
+struct LevelWindow {
+    power: f64,
+    frames: u32,
+    since: Option<Instant>,
+}
+
+impl LevelWindow {
+    /// Add one frame; the window's level in dBFS when it is complete.
+    fn add(&mut self, now: Instant, rms_dbfs: f32) -> Option<f32> {
+        let since = *self.since.get_or_insert(now);
+        self.power += 10f64.powf(f64::from(rms_dbfs) / 10.0);
+        self.frames += 1;
+        if now.saturating_duration_since(since) < LEVEL_PERIOD {
+            return None;
+        }
+        let dbfs = 10.0 * (self.power / f64::from(self.frames)).max(1e-12).log10();
+        *self = LevelWindow::default();
+        Some(dbfs as f32)
+    }
+}
+
+/// Capture → receive path → channel. VOX levels go to the keying task, the receive level
+/// (about once a second) to the port's state.
 pub async fn run_capture(
     port: PortId,
     capture: CaptureHandle,
@@ -68,6 +115,7 @@ pub async fn run_capture(
 ) {
     let mut frame = vec![0.0f32; capture.frame_len()];
     let mut beat = tokio::time::interval(BEAT_PERIOD);
+    let mut level = LevelWindow::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -75,8 +123,12 @@ pub async fn run_capture(
             got = capture.recv(&mut frame) => match got {
                 Ok(()) => {
                     let out = rx.process(&mut frame, flags.talking());
+                    let now = clock::now();
                     if let Some(dbfs) = out.vox_dbfs {
-                        let _ = to_port.send(PortInput::Vox { at: clock::now(), dbfs });
+                        let _ = to_port.send(PortInput::Vox { at: now, dbfs });
+                    }
+                    if let Some(dbfs) = level.add(now, out.meter.rms_dbfs) {
+                        let _ = to_port.send(PortInput::RxLevel(dbfs));
                     }
                     if let Some(packet) = out.packet {
                         let _ = to_channel.send(ChannelMsg::Media { port, packet });
@@ -96,21 +148,36 @@ pub async fn run_capture(
 
 /// Transmit path → playback, refilled whenever the device has consumed a frame. A thread of
 /// its own, not an async task: a refill late by more than the playback lead is an audible gap,
-/// and the async workers also carry signaling, routing and MQTT.
+/// and the async workers also carry signaling, routing and MQTT. The transmit level goes to
+/// the port's state about once a second while keyed.
 pub fn run_playback(
     playback: PlaybackHandle,
     tx: Arc<Mutex<TxPath>>,
     flags: Arc<AudioFlags>,
+    to_port: mpsc::UnboundedSender<PortInput>,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("tx {}", playback.name())).spawn(move || {
         let mut frame = vec![0.0f32; playback.frame_len()];
+        let mut level = LevelWindow::default();
         while !cancel.is_cancelled() {
             heartbeat.beat();
             while playback.queued() < PLAYBACK_LEAD_FRAMES {
                 let gate = flags.gate();
-                tx.lock().unwrap_or_else(|p| p.into_inner()).fill(clock::now(), gate, &mut frame);
+                let now = clock::now();
+                let out = {
+                    let mut tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+                    if flags.take_id_start() {
+                        tx.start_id();
+                    }
+                    tx.fill(now, gate, &mut frame)
+                };
+                if gate == TxGate::Closed {
+                    level = LevelWindow::default();
+                } else if let Some(dbfs) = level.add(now, out.meter.rms_dbfs) {
+                    let _ = to_port.send(PortInput::TxLevel(dbfs));
+                }
                 if playback.push(&frame).is_err() {
                     break;
                 }
@@ -128,6 +195,52 @@ pub struct PortAudio {
     pub tx: Option<Arc<Mutex<TxPath>>>,
     /// Whether receive audio exists (else an open COR stands in for media on the floor).
     pub has_capture: bool,
+    /// When and for how long the keying core keys for the CW ID (None: no ID configured).
+    pub station_id: Option<StationIdConfig>,
+}
+
+/// The keying core of a radio port, with its station ID when one is configured.
+pub fn keying(radio: &crate::config::RadioPortConfig, audio: Option<&PortAudio>) -> Keying {
+    let keying = Keying::new(radio.keying_config());
+    match audio.and_then(|a| a.station_id.clone()) {
+        Some(id) => keying.with_station_id(id),
+        None => keying,
+    }
+}
+
+/// Device events of one device to the fleet: `device_lost` once per loss (a missing device
+/// fails every retry the same way), `device_found` when it opens again, every xrun. The
+/// playback device's health also goes to the keying core.
+fn device_events(
+    port: &str,
+    reporter: &Reporter,
+    to_port: &mpsc::UnboundedSender<PortInput>,
+) -> EventCallback {
+    let (port, reporter, to_port) = (port.to_string(), reporter.clone(), to_port.clone());
+    let lost = AtomicBool::new(false);
+    Arc::new(move |e: &DeviceEvent| {
+        let device = format!("{} {}", e.direction, e.device);
+        let playback = e.direction == Direction::Playback;
+        match &e.kind {
+            DeviceEventKind::Lost { error } if !lost.swap(true, Ordering::Relaxed) => {
+                reporter.device_event(&port, EventKind::DeviceLost, format!("{device}: {error}"));
+                if playback {
+                    let _ = to_port.send(PortInput::AudioFault(true));
+                }
+            }
+            DeviceEventKind::Opened { config, .. } if lost.swap(false, Ordering::Relaxed) => {
+                reporter.device_event(&port, EventKind::DeviceFound, format!("{device}: {config}"));
+                if playback {
+                    let _ = to_port.send(PortInput::AudioFault(false));
+                }
+            }
+            DeviceEventKind::Xrun { total, suspend } => {
+                let what = if *suspend { "suspend" } else { "xrun" };
+                reporter.device_event(&port, EventKind::Xrun, format!("{device}: {what}, {total} so far"));
+            }
+            _ => {}
+        }
+    })
 }
 
 /// Open a radio port's audio devices and start their tasks. `Ok(None)` when the port has no
@@ -139,6 +252,7 @@ pub fn start(
     radio: &crate::config::RadioPortConfig,
     to_port: &mpsc::UnboundedSender<PortInput>,
     to_channel: &mpsc::UnboundedSender<ChannelMsg>,
+    reporter: &Reporter,
     watchdog: &super::watchdog::Watchdog,
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -150,9 +264,9 @@ pub fn start(
         return Ok(None);
     }
     let flags = Arc::new(AudioFlags::default());
-    let opts = AudioOptions::default();
+    let opts = || AudioOptions { events: Some(device_events(name, reporter, to_port)), ..AudioOptions::default() };
     if let Some(device) = capture {
-        let handle = CaptureHandle::open(device, &opts).map_err(|e| format!("capture `{device}`: {e}"))?;
+        let handle = CaptureHandle::open(device, &opts()).map_err(|e| format!("capture `{device}`: {e}"))?;
         let rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
             .map_err(|e| format!("encoder: {e}"))?;
         tasks.spawn(run_capture(
@@ -167,8 +281,9 @@ pub fn start(
         ));
     }
     let mut tx = None;
+    let mut station_id = None;
     if let Some(device) = playback {
-        let handle = PlaybackHandle::open(device, &opts).map_err(|e| format!("playback `{device}`: {e}"))?;
+        let handle = PlaybackHandle::open(device, &opts()).map_err(|e| format!("playback `{device}`: {e}"))?;
         let path = TxPath::new(
             &radio.audio.tx_config(),
             radio.audio.jitter_config(),
@@ -176,11 +291,64 @@ pub fn start(
             radio.keying_config().tx_delay,
         )
         .map_err(|e| format!("decoder: {e}"))?;
+        let cw_id = radio.audio.cw_id_config();
+        let path = path.with_cw_id(cw_id.as_ref());
+        if let Some(cw) = cw_id.filter(|_| !path.cw_id_length().is_zero()) {
+            let length = path.cw_id_length() + ID_TAIL;
+            info!(port = name, text = %cw.text, interval = ?cw.interval, ?length, "CW station ID on");
+            station_id = Some(StationIdConfig { interval: cw.interval, early: cw.early, length });
+        }
         let path = Arc::new(Mutex::new(path));
         let heartbeat = watchdog.register(&format!("port {name} playback"));
-        run_playback(handle, path.clone(), flags.clone(), heartbeat, cancel.clone())
+        run_playback(handle, path.clone(), flags.clone(), to_port.clone(), heartbeat, cancel.clone())
             .map_err(|e| format!("playback thread: {e}"))?;
         tx = Some(path);
     }
-    Ok(Some(PortAudio { flags, tx, has_capture: capture.is_some() }))
+    Ok(Some(PortAudio { flags, tx, has_capture: capture.is_some(), station_id }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(direction: Direction, kind: DeviceEventKind) -> DeviceEvent {
+        DeviceEvent { device: "plughw:CARD=Radio".into(), direction, kind }
+    }
+
+    #[test]
+    fn device_events_report_each_loss_once_and_tell_keying_about_playback() {
+        let reporter = Reporter::new(None);
+        let (to_port, mut inputs) = mpsc::unbounded_channel();
+        let playback = device_events("r1", &reporter, &to_port);
+        let lost = || event(Direction::Playback, DeviceEventKind::Lost { error: "gone".into() });
+        let opened = || event(Direction::Playback, DeviceEventKind::Opened { config: "S16_LE".into(), recovered: true });
+        // A missing device fails every retry: one fault, one recovery.
+        for e in [lost(), lost(), lost(), opened(), opened()] {
+            playback(&e);
+        }
+        let got: Vec<_> = std::iter::from_fn(|| inputs.try_recv().ok()).map(|i| format!("{i:?}")).collect();
+        assert_eq!(got, ["AudioFault(true)", "AudioFault(false)"]);
+
+        let capture = device_events("r1", &reporter, &to_port);
+        capture(&event(Direction::Capture, DeviceEventKind::Lost { error: "gone".into() }));
+        capture(&event(Direction::Capture, DeviceEventKind::Xrun { total: 1, suspend: false }));
+        capture(&event(Direction::Capture, DeviceEventKind::Xrun { total: 2, suspend: true }));
+        assert!(inputs.try_recv().is_err(), "capture health does not concern keying");
+        assert_eq!(reporter.xruns(), 2, "xruns counted for the metrics");
+    }
+
+    #[test]
+    fn level_window_averages_power_over_a_second() {
+        let t0 = Instant::now();
+        let mut w = LevelWindow::default();
+        // Half the frames at -10 dBFS, half silent: the mean power is 3 dB under.
+        let mut out = None;
+        for i in 0..=100u64 {
+            let db = if i % 2 == 0 { -10.0 } else { -120.0 };
+            out = out.or(w.add(t0 + Duration::from_millis(10 * i), db));
+        }
+        let db = out.expect("a level after one second");
+        assert!((db - -13.0).abs() < 0.1, "{db}");
+        assert!(w.add(t0 + Duration::from_millis(1020), -10.0).is_none(), "a new window starts");
+    }
 }

@@ -30,7 +30,6 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
 use crate::net;
-use crate::core::keying::Keying;
 use crate::pipeline::MediaPacket;
 use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
@@ -230,7 +229,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
                 Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open TX inhibit: {e}"))),
             }
         }
-        let audio = match audio_port::start(id, name, radio, &tx, &to_channel, &watchdog, &cancel, &mut tasks) {
+        let audio = match audio_port::start(id, name, radio, &tx, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
             Ok(audio) => audio,
             Err(e) => return Stop::Exit(fatal(&format!("port {name}: {e}"))),
         };
@@ -239,7 +238,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             name: (*name).clone(),
             channel: radio.channel.clone(),
             reporter: reporter.clone(),
-            keying: Keying::new(radio.keying_config()),
+            keying: audio_port::keying(radio, audio.as_ref()),
             ptt,
             inputs: rx,
             to_channel: to_channel.clone(),

@@ -1,6 +1,8 @@
 //! Driver for one radio port: feeds COR edges, channel TX requests, inhibit and remote PTT into
 //! the keying core, sleeps until its next deadline, drives the PTT line to whatever the core
-//! says, and reports the port's state and events.
+//! says, and reports the port's state and events. Levels and the TOT countdown in the state
+//! are refreshed at most once a second, and only while the port receives or transmits, so the
+//! retained state does not churn.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +38,16 @@ pub enum PortInput {
     RemotePtt { on: bool, max: Duration },
     /// The port now belongs to this channel (for its reported state).
     Channel(String),
+    /// The playback device failed (true) or works again (false).
+    AudioFault(bool),
+    /// Receive level (as it comes from the radio) over the last second, dBFS.
+    RxLevel(f32),
+    /// Transmit level (as it goes to the radio) over the last second while keyed, dBFS.
+    TxLevel(f32),
 }
+
+/// How often a receiving or transmitting port's state is refreshed (levels, TOT countdown).
+const STATE_PERIOD: Duration = Duration::from_secs(1);
 
 pub struct RadioPort {
     pub id: PortId,
@@ -60,6 +71,8 @@ struct Requests {
     remote_until: Option<Instant>,
     line_inhibit: bool,
     remote_inhibit: bool,
+    rx_level: Option<f32>,
+    tx_level: Option<f32>,
 }
 
 impl RadioPort {
@@ -67,7 +80,8 @@ impl RadioPort {
         let mut keyed = false;
         let mut req = Requests::default();
         let mut beat = tokio::time::interval(BEAT_PERIOD);
-        self.report_state();
+        let mut state_tick = tokio::time::interval(STATE_PERIOD);
+        self.report_state(&req);
         loop {
             let deadline = [self.keying.poll_timeout(), req.remote_until].into_iter().flatten().min();
             let sleep = async {
@@ -93,11 +107,16 @@ impl RadioPort {
                     self.keying.handle_timeout(now);
                 }
                 _ = beat.tick() => self.heartbeat.beat(),
+                _ = state_tick.tick() => {
+                    if self.keying.rx_active() || self.keying.ptt() {
+                        self.report_state(&req);
+                    }
+                }
             }
-            self.apply(&mut keyed);
+            self.apply(&mut keyed, &req);
         }
         self.keying.handle_input(clock::now(), Input::Shutdown);
-        self.apply(&mut keyed);
+        self.apply(&mut keyed, &req);
         info!(port = %self.name, "radio port stopped, PTT released");
     }
 
@@ -119,8 +138,16 @@ impl RadioPort {
             }
             PortInput::Channel(name) => {
                 self.channel = name;
-                self.report_state();
+                self.report_state(req);
             }
+            PortInput::AudioFault(on) => {
+                if on {
+                    warn!(port = %self.name, "playback device lost: no key-up for the station ID until it is back");
+                }
+                self.keying.handle_input(clock::now(), Input::AudioFault(on));
+            }
+            PortInput::RxLevel(dbfs) => req.rx_level = Some(dbfs),
+            PortInput::TxLevel(dbfs) => req.tx_level = Some(dbfs),
             PortInput::RemotePtt { on, max } => {
                 let now = clock::now();
                 req.remote_until = on.then(|| now + max);
@@ -135,7 +162,7 @@ impl RadioPort {
     }
 
     /// Drive PTT to the core's level and pass its events on.
-    fn apply(&mut self, keyed: &mut bool) {
+    fn apply(&mut self, keyed: &mut bool, req: &Requests) {
         let want = self.keying.ptt();
         if want != *keyed {
             if let Err(e) = self.ptt.set(want) {
@@ -176,6 +203,8 @@ impl RadioPort {
                         PttOffReason::TimeOut => "tot",
                         PttOffReason::Inhibited => "inhibit",
                         PttOffReason::Shutdown => "shutdown",
+                        PttOffReason::IdDone => "id_end",
+                        PttOffReason::AudioFault => "audio_fault",
                     };
                     self.reporter.event(report(EventKind::PttOff).reason(reason));
                 }
@@ -183,26 +212,36 @@ impl RadioPort {
                     warn!(port = %self.name, "time-out timer fired, transmitter unkeyed");
                     self.reporter.event(report(EventKind::TotFired));
                 }
+                Event::IdStart => {
+                    info!(port = %self.name, "station ID on air");
+                    if let Some(audio) = &self.audio {
+                        audio.start_id();
+                    }
+                }
                 Event::RxTimeout => warn!(port = %self.name, "COR stuck open, receive timed out"),
                 Event::FlapSuppressed => warn!(port = %self.name, "COR flapping, ignored for now"),
                 other => debug!(port = %self.name, event = ?other, "keying"),
             }
         }
         if changed {
-            self.report_state();
+            self.report_state(req);
         }
     }
 
-    fn report_state(&self) {
+    /// Levels in whole dB and the TOT in whole seconds (rounded up), so a steady signal
+    /// publishes nothing new.
+    fn report_state(&self, req: &Requests) {
         let now = clock::now();
+        let (rx, tx) = (self.keying.rx_active(), self.keying.ptt());
         let state = PortState {
             channel: self.channel.clone(),
-            rx_active: self.keying.rx_active(),
-            tx_keyed: self.keying.ptt(),
+            rx_active: rx,
+            tx_keyed: tx,
             locked_out: self.keying.locked_out(),
             inhibited: self.keying.inhibited(),
-            tot_remaining_s: self.keying.tot_remaining(now).map(|d| d.as_secs_f32()),
-            ..Default::default()
+            rx_level_dbfs: req.rx_level.filter(|_| rx).map(f32::round),
+            tx_level_dbfs: req.tx_level.filter(|_| tx).map(f32::round),
+            tot_remaining_s: self.keying.tot_remaining(now).map(|d| d.as_secs_f32().ceil()),
         };
         self.reporter.port_state(&self.name, state);
     }

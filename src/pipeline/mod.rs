@@ -145,6 +145,44 @@ mod tests {
     }
 
     #[test]
+    fn cw_id_plays_when_started_on_an_open_gate_and_stops_when_unkeyed() {
+        use crate::dsp::CwIdConfig;
+        let id = CwIdConfig { enabled: true, text: "E E".into(), wpm: 20.0, ..CwIdConfig::default() };
+        let mut t = tx(false, Duration::ZERO).with_cw_id(Some(&id));
+        // "E E": dit, word gap, dit = 1 + 7 + 1 units of 60 ms, plus half a 5 ms ramp at each end.
+        let len = t.cw_id_length();
+        assert!(len >= Duration::from_millis(540) && len <= Duration::from_millis(546), "{len:?}");
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        t.start_id();
+        for i in 0..80 {
+            let mut frame = [0.0f32; PERIOD];
+            t.fill(t0 + Duration::from_millis(10 * i), TxGate::Open, &mut frame);
+            out.extend_from_slice(&frame);
+        }
+        assert!(!t.id_active(), "over after its length");
+        let onset = first_loud(&out).unwrap();
+        assert!(onset < PERIOD, "starts with the next frame");
+        // 800 Hz at -18 dBFS peak: the first dit, then silence after the second.
+        let dit = Meter::measure(&out[480..2400]);
+        assert!((dit.peak_dbfs + 18.0).abs() < 0.5, "{dit:?}");
+        assert!(Meter::measure(&out[(0.56 * 48_000.0) as usize..]).peak_dbfs < -60.0);
+
+        // Cut by the gate closing: nothing of it is left for the next key-up.
+        t.start_id();
+        let mut frame = [0.0f32; PERIOD];
+        t.fill(t0, TxGate::Open, &mut frame);
+        t.fill(t0, TxGate::Closed, &mut frame);
+        assert!(!t.id_active());
+        t.fill(t0, TxGate::Open, &mut frame);
+        assert!(Meter::measure(&frame).peak_dbfs < -60.0);
+        // Without an ID configured, start_id does nothing.
+        let mut plain = tx(false, Duration::ZERO);
+        plain.start_id();
+        assert!(!plain.id_active() && plain.cw_id_length().is_zero());
+    }
+
+    #[test]
     fn delay_line_drains_after_the_over_and_the_courtesy_tone_follows() {
         let (mut r, mut t) = (rx(false), tx(true, Duration::from_millis(200)));
         // Talk for 1 s, keyed with a 200 ms TX delay, then stay keyed (hang) for 1 s.

@@ -1,11 +1,12 @@
 //! Channel → radio: packets into the jitter buffer; device frames out, decoded (FEC/PLC for
-//! losses), held back while the transmitter comes up, followed by a courtesy tone, and limited.
+//! losses), held back while the transmitter comes up, followed by a courtesy tone, with the
+//! CW station ID mixed in when the keying core asks for it, and limited.
 
 use std::time::{Duration, Instant};
 
 use crate::codec::{Decoder, CodecError, MAX_FRAME_SAMPLES, SAMPLE_RATE};
 use crate::core::jitter::{JitterBuffer, JitterConfig, JitterStats, Packet, Playout};
-use crate::dsp::{CourtesyToneConfig, Meter, ToneSequence, TxChain, TxConfig};
+use crate::dsp::{CourtesyToneConfig, CwIdConfig, Meter, ToneSequence, TxChain, TxConfig};
 
 use super::MediaPacket;
 
@@ -33,6 +34,8 @@ pub struct TxPath {
     decoder: Decoder,
     chain: TxChain,
     courtesy: Option<ToneSequence>,
+    /// The CW station ID, mixed into whatever goes on air while it plays.
+    cw_id: Option<ToneSequence>,
     /// The last decoded Opus frame and how much of it has been handed out.
     pcm: Vec<f32>,
     pcm_len: usize,
@@ -62,6 +65,7 @@ impl TxPath {
             decoder: Decoder::new()?,
             chain: TxChain::new(dsp),
             courtesy: ToneSequence::courtesy(courtesy),
+            cw_id: None,
             pcm: vec![0.0; MAX_FRAME_SAMPLES],
             pcm_len: 0,
             pcm_pos: 0,
@@ -73,6 +77,31 @@ impl TxPath {
             scratch: vec![0.0; MAX_FRAME_SAMPLES],
             owe_courtesy: false,
         })
+    }
+
+    /// Send this CW ID when [`start_id`](Self::start_id) is called (`None` or disabled: none).
+    pub fn with_cw_id(mut self, config: Option<&CwIdConfig>) -> Self {
+        self.cw_id = config.and_then(ToneSequence::cw);
+        self
+    }
+
+    /// How long the CW ID plays (zero when there is none).
+    pub fn cw_id_length(&self) -> Duration {
+        let samples = self.cw_id.as_ref().map_or(0, ToneSequence::len_samples);
+        Duration::from_secs_f64(samples as f64 / f64::from(SAMPLE_RATE))
+    }
+
+    /// Start the CW ID from its beginning: it is mixed into the next frames while the gate is
+    /// open (the keying core asks only once TX audio is open), and stops if the gate closes.
+    pub fn start_id(&mut self) {
+        if let Some(id) = &mut self.cw_id {
+            id.start();
+        }
+    }
+
+    /// The CW ID is playing.
+    pub fn id_active(&self) -> bool {
+        self.cw_id.as_ref().is_some_and(ToneSequence::is_active)
     }
 
     /// A packet arrived from the channel.
@@ -109,6 +138,10 @@ impl TxPath {
                 // Not on air: silence, and no DSP spent on it (an idle port costs ~nothing).
                 self.delay_len = 0;
                 self.owe_courtesy = false;
+                // Unkeyed mid-ID (TOT, inhibit, fault): the rest must not play on the next key-up.
+                if let Some(id) = &mut self.cw_id {
+                    id.stop();
+                }
                 out.fill(0.0);
                 return TxFrame { channel_active, meter: Meter::SILENCE };
             }
@@ -134,6 +167,12 @@ impl TxPath {
                 if let Some(c) = &mut self.courtesy {
                     if c.is_active() {
                         c.mix(out);
+                    }
+                }
+                // Under the channel audio, if any: the ID must not wait for a long over.
+                if let Some(id) = &mut self.cw_id {
+                    if id.is_active() {
+                        id.mix(out);
                     }
                 }
             }
