@@ -529,3 +529,84 @@ fn patch_from_the_console_carries_a_talker_across_and_follows_the_floor_rules() 
     assert!(a_blocks[0] > *e_blocks.last().unwrap(), "A was carried while E talked: E {e_blocks:?} A {a_blocks:?}");
     assert!(a_blocks.len() >= 8, "A carried for {} x 100 ms", a_blocks.len());
 }
+
+/// The CM4 board's layout: the desk on an edge box whose channels live on a central hub.
+const CENTRAL_HUB: &str = r#"
+device_id = "central"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+audio = { capture = "sim:tone:700:-12" }
+[port.radio-c]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:c-cor" }
+ptt = { line = "sim:c-ptt" }
+audio = { playback = "sim:wav-out:{dir}/c-tx.wav" }
+keying = { tx_delay_ms = 100, tx_hang_ms = 200 }
+[hub]
+listen = "127.0.0.1:{port}"
+[hub.token.desks]
+secret_file = "{dir}/token"
+channels = ["ops"]
+"#;
+
+const DESK_EDGE: &str = r#"
+device_id = "desk-edge"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.desk]
+kind = "desk"
+channels = ["ops"]
+ptt = { line = "sim:desk-ptt" }
+audio = { capture = "sim:tone:2500:-12", playback = "sim:wav-out:{dir}/desk.wav" }
+leds = { "tx.ops" = { line = "sim:led-tx" }, "busy.ops" = { line = "sim:led-busy" }, "rx.ops" = { line = "sim:led-rx" } }
+[uplink]
+kind = "hub"
+url = "ws://127.0.0.1:{port}/ws"
+token_file = "{dir}/token"
+"#;
+
+#[test]
+fn a_desk_on_an_edge_box_hears_the_hub_channel_and_preempts_its_field_talker() {
+    let wait = Duration::from_secs(10);
+    let port = free_port().to_string();
+    let mut hub = Daemon::start_with(&CENTRAL_HUB.replace("{port}", &port), &[], &[("token", "desk-secret\n")]);
+    hub.wait_for("hub listening", wait, |d| d.stderr().contains("roipd running"));
+    let mut desk = Daemon::start_with(&DESK_EDGE.replace("{port}", &port), &[], &[("token", "desk-secret\n")]);
+    desk.wait_for("uplink up", wait, |d| d.stderr().contains("uplink up"));
+    hub.wait_for("desk joined", wait, |d| d.stderr().contains("peer joined"));
+
+    // A field talker on the hub's radio B: C carries it, the desk hears it, RX and busy light.
+    hub.drive("b-cor", true);
+    hub.wait_for("C keyed for B", wait, |d| d.line("c-ptt") == Some(true));
+    desk.wait_for("desk RX and busy", wait, |d| d.line("led-rx") == Some(true) && d.line("led-busy") == Some(true));
+    std::thread::sleep(Duration::from_millis(1000));
+    // Dispatch priority travels over the uplink: the desk takes the channel at the hub, B is
+    // revoked, and C now transmits the desk.
+    desk.drive("desk-ptt", true);
+    desk.wait_for("desk holds the floor", wait, |d| d.line("led-tx") == Some(true));
+    hub.wait_for("B revoked", Duration::from_secs(2), |d| d.stderr().contains("floor revoked"));
+    assert_eq!(hub.line("c-ptt"), Some(true));
+    std::thread::sleep(Duration::from_millis(1500));
+    desk.drive("desk-ptt", false);
+    hub.drive("b-cor", false);
+    hub.wait_for("C unkeyed", wait, |d| d.line("c-ptt") == Some(false));
+    desk.wait_for("desk LEDs dark", wait, |d| d.line("led-tx") == Some(false) && d.line("led-busy") == Some(false));
+    for d in [&mut desk, &mut hub] {
+        d.signal(libc::SIGTERM);
+        assert!(d.wait_exit(Duration::from_secs(10)).success(), "{}", d.stderr());
+    }
+    let heard = samples(&desk.dir.path().join("desk.wav"));
+    let b_heard = heard.chunks(4800).filter(|w| goertzel(w, 700.0) > 0.02).count();
+    assert!(b_heard >= 8, "the desk heard B for {b_heard} x 100 ms");
+    let sent = samples(&hub.dir.path().join("c-tx.wav"));
+    let desk_sent = sent.chunks(4800).filter(|w| goertzel(w, 2500.0) > 0.02).count();
+    assert!(desk_sent >= 10, "C transmitted the desk for {desk_sent} x 100 ms");
+}
