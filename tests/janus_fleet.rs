@@ -78,11 +78,16 @@ fn floor_host(list: &[(String, u64)]) -> Daemon {
 /// A field box with one sim radio on `ops`: it hears a `hz` tone while its COR (`cor`) is open
 /// and records what it transmits to `tx.wav` (PTT: `ptt`).
 fn radio_edge(device: &str, hz: f32) -> Daemon {
+    radio_edge_with(device, hz, "tx_delay_ms = 100")
+}
+
+/// The same with these keying timers (`[port.radio1.keying]` inline).
+fn radio_edge_with(device: &str, hz: f32, keying: &str) -> Daemon {
     roipd(&format!(
         "device_id = \"{device}\"\n[gpio.sim]\ndir = \"{{lines}}\"\n{}\
          [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:cor\" }}\nptt = {{ line = \"sim:ptt\" }}\n\
          audio = {{ capture = \"sim:tone:{hz}\", playback = \"sim:wav-out:{{dir}}/tx.wav\" }}\n\
-         keying = {{ tx_delay_ms = 100 }}\n\
+         keying = {{ {keying} }}\n\
          {JANUS_UPLINK}floor_hub = \"hub-1\"\n{MQTT}",
         channels(&ops())
     ))
@@ -232,6 +237,45 @@ fn inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile(
     assert_eq!(b.line_log("ptt")[keys_before..], [false, true, false], "B's PTT since the kill: released, keyed once back, released");
     assert!(!a.line_log("ptt").contains(&true), "A's own radio keyed");
     assert!(rekeyed <= Duration::from_secs(5), "recovery took {} ms (target 5 s)", rekeyed.as_millis());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Radio safety on the Janus path: time-out timer and shutdown
+
+#[test]
+fn janus_fleet_radio_keyed_through_janus_unkeys_on_tot_and_shutdown() {
+    in_namespace("inner_janus_fleet_radio_keyed_through_janus_unkeys_on_tot_and_shutdown", &[MOSQUITTO], OUTER_LIMIT);
+}
+
+#[test]
+#[ignore = "runs inside the namespace its outer test makes"]
+fn inner_janus_fleet_radio_keyed_through_janus_unkeys_on_tot_and_shutdown() {
+    if !inside() {
+        return;
+    }
+    let mut fleet = two_edges();
+    let mut c = radio_edge_with("edge-c", 2000.0, "tx_delay_ms = 100, tot_ms = 1500");
+    wait_up(&mut c, 1);
+    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    a.drive("cor", true);
+    wait_line(b, "ptt", true, Duration::from_secs(10));
+    wait_line(&mut c, "ptt", true, Duration::from_secs(10));
+    let keyed = Instant::now();
+    // A talks on; C's time-out timer ends its transmission, B's (3 min) does not.
+    let tot = wait_line(&mut c, "ptt", false, Duration::from_secs(5));
+    println!("C's TOT released its PTT {} ms after it keyed", tot.as_millis());
+    assert!(keyed.elapsed() >= Duration::from_millis(1400), "C released before its TOT");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.line("ptt"), Some(false), "C keyed again while locked out");
+    assert_eq!(b.line("ptt"), Some(true), "B released while A still talks");
+
+    // SIGTERM while keyed: B unkeys and exits cleanly.
+    b.signal(libc::SIGTERM);
+    let status = b.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "B exited with {status}:\n{}", b.stderr());
+    assert_eq!(b.line("ptt"), Some(false), "B's PTT left keyed by shutdown");
+    assert_eq!(b.line_log("ptt").last(), Some(&false));
+    a.drive("cor", false);
 }
 
 // ---------------------------------------------------------------------------------------------
