@@ -3,6 +3,8 @@
 //! speaker is a `sim:wav-out` WAV analysed with a Goertzel filter per tone.
 
 mod common;
+#[allow(dead_code)]
+mod fleet;
 
 use std::path::Path;
 use std::time::Duration;
@@ -609,4 +611,73 @@ fn a_desk_on_an_edge_box_hears_the_hub_channel_and_preempts_its_field_talker() {
     let sent = samples(&hub.dir.path().join("c-tx.wav"));
     let desk_sent = sent.chunks(4800).filter(|w| goertzel(w, 2500.0) > 0.02).count();
     assert!(desk_sent >= 10, "C transmitted the desk for {desk_sent} x 100 ms");
+}
+
+const MQTT_DESK: &str = r#"
+device_id = "mqtt-desk"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+audio = { capture = "sim:tone:1000:-12" }
+[port.desk]
+kind = "desk"
+channels = ["ops"]
+audio = { playback = "sim:wav-out:{dir}/desk.wav" }
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+"#;
+
+/// Fleet `listen`/`volume` on a desk box act on the desk's speaker, through the desk's action
+/// path; a malformed command is answered with an error and changes nothing. The desk's state
+/// is published like a radio port's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_listen_and_volume_reach_the_desk_speaker() {
+    use fleet::broker::Broker;
+    use fleet::probe::Probe;
+    let wait = Duration::from_secs(10);
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/mqtt-desk/#"]).await;
+    let mut d = Daemon::start(&MQTT_DESK.replace("{port}", &broker.anon.to_string()));
+    let state = probe.wait("desk port state", wait, |m| m.topic == "roipd/mqtt-desk/state/desk").await;
+    assert_eq!(state.json()["channel"], "ops", "{}", state.json());
+    d.drive("a-cor", true);
+    probe.wait("desk hears ops", wait, |m| m.topic == "roipd/mqtt-desk/state/desk" && m.json()["rx_active"] == true).await;
+    let reply = |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/mqtt-desk/reply" && m.json()["request_id"] == id;
+    std::thread::sleep(Duration::from_millis(800));
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m1","channel":"ops","on":false}"#).await;
+    assert_eq!(probe.wait_after(mark, "mute reply", wait, reply("m1")).await.json()["ok"], true);
+    std::thread::sleep(Duration::from_millis(800));
+    // Malformed: no `on`. An error, and the desk stays muted.
+    probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m2","channel":"ops"}"#).await;
+    assert_eq!(probe.wait_after(mark, "error reply", wait, reply("m2")).await.json()["ok"], false);
+    std::thread::sleep(Duration::from_millis(800));
+    probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m3","channel":"ops","on":true}"#).await;
+    assert_eq!(probe.wait_after(mark, "unmute reply", wait, reply("m3")).await.json()["ok"], true);
+    probe.publish("roipd/mqtt-desk/cmd/volume", r#"{"request_id":"m4","channel":"ops","db":-12}"#).await;
+    assert_eq!(probe.wait_after(mark, "volume reply", wait, reply("m4")).await.json()["ok"], true);
+    std::thread::sleep(Duration::from_millis(800));
+    d.drive("a-cor", false);
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success(), "{}", d.stderr());
+
+    // The desk's speaker: loud, silent for the mute (the malformed command in the middle changed
+    // nothing), then back 12 dB lower.
+    let x = samples(&d.dir.path().join("desk.wav"));
+    let levels: Vec<f32> = x.chunks_exact(4800).map(|w| rms_db(goertzel(w, 1000.0))).collect();
+    let loud: Vec<usize> = (0..levels.len()).filter(|&i| levels[i] > -24.0).collect();
+    let first = *loud.first().expect("the desk heard A");
+    let silent: Vec<usize> = (first..levels.len()).filter(|&i| levels[i] < -60.0).collect();
+    let muted = silent.iter().zip(silent.iter().skip(1)).take_while(|(a, b)| **b == **a + 1).count() + 1;
+    assert!(muted >= 14, "muted for {muted} x 100 ms: {levels:?}");
+    let after = silent[0] + muted;
+    let quieter: Vec<f32> = levels[after + 3..].iter().copied().filter(|&l| l > -60.0).collect();
+    let full = levels[first + 2];
+    assert!(!quieter.is_empty() && quieter.iter().all(|&l| (full - l - 12.0).abs() < 2.0), "{full} then {quieter:?}");
 }

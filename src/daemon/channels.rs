@@ -187,6 +187,15 @@ impl ChannelRouter {
         }
     }
 
+    /// An action for every desk that monitors `channel` (`make` gets the desk's own index).
+    fn to_desks(&self, channel: ChannelId, make: impl Fn(usize) -> DeskAction) {
+        for desk in self.desks.iter().flatten() {
+            if let Some(i) = desk.index(channel) {
+                let _ = desk.to_desk.send(DeskInput::Action { action: make(i), reply: None });
+            }
+        }
+    }
+
     /// A console's `desk` command: to the named desk, if the console may use all its channels.
     fn desk_request(&mut self, request: crate::net::hub::DeskRequest) {
         let crate::net::hub::DeskRequest { port, action, allowed, reply } = request;
@@ -359,6 +368,8 @@ impl ChannelRouter {
             }
             ChannelCommand::Listen { channel, on } => {
                 let c = channel_of(self, &channel)?;
+                // On a desk box, "this box's speaker" is the desk's: the same action as its buttons.
+                self.to_desks(c, |channel| DeskAction::Listen { channel, on });
                 self.muted[c] = !on;
                 if let Some(u) = &self.uplink {
                     u.listen(&channel, on);
@@ -372,6 +383,7 @@ impl ChannelRouter {
             }
             ChannelCommand::Volume { channel, db } => {
                 let c = channel_of(self, &channel)?;
+                self.to_desks(c, |channel| DeskAction::Volume { channel, db });
                 for p in (0..self.ports.len()).filter(|&p| self.talk_channel[p] == Some(c)) {
                     if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
                         tx.lock().unwrap_or_else(|e| e.into_inner()).set_gain_db(db);
