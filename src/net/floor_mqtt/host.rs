@@ -15,7 +15,7 @@
 //! - audio from the holder's feed keeps the arbiter's no-media timer alive, as media through
 //!   an embedded hub does; a holder whose audio stops reaching Janus loses the floor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +38,8 @@ use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
 /// Peer ids of MQTT edges start here, far from the embedded hub's (which count from 1), since
 /// both feed the same router.
 pub const FIRST_PEER: PeerId = 1 << 40;
+/// How often the moderation of every room is checked against the floor.
+const MODERATION_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct FloorHostOptions {
@@ -83,6 +85,7 @@ pub fn start_host(
         janus,
         rooms: HashMap::new(),
         moderated: HashMap::new(),
+        moderate_failed: HashSet::new(),
         link: None,
     };
     tokio::spawn(host.run(peer_rx, janus_rx, cancel));
@@ -130,6 +133,8 @@ struct Host {
     rooms: HashMap<String, Vec<(u64, String)>>,
     /// The last mute (true) or unmute asked per (channel, feed).
     moderated: HashMap<(String, u64), bool>,
+    /// Feeds whose moderation failed (warned once, then retried quietly).
+    moderate_failed: HashSet<(String, u64)>,
     link: Option<Link>,
 }
 
@@ -143,6 +148,10 @@ impl Host {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         let mut reconnect_at = Some(Instant::now());
         let mut connected_at: Option<Instant> = None;
+        // Enforcement heals itself: a moderation Janus refused or could not do yet is asked
+        // again (only differences from what was asked are sent).
+        let mut recheck = tokio::time::interval(MODERATION_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -188,6 +197,7 @@ impl Host {
                     }
                 }
                 Some(event) = recv_opt(&mut janus_rx) => self.janus_event(event),
+                _ = recheck.tick(), if self.janus.is_some() => self.moderate_all(),
             }
         }
         // Clean stop: the floor is free, the host offline; then disconnect (no will).
@@ -435,7 +445,9 @@ impl Host {
         match event {
             JanusEvent::Up { channels } => {
                 info!(rooms = channels.len(), "floor host: Janus session up");
+                // Rosters may have come before `Up`, when nothing could be moderated yet.
                 self.moderated.clear();
+                self.moderate_all();
             }
             JanusEvent::Down { reason } => {
                 warn!(%reason, "floor host: Janus session down; moderation resumes when it is back");
@@ -455,10 +467,18 @@ impl Host {
                 }
             }
             JanusEvent::ModerateDone { channel, feed, mute, result } => match result {
-                Ok(()) => debug!(%channel, feed, mute, "floor host: moderate done"),
+                Ok(()) => {
+                    debug!(%channel, feed, mute, "floor host: moderate done");
+                    self.moderate_failed.remove(&(channel, feed));
+                }
                 Err(error) => {
-                    warn!(%channel, feed, mute, %error, "floor host: moderate failed; retried on the next floor change");
-                    self.moderated.remove(&(channel, feed));
+                    let key = (channel, feed);
+                    if self.moderate_failed.insert(key.clone()) {
+                        warn!(channel = %key.0, feed, mute, %error, "floor host: moderate failed; retried every second");
+                    } else {
+                        debug!(channel = %key.0, feed, mute, %error, "floor host: moderate failed again");
+                    }
+                    self.moderated.remove(&key);
                 }
             },
             JanusEvent::Sending { .. } | JanusEvent::Moderated { .. } => {}
@@ -497,7 +517,9 @@ impl Host {
             if self.moderated.get(&key) == Some(&mute) {
                 continue;
             }
-            if janus.moderate(channel, *feed, mute) {
+            if !janus.moderate(channel, *feed, mute) {
+                debug!(%channel, feed, mute, "floor host: Janus cannot moderate this feed yet; retried");
+            } else {
                 info!(
                     %channel, feed, %publisher, mute, holder = ?holder.as_ref().map(|h| &h.name),
                     "floor host: moderate ({})", if mute { "not the floor holder" } else { "holds the floor" }
