@@ -457,6 +457,7 @@ impl Host {
             JanusEvent::Roster { channel, publishers } => {
                 debug!(%channel, ?publishers, "floor host: room publishers");
                 self.moderated.retain(|(c, feed), _| *c != channel || publishers.iter().any(|(f, _)| f == feed));
+                self.moderate_failed.retain(|(c, feed)| *c != channel || publishers.iter().any(|(f, _)| f == feed));
                 self.rooms.insert(channel.clone(), publishers);
                 self.moderate(&channel);
             }
