@@ -681,3 +681,69 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
     let full = levels[first + 2];
     assert!(!quieter.is_empty() && quieter.iter().all(|&l| (full - l - 12.0).abs() < 2.0), "{full} then {quieter:?}");
 }
+
+#[test]
+fn a_stereo_split_puts_each_channel_where_its_pan_says() {
+    let config = r#"
+device_id = "desk-stereo"
+[gpio.sim]
+dir = "{lines}"
+[channel.left]
+[channel.right]
+[channel.middle]
+[port.r-left]
+kind = "radio"
+channel = "left"
+cor = { line = "sim:l-cor" }
+ptt = { line = "sim:l-ptt" }
+audio = { capture = "sim:tone:500:-12" }
+[port.r-right]
+kind = "radio"
+channel = "right"
+cor = { line = "sim:r-cor" }
+ptt = { line = "sim:r-ptt" }
+audio = { capture = "sim:tone:1100:-12" }
+[port.r-middle]
+kind = "radio"
+channel = "middle"
+cor = { line = "sim:m-cor" }
+ptt = { line = "sim:m-ptt" }
+audio = { capture = "sim:tone:1700:-12" }
+[port.desk]
+kind = "desk"
+channels = ["left", "right", "middle"]
+duck_db = 0
+audio = { playback = "sim:wav-out:{dir}/left.wav" }
+playback_right = "sim:wav-out:{dir}/right.wav"
+[port.desk.monitor.left]
+pan = -1
+[port.desk.monitor.right]
+pan = 1
+"#;
+    let mut d = Daemon::start(config);
+    d.wait_for("radios ready", Duration::from_secs(10), |d| d.line("m-ptt") == Some(false));
+    std::thread::sleep(Duration::from_millis(300));
+    for r in ["l", "r", "m"] {
+        d.drive(&format!("{r}-cor"), true);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    for r in ["l", "r", "m"] {
+        d.drive(&format!("{r}-cor"), false);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success(), "{}", d.stderr());
+    let (l, r) = (samples(&d.dir.path().join("left.wav")), samples(&d.dir.path().join("right.wav")));
+    let start = first_loud(&l, 0, -40.0).expect("the left side played") * 480;
+    let (l, r) = (&l[start + 48_000..start + 96_000], &r[start + 48_000..start + 96_000]);
+    let level = |x: &[f32], hz| rms_db(goertzel(x, hz));
+    eprintln!(
+        "left: 500 Hz {:.1}, 1100 Hz {:.1}, 1700 Hz {:.1}; right: {:.1}, {:.1}, {:.1} dBFS",
+        level(l, 500.0), level(l, 1100.0), level(l, 1700.0), level(r, 500.0), level(r, 1100.0), level(r, 1700.0)
+    );
+    // Hard left and hard right: only on their own side. Centre: on both, 3 dB down each.
+    assert!(level(l, 500.0) > -21.0 && level(r, 500.0) < -60.0);
+    assert!(level(r, 1100.0) > -21.0 && level(l, 1100.0) < -60.0);
+    assert!((level(l, 1700.0) - level(r, 1700.0)).abs() < 0.5);
+    assert!(((level(l, 500.0) - level(l, 1700.0)) - 3.0).abs() < 1.5, "centre not 3 dB down");
+}

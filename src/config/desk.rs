@@ -61,6 +61,9 @@ pub struct DeskPortConfig {
     /// Ceiling of the limiter on the mix, dBFS (-30..=0).
     #[serde(default = "default_limiter_dbfs")]
     pub limiter_dbfs: f32,
+    /// Stereo split: the right side of the mix goes to this playback device, the left to
+    /// `audio.playback`, and each channel's `pan` places it between them.
+    pub playback_right: Option<String>,
 }
 
 /// How one monitored channel is heard.
@@ -232,6 +235,16 @@ pub(super) fn validate<'c>(
             r.key(&format!("{key}.pan"), format!("{} is out of range -1 (left)..=1 (right)", m.pan));
         }
     }
+    if let Some(right) = &desk.playback_right {
+        use crate::audio::{DeviceSpec, Direction};
+        let key = format!("{path}.playback_right");
+        match DeviceSpec::parse(right) {
+            Ok(spec) if !spec.supports(Direction::Playback) => r.key(&key, format!("`{right}` cannot be used for playback")),
+            Ok(_) if desk.audio.playback.is_none() => r.key(&key, "a stereo split needs `audio.playback` for the left side"),
+            Ok(_) => {}
+            Err(e) => r.key(&key, e.to_string()),
+        }
+    }
     if desk.debounce_ms > 200 {
         r.key(&format!("{path}.debounce_ms"), format!("{} ms is out of range 0..=200", desk.debounce_ms));
     }
@@ -284,6 +297,16 @@ mod tests {
         assert!(e[1].starts_with("9:7: port.desk.buttons.sel: unknown button `sel`"), "{e:?}");
         assert!(e[2].starts_with("11:13: port.desk.leds.rx.nope: `nope` is not one"), "{e:?}");
         assert!(e[3].starts_with("12:9: port.desk.leds.blink: unknown LED"), "{e:?}");
+    }
+
+    #[test]
+    fn a_stereo_split_needs_a_left_side_and_a_playback_device() {
+        let e = errors("channels = [\"ops\"]\nplayback_right = \"sim:tone:100\"\n");
+        assert!(e[0].starts_with("7:18: port.desk.playback_right: `sim:tone:100` cannot be used for playback"), "{e:?}");
+        let e = errors("channels = [\"ops\"]\nplayback_right = \"sim:null\"\n");
+        assert!(e[0].contains("needs `audio.playback` for the left side"), "{e:?}");
+        let ok = "channels = [\"ops\"]\nplayback_right = \"sim:null\"\naudio = { playback = \"sim:null\" }\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
     }
 
     #[test]

@@ -629,8 +629,9 @@ pub fn desk_mixer(config: &DeskPortConfig) -> Result<Mixer, String> {
         .collect();
     let mixer = MixerConfig {
         channels,
-        // The audio layer drives mono devices; pan takes effect once stereo devices exist.
-        stereo: false,
+        // Devices are mono: a stereo split plays the left side on `audio.playback` and the right
+        // on `playback_right`.
+        stereo: config.playback_right.is_some(),
         duck_db: config.duck_db,
         limiter_dbfs: config.limiter_dbfs,
         jitter: config.audio.jitter_config(),
@@ -643,30 +644,46 @@ pub fn desk_mixer(config: &DeskPortConfig) -> Result<Mixer, String> {
 
 /// Mixer → playback, refilled whenever the device has consumed a frame, on a thread of its own
 /// (as radio playback: a late refill is an audible gap). Publishes the mixer's active set.
+/// With two devices (a stereo split: left, right) the mixer's interleaved stereo frame is
+/// split between them; both are refilled together, paced by the one that needs it first.
 pub fn run_playback(
-    playback: PlaybackHandle,
+    devices: Vec<PlaybackHandle>,
     mixer: Arc<Mutex<Mixer>>,
     rx_active: Arc<AtomicU64>,
     heartbeat: Heartbeat,
     cancel: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("desk {}", playback.name())).spawn(move || {
-        let mut frame = vec![0.0f32; playback.frame_len()];
+    let name = devices.first().map(|d| d.name().to_string()).unwrap_or_default();
+    std::thread::Builder::new().name(format!("desk {name}")).spawn(move || {
+        let sides = devices.len().max(1);
+        let n = devices.first().map_or(0, PlaybackHandle::frame_len);
+        let mut frame = vec![0.0f32; n * sides];
+        let mut side = vec![0.0f32; n];
         while !cancel.is_cancelled() {
             heartbeat.beat();
-            while playback.queued() < PLAYBACK_LEAD_FRAMES {
+            'refill: while devices.iter().any(|d| d.queued() < PLAYBACK_LEAD_FRAMES) {
                 let active = {
                     let mut m = mixer.lock().unwrap_or_else(|p| p.into_inner());
                     m.mix(clock::now(), &mut frame).active
                 };
                 rx_active.store(active, Ordering::Relaxed);
-                if playback.push(&frame).is_err() {
-                    break;
+                for (k, device) in devices.iter().enumerate() {
+                    let out = if sides == 1 {
+                        &frame[..]
+                    } else {
+                        side.iter_mut().zip(frame.iter().skip(k).step_by(sides)).for_each(|(o, &s)| *o = s);
+                        &side[..]
+                    };
+                    if device.push(out).is_err() {
+                        break 'refill;
+                    }
                 }
             }
             std::thread::sleep(PLAYBACK_POLL);
         }
-        playback.stop();
+        for device in devices {
+            device.stop();
+        }
     })
 }
 
@@ -710,10 +727,13 @@ pub fn start_audio(
     }
     let mut mixer = None;
     if let Some(device) = &desk.audio.playback {
-        let handle = PlaybackHandle::open(device, &opts).map_err(|e| format!("playback `{device}`: {e}"))?;
+        let mut devices = vec![PlaybackHandle::open(device, &opts).map_err(|e| format!("playback `{device}`: {e}"))?];
+        if let Some(right) = &desk.playback_right {
+            devices.push(PlaybackHandle::open(right, &opts).map_err(|e| format!("playback_right `{right}`: {e}"))?);
+        }
         let m = Arc::new(Mutex::new(desk_mixer(desk)?));
         let heartbeat = watchdog.register(&format!("port {name} speaker"));
-        run_playback(handle, m.clone(), rx_active.clone(), heartbeat, cancel.clone())
+        run_playback(devices, m.clone(), rx_active.clone(), heartbeat, cancel.clone())
             .map_err(|e| format!("playback thread: {e}"))?;
         mixer = Some(m);
     }
