@@ -199,7 +199,7 @@ fn inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile(
 
     fleet.janus.kill();
     let killed = Instant::now();
-    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    let b = &mut fleet.b;
     let unkeyed = wait_line(b, "ptt", false, Duration::from_secs(10));
     println!("Janus SIGKILLed: B's PTT released after {} ms", unkeyed.as_millis());
     // A keeps talking the whole time; B must stay unkeyed while Janus is gone.

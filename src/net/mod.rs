@@ -11,6 +11,7 @@ pub mod floor_mqtt;
 pub mod hub;
 pub mod janus;
 pub mod protocol;
+mod reconnect;
 mod rtc;
 pub mod rtp;
 pub mod uplink;

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::addrs::route_source;
+use super::reconnect::Reconnect;
 use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
 };
@@ -35,7 +36,6 @@ use super::rtc::{self, Polled, RtcStats, StreamStats};
 use super::rtp::Restamper;
 use super::{MemberRequest, UplinkEvent};
 use crate::core::floor::{ParticipantId, ToArbiter};
-use crate::fleet::backoff::Backoff;
 use crate::pipeline::MediaPacket;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -164,9 +164,7 @@ async fn run(
     up: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
-    // One `Down` per loss, not one per failed retry.
-    let mut down_reported = false;
+    let mut reconnect = Reconnect::new("uplink", options.backoff_min, options.backoff_max);
     loop {
         let mut link = Link { options: &options, events: &events, up: &up, was_up: false };
         let result = link.run(&mut cmds, &cancel).await;
@@ -181,17 +179,9 @@ async fn run(
             }
             Err(reason) => reason,
         };
-        if was_up {
-            backoff.reset();
-            down_reported = false;
-        }
-        let delay = backoff.next_delay(rand::random::<f64>());
-        if !down_reported {
-            warn!(%reason, retry_in_ms = delay.as_millis() as u64, "uplink down");
+        let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
+        if report {
             let _ = events.send(UplinkEvent::Down { reason });
-            down_reported = true;
-        } else {
-            debug!(%reason, retry_in_ms = delay.as_millis() as u64, "uplink still down");
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -31,7 +31,7 @@ use tracing::{debug, info, trace, warn};
 use super::protocol::{SubStream, MAX_MESSAGE_BYTES, SUBPROTOCOL};
 use super::session::{ChannelSpec, Output, Session, SessionConfig};
 use super::JanusEvent;
-use crate::fleet::backoff::Backoff;
+use crate::net::reconnect::Reconnect;
 use crate::net::addrs::route_source;
 use crate::net::protocol::add_end_of_candidates;
 use crate::net::rtc::{self, Polled};
@@ -208,9 +208,8 @@ async fn run(
     shared: Shared,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(options.backoff_min, options.backoff_max);
+    let mut reconnect = Reconnect::new("Janus uplink", options.backoff_min, options.backoff_max);
     let mut listen = vec![true; options.channels.len()];
-    let mut down_reported = false;
     loop {
         let mut link = Link { options: &options, events: &events, shared: &shared, listen: &mut listen, was_up: false };
         let result = link.run(&mut cmds, &cancel).await;
@@ -225,17 +224,9 @@ async fn run(
             }
             Err(reason) => reason,
         };
-        if was_up {
-            backoff.reset();
-            down_reported = false;
-        }
-        let delay = backoff.next_delay(rand::random::<f64>());
-        if !down_reported {
-            warn!(%reason, retry_in_ms = delay.as_millis() as u64, "Janus uplink down");
+        let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
+        if report {
             let _ = events.send(JanusEvent::Down { reason });
-            down_reported = true;
-        } else {
-            debug!(%reason, retry_in_ms = delay.as_millis() as u64, "Janus uplink still down");
         }
         let wake = tokio::time::Instant::now() + delay;
         loop {
