@@ -401,6 +401,12 @@ fn inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
     assert!(b1100[m - 10..m].iter().all(|&t| t), "c07 heard before the mute");
     assert!(b1100[gone..u].iter().all(|&t| !t), "c07 stays muted until `listen` on");
     assert!(gone - m <= 20 && back - u <= 20, "listen followed within 2 s (+ header lag)");
+    // The desk's own mix mutes too; Janus was asked as well (tests/janus_videoroom.rs shows it
+    // then relays nothing on that channel).
+    for on in ["false", "true"] {
+        let line = format!("Janus relays the channel's room to us channel=c07 on={on}");
+        assert!(desk.stderr().contains(&line), "no `{line}` in the desk's log");
+    }
     // The other channels carry on throughout.
     for (blocks, name) in [(&b500, "c00"), (&b1700, "c13")] {
         assert!(blocks[m - 10..u + 10].iter().all(|&t| t), "{name} interrupted by c07's mute");

@@ -210,7 +210,9 @@ impl JanusEdge {
 
     /// Hear (on) or mute a channel's room: Janus stops relaying it, no renegotiation.
     pub fn listen(&self, channel: &str, on: bool) {
-        if !self.janus.listen(channel, on) {
+        if self.janus.listen(channel, on) {
+            info!(%channel, on, "Janus relays the channel's room to us");
+        } else {
             warn!(%channel, on, "Janus listen not queued");
         }
     }
