@@ -145,8 +145,10 @@ pub struct Debounce {
 }
 
 impl Debounce {
-    pub fn new(hold: Duration) -> Self {
-        Self { hold, stable: false, pending: None }
+    /// A button whose line is at `level` now: that level is where it starts, not an edge (a
+    /// PTT held or stuck at start-up does not talk until it has been released once).
+    pub fn new(hold: Duration, level: bool) -> Self {
+        Self { hold, stable: level, pending: None }
     }
 
     /// A raw edge (or the current level) seen at `at`.
@@ -472,7 +474,7 @@ impl DeskPort {
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut lit: Vec<Option<bool>> = vec![None; self.leds.len()];
         let mut shown = None;
-        self.apply_effects().await;
+        let _ = self.apply_effects().await;
         loop {
             let now = clock::now();
             let deadline =
@@ -487,6 +489,19 @@ impl DeskPort {
                 biased;
                 _ = cancel.cancelled() => break,
                 input = self.inputs.recv() => match input {
+                    // Answered once carried out, so a patch the router refuses is reported.
+                    Some(DeskInput::Action { action, reply }) => {
+                        let result = match self.core.apply(action) {
+                            Ok(()) => self.apply_effects().await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = &result {
+                            warn!(port = %self.name, error = %e, "desk action refused");
+                        }
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    }
                     Some(input) => self.input(input),
                     None => break,
                 },
@@ -494,7 +509,7 @@ impl DeskPort {
                 _ = refresh.tick() => self.core.set_rx(self.rx_active.load(Ordering::Relaxed)),
                 _ = beat.tick() => self.heartbeat.beat(),
             }
-            self.apply_effects().await;
+            let _ = self.apply_effects().await;
             let now = clock::now();
             for (i, (led, line)) in self.leds.iter().enumerate() {
                 let on = self.core.led(*led, now);
@@ -521,7 +536,7 @@ impl DeskPort {
         }
         // Whatever stopped the desk, its floors go back: the radios carrying it unkey.
         self.core.release_all();
-        self.apply_effects().await;
+        let _ = self.apply_effects().await;
         for (_, line) in &self.leds {
             let _ = line.set(false);
         }
@@ -537,15 +552,8 @@ impl DeskPort {
                 }
                 self.debounced(now);
             }
-            DeskInput::Action { action, reply } => {
-                let result = self.core.apply(action);
-                if let Err(e) = &result {
-                    warn!(port = %self.name, error = %e, "desk action refused");
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
-                }
-            }
+            // Applied in `run`, which awaits the router's answer to a patch before replying.
+            DeskInput::Action { .. } => {}
             DeskInput::Talk { channel, on } => self.core.set_tx(channel, on),
             DeskInput::Busy { channel, busy } => self.core.set_busy(channel, busy),
             DeskInput::Denied { channel } => self.core.denied(now, channel),
@@ -576,7 +584,10 @@ impl DeskPort {
         }
     }
 
-    async fn apply_effects(&mut self) {
+    /// Carry out what the core asked for. Err: the router refused a patch (the core has
+    /// forgotten it again).
+    async fn apply_effects(&mut self) -> Result<(), String> {
+        let mut result = Ok(());
         while let Some(effect) = self.core.poll_effect() {
             let global = |c: usize| self.link_channels[c];
             let mixer = |f: &mut dyn FnMut(&mut Mixer) -> Result<(), crate::pipeline::MixerError>| {
@@ -607,10 +618,12 @@ impl DeskPort {
                         if on {
                             self.core.patch_refused(a, b);
                         }
+                        result = Err(reason);
                     }
                 }
             }
         }
+        result
     }
 }
 
@@ -770,8 +783,10 @@ pub fn start(
             })
             .map_err(|e| format!("{key}: {e}"))?;
         let level = input.is_asserted().map_err(|e| format!("{key}: {e}"))?;
-        let _ = to_desk.send(DeskInput::Button { button, at: clock::now(), level });
-        buttons.insert(button, Debounce::new(hold));
+        if level && matches!(button, DeskButton::Ptt | DeskButton::ChannelPtt(_) | DeskButton::AllCall) {
+            warn!(port = %name, %key, "talk button held at start-up: ignored until released");
+        }
+        buttons.insert(button, Debounce::new(hold, level));
         held.push(input);
     }
     let mut leds = Vec::new();
@@ -824,7 +839,7 @@ mod tests {
     fn debounce_takes_an_edge_once_it_has_held_and_ignores_bounces() {
         let t = Instant::now();
         let ms = |n| t + Duration::from_millis(n);
-        let mut d = Debounce::new(Duration::from_millis(20));
+        let mut d = Debounce::new(Duration::from_millis(20), false);
         d.edge(ms(0), true);
         d.edge(ms(3), false); // contact bounce
         d.edge(ms(5), true);
@@ -840,6 +855,13 @@ mod tests {
         assert!(d.level());
         d.edge(ms(300), false);
         assert_eq!(d.handle_timeout(ms(320)), Some(false));
+        // Held at start-up: no press until it has been let go.
+        let mut held = Debounce::new(Duration::from_millis(20), true);
+        assert_eq!(held.poll_timeout(), None);
+        held.edge(ms(0), false);
+        assert_eq!(held.handle_timeout(ms(20)), Some(false));
+        held.edge(ms(50), true);
+        assert_eq!(held.handle_timeout(ms(70)), Some(true));
     }
 
     #[test]
