@@ -140,3 +140,95 @@ fn time_out_timer_unkeys_while_the_channel_still_talks() {
     assert_eq!(d.line("b-ptt"), Some(true), "no re-key while locked out");
     assert!(d.stderr().contains("time-out timer fired"), "{}", d.stderr());
 }
+
+/// Radio B sends a CW ID ("E E" at 5 WPM: 2.16 s of Morse) every 10 s while in use. Radio A
+/// has no audio, so B's transmit audio (a WAV file) carries nothing but the ID.
+const CW_ID: &str = r#"
+device_id = "id-test"
+
+[gpio.sim]
+dir = "{lines}"
+
+[channel.ops]
+
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt", active_low = true }
+inhibit = { line = "sim:b-inhibit" }
+keying = { tx_delay_ms = 100, tx_hang_ms = 200 }
+
+[port.radio-b.audio]
+playback = "sim:wav-out:{dir}/b.wav"
+cw_id = { callsign = "E E", wpm = 5, interval_s = 10, tone_hz = 800 }
+"#;
+
+/// 10 ms blocks of B's transmit audio louder than -40 dBFS (the ID is at -18 dBFS peak).
+fn loud_blocks(d: &Daemon) -> usize {
+    common::wav_blocks_dbfs(&d.dir.path().join("b.wav")).iter().filter(|&&db| db > -40.0).count()
+}
+
+/// A 3 s over (the first ID rides on it, so the next is owed 10 s after that one), then B
+/// sits idle until the ID is due.
+fn cw_id_daemon() -> Daemon {
+    let mut d = Daemon::start(CW_ID);
+    d.wait_for("lines ready", WAIT, |d| d.line("a-cor") == Some(false) && d.line("b-ptt") == Some(true));
+    d.drive("a-cor", true);
+    d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));
+    std::thread::sleep(Duration::from_secs(3));
+    d.drive("a-cor", false);
+    d.wait_for("radio B unkeyed after the over", WAIT, |d| d.line("b-ptt") == Some(true));
+    assert!(d.stderr().contains("station ID on air"), "the first ID rode on the over\n{}", d.stderr());
+    d
+}
+
+#[test]
+fn cw_id_keys_an_idle_radio_just_for_the_id_then_unkeys() {
+    let mut d = cw_id_daemon();
+    let after_over = loud_blocks(&d);
+    assert!(after_over >= 30, "the ID mixed into the over is on air: {after_over} loud blocks");
+    d.wait_for("radio B keyed for the ID", Duration::from_secs(15), |d| d.line("b-ptt") == Some(false));
+    let keyed_at = std::time::Instant::now();
+    d.wait_for("radio B unkeyed after the ID", WAIT, |d| d.line("b-ptt") == Some(true));
+    let keyed_for = keyed_at.elapsed();
+    println!("measured: ID-only key-up lasted {keyed_for:?} (TX delay 100 ms + 2.16 s of Morse + 200 ms tail)");
+    assert!(keyed_for >= Duration::from_millis(2000) && keyed_for < Duration::from_secs(5), "{keyed_for:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let total = loud_blocks(&d);
+    // Two dits of 240 ms each: about 48 blocks per ID.
+    assert!(total >= after_over + 30, "the ID is on air during its own key-up: {after_over} -> {total} loud blocks");
+    let mut levels = d.line_log("b-ptt");
+    levels.dedup(); // the line is written unkeyed both when opened and when registered
+    assert_eq!(levels, [true, false, true, false, true], "keyed twice: the over, then the ID alone");
+    assert!(d.stderr().contains("reason=IdDone"), "{}", d.stderr());
+    // Nothing owed without new traffic: no third key-up.
+    std::thread::sleep(Duration::from_secs(11));
+    let mut after = d.line_log("b-ptt");
+    after.dedup();
+    assert_eq!(after.len(), 5, "no key-up without traffic to identify: {after:?}");
+}
+
+#[test]
+fn cw_id_waits_while_inhibited_and_shutdown_mid_id_releases_ptt() {
+    let mut d = cw_id_daemon();
+    d.drive("b-inhibit", true);
+    // The ID falls due about 10 s after the over's ID: B stays unkeyed while inhibited.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(d.line("b-ptt"), Some(true), "no key-up for the ID while inhibited");
+    d.drive("b-inhibit", false);
+    d.wait_for("radio B keyed for the owed ID once the inhibit is off", WAIT, |d| d.line("b-ptt") == Some(false));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(d.line("b-ptt"), Some(false), "mid-ID");
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(WAIT);
+    assert!(status.success(), "{status}\n{}", d.stderr());
+    assert_eq!(d.line("b-ptt"), Some(true), "released on shutdown mid-ID");
+    assert_eq!(d.line_log("b-ptt").last(), Some(&true));
+}
