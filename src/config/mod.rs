@@ -69,6 +69,20 @@ fn default_log_level() -> String {
     "info".into()
 }
 
+/// Parse a log filter as the config and `RUST_LOG` write it: comma-separated `level` or
+/// `target=level`. A bare word that is not a level is refused (Targets alone would read it as a
+/// target name and log everything from it: a typo in `level` must not pass silently).
+pub fn parse_log_filter(text: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in text.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(format!("`{directive}`: expected a level (trace, debug, info, warn, error, off) or target=level"));
+        }
+    }
+    text.trim().parse::<tracing_subscriber::filter::Targets>().map_err(|e| e.to_string())
+}
+
 /// Backend-wide GPIO settings.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +314,21 @@ impl RadioPortConfig {
             tot: d(t.tot_ms),
             duplex: self.duplex,
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_log_filter;
+
+    #[test]
+    fn filters_as_written_in_configs_and_rust_log() {
+        for ok in ["info", "debug", "roipd=debug", "warn,roipd=trace", "roipd::net=debug,info"] {
+            assert!(crate::config::parse_log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["loud", "roipd=shouty", "", "info,"] {
+            assert!(crate::config::parse_log_filter(bad).is_err(), "{bad}");
         }
     }
 }

@@ -31,6 +31,10 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
         );
     }
 
+    if let Err(e) = super::parse_log_filter(&config.log.level) {
+        r.key("log.level", e);
+    }
+
     // Names as written in the file: a channel whose body has an error still exists. When
     // `channel` itself is broken (already reported) references cannot be judged.
     let channels: Option<BTreeSet<String>> =
@@ -183,6 +187,15 @@ ptt = { line = "sim:ptt1" }
     #[test]
     fn base_is_valid() {
         assert_eq!(errors(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn log_level_typo_is_an_error() {
+        let base_lines = BASE.lines().count();
+        assert_eq!(errors("[log]\nlevel = \"roipd=debug,warn\"\n"), Vec::<String>::new());
+        let e = errors("[log]\nlevel = \"loud\"\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with(&format!("{}:log.level ", base_lines + 2)), "{e:?}");
     }
 
     #[test]
