@@ -53,7 +53,7 @@ fn state_of(port: &'static str) -> impl Fn(&Msg) -> bool {
 async fn port_state_carries_levels_and_tot_while_active_without_churn() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/audio-box/#"]).await;
-    let mut d = Daemon::start(&LEVELS.replace("{port}", &broker.anon.to_string()));
+    let d = Daemon::start(&LEVELS.replace("{port}", &broker.anon.to_string()));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/audio-box/status" && m.json()["online"] == true).await;
     let idle = probe.wait("radio-a state", WAIT, state_of("radio-a")).await.json();
     assert!(idle.get("rx_level_dbfs").is_none(), "no level while idle: {idle}");

@@ -103,6 +103,7 @@ impl LevelWindow {
 
 /// Capture → receive path → channel. VOX levels go to the keying task, the receive level
 /// (about once a second) to the port's state.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_capture(
     port: PortId,
     capture: CaptureHandle,
