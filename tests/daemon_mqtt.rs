@@ -456,8 +456,18 @@ keying = { tx_delay_ms = 0, tx_hang_ms = 0 }
 url = "mqtt://127.0.0.1:{port}"
 "#;
 
-const COMMANDS: [&str; 9] =
-    ["set_channel", "listen", "volume", "tx_inhibit", "remote_ptt", "identify", "reload_config", "get_config", "restart"];
+const COMMANDS: [&str; 10] = [
+    "set_channel",
+    "listen",
+    "volume",
+    "tx_inhibit",
+    "remote_ptt",
+    "identify",
+    "reload_config",
+    "get_config",
+    "restart",
+    "desk",
+];
 
 /// Malformed payloads for every command topic: bad JSON, wrong types, huge values, unknown
 /// fields, and what a valid shape with unknown names gets from the daemon.
@@ -478,7 +488,7 @@ fn malformed() -> Vec<(String, Vec<u8>, &'static str)> {
             out.push((name.into(), payload.to_vec(), code));
         }
     }
-    let typed: [(&str, Value, &str); 16] = [
+    let typed: [(&str, Value, &str); 20] = [
         ("set_channel", serde_json::json!({"port": 7, "channel": "fire"}), "invalid_args"),
         ("set_channel", serde_json::json!({"port": "radio-a", "channel": ["fire"]}), "invalid_args"),
         ("set_channel", serde_json::json!({"port": "radio-a", "channel": "#"}), "invalid_args"),
@@ -495,6 +505,10 @@ fn malformed() -> Vec<(String, Vec<u8>, &'static str)> {
         ("remote_ptt", serde_json::json!({"port": "radio-b", "on": true, "max_duration_s": 1e9}), "invalid_args"),
         ("identify", serde_json::json!({"seconds": 1_000_000_000_000i64}), "out_of_range"),
         ("self_destruct", serde_json::json!({}), "unknown_command"),
+        ("desk", serde_json::json!({"port": "radio-a"}), "invalid_args"),
+        ("desk", serde_json::json!({"port": 3, "action": {"action": "ptt", "on": true}}), "invalid_args"),
+        ("desk", serde_json::json!({"port": "radio-a", "action": "ptt"}), "invalid_args"),
+        ("desk", serde_json::json!({"port": "radio-a", "action": [{"action": "ptt", "on": true}]}), "invalid_args"),
     ];
     for (name, args, code) in typed {
         out.push((name.into(), args.to_string().into_bytes(), code));
@@ -538,7 +552,7 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     }
 
     // The daemon's own checks: well-formed, but naming what this box does not have.
-    let refused: [(&str, &str, &str); 7] = [
+    let refused: [(&str, &str, &str); 8] = [
         ("set_channel", r#"{"request_id":"d1","port":"radio-z","channel":"fire"}"#, "not_found"),
         ("set_channel", r#"{"request_id":"d2","port":"radio-a","channel":"nowhere"}"#, "not_found"),
         ("listen", r#"{"request_id":"d3","channel":"nowhere","on":false}"#, "not_found"),
@@ -546,6 +560,8 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
         ("tx_inhibit", r#"{"request_id":"d5","port":"radio-z","on":true}"#, "not_found"),
         ("remote_ptt", r#"{"request_id":"d6","port":"radio-z","on":true,"max_duration_s":5}"#, "not_found"),
         ("identify", r#"{"request_id":"d7","seconds":5}"#, "unavailable"),
+        // A radio port is not a desk: nothing keys it through the desk path.
+        ("desk", r#"{"request_id":"d8","port":"radio-b","action":{"action":"ptt","on":true}}"#, "not_found"),
     ];
     for (name, payload, code) in refused {
         let mark = probe.mark();

@@ -747,3 +747,81 @@ pan = 1
     assert!((level(l, 1700.0) - level(r, 1700.0)).abs() < 0.5);
     assert!(((level(l, 500.0) - level(l, 1700.0)) - 3.0).abs() < 1.5, "centre not 3 dB down");
 }
+
+/// Fleet `desk` command: the console's action path over MQTT. Malformed actions, actions on
+/// channels the desk lacks and ports that are not desks get an error reply and key nothing; a
+/// fleet desk PTT keys the field radio, whose TOT unkeys it, `on: false` releases it, and a PTT
+/// held through a shutdown is released on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions() {
+    use fleet::broker::Broker;
+    use fleet::probe::Probe;
+    let wait = Duration::from_secs(10);
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/desk-preempt/#", "test/desk-replies"]).await;
+    let config = format!("{}[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", preempt_config(""), broker.anon);
+    let mut d = Daemon::start(&config);
+    probe.wait("online", wait, |m| m.topic == "roipd/desk-preempt/status" && m.json()["online"] == true).await;
+    d.wait_for("desk ready", wait, |d| d.line("led-tx") == Some(false));
+    std::thread::sleep(Duration::from_millis(300));
+    let cmd = "roipd/desk-preempt/cmd/desk";
+    let send = |id: &str, payload: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        v["request_id"] = id.into();
+        v.to_string()
+    };
+    let reply = |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/desk-preempt/reply" && m.json()["request_id"] == id;
+
+    for (id, payload, code) in [
+        ("e1", r#"{"port":"desk","action":{"action":"ptt"}}"#, "invalid_args"),
+        ("e2", r#"{"port":"desk","action":{"action":"ptt","channel":"fire","on":true}}"#, "invalid_args"),
+        ("e3", r#"{"port":"desk","action":{"action":"transmit","on":true}}"#, "invalid_args"),
+        ("e4", r#"{"port":"desk","action":{"action":"ptt","on":true,"hold":true}}"#, "invalid_args"),
+        ("e5", r#"{"port":"desk","action":{"action":"ptt","on":"yes"}}"#, "invalid_args"),
+        ("e6", r#"{"port":"desk","action":"ptt"}"#, "invalid_args"),
+        ("e7", r#"{"port":"desk","action":{"action":"ptt","on":true},"on":true}"#, "unknown_field"),
+        ("e8", r#"{"port":"radio-b","action":{"action":"ptt","on":true}}"#, "not_found"),
+        ("e9", r#"{"port":"nodesk","action":{"action":"ptt","on":true}}"#, "not_found"),
+    ] {
+        let mark = probe.mark();
+        probe.publish(cmd, send(id, payload)).await;
+        let r = probe.wait_after(mark, id, wait, reply(id)).await.json();
+        assert_eq!((r["ok"].clone(), r["error"]["code"].clone()), (false.into(), code.into()), "{payload}: {r}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.line_log("b-ptt").iter().all(|&k| !k), "B keyed by a refused command: {:?}", d.line_log("b-ptt"));
+    assert!(d.line_log("led-tx").iter().all(|&k| !k), "the desk talked on a refused command");
+
+    // Select, then PTT over MQTT 5 request/response: the desk takes the floor and B keys.
+    let mark = probe.mark();
+    probe.publish(cmd, send("s1", r#"{"port":"desk","action":{"action":"select","channel":"ops"}}"#)).await;
+    let r = probe.wait_after(mark, "select reply", wait, reply("s1")).await.json();
+    assert_eq!((r["ok"].clone(), r["command"].clone(), r["result"]["port"].clone()), (true.into(), "desk".into(), "desk".into()), "{r}");
+    let mark = probe.mark();
+    probe.request(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#, "test/desk-replies", b"ptt-1").await;
+    let r = probe.wait_after(mark, "ptt reply", wait, |m| m.topic == "test/desk-replies").await;
+    assert_eq!(r.correlation.as_deref(), Some(&b"ptt-1"[..]));
+    assert_eq!(r.json()["ok"], true, "{}", r.json());
+    d.wait_for("desk holds the floor", Duration::from_secs(5), |d| d.line("led-tx") == Some(true));
+    d.wait_for("B keyed for the desk", Duration::from_secs(5), |d| d.line("b-ptt") == Some(true));
+    // Never released by the fleet: B's time-out timer (4 s) unkeys it anyway.
+    let keyed = std::time::Instant::now();
+    d.wait_for("B unkeyed by its TOT", Duration::from_secs(8), |d| d.line("b-ptt") == Some(false));
+    assert!(keyed.elapsed() >= Duration::from_millis(3500), "unkeyed early: {:?}", keyed.elapsed());
+    d.wait_for("the TOT logged", Duration::from_secs(2), |d| d.stderr().contains("time-out timer fired"));
+    let mark = probe.mark();
+    probe.publish(cmd, send("p2", r#"{"port":"desk","action":{"action":"ptt","on":false}}"#)).await;
+    assert_eq!(probe.wait_after(mark, "release reply", wait, reply("p2")).await.json()["ok"], true);
+    d.wait_for("TX LED off", Duration::from_secs(2), |d| d.line("led-tx") == Some(false));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Pressed again and held through a shutdown: B is released on the way out.
+    let mark = probe.mark();
+    probe.publish(cmd, send("p3", r#"{"port":"desk","action":{"action":"ptt","on":true}}"#)).await;
+    assert_eq!(probe.wait_after(mark, "press reply", wait, reply("p3")).await.json()["ok"], true);
+    d.wait_for("B keyed again", Duration::from_secs(5), |d| d.line("b-ptt") == Some(true));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success(), "{}", d.stderr());
+    assert_eq!(d.line("b-ptt"), Some(false), "B left keyed after shutdown");
+    assert_eq!(d.line("led-tx"), Some(false));
+}

@@ -342,6 +342,7 @@ impl ChannelRouter {
                 }
             }
             ChannelMsg::Desk(msg) => self.desk_msg(msg),
+            ChannelMsg::DeskRequest(request) => self.desk_request(request),
             ChannelMsg::Media { port, packet } => {
                 let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
                 self.forward(MediaSource::Port(port), channel, &packet);

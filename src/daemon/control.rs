@@ -9,10 +9,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::desk_port::DeskAction;
 use super::radio_port::PortInput;
 use super::{ChannelCommand, ChannelMsg};
 use crate::config::{self, Config};
-use crate::fleet::{redact, Command, CommandError, CommandReceiver, PttAction};
+use crate::fleet::{redact, Command, CommandError, CommandReceiver, ErrorCode, PttAction};
 use crate::gpio::LogicalOutput;
 
 pub struct Control {
@@ -29,6 +30,8 @@ pub struct Control {
     pub status_led: Option<LogicalOutput>,
     /// The ports' latest states: a remote key-up of an inhibited or locked-out radio is refused.
     pub reporter: super::report::Reporter,
+    /// Desk ports by name, with the names of their channels in desk order.
+    pub desks: HashMap<String, Vec<String>>,
 }
 
 impl Control {
@@ -122,6 +125,27 @@ impl Control {
             Command::Volume { channel, db } => {
                 self.channel(ChannelCommand::Volume { channel: channel.clone(), db: db as f32 }).await?;
                 Ok(json!({ "channel": channel, "volume_db": db }))
+            }
+            Command::Desk { port, action } => {
+                let channels =
+                    self.desks.get(&port).ok_or_else(|| CommandError::not_found(format!("no desk port `{port}`")))?;
+                // The desk's own parser, run here too so a malformed action is `invalid_args`
+                // rather than a refusal; the router checks it again as for a console.
+                DeskAction::from_json(&action, channels).map_err(|e| CommandError::new(ErrorCode::InvalidArgs, e))?;
+                let (reply, answer) = oneshot::channel();
+                // The fleet may use every channel: `allowed` is the desk's own list.
+                let request = crate::net::hub::DeskRequest {
+                    port: port.clone(),
+                    action: action.clone(),
+                    allowed: channels.clone(),
+                    reply,
+                };
+                self.to_channel.send(ChannelMsg::DeskRequest(request)).map_err(|_| stopping())?;
+                match answer.await {
+                    Ok(Ok(())) => Ok(json!({ "port": port, "action": action })),
+                    Ok(Err(reason)) => Err(CommandError::rejected(reason)),
+                    Err(_) => Err(stopping()),
+                }
             }
             Command::GetConfig => {
                 let table: toml::Table =

@@ -54,6 +54,8 @@ pub enum ChannelMsg {
     Control { command: ChannelCommand, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
     /// A desk's floor presses and patches.
     Desk(desk_port::DeskToRouter),
+    /// A fleet `desk` command: the same request and answer as a console's.
+    DeskRequest(net::hub::DeskRequest),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,10 +202,13 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     let mut held_inputs: Vec<LogicalInput> = Vec::new();
 
     let mut desks = Vec::new();
+    // Desk ports by name with their channels' names, for fleet `desk` commands.
+    let mut desk_channels = std::collections::HashMap::new();
     for (id, ((name, port), ptt)) in ports.iter().zip(ptts).enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
         port_inputs.push(tx.clone());
         if let PortConfig::Desk(desk) = port {
+            desk_channels.insert(name.to_string(), desk.channels.clone());
             let channel_ids = desk.channels.iter().filter_map(|c| config.channel.keys().position(|k| k == c)).collect();
             match desk_port::start(id, name, desk, channel_ids, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
                 Ok((link, inputs)) => {
@@ -276,6 +281,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             restart: restart_tx,
             status_led,
             reporter: reporter.clone(),
+            desks: desk_channels,
         };
         tasks.spawn(control.run(commands, cancel.clone()));
     }

@@ -28,7 +28,7 @@ pub const REMOTE_PTT_MAX_S: (i64, i64) = (1, 300);
 pub const IDENTIFY_S: (i64, i64) = (1, 600);
 
 /// Every command name, as it appears in `roipd/<device>/cmd/<name>`.
-pub const COMMAND_NAMES: [&str; 9] = [
+pub const COMMAND_NAMES: [&str; 10] = [
     "set_channel",
     "listen",
     "volume",
@@ -38,6 +38,7 @@ pub const COMMAND_NAMES: [&str; 9] = [
     "reload_config",
     "get_config",
     "restart",
+    "desk",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -322,6 +323,9 @@ pub enum Command {
     GetConfig,
     /// Restart the daemon (reply first, then restart).
     Restart,
+    /// An action on a desk port, the same object a console's `desk` command carries. Only its
+    /// shape (an object) is checked here: the desk validates it against its channels.
+    Desk { port: String, action: Value },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +349,7 @@ impl Command {
             Command::ReloadConfig => "reload_config",
             Command::GetConfig => "get_config",
             Command::Restart => "restart",
+            Command::Desk { .. } => "desk",
         }
     }
 }
@@ -487,6 +492,13 @@ struct IdentifyArgs {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DeskArgs {
+    port: String,
+    action: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct NoArgs {}
 
 /// Parse the payload that arrived on `roipd/<device>/cmd/<name>`.
@@ -581,6 +593,10 @@ fn parse_command(name: &str, args: Map<String, Value>) -> Result<Command, Comman
                 return Err(out_of_range("seconds", a.seconds, lo, hi, " s"));
             }
             Ok(Command::Identify { duration: Duration::from_secs(a.seconds as u64) })
+        }
+        "desk" => {
+            let a: DeskArgs = from_args(args)?;
+            Ok(Command::Desk { port: name_arg("port", a.port)?, action: Value::Object(a.action) })
         }
         "reload_config" => from_args::<NoArgs>(args).map(|_| Command::ReloadConfig),
         "get_config" => from_args::<NoArgs>(args).map(|_| Command::GetConfig),
@@ -791,6 +807,10 @@ mod tests {
         assert_eq!(ok("reload_config", "{}"), Command::ReloadConfig);
         assert_eq!(ok("get_config", ""), Command::GetConfig);
         assert_eq!(ok("restart", " \n"), Command::Restart);
+        assert_eq!(
+            ok("desk", r#"{"port":"console","action":{"action":"ptt","channel":"ops","on":true}}"#),
+            Command::Desk { port: "console".into(), action: json!({"action": "ptt", "channel": "ops", "on": true}) }
+        );
         for name in COMMAND_NAMES {
             let cmd = parse(name, "").or_else(|_| parse(name, &valid_args(name))).unwrap();
             assert_eq!(cmd.command.name(), name);
@@ -805,6 +825,7 @@ mod tests {
             "tx_inhibit" => r#"{"port":"p","on":true}"#,
             "remote_ptt" => r#"{"port":"p","on":true,"max_duration_s":10}"#,
             "identify" => r#"{"seconds":5}"#,
+            "desk" => r#"{"port":"p","action":{"action":"select","channel":"c"}}"#,
             _ => "{}",
         }
         .into()
@@ -867,6 +888,13 @@ mod tests {
             ("identify", r#"{"seconds":99999999999999999999}"#),
             ("identify", r#"{"seconds":[5]}"#),
             ("identify", "{}"),
+            ("desk", r#"{"port":"p"}"#),
+            ("desk", r#"{"action":{"action":"select","channel":"c"}}"#),
+            ("desk", r#"{"port":7,"action":{"action":"select","channel":"c"}}"#),
+            ("desk", r#"{"port":"a/b","action":{"action":"select","channel":"c"}}"#),
+            ("desk", r#"{"port":"p","action":"select"}"#),
+            ("desk", r#"{"port":"p","action":[{"action":"select"}]}"#),
+            ("desk", r#"{"port":"p","action":null}"#),
         ] {
             assert_eq!(code(name, payload), ErrorCode::InvalidArgs, "{name} {payload}");
         }

@@ -307,6 +307,8 @@ impl Daemon {
                 Ok(config)
             }
             C::Restart => Ok(json!({"restarting": true})),
+            // The stand-in box has radio ports only.
+            C::Desk { port, .. } => Err(CommandError::not_found(format!("no desk port `{port}`"))),
         }
     }
 }
