@@ -603,6 +603,8 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     assert_eq!(reply["error"]["code"], "rejected", "{reply}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(d.line("b-ptt"), Some(false), "keyed while inhibited");
+    // A fresh mark: the state before the inhibit also said `inhibited: false`.
+    let mark = probe.mark();
     probe.publish("roipd/strict-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#).await;
     probe.wait_after(mark, "inhibit lifted", WAIT, |m| on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == false).await;
     probe.publish("roipd/strict-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-b","on":true,"max_duration_s":5}"#).await;
