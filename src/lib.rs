@@ -22,3 +22,4 @@ pub mod fleet;
 pub mod gpio;
 pub mod net;
 pub mod pipeline;
+pub mod wait;

@@ -72,7 +72,7 @@ fn count(log: &str, what: &str) -> usize {
 
 #[test]
 fn cor_on_the_edge_keys_the_hub_radio_with_its_audio_then_releases() {
-    let (mut hub, mut edge, _) = start_pair();
+    let (mut hub, edge, _) = start_pair();
     edge.drive("a-cor", true);
     hub.wait_for("radio B keyed by the edge's talker", WAIT, |d| d.line("b-ptt") == Some(true));
     std::thread::sleep(Duration::from_millis(1500));
@@ -92,7 +92,7 @@ fn cor_on_the_edge_keys_the_hub_radio_with_its_audio_then_releases() {
 
 #[test]
 fn simultaneous_key_up_lets_exactly_one_talk() {
-    let (mut hub, mut edge, _) = start_pair();
+    let (mut hub, edge, _) = start_pair();
     edge.drive("a-cor", true);
     hub.drive("b-cor", true);
     std::thread::sleep(Duration::from_millis(1000));

@@ -325,10 +325,10 @@ mod tests {
     #[test]
     fn filters_as_written_in_configs_and_rust_log() {
         for ok in ["info", "debug", "roipd=debug", "warn,roipd=trace", "roipd::net=debug,info"] {
-            assert!(crate::config::parse_log_filter(ok).is_ok(), "{ok}");
+            assert!(parse_log_filter(ok).is_ok(), "{ok}");
         }
         for bad in ["loud", "roipd=shouty", "", "info,"] {
-            assert!(crate::config::parse_log_filter(bad).is_err(), "{bad}");
+            assert!(parse_log_filter(bad).is_err(), "{bad}");
         }
     }
 }

@@ -286,22 +286,16 @@ impl ChannelRouter {
             None => None,
         };
         loop {
-            let deadline = self.router.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::wait::until(self.router.poll_timeout());
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 msg = rx.recv() => match msg {
                     Some(msg) => self.local(msg),
                     None => break,
                 },
-                Some(event) = recv_opt(&mut hub_rx) => self.hub(event),
-                Some(request) = recv_opt(&mut desk_rx) => self.desk_request(request),
-                Some(event) = recv_opt(&mut uplink_rx) => self.from_uplink(event),
+                Some(event) = crate::wait::recv(&mut hub_rx) => self.hub(event),
+                Some(request) = crate::wait::recv(&mut desk_rx) => self.desk_request(request),
+                Some(event) = crate::wait::recv(&mut uplink_rx) => self.from_uplink(event),
                 _ = carrier.tick() => {
                     let now = clock::now();
                     let without_audio = |p: &usize| !self.audio[*p].as_ref().is_some_and(|a| a.has_capture);
@@ -719,12 +713,5 @@ impl ChannelRouter {
 
     fn participant_name(&self, channel: ChannelId, id: ParticipantId) -> Option<String> {
         self.router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, name, _)| name)
-    }
-}
-
-async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }

@@ -479,12 +479,7 @@ impl DeskPort {
             let now = clock::now();
             let deadline =
                 self.buttons.values().filter_map(Debounce::poll_timeout).chain(self.core.poll_timeout(now)).min();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::wait::until(deadline);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,

@@ -84,12 +84,7 @@ impl RadioPort {
         self.report_state(&req);
         loop {
             let deadline = [self.keying.poll_timeout(), req.remote_until].into_iter().flatten().min();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::wait::until(deadline);
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,

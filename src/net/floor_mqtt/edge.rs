@@ -224,7 +224,7 @@ impl Edge {
                     }
                     Some(cmd) => debug!(?cmd, "floor: not joined, dropped"),
                 },
-                _ = sleep_until(retry), if retry.is_some() => self.join(&link, session)?,
+                _ = crate::wait::until(retry), if retry.is_some() => self.join(&link, session)?,
             }
         }
         let offline = to_json(&EdgePresence { online: false, session: session.to_owned() });
@@ -321,12 +321,5 @@ impl Edge {
             self.down_reported = true;
             let _ = self.events.send(UplinkEvent::Down { reason: reason.to_owned() });
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

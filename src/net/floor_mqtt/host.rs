@@ -179,7 +179,7 @@ impl Host {
                         reconnect_at = Some(Instant::now() + delay);
                     }
                 },
-                _ = sleep_until(reconnect_at), if reconnect_at.is_some() => {
+                _ = crate::wait::until(reconnect_at), if reconnect_at.is_some() => {
                     reconnect_at = None;
                     let offline = to_json(&HostPresence { online: false, epoch: self.epoch.clone() });
                     match mqtt_options(&self.o.mqtt, &self.o.device_id, will(self.topics.host(), offline)) {
@@ -196,7 +196,7 @@ impl Host {
                         reconnect_at = Some(Instant::now() + backoff.next_delay(rand::random::<f64>()));
                     }
                 }
-                Some(event) = recv_opt(&mut janus_rx) => self.janus_event(event),
+                Some(event) = crate::wait::recv(&mut janus_rx) => self.janus_event(event),
                 _ = recheck.tick(), if self.janus.is_some() => self.moderate_all(),
             }
         }
@@ -572,20 +572,6 @@ async fn forward_peer(
 async fn next_net(link: &mut Option<Link>) -> Net {
     match link {
         Some(link) => link.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -120,7 +120,7 @@ impl MediaLoop {
                     Ok((n, source)) => Step::Datagram(n, source),
                     Err(e) => Step::RecvError(e),
                 },
-                _ = sleep_until(deadline) => Step::Timeout,
+                _ = crate::wait::until(deadline) => Step::Timeout,
             };
             match step {
                 Step::Stop => break,
@@ -336,11 +336,4 @@ fn tracks(rtc: &Rtc, mids: &[(String, String)], mut old: Vec<Track>) -> Result<V
             Ok(Track { mid, channel: channel.clone(), pt, out })
         })
         .collect()
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
 }
