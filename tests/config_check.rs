@@ -109,12 +109,49 @@ fn demo_config_is_the_documented_standalone_box() {
     }
 }
 
+/// A board config with its `/etc/roipd/` files made up in `dir`: tokens, a password, and for
+/// MQTT over TLS a CA and a client certificate and key made with `openssl`, so `roipd check`
+/// can read every file it names, as it does on the box.
+fn board_copy(file: &Path, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(file).unwrap().replace("\"/etc/roipd/", &format!("\"{}/", dir.display()));
+    let copy = dir.join(file.file_name().unwrap());
+    std::fs::write(&copy, &text).unwrap();
+    for name in ["uplink.token", "console.token", "mqtt.password"] {
+        std::fs::write(dir.join(name), format!("{name}-secret\n")).unwrap();
+    }
+    if text.contains("client_key_file") && !dir.join("client.key").exists() {
+        let openssl = |args: &str| {
+            let ok = Command::new("openssl")
+                .args(args.split(' '))
+                .current_dir(dir)
+                .output()
+                .expect("openssl is needed to make test certificates (apt-get install openssl)")
+                .status
+                .success();
+            assert!(ok, "openssl {args}");
+        };
+        openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out mqtt-ca.pem -days 3650 -subj /CN=test-ca");
+        // `req -x509 -CA` (OpenSSL 3) makes a v3 certificate, which rustls requires.
+        openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout client.key -out client.crt -CA mqtt-ca.pem -CAkey ca.key -days 3650 -subj /CN=desk");
+    }
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for (key, made) in [("client_cert_file", "client.crt"), ("client_key_file", "client.key")] {
+            if let Some(path) = line.trim().strip_prefix(key).and_then(|r| r.split('"').nth(1)) {
+                std::fs::copy(dir.join(made), path).unwrap();
+            }
+        }
+    }
+    copy
+}
+
 #[test]
 fn roipd_check_accepts_every_board_config() {
-    for file in tomls("board") {
-        let out = roipd_check(&file);
+    let dir = tempfile::tempdir().unwrap();
+    for board in tomls("board") {
+        let file = board_copy(&board, dir.path());
+        let out = Command::new(env!("CARGO_BIN_EXE_roipd")).arg("check").arg(&file).output().expect("run roipd");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{}:\n{}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{}:\n{}", board.display(), String::from_utf8_lossy(&out.stderr));
         assert!(
             stdout.contains("device:") && stdout.contains("port "),
             "summary missing for {}:\n{stdout}",
@@ -143,4 +180,206 @@ fn roipd_check_reports_expected_errors_and_exits_2() {
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// `roipd check` and `roipd run` give the same verdict (issue 14 items 7 and 8): what check
+// passes starts, what run refuses check refuses, with the same `file:line:column: key` lines.
+
+/// A radio on `ops` with simulated lines; cases append sections.
+const BASE: &str = "device_id = \"box\"\n[channel.ops]\n[port.r1]\nkind = \"radio\"\nchannel = \"ops\"\n\
+                    cor = { line = \"sim:cor1\" }\nptt = { line = \"sim:ptt1\" }\n";
+
+/// How a `roipd` command ended: its exit code (None: still running after the wait, so it
+/// accepted the config and was stopped) and its stderr.
+struct Verdict {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn roipd_in(dir: &Path, args: &[&str], wait: std::time::Duration) -> Verdict {
+    let (out, err) = (dir.join(format!("{}.out", args[0])), dir.join(format!("{}.err", args[0])));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roipd"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("run roipd");
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        // A daemon that says it runs has accepted the config.
+        let up = std::fs::read_to_string(&err).unwrap_or_default().contains("roipd running");
+        if up || start.elapsed() > wait {
+            // SIGTERM, so the daemon releases its (simulated) PTT as in service.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Verdict { code, stdout: std::fs::read_to_string(out).unwrap(), stderr: std::fs::read_to_string(err).unwrap() }
+}
+
+/// The `file:line:column: key: message` lines of `file` in a command's stderr.
+/// (Not the count line `file: N errors`.)
+fn error_lines(stderr: &str, file: &str) -> Vec<String> {
+    let prefix = format!("{file}:");
+    stderr
+        .lines()
+        .filter(|l| l.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
+        .map(String::from)
+        .collect()
+}
+
+/// Writes `text` as `box.toml` in `dir`, runs check and run on it, and requires the same verdict.
+/// Returns check's error lines (empty when both accepted).
+fn same_verdict(dir: &Path, text: &[u8]) -> (Vec<String>, Verdict) {
+    std::fs::write(dir.join("box.toml"), text).unwrap();
+    let check = roipd_in(dir, &["check", "box.toml"], std::time::Duration::from_secs(20));
+    let run = roipd_in(dir, &["run", "box.toml"], std::time::Duration::from_secs(20));
+    let check_errors = error_lines(&check.stderr, "box.toml");
+    let mut unique = check_errors.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), check_errors.len(), "an error printed twice:\n{}", check.stderr);
+    match check.code {
+        Some(0) => {
+            assert!(check.stdout.contains("box.toml: OK"), "no summary:\n{}", check.stdout);
+            assert_eq!(run.code, None, "check passed, run refused:\n{}", run.stderr);
+        }
+        Some(2) => {
+            assert_eq!(run.code, Some(2), "check refused, run did not (exit {:?}):\n{}", run.code, run.stderr);
+            assert_eq!(error_lines(&run.stderr, "box.toml"), check_errors, "run:\n{}", run.stderr);
+            assert!(!check_errors.is_empty(), "refused without a file:line error:\n{}", check.stderr);
+        }
+        other => panic!("check ended with {other:?}:\n{}", check.stderr),
+    }
+    (check_errors, check)
+}
+
+fn secret(dir: &Path, name: &str, content: &[u8]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path.display().to_string()
+}
+
+fn hub_with_token(dir: &Path, file: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _ = dir;
+    format!(
+        "{BASE}[hub]\nlisten = \"127.0.0.1:{port}\"\ntoken.t1 = {{ secret_file = \"{file}\", channels = [\"*\"] }}\n"
+    )
+}
+
+/// One case: the config text, and the `line:key` check must report (empty: both accept).
+fn case(name: &str, text: &str, want: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = text.replace("DIR", &dir.path().display().to_string());
+    case_in(dir.path(), name, text.as_bytes(), want);
+}
+
+fn case_in(dir: &Path, name: &str, text: &[u8], want: &[&str]) {
+    let (errors, check) = same_verdict(dir, text);
+    let got: Vec<String> = errors
+        .iter()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ':');
+            let (_, line, _, rest) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            Some(format!("{line}:{}", rest.trim_start().split(": ").next()?))
+        })
+        .collect();
+    assert_eq!(got, want, "{name}:\n{}", check.stderr);
+}
+
+#[test]
+fn check_and_run_agree_on_good_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret(dir.path(), "token", b"console-token\n");
+    case_in(dir.path(), "hub with a token", hub_with_token(dir.path(), &token).as_bytes(), &[]);
+    let pw = secret(dir.path(), "pw", b"s3cret\n");
+    let mqtt = format!("{BASE}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"gw\"\npassword_file = \"{pw}\"\n");
+    case_in(dir.path(), "mqtt with a password file", mqtt.as_bytes(), &[]);
+}
+
+#[test]
+fn check_refuses_what_run_refuses() {
+    // Credentials in the MQTT URL: refused, and the password is printed nowhere.
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{BASE}[mqtt]\nurl = \"mqtt://user:hunter2@127.0.0.1:1\"\n");
+    case_in(dir.path(), "credentials in the URL", text.as_bytes(), &["9:mqtt.url"]);
+    for f in ["check.out", "check.err", "run.out", "run.err"] {
+        let out = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(!out.contains("hunter2"), "{f} shows the password:\n{out}");
+    }
+    // Channel names travel in signaling and MQTT topics.
+    let dir = tempfile::tempdir().unwrap();
+    let token = secret(dir.path(), "token", b"t\n");
+    let text =
+        hub_with_token(dir.path(), &token).replace("[channel.ops]", "[channel.\"öps\"]").replace("\"ops\"", "\"öps\"");
+    case_in(dir.path(), "non-ASCII channel", text.as_bytes(), &["2:channel.öps"]);
+    case("sim line with a slash", &BASE.replace("sim:ptt1", "sim:a/b"), &["7:port.r1.ptt.line"]);
+    // TLS files on a plain connection.
+    case(
+        "ca_file with mqtt://",
+        &format!("{BASE}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nca_file = \"/etc/ssl/x.pem\"\n"),
+        &["8:mqtt"],
+    );
+}
+
+#[test]
+fn token_files_are_judged_as_the_hub_and_the_edge_judge_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = secret(dir.path(), "long", &[b'a'; 300]);
+    case_in(
+        dir.path(),
+        "hub token over 256 bytes",
+        hub_with_token(dir.path(), &long).as_bytes(),
+        &["10:hub.token.t1.secret_file"],
+    );
+    let text = format!("{BASE}[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:1/ws\"\ntoken_file = \"{long}\"\n");
+    case_in(dir.path(), "uplink token over 256 bytes", text.as_bytes(), &["11:uplink.token_file"]);
+    let missing = dir.path().join("missing").display().to_string();
+    case_in(
+        dir.path(),
+        "missing token",
+        hub_with_token(dir.path(), &missing).as_bytes(),
+        &["10:hub.token.t1.secret_file"],
+    );
+}
+
+#[test]
+fn secret_files_are_regular_files_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo (coreutils) is needed");
+    assert!(status.success());
+    let big = secret(dir.path(), "big", &vec![b'a'; 100_000]);
+    for (name, file) in [
+        ("a character device", "/dev/zero".to_string()),
+        ("a FIFO", fifo.display().to_string()),
+        ("a directory", dir.path().display().to_string()),
+        ("a 100 KB file", big),
+    ] {
+        let start = std::time::Instant::now();
+        case_in(dir.path(), name, hub_with_token(dir.path(), &file).as_bytes(), &["10:hub.token.t1.secret_file"]);
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "{name}: took {:?}", start.elapsed());
+        let text =
+            format!("{BASE}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"gw\"\npassword_file = \"{file}\"\n");
+        case_in(dir.path(), name, text.as_bytes(), &["11:mqtt.password_file"]);
+    }
+}
+
+#[test]
+fn invalid_utf8_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = b"device_id = \"box\"\n[channel.ops]\nlabel = \"Caf\xe9\"\n";
+    let (errors, _) = same_verdict(dir.path(), text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("box.toml:3:13: (file): invalid UTF-8 (byte 0xE9)"), "{errors:?}");
 }

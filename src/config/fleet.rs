@@ -3,7 +3,6 @@
 use serde::Deserialize;
 
 use super::spans::Report;
-use super::validate::check_url;
 use super::Config;
 
 /// Home Assistant's own default discovery prefix.
@@ -72,7 +71,12 @@ impl MqttConfig {
 
 pub(super) fn validate(config: &Config, r: &mut Report) {
     if let Some(mqtt) = &config.mqtt {
-        check_url("mqtt.url", &mqtt.url, &["mqtt", "mqtts"], r);
+        // The fleet client's own rules (URL, TLS files only with mqtts://): what it would refuse
+        // at start-up is refused here.
+        if let Err(e) = crate::fleet::client::check_settings(mqtt) {
+            let (key, message) = e.config_key();
+            r.key(&key, message);
+        }
         if !(1..=3600).contains(&mqtt.metrics_interval_s) {
             r.key("mqtt.metrics_interval_s", format!("{} s is out of range 1-3600 s", mqtt.metrics_interval_s));
         }

@@ -18,7 +18,7 @@ use toml::Spanned;
 use super::spans::{Index, Report};
 use super::{Config, PortConfig};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
@@ -54,8 +54,14 @@ const SYNTAX_KEY: &str = "syntax";
 
 const TOP_LEVEL_KEYS: [&str; 8] = ["device_id", "log", "gpio", "channel", "port", "hub", "uplink", "mqtt"];
 
-/// Parses and validates a whole config file. `file` is only used in the error messages.
+/// Parses and validates the text of a config file. `file` is only used in the error messages.
+/// The files the config names (secrets, keys) are not read: [`load_file`] does that too, and
+/// is what `roipd check` and `roipd run` use.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    parse(text, file, false)
+}
+
+fn parse(text: &str, file: &str, read_files: bool) -> Result<Config, ConfigErrors> {
     let (doc, syntax_errors) = DeTable::parse_recoverable(text);
     let mut report = Report::new(file, text, Index::build(doc.get_ref(), text));
     if !syntax_errors.is_empty() {
@@ -68,6 +74,9 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
     }
     let config = schema(doc.get_ref(), &mut report);
     super::validate::validate(&config, &mut report);
+    if read_files {
+        super::validate::files(&config, &mut report);
+    }
     let errors = report.into_errors();
     if errors.is_empty() {
         Ok(config)
@@ -92,18 +101,38 @@ fn syntax_error_key(index: &Index, text: &str, span: std::ops::Range<usize>, mes
     }
 }
 
+/// Largest config file read: a config is a few KB; this only stops a wrong path from eating
+/// the box's memory (`/dev/zero`) or blocking (a FIFO).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads, parses and validates a config file, and reads every file it names (secrets, keys,
+/// certificates) as the daemon will: what passes here starts. `roipd check` and `roipd run`
+/// (and a fleet `reload_config`) all come through here.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    load(path).map(|(config, _)| config)
+}
+
+/// [`load_file`], also returning the file's text (the daemon reports its hash).
+pub fn load(path: &Path) -> Result<(Config, String), ConfigErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: name.clone(),
-            line: 0,
-            column: 0,
-            key: "(file)".into(),
-            message: format!("cannot read: {e}"),
-        }])
-    })?;
-    parse_str(&text, &name)
+    let file_error = |line, column, message: String| {
+        ConfigErrors(vec![ConfigError { file: name.clone(), line, column, key: "(file)".into(), message }])
+    };
+    let bytes = super::secret::read_limited(path, MAX_CONFIG_BYTES)
+        .map_err(|e| file_error(0, 0, format!("cannot read {e}")))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            // The valid prefix is UTF-8: count lines and characters in it.
+            let before = std::str::from_utf8(valid).unwrap_or_default();
+            let (line, column) = super::spans::position(before, before.len());
+            let byte = e.as_bytes()[valid.len()];
+            return Err(file_error(line, column, format!("invalid UTF-8 (byte 0x{byte:02X}): save the file as UTF-8")));
+        }
+    };
+    let config = parse(&text, &name, true)?;
+    Ok((config, text))
 }
 
 /// Pass 2. Returns the config with every part that deserialized; the parts that failed are

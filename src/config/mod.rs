@@ -11,6 +11,7 @@ mod desk;
 mod fleet;
 pub mod load;
 mod net;
+pub mod secret;
 mod spans;
 mod validate;
 
@@ -24,7 +25,7 @@ pub use check::check_command;
 pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
 pub use fleet::MqttConfig;
 pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
-pub use load::{load_file, parse_str, ConfigError, ConfigErrors};
+pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
 
 use crate::core::floor::{ArbiterConfig, Priority};
 use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};

@@ -149,8 +149,11 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// In file order, each error once (two checks may find the same fault).
     pub fn into_errors(mut self) -> Vec<ConfigError> {
         self.errors.sort_by_key(|e| (e.line, e.column));
+        let mut seen = std::collections::HashSet::new();
+        self.errors.retain(|e| seen.insert(e.clone()));
         self.errors
     }
 }

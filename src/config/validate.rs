@@ -44,6 +44,16 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
     }
 
     for (name, channel) in &config.channel {
+        // Channel names travel in hub signaling, MQTT topics and Janus displays: one rule for all.
+        if !crate::net::protocol::is_valid_name(name) {
+            r.key(
+                &format!("channel.{name}"),
+                format!(
+                    "`{name}` is not a valid channel name: lowercase letters, digits, `_` and `-`, starting with a letter or digit, at most {} characters",
+                    crate::net::protocol::MAX_NAME_LEN
+                ),
+            );
+        }
         for (field, value, range) in [
             ("max_talk_ms", channel.max_talk_ms, 1000..=3_600_000),
             ("no_media_ms", channel.no_media_ms, 500..=60_000),
@@ -148,6 +158,94 @@ fn gpio_lines(mut lines: Vec<(String, &LineConfig)>, r: &mut Report) {
             r.key(&key, format!("line `{}` is already used by {first}", line.line));
         } else {
             first_use.insert(&line.line, key);
+        }
+    }
+}
+
+/// The files the config names (secrets, keys, certificates), read exactly as the daemon reads
+/// them at start-up: `roipd check` and `roipd run` give the same verdict. Only for a file on
+/// disk ([`super::load_file`]); [`super::parse_str`] judges the text alone.
+pub(super) fn files(config: &Config, r: &mut Report) {
+    use super::secret::read_secret;
+    use crate::net::protocol::MAX_TOKEN_LEN;
+    use std::path::Path;
+
+    let token_len = |secret: &str| {
+        let n = secret.trim().len();
+        (!(1..=MAX_TOKEN_LEN).contains(&n))
+            .then(|| format!("the token is {n} bytes: tokens are 1-{MAX_TOKEN_LEN} bytes (the hub compares no more)"))
+    };
+    if let Some(hub) = &config.hub {
+        let mut tokens = Vec::new();
+        let mut failed = false;
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for (name, t) in &hub.token {
+            let key = format!("hub.token.{name}.secret_file");
+            match read_secret(Path::new(&t.secret_file)) {
+                Ok(secret) => {
+                    if let Some(e) = token_len(&secret) {
+                        r.key(&key, format!("{}: {e}", t.secret_file));
+                        failed = true;
+                    } else if let Some(first) = seen.insert(secret.trim().to_string(), name) {
+                        r.key(&key, format!("{}: the same secret as hub.token.{first}", t.secret_file));
+                        failed = true;
+                    }
+                    tokens.push(crate::net::HubToken {
+                        name: name.clone(),
+                        secret,
+                        channels: t.channels.clone(),
+                        max_priority: t.max_priority,
+                    });
+                }
+                Err(e) => {
+                    r.key(&key, e);
+                    failed = true;
+                }
+            }
+        }
+        // Whatever else the hub refuses before it binds, said at `[hub]`: nothing may pass
+        // here that stops the daemon later.
+        if !failed && r.errors.is_empty() {
+            if let Ok(listen) = hub.listen.parse() {
+                let mut options = crate::net::HubOptions::new(listen);
+                options.tokens = tokens;
+                options.channels = config
+                    .channel
+                    .iter()
+                    .map(|(name, c)| crate::net::HubChannel {
+                        name: name.clone(),
+                        label: c.label.clone().unwrap_or_else(|| name.clone()),
+                    })
+                    .collect();
+                if let Err(e) = options.check() {
+                    r.key("hub", e.to_string());
+                }
+            }
+        }
+    }
+    if let Some(uplink) = &config.uplink {
+        if let (super::UplinkKind::Hub, Some(file)) = (uplink.kind, &uplink.token_file) {
+            match read_secret(Path::new(file)) {
+                Ok(token) => {
+                    if let Some(e) = token_len(&token) {
+                        r.key("uplink.token_file", format!("{file}: {e}"));
+                    }
+                }
+                Err(e) => r.key("uplink.token_file", e),
+            }
+        }
+        if uplink.kind == super::UplinkKind::Janus && r.errors.is_empty() {
+            // The Janus options read every secret and PIN file; their errors start with the key.
+            if let Err(e) = crate::net::janus::janus_options(config) {
+                let (key, message) = e.split_once(": ").unwrap_or(("uplink", &e));
+                r.key(key, message.to_string());
+            }
+        }
+    }
+    if let Some(mqtt) = &config.mqtt {
+        if let Err(e) = crate::fleet::client::check_files(mqtt) {
+            let (key, message) = e.config_key();
+            r.key(&key, message);
         }
     }
 }

@@ -74,8 +74,7 @@ impl Control {
         };
         let name = path.display().to_string();
         let rejected = |why: String| CommandError::rejected(format!("{name} has errors, nothing changed:\n{why}"));
-        let text = std::fs::read_to_string(path).map_err(|e| rejected(e.to_string()))?;
-        let config = config::parse_str(&text, &name).map_err(|errors| rejected(errors.to_string()))?;
+        let (config, text) = config::load(path).map_err(|errors| rejected(errors.to_string()))?;
         Ok((json!({ "reloading": name }), (config, text)))
     }
 

@@ -85,15 +85,10 @@ fn run_file_or_config(path: Option<&Path>, built_in: Option<(Config, String)>) -
         let Some((config, source)) = built_in else { return ExitCode::from(EXIT_CONFIG) };
         return run_config_at(config, source, None);
     };
-    let source = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("{}: {e}", path.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    match config::parse_str(&source, &path.display().to_string()) {
-        Ok(config) => run_config_at(config, source, Some(path.to_path_buf())),
+    // The same validation as `roipd check`, secret files included: what fails here would fail
+    // at start-up anyway, after the PTT lines were opened.
+    match config::load(path) {
+        Ok((config, source)) => run_config_at(config, source, Some(path.to_path_buf())),
         Err(errors) => {
             eprint!("{errors}");
             ExitCode::from(EXIT_CONFIG)
@@ -340,7 +335,7 @@ async fn start_net(
     }
     if let Some(uplink) = config.uplink.as_ref().filter(|u| u.kind == config::UplinkKind::Hub) {
         let token_file = uplink.token_file.as_deref().unwrap_or_default();
-        let token = std::fs::read_to_string(token_file).map_err(|e| format!("uplink.token_file {token_file}: {e}"))?;
+        let token = config::secret::read_secret(Path::new(token_file)).map_err(|e| format!("uplink.token_file: {e}"))?;
         let mut options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
         options.stream_stats = stream_stats.clone();
         let (tx, rx) = mpsc::unbounded_channel();

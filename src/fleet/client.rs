@@ -111,8 +111,9 @@ pub enum FleetError {
     Url(String),
     #[error("device id `{0}` cannot be used in MQTT topics")]
     DeviceId(String),
-    #[error("mqtt.{key}: cannot read {path}: {error}")]
-    ReadFile { key: &'static str, path: String, error: std::io::Error },
+    /// `message` names the file (see [`crate::config::secret::read_limited`]).
+    #[error("mqtt.{key}: cannot read {message}")]
+    ReadFile { key: &'static str, message: String },
     #[error("mqtt.{key}: {path}: {message}")]
     BadFile { key: &'static str, path: String, message: String },
     #[error("mqtt: {0}")]
@@ -133,7 +134,7 @@ impl Fleet {
         if !valid_name(&options.device_id) {
             return Err(FleetError::DeviceId(options.device_id));
         }
-        let broker = parse_broker_url(&options.mqtt.url).map_err(FleetError::Url)?;
+        let broker = check_settings(&options.mqtt)?;
         let topics = Topics::new(&options.device_id);
         let started_unix_ms = unix_ms(SystemTime::now());
         let mut status = Status::online(&options.device_id, &options.version);
@@ -164,10 +165,6 @@ impl Fleet {
             mqtt.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(
                 &options.mqtt,
             )?))));
-        } else if options.mqtt.ca_file.is_some() || options.mqtt.client_cert_file.is_some() {
-            return Err(FleetError::Settings(
-                "ca_file/client_cert_file are set but the url is mqtt:// (no TLS); use mqtts://".into(),
-            ));
         }
         info!(host = %broker.host, port = broker.port, tls = broker.tls, device = %options.device_id, "MQTT fleet client starting");
 
@@ -815,9 +812,47 @@ pub fn parse_broker_url(url: &str) -> Result<BrokerUrl, String> {
     Ok(BrokerUrl { tls, host: host.to_string(), port })
 }
 
+/// What `[mqtt]` says without reading a file: the URL, and TLS files only with `mqtts://`.
+/// Config validation and [`Fleet::start`] both call it, so `roipd check` refuses what the
+/// daemon would.
+pub(crate) fn check_settings(cfg: &MqttConfig) -> Result<BrokerUrl, FleetError> {
+    let broker = parse_broker_url(&cfg.url).map_err(FleetError::Url)?;
+    if !broker.tls && (cfg.ca_file.is_some() || cfg.client_cert_file.is_some() || cfg.client_key_file.is_some()) {
+        return Err(FleetError::Settings(
+            "ca_file/client_cert_file/client_key_file are set but the url is mqtt:// (no TLS); use mqtts://".into(),
+        ));
+    }
+    Ok(broker)
+}
+
+/// Reads every file `[mqtt]` names exactly as [`Fleet::start`] does (credentials, and the TLS
+/// files with `mqtts://`), for config validation.
+pub(crate) fn check_files(cfg: &MqttConfig) -> Result<(), FleetError> {
+    credentials(cfg)?;
+    if check_settings(cfg)?.tls {
+        tls_config(cfg)?;
+    }
+    Ok(())
+}
+
+impl FleetError {
+    /// The `[mqtt]` key (or `device_id`) an error is about, and the message without it.
+    pub(crate) fn config_key(&self) -> (String, String) {
+        match self {
+            FleetError::Url(m) => ("mqtt.url".into(), m.clone()),
+            FleetError::DeviceId(_) => ("device_id".into(), self.to_string()),
+            FleetError::ReadFile { key, message } => (format!("mqtt.{key}"), format!("cannot read {message}")),
+            FleetError::BadFile { key, path, message } => (format!("mqtt.{key}"), format!("{path}: {message}")),
+            FleetError::Settings(m) => ("mqtt".into(), m.clone()),
+        }
+    }
+}
+
 fn read_file(key: &'static str, path: &str) -> Result<Vec<u8>, FleetError> {
     debug!(key, path, "reading MQTT credential file");
-    std::fs::read(Path::new(path)).map_err(|error| FleetError::ReadFile { key, path: path.into(), error })
+    let max =
+        if key == "ca_file" { crate::config::secret::MAX_CA_BYTES } else { crate::config::secret::MAX_SECRET_BYTES };
+    crate::config::secret::read_limited(Path::new(path), max).map_err(|message| FleetError::ReadFile { key, message })
 }
 
 pub(crate) fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>, FleetError> {

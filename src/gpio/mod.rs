@@ -98,6 +98,10 @@ impl LineSpec {
         if address.is_empty() {
             return Err(GpioError::BadName(name.into(), "empty line address".into()));
         }
+        // The sim backend's rule here too, so config validation refuses what opening would.
+        if backend == Backend::Sim {
+            sim::check_name(address)?;
+        }
         Ok(LineSpec { backend, address: address.to_string() })
     }
 }

@@ -50,7 +50,7 @@ struct InputState {
     sinks: Vec<EdgeSink>,
 }
 
-fn check_name(name: &str) -> Result<(), GpioError> {
+pub(crate) fn check_name(name: &str) -> Result<(), GpioError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))

@@ -132,8 +132,8 @@ impl HubOptions {
         options.media_port = config.media_port;
         options.channels = channels;
         for (name, t) in &config.token {
-            let secret = std::fs::read_to_string(&t.secret_file)
-                .map_err(|e| NetError::Config(format!("hub.token.{name}: reading {}: {e}", t.secret_file)))?;
+            let secret = crate::config::secret::read_secret(std::path::Path::new(&t.secret_file))
+                .map_err(|e| NetError::Config(format!("hub.token.{name}.secret_file: {e}")))?;
             options.tokens.push(HubToken {
                 name: name.clone(),
                 secret,
@@ -142,6 +142,12 @@ impl HubOptions {
             });
         }
         Ok(options)
+    }
+
+    /// The checks [`serve`] makes before binding (channel names, token secrets), so config
+    /// validation refuses what the hub would.
+    pub fn check(&self) -> Result<(), NetError> {
+        Auth::new(&self.tokens, &self.channels).map(|_| ()).map_err(NetError::Config)
     }
 }
 

@@ -51,7 +51,7 @@ pub fn display_name(config: &Config, channel: &str) -> String {
 
 fn read_secret(key: &str, file: Option<&str>) -> Result<Option<String>, String> {
     let Some(file) = file else { return Ok(None) };
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{key}: {file}: {e}"))?;
+    let text = crate::config::secret::read_secret(std::path::Path::new(file)).map_err(|e| format!("{key}: {e}"))?;
     let secret = text.trim();
     if secret.is_empty() {
         return Err(format!("{key}: {file} is empty"));
