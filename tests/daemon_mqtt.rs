@@ -718,3 +718,55 @@ async fn daemon_starts_without_a_broker_and_reports_once_it_appears() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }
+
+/// Issue 14: a retained command published while the box is connected, a blank payload (what
+/// `mosquitto_pub -r -n` sends to clear one), duplicate keys, an empty command name and a
+/// response topic that is the box's own command topic: each gets an error reply and changes
+/// nothing (no key-up, no restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_must_not_act_get_errors_and_change_nothing() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#", "test/replies"]).await;
+    let config = CONFIG.replace("{port}", &broker.anon.to_string());
+    let mut d = Daemon::start(&config);
+    probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    d.wait_for("A unkeyed", WAIT, |d| d.line("a-ptt") == Some(false));
+    let reply = |m: &Msg, id: &str| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == id;
+
+    let mark = probe.mark();
+    let keying = r#"{"request_id":"r1","port":"radio-a","on":true,"max_duration_s":5}"#;
+    probe.publish_retained("roipd/mqtt-box/cmd/remote_ptt", keying).await;
+    let r1 = probe.wait_after(mark, "retained reply", WAIT, |m| reply(m, "r1")).await;
+    assert_eq!(r1.json()["error"]["code"], "retained_command", "{}", r1.json());
+    // Clearing it: an empty retained message, refused too.
+    probe.publish_retained("roipd/mqtt-box/cmd/remote_ptt", "").await;
+    let dup = r#"{"request_id":"d1","port":"radio-a","on":false,"max_duration_s":5,"on":true}"#;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", dup).await;
+    // Unreadable JSON: its request_id cannot be trusted, so the reply has none.
+    probe
+        .wait_after(mark, "duplicate key reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["command"] == "remote_ptt" && m.json()["error"]["code"] == "bad_json"
+        })
+        .await;
+    probe.publish("roipd/mqtt-box/cmd/restart", "").await;
+    probe.publish("roipd/mqtt-box/cmd/", r#"{"request_id":"n1"}"#).await;
+    let n1 = probe.wait_after(mark, "empty command name reply", WAIT, |m| reply(m, "n1")).await;
+    assert_eq!(n1.json()["error"]["code"], "unknown_command", "{}", n1.json());
+    // A reply aimed at the box's own restart topic goes to the reply topic instead.
+    probe.request("roipd/mqtt-box/cmd/get_config", r#"{"request_id":"g1"}"#, "roipd/mqtt-box/cmd/restart", b"g").await;
+    let g1 = probe.wait_after(mark, "get_config reply", WAIT, |m| reply(m, "g1")).await;
+    assert_eq!(g1.json()["ok"], true, "{}", g1.json());
+    // A marker after all of them: everything above was handled once its reply is back.
+    probe.publish("roipd/mqtt-box/cmd/get_config", r#"{"request_id":"m1"}"#).await;
+    probe.wait_after(mark, "marker reply", WAIT, |m| reply(m, "m1")).await;
+    let blank_replies = probe
+        .since(mark)
+        .iter()
+        .filter(|m| m.topic == "roipd/mqtt-box/reply" && m.json()["error"]["code"] == "bad_json")
+        .count();
+    assert!(blank_replies >= 2, "the blank restart and the duplicate keys are bad_json");
+    assert!(probe.since(mark).iter().all(|m| !m.topic.starts_with("roipd/mqtt-box/cmd/restart") || m.payload.is_empty() || m.json().get("ok").is_none()), "no reply on a command topic");
+    assert!(d.line_log("a-ptt").iter().all(|l| !l), "radio A never keyed");
+    assert!(!d.stderr().contains("restarting"), "the box did not restart\n{}", d.stderr());
+    assert!(d.child.try_wait().unwrap().is_none(), "still running");
+}

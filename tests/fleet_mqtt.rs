@@ -383,13 +383,13 @@ async fn malformed_barrage_gets_one_error_reply_each_and_changes_nothing() {
     assert!(!probe.since(mark).iter().any(|m| is_reply(m, dev)));
     assert_ok(&call(&probe, dev, "identify", json!({"seconds": 2}), "after-barrage").await);
 
-    // A retained command is answered live, but when it is replayed on the next subscribe it is
-    // refused (a stale remote_ptt must never fire on reconnect).
+    // A retained command is refused live (retain as published) and again when it is replayed
+    // on the next subscribe (a stale remote_ptt must never fire).
     let topic = format!("roipd/{dev}/cmd/identify");
     let mark = probe.mark();
     probe.publish_retained(&topic, r#"{"seconds":4,"request_id":"ret"}"#).await;
     let live = probe.wait_after(mark, "live reply", T, |m| is_reply(m, dev) && m.json()["request_id"] == "ret").await;
-    assert_eq!(live.json()["ok"], true);
+    assert_err(&live.json(), "retained_command");
     agent.kill();
     let mark = probe.mark();
     let mut agent = Agent::spawn(&AgentConfig::new(dev, anon_url(&broker)));

@@ -37,7 +37,7 @@ use super::backoff::Backoff;
 use super::hass::Hass;
 use super::outbox::{Class, Limits, Message, Outbox, Qos};
 use super::protocol::{
-    self, reply_topic, rfc3339_millis, to_json, valid_name, Command, CommandError, DaemonMetrics, ErrorCode, Event,
+    self, rfc3339_millis, to_json, valid_name, Command, CommandError, DaemonMetrics, ErrorCode, Event,
     Metrics, PortState, Reply, Status, Topics, UplinkState, UplinkStatus, MAX_CORRELATION_BYTES,
 };
 use super::sysinfo::{self, SystemReader};
@@ -615,8 +615,7 @@ impl Driver {
         };
         let name: String = name.chars().take(protocol::MAX_NAME_BYTES).collect();
         let props = p.properties.as_ref();
-        let default_topic = self.shared.topics.reply();
-        let target = reply_topic(&default_topic, props.and_then(|p| p.response_topic.as_deref()));
+        let target = self.shared.topics.reply_topic(props.and_then(|p| p.response_topic.as_deref()));
         let correlation = props
             .and_then(|p| p.correlation_data.as_ref())
             .filter(|c| c.len() <= MAX_CORRELATION_BYTES)
@@ -687,7 +686,14 @@ impl Driver {
             return;
         }
         if self.need_subscribe {
-            match self.client.try_subscribe(self.shared.topics.command_filter(), QoS::AtLeastOnce) {
+            // Retain as published: without it the broker clears the retain flag on messages
+            // it forwards live, and a retained command published while the box is connected
+            // would run (and run again on every reconnect, when it arrives flagged).
+            let filter = rumqttc::v5::mqttbytes::v5::Filter {
+                preserve_retain: true,
+                ..rumqttc::v5::mqttbytes::v5::Filter::new(self.shared.topics.command_filter(), QoS::AtLeastOnce)
+            };
+            match self.client.try_subscribe_many([filter]) {
                 Ok(()) => self.need_subscribe = false,
                 Err(e) => debug!(error = %e, "subscribe deferred"),
             }

@@ -74,11 +74,37 @@ impl Topics {
     pub fn command_filter(&self) -> String {
         format!("{}/cmd/+", self.base)
     }
-    /// The command name if `topic` is one of this device's command topics.
+    /// The command name if `topic` is one of this device's command topics. An empty name
+    /// (`cmd/`, which `cmd/+` matches) is returned too, so that it gets its error reply.
     pub fn command_name<'t>(&self, topic: &'t str) -> Option<&'t str> {
         let name = topic.strip_prefix(self.base.as_str())?.strip_prefix("/cmd/")?;
-        (!name.is_empty() && !name.contains('/')).then_some(name)
+        (!name.contains('/')).then_some(name)
     }
+
+    /// Where a reply goes: the MQTT 5 response topic when the request gave a usable one, else
+    /// the device's reply topic. Not usable: empty, oversized, with wildcards or NUL, starting
+    /// with `$`, or any box's command topic (`roipd/<device>/cmd/...`): a reply published there
+    /// would be read as a command, by this box or another.
+    pub fn reply_topic(&self, response_topic: Option<&str>) -> String {
+        match response_topic {
+            Some(t)
+                if !t.is_empty()
+                    && t.len() <= MAX_RESPONSE_TOPIC_BYTES
+                    && !t.contains(['+', '#', '\0'])
+                    && !t.starts_with('$')
+                    && !is_command_topic(t) =>
+            {
+                t.to_string()
+            }
+            _ => self.reply(),
+        }
+    }
+}
+
+/// `roipd/<anything>/cmd/<anything>`: a command topic of some box.
+fn is_command_topic(topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    levels.next() == Some("roipd") && levels.next().is_some() && levels.next() == Some("cmd")
 }
 
 /// Names that end up in topics or are echoed in replies: 1-64 bytes, no whitespace, no control
@@ -88,21 +114,6 @@ pub fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '/' | '+' | '#'))
 }
 
-/// Where a reply goes: the MQTT 5 response topic when the request gave a usable one, else the
-/// device's reply topic. A response topic with wildcards or an oversized one is not usable.
-pub fn reply_topic(default: &str, response_topic: Option<&str>) -> String {
-    match response_topic {
-        Some(t)
-            if !t.is_empty()
-                && t.len() <= MAX_RESPONSE_TOPIC_BYTES
-                && !t.contains(['+', '#', '\0'])
-                && !t.starts_with('$') =>
-        {
-            t.to_string()
-        }
-        _ => default.to_string(),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Published documents
@@ -503,18 +514,31 @@ struct NoArgs {}
 
 /// Parse the payload that arrived on `roipd/<device>/cmd/<name>`.
 ///
-/// An empty payload counts as `{}` (handy for `mosquitto_pub -n`). The optional `request_id`
-/// (a string of at most 128 bytes, or an integer) may be present in every command.
+/// An empty (or all-whitespace) payload counts as `{}` only for `get_config`, the one command
+/// that changes nothing: elsewhere it is `bad_json`, because clearing a retained message
+/// (`mosquitto_pub -r -n`) publishes exactly that and must not restart the box. A retained
+/// payload of any kind is `retained_command`. Duplicate keys, at any depth, are `bad_json`
+/// (`"on":false,...,"on":true` must not key). The optional `request_id` (a string of at most
+/// 128 bytes, or an integer) may be present in every command.
 pub fn parse_request(name: &str, payload: &[u8], retained: bool) -> Result<Request, Rejection> {
     let reject = |code, message: String, request_id| Rejection { error: CommandError::new(code, message), request_id };
     if payload.len() > MAX_COMMAND_BYTES {
         let msg = format!("payload is {} bytes, the limit is {MAX_COMMAND_BYTES}", payload.len());
         return Err(reject(ErrorCode::PayloadTooLarge, msg, None));
     }
+    const RETAINED: &str =
+        "commands must not be published with the retain flag; clear it with an empty retained message";
     let mut args = if payload.iter().all(u8::is_ascii_whitespace) {
+        if retained {
+            return Err(reject(ErrorCode::RetainedCommand, RETAINED.into(), None));
+        }
+        if name != "get_config" && COMMAND_NAMES.contains(&name) {
+            let msg = format!("an empty payload does not run `{name}`: send a JSON object (at least `{{}}`)");
+            return Err(reject(ErrorCode::BadJson, msg, None));
+        }
         Map::new()
     } else {
-        match serde_json::from_slice::<Value>(payload) {
+        match parse_strict(payload) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err(reject(ErrorCode::BadJson, "the payload must be a JSON object".into(), None)),
             Err(e) => return Err(reject(ErrorCode::BadJson, format!("not valid JSON: {e}"), None)),
@@ -529,13 +553,79 @@ pub fn parse_request(name: &str, payload: &[u8], retained: bool) -> Result<Reque
         }
     };
     if retained {
-        let msg = "commands must not be published with the retain flag; clear it with an empty retained message";
-        return Err(reject(ErrorCode::RetainedCommand, msg.into(), request_id));
+        return Err(reject(ErrorCode::RetainedCommand, RETAINED.into(), request_id));
     }
     match parse_command(name, args) {
         Ok(command) => Ok(Request { command, request_id }),
         Err(error) => Err(Rejection { error, request_id }),
     }
+}
+
+/// JSON like `serde_json::from_slice::<Value>`, but an object with the same key twice is an
+/// error instead of "the last one wins". serde_json's recursion limit still applies.
+fn parse_strict(payload: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+    struct Strict;
+
+    impl<'de> DeserializeSeed<'de> for Strict {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element_seed(Strict)? {
+                items.push(v);
+            }
+            Ok(Value::Array(items))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    let shown: String = key.chars().take(MAX_NAME_BYTES).collect();
+                    return Err(A::Error::custom(format!("duplicate key `{shown}`")));
+                }
+                let value = map.next_value_seed(Strict)?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let value = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
 fn valid_request_id(id: &Value) -> bool {
@@ -771,7 +861,8 @@ mod tests {
         assert_eq!(t.reply(), "roipd/gw-1/reply");
         assert_eq!(t.command_filter(), "roipd/gw-1/cmd/+");
         assert_eq!(t.command_name("roipd/gw-1/cmd/identify"), Some("identify"));
-        assert_eq!(t.command_name("roipd/gw-1/cmd/"), None);
+        // `cmd/+` matches an empty level: it gets its (unknown_command) reply.
+        assert_eq!(t.command_name("roipd/gw-1/cmd/"), Some(""));
         assert_eq!(t.command_name("roipd/gw-1/cmd/a/b"), None);
         assert_eq!(t.command_name("roipd/gw-2/cmd/identify"), None);
         assert_eq!(t.command_name("roipd/gw-1x/cmd/identify"), None);
@@ -806,7 +897,7 @@ mod tests {
         assert_eq!(ok("identify", r#"{"seconds":600}"#), Command::Identify { duration: Duration::from_secs(600) });
         assert_eq!(ok("reload_config", "{}"), Command::ReloadConfig);
         assert_eq!(ok("get_config", ""), Command::GetConfig);
-        assert_eq!(ok("restart", " \n"), Command::Restart);
+        assert_eq!(ok("restart", "{}"), Command::Restart);
         assert_eq!(
             ok("desk", r#"{"port":"console","action":{"action":"ptt","channel":"ops","on":true}}"#),
             Command::Desk { port: "console".into(), action: json!({"action": "ptt", "channel": "ops", "on": true}) }
@@ -949,12 +1040,55 @@ mod tests {
 
     #[test]
     fn reply_topic_choice() {
+        let t = Topics::new("gw");
         let d = "roipd/gw/reply";
-        assert_eq!(reply_topic(d, None), d);
-        assert_eq!(reply_topic(d, Some("console/42/resp")), "console/42/resp");
-        for bad in ["", "a/+/b", "a/#", "$SYS/x", &"t".repeat(MAX_RESPONSE_TOPIC_BYTES + 1)] {
-            assert_eq!(reply_topic(d, Some(bad)), d, "{bad}");
+        assert_eq!(t.reply_topic(None), d);
+        assert_eq!(t.reply_topic(Some("console/42/resp")), "console/42/resp");
+        assert_eq!(t.reply_topic(Some("roipd/gw/replies/7")), "roipd/gw/replies/7");
+        let long = "t".repeat(MAX_RESPONSE_TOPIC_BYTES + 1);
+        for bad in ["", "a/+/b", "a/#", "$SYS/x", "a\0b", &long] {
+            assert_eq!(t.reply_topic(Some(bad)), d, "{bad}");
         }
+        // A reply on a command topic would be read as a command (a restart loop).
+        for own in ["roipd/gw/cmd/restart", "roipd/gw/cmd/", "roipd/gw/cmd/x/y", "roipd/other/cmd/restart"] {
+            assert_eq!(t.reply_topic(Some(own)), d, "{own}");
+        }
+    }
+
+    #[test]
+    fn empty_payloads_run_nothing_that_acts() {
+        for blank in ["", " ", "\n", " \r\n\t "] {
+            for name in COMMAND_NAMES.iter().filter(|&&n| n != "get_config") {
+                assert_eq!(code(name, blank), ErrorCode::BadJson, "{name} {blank:?}");
+            }
+            assert_eq!(ok("get_config", blank), Command::GetConfig);
+            // Clearing a retained command delivers an empty retained message.
+            let e = parse_request("restart", blank.as_bytes(), true).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::RetainedCommand, "{blank:?}");
+            assert_eq!(code("", blank), ErrorCode::UnknownCommand);
+        }
+        assert_eq!(ok("restart", "{}"), Command::Restart);
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected_at_any_depth() {
+        for (name, payload) in [
+            ("remote_ptt", r#"{"port":"p","on":false,"max_duration_s":5,"on":true}"#),
+            ("tx_inhibit", r#"{"port":"p","on":true,"on":false}"#),
+            ("set_channel", r#"{"port":"a","channel":"c","port":"b"}"#),
+            ("identify", r#"{"seconds":5,"request_id":1,"request_id":2}"#),
+            ("desk", r#"{"port":"p","action":{"action":"select","channel":"a","channel":"b"}}"#),
+            ("desk", r#"{"port":"p","action":{"x":[{"k":1,"k":2}]}}"#),
+        ] {
+            let e = parse(name, payload).unwrap_err();
+            assert_eq!(e.error.code, ErrorCode::BadJson, "{name} {payload}");
+            assert!(e.error.message.contains("duplicate key"), "{}", e.error.message);
+        }
+        // The strict parser reads everything else exactly as serde_json does.
+        for text in [r#"{"a":[1,-2,3.5,1e300,"s",null,true,{"b":{}}],"c":18446744073709551615}"#, "{}", "[]"] {
+            assert_eq!(parse_strict(text.as_bytes()).unwrap(), serde_json::from_str::<Value>(text).unwrap(), "{text}");
+        }
+        assert!(parse_strict(b"{} x").is_err());
     }
 
     #[test]
