@@ -232,6 +232,15 @@ mod tests {
     }
 
     #[test]
+    fn hub_max_sessions_is_bounded() {
+        let hub = |n: &str| errors(&format!("[hub]\nlisten = \"127.0.0.1:8080\"\n{n}"));
+        assert_eq!(hub(""), Vec::<String>::new(), "default 256");
+        assert_eq!(hub("max_sessions = 4096\n"), Vec::<String>::new());
+        assert_eq!(hub("max_sessions = 0\n").len(), 1);
+        assert_eq!(hub("max_sessions = 4097\n").len(), 1);
+    }
+
+    #[test]
     fn janus_needs_mqtt_and_a_room_per_channel() {
         let text = format!("{JANUS}floor_hub = \"hub-1\"\n[channel.ops.janus]\nroom = 1\n");
         // The missing room is reported at the channel, the missing broker at the uplink.
