@@ -138,7 +138,9 @@ async fn fake_router(mut rx: mpsc::UnboundedReceiver<HubEvent>, log: Arc<Mutex<L
             }
             HubEvent::Floor { peer, member, msg } => {
                 let Some(p) = peers.get(&peer) else { continue };
-                let Some((_, key, channel)) = p.members.iter().find(|m| m.0 == member).cloned() else { continue };
+                let Some((_, key, channel)) = p.members.iter().find(|m| m.0 == member).cloned() else {
+                    continue;
+                };
                 let name = format!("{key}@{}", p.name);
                 match msg {
                     ToArbiter::Request { priority } => match holders.get(&channel) {
@@ -842,5 +844,236 @@ async fn a_peer_whose_ice_dies_leaves_once() {
     assert_eq!(closed(&mut ws).await, 4010);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(hub.lefts(peer), 1);
+    hub.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and careless clients. Loopback is a whole /8: attackers and real clients get their
+// own 127.x source addresses, as they would have their own addresses on a network.
+
+/// The test process holds both ends of every connection: give it the hard file limit.
+fn raise_test_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain struct in and out.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+async fn tcp_from(source: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind((Ipv4Addr::from(source), 0).into())?;
+    s.connect(to).await
+}
+
+async fn raw_from(addr: SocketAddr, source: [u8; 4]) -> Result<Raw, String> {
+    let tcp = tcp_from(source, addr).await.map_err(|e| format!("connect: {e}"))?;
+    let url = format!("ws://{addr}/ws");
+    let r = tokio::time::timeout(T, tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))).await;
+    r.map_err(|_| "upgrade timed out".to_owned())?.map(|r| r.0).map_err(|e| e.to_string())
+}
+
+async fn http_get_from(source: [u8; 4], addr: SocketAddr, path: &str) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tcp_from(source, addr).await.map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("not HTTP: {text:?}"))
+}
+
+/// 300 sockets from one address that upgrade and never say hello, reconnecting as soon as
+/// they are dropped (what locked every console out: each took a session slot for 10 s), and
+/// meanwhile nine real clients from other addresses join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_websockets_do_not_lock_real_clients_out() {
+    raise_test_nofile();
+    let hub = hub().await;
+    let addr = hub.handle.http_addr();
+    let stop = CancellationToken::new();
+    let upgraded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut junk = Vec::new();
+    for _ in 0..300 {
+        let (stop, upgraded) = (stop.clone(), upgraded.clone());
+        junk.push(tokio::spawn(async move {
+            // Bounded: at most 200 rounds each, or until the test says stop.
+            for _ in 0..200 {
+                if stop.is_cancelled() {
+                    return;
+                }
+                match raw_from(addr, [127, 0, 0, 1]).await {
+                    Ok(mut ws) => {
+                        upgraded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::select! {
+                            _ = async { while let Some(Ok(_)) = ws.next().await {} } => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut joined = Vec::new();
+    for i in 0..9u8 {
+        let mut ws = raw_from(addr, [127, 0, 1, 10 + i]).await.unwrap_or_else(|e| panic!("client {i} refused: {e}"));
+        let w = hello(&mut ws, ALL, json!([{"key":"console","channel":"ops"}])).await;
+        assert_eq!(w["type"], "welcome", "client {i}: {w}");
+        joined.push(ws);
+    }
+    // And /healthz still answers.
+    assert_eq!(http_get_from([127, 0, 1, 99], addr, "/healthz").await, Ok(200));
+    stop.cancel();
+    for j in junk {
+        j.await.unwrap();
+    }
+    println!("junk upgrades that got through: {}", upgraded.load(std::sync::atomic::Ordering::Relaxed));
+    hub.stop().await;
+}
+
+/// Slowloris (headers a line at a time) and half-open connections (connect, send nothing)
+/// are closed after the header timeout, or at once beyond the per-address limit, and the
+/// hub keeps answering everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_half_open_http_connections_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raise_test_nofile();
+    let mut o = options(localhost(), Some(0));
+    o.header_timeout = Duration::from_millis(500);
+    let hub = Hub::start(o).await;
+    let addr = hub.handle.http_addr();
+    let t = Instant::now();
+    let mut attackers = Vec::new();
+    for i in 0..500u32 {
+        let slow = i % 2 == 0;
+        let source = if slow { [127, 0, 2, 1] } else { [127, 0, 2, 2] };
+        // Connected one by one: a burst of SYNs can overflow the kernel's accept queue, and a
+        // connection the kernel dropped that way looks open forever to a client that sends nothing.
+        let Ok(s) = tcp_from(source, addr).await else {
+            continue;
+        };
+        attackers.push(tokio::spawn(async move {
+            let (mut r, mut w) = s.into_split();
+            let writer = tokio::spawn(async move {
+                if !slow {
+                    return std::future::pending().await;
+                }
+                let _ = w.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+                for n in 0.. {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if w.write_all(format!("X-{n}: y\r\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut buf = [0u8; 512];
+            let start = Instant::now();
+            let cut = tokio::time::timeout(Duration::from_secs(15), async {
+                loop {
+                    match r.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            })
+            .await;
+            writer.abort();
+            cut.map(|()| start.elapsed()).map_err(|_| format!("still open after 15 s (slow: {slow})"))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..5u8 {
+        assert_eq!(http_get_from([127, 0, 3, 1 + i], addr, "/healthz").await, Ok(200), "during the attack");
+    }
+    let mut longest = Duration::ZERO;
+    for a in attackers {
+        longest = longest.max(a.await.unwrap().expect("the hub cuts every slow or silent connection"));
+    }
+    println!("500 slow/half-open connections all cut within {longest:?} (test ran {:?})", t.elapsed());
+    assert_eq!(http_get_from([127, 0, 2, 1], addr, "/healthz").await, Ok(200), "the attacker's address is not banned");
+    hub.stop().await;
+}
+
+/// No internals in errors, weak or malformed DTLS fingerprints refused.
+#[tokio::test]
+async fn offers_get_generic_errors_and_need_a_strong_fingerprint() {
+    let hub = hub().await;
+    let mut ws = raw(&hub).await;
+    hello(&mut ws, ALL, json!([{"key":"console","channel":"ops"},{"key":"console","channel":"fire"}])).await;
+    let strong = "a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
+    // Passes the hub's own checks (audio m-lines with the mids, a fingerprint), fails str0m's
+    // parser (which used to answer with a pointer: `Parse error at PointerOffset(0x7f..)`).
+    let garbage =
+        format!("v=0\r\n{strong}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=audio x\r\na=mid:1\r\n\u{1}");
+    let md5 = "a=fingerprint:md5 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35";
+    let short = "a=fingerprint:sha-256 7B:8B:F0:65";
+    let nonhex = "a=fingerprint:sha-256 ZZ:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
+    let offers = [
+        garbage,
+        CHROME_OFFER.replace(strong, md5),
+        CHROME_OFFER.replace(strong, short),
+        CHROME_OFFER.replace(strong, nonhex),
+        CHROME_OFFER.replace(strong, "a=fingerprint:sha-256"),
+        CHROME_OFFER.replace(&format!("{strong}\r\n"), ""),
+    ];
+    for (i, sdp) in offers.iter().enumerate() {
+        send(&mut ws, json!({"type":"offer","sdp":sdp,"mids":{"0":"ops","1":"fire"}})).await;
+        let e = recv(&mut ws).await;
+        println!("offer {i}: {e}");
+        assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")), "offer {i}: {e}");
+        let m = e["message"].as_str().unwrap();
+        assert!(!m.contains("0x") && !m.contains("Pointer") && !m.contains("Offset"), "offer {i} leaks: {m}");
+    }
+    // The strong one is still answered.
+    send(&mut ws, json!({"type":"offer","sdp":CHROME_OFFER,"mids":{"0":"ops","1":"fire"}})).await;
+    assert_eq!(recv(&mut ws).await["type"], "answer");
+    hub.stop().await;
+}
+
+/// A client's close frame is answered (a clean close, not 1006), before and after hello.
+#[tokio::test]
+async fn the_hub_answers_a_close_frame() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let hub = hub().await;
+    for joined in [false, true] {
+        let mut ws = raw(&hub).await;
+        if joined {
+            hello(&mut ws, ALL, json!([{"key":"console","channel":"ops"}])).await;
+        }
+        ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() }))).await.unwrap();
+        let reply = tokio::time::timeout(T, ws.next()).await.expect("an answer in time");
+        match reply {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(f.code, CloseCode::Normal, "joined {joined}")
+            }
+            other => panic!("joined {joined}: no close frame back: {other:?}"),
+        }
+    }
+    hub.stop().await;
+}
+
+/// A frame over the limit: close code 1009 (message too big), before and after hello.
+#[tokio::test]
+async fn oversize_frames_are_closed_with_1009() {
+    let hub = hub().await;
+    for joined in [false, true] {
+        let mut ws = raw(&hub).await;
+        if joined {
+            hello(&mut ws, ALL, json!([{"key":"console","channel":"ops"}])).await;
+        }
+        let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024));
+        let _ = ws.send(Message::Text(big.into())).await;
+        assert_eq!(closed(&mut ws).await, 1009, "joined {joined}");
+    }
     hub.stop().await;
 }

@@ -22,6 +22,17 @@ pub struct HubConfig {
     /// Access tokens. Each names the channels it may join (`["*"]` for all).
     #[serde(default)]
     pub token: BTreeMap<String, TokenConfig>,
+    /// Authenticated sessions (consoles and edges) at once, 1-4096; a join beyond gets
+    /// `unavailable`.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+/// Upper bound of `[hub] max_sessions`: each session holds a socket, a task and its queues.
+pub const MAX_HUB_SESSIONS: usize = 4096;
+
+fn default_max_sessions() -> usize {
+    crate::net::DEFAULT_MAX_SESSIONS
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -104,6 +115,9 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
                 ),
             );
         }
+        if !(1..=MAX_HUB_SESSIONS).contains(&hub.max_sessions) {
+            r.key("hub.max_sessions", format!("must be 1-{MAX_HUB_SESSIONS}, not {}", hub.max_sessions));
+        }
         for (name, token) in &hub.token {
             let path = format!("hub.token.{name}.channels");
             for (i, chan) in token.channels.iter().enumerate() {
@@ -118,7 +132,10 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
             r.key("uplink.kind", "a box either hosts its channels (`[hub]`) or joins another roipd hub (`[uplink] kind = \"hub\"`), not both");
         }
         if uplink.kind == UplinkKind::Hub && uplink.token_file.is_none() {
-            r.key("uplink.token_file", "an uplink to a roipd hub needs `token_file`, the file holding its access token");
+            r.key(
+                "uplink.token_file",
+                "an uplink to a roipd hub needs `token_file`, the file holding its access token",
+            );
         }
         let schemes: &[&str] = match uplink.kind {
             UplinkKind::Hub => &["ws", "wss", "http", "https"],
@@ -206,9 +223,21 @@ mod tests {
 
     #[test]
     fn janus_edge_and_floor_host_are_valid() {
-        assert_eq!(errors(&format!("{JANUS}floor_hub = \"hub-1\"\napi_secret_file = \"/s\"\n{MQTT}{ROOMS}")), Vec::<String>::new());
+        assert_eq!(
+            errors(&format!("{JANUS}floor_hub = \"hub-1\"\napi_secret_file = \"/s\"\n{MQTT}{ROOMS}")),
+            Vec::<String>::new()
+        );
         // The floor host: no floor_hub, may also serve consoles with `[hub]`.
         assert_eq!(errors(&format!("{JANUS}{MQTT}{ROOMS}[hub]\nlisten = \"127.0.0.1:8080\"\n")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn hub_max_sessions_is_bounded() {
+        let hub = |n: &str| errors(&format!("[hub]\nlisten = \"127.0.0.1:8080\"\n{n}"));
+        assert_eq!(hub(""), Vec::<String>::new(), "default 256");
+        assert_eq!(hub("max_sessions = 4096\n"), Vec::<String>::new());
+        assert_eq!(hub("max_sessions = 0\n").len(), 1);
+        assert_eq!(hub("max_sessions = 4097\n").len(), 1);
     }
 
     #[test]
@@ -226,9 +255,17 @@ mod tests {
         );
         assert_eq!(
             errors(&text),
-            ["7:uplink.floor_hub", "7:uplink.floor_hub", "8:uplink.token_file", "12:channel.ops.janus.room", "13:channel.ops.janus.publishers"]
+            [
+                "7:uplink.floor_hub",
+                "7:uplink.floor_hub",
+                "8:uplink.token_file",
+                "12:channel.ops.janus.room",
+                "13:channel.ops.janus.publishers"
+            ]
         );
-        let zero = format!("{JANUS}floor_hub = \"Hub 1\"\n{MQTT}[channel.ops.janus]\nroom = 0\n[channel.fire.janus]\nroom = 1\n");
+        let zero = format!(
+            "{JANUS}floor_hub = \"Hub 1\"\n{MQTT}[channel.ops.janus]\nroom = 0\n[channel.fire.janus]\nroom = 1\n"
+        );
         assert_eq!(errors(&zero), ["7:uplink.floor_hub", "11:channel.ops.janus.room"]);
     }
 

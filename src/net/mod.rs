@@ -16,7 +16,7 @@ mod rtc;
 pub mod rtp;
 pub mod uplink;
 
-pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken};
+pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken, DEFAULT_MAX_SESSIONS};
 pub use rtc::StreamStats;
 pub use uplink::{start as start_uplink, UplinkHandle, UplinkOptions};
 

@@ -464,7 +464,10 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
 /// Parse one hub message (the uplink side). Unknown types are an error the caller may ignore.
 pub fn parse_server(text: &str) -> Result<ServerMessage, ParseError> {
     let (ty, value) = split_type(text)?;
-    if !matches!(ty.as_str(), "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "desk_state" | "pong" | "error") {
+    if !matches!(
+        ty.as_str(),
+        "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "desk_state" | "pong" | "error"
+    ) {
         return Err(ParseError::UnknownType(truncate(&ty, 40)));
     }
     let msg: ServerMessage =
@@ -481,7 +484,9 @@ fn split_type(text: &str) -> Result<(String, Value), ParseError> {
     }
     // serde_json bounds nesting depth (128), so hostile input cannot overflow the stack.
     let value: Value = serde_json::from_str(text).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let Value::Object(map) = &value else { return Err(ParseError::NotAnObject) };
+    let Value::Object(map) = &value else {
+        return Err(ParseError::NotAnObject);
+    };
     let ty = match map.get("type") {
         Some(Value::String(t)) => t.clone(),
         _ => return Err(ParseError::MissingType),
@@ -575,6 +580,7 @@ fn validate_offer_shape(o: &Offer) -> Result<(), ParseError> {
 /// The session's check of an offer: each mid is an audio m-line of the SDP and maps to a
 /// channel the peer joined, each channel at most once. Returns (mid, channel) pairs.
 pub fn validate_offer(o: &Offer, joined: &[&str]) -> Result<Vec<(String, String)>, ParseError> {
+    check_fingerprints(&o.sdp)?;
     let audio = sdp_audio_mids(&o.sdp);
     let mut channels = HashSet::new();
     let mut out = Vec::with_capacity(o.mids.len());
@@ -621,6 +627,34 @@ pub fn sdp_audio_mids(sdp: &str) -> Vec<String> {
 /// brand new one (new certificate).
 pub fn sdp_fingerprint(sdp: &str) -> Option<&str> {
     sdp_lines(sdp).find_map(|l| l.strip_prefix("a=fingerprint:")).map(str::trim)
+}
+
+/// Hash functions a DTLS fingerprint may use, with their digest length in bytes. MD5 and SHA-1
+/// are refused: WebRTC peers use SHA-256 (RFC 8827), and a weak hash would let a certificate be
+/// forged to match.
+const FINGERPRINT_HASHES: [(&str, usize); 3] = [("sha-256", 32), ("sha-384", 48), ("sha-512", 64)];
+
+/// Every `a=fingerprint` of the SDP is `<sha-256|sha-384|sha-512> XX:XX:...` with the digest's
+/// length in hex pairs, and there is at least one: DTLS cannot be authenticated otherwise.
+pub fn check_fingerprints(sdp: &str) -> Result<(), ParseError> {
+    let mut found = false;
+    for fp in sdp_lines(sdp).filter_map(|l| l.strip_prefix("a=fingerprint:")) {
+        let (hash, value) = fp.trim().split_once(' ').unwrap_or((fp.trim(), ""));
+        let Some(&(_, bytes)) = FINGERPRINT_HASHES.iter().find(|(h, _)| h.eq_ignore_ascii_case(hash)) else {
+            return Err(invalid("a=fingerprint: only sha-256, sha-384 or sha-512"));
+        };
+        let pairs: Vec<&str> = value.trim().split(':').collect();
+        let hex = |p: &&str| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit());
+        if pairs.len() != bytes || !pairs.iter().all(hex) {
+            return Err(invalid(format!("a=fingerprint: {hash} takes {bytes} hex pairs separated by ':'")));
+        }
+        found = true;
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(invalid("the offer has no a=fingerprint"))
+    }
 }
 
 /// Add `a=end-of-candidates` to every media section that lacks it: the hub's answer carries
@@ -671,7 +705,8 @@ mod tests {
 
     #[test]
     fn desk_commands_parse_and_malformed_ones_are_refused() {
-        let m = parse_client(r#"{"type":"desk","port":"console","action":{"action":"select","channel":"ops"}}"#).unwrap();
+        let m =
+            parse_client(r#"{"type":"desk","port":"console","action":{"action":"select","channel":"ops"}}"#).unwrap();
         let ClientMessage::Desk(d) = m else { panic!("{m:?}") };
         assert_eq!(d.port, "console");
         assert_eq!(d.action["channel"], "ops");
@@ -891,7 +926,7 @@ mod tests {
     }
 
     const OFFER_SDP: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n\
-        a=fingerprint:sha-256 AA:BB\r\n\
+        a=fingerprint:sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n\
         m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\na=end-of-candidates\r\n";
@@ -903,7 +938,7 @@ mod tests {
     #[test]
     fn offer_validation() {
         assert_eq!(sdp_audio_mids(OFFER_SDP), ["0", "2"]);
-        assert_eq!(sdp_fingerprint(OFFER_SDP), Some("sha-256 AA:BB"));
+        assert!(sdp_fingerprint(OFFER_SDP).unwrap().starts_with("sha-256 7B:8B:"));
         let joined = ["ops", "fire"];
         let pairs = validate_offer(&offer(&[("0", "ops"), ("2", "fire")]), &joined).unwrap();
         assert_eq!(pairs.len(), 2);
@@ -927,6 +962,37 @@ mod tests {
             parse_client(r#"{"type":"offer","sdp":"v=0","mids":{"0":"OPS"}}"#),
             Err(ParseError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn fingerprints_must_be_strong_and_well_formed() {
+        let good =
+            "sha-256 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
+        let with = |fp: &str| OFFER_SDP.replace(good, fp);
+        assert!(check_fingerprints(OFFER_SDP).is_ok());
+        assert!(
+            check_fingerprints(&with(&good.replace("sha-256", "SHA-256"))).is_ok(),
+            "hash names are case-insensitive"
+        );
+        let sha512 = format!("sha-512 {}", ["ab"; 64].join(":"));
+        assert!(check_fingerprints(&with(&sha512)).is_ok());
+        for bad in [
+            "md5 7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35".to_owned(),
+            format!("sha-1 {}", ["ab"; 20].join(":")),
+            "sha-256 AA:BB".to_owned(),
+            "sha-256".to_owned(),
+            good.replace("7B", "7G"),
+            good.replace("7B:", "7B::"),
+            good.replace("7B", "7B8"),
+            format!("sha-384 {}", ["ab"; 32].join(":")),
+        ] {
+            assert!(check_fingerprints(&with(&bad)).is_err(), "{bad}");
+        }
+        let none = OFFER_SDP.replace(&format!("a=fingerprint:{good}\r\n"), "");
+        assert!(check_fingerprints(&none).is_err());
+        // A media-level fingerprint is checked too.
+        let media_md5 = format!("{OFFER_SDP}a=fingerprint:md5 {}\r\n", ["ab"; 16].join(":"));
+        assert!(check_fingerprints(&media_md5).is_err());
     }
 
     #[test]

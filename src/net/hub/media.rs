@@ -173,7 +173,11 @@ impl MediaLoop {
         notes: mpsc::UnboundedSender<MediaNote>,
     ) -> Result<String, String> {
         let now = Instant::now();
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("SDP: {e}"))?;
+        // str0m's parse errors name internals (a pointer, the parser's state): logged, not sent.
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| {
+            debug!(peer, error = %e, "SDP parse");
+            "the SDP could not be parsed".to_owned()
+        })?;
         let fingerprint = sdp_fingerprint(sdp).unwrap_or_default().to_owned();
         // Same certificate: the same peer connection renegotiating (ICE restart, new m-lines).
         // A new certificate is a new peer connection, which needs a fresh DTLS session.
@@ -184,7 +188,7 @@ impl MediaLoop {
         let answer;
         if renegotiation {
             let p = self.peers.get_mut(&peer).expect("checked above");
-            answer = p.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer: {e}"))?;
+            answer = p.rtc.sdp_api().accept_offer(offer).map_err(|e| refused(peer, e))?;
             let new = tracks(&p.rtc, mids, std::mem::take(&mut p.tracks))?;
             forget_streams(&self.stream_stats, p);
             p.tracks = new;
@@ -199,7 +203,7 @@ impl MediaLoop {
                     .map_err(|e| format!("candidate {ip}: {e}"))?;
                 rtc.add_local_candidate(c);
             }
-            answer = rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer: {e}"))?;
+            answer = rtc.sdp_api().accept_offer(offer).map_err(|e| refused(peer, e))?;
             let tracks = tracks(&rtc, mids, Vec::new())?;
             if let Some(old) = self.peers.remove(&peer) {
                 forget_streams(&self.stream_stats, &old);
@@ -311,6 +315,12 @@ impl MediaLoop {
             let _ = p.notes.send(MediaNote::Failed(reason));
         }
     }
+}
+
+/// What a client hears when str0m refuses its offer; the details go to the log.
+fn refused(peer: PeerId, e: str0m::RtcError) -> String {
+    debug!(peer, error = %e, "offer refused by str0m");
+    "the offer could not be accepted".to_owned()
 }
 
 /// A peer's streams leave the metrics with it.

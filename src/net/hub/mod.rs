@@ -12,6 +12,7 @@
 //! router and carries out the [`ToPeer`](super::ToPeer) messages the router sends back.
 
 mod auth;
+mod limits;
 mod media;
 mod session;
 
@@ -25,20 +26,27 @@ use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::auth::Auth;
+use self::limits::{Budget, Limiter};
 use self::media::{MediaCmd, MediaLoop};
 use super::addrs::interface_addrs;
 use super::protocol::MAX_MESSAGE_BYTES;
 use super::rtc::StreamStats;
 use super::{HubEvent, NetError};
 use crate::config::HubConfig;
+
+/// `[hub] max_sessions` when not set.
+pub const DEFAULT_MAX_SESSIONS: usize = 256;
 
 /// One access token: its secret (already read from its file) and what it may do.
 #[derive(Clone)]
@@ -87,8 +95,18 @@ pub struct HubOptions {
     pub hello_timeout: Duration,
     /// Time the channel router has to answer `Joined`.
     pub join_timeout: Duration,
-    /// WebSocket sessions at once; more get HTTP 503.
+    /// Time a client has to send a request's headers (slowloris, half-open connections).
+    pub header_timeout: Duration,
+    /// Authenticated sessions at once; a hello beyond them gets `unavailable`.
     pub max_sessions: usize,
+    /// HTTP connections not yet upgraded, in total and from one address (an IPv6 /64); more
+    /// are closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_addr: usize,
+    /// WebSockets whose hello has not passed yet, in total and from one address; more get
+    /// HTTP 503. They hold no session slot, so they cannot lock real clients out.
+    pub max_pending: usize,
+    pub max_pending_per_addr: usize,
     /// Where each peer's per-channel RTT, jitter, loss and bitrate go (`<peer>/<channel>`).
     pub stream_stats: StreamStats,
     /// Where consoles' `desk` commands go (the box's desk ports); None: refused.
@@ -116,9 +134,14 @@ impl HubOptions {
             channels: Vec::new(),
             candidates: Vec::new(),
             idle_timeout: Duration::from_secs(30),
-            hello_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(5),
             join_timeout: Duration::from_secs(5),
-            max_sessions: 256,
+            header_timeout: Duration::from_secs(5),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_connections: 256,
+            max_connections_per_addr: 32,
+            max_pending: 64,
+            max_pending_per_addr: 8,
             stream_stats: StreamStats::default(),
             desk: None,
         }
@@ -130,6 +153,7 @@ impl HubOptions {
             config.listen.parse().map_err(|e| NetError::Config(format!("hub.listen {:?}: {e}", config.listen)))?;
         let mut options = Self::new(listen);
         options.media_port = config.media_port;
+        options.max_sessions = config.max_sessions;
         options.channels = channels;
         for (name, t) in &config.token {
             let secret = crate::config::secret::read_secret(std::path::Path::new(&t.secret_file))
@@ -192,6 +216,8 @@ struct Shared {
     hello_timeout: Duration,
     join_timeout: Duration,
     sessions: Arc<Semaphore>,
+    /// WebSockets before their hello passed.
+    pending: Arc<Limiter>,
     tasks: TaskTracker,
     desk: Option<mpsc::UnboundedSender<DeskRequest>>,
 }
@@ -242,6 +268,14 @@ pub async fn serve(
         .generate_certificate()
         .ok_or_else(|| NetError::Crypto("cannot generate a DTLS certificate".into()))?;
 
+    let nofile = limits::raise_nofile();
+    let want =
+        Budget { connections: options.max_connections, pending: options.max_pending, sessions: options.max_sessions };
+    let budget = want.fit(nofile);
+    if budget != want {
+        warn!(nofile, ?want, ?budget, reserve = limits::FD_RESERVE, "hub limits lowered to fit the open-file limit");
+    }
+
     let tasks = TaskTracker::new();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let media = MediaLoop::new(udp, candidates.clone(), cert, events.clone(), options.stream_stats.clone());
@@ -256,7 +290,8 @@ pub async fn serve(
         idle_timeout: options.idle_timeout,
         hello_timeout: options.hello_timeout,
         join_timeout: options.join_timeout,
-        sessions: Arc::new(Semaphore::new(options.max_sessions.max(1))),
+        sessions: Arc::new(Semaphore::new(budget.sessions)),
+        pending: Limiter::new(budget.pending, options.max_pending_per_addr),
         tasks: tasks.clone(),
         desk: options.desk.clone(),
     });
@@ -273,13 +308,8 @@ pub async fn serve(
         .route("/style.css", get(style_css))
         .route("/console/style.css", get(style_css))
         .with_state(shared);
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(cancel.clone().cancelled_owned());
-    tasks.spawn(async move {
-        if let Err(e) = server.await {
-            warn!(error = %e, "hub HTTP server stopped");
-        }
-    });
+    let connections = Limiter::new(budget.connections, options.max_connections_per_addr);
+    tasks.spawn(accept_loop(listener, app, connections, options.header_timeout, cancel.clone(), tasks.clone()));
     info!(http = %http_addr, media = %media_addr, ?candidates, "hub listening");
     Ok(HubHandle { http_addr, media_addr, candidates, tasks })
 }
@@ -289,14 +319,78 @@ async fn ws(
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many sessions").into_response();
+    // The session slot is taken only once hello passes: until then a socket holds one of the
+    // few cheap pending slots, for at most `hello_timeout`.
+    let Some(pending) = shared.pending.try_take(remote.ip()) else {
+        debug!(%remote, "too many unauthenticated WebSockets");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let tasks = shared.tasks.clone();
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| tasks.track_future(session::run(socket, shared, remote, permit)))
+        .on_upgrade(move |socket| tasks.track_future(session::run(socket, shared, remote, pending)))
+}
+
+/// axum's `serve` without its gaps: each connection holds a [`Limiter`] slot until it is
+/// upgraded or closed (over the limit it is closed at once, before reading a byte), and must
+/// send each request's headers within `header_timeout`, including between keep-alive requests.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    connections: Arc<Limiter>,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let mut refused: u64 = 0;
+    let mut refused_logged = tokio::time::Instant::now();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and the like: the limits should prevent it; do not spin meanwhile.
+                warn!(error = %e, "hub accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = connections.try_take(remote.ip()) else {
+            drop(stream);
+            refused += 1;
+            if refused_logged.elapsed() >= Duration::from_secs(10) {
+                warn!(%remote, refused, "hub connection limit reached: connections closed");
+                refused = 0;
+                refused_logged = tokio::time::Instant::now();
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(remote))));
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%remote, error = %e, "hub HTTP connection");
+            }
+            // An upgraded connection ends here too: its socket now belongs to the session.
+            drop(slot);
+        });
+    }
 }
 
 // The console is the web engineer's (web/console/); the binary carries it.

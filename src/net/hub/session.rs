@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::{timeout, Instant};
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
+use super::limits::Slot;
 use super::media::{MediaCmd, MediaNote};
 use super::Shared;
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
@@ -27,11 +29,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// str0m answers in microseconds; this only guards against a stopped media task.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn run(socket: WebSocket, shared: Arc<Shared>, remote: SocketAddr, _permit: OwnedSemaphorePermit) {
+pub(super) async fn run(socket: WebSocket, shared: Arc<Shared>, remote: SocketAddr, pending: Slot) {
     let span = tracing::info_span!("hub session", %remote, peer = tracing::field::Empty);
     async move {
         let mut ws = Ws { socket };
-        let Some(session) = join(&mut ws, &shared).await else { return };
+        let Some(session) = join(&mut ws, &shared, pending).await else {
+            return;
+        };
         let peer = session.peer;
         session.serve(&mut ws).await;
         leave(&shared, peer);
@@ -66,7 +70,19 @@ impl Ws {
             Some(Ok(Message::Text(t))) => Incoming::Text(t.as_str().to_owned()),
             Some(Ok(Message::Binary(_))) => Incoming::Binary,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Alive,
-            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Incoming::Closed,
+            Some(Ok(Message::Close(_))) => {
+                // The WebSocket queued the answering close frame; send it, or the client sees
+                // the connection drop (1006) instead of a clean close.
+                let _ = timeout(SEND_TIMEOUT, self.socket.flush()).await;
+                Incoming::Closed
+            }
+            // The only way to tell a size limit from other errors: axum hides the error type.
+            Some(Err(e)) if e.to_string().contains("Message too long") => {
+                warn!(error = %e, "frame over the size limit: closing with 1009");
+                self.close(1009, "message too big").await;
+                Incoming::Closed
+            }
+            Some(Err(_)) | None => Incoming::Closed,
         }
     }
 
@@ -111,11 +127,12 @@ struct Session {
     notes_tx: mpsc::UnboundedSender<MediaNote>,
     notes: mpsc::UnboundedReceiver<MediaNote>,
     last_rx: Instant,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Hello, admission, `Joined` and welcome. `None`: the session is over (and if it was
 /// reported `Joined`, it has been reported `Left`).
-async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
+async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Session> {
     let deadline = Instant::now() + shared.hello_timeout;
     let first = loop {
         let next = tokio::select! {
@@ -158,6 +175,13 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
             return None;
         }
     };
+    // Authenticated: trade the pending slot for a session slot.
+    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
+        info!(name = %hello.name, "peer refused: too many sessions");
+        ws.fail(ErrorCode::Unavailable, "too many sessions").await;
+        return None;
+    };
+    drop(pending);
 
     let peer = shared.next_peer.fetch_add(1, Ordering::Relaxed);
     tracing::Span::current().record("peer", peer);
@@ -218,19 +242,24 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>) -> Option<Session> {
     }
     info!(name = %hello.name, token = %admitted.token, members = members.len(), "peer joined");
     let (notes_tx, notes) = mpsc::unbounded_channel();
-    let mut session =
-        Session {
-            shared: shared.clone(),
-            peer,
-            name: hello.name.clone(),
-            members,
-            channels,
-            allowed: admitted.visible.iter().filter_map(|&c| shared.auth.channels().get(c)).map(|c| c.name.clone()).collect(),
-            to_peer,
-            notes_tx,
-            notes,
-            last_rx: Instant::now(),
-        };
+    let mut session = Session {
+        shared: shared.clone(),
+        peer,
+        name: hello.name.clone(),
+        members,
+        channels,
+        allowed: admitted
+            .visible
+            .iter()
+            .filter_map(|&c| shared.auth.channels().get(c))
+            .map(|c| c.name.clone())
+            .collect(),
+        to_peer,
+        notes_tx,
+        notes,
+        last_rx: Instant::now(),
+        _permit: permit,
+    };
     for m in pending {
         if !session.router_message(ws, m).await {
             leave(shared, peer);
@@ -391,8 +420,14 @@ impl Session {
 
     async fn offer(&self, sdp: String, mids: Vec<(String, String)>) -> Result<String, String> {
         let (reply, answer) = oneshot::channel();
-        let cmd =
-            MediaCmd::Offer { peer: self.peer, name: self.name.clone(), sdp, mids, notes: self.notes_tx.clone(), reply };
+        let cmd = MediaCmd::Offer {
+            peer: self.peer,
+            name: self.name.clone(),
+            sdp,
+            mids,
+            notes: self.notes_tx.clone(),
+            reply,
+        };
         self.shared.media.send(cmd).map_err(|_| "media is stopped".to_owned())?;
         match timeout(OFFER_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
