@@ -106,6 +106,9 @@ impl Restamper {
         if numbered && !packet.marker && !paused {
             let seq = cur.last_out_seq.saturating_add_signed(i64::from(dseq)).max(1);
             let timestamp = packet.timestamp.wrapping_add(cur.ts_offset);
+            // The source's own timestamps skip more than its missing packets explain: it
+            // paused (DTX, or a talker that stamps wall time), so this starts a talk-spurt.
+            let marker = dseq > 0 && dts > (i64::from(dseq) + 1) * i64::from(cur.last_samples);
             if dseq > 0 {
                 let decayed = cur.jitter - elapsed_samples / JITTER_DECAY;
                 cur.jitter = decayed.max(lateness).clamp(0, MAX_JITTER);
@@ -116,7 +119,7 @@ impl Restamper {
                 cur.last_samples = samples;
                 cur.last_at = now;
             }
-            return Some(Stamp { seq, timestamp, marker: false });
+            return Some(Stamp { seq, timestamp, marker });
         }
         // New talker or new talk-spurt: continue the outgoing stream where it left off. The
         // same source's path keeps its learned jitter; a new one starts without.
@@ -248,6 +251,135 @@ mod tests {
         r.stamp(t0, &pkt(500, 0, true));
         let s = r.stamp(t0, &pkt(400, 0, false)).unwrap();
         assert_eq!(s.seq, 1, "reordered before the first packet stays positive");
+    }
+
+    /// Issue 13: random overs from one to three sources (each stamping wall time or counting
+    /// frames like libwebrtc), 0.05-5 s apart, with loss and reordering, forwarded through one
+    /// Restamper to a roipd jitter buffer on the far side.
+    mod overs {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::core::jitter::{JitterBuffer, JitterConfig, Packet};
+
+        const PATH_US: u64 = 30_000;
+        const HOP_US: u64 = 5_000;
+
+        struct Sent {
+            arrival_us: u64,
+            delay_us: u64,
+            over: usize,
+            packet: MediaPacket,
+        }
+
+        fn samples(us: u64) -> i64 {
+            (us * 48 / 1000) as i64
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Across every pause the outgoing timestamp advances by the wall-clock gap within
+            /// one frame (plus the delay variation the path showed in the last 3 s, which the
+            /// Restamper must not mistake for pauses), and the far buffer's depth and target
+            /// stay within its bounds without ever restarting.
+            #[test]
+            fn outgoing_timestamps_track_wall_time_and_the_far_buffer_stays_bounded(
+                overs in prop::collection::vec((0usize..3, 2usize..60, 50u64..5000, any::<bool>()), 2..12),
+                counting in prop::array::uniform3(any::<bool>()),
+                origins in prop::array::uniform3((any::<u16>(), any::<u32>())),
+                loss_pct in 0u64..15,
+                reorder_pct in 0u64..15,
+                seed: u64,
+            ) {
+                let mut rng = seed | 1;
+                let mut rand = move |n: u64| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng % n
+                };
+                // (seq, ts, last send) of each source's own numbering.
+                let mut src: Vec<(u16, u32, Option<u64>)> = origins.iter().map(|&(q, t)| (q, t, None)).collect();
+                let (mut send, mut sent) = (0u64, Vec::new());
+                for (o, &(s, frames, gap_ms, marker)) in overs.iter().enumerate() {
+                    if o > 0 {
+                        send += gap_ms * 1000;
+                    }
+                    for i in 0..frames {
+                        let (seq, ts, last) = &mut src[s];
+                        if let Some(last) = *last {
+                            *seq = seq.wrapping_add(1);
+                            // libwebrtc counts frames: one frame on whatever the pause.
+                            let step = if counting[s] { 960 } else { samples(send - last) as u32 };
+                            *ts = ts.wrapping_add(step);
+                        }
+                        *last = Some(send);
+                        let packet = MediaPacket { seq: *seq, timestamp: *ts, marker: marker && i == 0, payload: P20.to_vec() };
+                        let delay_us = if rand(100) < reorder_pct { 21_000 + rand(40_000) } else { 0 };
+                        if rand(100) >= loss_pct {
+                            sent.push(Sent { arrival_us: send + PATH_US + delay_us, delay_us, over: o, packet });
+                        }
+                        send += 20_000;
+                    }
+                    send -= 20_000;
+                }
+                sent.sort_by_key(|p| p.arrival_us);
+
+                let t0 = Instant::now();
+                let at = |us: u64| t0 + Duration::from_micros(us);
+                let mut r = Restamper::new(origins[0].0, origins[0].1);
+                // The newest packet sent out: (out stamp, arrival, path delay, over).
+                let mut newest: Option<(Stamp, u64, u64, usize)> = None;
+                let mut out = Vec::new();
+                for p in &sent {
+                    let Some(stamp) = r.stamp(at(p.arrival_us), &p.packet) else { continue };
+                    if let Some((prev, arrived, delay, over)) = newest {
+                        if p.over != over {
+                            let advance = i64::from(stamp.timestamp.wrapping_sub(prev.timestamp) as i32);
+                            let wall = samples(p.arrival_us - arrived);
+                            let jitter = sent
+                                .iter()
+                                .filter(|q| q.arrival_us < p.arrival_us && q.arrival_us + 3_000_000 >= p.arrival_us)
+                                .map(|q| q.delay_us)
+                                .max()
+                                .unwrap_or(0);
+                            let allowed = 960 + samples(p.delay_us.abs_diff(delay)) + samples(jitter);
+                            prop_assert!(
+                                (advance - wall).abs() <= allowed,
+                                "over {}: advance {} vs wall {} samples (allowed {})", p.over, advance, wall, allowed
+                            );
+                            prop_assert!(jitter > 0 || stamp.marker, "over {}: no marker {:?}", p.over, stamp);
+                        }
+                    }
+                    if newest.is_none_or(|(prev, ..)| stamp.seq > prev.seq) {
+                        newest = Some((stamp, p.arrival_us, p.delay_us, p.over));
+                    }
+                    out.push((p.arrival_us + HOP_US, stamp));
+                }
+
+                // The far side: a roipd jitter buffer popped every 20 ms.
+                let cfg = JitterConfig::default();
+                let max_ms = cfg.max_depth.as_secs_f64() * 1000.0;
+                let mut jb = JitterBuffer::new(cfg);
+                let end = out.last().map_or(0, |o| o.0) + 1_000_000;
+                let (mut next, mut pop) = (0, 3_000u64);
+                while pop < end {
+                    while next < out.len() && out[next].0 <= pop {
+                        let (arrival, s) = out[next];
+                        jb.push(at(arrival), Packet { seq: s.seq as u16, timestamp: s.timestamp, marker: s.marker, payload: &P20 });
+                        next += 1;
+                        let st = jb.stats();
+                        prop_assert!(st.depth_ms <= max_ms && st.target_ms <= max_ms, "{:?}", st);
+                    }
+                    let _ = jb.pop(at(pop));
+                    let st = jb.stats();
+                    prop_assert!(st.depth_ms <= max_ms && st.target_ms <= max_ms, "{:?}", st);
+                    pop += 20_000;
+                }
+                prop_assert_eq!(jb.stats().resets, 0, "{:?}", jb.stats());
+            }
+        }
     }
 
     #[test]
