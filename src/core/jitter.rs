@@ -39,8 +39,16 @@
 //! - Latency is bounded: the depth never exceeds `max_depth` (oldest packets are dropped), and
 //!   a packet far ahead of the buffer resyncs it. Delays beyond `max_depth` (a stall's
 //!   backlog) do not steer the target unless they persist (the path got slower).
+//! - Each talk-spurt is a new playout start: the first packet after a pause (nothing
+//!   buffered, not playing) is scheduled from its own arrival whenever its delay differs from
+//!   the learned floor by more than the measured jitter plus a frame, as it does when the
+//!   sender's timestamps count frames rather than time (libwebrtc resumes one frame on after a
+//!   pause), or the path changed while nobody talked. Only the floor moves: the jitter learned
+//!   on the path is kept, so the spurt starts at the depth the path needs with nothing carried
+//!   over. Until the spurt plays, a faster packet moves the floor down the same way (the first
+//!   packet after a stall is the slowest of its backlog).
 //! - A new sender (sequence jump, RFC 3550 probation: two packets in a row) or a timestamp
-//!   jump restarts the buffer; a lone stray packet is discarded.
+//!   jump inside a talk-spurt restarts the buffer; a lone stray packet is discarded.
 //!
 //! Payloads are copied into a fixed ring of reusable slots, so after the first packets the
 //! buffer does not allocate (a slot only grows when a payload is larger than any it held).
@@ -168,6 +176,8 @@ pub struct JitterStats {
     pub rejected: u64,
     /// New streams (sequence or timestamp jumps) after the first.
     pub resets: u64,
+    /// Talk-spurts scheduled afresh because their delay did not continue the previous one's.
+    pub rebased: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -222,6 +232,14 @@ impl DelayEstimator {
 
     fn len(&self) -> usize {
         self.samples.len()
+    }
+
+    /// Moves the floor by `off`, keeping the spread: same path jitter, new timebase.
+    fn shift(&mut self, off: i64) {
+        for d in self.samples.iter_mut() {
+            *d += off;
+        }
+        self.d_min += off;
     }
 
     fn add(&mut self, d: i64, percentile: f64) {
@@ -299,6 +317,8 @@ pub struct JitterBuffer {
     est: DelayEstimator,
     /// Arrival time of the first of a run of packets too slow to count as jitter.
     outliers_since: Option<i64>,
+    /// The waiting talk-spurt was scheduled afresh from its first packet (see `push_us`).
+    spurt_rebased: bool,
     /// Target depth in use (µs) and when it was last updated: it rises at once but falls
     /// gradually inside a talk-spurt, so a shrinking target drops at most one frame per
     /// `TARGET_FALL_FRAMES_PER_S`th of a second instead of a burst of them.
@@ -357,6 +377,7 @@ impl JitterBuffer {
             loss_avg: 0,
             lossy: false,
             outliers_since: None,
+            spurt_rebased: false,
             last_frame: None,
             next_pop: None,
             stats: JitterStats::default(),
@@ -430,6 +451,18 @@ impl JitterBuffer {
         }
         let ts = self.ts_ext(pkt.timestamp);
         let d = now_us - ts_to_us(ts);
+        if !self.in_talk && self.est.len() > 0 {
+            // A new talk-spurt: schedule it from its own arrival if the jitter seen on the
+            // path cannot explain its delay, keeping that jitter (module docs).
+            let off = d - self.est.d_min;
+            if self.is_empty() && off.abs() > self.est.spread + ts_to_us(self.frame_ts) {
+                self.est.shift(off);
+                (self.spurt_rebased, self.outliers_since) = (true, None);
+                self.stats.rebased += 1;
+            } else if self.spurt_rebased && off < 0 {
+                self.est.shift(off);
+            }
+        }
         if self.est.len() > 0 && (d - self.est.d_min).abs() > TIMEBASE_JUMP_US {
             self.restart(now_us, pkt);
             return;
@@ -519,7 +552,7 @@ impl JitterBuffer {
                     self.consume(i, Fate::Late);
                     continue;
                 }
-                (self.in_talk, self.conceal_run, self.play_ts) = (true, 0, ts);
+                (self.in_talk, self.conceal_run, self.play_ts, self.spurt_rebased) = (true, 0, ts, false);
                 continue;
             }
             let e = now - self.due_us(self.play_ts);
@@ -613,6 +646,7 @@ impl JitterBuffer {
         }
         self.flush();
         self.est.clear();
+        self.spurt_rebased = false;
         self.active = true;
         // Unwrapped origins: any value works; these keep the numbers positive.
         self.last_seq = i64::from(pkt.seq) + 0x1_0000 - 1;
@@ -1509,6 +1543,55 @@ mod tests {
                     + s.rejected + jb.buffered() as u64 == s.pushed, "{:?}", s);
             }
         }
+    }
+
+    /// Issue 13, observation 1, at roipd's own buffer: a sender whose timestamps count frames,
+    /// not time (libwebrtc), resumes one frame on after every pause. Every over must play in
+    /// full at the latency of the first: not dropped as late, not restarted, no build-up.
+    #[test]
+    fn a_sender_counting_frames_not_time_starts_each_spurt_afresh() {
+        let mut sc = Script::new(JitterConfig::default());
+        let mut rng = Rng(0x5eed);
+        let (mut seq, mut ts, mut t) = (100u16, 7u32, 0.0f64);
+        let mut arrivals = Vec::new(); // (arrival ms, seq, ts, frame)
+        let mut over_of = Vec::new();
+        for over in 0..12 {
+            for _ in 0..75 {
+                arrivals.push((t + 30.0 + 5.0 * rng.unit(), seq, ts, over_of.len()));
+                over_of.push(over);
+                (seq, ts, t) = (seq.wrapping_add(1), ts.wrapping_add(960), t + 20.0);
+            }
+            t += 300.0 + 1400.0 * rng.unit(); // 0.3-1.7 s pause; the timestamp moves one frame
+        }
+        let end = t + 1000.0;
+        let mut added = vec![Vec::new(); 12];
+        let (mut next, mut n) = (0, 0);
+        while (n as f64) * 20.0 < end {
+            let now = 20.0 * n as f64 + 7.0;
+            while next < arrivals.len() && arrivals[next].0 <= now {
+                let (at, seq, ts, k) = arrivals[next];
+                sc.push(at, seq, ts, k);
+                next += 1;
+            }
+            if let Some(k) = sc.pop(now).strip_prefix('P').map(|k| k.parse::<usize>().unwrap()) {
+                added[over_of[k]].push(now - arrivals[k].0);
+            }
+            let st = sc.jb.stats();
+            assert!(st.target_ms <= 200.0 && st.depth_ms <= 200.0, "{st:?}");
+            n += 1;
+        }
+        let s = sc.jb.stats();
+        assert_eq!((s.late, s.resets), (0, 0), "{s:?}");
+        // The first over may give a frame or two back as the target falls from the configured
+        // start to the measured need (warm-up); every later over plays in full.
+        let played: Vec<usize> = added.iter().map(Vec::len).collect();
+        assert!(played[0] >= 72 && played[1..].iter().all(|&n| n == 75), "{played:?}; {s:?}");
+        let median: Vec<f64> = added.iter().map(|a| percentile(a, 0.5)).collect();
+        eprintln!("frame-counting sender, 12 overs: median added delay per over {median:.0?} ms; {s:?}");
+        // Each over starts afresh: none waits longer than the first (which starts at the
+        // configured 60 ms before anything is measured).
+        assert!(median.iter().all(|&m| m <= median[0] + 1.0), "{median:?}");
+        assert!(median[11] <= 45.0, "{median:?}");
     }
 
     #[test]

@@ -4,9 +4,18 @@
 //! sequence numbers and timestamps, but the receiver sees one SSRC and wants one continuous
 //! stream. [`Restamper`] keeps the current talker's spacing (so loss, reordering and DTX gaps
 //! stay visible to the far jitter buffer) and re-bases at every talk-spurt start or
-//! discontinuity: the sequence continues at +1 and the timestamp advances by the wall-clock
-//! time since the last packet (at least one packet's length), so the far end hears the pause
-//! as a pause and timestamps never run backwards. Pure: `now` comes in.
+//! discontinuity: the sequence continues at +1, the marker is set, and the timestamp advances
+//! by the wall-clock time since the last packet (at least one packet's length), so the far end
+//! hears the pause as a pause and timestamps never run backwards. Pure: `now` comes in.
+//!
+//! A talk-spurt start is a marker, a jump in the source's numbering, or a packet that arrives
+//! later than its own timestamp says by more than the source's recent jitter plus one frame.
+//! The last matters because a source's timestamps need not count wall time: libwebrtc counts
+//! encoded frames, so after a pause its next packet is one frame and one sequence number on,
+//! often without a marker. Forwarded as it came, the far jitter buffer would take the pause
+//! for network delay and grow by it at every over (issue 13, observation 1). Jitter the path
+//! has shown (the decaying peak of how late packets came) is not a pause: the source's own
+//! spacing is kept then, so a delay spike is absorbed by the far buffer, not heard as a gap.
 
 use std::time::Instant;
 
@@ -22,6 +31,10 @@ const MAX_TS_BACK: i64 = 2 * SAMPLE_RATE as i64;
 const MAX_TS_AHEAD: i64 = 10 * SAMPLE_RATE as i64;
 /// Assumed length when a payload has no readable Opus TOC.
 const DEFAULT_SAMPLES: u32 = 960;
+/// The learned jitter peak falls by 1/this of the elapsed time (20 ms per second), and never
+/// exceeds `MAX_JITTER` samples, so a pause longer than that is always a new talk-spurt.
+const JITTER_DECAY: i64 = 50;
+const MAX_JITTER: i64 = SAMPLE_RATE as i64 / 2;
 
 /// RTP fields to send one packet with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +55,9 @@ struct Current {
     ts_offset: u32,
     last_samples: u32,
     last_at: Instant,
+    /// Decaying peak (samples) of how much later than their timestamps packets of this source
+    /// arrived, relative to the previous newest one: the jitter its path has shown.
+    jitter: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +86,7 @@ impl Restamper {
                 ts_offset: self.first_ts.wrapping_sub(packet.timestamp),
                 last_samples: samples,
                 last_at: now,
+                jitter: 0,
             });
             return Some(Stamp { seq: self.first_seq, timestamp: self.first_ts, marker: true });
         };
@@ -78,14 +95,23 @@ impl Restamper {
         if dseq == 0 && dts == 0 {
             return None;
         }
-        let continuous = !packet.marker
-            && dseq != 0
-            && (-MAX_REORDER..=MAX_GAP).contains(&dseq)
-            && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
-        if continuous {
+        let elapsed = now.saturating_duration_since(cur.last_at);
+        let elapsed_samples =
+            (elapsed.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000).min(u128::from(u32::MAX / 2)) as i64;
+        let numbered =
+            dseq != 0 && (-MAX_REORDER..=MAX_GAP).contains(&dseq) && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
+        // How much later than its timestamp says this packet came, after the previous newest.
+        let lateness = elapsed_samples - dts;
+        let paused = dseq > 0 && lateness > cur.jitter + i64::from(cur.last_samples);
+        if numbered && !packet.marker && !paused {
             let seq = cur.last_out_seq.saturating_add_signed(i64::from(dseq)).max(1);
             let timestamp = packet.timestamp.wrapping_add(cur.ts_offset);
+            // The source's own timestamps skip more than its missing packets explain: it
+            // paused (DTX, or a talker that stamps wall time), so this starts a talk-spurt.
+            let marker = dseq > 0 && dts > (i64::from(dseq) + 1) * i64::from(cur.last_samples);
             if dseq > 0 {
+                let decayed = cur.jitter - elapsed_samples / JITTER_DECAY;
+                cur.jitter = decayed.max(lateness).clamp(0, MAX_JITTER);
                 cur.last_in_seq = packet.seq;
                 cur.last_in_ts = packet.timestamp;
                 cur.last_out_seq = seq;
@@ -93,13 +119,12 @@ impl Restamper {
                 cur.last_samples = samples;
                 cur.last_at = now;
             }
-            return Some(Stamp { seq, timestamp, marker: false });
+            return Some(Stamp { seq, timestamp, marker });
         }
-        // New talker or new talk-spurt: continue the outgoing stream where it left off.
-        let elapsed = now.saturating_duration_since(cur.last_at);
-        let elapsed_samples =
-            (elapsed.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000).min(u128::from(u32::MAX / 2)) as u32;
-        let timestamp = cur.last_out_ts.wrapping_add(elapsed_samples.max(cur.last_samples));
+        // New talker or new talk-spurt: continue the outgoing stream where it left off. The
+        // same source's path keeps its learned jitter; a new one starts without.
+        let jitter = if numbered { cur.jitter } else { 0 };
+        let timestamp = cur.last_out_ts.wrapping_add((elapsed_samples as u32).max(cur.last_samples));
         let seq = cur.last_out_seq + 1;
         *cur = Current {
             last_in_seq: packet.seq,
@@ -109,6 +134,7 @@ impl Restamper {
             ts_offset: timestamp.wrapping_sub(packet.timestamp),
             last_samples: samples,
             last_at: now,
+            jitter,
         };
         Some(Stamp { seq, timestamp, marker: true })
     }
@@ -173,6 +199,49 @@ mod tests {
         assert_eq!(s, Stamp { seq: 1001, timestamp: 960, marker: true });
     }
 
+    /// Issue 13, observation 1: libwebrtc counts encoded frames, so across a pause its next
+    /// packet is one frame and one sequence number on, without a marker. The outgoing stream
+    /// must still show the pause, or the far jitter buffer grows by every gap.
+    #[test]
+    fn a_pause_hidden_by_the_sources_numbering_still_advances_by_the_wall_clock_gap() {
+        let t0 = Instant::now();
+        let mut r = Restamper::new(1000, 0);
+        let (mut seq, mut ts, mut at) = (500u16, 7_000u32, 0u64);
+        let mut last_out = r.stamp(ms(t0, at), &pkt(seq, ts, true)).unwrap();
+        for (over, gap_ms) in [1100u64, 1700, 1300, 1500, 1200].into_iter().enumerate() {
+            for _ in 0..50 {
+                (seq, ts, at) = (seq.wrapping_add(1), ts.wrapping_add(960), at + 20);
+                let s = r.stamp(ms(t0, at), &pkt(seq, ts, false)).unwrap();
+                assert!(!s.marker && s.timestamp.wrapping_sub(last_out.timestamp) == 960, "over {over}: {s:?}");
+                last_out = s;
+            }
+            (seq, ts, at) = (seq.wrapping_add(1), ts.wrapping_add(960), at + gap_ms);
+            let s = r.stamp(ms(t0, at), &pkt(seq, ts, false)).unwrap();
+            let advance = s.timestamp.wrapping_sub(last_out.timestamp);
+            assert!(s.marker, "over {over}: a new talk-spurt needs the marker: {s:?}");
+            assert_eq!(advance, gap_ms as u32 * 48, "over {over}: timestamp advance vs {gap_ms} ms");
+            assert_eq!(s.seq, last_out.seq + 1);
+            last_out = s;
+        }
+    }
+
+    /// Jitter the path has shown (late packets followed by the backlog) is not a pause: the
+    /// source's own spacing is kept, so the far buffer absorbs it instead of hearing a gap.
+    #[test]
+    fn jitter_within_a_talk_spurt_keeps_the_sources_spacing() {
+        let t0 = Instant::now();
+        let mut r = Restamper::new(1000, 0);
+        let first = r.stamp(t0, &pkt(0, 0, true)).unwrap();
+        // A packet one frame late (adjacent reordering) and then a 30 ms late one: the path's
+        // jitter is learned from the first, and the second stays within a frame of it.
+        let arrivals: [(u16, u64); 6] = [(1, 20), (3, 60), (2, 80), (4, 100), (5, 150), (6, 151)];
+        for (seq, at) in arrivals {
+            let s = r.stamp(ms(t0, at), &pkt(seq, 960 * u32::from(seq), false)).unwrap();
+            assert_eq!(s.timestamp.wrapping_sub(first.timestamp), 960 * u32::from(seq), "{seq}: {s:?}");
+            assert!(!s.marker);
+        }
+    }
+
     #[test]
     fn sequence_starts_low_enough_for_srtp_and_high_enough_for_reordering() {
         assert_eq!(Restamper::new(65_000, 0).first_seq, 30_000);
@@ -182,6 +251,135 @@ mod tests {
         r.stamp(t0, &pkt(500, 0, true));
         let s = r.stamp(t0, &pkt(400, 0, false)).unwrap();
         assert_eq!(s.seq, 1, "reordered before the first packet stays positive");
+    }
+
+    /// Issue 13: random overs from one to three sources (each stamping wall time or counting
+    /// frames like libwebrtc), 0.05-5 s apart, with loss and reordering, forwarded through one
+    /// Restamper to a roipd jitter buffer on the far side.
+    mod overs {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::core::jitter::{JitterBuffer, JitterConfig, Packet};
+
+        const PATH_US: u64 = 30_000;
+        const HOP_US: u64 = 5_000;
+
+        struct Sent {
+            arrival_us: u64,
+            delay_us: u64,
+            over: usize,
+            packet: MediaPacket,
+        }
+
+        fn samples(us: u64) -> i64 {
+            (us * 48 / 1000) as i64
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// Across every pause the outgoing timestamp advances by the wall-clock gap within
+            /// one frame (plus the delay variation the path showed in the last 3 s, which the
+            /// Restamper must not mistake for pauses), and the far buffer's depth and target
+            /// stay within its bounds without ever restarting.
+            #[test]
+            fn outgoing_timestamps_track_wall_time_and_the_far_buffer_stays_bounded(
+                overs in prop::collection::vec((0usize..3, 2usize..60, 50u64..5000, any::<bool>()), 2..12),
+                counting in prop::array::uniform3(any::<bool>()),
+                origins in prop::array::uniform3((any::<u16>(), any::<u32>())),
+                loss_pct in 0u64..15,
+                reorder_pct in 0u64..15,
+                seed: u64,
+            ) {
+                let mut rng = seed | 1;
+                let mut rand = move |n: u64| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng % n
+                };
+                // (seq, ts, last send) of each source's own numbering.
+                let mut src: Vec<(u16, u32, Option<u64>)> = origins.iter().map(|&(q, t)| (q, t, None)).collect();
+                let (mut send, mut sent) = (0u64, Vec::new());
+                for (o, &(s, frames, gap_ms, marker)) in overs.iter().enumerate() {
+                    if o > 0 {
+                        send += gap_ms * 1000;
+                    }
+                    for i in 0..frames {
+                        let (seq, ts, last) = &mut src[s];
+                        if let Some(last) = *last {
+                            *seq = seq.wrapping_add(1);
+                            // libwebrtc counts frames: one frame on whatever the pause.
+                            let step = if counting[s] { 960 } else { samples(send - last) as u32 };
+                            *ts = ts.wrapping_add(step);
+                        }
+                        *last = Some(send);
+                        let packet = MediaPacket { seq: *seq, timestamp: *ts, marker: marker && i == 0, payload: P20.to_vec() };
+                        let delay_us = if rand(100) < reorder_pct { 21_000 + rand(40_000) } else { 0 };
+                        if rand(100) >= loss_pct {
+                            sent.push(Sent { arrival_us: send + PATH_US + delay_us, delay_us, over: o, packet });
+                        }
+                        send += 20_000;
+                    }
+                    send -= 20_000;
+                }
+                sent.sort_by_key(|p| p.arrival_us);
+
+                let t0 = Instant::now();
+                let at = |us: u64| t0 + Duration::from_micros(us);
+                let mut r = Restamper::new(origins[0].0, origins[0].1);
+                // The newest packet sent out: (out stamp, arrival, path delay, over).
+                let mut newest: Option<(Stamp, u64, u64, usize)> = None;
+                let mut out = Vec::new();
+                for p in &sent {
+                    let Some(stamp) = r.stamp(at(p.arrival_us), &p.packet) else { continue };
+                    if let Some((prev, arrived, delay, over)) = newest {
+                        if p.over != over {
+                            let advance = i64::from(stamp.timestamp.wrapping_sub(prev.timestamp) as i32);
+                            let wall = samples(p.arrival_us - arrived);
+                            let jitter = sent
+                                .iter()
+                                .filter(|q| q.arrival_us < p.arrival_us && q.arrival_us + 3_000_000 >= p.arrival_us)
+                                .map(|q| q.delay_us)
+                                .max()
+                                .unwrap_or(0);
+                            let allowed = 960 + samples(p.delay_us.abs_diff(delay)) + samples(jitter);
+                            prop_assert!(
+                                (advance - wall).abs() <= allowed,
+                                "over {}: advance {} vs wall {} samples (allowed {})", p.over, advance, wall, allowed
+                            );
+                            prop_assert!(jitter > 0 || stamp.marker, "over {}: no marker {:?}", p.over, stamp);
+                        }
+                    }
+                    if newest.is_none_or(|(prev, ..)| stamp.seq > prev.seq) {
+                        newest = Some((stamp, p.arrival_us, p.delay_us, p.over));
+                    }
+                    out.push((p.arrival_us + HOP_US, stamp));
+                }
+
+                // The far side: a roipd jitter buffer popped every 20 ms.
+                let cfg = JitterConfig::default();
+                let max_ms = cfg.max_depth.as_secs_f64() * 1000.0;
+                let mut jb = JitterBuffer::new(cfg);
+                let end = out.last().map_or(0, |o| o.0) + 1_000_000;
+                let (mut next, mut pop) = (0, 3_000u64);
+                while pop < end {
+                    while next < out.len() && out[next].0 <= pop {
+                        let (arrival, s) = out[next];
+                        jb.push(at(arrival), Packet { seq: s.seq as u16, timestamp: s.timestamp, marker: s.marker, payload: &P20 });
+                        next += 1;
+                        let st = jb.stats();
+                        prop_assert!(st.depth_ms <= max_ms && st.target_ms <= max_ms, "{:?}", st);
+                    }
+                    let _ = jb.pop(at(pop));
+                    let st = jb.stats();
+                    prop_assert!(st.depth_ms <= max_ms && st.target_ms <= max_ms, "{:?}", st);
+                    pop += 20_000;
+                }
+                prop_assert_eq!(jb.stats().resets, 0, "{:?}", jb.stats());
+            }
+        }
     }
 
     #[test]
