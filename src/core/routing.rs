@@ -199,6 +199,12 @@ impl StreamStitch {
     }
 }
 
+/// A port's floor client: a radio's COR asks again when the floor frees while it still
+/// receives (its call goes on being heard); a desk's PTT must be pressed again.
+fn participant_config(spec: &PortSpec) -> ParticipantConfig {
+    ParticipantConfig { priority: spec.priority, retake_when_idle: spec.kind == PortKind::Radio, ..Default::default() }
+}
+
 pub struct Router {
     hosts: Vec<ChannelHost>,
     /// Arbiters of hosted channels (None for uplink channels).
@@ -226,7 +232,7 @@ impl Router {
         for (port, spec) in ports.iter().enumerate() {
             for &channel in &spec.channels {
                 let id = ParticipantId(members.len() as u64);
-                let config = ParticipantConfig { priority: spec.priority, ..Default::default() };
+                let config = participant_config(spec);
                 members.push(Some(Member::Local { port, channel, participant: Participant::new(id, config) }));
             }
         }
@@ -408,8 +414,7 @@ impl Router {
             }
         }
         let id = ParticipantId(self.members.len() as u64);
-        let config = ParticipantConfig { priority: self.ports[port].priority, ..Default::default() };
-        let mut participant = Participant::new(id, config);
+        let mut participant = Participant::new(id, participant_config(&self.ports[port]));
         if pressed {
             participant.press(now);
         }
@@ -589,7 +594,7 @@ impl Router {
             let Some(m) = self.local_index(port, channel) else { continue };
             let Some(Member::Local { participant, .. }) = &mut self.members[m] else { continue };
             let pressed = participant.is_pressed();
-            *participant = Participant::new(id, ParticipantConfig { priority: self.ports[port].priority, ..Default::default() });
+            *participant = Participant::new(id, participant_config(&self.ports[port]));
             if pressed {
                 participant.press(now);
             }
@@ -619,9 +624,8 @@ impl Router {
                         self.outputs.push_back(RouterOutput::Talk { port: *port, channel: *channel, on: false });
                     }
                     let pressed = participant.is_pressed();
-                    let priority = self.ports[*port].priority;
                     // Ids are the hub's; until it gives new ones, park them out of its range.
-                    *participant = Participant::new(ParticipantId(u64::MAX - m as u64), ParticipantConfig { priority, ..Default::default() });
+                    *participant = Participant::new(ParticipantId(u64::MAX - m as u64), participant_config(&self.ports[*port]));
                     if pressed {
                         // Remember the press without sending anything: the uplink is down.
                         participant.press(now);

@@ -314,10 +314,12 @@ fn patch_is_denied_by_a_busy_channel_and_preempted_by_dispatch() {
     assert_eq!(r.holder(0), Some(Talker::Patch(p)));
     assert_eq!(r.media(t, MediaSource::Port(0), 0), None, "a is heard nowhere now");
     assert_eq!(r.patched(t, 1, MediaSource::Port(2)), vec![(0, vec![MediaTarget::Port(0)])]);
-    // The desk releases: both floors go idle; a's revoked press does not come back by itself.
+    // The desk releases while a still receives: a's call goes on, on both sides of the patch.
     r.unpress(t, 2, 1);
     let out = drain(&mut r);
     assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }), "{out:?}");
+    assert_eq!((r.holder(0), r.holder(1)), (Some(Talker::Port(0)), Some(Talker::Patch(p))));
+    r.unpress(t, 0, 0);
     assert_eq!((r.holder(0), r.holder(1)), (None, None));
 }
 
@@ -393,6 +395,61 @@ fn a_new_talker_continues_the_channel_stream_where_the_last_one_stopped() {
     let mut w = StreamStitch::default();
     w.map(ms(0), a, 0, u16::MAX, u32::MAX);
     assert_eq!(w.map(ms(20), desk, 0, 7, 7), (0, 959));
+}
+
+#[test]
+fn console_releasing_while_a_preempted_radio_still_receives_gives_it_the_floor_back() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("radio1", 0), radio("radio2", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0); // radio1's squelch opens
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    assert_eq!(r.holder(0), Some(Talker::Remote(console)));
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    let out = drain(&mut r);
+    assert_eq!(r.holder(0), Some(Talker::Port(0)), "the field unit's call goes on: {out:?}");
+    assert!(out.contains(&RouterOutput::Talk { port: 0, channel: 0, on: true }));
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }));
+    assert_eq!(r.media(t, MediaSource::Port(0), 0), Some(vec![MediaTarget::Port(1), MediaTarget::Peer(9)]));
+    r.unpress(t, 0, 0);
+    assert_eq!(r.holder(0), None);
+}
+
+#[test]
+fn edge_radio_still_receiving_asks_the_hub_again_when_its_channel_goes_idle() {
+    let t = Instant::now();
+    let mut r = Router::new(vec![ChannelHost::Uplink], vec![radio("a", 0)]);
+    let ida = ParticipantId(40);
+    r.uplink_up(t, &[(0, 0, ida)]);
+    r.press(t, 0, 0);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Granted);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Revoke { cause: RevokeCause::Preempted { by: ParticipantId(7) } });
+    r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ParticipantId(7), priority: Priority::DISPATCH });
+    drain(&mut r);
+    r.from_uplink(t, 0, None, ToParticipant::Idle);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::ToUplink { member: ida, msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+    // After a reconnect too (new participants keep the rule).
+    r.uplink_down(t);
+    r.uplink_up(t, &[(0, 0, ParticipantId(50))]);
+    r.from_uplink(t, 0, Some(ParticipantId(50)), ToParticipant::Deny { cause: DenyCause::Busy { holder: ParticipantId(7) } });
+    r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ParticipantId(7), priority: Priority::DISPATCH });
+    drain(&mut r);
+    r.from_uplink(t, 0, None, ToParticipant::Idle);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::ToUplink { member: ParticipantId(50), msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+}
+
+#[test]
+fn a_desk_press_is_not_retaken() {
+    let t = Instant::now();
+    let desk_a = PortSpec { name: "d".into(), kind: PortKind::Desk, channels: vec![0], priority: Priority::NORMAL };
+    let mut r = Router::new(hosted(1), vec![desk_a, emergency_radio("e", 0)]);
+    r.press(t, 0, 0);
+    r.press(t, 1, 0);
+    r.unpress(t, 1, 0);
+    assert_eq!(r.holder(0), None, "a desk's revoked PTT must be pressed again");
 }
 
 // Channel c and radio c go together: indexing by channel reads clearer than zipped iterators.
