@@ -716,6 +716,25 @@ pub fn add_end_of_candidates(sdp: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn air_message_says_which_radios_wait_and_why() {
+        use crate::core::routing::{AirState, WaitReason};
+        let air = ServerMessage::Air(Air {
+            channel: "ops".into(),
+            radios: vec![
+                AirEntry::new("radio1", AirState::Waiting(WaitReason::Receiving)),
+                AirEntry::new("radio2", AirState::OnAir),
+            ],
+        });
+        let json = air.to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"air","channel":"ops","radios":[{"port":"radio1","state":"waiting","reason":"receiving"},{"port":"radio2","state":"on_air"}]}"#
+        );
+        assert_eq!(parse_server(&json).unwrap(), air);
+    }
+
+
     fn hello_json(token: &str, members: &str) -> String {
         format!(r#"{{"type":"hello","token":"{token}","name":"edge-hilltop","members":{members}}}"#)
     }
