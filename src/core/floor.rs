@@ -332,6 +332,11 @@ pub struct ParticipantConfig {
     pub priority: Priority,
     /// Give up on an unanswered request after this long (`None`: wait forever).
     pub request_timeout: Option<Duration>,
+    /// A radio's COR: while still pressed, ask again each time the floor goes idle after this
+    /// participant was preempted or denied, so a call that is still coming in goes on being
+    /// heard. Not after a max-talk or no-media revoke (a stuck COR must not hold the channel
+    /// for ever). A console's PTT (false) must be pressed again instead.
+    pub retake_when_idle: bool,
 }
 
 impl Default for ParticipantConfig {
@@ -339,6 +344,7 @@ impl Default for ParticipantConfig {
         Self {
             priority: Priority::NORMAL,
             request_timeout: Some(Duration::from_secs(2)),
+            retake_when_idle: false,
         }
     }
 }
@@ -397,8 +403,11 @@ pub struct Participant {
     id: ParticipantId,
     config: ParticipantConfig,
     state: ParticipantState,
-    /// Physical press; a revoked or denied press must be released before it requests again.
+    /// Physical press; a revoked or denied press must be released before it requests again
+    /// (unless `retake_when_idle`).
     pressed: bool,
+    /// This press was cut by max talk or no media: no retake until it is released.
+    cut: bool,
     timers: Timers<ParticipantTimer, 1>,
     transmit: VecDeque<ToArbiter>,
     events: VecDeque<ParticipantEvent>,
@@ -411,17 +420,23 @@ impl Participant {
             config,
             state: ParticipantState::Idle,
             pressed: false,
+            cut: false,
             timers: Timers::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
 
-    /// PTT pressed or COR opened: request the floor (a repeated press is ignored).
+    /// PTT pressed or COR opened: request the floor (a repeated press is ignored). With
+    /// `retake_when_idle`, a press the floor was taken from asks again when the floor goes idle.
     pub fn press(&mut self, now: Instant) {
         if std::mem::replace(&mut self.pressed, true) || self.state != ParticipantState::Idle {
             return;
         }
+        self.request(now);
+    }
+
+    fn request(&mut self, now: Instant) {
         self.transmit.push_back(ToArbiter::Request {
             priority: self.config.priority,
         });
@@ -436,6 +451,7 @@ impl Participant {
         if !std::mem::replace(&mut self.pressed, false) {
             return;
         }
+        self.cut = false;
         match self.state {
             ParticipantState::Idle => return,
             ParticipantState::Granted => self.events.push_back(ParticipantEvent::StopMedia),
@@ -446,7 +462,7 @@ impl Participant {
     }
 
     /// Feed a message from the arbiter (directed to this participant or broadcast).
-    pub fn handle_message(&mut self, _now: Instant, msg: ToParticipant) {
+    pub fn handle_message(&mut self, now: Instant, msg: ToParticipant) {
         use ParticipantEvent as E;
         use ParticipantState as S;
         use ToParticipant as M;
@@ -471,6 +487,7 @@ impl Participant {
             }
             (S::Granted, M::Revoke { cause }) => {
                 self.lose_floor();
+                self.cut |= matches!(cause, RevokeCause::MaxTalkTime | RevokeCause::NoMedia);
                 self.events.push_back(E::Revoked(cause));
             }
             (_, M::Taken { holder, priority }) if holder != self.id => {
@@ -481,6 +498,13 @@ impl Participant {
             (_, M::Idle) => {
                 self.lose_floor();
                 self.events.push_back(E::FloorIdle);
+                if self.config.retake_when_idle
+                    && self.pressed
+                    && !self.cut
+                    && self.state == S::Idle
+                {
+                    self.request(now);
+                }
             }
             _ => {} // Duplicates and stale messages (e.g. a Revoke for a grant already released).
         }
@@ -835,6 +859,98 @@ mod tests {
         assert_eq!(ch.talkers(), [A]);
     }
 
+    fn radio(priority: Priority) -> ParticipantConfig {
+        ParticipantConfig {
+            priority,
+            retake_when_idle: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn preempted_radio_with_open_squelch_retakes_when_idle() {
+        let mut ch = Channel::new(ArbiterConfig::default(), &[(D, Priority::DISPATCH)]);
+        ch.members
+            .insert(A, Participant::new(A, radio(Priority::NORMAL)));
+        ch.press(A); // COR opens
+        ch.press(D); // the console preempts
+        assert_eq!(ch.talkers(), [D]);
+        ch.log.clear();
+        ch.unpress(D); // the console lets go while A still receives
+        assert_eq!(ch.talkers(), [A], "the field unit's call goes on");
+        assert_eq!(ch.events(A), [E::FloorIdle, E::StartMedia]);
+        // A closed squelch asks for nothing.
+        ch.unpress(A);
+        ch.press(D);
+        ch.unpress(D);
+        assert_eq!(ch.holder(), None);
+    }
+
+    #[test]
+    fn denied_radio_takes_the_floor_when_it_frees() {
+        let mut ch = Channel::new(ArbiterConfig::default(), &[(D, Priority::DISPATCH)]);
+        ch.members
+            .insert(A, Participant::new(A, radio(Priority::NORMAL)));
+        ch.members
+            .insert(B, Participant::new(B, radio(Priority::NORMAL)));
+        ch.press(D);
+        ch.press(A); // busy: denied
+        ch.press(B);
+        assert_eq!(ch.talkers(), [D]);
+        ch.unpress(D);
+        // Both ask again; the first one wins, the other is denied and waits for the next idle.
+        assert_eq!(ch.talkers().len(), 1);
+        let first = ch.talkers()[0];
+        let other = if first == A { B } else { A };
+        assert_eq!(ch.state(other), ParticipantState::Idle);
+        ch.unpress(first);
+        assert_eq!(ch.talkers(), [other]);
+    }
+
+    #[test]
+    fn radio_cut_by_a_timer_does_not_retake() {
+        // A stuck COR must not hold the channel for ever: after max talk or no media, only a
+        // new key-up asks again.
+        for (config, cause) in [
+            (
+                ArbiterConfig {
+                    max_talk: secs(3),
+                    ..Default::default()
+                },
+                RevokeCause::MaxTalkTime,
+            ),
+            (ArbiterConfig::default(), RevokeCause::NoMedia),
+        ] {
+            let mut ch = Channel::new(config, &[]);
+            ch.members
+                .insert(A, Participant::new(A, radio(Priority::NORMAL)));
+            ch.press(A);
+            for _ in 0..10 {
+                ch.advance(secs(1));
+                if cause == RevokeCause::MaxTalkTime {
+                    ch.media(A);
+                }
+            }
+            assert_eq!(ch.holder(), None, "{cause:?}");
+            assert!(ch.events(A).contains(&E::Revoked(cause)));
+            ch.unpress(A);
+            ch.press(A);
+            assert_eq!(ch.talkers(), [A], "a new key-up asks again");
+        }
+    }
+
+    #[test]
+    fn console_does_not_retake() {
+        let mut ch = Channel::new(
+            ArbiterConfig::default(),
+            &[(A, Priority::NORMAL), (D, Priority::DISPATCH)],
+        );
+        ch.press(A);
+        ch.press(D);
+        ch.unpress(D);
+        assert_eq!(ch.holder(), None, "a revoked PTT must be pressed again");
+    }
+
     #[test]
     fn equal_priority_cannot_preempt_even_with_queue() {
         let members = [(A, Priority::DISPATCH), (B, Priority::DISPATCH)];
@@ -1127,6 +1243,16 @@ mod tests {
             .members
             .values()
             .all(|p| p.state() != ParticipantState::Requesting));
+        // A radio still receiving never leaves the floor idle (unless a timer cut it).
+        if ch.holder().is_none() {
+            for p in ch.members.values() {
+                assert!(
+                    !(p.config.retake_when_idle && p.pressed && !p.cut),
+                    "{:?} receives while the floor is idle",
+                    p.id()
+                );
+            }
+        }
     }
 
     proptest! {
@@ -1135,6 +1261,7 @@ mod tests {
             queue in any::<bool>(),
             max_queue in 0usize..4,
             priorities in prop::collection::vec(0u8..3, 4),
+            radios in prop::collection::vec(any::<bool>(), 4),
             steps in prop::collection::vec((0u64..4000, 0u64..4, action()), 0..60),
         ) {
             let config = ArbiterConfig { max_talk: secs(15), no_media_timeout: secs(3), queue, max_queue };
@@ -1143,7 +1270,15 @@ mod tests {
                 .enumerate()
                 .map(|(i, p)| (ParticipantId(i as u64), Priority(p * 100)))
                 .collect();
-            let mut ch = Channel::new(config.clone(), &members);
+            let mut ch = Channel::new(config.clone(), &[]);
+            let join = |ch: &mut Channel, i: usize| {
+                let (id, priority) = members[i];
+                let config = ParticipantConfig { priority, retake_when_idle: radios[i], ..Default::default() };
+                ch.members.entry(id).or_insert_with(|| Participant::new(id, config));
+            };
+            for i in 0..members.len() {
+                join(&mut ch, i);
+            }
             for (delay, who, act) in steps {
                 ch.advance(Duration::from_millis(delay));
                 let id = ParticipantId(who);
@@ -1152,7 +1287,7 @@ mod tests {
                     Action::Unpress => ch.unpress(id),
                     Action::Media => ch.media(id),
                     Action::Leave => ch.leave(id),
-                    Action::Rejoin => ch.join(id, members[who as usize].1),
+                    Action::Rejoin => join(&mut ch, who as usize),
                 }
                 check_invariants(&ch);
             }

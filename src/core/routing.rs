@@ -7,8 +7,17 @@
 //! with a floor [`Participant`] running here) and, on hosted channels, members of remote peers
 //! (browsers, edge boxes), whose participant side runs at the peer.
 //!
-//! A radio transmits while someone *else* holds the floor of its channel. Media is forwarded
-//! only from the floor holder, to every other member of the channel.
+//! A radio transmits while someone *else* holds the floor of its channel (and the channel is
+//! not muted on this box). Media is forwarded only from the floor holder, to every other member
+//! of the channel.
+//!
+//! **Air state.** Holding the floor does not put a talker on air: a simplex radio that is
+//! still receiving cannot key (it keys when its squelch closes), nor can an inhibited or
+//! locked-out one. Each radio port reports what its PTT line is driven to ([`RadioTx`]); for
+//! every radio that should transmit the talker, the router says whether it is on air or
+//! waiting and why ([`RouterOutput::Air`]), so the talker is never told it is on air when it
+//! is not. A radio whose COR is still open when the floor goes idle (it was preempted, or
+//! denied while someone talked) asks for it again at once, so the rest of its call is heard.
 //!
 //! Dispatch operations are floor operations too. **All-call**: a desk presses on several of its
 //! channels at once; each channel's arbiter grants or denies on its own. **Patch**: two hosted
@@ -89,6 +98,35 @@ pub enum MediaSource {
     Uplink,
 }
 
+/// Why a radio that should transmit the channel's talker is not keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// Asked to key and nothing blocks it: PTT is about to go on.
+    Keying,
+    /// Simplex and receiving: it keys when its squelch closes.
+    Receiving,
+    /// TX inhibit (switch or fleet command).
+    Inhibited,
+    /// Locked out after its time-out timer fired, until the channel goes idle.
+    LockedOut,
+}
+
+/// Whether a radio that should transmit the channel's talker does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AirState {
+    /// Its PTT line is keyed: the talker is on air there (audio after the TX delay).
+    OnAir,
+    Waiting(WaitReason),
+}
+
+/// What a radio port reports of its transmitter: the level its PTT line is driven to, and what
+/// keeps it from keying now, if anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RadioTx {
+    pub keyed: bool,
+    pub blocked: Option<WaitReason>,
+}
+
 /// What the drivers must do or report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterOutput {
@@ -102,6 +140,9 @@ pub enum RouterOutput {
     Revoked { port: PortId, channel: ChannelId, cause: RevokeCause },
     /// The channel's talker changed (None: idle).
     Floor { channel: ChannelId, holder: Option<Talker> },
+    /// The radios that should transmit the channel's talker, and whether each is on air
+    /// (empty: none). Sent when it changes.
+    Air { channel: ChannelId, radios: Vec<(PortId, AirState)> },
     /// A floor message for a remote peer: to one of its members, or a broadcast (`member: None`).
     ToPeer { peer: PeerId, channel: ChannelId, member: Option<ParticipantId>, msg: ToParticipant },
     /// A floor message from one of this box's members to the uplink hub's arbiter.
@@ -199,6 +240,12 @@ impl StreamStitch {
     }
 }
 
+/// A port's floor client: a radio's COR asks again when the floor frees while it still
+/// receives (its call goes on being heard); a desk's PTT must be pressed again.
+fn participant_config(spec: &PortSpec) -> ParticipantConfig {
+    ParticipantConfig { priority: spec.priority, retake_when_idle: spec.kind == PortKind::Radio, ..Default::default() }
+}
+
 pub struct Router {
     hosts: Vec<ChannelHost>,
     /// Arbiters of hosted channels (None for uplink channels).
@@ -213,6 +260,12 @@ pub struct Router {
     uplink_holders: Vec<Option<ParticipantId>>,
     /// Last TX request sent to each port (radios only), so outputs are edges.
     tx_on: Vec<bool>,
+    /// What each radio port last reported of its transmitter.
+    radio_tx: Vec<RadioTx>,
+    /// Channels not carried on this box's radios (`listen` off).
+    muted: Vec<bool>,
+    /// Last announced air state per channel.
+    air: Vec<Vec<(PortId, AirState)>>,
     /// Last announced holder per channel.
     holders: Vec<Option<Talker>>,
     /// Patches by id; None once removed.
@@ -226,11 +279,13 @@ impl Router {
         for (port, spec) in ports.iter().enumerate() {
             for &channel in &spec.channels {
                 let id = ParticipantId(members.len() as u64);
-                let config = ParticipantConfig { priority: spec.priority, ..Default::default() };
+                let config = participant_config(spec);
                 members.push(Some(Member::Local { port, channel, participant: Participant::new(id, config) }));
             }
         }
         Self {
+            muted: vec![false; channels.len()],
+            air: vec![Vec::new(); channels.len()],
             holders: vec![None; channels.len()],
             uplink_holders: vec![None; channels.len()],
             arbiters: channels
@@ -242,6 +297,7 @@ impl Router {
                 .collect(),
             hosts: channels,
             tx_on: vec![false; ports.len()],
+            radio_tx: vec![RadioTx::default(); ports.len()],
             ports,
             members,
             uplink_ids: Vec::new(),
@@ -292,6 +348,27 @@ impl Router {
             }
         }
         self.settle(now);
+    }
+
+    /// A radio port's transmitter report (PTT line level, what blocks it).
+    pub fn radio_tx(&mut self, now: Instant, port: PortId, report: RadioTx) {
+        if let Some(slot) = self.radio_tx.get_mut(port) {
+            *slot = report;
+            self.settle(now);
+        }
+    }
+
+    /// Carry (false) or mute (true) `channel` on this box's radios: a muted channel keys none.
+    pub fn set_muted(&mut self, now: Instant, channel: ChannelId, muted: bool) {
+        if let Some(slot) = self.muted.get_mut(channel) {
+            *slot = muted;
+            self.settle(now);
+        }
+    }
+
+    /// The radios that should transmit `channel`'s talker now, and whether each is on air.
+    pub fn air(&self, channel: ChannelId) -> &[(PortId, AirState)] {
+        self.air.get(channel).map_or(&[], Vec::as_slice)
     }
 
     /// Channels on which `port` holds the floor (may send its media).
@@ -408,8 +485,7 @@ impl Router {
             }
         }
         let id = ParticipantId(self.members.len() as u64);
-        let config = ParticipantConfig { priority: self.ports[port].priority, ..Default::default() };
-        let mut participant = Participant::new(id, config);
+        let mut participant = Participant::new(id, participant_config(&self.ports[port]));
         if pressed {
             participant.press(now);
         }
@@ -589,7 +665,7 @@ impl Router {
             let Some(m) = self.local_index(port, channel) else { continue };
             let Some(Member::Local { participant, .. }) = &mut self.members[m] else { continue };
             let pressed = participant.is_pressed();
-            *participant = Participant::new(id, ParticipantConfig { priority: self.ports[port].priority, ..Default::default() });
+            *participant = Participant::new(id, participant_config(&self.ports[port]));
             if pressed {
                 participant.press(now);
             }
@@ -619,9 +695,8 @@ impl Router {
                         self.outputs.push_back(RouterOutput::Talk { port: *port, channel: *channel, on: false });
                     }
                     let pressed = participant.is_pressed();
-                    let priority = self.ports[*port].priority;
                     // Ids are the hub's; until it gives new ones, park them out of its range.
-                    *participant = Participant::new(ParticipantId(u64::MAX - m as u64), ParticipantConfig { priority, ..Default::default() });
+                    *participant = Participant::new(ParticipantId(u64::MAX - m as u64), participant_config(&self.ports[*port]));
                     if pressed {
                         // Remember the press without sending anything: the uplink is down.
                         participant.press(now);
@@ -852,14 +927,36 @@ impl Router {
                 self.outputs.push_back(RouterOutput::Floor { channel, holder });
             }
         }
+        let mut air = vec![Vec::new(); self.hosts.len()];
         for port in 0..self.ports.len() {
             if self.ports[port].kind != PortKind::Radio {
                 continue;
             }
-            let on = self.ports[port].channels.iter().any(|&c| self.holders[c].is_some_and(|h| h != Talker::Port(port)));
+            let carries = |c: &ChannelId| !self.muted[*c] && self.holders[*c].is_some_and(|h| h != Talker::Port(port));
+            let carried: Vec<ChannelId> = self.ports[port].channels.iter().copied().filter(carries).collect();
+            let on = !carried.is_empty();
             if on != self.tx_on[port] {
                 self.tx_on[port] = on;
                 self.outputs.push_back(RouterOutput::TxRequest { port, on });
+            }
+            let report = self.radio_tx[port];
+            let state = if report.keyed {
+                AirState::OnAir
+            } else {
+                // Until the port says why, an open COR is the reason (simplex cannot key then).
+                let receiving = self.members.iter().flatten().any(|m| {
+                    matches!(m, Member::Local { port: p, participant, .. } if *p == port && participant.is_pressed())
+                });
+                AirState::Waiting(report.blocked.unwrap_or(if receiving { WaitReason::Receiving } else { WaitReason::Keying }))
+            };
+            for c in carried {
+                air[c].push((port, state));
+            }
+        }
+        for (channel, radios) in air.into_iter().enumerate() {
+            if radios != self.air[channel] {
+                self.air[channel] = radios.clone();
+                self.outputs.push_back(RouterOutput::Air { channel, radios });
             }
         }
     }

@@ -19,7 +19,7 @@ use super::{clock, ChannelCommand, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
 use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
 use crate::core::routing::{
-    ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, StreamStitch,
+    AirState, ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, StreamStitch,
     Talker,
 };
 use crate::fleet::{Event, EventKind};
@@ -85,9 +85,9 @@ pub struct ChannelRouter {
     /// The channel each port talks on when its COR opens (radios: their only channel).
     talk_channel: Vec<Option<ChannelId>>,
     rx_active: Vec<bool>,
-    /// What the router wants of each radio's transmitter, before channel muting.
+    /// What the router wants of each radio's transmitter.
     tx_wanted: Vec<bool>,
-    /// Channels muted on this box's radios (`listen` off).
+    /// Channels muted on this box's radios (`listen` off); the router knows too.
     muted: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
     audio: Vec<Option<PortAudio>>,
@@ -335,6 +335,7 @@ impl ChannelRouter {
                     self.forward(MediaSource::Port(port), channel, &packet);
                 }
             }
+            ChannelMsg::RadioTx { port, report } => self.router.radio_tx(clock::now(), port, report),
             ChannelMsg::Desk(msg) => self.desk_msg(msg),
             ChannelMsg::DeskRequest(request) => self.desk_request(request),
             ChannelMsg::Media { port, packet } => {
@@ -369,11 +370,8 @@ impl ChannelRouter {
                 if let Some(u) = &self.uplink {
                     u.listen(&channel, on);
                 }
-                for p in 0..self.ports.len() {
-                    if self.talk_channel[p] == Some(c) {
-                        self.apply_tx(p);
-                    }
-                }
+                // The router unkeys (or keys) the channel's radios and updates its air state.
+                self.router.set_muted(clock::now(), c, !on);
                 Ok(())
             }
             ChannelCommand::Volume { channel, db } => {
@@ -389,10 +387,9 @@ impl ChannelRouter {
         }
     }
 
-    /// Key a radio when the router wants it and its channel is not muted here.
+    /// Key a radio when the router wants it (the router leaves muted channels out).
     fn apply_tx(&self, port: PortId) {
-        let muted = self.talk_channel[port].is_some_and(|c| self.muted[c]);
-        let _ = self.ports[port].send(PortInput::TxRequest(self.tx_wanted[port] && !muted));
+        let _ = self.ports[port].send(PortInput::TxRequest(self.tx_wanted[port]));
     }
 
     fn hub(&mut self, event: HubEvent) {
@@ -418,6 +415,11 @@ impl ChannelRouter {
                 let _ = reply.send(Ok(ids));
                 self.send_ports(peer);
                 self.send_holders(peer);
+                if let Some(p) = self.peers.get(&peer) {
+                    for channel in (0..self.channel_names.len()).filter(|&c| !self.router.air(c).is_empty()) {
+                        let _ = p.to_peer.send(ToPeer::Air(self.air_message(channel)));
+                    }
+                }
                 if let Some(p) = self.peers.get(&peer) {
                     for state in self.desk_states.iter().flatten() {
                         let _ = p.to_peer.send(ToPeer::Desk(state.clone()));
@@ -558,6 +560,17 @@ impl ChannelRouter {
                 RouterOutput::Floor { channel, holder } => {
                     self.tell_desks(channel, holder);
                     self.log_floor(channel, holder);
+                }
+                RouterOutput::Air { channel, radios } => {
+                    for &(port, state) in &radios {
+                        if let AirState::Waiting(why) = state {
+                            info!(channel = %self.channel_names[channel], port = %self.port_names[port], ?why, "radio not on air yet");
+                        }
+                    }
+                    let air = self.air_message(channel);
+                    for p in self.peers.values() {
+                        let _ = p.to_peer.send(ToPeer::Air(air.clone()));
+                    }
                 }
                 RouterOutput::Busy { port, channel, holder } => {
                     if let Some(desk) = &self.desks[port] {
@@ -709,6 +722,17 @@ impl ChannelRouter {
             })
             .collect();
         let _ = p.to_peer.send(ToPeer::Ports { ports });
+    }
+
+    /// A channel's air state as the protocol says it.
+    fn air_message(&self, channel: ChannelId) -> crate::net::protocol::Air {
+        let radios = self
+            .router
+            .air(channel)
+            .iter()
+            .map(|&(port, state)| crate::net::protocol::AirEntry::new(&self.port_names[port], state))
+            .collect();
+        crate::net::protocol::Air { channel: self.channel_names[channel].clone(), radios }
     }
 
     fn participant_name(&self, channel: ChannelId, id: ParticipantId) -> Option<String> {

@@ -48,6 +48,8 @@ pub use crate::core::routing::PortId;
 pub enum ChannelMsg {
     /// A radio's receiver opened or closed (debounced, kerchunk-filtered).
     RxActive { port: PortId, active: bool },
+    /// A radio's transmitter: the level its PTT line is driven to and what blocks keying.
+    RadioTx { port: PortId, report: crate::core::routing::RadioTx },
     /// An encoded frame from a port that talks.
     Media { port: PortId, packet: MediaPacket },
     /// A fleet command that changes channels; answered with a reason when refused.

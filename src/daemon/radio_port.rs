@@ -17,6 +17,7 @@ use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::core::keying::{Event, Input, Keying, PttOffReason};
+use crate::core::routing::{RadioTx, WaitReason};
 use crate::fleet::{Event as FleetEvent, EventKind, PortState};
 use crate::pipeline::TxGate;
 
@@ -63,9 +64,15 @@ pub struct RadioPort {
     pub reporter: Reporter,
 }
 
-/// The levels the port combines before the keying core sees them.
+/// The levels the port combines before the keying core sees them, and what it reports.
 #[derive(Default)]
 struct Requests {
+    /// The level the PTT line was last driven to successfully: what the port reports as
+    /// keyed (never the core's wish alone; a failed write or a tripped safety registry leaves
+    /// the line unkeyed).
+    line_keyed: bool,
+    /// Last transmitter report sent to the channel router.
+    reported: Option<RadioTx>,
     channel: bool,
     /// Remote PTT holds until this instant.
     remote_until: Option<Instant>,
@@ -77,7 +84,6 @@ struct Requests {
 
 impl RadioPort {
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut keyed = false;
         let mut req = Requests::default();
         let mut beat = tokio::time::interval(BEAT_PERIOD);
         let mut state_tick = tokio::time::interval(STATE_PERIOD);
@@ -103,15 +109,15 @@ impl RadioPort {
                 }
                 _ = beat.tick() => self.heartbeat.beat(),
                 _ = state_tick.tick() => {
-                    if self.keying.rx_active() || self.keying.ptt() {
+                    if self.keying.rx_active() || self.keying.ptt() || req.line_keyed {
                         self.report_state(&req);
                     }
                 }
             }
-            self.apply(&mut keyed, &req);
+            self.apply(&mut req);
         }
         self.keying.handle_input(clock::now(), Input::Shutdown);
-        self.apply(&mut keyed, &req);
+        self.apply(&mut req);
         info!(port = %self.name, "radio port stopped, PTT released");
     }
 
@@ -157,13 +163,17 @@ impl RadioPort {
     }
 
     /// Drive PTT to the core's level and pass its events on.
-    fn apply(&mut self, keyed: &mut bool, req: &Requests) {
+    fn apply(&mut self, req: &mut Requests) {
         let want = self.keying.ptt();
-        if want != *keyed {
-            if let Err(e) = self.ptt.set(want) {
-                error!(port = %self.name, line = self.ptt.name(), error = %e, "PTT line write failed");
+        let mut changed = false;
+        if want != req.line_keyed {
+            match self.ptt.set(want) {
+                // Keying is refused (the line written low) once the safety registry tripped.
+                Ok(()) => req.line_keyed = want && !super::safety::tripped(),
+                // Unknown level: keep the last known one and write again on the next pass.
+                Err(e) => error!(port = %self.name, line = self.ptt.name(), error = %e, "PTT line write failed"),
             }
-            *keyed = want;
+            changed = true;
         }
         if let Some(audio) = &self.audio {
             audio.set_gate(match (self.keying.ptt(), self.keying.tx_audio()) {
@@ -172,7 +182,6 @@ impl RadioPort {
                 _ => TxGate::Closed,
             });
         }
-        let mut changed = false;
         while let Some(event) = self.keying.poll_event() {
             changed = true;
             let report = |kind| FleetEvent::new(kind).port(&self.name).channel(&self.channel);
@@ -221,13 +230,31 @@ impl RadioPort {
         if changed {
             self.report_state(req);
         }
+        let report = RadioTx { keyed: req.line_keyed, blocked: self.blocked() };
+        if req.reported != Some(report) {
+            req.reported = Some(report);
+            let _ = self.to_channel.send(ChannelMsg::RadioTx { port: self.id, report });
+        }
+    }
+
+    /// What keeps the transmitter from keying now, if anything (as the keying core decides).
+    fn blocked(&self) -> Option<WaitReason> {
+        if self.keying.inhibited() {
+            Some(WaitReason::Inhibited)
+        } else if self.keying.locked_out() {
+            Some(WaitReason::LockedOut)
+        } else if !self.keying.config().duplex && self.keying.rx_active() {
+            Some(WaitReason::Receiving)
+        } else {
+            None
+        }
     }
 
     /// Levels in whole dB and the TOT in whole seconds (rounded up), so a steady signal
     /// publishes nothing new.
     fn report_state(&self, req: &Requests) {
         let now = clock::now();
-        let (rx, tx) = (self.keying.rx_active(), self.keying.ptt());
+        let (rx, tx) = (self.keying.rx_active(), req.line_keyed);
         let state = PortState {
             channel: self.channel.clone(),
             rx_active: rx,

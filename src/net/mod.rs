@@ -73,6 +73,8 @@ pub enum ToPeer {
     Ports { ports: Vec<PortStatus> },
     /// The hub box's desk port, for consoles.
     Desk(protocol::DeskState),
+    /// Which of the hub box's radios carry a channel's talker, and whether each is on air.
+    Air(protocol::Air),
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

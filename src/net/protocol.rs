@@ -117,8 +117,68 @@ pub enum ServerMessage {
     /// A `desk` command was applied.
     Desk(DeskDone),
     DeskState(DeskState),
+    Air(Air),
     Pong,
     Error(ErrorMessage),
+}
+
+/// Which of the hub box's radios should transmit a channel's talker, and whether each is on
+/// air: sent to every peer after the floor changes and whenever a radio keys or is blocked
+/// (`radios` empty: none should transmit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Air {
+    pub channel: String,
+    pub radios: Vec<AirEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AirEntry {
+    /// The radio port's name.
+    pub port: String,
+    pub state: AirStateKind,
+    /// Why it waits (`waiting` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<AirWaitReason>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AirStateKind {
+    /// Its PTT line is keyed.
+    OnAir,
+    /// Not keyed yet.
+    Waiting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AirWaitReason {
+    /// About to key.
+    Keying,
+    /// Simplex and receiving: keys when its squelch closes.
+    Receiving,
+    Inhibited,
+    /// Time-out timer lockout, until the channel goes idle.
+    LockedOut,
+}
+
+impl AirEntry {
+    pub fn new(port: &str, state: crate::core::routing::AirState) -> Self {
+        use crate::core::routing::{AirState, WaitReason};
+        let (state, reason) = match state {
+            AirState::OnAir => (AirStateKind::OnAir, None),
+            AirState::Waiting(why) => (
+                AirStateKind::Waiting,
+                Some(match why {
+                    WaitReason::Keying => AirWaitReason::Keying,
+                    WaitReason::Receiving => AirWaitReason::Receiving,
+                    WaitReason::Inhibited => AirWaitReason::Inhibited,
+                    WaitReason::LockedOut => AirWaitReason::LockedOut,
+                }),
+            ),
+        };
+        Self { port: port.to_owned(), state, reason }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -466,7 +526,7 @@ pub fn parse_server(text: &str) -> Result<ServerMessage, ParseError> {
     let (ty, value) = split_type(text)?;
     if !matches!(
         ty.as_str(),
-        "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "desk_state" | "pong" | "error"
+        "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "desk_state" | "air" | "pong" | "error"
     ) {
         return Err(ParseError::UnknownType(truncate(&ty, 40)));
     }
@@ -689,6 +749,25 @@ pub fn add_end_of_candidates(sdp: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn air_message_says_which_radios_wait_and_why() {
+        use crate::core::routing::{AirState, WaitReason};
+        let air = ServerMessage::Air(Air {
+            channel: "ops".into(),
+            radios: vec![
+                AirEntry::new("radio1", AirState::Waiting(WaitReason::Receiving)),
+                AirEntry::new("radio2", AirState::OnAir),
+            ],
+        });
+        let json = air.to_json();
+        assert_eq!(
+            json,
+            r#"{"type":"air","channel":"ops","radios":[{"port":"radio1","state":"waiting","reason":"receiving"},{"port":"radio2","state":"on_air"}]}"#
+        );
+        assert_eq!(parse_server(&json).unwrap(), air);
+    }
+
 
     fn hello_json(token: &str, members: &str) -> String {
         format!(r#"{{"type":"hello","token":"{token}","name":"edge-hilltop","members":{members}}}"#)

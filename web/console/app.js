@@ -136,6 +136,7 @@ function onMessage(m, session) {
     case 'roster': return onRoster(m);
     case 'ports': return renderPorts(m.ports || []);
     case 'desk_state': return renderDesk(m);
+    case 'air': return onAir(m);
     case 'desk': S.deskPending = false; return setText($('#desk-error'), '');
     case 'pong': return;
     case 'error':
@@ -202,7 +203,7 @@ function onFloor(m) {
       if (!mine) return;
       if (!S.ptt.pressed) return; // released before the grant arrived: release already sent
       pttOn(ch);
-      return setFloor('granted', 'TRANSMITTING');
+      return showTalk(ch);
     case 'deny':
       if (!mine) return;
       return setFloor('busy', m.cause === 'busy'
@@ -217,13 +218,36 @@ function onFloor(m) {
         no_media: 'no media' }[m.cause] || m.cause) + (m.holder ? ` by ${m.holder.name}` : '') + ')');
     case 'taken':
       if (m.holder && m.holder.id === ch.id) return; // our own grant, broadcast
-      if (p === 'granted') { pttOff(); return setFloor('revoked', `REVOKED (taken by ${m.holder?.name})`); }
+      if (talking(p)) { pttOff(); return setFloor('revoked', `REVOKED (taken by ${m.holder?.name})`); }
       return;
     case 'idle':
-      if (p === 'granted') { pttOff(); return setFloor('revoked', 'REVOKED (floor lost)'); }
+      if (talking(p)) { pttOff(); return setFloor('revoked', 'REVOKED (floor lost)'); }
       if (p === 'busy' && S.ptt.pressed) return setFloor('busy', 'BUSY (floor now free: release and press again)');
       return;
   }
+}
+
+// Holding the floor is not being on air: a radio still receiving keys only when its squelch
+// closes. `air` lists the radios that should carry the talker and whether each does.
+const talking = (state) => state === 'granted' || state === 'waiting';
+
+function showTalk(ch) {
+  const waiting = (ch.air || []).filter((r) => r.state === 'waiting');
+  if (!waiting.length) {
+    if (S.ptt.state !== 'granted') setFloor('granted', 'TRANSMITTING');
+    return;
+  }
+  const who = waiting.map((r) => r.port + (r.reason ? ` (${r.reason.replace('_', ' ')})` : '')).join(', ');
+  const since = S.ptt.state === 'waiting' ? S.ptt.since : 0;
+  setFloor('waiting', `WAITING for ${who}: not on air yet`);
+  if (since) S.ptt.since = since;
+}
+
+function onAir(m) {
+  const ch = S.channels.get(m.channel);
+  if (!ch) return;
+  ch.air = m.radios || [];
+  if (ch.name === S.tx && talking(S.ptt.state)) showTalk(ch);
 }
 
 function onRoster(m) {
@@ -339,7 +363,7 @@ function release() {
   $('#ptt').setAttribute('aria-pressed', 'false');
   const ch = S.channels.get(S.tx);
   pttOff();
-  if (ch && ch.id !== undefined && ['requesting', 'granted', 'queued'].includes(S.ptt.state)) {
+  if (ch && ch.id !== undefined && ['requesting', 'granted', 'waiting', 'queued'].includes(S.ptt.state)) {
     send({ type: 'floor', id: ch.id, action: 'release' });
   }
   setFloor('idle', 'Idle');

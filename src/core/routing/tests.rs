@@ -38,7 +38,9 @@ fn second_talker_is_told_busy_and_keys_nothing_new() {
     drain(&mut r);
     r.press(t, 1, 0);
     let out = drain(&mut r);
-    assert_eq!(out, vec![RouterOutput::Busy { port: 1, channel: 0, holder: Some(Talker::Port(0)) }]);
+    assert_eq!(out[0], RouterOutput::Busy { port: 1, channel: 0, holder: Some(Talker::Port(0)) });
+    // b receives too, so it cannot carry a (simplex): its air state says so, nothing more.
+    assert_eq!(out[1..], [RouterOutput::Air { channel: 0, radios: vec![(1, AirState::Waiting(WaitReason::Receiving))] }]);
     assert_eq!(r.holder(0), Some(Talker::Port(0)));
 }
 
@@ -314,10 +316,12 @@ fn patch_is_denied_by_a_busy_channel_and_preempted_by_dispatch() {
     assert_eq!(r.holder(0), Some(Talker::Patch(p)));
     assert_eq!(r.media(t, MediaSource::Port(0), 0), None, "a is heard nowhere now");
     assert_eq!(r.patched(t, 1, MediaSource::Port(2)), vec![(0, vec![MediaTarget::Port(0)])]);
-    // The desk releases: both floors go idle; a's revoked press does not come back by itself.
+    // The desk releases while a still receives: a's call goes on, on both sides of the patch.
     r.unpress(t, 2, 1);
     let out = drain(&mut r);
     assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }), "{out:?}");
+    assert_eq!((r.holder(0), r.holder(1)), (Some(Talker::Port(0)), Some(Talker::Patch(p))));
+    r.unpress(t, 0, 0);
     assert_eq!((r.holder(0), r.holder(1)), (None, None));
 }
 
@@ -395,6 +399,138 @@ fn a_new_talker_continues_the_channel_stream_where_the_last_one_stopped() {
     assert_eq!(w.map(ms(20), desk, 0, 7, 7), (0, 959));
 }
 
+#[test]
+fn console_releasing_while_a_preempted_radio_still_receives_gives_it_the_floor_back() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("radio1", 0), radio("radio2", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0); // radio1's squelch opens
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    assert_eq!(r.holder(0), Some(Talker::Remote(console)));
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    let out = drain(&mut r);
+    assert_eq!(r.holder(0), Some(Talker::Port(0)), "the field unit's call goes on: {out:?}");
+    assert!(out.contains(&RouterOutput::Talk { port: 0, channel: 0, on: true }));
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }));
+    assert_eq!(r.media(t, MediaSource::Port(0), 0), Some(vec![MediaTarget::Port(1), MediaTarget::Peer(9)]));
+    r.unpress(t, 0, 0);
+    assert_eq!(r.holder(0), None);
+}
+
+#[test]
+fn edge_radio_still_receiving_asks_the_hub_again_when_its_channel_goes_idle() {
+    let t = Instant::now();
+    let mut r = Router::new(vec![ChannelHost::Uplink], vec![radio("a", 0)]);
+    let ida = ParticipantId(40);
+    r.uplink_up(t, &[(0, 0, ida)]);
+    r.press(t, 0, 0);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Granted);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Revoke { cause: RevokeCause::Preempted { by: ParticipantId(7) } });
+    r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ParticipantId(7), priority: Priority::DISPATCH });
+    drain(&mut r);
+    r.from_uplink(t, 0, None, ToParticipant::Idle);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::ToUplink { member: ida, msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+    // After a reconnect too (new participants keep the rule).
+    r.uplink_down(t);
+    r.uplink_up(t, &[(0, 0, ParticipantId(50))]);
+    r.from_uplink(t, 0, Some(ParticipantId(50)), ToParticipant::Deny { cause: DenyCause::Busy { holder: ParticipantId(7) } });
+    r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ParticipantId(7), priority: Priority::DISPATCH });
+    drain(&mut r);
+    r.from_uplink(t, 0, None, ToParticipant::Idle);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::ToUplink { member: ParticipantId(50), msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+}
+
+#[test]
+fn a_desk_press_is_not_retaken() {
+    let t = Instant::now();
+    let desk_a = PortSpec { name: "d".into(), kind: PortKind::Desk, channels: vec![0], priority: Priority::NORMAL };
+    let mut r = Router::new(hosted(1), vec![desk_a, emergency_radio("e", 0)]);
+    r.press(t, 0, 0);
+    r.press(t, 1, 0);
+    r.unpress(t, 1, 0);
+    assert_eq!(r.holder(0), None, "a desk's revoked PTT must be pressed again");
+}
+
+fn air_of(out: &[RouterOutput], channel: ChannelId) -> Option<Vec<(PortId, AirState)>> {
+    out.iter().rev().find_map(|o| match o {
+        RouterOutput::Air { channel: c, radios } if *c == channel => Some(radios.clone()),
+        _ => None,
+    })
+}
+
+const KEYED: RadioTx = RadioTx { keyed: true, blocked: None };
+
+#[test]
+fn preempting_a_receiving_radio_says_it_is_not_on_air_until_its_squelch_closes() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("radio1", 0), radio("radio2", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0); // radio1 receives a field unit
+    let out = drain(&mut r);
+    assert_eq!(air_of(&out, 0), Some(vec![(1, AirState::Waiting(WaitReason::Keying))]));
+    r.radio_tx(t, 1, KEYED);
+    assert_eq!(air_of(&drain(&mut r), 0), Some(vec![(1, AirState::OnAir)]));
+    // Its port says why it cannot key (simplex, receiving).
+    r.radio_tx(t, 0, RadioTx { keyed: false, blocked: Some(WaitReason::Receiving) });
+    assert_eq!(air_of(&drain(&mut r), 0), None, "radio1 is the talker: not listed");
+
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: true }));
+    assert_eq!(
+        air_of(&out, 0),
+        Some(vec![(0, AirState::Waiting(WaitReason::Receiving)), (1, AirState::OnAir)]),
+        "the console is told radio1 is not on air"
+    );
+    assert_eq!(r.air(0), [(0, AirState::Waiting(WaitReason::Receiving)), (1, AirState::OnAir)]);
+
+    // Squelch closes (RX closed, nothing blocks): keying, then on air when its line is keyed.
+    r.unpress(t, 0, 0);
+    r.radio_tx(t, 0, RadioTx::default());
+    assert_eq!(air_of(&drain(&mut r), 0), Some(vec![(0, AirState::Waiting(WaitReason::Keying)), (1, AirState::OnAir)]));
+    r.radio_tx(t, 0, KEYED);
+    assert_eq!(air_of(&drain(&mut r), 0), Some(vec![(0, AirState::OnAir), (1, AirState::OnAir)]));
+
+    // The console releases: nobody should transmit any more (even while PTTs hang).
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    assert_eq!(air_of(&drain(&mut r), 0), Some(vec![]));
+    assert!(r.air(0).is_empty());
+}
+
+#[test]
+fn without_a_report_an_open_cor_is_the_reason_a_radio_waits() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("radio1", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    assert_eq!(r.air(0), [(0, AirState::Waiting(WaitReason::Receiving))]);
+    r.radio_tx(t, 0, RadioTx { keyed: false, blocked: Some(WaitReason::Inhibited) });
+    assert_eq!(r.air(0), [(0, AirState::Waiting(WaitReason::Inhibited))]);
+}
+
+#[test]
+fn a_muted_channel_keys_no_radio_and_lists_none() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(2), vec![radio("a", 0), radio("b", 0), radio("c", 1)]);
+    r.set_muted(t, 0, true);
+    r.press(t, 0, 0);
+    let out = drain(&mut r);
+    assert!(!out.iter().any(|o| matches!(o, RouterOutput::TxRequest { .. })), "{out:?}");
+    assert!(r.air(0).is_empty());
+    r.set_muted(t, 0, false);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: true }));
+    assert_eq!(air_of(&out, 0), Some(vec![(1, AirState::Waiting(WaitReason::Keying))]));
+    r.set_muted(t, 0, true);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }));
+    assert_eq!(air_of(&out, 0), Some(vec![]));
+}
+
 // Channel c and radio c go together: indexing by channel reads clearer than zipped iterators.
 #[allow(clippy::needless_range_loop)]
 mod properties {
@@ -410,6 +546,9 @@ mod properties {
         Unpatch(PatchId),
         Media(PortId),
         Wait(u64),
+        /// Radio port reports its PTT line (keyed or not).
+        Report(PortId, bool),
+        Mute(ChannelId, bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -421,6 +560,8 @@ mod properties {
             (0usize..4).prop_map(Op::Unpatch),
             (0usize..4).prop_map(Op::Media),
             (0u64..8000).prop_map(Op::Wait),
+            (0usize..3, any::<bool>()).prop_map(|(p, k)| Op::Report(p, k)),
+            (0usize..3, any::<bool>()).prop_map(|(c, m)| Op::Mute(c, m)),
         ]
     }
 
@@ -429,6 +570,9 @@ mod properties {
         /// most one talker, a radio is asked to transmit exactly while someone else holds its
         /// channel, patched media reaches each channel at most once and never its origin, and
         /// once everything is released and unpatched every channel is idle and no radio keyed.
+        /// The air state lists exactly the radios asked to transmit, on air only if their last
+        /// report says their line is keyed; a radio still receiving never leaves its channel
+        /// idle unless a timer cut it.
         #[test]
         fn routing_invariants_hold_with_all_calls_and_patches(
             priorities in prop::collection::vec(0u8..3, 3),
@@ -444,11 +588,35 @@ mod properties {
             let mut r = Router::new(vec![ChannelHost::Local(cfg); 3], ports);
             let mut now = Instant::now();
             let mut tx = [false; 3];
+            let mut keyed = [false; 3];
+            let mut muted = [false; 3];
+            let mut pressed = [false; 3];
+            let mut cut = [false; 3];
+            let mut announced: Vec<Vec<(PortId, AirState)>> = vec![Vec::new(); 3];
             let mut patches = Vec::new();
             for op in ops {
                 match op {
-                    Op::Press(p, c) => r.press(now, p, c),
-                    Op::Unpress(p, c) => r.unpress(now, p, c),
+                    Op::Press(p, c) => {
+                        if p == c {
+                            pressed[p] = true;
+                        }
+                        r.press(now, p, c)
+                    }
+                    Op::Unpress(p, c) => {
+                        if p == c {
+                            pressed[p] = false;
+                            cut[p] = false;
+                        }
+                        r.unpress(now, p, c)
+                    }
+                    Op::Report(p, k) => {
+                        keyed[p] = k;
+                        r.radio_tx(now, p, RadioTx { keyed: k, blocked: None });
+                    }
+                    Op::Mute(c, m) => {
+                        muted[c] = m;
+                        r.set_muted(now, c, m);
+                    }
                     Op::AllCall(on) => r.all_call(now, 3, &[0, 1, 2], on),
                     Op::Patch(a, b) => {
                         if let Ok(p) = r.patch(now, a, b) {
@@ -478,14 +646,31 @@ mod properties {
                     }
                 }
                 while let Some(out) = r.poll_output() {
-                    if let RouterOutput::TxRequest { port, on } = out {
-                        prop_assert!(port < 3, "a desk is never keyed");
-                        tx[port] = on;
+                    match out {
+                        RouterOutput::TxRequest { port, on } => {
+                            prop_assert!(port < 3, "a desk is never keyed");
+                            tx[port] = on;
+                        }
+                        RouterOutput::Air { channel, radios } => announced[channel] = radios,
+                        RouterOutput::Revoked { port, cause: RevokeCause::MaxTalkTime | RevokeCause::NoMedia, .. } if port < 3 => cut[port] = true,
+                        _ => {}
                     }
                 }
                 for c in 0..3 {
                     let holder = r.holder(c);
-                    prop_assert_eq!(tx[c], holder.is_some() && holder != Some(Talker::Port(c)), "radio {} on channel {}", c, c);
+                    prop_assert_eq!(tx[c], !muted[c] && holder.is_some() && holder != Some(Talker::Port(c)), "radio {} on channel {}", c, c);
+                    prop_assert_eq!(&announced[c], &r.air(c).to_vec());
+                    match r.air(c) {
+                        [] => prop_assert!(!tx[c]),
+                        [(p, state)] => {
+                            prop_assert!(tx[c] && *p == c);
+                            prop_assert_eq!(*state == AirState::OnAir, keyed[c], "on air exactly when its line is keyed");
+                        }
+                        more => prop_assert!(false, "one radio per channel here: {:?}", more),
+                    }
+                    if pressed[c] && !cut[c] {
+                        prop_assert!(holder.is_some(), "radio {} receives while its channel is idle", c);
+                    }
                     let talking: Vec<_> = (0..4).filter(|&p| r.talking_on(p).any(|x| x == c)).collect();
                     prop_assert!(talking.len() <= 1, "two talkers on {}: {:?}", c, talking);
                     if let Some(Talker::Port(p)) = holder {
@@ -511,6 +696,7 @@ mod properties {
             for c in 0..3 {
                 prop_assert_eq!(r.holder(c), None);
                 prop_assert!(!tx[c]);
+                prop_assert!(r.air(c).is_empty());
             }
         }
     }

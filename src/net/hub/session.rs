@@ -448,6 +448,7 @@ impl Session {
             ToPeer::Roster { channel, members } => ServerMessage::Roster(Roster { channel, members }),
             ToPeer::Ports { ports } => ServerMessage::Ports(Ports { ports }),
             ToPeer::Desk(state) => ServerMessage::DeskState(state),
+            ToPeer::Air(air) => ServerMessage::Air(air),
         };
         ws.send(&msg).await
     }
