@@ -1,6 +1,6 @@
 //! Audio drivers of one radio port: the capture task runs the receive path on every device
-//! frame, the playback task keeps the device fed from the transmit path, paced by the
-//! device's own consumption (so no second clock drifts against it).
+//! frame; the playback device's own thread fills each frame from the transmit path when the
+//! device can take it (so no second clock drifts against it, and nothing polls).
 //!
 //! Between them and the port's keying task sit small atomics ([`AudioFlags`]): whether the
 //! port talks on its channel (floor granted and RX open), where the transmitter is, and a
@@ -31,7 +31,7 @@ use crate::pipeline::{RxPath, TxGate, TxPath};
 const LEVEL_PERIOD: Duration = Duration::from_secs(1);
 
 /// Added to the CW ID's length for an ID-only key-up: the ID starts with the next device frame
-/// and passes the playback queue and the device buffer before it is on air.
+/// and passes the device buffer before it is on air.
 const ID_TAIL: Duration = Duration::from_millis(200);
 
 /// State shared between a port's keying task, its audio tasks and the channel router.
