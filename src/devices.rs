@@ -20,6 +20,7 @@ pub fn report() -> String {
         ("GPIO chips", gpio_chips()),
         ("USB radio interfaces (CM108-style HID GPIO)", hid_radios()),
         ("Serial ports", serial_ports()),
+        ("Real-time priority for audio threads", Ok(vec![crate::audio::rt::availability()])),
     ] {
         let _ = writeln!(out, "{title}:");
         match probe {
@@ -109,7 +110,10 @@ fn gpio_chips() -> Probe {
                 continue;
             }
         };
-        lines.push(format!("{} [{}] {} lines (cdev:{}:<offset or name>)", info.name, info.label, info.num_lines, info.name));
+        lines.push(format!(
+            "{} [{}] {} lines (cdev:{}:<offset or name>)",
+            info.name, info.label, info.num_lines, info.name
+        ));
         let Ok(iter) = chip.line_info_iter() else { continue };
         for li in iter.flatten() {
             // Unnamed idle lines carry no information; list the rest.
@@ -286,7 +290,9 @@ mod tests {
     #[test]
     fn report_has_every_section_even_without_hardware() {
         let r = report();
-        for title in ["Audio cards", "Audio PCMs", "GPIO chips", "USB radio interfaces", "Serial ports"] {
+        for title in
+            ["Audio cards", "Audio PCMs", "GPIO chips", "USB radio interfaces", "Serial ports", "Real-time priority"]
+        {
             assert!(r.contains(title), "{r}");
         }
     }

@@ -9,9 +9,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::queue::{FrameQueue, Overflow, Popped, Pushed, Wait};
+use super::rt::{self, RtPolicy};
 use super::{
     sim, AudioError, AudioOptions, AudioStats, DeviceEvent, DeviceEventKind, DeviceSpec, DeviceState, Direction,
-    EventCallback, Pacing,
+    EventCallback, Feed, Pacing,
 };
 
 /// Blocking calls inside backends return at least this often, so a stop is seen promptly.
@@ -264,13 +265,24 @@ impl Backoff {
         *self = Backoff::new(shared);
     }
 
-    /// Wait before the next attempt; false if the owner asked to stop (or drain) meanwhile.
-    fn wait(&mut self, shared: &Shared) -> bool {
+    /// Wait before the next attempt, calling `tick` at least every [`POLL`]; false if the owner
+    /// asked to stop (or drain) meanwhile.
+    fn wait(&mut self, shared: &Shared, tick: &mut dyn FnMut()) -> bool {
         self.attempt += 1;
         let delay = self.next;
         self.next = (self.next * 2).min(shared.retry_max);
         shared.retrying(self.attempt, delay);
-        !shared.sleep_until(Instant::now() + delay, Mode::Drain)
+        let deadline = Instant::now() + delay;
+        loop {
+            tick();
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            if shared.sleep_until(deadline.min(now + POLL), Mode::Drain) {
+                return false;
+            }
+        }
     }
 }
 
@@ -327,7 +339,21 @@ fn spawn(
         .name(format!("audio-{tag}"))
         .spawn({
             let shared = shared.clone();
-            move || body(shared)
+            move || {
+                // A device thread late by more than the device buffers is a gap on air: ask for
+                // real-time priority, and say what we got.
+                match rt::promote_current_thread(rt::AUDIO_PRIORITY) {
+                    RtPolicy::Fifo(_) => {
+                        let policy = format!("SCHED_FIFO {}", rt::AUDIO_PRIORITY);
+                        tracing::info!(device = %shared.name, dir = %shared.direction, %policy, "audio thread scheduling")
+                    }
+                    RtPolicy::Normal(why) => tracing::warn!(
+                        device = %shared.name, dir = %shared.direction, policy = "SCHED_OTHER", %why,
+                        "audio thread not real-time: dropouts likely under CPU load"
+                    ),
+                }
+                body(shared)
+            }
         })
         .map_err(|e| AudioError::Thread(name.to_string(), e.to_string()))?;
     Ok((shared, thread))
@@ -346,9 +372,40 @@ pub(crate) fn spawn_playback(
     name: &str,
     spec: DeviceSpec,
     opts: &AudioOptions,
+    feed: Option<Box<dyn Feed>>,
 ) -> Result<(Arc<Shared>, JoinHandle<()>), AudioError> {
     let sink = backend_sink(spec);
-    spawn(name, Direction::Playback, opts, move |shared| run_playback(&shared, sink))
+    spawn(name, Direction::Playback, opts, move |shared| run_playback(&shared, sink, feed))
+}
+
+/// The steady clock handed to a [`Feed`]: one period per frame, pulled slowly towards the wall
+/// clock (so device clock drift is followed), restarted after a jump of several periods (xrun,
+/// skip-ahead, reopen). A catch-up burst after a late wake-up keeps its even spacing.
+pub(crate) struct FeedClock {
+    grid: Option<Instant>,
+    period: Duration,
+}
+
+impl FeedClock {
+    pub(crate) fn new(period: Duration) -> Self {
+        FeedClock { grid: None, period }
+    }
+
+    /// Share of the distance to the wall clock corrected per frame.
+    const GAIN: u32 = 8;
+    /// Beyond this many periods from the wall clock, restart on it.
+    const SNAP: u32 = 4;
+
+    pub(crate) fn next(&mut self, now: Instant) -> Instant {
+        let limit = self.period * Self::SNAP;
+        let at = match self.grid {
+            Some(g) if now >= g && now - g <= limit => g + (now - g) / Self::GAIN,
+            Some(g) if now < g && g - now <= limit => g - (g - now) / Self::GAIN,
+            _ => now,
+        };
+        self.grid = Some(at + self.period);
+        at
+    }
 }
 
 fn run_capture(shared: &Shared, mut source: Box<dyn Source>) {
@@ -381,7 +438,7 @@ fn run_capture(shared: &Shared, mut source: Box<dyn Source>) {
                 }
             }
         }
-        if !backoff.wait(shared) {
+        if !backoff.wait(shared, &mut || {}) {
             break;
         }
     }
@@ -394,8 +451,9 @@ enum Outcome {
     Lost(String),
 }
 
-fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>) {
+fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>, mut feed: Option<Box<dyn Feed>>) {
     let mut backoff = Backoff::new(shared);
+    let mut feed_clock = FeedClock::new(shared.period());
     let mut opened_before = false;
     let mut frame = vec![0.0f32; shared.frame_len()];
     // Whether the last frame played was audio (to count starvation once per gap).
@@ -416,6 +474,9 @@ fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>) {
                     if shared.stopping() {
                         break Outcome::Stop;
                     }
+                    if let Some(f) = &mut feed {
+                        f.tick();
+                    }
                     if paced {
                         if clock.tick(shared) {
                             break Outcome::Stop;
@@ -428,6 +489,17 @@ fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>) {
                         }
                     }
                     // Pull only when the device can take the frame, so it is as fresh as can be.
+                    if let Some(f) = &mut feed {
+                        if shared.mode() == Mode::Drain {
+                            break Outcome::Drained;
+                        }
+                        f.fill(feed_clock.next(Instant::now()), &mut frame);
+                        if let Err(error) = sink.write(&frame, shared) {
+                            break Outcome::Lost(error);
+                        }
+                        shared.frames.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     let wait = match shared.pacing {
                         Pacing::Realtime => Wait::No,
                         Pacing::Fast => Wait::Until(Instant::now() + POLL),
@@ -466,7 +538,13 @@ fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>) {
                 }
             }
         }
-        if !backoff.wait(shared) {
+        feed_clock.grid = None;
+        let mut tick = || {
+            if let Some(f) = &mut feed {
+                f.tick();
+            }
+        };
+        if !backoff.wait(shared, &mut tick) {
             break;
         }
     }

@@ -39,6 +39,7 @@ mod alsa;
 mod device;
 pub(crate) mod queue;
 mod resample;
+pub mod rt;
 mod sim;
 #[cfg(test)]
 pub(crate) mod test_util;
@@ -447,6 +448,18 @@ impl fmt::Debug for CaptureHandle {
     }
 }
 
+/// Produces playback audio on the device thread itself, when the device wants a frame (see
+/// [`PlaybackHandle::open_fed`]): no second thread, no queue between them, no polling.
+pub trait Feed: Send + 'static {
+    /// Write the next frame. `at` is when it is due at the device on a steady clock (one period
+    /// per frame, following the wall clock slowly), so a thread that wakes late and catches up
+    /// with several frames in a row hands out evenly spaced times, as the device plays them.
+    fn fill(&mut self, at: Instant, frame: &mut [f32]);
+    /// Called on every turn of the device thread and at least every ~100 ms while it waits
+    /// (device missing, backoff), e.g. for a watchdog heartbeat. Must not block.
+    fn tick(&mut self) {}
+}
+
 /// A running playback device. Dropping it stops the thread (queued audio is discarded) and
 /// joins it; [`close`](Self::close) plays out the queue first.
 pub struct PlaybackHandle {
@@ -457,7 +470,17 @@ pub struct PlaybackHandle {
 impl PlaybackHandle {
     pub fn open(name: &str, opts: &AudioOptions) -> Result<PlaybackHandle, AudioError> {
         let spec = check_spec(name, opts, Direction::Playback)?;
-        let (shared, thread) = device::spawn_playback(name, spec, opts)?;
+        let (shared, thread) = device::spawn_playback(name, spec, opts, None)?;
+        Ok(PlaybackHandle { shared, thread: Some(thread) })
+    }
+
+    /// A playback device whose thread asks `feed` for every frame when the device can take it,
+    /// instead of playing what is [`push`](Self::push)ed (pushes are not played). The device's
+    /// buffer is then the only lead, and a late wake-up of one thread, not of two in turn, is
+    /// what it must absorb. Stats count every fed frame as audio.
+    pub fn open_fed(name: &str, opts: &AudioOptions, feed: Box<dyn Feed>) -> Result<PlaybackHandle, AudioError> {
+        let spec = check_spec(name, opts, Direction::Playback)?;
+        let (shared, thread) = device::spawn_playback(name, spec, opts, Some(feed))?;
         Ok(PlaybackHandle { shared, thread: Some(thread) })
     }
 

@@ -399,3 +399,69 @@ fn reads_after_stop_drain_then_report_stopped() {
     assert_eq!(after.try_recv(&mut buf), Err(RecvError::Stopped));
     assert_eq!(after.stats().state, DeviceState::Stopped);
 }
+
+/// A feed that writes a running sample counter and records the times it was asked at.
+struct CountingFeed {
+    next: f32,
+    ats: Arc<Mutex<Vec<Instant>>>,
+    ticks: Arc<Mutex<u64>>,
+}
+
+impl Feed for CountingFeed {
+    fn fill(&mut self, at: Instant, frame: &mut [f32]) {
+        self.ats.lock().unwrap().push(at);
+        frame.fill(self.next);
+        self.next = (self.next + 0.001) % 0.5;
+    }
+
+    fn tick(&mut self) {
+        *self.ticks.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn fed_playback_is_filled_on_the_device_thread_at_steady_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fed.wav");
+    let ats = Arc::new(Mutex::new(vec![]));
+    let ticks = Arc::new(Mutex::new(0));
+    let feed = CountingFeed { next: 0.0, ats: ats.clone(), ticks: ticks.clone() };
+    let opts = AudioOptions::default();
+    let play = PlaybackHandle::open_fed(&format!("sim:wav-out:{}", path.display()), &opts, Box::new(feed)).unwrap();
+    wait_for("30 fed frames", || ats.lock().unwrap().len() >= 30);
+    // Pushes are not played by a fed device (nothing breaks either).
+    play.push(&vec![0.9; play.frame_len()]).unwrap();
+    play.stop();
+    let ats = ats.lock().unwrap().clone();
+    assert!(*ticks.lock().unwrap() >= ats.len() as u64, "ticked on every turn");
+    // Even spacing: one period per frame, whatever the wake-up jitter (within the slow pull).
+    for w in ats.windows(2) {
+        let gap = w[1].saturating_duration_since(w[0]);
+        assert!(gap >= Duration::from_millis(5) && gap <= Duration::from_millis(15), "{gap:?}");
+    }
+    let wav: Vec<i16> = hound::WavReader::open(&path).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    assert_eq!(wav.len() % opts.frame_len(), 0);
+    assert!(wav.len() / opts.frame_len() >= 30, "every fed frame was written");
+    assert!(wav.iter().all(|&s| f32::from(s) < 0.8 * 32768.0), "the pushed frame was not played");
+    // Frames come out in feed order, each a constant block.
+    let firsts: Vec<i16> = wav.chunks(opts.frame_len()).map(|f| f[0]).collect();
+    assert!(firsts.windows(2).take(20).all(|w| w[1] > w[0]), "{firsts:?}");
+}
+
+#[test]
+fn feed_clock_keeps_even_spacing_through_a_late_wakeup_and_restarts_after_a_jump() {
+    let period = Duration::from_millis(10);
+    let mut c = super::device::FeedClock::new(period);
+    let t0 = Instant::now();
+    let ms = |n: u64| Duration::from_millis(n);
+    assert_eq!(c.next(t0), t0);
+    assert_eq!(c.next(t0 + ms(10)), t0 + ms(10));
+    // 30 ms late, then three frames in a burst at the same instant: spacing stays near 10 ms.
+    let burst: Vec<Instant> = (0..4).map(|_| c.next(t0 + ms(50))).collect();
+    for w in burst.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= ms(5) && gap <= ms(13), "{gap:?}");
+    }
+    // A second's jump (xrun, reopen): it starts over on the wall clock.
+    assert_eq!(c.next(t0 + ms(1000)), t0 + ms(1000));
+}

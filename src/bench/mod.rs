@@ -6,12 +6,15 @@
 //! - gateway-added latency per direction, from tone-burst onsets, with real-time devices;
 //! - jitter-buffer behaviour under seeded 10% loss and 40 ms jitter, in virtual time;
 //! - peak RSS, and, where valgrind is installed, instructions per audio-second under callgrind
-//!   for a busy port, a bare Opus encode+decode of the same signal, and an idle port.
+//!   for a busy port, a bare Opus encode+decode of the same signal, and an idle port;
+//! - a 60 s over radio A → radio B under `stress-ng --cpu 6` (started by the bench when
+//!   installed): silent blocks in B's transmit audio and concealed frames.
 
 mod desk;
 mod jitter;
 mod kernels;
 mod latency;
+mod load;
 pub mod signal;
 
 use std::process::ExitCode;
@@ -34,6 +37,12 @@ pub struct Report {
     pub peak_rss_mb: f64,
     /// Desk: the mixer's own latency between the jitter buffer and the output.
     pub mixer_added_latency_ms: f64,
+    /// Silent runs (each ≥ 10 ms) in radio B's transmit audio during a 60 s over from radio A,
+    /// with the CPU loaded as `tx_load` says.
+    pub tx_gaps_under_load: u64,
+    /// Frames B's jitter buffer concealed in that over, % of frames played.
+    pub tx_concealed_under_load_pct: f64,
+    pub tx_load: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_port_minstr_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +86,8 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
     let j = jitter::lossy_network(0x5eed, 60.0);
     (r.jitter_on_time_pct, r.jitter_added_latency_p95_ms, r.jitter_lost_pct) = (j.on_time_pct, j.added_p95_ms, j.lost_pct);
     r.mixer_added_latency_ms = desk::mixer_added_latency_ms()?;
+    let l = load::tx_gaps_under_load(std::time::Duration::from_secs(60))?;
+    (r.tx_gaps_under_load, r.tx_concealed_under_load_pct, r.tx_load) = (l.gaps, l.concealed_pct, l.load);
     r.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
     match kernels::callgrind_figures() {
         Ok(c) => {
@@ -102,6 +113,10 @@ fn print_human(r: &Report) {
         r.jitter_on_time_pct, r.jitter_added_latency_p95_ms
     );
     println!("  desk mixer added latency:               {:8.1} ms", r.mixer_added_latency_ms);
+    println!(
+        "  60 s over A -> B under load:            {:8} silent gaps >= 10 ms, {:.2} % concealed ({})",
+        r.tx_gaps_under_load, r.tx_concealed_under_load_pct, r.tx_load
+    );
     println!("  peak RSS:                               {:8.1} MB", r.peak_rss_mb);
     match (r.busy_port_minstr_per_s, r.bare_codec_minstr_per_s, r.idle_port_minstr_per_s) {
         (Some(b), Some(c), Some(i)) => {

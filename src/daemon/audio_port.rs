@@ -1,6 +1,6 @@
 //! Audio drivers of one radio port: the capture task runs the receive path on every device
-//! frame, the playback task keeps the device fed from the transmit path, paced by the
-//! device's own consumption (so no second clock drifts against it).
+//! frame; the playback device's own thread fills each frame from the transmit path when the
+//! device can take it (so no second clock drifts against it, and nothing polls).
 //!
 //! Between them and the port's keying task sit small atomics ([`AudioFlags`]): whether the
 //! port talks on its channel (floor granted and RX open), where the transmitter is, and a
@@ -20,18 +20,18 @@ use super::radio_port::PortInput;
 use super::report::Reporter;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
-use crate::audio::{CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, PlaybackHandle, RecvError};
+use crate::audio::{
+    CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, Feed, PlaybackHandle, RecvError,
+};
 use crate::core::keying::{Keying, StationIdConfig};
 use crate::fleet::EventKind;
-use crate::pipeline::{RxPath, TxGate, TxPath, PLAYBACK_LEAD_FRAMES};
-
-const PLAYBACK_POLL: Duration = Duration::from_millis(2);
+use crate::pipeline::{RxPath, TxGate, TxPath};
 
 /// How often levels go to the port task (and at most how often they change its state).
 const LEVEL_PERIOD: Duration = Duration::from_secs(1);
 
 /// Added to the CW ID's length for an ID-only key-up: the ID starts with the next device frame
-/// and passes the playback queue and the device buffer before it is on air.
+/// and passes the device buffer before it is on air.
 const ID_TAIL: Duration = Duration::from_millis(200);
 
 /// State shared between a port's keying task, its audio tasks and the channel router.
@@ -147,46 +147,57 @@ pub async fn run_capture(
     info!(device = "capture", "audio capture stopped");
 }
 
-/// Transmit path → playback, refilled whenever the device has consumed a frame. A thread of
-/// its own, not an async task: a refill late by more than the playback lead is an audible gap,
-/// and the async workers also carry signaling, routing and MQTT. The transmit level goes to
-/// the port's state about once a second while keyed.
-pub fn run_playback(
-    playback: PlaybackHandle,
+/// Transmit path → playback, filled on the playback device's own thread whenever the device
+/// can take a frame (see [`crate::audio::Feed`]): no thread of its own, no queue, no polling, so
+/// an idle port wakes once per device period and a late wake-up has the whole device buffer to
+/// catch up in. The device thread runs at real-time priority where allowed. The transmit level
+/// goes to the port's state about once a second while keyed.
+struct TxFeed {
     tx: Arc<Mutex<TxPath>>,
     flags: Arc<AudioFlags>,
     to_port: mpsc::UnboundedSender<PortInput>,
     heartbeat: Heartbeat,
-    cancel: CancellationToken,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("tx {}", playback.name())).spawn(move || {
-        let mut frame = vec![0.0f32; playback.frame_len()];
-        let mut level = LevelWindow::default();
-        while !cancel.is_cancelled() {
-            heartbeat.beat();
-            while playback.queued() < PLAYBACK_LEAD_FRAMES {
-                let gate = flags.gate();
-                let now = clock::now();
-                let out = {
-                    let mut tx = tx.lock().unwrap_or_else(|p| p.into_inner());
-                    if flags.take_id_start() {
-                        tx.start_id();
-                    }
-                    tx.fill(now, gate, &mut frame)
-                };
-                if gate == TxGate::Closed {
-                    level = LevelWindow::default();
-                } else if let Some(dbfs) = level.add(now, out.meter.rms_dbfs) {
-                    let _ = to_port.send(PortInput::TxLevel(dbfs));
-                }
-                if playback.push(&frame).is_err() {
-                    break;
-                }
+    level: LevelWindow,
+}
+
+impl Feed for TxFeed {
+    fn fill(&mut self, at: Instant, frame: &mut [f32]) {
+        let gate = self.flags.gate();
+        let out = {
+            let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            if self.flags.take_id_start() {
+                tx.start_id();
             }
-            std::thread::sleep(PLAYBACK_POLL);
+            tx.fill(at, gate, frame)
+        };
+        if gate == TxGate::Closed {
+            self.level = LevelWindow::default();
+        } else if let Some(dbfs) = self.level.add(at, out.meter.rms_dbfs) {
+            let _ = self.to_port.send(PortInput::TxLevel(dbfs));
         }
-        playback.stop();
-    })
+    }
+
+    fn tick(&mut self) {
+        self.heartbeat.beat();
+    }
+}
+
+/// Open the playback device fed from the transmit path; it stops when `cancel` fires.
+fn run_playback(
+    device: &str,
+    opts: &crate::audio::AudioOptions,
+    feed: TxFeed,
+    cancel: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), String> {
+    let handle =
+        PlaybackHandle::open_fed(device, opts, Box::new(feed)).map_err(|e| format!("playback `{device}`: {e}"))?;
+    tasks.spawn(async move {
+        cancel.cancelled().await;
+        // Joining the device thread takes up to ~100 ms: not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || handle.stop()).await;
+    });
+    Ok(())
 }
 
 /// A port's audio as the rest of the daemon sees it.
@@ -212,11 +223,7 @@ pub fn keying(radio: &crate::config::RadioPortConfig, audio: Option<&PortAudio>)
 /// Device events of one device to the fleet: `device_lost` once per loss (a missing device
 /// fails every retry the same way), `device_found` when it opens again, every xrun. The
 /// playback device's health also goes to the keying core.
-fn device_events(
-    port: &str,
-    reporter: &Reporter,
-    to_port: &mpsc::UnboundedSender<PortInput>,
-) -> EventCallback {
+fn device_events(port: &str, reporter: &Reporter, to_port: &mpsc::UnboundedSender<PortInput>) -> EventCallback {
     let (port, reporter, to_port) = (port.to_string(), reporter.clone(), to_port.clone());
     let lost = AtomicBool::new(false);
     Arc::new(move |e: &DeviceEvent| {
@@ -284,7 +291,6 @@ pub fn start(
     let mut tx = None;
     let mut station_id = None;
     if let Some(device) = playback {
-        let handle = PlaybackHandle::open(device, &opts()).map_err(|e| format!("playback `{device}`: {e}"))?;
         let path = TxPath::new(
             &radio.audio.tx_config(),
             radio.audio.jitter_config(),
@@ -301,8 +307,14 @@ pub fn start(
         }
         let path = Arc::new(Mutex::new(path));
         let heartbeat = watchdog.register(&format!("port {name} playback"));
-        run_playback(handle, path.clone(), flags.clone(), to_port.clone(), heartbeat, cancel.clone())
-            .map_err(|e| format!("playback thread: {e}"))?;
+        let feed = TxFeed {
+            tx: path.clone(),
+            flags: flags.clone(),
+            to_port: to_port.clone(),
+            heartbeat,
+            level: LevelWindow::default(),
+        };
+        run_playback(device, &opts(), feed, cancel.clone(), tasks)?;
         tx = Some(path);
     }
     Ok(Some(PortAudio { flags, tx, has_capture: capture.is_some(), station_id }))
@@ -322,7 +334,8 @@ mod tests {
         let (to_port, mut inputs) = mpsc::unbounded_channel();
         let playback = device_events("r1", &reporter, &to_port);
         let lost = || event(Direction::Playback, DeviceEventKind::Lost { error: "gone".into() });
-        let opened = || event(Direction::Playback, DeviceEventKind::Opened { config: "S16_LE".into(), recovered: true });
+        let opened =
+            || event(Direction::Playback, DeviceEventKind::Opened { config: "S16_LE".into(), recovered: true });
         // A missing device fails every retry: one fault, one recovery.
         for e in [lost(), lost(), lost(), opened(), opened()] {
             playback(&e);
