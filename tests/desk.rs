@@ -652,11 +652,13 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
     let mark = probe.mark();
     probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m1","channel":"ops","on":false}"#).await;
     assert_eq!(probe.wait_after(mark, "mute reply", wait, reply("m1")).await.json()["ok"], true);
-    std::thread::sleep(Duration::from_millis(800));
+    // Mute for ~2.4 s of wall time: a loaded box may write the sim speaker a little behind real
+    // time, so the check below asks for 1.4 s of silence with margin to spare.
+    std::thread::sleep(Duration::from_millis(1200));
     // Malformed: no `on`. An error, and the desk stays muted.
     probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m2","channel":"ops"}"#).await;
     assert_eq!(probe.wait_after(mark, "error reply", wait, reply("m2")).await.json()["ok"], false);
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(1200));
     probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m3","channel":"ops","on":true}"#).await;
     assert_eq!(probe.wait_after(mark, "unmute reply", wait, reply("m3")).await.json()["ok"], true);
     probe.publish("roipd/mqtt-desk/cmd/volume", r#"{"request_id":"m4","channel":"ops","db":-12}"#).await;
