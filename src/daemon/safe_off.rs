@@ -173,8 +173,11 @@ fn config_ptt_lines(path: &Path) -> Result<ConfigLines, String> {
 enum Scalar {
     Str(String),
     Bool(bool),
-    /// Present, but neither (a number, an array, a broken value).
+    /// Present, but neither (a number, an array, a table, a value it cannot read).
     Other,
+    /// Text scan only: a line (at its section's path) or an inline table (at its key's path)
+    /// that could not be read. What it said is unknown, so nothing under that path is defaulted.
+    Broken,
 }
 
 /// `(dotted key path, value)` pairs: the common ground of the TOML tree and the text scan.
@@ -228,8 +231,19 @@ fn ptt_lines(entries: &Entries) -> (Option<String>, Vec<(String, Option<LineConf
         if levels.len() < values(entries, &["port", port, "ptt"]).len().max(1) {
             levels.push(&Scalar::Bool(false));
         }
+        // The default is only believed where nothing could have hidden an `active_low`: no
+        // unreadable line in the port's tables, no broken `ptt = {`, no misspelt key in `ptt`.
+        let broken = |path: &[&str]| values(entries, path).contains(&&Scalar::Broken);
+        let misspelt = entries.iter().any(|(p, _)| {
+            p.len() >= 4
+                && p[0] == "port"
+                && p[1] == port
+                && p[2] == "ptt"
+                && !["line", "active_low", "bias"].contains(&p[3].as_str())
+        });
+        let readable = !broken(&["port"]) && !broken(&["port", port]) && !broken(&["port", port, "ptt"]) && !misspelt;
         let active_low = match levels.as_slice() {
-            [Scalar::Bool(b), rest @ ..] if rest.iter().all(|v| **v == Scalar::Bool(*b)) => Some(*b),
+            [Scalar::Bool(b), rest @ ..] if readable && rest.iter().all(|v| **v == Scalar::Bool(*b)) => Some(*b),
             _ => None,
         };
         let mut names: Vec<String> = ptt("line")
@@ -255,6 +269,9 @@ fn ptt_lines(entries: &Entries) -> (Option<String>, Vec<(String, Option<LineConf
             lines.push((port.to_string(), None));
         }
         for line in names {
+            if active_low.is_none() {
+                warn!(port = %port, line = %line, "found this PTT line, but not which level is unkeyed");
+            }
             lines.push((port.to_string(), active_low.map(|active_low| LineConfig { line, active_low, bias })));
         }
     }
@@ -290,14 +307,16 @@ fn scan(text: &str) -> Entries {
         }
         if let Some(header) = line.strip_prefix('[') {
             let header = header.trim_start_matches('[');
-            let Some(end) = find_unquoted(header, ']') else { continue };
-            if let Some(keys) = parse_key(&header[..end]) {
-                section = keys;
-            }
+            // An unreadable header: what follows belongs to no known table, not to the last one.
+            section = find_unquoted(header, ']')
+                .and_then(|end| parse_key(&header[..end]))
+                .unwrap_or_else(|| vec!["\u{0}unreadable".into()]);
             continue;
         }
         let mut cursor = Cursor { s: line, at: 0 };
-        let _ = key_value(&mut cursor, &section, &mut out);
+        if key_value(&mut cursor, &section, &mut out).is_none() {
+            out.push((section.clone(), Scalar::Broken));
+        }
     }
     out
 }
@@ -409,6 +428,24 @@ impl Cursor<'_> {
     }
 }
 
+/// The pairs of an inline table after its `{`, through its `}`.
+fn inline_table(cursor: &mut Cursor, path: &[String], out: &mut Entries) -> Option<()> {
+    loop {
+        cursor.skip_space();
+        if cursor.peek()? == '}' {
+            cursor.bump();
+            return Some(());
+        }
+        key_value(cursor, path, out)?;
+        cursor.skip_space();
+        match cursor.bump()? {
+            ',' => {}
+            '}' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
 /// `key = value` at the cursor, under `prefix`; inline tables add one entry per key inside.
 fn key_value(cursor: &mut Cursor, prefix: &[String], out: &mut Entries) -> Option<()> {
     let mut path = prefix.to_vec();
@@ -422,23 +459,12 @@ fn key_value(cursor: &mut Cursor, prefix: &[String], out: &mut Entries) -> Optio
         }
         '{' => {
             cursor.bump();
-            // The table itself, so that a broken one (`ptt = {`) is still seen.
-            out.push((path.clone(), Scalar::Other));
-            loop {
-                cursor.skip_space();
-                if cursor.peek()? == '}' {
-                    cursor.bump();
-                    break;
-                }
-                // A broken pair ends the table; the pairs before it count.
-                key_value(cursor, &path, out)?;
-                cursor.skip_space();
-                match cursor.bump()? {
-                    ',' => {}
-                    '}' => break,
-                    _ => return None,
-                }
-            }
+            let mut inner = Vec::new();
+            let closed = inline_table(cursor, &path, &mut inner).is_some();
+            // The table itself, so that it is seen even when empty or broken; a broken one
+            // (unclosed, truncated, a bad pair) keeps the pairs read before the break.
+            out.push((path, if closed { Scalar::Other } else { Scalar::Broken }));
+            out.append(&mut inner);
         }
         _ => {
             let start = cursor.at;
@@ -557,6 +583,28 @@ ptt = { line = "sim:desk-ptt", active_low = true }
         // A ptt table whose line is unreadable is still reported, by port.
         let no_line = CONFIG.replace("line = \"rppal:27\"", "line = rppal:27");
         assert_eq!(lines_of(&no_line).1[2], ("radio-c".into(), None));
+    }
+
+    #[test]
+    fn scan_does_not_default_a_level_that_may_have_been_lost() {
+        // Truncated right after the line name: `active_low = true` may have followed.
+        let cut = &CONFIG[..CONFIG.find("sim:b-ptt").unwrap() + "sim:b-ptt\",".len()];
+        assert_eq!(lines_of(cut).1, [("radio-a".into(), line("sim:a-ptt", false)), ("radio-b".into(), None)]);
+        // An unreadable line in the ptt table, or a misspelt key: either may have been it.
+        let mangled = CONFIG
+            .replace("line = \"cdev:gpiochip0:GPIO24\"", "line = \"cdev:gpiochip0:GPIO24\"\nact\u{FFFD}ive_low = true");
+        assert_eq!(lines_of(&mangled).1[3], ("radio-d".into(), None));
+        let misspelt = CONFIG.replace("ptt.active_low = false", "ptt.activ_low = true");
+        assert_eq!(lines_of(&misspelt).1[2], ("radio-c".into(), None));
+        let garbage_in_port = CONFIG.replace("kind = 'radio'", "kind = 'radio'\n\u{FFFD}\u{FFFD} = true");
+        assert_eq!(lines_of(&garbage_in_port).1[1], ("radio-b".into(), None));
+        // Other tables' damage does not matter.
+        let elsewhere = CONFIG.replace("cor = { line = \"sim:a-cor\", active_low = true }", "cor = { line = \"sim:a-c");
+        assert_eq!(lines_of(&elsewhere).1, expected());
+        // An unreadable header: its keys belong to no port, not to the table before it.
+        let header = CONFIG.replace("[port.radio-d.ptt]", "[port.radio-d.ptt");
+        let lines = lines_of(&header).1;
+        assert_eq!(lines, expected()[..3]);
     }
 
     #[test]
