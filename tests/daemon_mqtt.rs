@@ -770,3 +770,49 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
     assert!(!d.stderr().contains("restarting"), "the box did not restart\n{}", d.stderr());
     assert!(d.child.try_wait().unwrap().is_none(), "still running");
 }
+
+/// The daemon's PTT record (for `roipd safe-off`) follows a config reload: the lines of the
+/// new file are in it before they are opened, the removed ones are gone, and a kill -9 while a
+/// line added by the reload is keyed is still released with the config file deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#"]).await;
+    let mut d = Daemon::start(&CONFIG.replace("{port}", &broker.anon.to_string()));
+    probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    let runtime_dir = d.runtime_dir();
+    let record = || {
+        let files: Vec<_> = std::fs::read_dir(&runtime_dir).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+        assert_eq!(files.len(), 1, "one PTT record: {files:?}");
+        std::fs::read_to_string(&files[0]).unwrap()
+    };
+    let before = record();
+    assert!(before.contains("\"a-ptt\"") && before.contains("\"b-ptt\""), "{before}");
+
+    // radio-a replaced by radio-c, whose PTT is active-low.
+    let cfg_path = d.config_path();
+    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
+        "[port.radio-a]\nkind = \"radio\"\nchannel = \"ops\"\ncor = { line = \"sim:a-cor\" }\nptt = { line = \"sim:a-ptt\" }",
+        "[port.radio-c]\nkind = \"radio\"\nchannel = \"ops\"\ncor = { line = \"sim:c-cor\" }\nptt = { line = \"sim:c-ptt\", active_low = true }",
+    );
+    assert!(text.contains("radio-c"), "{text}");
+    std::fs::write(&cfg_path, text).unwrap();
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
+    let r1 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
+    assert_eq!(r1.json()["ok"], true, "{}", r1.json());
+    probe.wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    d.wait_for("radio-c's PTT opened unkeyed", WAIT, |d| d.line("c-ptt") == Some(true));
+    let after = record();
+    assert!(after.contains("\"c-ptt\"") && after.contains("\"b-ptt\"") && !after.contains("\"a-ptt\""), "{after}");
+
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p1","port":"radio-c","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("radio-c keyed (low)", WAIT, |d| d.line("c-ptt") == Some(false));
+    d.signal(libc::SIGKILL);
+    d.wait_exit(WAIT);
+    std::fs::remove_file(&cfg_path).unwrap();
+    let out = d.safe_off();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "safe-off: {}\n{stderr}", out.status);
+    assert_eq!(d.line("c-ptt"), Some(true), "radio-c unkeyed from the record alone\n{stderr}");
+}

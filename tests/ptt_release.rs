@@ -107,7 +107,11 @@ fn safe_off_releases(config: &str) {
     std::fs::write(lines.join("a-ptt"), "1\n").unwrap();
     let cfg = dir.path().join("roipd.toml");
     std::fs::write(&cfg, config.replace("{lines}", lines.to_str().unwrap())).unwrap();
-    let out = std::process::Command::new(common::BIN).args(["safe-off", cfg.to_str().unwrap()]).output().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["safe-off", cfg.to_str().unwrap()])
+        .env("RUNTIME_DIRECTORY", dir.path().join("run"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "safe-off failed: {stderr}");
     assert_eq!(common::read_level(&lines.join("b-ptt")), Some(true), "B unkeyed (active-low rests high)\n{stderr}");
@@ -123,6 +127,112 @@ fn safe_off_unkeys_every_configured_ptt() {
 fn safe_off_still_unkeys_when_the_config_has_errors() {
     // A typo elsewhere must not stop the last line of defence.
     safe_off_releases(&TWO_RADIOS.replace("[channel.ops]", "[channel.ops]\nlabl = \"typo\"\n"));
+}
+
+/// Ways the config on disk can be broken while the daemon that used it died keyed.
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    DuplicateKey,
+    Latin1Label,
+    CrOnlyLineEnds,
+    FloatOverflow,
+    Truncated,
+    Deleted,
+}
+
+fn break_config(path: &std::path::Path, how: Broken) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let bytes: Vec<u8> = match how {
+        Broken::DuplicateKey => text.replace("tx_delay_ms = 100", "tx_delay_ms = 100\ntx_delay_ms = 200").into_bytes(),
+        Broken::Latin1Label => {
+            // "Opérations" saved as Latin-1: 0xE9 is not UTF-8.
+            let mut b = text.replace("[channel.ops]", "[channel.ops]\nlabel = \"Op@rations\"").into_bytes();
+            let at = b.iter().position(|&c| c == b'@').unwrap();
+            b[at] = 0xE9;
+            b
+        }
+        Broken::CrOnlyLineEnds => text.replace('\n', "\r").into_bytes(),
+        Broken::FloatOverflow => text.replace("tx_delay_ms = 100", "tx_delay_ms = 1e999").into_bytes(),
+        // Cut in the middle of radio B's PTT: only the daemon's own record still names it.
+        Broken::Truncated => text[..text.find("sim:b-ptt").unwrap() + 6].as_bytes().to_vec(),
+        Broken::Deleted => {
+            std::fs::remove_file(path).unwrap();
+            return;
+        }
+    };
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Radio B keyed, `kill -9` (nothing runs in the daemon), the config broken on disk, then
+/// `roipd safe-off` as systemd runs it after every stop.
+fn kill9_keyed_then_safe_off(how: Broken) {
+    let mut d = keyed_daemon();
+    let state: Vec<_> = std::fs::read_dir(d.runtime_dir()).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+    assert_eq!(state.len(), 1, "one PTT state file in the runtime dir: {state:?}");
+    let recorded = std::fs::read_to_string(&state[0]).unwrap();
+    assert!(recorded.contains("b-ptt") && recorded.contains("a-ptt"), "{recorded}");
+    d.signal(libc::SIGKILL);
+    d.wait_exit(WAIT);
+    assert_eq!(d.line("b-ptt"), Some(false), "still keyed after kill -9");
+    break_config(&d.config_path(), how);
+    let out = d.safe_off();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{how:?}: safe-off failed: {}\n{stderr}", out.status);
+    assert_eq!(d.line("b-ptt"), Some(true), "{how:?}: B unkeyed (active-low rests high)\n{stderr}");
+    assert_eq!(d.line("a-ptt"), Some(false), "{how:?}: A unkeyed\n{stderr}");
+    assert!(stderr.contains("state file"), "{how:?}: says where the lines came from\n{stderr}");
+
+    if matches!(how, Broken::Truncated | Broken::Deleted) {
+        return;
+    }
+    // Without the state file, the config text alone must still be enough.
+    std::fs::remove_dir_all(d.runtime_dir()).unwrap();
+    std::fs::write(d.line_path("b-ptt"), "0\n").unwrap();
+    let out = d.safe_off();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{how:?}, no state file: safe-off failed: {}\n{stderr}", out.status);
+    assert_eq!(d.line("b-ptt"), Some(true), "{how:?}, no state file: B unkeyed from the config text\n{stderr}");
+}
+
+#[test]
+fn kill9_keyed_then_duplicate_key_in_config_safe_off_unkeys() {
+    kill9_keyed_then_safe_off(Broken::DuplicateKey);
+}
+
+#[test]
+fn kill9_keyed_then_latin1_byte_in_config_safe_off_unkeys() {
+    kill9_keyed_then_safe_off(Broken::Latin1Label);
+}
+
+#[test]
+fn kill9_keyed_then_cr_only_line_ends_in_config_safe_off_unkeys() {
+    kill9_keyed_then_safe_off(Broken::CrOnlyLineEnds);
+}
+
+#[test]
+fn kill9_keyed_then_float_overflow_in_config_safe_off_unkeys() {
+    kill9_keyed_then_safe_off(Broken::FloatOverflow);
+}
+
+#[test]
+fn kill9_keyed_then_truncated_config_safe_off_unkeys() {
+    kill9_keyed_then_safe_off(Broken::Truncated);
+}
+
+#[test]
+fn kill9_keyed_then_config_deleted_safe_off_unkeys() {
+    kill9_keyed_then_safe_off(Broken::Deleted);
+}
+
+#[test]
+fn safe_off_with_nothing_to_go_on_fails_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["safe-off", dir.path().join("missing.toml").to_str().unwrap()])
+        .env("RUNTIME_DIRECTORY", dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no state file and no config: nothing was released");
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn syntax_error_key(index: &Index, text: &str, span: std::ops::Range<usize>, mes
 
 /// Largest config file read: a config is a few KB; this only stops a wrong path from eating
 /// the box's memory (`/dev/zero`) or blocking (a FIFO).
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Reads, parses and validates a config file, and reads every file it names (secrets, keys,
 /// certificates) as the daemon will: what passes here starts. `roipd check` and `roipd run`

@@ -1,7 +1,8 @@
 //! The daemon: reads the config, opens lines, runs one task per port plus the channel router,
 //! and owns shutdown. Order matters for safety:
 //! 1. the panic hook is installed before any line is opened;
-//! 2. every PTT output is opened (driven unkeyed) and registered before anything else;
+//! 2. the PTT lines are recorded for `roipd safe-off` ([`ptt_state`]), then every PTT output is
+//!    opened (driven unkeyed) and registered before anything else;
 //! 3. on SIGTERM/SIGINT, a panicking task or a fatal error, every port is told to shut down,
 //!    and [`safety::release_all`] unkeys every PTT again before the process exits.
 
@@ -11,6 +12,7 @@ mod control;
 mod clock;
 mod desk_port;
 mod logging;
+mod ptt_state;
 mod radio_port;
 mod report;
 mod safe_off;
@@ -147,6 +149,11 @@ pub enum Stop {
 /// `config_path`: where `reload_config` reads from (None for the demo's built-in config).
 pub async fn run(config: Config, source: String, config_path: Option<std::path::PathBuf>) -> Stop {
     info!(device = %config.device_id, version = env!("CARGO_PKG_VERSION"), "roipd starting");
+    // Before any line is opened, so a kill -9 from here on finds the lines recorded; on a
+    // reload this replaces the previous run's record (whose lines are already released).
+    if let Some(path) = &config_path {
+        ptt_state::record(&config, path);
+    }
     let mut gpio = Gpio::new(&config.gpio);
 
     // Every PTT first, unkeyed, before any input can ask for a transmission.

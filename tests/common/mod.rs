@@ -42,12 +42,33 @@ impl Daemon {
         let child = Command::new(BIN)
             .args(["run", cfg_path.to_str().unwrap()])
             .env("RUST_LOG", "debug")
+            // As systemd's RuntimeDirectory= would: the PTT state file lands in the test's dir.
+            .env("RUNTIME_DIRECTORY", dir.path().join("run"))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("start roipd");
         Daemon { child, dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("roipd.toml")
+    }
+
+    /// The daemon's runtime directory (`RUNTIME_DIRECTORY`), where it records its PTT lines.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Run `roipd safe-off` on this daemon's config path with its runtime directory, as
+    /// systemd's ExecStopPost would.
+    pub fn safe_off(&self) -> std::process::Output {
+        Command::new(BIN)
+            .args(["safe-off", self.config_path().to_str().unwrap()])
+            .env("RUNTIME_DIRECTORY", self.runtime_dir())
+            .output()
+            .expect("run roipd safe-off")
     }
 
     pub fn line_path(&self, name: &str) -> PathBuf {
