@@ -816,3 +816,137 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
     assert!(out.status.success(), "safe-off: {}\n{stderr}", out.status);
     assert_eq!(d.line("c-ptt"), Some(true), "radio-c unkeyed from the record alone\n{stderr}");
 }
+
+/// Radio A has a long TX hang (its no-audio guard longer still) and an inhibit switch; radio
+/// B has a 1 s no-audio guard. The desk talks on "ops" without a microphone: a talker that
+/// holds the floor and sends no audio, as a forged or stuck floor message would. The channel's
+/// own no-media timeout is at its maximum, so only the radios' guard can end that.
+const GUARDS: &str = r#"
+device_id = "guard-box"
+[gpio.sim]
+dir = "{lines}"
+[channel.ops]
+no_media_ms = 60000
+[port.radio-a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+inhibit = { line = "sim:a-inhibit" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 30000, no_audio_ms = 60000 }
+[port.radio-b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+keying = { tx_delay_ms = 0, tx_hang_ms = 200, no_audio_ms = 1000 }
+[port.desk]
+kind = "desk"
+channels = ["ops"]
+ptt = { line = "sim:desk-ptt" }
+audio = { playback = "sim:wav-out:{dir}/desk.wav" }
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+"#;
+
+fn event(kind: &'static str, port: &'static str) -> impl Fn(&Msg) -> bool {
+    move |m| m.topic == "roipd/guard-box/event" && m.json()["kind"] == kind && m.json()["port"] == port
+}
+
+/// remote_ptt means what docs/mqtt.md says: at most max_duration_s with the TX hang included
+/// (a 30 s hang used to add 30 s), and TX inhibit cancels it for good (lifting the inhibit used
+/// to key again without a new command), whichever inhibit it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/guard-box/#"]).await;
+    let mut d = Daemon::start(&GUARDS.replace("{port}", &broker.anon.to_string()));
+    probe.wait("status online", WAIT, |m| m.topic == "roipd/guard-box/status" && m.json()["online"] == true).await;
+    d.wait_for("inputs ready", WAIT, |d| d.line("a-inhibit") == Some(false));
+
+    let mark = probe.mark();
+    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#).await;
+    d.wait_for("A keyed by remote PTT", WAIT, |d| d.line("a-ptt") == Some(true));
+    let keyed_at = std::time::Instant::now();
+    d.wait_for("A released at its maximum, not after the 30 s hang", WAIT, |d| d.line("a-ptt") == Some(false));
+    let held = keyed_at.elapsed();
+    assert!(held < Duration::from_millis(2500), "remote PTT with a 1 s maximum held {held:?}");
+    let off = probe.wait_after(mark, "ptt_off event", WAIT, event("ptt_off", "radio-a")).await.json();
+    assert_eq!(off["reason"], "remote", "{off}");
+    println!("remote_ptt max_duration_s 1, tx_hang_ms 30000: keyed {held:?}");
+
+    // The fleet's inhibit during a remote PTT: unkeyed now, and still unkeyed once lifted.
+    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
+    let mark = probe.mark();
+    probe.publish("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#).await;
+    d.wait_for("A unkeyed by the inhibit", WAIT, |d| d.line("a-ptt") == Some(false));
+    probe.publish("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#).await;
+    probe.wait_after(mark, "inhibit lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(d.line("a-ptt"), Some(false), "lifting the inhibit keyed the cancelled remote PTT again");
+
+    // The same with the inhibit switch.
+    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
+    d.drive("a-inhibit", true);
+    d.wait_for("A unkeyed by the switch", WAIT, |d| d.line("a-ptt") == Some(false));
+    d.drive("a-inhibit", false);
+    let mark = probe.mark();
+    probe.wait_after(mark, "switch lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(d.line("a-ptt"), Some(false), "lifting the switch keyed the cancelled remote PTT again");
+
+    // And a clean stop during a remote PTT releases it (as does the TOT: core tests).
+    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+    assert_eq!(d.line("a-ptt"), Some(false), "remote PTT released by the shutdown");
+}
+
+/// A talker that holds the floor and sends no audio keys the channel's radios only until
+/// their no-audio guard: B (1 s) unkeys and says why; A, whose guard is 60 s, stays keyed.
+/// B keys again when channel audio comes (A's carrier), and the talker's release ends it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_talker_without_audio_is_cut_by_the_radios_no_audio_guard() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/guard-box/#"]).await;
+    // A's hang short here, so the desk's release ends it soon.
+    let config = GUARDS.replace("{port}", &broker.anon.to_string()).replace("tx_hang_ms = 30000", "tx_hang_ms = 200");
+    let mut d = Daemon::start(&config);
+    probe.wait("status online", WAIT, |m| m.topic == "roipd/guard-box/status" && m.json()["online"] == true).await;
+    d.wait_for("inputs ready", WAIT, |d| d.line("desk-ptt") == Some(false) && d.line("a-cor") == Some(false));
+
+    let mark = probe.mark();
+    d.drive("desk-ptt", true);
+    d.wait_for("B keyed for the desk", WAIT, |d| d.line("b-ptt") == Some(true));
+    let keyed_at = std::time::Instant::now();
+    d.wait_for("B unkeyed by its no-audio guard", WAIT, |d| d.line("b-ptt") == Some(false));
+    let held = keyed_at.elapsed();
+    let off = probe.wait_after(mark, "ptt_off event", WAIT, event("ptt_off", "radio-b")).await.json();
+    assert_eq!(off["reason"], "no_audio", "{off}");
+    assert!(held >= Duration::from_millis(300) && held < Duration::from_millis(3000), "B keyed {held:?} for a 1 s guard");
+    println!("desk holding the floor without audio: B (no_audio_ms 1000) keyed {held:?}");
+    assert!(d.stderr().contains("no-audio guard"), "{}", d.stderr());
+    // The talker still holds the floor: B stays unkeyed; A (60 s guard) is still on air.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.line("b-ptt"), Some(false), "B keyed again without audio");
+    assert_eq!(d.line("a-ptt"), Some(true), "A's longer guard has not run out");
+    let st = probe.all().into_iter().rev().find(|m| m.topic == "roipd/guard-box/state/radio-b").unwrap().json();
+    assert_eq!(st["tx_keyed"], false, "{st}");
+
+    // The desk lets go: everything ends, and the next talker keys B at once.
+    d.drive("desk-ptt", false);
+    d.wait_for("A released after the desk", WAIT, |d| d.line("a-ptt") == Some(false));
+    d.drive("a-cor", true);
+    d.wait_for("B keyed for A's carrier", WAIT, |d| d.line("b-ptt") == Some(true));
+    // A's carrier is channel audio: B stays keyed well past its 1 s guard.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(d.line("b-ptt"), Some(true), "B cut while A's carrier was on the channel");
+    d.drive("a-cor", false);
+    d.wait_for("B released after A", WAIT, |d| d.line("b-ptt") == Some(false));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+    assert!(d.line_log("b-ptt").last() == Some(&false) && d.line("a-ptt") == Some(false));
+}

@@ -31,6 +31,7 @@ ptt = { line = "sim:b-ptt", active_low = true }
 [port.radio-b.keying]
 tx_delay_ms = 100
 tx_hang_ms = 30000
+no_audio_ms = 60000
 "#;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -258,6 +258,9 @@ pub struct KeyingTimers {
     pub tx_hang_ms: u64,
     /// Time-out timer: PTT is never on longer than this (1000-3600000).
     pub tot_ms: u64,
+    /// No-audio guard: a key-up for a talker whose channel audio stops this long ends
+    /// (1000-60000, default 5000).
+    pub no_audio_ms: u64,
 }
 
 impl Default for KeyingTimers {
@@ -273,6 +276,7 @@ impl Default for KeyingTimers {
             tx_delay_ms: ms(d.tx_delay),
             tx_hang_ms: ms(d.tx_hang),
             tot_ms: ms(d.tot),
+            no_audio_ms: ms(d.no_audio),
         }
     }
 }
@@ -313,6 +317,7 @@ impl RadioPortConfig {
             tx_delay: d(t.tx_delay_ms),
             tx_hang: d(t.tx_hang_ms),
             tot: d(t.tot_ms),
+            no_audio: d(t.no_audio_ms),
             duplex: self.duplex,
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
         }

@@ -9,7 +9,7 @@ use super::{Config, KeyingTimers, LineConfig, PortConfig, RadioPortConfig};
 use crate::gpio::LineSpec;
 
 /// Each keying timer with its value and allowed range (the ranges documented on [`KeyingTimers`]).
-pub(crate) fn timers(t: &KeyingTimers) -> [(&'static str, u64, RangeInclusive<u64>); 9] {
+pub(crate) fn timers(t: &KeyingTimers) -> [(&'static str, u64, RangeInclusive<u64>); 10] {
     [
         ("cor_debounce_ms", t.cor_debounce_ms, 0..=500),
         ("min_keyup_ms", t.min_keyup_ms, 0..=1000),
@@ -20,6 +20,7 @@ pub(crate) fn timers(t: &KeyingTimers) -> [(&'static str, u64, RangeInclusive<u6
         ("tx_delay_ms", t.tx_delay_ms, 0..=1000),
         ("tx_hang_ms", t.tx_hang_ms, 0..=30_000),
         ("tot_ms", t.tot_ms, 1000..=3_600_000),
+        ("no_audio_ms", t.no_audio_ms, 1000..=60_000),
     ]
 }
 
@@ -112,6 +113,14 @@ fn radio_port<'c>(
             let (lo, hi) = range.into_inner();
             r.key(&format!("{path}.keying.{field}"), format!("{value}{unit} is out of range {lo}-{hi}{unit}"));
         }
+    }
+    // The no-audio guard counts from the last channel audio through the TX hang: a hang as long
+    // as the guard would be cut after every over.
+    let (hang, guard) = (radio.keying.tx_hang_ms, radio.keying.no_audio_ms);
+    let (hang_key, guard_key) = (format!("{path}.keying.tx_hang_ms"), format!("{path}.keying.no_audio_ms"));
+    if hang >= guard && !r.has_error(&hang_key) && !r.has_error(&guard_key) {
+        let at = if r.index.get(&guard_key).is_some() { guard_key } else { hang_key };
+        r.key(&at, format!("tx_hang_ms ({hang} ms) must be shorter than no_audio_ms ({guard} ms): the no-audio guard counts through the hang"));
     }
 
     if let Some(v) = &radio.vox {
@@ -313,10 +322,12 @@ ptt = { line = "sim:ptt1" }
 
     #[test]
     fn timer_ranges_at_both_ends() {
-        let ok = "keying = { cor_debounce_ms = 500, flap_window_ms = 500, flap_max_changes = 100, rx_timeout_ms = 3600000, tot_ms = 1000 }\n";
+        let ok = "keying = { cor_debounce_ms = 500, flap_window_ms = 500, flap_max_changes = 100, rx_timeout_ms = 3600000, tot_ms = 1000, no_audio_ms = 60000 }\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let ok = "keying = { no_audio_ms = 1000, tx_hang_ms = 999 }\n";
         assert_eq!(errors(ok), Vec::<String>::new());
         let bad =
-            "[port.r1.keying]\ncor_debounce_ms = 501\nflap_max_changes = 1\nrx_timeout_ms = 9999\ntot_ms = 3600001\n";
+            "[port.r1.keying]\ncor_debounce_ms = 501\nflap_max_changes = 1\nrx_timeout_ms = 9999\ntot_ms = 3600001\nno_audio_ms = 999\n";
         assert_eq!(
             errors(bad),
             [
@@ -324,8 +335,20 @@ ptt = { line = "sim:ptt1" }
                 "12:port.r1.keying.flap_max_changes 1 is out of range 2-100",
                 "13:port.r1.keying.rx_timeout_ms 9999 ms is out of range 10000-3600000 ms",
                 "14:port.r1.keying.tot_ms 3600001 ms is out of range 1000-3600000 ms",
+                "15:port.r1.keying.no_audio_ms 999 ms is out of range 1000-60000 ms",
             ]
         );
+    }
+
+    #[test]
+    fn the_tx_hang_must_be_shorter_than_the_no_audio_guard() {
+        // The default guard is 5 s: a longer hang needs a longer guard, said where it is set.
+        let e = errors("[port.r1.keying]\ntx_hang_ms = 5000\n");
+        assert_eq!(e, ["11:port.r1.keying.tx_hang_ms tx_hang_ms (5000 ms) must be shorter than no_audio_ms (5000 ms): the no-audio guard counts through the hang"]);
+        let e = errors("[port.r1.keying]\ntx_hang_ms = 20000\nno_audio_ms = 20000\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("12:port.r1.keying.no_audio_ms tx_hang_ms (20000 ms)"), "{e:?}");
+        assert_eq!(errors("[port.r1.keying]\ntx_hang_ms = 30000\nno_audio_ms = 30001\n"), Vec::<String>::new());
     }
 
     #[test]

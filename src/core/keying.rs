@@ -7,6 +7,21 @@
 //! - TX: the channel's talker state (`TxRequest`) keys PTT, opens audio after the TX delay,
 //!   holds PTT through the hang time, and the time-out timer (TOT) caps every key-up.
 //!
+//! - No-audio guard: PTT is never on longer than `no_audio` after the last channel audio
+//!   ([`Input::ChannelAudio`]) or the start of the key-up, whatever keyed it for the channel
+//!   (a local COR, a hub or floor message, a stuck peer, a bug). It ends with
+//!   `PttOff(NoAudio)`; a request that is still there then waits, unkeyed, until audio comes (a
+//!   fresh key-up) or the request ends. The TX hang is guarded too: it counts from the last
+//!   audio, so a hang shorter than `no_audio` (the config requires it) is never cut after a
+//!   talker that spoke. The box's own audio is not dead air: the station ID on air suspends
+//!   the guard and its end restarts it, and a key-up made only for the ID ends with the ID.
+//!   A remote PTT is not guarded (it carries no channel audio by design and has its own
+//!   maximum); the guard counts again from the moment it ends.
+//!
+//! - Remote PTT ([`Input::RemotePtt`]): keys for at most its maximum, TX hang included: when
+//!   it ends (released, or at its maximum) PTT goes off at once unless a channel talker still
+//!   holds it. TX inhibit and the TOT cancel it for good; a new command is needed to key again.
+//!
 //! - Station ID (optional, [`Keying::with_station_id`]): when the CW ID is due the core says
 //!   so (`IdStart`) while channel audio is on air, or keys the radio just for the ID through
 //!   the same TX path (TX delay, TOT, inhibit, lockout and simplex busy all apply) and unkeys
@@ -43,6 +58,8 @@ pub struct KeyingConfig {
     pub tx_hang: Duration,
     /// Time-out timer: PTT is never on longer than this continuously.
     pub tot: Duration,
+    /// No-audio guard: PTT goes off this long after the last channel audio (see module docs).
+    pub no_audio: Duration,
     /// Full duplex: COR is honoured while transmitting. Simplex ignores it (own carrier).
     pub duplex: bool,
     /// When set, COR comes from audio level ([`Input::VoxLevel`]) instead of a line.
@@ -62,6 +79,7 @@ impl Default for KeyingConfig {
             tx_delay: ms(500),
             tx_hang: ms(2000),
             tot: ms(180_000),
+            no_audio: ms(5000),
             duplex: false,
             vox: None,
         }
@@ -103,6 +121,14 @@ pub enum Input {
     /// The channel has (true) or no longer has (false) a talker for this radio.
     /// Repeating `true` while blocked reports the block again; otherwise repeats do nothing.
     TxRequest(bool),
+    /// Remote PTT (fleet command): `Some(max)` keys for at most `max` from now, TX hang
+    /// included (`PttOff(RemoteEnd)` then, unless a channel talker still holds PTT); `None`
+    /// releases it the same way. Refused with `TxBlocked` (and forgotten) while inhibited,
+    /// locked out or shut down; while receiving on simplex it waits, its maximum running.
+    RemotePtt(Option<Duration>),
+    /// Channel audio for this radio arrived (a frame, or an open carrier standing in for one):
+    /// feeds the no-audio guard. Send it at least every `no_audio / 4` while audio flows.
+    ChannelAudio,
     /// TX inhibit (hardware switch or remote command). Repeating the current value does nothing.
     Inhibit(bool),
     /// The transmit audio path cannot (true) or can again (false) play audio, e.g. its
@@ -160,6 +186,10 @@ pub enum PttOffReason {
     IdDone,
     /// A key-up made only for the station ID ended because the audio path failed.
     AudioFault,
+    /// No channel audio for the no-audio guard's time.
+    NoAudio,
+    /// A remote PTT was released or reached its maximum, and no channel talker holds PTT.
+    RemoteEnd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +200,9 @@ pub enum TxBlockReason {
     /// Simplex and this radio is receiving; keys when RX closes if still requested.
     Busy,
     ShutDown,
+    /// The no-audio guard unkeyed this channel request; it keys again when channel audio
+    /// comes.
+    NoAudio,
 }
 
 /// Keying deadlines. The order of `ALL` breaks ties between deadlines at the same instant:
@@ -188,9 +221,11 @@ enum Timer {
     SquelchHang,
     RxTimeout,
     FlapClear,
+    NoAudio,
+    RemoteEnd,
 }
 
-const TIMER_COUNT: usize = 10;
+const TIMER_COUNT: usize = 12;
 
 impl TimerId for Timer {
     const ALL: &'static [Self] = &[
@@ -204,6 +239,8 @@ impl TimerId for Timer {
         Timer::SquelchHang,
         Timer::RxTimeout,
         Timer::FlapClear,
+        Timer::NoAudio,
+        Timer::RemoteEnd,
     ];
     fn index(self) -> usize {
         self as usize
@@ -276,6 +313,13 @@ pub struct Keying {
     ptt_since: Option<Instant>,
     locked_out: bool,
     inhibited: bool,
+    /// The no-audio guard ended the key-up of the current channel request; it waits for audio.
+    silent: bool,
+    /// Where the no-audio guard counts from: the last channel audio, key-up, end of the ID or
+    /// end of a remote PTT.
+    audio_at: Option<Instant>,
+    /// A remote PTT is active (until `Timer::RemoteEnd`).
+    remote: bool,
 
     id: Option<StationId>,
     audio_fault: bool,
@@ -301,6 +345,9 @@ impl Keying {
             ptt_since: None,
             locked_out: false,
             inhibited: false,
+            silent: false,
+            audio_at: None,
+            remote: false,
             id: None,
             audio_fault: false,
         }
@@ -324,7 +371,7 @@ impl Keying {
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         let now = self.clamp(now);
         if self.shut_down {
-            if input == Input::TxRequest(true) {
+            if matches!(input, Input::TxRequest(true) | Input::RemotePtt(Some(_))) {
                 self.emit(Event::TxBlocked(TxBlockReason::ShutDown));
             }
             return;
@@ -350,11 +397,14 @@ impl Keying {
                 }
             }
             Input::TxRequest(on) => self.on_tx_request(now, on),
+            Input::RemotePtt(max) => self.on_remote_ptt(now, max),
+            Input::ChannelAudio => self.on_channel_audio(now),
             Input::Inhibit(on) => self.on_inhibit(now, on),
             Input::AudioFault(on) => self.on_audio_fault(now, on),
             Input::Shutdown => self.shutdown(now),
         }
         self.update_id(now);
+        self.update_guard(now);
         // Zero-length timers started by this input are due now, not on the next call.
         self.run_timers(now);
     }
@@ -399,6 +449,16 @@ impl Keying {
 
     pub fn inhibited(&self) -> bool {
         self.inhibited
+    }
+
+    /// The no-audio guard unkeyed the current channel request (it keys again when audio comes).
+    pub fn silent(&self) -> bool {
+        self.silent
+    }
+
+    /// A remote PTT is active (it may still wait for RX to close on simplex).
+    pub fn remote_ptt(&self) -> bool {
+        self.remote
     }
 
     /// Time left before the TOT cuts the current key-up; `None` when PTT is off.
@@ -500,15 +560,24 @@ impl Keying {
                     id.phase = IdPhase::Idle;
                     id.timer.id_sent(at);
                 }
+                // The ID was the last audio on air: the guard counts from its end.
+                self.audio_at = Some(at);
                 // A key-up made only for the ID (no talker, not in hang) ends with it.
-                if self.tx == Tx::Keyed && !self.tx_request {
+                if self.tx == Tx::Keyed && !self.wants_tx() {
                     self.unkey(at, PttOffReason::IdDone);
                 }
             }
             // Only a wake-up: `update_id` below decides.
             Timer::Id => {}
+            // `update_guard` keeps this timer running only while the key-up is guarded.
+            Timer::NoAudio => {
+                self.silent = self.tx_request;
+                self.unkey(at, PttOffReason::NoAudio);
+            }
+            Timer::RemoteEnd => self.end_remote(at),
         }
         self.update_id(at);
+        self.update_guard(at);
     }
 
     // ---- RX ----
@@ -630,16 +699,22 @@ impl Keying {
         !self.config.duplex && self.rx_active()
     }
 
+    /// A channel talker or a remote PTT wants the transmitter.
+    fn wants_tx(&self) -> bool {
+        self.tx_request || self.remote
+    }
+
     fn on_tx_request(&mut self, now: Instant, on: bool) {
         self.tx_request = on;
         if on {
             match self.tx {
                 Tx::Hang => {
-                    // Same key-up goes on: no new TX delay, TOT keeps its origin.
+                    // Same key-up goes on: no new TX delay, TOT keeps its origin, and the
+                    // no-audio guard keeps counting from the last audio.
                     self.timers.stop(Timer::TxHang);
                     self.tx = Tx::Keyed;
                 }
-                // Traffic joins a key-up made for the station ID.
+                // Traffic joins a key-up made for the station ID or a remote PTT.
                 Tx::Keyed => self.id_traffic(now, true),
                 // Also for a repeated request (e.g. a new talker while locked out): it is told.
                 Tx::Off => {
@@ -651,14 +726,84 @@ impl Keying {
                 }
             }
         } else {
+            self.silent = false;
             if self.locked_out {
                 self.locked_out = false;
                 self.emit(Event::LockoutCleared);
             }
-            if self.tx == Tx::Keyed {
+            // A remote PTT holds the key-up on its own; it ends without a hang.
+            if self.tx == Tx::Keyed && !self.remote {
                 self.tx = Tx::Hang;
                 self.start(Timer::TxHang, now, self.config.tx_hang);
             }
+        }
+    }
+
+    fn on_remote_ptt(&mut self, now: Instant, max: Option<Duration>) {
+        let Some(max) = max else {
+            if self.remote {
+                self.end_remote(now);
+            }
+            return;
+        };
+        match self.block_reason() {
+            Some(reason @ (TxBlockReason::ShutDown | TxBlockReason::Inhibited | TxBlockReason::LockedOut)) => {
+                // Refused, not remembered: lifting the block does not key without a new command.
+                self.emit(Event::TxBlocked(reason));
+                return;
+            }
+            _ => {}
+        }
+        self.remote = true;
+        self.start(Timer::RemoteEnd, now, max);
+        match self.tx {
+            Tx::Hang => {
+                self.timers.stop(Timer::TxHang);
+                self.tx = Tx::Keyed;
+            }
+            Tx::Keyed => {}
+            Tx::Off if self.busy() => self.emit(Event::TxBlocked(TxBlockReason::Busy)),
+            Tx::Off => self.key(now),
+        }
+    }
+
+    /// The remote PTT is over (released or at its maximum): PTT goes off now, without a hang,
+    /// unless a channel talker (not silenced by the guard) still holds it.
+    fn end_remote(&mut self, t: Instant) {
+        self.remote = false;
+        self.timers.stop(Timer::RemoteEnd);
+        // The guard counts from here for a talker that takes over.
+        self.audio_at = Some(t);
+        if self.tx == Tx::Keyed && !(self.tx_request && !self.silent) {
+            self.unkey(t, PttOffReason::RemoteEnd);
+        }
+    }
+
+    fn on_channel_audio(&mut self, now: Instant) {
+        // A silenced talker has something to say after all.
+        self.silent = false;
+        if self.ptt() {
+            self.audio_at = Some(now);
+        } else {
+            // A fresh key-up (TX delay, TOT) for a request the guard had unkeyed, unless blocked.
+            self.maybe_key(now);
+        }
+    }
+
+    /// Run the no-audio guard's timer while the key-up is guarded: PTT on, no remote PTT, no
+    /// station ID on air, and not a key-up made only for the ID.
+    fn update_guard(&mut self, t: Instant) {
+        let guarded = self.ptt()
+            && !self.remote
+            && !self.id_sending()
+            && (self.tx_request || self.tx == Tx::Hang)
+            && !self.shut_down;
+        match self.audio_at {
+            Some(from) if guarded => {
+                let at = from.checked_add(self.config.no_audio).unwrap_or(t).max(t);
+                self.timers.set(Timer::NoAudio, at);
+            }
+            _ => self.timers.stop(Timer::NoAudio),
         }
     }
 
@@ -669,6 +814,8 @@ impl Keying {
             Some(TxBlockReason::Inhibited)
         } else if self.locked_out {
             Some(TxBlockReason::LockedOut)
+        } else if self.silent && !self.remote {
+            Some(TxBlockReason::NoAudio)
         } else if self.busy() {
             Some(TxBlockReason::Busy)
         } else {
@@ -678,7 +825,7 @@ impl Keying {
 
     /// Key for a request that was blocked, now that the reason may be gone.
     fn maybe_key(&mut self, t: Instant) {
-        if self.tx_request && !self.ptt() && self.block_reason().is_none() {
+        if self.wants_tx() && !self.ptt() && self.block_reason().is_none() {
             self.key(t);
         }
     }
@@ -686,7 +833,8 @@ impl Keying {
     fn key(&mut self, t: Instant) {
         self.tx = Tx::Keyed;
         self.ptt_since = Some(t);
-        if self.tx_request {
+        self.audio_at = Some(t);
+        if self.wants_tx() {
             self.id_traffic(t, true);
         }
         self.emit(Event::PttOn);
@@ -707,6 +855,11 @@ impl Keying {
         self.timers.stop(Timer::TxHang);
         self.timers.stop(Timer::Tot);
         self.timers.stop(Timer::IdEnd);
+        self.timers.stop(Timer::NoAudio);
+        // Whatever ends a key-up ends a remote PTT with it (TOT, inhibit, shutdown): keying
+        // again takes a new command.
+        self.remote = false;
+        self.timers.stop(Timer::RemoteEnd);
         if let Some(id) = &mut self.id {
             id.timer.set_keyed(t, false);
             if reason == PttOffReason::TimeOut && id.phase != IdPhase::Idle {
@@ -736,6 +889,9 @@ impl Keying {
         self.inhibited = on;
         self.emit(Event::InhibitChanged(on));
         if on {
+            // A remote PTT waiting for RX to close is cancelled too.
+            self.remote = false;
+            self.timers.stop(Timer::RemoteEnd);
             if self.ptt() {
                 self.unkey(now, PttOffReason::Inhibited);
             }
@@ -752,7 +908,7 @@ impl Keying {
 
     fn on_audio_fault(&mut self, now: Instant, on: bool) {
         self.audio_fault = on;
-        let id_only = self.tx == Tx::Keyed && !self.tx_request && self.id.is_some();
+        let id_only = self.tx == Tx::Keyed && !self.wants_tx() && self.id.is_some();
         if on && id_only {
             self.unkey(now, PttOffReason::AudioFault);
         }
@@ -810,6 +966,7 @@ impl Keying {
         if self.ptt() {
             self.unkey(now, PttOffReason::Shutdown);
         }
+        self.remote = false;
         self.close_rx(now);
         self.timers.stop_all();
     }
@@ -835,6 +992,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A no-audio guard longer than any test: for tests of the other timers, whose talker is
+    /// taken to send audio all along.
+    const LONG: Duration = Duration::from_secs(10_000);
+
+    fn unguarded() -> KeyingConfig {
+        KeyingConfig { no_audio: LONG, ..KeyingConfig::default() }
+    }
+
     /// A core whose clock starts at `base()`, as a driver's would at its first call.
     fn started(config: KeyingConfig) -> Keying {
         let mut k = Keying::new(config);
@@ -855,6 +1020,12 @@ mod tests {
         rx_open: bool,
         inhibited: bool,
         shut: bool,
+        /// Since when the no-audio guard counts: the last key-up, channel audio or end of a
+        /// remote PTT.
+        guard_from: Instant,
+        /// The latest a remote PTT may last (from its command and maximum).
+        remote_until: Option<Instant>,
+        remote_was: bool,
     }
 
     impl Sim {
@@ -868,6 +1039,9 @@ mod tests {
                 rx_open: false,
                 inhibited: false,
                 shut: false,
+                guard_from: base(),
+                remote_until: None,
+                remote_was: false,
             }
         }
 
@@ -912,8 +1086,11 @@ mod tests {
         fn input_at(&mut self, at: Instant, input: Input) {
             self.run_to_instant(at);
             self.k.handle_input(at, input);
-            if input == Shutdown {
-                self.shut = true;
+            match input {
+                Shutdown => self.shut = true,
+                ChannelAudio => self.guard_from = self.now,
+                RemotePtt(Some(max)) if self.k.remote_ptt() => self.remote_until = Some(self.now + max),
+                _ => {}
             }
             self.after_call();
         }
@@ -923,6 +1100,11 @@ mod tests {
         }
 
         fn after_call(&mut self) {
+            if self.remote_was && !self.k.remote_ptt() {
+                // The guard counts again from the end of a remote PTT.
+                self.guard_from = self.now;
+            }
+            self.remote_was = self.k.remote_ptt();
             while let Some(e) = self.k.poll_event() {
                 self.observe(e);
                 let t = self.now.duration_since(base()).as_millis() as u64;
@@ -939,6 +1121,7 @@ mod tests {
                     assert!(!self.inhibited, "PttOn while inhibited");
                     assert!(!self.shut, "PttOn after shutdown");
                     self.ptt_on_at = Some(self.now);
+                    self.guard_from = self.now;
                 }
                 PttOff(_) => {
                     let on = self.ptt_on_at.take().expect("PttOff while not keyed");
@@ -985,6 +1168,17 @@ mod tests {
                 assert!(!(k.ptt() && k.rx_active()), "simplex keyed while receiving");
             }
             assert!(!k.id_sending() || k.tx_audio(), "ID on air without TX audio");
+            // Never keyed without channel audio past the guard, hang included, unless a remote
+            // PTT holds it (an ID on air legitimately defers it: only without a station ID).
+            if k.ptt() && !k.remote_ptt() && k.id.is_none() {
+                let silent = self.now - self.guard_from;
+                assert!(silent <= cfg.no_audio, "keyed {silent:?} without channel audio > guard");
+            }
+            // A remote PTT never outlives its maximum, and inhibit cancels it.
+            if k.remote_ptt() {
+                assert!(self.remote_until.is_some_and(|t| self.now < t), "remote PTT past its maximum");
+                assert!(!k.inhibited(), "remote PTT while inhibited");
+            }
             if self.shut {
                 assert!(!k.ptt() && !k.rx_active() && !k.tx_audio());
                 assert_eq!(k.poll_timeout(), None, "timer running after shutdown");
@@ -1175,7 +1369,7 @@ mod tests {
 
     #[test]
     fn rekey_during_hang_continues_and_keeps_tot_origin() {
-        let mut s = Sim::new(KeyingConfig::default());
+        let mut s = Sim::new(unguarded());
         s.input(0, TxRequest(true));
         s.input(5000, TxRequest(false));
         s.input(6000, TxRequest(true)); // within the hang: same key-up, no events
@@ -1195,7 +1389,7 @@ mod tests {
 
     #[test]
     fn tot_locks_out_until_the_channel_goes_idle() {
-        let mut s = Sim::new(KeyingConfig::default());
+        let mut s = Sim::new(unguarded());
         s.input(0, TxRequest(true));
         s.run_to(179_999);
         assert_eq!(s.k.tot_remaining(Sim::at(179_999)), Some(ms(1)));
@@ -1380,7 +1574,10 @@ mod tests {
 
     #[test]
     fn duplex_cor_and_tx_are_independent() {
-        let mut s = Sim::with(|c| c.duplex = true);
+        let mut s = Sim::with(|c| {
+            c.duplex = true;
+            c.no_audio = LONG;
+        });
         s.input(0, TxRequest(true));
         s.input(1000, Cor(true));
         s.input(2000, Cor(false));
@@ -1427,7 +1624,7 @@ mod tests {
 
     #[test]
     fn simplex_stuck_cor_frees_the_radio_for_a_waiting_request() {
-        let mut s = Sim::new(KeyingConfig::default());
+        let mut s = Sim::new(unguarded());
         s.input(0, Cor(true));
         s.input(1000, TxRequest(true));
         s.run_to(400_000);
@@ -1505,7 +1702,7 @@ mod tests {
     #[test]
     fn late_driver_unkeys_at_tot_before_the_input() {
         let t0 = base();
-        let mut k = Keying::new(KeyingConfig::default());
+        let mut k = Keying::new(unguarded());
         k.handle_input(t0, TxRequest(true));
         // The driver slept through everything, then an input arrives.
         k.handle_input(t0 + ms(500_000), Inhibit(true));
@@ -1517,7 +1714,7 @@ mod tests {
         assert!(!k.ptt() && k.locked_out());
 
         // Same with a late handle_timeout: the whole backlog, in deadline order.
-        let mut k = Keying::new(KeyingConfig::default());
+        let mut k = Keying::new(unguarded());
         k.handle_input(t0, Cor(true));
         k.handle_input(t0, TxRequest(true));
         k.handle_timeout(t0 + ms(1_000_000));
@@ -1526,11 +1723,20 @@ mod tests {
             events,
             vec![PttOn, TxAudioOpen, PttOff(Off::TimeOut), TotFired, RxOpen, RxTimeout, RxClose]
         );
+
+        // The no-audio guard too: a late driver still sees it fire at its own deadline, long
+        // before the TOT, and the request then waits for audio.
+        let mut k = Keying::new(KeyingConfig::default());
+        k.handle_input(t0, TxRequest(true));
+        k.handle_input(t0 + ms(500_000), Inhibit(true));
+        let events: Vec<_> = std::iter::from_fn(|| k.poll_event()).collect();
+        assert_eq!(events, vec![PttOn, TxAudioOpen, PttOff(Off::NoAudio), InhibitChanged(true)]);
+        assert!(!k.ptt() && !k.locked_out() && k.silent());
     }
 
     #[test]
     fn time_going_backwards_is_clamped() {
-        let mut s = Sim::new(KeyingConfig::default());
+        let mut s = Sim::new(unguarded());
         s.input(10_000, TxRequest(true));
         s.input(5_000, Cor(true)); // earlier than already seen: taken as 10 000
         s.k.handle_timeout(base());
@@ -1558,7 +1764,10 @@ mod tests {
     /// A duplex link keys this port while its COR is stuck open for ten minutes.
     #[test]
     fn ten_minutes_of_stuck_cor_on_a_duplex_link() {
-        let mut s = Sim::with(|c| c.duplex = true);
+        let mut s = Sim::with(|c| {
+            c.duplex = true;
+            c.no_audio = LONG;
+        });
         s.input(0, Cor(true));
         s.input(1000, TxRequest(true));
         s.run_to(600_000);
@@ -1645,7 +1854,7 @@ mod tests {
 
     #[test]
     fn id_due_while_keyed_is_mixed_in_without_a_key_up_of_its_own() {
-        let mut s = id_sim(|_| {});
+        let mut s = id_sim(|c| c.no_audio = LONG);
         over(&mut s);
         s.run_to(10_000);
         s.take();
@@ -1776,17 +1985,319 @@ mod tests {
         assert_eq!(s.take(), vec![(70_000, PttOff(Off::Shutdown))]);
     }
 
+    // ---- no-audio guard ----
+
+    #[test]
+    fn a_talker_without_channel_audio_is_unkeyed_by_the_guard_and_rekeys_when_audio_comes() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, ChannelAudio);
+        s.input(2000, ChannelAudio);
+        s.run_to(6999);
+        assert!(s.k.ptt(), "5 s guard counts from the last audio");
+        s.run_to(7000);
+        assert!(!s.k.ptt() && s.k.silent());
+        // The request stays: repeats are told why they do not key.
+        s.input(8000, TxRequest(true));
+        // Audio after all: a fresh key-up (TX delay, full TOT).
+        s.input(9000, ChannelAudio);
+        assert_eq!(s.k.tot_remaining(Sim::at(9000)), Some(ms(180_000)));
+        // A talker who spoke gets the whole hang (shorter than the guard).
+        s.input(9500, TxRequest(false));
+        s.run_to(100_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (7000, PttOff(Off::NoAudio)),
+                (8000, TxBlocked(Block::NoAudio)),
+                (9000, PttOn),
+                (9500, TxAudioOpen),
+                (11_500, PttOff(Off::HangExpired)),
+            ]
+        );
+        assert!(!s.k.silent());
+    }
+
+    #[test]
+    fn the_guard_counts_through_the_hang_and_a_returning_talker_does_not_restart_it() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, ChannelAudio);
+        // Silent from 1 s, the talker goes at 4.5 s: the hang would last to 6.5 s.
+        s.input(4500, TxRequest(false));
+        s.run_to(6500);
+        assert!(!s.k.silent(), "no request left to wait for audio");
+        // A new request keys at once; audio, then the talker goes and comes back in the hang.
+        s.input(7000, TxRequest(true));
+        s.input(7100, ChannelAudio);
+        s.input(7200, TxRequest(false));
+        s.input(8000, TxRequest(true));
+        s.run_to(12_099);
+        assert!(s.k.ptt());
+        s.run_to(12_100);
+        assert!(s.k.silent());
+        // The talker goes: nothing waits any more, and the next one keys at once.
+        s.input(13_000, TxRequest(false));
+        s.input(14_000, TxRequest(true));
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (6000, PttOff(Off::NoAudio)),
+                (7000, PttOn),
+                (7500, TxAudioOpen),
+                (12_100, PttOff(Off::NoAudio)),
+                (14_000, PttOn),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rekey_after_the_guard_still_obeys_inhibit_shutdown_and_the_tot() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.run_to(5000);
+        s.input(6000, Inhibit(true));
+        s.input(7000, ChannelAudio); // audio, but inhibited: no key-up
+        s.input(8000, Inhibit(false)); // the talker has spoken: keys now
+        s.input(9000, Shutdown);
+        s.input(10_000, ChannelAudio);
+        s.input(10_000, TxRequest(true));
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (5000, PttOff(Off::NoAudio)),
+                (6000, InhibitChanged(true)),
+                (8000, InhibitChanged(false)),
+                (8000, PttOn),
+                (8500, TxAudioOpen),
+                (9000, PttOff(Off::Shutdown)),
+                (10_000, TxBlocked(Block::ShutDown)),
+            ]
+        );
+        // Keyed again by audio: the TOT still cuts it and locks it out; audio does not re-key.
+        let mut s = Sim::with(|c| c.tot = ms(3000));
+        s.input(0, TxRequest(true));
+        s.run_to(5000);
+        for t in (6000..12_000).step_by(1000) {
+            s.input(t, ChannelAudio);
+        }
+        assert_eq!(s.take(), vec![(0, PttOn), (500, TxAudioOpen), (3000, PttOff(Off::TimeOut)), (3000, TotFired)]);
+        let mut s = Sim::with(|c| c.tot = ms(3000));
+        s.input(0, TxRequest(true));
+        s.run_to(5000);
+        s.input(6000, ChannelAudio);
+        s.input(7000, ChannelAudio);
+        s.run_to(20_000);
+        assert_eq!(s.take(), vec![(0, PttOn), (500, TxAudioOpen), (3000, PttOff(Off::TimeOut)), (3000, TotFired)]);
+        assert!(s.k.locked_out() && !s.k.ptt());
+    }
+
+    #[test]
+    fn guard_never_cuts_an_id_key_up_and_an_id_on_air_counts_as_audio() {
+        // An over with audio to 3 s; its ID (3 s long) is on air from 1.5 s, so the 1 s guard
+        // counts from 4.5 s and the 2 s hang ends first. The ID-only key-up after the interval
+        // lasts 3.5 s, longer than the guard: it ends with the ID.
+        let mut s = id_sim(|c| c.no_audio = ms(1000));
+        s.input(1000, TxRequest(true));
+        for t in (1500..=3000).step_by(500) {
+            s.input(t, ChannelAudio);
+        }
+        s.input(3000, TxRequest(false));
+        s.run_to(100_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (1000, PttOn),
+                (1500, TxAudioOpen),
+                (1500, IdStart),
+                (5000, PttOff(Off::HangExpired)),
+                (64_500, PttOn),
+                (65_000, TxAudioOpen),
+                (65_000, IdStart),
+                (68_000, PttOff(Off::IdDone)),
+            ]
+        );
+        // A silent talker while the ID is on air: the guard counts from the end of the ID.
+        let mut s = id_sim(|c| c.no_audio = ms(1000));
+        s.input(1000, TxRequest(true));
+        s.run_to(5499);
+        assert!(s.k.ptt(), "the guard counts from the end of the ID");
+        s.run_to(6000);
+        assert_eq!(s.take(), vec![(1000, PttOn), (1500, TxAudioOpen), (1500, IdStart), (5500, PttOff(Off::NoAudio))]);
+        // While the guard holds the request, no key-up for the ID either; it goes once the
+        // talker has gone.
+        s.run_to(70_000);
+        assert_eq!(s.take(), vec![]);
+        s.input(70_000, TxRequest(false));
+        assert_eq!(s.take(), vec![(70_000, PttOn)]);
+    }
+
+    // ---- remote PTT ----
+
+    #[test]
+    fn remote_ptt_keys_for_at_most_its_maximum_hang_included_and_is_not_guarded() {
+        let mut s = Sim::with(|c| c.tx_hang = ms(30_000));
+        s.input(0, RemotePtt(Some(ms(1000))));
+        s.run_to(1000);
+        assert!(!s.k.ptt() && !s.k.remote_ptt());
+        s.input(2000, RemotePtt(Some(ms(60_000))));
+        s.run_to(50_000);
+        assert!(s.k.ptt(), "48 s without channel audio: a remote PTT is not guarded");
+        s.input(50_000, RemotePtt(None)); // released: no hang either
+        s.input(51_000, RemotePtt(None)); // nothing to release
+        s.run_to(100_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (1000, PttOff(Off::RemoteEnd)),
+                (2000, PttOn),
+                (2500, TxAudioOpen),
+                (50_000, PttOff(Off::RemoteEnd)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_channel_talker_outlasts_a_remote_ptt_and_the_guard_counts_from_its_end() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, TxRequest(true));
+        s.input(1000, RemotePtt(Some(ms(10_000))));
+        s.input(2000, TxRequest(false)); // the remote PTT holds it: no hang
+        s.run_to(10_999);
+        assert!(s.k.ptt());
+        s.run_to(11_000);
+        s.input(12_000, RemotePtt(Some(ms(5000))));
+        s.input(13_000, TxRequest(true));
+        s.input(14_000, ChannelAudio);
+        s.run_to(30_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (11_000, PttOff(Off::RemoteEnd)),
+                (12_000, PttOn),
+                (12_500, TxAudioOpen),
+                // The remote PTT ends at 17 s; the talker keeps PTT until the guard, 5 s later.
+                (22_000, PttOff(Off::NoAudio)),
+            ]
+        );
+    }
+
+    #[test]
+    fn tx_inhibit_cancels_a_remote_ptt_for_good() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, RemotePtt(Some(ms(60_000))));
+        s.input(1000, Inhibit(true));
+        s.input(2000, Inhibit(false));
+        assert!(!s.k.ptt() && !s.k.remote_ptt(), "lifting the inhibit does not key again");
+        // Refused while inhibited, and not remembered.
+        s.input(3000, Inhibit(true));
+        s.input(3100, RemotePtt(Some(ms(5000))));
+        s.input(4000, Inhibit(false));
+        s.run_to(100_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (1000, InhibitChanged(true)),
+                (1000, PttOff(Off::Inhibited)),
+                (2000, InhibitChanged(false)),
+                (3000, InhibitChanged(true)),
+                (3100, TxBlocked(Block::Inhibited)),
+                (4000, InhibitChanged(false)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_remote_ptt_waits_for_rx_on_simplex_within_its_maximum_and_inhibit_cancels_the_wait() {
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, Cor(true));
+        s.input(1000, RemotePtt(Some(ms(5000))));
+        s.input(2000, Cor(false));
+        s.run_to(6500);
+        s.input(7000, Cor(true));
+        s.input(8000, RemotePtt(Some(ms(5000))));
+        s.input(8500, Inhibit(true));
+        s.input(9000, Inhibit(false));
+        s.input(10_000, Cor(false));
+        s.run_to(20_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (20, RxOpen),
+                (1000, TxBlocked(Block::Busy)),
+                (2320, RxClose),
+                (2320, PttOn),
+                (2820, TxAudioOpen),
+                (6000, PttOff(Off::RemoteEnd)),
+                (7020, RxOpen),
+                (8000, TxBlocked(Block::Busy)),
+                (8500, InhibitChanged(true)),
+                (9000, InhibitChanged(false)),
+                (10_320, RxClose),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_remote_ptt_ends_at_the_tot_and_on_shutdown_and_is_refused_when_locked_out() {
+        let mut s = Sim::with(|c| c.tot = ms(3000));
+        s.input(0, RemotePtt(Some(ms(10_000))));
+        s.run_to(20_000);
+        assert!(!s.k.locked_out(), "no channel talker: nothing to lock out");
+        // A channel talker's TOT locks out: a remote PTT is refused then.
+        s.input(21_000, TxRequest(true));
+        s.run_to(24_000);
+        s.input(25_000, RemotePtt(Some(ms(5000))));
+        s.input(26_000, TxRequest(false));
+        s.run_to(40_000);
+        assert_eq!(
+            s.take(),
+            vec![
+                (0, PttOn),
+                (500, TxAudioOpen),
+                (3000, PttOff(Off::TimeOut)),
+                (3000, TotFired),
+                (21_000, PttOn),
+                (21_500, TxAudioOpen),
+                (24_000, PttOff(Off::TimeOut)),
+                (24_000, TotFired),
+                (25_000, TxBlocked(Block::LockedOut)),
+                (26_000, LockoutCleared),
+            ]
+        );
+        let mut s = Sim::new(KeyingConfig::default());
+        s.input(0, RemotePtt(Some(ms(60_000))));
+        s.input(1000, Shutdown);
+        s.input(2000, RemotePtt(Some(ms(60_000))));
+        assert_eq!(
+            s.take(),
+            vec![(0, PttOn), (500, TxAudioOpen), (1000, PttOff(Off::Shutdown)), (2000, TxBlocked(Block::ShutDown))]
+        );
+    }
+
     // ---- properties ----
 
     fn arb_config() -> impl Strategy<Value = KeyingConfig> {
         (
             (0u64..100, 0u64..1000, 0u64..1000, 0u64..3000, 0u32..12),
             (0u64..20_000, 0u64..1000, 0u64..5000, 0u64..20_000),
-            any::<bool>(),
+            (any::<bool>(), 0u64..10_000),
             proptest::option::of((-60f32..-20.0, 0f32..10.0)),
         )
             .prop_map(
-                |((deb, keyup, hang, win, flaps), (rxt, delay, txh, tot), duplex, vox)| {
+                |((deb, keyup, hang, win, flaps), (rxt, delay, txh, tot), (duplex, silence), vox)| {
                     KeyingConfig {
                         cor_debounce: ms(deb),
                         min_keyup: ms(keyup),
@@ -1797,6 +2308,7 @@ mod tests {
                         tx_delay: ms(delay),
                         tx_hang: ms(txh),
                         tot: ms(tot),
+                        no_audio: ms(silence),
                         duplex,
                         vox: vox.map(|(open, gap)| VoxConfig {
                             open_dbfs: open,
@@ -1812,6 +2324,8 @@ mod tests {
             20 => any::<bool>().prop_map(Cor),
             20 => (-70f32..0.0).prop_map(VoxLevel),
             20 => any::<bool>().prop_map(TxRequest),
+            20 => Just(ChannelAudio),
+            5 => proptest::option::of(0u64..5000).prop_map(|m| RemotePtt(m.map(ms))),
             8 => any::<bool>().prop_map(Inhibit),
             1 => Just(Shutdown),
         ]

@@ -29,6 +29,9 @@ use crate::pipeline::MediaPacket;
 /// Until the audio path reports frames, an open COR (carrier present) is what tells the
 /// floor that the talker is alive; refresh it well inside the no-media timeout.
 const CARRIER_AS_MEDIA: Duration = Duration::from_millis(500);
+/// How often a radio is told that channel audio reaches it (its no-audio guard, 1 s or more,
+/// wants a word at least every quarter of it).
+const CHANNEL_AUDIO_NOTE: Duration = Duration::from_millis(200);
 
 /// What the router needs of the uplink client (the net layer's handle implements it).
 pub trait UplinkSink: Send {
@@ -87,6 +90,8 @@ pub struct ChannelRouter {
     rx_active: Vec<bool>,
     /// What the router wants of each radio's transmitter.
     tx_wanted: Vec<bool>,
+    /// When each radio was last told that channel audio reaches it.
+    audio_noted: Vec<Option<std::time::Instant>>,
     /// Channels muted on this box's radios (`listen` off); the router knows too.
     muted: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
@@ -161,6 +166,7 @@ impl ChannelRouter {
             port_names: config.port.keys().cloned().collect(),
             rx_active: vec![false; ports.len()],
             tx_wanted: vec![false; ports.len()],
+            audio_noted: vec![None; ports.len()],
             muted: vec![false; channel_names.len()],
             channel_names,
             talk_channel,
@@ -299,9 +305,16 @@ impl ChannelRouter {
                 _ = carrier.tick() => {
                     let now = clock::now();
                     let without_audio = |p: &usize| !self.audio[*p].as_ref().is_some_and(|a| a.has_capture);
-                    for port in (0..self.rx_active.len()).filter(|&p| self.rx_active[p]).filter(without_audio) {
+                    let carriers: Vec<usize> =
+                        (0..self.rx_active.len()).filter(|&p| self.rx_active[p]).filter(without_audio).collect();
+                    for port in carriers {
                         if let Some(channel) = self.talk_channel[port] {
-                            self.router.media(now, MediaSource::Port(port), channel);
+                            // The radios it keys hear its carrier: that is channel audio too.
+                            for target in self.router.media(now, MediaSource::Port(port), channel).unwrap_or_default() {
+                                if let MediaTarget::Port(p) = target {
+                                    self.note_channel_audio(now, p);
+                                }
+                            }
                         }
                     }
                 }
@@ -524,6 +537,7 @@ impl ChannelRouter {
                 }
                 MediaTarget::Port(_) if self.muted[channel] => {}
                 MediaTarget::Port(p) => {
+                    self.note_channel_audio(now, p);
                     if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
                         tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
                     }
@@ -540,6 +554,16 @@ impl ChannelRouter {
                     }
                 }
             }
+        }
+    }
+
+    /// Tell radio `port` that channel audio reaches it (its no-audio guard), at most every
+    /// [`CHANNEL_AUDIO_NOTE`].
+    fn note_channel_audio(&mut self, now: std::time::Instant, port: PortId) {
+        let due = self.audio_noted[port].is_none_or(|t| now.saturating_duration_since(t) >= CHANNEL_AUDIO_NOTE);
+        if due && self.desks.get(port).is_none_or(Option::is_none) {
+            self.audio_noted[port] = Some(now);
+            let _ = self.ports[port].send(PortInput::ChannelAudio);
         }
     }
 

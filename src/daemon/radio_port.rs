@@ -34,9 +34,11 @@ pub enum PortInput {
     Vox { at: Instant, dbfs: f32 },
     /// TX inhibit from the fleet; either inhibit source keeps the radio unkeyed.
     RemoteInhibit(bool),
-    /// Key from the fleet for at most `max` (the keying rules, TOT included, still apply),
-    /// or release.
+    /// Key from the fleet for at most `max`, TX hang included (the keying rules and the TOT
+    /// still apply; the no-audio guard does not), or release. TX inhibit and the TOT cancel it.
     RemotePtt { on: bool, max: Duration },
+    /// Channel audio for this radio arrived (the no-audio guard), at most a few per second.
+    ChannelAudio,
     /// The port now belongs to this channel (for its reported state).
     Channel(String),
     /// The playback device failed (true) or works again (false).
@@ -73,9 +75,6 @@ struct Requests {
     line_keyed: bool,
     /// Last transmitter report sent to the channel router.
     reported: Option<RadioTx>,
-    channel: bool,
-    /// Remote PTT holds until this instant.
-    remote_until: Option<Instant>,
     line_inhibit: bool,
     remote_inhibit: bool,
     rx_level: Option<f32>,
@@ -89,8 +88,7 @@ impl RadioPort {
         let mut state_tick = tokio::time::interval(STATE_PERIOD);
         self.report_state(&req);
         loop {
-            let deadline = [self.keying.poll_timeout(), req.remote_until].into_iter().flatten().min();
-            let sleep = crate::wait::until(deadline);
+            let sleep = crate::wait::until(self.keying.poll_timeout());
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -98,15 +96,7 @@ impl RadioPort {
                     Some(input) => self.input(input, &mut req),
                     None => break,
                 },
-                _ = sleep => {
-                    let now = clock::now();
-                    if req.remote_until.is_some_and(|t| t <= now) {
-                        info!(port = %self.name, "remote PTT reached its maximum duration; released");
-                        req.remote_until = None;
-                        self.feed_tx_request(now, &req);
-                    }
-                    self.keying.handle_timeout(now);
-                }
+                _ = sleep => self.keying.handle_timeout(clock::now()),
                 _ = beat.tick() => self.heartbeat.beat(),
                 _ = state_tick.tick() => {
                     if self.keying.rx_active() || self.keying.ptt() || req.line_keyed {
@@ -133,10 +123,8 @@ impl RadioPort {
                 req.remote_inhibit = on;
                 self.keying.handle_input(clock::now(), Input::Inhibit(req.line_inhibit || req.remote_inhibit));
             }
-            PortInput::TxRequest(on) => {
-                req.channel = on;
-                self.feed_tx_request(clock::now(), req);
-            }
+            PortInput::ChannelAudio => self.keying.handle_input(clock::now(), Input::ChannelAudio),
+            PortInput::TxRequest(on) => self.keying.handle_input(clock::now(), Input::TxRequest(on)),
             PortInput::Channel(name) => {
                 self.channel = name;
                 self.report_state(req);
@@ -150,16 +138,9 @@ impl RadioPort {
             PortInput::RxLevel(dbfs) => req.rx_level = Some(dbfs),
             PortInput::TxLevel(dbfs) => req.tx_level = Some(dbfs),
             PortInput::RemotePtt { on, max } => {
-                let now = clock::now();
-                req.remote_until = on.then(|| now + max);
-                self.feed_tx_request(now, req);
+                self.keying.handle_input(clock::now(), Input::RemotePtt(on.then_some(max)))
             }
         }
-    }
-
-    fn feed_tx_request(&mut self, now: Instant, req: &Requests) {
-        let remote = req.remote_until.is_some_and(|t| t > now);
-        self.keying.handle_input(now, Input::TxRequest(req.channel || remote));
     }
 
     /// Drive PTT to the core's level and pass its events on.
@@ -209,7 +190,13 @@ impl RadioPort {
                         PttOffReason::Shutdown => "shutdown",
                         PttOffReason::IdDone => "id_end",
                         PttOffReason::AudioFault => "audio_fault",
+                        PttOffReason::NoAudio => "no_audio",
+                        PttOffReason::RemoteEnd => "remote",
                     };
+                    if reason == "no_audio" {
+                        let guard = self.keying.config().no_audio;
+                        warn!(port = %self.name, ?guard, "no channel audio: PTT released by the no-audio guard");
+                    }
                     self.reporter.event(report(EventKind::PttOff).reason(reason));
                 }
                 Event::TotFired => {
