@@ -13,7 +13,7 @@ import { DemoBox } from './demo-box.mjs';
 import { freePort, launch, prerequisites, sleep, tmpDir, toneWav, until } from './harness.mjs';
 
 const OVERS = 20;
-const BOUND_MS = 250;
+const BOUND_MS = 400;
 const SEED = Number(process.env.ROIPD_OVERS_SEED || 13);
 
 /** mulberry32: a small seeded generator, so a failing sequence can be run again. */
