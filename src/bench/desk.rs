@@ -112,7 +112,7 @@ pub fn mixer_added_latency_ms() -> Result<f64, String> {
     }
 
     let ms = Duration::from_millis;
-    let mut mixer = desk_mixer(JitterConfig { min_depth: ms(20), initial_depth: ms(20), ..Default::default() })?;
+    let mut mixer = desk_mixer(JitterConfig { min_depth: ms(20), ..Default::default() })?;
     mixer.select(None).map_err(|e| e.to_string())?;
     // Hard left: the left side carries the channel at unity gain.
     mixer.set_pan(CHANNEL, -1.0).map_err(|e| e.to_string())?;

@@ -243,13 +243,7 @@ impl AudioConfig {
     pub fn jitter_config(&self) -> JitterConfig {
         let d = JitterConfig::default();
         let (min, max) = (Duration::from_millis(self.jitter.min_depth_ms), Duration::from_millis(self.jitter.max_depth_ms));
-        JitterConfig {
-            frame: self.encoder_config().frame.duration(),
-            min_depth: min,
-            max_depth: max,
-            initial_depth: d.initial_depth.clamp(min, max.max(min)),
-            ..d
-        }
+        JitterConfig { frame: self.encoder_config().frame.duration(), min_depth: min, max_depth: max, ..d }
     }
 
     /// The CW ID, when one is configured (`None`: no ID).
@@ -413,7 +407,7 @@ playback = "sim:null"
         assert_eq!((enc.bitrate_bps, enc.complexity, enc.fec, enc.dtx, enc.packet_loss_pct), (16000, 0, false, true, 25));
         let j = a.jitter_config();
         let ms = std::time::Duration::from_millis;
-        assert_eq!((j.frame, j.min_depth, j.max_depth, j.initial_depth), (ms(40), ms(40), ms(120), ms(60)));
+        assert_eq!((j.frame, j.min_depth, j.max_depth), (ms(40), ms(40), ms(120)));
         let id = a.cw_id_config().unwrap();
         assert!(id.enabled);
         assert_eq!((id.text.as_str(), id.wpm, id.tone_hz, id.level_dbfs), ("N0CALL/R", 18.0, 700.0, -20.0));

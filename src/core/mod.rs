@@ -8,6 +8,7 @@
 
 pub mod floor;
 pub mod jitter;
+pub mod restamp;
 pub mod keying;
 pub mod routing;
 pub mod timers;

@@ -197,49 +197,6 @@ struct Patch {
     members: [usize; 2],
 }
 
-/// One continuous packet stream per channel out of its successive talkers. Each talker's
-/// packets carry its own sequence numbers and timestamps; a receiver's jitter buffer would take
-/// a new talker's lower numbers for late packets of the old one (a preempted talk-spurt would
-/// go unheard for as long as the old one had lasted). On a change of source, the new source's
-/// numbers are offset to continue the channel's stream: the next sequence number, and a
-/// timestamp advanced by the real time since the last packet. The first source passes as is.
-#[derive(Debug, Default, Clone)]
-pub struct StreamStitch {
-    last: Option<Stitched>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stitched {
-    source: (MediaSource, ChannelId),
-    seq_offset: u16,
-    ts_offset: u32,
-    seq: u16,
-    ts: u32,
-    at: Instant,
-}
-
-impl StreamStitch {
-    /// The (sequence number, timestamp) to send for a packet from `source` (talking on
-    /// `origin`) that carried `seq` and `ts`.
-    pub fn map(&mut self, now: Instant, source: MediaSource, origin: ChannelId, seq: u16, ts: u32) -> (u16, u32) {
-        let (seq_offset, ts_offset) = match self.last {
-            Some(l) if l.source == (source, origin) => (l.seq_offset, l.ts_offset),
-            Some(l) => {
-                // 48 kHz RTP clock: the gap since the last packet, and at least one 20 ms frame.
-                let elapsed = (now.saturating_duration_since(l.at).as_micros() * 48 / 1000).max(960) as u32;
-                (l.seq.wrapping_add(1).wrapping_sub(seq), l.ts.wrapping_add(elapsed).wrapping_sub(ts))
-            }
-            None => (0, 0),
-        };
-        let (out_seq, out_ts) = (seq.wrapping_add(seq_offset), ts.wrapping_add(ts_offset));
-        let newer = self.last.is_none_or(|l| l.source != (source, origin) || out_seq.wrapping_sub(l.seq) < 0x8000);
-        if newer {
-            self.last = Some(Stitched { source: (source, origin), seq_offset, ts_offset, seq: out_seq, ts: out_ts, at: now });
-        }
-        (out_seq, out_ts)
-    }
-}
-
 /// A port's floor client: a radio's COR asks again when the floor frees while it still
 /// receives (its call goes on being heard); a desk's PTT must be pressed again.
 fn participant_config(spec: &PortSpec) -> ParticipantConfig {

@@ -18,8 +18,9 @@ use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelCommand, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
 use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
+use crate::core::restamp::Restamper;
 use crate::core::routing::{
-    AirState, ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput, StreamStitch,
+    AirState, ChannelHost, ChannelId, MediaSource, MediaTarget, PeerId, PortKind, PortSpec, Router, RouterOutput,
     Talker,
 };
 use crate::fleet::{Event, EventKind};
@@ -105,8 +106,9 @@ pub struct ChannelRouter {
     priorities: Vec<crate::core::floor::Priority>,
     /// Desk ports: their task, mixer and channel numbering.
     desks: Vec<Option<DeskLink>>,
-    /// Per channel: successive talkers as one stream (see [`StreamStitch`]).
-    stitch: Vec<StreamStitch>,
+    /// Per channel: successive talkers (a port, as heard on its own channel) as one stream,
+    /// each talk-spurt stamped with the wall-clock pause before it (see [`Restamper`]).
+    stitch: Vec<Restamper<(MediaSource, ChannelId)>>,
     /// The last state of each desk port, for consoles that join.
     desk_states: Vec<Option<crate::net::protocol::DeskState>>,
     reporter: Reporter,
@@ -178,7 +180,7 @@ impl ChannelRouter {
             talkers: vec![Default::default(); config.channel.len()],
             priorities,
             desks: (0..config.port.len()).map(|_| None).collect(),
-            stitch: vec![StreamStitch::default(); config.channel.len()],
+            stitch: (0..config.channel.len()).map(|_| Restamper::new(rand::random(), rand::random())).collect(),
             desk_states: vec![None; config.port.len()],
             reporter,
             heartbeat,
@@ -502,16 +504,19 @@ impl ChannelRouter {
                 info!(port = %self.port_names[p], channel = %self.channel_names[channel], "talk-spurt: first packet sent");
             }
         }
-        let out = self.stitched(now, channel, source, channel, packet);
-        self.deliver(now, channel, targets, &out);
+        if let Some(out) = self.stitched(now, channel, source, channel, packet) {
+            self.deliver(now, channel, targets, &out);
+        }
         // Patched channels whose floor is held for this talker hear it too.
         for (patched, targets) in self.router.patched(now, channel, source) {
-            let out = self.stitched(now, patched, source, channel, packet);
-            self.deliver(now, patched, targets, &out);
+            if let Some(out) = self.stitched(now, patched, source, channel, packet) {
+                self.deliver(now, patched, targets, &out);
+            }
         }
     }
 
-    /// `packet` as part of `channel`'s stream (its talker may have changed since the last one).
+    /// `packet` as part of `channel`'s stream (its talker may have changed since the last one),
+    /// or None for a duplicate.
     fn stitched(
         &mut self,
         now: std::time::Instant,
@@ -519,9 +524,10 @@ impl ChannelRouter {
         source: MediaSource,
         origin: ChannelId,
         packet: &MediaPacket,
-    ) -> MediaPacket {
-        let (seq, timestamp) = self.stitch[channel].map(now, source, origin, packet.seq, packet.timestamp);
-        MediaPacket { seq, timestamp, ..packet.clone() }
+    ) -> Option<MediaPacket> {
+        let stamp = self.stitch[channel].stamp_from(now, (source, origin), packet)?;
+        // The extended sequence number starts below 30 000 and grows by one a packet: u16 wraps.
+        Some(MediaPacket { seq: stamp.seq as u16, timestamp: stamp.timestamp, marker: stamp.marker, ..packet.clone() })
     }
 
     fn deliver(&mut self, now: std::time::Instant, channel: ChannelId, targets: Vec<MediaTarget>, packet: &MediaPacket) {

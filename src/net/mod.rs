@@ -13,7 +13,6 @@ pub mod janus;
 pub mod protocol;
 mod reconnect;
 mod rtc;
-pub mod rtp;
 pub mod uplink;
 
 pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken, DEFAULT_MAX_SESSIONS};
@@ -119,14 +118,14 @@ pub enum NetError {
 
 #[cfg(test)]
 mod tests {
-    /// The protocol, the restamper and the admission check stay pure: no runtime, sockets,
+    /// The protocol and the admission check stay pure: no runtime, sockets,
     /// WebRTC stack or clock reads outside their tests.
     #[test]
     fn pure_modules_do_no_io() {
         const FORBIDDEN: &[&str] =
             &["tokio", "axum", "tungstenite", "str0m", "Instant::now", "SystemTime", "std::fs", "std::net", "std::thread"];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/net");
-        for file in ["protocol.rs", "rtp.rs", "hub/auth.rs", "floor_mqtt/protocol.rs"] {
+        for file in ["protocol.rs", "hub/auth.rs", "floor_mqtt/protocol.rs"] {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();
             let production = text.split("#[cfg(test)]").next().unwrap();
             for (n, line) in production.lines().enumerate() {

@@ -18,7 +18,7 @@ use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Event, Input, Output, Rtc, RtcConfig, RtcError};
 use tokio::net::UdpSocket;
 
-use super::rtp::Stamp;
+use crate::core::restamp::Stamp;
 use crate::fleet::StreamMetrics;
 use crate::pipeline::MediaPacket;
 

@@ -33,9 +33,9 @@ use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
 };
 use super::rtc::{self, Polled, RtcStats, StreamStats};
-use super::rtp::Restamper;
 use super::{MemberRequest, UplinkEvent};
 use crate::core::floor::{ParticipantId, ToArbiter};
+use crate::core::restamp::Restamper;
 use crate::pipeline::MediaPacket;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);

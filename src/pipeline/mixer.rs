@@ -703,7 +703,7 @@ mod tests {
     /// `(f - start) * DEV..`, so the output can be compared with a plain decode sample for sample.
     fn tight() -> JitterConfig {
         let ms = Duration::from_millis;
-        JitterConfig { min_depth: ms(20), initial_depth: ms(20), ..JitterConfig::default() }
+        JitterConfig { min_depth: ms(20), ..JitterConfig::default() }
     }
 
     fn mixer(n: usize, stereo: bool, duck_db: f32) -> Mixer {

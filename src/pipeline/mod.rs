@@ -188,8 +188,9 @@ mod tests {
         // Talk for 1 s, keyed with a 200 ms TX delay, then stay keyed (hang) for 1 s.
         let (out, _) = run(&mut r, &mut t, 200, |i| i < 100, |i| if i < 20 { TxGate::Hold } else { TxGate::Open });
         assert_eq!(t.held(), Duration::ZERO, "delay line drained");
-        // Voice ends about 1.2 s + jitter depth in; the beep (1500/1000 Hz) comes after it.
-        let after = &out[(1.45 * 48_000.0) as usize..];
+        // Voice ends about 1.2 s + jitter depth (one frame: a clean stream starts at what it
+        // shows) in; the beep (1500/1000 Hz) comes after it.
+        let after = &out[(1.41 * 48_000.0) as usize..];
         assert!(first_loud(after).is_some(), "courtesy tone after the over");
         assert!(Meter::measure(&out[(1.9 * 48_000.0) as usize..]).peak_dbfs < -60.0, "then silence");
     }

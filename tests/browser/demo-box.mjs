@@ -9,8 +9,9 @@ import { HOST, readWav, REPO, sleep, toneSeconds } from './harness.mjs';
 export const BIN = process.env.ROIPD_BIN || path.join(REPO, 'target/debug/roipd');
 
 export class DemoBox {
-  constructor({ dir, port }) {
+  constructor({ dir, port, trafficEvery = 10 }) {
     this.dir = dir;
+    this.trafficEvery = trafficEvery;
     this.port = port;
     this.url = `http://${HOST}:${port}`;
     this.token = 'demo';
@@ -25,7 +26,7 @@ export class DemoBox {
     const log = fs.openSync(this.logFile, 'a');
     fs.writeSync(log, `---- start ${++this.runs}\n`);
     this.child = spawn(BIN, ['demo', '--listen', `${HOST}:${this.port}`, '--dir', this.dir,
-      '--lines', this.lines, '--record', this.record, '--traffic-every', '10'],
+      '--lines', this.lines, '--record', this.record, '--traffic-every', String(this.trafficEvery)],
     { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
     fs.closeSync(log);
     this.exited = new Promise((r) => this.child.once('exit', (code, sig) => r(code ?? sig)));

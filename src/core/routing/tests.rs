@@ -375,31 +375,6 @@ fn patch_holds_the_far_floor_only_while_media_flows() {
 }
 
 #[test]
-fn a_new_talker_continues_the_channel_stream_where_the_last_one_stopped() {
-    let t = Instant::now();
-    let ms = |n| t + Duration::from_millis(n);
-    let mut s = StreamStitch::default();
-    let a = MediaSource::Port(0);
-    let desk = MediaSource::Port(1);
-    // The first talker passes unchanged.
-    assert_eq!(s.map(ms(0), a, 0, 500, 96_000), (500, 96_000));
-    assert_eq!(s.map(ms(20), a, 0, 501, 96_960), (501, 96_960));
-    // A preempting talker whose own numbers start low continues the stream: next sequence
-    // number, timestamp advanced by the 40 ms since.
-    assert_eq!(s.map(ms(60), desk, 0, 3, 0), (502, 96_960 + 1920));
-    assert_eq!(s.map(ms(80), desk, 0, 4, 960), (503, 96_960 + 2880));
-    // A reordered packet of the same talker maps with the same offsets and moves nothing back.
-    assert_eq!(s.map(ms(81), desk, 0, 2, 0u32.wrapping_sub(960)), (501, 96_960 + 960));
-    assert_eq!(s.map(ms(100), desk, 0, 5, 1920), (504, 96_960 + 3840));
-    // The same port's packets patched in from another channel are another source.
-    assert_eq!(s.map(ms(100), desk, 2, 5, 1920).0, 505);
-    // Wrap-around is plain modular arithmetic.
-    let mut w = StreamStitch::default();
-    w.map(ms(0), a, 0, u16::MAX, u32::MAX);
-    assert_eq!(w.map(ms(20), desk, 0, 7, 7), (0, 959));
-}
-
-#[test]
 fn console_releasing_while_a_preempted_radio_still_receives_gives_it_the_floor_back() {
     let t = Instant::now();
     let mut r = Router::new(hosted(1), vec![radio("radio1", 0), radio("radio2", 0)]);

@@ -20,10 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace, warn};
 
+use crate::core::restamp::Restamper;
 use crate::net::addrs::pick_destination;
 use crate::net::protocol::{add_end_of_candidates, sdp_fingerprint};
 use crate::net::rtc::{self, Polled, RtcStats, StreamStats};
-use crate::net::rtp::Restamper;
 use crate::net::{HubEvent, PeerId};
 use crate::pipeline::MediaPacket;
 

@@ -31,11 +31,11 @@ use tracing::{debug, info, trace, warn};
 use super::protocol::{SubStream, MAX_MESSAGE_BYTES, SUBPROTOCOL};
 use super::session::{ChannelSpec, Output, Session, SessionConfig};
 use super::JanusEvent;
+use crate::core::restamp::Restamper;
 use crate::net::reconnect::Reconnect;
 use crate::net::addrs::route_source;
 use crate::net::protocol::add_end_of_candidates;
 use crate::net::rtc::{self, Polled};
-use crate::net::rtp::Restamper;
 use crate::pipeline::MediaPacket;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 use super::{JanusEvent, JanusHandle, JanusOptions};
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
 use crate::net::floor_mqtt::{FloorEdgeHandle, FloorEdgeOptions};
-use crate::net::rtp::Restamper;
+use crate::core::restamp::Restamper;
 use crate::net::{MemberRequest, UplinkEvent};
 use crate::pipeline::MediaPacket;
 
@@ -49,7 +49,7 @@ pub enum EdgeOutput {
 struct ChannelMedia {
     /// The feed being passed and when its last packet came.
     current: Option<(u64, Instant)>,
-    out: Restamper,
+    out: Restamper<u64>,
 }
 
 /// Merges the Janus session's and the floor client's events (pure: `now` comes in).
@@ -167,14 +167,14 @@ impl EdgeJoin {
             .media
             .entry(channel.to_owned())
             .or_insert_with(|| ChannelMedia { current: None, out: Restamper::new(seq, ts) });
-        let switch = match m.current {
-            Some((current, _)) if current == feed => false,
-            Some((_, last)) if now.saturating_duration_since(last) < FEED_HOLD => return None,
-            _ => true,
-        };
+        if let Some((current, last)) = m.current {
+            if current != feed && now.saturating_duration_since(last) < FEED_HOLD {
+                return None;
+            }
+        }
         m.current = Some((feed, now));
-        // A new feed starts a talk-spurt whatever its own marker says: its numbering is unrelated.
-        let stamp = m.out.stamp(now, &MediaPacket { marker: packet.marker || switch, ..packet.clone() })?;
+        // A new feed starts a talk-spurt whatever its own numbering says.
+        let stamp = m.out.stamp_from(now, feed, &packet)?;
         Some(MediaPacket { seq: stamp.seq as u16, timestamp: stamp.timestamp, marker: stamp.marker, payload: packet.payload })
     }
 }

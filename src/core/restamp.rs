@@ -8,6 +8,8 @@
 //! by the wall-clock time since the last packet (at least one packet's length), so the far end
 //! hears the pause as a pause and timestamps never run backwards. Pure: `now` comes in.
 //!
+//! A new talker is a packet from another source than the last (when the caller knows the
+//! source: [`Restamper::stamp_from`]) or with numbering unrelated to the last packet's.
 //! A talk-spurt start is a marker, a jump in the source's numbering, or a packet that arrives
 //! later than its own timestamp says by more than the source's recent jitter plus one frame.
 //! The last matters because a source's timestamps need not count wall time: libwebrtc counts
@@ -46,7 +48,8 @@ pub struct Stamp {
 }
 
 #[derive(Debug, Clone)]
-struct Current {
+struct Current<S> {
+    source: S,
     last_in_seq: u16,
     last_in_ts: u32,
     last_out_seq: u64,
@@ -60,25 +63,38 @@ struct Current {
     jitter: i64,
 }
 
+/// Restamps one outgoing track. `S` names a source where the caller knows it (a channel's
+/// talkers); `()` where only the packets' numbering tells sources apart.
 #[derive(Debug, Clone)]
-pub struct Restamper {
+pub struct Restamper<S = ()> {
     first_seq: u64,
     first_ts: u32,
-    cur: Option<Current>,
+    cur: Option<Current<S>>,
 }
 
-impl Restamper {
+impl<S> Restamper<S> {
     /// `first_seq`/`first_ts` should be random (RFC 3550); the sequence starts low enough that
     /// the SRTP rollover counter begins at 0 without any signaling.
     pub fn new(first_seq: u16, first_ts: u32) -> Self {
         Self { first_seq: u64::from(first_seq.clamp(MAX_REORDER as u16 + 1, 30_000)), first_ts, cur: None }
     }
+}
 
+impl Restamper {
     /// The stamp for `packet`, or `None` for a duplicate of the newest packet.
     pub fn stamp(&mut self, now: Instant, packet: &MediaPacket) -> Option<Stamp> {
+        self.stamp_from(now, (), packet)
+    }
+}
+
+impl<S: PartialEq + Copy> Restamper<S> {
+    /// The stamp for `packet` sent by `source`, or `None` for a duplicate of the newest packet.
+    /// A change of source always starts a new talk-spurt, whatever the numbering says.
+    pub fn stamp_from(&mut self, now: Instant, source: S, packet: &MediaPacket) -> Option<Stamp> {
         let samples = packet_samples(&packet.payload).map_or(DEFAULT_SAMPLES, |n| n as u32);
         let Some(cur) = &mut self.cur else {
             self.cur = Some(Current {
+                source,
                 last_in_seq: packet.seq,
                 last_in_ts: packet.timestamp,
                 last_out_seq: self.first_seq,
@@ -92,14 +108,16 @@ impl Restamper {
         };
         let dseq = i32::from(packet.seq.wrapping_sub(cur.last_in_seq) as i16);
         let dts = i64::from(packet.timestamp.wrapping_sub(cur.last_in_ts) as i32);
-        if dseq == 0 && dts == 0 {
+        if cur.source == source && dseq == 0 && dts == 0 {
             return None;
         }
         let elapsed = now.saturating_duration_since(cur.last_at);
         let elapsed_samples =
             (elapsed.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000).min(u128::from(u32::MAX / 2)) as i64;
-        let numbered =
-            dseq != 0 && (-MAX_REORDER..=MAX_GAP).contains(&dseq) && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
+        let numbered = cur.source == source
+            && dseq != 0
+            && (-MAX_REORDER..=MAX_GAP).contains(&dseq)
+            && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
         // How much later than its timestamp says this packet came, after the previous newest.
         let lateness = elapsed_samples - dts;
         let paused = dseq > 0 && lateness > cur.jitter + i64::from(cur.last_samples);
@@ -127,6 +145,7 @@ impl Restamper {
         let timestamp = cur.last_out_ts.wrapping_add((elapsed_samples as u32).max(cur.last_samples));
         let seq = cur.last_out_seq + 1;
         *cur = Current {
+            source,
             last_in_seq: packet.seq,
             last_in_ts: packet.timestamp,
             last_out_seq: seq,
@@ -160,7 +179,7 @@ mod tests {
     #[test]
     fn one_talker_keeps_its_spacing_gaps_and_reordering() {
         let t0 = Instant::now();
-        let mut r = Restamper::new(1000, 5000);
+        let mut r = Restamper::<()>::new(1000, 5000);
         let a = r.stamp(t0, &pkt(65534, 4_294_966_336, true)).unwrap();
         assert_eq!(a, Stamp { seq: 1000, timestamp: 5000, marker: true });
         // Wraps in both fields, a lost packet (seq 1), and a late one.
@@ -177,7 +196,7 @@ mod tests {
     #[test]
     fn a_new_talker_continues_the_stream_with_the_pause_in_the_timestamps() {
         let t0 = Instant::now();
-        let mut r = Restamper::new(1000, 0);
+        let mut r = Restamper::<()>::new(1000, 0);
         for i in 0..10u16 {
             r.stamp(ms(t0, 20 * u64::from(i)), &pkt(100 + i, 96_000 + 960 * u32::from(i), i == 0));
         }
@@ -189,10 +208,32 @@ mod tests {
         assert_eq!(s2, Stamp { seq: 1011, timestamp: 8640 + 24_000 + 960, marker: false });
     }
 
+    /// A channel's talkers named by the caller (was routing's StreamStitch): a preempting
+    /// talker whose numbers happen to follow the last one's is still a new talker.
+    #[test]
+    fn a_named_source_change_is_a_new_talker_whatever_its_numbering() {
+        let t0 = Instant::now();
+        let mut r = Restamper::<(u8, u8)>::new(1000, 0);
+        let (radio, desk) = ((0, 0), (1, 0));
+        assert_eq!(r.stamp_from(t0, radio, &pkt(500, 96_000, true)).unwrap().seq, 1000);
+        assert_eq!(r.stamp_from(ms(t0, 20), radio, &pkt(501, 96_960, false)).unwrap().timestamp, 960);
+        // The desk's numbers continue the radio's exactly: the 40 ms since still show.
+        let d = r.stamp_from(ms(t0, 60), desk, &pkt(502, 97_920, false)).unwrap();
+        assert_eq!(d, Stamp { seq: 1002, timestamp: 960 + 1920, marker: true });
+        let d2 = r.stamp_from(ms(t0, 80), desk, &pkt(503, 98_880, false)).unwrap();
+        assert_eq!(d2, Stamp { seq: 1003, timestamp: 960 + 2880, marker: false });
+        // The same port patched in from another channel is another source.
+        let p = r.stamp_from(ms(t0, 100), (1, 2), &pkt(504, 99_840, false)).unwrap();
+        assert_eq!((p.seq, p.marker), (1004, true));
+        // A duplicate of the newest packet from the same source is dropped, not from another.
+        assert_eq!(r.stamp_from(ms(t0, 101), (1, 2), &pkt(504, 99_840, false)), None);
+        assert!(r.stamp_from(ms(t0, 102), desk, &pkt(504, 99_840, false)).is_some());
+    }
+
     #[test]
     fn a_marker_rebases_even_from_the_same_talker_and_time_never_runs_back() {
         let t0 = Instant::now();
-        let mut r = Restamper::new(1000, 0);
+        let mut r = Restamper::<()>::new(1000, 0);
         r.stamp(t0, &pkt(10, 1000, true));
         // Back-to-back talk-spurt (no wall-clock gap): still one packet length ahead.
         let s = r.stamp(t0, &pkt(11, 1000u32.wrapping_sub(48_000), true)).unwrap();
@@ -205,7 +246,7 @@ mod tests {
     #[test]
     fn a_pause_hidden_by_the_sources_numbering_still_advances_by_the_wall_clock_gap() {
         let t0 = Instant::now();
-        let mut r = Restamper::new(1000, 0);
+        let mut r = Restamper::<()>::new(1000, 0);
         let (mut seq, mut ts, mut at) = (500u16, 7_000u32, 0u64);
         let mut last_out = r.stamp(ms(t0, at), &pkt(seq, ts, true)).unwrap();
         for (over, gap_ms) in [1100u64, 1700, 1300, 1500, 1200].into_iter().enumerate() {
@@ -230,7 +271,7 @@ mod tests {
     #[test]
     fn jitter_within_a_talk_spurt_keeps_the_sources_spacing() {
         let t0 = Instant::now();
-        let mut r = Restamper::new(1000, 0);
+        let mut r = Restamper::<()>::new(1000, 0);
         let first = r.stamp(t0, &pkt(0, 0, true)).unwrap();
         // A packet one frame late (adjacent reordering) and then a 30 ms late one: the path's
         // jitter is learned from the first, and the second stays within a frame of it.
@@ -244,10 +285,10 @@ mod tests {
 
     #[test]
     fn sequence_starts_low_enough_for_srtp_and_high_enough_for_reordering() {
-        assert_eq!(Restamper::new(65_000, 0).first_seq, 30_000);
-        assert_eq!(Restamper::new(0, 0).first_seq, 101);
+        assert_eq!(Restamper::<()>::new(65_000, 0).first_seq, 30_000);
+        assert_eq!(Restamper::<()>::new(0, 0).first_seq, 101);
         let t0 = Instant::now();
-        let mut r = Restamper::new(0, 0);
+        let mut r = Restamper::<()>::new(0, 0);
         r.stamp(t0, &pkt(500, 0, true));
         let s = r.stamp(t0, &pkt(400, 0, false)).unwrap();
         assert_eq!(s.seq, 1, "reordered before the first packet stays positive");
@@ -328,7 +369,7 @@ mod tests {
 
                 let t0 = Instant::now();
                 let at = |us: u64| t0 + Duration::from_micros(us);
-                let mut r = Restamper::new(origins[0].0, origins[0].1);
+                let mut r = Restamper::<()>::new(origins[0].0, origins[0].1);
                 // The newest packet sent out: (out stamp, arrival, path delay, over).
                 let mut newest: Option<(Stamp, u64, u64, usize)> = None;
                 let mut out = Vec::new();
@@ -385,7 +426,7 @@ mod tests {
     #[test]
     fn garbage_payloads_do_not_panic() {
         let t0 = Instant::now();
-        let mut r = Restamper::new(7, 7);
+        let mut r = Restamper::<()>::new(7, 7);
         for (i, p) in [vec![], vec![0xff], vec![3], vec![0xff, 0xff]].into_iter().enumerate() {
             let packet = MediaPacket { seq: i as u16, timestamp: 0, marker: false, payload: p };
             r.stamp(ms(t0, i as u64), &packet);
