@@ -500,6 +500,45 @@ fn preempting_a_receiving_radio_says_it_is_not_on_air_until_its_squelch_closes()
     assert!(r.air(0).is_empty());
 }
 
+/// Index of the first output `pick` accepts (panics with the outputs if none).
+fn index_of(out: &[RouterOutput], what: &str, pick: impl Fn(&RouterOutput) -> bool) -> usize {
+    out.iter().position(pick).unwrap_or_else(|| panic!("no {what} in {out:?}"))
+}
+
+#[test]
+fn a_talker_learns_a_radio_waits_before_it_learns_it_holds_the_floor() {
+    // A console shows TRANSMITTING on `granted` unless it knows a radio waits: the air state
+    // must reach it first, or it claims to be on air for an instant (seen in Chromium).
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("radio1", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0);
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    let out = drain(&mut r);
+    let air = index_of(&out, "air", |o| matches!(o, RouterOutput::Air { channel: 0, radios } if !radios.is_empty()));
+    let granted =
+        index_of(&out, "granted", |o| matches!(o, RouterOutput::ToPeer { peer: 9, msg: ToParticipant::Granted, .. }));
+    let taken = index_of(&out, "taken", |o| matches!(o, RouterOutput::ToPeer { msg: ToParticipant::Taken { .. }, .. }));
+    assert!(air < granted && air < taken, "{out:?}");
+
+    // Losing the floor: the talker hears it lost the floor before the emptied air state, so
+    // it never shows TRANSMITTING between the two.
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    r.unpress(t, 0, 0);
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    r.radio_tx(t, 0, KEYED);
+    drain(&mut r);
+    r.press(t, 0, 0); // a simplex radio keyed for the console: its COR is ignored, no change
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    let out = drain(&mut r);
+    let idle = index_of(&out, "idle", |o| matches!(o, RouterOutput::ToPeer { msg: ToParticipant::Idle, .. }));
+    let air =
+        index_of(&out, "empty air", |o| matches!(o, RouterOutput::Air { channel: 0, radios } if radios.is_empty()));
+    assert!(idle < air, "{out:?}");
+}
+
 #[test]
 fn without_a_report_an_open_cor_is_the_reason_a_radio_waits() {
     let t = Instant::now();
