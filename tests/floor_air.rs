@@ -355,3 +355,102 @@ async fn a_receiving_radio_gets_the_floor_back_when_the_console_lets_go() {
     cancel.cancel();
     let _ = tokio::time::timeout(T, uplink.stopped()).await;
 }
+
+/// Two radios: radio2 carries whoever talks, radio1 receives a field unit.
+fn two_radios(max_talk_ms: u64) -> String {
+    CONFIG.replace("no_media_ms = 60000", &format!("no_media_ms = 60000\nmax_talk_ms = {max_talk_ms}")).replace(
+        "[hub]",
+        r#"[port.radio2]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:r2-cor" }
+ptt = { line = "sim:r2-ptt" }
+keying = { tx_delay_ms = 100, tx_hang_ms = 300 }
+[hub]"#,
+    )
+}
+
+async fn start_with(config: &str) -> (Daemon, u16) {
+    let port = free_port();
+    let d = Daemon::start_with(&config.replace("{port}", &port.to_string()), &[], &[("token", "dispatch-secret\n")]);
+    let deadline = Instant::now() + T;
+    while !(d.stderr().contains("roipd running") && d.line("r1-cor") == Some(false) && d.line("r2-cor") == Some(false))
+    {
+        assert!(Instant::now() < deadline, "roipd did not start\n{}", d.stderr());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (d, port)
+}
+
+/// Radio1 receives, the console preempts and lets go: radio1 has the floor back and radio2
+/// carries it. Returns the console.
+async fn retaken(d: &Daemon, port: u16) -> Console {
+    let mut console = Console::join(port).await;
+    radio_talks(d, &console).await;
+    wait_line(d, "radio2 keyed for radio1", "r2-ptt", true).await;
+    console.floor("request").await;
+    console.wait_msg("granted", |m| m["type"] == "floor" && m["event"] == "granted").await;
+    let mark = console.len();
+    console.floor("release").await;
+    console.wait_msg_from(mark, "radio1 takes the floor back", |m| taken_by(m, "radio1")).await;
+    assert_eq!(d.line("r2-ptt"), Some(true), "radio2 carries radio1 again");
+    console
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_talk_cuts_a_retaken_floor_unkeys_every_radio_and_a_stuck_squelch_does_not_retake() {
+    let (d, port) = start_with(&two_radios(3000)).await;
+    let console = retaken(&d, port).await;
+    let retook = Instant::now();
+    let mark = console.len();
+    // Radio1's squelch stays open (stuck): max talk (3 s, counted from the retake) cuts it.
+    console
+        .wait_msg_from(mark, "the floor goes idle after max talk", |m| m["type"] == "floor" && m["event"] == "idle")
+        .await;
+    eprintln!("max talk cut the retaken floor {:?} after the retake", retook.elapsed());
+    wait_line(&d, "radio2 unkeyed after max talk", "r2-ptt", false).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let since: Vec<Value> = console.inbox.lock().unwrap()[mark..].to_vec();
+    assert!(
+        !since.iter().any(|m| m["type"] == "floor" && m["event"] == "taken"),
+        "the stuck squelch took the floor back: {since:#?}"
+    );
+    assert_eq!(d.line("r2-ptt"), Some(false), "radio2 stays unkeyed");
+    assert!(
+        d.line_log("r1-ptt").iter().all(|l| !l),
+        "radio1 (receiving throughout) never keyed: {:?}",
+        d.line_log("r1-ptt")
+    );
+    assert!(d.stderr().contains("MaxTalkTime"), "{}", d.stderr());
+    // A new key-up talks again.
+    d.drive("r1-cor", false);
+    console.wait_msg_from(mark, "idle", |m| m["type"] == "floor" && m["event"] == "idle").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mark = console.len();
+    d.drive("r1-cor", true);
+    console.wait_msg_from(mark, "radio1 talks after a new key-up", |m| taken_by(m, "radio1")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_a_retake_releases_every_ptt_line() {
+    let (mut d, port) = start_with(&two_radios(180_000)).await;
+    let _console = retaken(&d, port).await;
+    d.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| d.wait_exit(T));
+    assert!(status.success(), "clean exit: {status}\n{}", d.stderr());
+    assert_eq!(d.line("r2-ptt"), Some(false), "radio2 released before exit\n{}", d.stderr());
+    assert_eq!(d.line_log("r2-ptt").last(), Some(&false));
+    assert!(d.line_log("r1-ptt").iter().all(|l| !l), "radio1 never keyed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_fault_after_a_retake_releases_every_ptt_line() {
+    let (mut d, port) = start_with(&two_radios(180_000)).await;
+    let _console = retaken(&d, port).await;
+    d.inject_fault("panic");
+    let status = tokio::task::block_in_place(|| d.wait_exit(T));
+    assert!(!status.success(), "a panic is not a clean stop: {status}");
+    assert_eq!(d.line("r2-ptt"), Some(false), "radio2 released\n{}", d.stderr());
+    assert!(d.line_log("r1-ptt").iter().all(|l| !l), "radio1 never keyed");
+    assert!(d.stderr().contains("PTT outputs released"), "{}", d.stderr());
+}
