@@ -10,6 +10,8 @@
 //!   straight back to the radio: its call goes on for every listener.
 
 mod common;
+#[allow(dead_code)]
+mod fleet;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -371,11 +373,14 @@ keying = { tx_delay_ms = 100, tx_hang_ms = 300 }
 }
 
 async fn start_with(config: &str) -> (Daemon, u16) {
+    start_with_lines(config, &["r1-cor", "r2-cor"]).await
+}
+
+async fn start_with_lines(config: &str, cors: &[&str]) -> (Daemon, u16) {
     let port = free_port();
     let d = Daemon::start_with(&config.replace("{port}", &port.to_string()), &[], &[("token", "dispatch-secret\n")]);
     let deadline = Instant::now() + T;
-    while !(d.stderr().contains("roipd running") && d.line("r1-cor") == Some(false) && d.line("r2-cor") == Some(false))
-    {
+    while !(d.stderr().contains("roipd running") && cors.iter().all(|c| d.line(c) == Some(false))) {
         assert!(Instant::now() < deadline, "roipd did not start\n{}", d.stderr());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -453,4 +458,29 @@ async fn a_driver_fault_after_a_retake_releases_every_ptt_line() {
     assert_eq!(d.line("r2-ptt"), Some(false), "radio2 released\n{}", d.stderr());
     assert!(d.line_log("r1-ptt").iter().all(|l| !l), "radio1 never keyed");
     assert!(d.stderr().contains("PTT outputs released"), "{}", d.stderr());
+}
+
+/// MQTT port state against a real Mosquitto: `tx_keyed` is never true while radio1's PTT line
+/// is unkeyed (waiting for its squelch to close), and is true once the line is keyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_tx_keyed_follows_the_ptt_line_not_the_wish() {
+    let broker = fleet::broker::Broker::start();
+    let probe = fleet::probe::Probe::connect(broker.anon, &["roipd/hub/state/radio1"]).await;
+    let config = CONFIG.replace("[hub]", &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[hub]", broker.anon));
+    let (d, port) = start_with_lines(&config, &["r1-cor"]).await;
+    let keyed = |m: &fleet::probe::Msg| m.json()["tx_keyed"] == true;
+    let mut console = Console::join(port).await;
+    radio_talks(&d, &console).await;
+    console.floor("request").await;
+    console.wait_msg("told radio1 waits", |m| air_is(m, "waiting", Some("receiving"))).await;
+    probe.wait("radio1 state with RX active", T, |m| m.json()["rx_active"] == true).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!probe.all().iter().any(keyed), "MQTT claims radio1 transmits while its PTT line is unkeyed");
+    d.drive("r1-cor", false);
+    wait_line(&d, "radio1 keyed", "r1-ptt", true).await;
+    probe.wait("MQTT tx_keyed once the line is keyed", T, keyed).await;
+    let mark = probe.mark();
+    console.floor("release").await;
+    wait_line(&d, "radio1 unkeyed", "r1-ptt", false).await;
+    probe.wait_after(mark, "MQTT tx_keyed false after release", T, |m| m.json()["tx_keyed"] == false).await;
 }
