@@ -759,6 +759,7 @@ impl Router {
 
     /// Deliver messages both ways until quiet, then derive TX requests and floor changes.
     fn settle(&mut self, now: Instant) {
+        let batch = self.outputs.len();
         loop {
             let mut moved = self.sync_patches(now);
             for m in 0..self.members.len() {
@@ -794,7 +795,7 @@ impl Router {
             }
         }
         self.collect_events();
-        self.derive_levels();
+        self.derive_levels(batch);
     }
 
     /// An arbiter's message on a hosted channel: to local participants in-process, to remote
@@ -876,7 +877,8 @@ impl Router {
         }
     }
 
-    fn derive_levels(&mut self) {
+    /// `batch`: where this settle's outputs start in the queue.
+    fn derive_levels(&mut self, batch: usize) {
         for channel in 0..self.hosts.len() {
             let holder = self.holder(channel);
             if holder != self.holders[channel] {
@@ -913,7 +915,17 @@ impl Router {
         for (channel, radios) in air.into_iter().enumerate() {
             if radios != self.air[channel] {
                 self.air[channel] = radios.clone();
-                self.outputs.push_back(RouterOutput::Air { channel, radios });
+                // Peers hear which radios wait before the floor messages that make them wait,
+                // and an emptied list after them: a client never shows its talker on air for
+                // an instant between `granted` and `air` (nor between `air` and `idle`).
+                let first_floor_msg = || {
+                    let mut this_batch = self.outputs.iter().enumerate().skip(batch);
+                    this_batch.find(|(_, o)| matches!(o, RouterOutput::ToPeer { channel: c, .. } if *c == channel))
+                };
+                match first_floor_msg().map(|(i, _)| i).filter(|_| !radios.is_empty()) {
+                    Some(i) => self.outputs.insert(i, RouterOutput::Air { channel, radios }),
+                    None => self.outputs.push_back(RouterOutput::Air { channel, radios }),
+                }
             }
         }
     }

@@ -8,4 +8,4 @@ import { consoleSuite } from './suite.mjs';
 const shots = process.env.ROIPD_SCREENSHOTS ?? path.join(REPO, 'docs/screenshots');
 
 consoleSuite('demo', async ({ dir }) => new DemoBox({ dir, port: await freePort() }),
-  { screenshots: shots === 'none' ? null : shots });
+  { screenshots: shots === 'none' ? null : shots, receivingRadio: true });

@@ -7,7 +7,9 @@ import path from 'node:path';
 import { before, after, test as nodeTest } from 'node:test';
 import { launch, prerequisites, sleep, tmpDir, toneWav, until } from './harness.mjs';
 
-export function consoleSuite(name, makeBox, { screenshots = null } = {}) {
+// `receivingRadio`: the box's radio1 receives calls on its own (roipd demo), so a console can
+// press PTT while it receives.
+export function consoleSuite(name, makeBox, { screenshots = null, receivingRadio = false } = {}) {
   let chromium, browserA, browserB, box, page, pageB;
   const dir = tmpDir('roipd-console-');
 
@@ -96,6 +98,50 @@ export function consoleSuite(name, makeBox, { screenshots = null } = {}) {
     assert.equal(await ch.locator('audio').evaluate((a) => a.volume), 0.5);
     console.log(`  rx level ${level.toFixed(3)}, ${packets} packets`);
   });
+
+  // Holding the floor is not being on air: pressing while radio1's squelch is open shows
+  // WAITING, never TRANSMITTING, until the radio is keyed (docs/signaling.md, air).
+  if (receivingRadio) test(`${name}: PTT while the radio receives shows WAITING, then TRANSMITTING once it is on air`, async () => {
+    const ch = ops(page);
+    await waitIdle(page);
+    // Every state the floor display takes, with the PTT line's level when the test sees it.
+    await page.evaluate(() => {
+      window.floorStates = [];
+      const el = document.querySelector('#floor-status');
+      new MutationObserver(() => window.floorStates.push(el.dataset.state))
+        .observe(el, { attributes: true, attributeFilter: ['data-state'] });
+    });
+    await until('the radio to take the floor', async () => (await ch.getAttribute('data-holder')) === 'other', 20000);
+    await pressPtt(page);
+    try {
+      await waitingThenOnAir(ch);
+    } finally {
+      await page.mouse.up();
+    }
+    await until('idle after release', async () => (await floorState(page)) === 'idle', 3000);
+    await until('the radio PTT line released', async () => !(await box.pttLine()), 10000);
+  });
+
+  const waitingThenOnAir = async (ch) => {
+    await until('WAITING', async () => (await floorState(page)) === 'waiting', 5000);
+    assert.match(await page.locator('#floor-status').textContent(), /WAITING for radio1 \(receiving\)/);
+    assert.match(await ch.locator('.ch-activity').textContent(), /you are talking \(not on air on radio1 yet\)/);
+    assert.equal(box.pttLine(), false, 'the radio is not keyed while it receives');
+    await shot(page, 'console-waiting.png');
+    await sleep(500);
+    assert.equal(await floorState(page), 'waiting', 'still waiting while the squelch is open');
+    assert.equal(box.pttLine(), false, 'still not keyed while the squelch is open');
+    // The call ends (a demo call lasts 4 s): the radio keys and the console says so.
+    await until('the radio PTT line keyed', () => box.pttLine(), 10000);
+    await until('TRANSMITTING', async () => (await floorState(page)) === 'granted', 5000);
+    assert.match(await page.locator('#floor-status').textContent(), /TRANSMITTING/);
+    assert.equal(await ch.locator('.ch-activity').textContent(), 'you are talking');
+    const states = await page.evaluate(() => window.floorStates);
+    const firstGranted = states.indexOf('granted');
+    assert.ok(firstGranted > states.indexOf('waiting') && states.indexOf('waiting') >= 0,
+      `TRANSMITTING shown only after WAITING: ${states.join(' → ')}`);
+    console.log(`  floor display: ${states.join(' → ')}`);
+  };
 
   test(`${name}: holding PTT keys the radio and sends the microphone's tone`, async () => {
     await waitIdle(page);

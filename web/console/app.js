@@ -247,6 +247,7 @@ function onAir(m) {
   const ch = S.channels.get(m.channel);
   if (!ch) return;
   ch.air = m.radios || [];
+  renderChannel(ch);
   if (ch.name === S.tx && talking(S.ptt.state)) showTalk(ch);
 }
 
@@ -438,7 +439,10 @@ function renderChannel(ch) {
   const h = ch.holder;
   const ours = h && h.id !== undefined && h.id === ch.id;
   ch.el.dataset.holder = h ? (ours ? 'self' : 'other') : '';
-  setText($('.ch-activity', ch.el), h ? (ours ? 'you are talking' : `▶ ${h.name} talking`) : 'idle');
+  // Holding the floor: heard by the other members, but on air only on radios that are keyed.
+  const waiting = ours ? (ch.air || []).filter((r) => r.state === 'waiting').map((r) => r.port) : [];
+  const self = waiting.length ? `you are talking (not on air on ${waiting.join(', ')} yet)` : 'you are talking';
+  setText($('.ch-activity', ch.el), h ? (ours ? self : `▶ ${h.name} talking`) : 'idle');
   setText($('.ch-link', ch.el), ch.link);
   $('.tx-select input', ch.el).disabled = ch.id === undefined;
 }

@@ -419,6 +419,82 @@ fn edge_radio_still_receiving_asks_the_hub_again_when_its_channel_goes_idle() {
 }
 
 #[test]
+fn a_retaken_floor_is_cut_by_max_talk_unkeys_every_radio_and_is_not_retaken() {
+    // Safety of the retake path: the radio that retakes never keys itself, the radio carrying
+    // it unkeys when max talk cuts it, and a stuck COR does not take the channel back.
+    let t = Instant::now();
+    let cfg = ArbiterConfig { max_talk: Duration::from_secs(30), no_media_timeout: Duration::from_secs(3600), ..Default::default() };
+    let mut r = Router::new(vec![ChannelHost::Local(cfg)], vec![radio("radio1", 0), radio("radio2", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    // Meanwhile the router wants radio1 to carry the console (its port keys it only once its
+    // squelch closes): from the retake on it must want radio1 unkeyed.
+    drain(&mut r);
+    let at = t + Duration::from_secs(1);
+    r.from_peer(at, 9, console, ToArbiter::Release);
+    let mut out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 0, on: false }), "{out:?}");
+    assert_eq!(r.holder(0), Some(Talker::Port(0)), "retaken");
+    assert!(r.air(0).iter().all(|(p, _)| *p == 1), "only radio2 carries radio1: {:?}", r.air(0));
+    // The retake restarted radio1's talk: max talk counts from it.
+    let cut = r.poll_timeout().expect("max talk armed");
+    assert!(cut > at && cut <= at + Duration::from_secs(30), "{:?}", cut - t);
+    r.handle_timeout(cut);
+    out.extend(drain(&mut r));
+    assert_eq!(r.holder(0), None, "max talk frees the channel");
+    assert!(out.iter().any(|o| matches!(o, RouterOutput::Revoked { port: 0, cause: RevokeCause::MaxTalkTime, .. })), "{out:?}");
+    assert!(!out.contains(&RouterOutput::TxRequest { port: 0, on: true }), "radio1 not keyed again: {out:?}");
+    assert_eq!(out.iter().rev().find(|o| matches!(o, RouterOutput::TxRequest { port: 1, .. })), Some(&RouterOutput::TxRequest { port: 1, on: false }));
+    assert!(r.air(0).is_empty());
+    // COR still open (stuck): nothing takes the channel, keys or asks again, however long.
+    for s in [31, 60, 600] {
+        r.handle_timeout(t + Duration::from_secs(s));
+    }
+    let out = drain(&mut r);
+    assert_eq!(r.holder(0), None, "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, RouterOutput::TxRequest { on: true, .. })), "{out:?}");
+    // A new key-up does.
+    r.unpress(t, 0, 0);
+    r.press(t + Duration::from_secs(601), 0, 0);
+    assert_eq!(r.holder(0), Some(Talker::Port(0)));
+}
+
+#[test]
+fn an_edge_radio_cut_by_the_hubs_max_talk_does_not_ask_again_and_unkeys_when_the_uplink_drops() {
+    let t = Instant::now();
+    let mut r = Router::new(vec![ChannelHost::Uplink], vec![radio("a", 0), radio("b", 0)]);
+    let (ida, idb) = (ParticipantId(40), ParticipantId(41));
+    r.uplink_up(t, &[(0, 0, ida), (1, 0, idb)]);
+    r.press(t, 0, 0);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Granted);
+    r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ida, priority: Priority::NORMAL });
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: true }), "b carries a: {out:?}");
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Revoke { cause: RevokeCause::MaxTalkTime });
+    r.from_uplink(t, 0, None, ToParticipant::Idle);
+    let out = drain(&mut r);
+    assert!(!out.iter().any(|o| matches!(o, RouterOutput::ToUplink { msg: ToArbiter::Request { .. }, .. })), "no retake after max talk: {out:?}");
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
+    assert_eq!(r.holder(0), None);
+
+    // Preempted (so it would retake), then the uplink drops: everything unkeys and nothing is
+    // asked of a hub that is gone.
+    r.unpress(t, 0, 0);
+    r.press(t, 0, 0);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Granted);
+    r.from_uplink(t, 0, Some(ida), ToParticipant::Revoke { cause: RevokeCause::Preempted { by: ParticipantId(7) } });
+    r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ParticipantId(7), priority: Priority::DISPATCH });
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: true }), "b carries the dispatcher: {out:?}");
+    r.uplink_down(t);
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, RouterOutput::ToUplink { .. } | RouterOutput::TxRequest { on: true, .. })), "{out:?}");
+    assert_eq!(r.holder(0), None);
+}
+
+#[test]
 fn a_desk_press_is_not_retaken() {
     let t = Instant::now();
     let desk_a = PortSpec { name: "d".into(), kind: PortKind::Desk, channels: vec![0], priority: Priority::NORMAL };
@@ -473,6 +549,45 @@ fn preempting_a_receiving_radio_says_it_is_not_on_air_until_its_squelch_closes()
     r.from_peer(t, 9, console, ToArbiter::Release);
     assert_eq!(air_of(&drain(&mut r), 0), Some(vec![]));
     assert!(r.air(0).is_empty());
+}
+
+/// Index of the first output `pick` accepts (panics with the outputs if none).
+fn index_of(out: &[RouterOutput], what: &str, pick: impl Fn(&RouterOutput) -> bool) -> usize {
+    out.iter().position(pick).unwrap_or_else(|| panic!("no {what} in {out:?}"))
+}
+
+#[test]
+fn a_talker_learns_a_radio_waits_before_it_learns_it_holds_the_floor() {
+    // A console shows TRANSMITTING on `granted` unless it knows a radio waits: the air state
+    // must reach it first, or it claims to be on air for an instant (seen in Chromium).
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("radio1", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0);
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    let out = drain(&mut r);
+    let air = index_of(&out, "air", |o| matches!(o, RouterOutput::Air { channel: 0, radios } if !radios.is_empty()));
+    let granted =
+        index_of(&out, "granted", |o| matches!(o, RouterOutput::ToPeer { peer: 9, msg: ToParticipant::Granted, .. }));
+    let taken = index_of(&out, "taken", |o| matches!(o, RouterOutput::ToPeer { msg: ToParticipant::Taken { .. }, .. }));
+    assert!(air < granted && air < taken, "{out:?}");
+
+    // Losing the floor: the talker hears it lost the floor before the emptied air state, so
+    // it never shows TRANSMITTING between the two.
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    r.unpress(t, 0, 0);
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    r.radio_tx(t, 0, KEYED);
+    drain(&mut r);
+    r.press(t, 0, 0); // a simplex radio keyed for the console: its COR is ignored, no change
+    r.from_peer(t, 9, console, ToArbiter::Release);
+    let out = drain(&mut r);
+    let idle = index_of(&out, "idle", |o| matches!(o, RouterOutput::ToPeer { msg: ToParticipant::Idle, .. }));
+    let air =
+        index_of(&out, "empty air", |o| matches!(o, RouterOutput::Air { channel: 0, radios } if radios.is_empty()));
+    assert!(idle < air, "{out:?}");
 }
 
 #[test]
