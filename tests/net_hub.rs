@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
 use roipd::core::floor::{DenyCause, ParticipantId, Priority, ToArbiter, ToParticipant};
+use roipd::net::peer_queue::PeerTx;
 use roipd::net::{
     self, HubChannel, HubEvent, HubHandle, HubOptions, HubToken, MemberRequest, PeerId, ToPeer, UplinkEvent,
     UplinkHandle, UplinkOptions,
@@ -84,7 +85,7 @@ impl Hub {
 
 struct RouterPeer {
     name: String,
-    to: mpsc::UnboundedSender<ToPeer>,
+    to: PeerTx<ToPeer>,
     members: Vec<(ParticipantId, String, String)>, // id, key, channel
 }
 
