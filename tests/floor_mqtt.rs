@@ -18,6 +18,7 @@ use roipd::config::MqttConfig;
 use roipd::core::floor::{ArbiterConfig, ParticipantId, Priority, RevokeCause, ToParticipant};
 use roipd::core::routing::{ChannelHost, PortKind, PortSpec, Router, RouterOutput, Talker};
 use roipd::net::floor_mqtt::{start_edge, start_host, FloorEdgeHandle, FloorEdgeOptions, FloorHostOptions};
+use roipd::net::peer_queue::PeerTx;
 use roipd::net::{HubEvent, MemberRequest, PeerId, ToPeer, UplinkEvent};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -95,7 +96,7 @@ async fn host_router(
     cancel: CancellationToken,
 ) {
     let mut router = Router::new(CHANNELS.iter().map(|_| ChannelHost::Local(config.clone())).collect(), vec![]);
-    let mut peers: HashMap<PeerId, mpsc::UnboundedSender<ToPeer>> = HashMap::new();
+    let mut peers: HashMap<PeerId, PeerTx<ToPeer>> = HashMap::new();
     let name_of = |router: &Router, channel: usize, id: ParticipantId| {
         router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, n, _)| n)
     };

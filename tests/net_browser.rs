@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
 use roipd::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
+use roipd::net::peer_queue::PeerTx;
 use roipd::net::{
     self, HubChannel, HubEvent, HubOptions, HubToken, MemberRequest, PeerId, ToPeer, UplinkEvent, UplinkOptions,
 };
@@ -120,7 +121,7 @@ fn tone_wav(path: &Path) {
 
 /// Grants free floors and forwards the holder's media to everyone else on the channel.
 async fn router(mut rx: mpsc::UnboundedReceiver<HubEvent>) {
-    let mut peers: HashMap<PeerId, (String, mpsc::UnboundedSender<ToPeer>, Vec<ParticipantId>)> = HashMap::new();
+    let mut peers: HashMap<PeerId, (String, PeerTx<ToPeer>, Vec<ParticipantId>)> = HashMap::new();
     let mut holder: Option<(PeerId, ParticipantId)> = None;
     let mut next = 0u64;
     while let Some(e) = rx.recv().await {

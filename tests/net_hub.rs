@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
 use roipd::core::floor::{DenyCause, ParticipantId, Priority, ToArbiter, ToParticipant};
+use roipd::net::peer_queue::PeerTx;
 use roipd::net::{
     self, HubChannel, HubEvent, HubHandle, HubOptions, HubToken, MemberRequest, PeerId, ToPeer, UplinkEvent,
     UplinkHandle, UplinkOptions,
@@ -84,7 +85,7 @@ impl Hub {
 
 struct RouterPeer {
     name: String,
-    to: mpsc::UnboundedSender<ToPeer>,
+    to: PeerTx<ToPeer>,
     members: Vec<(ParticipantId, String, String)>, // id, key, channel
 }
 
@@ -1076,4 +1077,64 @@ async fn oversize_frames_are_closed_with_1009() {
         assert_eq!(closed(&mut ws).await, 1009, "joined {joined}");
     }
     hub.stop().await;
+}
+
+/// A console that stops reading while the roster churns: the hub queues at most
+/// `Limits::PEER.reliable` messages for it, then drops the queue and the peer (its members
+/// leave), instead of growing with everything the peer does not read (issue 14 item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded() {
+    use roipd::net::peer_queue::{End, Limits};
+    use roipd::net::protocol::RosterDelta;
+    use roipd::net::RosterEntry;
+
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    let handle = net::serve(options(localhost(), Some(0)), events_tx, cancel.clone()).await.expect("hub starts");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", handle.http_addr())).await.unwrap();
+    send(&mut ws, json!({"type":"hello","token":ALL,"name":"stalled","members":[{"key":"c","channel":"ops"}]})).await;
+    let (peer, to_peer) = match tokio::time::timeout(T, events.recv()).await.unwrap().unwrap() {
+        HubEvent::Joined { peer, to_peer, reply, .. } => {
+            reply.send(Ok(vec![ParticipantId(1)])).unwrap();
+            (peer, to_peer)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    // From here on the console reads nothing. Joins and leaves of 60 consoles each, over and
+    // over, as the router would send them (~4 KB each once serialized).
+    let entries: Vec<RosterEntry> =
+        (0..60).map(|i| RosterEntry { id: i, name: format!("console number {i} on the desk"), priority: 0 }).collect();
+    let delta = Arc::new(RosterDelta { channel: "ops".into(), add: entries, remove: vec![] });
+    let mut sent = 0u64;
+    let end = loop {
+        match to_peer.send(ToPeer::RosterDelta(delta.clone())) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(to_peer.len() <= Limits::PEER.reliable, "queue grew to {}", to_peer.len());
+        assert!(sent < 1_000_000, "the hub never gave up on a console that does not read");
+        if sent % 256 == 0 {
+            // Let the session write what the socket takes.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    assert_eq!(end, End::Overflow);
+    assert_eq!(to_peer.len(), 0, "the stalled console's queue is freed at once");
+    assert!(to_peer.send(ToPeer::RosterDelta(delta.clone())).is_err(), "nothing more is queued for it");
+    // And it leaves, whatever it still has unread.
+    let left = tokio::time::timeout(T, async {
+        loop {
+            match events.recv().await {
+                Some(HubEvent::Left { peer: p }) if p == peer => return,
+                Some(_) => {}
+                None => panic!("hub events ended"),
+            }
+        }
+    })
+    .await;
+    assert!(left.is_ok(), "the stalled console was not dropped");
+    drop(ws);
+    cancel.cancel();
+    tokio::time::timeout(T, handle.stopped()).await.expect("hub stops");
 }

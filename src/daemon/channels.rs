@@ -4,6 +4,7 @@
 //! floor messages to peers and the uplink.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -24,6 +25,8 @@ use crate::core::routing::{
     Talker,
 };
 use crate::fleet::{Event, EventKind};
+use crate::net::peer_queue::PeerTx;
+use crate::net::protocol::{Roster, RosterDelta};
 use crate::net::{HubEvent, MemberRequest, PortStatus, RosterEntry, ToPeer, UplinkEvent};
 use crate::pipeline::MediaPacket;
 
@@ -71,7 +74,7 @@ impl UplinkSink for crate::net::UplinkHandle {
 }
 
 struct Peer {
-    to_peer: mpsc::UnboundedSender<ToPeer>,
+    to_peer: PeerTx<ToPeer>,
 }
 
 /// Where the router's inputs come from besides the local ports.
@@ -98,6 +101,9 @@ pub struct ChannelRouter {
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
     audio: Vec<Option<PortAudio>>,
     peers: HashMap<PeerId, Peer>,
+    /// Each channel's roster as last told to every peer: a joining peer gets it whole, the
+    /// others only what changed (one roster per join to everyone is O(n²) with n consoles).
+    rosters: Vec<Arc<Roster>>,
     uplink: Option<Box<dyn UplinkSink>>,
     /// What we ask the uplink hub for, in order: its `Up` answers in the same order.
     uplink_members: Vec<(PortId, ChannelId)>,
@@ -163,13 +169,14 @@ impl ChannelRouter {
         for (id, a) in port_audio {
             audio[id] = a;
         }
-        Self {
+        let mut me = Self {
             router: Router::new(channel_hosts(config), specs),
             port_names: config.port.keys().cloned().collect(),
             rx_active: vec![false; ports.len()],
             tx_wanted: vec![false; ports.len()],
             audio_noted: vec![None; ports.len()],
             muted: vec![false; channel_names.len()],
+            rosters: Vec::new(),
             channel_names,
             talk_channel,
             ports,
@@ -184,7 +191,20 @@ impl ChannelRouter {
             desk_states: vec![None; config.port.len()],
             reporter,
             heartbeat,
-        }
+        };
+        // The local radios are on their channels from the start.
+        me.rosters = (0..me.channel_names.len())
+            .map(|c| Arc::new(Roster { channel: me.channel_names[c].clone(), members: me.roster_now(c) }))
+            .collect();
+        me
+    }
+
+    fn roster_now(&self, channel: ChannelId) -> Vec<RosterEntry> {
+        self.router
+            .roster(channel)
+            .into_iter()
+            .map(|(id, name, priority)| RosterEntry { id: id.0, name, priority: priority.0 })
+            .collect()
     }
 
     /// Make `port` a desk: its presses come as [`ChannelMsg::Desk`], its channels' packets go
@@ -426,6 +446,10 @@ impl ChannelRouter {
                     }
                 }
                 info!(peer, name = %name, members = ids.len(), "peer joined");
+                // The rosters as everyone knows them; the deltas that follow add this peer.
+                for roster in self.rosters.iter().filter(|r| !r.members.is_empty()) {
+                    let _ = to_peer.send(ToPeer::Roster(roster.clone()));
+                }
                 self.peers.insert(peer, Peer { to_peer });
                 let _ = reply.send(Ok(ids));
                 self.send_ports(peer);
@@ -669,15 +693,15 @@ impl ChannelRouter {
                     self.reporter.event(event);
                 }
                 RouterOutput::Roster { channel } => {
-                    let members: Vec<RosterEntry> = self
-                        .router
-                        .roster(channel)
-                        .into_iter()
-                        .map(|(id, name, priority)| RosterEntry { id: id.0, name, priority: priority.0 })
-                        .collect();
-                    let channel = self.channel_names[channel].clone();
+                    let members = self.roster_now(channel);
+                    let name = &self.channel_names[channel];
+                    let Some(delta) = RosterDelta::between(name, &self.rosters[channel].members, &members) else {
+                        continue;
+                    };
+                    self.rosters[channel] = Arc::new(Roster { channel: name.clone(), members });
+                    let delta = Arc::new(delta);
                     for p in self.peers.values() {
-                        let _ = p.to_peer.send(ToPeer::Roster { channel: channel.clone(), members: members.clone() });
+                        let _ = p.to_peer.send(ToPeer::RosterDelta(delta.clone()));
                     }
                 }
             }

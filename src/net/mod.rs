@@ -10,6 +10,7 @@ pub mod addrs;
 pub mod floor_mqtt;
 pub mod hub;
 pub mod janus;
+pub mod peer_queue;
 pub mod protocol;
 mod reconnect;
 mod rtc;
@@ -19,7 +20,11 @@ pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken, DEFAULT_MAX_SE
 pub use rtc::StreamStats;
 pub use uplink::{start as start_uplink, UplinkHandle, UplinkOptions};
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use self::peer_queue::{PeerTx, Policy, Queued};
 
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
 use crate::pipeline::MediaPacket;
@@ -46,7 +51,7 @@ pub enum HubEvent {
         peer: PeerId,
         name: String,
         members: Vec<MemberRequest>,
-        to_peer: mpsc::UnboundedSender<ToPeer>,
+        to_peer: PeerTx<ToPeer>,
         reply: oneshot::Sender<Result<Vec<ParticipantId>, String>>,
     },
     /// A floor request or release from one of the peer's members.
@@ -66,14 +71,41 @@ pub enum ToPeer {
     Floor { channel: String, member: Option<ParticipantId>, msg: ToParticipant, holder_name: Option<String> },
     /// The channel's talker's packet, to send on the peer's track for that channel.
     Media { channel: String, packet: MediaPacket },
-    /// Who is on a channel now.
-    Roster { channel: String, members: Vec<RosterEntry> },
+    /// Who is on a channel: the whole roster, once per channel when the peer joins; shared by
+    /// every peer's queue, not copied into each.
+    Roster(Arc<protocol::Roster>),
+    /// What changed on a channel's roster since the last `Roster`/`RosterDelta`.
+    RosterDelta(Arc<protocol::RosterDelta>),
     /// The hub box's own radio ports, for consoles.
     Ports { ports: Vec<PortStatus> },
     /// The hub box's desk port, for consoles.
     Desk(protocol::DeskState),
     /// Which of the hub box's radios carry a channel's talker, and whether each is on air.
     Air(protocol::Air),
+}
+
+/// How a peer's queue ([`peer_queue`]) treats each message when the peer is slow: media is
+/// lossy, state replaces older state, floor messages and roster deltas must all arrive.
+impl Queued for ToPeer {
+    fn policy(&self) -> Policy {
+        match self {
+            ToPeer::Media { .. } => Policy::DropOldest,
+            ToPeer::Roster(_) | ToPeer::Ports { .. } | ToPeer::Desk(_) | ToPeer::Air(_) => Policy::Coalesce,
+            ToPeer::Floor { .. } | ToPeer::RosterDelta(_) => Policy::Keep,
+        }
+    }
+
+    fn supersedes(&self, older: &Self) -> bool {
+        match (self, older) {
+            (ToPeer::Ports { .. }, ToPeer::Ports { .. }) => true,
+            (ToPeer::Desk(a), ToPeer::Desk(b)) => a.port == b.port,
+            (ToPeer::Air(a), ToPeer::Air(b)) => a.channel == b.channel,
+            // A whole roster makes every earlier roster message of its channel pointless.
+            (ToPeer::Roster(a), ToPeer::Roster(b)) => a.channel == b.channel,
+            (ToPeer::Roster(a), ToPeer::RosterDelta(b)) => a.channel == b.channel,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

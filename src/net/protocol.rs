@@ -5,7 +5,7 @@
 //! Parsing goes text → `serde_json::Value` → the variant named by `type`, so every failure has a
 //! class ([`ParseError`]) the hub can answer with an `error` message.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -113,6 +113,7 @@ pub enum ServerMessage {
     Answer(Answer),
     Floor(FloorEvent),
     Roster(Roster),
+    RosterDelta(RosterDelta),
     Ports(Ports),
     /// A `desk` command was applied.
     Desk(DeskDone),
@@ -247,10 +248,45 @@ pub struct Answer {
     pub sdp: String,
 }
 
+/// A channel's whole roster: sent once per channel when a peer joins (the initial state).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Roster {
     pub channel: String,
     pub members: Vec<RosterEntry>,
+}
+
+/// What changed in a channel's roster since the last `roster` or `roster_delta` the peer got:
+/// members in `add` joined or changed (replace any entry with the same id), ids in `remove`
+/// left. Applying it twice changes nothing more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RosterDelta {
+    pub channel: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<RosterEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<u64>,
+}
+
+impl RosterDelta {
+    /// From `old` to `new`; `None` when nothing changed. Entries keep `new`'s order.
+    pub fn between(channel: &str, old: &[RosterEntry], new: &[RosterEntry]) -> Option<RosterDelta> {
+        let before: HashMap<u64, &RosterEntry> = old.iter().map(|e| (e.id, e)).collect();
+        let after: HashSet<u64> = new.iter().map(|e| e.id).collect();
+        let add: Vec<RosterEntry> = new.iter().filter(|e| before.get(&e.id) != Some(e)).cloned().collect();
+        let remove: Vec<u64> = old.iter().map(|e| e.id).filter(|id| !after.contains(id)).collect();
+        (!add.is_empty() || !remove.is_empty()).then(|| RosterDelta { channel: channel.to_owned(), add, remove })
+    }
+
+    /// What a client does with it: the roster it held, updated (new members at the end).
+    pub fn apply(&self, roster: &mut Vec<RosterEntry>) {
+        roster.retain(|e| !self.remove.contains(&e.id));
+        for a in &self.add {
+            match roster.iter_mut().find(|e| e.id == a.id) {
+                Some(e) => *e = a.clone(),
+                None => roster.push(a.clone()),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +315,9 @@ pub enum ErrorCode {
     Timeout,
     /// ICE or DTLS failed, or the peer closed its media: the peer has left.
     MediaFailed,
+    /// The peer did not read what the hub sent fast enough: its queue overflowed. Only the
+    /// close code reaches it (the hub does not queue more for a peer that does not read).
+    TooSlow,
 }
 
 impl ErrorCode {
@@ -290,6 +329,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 4003,
             ErrorCode::Timeout => 4008,
             ErrorCode::MediaFailed => 4010,
+            ErrorCode::TooSlow => 4029,
             ErrorCode::Unavailable => 4503,
         }
     }
@@ -302,6 +342,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::MediaFailed => "media_failed",
+            ErrorCode::TooSlow => "too_slow",
         }
     }
 }
@@ -526,7 +567,17 @@ pub fn parse_server(text: &str) -> Result<ServerMessage, ParseError> {
     let (ty, value) = split_type(text)?;
     if !matches!(
         ty.as_str(),
-        "welcome" | "answer" | "floor" | "roster" | "ports" | "desk" | "desk_state" | "air" | "pong" | "error"
+        "welcome"
+            | "answer"
+            | "floor"
+            | "roster"
+            | "roster_delta"
+            | "ports"
+            | "desk"
+            | "desk_state"
+            | "air"
+            | "pong"
+            | "error"
     ) {
         return Err(ParseError::UnknownType(truncate(&ty, 40)));
     }
@@ -768,7 +819,6 @@ mod tests {
         assert_eq!(parse_server(&json).unwrap(), air);
     }
 
-
     fn hello_json(token: &str, members: &str) -> String {
         format!(r#"{{"type":"hello","token":"{token}","name":"edge-hilltop","members":{members}}}"#)
     }
@@ -842,6 +892,12 @@ mod tests {
                 channel: "ops".into(),
                 members: vec![RosterEntry { id: 3, name: "radio1@hub".into(), priority: 0 }],
             }),
+            ServerMessage::RosterDelta(RosterDelta {
+                channel: "ops".into(),
+                add: vec![RosterEntry { id: 4, name: "console@desk".into(), priority: 2 }],
+                remove: vec![3],
+            }),
+            ServerMessage::RosterDelta(RosterDelta { channel: "ops".into(), add: vec![], remove: vec![3] }),
             ServerMessage::Ports(Ports {
                 ports: vec![PortStatus {
                     name: "radio1".into(),
@@ -1083,5 +1139,38 @@ mod tests {
         assert!(!out.split("m=").next().unwrap().contains("end-of-candidates"), "not at session level");
         assert_eq!(add_end_of_candidates(&out), out, "idempotent");
         assert_eq!(add_end_of_candidates("v=0\n"), "v=0\r\n");
+    }
+
+    #[test]
+    fn roster_deltas_carry_only_changes_and_rebuild_the_roster() {
+        let e = |id: u64, name: &str, priority: u8| RosterEntry { id, name: name.into(), priority };
+        let old = vec![e(1, "radio1@hub", 0), e(2, "console@a", 1), e(3, "console@b", 1)];
+        let new = vec![e(1, "radio1@hub", 0), e(3, "console@b", 5), e(4, "console@c", 1)];
+        let d = RosterDelta::between("ops", &old, &new).unwrap();
+        assert_eq!(d.add, [e(3, "console@b", 5), e(4, "console@c", 1)]);
+        assert_eq!(d.remove, [2]);
+        assert_eq!(
+            ServerMessage::RosterDelta(d.clone()).to_json(),
+            r#"{"type":"roster_delta","channel":"ops","add":[{"id":3,"name":"console@b","priority":5},{"id":4,"name":"console@c","priority":1}],"remove":[2]}"#
+        );
+        let mut roster = old.clone();
+        d.apply(&mut roster);
+        assert_eq!(roster, [e(1, "radio1@hub", 0), e(3, "console@b", 5), e(4, "console@c", 1)]);
+        d.apply(&mut roster);
+        assert_eq!(roster.len(), 3, "applying twice changes nothing more");
+        assert_eq!(RosterDelta::between("ops", &new, &new), None);
+
+        // One join among 256: the delta is one entry, whatever the roster's size.
+        let big: Vec<RosterEntry> = (0..256).map(|i| e(i, &format!("console {i}@x"), 0)).collect();
+        let mut bigger = big.clone();
+        bigger.push(e(999, "late@x", 0));
+        let d = RosterDelta::between("ops", &big, &bigger).unwrap();
+        assert_eq!((d.add.len(), d.remove.len()), (1, 0));
+        let full = ServerMessage::Roster(Roster { channel: "ops".into(), members: bigger.clone() }).to_json();
+        assert!(ServerMessage::RosterDelta(d).to_json().len() * 100 < full.len());
+
+        // Both fields may be absent; unknown ones are ignored.
+        let m = parse_server(r#"{"type":"roster_delta","channel":"ops","extra":1}"#).unwrap();
+        assert_eq!(m, ServerMessage::RosterDelta(RosterDelta { channel: "ops".into(), add: vec![], remove: vec![] }));
     }
 }

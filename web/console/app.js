@@ -134,6 +134,7 @@ function onMessage(m, session) {
         .catch((err) => reconnect('bad answer: ' + err.message));
     case 'floor': return onFloor(m);
     case 'roster': return onRoster(m);
+    case 'roster_delta': return onRosterDelta(m);
     case 'ports': return renderPorts(m.ports || []);
     case 'desk_state': return renderDesk(m);
     case 'air': return onAir(m);
@@ -255,6 +256,22 @@ function onRoster(m) {
   const ch = S.channels.get(m.channel);
   if (!ch) return;
   ch.roster = m.members || [];
+  renderRoster(ch);
+}
+
+// After the whole roster on join, the hub sends only who joined or changed (`add`, replacing
+// the entry with the same id) and who left (`remove`).
+function onRosterDelta(m) {
+  const ch = S.channels.get(m.channel);
+  if (!ch) return;
+  const gone = new Set(m.remove || []);
+  const add = new Map((m.add || []).map((r) => [r.id, r]));
+  ch.roster = ch.roster.filter((r) => !gone.has(r.id)).map((r) => add.get(r.id) || r);
+  for (const r of add.values()) if (!ch.roster.some((x) => x.id === r.id)) ch.roster.push(r);
+  renderRoster(ch);
+}
+
+function renderRoster(ch) {
   const ul = $('.ch-roster ul', ch.el);
   ul.replaceChildren(...ch.roster.map((r) => {
     const li = document.createElement('li');

@@ -32,6 +32,7 @@ use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
 use crate::fleet::backoff::Backoff;
 use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
+use crate::net::peer_queue::{self, Limits, PeerRx};
 use crate::net::protocol::Action;
 use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
 
@@ -302,7 +303,7 @@ impl Host {
         }
         let peer = self.next_peer;
         self.next_peer += 1;
-        let (to_peer, to_peer_rx) = mpsc::unbounded_channel();
+        let (to_peer, to_peer_rx) = peer_queue::channel(Limits::PEER);
         let (reply, reply_rx) = oneshot::channel();
         let members = j
             .members
@@ -551,7 +552,7 @@ fn holder_feed(publishers: &[(u64, String)], holder_device: Option<&str>, report
 async fn forward_peer(
     peer: PeerId,
     reply: oneshot::Receiver<Result<Vec<ParticipantId>, String>>,
-    mut to_peer: mpsc::UnboundedReceiver<ToPeer>,
+    mut to_peer: PeerRx<ToPeer>,
     out: mpsc::UnboundedSender<(PeerId, PeerOut)>,
 ) {
     let answer = reply.await.unwrap_or_else(|_| Err("the channel router is gone".into()));
@@ -559,7 +560,7 @@ async fn forward_peer(
     if out.send((peer, PeerOut::Joined(answer))).is_err() || !accepted {
         return;
     }
-    while let Some(m) = to_peer.recv().await {
+    while let Ok(m) = to_peer.recv().await {
         if matches!(m, ToPeer::Media { .. }) {
             continue;
         }

@@ -22,6 +22,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::core::restamp::Restamper;
 use crate::net::addrs::pick_destination;
+use crate::net::peer_queue::{PeerTx, Policy, Queued};
 use crate::net::protocol::{add_end_of_candidates, sdp_fingerprint};
 use crate::net::rtc::{self, Polled, RtcStats, StreamStats};
 use crate::net::{HubEvent, PeerId};
@@ -37,7 +38,7 @@ pub(crate) enum MediaCmd {
         sdp: String,
         /// (mid, channel), already validated against the SDP and the peer's channels.
         mids: Vec<(String, String)>,
-        notes: mpsc::UnboundedSender<MediaNote>,
+        notes: PeerTx<MediaNote>,
         reply: oneshot::Sender<Result<String, String>>,
     },
     /// Send the channel's talker's packet to `peer`.
@@ -54,6 +55,21 @@ pub(crate) enum MediaNote {
     Failed(String),
 }
 
+/// A session's notes are bounded like every queue to a peer: a repeated `Connected` says
+/// nothing new.
+impl Queued for MediaNote {
+    fn policy(&self) -> Policy {
+        match self {
+            MediaNote::Connected => Policy::Coalesce,
+            MediaNote::Failed(_) => Policy::Keep,
+        }
+    }
+
+    fn supersedes(&self, older: &Self) -> bool {
+        *self == MediaNote::Connected && *older == MediaNote::Connected
+    }
+}
+
 struct Track {
     mid: Mid,
     channel: String,
@@ -65,7 +81,7 @@ struct Peer {
     rtc: Rtc,
     fingerprint: String,
     tracks: Vec<Track>,
-    notes: mpsc::UnboundedSender<MediaNote>,
+    notes: PeerTx<MediaNote>,
     connected: bool,
     deadline: Instant,
     /// `name`, or `name#peer` when another peer has that name: unique keys in the metrics.
@@ -170,7 +186,7 @@ impl MediaLoop {
         name: &str,
         sdp: &str,
         mids: &[(String, String)],
-        notes: mpsc::UnboundedSender<MediaNote>,
+        notes: PeerTx<MediaNote>,
     ) -> Result<String, String> {
         let now = Instant::now();
         // str0m's parse errors name internals (a pointer, the parser's state): logged, not sent.

@@ -31,7 +31,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -220,6 +220,8 @@ struct Shared {
     pending: Arc<Limiter>,
     tasks: TaskTracker,
     desk: Option<mpsc::UnboundedSender<DeskRequest>>,
+    /// Told when a session ends: the heap is trimmed once a burst is over.
+    ended: Arc<Notify>,
 }
 
 /// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
@@ -294,7 +296,9 @@ pub async fn serve(
         pending: Limiter::new(budget.pending, options.max_pending_per_addr),
         tasks: tasks.clone(),
         desk: options.desk.clone(),
+        ended: Arc::new(Notify::new()),
     });
+    tasks.spawn(trim_after_sessions(shared.ended.clone(), cancel.clone()));
     let app = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok" }))
@@ -326,10 +330,43 @@ async fn ws(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let tasks = shared.tasks.clone();
-    upgrade
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| tasks.track_future(session::run(socket, shared, remote, pending)))
+    upgrade.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            let ended = shared.ended.clone();
+            session::run(socket, shared, remote, pending).await;
+            ended.notify_one();
+        })
+    })
+}
+
+/// glibc keeps freed memory in its arenas (one per thread that allocated): after 256 consoles
+/// left, RSS stayed ~100 MB above its baseline. A second after the last of a burst of
+/// sessions ended, give the free pages back to the kernel.
+async fn trim_after_sessions(ended: Arc<Notify>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ended.notified() => {}
+        }
+        // Wait for the burst to end: each further session end restarts the second.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ended.notified() => continue,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => break,
+            }
+        }
+        let _ = tokio::task::spawn_blocking(release_free_memory).await;
+    }
+}
+
+/// Return the allocator's free memory to the kernel (glibc only; a no-op elsewhere).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointers are passed.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// axum's `serve` without its gaps: each connection holds a [`Limiter`] slot until it is

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn, Instrument};
 
@@ -18,8 +18,9 @@ use super::limits::Slot;
 use super::media::{MediaCmd, MediaNote};
 use super::Shared;
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
+use crate::net::peer_queue::{self, End, Limits, PeerRx, PeerTx};
 use crate::net::protocol::{
-    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, Ports, Roster,
+    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, Ports,
     ServerMessage, Welcome, WelcomeMember,
 };
 use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
@@ -123,9 +124,9 @@ struct Session {
     channels: Vec<String>,
     /// Every channel the peer's token may join (a `desk` command needs all of the desk's).
     allowed: Vec<String>,
-    to_peer: mpsc::UnboundedReceiver<ToPeer>,
-    notes_tx: mpsc::UnboundedSender<MediaNote>,
-    notes: mpsc::UnboundedReceiver<MediaNote>,
+    to_peer: PeerRx<ToPeer>,
+    notes_tx: PeerTx<MediaNote>,
+    notes: PeerRx<MediaNote>,
     last_rx: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -185,7 +186,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
 
     let peer = shared.next_peer.fetch_add(1, Ordering::Relaxed);
     tracing::Span::current().record("peer", peer);
-    let (to_tx, mut to_peer) = mpsc::unbounded_channel();
+    let (to_tx, mut to_peer) = peer_queue::channel(Limits::PEER);
     let (reply_tx, reply_rx) = oneshot::channel();
     let joined = HubEvent::Joined {
         peer,
@@ -232,7 +233,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
     // Messages the router queued while answering (a busy channel's `taken`) tell welcome who
     // talks now; they are still delivered after it.
     let mut pending = VecDeque::new();
-    while let Ok(m) = to_peer.try_recv() {
+    while let Some(Ok(m)) = to_peer.try_recv() {
         pending.push_back(m);
     }
     let welcome = welcome(peer, &members, &admitted.visible, shared, &pending);
@@ -241,7 +242,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
         return None;
     }
     info!(name = %hello.name, token = %admitted.token, members = members.len(), "peer joined");
-    let (notes_tx, notes) = mpsc::unbounded_channel();
+    let (notes_tx, notes) = peer_queue::channel(Limits::PEER);
     let mut session = Session {
         shared: shared.clone(),
         peer,
@@ -312,8 +313,8 @@ fn welcome(
 enum Step {
     Stop,
     Ws(Incoming),
-    Router(Option<ToPeer>),
-    Note(Option<MediaNote>),
+    Router(Result<ToPeer, End>),
+    Note(Result<MediaNote, End>),
     Idle,
 }
 
@@ -338,20 +339,25 @@ impl Session {
                     self.last_rx = Instant::now();
                     self.incoming(ws, m).await
                 }
-                Step::Router(Some(m)) => self.router_message(ws, m).await,
-                Step::Router(None) => {
+                Step::Router(Ok(m)) => self.router_message(ws, m).await,
+                Step::Router(Err(End::Overflow)) => {
+                    self.too_slow(ws).await;
+                    false
+                }
+                Step::Router(Err(End::Closed)) => {
                     ws.fail(ErrorCode::Unavailable, "the channel router stopped").await;
                     false
                 }
-                Step::Note(Some(MediaNote::Connected)) => {
+                Step::Note(Ok(MediaNote::Connected)) => {
                     info!("media connected");
                     true
                 }
-                Step::Note(Some(MediaNote::Failed(reason))) => {
+                Step::Note(Ok(MediaNote::Failed(reason))) => {
                     ws.fail(ErrorCode::MediaFailed, &reason).await;
                     false
                 }
-                Step::Note(None) => true,
+                // The session holds a sender itself: the notes never close.
+                Step::Note(Err(_)) => true,
                 Step::Idle => {
                     let secs = self.shared.idle_timeout.as_secs_f32();
                     ws.fail(ErrorCode::Timeout, &format!("nothing received for {secs} s")).await;
@@ -445,12 +451,28 @@ impl Session {
             ToPeer::Floor { channel, member, msg, holder_name } => {
                 ServerMessage::Floor(FloorEvent::from_router(&channel, member, &msg, holder_name.as_deref()))
             }
-            ToPeer::Roster { channel, members } => ServerMessage::Roster(Roster { channel, members }),
+            ToPeer::Roster(roster) => ServerMessage::Roster(Arc::unwrap_or_clone(roster)),
+            ToPeer::RosterDelta(delta) => ServerMessage::RosterDelta(Arc::unwrap_or_clone(delta)),
             ToPeer::Ports { ports } => ServerMessage::Ports(Ports { ports }),
             ToPeer::Desk(state) => ServerMessage::DeskState(state),
             ToPeer::Air(air) => ServerMessage::Air(air),
         };
-        ws.send(&msg).await
+        // A peer that stops reading blocks this send (up to SEND_TIMEOUT) while its queue
+        // fills: once the queue overflows there is no point waiting.
+        tokio::select! {
+            sent = ws.send(&msg) => sent,
+            _ = self.to_peer.overflowed() => {
+                self.too_slow(ws).await;
+                false
+            }
+        }
+    }
+
+    /// The peer does not read what the hub sends fast enough: its queue overflowed and was
+    /// dropped. It is disconnected (and reconnects, getting the whole state again).
+    async fn too_slow(&self, ws: &mut Ws) {
+        warn!(name = %self.name, "peer too slow to read its messages: disconnected");
+        ws.close(ErrorCode::TooSlow.close_code(), "too slow: too many messages waiting").await;
     }
 }
 
