@@ -327,6 +327,7 @@ async fn ws(
     };
     let tasks = shared.tasks.clone();
     upgrade
+        .read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| tasks.track_future(session::run(socket, shared, remote, pending)))
