@@ -157,6 +157,7 @@ fn roipd_check_accepts_every_board_config() {
             "summary missing for {}:\n{stdout}",
             file.display()
         );
+        assert!(stdout.contains("real-time priority for audio threads: "), "no real-time notice:\n{stdout}");
     }
 }
 

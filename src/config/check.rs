@@ -15,6 +15,8 @@ pub fn check_command(path: &Path) -> ExitCode {
     match load_file(path) {
         Ok(config) => {
             print!("{}: OK\n{}", path.display(), summary(&config));
+            // Same notice as `roipd devices`: audio that drops out under load starts here.
+            println!("real-time priority for audio threads: {}", crate::audio::rt::availability());
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -36,7 +36,7 @@ use crate::pipeline::MediaPacket;
 use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
 use sd_notify::NotifyState;
-use watchdog::{Heartbeat, Watchdog};
+use watchdog::{Heartbeat, Watchdog, BEAT_PERIOD};
 use crate::fleet::{Fleet, FleetOptions};
 use report::Reporter;
 use radio_port::{PortInput, RadioPort};
@@ -457,26 +457,51 @@ fn open_edge_input(
 
 /// Drives simulated lines mirrored to a directory (tests, demo). Fault injection through
 /// `<dir>/fault`: `panic` panics this driver task, `hang` wedges it, to prove that PTT is
-/// released and that the watchdog notices.
+/// released and that the watchdog notices. The task sleeps until a file in the directory is
+/// written (inotify); only where inotify is unavailable does it re-read the files every 2 ms.
 async fn sim_lines(bank: SimBank, heartbeat: Heartbeat, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let register = |w| {
+        // SAFETY: a DirWatch owns its inotify fd and returns the same one until dropped.
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(w, tokio::io::Interest::READABLE) }
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let watch = match bank.watch_dir().and_then(register) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "sim lines: no inotify on the line directory, polling it every 2 ms");
+            None
+        }
+    };
+    let mut beat = tokio::time::interval(if watch.is_some() { BEAT_PERIOD } else { Duration::from_millis(2) });
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Files written before the watch started count too.
+    let mut changed = true;
     loop {
+        if changed || watch.is_none() {
+            match bank.fault() {
+                Some(SimFault::Panic) => panic!("simulated driver fault injected through the sim fault file"),
+                Some(SimFault::Hang) => {
+                    error!("simulated driver hang injected through the sim fault file");
+                    loop {
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                }
+                None => {}
+            }
+            bank.poll_dir(clock::now());
+        }
+        heartbeat.beat();
+        changed = false;
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = tick.tick() => {
-                match bank.fault() {
-                    Some(SimFault::Panic) => panic!("simulated driver fault injected through the sim fault file"),
-                    Some(SimFault::Hang) => {
-                        error!("simulated driver hang injected through the sim fault file");
-                        loop {
-                            std::thread::sleep(Duration::from_secs(3600));
-                        }
-                    }
-                    None => {}
+            _ = beat.tick() => {}
+            ready = async { watch.as_ref()?.readable().await.ok() }, if watch.is_some() => {
+                if let Some(mut guard) = ready {
+                    // drain() reads until the queue is empty, so the readiness can go; one
+                    // that arrived meanwhile is kept by tokio.
+                    changed = !matches!(guard.get_inner().drain(), Ok(false));
+                    guard.clear_ready();
                 }
-                bank.poll_dir(clock::now());
-                heartbeat.beat();
             }
         }
     }

@@ -185,6 +185,69 @@ impl SimBank {
     pub fn has_dir(&self) -> bool {
         self.dir.is_some()
     }
+
+    /// Watch the mirror directory for written files (see [`DirWatch`]).
+    pub fn watch_dir(&self) -> std::io::Result<DirWatch> {
+        let dir = self.dir.as_ref().ok_or_else(|| std::io::Error::other("no mirror directory"))?;
+        fs::create_dir_all(dir.as_path())?;
+        DirWatch::new(dir)
+    }
+}
+
+/// inotify on the mirror directory: readable when a file there was written (closed after
+/// writing, or renamed in). Lets the driver sleep until someone drives a line instead of
+/// re-reading every file every few milliseconds (~500 wakeups a second for nothing).
+pub struct DirWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> std::io::Result<DirWatch> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: plain syscall; a non-negative result is a new fd that we own.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        // SAFETY: valid fd and NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(raw, path.as_ptr(), libc::IN_CLOSE_WRITE | libc::IN_MOVED_TO) };
+        if wd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(DirWatch { fd })
+    }
+
+    /// Read and discard pending events: whether there were any.
+    pub fn drain(&self) -> std::io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        loop {
+            // SAFETY: valid fd, buffer of the given length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                any = true;
+                continue;
+            }
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::Interrupted if n < 0 => continue,
+                std::io::ErrorKind::WouldBlock => Ok(any),
+                _ if n == 0 => Ok(any),
+                _ => Err(e),
+            };
+        }
+    }
+}
+
+impl std::os::fd::AsRawFd for DirWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
 }
 
 struct SimOutput {
@@ -241,6 +304,25 @@ impl InputPin for SimInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The watch wakes for a written or renamed-in file and stays quiet otherwise.
+    #[test]
+    fn dir_watch_sees_writes_and_renames_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let bank = SimBank::new(Some(dir.path()));
+        let watch = bank.watch_dir().unwrap();
+        assert!(!watch.drain().unwrap());
+        fs::write(dir.path().join("cor"), "1\n").unwrap();
+        assert!(watch.drain().unwrap());
+        assert!(!watch.drain().unwrap());
+        fs::write(dir.path().join(".tmp"), "0\n").unwrap();
+        watch.drain().unwrap();
+        fs::rename(dir.path().join(".tmp"), dir.path().join("cor")).unwrap();
+        assert!(watch.drain().unwrap());
+        let _ = fs::read_to_string(dir.path().join("cor")).unwrap();
+        assert!(!watch.drain().unwrap(), "a read is no event");
+        assert!(SimBank::new(None).watch_dir().is_err());
+    }
 
     #[test]
     fn mirror_dir_carries_outputs_and_inputs() {

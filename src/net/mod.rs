@@ -23,11 +23,27 @@ pub use uplink::{start as start_uplink, UplinkHandle, UplinkOptions};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::peer_queue::{PeerTx, Policy, Queued};
 
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
 use crate::pipeline::MediaPacket;
+
+/// Read buffer of every WebSocket (hub, uplink, Janus). tungstenite zero-fills the whole free
+/// part of it (128 KiB by default) each time the socket is polled, even when nothing arrived:
+/// with the uplink loop polling on every media packet and timer that was ~31 % of a talking
+/// edge's instructions (issue 13). Signaling messages are small; a larger one still arrives
+/// whole, in reads of this size.
+pub(crate) const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Client WebSocket settings: a small read buffer and `max_message` for messages and frames.
+pub(crate) fn ws_client_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
 
 /// A connected peer (browser console or edge box), unique for the life of the hub process.
 pub type PeerId = u64;
@@ -150,6 +166,15 @@ pub enum NetError {
 
 #[cfg(test)]
 mod tests {
+    /// tungstenite zero-fills its free read buffer on every poll: the client sockets must not
+    /// get its 128 KiB default back (the hub's upgrade sets the same constant).
+    #[test]
+    fn websockets_read_in_small_buffers() {
+        let c = super::ws_client_config(64 * 1024);
+        assert!(c.read_buffer_size <= 4 * 1024, "read buffer {} bytes", c.read_buffer_size);
+        assert_eq!((c.max_message_size, c.max_frame_size), (Some(64 * 1024), Some(64 * 1024)));
+    }
+
     /// The protocol and the admission check stay pure: no runtime, sockets,
     /// WebRTC stack or clock reads outside their tests.
     #[test]

@@ -20,7 +20,6 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -256,9 +255,7 @@ impl Link<'_> {
         let o = self.options;
         let url = ws_url(&o.url)?;
         let hub = hub_addr(&url).await?;
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let config = super::ws_client_config(MAX_MESSAGE_BYTES);
         let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let (mut ws, _) = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),

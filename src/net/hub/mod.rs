@@ -330,7 +330,7 @@ async fn ws(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let tasks = shared.tasks.clone();
-    upgrade.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| {
+    upgrade.read_buffer_size(super::WS_READ_BUFFER_BYTES).max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| {
         tasks.track_future(async move {
             let ended = shared.ended.clone();
             session::run(socket, shared, remote, pending).await;

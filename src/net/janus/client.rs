@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -269,8 +268,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 async fn connect(url: &str, limit: Duration) -> Result<Socket, String> {
     let mut request = url.into_client_request().map_err(|e| format!("Janus url {url}: {e}"))?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(SUBPROTOCOL));
-    let config =
-        WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE_BYTES)).max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let config = crate::net::ws_client_config(MAX_MESSAGE_BYTES);
     let (ws, _) = timeout(limit, tokio_tungstenite::connect_async_with_config(request, Some(config), true))
         .await
         .map_err(|_| format!("connecting to {url} timed out"))?
