@@ -342,6 +342,20 @@ keying.tx_delay_ms = 300
         assert_eq!(r.keying_config().tx_delay.as_millis(), 300);
     }
 
+    /// A config from before the no-audio guard, with a long TX hang, still starts: the default
+    /// guard grows with the hang. A guard set in the file is taken as written.
+    #[test]
+    fn the_default_no_audio_guard_outlasts_a_long_hang() {
+        let guard = |keying: &str| {
+            let c = parse_str(&GOOD.replace("keying.tx_delay_ms = 300", keying), "t.toml").unwrap();
+            let PortConfig::Radio(r) = &c.port["radio1"] else { panic!("not a radio") };
+            r.keying_config().no_audio.as_millis()
+        };
+        assert_eq!(guard("keying.tx_hang_ms = 30000"), 35_000);
+        assert_eq!(guard("keying.tx_hang_ms = 1500"), 5_000);
+        assert_eq!(guard("keying = { tx_hang_ms = 30000, no_audio_ms = 30001 }"), 30_001);
+    }
+
     #[test]
     fn error_display_format() {
         let text = GOOD.replace("keying.tx_delay_ms = 300", "keying.tx_delay_ms = \"300\"");

@@ -259,7 +259,8 @@ pub struct KeyingTimers {
     /// Time-out timer: PTT is never on longer than this (1000-3600000).
     pub tot_ms: u64,
     /// No-audio guard: a key-up for a talker whose channel audio stops this long ends
-    /// (1000-60000, default 5000).
+    /// (1000-60000, default 5000; when not set and `tx_hang_ms` is as long or longer, the hang
+    /// plus 5000).
     pub no_audio_ms: u64,
 }
 
@@ -317,7 +318,13 @@ impl RadioPortConfig {
             tx_delay: d(t.tx_delay_ms),
             tx_hang: d(t.tx_hang_ms),
             tot: d(t.tot_ms),
-            no_audio: d(t.no_audio_ms),
+            // Validation refuses a guard set no longer than the hang, so this only lengthens
+            // the default guard for a long hang.
+            no_audio: d(if t.no_audio_ms <= t.tx_hang_ms {
+                t.tx_hang_ms + ms(KeyingConfig::default().no_audio)
+            } else {
+                t.no_audio_ms
+            }),
             duplex: self.duplex,
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
         }
