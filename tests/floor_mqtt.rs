@@ -429,14 +429,23 @@ async fn contention_is_decided_by_the_host() {
     e.wait("late edge keyed for D", |v| v.up && v.tx).await;
     assert!(e.view(|v| v.floor_msgs.iter().any(|m| matches!(m, ToParticipant::Taken { .. }))));
 
-    // D lets go: idle everywhere, every radio unkeys.
+    // D lets go while A's squelch is still open: A's call goes on (it retakes the floor at
+    // once) and B's radio keys for it again.
+    b.unpress();
     d.unpress();
+    a.wait("A retakes the floor", |v| v.talking).await;
+    b.wait("B keyed for A again", |v| v.tx && matches!(v.holder, Some(Talker::Remote(_)))).await;
+    late.wait("holder retained: A again", T, |m| {
+        m.topic == holder_topic("ops") && holder_device(m).as_deref() == Some("edge-a")
+    })
+    .await;
+    // A's squelch closes: idle everywhere, every radio unkeys.
+    a.unpress();
     for x in [&a, &b, &e] {
         x.wait("radio unkeyed on idle", |v| !v.tx && v.holder.is_none()).await;
     }
     late.wait("holder retained: idle", T, |m| m.topic == holder_topic("ops") && m.json()["holder"].is_null()).await;
     // A second request on warm connections.
-    b.unpress();
     let pressed = Instant::now();
     b.press();
     b.wait("B granted", |v| v.talking).await;
