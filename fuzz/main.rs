@@ -1,0 +1,75 @@
+//! The fuzz driver's long run: `scripts/fuzz-long` (or
+//! `cargo run --profile fuzz --example fuzz -- [--execs N] [--seed S] [--hang-ms MS] [TARGET...]`).
+//! Prints one line per target: inputs, execs/s, slowest input, peak allocation of one input.
+//! Exit 1 when any target finds a panic, a broken invariant, a hang or an allocation over the cap.
+//! See `fuzz/harness.rs` for what is checked and how.
+
+#[path = "harness.rs"]
+mod harness;
+
+use std::path::Path;
+use std::time::Duration;
+
+#[global_allocator]
+static ALLOC: harness::Counting = harness::Counting;
+
+fn main() {
+    let mut execs: u64 = 1_000_000;
+    let mut seed: u64 = 1;
+    let mut hang = Duration::from_secs(10);
+    let mut names = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |what: &str| -> u64 {
+            args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                eprintln!("{what} takes a number");
+                std::process::exit(2)
+            })
+        };
+        match a.as_str() {
+            "--execs" => execs = value("--execs"),
+            "--seed" => seed = value("--seed"),
+            "--hang-ms" => hang = Duration::from_millis(value("--hang-ms")),
+            "--list" => {
+                harness::TARGETS.iter().for_each(|t| println!("{}", t.name));
+                return;
+            }
+            name if !name.starts_with('-') => names.push(name.to_owned()),
+            other => {
+                eprintln!("unknown option {other}");
+                std::process::exit(2)
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crash_dir = root.join("fuzz/crashes");
+    let limits = harness::Limits { hang, max_alloc: 64 << 20 };
+    harness::quiet_panics();
+    let mut failed = false;
+    println!(
+        "{:<18} {:>10} {:>9} {:>11} {:>10} {:>12} {:>10} {:>6} {:>8}",
+        "target", "inputs", "secs", "execs/s", "slowest", "(its bytes)", "peak KiB", "pool", "outcomes"
+    );
+    for t in harness::TARGETS.iter().filter(|t| names.is_empty() || names.iter().any(|n| n == t.name)) {
+        let corpus = harness::load_corpus(&harness::corpus_dir(root, t.name));
+        match harness::fuzz(t, &corpus, seed, execs, &limits, Some(&crash_dir)) {
+            Ok(r) => println!(
+                "{:<18} {:>10} {:>9.1} {:>11.0} {:>10.3?} {:>12} {:>10.1} {:>6} {:>8}",
+                t.name,
+                r.execs,
+                r.elapsed.as_secs_f64(),
+                r.execs as f64 / r.elapsed.as_secs_f64(),
+                r.slowest,
+                r.slowest_len,
+                r.peak_alloc as f64 / 1024.0,
+                r.pool,
+                r.outcomes
+            ),
+            Err(f) => {
+                failed = true;
+                println!("{:<18} FAILED: {} (input saved as {:?})", t.name, f.what, f.saved);
+            }
+        }
+    }
+    std::process::exit(i32::from(failed));
+}
