@@ -741,8 +741,10 @@ pub struct Report {
     pub elapsed: Duration,
     pub slowest: Duration,
     pub slowest_len: usize,
+    pub slowest_input: Vec<u8>,
     pub peak_alloc: usize,
     pub peak_alloc_len: usize,
+    pub peak_alloc_input: Vec<u8>,
     pub pool: usize,
     pub outcomes: usize,
 }
@@ -828,10 +830,12 @@ pub fn fuzz(
         if took > report.slowest {
             report.slowest = took;
             report.slowest_len = input.len();
+            report.slowest_input = input.clone();
         }
         if peak > report.peak_alloc {
             report.peak_alloc = peak;
             report.peak_alloc_len = input.len();
+            report.peak_alloc_input = input.clone();
         }
         let failure = match outcome {
             Err(panic) => {
