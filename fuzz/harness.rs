@@ -82,7 +82,7 @@ unsafe impl GlobalAlloc for Counting {
 }
 
 /// Runs `f`, returning its result and the peak of bytes it had allocated and not yet freed.
-fn metered<R>(f: impl FnOnce() -> R) -> (R, usize) {
+pub fn metered<R>(f: impl FnOnce() -> R) -> (R, usize) {
     LIVE.with(|l| l.set(0));
     PEAK.with(|p| p.set(0));
     ARMED.with(|a| a.set(true));
