@@ -93,6 +93,9 @@ impl Index {
     }
 }
 
+/// Longest key an error names (a real key path is far shorter).
+const MAX_KEY_CHARS: usize = 120;
+
 /// Collects errors against one file.
 pub(crate) struct Report<'a> {
     file: &'a str,
@@ -109,13 +112,13 @@ impl<'a> Report<'a> {
     /// An error at a byte offset.
     pub fn at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
         let (line, column) = position(self.text, offset);
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            key: key.to_string(),
-            message: message.into(),
-        });
+        // A key recovered from a garbled line can be the whole line, and every syntax error on
+        // that line names it: cut it, or errors grow with the square of the line's length.
+        let key = match key.char_indices().nth(MAX_KEY_CHARS) {
+            Some((cut, _)) => format!("{}…", &key[..cut]),
+            None => key.to_string(),
+        };
+        self.errors.push(ConfigError { file: self.file.to_string(), line, column, key, message: message.into() });
     }
 
     /// An error about `path`, placed at its value, or at the nearest enclosing key that is in
