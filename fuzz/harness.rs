@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use roipd::core::jitter::{JitterBuffer, JitterConfig, Packet};
-use roipd::net::rtp::Restamper;
+use roipd::core::restamp::Restamper;
 use roipd::pipeline::MediaPacket;
 
 // ---------------------------------------------------------------------------------------------
@@ -364,8 +364,8 @@ fn jitter_config(sel: u8) -> JitterConfig {
     let d = JitterConfig::default();
     match sel % 5 {
         0 => d,
-        1 => JitterConfig { frame: ms(10), min_depth: ms(10), max_depth: ms(60), initial_depth: ms(20), ..d },
-        2 => JitterConfig { max_depth: ms(5000), initial_depth: ms(1000), window: 10_000, ..d },
+        1 => JitterConfig { frame: ms(10), min_depth: ms(10), max_depth: ms(60), ..d },
+        2 => JitterConfig { max_depth: ms(5000), window: 10_000, ..d },
         3 => JitterConfig { frame: ms(60), max_depth: ms(120), max_conceal: ms(0), max_payload: 64, ..d },
         _ => JitterConfig { min_depth: ms(0), max_depth: ms(0), jitter_percentile: 2.0, window: 0, ..d },
     }
