@@ -323,6 +323,11 @@ impl Router {
         }
     }
 
+    /// Whether `channel` is muted on this box's radios.
+    pub fn muted(&self, channel: ChannelId) -> bool {
+        self.muted.get(channel).copied().unwrap_or(false)
+    }
+
     /// The radios that should transmit `channel`'s talker now, and whether each is on air.
     pub fn air(&self, channel: ChannelId) -> &[(PortId, AirState)] {
         self.air.get(channel).map_or(&[], Vec::as_slice)

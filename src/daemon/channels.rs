@@ -96,8 +96,6 @@ pub struct ChannelRouter {
     tx_wanted: Vec<bool>,
     /// When each radio was last told that channel audio reaches it.
     audio_noted: Vec<Option<std::time::Instant>>,
-    /// Channels muted on this box's radios (`listen` off); the router knows too.
-    muted: Vec<bool>,
     ports: Vec<mpsc::UnboundedSender<PortInput>>,
     audio: Vec<Option<PortAudio>>,
     peers: HashMap<PeerId, Peer>,
@@ -175,7 +173,6 @@ impl ChannelRouter {
             rx_active: vec![false; ports.len()],
             tx_wanted: vec![false; ports.len()],
             audio_noted: vec![None; ports.len()],
-            muted: vec![false; channel_names.len()],
             rosters: Vec::new(),
             channel_names,
             talk_channel,
@@ -401,7 +398,6 @@ impl ChannelRouter {
                 let c = channel_of(self, &channel)?;
                 // On a desk box, "this box's speaker" is the desk's: the same action as its buttons.
                 self.to_desks(c, |channel| DeskAction::Listen { channel, on });
-                self.muted[c] = !on;
                 if let Some(u) = &self.uplink {
                     u.listen(&channel, on);
                 }
@@ -565,7 +561,7 @@ impl ChannelRouter {
                         }
                     }
                 }
-                MediaTarget::Port(_) if self.muted[channel] => {}
+                MediaTarget::Port(_) if self.router.muted(channel) => {}
                 MediaTarget::Port(p) => {
                     self.note_channel_audio(now, p);
                     if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {

@@ -183,6 +183,10 @@ impl RadioPort {
                 }
                 Event::PttOff(reason) => {
                     info!(port = %self.name, ?reason, "PTT off");
+                    if reason == PttOffReason::NoAudio {
+                        let guard = self.keying.config().no_audio;
+                        warn!(port = %self.name, ?guard, "no channel audio: PTT released by the no-audio guard");
+                    }
                     let reason = match reason {
                         PttOffReason::HangExpired => "hang_end",
                         PttOffReason::TimeOut => "tot",
@@ -193,10 +197,6 @@ impl RadioPort {
                         PttOffReason::NoAudio => "no_audio",
                         PttOffReason::RemoteEnd => "remote",
                     };
-                    if reason == "no_audio" {
-                        let guard = self.keying.config().no_audio;
-                        warn!(port = %self.name, ?guard, "no channel audio: PTT released by the no-audio guard");
-                    }
                     self.reporter.event(report(EventKind::PttOff).reason(reason));
                 }
                 Event::TotFired => {
