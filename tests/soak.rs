@@ -21,6 +21,20 @@ fn ten_simulated_minutes_keep_every_invariant() {
     }
 }
 
+/// The no-audio invariant can fail: with the keying core's guard stretched past the arbiter's
+/// no-media timeout, a silent floor holder (a forged peer) keeps a radio keyed on dead air.
+#[test]
+fn a_core_without_the_no_audio_guard_is_caught() {
+    let no_guard =
+        |r| roipd::core::keying::KeyingConfig { no_audio: Duration::from_secs(3600), ..sim::keying_config(r) };
+    let caught = (1..=10).find_map(|seed| {
+        sim::Sim::with_keying(seed, sim::Invariants::default(), no_guard).run(Duration::from_secs(600)).err()
+    });
+    let v = caught.expect("ten seeds without one radio keyed on dead air beyond the guard");
+    assert!(v.what.contains("without channel audio"), "{v}");
+    eprintln!("caught: {v}");
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let a = sim::soak(7, Duration::from_secs(120), sim::Invariants::default()).expect("no violation");

@@ -64,19 +64,17 @@ impl Rng {
     }
 }
 
-/// Which invariants to check. The no-audio guard is off on this branch: its keying core has
-/// no such guard yet (issue 14 item 2 adds one).
+/// Which invariants to check (all of them unless a run turns one off to see what it catches).
 #[derive(Debug, Clone)]
 pub struct Invariants {
-    /// A radio keyed for the channel must unkey when no channel audio reached it for this long
-    /// (plus `tx_hang`, `tx_delay` and one tick of slack). `None`: not checked. After the guard
-    /// is merged, set this from the keying config's guard setting (see `check_radio`).
-    pub no_audio_guard: Option<Duration>,
+    /// A radio keyed for the channel must unkey when no channel audio reached it for its
+    /// keying config's `no_audio` (plus `tx_hang`, `tx_delay` and one tick of slack).
+    pub no_audio_guard: bool,
 }
 
 impl Default for Invariants {
     fn default() -> Self {
-        Self { no_audio_guard: None }
+        Self { no_audio_guard: true }
     }
 }
 
@@ -166,6 +164,9 @@ struct Radio {
     keyed_since: Option<Instant>,
     /// Last channel audio sent to this radio's transmit path.
     last_audio: Option<Instant>,
+    /// The no-audio guard the radio's config asks for ([`keying_config`]), which the
+    /// invariant holds the core to whatever config the core was given.
+    no_audio_guard: Duration,
     reported: Option<RadioTx>,
 }
 
@@ -209,19 +210,27 @@ pub struct Sim {
     report: Report,
 }
 
-fn keying_config(radio: usize) -> KeyingConfig {
+/// Each radio's keying config, as the soak uses it.
+pub fn keying_config(radio: usize) -> KeyingConfig {
     let ms = Duration::from_millis;
     let d = KeyingConfig::default();
     match radio {
         0 => KeyingConfig { tot: ms(60_000), ..d },
         1 => KeyingConfig { duplex: true, tot: ms(30_000), tx_hang: ms(500), ..d },
         2 => KeyingConfig { tot: ms(20_000), tx_delay: ms(0), min_keyup: ms(200), rx_timeout: ms(120_000), ..d },
-        _ => KeyingConfig { tx_hang: ms(0), tx_delay: ms(100), ..d },
+        // A guard well inside the arbiter's no-media timeout (5 s): a silent floor holder (a
+        // forged peer) must not keep this radio keyed until the arbiter revokes it.
+        _ => KeyingConfig { tx_hang: ms(0), tx_delay: ms(100), no_audio: ms(1500), ..d },
     }
 }
 
 impl Sim {
     pub fn new(seed: u64, inv: Invariants) -> Self {
+        Self::with_keying(seed, inv, keying_config)
+    }
+
+    /// With other keying configs (e.g. to see that an invariant catches a core without a guard).
+    pub fn with_keying(seed: u64, inv: Invariants, keying_config: impl Fn(usize) -> KeyingConfig) -> Self {
         let t0 = Instant::now();
         let hosts = (0..CHANNELS)
             .map(|c| {
@@ -258,6 +267,7 @@ impl Sim {
                 tx_unwanted_since: None,
                 keyed_since: None,
                 last_audio: None,
+                no_audio_guard: self::keying_config(r).no_audio,
                 reported: None,
             })
             .collect();
@@ -401,7 +411,12 @@ impl Sim {
                 }
             }
             Scheduled::PeerPress { slot, on, gen } => {
-                if let Some(p) = self.peers[slot].as_mut().filter(|p| p.gen == gen && !p.forged) {
+                if let Some(p) = self.peers[slot].as_ref().filter(|p| p.gen == gen && p.forged && on) {
+                    // A hostile client asks again: a bare request, then silence.
+                    let (id, member) = (p.id, p.member);
+                    let priority = Priority::NORMAL;
+                    self.router.from_peer(now, id, member, ToArbiter::Request { priority });
+                } else if let Some(p) = self.peers[slot].as_mut().filter(|p| p.gen == gen && !p.forged) {
                     if on {
                         p.participant.press(now);
                     } else {
@@ -543,7 +558,10 @@ impl Sim {
                 for t in targets {
                     if let MediaTarget::Port(p) = t {
                         if p < RADIOS {
+                            // As the channel task does (at most every 200 ms there; every
+                            // frame here), feeding the keying core's no-audio guard.
                             self.radios[p].last_audio = Some(now);
+                            self.radios[p].keying.handle_input(now, Input::ChannelAudio);
                         }
                     }
                 }
@@ -710,8 +728,14 @@ impl Sim {
             _ => {}
         }
         let cfg = radio.keying.config().clone();
-        let (tx_wanted, unwanted_since, inhibit, since, last_audio) =
-            (radio.tx_wanted, radio.tx_unwanted_since, radio.inhibit, radio.keyed_since, radio.last_audio);
+        let (tx_wanted, unwanted_since, inhibit, since, last_audio, guard) = (
+            radio.tx_wanted,
+            radio.tx_unwanted_since,
+            radio.inhibit,
+            radio.keyed_since,
+            radio.last_audio,
+            radio.no_audio_guard,
+        );
         self.report.checks += 4;
         let Some(since) = since else { return Ok(()) };
         let keyed_for = now - since;
@@ -735,7 +759,7 @@ impl Sim {
         // channel audio for `guard` unkeys. Keyed time without audio is counted from the
         // later of the key-up and the last packet; tx_delay + tx_hang + a tick of slack cover
         // the TX delay before audio and the hang after the last packet.
-        if let Some(guard) = self.inv.no_audio_guard {
+        if self.inv.no_audio_guard {
             let quiet_since = last_audio.map_or(since, |a| a.max(since));
             let limit = guard + cfg.tx_delay + cfg.tx_hang + TICK;
             if now - quiet_since > limit {
