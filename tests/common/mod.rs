@@ -159,6 +159,29 @@ pub fn wav_blocks_dbfs(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// Checks that every 10 ms block of `blocks[from..to]` (dBFS, from [`wav_blocks_dbfs`]) lies in
+/// `range`; the error names the first block outside it (its time in the file), its level, how
+/// many blocks are outside, and the span's quietest and loudest block.
+pub fn blocks_within(blocks: &[f32], from: usize, to: usize, range: std::ops::Range<f32>) -> Result<(), String> {
+    let span =
+        blocks.get(from..to).ok_or_else(|| format!("blocks {from}..{to} beyond the {} recorded", blocks.len()))?;
+    let outside: Vec<usize> = (0..span.len()).filter(|&i| !range.contains(&span[i])).collect();
+    let Some(&first) = outside.first() else { return Ok(()) };
+    let (lo, hi) = span.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &d| (lo.min(d), hi.max(d)));
+    Err(format!(
+        "expected every 10 ms block at {:.1}..{:.1} dBFS from {} ms to {} ms; {} of {} outside, the first at {} ms: \
+         {:.1} dBFS (span min {lo:.1}, max {hi:.1} dBFS)",
+        range.start,
+        range.end,
+        from * 10,
+        to * 10,
+        outside.len(),
+        span.len(),
+        (from + first) * 10,
+        span[first]
+    ))
+}
+
 pub fn read_level(path: &Path) -> Option<bool> {
     match fs::read_to_string(path).ok()?.trim() {
         "1" => Some(true),
