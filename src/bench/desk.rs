@@ -87,8 +87,8 @@ pub fn run_kernel(seconds: u32) -> Result<(), String> {
 ///
 /// Four 200 ms tone bursts, each a talk-spurt of its own (marker, then nothing for 300 ms, as
 /// with DTX), on one channel of a 50-channel desk, the other 49 idle. The jitter buffer is set
-/// to a one-frame target, so on this jitter-free simulated network every packet is due the
-/// moment it arrives, and packets arrive at the instant of a 10 ms `mix` call. Added latency
+/// to a one-frame target without a scheduling margin, so on this jitter-free simulated network
+/// every packet is due the moment it arrives, and packets arrive at the instant of a 10 ms `mix` call. Added latency
 /// is the time from a burst's packet arriving to the burst's onset in the mixer output, less
 /// the onset's offset within that packet (found by decoding the same packets directly).
 /// Zero means the mixer plays a due packet in the very call it arrives in.
@@ -112,7 +112,7 @@ pub fn mixer_added_latency_ms() -> Result<f64, String> {
     }
 
     let ms = Duration::from_millis;
-    let mut mixer = desk_mixer(JitterConfig { min_depth: ms(20), ..Default::default() })?;
+    let mut mixer = desk_mixer(JitterConfig { min_depth: ms(20), margin: Duration::ZERO, ..Default::default() })?;
     mixer.select(None).map_err(|e| e.to_string())?;
     // Hard left: the left side carries the channel at unity gain.
     mixer.set_pan(CHANNEL, -1.0).map_err(|e| e.to_string())?;

@@ -13,7 +13,9 @@
 //!   rises with any packet at once (a packet too late to play counts too) and falls by 20 ms
 //!   a second, so a load spike is covered from the next packet on and the target comes back
 //!   down slowly. There is no fixed start depth: a stream starts at what its first packets show.
-//! - Target depth = jitter + one frame (at least two frames while the stream is losing
+//! - Target depth = jitter + one frame + a small scheduling margin (`margin`: the playout grid's
+//!   phase is not ours, and a packet a hair later than the measured jitter must not miss a pop
+//!   that falls just after its due time); at least two frames while the stream is losing
 //!   packets, so on a calm network the next packet is here in time for its FEC), clamped to
 //!   [min, max). It rises at once and, inside a talk-spurt, falls by at most two frames a
 //!   second. The depth counts the frame being played, so a frame is due one frame earlier:
@@ -104,6 +106,12 @@ pub struct JitterConfig {
     pub max_conceal: Duration,
     /// Larger payloads are rejected (not Opus over RTP on any sane MTU).
     pub max_payload: usize,
+    /// Slack kept between a frame's due time and the measured arrival of the packets it needs.
+    /// The playout grid may sit just after the due time (its phase is not ours to choose), and
+    /// then a packet a fraction of a millisecond later than any measured so far is too late
+    /// and concealed: on a jitter-free local path radio A → radio B that concealed a frame in
+    /// about half of all overs. 2 ms costs 2 ms of latency on average.
+    pub margin: Duration,
 }
 
 impl Default for JitterConfig {
@@ -117,6 +125,7 @@ impl Default for JitterConfig {
             window: 250,
             max_conceal: ms(80),
             max_payload: 1500,
+            margin: ms(2),
         }
     }
 }
@@ -820,7 +829,7 @@ impl JitterBuffer {
         let frame = ts_to_us(self.frame_ts);
         let min = duration_us(self.cfg.min_depth);
         let limit = (duration_us(self.cfg.max_depth) - frame - frame / 4).max(min);
-        let mut want = self.est.spread.max(self.est.peak) + frame;
+        let mut want = self.est.spread.max(self.est.peak) + frame + duration_us(self.cfg.margin);
         if self.lossy {
             want = want.max(2 * frame);
         }
@@ -1248,12 +1257,12 @@ mod tests {
 
     #[test]
     fn a_lost_frame_is_recovered_from_the_next_packets_fec() {
-        // On a clean network the target is one frame: no time to wait for the next packet,
-        // so a lone loss is concealed.
+        // On a clean network the target is one frame (plus the scheduling margin): no time to
+        // wait for the next packet, so a lone loss is concealed.
         let (out, s) = scripted(100, 7, 0, |k, t| if k == 50 { vec![] } else { vec![t] });
         let i = out.iter().position(|o| o == "P49").unwrap();
         assert_eq!(&out[i..i + 3], ["P49", "C", "P51"]);
-        assert_eq!((s.lost, s.target_ms), (1, 20.0), "{s:?}");
+        assert_eq!((s.lost, s.target_ms), (1, 22.0), "{s:?}");
         // Once the stream is seen losing packets, a spare frame of depth makes FEC usable.
         let lose = [20, 30, 40, 50, 60];
         let (out, s) = scripted(100, 7, 0, |k, t| if lose.contains(&k) { vec![] } else { vec![t] });
@@ -1330,11 +1339,11 @@ mod tests {
             targets.push(sc.jb.stats().target_ms);
         }
         let at = |k: usize| targets[k];
-        assert_eq!(at(99), 20.0, "clean: one frame");
+        assert_eq!(at(99), 22.0, "clean: one frame and the scheduling margin");
         assert!(at(104) >= 75.0, "the spike's 60 ms are covered at once: {}", at(104));
         // 20 ms/s down: about 40 ms above the floor a second later, back 3 s after.
         assert!((50.0..=65.0).contains(&at(154)), "one second after: {}", at(154));
-        assert!(at(260) <= 20.0 + 1e-6, "back to one frame: {}", at(260));
+        assert!(at(260) <= 22.0 + 1e-6, "back to one frame and the margin: {}", at(260));
         let s = sc.jb.stats();
         assert_eq!((s.late, s.resets), (1, 0), "{s:?}");
     }
@@ -1358,12 +1367,13 @@ mod tests {
         // and each comes up to 3 ms late (a busy audio thread). Taken at face value, pops
         // would be a frame behind schedule whenever late and ahead of it whenever on time:
         // skipping at a concealment, inserting at the next early pop, over and over. On the
-        // learned grid (at the pops' average lateness) the only change of schedule is the one
-        // frame inserted when the first losses make the target take a spare frame for FEC.
+        // learned grid (at the pops' average lateness) the only change of schedule is at most
+        // one frame inserted when the first losses make the target take a spare frame for FEC
+        // (none when the spare frame still falls before the same pop), and nothing skipped.
         let lose: Vec<usize> = (1..50).flat_map(|i| [10 * i, 10 * i + 1]).collect();
         let (_, lag, s) = on_clock(9.5, 3.0, 500, &lose);
         assert!(lag.iter().filter(|(k, _)| *k > 100).all(|&(_, l)| l == 49.5), "{lag:?}");
-        assert_eq!((s.inserted, s.skipped), (1, 0), "{s:?}");
+        assert!(s.inserted <= 1 && s.skipped == 0, "{s:?}");
     }
 
     #[test]

@@ -699,11 +699,11 @@ mod tests {
     const PKT: usize = 960;
 
     /// A frame is due the moment its packet arrives (target = one frame, no jitter on the
-    /// simulated network): device frame `f` of the output plays a talker's decoded samples
+    /// simulated network, no scheduling margin): device frame `f` of the output plays a talker's decoded samples
     /// `(f - start) * DEV..`, so the output can be compared with a plain decode sample for sample.
     fn tight() -> JitterConfig {
         let ms = Duration::from_millis;
-        JitterConfig { min_depth: ms(20), ..JitterConfig::default() }
+        JitterConfig { min_depth: ms(20), margin: Duration::ZERO, ..JitterConfig::default() }
     }
 
     fn mixer(n: usize, stereo: bool, duck_db: f32) -> Mixer {
