@@ -109,6 +109,13 @@ pub fn run_config(config: Config, source: String) -> ExitCode {
 fn run_config_at(config: Config, source: String, path: Option<std::path::PathBuf>) -> ExitCode {
     logging::init(&config.log.level);
     safety::install_panic_hook();
+    // Before the runtime exists: its worker threads inherit the main thread's nice level.
+    match crate::audio::rt::favour_current_thread(crate::audio::rt::DAEMON_NICE) {
+        level @ crate::audio::rt::NiceLevel::Denied(..) => {
+            warn!(%level, "daemon threads not favoured: under CPU load their packets may come late to the radio")
+        }
+        level => info!(%level, "daemon thread scheduling"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
