@@ -173,6 +173,9 @@ pub struct JitterStats {
     pub lost: u64,
     /// Conceal outputs (for loss, and for insertions).
     pub concealed: u64,
+    /// Concealed frames the talk-spurt came back from: gaps a listener hears inside an over
+    /// (the fade after a spurt's last packet is not one).
+    pub gaps_concealed: u64,
     pub fec_recovered: u64,
     pub duplicates: u64,
     /// Packets dropped to bring the depth back to target or under the maximum.
@@ -330,6 +333,8 @@ pub struct JitterBuffer {
     /// A talk-spurt is playing (vs. priming or waiting between spurts).
     in_talk: bool,
     conceal_run: u32,
+    /// Conceal outputs (not FEC) since the last played packet.
+    concealed_run: u32,
     /// Bit n set: `last_seq - n` was played (tells duplicates from late packets).
     played_mask: u128,
     /// RFC 3550 probation: a lone packet from outside the window, kept until the next one
@@ -391,6 +396,7 @@ impl JitterBuffer {
             frame_guess: (0, 0),
             in_talk: false,
             conceal_run: 0,
+            concealed_run: 0,
             played_mask: 0,
             stray: Slot::with_reserve(),
             stray_arrival: 0,
@@ -580,6 +586,7 @@ impl JitterBuffer {
                     continue;
                 }
                 (self.in_talk, self.conceal_run, self.play_ts, self.spurt_rebased) = (true, 0, ts, false);
+                self.concealed_run = 0;
                 continue;
             }
             let e = now - self.due_us(self.play_ts);
@@ -599,6 +606,7 @@ impl JitterBuffer {
                     }
                     self.consume(i, Fate::Played);
                     (self.play_ts, self.conceal_run, self.last_frame) = (ts + self.frame_ts, 0, Some(ts));
+                    self.stats.gaps_concealed += u64::from(std::mem::take(&mut self.concealed_run));
                     return Decision::Packet(i);
                 }
                 // Contiguous sequence with a timestamp gap (DTX), or a marked new talk-spurt:
@@ -633,6 +641,7 @@ impl JitterBuffer {
                         return Decision::Fec(i);
                     }
                     self.stats.concealed += 1;
+                    self.concealed_run += 1;
                     return Decision::Conceal;
                 }
             }
@@ -660,6 +669,7 @@ impl JitterBuffer {
         if self.conceal_run < self.max_conceal_frames() {
             self.conceal_run += 1;
             self.stats.concealed += 1;
+            self.concealed_run += 1;
             Decision::Conceal
         } else {
             Decision::Silence
@@ -679,7 +689,7 @@ impl JitterBuffer {
         self.last_seq = i64::from(pkt.seq) + 0x1_0000 - 1;
         self.newest_seq = self.last_seq;
         self.play_ts = i64::from(pkt.timestamp);
-        (self.in_talk, self.conceal_run, self.played_mask) = (false, 0, 0);
+        (self.in_talk, self.conceal_run, self.played_mask, self.concealed_run) = (false, 0, 0, 0);
         (self.loss_avg, self.lossy, self.frame_guess) = (0, false, (0, 0));
         let (seq, ts) = (self.last_seq + 1, self.play_ts);
         self.est.add(now_us, now_us - ts_to_us(ts), self.cfg.jitter_percentile);
@@ -1263,6 +1273,8 @@ mod tests {
         let i = out.iter().position(|o| o == "P49").unwrap();
         assert_eq!(&out[i..i + 3], ["P49", "C", "P51"]);
         assert_eq!((s.lost, s.target_ms), (1, 22.0), "{s:?}");
+        // The one concealed frame is a gap inside the stream; the fade after its end is not.
+        assert!(s.concealed > 1 && s.gaps_concealed == 1, "{s:?}");
         // Once the stream is seen losing packets, a spare frame of depth makes FEC usable.
         let lose = [20, 30, 40, 50, 60];
         let (out, s) = scripted(100, 7, 0, |k, t| if lose.contains(&k) { vec![] } else { vec![t] });

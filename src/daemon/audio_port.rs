@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::radio_port::PortInput;
+use super::radio_port::{PortInput, SpurtStats};
 use super::report::Reporter;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::audio::{
     CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, Feed, PlaybackHandle, RecvError,
 };
+use crate::core::jitter::JitterStats;
 use crate::core::keying::{Keying, StationIdConfig};
 use crate::fleet::EventKind;
 use crate::pipeline::{RxPath, TxGate, TxPath};
@@ -158,18 +159,36 @@ struct TxFeed {
     to_port: mpsc::UnboundedSender<PortInput>,
     heartbeat: Heartbeat,
     level: LevelWindow,
+    /// The jitter buffer's counters when the current talk-spurt began (None: no spurt).
+    spurt: Option<JitterStats>,
 }
 
 impl Feed for TxFeed {
     fn fill(&mut self, at: Instant, frame: &mut [f32]) {
         let gate = self.flags.gate();
-        let out = {
+        let (out, spurt_ended) = {
             let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
             if self.flags.take_id_start() {
                 tx.start_id();
             }
-            tx.fill(at, gate, frame)
+            let out = tx.fill(at, gate, frame);
+            // The jitter buffer's counters at a spurt's first and last frame: only then.
+            let ended = match (out.channel_active, self.spurt) {
+                (true, None) => {
+                    self.spurt = Some(tx.jitter_stats());
+                    None
+                }
+                (false, Some(start)) => {
+                    self.spurt = None;
+                    Some(SpurtStats::between(&start, &tx.jitter_stats()))
+                }
+                _ => None,
+            };
+            (out, ended)
         };
+        if let Some(s) = spurt_ended {
+            let _ = self.to_port.send(PortInput::TxSpurt(s));
+        }
         if gate == TxGate::Closed {
             self.level = LevelWindow::default();
         } else if let Some(dbfs) = self.level.add(at, out.meter.rms_dbfs) {
@@ -313,6 +332,7 @@ pub fn start(
             to_port: to_port.clone(),
             heartbeat,
             level: LevelWindow::default(),
+            spurt: None,
         };
         run_playback(device, &opts(), feed, cancel.clone(), tasks)?;
         tx = Some(path);
@@ -349,6 +369,52 @@ mod tests {
         capture(&event(Direction::Capture, DeviceEventKind::Xrun { total: 2, suspend: true }));
         assert!(inputs.try_recv().is_err(), "capture health does not concern keying");
         assert_eq!(reporter.xruns(), 2, "xruns counted for the metrics");
+    }
+
+    /// A talk-spurt with one packet missing in the middle: when it ends, the radio port hears
+    /// of one gap (the fade after the last packet is not one), and nothing while idle.
+    #[test]
+    fn the_end_of_a_spurt_reports_its_gaps_to_the_port() {
+        use crate::codec::EncoderConfig;
+        use crate::dsp::{CourtesyToneConfig, RxConfig, Sine, TxConfig};
+        let mut rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), false).unwrap();
+        let tx = TxPath::new(&TxConfig::default(), Default::default(), &CourtesyToneConfig::default(), Duration::ZERO)
+            .unwrap();
+        let (to_port, mut inputs) = mpsc::unbounded_channel();
+        let flags = Arc::new(AudioFlags::default());
+        flags.set_gate(TxGate::Open);
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let mut feed = TxFeed {
+            tx: Arc::new(Mutex::new(tx)),
+            flags,
+            to_port,
+            heartbeat: watchdog.register("test"),
+            level: LevelWindow::default(),
+            spurt: None,
+        };
+        let (t0, mut tone, mut packets) = (Instant::now(), Sine::new(48_000, 1000.0, -12.0), 0);
+        for i in 0..200u64 {
+            let now = t0 + Duration::from_millis(10 * i);
+            let mut frame = [0.0f32; 480];
+            tone.render(&mut frame);
+            if let Some(p) = rx.process(&mut frame, (10..100).contains(&i)).packet {
+                packets += 1;
+                if packets != 20 {
+                    feed.tx.lock().unwrap().push(now, &p);
+                }
+            }
+            let mut out = [0.0f32; 480];
+            feed.fill(now, &mut out);
+        }
+        let spurts: Vec<SpurtStats> = std::iter::from_fn(|| inputs.try_recv().ok())
+            .filter_map(|i| match i {
+                PortInput::TxSpurt(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(spurts.len(), 1, "{spurts:?}");
+        assert_eq!(spurts[0].gaps, 1, "{spurts:?}");
+        assert!((40..=46).contains(&spurts[0].played), "{spurts:?}");
     }
 
     #[test]

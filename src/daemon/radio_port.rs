@@ -16,6 +16,7 @@ use super::report::Reporter;
 use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
+use crate::core::jitter::JitterStats;
 use crate::core::keying::{Event, Input, Keying, PttOffReason};
 use crate::core::routing::{RadioTx, WaitReason};
 use crate::fleet::{Event as FleetEvent, EventKind, PortState};
@@ -47,6 +48,33 @@ pub enum PortInput {
     RxLevel(f32),
     /// Transmit level (as it goes to the radio) over the last second while keyed, dBFS.
     TxLevel(f32),
+    /// A talk-spurt of channel audio ended; what the transmit path's jitter buffer did with it.
+    TxSpurt(SpurtStats),
+}
+
+/// One talk-spurt of channel audio towards the radio, as its jitter buffer played it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpurtStats {
+    pub played: u64,
+    /// Frames concealed inside the spurt (loss, late packets, insertions), each heard as a fade.
+    pub gaps: u64,
+    pub fec_recovered: u64,
+    /// Packets that came after their frame was played.
+    pub late: u64,
+    pub target_ms: f64,
+}
+
+impl SpurtStats {
+    /// The spurt between the jitter buffer's counters at its start and at its end.
+    pub fn between(start: &JitterStats, end: &JitterStats) -> SpurtStats {
+        SpurtStats {
+            played: end.played.saturating_sub(start.played),
+            gaps: end.gaps_concealed.saturating_sub(start.gaps_concealed),
+            fec_recovered: end.fec_recovered.saturating_sub(start.fec_recovered),
+            late: end.late.saturating_sub(start.late),
+            target_ms: end.target_ms,
+        }
+    }
 }
 
 /// How often a receiving or transmitting port's state is refreshed (levels, TOT countdown).
@@ -137,6 +165,14 @@ impl RadioPort {
             }
             PortInput::RxLevel(dbfs) => req.rx_level = Some(dbfs),
             PortInput::TxLevel(dbfs) => req.tx_level = Some(dbfs),
+            PortInput::TxSpurt(s) if s.gaps > 0 => warn!(
+                port = %self.name, played = s.played, gaps = s.gaps, late = s.late, fec = s.fec_recovered,
+                target_ms = s.target_ms, "channel audio to the radio had gaps (concealed frames)"
+            ),
+            PortInput::TxSpurt(s) => debug!(
+                port = %self.name, played = s.played, fec = s.fec_recovered, target_ms = s.target_ms,
+                "channel audio to the radio complete"
+            ),
             PortInput::RemotePtt { on, max } => {
                 self.keying.handle_input(clock::now(), Input::RemotePtt(on.then_some(max)))
             }

@@ -172,9 +172,7 @@ impl MediaLoop {
             }
             MediaCmd::Write { peer, channel, packet } => self.write(peer, &channel, &packet),
             MediaCmd::Leave { peer } => {
-                if let Some(p) = self.peers.remove(&peer) {
-                    forget_streams(&self.stream_stats, &p);
-                }
+                self.remove_peer(peer);
                 let _ = self.events.send(HubEvent::Left { peer });
             }
         }
@@ -221,8 +219,7 @@ impl MediaLoop {
             }
             answer = rtc.sdp_api().accept_offer(offer).map_err(|e| refused(peer, e))?;
             let tracks = tracks(&rtc, mids, Vec::new())?;
-            if let Some(old) = self.peers.remove(&peer) {
-                forget_streams(&self.stream_stats, &old);
+            if self.remove_peer(peer).is_some() {
                 info!(peer, "new peer connection replaces the media session");
             }
             let taken = self.peers.values().any(|p| p.label == name);
@@ -324,9 +321,19 @@ impl MediaLoop {
         self.fail(peer, failure);
     }
 
+    /// Drop a peer's media session and its stream metrics. A session is ~10 KB inline, so the
+    /// map gives back what a burst made it grow once it is mostly empty.
+    fn remove_peer(&mut self, peer: PeerId) -> Option<Peer> {
+        let p = self.peers.remove(&peer)?;
+        forget_streams(&self.stream_stats, &p);
+        if self.peers.len() < self.peers.capacity() / 4 {
+            self.peers.shrink_to_fit();
+        }
+        Some(p)
+    }
+
     fn fail(&mut self, peer: PeerId, reason: String) {
-        if let Some(p) = self.peers.remove(&peer) {
-            forget_streams(&self.stream_stats, &p);
+        if let Some(p) = self.remove_peer(peer) {
             warn!(peer, %reason, "peer media failed");
             let _ = p.notes.send(MediaNote::Failed(reason));
         }
