@@ -20,7 +20,7 @@ pub enum Command {
     Run { config: PathBuf },
     /// A standalone box with a simulated radio, the hub and the web console; no config needed.
     Demo(demo::DemoArgs),
-    /// Validate a configuration file: every error with file:line:key (exit 2), or a summary.
+    /// Validate a configuration file: every error as `file:line:column: key: message` (exit 2), or a summary.
     Check { config: PathBuf },
     /// List audio devices, GPIO chips, USB radio interfaces and serial ports on this machine.
     Devices,

@@ -64,6 +64,14 @@ pub fn main(args: DemoArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Said before the console URL, which would otherwise point at whatever holds the port.
+    if let Err(e) = std::net::TcpListener::bind(&args.listen) {
+        eprintln!("roipd demo: cannot listen on {}: {e}", args.listen);
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            eprintln!("roipd demo: another program (another roipd demo?) has it; try --listen 127.0.0.1:8081");
+        }
+        return ExitCode::FAILURE;
+    }
     let token = std::fs::read_to_string(&token_file).unwrap_or_default();
     eprintln!("roipd demo: console at http://{}/?token={}", args.listen, token.trim());
     eprintln!("roipd demo: radio1's lines in {}, its transmissions in {}", lines.display(), record.display());

@@ -384,3 +384,21 @@ fn invalid_utf8_is_reported_at_its_line() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].starts_with("box.toml:3:13: (file): invalid UTF-8 (byte 0xE9)"), "{errors:?}");
 }
+
+/// `roipd demo` on a port something else holds says so, suggests `--listen`, and exits
+/// non-zero before printing a console URL that would lead to the other program.
+#[test]
+fn demo_on_a_busy_port_says_so_before_the_console_url() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = holder.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_roipd"))
+        .args(["demo", "--listen", &listen, "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&listen) && stderr.contains("--listen"), "{stderr}");
+    assert!(!stderr.contains("console at"), "{stderr}");
+}
