@@ -57,6 +57,6 @@ fn tone_on_radio_a_is_transmitted_by_radio_b() {
     assert!(quiet_before, "B was silent before A's COR opened");
     // Level: AGC to about -18 dBFS RMS, limiter at -6 dBFS peak.
     if let Err(e) = common::blocks_within(&blocks, loud[0] + 20, loud[0] + 100, -24.0..-12.0) {
-        panic!("radio B's transmit level: {e}");
+        panic!("radio B's transmit level: {e}\n{}", d.stderr());
     }
 }

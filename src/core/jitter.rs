@@ -10,9 +10,9 @@
 //!   fastest recent packet (`d_min`) is the network's floor; the chosen percentile of
 //!   `d - d_min` over a window of recent packets is the jitter the buffer must absorb.
 //! - The jitter is the larger of that percentile and a decaying peak of `d - d_min`: the peak
-//!   rises with any packet at once (a packet too late to play counts too) and falls by 20 ms
-//!   a second, so a load spike is covered from the next packet on and the target comes back
-//!   down slowly. There is no fixed start depth: a stream starts at what its first packets show.
+//!   rises with any packet at once (a packet too late to play counts too), is held for 2 s and
+//!   then falls by 20 ms a second, so a load spike is covered from the next packet on and the
+//!   target comes back down slowly. There is no fixed start depth: a stream starts at what its first packets show.
 //! - Target depth = jitter + one frame + a small scheduling margin (`margin`: the playout grid's
 //!   phase is not ours, and a packet a hair later than the measured jitter must not miss a pop
 //!   that falls just after its due time); at least two frames while the stream is losing
@@ -74,8 +74,11 @@ const TIMEBASE_JUMP_US: i64 = 1_000_000;
 /// Arrivals slower than `max_depth` beyond the fastest for this long mean the path's delay
 /// changed; a stall's backlog arrives in one burst and never lasts this long.
 const PATH_CHANGE_US: i64 = 500_000;
-/// The jitter peak (see `DelayEstimator::peak`) falls by this many µs per second: a 100 ms
-/// spike keeps the target up for 5 s.
+/// The jitter peak (see `DelayEstimator::peak`) is held this long after it last rose, then
+/// falls by `PEAK_FALL_US_PER_S`: a 100 ms spike keeps the target up for 7 s. Without the
+/// hold, the few-ms spikes of a loaded box decayed within ~150 ms, and each new one raised the
+/// target again, by an inserted (concealed) frame each time.
+const PEAK_HOLD_US: i64 = 2_000_000;
 const PEAK_FALL_US_PER_S: i64 = 20_000;
 /// The percentile is re-estimated every few arrivals (a new fastest packet counts at once).
 const ESTIMATE_EVERY: u32 = 4;
@@ -223,10 +226,13 @@ struct DelayEstimator {
     scratch: Vec<i64>,
     d_min: i64,
     spread: i64,
-    /// Decaying peak of `d - d_min` (µs): rises at once with any packet's delay, falls by
-    /// `PEAK_FALL_US_PER_S`. A spike is covered from the next packet on, not after it fills
-    /// the percentile, and the first packets of a stream set the target from what they show.
+    /// Decaying peak of `d - d_min` (µs): rises at once with any packet's delay, is held for
+    /// `PEAK_HOLD_US`, then falls by `PEAK_FALL_US_PER_S`. A spike is covered from the next
+    /// packet on, not after it fills the percentile, and the first packets of a stream set
+    /// the target from what they show. `peak` is its value at the last packet; `peak_top` and
+    /// `peak_at` the value and time of its last rise.
     peak: i64,
+    peak_top: i64,
     peak_at: i64,
     since_estimate: u32,
 }
@@ -241,6 +247,7 @@ impl DelayEstimator {
             d_min: 0,
             spread: 0,
             peak: 0,
+            peak_top: 0,
             peak_at: 0,
             since_estimate: 0,
         }
@@ -249,7 +256,7 @@ impl DelayEstimator {
     fn clear(&mut self) {
         self.samples.clear();
         (self.next, self.d_min, self.spread, self.since_estimate) = (0, 0, 0, 0);
-        (self.peak, self.peak_at) = (0, 0);
+        (self.peak, self.peak_top, self.peak_at) = (0, 0, 0);
     }
 
     fn len(&self) -> usize {
@@ -277,8 +284,13 @@ impl DelayEstimator {
             // A faster path shows up at once: otherwise playout would lag it for a while.
             self.d_min = d;
         }
-        let fall = (now - self.peak_at).clamp(0, 1_000_000_000) * PEAK_FALL_US_PER_S / 1_000_000;
-        (self.peak, self.peak_at) = ((self.peak - fall).max(d - self.d_min).max(0), now);
+        let falling = (now - self.peak_at - PEAK_HOLD_US).clamp(0, 1_000_000_000);
+        let held = (self.peak_top - falling * PEAK_FALL_US_PER_S / 1_000_000).max(0);
+        let spread = (d - self.d_min).max(0);
+        if spread >= held {
+            (self.peak_top, self.peak_at) = (spread, now);
+        }
+        self.peak = held.max(spread);
         if self.since_estimate >= ESTIMATE_EVERY {
             self.estimate(percentile);
         }
@@ -1332,8 +1344,8 @@ mod tests {
     }
 
     /// Issue 13: one late packet (a load spike) raises the target from the next packet on
-    /// (a 95th percentile over 5 s ignores it), and the target comes back down slowly, by
-    /// `PEAK_FALL_US_PER_S`, not at the next estimate.
+    /// (a 95th percentile over 5 s ignores it), and the target comes back down slowly: held
+    /// for `PEAK_HOLD_US`, then by `PEAK_FALL_US_PER_S`, not at the next estimate.
     #[test]
     fn the_target_rises_at_once_on_a_jitter_spike_and_comes_down_slowly() {
         let mut sc = Script::clean();
@@ -1353,9 +1365,11 @@ mod tests {
         let at = |k: usize| targets[k];
         assert_eq!(at(99), 22.0, "clean: one frame and the scheduling margin");
         assert!(at(104) >= 75.0, "the spike's 60 ms are covered at once: {}", at(104));
-        // 20 ms/s down: about 40 ms above the floor a second later, back 3 s after.
-        assert!((50.0..=65.0).contains(&at(154)), "one second after: {}", at(154));
-        assert!(at(260) <= 22.0 + 1e-6, "back to one frame and the margin: {}", at(260));
+        // Held for 2 s, then 20 ms/s down: about 40 ms above the floor a second into the
+        // fall, back 3 s after it began.
+        assert!(at(190) >= 75.0, "held: {}", at(190));
+        assert!((50.0..=65.0).contains(&at(254)), "one second into the fall: {}", at(254));
+        assert!(at(390) <= 22.0 + 1e-6, "back to one frame and the margin: {}", at(390));
         let s = sc.jb.stats();
         assert_eq!((s.late, s.resets), (1, 0), "{s:?}");
     }
