@@ -807,7 +807,8 @@ impl Keying {
         }
     }
 
-    fn block_reason(&self) -> Option<TxBlockReason> {
+    /// What keeps the transmitter from keying for a request now, if anything.
+    pub fn block_reason(&self) -> Option<TxBlockReason> {
         if self.shut_down {
             Some(TxBlockReason::ShutDown)
         } else if self.inhibited {
@@ -1997,6 +1998,8 @@ mod tests {
         assert!(s.k.ptt(), "5 s guard counts from the last audio");
         s.run_to(7000);
         assert!(!s.k.ptt() && s.k.silent());
+        // What the port reports to the floor (air: waiting, no_audio).
+        assert_eq!(s.k.block_reason(), Some(Block::NoAudio));
         // The request stays: repeats are told why they do not key.
         s.input(8000, TxRequest(true));
         // Audio after all: a fresh key-up (TX delay, full TOT).
@@ -2017,7 +2020,7 @@ mod tests {
                 (11_500, PttOff(Off::HangExpired)),
             ]
         );
-        assert!(!s.k.silent());
+        assert!(!s.k.silent() && s.k.block_reason().is_none());
     }
 
     #[test]

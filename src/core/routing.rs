@@ -109,6 +109,9 @@ pub enum WaitReason {
     Inhibited,
     /// Locked out after its time-out timer fired, until the channel goes idle.
     LockedOut,
+    /// Its no-audio guard unkeyed it (the talker sent nothing): it keys again when channel
+    /// audio reaches it.
+    NoAudio,
 }
 
 /// Whether a radio that should transmit the channel's talker does.

@@ -17,7 +17,7 @@ use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::core::jitter::JitterStats;
-use crate::core::keying::{Event, Input, Keying, PttOffReason};
+use crate::core::keying::{Event, Input, Keying, PttOffReason, TxBlockReason};
 use crate::core::routing::{RadioTx, WaitReason};
 use crate::fleet::{Event as FleetEvent, EventKind, PortState};
 use crate::pipeline::TxGate;
@@ -260,16 +260,15 @@ impl RadioPort {
         }
     }
 
-    /// What keeps the transmitter from keying now, if anything (as the keying core decides).
+    /// What keeps the transmitter from keying now, if anything, as the keying core decides
+    /// (a port that is shutting down reports nothing: it is leaving the channel).
     fn blocked(&self) -> Option<WaitReason> {
-        if self.keying.inhibited() {
-            Some(WaitReason::Inhibited)
-        } else if self.keying.locked_out() {
-            Some(WaitReason::LockedOut)
-        } else if !self.keying.config().duplex && self.keying.rx_active() {
-            Some(WaitReason::Receiving)
-        } else {
-            None
+        match self.keying.block_reason()? {
+            TxBlockReason::Inhibited => Some(WaitReason::Inhibited),
+            TxBlockReason::LockedOut => Some(WaitReason::LockedOut),
+            TxBlockReason::Busy => Some(WaitReason::Receiving),
+            TxBlockReason::NoAudio => Some(WaitReason::NoAudio),
+            TxBlockReason::ShutDown => None,
         }
     }
 

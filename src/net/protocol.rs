@@ -161,6 +161,8 @@ pub enum AirWaitReason {
     Inhibited,
     /// Time-out timer lockout, until the channel goes idle.
     LockedOut,
+    /// The no-audio guard unkeyed it; keys again when the talker's audio reaches it.
+    NoAudio,
 }
 
 impl AirEntry {
@@ -175,6 +177,7 @@ impl AirEntry {
                     WaitReason::Receiving => AirWaitReason::Receiving,
                     WaitReason::Inhibited => AirWaitReason::Inhibited,
                     WaitReason::LockedOut => AirWaitReason::LockedOut,
+                    WaitReason::NoAudio => AirWaitReason::NoAudio,
                 }),
             ),
         };
