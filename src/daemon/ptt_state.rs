@@ -3,9 +3,11 @@
 //!
 //! Where: `<runtime dir>/ptt-lines-<hash>.json`, the runtime dir being `$RUNTIME_DIRECTORY`
 //! (systemd's `RuntimeDirectory=roipd`: `/run/roipd`), else `$XDG_RUNTIME_DIR/roipd`, else
-//! `/run/roipd`; `<hash>` is the FNV-1a hash of the config file's absolute path, so daemons run
-//! with different configs (and tests) never share a file, and safe-off given the same path as
-//! `roipd run` finds it even when the config file is gone.
+//! `/run/roipd`; `<hash>` is the FNV-1a hash of the config file's canonical path (symlinks and
+//! `..` resolved; the absolute path if the file is gone), so daemons run with different configs
+//! (and tests) never share a file, safe-off finds it whichever way the same file is named
+//! (`./roipd.toml`, a symlink, `/etc/roipd/roipd.toml`), and given the same path as `roipd run`
+//! even when the config file is gone.
 //!
 //! When: written before the first PTT line is opened, again on every (re)start of the ports,
 //! a config reload included (lines added or removed), atomically (temp file, fsync, rename,
@@ -80,13 +82,14 @@ pub fn runtime_dir() -> PathBuf {
 
 /// The state file of the daemon run with `config_path`.
 pub fn path_for(config_path: &Path) -> PathBuf {
-    let absolute = absolute(config_path);
-    let hash = crate::fleet::config_hash(absolute.as_os_str().as_bytes());
+    let canonical = canonical(config_path);
+    let hash = crate::fleet::config_hash(canonical.as_os_str().as_bytes());
     runtime_dir().join(format!("ptt-lines-{hash}.json"))
 }
 
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+/// The config file's canonical path, or its absolute path when it is gone.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf())
 }
 
 impl PttState {
@@ -112,7 +115,7 @@ impl PttState {
             .collect();
         PttState {
             version: VERSION,
-            config: absolute(config_path).display().to_string(),
+            config: canonical(config_path).display().to_string(),
             pid: std::process::id(),
             sim_dir: config.gpio.sim.dir.clone(),
             lines,
@@ -276,5 +279,20 @@ ptt = { line = "sim:desk-ptt", active_low = true }
         assert_eq!(a, path_for(Path::new("/etc/roipd/roipd.toml")));
         assert_ne!(a, path_for(Path::new("/etc/roipd/other.toml")));
         assert!(a.file_name().unwrap().to_string_lossy().starts_with("ptt-lines-"));
+    }
+
+    #[test]
+    fn every_name_of_the_same_config_file_finds_the_same_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("etc").join("roipd.toml");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "").unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let dotted = dir.path().join("etc").join(".").join("..").join("etc").join("roipd.toml");
+        let state = path_for(&real);
+        assert_eq!(path_for(&link), state);
+        assert_eq!(path_for(&dotted), state);
+        assert_ne!(path_for(&dir.path().join("other.toml")), state);
     }
 }
