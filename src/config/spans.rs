@@ -96,21 +96,41 @@ impl Index {
 /// Longest key an error names (a real key path is far shorter).
 const MAX_KEY_CHARS: usize = 120;
 
+/// Most errors reported for one file. Placing an error costs a scan of the text before it, so
+/// a file of garbage (40,000 broken lines took 66 s) would cost the square of its size; and
+/// nobody reads past the first screenful. The rest are counted in one last error.
+pub(crate) const MAX_ERRORS: usize = 100;
+
 /// Collects errors against one file.
 pub(crate) struct Report<'a> {
     file: &'a str,
     text: &'a str,
     pub index: Index,
     pub errors: Vec<ConfigError>,
+    /// Errors past [`MAX_ERRORS`], counted only.
+    more: usize,
 }
 
 impl<'a> Report<'a> {
     pub fn new(file: &'a str, text: &'a str, index: Index) -> Self {
-        Self { file, text, index, errors: Vec::new() }
+        Self { file, text, index, errors: Vec::new(), more: 0 }
+    }
+
+    /// [`MAX_ERRORS`] are placed: a further error is only counted, and this says so. Callers
+    /// that work to find an error's key check it first.
+    pub fn full(&mut self) -> bool {
+        let full = self.errors.len() >= MAX_ERRORS;
+        if full {
+            self.more += 1;
+        }
+        full
     }
 
     /// An error at a byte offset.
     pub fn at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
+        if self.full() {
+            return;
+        }
         let (line, column) = position(self.text, offset);
         // A key recovered from a garbled line can be the whole line, and every syntax error on
         // that line names it: cut it, or errors grow with the square of the line's length.
@@ -124,12 +144,18 @@ impl<'a> Report<'a> {
     /// An error about `path`, placed at its value, or at the nearest enclosing key that is in
     /// the file (a missing key is reported where its table is), or at the top of the file.
     pub fn key(&mut self, path: &str, message: impl Into<String>) {
+        if self.full() {
+            return;
+        }
         let offset = self.offset_of(path);
         self.at(offset, path, message);
     }
 
     /// An error about element `i` of the array at `path`.
     pub fn element(&mut self, path: &str, i: usize, message: impl Into<String>) {
+        if self.full() {
+            return;
+        }
         let offset = self.index.get(path).and_then(|e| e.elements.get(i)).map(|r| r.start);
         let offset = offset.unwrap_or_else(|| self.offset_of(path));
         self.at(offset, path, message);
@@ -157,6 +183,11 @@ impl<'a> Report<'a> {
         self.errors.sort_by_key(|e| (e.line, e.column));
         let mut seen = std::collections::HashSet::new();
         self.errors.retain(|e| seen.insert(e.clone()));
+        if self.more > 0 {
+            let (line, column) = self.errors.last().map_or((1, 1), |e| (e.line, e.column));
+            let message = format!("{} more errors not shown (the first {MAX_ERRORS} are above)", self.more);
+            self.errors.push(ConfigError { file: self.file.to_string(), line, column, key: "errors".into(), message });
+        }
         self.errors
     }
 }
