@@ -13,7 +13,8 @@
 //!
 //! Env: `ROIPD_BIN` (default target/release/roipd), `RIG_SCENARIOS` (default `floor,single,hub`),
 //! `RIG_BURSTS` (default 12), `RIG_FRAME_MS` (codec frame, default 20), `RIG_COR_LEAD_MS` (COR
-//! before the burst, default 100; 0 = COR with the audio).
+//! before the burst, default 100; 0 = COR with the audio), `RIG_FLOOR_PERIOD_US` (arecord/aplay
+//! period, 4 periods a buffer, default 5000; 10000 is roipd's ALSA setting).
 
 use std::fs;
 use std::io::Write as _;
@@ -308,16 +309,17 @@ fn main() {
         let asound = d.join("asound.conf");
         match sc {
             "floor" => {
+                let period_us: u32 = env_or("RIG_FLOOR_PERIOD_US", 5000);
                 let rec = Command::new("arecord")
                     .args(["-q", "-D", "a_rx", "-f", "S16_LE", "-r", "48000", "-c", "1", "-t", "raw"])
-                    .args(["--period-time=5000", "--buffer-time=20000"])
+                    .args([format!("--period-time={period_us}"), format!("--buffer-time={}", 4 * period_us)])
                     .env("ALSA_CONFIG_PATH", &asound)
                     .stdout(Stdio::piped())
                     .spawn()
                     .expect("arecord (alsa-utils)");
                 let play = Command::new("aplay")
                     .args(["-q", "-D", "b_tx", "-f", "S16_LE", "-r", "48000", "-c", "1", "-t", "raw"])
-                    .args(["--period-time=5000", "--buffer-time=20000"])
+                    .args([format!("--period-time={period_us}"), format!("--buffer-time={}", 4 * period_us)])
                     .env("ALSA_CONFIG_PATH", &asound)
                     .stdin(rec.stdout.unwrap())
                     .spawn()
