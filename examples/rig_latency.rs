@@ -310,18 +310,20 @@ fn main() {
         match sc {
             "floor" => {
                 let period_us: u32 = env_or("RIG_FLOOR_PERIOD_US", 5000);
-                let rec = Command::new("arecord")
+                let mut rec = Command::new("arecord")
                     .args(["-q", "-D", "a_rx", "-f", "S16_LE", "-r", "48000", "-c", "1", "-t", "raw"])
                     .args([format!("--period-time={period_us}"), format!("--buffer-time={}", 4 * period_us)])
                     .env("ALSA_CONFIG_PATH", &asound)
                     .stdout(Stdio::piped())
                     .spawn()
                     .expect("arecord (alsa-utils)");
+                let rec_out = rec.stdout.take().unwrap();
+                let _r = Guard(rec);
                 let play = Command::new("aplay")
                     .args(["-q", "-D", "b_tx", "-f", "S16_LE", "-r", "48000", "-c", "1", "-t", "raw"])
                     .args([format!("--period-time={period_us}"), format!("--buffer-time={}", 4 * period_us)])
                     .env("ALSA_CONFIG_PATH", &asound)
-                    .stdin(rec.stdout.unwrap())
+                    .stdin(rec_out)
                     .spawn()
                     .expect("aplay");
                 let _p = Guard(play);
