@@ -42,7 +42,7 @@ const STEADY: std::ops::Range<usize> = 60 * PERIOD..140 * PERIOD;
 const MAX_DELAY: usize = 300 * 48;
 
 /// The settings of one port's path, as the daemon builds them from `[port.NAME.audio]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PathConfig {
     pub rx: RxConfig,
     pub tx: TxConfig,
@@ -50,18 +50,6 @@ pub struct PathConfig {
     pub jitter: JitterConfig,
     /// VOX is the COR source: the receive chain runs while the port does not talk.
     pub vox: bool,
-}
-
-impl Default for PathConfig {
-    fn default() -> Self {
-        PathConfig {
-            rx: RxConfig::default(),
-            tx: TxConfig::default(),
-            encoder: EncoderConfig::default(),
-            jitter: JitterConfig::default(),
-            vox: false,
-        }
-    }
 }
 
 /// What the path does to a tone and a chirp.
@@ -152,7 +140,6 @@ fn rms_db(x: &[f32]) -> f64 {
 /// correlation there. A coarse search on 4× decimated signals, then every lag near it.
 pub fn align(input: &[f32], output: &[f32], over: Over) -> (usize, f64) {
     let x = &input[over.onset..over.onset + over.len];
-    let ex = energy(x);
     let corr = |lag: usize, step: usize| -> f64 {
         let start = over.onset + lag;
         if start + over.len > output.len() {
@@ -166,7 +153,6 @@ pub fn align(input: &[f32], output: &[f32], over: Over) -> (usize, f64) {
             yy += b * b;
             xx += a * a;
         }
-        let _ = ex;
         if yy <= 0.0 || xx <= 0.0 {
             0.0
         } else {
@@ -230,8 +216,9 @@ fn solve3(mut m: [[f64; 3]; 3], mut v: [f64; 3]) -> Option<[f64; 3]> {
         for r in 0..3 {
             if r != col {
                 let f = m[r][col] / m[col][col];
-                for c in 0..3 {
-                    m[r][c] -= f * m[col][c];
+                let pivot_row = m[col];
+                for (x, p) in m[r].iter_mut().zip(pivot_row) {
+                    *x -= f * p;
                 }
                 v[r] -= f * v[col];
             }
