@@ -164,6 +164,11 @@ impl Encoder {
         Ok(())
     }
 
+    /// Forgets the audio before (a new talk-spurt does not continue the last one).
+    pub fn reset(&mut self) -> Result<()> {
+        self.inner.reset_state().map_err(opus_err)
+    }
+
     pub fn set_bitrate(&mut self, bps: u32) -> Result<()> {
         self.inner.set_bitrate(Bitrate::BitsPerSecond(check_bitrate(bps)?)).map_err(opus_err)?;
         self.cfg.bitrate_bps = bps;

@@ -172,7 +172,9 @@ impl RxChain {
         }
     }
 
-    fn reset_filters(&mut self) {
+    /// Clear the filter and limiter state, keeping the AGC's gain (a new over on a port whose
+    /// chain did not run in between).
+    pub fn reset_filters(&mut self) {
         for bq in self.highpass.iter_mut().flatten().chain(self.de_emphasis.as_mut()) {
             bq.reset();
         }

@@ -7,6 +7,7 @@
 //! same code. The DSP and codec work per frame allocates nothing; an emitted packet is one small
 //! `Vec` (50 a second while talking).
 
+pub mod fidelity;
 mod mixer;
 mod rx;
 mod tx;
