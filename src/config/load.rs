@@ -66,7 +66,7 @@ fn parse(text: &str, file: &str, read_files: bool) -> Result<Config, ConfigError
     let mut report = Report::new(file, text, Index::build(doc.get_ref(), text));
     if !syntax_errors.is_empty() {
         for e in syntax_errors {
-            if report.full() {
+            if report.skip_when_full() {
                 continue;
             }
             let span = e.span().unwrap_or(0..0);

@@ -116,8 +116,8 @@ impl<'a> Report<'a> {
         Self { file, text, index, errors: Vec::new(), more: 0 }
     }
 
-    /// [`MAX_ERRORS`] are placed: a further error is only counted, and this says so. Callers
-    /// that work to find an error's key check it first.
+    /// Whether [`MAX_ERRORS`] are placed already; if so, the error at hand is counted instead
+    /// of placed. Callers that work to find an error's key ask first.
     pub fn full(&mut self) -> bool {
         let full = self.errors.len() >= MAX_ERRORS;
         if full {
@@ -128,7 +128,7 @@ impl<'a> Report<'a> {
 
     /// An error at a byte offset.
     pub fn at(&mut self, offset: usize, key: &str, message: impl Into<String>) {
-        if self.full() {
+        if self.skip_when_full() {
             return;
         }
         let (line, column) = position(self.text, offset);
@@ -144,7 +144,7 @@ impl<'a> Report<'a> {
     /// An error about `path`, placed at its value, or at the nearest enclosing key that is in
     /// the file (a missing key is reported where its table is), or at the top of the file.
     pub fn key(&mut self, path: &str, message: impl Into<String>) {
-        if self.full() {
+        if self.skip_when_full() {
             return;
         }
         let offset = self.offset_of(path);
@@ -153,7 +153,7 @@ impl<'a> Report<'a> {
 
     /// An error about element `i` of the array at `path`.
     pub fn element(&mut self, path: &str, i: usize, message: impl Into<String>) {
-        if self.full() {
+        if self.skip_when_full() {
             return;
         }
         let offset = self.index.get(path).and_then(|e| e.elements.get(i)).map(|r| r.start);

@@ -230,7 +230,7 @@ impl Sim {
     }
 
     /// With other keying configs (e.g. to see that an invariant catches a core without a guard).
-    pub fn with_keying(seed: u64, inv: Invariants, keying_config: impl Fn(usize) -> KeyingConfig) -> Self {
+    pub fn with_keying(seed: u64, inv: Invariants, core_config: impl Fn(usize) -> KeyingConfig) -> Self {
         let t0 = Instant::now();
         let hosts = (0..CHANNELS)
             .map(|c| {
@@ -258,7 +258,7 @@ impl Sim {
         });
         let radios = (0..RADIOS)
             .map(|r| Radio {
-                keying: Keying::new(keying_config(r)),
+                keying: Keying::new(core_config(r)),
                 channel: r % CHANNELS,
                 cor: false,
                 inhibit: false,
@@ -267,7 +267,7 @@ impl Sim {
                 tx_unwanted_since: None,
                 keyed_since: None,
                 last_audio: None,
-                no_audio_guard: self::keying_config(r).no_audio,
+                no_audio_guard: keying_config(r).no_audio,
                 reported: None,
             })
             .collect();
