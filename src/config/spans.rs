@@ -118,7 +118,7 @@ impl<'a> Report<'a> {
 
     /// Whether [`MAX_ERRORS`] are placed already; if so, the error at hand is counted instead
     /// of placed. Callers that work to find an error's key ask first.
-    pub fn full(&mut self) -> bool {
+    pub fn skip_when_full(&mut self) -> bool {
         let full = self.errors.len() >= MAX_ERRORS;
         if full {
             self.more += 1;
