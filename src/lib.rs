@@ -20,6 +20,7 @@ pub mod devices;
 pub mod dsp;
 pub mod fleet;
 pub mod gpio;
+pub mod heap;
 pub mod net;
 pub mod pipeline;
 pub mod wait;

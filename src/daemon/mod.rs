@@ -109,6 +109,7 @@ pub fn run_config(config: Config, source: String) -> ExitCode {
 fn run_config_at(config: Config, source: String, path: Option<std::path::PathBuf>) -> ExitCode {
     logging::init(&config.log.level);
     safety::install_panic_hook();
+    crate::heap::fix_mmap_threshold();
     // Before the runtime exists: its worker threads inherit the main thread's nice level.
     match crate::audio::rt::favour_current_thread(crate::audio::rt::DAEMON_NICE) {
         level @ crate::audio::rt::NiceLevel::Denied(..) => {

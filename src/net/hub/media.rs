@@ -100,7 +100,8 @@ pub(crate) struct MediaLoop {
     local: SocketAddr,
     candidates: Vec<IpAddr>,
     cert: DtlsCert,
-    peers: HashMap<PeerId, Peer>,
+    /// Boxed: a `Peer` is ~10 KB inline, and a table of them grew by copying megabytes.
+    peers: HashMap<PeerId, Box<Peer>>,
     events: mpsc::UnboundedSender<HubEvent>,
     stream_stats: StreamStats,
 }
@@ -226,7 +227,7 @@ impl MediaLoop {
             let label = if taken { format!("{name}#{peer}") } else { name.to_owned() };
             let stats = RtcStats::default();
             let new = Peer { rtc, fingerprint, tracks, notes, connected: false, deadline: now, label, stats };
-            self.peers.insert(peer, new);
+            self.peers.insert(peer, Box::new(new));
         }
         self.drive(peer);
         Ok(add_end_of_candidates(&answer.to_sdp_string()))
@@ -321,9 +322,9 @@ impl MediaLoop {
         self.fail(peer, failure);
     }
 
-    /// Drop a peer's media session and its stream metrics. A session is ~10 KB inline, so the
-    /// map gives back what a burst made it grow once it is mostly empty.
-    fn remove_peer(&mut self, peer: PeerId) -> Option<Peer> {
+    /// Drop a peer's media session and its stream metrics. The map gives back what a burst
+    /// made it grow once it is mostly empty.
+    fn remove_peer(&mut self, peer: PeerId) -> Option<Box<Peer>> {
         let p = self.peers.remove(&peer)?;
         forget_streams(&self.stream_stats, &p);
         if self.peers.len() < self.peers.capacity() / 4 {

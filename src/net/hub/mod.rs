@@ -356,16 +356,7 @@ async fn trim_after_sessions(ended: Arc<Notify>, cancel: CancellationToken) {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => break,
             }
         }
-        let _ = tokio::task::spawn_blocking(release_free_memory).await;
-    }
-}
-
-/// Return the allocator's free memory to the kernel (glibc only; a no-op elsewhere).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointers are passed.
-    unsafe {
-        libc::malloc_trim(0);
+        let _ = tokio::task::spawn_blocking(crate::heap::release_free_memory).await;
     }
 }
 
