@@ -13,9 +13,29 @@ pub async fn until<I: Into<tokio::time::Instant>>(deadline: Option<I>) {
 }
 
 /// The next message of an optional channel (`None` once it is closed), or wait forever without one.
-pub async fn recv<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+pub async fn recv<R: Inbox>(rx: &mut Option<R>) -> Option<R::Item> {
     match rx {
-        Some(rx) => rx.recv().await,
+        Some(rx) => rx.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A channel's receiving side, bounded or not.
+pub trait Inbox {
+    type Item;
+    fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send;
+}
+
+impl<T: Send> Inbox for mpsc::UnboundedReceiver<T> {
+    type Item = T;
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
+    }
+}
+
+impl<T: Send> Inbox for mpsc::Receiver<T> {
+    type Item = T;
+    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
+        self.recv()
     }
 }

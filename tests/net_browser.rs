@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
 use roipd::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
-use roipd::net::peer_queue::PeerTx;
+use roipd::net::peer_queue::{PeerTx, INBOX};
 use roipd::net::{
     self, HubChannel, HubEvent, HubOptions, HubToken, MemberRequest, PeerId, ToPeer, UplinkEvent, UplinkOptions,
 };
@@ -120,7 +120,7 @@ fn tone_wav(path: &Path) {
 }
 
 /// Grants free floors and forwards the holder's media to everyone else on the channel.
-async fn router(mut rx: mpsc::UnboundedReceiver<HubEvent>) {
+async fn router(mut rx: mpsc::Receiver<HubEvent>) {
     let mut peers: HashMap<PeerId, (String, PeerTx<ToPeer>, Vec<ParticipantId>)> = HashMap::new();
     let mut holder: Option<(PeerId, ParticipantId)> = None;
     let mut next = 0u64;
@@ -204,7 +204,7 @@ async fn chromium_talks_and_listens_through_the_hub() {
     o.tokens =
         vec![HubToken { name: "t".into(), secret: TOKEN.into(), channels: vec!["*".into()], max_priority: None }];
     o.channels = vec![HubChannel { name: "ops".into(), label: "Operations".into() }];
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(INBOX);
     let cancel = CancellationToken::new();
     let hub = net::serve(o, tx, cancel.clone()).await.unwrap();
     tokio::spawn(router(rx));

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use roipd::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES};
 use roipd::core::floor::{DenyCause, ParticipantId, Priority, ToArbiter, ToParticipant};
-use roipd::net::peer_queue::PeerTx;
+use roipd::net::peer_queue::{PeerTx, INBOX};
 use roipd::net::{
     self, HubChannel, HubEvent, HubHandle, HubOptions, HubToken, MemberRequest, PeerId, ToPeer, UplinkEvent,
     UplinkHandle, UplinkOptions,
@@ -61,7 +61,7 @@ struct Hub {
 
 impl Hub {
     async fn start(o: HubOptions) -> Hub {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(INBOX);
         let cancel = CancellationToken::new();
         let handle = net::serve(o, tx, cancel.clone()).await.expect("hub starts");
         let log = Arc::new(Mutex::new(Log::default()));
@@ -91,7 +91,7 @@ struct RouterPeer {
 
 /// Grants a free floor, denies a busy one, forwards the holder's media to everyone else on the
 /// channel, frees the floor of a peer that leaves.
-async fn fake_router(mut rx: mpsc::UnboundedReceiver<HubEvent>, log: Arc<Mutex<Log>>) {
+async fn fake_router(mut rx: mpsc::Receiver<HubEvent>, log: Arc<Mutex<Log>>) {
     let mut peers: HashMap<PeerId, RouterPeer> = HashMap::new();
     let mut holders: HashMap<String, (PeerId, ParticipantId)> = HashMap::new();
     let mut next_id = 100u64;
@@ -1088,7 +1088,7 @@ async fn a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded() {
     use roipd::net::protocol::RosterDelta;
     use roipd::net::RosterEntry;
 
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(INBOX);
     let cancel = CancellationToken::new();
     let handle = net::serve(options(localhost(), Some(0)), events_tx, cancel.clone()).await.expect("hub starts");
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", handle.http_addr())).await.unwrap();
@@ -1134,6 +1134,63 @@ async fn a_console_that_stops_reading_is_dropped_and_its_queue_stays_bounded() {
     })
     .await;
     assert!(left.is_ok(), "the stalled console was not dropped");
+    drop(ws);
+    cancel.cancel();
+    tokio::time::timeout(T, handle.stopped()).await.expect("hub stops");
+}
+
+/// A console that floods floor messages while the router is busy: the router's inbox holds at
+/// most `INBOX` events and the console's session waits (reading nothing more from it) instead
+/// of queueing the rest; once the router reads again every message arrives, in order, and the
+/// console is still served (issue 19 item 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_that_floods_floor_messages_waits_for_the_router_and_loses_none() {
+    let (events_tx, mut events) = mpsc::channel(INBOX);
+    let cancel = CancellationToken::new();
+    let handle = net::serve(options(localhost(), Some(0)), events_tx, cancel.clone()).await.expect("hub starts");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", handle.http_addr())).await.unwrap();
+    send(&mut ws, json!({"type":"hello","token":ALL,"name":"flood","members":[{"key":"c","channel":"ops"}]})).await;
+    let (peer, _to_peer) = match tokio::time::timeout(T, events.recv()).await.unwrap().unwrap() {
+        HubEvent::Joined { peer, to_peer, reply, .. } => {
+            reply.send(Ok(vec![ParticipantId(1)])).unwrap();
+            (peer, to_peer)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+
+    // The router reads nothing while the console sends three inboxes' worth.
+    let n = 3 * INBOX;
+    let flood = tokio::spawn(async move {
+        for i in 0..n {
+            let action = if i % 2 == 0 { "request" } else { "release" };
+            send(&mut ws, json!({"type":"floor","id":1,"action":action})).await;
+        }
+        ws
+    });
+    let full = tokio::time::timeout(T, async {
+        while events.len() < INBOX {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(full.is_ok(), "the flood did not reach the router: {} events", events.len());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(events.len(), INBOX, "the inbox holds no more than its bound");
+
+    // The router reads again: every floor message, in order.
+    for i in 0..n {
+        match tokio::time::timeout(T, events.recv()).await.expect("the rest of the flood").unwrap() {
+            HubEvent::Floor { peer: p, member: ParticipantId(1), msg } if p == peer => {
+                let request = matches!(msg, ToArbiter::Request { .. });
+                assert_eq!(request, i % 2 == 0, "floor message {i} out of order: {msg:?}");
+            }
+            other => panic!("floor message {i}: {other:?}"),
+        }
+    }
+    let mut ws = tokio::time::timeout(T, flood).await.expect("the console's sends complete").unwrap();
+    send(&mut ws, json!({"type":"ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong", "the console is still served");
     drop(ws);
     cancel.cancel();
     tokio::time::timeout(T, handle.stopped()).await.expect("hub stops");

@@ -79,7 +79,8 @@ struct Peer {
 
 /// Where the router's inputs come from besides the local ports.
 pub struct NetLinks {
-    pub hub: Option<mpsc::UnboundedReceiver<HubEvent>>,
+    /// The hub's and the floor host's events: bounded ([`crate::net::peer_queue::deliver`]).
+    pub hub: Option<mpsc::Receiver<HubEvent>>,
     pub uplink: Option<(Box<dyn UplinkSink>, mpsc::UnboundedReceiver<UplinkEvent>)>,
     /// Consoles' `desk` commands.
     pub desk: Option<mpsc::UnboundedReceiver<crate::net::hub::DeskRequest>>,

@@ -332,6 +332,7 @@ async fn start_net(
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
     let mut links = channels::NetLinks { hub: None, uplink: None, desk: None };
+    let mut hub_inbox: Option<mpsc::Sender<net::HubEvent>> = None;
     if let Some(hub) = &config.hub {
         let channels = config
             .channel
@@ -346,7 +347,8 @@ async fn start_net(
             options.desk = Some(tx);
             links.desk = Some(rx);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
+        hub_inbox = Some(tx.clone());
         net::serve(options, tx, cancel.clone()).await.map_err(|e| format!("hub: {e}"))?;
         links.hub = Some(rx);
     }
@@ -386,19 +388,20 @@ async fn start_net(
         // This box hosts its channels' floor: Janus edges join its arbiters over MQTT as hub peers.
         let mqtt = config.mqtt.clone().ok_or("a Janus uplink needs [mqtt]: floor control travels over MQTT")?;
         let janus = net::janus::janus_options(config).map_err(|e| format!("uplink: {e}"))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Some(mut embedded) = links.hub.take() {
-            // The embedded hub's peers and the MQTT edges reach the same router.
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(event) = embedded.recv().await {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
+        // The MQTT edges reach the same router as the embedded hub's peers, through its inbox.
+        let inbox = hub_inbox.take().unwrap_or_else(|| {
+            let (inbox, rx) = mpsc::channel(net::peer_queue::INBOX);
+            links.hub = Some(rx);
+            inbox
+        });
+        let (tx, mut from_host) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(event) = from_host.recv().await {
+                if net::peer_queue::deliver(&inbox, event).await.is_err() {
+                    break;
                 }
-            });
-        }
-        links.hub = Some(rx);
+            }
+        });
         let options = net::floor_mqtt::FloorHostOptions {
             mqtt,
             device_id: config.device_id.clone(),

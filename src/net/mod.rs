@@ -78,6 +78,17 @@ pub enum HubEvent {
     Left { peer: PeerId },
 }
 
+/// The router's hub inbox ([`peer_queue::deliver`]): a peer's media is lossy; joins, floor
+/// messages and leaves must arrive, so their senders wait for room.
+impl Queued for HubEvent {
+    fn policy(&self) -> Policy {
+        match self {
+            HubEvent::Media { .. } => Policy::DropOldest,
+            HubEvent::Joined { .. } | HubEvent::Floor { .. } | HubEvent::Left { .. } => Policy::Keep,
+        }
+    }
+}
+
 /// Channel router → one peer's session.
 #[derive(Debug, Clone)]
 pub enum ToPeer {

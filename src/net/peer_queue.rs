@@ -9,13 +9,20 @@
 //!   [`End::Overflow`], drops what it holds, and the consumer disconnects its peer.
 //!
 //! Coalesced messages count against `reliable` too. Signaling comes out before media.
+//!
+//! A task's shared inbox (many senders, one consumer: the channel router's hub events, the
+//! hub's media task) is tokio's bounded channel, filled through [`deliver`] with the same
+//! policies: a `DropOldest` message that finds it full is dropped (the newest then: the
+//! consumer already holds the older ones), any other waits for room, so the sender (a session
+//! reading its client) stops reading meanwhile, and a flooding client slows only itself.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, Notify};
 
 /// What to do with a message when its peer's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +264,35 @@ impl<T> PeerRx<T> {
     }
 }
 
+/// Messages a shared inbox holds; enough for every session's one message in flight, and
+/// about 100 ms of media from or to every peer at once.
+pub const INBOX: usize = 1024;
+
+/// Put `msg` into a shared inbox by its policy (see the module text). `Err` only when the
+/// consumer is gone; a dropped media packet is not an error.
+pub async fn deliver<T: Queued>(inbox: &mpsc::Sender<T>, msg: T) -> Result<(), End> {
+    match msg.policy() {
+        Policy::DropOldest => deliver_lossy(inbox, msg),
+        Policy::Coalesce | Policy::Keep => inbox.send(msg).await.map_err(|_| End::Closed),
+    }
+}
+
+/// [`deliver`] for senders that cannot wait (a task whose loop also serves others): a lossy
+/// message, or one that must arrive when it finds room (`Err(Full)` gives it back otherwise).
+pub fn try_deliver<T: Queued>(inbox: &mpsc::Sender<T>, msg: T) -> Result<(), TrySendError<T>> {
+    match (msg.policy(), inbox.try_send(msg)) {
+        (_, Ok(())) | (Policy::DropOldest, Err(TrySendError::Full(_))) => Ok(()),
+        (_, Err(e)) => Err(e),
+    }
+}
+
+fn deliver_lossy<T: Queued>(inbox: &mpsc::Sender<T>, msg: T) -> Result<(), End> {
+    match try_deliver(inbox, msg) {
+        Err(TrySendError::Closed(_)) => Err(End::Closed),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +396,29 @@ mod tests {
         tokio::task::yield_now().await;
         drop(tx);
         assert_eq!(waiter.await.unwrap(), Err(End::Closed));
+    }
+
+    #[tokio::test]
+    async fn an_inbox_drops_media_when_full_and_makes_the_rest_wait() {
+        let (tx, mut rx) = mpsc::channel(2);
+        deliver(&tx, M::Event(1)).await.unwrap();
+        deliver(&tx, M::Media(1)).await.unwrap();
+        for i in 2..100 {
+            deliver(&tx, M::Media(i)).await.unwrap();
+        }
+        assert!(matches!(try_deliver(&tx, M::Event(2)), Err(TrySendError::Full(M::Event(2)))));
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { deliver(&tx, M::Event(2)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a message that must arrive waits for room");
+        assert_eq!(rx.recv().await, Some(M::Event(1)));
+        waiting.await.unwrap().unwrap();
+        assert_eq!(rx.recv().await, Some(M::Media(1)));
+        assert_eq!(rx.recv().await, Some(M::Event(2)), "media that found it full was dropped");
+        drop(rx);
+        assert_eq!(deliver(&tx, M::Media(0)).await, Err(End::Closed));
+        assert_eq!(deliver(&tx, M::Event(0)).await, Err(End::Closed));
     }
 }

@@ -22,7 +22,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::core::restamp::Restamper;
 use crate::net::addrs::pick_destination;
-use crate::net::peer_queue::{PeerTx, Policy, Queued};
+use crate::net::peer_queue::{self, PeerTx, Policy, Queued};
 use crate::net::protocol::{add_end_of_candidates, sdp_fingerprint};
 use crate::net::rtc::{self, Polled, RtcStats, StreamStats};
 use crate::net::{HubEvent, PeerId};
@@ -45,6 +45,17 @@ pub(crate) enum MediaCmd {
     Write { peer: PeerId, channel: String, packet: MediaPacket },
     /// The session ended: drop the peer's media and report `Left`.
     Leave { peer: PeerId },
+}
+
+/// The media task's inbox: packets to peers are lossy, the rest must arrive (a session has at
+/// most one offer and one leave in flight).
+impl Queued for MediaCmd {
+    fn policy(&self) -> Policy {
+        match self {
+            MediaCmd::Write { .. } => Policy::DropOldest,
+            MediaCmd::Offer { .. } | MediaCmd::Leave { .. } => Policy::Keep,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +113,7 @@ pub(crate) struct MediaLoop {
     cert: DtlsCert,
     /// Boxed: a `Peer` is ~10 KB inline, and a table of them grew by copying megabytes.
     peers: HashMap<PeerId, Box<Peer>>,
-    events: mpsc::UnboundedSender<HubEvent>,
+    events: mpsc::Sender<HubEvent>,
     stream_stats: StreamStats,
 }
 
@@ -119,14 +130,14 @@ impl MediaLoop {
         socket: UdpSocket,
         candidates: Vec<IpAddr>,
         cert: DtlsCert,
-        events: mpsc::UnboundedSender<HubEvent>,
+        events: mpsc::Sender<HubEvent>,
         stream_stats: StreamStats,
     ) -> Self {
         let local = socket.local_addr().expect("a bound socket has an address");
         Self { socket, local, candidates, cert, peers: HashMap::new(), events, stream_stats }
     }
 
-    pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<MediaCmd>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut cmds: mpsc::Receiver<MediaCmd>, cancel: CancellationToken) {
         let mut buf = vec![0u8; rtc::DATAGRAM_BUF];
         loop {
             let deadline = self.peers.values().map(|p| p.deadline).min();
@@ -141,7 +152,7 @@ impl MediaLoop {
             };
             match step {
                 Step::Stop => break,
-                Step::Cmd(cmd) => self.command(cmd),
+                Step::Cmd(cmd) => self.command(cmd).await,
                 Step::Datagram(n, source) => self.datagram(source, &buf[..n]),
                 Step::Timeout => self.timeouts(Instant::now()),
                 // ICMP errors from an earlier send (port unreachable) surface here; not fatal.
@@ -152,17 +163,18 @@ impl MediaLoop {
             forget_streams(&self.stream_stats, p);
         }
         // Sessions that asked to leave before we stopped still get their one `Left`; later
-        // ones see the channel closed and send it themselves.
+        // ones see the channel closed and send it themselves. Without waiting: the router may
+        // be stopping too.
         cmds.close();
         while let Ok(cmd) = cmds.try_recv() {
             if let MediaCmd::Leave { peer } = cmd {
-                let _ = self.events.send(HubEvent::Left { peer });
+                let _ = peer_queue::try_deliver(&self.events, HubEvent::Left { peer });
             }
         }
         debug!("media task stopped");
     }
 
-    fn command(&mut self, cmd: MediaCmd) {
+    async fn command(&mut self, cmd: MediaCmd) {
         match cmd {
             MediaCmd::Offer { peer, name, sdp, mids, notes, reply } => {
                 let result = self.offer(peer, &name, &sdp, &mids, notes);
@@ -174,7 +186,8 @@ impl MediaLoop {
             MediaCmd::Write { peer, channel, packet } => self.write(peer, &channel, &packet),
             MediaCmd::Leave { peer } => {
                 self.remove_peer(peer);
-                let _ = self.events.send(HubEvent::Left { peer });
+                // After the peer's last media; waits only while the router's inbox is full.
+                let _ = peer_queue::deliver(&self.events, HubEvent::Left { peer }).await;
             }
         }
     }
@@ -309,7 +322,8 @@ impl MediaLoop {
                 Event::RtpPacket(packet) => {
                     let Some((mid, pt, packet)) = rtc::incoming(&mut p.rtc, packet) else { continue };
                     let Some(t) = p.tracks.iter().find(|t| t.mid == mid && t.pt == pt) else { continue };
-                    let _ = self.events.send(HubEvent::Media { peer, channel: t.channel.clone(), packet });
+                    let media = HubEvent::Media { peer, channel: t.channel.clone(), packet };
+                    let _ = peer_queue::try_deliver(&self.events, media);
                 }
                 other => {
                     let Some(changed) = p.stats.take(&other) else { continue };

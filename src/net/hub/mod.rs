@@ -40,6 +40,7 @@ use self::auth::Auth;
 use self::limits::{Budget, Limiter};
 use self::media::{MediaCmd, MediaLoop};
 use super::addrs::interface_addrs;
+use super::peer_queue;
 use super::protocol::MAX_MESSAGE_BYTES;
 use super::rtc::StreamStats;
 use super::{HubEvent, NetError};
@@ -208,8 +209,10 @@ impl HubHandle {
 /// What every session shares.
 struct Shared {
     auth: Auth,
-    events: mpsc::UnboundedSender<HubEvent>,
-    media: mpsc::UnboundedSender<MediaCmd>,
+    /// The channel router's inbox and the media task's: bounded, filled by
+    /// [`peer_queue::deliver`].
+    events: mpsc::Sender<HubEvent>,
+    media: mpsc::Sender<MediaCmd>,
     cancel: CancellationToken,
     next_peer: AtomicU64,
     idle_timeout: Duration,
@@ -225,10 +228,11 @@ struct Shared {
 }
 
 /// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
-/// so the caller can report "signaling ready".
+/// so the caller can report "signaling ready". `events` is the router's bounded inbox
+/// ([`peer_queue::INBOX`]): peers' media that finds it full is dropped, the rest waits.
 pub async fn serve(
     options: HubOptions,
-    events: mpsc::UnboundedSender<HubEvent>,
+    events: mpsc::Sender<HubEvent>,
     cancel: CancellationToken,
 ) -> Result<HubHandle, NetError> {
     let auth = Auth::new(&options.tokens, &options.channels).map_err(NetError::Config)?;
@@ -279,7 +283,7 @@ pub async fn serve(
     }
 
     let tasks = TaskTracker::new();
-    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let (media_tx, media_rx) = mpsc::channel(peer_queue::INBOX);
     let media = MediaLoop::new(udp, candidates.clone(), cert, events.clone(), options.stream_stats.clone());
     tasks.spawn(media.run(media_rx, cancel.clone()));
 

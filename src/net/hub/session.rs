@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn, Instrument};
 
@@ -18,7 +18,7 @@ use super::limits::Slot;
 use super::media::{MediaCmd, MediaNote};
 use super::Shared;
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
-use crate::net::peer_queue::{self, End, Limits, PeerRx, PeerTx};
+use crate::net::peer_queue::{self, End, Limits, PeerRx, PeerTx, Queued};
 use crate::net::protocol::{
     self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, Ports,
     ServerMessage, Welcome, WelcomeMember,
@@ -39,7 +39,7 @@ pub(super) async fn run(socket: WebSocket, shared: Arc<Shared>, remote: SocketAd
         };
         let peer = session.peer;
         session.serve(&mut ws).await;
-        leave(&shared, peer);
+        leave(&shared, peer).await;
     }
     .instrument(span)
     .await
@@ -47,9 +47,19 @@ pub(super) async fn run(socket: WebSocket, shared: Arc<Shared>, remote: SocketAd
 
 /// The session's one `Left`: through the media task (so it follows the peer's last media),
 /// or directly when that task has stopped.
-fn leave(shared: &Shared, peer: PeerId) {
-    if shared.media.send(MediaCmd::Leave { peer }).is_err() {
-        let _ = shared.events.send(HubEvent::Left { peer });
+async fn leave(shared: &Shared, peer: PeerId) {
+    if deliver(shared, &shared.media, MediaCmd::Leave { peer }).await.is_err() {
+        let _ = deliver(shared, &shared.events, HubEvent::Left { peer }).await;
+    }
+}
+
+/// [`peer_queue::deliver`] into one of the hub's inboxes, given up when the hub stops (its
+/// consumer may be stopping too).
+async fn deliver<T: Queued>(shared: &Shared, inbox: &mpsc::Sender<T>, msg: T) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        r = peer_queue::deliver(inbox, msg) => r,
+        _ = shared.cancel.cancelled() => Err(End::Closed),
     }
 }
 
@@ -195,7 +205,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
         to_peer: to_tx,
         reply: reply_tx,
     };
-    if shared.events.send(joined).is_err() {
+    if deliver(shared, &shared.events, joined).await.is_err() {
         ws.fail(ErrorCode::Unavailable, "the hub is stopping").await;
         return None;
     }
@@ -218,7 +228,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
             };
             info!(%refusal, "join refused");
             ws.fail(ErrorCode::Unavailable, &refusal).await;
-            leave(shared, peer);
+            leave(shared, peer).await;
             return None;
         }
     };
@@ -238,7 +248,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
     }
     let welcome = welcome(peer, &members, &admitted.visible, shared, &pending);
     if !ws.send(&welcome).await {
-        leave(shared, peer);
+        leave(shared, peer).await;
         return None;
     }
     info!(name = %hello.name, token = %admitted.token, members = members.len(), "peer joined");
@@ -263,7 +273,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
     };
     for m in pending {
         if !session.router_message(ws, m).await {
-            leave(shared, peer);
+            leave(shared, peer).await;
             return None;
         }
     }
@@ -391,7 +401,9 @@ impl Session {
                     Action::Request => ToArbiter::Request { priority: m.request.priority },
                     Action::Release => ToArbiter::Release,
                 };
-                let _ = self.shared.events.send(HubEvent::Floor { peer: self.peer, member: m.id, msg });
+                // Waits while the router's inbox is full: this client is not read meanwhile.
+                let floor = HubEvent::Floor { peer: self.peer, member: m.id, msg };
+                let _ = deliver(&self.shared, &self.shared.events, floor).await;
                 return true;
             }
             Ok(ClientMessage::Desk(d)) => match self.desk(d.port.clone(), d.action).await {
@@ -434,7 +446,7 @@ impl Session {
             notes: self.notes_tx.clone(),
             reply,
         };
-        self.shared.media.send(cmd).map_err(|_| "media is stopped".to_owned())?;
+        deliver(&self.shared, &self.shared.media, cmd).await.map_err(|_| "media is stopped".to_owned())?;
         match timeout(OFFER_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
             _ => Err("media did not answer".to_owned()),
@@ -445,7 +457,8 @@ impl Session {
     async fn router_message(&mut self, ws: &mut Ws, m: ToPeer) -> bool {
         let msg = match m {
             ToPeer::Media { channel, packet } => {
-                let _ = self.shared.media.send(MediaCmd::Write { peer: self.peer, channel, packet });
+                let write = MediaCmd::Write { peer: self.peer, channel, packet };
+                let _ = deliver(&self.shared, &self.shared.media, write).await;
                 return true;
             }
             ToPeer::Floor { channel, member, msg, holder_name } => {
