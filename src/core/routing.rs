@@ -27,7 +27,7 @@
 //! (until the talker releases and talks again), preemption takes the far side back, and the
 //! patch releases when the talker does. A floor held by the patch itself never feeds back.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use super::floor::{
@@ -193,6 +193,63 @@ impl Member {
     }
 }
 
+/// Members by participant id. Ids are never reused (a message for a member that left may still
+/// be in flight), but a member that leaves takes its memory with it: a hub whose consoles come
+/// and go keeps only the members it has, not a slot for every one it ever had.
+#[derive(Debug, Default)]
+struct Members {
+    by_id: BTreeMap<usize, Member>,
+    next: usize,
+}
+
+impl Members {
+    /// The id the next [`push`](Self::push) gets.
+    fn next_id(&self) -> usize {
+        self.next
+    }
+
+    fn push(&mut self, m: Member) -> usize {
+        let id = self.next;
+        self.next += 1;
+        self.by_id.insert(id, m);
+        id
+    }
+
+    fn remove(&mut self, id: usize) {
+        self.by_id.remove(&id);
+    }
+
+    fn get(&self, id: usize) -> Option<&Member> {
+        self.by_id.get(&id)
+    }
+
+    fn get_mut(&mut self, id: usize) -> Option<&mut Member> {
+        self.by_id.get_mut(&id)
+    }
+
+    /// Every id, in order, for loops that change the router as they go.
+    fn ids(&self) -> Vec<usize> {
+        self.by_id.keys().copied().collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &Member)> + '_ {
+        self.by_id.iter().map(|(&id, m)| (id, m))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.by_id.values()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Member> + '_ {
+        self.by_id.values_mut()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
 /// Two channels and the member index of the patch on each.
 #[derive(Debug, Clone, Copy)]
 struct Patch {
@@ -210,9 +267,8 @@ pub struct Router {
     hosts: Vec<ChannelHost>,
     /// Arbiters of hosted channels (None for uplink channels).
     arbiters: Vec<Option<Arbiter>>,
-    /// Indexed by participant id on hosted channels; freed slots stay None so ids are never
-    /// reused while a message for an old one could still be in flight.
-    members: Vec<Option<Member>>,
+    /// By participant id on hosted channels.
+    members: Members,
     ports: Vec<PortSpec>,
     /// Uplink channels: the hub's ids of our local members (index into `members` by id there).
     uplink_ids: Vec<(ParticipantId, usize)>,
@@ -235,12 +291,12 @@ pub struct Router {
 
 impl Router {
     pub fn new(channels: Vec<ChannelHost>, ports: Vec<PortSpec>) -> Self {
-        let mut members = Vec::new();
+        let mut members = Members::default();
         for (port, spec) in ports.iter().enumerate() {
             for &channel in &spec.channels {
-                let id = ParticipantId(members.len() as u64);
+                let id = ParticipantId(members.next_id() as u64);
                 let config = participant_config(spec);
-                members.push(Some(Member::Local { port, channel, participant: Participant::new(id, config) }));
+                members.push(Member::Local { port, channel, participant: Participant::new(id, config) });
             }
         }
         Self {
@@ -267,7 +323,10 @@ impl Router {
     }
 
     fn local_index(&self, port: PortId, channel: ChannelId) -> Option<usize> {
-        self.members.iter().position(|m| matches!(m, Some(Member::Local { port: p, channel: c, .. }) if *p == port && *c == channel))
+        self.members
+            .iter()
+            .find(|(_, m)| matches!(m, Member::Local { port: p, channel: c, .. } if *p == port && *c == channel))
+            .map(|(i, _)| i)
     }
 
     fn is_uplink(&self, channel: ChannelId) -> bool {
@@ -277,7 +336,7 @@ impl Router {
     /// COR opened or PTT pressed on `port` for `channel`. Unknown pairs are ignored.
     pub fn press(&mut self, now: Instant, port: PortId, channel: ChannelId) {
         if let Some(m) = self.local_index(port, channel) {
-            if let Some(Member::Local { participant, .. }) = &mut self.members[m] {
+            if let Some(Member::Local { participant, .. }) = self.members.get_mut(m) {
                 participant.press(now);
             }
             self.settle(now);
@@ -287,7 +346,7 @@ impl Router {
     /// COR closed or PTT released.
     pub fn unpress(&mut self, now: Instant, port: PortId, channel: ChannelId) {
         if let Some(m) = self.local_index(port, channel) {
-            if let Some(Member::Local { participant, .. }) = &mut self.members[m] {
+            if let Some(Member::Local { participant, .. }) = self.members.get_mut(m) {
                 participant.unpress(now);
             }
             self.settle(now);
@@ -299,7 +358,7 @@ impl Router {
     pub fn all_call(&mut self, now: Instant, port: PortId, channels: &[ChannelId], on: bool) {
         for &channel in channels {
             let Some(m) = self.local_index(port, channel) else { continue };
-            if let Some(Member::Local { participant, .. }) = &mut self.members[m] {
+            if let Some(Member::Local { participant, .. }) = self.members.get_mut(m) {
                 if on {
                     participant.press(now);
                 } else {
@@ -338,7 +397,7 @@ impl Router {
 
     /// Channels on which `port` holds the floor (may send its media).
     pub fn talking_on(&self, port: PortId) -> impl Iterator<Item = ChannelId> + '_ {
-        self.members.iter().flatten().filter_map(move |m| match m {
+        self.members.values().filter_map(move |m| match m {
             Member::Local { port: p, channel, participant } if *p == port && participant.may_send_media() => Some(*channel),
             _ => None,
         })
@@ -359,7 +418,7 @@ impl Router {
         let from_holder = match (source, holder) {
             (MediaSource::Port(p), Talker::Port(h)) => p == h,
             (MediaSource::Peer(peer), Talker::Remote(id)) if !self.is_uplink(channel) => {
-                matches!(self.members.get(id.0 as usize), Some(Some(Member::Remote { peer: p, .. })) if *p == peer)
+                matches!(self.members.get(id.0 as usize), Some(Member::Remote { peer: p, .. }) if *p == peer)
             }
             (MediaSource::Uplink, Talker::Remote(_)) => self.is_uplink(channel),
             _ => false,
@@ -390,7 +449,7 @@ impl Router {
             for patch in self.patches.iter().flatten().copied().collect::<Vec<_>>() {
                 let Some(side) = patch.channels.iter().position(|&c| c == from) else { continue };
                 let (to, member) = (patch.channels[1 - side], patch.members[1 - side]);
-                let carrying = matches!(&self.members[member], Some(Member::Patch { participant, .. }) if participant.may_send_media());
+                let carrying = matches!(self.members.get(member), Some(Member::Patch { participant, .. }) if participant.may_send_media());
                 if !carrying || reached.contains(&to) {
                     continue;
                 }
@@ -407,12 +466,12 @@ impl Router {
     /// Every member of `channel` but the holder (and not back to the peer the packet came from).
     fn targets(&self, channel: ChannelId, holder_index: Option<usize>, source: MediaSource) -> Vec<MediaTarget> {
         let mut targets = Vec::new();
-        for (i, m) in self.members.iter().enumerate() {
+        for (i, m) in self.members.iter() {
             match m {
-                Some(Member::Local { port, channel: c, .. }) if *c == channel && Some(i) != holder_index => {
+                Member::Local { port, channel: c, .. } if *c == channel && Some(i) != holder_index => {
                     targets.push(MediaTarget::Port(*port))
                 }
-                Some(Member::Remote { peer, channel: c, .. }) if *c == channel && Some(i) != holder_index => {
+                Member::Remote { peer, channel: c, .. } if *c == channel && Some(i) != holder_index => {
                     if !targets.contains(&MediaTarget::Peer(*peer)) && source != MediaSource::Peer(*peer) {
                         targets.push(MediaTarget::Peer(*peer));
                     }
@@ -434,8 +493,8 @@ impl Router {
             return false;
         }
         let mut pressed = false;
-        for m in 0..self.members.len() {
-            if let Some(Member::Local { port: p, channel: old, participant }) = &mut self.members[m] {
+        for m in self.members.ids() {
+            if let Some(Member::Local { port: p, channel: old, participant }) = self.members.get_mut(m) {
                 if *p == port {
                     let old = *old;
                     pressed |= participant.is_pressed();
@@ -444,17 +503,17 @@ impl Router {
                     if let Some(a) = self.arbiters[old].as_mut() {
                         a.leave(now, ParticipantId(m as u64));
                     }
-                    self.members[m] = None;
+                    self.members.remove(m);
                     self.outputs.push_back(RouterOutput::Roster { channel: old });
                 }
             }
         }
-        let id = ParticipantId(self.members.len() as u64);
+        let id = ParticipantId(self.members.next_id() as u64);
         let mut participant = Participant::new(id, participant_config(&self.ports[port]));
         if pressed {
             participant.press(now);
         }
-        self.members.push(Some(Member::Local { port, channel, participant }));
+        self.members.push(Member::Local { port, channel, participant });
         self.ports[port].channels = vec![channel];
         self.outputs.push_back(RouterOutput::Roster { channel });
         self.settle(now);
@@ -480,10 +539,10 @@ impl Router {
         let patch = self.patches.len();
         let mut members = [0; 2];
         for (side, channel) in [a, b].into_iter().enumerate() {
-            members[side] = self.members.len();
-            let id = ParticipantId(self.members.len() as u64);
+            members[side] = self.members.next_id();
+            let id = ParticipantId(members[side] as u64);
             let participant = Participant::new(id, ParticipantConfig::default());
-            self.members.push(Some(Member::Patch { patch, channel, participant }));
+            self.members.push(Member::Patch { patch, channel, participant });
         }
         self.patches.push(Some(Patch { channels: [a, b], members }));
         self.settle(now);
@@ -494,7 +553,7 @@ impl Router {
     pub fn unpatch(&mut self, now: Instant, patch: PatchId) -> bool {
         let Some(p) = self.patches.get_mut(patch).and_then(Option::take) else { return false };
         for (side, m) in p.members.into_iter().enumerate() {
-            if let Some(Member::Patch { participant, .. }) = &mut self.members[m] {
+            if let Some(Member::Patch { participant, .. }) = self.members.get_mut(m) {
                 participant.unpress(now);
             }
             // Deliver the release (and its StopMedia) before the member goes.
@@ -502,7 +561,7 @@ impl Router {
             if let Some(a) = self.arbiters[p.channels[side]].as_mut() {
                 a.leave(now, ParticipantId(m as u64));
             }
-            self.members[m] = None;
+            self.members.remove(m);
         }
         self.settle(now);
         true
@@ -522,7 +581,7 @@ impl Router {
             for side in 0..2 {
                 let (far, far_member) = (patch.channels[1 - side], patch.members[1 - side]);
                 let talker = self.arbiters[far].as_ref().and_then(Arbiter::holder).filter(|(id, _)| id.0 as usize != far_member);
-                let Some(Member::Patch { participant, .. }) = &mut self.members[patch.members[side]] else { continue };
+                let Some(Member::Patch { participant, .. }) = self.members.get_mut(patch.members[side]) else { continue };
                 match talker {
                     Some((_, priority)) if !participant.is_pressed() => {
                         // The request carries the talker's priority: a field radio's words do
@@ -550,8 +609,7 @@ impl Router {
         if !matches!(self.hosts.get(channel), Some(ChannelHost::Local(_))) {
             return None;
         }
-        let id = ParticipantId(self.members.len() as u64);
-        self.members.push(Some(Member::Remote { peer, channel, name: name.to_string(), priority }));
+        let id = ParticipantId(self.members.push(Member::Remote { peer, channel, name: name.to_string(), priority }) as u64);
         self.outputs.push_back(RouterOutput::Roster { channel });
         self.settle(now);
         Some(id)
@@ -559,14 +617,14 @@ impl Router {
 
     /// A peer is gone: its members leave, and any floor they held is freed.
     pub fn remove_peer(&mut self, now: Instant, peer: PeerId) {
-        for i in 0..self.members.len() {
-            if let Some(Member::Remote { peer: p, channel, .. }) = &self.members[i] {
+        for i in self.members.ids() {
+            if let Some(Member::Remote { peer: p, channel, .. }) = self.members.get(i) {
                 if *p == peer {
                     let channel = *channel;
                     if let Some(a) = self.arbiters[channel].as_mut() {
                         a.leave(now, ParticipantId(i as u64));
                     }
-                    self.members[i] = None;
+                    self.members.remove(i);
                     self.outputs.push_back(RouterOutput::Roster { channel });
                 }
             }
@@ -576,7 +634,7 @@ impl Router {
 
     /// A floor message from a remote member. Ignored unless `member` belongs to `peer`.
     pub fn from_peer(&mut self, now: Instant, peer: PeerId, member: ParticipantId, msg: ToArbiter) {
-        let Some(Some(Member::Remote { peer: p, channel, priority, .. })) = self.members.get(member.0 as usize) else { return };
+        let Some(Member::Remote { peer: p, channel, priority, .. }) = self.members.get(member.0 as usize) else { return };
         if *p != peer {
             return;
         }
@@ -595,12 +653,11 @@ impl Router {
     pub fn roster(&self, channel: ChannelId) -> Vec<(ParticipantId, String, Priority)> {
         self.members
             .iter()
-            .enumerate()
             .filter_map(|(i, m)| match m {
-                Some(Member::Local { port, channel: c, .. }) if *c == channel => {
+                Member::Local { port, channel: c, .. } if *c == channel => {
                     Some((ParticipantId(i as u64), self.ports[*port].name.clone(), self.ports[*port].priority))
                 }
-                Some(Member::Remote { channel: c, name, priority, .. }) if *c == channel => {
+                Member::Remote { channel: c, name, priority, .. } if *c == channel => {
                     Some((ParticipantId(i as u64), name.clone(), *priority))
                 }
                 _ => None,
@@ -613,7 +670,7 @@ impl Router {
         match talker {
             Talker::Port(p) => self.ports.get(p).map(|s| s.name.clone()),
             Talker::Remote(id) => match self.members.get(id.0 as usize) {
-                Some(Some(Member::Remote { name, .. })) => Some(name.clone()),
+                Some(Member::Remote { name, .. }) => Some(name.clone()),
                 _ => None,
             },
             Talker::Patch(p) => self.patches.get(p)?.map(|_| format!("patch {p}")),
@@ -628,7 +685,7 @@ impl Router {
         self.reset_uplink_state(now);
         for &(port, channel, id) in ids {
             let Some(m) = self.local_index(port, channel) else { continue };
-            let Some(Member::Local { participant, .. }) = &mut self.members[m] else { continue };
+            let Some(Member::Local { participant, .. }) = self.members.get_mut(m) else { continue };
             let pressed = participant.is_pressed();
             *participant = Participant::new(id, participant_config(&self.ports[port]));
             if pressed {
@@ -653,8 +710,8 @@ impl Router {
                 self.uplink_holders[channel] = None;
             }
         }
-        for m in 0..self.members.len() {
-            if let Some(Member::Local { port, channel, participant }) = &mut self.members[m] {
+        for m in self.members.ids() {
+            if let Some(Member::Local { port, channel, participant }) = self.members.get_mut(m) {
                 if matches!(self.hosts[*channel], ChannelHost::Uplink) {
                     if participant.may_send_media() {
                         self.outputs.push_back(RouterOutput::Talk { port: *port, channel: *channel, on: false });
@@ -683,8 +740,8 @@ impl Router {
             ToParticipant::Idle => self.uplink_holders[channel] = None,
             _ => {}
         }
-        for m in 0..self.members.len() {
-            let Some(Member::Local { channel: c, participant, .. }) = &mut self.members[m] else { continue };
+        for m in self.members.ids() {
+            let Some(Member::Local { channel: c, participant, .. }) = self.members.get_mut(m) else { continue };
             let addressed = match member {
                 Some(id) => participant.id() == id,
                 None => *c == channel,
@@ -704,7 +761,7 @@ impl Router {
                 a.handle_timeout(now);
             }
         }
-        for m in self.members.iter_mut().flatten() {
+        for m in self.members.values_mut() {
             if let Some(participant) = m.participant() {
                 if participant.poll_timeout().is_some_and(|t| t <= now) {
                     participant.handle_timeout(now);
@@ -716,7 +773,7 @@ impl Router {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let arbiters = self.arbiters.iter().flatten().filter_map(Arbiter::poll_timeout);
-        let members = self.members.iter().flatten().filter_map(|m| match m {
+        let members = self.members.values().filter_map(|m| match m {
             Member::Local { participant, .. } | Member::Patch { participant, .. } => participant.poll_timeout(),
             Member::Remote { .. } => None,
         });
@@ -729,7 +786,7 @@ impl Router {
 
     /// Ports that are members of a channel.
     pub fn members(&self, channel: ChannelId) -> impl Iterator<Item = PortId> + '_ {
-        self.members.iter().flatten().filter_map(move |m| match m {
+        self.members.values().filter_map(move |m| match m {
             Member::Local { port, channel: c, .. } if *c == channel => Some(*port),
             _ => None,
         })
@@ -746,16 +803,15 @@ impl Router {
             ChannelHost::Local(_) => {
                 let (id, _) = self.arbiters[channel].as_ref()?.holder()?;
                 match self.members.get(id.0 as usize)? {
-                    Some(Member::Local { port, .. }) => Some(Talker::Port(*port)),
-                    Some(Member::Remote { .. }) => Some(Talker::Remote(id)),
-                    Some(Member::Patch { patch, .. }) => Some(Talker::Patch(*patch)),
-                    None => None,
+                    Member::Local { port, .. } => Some(Talker::Port(*port)),
+                    Member::Remote { .. } => Some(Talker::Remote(id)),
+                    Member::Patch { patch, .. } => Some(Talker::Patch(*patch)),
                 }
             }
             ChannelHost::Uplink => {
                 let id = self.uplink_holders[channel]?;
                 match self.uplink_ids.iter().find(|(hub_id, _)| *hub_id == id) {
-                    Some((_, m)) => match &self.members[*m] {
+                    Some((_, m)) => match self.members.get(*m) {
                         Some(Member::Local { port, .. }) => Some(Talker::Port(*port)),
                         _ => Some(Talker::Remote(id)),
                     },
@@ -770,8 +826,8 @@ impl Router {
         let batch = self.outputs.len();
         loop {
             let mut moved = self.sync_patches(now);
-            for m in 0..self.members.len() {
-                let Some(member) = &mut self.members[m] else { continue };
+            for m in self.members.ids() {
+                let Some(member) = self.members.get_mut(m) else { continue };
                 let channel = member.channel();
                 let Some(participant) = member.participant() else { continue };
                 while let Some(msg) = participant.poll_transmit() {
@@ -810,15 +866,15 @@ impl Router {
     /// peers as outputs (a broadcast once per peer).
     fn deliver_hosted(&mut self, now: Instant, channel: ChannelId, to: Recipient, msg: ToParticipant) {
         let mut peers_told: Vec<PeerId> = Vec::new();
-        for m in 0..self.members.len() {
+        for m in self.members.ids() {
             let addressed = match to {
                 Recipient::One(id) => id.0 as usize == m,
-                Recipient::All => self.members[m].as_ref().is_some_and(|x| x.channel() == channel),
+                Recipient::All => self.members.get(m).is_some_and(|x| x.channel() == channel),
             };
             if !addressed {
                 continue;
             }
-            match &mut self.members[m] {
+            match self.members.get_mut(m) {
                 Some(Member::Local { participant, .. } | Member::Patch { participant, .. }) => participant.handle_message(now, msg),
                 Some(Member::Remote { peer, .. }) => {
                     let peer = *peer;
@@ -839,8 +895,8 @@ impl Router {
     }
 
     fn collect_events(&mut self) {
-        for m in 0..self.members.len() {
-            if let Some(Member::Patch { patch, channel, participant }) = &mut self.members[m] {
+        for m in self.members.ids() {
+            if let Some(Member::Patch { patch, channel, participant }) = self.members.get_mut(m) {
                 let (patch, channel) = (*patch, *channel);
                 let mut events = Vec::new();
                 while let Some(event) = participant.poll_event() {
@@ -857,7 +913,7 @@ impl Router {
                 }
                 continue;
             }
-            let Some(Member::Local { port, channel, participant }) = &mut self.members[m] else { continue };
+            let Some(Member::Local { port, channel, participant }) = self.members.get_mut(m) else { continue };
             let (port, channel) = (*port, *channel);
             let mut events = Vec::new();
             while let Some(event) = participant.poll_event() {
@@ -911,7 +967,7 @@ impl Router {
                 AirState::OnAir
             } else {
                 // Until the port says why, an open COR is the reason (simplex cannot key then).
-                let receiving = self.members.iter().flatten().any(|m| {
+                let receiving = self.members.values().any(|m| {
                     matches!(m, Member::Local { port: p, participant, .. } if *p == port && participant.is_pressed())
                 });
                 AirState::Waiting(report.blocked.unwrap_or(if receiving { WaitReason::Receiving } else { WaitReason::Keying }))

@@ -122,6 +122,32 @@ fn remote_member_talks_through_the_hub_and_keys_local_radios() {
     assert_eq!(r.roster(0).len(), 1);
 }
 
+/// Consoles that come and go leave nothing behind in the router (issue 14 item 5): it held a
+/// slot for every member it ever had, and walked them all on every floor message and packet.
+#[test]
+fn members_that_leave_are_forgotten_and_their_ids_never_come_back() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("a", 0)]);
+    let mut last = None;
+    for round in 0..50u64 {
+        let ids: Vec<ParticipantId> =
+            (0..20).map(|i| r.add_remote(t, round * 100 + i, "console", 0, Priority::NORMAL).unwrap()).collect();
+        assert!(ids.iter().all(|id| last.is_none_or(|l| *id > l)), "an id came back");
+        last = ids.last().copied();
+        r.from_peer(t, round * 100, ids[0], ToArbiter::Request { priority: Priority::NORMAL });
+        assert_eq!(r.holder(0), Some(Talker::Remote(ids[0])));
+        for i in 0..20 {
+            r.remove_peer(t, round * 100 + i);
+        }
+        drain(&mut r);
+        assert_eq!(r.members.len(), 1, "round {round}: only the radio is left");
+        assert_eq!(r.holder(0), None);
+        // A late message for a member that left changes nothing.
+        r.from_peer(t, round * 100, ids[0], ToArbiter::Request { priority: Priority::NORMAL });
+        assert_eq!(r.holder(0), None);
+    }
+}
+
 #[test]
 fn a_peer_cannot_act_for_another_peers_member() {
     let t = Instant::now();
