@@ -471,10 +471,13 @@ impl Router {
                 Member::Local { port, channel: c, .. } if *c == channel && Some(i) != holder_index => {
                     targets.push(MediaTarget::Port(*port))
                 }
-                Member::Remote { peer, channel: c, .. } if *c == channel && Some(i) != holder_index => {
-                    if !targets.contains(&MediaTarget::Peer(*peer)) && source != MediaSource::Peer(*peer) {
-                        targets.push(MediaTarget::Peer(*peer));
-                    }
+                Member::Remote { peer, channel: c, .. }
+                    if *c == channel
+                        && Some(i) != holder_index
+                        && !targets.contains(&MediaTarget::Peer(*peer))
+                        && source != MediaSource::Peer(*peer) =>
+                {
+                    targets.push(MediaTarget::Peer(*peer));
                 }
                 _ => {}
             }
