@@ -83,7 +83,7 @@ pub struct NetLinks {
     pub hub: Option<mpsc::Receiver<HubEvent>>,
     pub uplink: Option<(Box<dyn UplinkSink>, mpsc::UnboundedReceiver<UplinkEvent>)>,
     /// Consoles' `desk` commands.
-    pub desk: Option<mpsc::UnboundedReceiver<crate::net::hub::DeskRequest>>,
+    pub desk: Option<mpsc::Receiver<crate::net::hub::DeskRequest>>,
 }
 
 pub struct ChannelRouter {

@@ -343,7 +343,7 @@ async fn start_net(
         options.stream_stats = stream_stats.clone();
         if config.port.values().any(|p| matches!(p, PortConfig::Desk(_))) {
             // Consoles served by a desk box control its desk ports.
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
             options.desk = Some(tx);
             links.desk = Some(rx);
         }

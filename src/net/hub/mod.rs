@@ -110,8 +110,9 @@ pub struct HubOptions {
     pub max_pending_per_addr: usize,
     /// Where each peer's per-channel RTT, jitter, loss and bitrate go (`<peer>/<channel>`).
     pub stream_stats: StreamStats,
-    /// Where consoles' `desk` commands go (the box's desk ports); None: refused.
-    pub desk: Option<mpsc::UnboundedSender<DeskRequest>>,
+    /// Where consoles' `desk` commands go (the box's desk ports); None: refused. Bounded: a
+    /// session waits for room ([`peer_queue::deliver`]).
+    pub desk: Option<mpsc::Sender<DeskRequest>>,
 }
 
 /// A console's `desk` command for the hub box's own desk port.
@@ -124,6 +125,13 @@ pub struct DeskRequest {
     /// it could join itself.
     pub allowed: Vec<String>,
     pub reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// A console's command: each must arrive (its session waits for the answer anyway).
+impl peer_queue::Queued for DeskRequest {
+    fn policy(&self) -> peer_queue::Policy {
+        peer_queue::Policy::Keep
+    }
 }
 
 impl HubOptions {
@@ -222,7 +230,7 @@ struct Shared {
     /// WebSockets before their hello passed.
     pending: Arc<Limiter>,
     tasks: TaskTracker,
-    desk: Option<mpsc::UnboundedSender<DeskRequest>>,
+    desk: Option<mpsc::Sender<DeskRequest>>,
     /// Told when a session ends: the heap is trimmed once a burst is over.
     ended: Arc<Notify>,
 }

@@ -429,7 +429,7 @@ impl Session {
         let desks = self.shared.desk.as_ref().ok_or("this box has no desk port")?;
         let (reply, answer) = oneshot::channel();
         let request = super::DeskRequest { port, action, allowed: self.allowed.clone(), reply };
-        desks.send(request).map_err(|_| "the desk is stopped".to_owned())?;
+        deliver(&self.shared, desks, request).await.map_err(|_| "the desk is stopped".to_owned())?;
         match timeout(OFFER_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
             _ => Err("the desk did not answer".to_owned()),
