@@ -564,8 +564,11 @@ impl ChannelRouter {
                 MediaTarget::Port(_) if self.router.muted(channel) => {}
                 MediaTarget::Port(p) => {
                     self.note_channel_audio(now, p);
-                    if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
-                        tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
+                    if let Some(a) = &self.audio[p] {
+                        if let Some(tx) = &a.tx {
+                            tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
+                            a.flags.wake_playback();
+                        }
                     }
                 }
                 MediaTarget::Peer(peer) => {

@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 use super::audio_port::AudioFlags;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
-use crate::audio::{CaptureHandle, PlaybackHandle};
+use crate::audio::PlaybackHandle;
 use crate::config::{DeskButton, DeskLed, DeskLedKind};
 use crate::config::DeskPortConfig;
 use crate::core::routing::ChannelId;
@@ -717,21 +717,13 @@ pub fn start_audio(
     let rx_active = Arc::new(AtomicU64::new(0));
     let opts = AudioOptions::default();
     if let Some(device) = &desk.audio.capture {
-        let handle = CaptureHandle::open(device, &opts).map_err(|e| format!("capture `{device}`: {e}"))?;
         let rx = RxPath::new(&desk.audio.rx_config(), &desk.audio.encoder_config(), false)
             .map_err(|e| format!("encoder: {e}"))?;
-        // The microphone has no VOX: nothing is ever sent to this port input.
+        // The microphone has no VOX; its levels go nowhere.
         let (no_vox, _) = mpsc::unbounded_channel();
-        tasks.spawn(super::audio_port::run_capture(
-            port,
-            handle,
-            rx,
-            flags.clone(),
-            no_vox,
-            to_channel.clone(),
-            watchdog.register(&format!("port {name} microphone")),
-            cancel.clone(),
-        ));
+        let heartbeat = watchdog.register(&format!("port {name} microphone"));
+        let to = (no_vox, to_channel.clone());
+        super::audio_port::start_capture(port, device, rx, &flags, None, to, heartbeat, opts.clone(), cancel, tasks)?;
     }
     let mut mixer = None;
     if let Some(device) = &desk.audio.playback {
