@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `roipd` binary against simulated lines.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod fleet_ns;
 
 use std::fs;

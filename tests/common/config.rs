@@ -1,0 +1,365 @@
+//! A typed builder for the daemon configs integration tests run: radios, desks, hub, uplink
+//! and MQTT pieces, written out as TOML that `roipd::config` accepts.
+//!
+//! Lines are sim lines and paths may use `{lines}` and `{dir}`, which [`super::Daemon`]
+//! replaces with the daemon's own directories:
+//!
+//! ```ignore
+//! let config = Config::new("edge")
+//!     .channel("ops")
+//!     .radio(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12").keying("tx_delay_ms", 0))
+//!     .uplink_hub(port)
+//!     .mqtt(Mqtt::new(broker_port).metrics_interval_s(1));
+//! let d = Daemon::start_with(&config.toml(), &[], &[("token", "secret\n")]);
+//! ```
+
+use std::fmt::{Display, Write};
+
+/// A whole config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    device_id: String,
+    status_led: Option<String>,
+    channels: Vec<String>,
+    ports: Vec<String>,
+    sections: Vec<String>,
+}
+
+impl Config {
+    /// A config with sim GPIO (`{lines}`) and nothing else yet.
+    pub fn new(device_id: &str) -> Self {
+        Self { device_id: device_id.into(), status_led: None, channels: vec![], ports: vec![], sections: vec![] }
+    }
+
+    pub fn status_led(mut self, line: &str) -> Self {
+        self.status_led = Some(line.into());
+        self
+    }
+
+    /// `[channel.NAME]` with its defaults.
+    pub fn channel(self, name: &str) -> Self {
+        self.channel_with(name, &[])
+    }
+
+    /// `[channel.NAME]` with settings (`("floor", "\"mqtt\"")`: values are TOML).
+    pub fn channel_with(mut self, name: &str, settings: &[(&str, &str)]) -> Self {
+        let mut s = format!("[channel.{name}]\n");
+        for (k, v) in settings {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        self.channels.push(s);
+        self
+    }
+
+    pub fn radio(mut self, radio: Radio) -> Self {
+        self.ports.push(radio.toml());
+        self
+    }
+
+    pub fn desk(mut self, desk: Desk) -> Self {
+        self.ports.push(desk.toml());
+        self
+    }
+
+    pub fn hub(mut self, hub: Hub) -> Self {
+        self.sections.push(hub.toml());
+        self
+    }
+
+    /// `[uplink] kind = "hub"` to a hub on 127.0.0.1:`port`, its token in `{dir}/token`.
+    pub fn uplink_hub(mut self, port: u16) -> Self {
+        self.sections.push(format!(
+            "[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{{dir}}/token\"\n"
+        ));
+        self
+    }
+
+    pub fn mqtt(mut self, mqtt: Mqtt) -> Self {
+        self.sections.push(mqtt.toml());
+        self
+    }
+
+    /// The TOML text. Panics with the checker's errors if `roipd` would refuse it: a test that
+    /// means to start a daemon must not fail later for a typo here.
+    pub fn toml(&self) -> String {
+        let mut s = format!("device_id = \"{}\"\n\n[gpio.sim]\ndir = \"{{lines}}\"\n", self.device_id);
+        if let Some(led) = &self.status_led {
+            write!(s, "\n[gpio]\nstatus_led = {{ line = \"{led}\" }}\n").unwrap();
+        }
+        for part in self.channels.iter().chain(&self.ports).chain(&self.sections) {
+            write!(s, "\n{part}").unwrap();
+        }
+        let concrete = s.replace("{lines}", "/tmp/lines").replace("{dir}", "/tmp/dir");
+        if let Err(e) = roipd::config::parse_str(&concrete, "builder.toml") {
+            panic!("the test config builder wrote a config roipd refuses:\n{e}\n---\n{s}");
+        }
+        s
+    }
+}
+
+/// `key = value` pairs as a TOML inline table.
+fn inline(pairs: &[(String, String)]) -> String {
+    let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    format!("{{ {} }}", body.join(", "))
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// `[port.NAME] kind = "radio"`.
+#[derive(Debug, Clone)]
+pub struct Radio {
+    name: String,
+    channel: String,
+    cor: Option<String>,
+    ptt: Vec<(String, String)>,
+    audio: Vec<(String, String)>,
+    keying: Vec<(String, String)>,
+    settings: Vec<(String, String)>,
+}
+
+impl Radio {
+    /// A radio on `channel` with no lines yet.
+    pub fn new(name: &str, channel: &str) -> Self {
+        Self {
+            name: name.into(),
+            channel: channel.into(),
+            cor: None,
+            ptt: vec![],
+            audio: vec![],
+            keying: vec![],
+            settings: vec![],
+        }
+    }
+
+    /// The usual test radio: COR on `sim:<x>-cor`, PTT on `sim:<x>-ptt`.
+    pub fn sim(name: &str, channel: &str, x: &str) -> Self {
+        Self::new(name, channel).cor(&format!("sim:{x}-cor")).ptt(&format!("sim:{x}-ptt"))
+    }
+
+    pub fn cor(mut self, line: &str) -> Self {
+        self.cor = Some(line.into());
+        self
+    }
+
+    pub fn ptt(mut self, line: &str) -> Self {
+        self.ptt = vec![("line".into(), quoted(line))];
+        self
+    }
+
+    /// The hardware TX-inhibit switch.
+    pub fn inhibit(self, line: &str) -> Self {
+        self.set("inhibit", format!("{{ line = \"{line}\" }}"))
+    }
+
+    /// The PTT line is keyed low.
+    pub fn ptt_active_low(mut self) -> Self {
+        self.ptt.push(("active_low".into(), "true".into()));
+        self
+    }
+
+    /// `audio.capture`: e.g. `sim:tone:1000:-12`.
+    pub fn capture(mut self, device: &str) -> Self {
+        self.audio.push(("capture".into(), quoted(device)));
+        self
+    }
+
+    /// `audio.playback`: e.g. `sim:wav-out:{dir}/b-tx.wav`.
+    pub fn playback(mut self, device: &str) -> Self {
+        self.audio.push(("playback".into(), quoted(device)));
+        self
+    }
+
+    /// Another `audio` setting (value in TOML).
+    pub fn audio(mut self, key: &str, value: impl Display) -> Self {
+        self.audio.push((key.into(), value.to_string()));
+        self
+    }
+
+    /// A `keying` setting in milliseconds or a count: `keying("tx_delay_ms", 0)`.
+    pub fn keying(mut self, key: &str, value: impl Display) -> Self {
+        self.keying.push((key.into(), value.to_string()));
+        self
+    }
+
+    pub fn priority(self, priority: u32) -> Self {
+        self.set("priority", priority)
+    }
+
+    pub fn duplex(self) -> Self {
+        self.set("duplex", true)
+    }
+
+    /// Any other port setting (value in TOML).
+    pub fn set(mut self, key: &str, value: impl Display) -> Self {
+        self.settings.push((key.into(), value.to_string()));
+        self
+    }
+
+    fn toml(&self) -> String {
+        let mut s = format!("[port.{}]\nkind = \"radio\"\nchannel = \"{}\"\n", self.name, self.channel);
+        for (k, v) in &self.settings {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        if let Some(cor) = &self.cor {
+            writeln!(s, "cor = {{ line = \"{cor}\" }}").unwrap();
+        }
+        for (key, pairs) in [("ptt", &self.ptt), ("audio", &self.audio), ("keying", &self.keying)] {
+            if !pairs.is_empty() {
+                writeln!(s, "{key} = {}", inline(pairs)).unwrap();
+            }
+        }
+        s
+    }
+}
+
+/// `[port.NAME] kind = "desk"`.
+#[derive(Debug, Clone)]
+pub struct Desk {
+    name: String,
+    channels: Vec<String>,
+    ptt: Option<String>,
+    audio: Vec<(String, String)>,
+    leds: Vec<(String, String)>,
+    buttons: Vec<(String, String)>,
+    settings: Vec<(String, String)>,
+}
+
+impl Desk {
+    pub fn new(name: &str, channels: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            ptt: None,
+            audio: vec![],
+            leds: vec![],
+            buttons: vec![],
+            settings: vec![],
+        }
+    }
+
+    pub fn ptt(mut self, line: &str) -> Self {
+        self.ptt = Some(line.into());
+        self
+    }
+
+    pub fn capture(mut self, device: &str) -> Self {
+        self.audio.push(("capture".into(), quoted(device)));
+        self
+    }
+
+    pub fn playback(mut self, device: &str) -> Self {
+        self.audio.push(("playback".into(), quoted(device)));
+        self
+    }
+
+    /// An LED role (`"tx.ops"`, `"rx"`) on a line.
+    pub fn led(mut self, role: &str, line: &str) -> Self {
+        self.leds.push((quoted(role), format!("{{ line = \"{line}\" }}")));
+        self
+    }
+
+    /// A button role (`"select.fire"`, `"foot"`) on a line.
+    pub fn button(mut self, role: &str, line: &str) -> Self {
+        self.buttons.push((quoted(role), format!("{{ line = \"{line}\" }}")));
+        self
+    }
+
+    /// Any other port setting (value in TOML).
+    pub fn set(mut self, key: &str, value: impl Display) -> Self {
+        self.settings.push((key.into(), value.to_string()));
+        self
+    }
+
+    fn toml(&self) -> String {
+        let channels: Vec<String> = self.channels.iter().map(|c| quoted(c)).collect();
+        let mut s = format!("[port.{}]\nkind = \"desk\"\nchannels = [{}]\n", self.name, channels.join(", "));
+        for (k, v) in &self.settings {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        if let Some(ptt) = &self.ptt {
+            writeln!(s, "ptt = {{ line = \"{ptt}\" }}").unwrap();
+        }
+        for (key, pairs) in [("audio", &self.audio), ("leds", &self.leds), ("buttons", &self.buttons)] {
+            if !pairs.is_empty() {
+                writeln!(s, "{key} = {}", inline(pairs)).unwrap();
+            }
+        }
+        s
+    }
+}
+
+/// `[hub]` listening on 127.0.0.1:`port`, with access tokens.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    port: u16,
+    tokens: Vec<(String, String, Vec<String>)>,
+    settings: Vec<(String, String)>,
+}
+
+impl Hub {
+    pub fn new(port: u16) -> Self {
+        Self { port, tokens: vec![], settings: vec![] }
+    }
+
+    /// `[hub.token.NAME]`: its secret in `{dir}/<file>`, for `channels` (`"*"`: all).
+    pub fn token(mut self, name: &str, file: &str, channels: &[&str]) -> Self {
+        self.tokens.push((name.into(), file.into(), channels.iter().map(|c| c.to_string()).collect()));
+        self
+    }
+
+    /// Any other `[hub]` setting (value in TOML).
+    pub fn set(mut self, key: &str, value: impl Display) -> Self {
+        self.settings.push((key.into(), value.to_string()));
+        self
+    }
+
+    fn toml(&self) -> String {
+        let mut s = format!("[hub]\nlisten = \"127.0.0.1:{}\"\n", self.port);
+        for (k, v) in &self.settings {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        for (name, file, channels) in &self.tokens {
+            let channels: Vec<String> = channels.iter().map(|c| quoted(c)).collect();
+            write!(s, "[hub.token.{name}]\nsecret_file = \"{{dir}}/{file}\"\nchannels = [{}]\n", channels.join(", "))
+                .unwrap();
+        }
+        s
+    }
+}
+
+/// `[mqtt]` to a broker on 127.0.0.1:`port`.
+#[derive(Debug, Clone)]
+pub struct Mqtt {
+    port: u16,
+    settings: Vec<(String, String)>,
+}
+
+impl Mqtt {
+    pub fn new(port: u16) -> Self {
+        Self { port, settings: vec![] }
+    }
+
+    pub fn metrics_interval_s(self, s: u64) -> Self {
+        self.set("metrics_interval_s", s)
+    }
+
+    pub fn keepalive_s(self, s: u64) -> Self {
+        self.set("keepalive_s", s)
+    }
+
+    /// Any other `[mqtt]` setting (value in TOML).
+    pub fn set(mut self, key: &str, value: impl Display) -> Self {
+        self.settings.push((key.into(), value.to_string()));
+        self
+    }
+
+    fn toml(&self) -> String {
+        let mut s = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", self.port);
+        for (k, v) in &self.settings {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        s
+    }
+}
