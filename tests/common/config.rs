@@ -329,16 +329,21 @@ impl Hub {
     }
 }
 
-/// `[mqtt]` to a broker on 127.0.0.1:`port`.
+/// `[mqtt]`: a broker and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct Mqtt {
-    port: u16,
+    url: String,
     settings: Vec<(String, String)>,
 }
 
 impl Mqtt {
+    /// A plain broker on 127.0.0.1:`port`.
     pub fn new(port: u16) -> Self {
-        Self { port, settings: vec![] }
+        Self::url(&format!("mqtt://127.0.0.1:{port}"))
+    }
+
+    pub fn url(url: &str) -> Self {
+        Self { url: url.into(), settings: vec![] }
     }
 
     pub fn metrics_interval_s(self, s: u64) -> Self {
@@ -356,7 +361,7 @@ impl Mqtt {
     }
 
     fn toml(&self) -> String {
-        let mut s = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", self.port);
+        let mut s = format!("[mqtt]\nurl = \"{}\"\n", self.url);
         for (k, v) in &self.settings {
             writeln!(s, "{k} = {v}").unwrap();
         }
