@@ -223,6 +223,8 @@ pub struct Desk {
     audio: Vec<(String, String)>,
     leds: Vec<(String, String)>,
     buttons: Vec<(String, String)>,
+    /// Per channel: how it is heard at start.
+    monitor: Vec<(String, Vec<(String, String)>)>,
     settings: Vec<(String, String)>,
 }
 
@@ -235,6 +237,7 @@ impl Desk {
             audio: vec![],
             leds: vec![],
             buttons: vec![],
+            monitor: vec![],
             settings: vec![],
         }
     }
@@ -266,6 +269,16 @@ impl Desk {
         self
     }
 
+    /// How `channel` is heard at start: `monitor("c3", "volume_db", -6)`, `("pan", -1)`.
+    pub fn monitor(mut self, channel: &str, key: &str, value: impl Display) -> Self {
+        let pair = (key.to_string(), value.to_string());
+        match self.monitor.iter_mut().find(|(c, _)| c == channel) {
+            Some((_, pairs)) => pairs.push(pair),
+            None => self.monitor.push((channel.into(), vec![pair])),
+        }
+        self
+    }
+
     /// Any other port setting (value in TOML).
     pub fn set(mut self, key: &str, value: impl Display) -> Self {
         self.settings.push((key.into(), value.to_string()));
@@ -281,7 +294,10 @@ impl Desk {
         if let Some(ptt) = &self.ptt {
             writeln!(s, "ptt = {{ line = \"{ptt}\" }}").unwrap();
         }
-        for (key, pairs) in [("audio", &self.audio), ("leds", &self.leds), ("buttons", &self.buttons)] {
+        let monitor: Vec<(String, String)> = self.monitor.iter().map(|(c, pairs)| (quoted(c), inline(pairs))).collect();
+        for (key, pairs) in
+            [("audio", &self.audio), ("leds", &self.leds), ("buttons", &self.buttons), ("monitor", &monitor)]
+        {
             if !pairs.is_empty() {
                 writeln!(s, "{key} = {}", inline(pairs)).unwrap();
             }
