@@ -183,6 +183,17 @@ fn three_talkers_on_ten_channels_are_mixed_at_their_gains_without_clipping_and_m
     assert!((rms_db(goertzel(during_mute, 500.0)) - l0).abs() < 1.5);
 }
 
+/// A desk on `ops`: PTT button, 2.5 kHz microphone, its speaker a WAV, TX, busy and RX LEDs.
+fn ops_desk() -> Desk {
+    Desk::new("desk", &["ops"])
+        .ptt("sim:desk-ptt")
+        .capture("sim:tone:2500:-12")
+        .playback("sim:wav-out:{dir}/desk.wav")
+        .led("tx.ops", "sim:led-tx")
+        .led("busy.ops", "sim:led-busy")
+        .led("rx.ops", "sim:led-rx")
+}
+
 /// One channel `ops`: field radio A (COR, 1 kHz receive), radio B carrying the channel to the
 /// air (its transmit audio a WAV), and the desk with a PTT button and LEDs.
 /// `max_talk_ms`: the channel's maximum talk time.
@@ -194,19 +205,12 @@ fn preempt_config(max_talk_ms: Option<u64>) -> Config {
         .keying("tx_delay_ms", 100)
         .keying("tx_hang_ms", 200)
         .keying("tot_ms", 4000);
-    let desk = Desk::new("desk", &["ops"])
-        .ptt("sim:desk-ptt")
-        .capture("sim:tone:2500:-12")
-        .playback("sim:wav-out:{dir}/desk.wav")
-        .led("tx.ops", "sim:led-tx")
-        .led("busy.ops", "sim:led-busy")
-        .led("rx.ops", "sim:led-rx");
     Config::new("desk-preempt")
         .hub(Hub::new(free_port()))
         .channel_with("ops", &ops)
         .radio(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
         .radio(b)
-        .desk(desk)
+        .desk(ops_desk())
 }
 
 #[test]
@@ -508,14 +512,7 @@ fn central_hub(port: u16) -> String {
 }
 
 fn desk_edge(port: u16) -> String {
-    let desk = Desk::new("desk", &["ops"])
-        .ptt("sim:desk-ptt")
-        .capture("sim:tone:2500:-12")
-        .playback("sim:wav-out:{dir}/desk.wav")
-        .led("tx.ops", "sim:led-tx")
-        .led("busy.ops", "sim:led-busy")
-        .led("rx.ops", "sim:led-rx");
-    Config::new("desk-edge").channel("ops").desk(desk).uplink_hub(port).toml()
+    Config::new("desk-edge").channel("ops").desk(ops_desk()).uplink_hub(port).toml()
 }
 
 #[test]
