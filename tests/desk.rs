@@ -9,7 +9,7 @@ mod fleet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::config::{Config, Desk, Hub, Mqtt, Radio};
+use common::config::{Config, Desk, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 
 const SR: f32 = 48_000.0;
@@ -512,7 +512,7 @@ fn central_hub(port: u16) -> String {
 }
 
 fn desk_edge(port: u16) -> String {
-    Config::new("desk-edge").channel("ops").desk(ops_desk()).uplink_hub(port).toml()
+    Config::new("desk-edge").channel("ops").desk(ops_desk()).uplink(Uplink::hub(port)).toml()
 }
 
 #[test]

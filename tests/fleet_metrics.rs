@@ -10,7 +10,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use common::config::{Config, Hub, Mqtt, Radio};
+use common::config::{Config, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
@@ -33,7 +33,7 @@ fn edge_config(hub_port: u16, mqtt_port: Option<u16>) -> String {
         .playback("sim:wav-out:{dir}/a-tx.wav")
         .keying("tx_delay_ms", 0)
         .keying("tx_hang_ms", 200);
-    let config = Config::new("edge").channel("ops").radio(a).uplink_hub(hub_port);
+    let config = Config::new("edge").channel("ops").radio(a).uplink(Uplink::hub(hub_port));
     match mqtt_port {
         Some(port) => config.mqtt(Mqtt::new(port).metrics_interval_s(1)),
         None => config,

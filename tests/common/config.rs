@@ -66,11 +66,8 @@ impl Config {
         self
     }
 
-    /// `[uplink] kind = "hub"` to a hub on 127.0.0.1:`port`, its token in `{dir}/token`.
-    pub fn uplink_hub(mut self, port: u16) -> Self {
-        self.sections.push(format!(
-            "[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{{dir}}/token\"\n"
-        ));
+    pub fn uplink(mut self, uplink: Uplink) -> Self {
+        self.sections.push(uplink.toml());
         self
     }
 
@@ -340,6 +337,46 @@ impl Hub {
             let channels: Vec<String> = channels.iter().map(|c| quoted(c)).collect();
             write!(s, "[hub.token.{name}]\nsecret_file = \"{{dir}}/{file}\"\nchannels = [{}]\n", channels.join(", "))
                 .unwrap();
+        }
+        s
+    }
+}
+
+/// `[uplink]`: a roipd hub or a Janus VideoRoom.
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    settings: Vec<(String, String)>,
+}
+
+impl Uplink {
+    /// A roipd hub on 127.0.0.1:`port`, its token in `{dir}/token`.
+    pub fn hub(port: u16) -> Self {
+        let url = format!("ws://127.0.0.1:{port}/ws");
+        Self { settings: vec![] }
+            .set("kind", quoted("hub"))
+            .set("url", quoted(&url))
+            .set("token_file", quoted("{dir}/token"))
+    }
+
+    /// Janus at `url`, its admin key in `{dir}/<admin_key_file>`.
+    pub fn janus(url: &str, admin_key_file: &str) -> Self {
+        let key = format!("{{dir}}/{admin_key_file}");
+        Self { settings: vec![] }
+            .set("kind", quoted("janus"))
+            .set("url", quoted(url))
+            .set("admin_key_file", quoted(&key))
+    }
+
+    /// Any other `[uplink]` setting (value in TOML).
+    pub fn set(mut self, key: &str, value: impl Display) -> Self {
+        self.settings.push((key.into(), value.to_string()));
+        self
+    }
+
+    fn toml(&self) -> String {
+        let mut s = String::from("[uplink]\n");
+        for (k, v) in &self.settings {
+            writeln!(s, "{k} = {v}").unwrap();
         }
         s
     }
