@@ -10,7 +10,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use common::config::{Config, Mqtt, Radio};
+use common::config::{Audio, Config, Mqtt, Radio};
 use common::Daemon;
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
@@ -26,7 +26,7 @@ fn levels(port: u16) -> String {
         .keying("tx_hang_ms", 200)
         .keying("tot_ms", 60000);
     let a = Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-20");
-    Config::new("audio-box").channel("ops").radio(a).radio(b).mqtt(Mqtt::new(port)).toml()
+    Config::new("audio-box").channel("ops").add(a).add(b).add(Mqtt::new(port)).toml()
 }
 
 fn state_of(port: &'static str) -> impl Fn(&Msg) -> bool {
@@ -99,7 +99,7 @@ fn asound_conf(dir: &std::path::Path) -> std::path::PathBuf {
 fn devices(port: u16) -> String {
     let a = Radio::sim("radio-a", "ops", "a").capture("radio_in");
     let b = Radio::sim("radio-b", "ops", "b").playback("plughw:CARD=Nope");
-    Config::new("audio-box").channel("ops").radio(a).radio(b).mqtt(Mqtt::new(port)).toml()
+    Config::new("audio-box").channel("ops").add(a).add(b).add(Mqtt::new(port)).toml()
 }
 
 fn event(kind: &'static str, port: &'static str) -> impl Fn(&Msg) -> bool {

@@ -10,7 +10,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use common::config::{Config, Desk, Mqtt, Radio};
+use common::config::{Audio, Config, Desk, Mqtt, Radio};
 use common::Daemon;
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
@@ -24,9 +24,9 @@ fn mqtt_box(port: u16, a: Radio, b_hang_ms: u64) -> String {
         .status_led("sim:led")
         .channel("ops")
         .channel("fire")
-        .radio(a)
-        .radio(b)
-        .mqtt(Mqtt::new(port).metrics_interval_s(1))
+        .add(a)
+        .add(b)
+        .add(Mqtt::new(port).metrics_interval_s(1))
         .toml()
 }
 
@@ -208,9 +208,9 @@ fn bridge(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").playback("sim:wav-out:{dir}/b-tx.wav").keying("tx_delay_ms", 0);
     Config::new("bridge-box")
         .channel("ops")
-        .radio(a)
-        .radio(b)
-        .mqtt(Mqtt::new(port).metrics_interval_s(1))
+        .add(a)
+        .add(b)
+        .add(Mqtt::new(port).metrics_interval_s(1))
         .toml()
 }
 
@@ -266,7 +266,7 @@ fn longest_run(sorted: &[usize]) -> usize {
 }
 
 fn will(port: u16) -> String {
-    Config::new("will-box").channel("ops").radio(radio_a()).mqtt(Mqtt::new(port).keepalive_s(5)).toml()
+    Config::new("will-box").channel("ops").add(radio_a()).add(Mqtt::new(port).keepalive_s(5)).toml()
 }
 
 /// How long the retained status takes to turn `offline` with the last will after `kill`.
@@ -315,7 +315,7 @@ async fn last_will_after_kill_9_and_after_a_freeze_within_the_keepalive() {
 fn hass(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
     let mqtt = Mqtt::new(port).set("home_assistant", true).set("home_assistant_prefix", "\"ha/site1\"");
-    Config::new("ha-box").status_led("sim:led").channel("ops").radio(radio_a()).radio(b).mqtt(mqtt).toml()
+    Config::new("ha-box").status_led("sim:led").channel("ops").add(radio_a()).add(b).add(mqtt).toml()
 }
 
 /// `[mqtt] home_assistant`: retained discovery configs under the configured prefix, for the box
@@ -383,7 +383,7 @@ async fn home_assistant_discovery_from_the_config_and_its_switches_work() {
 
 fn strict(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
-    Config::new("strict-box").channel("ops").channel("fire").radio(radio_a()).radio(b).mqtt(Mqtt::new(port)).toml()
+    Config::new("strict-box").channel("ops").channel("fire").add(radio_a()).add(b).add(Mqtt::new(port)).toml()
 }
 
 const COMMANDS: [&str; 10] = [
@@ -572,7 +572,7 @@ fn secure(device: &str, port: u16, pki: &str, user: &str, password: &str) -> Str
         .set("client_key_file", format!("\"{pki}/client.key\""))
         .set("username", format!("\"{user}\""))
         .set("password_file", format!("\"{pki}/{password}\""));
-    Config::new(device).channel("ops").radio(radio_a()).mqtt(mqtt).toml()
+    Config::new(device).channel("ops").add(radio_a()).add(mqtt).toml()
 }
 
 /// `roipd run` over `mqtts://` to a listener that wants a client certificate and a password,
@@ -744,10 +744,10 @@ fn guards(port: u16, a_hang_ms: u64) -> String {
     let desk = Desk::new("desk", &["ops"]).ptt("sim:desk-ptt").playback("sim:wav-out:{dir}/desk.wav");
     Config::new("guard-box")
         .channel_with("ops", &[("no_media_ms", "60000")])
-        .radio(a)
-        .radio(b)
-        .desk(desk)
-        .mqtt(Mqtt::new(port))
+        .add(a)
+        .add(b)
+        .add(desk)
+        .add(Mqtt::new(port))
         .toml()
 }
 

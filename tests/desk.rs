@@ -9,7 +9,7 @@ mod fleet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::config::{Config, Desk, Hub, Mqtt, Radio, Uplink};
+use common::config::{Audio, Config, Desk, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 
 const SR: f32 = 48_000.0;
@@ -55,12 +55,12 @@ fn first_loud(x: &[f32], from: usize, dbfs: f32) -> Option<usize> {
 /// monitoring all ten at 0, -6 and -12 dB on those three.
 fn ten_channel_config() -> String {
     let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
-    let mut c = Config::new("desk-mix").hub(Hub::new(free_port()));
+    let mut c = Config::new("desk-mix").add(Hub::new(free_port()));
     for name in &names {
         c = c.channel(name);
     }
     for (name, channel, hz) in [("r0", "c0", 500), ("r3", "c3", 1100), ("r7", "c7", 1700)] {
-        c = c.radio(Radio::sim(name, channel, name).capture(&format!("sim:tone:{hz}:-12")));
+        c = c.add(Radio::sim(name, channel, name).capture(&format!("sim:tone:{hz}:-12")));
     }
     let channels: Vec<&str> = names.iter().map(String::as_str).collect();
     let desk = Desk::new("desk", &channels)
@@ -76,7 +76,7 @@ fn ten_channel_config() -> String {
         .led("rx.c5", "sim:led-rx-c5")
         .monitor("c3", "volume_db", -6)
         .monitor("c7", "volume_db", -12);
-    c.desk(desk).toml()
+    c.add(desk).toml()
 }
 
 #[test]
@@ -206,11 +206,11 @@ fn preempt_config(max_talk_ms: Option<u64>) -> Config {
         .keying("tx_hang_ms", 200)
         .keying("tot_ms", 4000);
     Config::new("desk-preempt")
-        .hub(Hub::new(free_port()))
+        .add(Hub::new(free_port()))
         .channel_with("ops", &ops)
-        .radio(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
-        .radio(b)
-        .desk(ops_desk())
+        .add(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
+        .add(b)
+        .add(ops_desk())
 }
 
 #[test]
@@ -301,13 +301,13 @@ fn two_channel_config(hub_port: u16, e_priority: u8) -> String {
         .led("busy.fire", "sim:busy-fire")
         .led("select.fire", "sim:sel-fire");
     Config::new("desk-two")
-        .hub(Hub::new(hub_port).token("console", "token", &["*"]))
+        .add(Hub::new(hub_port).token("console", "token", &["*"]))
         .channel("ops")
         .channel("fire")
-        .radio(keyed(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12")))
-        .radio(keyed(Radio::sim("radio-b", "fire", "b").playback("sim:wav-out:{dir}/b-tx.wav")))
-        .radio(keyed(Radio::sim("radio-e", "fire", "e").priority(e_priority.into()).capture("sim:tone:1500:-12")))
-        .desk(desk)
+        .add(keyed(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12")))
+        .add(keyed(Radio::sim("radio-b", "fire", "b").playback("sim:wav-out:{dir}/b-tx.wav")))
+        .add(keyed(Radio::sim("radio-e", "fire", "e").priority(e_priority.into()).capture("sim:tone:1500:-12")))
+        .add(desk)
         .toml()
 }
 
@@ -505,14 +505,14 @@ fn central_hub(port: u16) -> String {
         .keying("tx_hang_ms", 200);
     Config::new("central")
         .channel("ops")
-        .radio(Radio::sim("radio-b", "ops", "b").capture("sim:tone:700:-12"))
-        .radio(c)
-        .hub(Hub::new(port).token("desks", "token", &["ops"]))
+        .add(Radio::sim("radio-b", "ops", "b").capture("sim:tone:700:-12"))
+        .add(c)
+        .add(Hub::new(port).token("desks", "token", &["ops"]))
         .toml()
 }
 
 fn desk_edge(port: u16) -> String {
-    Config::new("desk-edge").channel("ops").desk(ops_desk()).uplink(Uplink::hub(port)).toml()
+    Config::new("desk-edge").channel("ops").add(ops_desk()).add(Uplink::hub(port)).toml()
 }
 
 #[test]
@@ -556,9 +556,9 @@ fn a_desk_on_an_edge_box_hears_the_hub_channel_and_preempts_its_field_talker() {
 fn mqtt_desk(port: u16) -> String {
     Config::new("mqtt-desk")
         .channel("ops")
-        .radio(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
-        .desk(Desk::new("desk", &["ops"]).playback("sim:wav-out:{dir}/desk.wav"))
-        .mqtt(Mqtt::new(port))
+        .add(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
+        .add(Desk::new("desk", &["ops"]).playback("sim:wav-out:{dir}/desk.wav"))
+        .add(Mqtt::new(port))
         .toml()
 }
 
@@ -618,7 +618,7 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
 fn a_stereo_split_puts_each_channel_where_its_pan_says() {
     let mut config = Config::new("desk-stereo").channel("left").channel("right").channel("middle");
     for (name, x, hz) in [("left", "l", 500), ("right", "r", 1100), ("middle", "m", 1700)] {
-        config = config.radio(Radio::sim(&format!("r-{name}"), name, x).capture(&format!("sim:tone:{hz}:-12")));
+        config = config.add(Radio::sim(&format!("r-{name}"), name, x).capture(&format!("sim:tone:{hz}:-12")));
     }
     let desk = Desk::new("desk", &["left", "right", "middle"])
         .set("duck_db", 0)
@@ -626,7 +626,7 @@ fn a_stereo_split_puts_each_channel_where_its_pan_says() {
         .set("playback_right", "\"sim:wav-out:{dir}/right.wav\"")
         .monitor("left", "pan", -1)
         .monitor("right", "pan", 1);
-    let config = config.desk(desk).toml();
+    let config = config.add(desk).toml();
     let mut d = Daemon::start(&config);
     d.wait_for("radios ready", Duration::from_secs(10), |d| d.line("m-ptt") == Some(false));
     std::thread::sleep(Duration::from_millis(300));
@@ -666,7 +666,7 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     let wait = Duration::from_secs(10);
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/desk-preempt/#", "test/desk-replies"]).await;
-    let mut d = Daemon::start(&preempt_config(None).mqtt(Mqtt::new(broker.anon)).toml());
+    let mut d = Daemon::start(&preempt_config(None).add(Mqtt::new(broker.anon)).toml());
     probe.wait("online", wait, |m| m.topic == "roipd/desk-preempt/status" && m.json()["online"] == true).await;
     d.wait_for("desk ready", wait, |d| d.line("led-tx") == Some(false));
     std::thread::sleep(Duration::from_millis(300));

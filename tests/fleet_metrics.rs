@@ -10,7 +10,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use common::config::{Config, Hub, Mqtt, Radio, Uplink};
+use common::config::{Audio, Config, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
@@ -23,7 +23,7 @@ fn hub_config(hub_port: u16, mqtt_port: u16) -> String {
         .keying("tx_delay_ms", 0)
         .keying("tx_hang_ms", 200);
     let hub = Hub::new(hub_port).token("edges", "token", &["ops"]);
-    Config::new("m-hub").channel("ops").radio(b).hub(hub).mqtt(Mqtt::new(mqtt_port).metrics_interval_s(1)).toml()
+    Config::new("m-hub").channel("ops").add(b).add(hub).add(Mqtt::new(mqtt_port).metrics_interval_s(1)).toml()
 }
 
 /// `mqtt_port`: None for a box that does not report.
@@ -33,9 +33,9 @@ fn edge_config(hub_port: u16, mqtt_port: Option<u16>) -> String {
         .playback("sim:wav-out:{dir}/a-tx.wav")
         .keying("tx_delay_ms", 0)
         .keying("tx_hang_ms", 200);
-    let config = Config::new("edge").channel("ops").radio(a).uplink(Uplink::hub(hub_port));
+    let config = Config::new("edge").channel("ops").add(a).add(Uplink::hub(hub_port));
     match mqtt_port {
-        Some(port) => config.mqtt(Mqtt::new(port).metrics_interval_s(1)),
+        Some(port) => config.add(Mqtt::new(port).metrics_interval_s(1)),
         None => config,
     }
     .toml()

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use common::config::{Config, Hub, Mqtt, Radio};
+use common::config::{Audio, Config, Hub, Mqtt, Radio};
 use common::{free_port, Daemon};
 use roipd::core::floor::Priority;
 use roipd::net::{self, MemberRequest, UplinkEvent, UplinkOptions};
@@ -40,7 +40,7 @@ fn hub_config(port: u16, max_talk_ms: Option<u64>) -> Config {
         .keying("tx_delay_ms", 100)
         .keying("tx_hang_ms", 300)
         .keying("squelch_hang_ms", 0);
-    Config::new("hub").channel_with("ops", &ops).radio(radio1).hub(Hub::new(port).token("dispatch", "token", &["ops"]))
+    Config::new("hub").channel_with("ops", &ops).add(radio1).add(Hub::new(port).token("dispatch", "token", &["ops"]))
 }
 
 const T: Duration = Duration::from_secs(10);
@@ -351,7 +351,7 @@ async fn a_receiving_radio_gets_the_floor_back_when_the_console_lets_go() {
 fn two_radios(max_talk_ms: u64) -> impl Fn(u16) -> String {
     move |port| {
         let radio2 = Radio::sim("radio2", "ops", "r2").keying("tx_delay_ms", 100).keying("tx_hang_ms", 300);
-        hub_config(port, Some(max_talk_ms)).radio(radio2).toml()
+        hub_config(port, Some(max_talk_ms)).add(radio2).toml()
     }
 }
 
@@ -450,7 +450,7 @@ async fn a_driver_fault_after_a_retake_releases_every_ptt_line() {
 async fn mqtt_tx_keyed_follows_the_ptt_line_not_the_wish() {
     let broker = fleet::broker::Broker::start();
     let probe = fleet::probe::Probe::connect(broker.anon, &["roipd/hub/state/radio1"]).await;
-    let config = |port| hub_config(port, None).mqtt(Mqtt::new(broker.anon)).toml();
+    let config = |port| hub_config(port, None).add(Mqtt::new(broker.anon)).toml();
     let (d, port) = start_with_lines(config, &["r1-cor"]).await;
     let keyed = |m: &fleet::probe::Msg| m.json()["tx_keyed"] == true;
     let mut console = Console::join(port).await;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::config::{Config, Hub, Radio, Uplink};
+use common::config::{Audio, Config, Hub, Radio, Uplink};
 use common::{free_port, wav_blocks_dbfs, Daemon};
 
 /// Radio B talks a 700 Hz tone and records what it transmits; radio C is a dispatch link:
@@ -18,7 +18,7 @@ fn hub_config(port: u16) -> String {
         .keying("tx_delay_ms", 100)
         .keying("tx_hang_ms", 500);
     let c = Radio::sim("radio-c", "ops", "c").priority(100).duplex();
-    Config::new("hub").channel("ops").radio(b).radio(c).hub(Hub::new(port).token("edges", "token", &["ops"])).toml()
+    Config::new("hub").channel("ops").add(b).add(c).add(Hub::new(port).token("edges", "token", &["ops"])).toml()
 }
 
 fn edge_config(port: u16) -> String {
@@ -27,7 +27,7 @@ fn edge_config(port: u16) -> String {
         .playback("sim:wav-out:{dir}/a-tx.wav")
         .keying("tx_delay_ms", 100)
         .keying("tx_hang_ms", 500);
-    Config::new("edge").channel("ops").radio(a).uplink(Uplink::hub(port)).toml()
+    Config::new("edge").channel("ops").add(a).add(Uplink::hub(port)).toml()
 }
 
 const WAIT: Duration = Duration::from_secs(10);

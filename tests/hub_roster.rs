@@ -16,7 +16,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 fn hub_config(port: u16) -> String {
     let radio = Radio::new("radio1", "ops").cor("sim:cor").ptt("sim:ptt");
-    Config::new("hub").channel("ops").radio(radio).hub(Hub::new(port).token("consoles", "token", &["ops"])).toml()
+    Config::new("hub").channel("ops").add(radio).add(Hub::new(port).token("consoles", "token", &["ops"])).toml()
 }
 
 async fn join(port: u16, key: &str) -> (Ws, u64) {

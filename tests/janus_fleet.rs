@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::config::{Config, Desk, Mqtt, Radio, Uplink};
+use common::config::{Audio, Config, Desk, Mqtt, Radio, Uplink};
 use common::fleet_ns::{
     drop_janus_media, in_namespace, inside, janus_url, mqtt_command, mqtt_url, roipd, tone_map, tone_power, tone_quality,
     wav_len, wav_samples, Janus, Mosquitto,
@@ -38,7 +38,7 @@ fn inner_fleet_namespace_runs_janus_mosquitto_and_roipd() {
     let _janus = Janus::start();
     let broker = Mosquitto::start();
     let radio = Radio::new("radio1", "ops").cor("sim:cor").ptt("sim:ptt");
-    let mut box_a = roipd(&Config::new("edge-a").channel("ops").radio(radio).mqtt(Mqtt::url(&mqtt_url())).toml());
+    let mut box_a = roipd(&Config::new("edge-a").channel("ops").add(radio).add(Mqtt::url(&mqtt_url())).toml());
     box_a.wait_for("roipd running", Duration::from_secs(20), |d| d.stderr().contains("roipd running"));
     let started = Instant::now();
     while !broker.log().contains("edge-a") {
@@ -60,7 +60,7 @@ fn fleet_box(device: &str, list: &[(String, u64)], floor_hub: bool) -> Config {
     }
     let uplink = Uplink::janus(&janus_url(), "admin.key");
     let uplink = if floor_hub { uplink.set("floor_hub", "\"hub-1\"") } else { uplink };
-    config.uplink(uplink).mqtt(Mqtt::url(&mqtt_url()))
+    config.add(uplink).add(Mqtt::url(&mqtt_url()))
 }
 
 fn ops() -> Vec<(String, u64)> {
@@ -90,7 +90,7 @@ fn radio_edge_with(device: &str, hz: f32, keying: &[(&str, u64)]) -> Daemon {
     for (key, value) in keying {
         radio = radio.keying(key, value);
     }
-    roipd(&fleet_box(device, &ops(), true).radio(radio).toml())
+    roipd(&fleet_box(device, &ops(), true).add(radio).toml())
 }
 
 /// Wait until the daemon has logged its `n`th uplink Up (Janus published and floor joined).
@@ -350,13 +350,13 @@ fn inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
         .set("duck_db", 0)
         .capture("sim:silence")
         .playback("sim:wav-out:{dir}/desk.wav");
-    let mut desk = roipd(&fleet_box("desk-d", &list, true).desk(desk).toml());
+    let mut desk = roipd(&fleet_box("desk-d", &list, true).add(desk).toml());
     // Three field radios on c00, c07 and c13, each with its own tone.
     let radios = [("r0", "c00", 500.0f32), ("r7", "c07", 1100.0), ("r13", "c13", 1700.0)];
     let on: Vec<(String, u64)> = list.iter().filter(|(c, _)| radios.iter().any(|r| r.1 == c)).cloned().collect();
     let mut talker = fleet_box("field-t", &on, true);
     for (name, channel, hz) in radios {
-        talker = talker.radio(Radio::sim(name, channel, name).capture(&format!("sim:tone:{hz}")).playback("sim:null"));
+        talker = talker.add(Radio::sim(name, channel, name).capture(&format!("sim:tone:{hz}")).playback("sim:null"));
     }
     let mut field = roipd(&talker.toml());
     wait_up(&mut desk, 1);

@@ -30,7 +30,7 @@ use roipd::net::{MemberRequest, UplinkEvent};
 use roipd::pipeline::MediaPacket;
 
 use common::fleet_ns::{in_namespace, inside, janus_url, mqtt_url, Janus, Mosquitto, ADMIN_KEY, JANUS_IP};
-use common::config::{Config, Mqtt, Radio, Uplink};
+use common::config::{Audio, Config, Mqtt, Radio, Uplink};
 use common::Daemon;
 
 const OUTER_LIMIT: Duration = Duration::from_secs(240);
@@ -64,12 +64,12 @@ fn janus_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
 /// uplink and the broker.
 fn janus_box(device: &str) -> Config {
     let room = format!("{{ room = {ROOM}, secret_file = \"{{dir}}/room.secret\" }}");
-    Config::new(device).channel_with(CHANNEL, &[("janus", &room)]).mqtt(Mqtt::url(&mqtt_url()))
+    Config::new(device).channel_with(CHANNEL, &[("janus", &room)]).add(Mqtt::url(&mqtt_url()))
 }
 
 /// The floor host: no radios, its Janus uplink only moderates.
 fn host_config() -> String {
-    janus_box(HUB).uplink(Uplink::janus(&janus_url(), "admin.key")).toml()
+    janus_box(HUB).add(Uplink::janus(&janus_url(), "admin.key")).toml()
 }
 
 /// `roipd run` with the admin key and the room secret in its directory.
@@ -452,7 +452,7 @@ fn radio_edge(device: &str, priority: u8, hz: u32) -> Daemon {
         .capture(&format!("sim:tone:{hz}:-12"))
         .playback("sim:wav-out:{dir}/tx.wav");
     let uplink = Uplink::janus(&janus_url(), "admin.key").set("floor_hub", format!("\"{HUB}\""));
-    start(&janus_box(device).radio(radio).uplink(uplink).toml())
+    start(&janus_box(device).add(radio).add(uplink).toml())
 }
 
 fn busy_count(d: &Daemon) -> usize {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::config::{Config, Radio};
+use common::config::{Audio, Config, Radio};
 use common::Daemon;
 
 /// Radio A's COR keys radio B (same channel). B's PTT is active-low, so keyed = line low.
@@ -19,7 +19,7 @@ fn two_radios(tx_hang_ms: u64, tot_ms: Option<u64>) -> String {
     if let Some(tot) = tot_ms {
         b = b.keying("tot_ms", tot);
     }
-    Config::new("ptt-test").channel("ops").radio(Radio::sim("radio-a", "ops", "a")).radio(b).toml()
+    Config::new("ptt-test").channel("ops").add(Radio::sim("radio-a", "ops", "a")).add(b).toml()
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -249,7 +249,7 @@ fn cw_id() -> String {
         .keying("tx_hang_ms", 200)
         .playback("sim:wav-out:{dir}/b.wav")
         .audio("cw_id", r#"{ callsign = "E E", wpm = 5, interval_s = 10, tone_hz = 800 }"#);
-    Config::new("id-test").channel("ops").radio(Radio::sim("radio-a", "ops", "a")).radio(b).toml()
+    Config::new("id-test").channel("ops").add(Radio::sim("radio-a", "ops", "a")).add(b).toml()
 }
 
 /// 10 ms blocks of B's transmit audio louder than -40 dBFS (the ID is at -18 dBFS peak).

@@ -12,8 +12,8 @@ use common::Daemon;
 fn config() -> String {
     Config::new("notify-test")
         .channel("ops")
-        .radio(Radio::sim("radio-a", "ops", "a"))
-        .radio(Radio::sim("radio-b", "ops", "b"))
+        .add(Radio::sim("radio-a", "ops", "a"))
+        .add(Radio::sim("radio-b", "ops", "b"))
         .toml()
 }
 

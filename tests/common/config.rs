@@ -7,9 +7,9 @@
 //! ```ignore
 //! let config = Config::new("edge")
 //!     .channel("ops")
-//!     .radio(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12").keying("tx_delay_ms", 0))
-//!     .uplink_hub(port)
-//!     .mqtt(Mqtt::new(broker_port).metrics_interval_s(1));
+//!     .add(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12").keying("tx_delay_ms", 0))
+//!     .add(Uplink::hub(port))
+//!     .add(Mqtt::new(broker_port).metrics_interval_s(1));
 //! let d = Daemon::start_with(&config.toml(), &[], &[("token", "secret\n")]);
 //! ```
 
@@ -20,15 +20,19 @@ use std::fmt::{Display, Write};
 pub struct Config {
     device_id: String,
     status_led: Option<String>,
-    channels: Vec<String>,
-    ports: Vec<String>,
-    sections: Vec<String>,
+    /// Channels, ports and sections, each a table of its own (their order does not matter).
+    parts: Vec<String>,
+}
+
+/// A port or a section of the config: [`Radio`], [`Desk`], [`Hub`], [`Uplink`], [`Mqtt`].
+pub trait Part {
+    fn toml(&self) -> String;
 }
 
 impl Config {
     /// A config with sim GPIO (`{lines}`) and nothing else yet.
     pub fn new(device_id: &str) -> Self {
-        Self { device_id: device_id.into(), status_led: None, channels: vec![], ports: vec![], sections: vec![] }
+        Self { device_id: device_id.into(), status_led: None, parts: vec![] }
     }
 
     pub fn status_led(mut self, line: &str) -> Self {
@@ -47,32 +51,13 @@ impl Config {
         for (k, v) in settings {
             writeln!(s, "{k} = {v}").unwrap();
         }
-        self.channels.push(s);
+        self.parts.push(s);
         self
     }
 
-    pub fn radio(mut self, radio: Radio) -> Self {
-        self.ports.push(radio.toml());
-        self
-    }
-
-    pub fn desk(mut self, desk: Desk) -> Self {
-        self.ports.push(desk.toml());
-        self
-    }
-
-    pub fn hub(mut self, hub: Hub) -> Self {
-        self.sections.push(hub.toml());
-        self
-    }
-
-    pub fn uplink(mut self, uplink: Uplink) -> Self {
-        self.sections.push(uplink.toml());
-        self
-    }
-
-    pub fn mqtt(mut self, mqtt: Mqtt) -> Self {
-        self.sections.push(mqtt.toml());
+    /// A port or a section.
+    pub fn add(mut self, part: impl Part) -> Self {
+        self.parts.push(part.toml());
         self
     }
 
@@ -83,7 +68,7 @@ impl Config {
         if let Some(led) = &self.status_led {
             write!(s, "\n[gpio]\nstatus_led = {{ line = \"{led}\" }}\n").unwrap();
         }
-        for part in self.channels.iter().chain(&self.ports).chain(&self.sections) {
+        for part in &self.parts {
             write!(s, "\n{part}").unwrap();
         }
         let concrete = s.replace("{lines}", "/tmp/lines").replace("{dir}", "/tmp/dir");
@@ -102,6 +87,22 @@ fn inline(pairs: &[(String, String)]) -> String {
 
 fn quoted(s: &str) -> String {
     format!("\"{s}\"")
+}
+
+/// The `audio` table of a radio or a desk.
+pub trait Audio: Sized {
+    /// An `audio` setting (value in TOML).
+    fn audio(self, key: &str, value: impl Display) -> Self;
+
+    /// `audio.capture`: e.g. `sim:tone:1000:-12`.
+    fn capture(self, device: &str) -> Self {
+        self.audio("capture", quoted(device))
+    }
+
+    /// `audio.playback`: e.g. `sim:wav-out:{dir}/b-tx.wav`.
+    fn playback(self, device: &str) -> Self {
+        self.audio("playback", quoted(device))
+    }
 }
 
 /// `[port.NAME] kind = "radio"`.
@@ -156,24 +157,6 @@ impl Radio {
         self
     }
 
-    /// `audio.capture`: e.g. `sim:tone:1000:-12`.
-    pub fn capture(mut self, device: &str) -> Self {
-        self.audio.push(("capture".into(), quoted(device)));
-        self
-    }
-
-    /// `audio.playback`: e.g. `sim:wav-out:{dir}/b-tx.wav`.
-    pub fn playback(mut self, device: &str) -> Self {
-        self.audio.push(("playback".into(), quoted(device)));
-        self
-    }
-
-    /// Another `audio` setting (value in TOML).
-    pub fn audio(mut self, key: &str, value: impl Display) -> Self {
-        self.audio.push((key.into(), value.to_string()));
-        self
-    }
-
     /// A `keying` setting in milliseconds or a count: `keying("tx_delay_ms", 0)`.
     pub fn keying(mut self, key: &str, value: impl Display) -> Self {
         self.keying.push((key.into(), value.to_string()));
@@ -193,7 +176,16 @@ impl Radio {
         self.settings.push((key.into(), value.to_string()));
         self
     }
+}
 
+impl Audio for Radio {
+    fn audio(mut self, key: &str, value: impl Display) -> Self {
+        self.audio.push((key.into(), value.to_string()));
+        self
+    }
+}
+
+impl Part for Radio {
     fn toml(&self) -> String {
         let mut s = format!("[port.{}]\nkind = \"radio\"\nchannel = \"{}\"\n", self.name, self.channel);
         for (k, v) in &self.settings {
@@ -244,16 +236,6 @@ impl Desk {
         self
     }
 
-    pub fn capture(mut self, device: &str) -> Self {
-        self.audio.push(("capture".into(), quoted(device)));
-        self
-    }
-
-    pub fn playback(mut self, device: &str) -> Self {
-        self.audio.push(("playback".into(), quoted(device)));
-        self
-    }
-
     /// An LED role (`"tx.ops"`, `"rx"`) on a line.
     pub fn led(mut self, role: &str, line: &str) -> Self {
         self.leds.push((quoted(role), format!("{{ line = \"{line}\" }}")));
@@ -281,7 +263,16 @@ impl Desk {
         self.settings.push((key.into(), value.to_string()));
         self
     }
+}
 
+impl Audio for Desk {
+    fn audio(mut self, key: &str, value: impl Display) -> Self {
+        self.audio.push((key.into(), value.to_string()));
+        self
+    }
+}
+
+impl Part for Desk {
     fn toml(&self) -> String {
         let channels: Vec<String> = self.channels.iter().map(|c| quoted(c)).collect();
         let mut s = format!("[port.{}]\nkind = \"desk\"\nchannels = [{}]\n", self.name, channels.join(", "));
@@ -327,7 +318,9 @@ impl Hub {
         self.settings.push((key.into(), value.to_string()));
         self
     }
+}
 
+impl Part for Hub {
     fn toml(&self) -> String {
         let mut s = format!("[hub]\nlisten = \"127.0.0.1:{}\"\n", self.port);
         for (k, v) in &self.settings {
@@ -372,7 +365,9 @@ impl Uplink {
         self.settings.push((key.into(), value.to_string()));
         self
     }
+}
 
+impl Part for Uplink {
     fn toml(&self) -> String {
         let mut s = String::from("[uplink]\n");
         for (k, v) in &self.settings {
@@ -412,7 +407,9 @@ impl Mqtt {
         self.settings.push((key.into(), value.to_string()));
         self
     }
+}
 
+impl Part for Mqtt {
     fn toml(&self) -> String {
         let mut s = format!("[mqtt]\nurl = \"{}\"\n", self.url);
         for (k, v) in &self.settings {
