@@ -791,10 +791,13 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     // The same with the inhibit switch.
     probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
+    let mark = probe.mark();
     d.drive("a-inhibit", true);
     d.wait_for("A unkeyed by the switch", WAIT, |d| d.line("a-ptt") == Some(false));
-    d.drive("a-inhibit", false);
+    probe.wait_after(mark, "switch on", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == true).await;
+    // Marked before the switch is let go, so its state cannot slip in ahead of the mark.
     let mark = probe.mark();
+    d.drive("a-inhibit", false);
     probe.wait_after(mark, "switch lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the switch keyed the cancelled remote PTT again");
