@@ -29,7 +29,9 @@ use roipd::net::janus::{self, ChannelSpec, JanusEvent, JanusHandle, JanusOptions
 use roipd::net::{MemberRequest, UplinkEvent};
 use roipd::pipeline::MediaPacket;
 
-use common::fleet_ns::{in_namespace, inside, janus_url, mqtt_url, Janus, Mosquitto, ADMIN_KEY, JANUS_IP};
+use common::fleet_ns::{
+    in_namespace, inside, janus_url, mqtt_url, roipd, Janus, Mosquitto, ADMIN_KEY, JANUS_IP, ROOM_SECRET,
+};
 use common::config::{Audio, Config, Mqtt, Radio, Uplink};
 use common::Daemon;
 
@@ -38,7 +40,6 @@ const MOSQUITTO: (&str, &str) = ("mosquitto", "mosquitto");
 const HUB: &str = "hub-1";
 const CHANNEL: &str = "ops";
 const ROOM: u64 = 5151;
-const ROOM_SECRET: &str = "floor-room-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
@@ -70,11 +71,6 @@ fn janus_box(device: &str) -> Config {
 /// The floor host: no radios, its Janus uplink only moderates.
 fn host_config() -> String {
     janus_box(HUB).add(Uplink::janus(&janus_url(), "admin.key")).toml()
-}
-
-/// `roipd run` with the admin key and the room secret in its directory.
-fn start(config: &str) -> Daemon {
-    Daemon::start_with(config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +340,7 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
     }
     let _janus = Janus::start();
     let broker = Mosquitto::start();
-    let mut host = start(&host_config());
+    let mut host = roipd(&host_config());
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
@@ -452,7 +448,7 @@ fn radio_edge(device: &str, priority: u8, hz: u32) -> Daemon {
         .capture(&format!("sim:tone:{hz}:-12"))
         .playback("sim:wav-out:{dir}/tx.wav");
     let uplink = Uplink::janus(&janus_url(), "admin.key").set("floor_hub", format!("\"{HUB}\""));
-    start(&janus_box(device).add(radio).add(uplink).toml())
+    roipd(&janus_box(device).add(radio).add(uplink).toml())
 }
 
 fn busy_count(d: &Daemon) -> usize {
@@ -467,7 +463,7 @@ fn inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
     }
     let _janus = Janus::start();
     let _broker = Mosquitto::start();
-    let mut host = start(&host_config());
+    let mut host = roipd(&host_config());
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let mut a = radio_edge("edge-a", 0, 1000);
     let mut b = radio_edge("edge-b", 0, 1500);
@@ -523,7 +519,7 @@ fn inner_restarted_janus_a_publisher_without_the_floor_is_muted_again() {
     }
     let mut janus = Janus::start();
     let _broker = Mosquitto::start();
-    let mut host = start(&host_config());
+    let mut host = roipd(&host_config());
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
