@@ -441,7 +441,7 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
 /// A dispatch link is full duplex, so its COR counts while the channel keys it.
 fn radio_edge(device: &str, priority: u8, hz: u32) -> Daemon {
     let radio = Radio::new("radio1", CHANNEL)
-        .set("priority", priority)
+        .priority(priority.into())
         .set("duplex", priority > 0)
         .cor("sim:cor")
         .ptt("sim:ptt")
