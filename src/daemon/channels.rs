@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
-use super::desk_port::{DeskAction, DeskInput, DeskLink, DeskToRouter};
+use super::desk_port::{DeskInput, DeskLink, DeskToRouter};
+use crate::core::desk::DeskAction;
 use super::report::Reporter;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
