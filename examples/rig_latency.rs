@@ -7,7 +7,10 @@
 //! render cycle, so their offset is exact. COR is a sim GPIO line written before each burst.
 //!
 //! Scenarios: `floor` (arecord | aplay, the rig's own latency), `single` (one roipd, radios A and
-//! B on one channel), `hub` (edge with A → hub → edge with B, three processes on 127.0.0.1).
+//! B on one channel), `hub` (edge with A → hub → edge with B, three processes on 127.0.0.1);
+//! not by default, `cost` (CPU %, wakeups/s and RSS of PulseAudio alone, then of a hub and two
+//! edges with VOX radios on PulseAudio devices, idle and while A talks to B; `RIG_COST_S` per
+//! measurement, default 20).
 //! Each burst is a 1 kHz tone (onset at 10 % of its level) or a 300–3000 Hz chirp (lag of the
 //! cross-correlation peak). Prints one JSON object per scenario.
 //!
@@ -64,7 +67,9 @@ fn pulse(dir: &Path) -> (Guard, String) {
             "load-module module-native-protocol-unix socket={} auth-anonymous=1\n\
              load-module module-null-sink sink_name=rec rate=48000 channels=2 format=s16le channel_map=front-left,front-right\n\
              load-module module-remap-sink sink_name=ain master=rec channels=1 channel_map=mono master_channel_map=front-left remix=no\n\
-             load-module module-remap-sink sink_name=bout master=rec channels=1 channel_map=mono master_channel_map=front-right remix=no\n",
+             load-module module-remap-sink sink_name=bout master=rec channels=1 channel_map=mono master_channel_map=front-right remix=no\n\
+             load-module module-null-sink sink_name=aout rate=48000 channels=1 format=s16le\n\
+             load-module module-null-sink sink_name=bin rate=48000 channels=1 format=s16le\n",
             socket.display()
         ),
     )
@@ -90,7 +95,9 @@ fn pulse(dir: &Path) -> (Guard, String) {
     let s = socket.display();
     let conf = format!(
         "pcm.a_rx {{ type pulse server \"unix:{s}\" device \"ain.monitor\" }}\n\
-         pcm.b_tx {{ type pulse server \"unix:{s}\" device \"bout\" }}\n"
+         pcm.b_tx {{ type pulse server \"unix:{s}\" device \"bout\" }}\n\
+         pcm.a_tx {{ type pulse server \"unix:{s}\" device \"aout\" }}\n\
+         pcm.b_rx {{ type pulse server \"unix:{s}\" device \"bin.monitor\" }}\n"
     );
     fs::write(dir.join("asound.conf"), conf).unwrap();
     (Guard(child), format!("unix:{s}"))
@@ -297,6 +304,110 @@ fn analyse(name: &str, n: usize, l: &[f32], r: &[f32], extra: &str) {
     );
 }
 
+/// CPU time (ns, all threads), context switches (wakeups) and RSS (KiB) of a process.
+fn usage(pid: u32) -> (u64, u64, u64) {
+    let (mut run_ns, mut switches) = (0, 0);
+    for task in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let base = task.path();
+        if let Ok(s) = fs::read_to_string(base.join("schedstat")) {
+            run_ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+        for line in fs::read_to_string(base.join("status")).unwrap_or_default().lines() {
+            if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
+                switches += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
+    (run_ns, switches, rss.unwrap_or(0))
+}
+
+/// `"name":{"cpu_pct":..,"wakeups_per_s":..,"rss_mb":..}` for each process over `secs`.
+fn measure(procs: &[(&str, u32)], secs: f64) -> String {
+    let before: Vec<_> = procs.iter().map(|(_, pid)| usage(*pid)).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let dt = t0.elapsed().as_secs_f64();
+    let parts: Vec<String> = procs
+        .iter()
+        .zip(before)
+        .map(|((name, pid), (ns0, sw0, _))| {
+            let (ns, sw, rss) = usage(*pid);
+            format!(
+                "\"{name}\":{{\"cpu_pct\":{:.2},\"wakeups_per_s\":{:.0},\"rss_mb\":{:.1}}}",
+                (ns - ns0) as f64 / dt / 1e7,
+                (sw - sw0) as f64 / dt,
+                rss as f64 / 1024.0
+            )
+        })
+        .collect();
+    parts.join(",")
+}
+
+/// What idle and talking ports cost on the rig: PulseAudio alone, then a hub and two edges
+/// whose radios (VOX as COR) capture and play on PulseAudio devices; idle, then edge A
+/// receiving a tone from its radio that edge B plays to its own.
+fn cost(d: &Path, pulse: &Guard, server: &str, asound: &Path, frame_ms: u32) {
+    let secs: f64 = env_or("RIG_COST_S", 20.0);
+    let pulse_pid = pulse.0.id();
+    std::thread::sleep(Duration::from_secs(2));
+    let alone = measure(&[("pulseaudio", pulse_pid)], secs);
+    let port = free_port();
+    fs::write(d.join("token"), "rig\n").unwrap();
+    let hub_cfg = format!(
+        "device_id = \"hub\"\n[gpio.sim]\ndir = \"{d}/hub-lines\"\n[channel.ops]\n[hub]\nlisten = \"127.0.0.1:{port}\"\n\
+         [hub.token.t]\nsecret_file = \"{d}/token\"\nchannels = [\"*\"]\n",
+        d = d.display()
+    );
+    let uplink =
+        format!("[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{}/token\"\n", d.display());
+    let edge = |name: &str, radio: &str, capture: &str, playback: &str| {
+        format!(
+            "device_id = \"{name}\"\n[gpio.sim]\ndir = \"{d}/{name}-lines\"\n[channel.ops]\n\
+             [port.{radio}]\nkind = \"radio\"\nchannel = \"ops\"\nptt = {{ line = \"sim:{radio}-ptt\" }}\n\
+             [port.{radio}.vox]\n[port.{radio}.audio]\ncapture = \"{capture}\"\nplayback = \"{playback}\"\n\
+             [port.{radio}.audio.codec]\nframe_ms = {frame_ms}\n{uplink}",
+            d = d.display()
+        )
+    };
+    let hub = roipd(d, "hub", &hub_cfg, asound);
+    wait_log(d, "hub", "roipd running");
+    let ea = roipd(d, "edge-a", &edge("edge-a", "a", "a_rx", "a_tx"), asound);
+    let eb = roipd(d, "edge-b", &edge("edge-b", "b", "b_rx", "b_tx"), asound);
+    wait_log(d, "edge-a", "uplink up");
+    wait_log(d, "edge-b", "uplink up");
+    std::thread::sleep(Duration::from_secs(3));
+    let procs = [("edge_a", ea.0.id()), ("edge_b", eb.0.id()), ("hub", hub.0.id()), ("pulseaudio", pulse_pid)];
+    let idle = measure(&procs, secs);
+    // A steady tone into radio A's receive audio for the whole talking measurement.
+    let tone: Vec<u8> = (0..((secs + 4.0) * RATE as f64) as usize)
+        .map(|i| ((0.3 * (std::f32::consts::TAU * 1000.0 * i as f32 / RATE as f32).sin()) * 32767.0) as i16)
+        .flat_map(i16::to_le_bytes)
+        .collect();
+    let mut pacat = Command::new("pacat")
+        .args(["-p", "-d", "ain", "--raw", "--format=s16le", "--rate=48000", "--channels=1", "--latency-msec=20"])
+        .env("PULSE_SERVER", server)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("pacat");
+    let mut stdin = pacat.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&tone);
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    // Radio B keyed for A's call: the measurement is of a working path.
+    let keyed = fs::read_to_string(d.join("edge-b-lines").join("b-ptt")).unwrap_or_default();
+    let talking = measure(&procs, secs);
+    writer.join().unwrap();
+    let _ = pacat.wait();
+    println!(
+        "{{\"scenario\":\"cost\",\"seconds\":{secs},\"frame_ms\":{frame_ms},\"pulse_alone\":{{{alone}}},\
+         \"idle\":{{{idle}}},\"talking\":{{{talking}}},\"b_ptt_while_talking\":\"{}\"}}",
+        keyed.trim()
+    );
+}
+
 fn main() {
     let n: usize = env_or("RIG_BURSTS", 12);
     let frame_ms: u32 = env_or("RIG_FRAME_MS", 20);
@@ -378,6 +489,7 @@ fn main() {
                 let (l, r) = run_bursts(d, &server, n, Some(&la));
                 analyse(sc, n, &l, &r, &extra);
             }
+            "cost" => cost(d, &_pulse, &server, &asound, frame_ms),
             other => panic!("unknown scenario {other}"),
         }
         if std::env::var_os("RIG_KEEP").is_some() {

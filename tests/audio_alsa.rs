@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use roipd::audio::{self, AudioOptions, CaptureHandle, DeviceEvent, DeviceEventKind, DeviceState, Pacing};
+use roipd::audio::{
+    self, AudioOptions, CaptureHandle, DeviceEvent, DeviceEventKind, DeviceState, Feed, Pacing, PlaybackHandle, Tap,
+};
 
 const SCENARIO_ENV: &str = "ROIPD_ALSA_SCENARIO";
 const DIR_ENV: &str = "ROIPD_ALSA_DIR";
@@ -115,6 +117,14 @@ fn pulse_null_sink_plays_in_real_time() {
 }
 
 #[test]
+fn pulse_fed_playback_sleeps_while_idle_and_plays_again_when_woken() {
+    require_pulse_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let _pulse = Pulse::start(dir.path());
+    run_scenario("pulse-idle", dir.path());
+}
+
+#[test]
 fn pulse_underrun_is_recovered_and_counted() {
     require_pulse_tools();
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +154,7 @@ fn child_scenario() {
         "pulse-play" => child_pulse_play(),
         "pulse-unplug" => child_pulse_unplug(&dir),
         "pulse-xrun" => child_pulse_xrun(),
+        "pulse-idle" => child_pulse_idle(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -440,6 +451,109 @@ fn child_pulse_play() {
     println!("measured: monitor tone {hz:.1} Hz at {level_db:.2} dBFS peak");
     assert!((hz - 1000.0).abs() < 2.0, "{hz} Hz");
     assert!((level_db + 6.0).abs() < 1.0, "{level_db} dBFS");
+}
+
+/// Plays a 1 kHz tone while `on`; idle (nothing to play) otherwise.
+struct SwitchedFeed {
+    on: Arc<AtomicBool>,
+    fills: Arc<AtomicU64>,
+    phase: f32,
+}
+
+impl Feed for SwitchedFeed {
+    fn fill(&mut self, _at: Instant, frame: &mut [f32]) {
+        self.fills.fetch_add(1, Ordering::Relaxed);
+        if !self.on.load(Ordering::Relaxed) {
+            frame.fill(0.0);
+            return;
+        }
+        for s in frame.iter_mut() {
+            *s = 0.5 * (std::f32::consts::TAU * self.phase).sin();
+            self.phase = (self.phase + 1000.0 / 48_000.0) % 1.0;
+        }
+    }
+
+    fn idle(&mut self) -> bool {
+        !self.on.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps when each captured frame arrived and whether it carried the tone.
+struct ToneTap(Arc<Mutex<Vec<(Instant, bool)>>>);
+
+impl Tap for ToneTap {
+    fn frame(&mut self, at: Instant, frame: &[f32]) {
+        self.0.lock().unwrap().push((at, rms(frame) > 0.1));
+    }
+}
+
+/// Context switches of this process's threads named `name`.
+fn thread_switches(name: &str) -> u64 {
+    let mut total = 0;
+    for task in fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim() != name {
+            continue;
+        }
+        for line in fs::read_to_string(task.path().join("status")).unwrap_or_default().lines() {
+            if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
+                total += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// A fed playback device whose feed goes idle stops (no fills, its thread mostly asleep, the
+/// monitor hears silence) and plays again at once when woken, or on its own when the feed has
+/// something again without a wake-up. The monitor is a tapped capture: frames reach the tap on
+/// the device thread, nothing is queued.
+fn child_pulse_idle() {
+    let (on, fills) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
+    let feed = SwitchedFeed { on: on.clone(), fills: fills.clone(), phase: 0.0 };
+    let opts = AudioOptions::default();
+    let play = PlaybackHandle::open_fed("radio_tx", &opts, Box::new(feed)).unwrap();
+    let waker = play.waker();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let mon = CaptureHandle::open_tapped("radio_txmon", &opts, Box::new(ToneTap(heard.clone()))).unwrap();
+    let tone_since = |t: Instant| heard.lock().unwrap().iter().any(|&(at, tone)| at >= t && tone);
+    let start = Instant::now();
+    let until = start + Duration::from_secs(20);
+    while !tone_since(start) {
+        assert!(Instant::now() < until, "pulse never got going");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(mon.queued(), 0, "a tapped capture queues nothing");
+
+    for wake in [true, false] {
+        on.store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs(1));
+        let (f0, s0, quiet_from) = (fills.load(Ordering::Relaxed), thread_switches("audio-play"), Instant::now());
+        std::thread::sleep(Duration::from_secs(1));
+        let (paused_fills, switches) =
+            (fills.load(Ordering::Relaxed) - f0, thread_switches("audio-play").saturating_sub(s0));
+        println!("measured: idle second: {paused_fills} fills, {switches} playback thread wakeups (running: ~100)");
+        assert_eq!(paused_fills, 0, "an idle feed is not filled");
+        assert!(switches < 40, "a paused playback thread sleeps: {switches} wakeups in a second");
+        assert!(!tone_since(quiet_from), "silence on the monitor while idle");
+
+        let resumed = Instant::now();
+        on.store(true, Ordering::Relaxed);
+        if wake {
+            waker.wake();
+        }
+        let until = resumed + T;
+        while !tone_since(resumed) {
+            assert!(Instant::now() < until, "no tone after the feed had sound again (woken: {wake})");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let first = heard.lock().unwrap().iter().find(|&&(at, tone)| at >= resumed && tone).unwrap().0;
+        println!("measured: tone on the monitor {:?} after it was due (woken: {wake})", first - resumed);
+    }
+    let stats = play.stats();
+    println!("playback {stats:?}\nmonitor {:?}", mon.stats());
+    assert_eq!(stats.state, DeviceState::Running);
+    mon.stop();
+    play.stop();
 }
 
 fn child_pulse_xrun() {

@@ -10,6 +10,7 @@ mod fleet;
 
 use std::time::Duration;
 
+use common::config::{Audio, Config, Mqtt, Radio};
 use common::Daemon;
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
@@ -18,32 +19,15 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Radio A hears a -20 dBFS (peak) 1 kHz tone; its COR keys radio B, which plays to a null sink.
-const LEVELS: &str = r#"
-device_id = "audio-box"
-
-[gpio.sim]
-dir = "{lines}"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-20" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { playback = "sim:null" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 200, tot_ms = 60000 }
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-"#;
+fn levels(port: u16) -> String {
+    let b = Radio::sim("radio-b", "ops", "b")
+        .playback("sim:null")
+        .keying("tx_delay_ms", 0)
+        .keying("tx_hang_ms", 200)
+        .keying("tot_ms", 60000);
+    let a = Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-20");
+    Config::new("audio-box").channel("ops").add(a).add(b).add(Mqtt::new(port)).toml()
+}
 
 fn state_of(port: &'static str) -> impl Fn(&Msg) -> bool {
     move |m| m.topic == format!("roipd/audio-box/state/{port}")
@@ -53,7 +37,7 @@ fn state_of(port: &'static str) -> impl Fn(&Msg) -> bool {
 async fn port_state_carries_levels_and_tot_while_active_without_churn() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/audio-box/#"]).await;
-    let d = Daemon::start(&LEVELS.replace("{port}", &broker.anon.to_string()));
+    let d = Daemon::start(&levels(broker.anon));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/audio-box/status" && m.json()["online"] == true).await;
     let idle = probe.wait("radio-a state", WAIT, state_of("radio-a")).await.json();
     assert!(idle.get("rx_level_dbfs").is_none(), "no level while idle: {idle}");
@@ -110,31 +94,13 @@ fn asound_conf(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-const DEVICES: &str = r#"
-device_id = "audio-box"
-
-[gpio.sim]
-dir = "{lines}"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "radio_in" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { playback = "plughw:CARD=Nope" }
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-"#;
+/// Radio A captures from an ALSA PCM that has no input file yet; radio B plays to a card that
+/// does not exist.
+fn devices(port: u16) -> String {
+    let a = Radio::sim("radio-a", "ops", "a").capture("radio_in");
+    let b = Radio::sim("radio-b", "ops", "b").playback("plughw:CARD=Nope");
+    Config::new("audio-box").channel("ops").add(a).add(b).add(Mqtt::new(port)).toml()
+}
 
 fn event(kind: &'static str, port: &'static str) -> impl Fn(&Msg) -> bool {
     move |m| m.topic == "roipd/audio-box/event" && m.json()["kind"] == kind && m.json()["port"] == port
@@ -147,10 +113,7 @@ async fn missing_devices_are_reported_lost_then_found_and_the_daemon_runs_on() {
     let conf = asound_conf(alsa.path());
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/audio-box/#"]).await;
-    let mut d = Daemon::start_with_env(
-        &DEVICES.replace("{port}", &broker.anon.to_string()),
-        &[("ALSA_CONFIG_PATH", conf.to_str().unwrap())],
-    );
+    let mut d = Daemon::start_with_env(&devices(broker.anon), &[("ALSA_CONFIG_PATH", conf.to_str().unwrap())]);
 
     let lost = probe.wait("device_lost for radio-a", WAIT, event("device_lost", "radio-a")).await.json();
     let detail = lost["detail"].as_str().unwrap_or_default();

@@ -10,41 +10,29 @@ mod fleet;
 
 use std::time::Duration;
 
+use common::config::{Audio, Config, Desk, Mqtt, Radio};
 use common::Daemon;
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
 use serde_json::Value;
 
-const CONFIG: &str = r#"
-device_id = "mqtt-box"
+/// The box most tests here run: radios A and B on "ops", B's TX hang `b_hang_ms`; `a`: the
+/// first radio (radio-a on A's lines, unless a test swaps it).
+fn mqtt_box(port: u16, a: Radio, b_hang_ms: u64) -> String {
+    let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", b_hang_ms);
+    Config::new("mqtt-box")
+        .status_led("sim:led")
+        .channel("ops")
+        .channel("fire")
+        .add(a)
+        .add(b)
+        .add(Mqtt::new(port).metrics_interval_s(1))
+        .toml()
+}
 
-[gpio.sim]
-dir = "{lines}"
-
-[gpio]
-status_led = { line = "sim:led" }
-
-[channel.ops]
-
-[channel.fire]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 200 }
-
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-metrics_interval_s = 1
-"#;
+fn radio_a() -> Radio {
+    Radio::sim("radio-a", "ops", "a")
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -60,8 +48,7 @@ fn state(m: &Msg) -> Value {
 async fn daemon_reports_and_obeys_fleet_commands() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#", "test/replies"]).await;
-    let config = CONFIG.replace("{port}", &broker.anon.to_string());
-    let mut d = Daemon::start(&config);
+    let mut d = Daemon::start(&mqtt_box(broker.anon, radio_a(), 200));
 
     probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
     probe.wait("port state of radio-b", WAIT, on("roipd/mqtt-box/state/radio-b")).await;
@@ -189,7 +176,7 @@ labl = \"typo\"")).unwrap();
     // Keyed by a remote PTT when the reload comes: the reload releases it.
     probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p5","port":"radio-b","on":true,"max_duration_s":60}"#).await;
     d.wait_for("B keyed before the reload", WAIT, |d| d.line("b-ptt") == Some(true));
-    std::fs::write(&cfg_path, good.replace("tx_hang_ms = 200", "tx_hang_ms = 300")).unwrap();
+    d.write_config(&mqtt_box(broker.anon, radio_a(), 300));
     let mark = probe.mark();
     probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#).await;
     let r2 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r2").await;
@@ -216,28 +203,16 @@ labl = \"typo\"")).unwrap();
     drop(broker);
 }
 
-const BRIDGE: &str = r#"
-device_id = "bridge-box"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-12" }
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { playback = "sim:wav-out:{dir}/b-tx.wav" }
-keying = { tx_delay_ms = 0 }
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-metrics_interval_s = 1
-"#;
+fn bridge(port: u16) -> String {
+    let a = Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12");
+    let b = Radio::sim("radio-b", "ops", "b").playback("sim:wav-out:{dir}/b-tx.wav").keying("tx_delay_ms", 0);
+    Config::new("bridge-box")
+        .channel("ops")
+        .add(a)
+        .add(b)
+        .add(Mqtt::new(port).metrics_interval_s(1))
+        .toml()
+}
 
 /// The broker goes away and comes back while audio is bridged: the audio does not notice,
 /// and the status is back (retained, online) after the broker returns.
@@ -245,7 +220,7 @@ metrics_interval_s = 1
 async fn broker_outage_does_not_interrupt_audio_and_status_recovers() {
     let mut broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/bridge-box/status"]).await;
-    let mut d = Daemon::start(&BRIDGE.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&bridge(broker.anon));
     probe.wait("online", WAIT, |m| m.json()["online"] == true).await;
     d.drive("a-cor", true);
     d.wait_for("B keyed", WAIT, |d| d.line("b-ptt") == Some(true));
@@ -290,20 +265,9 @@ fn longest_run(sorted: &[usize]) -> usize {
     best
 }
 
-const WILL: &str = r#"
-device_id = "will-box"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-keepalive_s = 5
-"#;
+fn will(port: u16) -> String {
+    Config::new("will-box").channel("ops").add(radio_a()).add(Mqtt::new(port).keepalive_s(5)).toml()
+}
 
 /// How long the retained status takes to turn `offline` with the last will after `kill`.
 async fn will_after(probe: &Probe, d: &mut Daemon, kill: i32, within: Duration) -> Duration {
@@ -328,7 +292,7 @@ async fn will_after(probe: &Probe, d: &mut Daemon, kill: i32, within: Duration) 
 async fn last_will_after_kill_9_and_after_a_freeze_within_the_keepalive() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/will-box/status"]).await;
-    let config = WILL.replace("{port}", &broker.anon.to_string());
+    let config = will(broker.anon);
     let keepalive = Duration::from_secs(5);
 
     let mut d = Daemon::start(&config);
@@ -348,29 +312,11 @@ async fn last_will_after_kill_9_and_after_a_freeze_within_the_keepalive() {
     d.signal(libc::SIGKILL);
 }
 
-const HASS: &str = r#"
-device_id = "ha-box"
-[gpio.sim]
-dir = "{lines}"
-[gpio]
-status_led = { line = "sim:led" }
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 0 }
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-home_assistant = true
-home_assistant_prefix = "ha/site1"
-"#;
+fn hass(port: u16) -> String {
+    let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
+    let mqtt = Mqtt::new(port).set("home_assistant", true).set("home_assistant_prefix", "\"ha/site1\"");
+    Config::new("ha-box").status_led("sim:led").channel("ops").add(radio_a()).add(b).add(mqtt).toml()
+}
 
 /// `[mqtt] home_assistant`: retained discovery configs under the configured prefix, for the box
 /// and each port, pointing at the daemon's topics; the TX-inhibit switch and the identify button
@@ -379,7 +325,7 @@ home_assistant_prefix = "ha/site1"
 async fn home_assistant_discovery_from_the_config_and_its_switches_work() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/ha-box/#"]).await;
-    let mut d = Daemon::start(&HASS.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&hass(broker.anon));
     probe.wait("online", WAIT, |m| m.topic == "roipd/ha-box/status" && m.json()["online"] == true).await;
     probe.wait("radio-b state", WAIT, on("roipd/ha-box/state/radio-b")).await;
 
@@ -435,26 +381,10 @@ async fn home_assistant_discovery_from_the_config_and_its_switches_work() {
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }
 
-const STRICT: &str = r#"
-device_id = "strict-box"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[channel.fire]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 0 }
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-"#;
+fn strict(port: u16) -> String {
+    let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
+    Config::new("strict-box").channel("ops").channel("fire").add(radio_a()).add(b).add(Mqtt::new(port)).toml()
+}
 
 const COMMANDS: [&str; 10] = [
     "set_channel",
@@ -524,7 +454,7 @@ fn malformed() -> Vec<(String, Vec<u8>, &'static str)> {
 async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/strict-box/#"]).await;
-    let mut d = Daemon::start(&STRICT.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&strict(broker.anon));
     probe.wait("online", WAIT, |m| m.topic == "roipd/strict-box/status" && m.json()["online"] == true).await;
     for port in ["radio-a", "radio-b"] {
         probe.wait(port, WAIT, move |m| m.topic == format!("roipd/strict-box/state/{port}")).await;
@@ -634,24 +564,16 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }
 
-const SECURE: &str = r#"
-device_id = "{device}"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-[mqtt]
-url = "mqtts://localhost:{port}"
-ca_file = "{pki}/ca.pem"
-client_cert_file = "{pki}/client.pem"
-client_key_file = "{pki}/client.key"
-username = "{user}"
-password_file = "{pki}/{password}"
-"#;
+/// `pki`: the broker's certificates; `password`: the file in it holding the password.
+fn secure(device: &str, port: u16, pki: &str, user: &str, password: &str) -> String {
+    let mqtt = Mqtt::url(&format!("mqtts://localhost:{port}"))
+        .set("ca_file", format!("\"{pki}/ca.pem\""))
+        .set("client_cert_file", format!("\"{pki}/client.pem\""))
+        .set("client_key_file", format!("\"{pki}/client.key\""))
+        .set("username", format!("\"{user}\""))
+        .set("password_file", format!("\"{pki}/{password}\""));
+    Config::new(device).channel("ops").add(radio_a()).add(mqtt).toml()
+}
 
 /// `roipd run` over `mqtts://` to a listener that wants a client certificate and a password,
 /// everything read from the files the config names: online with the right password, refused
@@ -661,14 +583,8 @@ async fn daemon_over_tls_with_client_certificate_and_password() {
     use fleet::broker::{PASSWORD, USER, WRONG_PASSWORD};
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/+/status", "roipd/+/reply"]).await;
-    let config = |device: &str, password: &str| {
-        SECURE
-            .replace("{device}", device)
-            .replace("{port}", &broker.mtls_auth.to_string())
-            .replace("{pki}", &broker.dir.path().display().to_string())
-            .replace("{user}", USER)
-            .replace("{password}", password)
-    };
+    let pki = broker.dir.path().display().to_string();
+    let config = |device: &str, password: &str| secure(device, broker.mtls_auth, &pki, USER, password);
     let mut good = Daemon::start(&config("tls-good", "pw-good"));
     let mut bad = Daemon::start(&config("tls-bad", "pw-bad"));
     let started = std::time::Instant::now();
@@ -698,7 +614,7 @@ async fn daemon_over_tls_with_client_certificate_and_password() {
 async fn daemon_starts_without_a_broker_and_reports_once_it_appears() {
     let mut broker = Broker::start();
     broker.stop();
-    let mut d = Daemon::start(&STRICT.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&strict(broker.anon));
     d.wait_for("running", WAIT, |d| d.stderr().contains("roipd running"));
     d.wait_for("retrying", WAIT, |d| d.stderr().contains("cannot connect to the MQTT broker"));
     d.drive("a-cor", true);
@@ -727,8 +643,7 @@ async fn daemon_starts_without_a_broker_and_reports_once_it_appears() {
 async fn commands_that_must_not_act_get_errors_and_change_nothing() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#", "test/replies"]).await;
-    let config = CONFIG.replace("{port}", &broker.anon.to_string());
-    let mut d = Daemon::start(&config);
+    let mut d = Daemon::start(&mqtt_box(broker.anon, radio_a(), 200));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
     d.wait_for("A unkeyed", WAIT, |d| d.line("a-ptt") == Some(false));
     let reply = |m: &Msg, id: &str| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == id;
@@ -778,7 +693,7 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
 async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#"]).await;
-    let mut d = Daemon::start(&CONFIG.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&mqtt_box(broker.anon, radio_a(), 200));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
     let runtime_dir = d.runtime_dir();
     let record = || {
@@ -791,12 +706,8 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
 
     // radio-a replaced by radio-c, whose PTT is active-low.
     let cfg_path = d.config_path();
-    let text = std::fs::read_to_string(&cfg_path).unwrap().replace(
-        "[port.radio-a]\nkind = \"radio\"\nchannel = \"ops\"\ncor = { line = \"sim:a-cor\" }\nptt = { line = \"sim:a-ptt\" }",
-        "[port.radio-c]\nkind = \"radio\"\nchannel = \"ops\"\ncor = { line = \"sim:c-cor\" }\nptt = { line = \"sim:c-ptt\", active_low = true }",
-    );
-    assert!(text.contains("radio-c"), "{text}");
-    std::fs::write(&cfg_path, text).unwrap();
+    let radio_c = Radio::sim("radio-c", "ops", "c").ptt_active_low();
+    d.write_config(&mqtt_box(broker.anon, radio_c, 200));
     let mark = probe.mark();
     probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
     let r1 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
@@ -821,33 +732,24 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
 /// B has a 1 s no-audio guard. The desk talks on "ops" without a microphone: a talker that
 /// holds the floor and sends no audio, as a forged or stuck floor message would. The channel's
 /// own no-media timeout is at its maximum, so only the radios' guard can end that.
-const GUARDS: &str = r#"
-device_id = "guard-box"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-no_media_ms = 60000
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-inhibit = { line = "sim:a-inhibit" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 30000, no_audio_ms = 60000 }
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 200, no_audio_ms = 1000 }
-[port.desk]
-kind = "desk"
-channels = ["ops"]
-ptt = { line = "sim:desk-ptt" }
-audio = { playback = "sim:wav-out:{dir}/desk.wav" }
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-"#;
+/// `a_hang_ms`: radio A's TX hang.
+fn guards(port: u16, a_hang_ms: u64) -> String {
+    let a = radio_a()
+        .inhibit("sim:a-inhibit")
+        .keying("tx_delay_ms", 0)
+        .keying("tx_hang_ms", a_hang_ms)
+        .keying("no_audio_ms", 60000);
+    let b =
+        Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 200).keying("no_audio_ms", 1000);
+    let desk = Desk::new("desk", &["ops"]).ptt("sim:desk-ptt").playback("sim:wav-out:{dir}/desk.wav");
+    Config::new("guard-box")
+        .channel_with("ops", &[("no_media_ms", "60000")])
+        .add(a)
+        .add(b)
+        .add(desk)
+        .add(Mqtt::new(port))
+        .toml()
+}
 
 fn event(kind: &'static str, port: &'static str) -> impl Fn(&Msg) -> bool {
     move |m| m.topic == "roipd/guard-box/event" && m.json()["kind"] == kind && m.json()["port"] == port
@@ -860,7 +762,7 @@ fn event(kind: &'static str, port: &'static str) -> impl Fn(&Msg) -> bool {
 async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/guard-box/#"]).await;
-    let mut d = Daemon::start(&GUARDS.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&guards(broker.anon, 30000));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/guard-box/status" && m.json()["online"] == true).await;
     d.wait_for("inputs ready", WAIT, |d| d.line("a-inhibit") == Some(false));
 
@@ -889,10 +791,13 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     // The same with the inhibit switch.
     probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
+    let mark = probe.mark();
     d.drive("a-inhibit", true);
     d.wait_for("A unkeyed by the switch", WAIT, |d| d.line("a-ptt") == Some(false));
-    d.drive("a-inhibit", false);
+    probe.wait_after(mark, "switch on", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == true).await;
+    // Marked before the switch is let go, so its state cannot slip in ahead of the mark.
     let mark = probe.mark();
+    d.drive("a-inhibit", false);
     probe.wait_after(mark, "switch lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the switch keyed the cancelled remote PTT again");
@@ -913,8 +818,7 @@ async fn a_talker_without_audio_is_cut_by_the_radios_no_audio_guard() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/guard-box/#"]).await;
     // A's hang short here, so the desk's release ends it soon.
-    let config = GUARDS.replace("{port}", &broker.anon.to_string()).replace("tx_hang_ms = 30000", "tx_hang_ms = 200");
-    let mut d = Daemon::start(&config);
+    let mut d = Daemon::start(&guards(broker.anon, 200));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/guard-box/status" && m.json()["online"] == true).await;
     d.wait_for("inputs ready", WAIT, |d| d.line("desk-ptt") == Some(false) && d.line("a-cor") == Some(false));
 

@@ -9,6 +9,7 @@ mod fleet;
 use std::path::Path;
 use std::time::Duration;
 
+use common::config::{Audio, Config, Desk, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 
 const SR: f32 = 48_000.0;
@@ -50,34 +51,32 @@ fn first_loud(x: &[f32], from: usize, dbfs: f32) -> Option<usize> {
     })
 }
 
-fn hub(port: u16) -> String {
-    format!("[hub]\nlisten = \"127.0.0.1:{port}\"\n")
-}
-
 /// Ten channels, three field radios talking on c0, c3 and c7 with different tones, the desk
 /// monitoring all ten at 0, -6 and -12 dB on those three.
 fn ten_channel_config() -> String {
-    let mut c = String::from("device_id = \"desk-mix\"\n[gpio.sim]\ndir = \"{lines}\"\n");
-    c += &hub(free_port());
-    for i in 0..10 {
-        c += &format!("[channel.c{i}]\n");
+    let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    let mut c = Config::new("desk-mix").add(Hub::new(free_port()));
+    for name in &names {
+        c = c.channel(name);
     }
-    for (name, channel, hz) in [("r0", 0, 500), ("r3", 3, 1100), ("r7", 7, 1700)] {
-        c += &format!(
-            "[port.{name}]\nkind = \"radio\"\nchannel = \"c{channel}\"\ncor = {{ line = \"sim:{name}-cor\" }}\n\
-             ptt = {{ line = \"sim:{name}-ptt\" }}\naudio = {{ capture = \"sim:tone:{hz}:-12\" }}\n"
-        );
+    for (name, channel, hz) in [("r0", "c0", 500), ("r3", "c3", 1100), ("r7", "c7", 1700)] {
+        c = c.add(Radio::sim(name, channel, name).capture(&format!("sim:tone:{hz}:-12")));
     }
-    c += "[port.desk]\nkind = \"desk\"\n";
-    c += &format!("channels = [{}]\n", (0..10).map(|i| format!("\"c{i}\"")).collect::<Vec<_>>().join(", "));
-    // No ducking: each tone must come out at exactly its set gain.
-    c += "duck_db = 0\nptt = { line = \"sim:desk-ptt\" }\n";
-    c += "audio = { capture = \"sim:tone:2500:-12\", playback = \"sim:wav-out:{dir}/desk.wav\" }\n";
-    c += "[port.desk.buttons]\n\"listen.c3\" = { line = \"sim:listen-c3\" }\n";
-    c += "[port.desk.leds]\nrx = { line = \"sim:led-rx\" }\n\"rx.c0\" = { line = \"sim:led-rx-c0\" }\n\
-          \"rx.c3\" = { line = \"sim:led-rx-c3\" }\n\"rx.c5\" = { line = \"sim:led-rx-c5\" }\n";
-    c += "[port.desk.monitor.c3]\nvolume_db = -6\n[port.desk.monitor.c7]\nvolume_db = -12\n";
-    c
+    let channels: Vec<&str> = names.iter().map(String::as_str).collect();
+    let desk = Desk::new("desk", &channels)
+        // No ducking: each tone must come out at exactly its set gain.
+        .set("duck_db", 0)
+        .ptt("sim:desk-ptt")
+        .capture("sim:tone:2500:-12")
+        .playback("sim:wav-out:{dir}/desk.wav")
+        .button("listen.c3", "sim:listen-c3")
+        .led("rx", "sim:led-rx")
+        .led("rx.c0", "sim:led-rx-c0")
+        .led("rx.c3", "sim:led-rx-c3")
+        .led("rx.c5", "sim:led-rx-c5")
+        .monitor("c3", "volume_db", -6)
+        .monitor("c7", "volume_db", -12);
+    c.add(desk).toml()
 }
 
 #[test]
@@ -184,45 +183,39 @@ fn three_talkers_on_ten_channels_are_mixed_at_their_gains_without_clipping_and_m
     assert!((rms_db(goertzel(during_mute, 500.0)) - l0).abs() < 1.5);
 }
 
+/// A desk on `ops`: PTT button, 2.5 kHz microphone, its speaker a WAV, TX, busy and RX LEDs.
+fn ops_desk() -> Desk {
+    Desk::new("desk", &["ops"])
+        .ptt("sim:desk-ptt")
+        .capture("sim:tone:2500:-12")
+        .playback("sim:wav-out:{dir}/desk.wav")
+        .led("tx.ops", "sim:led-tx")
+        .led("busy.ops", "sim:led-busy")
+        .led("rx.ops", "sim:led-rx")
+}
+
 /// One channel `ops`: field radio A (COR, 1 kHz receive), radio B carrying the channel to the
 /// air (its transmit audio a WAV), and the desk with a PTT button and LEDs.
-fn preempt_config(extra: &str) -> String {
-    format!(
-        r#"device_id = "desk-preempt"
-[gpio.sim]
-dir = "{{lines}}"
-{hub}
-[channel.ops]
-{extra}
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = {{ line = "sim:a-cor" }}
-ptt = {{ line = "sim:a-ptt" }}
-audio = {{ capture = "sim:tone:1000:-12" }}
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = {{ line = "sim:b-cor" }}
-ptt = {{ line = "sim:b-ptt" }}
-audio = {{ playback = "sim:wav-out:{{dir}}/b-tx.wav" }}
-keying = {{ tx_delay_ms = 100, tx_hang_ms = 200, tot_ms = 4000 }}
-
-[port.desk]
-kind = "desk"
-channels = ["ops"]
-ptt = {{ line = "sim:desk-ptt" }}
-audio = {{ capture = "sim:tone:2500:-12", playback = "sim:wav-out:{{dir}}/desk.wav" }}
-leds = {{ "tx.ops" = {{ line = "sim:led-tx" }}, "busy.ops" = {{ line = "sim:led-busy" }}, "rx.ops" = {{ line = "sim:led-rx" }} }}
-"#,
-        hub = hub(free_port())
-    )
+/// `max_talk_ms`: the channel's maximum talk time.
+fn preempt_config(max_talk_ms: Option<u64>) -> Config {
+    let max_talk = max_talk_ms.map(|ms| ms.to_string());
+    let ops: Vec<(&str, &str)> = max_talk.iter().map(|ms| ("max_talk_ms", ms.as_str())).collect();
+    let b = Radio::sim("radio-b", "ops", "b")
+        .playback("sim:wav-out:{dir}/b-tx.wav")
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", 200)
+        .keying("tot_ms", 4000);
+    Config::new("desk-preempt")
+        .add(Hub::new(free_port()))
+        .channel_with("ops", &ops)
+        .add(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
+        .add(b)
+        .add(ops_desk())
 }
 
 #[test]
 fn desk_ptt_preempts_a_field_talker_and_the_radio_carries_the_desk() {
-    let mut d = Daemon::start(&preempt_config(""));
+    let mut d = Daemon::start(&preempt_config(None).toml());
     d.wait_for("desk ready", Duration::from_secs(10), |d| d.line("led-busy") == Some(false));
     std::thread::sleep(Duration::from_millis(300));
     d.drive("a-cor", true);
@@ -256,7 +249,7 @@ fn desk_ptt_preempts_a_field_talker_and_the_radio_carries_the_desk() {
 
 #[test]
 fn desk_held_ptt_unkeys_at_the_radio_tot_and_on_shutdown() {
-    let mut d = Daemon::start(&preempt_config(""));
+    let mut d = Daemon::start(&preempt_config(None).toml());
     d.wait_for("desk ready", Duration::from_secs(10), |d| d.line("led-tx") == Some(false));
     std::thread::sleep(Duration::from_millis(300));
     // A stuck desk PTT: radio B's time-out timer (4 s here) unkeys it anyway.
@@ -280,7 +273,7 @@ fn desk_held_ptt_unkeys_at_the_radio_tot_and_on_shutdown() {
 
 #[test]
 fn desk_loses_a_floor_it_holds_past_the_channel_max_talk_time() {
-    let mut d = Daemon::start(&preempt_config("max_talk_ms = 2000\n"));
+    let mut d = Daemon::start(&preempt_config(Some(2000)).toml());
     d.wait_for("desk ready", Duration::from_secs(10), |d| d.line("led-tx") == Some(false));
     std::thread::sleep(Duration::from_millis(300));
     d.drive("desk-ptt", true);
@@ -296,54 +289,26 @@ fn desk_loses_a_floor_it_holds_past_the_channel_max_talk_time() {
 /// `e_priority`, 1.5 kHz) on fire; the desk on both with an all-call button, a hub with a
 /// console token.
 fn two_channel_config(hub_port: u16, e_priority: u8) -> String {
-    format!(
-        r#"device_id = "desk-two"
-[gpio.sim]
-dir = "{{lines}}"
-[hub]
-listen = "127.0.0.1:{hub_port}"
-token.console = {{ secret_file = "{{dir}}/token", channels = ["*"] }}
-[channel.ops]
-[channel.fire]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = {{ line = "sim:a-cor" }}
-ptt = {{ line = "sim:a-ptt" }}
-audio = {{ capture = "sim:tone:1000:-12" }}
-keying = {{ tx_delay_ms = 50, tx_hang_ms = 100 }}
-
-[port.radio-b]
-kind = "radio"
-channel = "fire"
-cor = {{ line = "sim:b-cor" }}
-ptt = {{ line = "sim:b-ptt" }}
-audio = {{ playback = "sim:wav-out:{{dir}}/b-tx.wav" }}
-keying = {{ tx_delay_ms = 50, tx_hang_ms = 100 }}
-
-[port.radio-e]
-kind = "radio"
-channel = "fire"
-priority = {e_priority}
-cor = {{ line = "sim:e-cor" }}
-ptt = {{ line = "sim:e-ptt" }}
-audio = {{ capture = "sim:tone:1500:-12" }}
-keying = {{ tx_delay_ms = 50, tx_hang_ms = 100 }}
-
-[port.desk]
-kind = "desk"
-channels = ["ops", "fire"]
-ptt = {{ line = "sim:desk-ptt" }}
-buttons = {{ all_call = {{ line = "sim:all-call" }}, "select.fire" = {{ line = "sim:select-fire" }} }}
-audio = {{ capture = "sim:tone:2500:-12", playback = "sim:wav-out:{{dir}}/desk.wav" }}
-[port.desk.leds]
-"tx.ops" = {{ line = "sim:tx-ops" }}
-"tx.fire" = {{ line = "sim:tx-fire" }}
-"busy.fire" = {{ line = "sim:busy-fire" }}
-"select.fire" = {{ line = "sim:sel-fire" }}
-"#
-    )
+    let keyed = |r: Radio| r.keying("tx_delay_ms", 50).keying("tx_hang_ms", 100);
+    let desk = Desk::new("desk", &["ops", "fire"])
+        .ptt("sim:desk-ptt")
+        .button("all_call", "sim:all-call")
+        .button("select.fire", "sim:select-fire")
+        .capture("sim:tone:2500:-12")
+        .playback("sim:wav-out:{dir}/desk.wav")
+        .led("tx.ops", "sim:tx-ops")
+        .led("tx.fire", "sim:tx-fire")
+        .led("busy.fire", "sim:busy-fire")
+        .led("select.fire", "sim:sel-fire");
+    Config::new("desk-two")
+        .add(Hub::new(hub_port).token("console", "token", &["*"]))
+        .channel("ops")
+        .channel("fire")
+        .add(keyed(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12")))
+        .add(keyed(Radio::sim("radio-b", "fire", "b").playback("sim:wav-out:{dir}/b-tx.wav")))
+        .add(keyed(Radio::sim("radio-e", "fire", "e").priority(e_priority.into()).capture("sim:tone:1500:-12")))
+        .add(desk)
+        .toml()
 }
 
 fn start_two(hub_port: u16, e_priority: u8) -> Daemon {
@@ -533,55 +498,30 @@ fn patch_from_the_console_carries_a_talker_across_and_follows_the_floor_rules() 
 }
 
 /// The CM4 board's layout: the desk on an edge box whose channels live on a central hub.
-const CENTRAL_HUB: &str = r#"
-device_id = "central"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { capture = "sim:tone:700:-12" }
-[port.radio-c]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:c-cor" }
-ptt = { line = "sim:c-ptt" }
-audio = { playback = "sim:wav-out:{dir}/c-tx.wav" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 200 }
-[hub]
-listen = "127.0.0.1:{port}"
-[hub.token.desks]
-secret_file = "{dir}/token"
-channels = ["ops"]
-"#;
+fn central_hub(port: u16) -> String {
+    let c = Radio::sim("radio-c", "ops", "c")
+        .playback("sim:wav-out:{dir}/c-tx.wav")
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", 200);
+    Config::new("central")
+        .channel("ops")
+        .add(Radio::sim("radio-b", "ops", "b").capture("sim:tone:700:-12"))
+        .add(c)
+        .add(Hub::new(port).token("desks", "token", &["ops"]))
+        .toml()
+}
 
-const DESK_EDGE: &str = r#"
-device_id = "desk-edge"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.desk]
-kind = "desk"
-channels = ["ops"]
-ptt = { line = "sim:desk-ptt" }
-audio = { capture = "sim:tone:2500:-12", playback = "sim:wav-out:{dir}/desk.wav" }
-leds = { "tx.ops" = { line = "sim:led-tx" }, "busy.ops" = { line = "sim:led-busy" }, "rx.ops" = { line = "sim:led-rx" } }
-[uplink]
-kind = "hub"
-url = "ws://127.0.0.1:{port}/ws"
-token_file = "{dir}/token"
-"#;
+fn desk_edge(port: u16) -> String {
+    Config::new("desk-edge").channel("ops").add(ops_desk()).add(Uplink::hub(port)).toml()
+}
 
 #[test]
 fn a_desk_on_an_edge_box_hears_the_hub_channel_and_preempts_its_field_talker() {
     let wait = Duration::from_secs(10);
-    let port = free_port().to_string();
-    let mut hub = Daemon::start_with(&CENTRAL_HUB.replace("{port}", &port), &[], &[("token", "desk-secret\n")]);
+    let port = free_port();
+    let mut hub = Daemon::start_with(&central_hub(port), &[], &[("token", "desk-secret\n")]);
     hub.wait_for("hub listening", wait, |d| d.stderr().contains("roipd running"));
-    let mut desk = Daemon::start_with(&DESK_EDGE.replace("{port}", &port), &[], &[("token", "desk-secret\n")]);
+    let mut desk = Daemon::start_with(&desk_edge(port), &[], &[("token", "desk-secret\n")]);
     desk.wait_for("uplink up", wait, |d| d.stderr().contains("uplink up"));
     hub.wait_for("desk joined", wait, |d| d.stderr().contains("peer joined"));
 
@@ -613,24 +553,14 @@ fn a_desk_on_an_edge_box_hears_the_hub_channel_and_preempts_its_field_talker() {
     assert!(desk_sent >= 10, "C transmitted the desk for {desk_sent} x 100 ms");
 }
 
-const MQTT_DESK: &str = r#"
-device_id = "mqtt-desk"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-12" }
-[port.desk]
-kind = "desk"
-channels = ["ops"]
-audio = { playback = "sim:wav-out:{dir}/desk.wav" }
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-"#;
+fn mqtt_desk(port: u16) -> String {
+    Config::new("mqtt-desk")
+        .channel("ops")
+        .add(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12"))
+        .add(Desk::new("desk", &["ops"]).playback("sim:wav-out:{dir}/desk.wav"))
+        .add(Mqtt::new(port))
+        .toml()
+}
 
 /// Fleet `listen`/`volume` on a desk box act on the desk's speaker, through the desk's action
 /// path; a malformed command is answered with an error and changes nothing. The desk's state
@@ -642,7 +572,7 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
     let wait = Duration::from_secs(10);
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/mqtt-desk/#"]).await;
-    let mut d = Daemon::start(&MQTT_DESK.replace("{port}", &broker.anon.to_string()));
+    let mut d = Daemon::start(&mqtt_desk(broker.anon));
     let state = probe.wait("desk port state", wait, |m| m.topic == "roipd/mqtt-desk/state/desk").await;
     assert_eq!(state.json()["channel"], "ops", "{}", state.json());
     d.drive("a-cor", true);
@@ -686,43 +616,18 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
 
 #[test]
 fn a_stereo_split_puts_each_channel_where_its_pan_says() {
-    let config = r#"
-device_id = "desk-stereo"
-[gpio.sim]
-dir = "{lines}"
-[channel.left]
-[channel.right]
-[channel.middle]
-[port.r-left]
-kind = "radio"
-channel = "left"
-cor = { line = "sim:l-cor" }
-ptt = { line = "sim:l-ptt" }
-audio = { capture = "sim:tone:500:-12" }
-[port.r-right]
-kind = "radio"
-channel = "right"
-cor = { line = "sim:r-cor" }
-ptt = { line = "sim:r-ptt" }
-audio = { capture = "sim:tone:1100:-12" }
-[port.r-middle]
-kind = "radio"
-channel = "middle"
-cor = { line = "sim:m-cor" }
-ptt = { line = "sim:m-ptt" }
-audio = { capture = "sim:tone:1700:-12" }
-[port.desk]
-kind = "desk"
-channels = ["left", "right", "middle"]
-duck_db = 0
-audio = { playback = "sim:wav-out:{dir}/left.wav" }
-playback_right = "sim:wav-out:{dir}/right.wav"
-[port.desk.monitor.left]
-pan = -1
-[port.desk.monitor.right]
-pan = 1
-"#;
-    let mut d = Daemon::start(config);
+    let mut config = Config::new("desk-stereo").channel("left").channel("right").channel("middle");
+    for (name, x, hz) in [("left", "l", 500), ("right", "r", 1100), ("middle", "m", 1700)] {
+        config = config.add(Radio::sim(&format!("r-{name}"), name, x).capture(&format!("sim:tone:{hz}:-12")));
+    }
+    let desk = Desk::new("desk", &["left", "right", "middle"])
+        .set("duck_db", 0)
+        .playback("sim:wav-out:{dir}/left.wav")
+        .set("playback_right", "\"sim:wav-out:{dir}/right.wav\"")
+        .monitor("left", "pan", -1)
+        .monitor("right", "pan", 1);
+    let config = config.add(desk).toml();
+    let mut d = Daemon::start(&config);
     d.wait_for("radios ready", Duration::from_secs(10), |d| d.line("m-ptt") == Some(false));
     std::thread::sleep(Duration::from_millis(300));
     for r in ["l", "r", "m"] {
@@ -761,8 +666,7 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     let wait = Duration::from_secs(10);
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/desk-preempt/#", "test/desk-replies"]).await;
-    let config = format!("{}[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n", preempt_config(""), broker.anon);
-    let mut d = Daemon::start(&config);
+    let mut d = Daemon::start(&preempt_config(None).add(Mqtt::new(broker.anon)).toml());
     probe.wait("online", wait, |m| m.topic == "roipd/desk-preempt/status" && m.json()["online"] == true).await;
     d.wait_for("desk ready", wait, |d| d.line("led-tx") == Some(false));
     std::thread::sleep(Duration::from_millis(300));

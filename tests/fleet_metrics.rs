@@ -10,53 +10,36 @@ mod fleet;
 
 use std::time::Duration;
 
+use common::config::{Audio, Config, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
 use serde_json::Value;
 
-const HUB: &str = r#"
-device_id = "m-hub"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { capture = "sim:tone:700:-12", playback = "sim:wav-out:{dir}/b-tx.wav" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 200 }
-[hub]
-listen = "127.0.0.1:{hub}"
-[hub.token.edges]
-secret_file = "{dir}/token"
-channels = ["ops"]
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt}"
-metrics_interval_s = 1
-"#;
+fn hub_config(hub_port: u16, mqtt_port: u16) -> String {
+    let b = Radio::sim("radio-b", "ops", "b")
+        .capture("sim:tone:700:-12")
+        .playback("sim:wav-out:{dir}/b-tx.wav")
+        .keying("tx_delay_ms", 0)
+        .keying("tx_hang_ms", 200);
+    let hub = Hub::new(hub_port).token("edges", "token", &["ops"]);
+    Config::new("m-hub").channel("ops").add(b).add(hub).add(Mqtt::new(mqtt_port).metrics_interval_s(1)).toml()
+}
 
-const EDGE: &str = r#"
-device_id = "edge"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-12", playback = "sim:wav-out:{dir}/a-tx.wav" }
-keying = { tx_delay_ms = 0, tx_hang_ms = 200 }
-[uplink]
-kind = "hub"
-url = "ws://127.0.0.1:{hub}/ws"
-token_file = "{dir}/token"
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt}"
-metrics_interval_s = 1
-"#;
+/// `mqtt_port`: None for a box that does not report.
+fn edge_config(hub_port: u16, mqtt_port: Option<u16>) -> String {
+    let a = Radio::sim("radio-a", "ops", "a")
+        .capture("sim:tone:1000:-12")
+        .playback("sim:wav-out:{dir}/a-tx.wav")
+        .keying("tx_delay_ms", 0)
+        .keying("tx_hang_ms", 200);
+    let config = Config::new("edge").channel("ops").add(a).add(Uplink::hub(hub_port));
+    match mqtt_port {
+        Some(port) => config.add(Mqtt::new(port).metrics_interval_s(1)),
+        None => config,
+    }
+    .toml()
+}
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -92,10 +75,9 @@ async fn hub_and_uplink_streams_show_up_in_the_metrics() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/+/metrics"]).await;
     let port = free_port();
-    let fill = |c: &str| c.replace("{hub}", &port.to_string()).replace("{mqtt}", &broker.anon.to_string());
-    let mut hub = Daemon::start_with(&fill(HUB), &[], &[("token", "edge-secret\n")]);
+    let mut hub = Daemon::start_with(&hub_config(port, broker.anon), &[], &[("token", "edge-secret\n")]);
     hub.wait_for("hub listening", WAIT, |d| d.stderr().contains("roipd running"));
-    let mut edge = Daemon::start_with(&fill(EDGE), &[], &[("token", "edge-secret\n")]);
+    let mut edge = Daemon::start_with(&edge_config(port, Some(broker.anon)), &[], &[("token", "edge-secret\n")]);
     edge.wait_for("uplink up", WAIT, |d| d.stderr().contains("uplink up"));
 
     // The edge's radio talks: Opus flows edge -> hub and keys the hub's radio.
@@ -120,9 +102,7 @@ async fn hub_and_uplink_streams_show_up_in_the_metrics() {
 
     // A second box joins under the same name (no [mqtt]: one broker client id per device):
     // its stream gets a key of its own instead of overwriting the first one's.
-    let twin_config = fill(EDGE);
-    let twin_config = &twin_config[..twin_config.find("[mqtt]").unwrap()];
-    let mut twin = Daemon::start_with(twin_config, &[], &[("token", "edge-secret\n")]);
+    let mut twin = Daemon::start_with(&edge_config(port, None), &[], &[("token", "edge-secret\n")]);
     twin.wait_for("twin uplink up", WAIT, |d| d.stderr().contains("uplink up"));
     twin.drive("a-cor", true);
     let mark = probe.mark();

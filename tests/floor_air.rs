@@ -22,30 +22,26 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use common::config::{Audio, Config, Hub, Mqtt, Radio};
 use common::{free_port, Daemon};
 use roipd::core::floor::Priority;
 use roipd::net::{self, MemberRequest, UplinkEvent, UplinkOptions};
 
-const CONFIG: &str = r#"
-device_id = "hub"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-# The console sends no audio (signaling only): keep it holding the floor.
-no_media_ms = 60000
-[port.radio1]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:r1-cor" }
-ptt = { line = "sim:r1-ptt" }
-audio = { capture = "sim:tone:1000:-12", playback = "sim:wav-out:{dir}/r1-tx.wav" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 300, squelch_hang_ms = 0 }
-[hub]
-listen = "127.0.0.1:{port}"
-[hub.token.dispatch]
-secret_file = "{dir}/token"
-channels = ["ops"]
-"#;
+/// The hub: radio1 receives a field unit (1 kHz) and records what it transmits; consoles log in
+/// with the `dispatch` token. `max_talk_ms`: the channel's maximum talk time.
+fn hub_config(port: u16, max_talk_ms: Option<u64>) -> Config {
+    let max_talk = max_talk_ms.map(|ms| ms.to_string());
+    // The console sends no audio (signaling only): keep it holding the floor.
+    let mut ops = vec![("no_media_ms", "60000")];
+    ops.extend(max_talk.iter().map(|ms| ("max_talk_ms", ms.as_str())));
+    let radio1 = Radio::sim("radio1", "ops", "r1")
+        .capture("sim:tone:1000:-12")
+        .playback("sim:wav-out:{dir}/r1-tx.wav")
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", 300)
+        .keying("squelch_hang_ms", 0);
+    Config::new("hub").channel_with("ops", &ops).add(radio1).add(Hub::new(port).token("dispatch", "token", &["ops"]))
+}
 
 const T: Duration = Duration::from_secs(10);
 
@@ -160,14 +156,7 @@ async fn wait_line(d: &Daemon, what: &str, name: &str, level: bool) {
 }
 
 async fn start() -> (Daemon, u16) {
-    let port = free_port();
-    let d = Daemon::start_with(&CONFIG.replace("{port}", &port.to_string()), &[], &[("token", "dispatch-secret\n")]);
-    let deadline = Instant::now() + T;
-    while !(d.stderr().contains("roipd running") && d.line("r1-cor") == Some(false)) {
-        assert!(Instant::now() < deadline, "roipd did not start\n{}", d.stderr());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (d, port)
+    start_with_lines(|port| hub_config(port, None).toml(), &["r1-cor"]).await
 }
 
 /// Radio1's squelch opens and it holds the floor; the console sees it taken.
@@ -359,26 +348,21 @@ async fn a_receiving_radio_gets_the_floor_back_when_the_console_lets_go() {
 }
 
 /// Two radios: radio2 carries whoever talks, radio1 receives a field unit.
-fn two_radios(max_talk_ms: u64) -> String {
-    CONFIG.replace("no_media_ms = 60000", &format!("no_media_ms = 60000\nmax_talk_ms = {max_talk_ms}")).replace(
-        "[hub]",
-        r#"[port.radio2]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:r2-cor" }
-ptt = { line = "sim:r2-ptt" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 300 }
-[hub]"#,
-    )
+fn two_radios(max_talk_ms: u64) -> impl Fn(u16) -> String {
+    move |port| {
+        let radio2 = Radio::sim("radio2", "ops", "r2").keying("tx_delay_ms", 100).keying("tx_hang_ms", 300);
+        hub_config(port, Some(max_talk_ms)).add(radio2).toml()
+    }
 }
 
-async fn start_with(config: &str) -> (Daemon, u16) {
+async fn start_with(config: impl Fn(u16) -> String) -> (Daemon, u16) {
     start_with_lines(config, &["r1-cor", "r2-cor"]).await
 }
 
-async fn start_with_lines(config: &str, cors: &[&str]) -> (Daemon, u16) {
+/// `config`: the config for a hub on this port.
+async fn start_with_lines(config: impl Fn(u16) -> String, cors: &[&str]) -> (Daemon, u16) {
     let port = free_port();
-    let d = Daemon::start_with(&config.replace("{port}", &port.to_string()), &[], &[("token", "dispatch-secret\n")]);
+    let d = Daemon::start_with(&config(port), &[], &[("token", "dispatch-secret\n")]);
     let deadline = Instant::now() + T;
     while !(d.stderr().contains("roipd running") && cors.iter().all(|c| d.line(c) == Some(false))) {
         assert!(Instant::now() < deadline, "roipd did not start\n{}", d.stderr());
@@ -404,7 +388,7 @@ async fn retaken(d: &Daemon, port: u16) -> Console {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_talk_cuts_a_retaken_floor_unkeys_every_radio_and_a_stuck_squelch_does_not_retake() {
-    let (d, port) = start_with(&two_radios(3000)).await;
+    let (d, port) = start_with(two_radios(3000)).await;
     let console = retaken(&d, port).await;
     let retook = Instant::now();
     let mark = console.len();
@@ -438,7 +422,7 @@ async fn max_talk_cuts_a_retaken_floor_unkeys_every_radio_and_a_stuck_squelch_do
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_a_retake_releases_every_ptt_line() {
-    let (mut d, port) = start_with(&two_radios(180_000)).await;
+    let (mut d, port) = start_with(two_radios(180_000)).await;
     let _console = retaken(&d, port).await;
     d.signal(libc::SIGTERM);
     let status = tokio::task::block_in_place(|| d.wait_exit(T));
@@ -450,7 +434,7 @@ async fn sigterm_after_a_retake_releases_every_ptt_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_fault_after_a_retake_releases_every_ptt_line() {
-    let (mut d, port) = start_with(&two_radios(180_000)).await;
+    let (mut d, port) = start_with(two_radios(180_000)).await;
     let _console = retaken(&d, port).await;
     d.inject_fault("panic");
     let status = tokio::task::block_in_place(|| d.wait_exit(T));
@@ -466,8 +450,8 @@ async fn a_driver_fault_after_a_retake_releases_every_ptt_line() {
 async fn mqtt_tx_keyed_follows_the_ptt_line_not_the_wish() {
     let broker = fleet::broker::Broker::start();
     let probe = fleet::probe::Probe::connect(broker.anon, &["roipd/hub/state/radio1"]).await;
-    let config = CONFIG.replace("[hub]", &format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n[hub]", broker.anon));
-    let (d, port) = start_with_lines(&config, &["r1-cor"]).await;
+    let config = |port| hub_config(port, None).add(Mqtt::new(broker.anon)).toml();
+    let (d, port) = start_with_lines(config, &["r1-cor"]).await;
     let keyed = |m: &fleet::probe::Msg| m.json()["tx_keyed"] == true;
     let mut console = Console::join(port).await;
     radio_talks(&d, &console).await;

@@ -5,62 +5,39 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::config::{Audio, Config, Hub, Radio, Uplink};
 use common::{free_port, wav_blocks_dbfs, Daemon};
 
-const HUB: &str = r#"
-device_id = "hub"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { capture = "sim:tone:700:-12", playback = "sim:wav-out:{dir}/b-tx.wav" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 500 }
-# A dispatch link: priority 100 preempts field radios; full duplex, so its COR still counts
-# while the channel keys it.
-[port.radio-c]
-kind = "radio"
-channel = "ops"
-priority = 100
-duplex = true
-cor = { line = "sim:c-cor" }
-ptt = { line = "sim:c-ptt" }
-[hub]
-listen = "127.0.0.1:{port}"
-[hub.token.edges]
-secret_file = "{dir}/token"
-channels = ["ops"]
-"#;
+/// Radio B talks a 700 Hz tone and records what it transmits; radio C is a dispatch link:
+/// priority 100 preempts field radios, and full duplex keeps its COR counting while the channel
+/// keys it.
+fn hub_config(port: u16) -> String {
+    let b = Radio::sim("radio-b", "ops", "b")
+        .capture("sim:tone:700:-12")
+        .playback("sim:wav-out:{dir}/b-tx.wav")
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", 500);
+    let c = Radio::sim("radio-c", "ops", "c").priority(100).duplex();
+    Config::new("hub").channel("ops").add(b).add(c).add(Hub::new(port).token("edges", "token", &["ops"])).toml()
+}
 
-const EDGE: &str = r#"
-device_id = "edge"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-12", playback = "sim:wav-out:{dir}/a-tx.wav" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 500 }
-[uplink]
-kind = "hub"
-url = "ws://127.0.0.1:{port}/ws"
-token_file = "{dir}/token"
-"#;
+fn edge_config(port: u16) -> String {
+    let a = Radio::sim("radio-a", "ops", "a")
+        .capture("sim:tone:1000:-12")
+        .playback("sim:wav-out:{dir}/a-tx.wav")
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", 500);
+    Config::new("edge").channel("ops").add(a).add(Uplink::hub(port)).toml()
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start_pair() -> (Daemon, Daemon, u16) {
     let port = free_port();
-    let hub = Daemon::start_with(&HUB.replace("{port}", &port.to_string()), &[], &[("token", "edge-secret\n")]);
+    let hub = Daemon::start_with(&hub_config(port), &[], &[("token", "edge-secret\n")]);
     let mut hub = hub;
     hub.wait_for("hub listening", WAIT, |d| d.stderr().contains("roipd running"));
-    let mut edge = Daemon::start_with(&EDGE.replace("{port}", &port.to_string()), &[], &[("token", "edge-secret\n")]);
+    let mut edge = Daemon::start_with(&edge_config(port), &[], &[("token", "edge-secret\n")]);
     edge.wait_for("uplink up", WAIT, |d| d.stderr().contains("uplink up"));
     hub.wait_for("edge joined", WAIT, |d| d.stderr().contains("peer joined"));
     (hub, edge, port)
@@ -137,9 +114,9 @@ fn killing_the_hub_mid_talk_unkeys_the_edge() {
 #[test]
 fn an_edge_with_a_wrong_token_is_refused_and_keeps_its_radio_unkeyed() {
     let port = free_port();
-    let mut hub = Daemon::start_with(&HUB.replace("{port}", &port.to_string()), &[], &[("token", "edge-secret\n")]);
+    let mut hub = Daemon::start_with(&hub_config(port), &[], &[("token", "edge-secret\n")]);
     hub.wait_for("hub listening", WAIT, |d| d.stderr().contains("roipd running"));
-    let mut edge = Daemon::start_with(&EDGE.replace("{port}", &port.to_string()), &[], &[("token", "wrong\n")]);
+    let mut edge = Daemon::start_with(&edge_config(port), &[], &[("token", "wrong\n")]);
     edge.wait_for("refused", WAIT, |d| d.stderr().contains("unauthorized"));
     edge.drive("a-cor", true);
     hub.drive("b-cor", true);

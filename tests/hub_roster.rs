@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::{Config, Hub, Radio};
 use common::{free_port, Daemon};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -13,22 +14,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-const HUB: &str = r#"
-device_id = "hub"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[port.radio1]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:cor" }
-ptt = { line = "sim:ptt" }
-[hub]
-listen = "127.0.0.1:{port}"
-[hub.token.consoles]
-secret_file = "{dir}/token"
-channels = ["ops"]
-"#;
+fn hub_config(port: u16) -> String {
+    let radio = Radio::new("radio1", "ops").cor("sim:cor").ptt("sim:ptt");
+    Config::new("hub").channel("ops").add(radio).add(Hub::new(port).token("consoles", "token", &["ops"])).toml()
+}
 
 async fn join(port: u16, key: &str) -> (Ws, u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -73,7 +62,7 @@ fn ids(entries: &Value) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consoles_get_the_whole_roster_once_then_only_changes() {
     let port = free_port();
-    let _hub = Daemon::start_with(&HUB.replace("{port}", &port.to_string()), &[], &[("token", "console-secret\n")]);
+    let _hub = Daemon::start_with(&hub_config(port), &[], &[("token", "console-secret\n")]);
 
     // The first console: the radio is on the channel already, so the whole roster comes (the
     // radio), then the delta that adds the console itself.

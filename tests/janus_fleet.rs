@@ -8,9 +8,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::config::{Audio, Config, Desk, Mqtt, Radio, Uplink};
 use common::fleet_ns::{
-    drop_janus_media, in_namespace, inside, mqtt_command, roipd, tone_map, tone_power, tone_quality, wav_len, wav_samples,
-    Janus, Mosquitto,
+    drop_janus_media, in_namespace, inside, janus_url, mqtt_command, mqtt_url, roipd, tone_map, tone_power, tone_quality,
+    wav_len, wav_samples, Janus, Mosquitto,
 };
 use common::Daemon;
 
@@ -36,11 +37,8 @@ fn inner_fleet_namespace_runs_janus_mosquitto_and_roipd() {
     }
     let _janus = Janus::start();
     let broker = Mosquitto::start();
-    let mut box_a = roipd(
-        "device_id = \"edge-a\"\n[gpio.sim]\ndir = \"{lines}\"\n[channel.ops]\n\
-         [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = { line = \"sim:cor\" }\nptt = { line = \"sim:ptt\" }\n\
-         [mqtt]\nurl = \"{mqtt_url}\"\n",
-    );
+    let radio = Radio::new("radio1", "ops").cor("sim:cor").ptt("sim:ptt");
+    let mut box_a = roipd(&Config::new("edge-a").channel("ops").add(radio).add(Mqtt::url(&mqtt_url())).toml());
     box_a.wait_for("roipd running", Duration::from_secs(20), |d| d.stderr().contains("roipd running"));
     let started = Instant::now();
     while !broker.log().contains("edge-a") {
@@ -52,16 +50,17 @@ fn inner_fleet_namespace_runs_janus_mosquitto_and_roipd() {
 // ---------------------------------------------------------------------------------------------
 // The fleet
 
-const JANUS_UPLINK: &str = "[uplink]\nkind = \"janus\"\nurl = \"{janus_url}\"\nadmin_key_file = \"{admin_key_file}\"\n";
-const MQTT: &str = "[mqtt]\nurl = \"{mqtt_url}\"\n";
-
-/// `[channel.NAME]` with its room, for each (name, room).
-fn channels(list: &[(String, u64)]) -> String {
-    list.iter()
-        .map(|(name, room)| {
-            format!("[channel.{name}]\n[channel.{name}.janus]\nroom = {room}\nsecret_file = \"{{room_secret_file}}\"\npublishers = 30\n")
-        })
-        .collect()
+/// A box of the fleet: for each (name, room) a channel in that Janus room, the Janus uplink
+/// (`floor_hub`: its floor decided by hub-1), the broker.
+fn fleet_box(device: &str, list: &[(String, u64)], floor_hub: bool) -> Config {
+    let mut config = Config::new(device);
+    for (name, room) in list {
+        let janus = format!("{{ room = {room}, secret_file = \"{{dir}}/room.secret\", publishers = 30 }}");
+        config = config.channel_with(name, &[("janus", &janus)]);
+    }
+    let uplink = Uplink::janus(&janus_url(), "admin.key");
+    let uplink = if floor_hub { uplink.set("floor_hub", "\"hub-1\"") } else { uplink };
+    config.add(uplink).add(Mqtt::url(&mqtt_url()))
 }
 
 fn ops() -> Vec<(String, u64)> {
@@ -70,7 +69,7 @@ fn ops() -> Vec<(String, u64)> {
 
 /// The floor host: arbiters for `list`, served over MQTT, enforced in Janus with `moderate`.
 fn floor_host(list: &[(String, u64)]) -> Daemon {
-    let mut host = roipd(&format!("device_id = \"hub-1\"\n{}{JANUS_UPLINK}{MQTT}", channels(list)));
+    let mut host = roipd(&fleet_box("hub-1", list, false).toml());
     host.wait_for("the floor host's Janus session", UP_WAIT, |d| d.stderr().contains("floor host: Janus session up"));
     host
 }
@@ -78,19 +77,20 @@ fn floor_host(list: &[(String, u64)]) -> Daemon {
 /// A field box with one sim radio on `ops`: it hears a `hz` tone while its COR (`cor`) is open
 /// and records what it transmits to `tx.wav` (PTT: `ptt`).
 fn radio_edge(device: &str, hz: f32) -> Daemon {
-    radio_edge_with(device, hz, "tx_delay_ms = 100")
+    radio_edge_with(device, hz, &[("tx_delay_ms", 100)])
 }
 
-/// The same with these keying timers (`[port.radio1.keying]` inline).
-fn radio_edge_with(device: &str, hz: f32, keying: &str) -> Daemon {
-    roipd(&format!(
-        "device_id = \"{device}\"\n[gpio.sim]\ndir = \"{{lines}}\"\n{}\
-         [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:cor\" }}\nptt = {{ line = \"sim:ptt\" }}\n\
-         audio = {{ capture = \"sim:tone:{hz}\", playback = \"sim:wav-out:{{dir}}/tx.wav\" }}\n\
-         keying = {{ {keying} }}\n\
-         {JANUS_UPLINK}floor_hub = \"hub-1\"\n{MQTT}",
-        channels(&ops())
-    ))
+/// The same with these keying timers.
+fn radio_edge_with(device: &str, hz: f32, keying: &[(&str, u64)]) -> Daemon {
+    let mut radio = Radio::new("radio1", "ops")
+        .cor("sim:cor")
+        .ptt("sim:ptt")
+        .capture(&format!("sim:tone:{hz}"))
+        .playback("sim:wav-out:{dir}/tx.wav");
+    for (key, value) in keying {
+        radio = radio.keying(key, value);
+    }
+    roipd(&fleet_box(device, &ops(), true).add(radio).toml())
 }
 
 /// Wait until the daemon has logged its `n`th uplink Up (Janus published and floor joined).
@@ -254,7 +254,7 @@ fn inner_janus_fleet_radio_keyed_through_janus_unkeys_on_tot_and_shutdown() {
         return;
     }
     let mut fleet = two_edges();
-    let mut c = radio_edge_with("edge-c", 2000.0, "tx_delay_ms = 100, tot_ms = 1500");
+    let mut c = radio_edge_with("edge-c", 2000.0, &[("tx_delay_ms", 100), ("tot_ms", 1500)]);
     wait_up(&mut c, 1);
     let (a, b) = (&mut fleet.a, &mut fleet.b);
     a.drive("cor", true);
@@ -345,27 +345,20 @@ fn inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
     let _broker = Mosquitto::start();
     let _host = floor_host(&list);
     let started = Instant::now();
-    let names: Vec<String> = list.iter().map(|(c, _)| format!("\"{c}\"")).collect();
-    let mut desk = roipd(&format!(
-        "device_id = \"desk-d\"\n[gpio.sim]\ndir = \"{{lines}}\"\n{}\
-         [port.desk]\nkind = \"desk\"\nchannels = [{}]\nduck_db = 0\n\
-         audio = {{ capture = \"sim:silence\", playback = \"sim:wav-out:{{dir}}/desk.wav\" }}\n\
-         {JANUS_UPLINK}floor_hub = \"hub-1\"\n{MQTT}",
-        channels(&list),
-        names.join(", ")
-    ));
+    let names: Vec<&str> = list.iter().map(|(c, _)| c.as_str()).collect();
+    let desk = Desk::new("desk", &names)
+        .set("duck_db", 0)
+        .capture("sim:silence")
+        .playback("sim:wav-out:{dir}/desk.wav");
+    let mut desk = roipd(&fleet_box("desk-d", &list, true).add(desk).toml());
     // Three field radios on c00, c07 and c13, each with its own tone.
     let radios = [("r0", "c00", 500.0f32), ("r7", "c07", 1100.0), ("r13", "c13", 1700.0)];
     let on: Vec<(String, u64)> = list.iter().filter(|(c, _)| radios.iter().any(|r| r.1 == c)).cloned().collect();
-    let mut talker = format!("device_id = \"field-t\"\n[gpio.sim]\ndir = \"{{lines}}\"\n{}", channels(&on));
+    let mut talker = fleet_box("field-t", &on, true);
     for (name, channel, hz) in radios {
-        talker += &format!(
-            "[port.{name}]\nkind = \"radio\"\nchannel = \"{channel}\"\ncor = {{ line = \"sim:{name}-cor\" }}\n\
-             ptt = {{ line = \"sim:{name}-ptt\" }}\naudio = {{ capture = \"sim:tone:{hz}\", playback = \"sim:null\" }}\n"
-        );
+        talker = talker.add(Radio::sim(name, channel, name).capture(&format!("sim:tone:{hz}")).playback("sim:null"));
     }
-    talker += &format!("{JANUS_UPLINK}floor_hub = \"hub-1\"\n{MQTT}");
-    let mut field = roipd(&talker);
+    let mut field = roipd(&talker.toml());
     wait_up(&mut desk, 1);
     wait_up(&mut field, 1);
     println!("desk on 20 channels and field box up {} ms after start", started.elapsed().as_millis());

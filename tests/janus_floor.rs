@@ -29,7 +29,10 @@ use roipd::net::janus::{self, ChannelSpec, JanusEvent, JanusHandle, JanusOptions
 use roipd::net::{MemberRequest, UplinkEvent};
 use roipd::pipeline::MediaPacket;
 
-use common::fleet_ns::{in_namespace, inside, janus_url, mqtt_url, Janus, Mosquitto, ADMIN_KEY, JANUS_IP};
+use common::fleet_ns::{
+    in_namespace, inside, janus_url, mqtt_url, roipd, Janus, Mosquitto, ADMIN_KEY, JANUS_IP, ROOM_SECRET,
+};
+use common::config::{Audio, Config, Mqtt, Radio, Uplink};
 use common::Daemon;
 
 const OUTER_LIMIT: Duration = Duration::from_secs(240);
@@ -37,7 +40,6 @@ const MOSQUITTO: (&str, &str) = ("mosquitto", "mosquitto");
 const HUB: &str = "hub-1";
 const CHANNEL: &str = "ops";
 const ROOM: u64 = 5151;
-const ROOM_SECRET: &str = "floor-room-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
@@ -59,21 +61,17 @@ fn janus_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
     );
 }
 
-const HOST_CONFIG: &str = r#"
-device_id = "hub-1"
-[gpio.sim]
-dir = "{lines}"
-[channel.ops]
-[channel.ops.janus]
-room = 5151
-secret_file = "{dir}/room.secret"
-[uplink]
-kind = "janus"
-url = "{janus_url}"
-admin_key_file = "{dir}/admin.key"
-[mqtt]
-url = "{mqtt_url}"
-"#;
+/// A box on `ops`, whose Janus room is ROOM (its secret in `{dir}/room.secret`), with the Janus
+/// uplink and the broker.
+fn janus_box(device: &str) -> Config {
+    let room = format!("{{ room = {ROOM}, secret_file = \"{{dir}}/room.secret\" }}");
+    Config::new(device).channel_with(CHANNEL, &[("janus", &room)]).add(Mqtt::url(&mqtt_url()))
+}
+
+/// The floor host: no radios, its Janus uplink only moderates.
+fn host_config() -> String {
+    janus_box(HUB).add(Uplink::janus(&janus_url(), "admin.key")).toml()
+}
 
 // ---------------------------------------------------------------------------------------------
 // An edge: Janus client + floor client
@@ -342,9 +340,7 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
     }
     let _janus = Janus::start();
     let broker = Mosquitto::start();
-    let config = HOST_CONFIG.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
-    let mut host =
-        Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
+    let mut host = roipd(&host_config());
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
@@ -444,19 +440,15 @@ fn inner_floor_decided_by_the_hub_and_a_publisher_without_the_floor_is_muted() {
 /// open: the host sees the talker's audio in Janus, which keeps its floor), its floor on hub-1.
 /// A dispatch link is full duplex, so its COR counts while the channel keys it.
 fn radio_edge(device: &str, priority: u8, hz: u32) -> Daemon {
-    let duplex = priority > 0;
-    let config = format!(
-        "device_id = \"{device}\"\n[gpio.sim]\ndir = \"{{lines}}\"\n\
-         [channel.ops]\n[channel.ops.janus]\nroom = {ROOM}\nsecret_file = \"{{dir}}/room.secret\"\n\
-         [port.radio1]\nkind = \"radio\"\nchannel = \"ops\"\npriority = {priority}\nduplex = {duplex}\n\
-         cor = {{ line = \"sim:cor\" }}\nptt = {{ line = \"sim:ptt\" }}\n\
-         audio = {{ capture = \"sim:tone:{hz}:-12\", playback = \"sim:wav-out:{{dir}}/tx.wav\" }}\n\
-         [uplink]\nkind = \"janus\"\nurl = \"{}\"\nadmin_key_file = \"{{dir}}/admin.key\"\nfloor_hub = \"{HUB}\"\n\
-         [mqtt]\nurl = \"{}\"\n",
-        janus_url(),
-        mqtt_url()
-    );
-    Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)])
+    let radio = Radio::new("radio1", CHANNEL)
+        .priority(priority.into())
+        .set("duplex", priority > 0)
+        .cor("sim:cor")
+        .ptt("sim:ptt")
+        .capture(&format!("sim:tone:{hz}:-12"))
+        .playback("sim:wav-out:{dir}/tx.wav");
+    let uplink = Uplink::janus(&janus_url(), "admin.key").set("floor_hub", format!("\"{HUB}\""));
+    roipd(&janus_box(device).add(radio).add(uplink).toml())
 }
 
 fn busy_count(d: &Daemon) -> usize {
@@ -471,9 +463,7 @@ fn inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
     }
     let _janus = Janus::start();
     let _broker = Mosquitto::start();
-    let config = HOST_CONFIG.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
-    let mut host =
-        Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
+    let mut host = roipd(&host_config());
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let mut a = radio_edge("edge-a", 0, 1000);
     let mut b = radio_edge("edge-b", 0, 1500);
@@ -529,9 +519,7 @@ fn inner_restarted_janus_a_publisher_without_the_floor_is_muted_again() {
     }
     let mut janus = Janus::start();
     let _broker = Mosquitto::start();
-    let config = HOST_CONFIG.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
-    let mut host =
-        Daemon::start_with(&config, &[], &[("admin.key", &format!("{ADMIN_KEY}\n")), ("room.secret", ROOM_SECRET)]);
+    let mut host = roipd(&host_config());
     host.wait_for("floor host online", WAIT, |d| d.stderr().contains("floor host: connected to the broker"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {

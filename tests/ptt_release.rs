@@ -5,40 +5,28 @@ mod common;
 
 use std::time::Duration;
 
+use common::config::{Audio, Config, Radio};
 use common::Daemon;
 
 /// Radio A's COR keys radio B (same channel). B's PTT is active-low, so keyed = line low.
-pub const TWO_RADIOS: &str = r#"
-device_id = "ptt-test"
-
-[gpio.sim]
-dir = "{lines}"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt", active_low = true }
-
-[port.radio-b.keying]
-tx_delay_ms = 100
-tx_hang_ms = 30000
-no_audio_ms = 60000
-"#;
+/// B holds PTT `tx_hang_ms` after the channel goes idle; `tot_ms`: its time-out timer.
+fn two_radios(tx_hang_ms: u64, tot_ms: Option<u64>) -> String {
+    let mut b = Radio::sim("radio-b", "ops", "b")
+        .ptt_active_low()
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", tx_hang_ms)
+        .keying("no_audio_ms", 60000);
+    if let Some(tot) = tot_ms {
+        b = b.keying("tot_ms", tot);
+    }
+    Config::new("ptt-test").channel("ops").add(Radio::sim("radio-a", "ops", "a")).add(b).toml()
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Start the daemon and key radio B through radio A's COR.
 fn keyed_daemon() -> Daemon {
-    let mut d = Daemon::start(TWO_RADIOS);
+    let mut d = Daemon::start(&two_radios(30000, None));
     d.wait_for("PTT lines opened unkeyed", WAIT, |d| d.line("b-ptt") == Some(true) && d.line("a-ptt") == Some(false));
     d.wait_for("COR input ready", WAIT, |d| d.line("a-cor") == Some(false));
     d.drive("a-cor", true);
@@ -90,7 +78,7 @@ fn driver_panic_while_keyed_releases_ptt_and_exits_nonzero() {
 
 #[test]
 fn cor_close_unkeys_after_hang_time() {
-    let mut d = Daemon::start(&TWO_RADIOS.replace("tx_hang_ms = 30000", "tx_hang_ms = 200"));
+    let mut d = Daemon::start(&two_radios(200, None));
     d.wait_for("COR input ready", WAIT, |d| d.line("a-cor") == Some(false));
     d.drive("a-cor", true);
     d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));
@@ -121,13 +109,13 @@ fn safe_off_releases(config: &str) {
 
 #[test]
 fn safe_off_unkeys_every_configured_ptt() {
-    safe_off_releases(TWO_RADIOS);
+    safe_off_releases(&two_radios(30000, None));
 }
 
 #[test]
 fn safe_off_still_unkeys_when_the_config_has_errors() {
     // A typo elsewhere must not stop the last line of defence.
-    safe_off_releases(&TWO_RADIOS.replace("[channel.ops]", "[channel.ops]\nlabl = \"typo\"\n"));
+    safe_off_releases(&two_radios(30000, None).replace("[channel.ops]", "[channel.ops]\nlabl = \"typo\"\n"));
 }
 
 /// Ways the config on disk can be broken while the daemon that used it died keyed.
@@ -144,7 +132,7 @@ enum Broken {
 fn break_config(path: &std::path::Path, how: Broken) {
     let text = std::fs::read_to_string(path).unwrap();
     let bytes: Vec<u8> = match how {
-        Broken::DuplicateKey => text.replace("tx_delay_ms = 100", "tx_delay_ms = 100\ntx_delay_ms = 200").into_bytes(),
+        Broken::DuplicateKey => text.replace("tx_delay_ms = 100", "tx_delay_ms = 100, tx_delay_ms = 200").into_bytes(),
         Broken::Latin1Label => {
             // "Opérations" saved as Latin-1: 0xE9 is not UTF-8.
             let mut b = text.replace("[channel.ops]", "[channel.ops]\nlabel = \"Op@rations\"").into_bytes();
@@ -238,8 +226,7 @@ fn safe_off_with_nothing_to_go_on_fails_loudly() {
 
 #[test]
 fn time_out_timer_unkeys_while_the_channel_still_talks() {
-    let config = TWO_RADIOS.replace("tx_hang_ms = 30000", "tx_hang_ms = 30000\ntot_ms = 1000");
-    let mut d = Daemon::start(&config);
+    let mut d = Daemon::start(&two_radios(30000, Some(1000)));
     d.wait_for("COR input ready", WAIT, |d| d.line("a-cor") == Some(false));
     d.drive("a-cor", true);
     d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));
@@ -254,32 +241,16 @@ fn time_out_timer_unkeys_while_the_channel_still_talks() {
 
 /// Radio B sends a CW ID ("E E" at 5 WPM: 2.16 s of Morse) every 10 s while in use. Radio A
 /// has no audio, so B's transmit audio (a WAV file) carries nothing but the ID.
-const CW_ID: &str = r#"
-device_id = "id-test"
-
-[gpio.sim]
-dir = "{lines}"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt", active_low = true }
-inhibit = { line = "sim:b-inhibit" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 200 }
-
-[port.radio-b.audio]
-playback = "sim:wav-out:{dir}/b.wav"
-cw_id = { callsign = "E E", wpm = 5, interval_s = 10, tone_hz = 800 }
-"#;
+fn cw_id() -> String {
+    let b = Radio::sim("radio-b", "ops", "b")
+        .ptt_active_low()
+        .inhibit("sim:b-inhibit")
+        .keying("tx_delay_ms", 100)
+        .keying("tx_hang_ms", 200)
+        .playback("sim:wav-out:{dir}/b.wav")
+        .audio("cw_id", r#"{ callsign = "E E", wpm = 5, interval_s = 10, tone_hz = 800 }"#);
+    Config::new("id-test").channel("ops").add(Radio::sim("radio-a", "ops", "a")).add(b).toml()
+}
 
 /// 10 ms blocks of B's transmit audio louder than -40 dBFS (the ID is at -18 dBFS peak).
 fn loud_blocks(d: &Daemon) -> usize {
@@ -289,7 +260,7 @@ fn loud_blocks(d: &Daemon) -> usize {
 /// A 3 s over (the first ID rides on it, so the next is owed 10 s after that one), then B
 /// sits idle until the ID is due.
 fn cw_id_daemon() -> Daemon {
-    let mut d = Daemon::start(CW_ID);
+    let mut d = Daemon::start(&cw_id());
     d.wait_for("lines ready", WAIT, |d| d.line("a-cor") == Some(false) && d.line("b-ptt") == Some(true));
     d.drive("a-cor", true);
     d.wait_for("radio B keyed", WAIT, |d| d.line("b-ptt") == Some(false));

@@ -6,28 +6,16 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use common::config::{Config, Radio};
 use common::Daemon;
 
-const CONFIG: &str = r#"
-device_id = "notify-test"
-
-[gpio.sim]
-dir = "{lines}"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-"#;
+fn config() -> String {
+    Config::new("notify-test")
+        .channel("ops")
+        .add(Radio::sim("radio-a", "ops", "a"))
+        .add(Radio::sim("radio-b", "ops", "b"))
+        .toml()
+}
 
 struct NotifySocket {
     sock: UnixDatagram,
@@ -66,7 +54,7 @@ fn count(msgs: &[String], what: &str) -> usize {
 fn ready_then_watchdog_pings_then_stopping() {
     let notify = NotifySocket::new();
     // A 1 s watchdog: roipd pings every 0.5 s.
-    let mut d = Daemon::start_with_env(CONFIG, &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "1000000")]);
+    let mut d = Daemon::start_with_env(&config(), &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "1000000")]);
     let msgs = notify.collect(Duration::from_millis(2500));
     let ready = msgs.iter().position(|m| m.lines().any(|l| l == "READY=1"));
     assert!(ready.is_some(), "no READY=1 in {msgs:?}\n{}", d.stderr());
@@ -86,7 +74,7 @@ fn ready_then_watchdog_pings_then_stopping() {
 #[test]
 fn wedged_task_loop_stops_watchdog_pings() {
     let notify = NotifySocket::new();
-    let d = Daemon::start_with_env(CONFIG, &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "1000000")]);
+    let d = Daemon::start_with_env(&config(), &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "1000000")]);
     let before = notify.collect(Duration::from_millis(1500));
     assert!(count(&before, "WATCHDOG=1") >= 2, "pings before the hang: {before:?}\n{}", d.stderr());
     d.inject_fault("hang");

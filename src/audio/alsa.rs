@@ -188,7 +188,7 @@ impl AlsaCapture {
 impl Source for AlsaCapture {
     fn open(&mut self, ctx: &Shared) -> Result<String, String> {
         self.open = None;
-        let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Capture, ctx.period_ms)?;
+        let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Capture, ctx.device_period_ms)?;
         let inbound = Inbound::new(setup.rate, ctx.frame_len(), setup.period)?;
         let raw = vec![0u8; setup.period * setup.frame_bytes()];
         let config = setup.describe();
@@ -300,7 +300,7 @@ impl AlsaPlayback {
 impl Sink for AlsaPlayback {
     fn open(&mut self, ctx: &Shared) -> Result<String, String> {
         self.open = None;
-        let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Playback, ctx.period_ms)?;
+        let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Playback, ctx.device_period_ms)?;
         let outbound = Outbound::new(setup.rate, ctx.frame_len())?;
         let raw = vec![0u8; outbound.max_out() * setup.frame_bytes()];
         let config = setup.describe();
@@ -369,6 +369,33 @@ impl Sink for AlsaPlayback {
                 // After an xrun the rest of the frame still goes out.
                 Err(e) => recover(&o.pcm, e, ctx)?,
             }
+        }
+        Ok(())
+    }
+
+    fn pause(&mut self) -> bool {
+        let Some(o) = &self.open else { return false };
+        // Dropping the stream stops its clock: no period wakeups, no server round trips (a
+        // pulse stream is corked). Prepared again on resume.
+        match o.pcm.drop() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(device = %self.name, error = %e, "cannot stop playback for idle; it keeps running");
+                false
+            }
+        }
+    }
+
+    fn resume(&mut self, ctx: &Shared) -> Result<(), String> {
+        let o = self.open.as_mut().ok_or("not open")?;
+        o.pcm.prepare().map_err(|e| err("prepare after idle", e))?;
+        o.last_progress = Instant::now();
+        // One period of silence first: with the first frame it reaches the start threshold at
+        // once, and the device has a period in hand when the feed's next frame is due.
+        let silence = vec![0.0f32; ctx.frame_len()];
+        let periods = o.setup.period.div_ceil(o.outbound.max_out().max(1)).max(1);
+        for _ in 0..periods {
+            self.write(&silence, ctx)?;
         }
         Ok(())
     }

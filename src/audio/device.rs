@@ -3,7 +3,7 @@
 //!
 //! Backends only know how to open, move one chunk of audio and close; see [`Source`] and [`Sink`].
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use super::queue::{FrameQueue, Overflow, Popped, Pushed, Wait};
 use super::rt::{self, RtPolicy};
 use super::{
     sim, AudioError, AudioOptions, AudioStats, DeviceEvent, DeviceEventKind, DeviceSpec, DeviceState, Direction,
-    EventCallback, Feed, Pacing,
+    EventCallback, Feed, Pacing, Tap,
 };
 
 /// Blocking calls inside backends return at least this often, so a stop is seen promptly.
@@ -55,6 +55,15 @@ pub(crate) trait Sink: Send {
     }
     /// Play one 48 kHz frame.
     fn write(&mut self, frame: &[f32], ctx: &Shared) -> Result<(), String>;
+    /// Stop the device clock while there is nothing to play (what it buffers is dropped), so
+    /// the thread can sleep. False: this backend cannot, and keeps playing silence.
+    fn pause(&mut self) -> bool {
+        false
+    }
+    /// Start again after a [`pause`](Self::pause); the next writes play at once.
+    fn resume(&mut self, _ctx: &Shared) -> Result<(), String> {
+        Ok(())
+    }
     /// `drain`: let what the device buffers play out first (bounded).
     fn close(&mut self, drain: bool);
 }
@@ -65,13 +74,19 @@ pub(crate) struct Shared {
     pub(crate) direction: Direction,
     pub(crate) pacing: Pacing,
     pub(crate) period_ms: u32,
+    /// ALSA period, ms (a multiple of `period_ms`).
+    pub(crate) device_period_ms: u32,
     pub(crate) queue: FrameQueue,
     retry_initial: Duration,
     retry_max: Duration,
     events: Option<EventCallback>,
     mode: AtomicU8,
-    /// Wakes sleeps (pacing, backoff) when the mode changes.
+    /// Wakes sleeps (pacing, backoff, pause) when the mode changes or a paused feed is poked.
     wake: (Mutex<()>, Condvar),
+    /// A fed playback device is paused (its feed idle): pokes must wake it.
+    paused: AtomicBool,
+    /// A [`super::PlaybackWaker`] asked the paused device to start.
+    poked: AtomicBool,
     state: AtomicU8,
     pub(crate) frames: AtomicU64,
     pub(crate) xruns: AtomicU64,
@@ -89,12 +104,15 @@ impl Shared {
             direction,
             pacing: opts.pacing,
             period_ms: opts.period_ms,
+            device_period_ms: opts.device_period_ms(),
             queue: FrameQueue::new(opts.frame_len(), opts.queue_frames),
             retry_initial: opts.retry_initial,
             retry_max: opts.retry_max.max(opts.retry_initial),
             events: opts.events.clone(),
             mode: AtomicU8::new(Mode::Run as u8),
             wake: (Mutex::new(()), Condvar::new()),
+            paused: AtomicBool::new(false),
+            poked: AtomicBool::new(false),
             state: AtomicU8::new(DeviceState::Opening as u8),
             frames: AtomicU64::new(0),
             xruns: AtomicU64::new(0),
@@ -143,6 +161,32 @@ impl Shared {
             }
             let now = Instant::now();
             if now >= deadline {
+                return false;
+            }
+            guard = self.wake.1.wait_timeout(guard, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// Wake a paused fed device (see [`super::PlaybackWaker`]). Only an atomic load while it
+    /// runs. SeqCst pairs with the thread's store of `paused` before it looks at its feed: a
+    /// poke either sees the pause or happened before that look.
+    pub(crate) fn poke(&self) {
+        if self.paused.load(Ordering::SeqCst) {
+            self.poked.store(true, Ordering::SeqCst);
+            let _guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.1.notify_all();
+        }
+    }
+
+    /// Sleep while paused until `deadline`, a poke, or a stop or drain. True if poked.
+    fn sleep_paused(&self, deadline: Instant) -> bool {
+        let mut guard = self.wake.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.poked.swap(false, Ordering::SeqCst) {
+                return true;
+            }
+            let now = Instant::now();
+            if self.mode() >= Mode::Drain || now >= deadline {
                 return false;
             }
             guard = self.wake.1.wait_timeout(guard, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
@@ -363,9 +407,10 @@ pub(crate) fn spawn_capture(
     name: &str,
     spec: DeviceSpec,
     opts: &AudioOptions,
+    tap: Option<Box<dyn Tap>>,
 ) -> Result<(Arc<Shared>, JoinHandle<()>), AudioError> {
     let source = backend_source(spec);
-    spawn(name, Direction::Capture, opts, move |shared| run_capture(&shared, source))
+    spawn(name, Direction::Capture, opts, move |shared| run_capture(&shared, source, tap))
 }
 
 pub(crate) fn spawn_playback(
@@ -408,7 +453,7 @@ impl FeedClock {
     }
 }
 
-fn run_capture(shared: &Shared, mut source: Box<dyn Source>) {
+fn run_capture(shared: &Shared, mut source: Box<dyn Source>, mut tap: Option<Box<dyn Tap>>) {
     let mut backoff = Backoff::new(shared);
     let mut opened_before = false;
     while !shared.stopping() {
@@ -422,12 +467,21 @@ fn run_capture(shared: &Shared, mut source: Box<dyn Source>) {
                 let paced = !source.clocked() && shared.pacing == Pacing::Realtime;
                 // A frame is due once its whole period has passed.
                 let mut clock = Clock::new(Instant::now() + shared.period(), shared.period());
-                let mut emit = |frame: &[f32]| shared.deliver(frame);
                 let failure = loop {
                     if shared.stopping() || (paced && clock.tick(shared)) {
                         break None;
                     }
-                    if let Err(error) = source.read(shared, &mut emit) {
+                    let read = match &mut tap {
+                        Some(t) => {
+                            t.tick();
+                            source.read(shared, &mut |frame: &[f32]| {
+                                shared.frames.fetch_add(1, Ordering::Relaxed);
+                                t.frame(Instant::now(), frame)
+                            })
+                        }
+                        None => source.read(shared, &mut |frame: &[f32]| shared.deliver(frame)),
+                    };
+                    if let Err(error) = read {
                         break Some(error);
                     }
                 };
@@ -438,11 +492,41 @@ fn run_capture(shared: &Shared, mut source: Box<dyn Source>) {
                 }
             }
         }
-        if !backoff.wait(shared, &mut || {}) {
+        let mut tick = || {
+            if let Some(t) = &mut tap {
+                t.tick();
+            }
+        };
+        if !backoff.wait(shared, &mut tick) {
             break;
         }
     }
     shared.finished();
+}
+
+/// Idle frames fed after the last sound before a fed device pauses: what the device buffers
+/// (and a frame of slack) plays out first.
+const PAUSE_AFTER_IDLE_FRAMES: u32 = 8;
+
+/// Sleep while the feed is idle, ticking it every [`POLL`]. None: start again (poked, or the
+/// feed has something after all); Some: the owner asked to stop or drain meanwhile.
+fn wait_while_idle(shared: &Shared, feed: &mut dyn Feed) -> Option<Outcome> {
+    // Set before looking at the feed: a producer that poked before this saw no pause, but its
+    // sound is in the feed by then.
+    shared.paused.store(true, Ordering::SeqCst);
+    let outcome = loop {
+        feed.tick();
+        // Nothing is buffered to drain: a drain is a stop.
+        if shared.mode() != Mode::Run {
+            break Some(Outcome::Stop);
+        }
+        if !feed.idle() || shared.sleep_paused(Instant::now() + POLL) {
+            break None;
+        }
+    };
+    shared.paused.store(false, Ordering::SeqCst);
+    shared.poked.store(false, Ordering::SeqCst);
+    outcome
 }
 
 enum Outcome {
@@ -470,6 +554,8 @@ fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>, mut feed: Option<Box<d
                 backoff.reset(shared);
                 let paced = !sink.clocked() && shared.pacing == Pacing::Realtime;
                 let mut clock = Clock::new(Instant::now(), shared.period());
+                // Frames the feed has been idle for (it pauses the device after a few).
+                let mut idle_frames = 0u32;
                 let outcome = loop {
                     if shared.stopping() {
                         break Outcome::Stop;
@@ -498,6 +584,18 @@ fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>, mut feed: Option<Box<d
                             break Outcome::Lost(error);
                         }
                         shared.frames.fetch_add(1, Ordering::Relaxed);
+                        idle_frames = if f.idle() { idle_frames + 1 } else { 0 };
+                        if idle_frames >= PAUSE_AFTER_IDLE_FRAMES && sink.pause() {
+                            idle_frames = 0;
+                            tracing::debug!(device = %shared.name, "playback paused: nothing to play");
+                            if let Some(outcome) = wait_while_idle(shared, f.as_mut()) {
+                                break outcome;
+                            }
+                            tracing::debug!(device = %shared.name, "playback resumed");
+                            if let Err(error) = sink.resume(shared) {
+                                break Outcome::Lost(error);
+                            }
+                        }
                         continue;
                     }
                     let wait = match shared.pacing {

@@ -100,6 +100,10 @@ pub type EventCallback = Arc<dyn Fn(&DeviceEvent) + Send + Sync>;
 pub struct AudioOptions {
     /// Frame period in milliseconds (1-100; 10 and 20 are the useful ones).
     pub period_ms: u32,
+    /// ALSA period in milliseconds, a multiple of `period_ms` (0: the same). The thread wakes
+    /// once per device period: a capture whose frames are only used in pairs (20 ms Opus
+    /// frames) halves its wakeups at 20 without adding latency.
+    pub device_period_ms: u32,
     /// Queue depth in frames: the most audio that can wait between the device and the daemon.
     pub queue_frames: usize,
     pub pacing: Pacing,
@@ -113,6 +117,7 @@ impl Default for AudioOptions {
     fn default() -> Self {
         AudioOptions {
             period_ms: 10,
+            device_period_ms: 0,
             queue_frames: 8,
             pacing: Pacing::Realtime,
             retry_initial: Duration::from_millis(500),
@@ -126,6 +131,7 @@ impl fmt::Debug for AudioOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AudioOptions")
             .field("period_ms", &self.period_ms)
+            .field("device_period_ms", &self.device_period_ms)
             .field("queue_frames", &self.queue_frames)
             .field("pacing", &self.pacing)
             .field("retry_initial", &self.retry_initial)
@@ -145,9 +151,25 @@ impl AudioOptions {
         Duration::from_millis(u64::from(self.period_ms))
     }
 
+    /// The ALSA period, ms.
+    pub fn device_period_ms(&self) -> u32 {
+        if self.device_period_ms == 0 {
+            self.period_ms
+        } else {
+            self.device_period_ms
+        }
+    }
+
     fn validate(&self) -> Result<(), AudioError> {
         if !(1..=100).contains(&self.period_ms) {
             return Err(AudioError::Options(format!("period_ms {} is not within 1-100", self.period_ms)));
+        }
+        let device = self.device_period_ms;
+        if device != 0 && (device % self.period_ms != 0 || device > 100) {
+            return Err(AudioError::Options(format!(
+                "device_period_ms {device} is not a multiple of period_ms {} within 100",
+                self.period_ms
+            )));
         }
         if !(1..=1000).contains(&self.queue_frames) {
             return Err(AudioError::Options(format!("queue_frames {} is not within 1-1000", self.queue_frames)));
@@ -367,7 +389,16 @@ pub struct CaptureHandle {
 impl CaptureHandle {
     pub fn open(name: &str, opts: &AudioOptions) -> Result<CaptureHandle, AudioError> {
         let spec = check_spec(name, opts, Direction::Capture)?;
-        let (shared, thread) = device::spawn_capture(name, spec, opts)?;
+        let (shared, thread) = device::spawn_capture(name, spec, opts, None)?;
+        Ok(CaptureHandle { shared, thread: Some(thread) })
+    }
+
+    /// A capture device whose thread hands every frame to `tap` as it arrives, instead of
+    /// queueing it for [`recv`](Self::recv) (nothing is queued). Processing on the device
+    /// thread spares a second thread's wakeup per frame.
+    pub fn open_tapped(name: &str, opts: &AudioOptions, tap: Box<dyn Tap>) -> Result<CaptureHandle, AudioError> {
+        let spec = check_spec(name, opts, Direction::Capture)?;
+        let (shared, thread) = device::spawn_capture(name, spec, opts, Some(tap))?;
         Ok(CaptureHandle { shared, thread: Some(thread) })
     }
 
@@ -448,6 +479,16 @@ impl fmt::Debug for CaptureHandle {
     }
 }
 
+/// Takes capture audio on the device thread itself, as frames arrive (see
+/// [`CaptureHandle::open_tapped`]). Must not block: the device keeps running meanwhile.
+pub trait Tap: Send + 'static {
+    /// One 48 kHz frame; `at` is when the thread got it.
+    fn frame(&mut self, at: Instant, frame: &[f32]);
+    /// Called on every turn of the device thread and at least every ~100 ms while it waits
+    /// (device missing, backoff), e.g. for a watchdog heartbeat. Must not block.
+    fn tick(&mut self) {}
+}
+
 /// Produces playback audio on the device thread itself, when the device wants a frame (see
 /// [`PlaybackHandle::open_fed`]): no second thread, no queue between them, no polling.
 pub trait Feed: Send + 'static {
@@ -456,8 +497,32 @@ pub trait Feed: Send + 'static {
     /// with several frames in a row hands out evenly spaced times, as the device plays them.
     fn fill(&mut self, at: Instant, frame: &mut [f32]);
     /// Called on every turn of the device thread and at least every ~100 ms while it waits
-    /// (device missing, backoff), e.g. for a watchdog heartbeat. Must not block.
+    /// (device missing, backoff, paused), e.g. for a watchdog heartbeat. Must not block.
     fn tick(&mut self) {}
+    /// Nothing to play now, nor until [`PlaybackWaker::wake`] is called. Once the device has
+    /// played out what it holds, a device that can (ALSA) is stopped, so an idle port costs
+    /// no wakeups; it starts again on a wake-up, or when this turns false (checked every
+    /// ~100 ms). Default: never idle.
+    fn idle(&mut self) -> bool {
+        false
+    }
+}
+
+/// Starts a fed playback device that stopped because its [`Feed`] was idle. Cheap while the
+/// device runs (one atomic load); call it whenever the feed gets something to play.
+#[derive(Clone)]
+pub struct PlaybackWaker(Arc<Shared>);
+
+impl PlaybackWaker {
+    pub fn wake(&self) {
+        self.0.poke();
+    }
+}
+
+impl fmt::Debug for PlaybackWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PlaybackWaker").field(&self.0.name).finish()
+    }
 }
 
 /// A running playback device. Dropping it stops the thread (queued audio is discarded) and
@@ -486,6 +551,11 @@ impl PlaybackHandle {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Wakes this device when its [`Feed`] stopped it for being idle.
+    pub fn waker(&self) -> PlaybackWaker {
+        PlaybackWaker(self.shared.clone())
     }
 
     pub fn frame_len(&self) -> usize {

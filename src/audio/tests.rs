@@ -465,3 +465,67 @@ fn feed_clock_keeps_even_spacing_through_a_late_wakeup_and_restarts_after_a_jump
     // A second's jump (xrun, reopen): it starts over on the wall clock.
     assert_eq!(c.next(t0 + ms(1000)), t0 + ms(1000));
 }
+
+/// Collects what reaches a capture tap, and how often it was ticked.
+struct CollectingTap {
+    frames: Arc<Mutex<Vec<f32>>>,
+    ticks: Arc<Mutex<u64>>,
+}
+
+impl Tap for CollectingTap {
+    fn frame(&mut self, _at: Instant, frame: &[f32]) {
+        self.frames.lock().unwrap().extend_from_slice(frame);
+    }
+
+    fn tick(&mut self) {
+        *self.ticks.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn a_tapped_capture_hands_every_frame_to_its_tap_and_queues_none() {
+    let frames = Arc::new(Mutex::new(vec![]));
+    let ticks = Arc::new(Mutex::new(0));
+    let tap = CollectingTap { frames: frames.clone(), ticks: ticks.clone() };
+    let cap = CaptureHandle::open_tapped("sim:tone:1000:-6", &fast(), Box::new(tap)).unwrap();
+    wait_for("a second of audio", || frames.lock().unwrap().len() >= 48_000);
+    assert_eq!(cap.queued(), 0);
+    let mut buf = vec![0.0; cap.frame_len()];
+    assert_eq!(cap.try_recv(&mut buf), Err(RecvError::Empty), "nothing to read: the tap took it");
+    cap.stop();
+    let got = frames.lock().unwrap().clone();
+    assert_eq!(got.len() % 480, 0, "whole frames");
+    assert!((zero_crossing_hz(&got, 48_000.0) - 1000.0).abs() < 1.0);
+    assert!(*ticks.lock().unwrap() > 0, "ticked while running");
+}
+
+/// A feed that is idle from the start: a sim device cannot pause, so it keeps filling (the
+/// playback clock of a sim sink is the test's timeline).
+#[test]
+fn a_sim_playback_keeps_filling_an_idle_feed() {
+    struct IdleFeed(Arc<Mutex<u64>>);
+    impl Feed for IdleFeed {
+        fn fill(&mut self, _at: Instant, frame: &mut [f32]) {
+            *self.0.lock().unwrap() += 1;
+            frame.fill(0.0);
+        }
+        fn idle(&mut self) -> bool {
+            true
+        }
+    }
+    let fills = Arc::new(Mutex::new(0));
+    let play = PlaybackHandle::open_fed("sim:null", &AudioOptions::default(), Box::new(IdleFeed(fills.clone()))).unwrap();
+    wait_for("20 fills", || *fills.lock().unwrap() >= 20);
+    play.stop();
+}
+
+#[test]
+fn device_period_must_be_a_multiple_of_the_frame() {
+    let opts = AudioOptions { device_period_ms: 15, ..AudioOptions::default() };
+    let e = CaptureHandle::open("sim:silence", &opts).unwrap_err();
+    assert!(e.to_string().contains("device_period_ms 15 is not a multiple of period_ms 10"), "{e}");
+    let opts = AudioOptions { device_period_ms: 20, ..AudioOptions::default() };
+    assert_eq!(opts.device_period_ms(), 20);
+    assert_eq!(AudioOptions::default().device_period_ms(), 10);
+    CaptureHandle::open("sim:silence", &opts).unwrap().stop();
+}

@@ -112,6 +112,21 @@ impl Default for VoxConfig {
     }
 }
 
+impl VoxConfig {
+    /// The COR level an audio level means: open, closed, or `None` between the thresholds
+    /// (hold the last). NaN compares false both ways, so it holds too. Only a change of this
+    /// can change the keying core's VOX, so a driver needs to send nothing else.
+    pub fn level(&self, dbfs: f32) -> Option<bool> {
+        if dbfs >= self.open_dbfs {
+            Some(true)
+        } else if dbfs < self.close_dbfs {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Input {
     /// Logical COR level from a line (true = carrier present). Ignored when VOX is configured.
@@ -385,14 +400,7 @@ impl Keying {
             }
             Input::VoxLevel(dbfs) => {
                 if let Some(vox) = &self.config.vox {
-                    // Hysteresis; NaN compares false both ways, so it holds the level.
-                    let level = if dbfs >= vox.open_dbfs {
-                        true
-                    } else if dbfs < vox.close_dbfs {
-                        false
-                    } else {
-                        self.raw_cor
-                    };
+                    let level = vox.level(dbfs).unwrap_or(self.raw_cor);
                     self.set_raw_cor(now, level);
                 }
             }

@@ -6,6 +6,7 @@
 //! a ten-minute scenario runs in microseconds.
 //! `tests/sans_io.rs` checks that nothing in this folder imports I/O crates or reads the clock.
 
+pub mod desk;
 pub mod floor;
 pub mod jitter;
 pub mod restamp;

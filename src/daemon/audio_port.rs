@@ -1,6 +1,7 @@
-//! Audio drivers of one radio port: the capture task runs the receive path on every device
-//! frame; the playback device's own thread fills each frame from the transmit path when the
-//! device can take it (so no second clock drifts against it, and nothing polls).
+//! Audio drivers of one radio port: the capture device's own thread runs the receive path on
+//! every frame; the playback device's own thread fills each frame from the transmit path when
+//! the device can take it (so no second clock drifts against it, and nothing polls), and stops
+//! the device while there is nothing to play.
 //!
 //! Between them and the port's keying task sit small atomics ([`AudioFlags`]): whether the
 //! port talks on its channel (floor granted and RX open), where the transmitter is, and a
@@ -9,22 +10,22 @@
 //! (lost, found, xrun) go to the [`Reporter`].
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::radio_port::{PortInput, SpurtStats};
 use super::report::Reporter;
-use super::watchdog::{Heartbeat, BEAT_PERIOD};
+use super::watchdog::Heartbeat;
 use super::{clock, ChannelMsg, PortId};
 use crate::audio::{
-    CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, Feed, PlaybackHandle, RecvError,
+    CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, Feed, PlaybackHandle, PlaybackWaker, Tap,
 };
 use crate::core::jitter::JitterStats;
-use crate::core::keying::{Keying, StationIdConfig};
+use crate::core::keying::{Keying, StationIdConfig, VoxConfig};
 use crate::fleet::EventKind;
 use crate::pipeline::{RxPath, TxGate, TxPath};
 
@@ -42,11 +43,21 @@ pub struct AudioFlags {
     gate: AtomicU8,
     /// The keying core asked for the station ID; the playback thread starts it.
     id_start: AtomicBool,
+    /// Starts the playback device when it stopped for having nothing to play.
+    playback: OnceLock<PlaybackWaker>,
 }
 
 impl AudioFlags {
     pub fn start_id(&self) {
         self.id_start.store(true, Ordering::Relaxed);
+        self.wake_playback();
+    }
+
+    /// The transmit path got something to play (the router pushed channel audio).
+    pub fn wake_playback(&self) {
+        if let Some(w) = self.playback.get() {
+            w.wake();
+        }
     }
 
     fn take_id_start(&self) -> bool {
@@ -68,6 +79,10 @@ impl AudioFlags {
             TxGate::Open => 2,
         };
         self.gate.store(v, Ordering::Relaxed);
+        // A keyed radio gets a running device (silence at least), whatever the channel has.
+        if gate != TxGate::Closed {
+            self.wake_playback();
+        }
     }
 
     pub fn gate(&self) -> TxGate {
@@ -102,50 +117,96 @@ impl LevelWindow {
     }
 }
 
-/// Capture → receive path → channel. VOX levels go to the keying task, the receive level
-/// (about once a second) to the port's state.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_capture(
+/// Capture → receive path → channel, on the capture device's own thread as frames arrive (see
+/// [`crate::audio::Tap`]): no async task wakes per frame. VOX goes to the keying task only when
+/// it changes side of the thresholds (the keying core's hysteresis needs nothing else), the
+/// receive level about once a second; packets go to the channel only while the port talks.
+struct RxTap {
     port: PortId,
-    capture: CaptureHandle,
-    mut rx: RxPath,
+    rx: RxPath,
     flags: Arc<AudioFlags>,
+    /// The port's VOX thresholds (None: COR is a line).
+    vox: Option<VoxConfig>,
+    /// The VOX level last sent (None: nothing sent yet).
+    vox_sent: Option<bool>,
     to_port: mpsc::UnboundedSender<PortInput>,
     to_channel: mpsc::UnboundedSender<ChannelMsg>,
     heartbeat: Heartbeat,
-    cancel: CancellationToken,
-) {
-    let mut frame = vec![0.0f32; capture.frame_len()];
-    let mut beat = tokio::time::interval(BEAT_PERIOD);
-    let mut level = LevelWindow::default();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = beat.tick() => heartbeat.beat(),
-            got = capture.recv(&mut frame) => match got {
-                Ok(()) => {
-                    let out = rx.process(&mut frame, flags.talking());
-                    let now = clock::now();
-                    if let Some(dbfs) = out.vox_dbfs {
-                        let _ = to_port.send(PortInput::Vox { at: now, dbfs });
-                    }
-                    if let Some(dbfs) = level.add(now, out.meter.rms_dbfs) {
-                        let _ = to_port.send(PortInput::RxLevel(dbfs));
-                    }
-                    if let Some(packet) = out.packet {
-                        let _ = to_channel.send(ChannelMsg::Media { port, packet });
-                    }
-                }
-                Err(RecvError::Stopped) => break,
-                Err(e) => {
-                    warn!(device = capture.name(), error = ?e, "capture read failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+    level: LevelWindow,
+    frame: Vec<f32>,
+}
+
+impl Tap for RxTap {
+    fn frame(&mut self, _at: Instant, frame: &[f32]) {
+        self.frame.clear();
+        self.frame.extend_from_slice(frame);
+        let out = self.rx.process(&mut self.frame, self.flags.talking());
+        let now = clock::now();
+        if let (Some(vox), Some(dbfs)) = (&self.vox, out.vox_dbfs) {
+            let level = vox.level(dbfs);
+            if level.is_some() && level != self.vox_sent {
+                self.vox_sent = level;
+                let _ = self.to_port.send(PortInput::Vox { at: now, dbfs });
+            }
+        }
+        if let Some(dbfs) = self.level.add(now, out.meter.rms_dbfs) {
+            let _ = self.to_port.send(PortInput::RxLevel(dbfs));
+        }
+        if let Some(packet) = out.packet {
+            let _ = self.to_channel.send(ChannelMsg::Media { port: self.port, packet });
         }
     }
-    capture.stop();
-    info!(device = "capture", "audio capture stopped");
+
+    fn tick(&mut self) {
+        self.heartbeat.beat();
+    }
+}
+
+/// Start a port's capture device with its receive path on the device thread (radio receive
+/// audio, or a desk's microphone).
+#[allow(clippy::too_many_arguments)]
+pub fn start_capture(
+    port: PortId,
+    device: &str,
+    rx: RxPath,
+    flags: &Arc<AudioFlags>,
+    vox: Option<VoxConfig>,
+    (to_port, to_channel): (mpsc::UnboundedSender<PortInput>, mpsc::UnboundedSender<ChannelMsg>),
+    heartbeat: Heartbeat,
+    opts: crate::audio::AudioOptions,
+    cancel: &CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> Result<(), String> {
+    // The device wakes once per Opus frame when that is a whole number of 20 ms periods:
+    // capture frames are only used a whole packet at a time anyway.
+    let codec_ms = (rx.codec_frame() as u32 * 1000 / crate::audio::SAMPLE_RATE).max(1);
+    let device_period_ms = if codec_ms % 20 == 0 { 20 } else { 0 };
+    let tap = RxTap {
+        port,
+        rx,
+        flags: flags.clone(),
+        vox,
+        vox_sent: None,
+        to_port,
+        to_channel,
+        heartbeat,
+        level: LevelWindow::default(),
+        frame: Vec::new(),
+    };
+    let opts = crate::audio::AudioOptions { device_period_ms, ..opts };
+    let handle =
+        CaptureHandle::open_tapped(device, &opts, Box::new(tap)).map_err(|e| format!("capture `{device}`: {e}"))?;
+    stop_on_cancel(move || handle.stop(), cancel.clone(), tasks);
+    Ok(())
+}
+
+/// Stop a device when `cancel` fires. Joining its thread takes up to ~100 ms: not on an async
+/// worker.
+fn stop_on_cancel(stop: impl FnOnce() + Send + 'static, cancel: CancellationToken, tasks: &mut tokio::task::JoinSet<()>) {
+    tasks.spawn(async move {
+        cancel.cancelled().await;
+        let _ = tokio::task::spawn_blocking(stop).await;
+    });
 }
 
 /// Transmit path → playback, filled on the playback device's own thread whenever the device
@@ -199,6 +260,12 @@ impl Feed for TxFeed {
     fn tick(&mut self) {
         self.heartbeat.beat();
     }
+
+    fn idle(&mut self) -> bool {
+        self.flags.gate() == TxGate::Closed
+            && !self.flags.id_start.load(Ordering::Relaxed)
+            && self.tx.lock().unwrap_or_else(|p| p.into_inner()).idle()
+    }
 }
 
 /// Open the playback device fed from the transmit path; it stops when `cancel` fires.
@@ -208,15 +275,12 @@ fn run_playback(
     feed: TxFeed,
     cancel: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
-) -> Result<(), String> {
+) -> Result<PlaybackWaker, String> {
     let handle =
         PlaybackHandle::open_fed(device, opts, Box::new(feed)).map_err(|e| format!("playback `{device}`: {e}"))?;
-    tasks.spawn(async move {
-        cancel.cancelled().await;
-        // Joining the device thread takes up to ~100 ms: not on an async worker.
-        let _ = tokio::task::spawn_blocking(move || handle.stop()).await;
-    });
-    Ok(())
+    let waker = handle.waker();
+    stop_on_cancel(move || handle.stop(), cancel, tasks);
+    Ok(waker)
 }
 
 /// A port's audio as the rest of the daemon sees it.
@@ -293,19 +357,11 @@ pub fn start(
     let flags = Arc::new(AudioFlags::default());
     let opts = || AudioOptions { events: Some(device_events(name, reporter, to_port)), ..AudioOptions::default() };
     if let Some(device) = capture {
-        let handle = CaptureHandle::open(device, &opts()).map_err(|e| format!("capture `{device}`: {e}"))?;
         let rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
             .map_err(|e| format!("encoder: {e}"))?;
-        tasks.spawn(run_capture(
-            port,
-            handle,
-            rx,
-            flags.clone(),
-            to_port.clone(),
-            to_channel.clone(),
-            watchdog.register(&format!("port {name} capture")),
-            cancel.clone(),
-        ));
+        let heartbeat = watchdog.register(&format!("port {name} capture"));
+        let to = (to_port.clone(), to_channel.clone());
+        start_capture(port, device, rx, &flags, radio.keying_config().vox, to, heartbeat, opts(), cancel, tasks)?;
     }
     let mut tx = None;
     let mut station_id = None;
@@ -334,7 +390,8 @@ pub fn start(
             level: LevelWindow::default(),
             spurt: None,
         };
-        run_playback(device, &opts(), feed, cancel.clone(), tasks)?;
+        let waker = run_playback(device, &opts(), feed, cancel.clone(), tasks)?;
+        let _ = flags.playback.set(waker);
         tx = Some(path);
     }
     Ok(Some(PortAudio { flags, tx, has_capture: capture.is_some(), station_id }))
@@ -415,6 +472,50 @@ mod tests {
         assert_eq!(spurts.len(), 1, "{spurts:?}");
         assert_eq!(spurts[0].gaps, 1, "{spurts:?}");
         assert!((40..=46).contains(&spurts[0].played), "{spurts:?}");
+    }
+
+    /// The capture thread wakes the port task only when VOX changes side of its thresholds,
+    /// not for every frame; packets go to the channel only while the port talks.
+    #[test]
+    fn the_capture_tap_sends_vox_changes_only_and_packets_while_talking() {
+        use crate::codec::EncoderConfig;
+        use crate::dsp::{RxConfig, Sine};
+        let rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), true).unwrap();
+        let (to_port, mut inputs) = mpsc::unbounded_channel();
+        let (to_channel, mut media) = mpsc::unbounded_channel();
+        let flags = Arc::new(AudioFlags::default());
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let mut tap = RxTap {
+            port: 3,
+            rx,
+            flags: flags.clone(),
+            vox: Some(VoxConfig::default()),
+            vox_sent: None,
+            to_port,
+            to_channel,
+            heartbeat: watchdog.register("test"),
+            level: LevelWindow::default(),
+            frame: Vec::new(),
+        };
+        let (t0, mut tone) = (Instant::now(), Sine::new(48_000, 1000.0, -10.0));
+        for i in 0..150u64 {
+            let mut frame = [0.0f32; 480];
+            if (50..100).contains(&i) {
+                tone.render(&mut frame);
+            }
+            flags.set_talking((60..100).contains(&i));
+            tap.frame(t0 + Duration::from_millis(10 * i), &frame);
+        }
+        let vox: Vec<f32> = std::iter::from_fn(|| inputs.try_recv().ok())
+            .filter_map(|i| match i {
+                PortInput::Vox { dbfs, .. } => Some(dbfs),
+                _ => None,
+            })
+            .collect();
+        let sides: Vec<_> = vox.iter().map(|&d| VoxConfig::default().level(d)).collect();
+        assert_eq!(sides, [Some(false), Some(true), Some(false)], "{vox:?}");
+        let packets = std::iter::from_fn(|| media.try_recv().ok()).count();
+        assert_eq!(packets, 20, "40 talking frames of 10 ms: 20 packets of 20 ms");
     }
 
     #[test]

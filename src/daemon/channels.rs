@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
-use super::desk_port::{DeskAction, DeskInput, DeskLink, DeskToRouter};
+use super::desk_port::{DeskInput, DeskLink, DeskToRouter};
+use crate::core::desk::DeskAction;
 use super::report::Reporter;
 use super::radio_port::PortInput;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
@@ -565,8 +566,11 @@ impl ChannelRouter {
                 MediaTarget::Port(_) if self.router.muted(channel) => {}
                 MediaTarget::Port(p) => {
                     self.note_channel_audio(now, p);
-                    if let Some(tx) = self.audio[p].as_ref().and_then(|a| a.tx.as_ref()) {
-                        tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
+                    if let Some(a) = &self.audio[p] {
+                        if let Some(tx) = &a.tx {
+                            tx.lock().unwrap_or_else(|e| e.into_inner()).push(now, packet);
+                            a.flags.wake_playback();
+                        }
                     }
                 }
                 MediaTarget::Peer(peer) => {

@@ -9,10 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::desk_port::DeskAction;
 use super::radio_port::PortInput;
 use super::{ChannelCommand, ChannelMsg};
 use crate::config::{self, Config};
+use crate::core::desk::DeskAction;
 use crate::fleet::{redact, Command, CommandError, CommandReceiver, ErrorCode, PttAction};
 use crate::gpio::LogicalOutput;
 

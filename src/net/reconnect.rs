@@ -1,6 +1,6 @@
-//! The reconnect policy the uplinks share (roipd hub and Janus): after a lost or failed
-//! session, back off exponentially with jitter, report `Down` once per loss (not once per
-//! failed retry), and start over from the shortest delay once a session has come up.
+//! The reconnect policy the uplinks share (roipd hub, Janus, the floor client over MQTT): after
+//! a lost or failed session, back off exponentially with jitter, report `Down` once per loss (not
+//! once per failed retry), and start over from the shortest delay once a session has come up.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 use crate::fleet::backoff::Backoff;
 
 pub(crate) struct Reconnect {
-    /// Names the link in the log: "uplink", "Janus uplink".
+    /// Names the link in the log: "uplink", "Janus uplink", "floor client".
     what: &'static str,
     backoff: Backoff,
     down_reported: bool,
@@ -29,13 +29,24 @@ impl Reconnect {
         }
         let delay = self.backoff.next_delay(jitter);
         let retry_in_ms = delay.as_millis() as u64;
-        let report = !std::mem::replace(&mut self.down_reported, true);
+        let report = self.down();
         if report {
             warn!(%reason, retry_in_ms, "{} down", self.what);
         } else {
             debug!(%reason, retry_in_ms, "{} still down", self.what);
         }
         (report, delay)
+    }
+
+    /// The link went down while its session goes on (the floor hub left the broker, or
+    /// refused us): whether to report `Down` now, once per loss like [`Reconnect::lost`].
+    pub(crate) fn down(&mut self) -> bool {
+        !std::mem::replace(&mut self.down_reported, true)
+    }
+
+    /// The link is up (again) within its session: its next loss is reported.
+    pub(crate) fn up(&mut self) {
+        self.down_reported = false;
     }
 }
 
@@ -61,5 +72,21 @@ mod tests {
         assert!(report);
         assert_eq!(delay, delays[0]);
         assert!(delay <= min * 2);
+    }
+
+    #[test]
+    fn a_loss_within_a_session_is_reported_once_and_counts_for_the_next_retry() {
+        let (min, max) = (Duration::from_millis(500), Duration::from_secs(5));
+        let mut r = Reconnect::new("floor client", min, max);
+        r.up();
+        assert!(r.down(), "the far end left: reported");
+        assert!(!r.down(), "and only once");
+        // The session ends too, without having come up again: no second Down.
+        let (report, _) = r.lost(false, "broker gone", 1.0);
+        assert!(!report);
+        // Up again within the session: the next loss is reported.
+        r.up();
+        let (report, _) = r.lost(false, "broker gone", 1.0);
+        assert!(report);
     }
 }

@@ -112,6 +112,41 @@ mod tests {
         assert!(out.vox_dbfs.is_some());
     }
 
+    /// The playback device stops while the transmit path is idle: idle must mean that filling
+    /// frames would play nothing, through a spurt, its concealment, the TX delay's hold and
+    /// the courtesy tone.
+    #[test]
+    fn tx_path_is_idle_only_when_it_has_nothing_left_to_play() {
+        let (mut r, mut t) = (rx(false), tx(true, Duration::from_millis(100)));
+        assert!(t.idle(), "fresh");
+        let t0 = Instant::now();
+        let mut tone = Sine::new(48_000, 1000.0, -12.0);
+        let mut idle_with_sound = vec![];
+        let mut idle_frames = vec![];
+        for i in 0..300usize {
+            let now = t0 + Duration::from_millis(10 * i as u64);
+            let mut frame = [0.0f32; PERIOD];
+            tone.render(&mut frame);
+            if let Some(p) = r.process(&mut frame, (10..60).contains(&i)).packet {
+                t.push(now, &p);
+            }
+            let was_idle = t.idle();
+            let gate = if (5..200).contains(&i) { TxGate::Open } else { TxGate::Closed };
+            let mut out = [0.0f32; PERIOD];
+            t.fill(now, gate, &mut out);
+            if was_idle {
+                idle_frames.push(i);
+                if out.iter().any(|s| s.abs() > 1e-4) {
+                    idle_with_sound.push(i);
+                }
+            }
+        }
+        assert_eq!(idle_with_sound, Vec::<usize>::new(), "an idle path played sound");
+        // Busy from the first packet to the end of the courtesy tone, idle before and after.
+        assert!(idle_frames.contains(&5) && !idle_frames.contains(&12) && !idle_frames.contains(&70));
+        assert!(idle_frames.contains(&150) && idle_frames.contains(&299), "{idle_frames:?}");
+    }
+
     #[test]
     fn first_packet_of_each_spurt_has_the_marker_and_timestamps_show_the_gap() {
         let mut r = rx(false);

@@ -121,6 +121,16 @@ impl TxPath {
         self.jitter.stats()
     }
 
+    /// Nothing to play: no talk-spurt in progress or waiting in the jitter buffer, nothing held
+    /// by the TX delay, no courtesy tone or ID sounding. Filling frames changes nothing then.
+    pub fn idle(&self) -> bool {
+        !self.pcm_active
+            && self.jitter.buffered() == 0
+            && self.delay_len == 0
+            && !self.courtesy.as_ref().is_some_and(ToneSequence::is_active)
+            && !self.id_active()
+    }
+
     /// Audio held back by the TX delay right now.
     pub fn held(&self) -> Duration {
         Duration::from_secs_f64(self.delay_len as f64 / f64::from(SAMPLE_RATE))

@@ -299,15 +299,12 @@ impl Drop for Mosquitto {
 /// The rooms' secret every box of a test fleet shares (the floor host moderates with it).
 pub const ROOM_SECRET: &str = "roipd-test-room-secret";
 
-/// `roipd run` with `config`, where `{janus_url}`, `{mqtt_url}`, `{admin_key_file}` and
-/// `{room_secret_file}` are filled in besides [`Daemon`]'s `{dir}` and `{lines}`.
+/// `roipd run` with `config`, the Janus admin key in `{dir}/admin.key` and the rooms' secret in
+/// `{dir}/room.secret`.
 pub fn roipd(config: &str) -> Daemon {
-    let config = config.replace("{janus_url}", &janus_url()).replace("{mqtt_url}", &mqtt_url());
-    let config =
-        config.replace("{admin_key_file}", "{dir}/admin.key").replace("{room_secret_file}", "{dir}/room.secret");
     let files = [("admin.key", format!("{ADMIN_KEY}\n")), ("room.secret", format!("{ROOM_SECRET}\n"))];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    Daemon::start_with(&config, &[], &files)
+    Daemon::start_with(config, &[], &files)
 }
 
 /// Publish a fleet command (`roipd/<device>/cmd/<name>`, QoS 1) with `mosquitto_pub`.

@@ -1,6 +1,7 @@
 //! Helpers for tests that run the real `roipd` binary against simulated lines.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod fleet_ns;
 
 use std::fs;
@@ -34,10 +35,8 @@ impl Daemon {
         for (name, content) in files {
             fs::write(dir.path().join(name), content).unwrap();
         }
-        let lines = dir.path().join("lines");
-        let config = config.replace("{lines}", lines.to_str().unwrap()).replace("{dir}", dir.path().to_str().unwrap());
         let cfg_path = dir.path().join("roipd.toml");
-        fs::write(&cfg_path, config).unwrap();
+        fs::write(&cfg_path, fill(config, dir.path())).unwrap();
         let stderr = fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = Command::new(BIN)
             .args(["run", cfg_path.to_str().unwrap()])
@@ -50,6 +49,12 @@ impl Daemon {
             .spawn()
             .expect("start roipd");
         Daemon { child, dir }
+    }
+
+    /// Replace the daemon's config file (`{lines}` and `{dir}` filled in as at the start), as
+    /// an operator would before a reload.
+    pub fn write_config(&self, config: &str) {
+        fs::write(self.config_path(), fill(config, self.dir.path())).unwrap();
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -135,6 +140,12 @@ impl Daemon {
         }
         panic!("roipd did not exit within {timeout:?}\n--- stderr ---\n{}", self.stderr());
     }
+}
+
+/// `config` with `{lines}` (the sim line dir) and `{dir}` (the daemon's dir) filled in.
+fn fill(config: &str, dir: &Path) -> String {
+    let lines = dir.join("lines");
+    config.replace("{lines}", lines.to_str().unwrap()).replace("{dir}", dir.to_str().unwrap())
 }
 
 impl Drop for Daemon {

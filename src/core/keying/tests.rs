@@ -355,6 +355,42 @@ fn vox_hysteresis_opens_holds_and_closes() {
     assert_eq!(s.take(), vec![(420, RxOpen), (2360, RxClose)]);
 }
 
+/// A driver sends VOX levels only when `VoxConfig::level` changes (the capture thread would
+/// otherwise wake the port task for every frame): the keying core must decide exactly as if it
+/// had seen every frame.
+#[test]
+fn vox_levels_sent_only_on_change_decide_as_every_frame_does() {
+    let cfg = VoxConfig::default();
+    let (mut every, mut changes) = (Sim::with(|c| c.vox = Some(cfg.clone())), Sim::with(|c| c.vox = Some(cfg.clone())));
+    let mut seed = 0x2545_f491_u32;
+    let mut next = || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        seed >> 16
+    };
+    let (mut sent, mut base, mut until) = (None, -40.0, 0);
+    for t in (0..120_000u64).step_by(20) {
+        // Stretches of 0.1-2.5 s around a level near one threshold or the other, each frame a
+        // few dB off it, and NaN now and then.
+        if t >= until {
+            until = t + 100 + u64::from(next() % 2400);
+            base = [-38.0, -33.0, -29.0, -20.0][next() as usize % 4];
+        }
+        let noise = (next() % 400) as f32 / 100.0 - 2.0;
+        let dbfs = if next() % 50 == 0 { f32::NAN } else { base + noise };
+        every.input(t, VoxLevel(dbfs));
+        let level = cfg.level(dbfs);
+        if level.is_some() && level != sent {
+            sent = level;
+            changes.input(t, VoxLevel(dbfs));
+        }
+    }
+    every.run_to(125_000);
+    changes.run_to(125_000);
+    let events = every.take();
+    assert!(events.iter().filter(|(_, e)| *e == RxOpen).count() > 10, "the levels open the VOX often: {events:?}");
+    assert_eq!(changes.take(), events);
+}
+
 #[test]
 fn vox_level_is_ignored_without_vox() {
     let mut s = Sim::new(KeyingConfig::default());

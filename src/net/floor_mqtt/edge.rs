@@ -25,8 +25,8 @@ use super::protocol::{
 use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, ToArbiter};
-use crate::fleet::backoff::Backoff;
 use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
+use crate::net::reconnect::Reconnect;
 use crate::net::{MemberRequest, UplinkEvent};
 
 /// A join without an answer is sent again after this long (the host may have been busy
@@ -128,7 +128,7 @@ pub fn start_edge(
         up: up.clone(),
         feeds: feeds.clone(),
         joined: false,
-        down_reported: false,
+        reconnect: Reconnect::new("floor client", BACKOFF_MIN, BACKOFF_MAX),
         join_seq: 0,
         retry_at: None,
     };
@@ -144,8 +144,8 @@ struct Edge {
     feeds: Arc<Mutex<BTreeMap<String, Option<u64>>>>,
     /// Accepted by the host on the current connection.
     joined: bool,
-    /// One `Down` per loss, not one per failed retry.
-    down_reported: bool,
+    /// Backoff between connections, and one `Down` per loss (not one per failed retry).
+    reconnect: Reconnect,
     join_seq: u64,
     /// When to send the join (again).
     retry_at: Option<Instant>,
@@ -153,7 +153,6 @@ struct Edge {
 
 impl Edge {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             // A new session per connection: its last will frees only its own floor.
             let session = random_token();
@@ -171,12 +170,8 @@ impl Edge {
                 }
                 Err(reason) => reason,
             };
-            if was_joined {
-                backoff.reset();
-            }
-            self.down(&reason);
-            let delay = backoff.next_delay(rand::random::<f64>());
-            debug!(%reason, retry_in_ms = delay.as_millis() as u64, "floor: reconnecting to the broker");
+            let (report, delay) = self.reconnect.lost(was_joined, &reason, rand::random::<f64>());
+            self.set_down(&reason, report);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -266,7 +261,7 @@ impl Edge {
                     }
                     self.retry_at = None;
                     self.joined = true;
-                    self.down_reported = false;
+                    self.reconnect.up();
                     self.up.store(true, Ordering::Relaxed);
                     info!(epoch = %a.epoch, members = members.len(), "floor: joined the floor hub");
                     let _ = self.events.send(UplinkEvent::Up { members });
@@ -310,15 +305,21 @@ impl Edge {
         self.feeds.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Not joined any more: one `Down` for the router (radios unkey, floors void).
+    /// Not joined any more while the connection goes on (or on stop): one `Down` per loss for
+    /// the router (radios unkey, floors void).
     fn down(&mut self, reason: &str) {
-        let was_joined = std::mem::replace(&mut self.joined, false);
+        if self.joined {
+            warn!(%reason, "floor: down; radios stay unkeyed until joined again");
+        }
+        let report = self.reconnect.down();
+        self.set_down(reason, report);
+    }
+
+    /// Not joined any more; `report`: tell the router.
+    fn set_down(&mut self, reason: &str, report: bool) {
+        self.joined = false;
         self.up.store(false, Ordering::Relaxed);
-        if was_joined || !self.down_reported {
-            if was_joined {
-                warn!(%reason, "floor: down; radios stay unkeyed until joined again");
-            }
-            self.down_reported = true;
+        if report {
             let _ = self.events.send(UplinkEvent::Down { reason: reason.to_owned() });
         }
     }
