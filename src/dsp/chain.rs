@@ -213,6 +213,35 @@ impl RxChain {
         RxLevels { input, output: Meter::measure(frame), vox_dbfs, agc_gain_db: self.agc_gain_db() }
     }
 
+    /// The levels of a frame that is not sent (a VOX port that does not talk): the filters and
+    /// the AGC's level estimate follow it as [`process`](Self::process) would, so a spurt
+    /// starts on current state, but the gain, the limiter and the output level, which only
+    /// concern sent audio, are skipped (most of the chain's cost; an idle VOX port runs this
+    /// 100 times a second). The limiter starts the next spurt released, as quiet audio leaves it.
+    pub fn levels_only(&mut self, frame: &mut [f32]) -> RxLevels {
+        let n = frame.len();
+        let (peak, sum) = peak_and_sum_sq(frame);
+        let input = Meter::from_sums(peak, sum, n);
+        if let Some([a, b]) = &mut self.highpass {
+            a.process(frame);
+            b.process(frame);
+        }
+        if let Some(de) = &mut self.de_emphasis {
+            de.process(frame);
+        }
+        let sum = scale_and_sum_sq(frame, self.gain);
+        if !sum.is_finite() {
+            self.reset_filters();
+            return RxLevels { input, output: Meter::SILENCE, vox_dbfs: SILENCE_DBFS, agc_gain_db: self.agc_gain_db() };
+        }
+        let vox_dbfs = if n == 0 { SILENCE_DBFS } else { power_to_db(sum / n as f32) };
+        if let Some(agc) = &mut self.agc {
+            agc.follow(n, vox_dbfs);
+        }
+        self.limiter.reset();
+        RxLevels { input, output: Meter::SILENCE, vox_dbfs, agc_gain_db: self.agc_gain_db() }
+    }
+
     fn agc_gain_db(&self) -> f32 {
         self.agc.as_ref().map_or(0.0, Agc::gain_db)
     }
@@ -296,6 +325,29 @@ mod tests {
         gain_db_at(f, 0.1, |frame| {
             chain.process(frame);
         })
+    }
+
+    /// A VOX port that does not talk only measures levels: same VOX levels and AGC gain as
+    /// the full chain, and a spurt after it sounds exactly as if every frame had been processed.
+    #[test]
+    fn levels_only_keeps_the_state_a_spurt_starts_on() {
+        let config = RxConfig { de_emphasis: true, ..RxConfig::default() };
+        let (mut full, mut idle) = (RxChain::new(&config), RxChain::new(&config));
+        let signal = sine(700.0, 0.03, 48_000 * 2);
+        for (i, chunk) in signal.chunks(480).enumerate() {
+            let (mut a, mut b) = (chunk.to_vec(), chunk.to_vec());
+            let la = full.process(&mut a);
+            if i < 100 {
+                let lb = idle.levels_only(&mut b);
+                assert_eq!((lb.vox_dbfs, lb.agc_gain_db, lb.input), (la.vox_dbfs, la.agc_gain_db, la.input), "frame {i}");
+                assert_eq!(lb.output, Meter::SILENCE, "no output level: nothing is sent");
+            } else {
+                idle.process(&mut b);
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(worst < 1e-5, "frame {i} differs by {worst}");
+            }
+        }
+        assert!(full.agc_gain_db() > 5.0, "the AGC moved during the idle part: {}", full.agc_gain_db());
     }
 
     #[test]

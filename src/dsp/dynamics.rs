@@ -87,6 +87,27 @@ impl Agc {
         self.gain = 1.0;
     }
 
+    /// Update the level estimate with the RMS level of `n` samples, as [`process`](Self::process)
+    /// does, without touching audio.
+    fn track(&mut self, n: usize, level_dbfs: f32) {
+        // NaN compares false: a NaN level holds like a gated frame.
+        if level_dbfs >= self.gate_dbfs {
+            let tau = if level_dbfs > self.level_dbfs { self.attack } else { self.release };
+            let a = 1.0 - (-(n as f32) / tau).exp();
+            self.level_dbfs += a * (level_dbfs.min(0.0) - self.level_dbfs);
+            self.gain_db = (self.target_dbfs - self.level_dbfs).clamp(self.min_gain_db, self.max_gain_db);
+        }
+    }
+
+    /// Follow a frame that is not sent: the level estimate moves as in
+    /// [`process`](Self::process), and the next processed frame starts at the gain reached.
+    pub fn follow(&mut self, n: usize, level_dbfs: f32) {
+        if n > 0 {
+            self.track(n, level_dbfs);
+            self.gain = db_to_gain(self.gain_db);
+        }
+    }
+
     /// The AGC's current gain in dB.
     pub fn gain_db(&self) -> f32 {
         self.gain_db
@@ -99,14 +120,7 @@ impl Agc {
         if n == 0 {
             return;
         }
-        // NaN compares false: a NaN level holds like a gated frame.
-        if level_dbfs >= self.gate_dbfs {
-            let tau = if level_dbfs > self.level_dbfs { self.attack } else { self.release };
-            let a = 1.0 - (-(n as f32) / tau).exp();
-            self.level_dbfs += a * (level_dbfs.min(0.0) - self.level_dbfs);
-            self.gain_db =
-                (self.target_dbfs - self.level_dbfs).clamp(self.min_gain_db, self.max_gain_db);
-        }
+        self.track(n, level_dbfs);
         let to = db_to_gain(self.gain_db);
         let from = self.gain;
         let step = (to - from) / n as f32;

@@ -62,8 +62,9 @@ impl RxPath {
     }
 
     /// Process one capture frame (processed in place). `talking`: the port's receiver is open
-    /// and it holds the floor, so its audio goes to the channel. While it does not talk and
-    /// VOX is off, nothing but a level meter runs: an idle port costs next to nothing.
+    /// and it holds the floor, so its audio goes to the channel. While it does not talk, only
+    /// levels are measured (with VOX, after the filters that the VOX level needs): an idle port
+    /// costs next to nothing.
     pub fn process(&mut self, frame: &mut [f32], talking: bool) -> RxOutput {
         let start_ts = self.clock;
         self.clock = self.clock.wrapping_add(frame.len() as u32);
@@ -84,15 +85,16 @@ impl RxPath {
         }
         self.talking = talking;
 
-        if !talking && !self.vox {
-            return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None };
+        if !talking {
+            if !self.vox {
+                return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None };
+            }
+            let levels = self.chain.levels_only(frame);
+            return RxOutput { meter: levels.input, vox_dbfs: Some(levels.vox_dbfs), packet: None };
         }
         let levels = self.chain.process(frame);
         let vox_dbfs = self.vox.then_some(levels.vox_dbfs);
         let mut out = RxOutput { meter: levels.input, vox_dbfs, packet: None };
-        if !talking {
-            return out;
-        }
 
         // Accumulate; a frame never spans two packets in practice (device periods divide the
         // Opus frame), but handle it anyway by carrying the rest over.
