@@ -256,20 +256,24 @@ impl Source for AlsaCapture {
 
 impl CaptureOpen {
     /// Downmix `frames` device frames from `raw`, resample, and emit whole 48 kHz frames.
+    /// One tight loop per format and channel layout: on an idle VOX port this runs for every
+    /// sample the device delivers.
     fn take(&mut self, frames: usize, emit: &mut dyn FnMut(&[f32])) {
-        let ch = self.setup.channels;
+        let (ch, fb) = (self.setup.channels, self.setup.frame_bytes());
+        let raw = &self.raw[..frames * fb];
+        let s16 = |b: &[u8]| i16_to_f32(i16::from_le_bytes([b[0], b[1]]));
+        let f32le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        // Downmix: the mean of all channels.
         let per_channel = 1.0 / ch as f32;
-        let bytes = self.setup.format.bytes();
-        for device_frame in self.raw[..frames * self.setup.frame_bytes()].chunks_exact(self.setup.frame_bytes()) {
-            // Downmix: the mean of all channels.
-            let sum: f32 = device_frame
-                .chunks_exact(bytes)
-                .map(|b| match self.setup.format {
-                    SampleFmt::S16 => i16_to_f32(i16::from_le_bytes([b[0], b[1]])),
-                    SampleFmt::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                })
-                .sum();
-            self.inbound.push(sum * per_channel);
+        match (self.setup.format, ch) {
+            (SampleFmt::S16, 1) => self.inbound.extend(raw.chunks_exact(2).map(s16)),
+            (SampleFmt::F32, 1) => self.inbound.extend(raw.chunks_exact(4).map(f32le)),
+            (SampleFmt::S16, _) => {
+                self.inbound.extend(raw.chunks_exact(fb).map(|f| f.chunks_exact(2).map(s16).sum::<f32>() * per_channel))
+            }
+            (SampleFmt::F32, _) => {
+                self.inbound.extend(raw.chunks_exact(fb).map(|f| f.chunks_exact(4).map(f32le).sum::<f32>() * per_channel))
+            }
         }
         while self.inbound.pop_frame(&mut self.frame) {
             emit(&self.frame);

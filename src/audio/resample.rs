@@ -38,11 +38,8 @@ impl Inbound {
         want.saturating_sub(self.pending.len())
     }
 
-    pub(crate) fn push(&mut self, sample: f32) {
-        self.pending.push(sample);
-    }
-
-    #[cfg(test)]
+    /// Add device-rate samples (at most `max_push` since the last frame came out, so nothing
+    /// allocates).
     pub(crate) fn extend(&mut self, samples: impl IntoIterator<Item = f32>) {
         self.pending.extend(samples);
     }

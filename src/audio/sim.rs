@@ -150,7 +150,7 @@ impl WavSource {
                             None => break 'frames,
                         }
                     }
-                    self.inbound.push(sum * per_channel);
+                    self.inbound.extend([sum * per_channel]);
                     read += 1;
                 }
             }
@@ -164,7 +164,7 @@ impl WavSource {
                             None => break 'frames,
                         }
                     }
-                    self.inbound.push(sum * per_channel);
+                    self.inbound.extend([sum * per_channel]);
                     read += 1;
                 }
             }
