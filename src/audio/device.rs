@@ -595,6 +595,8 @@ fn run_playback(shared: &Shared, mut sink: Box<dyn Sink>, mut feed: Option<Box<d
                             if let Err(error) = sink.resume(shared) {
                                 break Outcome::Lost(error);
                             }
+                            // A paced sink's clock starts again now, not where it stopped.
+                            clock = Clock::new(Instant::now(), shared.period());
                         }
                         continue;
                     }

@@ -22,7 +22,7 @@
 //!
 //! Device names (see [`DeviceSpec`]): any ALSA PCM name (`plughw:CARD=Device,DEV=0`, `default`,
 //! a name from asound.conf), or `sim:tone:<hz>[:<dbfs>]`, `sim:silence`, `sim:wav:<path>`
-//! (capture), `sim:null`, `sim:wav-out:<path>` (playback).
+//! (capture), `sim:null`, `sim:wav-out:<path>`, `sim:wav-rec:<path>` (playback).
 //!
 //! Queues and latency ([`Pacing::Realtime`], the default): a capture thread drops the *oldest*
 //! frame when the reader falls behind, a playback thread plays silence when the queue is empty and
@@ -196,6 +196,10 @@ pub enum DeviceSpec {
     /// `sim:wav-out:<path>`: 48 kHz mono 16-bit WAV. The header is rewritten about once a second
     /// and when the device closes, so the file is valid at any time.
     WavOut(PathBuf),
+    /// `sim:wav-rec:<path>`: like `sim:wav-out`, but it holds only what was played: a fed
+    /// device pauses while its feed is idle, and nothing is written meanwhile (a demo left
+    /// running does not fill its disk with silence).
+    WavRec(PathBuf),
 }
 
 /// Default level of `sim:tone`, dBFS.
@@ -235,9 +239,10 @@ impl DeviceSpec {
             "null" if arg.is_empty() => Ok(DeviceSpec::Null),
             "wav" if !arg.is_empty() => Ok(DeviceSpec::Wav(arg.into())),
             "wav-out" if !arg.is_empty() => Ok(DeviceSpec::WavOut(arg.into())),
-            "wav" | "wav-out" => Err(bad("missing file path")),
+            "wav-rec" if !arg.is_empty() => Ok(DeviceSpec::WavRec(arg.into())),
+            "wav" | "wav-out" | "wav-rec" => Err(bad("missing file path")),
             _ => Err(bad("unknown sim device; expected sim:tone:<hz>[:<dbfs>], sim:silence, sim:wav:<path>, \
-                 sim:null or sim:wav-out:<path>")),
+                 sim:null, sim:wav-out:<path> or sim:wav-rec:<path>")),
         }
     }
 
@@ -246,7 +251,7 @@ impl DeviceSpec {
         match self {
             DeviceSpec::Alsa(_) => true,
             DeviceSpec::Tone { .. } | DeviceSpec::Silence | DeviceSpec::Wav(_) => dir == Direction::Capture,
-            DeviceSpec::Null | DeviceSpec::WavOut(_) => dir == Direction::Playback,
+            DeviceSpec::Null | DeviceSpec::WavOut(_) | DeviceSpec::WavRec(_) => dir == Direction::Playback,
         }
     }
 }

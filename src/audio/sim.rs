@@ -197,7 +197,7 @@ impl Sink for SimSink {
         self.frames_per_flush = WAV_OUT_FLUSH_SECS * 1000 / ctx.period_ms.max(1);
         match &self.spec {
             DeviceSpec::Null => Ok("sim null sink".into()),
-            DeviceSpec::WavOut(path) => {
+            DeviceSpec::WavOut(path) | DeviceSpec::WavRec(path) => {
                 // A reopen after an error continues the recording instead of truncating it.
                 let writer = match self.opened_before {
                     true => WavWriter::append(path).or_else(|_| WavWriter::create(path, wav_out_spec())),
@@ -234,6 +234,20 @@ impl Sink for SimSink {
             Ok::<_, hound::Error>(())
         })();
         result.map_err(|e| format!("writing WAV: {e}"))
+    }
+
+    fn pause(&mut self) -> bool {
+        if !matches!(self.spec, DeviceSpec::WavRec(_)) {
+            return false;
+        }
+        // What was recorded is on disk while nothing is written.
+        if let Some(writer) = &mut self.writer {
+            self.frames_since_flush = 0;
+            if let Err(e) = writer.flush() {
+                tracing::warn!(error = %e, "sim:wav-rec: cannot flush WAV file");
+            }
+        }
+        true
     }
 
     fn close(&mut self, _drain: bool) {

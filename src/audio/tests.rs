@@ -529,3 +529,58 @@ fn device_period_must_be_a_multiple_of_the_frame() {
     assert_eq!(AudioOptions::default().device_period_ms(), 10);
     CaptureHandle::open("sim:silence", &opts).unwrap().stop();
 }
+
+/// Plays a constant while `on`, idle otherwise; counts fills.
+struct OnOffFeed {
+    on: Arc<std::sync::atomic::AtomicBool>,
+    fills: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Feed for OnOffFeed {
+    fn fill(&mut self, _at: Instant, frame: &mut [f32]) {
+        self.fills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let on = self.on.load(std::sync::atomic::Ordering::Relaxed);
+        frame.fill(if on { 0.25 } else { 0.0 });
+    }
+
+    fn idle(&mut self) -> bool {
+        !self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// `sim:wav-rec` records only what was played: while the feed is idle the device pauses and
+/// the file does not grow; a wake-up starts it again at once.
+#[test]
+fn a_wav_recorder_pauses_while_its_feed_is_idle() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.wav");
+    let (on, fills) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
+    let feed = OnOffFeed { on: on.clone(), fills: fills.clone() };
+    let play = PlaybackHandle::open_fed(&format!("sim:wav-rec:{}", path.display()), &AudioOptions::default(), Box::new(feed))
+        .unwrap();
+    wait_for("30 frames of sound", || fills.load(Ordering::Relaxed) >= 30);
+    on.store(false, Ordering::Relaxed);
+    // It pauses after playing out a few idle frames; then nothing is filled or written.
+    let mut last = fills.load(Ordering::Relaxed);
+    wait_for("the pause", || {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = fills.load(Ordering::Relaxed);
+        std::mem::replace(&mut last, now) == now
+    });
+    let paused_at = fills.load(Ordering::Relaxed);
+    let size = std::fs::metadata(&path).unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fills.load(Ordering::Relaxed), paused_at, "no fills while paused");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size, "the recording does not grow while idle");
+    on.store(true, Ordering::Relaxed);
+    play.waker().wake();
+    wait_for("20 more frames", || fills.load(Ordering::Relaxed) >= paused_at + 20);
+    play.stop();
+    let wav: Vec<i16> = hound::WavReader::open(&path).unwrap().samples::<i16>().map(Result::unwrap).collect();
+    let frames = wav.len() / 480;
+    let loud = wav.chunks(480).filter(|f| f[0] > 4000).count();
+    assert!(loud >= 50, "both stretches of sound were recorded: {loud} loud frames");
+    assert!(frames as u64 <= fills.load(Ordering::Relaxed), "only filled frames: {frames}");
+    assert!(frames - loud <= 12, "little silence: {} quiet frames of {frames}", frames - loud);
+}
