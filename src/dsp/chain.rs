@@ -1,7 +1,7 @@
 //! The per-port audio chains.
 //!
 //! Receive, radio → network ([`RxChain`]):
-//! `input meter → high-pass (CTCSS strip) → de-emphasis? → input gain → VOX level →
+//! `input meter → high-pass (CTCSS strip, phase-equalised) → de-emphasis? → input gain → VOX level →
 //! AGC? → limiter → output meter`.
 //!
 //! Transmit, network → radio ([`TxChain`]):
@@ -60,6 +60,18 @@ pub fn butterworth_high_pass_4(sample_rate: u32, corner_hz: f64) -> [BiquadCoeff
     let q1 = 1.0 / (2.0 * (PI / 8.0).cos());
     let q2 = 1.0 / (2.0 * (3.0 * PI / 8.0).cos());
     [BiquadCoeffs::high_pass(fs, corner_hz, q1), BiquadCoeffs::high_pass(fs, corner_hz, q2)]
+}
+
+/// The phase equaliser of [`butterworth_high_pass_4`]: two all-pass sections (at 3.3 and
+/// 7.3 times the corner, Q 0.1 and 1.6) whose phase lag cancels most of the high-pass's
+/// phase lead from the corner to ten times it. Without it the high-pass turns a 300-3000 Hz
+/// chirp into one that correlates with its input at 0.75 (its phase runs from +360 degrees
+/// towards 0 across the band: speech keeps its spectrum but loses its waveform); with it,
+/// 0.98, for 0.45 ms of group delay. The sections were fitted numerically (least phase
+/// error over a linear sweep, corner..10 x corner), so they scale with the corner.
+pub fn high_pass_phase_equaliser(sample_rate: u32, corner_hz: f64) -> [BiquadCoeffs; 2] {
+    let fs = sample_rate as f64;
+    [BiquadCoeffs::all_pass(fs, 3.3 * corner_hz, 0.1), BiquadCoeffs::all_pass(fs, 7.3 * corner_hz, 1.6)]
 }
 
 /// Receive chain settings for one radio port.
@@ -137,7 +149,8 @@ fn clean_gain_db(db: f32) -> f32 {
 /// Radio → network processing for one port. Allocation-free, also in [`RxChain::new`].
 #[derive(Debug, Clone)]
 pub struct RxChain {
-    highpass: Option<[Biquad; 2]>,
+    /// The CTCSS high-pass's two sections, then its phase equaliser's two.
+    highpass: Option<[Biquad; 4]>,
     de_emphasis: Option<Biquad>,
     gain: f32,
     agc: Option<Agc>,
@@ -148,7 +161,8 @@ impl RxChain {
     pub fn new(config: &RxConfig) -> RxChain {
         let highpass = config.highpass_hz.map(|f| {
             let f = clean(f, 20.0, 2000.0, 300.0) as f64;
-            butterworth_high_pass_4(SAMPLE_RATE, f).map(Biquad::new)
+            let ([a, b], [c, d]) = (butterworth_high_pass_4(SAMPLE_RATE, f), high_pass_phase_equaliser(SAMPLE_RATE, f));
+            [a, b, c, d].map(Biquad::new)
         });
         RxChain {
             highpass,
@@ -187,9 +201,8 @@ impl RxChain {
         let n = frame.len();
         let (peak, sum) = peak_and_sum_sq(frame);
         let input = Meter::from_sums(peak, sum, n);
-        if let Some([a, b]) = &mut self.highpass {
-            a.process(frame);
-            b.process(frame);
+        for bq in self.highpass.iter_mut().flatten() {
+            bq.process(frame);
         }
         if let Some(de) = &mut self.de_emphasis {
             de.process(frame);
