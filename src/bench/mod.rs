@@ -112,7 +112,15 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
 }
 
 fn print_human(r: &Report) {
-    println!("roipd bench (48 kHz mono, 10 ms device frames, Opus 20 ms / 24 kb/s / complexity 1, FEC on)");
+    let c = crate::codec::EncoderConfig::default();
+    println!(
+        "roipd bench (48 kHz mono, 10 ms device frames, Opus {} ms / {:?} / {} kb/s / complexity {}, FEC {})",
+        c.frame.millis(),
+        c.bandwidth,
+        c.bitrate_bps / 1000,
+        c.complexity,
+        if c.fec { "on" } else { "off" }
+    );
     println!("  receive path   (capture, DSP, encode):  {:8.1} us per 10 ms frame", r.rx_frame_us);
     println!("  transmit path  (decode, DSP, playback): {:8.1} us per 10 ms frame", r.tx_frame_us);
     println!("  added latency, radio -> network:        {:8.1} ms", r.rx_added_latency_ms);

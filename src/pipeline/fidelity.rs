@@ -338,6 +338,34 @@ mod tests {
         assert!(o.iter().all(|o| onset_error_db(&o.onset_profile) <= 0.5), "{o:?}");
     }
 
+    /// Radio A to radio B with default settings. Measured (worse of two overs): tone SNR
+    /// 40.5 dB, onset 0.29 dB off, chirp correlation 0.954; before the narrowband codec
+    /// default and the high-pass's phase equaliser: 18.1 dB, 2.44 dB, 0.670.
+    #[test]
+    fn default_path_is_faithful() {
+        let f = measure(&PathConfig::default()).unwrap();
+        println!("{f:?}");
+        assert!(f.tone_snr_db >= 38.0, "{f:?}");
+        assert!(f.onset_error_db <= 1.0, "{f:?}");
+        assert!(f.chirp_correlation >= 0.9, "{f:?}");
+    }
+
+    /// The CTCSS high-pass alone, phase-equalised, keeps a voice-band chirp's waveform (0.75
+    /// without the equaliser) while still removing the tones.
+    #[test]
+    fn receive_high_pass_keeps_the_waveform() {
+        use crate::dsp::{RxChain, RxConfig};
+        let (x, at) = schedule(CHIRP_LEN, 1, 0, chirp(0.2, 300.0, 3000.0, CHIRP_LEN));
+        let mut rx = RxChain::new(&RxConfig { agc: None, ..RxConfig::default() });
+        let mut y = x.clone();
+        for frame in y.chunks_mut(PERIOD) {
+            rx.process(frame);
+        }
+        let (lag, corr) = align(&x, &y, at[0]);
+        println!("high-pass: chirp correlation {corr:.4} at {:.2} ms", lag as f64 / 48.0);
+        assert!(corr >= 0.97 && lag <= 48, "{lag} {corr}");
+    }
+
     #[test]
     fn analysis_reads_a_clean_delayed_tone_and_chirp_as_perfect() {
         let (x, at) = schedule(TONE_LEN, 1, 0, tone(0.2));
