@@ -43,9 +43,10 @@ impl From<Bandwidth> for audiopus::Bandwidth {
 pub struct EncoderConfig {
     pub frame: FrameDuration,
     /// 500..=512000. Default 48 kb/s (about 43 kb/s on speech: SILK narrowband spends less
-    /// than asked), the least at which a 1 kHz tone crosses radio → radio at ~40 dB SNR with
-    /// the FEC copy on (virtual-time path, `pipeline::fidelity`, libopus 1.3.1): 24 kb/s gives
-    /// 27 dB, 32 kb/s 32 dB, 40 kb/s 36 dB, 64 kb/s 42 dB. The FEC copy (LBRR) comes out of
+    /// than asked), the knee for a 1 kHz tone radio → radio with the FEC copy on (virtual-time
+    /// path, `pipeline::fidelity`, libopus 1.3.1; steady SNR / worst while settling / onset
+    /// error): 24 kb/s 37 / 14 / 3.8 dB, 32 kb/s 37 / 22 / 1.6, 40 kb/s 42 / 29 / 0.6,
+    /// 48 kb/s 44 / 35 / 0.3, 64 kb/s 44 / 37 / 0.2. The FEC copy (LBRR) comes out of
     /// this budget: libopus turns FEC on only when its "equivalent rate" (bitrate x 0.91 for
     /// complexity 1, x 0.8 below complexity 2, less loss/(6 loss + 10)) clears a threshold per
     /// bandwidth (x 1.15 at 10 % loss: ~15 kb/s narrowband, ~20 kb/s wideband), and otherwise

@@ -241,7 +241,6 @@ impl AudioConfig {
             fec: c.fec,
             dtx: c.dtx,
             packet_loss_pct: u8::try_from(c.expected_loss_pct).unwrap_or(d.packet_loss_pct).min(100),
-            ..d
         }
     }
 
