@@ -54,9 +54,10 @@ pub struct EncoderConfig {
     /// mediumband with an LBRR copy that starved the primary (18-26 dB, level wobbling by
     /// 2.4 dB), and wideband with FEC needs ~32 kb/s and costs 30 % more CPU than narrowband.
     pub bitrate_bps: u32,
-    /// 0..=10. Default 1, from callgrind on x86 (libopus 1.3.1, 20 ms wideband, FEC on; encode
-    /// and decode per audio-second): complexity 5 costs 90 M instructions, 3 costs 77 M, 2 costs
-    /// 71 M, 1 costs 40 M. Only 1 keeps a busy port (codec plus DSP: 48 M) inside 5% of a
+    /// 0..=10. Default 1, from callgrind on x86 (libopus 1.3.1, 20 ms, 24 kb/s with FEC, which
+    /// coded mediumband; encode and decode per audio-second): complexity 5 costs 90 M
+    /// instructions, 3 costs 77 M, 2 costs 71 M, 1 costs 40 M (narrowband 48 kb/s: 32 M).
+    /// Only 1 keeps a busy port (codec plus DSP: 48 M then, 42 M now) inside 5% of a
     /// Raspberry Pi 4 core (~75 M on x86); on band-limited, noisy FM audio the extra search of
     /// higher settings buys nothing audible. `roipd bench` reports the figures.
     pub complexity: u8,
