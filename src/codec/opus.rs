@@ -1,8 +1,8 @@
 //! Opus encoder/decoder for radio voice: 48 kHz mono f32, application VOIP.
 //!
-//! Defaults are chosen for FM radio audio on a small board: the audio is already band-limited
-//! (300–3000 Hz), so wideband SILK at 24 kbps is transparent enough; in-band FEC and DTX are on
-//! because lossy uplinks and long idle channels are the normal case.
+//! Defaults are chosen for FM radio audio on a small board: the audio is band-limited to
+//! 300–3000 Hz by the radios, so narrowband SILK (4 kHz audio) carries all of it; in-band FEC
+//! is on because lossy uplinks are the normal case.
 
 use audiopus::coder::{Decoder as OpusDecoder, Encoder as OpusEncoder, GenericCtl};
 use audiopus::{Application, Bitrate, Channels, ErrorCode, SampleRate, Signal};
@@ -11,14 +11,15 @@ use super::{CodecError, FrameDuration, Result, MAX_FRAME_SAMPLES};
 
 /// Audio bandwidth of the coded signal (set explicitly: the automatic choice wastes bits on
 /// radio audio that has nothing above 3 kHz).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Bandwidth {
-    /// 4 kHz audio.
+    /// 4 kHz audio: covers the FM voice channel (300–3000 Hz).
+    #[default]
     Narrowband,
     /// 6 kHz audio.
     Mediumband,
-    /// 8 kHz audio: covers the whole FM voice channel with margin.
-    #[default]
+    /// 8 kHz audio.
     Wideband,
     /// 12 kHz audio.
     Superwideband,
@@ -41,14 +42,27 @@ impl From<Bandwidth> for audiopus::Bandwidth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncoderConfig {
     pub frame: FrameDuration,
-    /// 500..=512000; 24 kbps leaves room for the FEC copy at 10% loss in wideband SILK.
+    /// 500..=512000. Default 48 kb/s (about 43 kb/s on speech: SILK narrowband spends less
+    /// than asked), the knee for a 1 kHz tone radio → radio with the FEC copy on (virtual-time
+    /// path, `pipeline::fidelity`, libopus 1.3.1; steady SNR / worst while settling / onset
+    /// error): 24 kb/s 37 / 14 / 3.8 dB, 32 kb/s 37 / 22 / 1.6, 40 kb/s 42 / 29 / 0.6,
+    /// 48 kb/s 44 / 35 / 0.3, 64 kb/s 44 / 37 / 0.2. The FEC copy (LBRR) comes out of
+    /// this budget: libopus turns FEC on only when its "equivalent rate" (bitrate x 0.91 for
+    /// complexity 1, x 0.8 below complexity 2, less loss/(6 loss + 10)) clears a threshold per
+    /// bandwidth (x 1.15 at 10 % loss: ~15 kb/s narrowband, ~20 kb/s wideband), and otherwise
+    /// lowers the bandwidth until it does. So 24 kb/s "wideband" at 10 % loss actually coded
+    /// mediumband with an LBRR copy that starved the primary (18-26 dB, level wobbling by
+    /// 2.4 dB), and wideband with FEC needs ~32 kb/s and costs 30 % more CPU than narrowband.
     pub bitrate_bps: u32,
-    /// 0..=10. Default 1, from callgrind on x86 (libopus 1.3.1, 20 ms wideband, FEC on; encode
-    /// and decode per audio-second): complexity 5 costs 90 M instructions, 3 costs 77 M, 2 costs
-    /// 71 M, 1 costs 40 M. Only 1 keeps a busy port (codec plus DSP: 48 M) inside 5% of a
+    /// 0..=10. Default 1, from callgrind on x86 (libopus 1.3.1, 20 ms, 24 kb/s with FEC, which
+    /// coded mediumband; encode and decode per audio-second): complexity 5 costs 90 M
+    /// instructions, 3 costs 77 M, 2 costs 71 M, 1 costs 40 M (narrowband 48 kb/s: 32 M).
+    /// Only 1 keeps a busy port (codec plus DSP: 48 M then, 42 M now) inside 5% of a
     /// Raspberry Pi 4 core (~75 M on x86); on band-limited, noisy FM audio the extra search of
     /// higher settings buys nothing audible. `roipd bench` reports the figures.
     pub complexity: u8,
+    /// Narrowband by default: radio audio has nothing above 3 kHz, and SILK at 8 kHz costs
+    /// about 25 % fewer instructions than at 12 or 16 kHz (callgrind, encode + decode).
     pub bandwidth: Bandwidth,
     /// In-band FEC (SILK LBRR): each packet carries a coarse copy of the previous frame.
     pub fec: bool,
@@ -66,9 +80,9 @@ impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
             frame: FrameDuration::Ms20,
-            bitrate_bps: 24_000,
+            bitrate_bps: 48_000,
             complexity: 1,
-            bandwidth: Bandwidth::Wideband,
+            bandwidth: Bandwidth::Narrowband,
             fec: true,
             dtx: false,
             packet_loss_pct: 10,
@@ -344,13 +358,44 @@ mod tests {
     fn defaults_are_radio_voice_settings() {
         let cfg = EncoderConfig::default();
         assert_eq!(cfg.frame, FrameDuration::Ms20);
-        assert_eq!((cfg.bitrate_bps, cfg.complexity, cfg.packet_loss_pct), (24_000, 1, 10));
-        assert_eq!(cfg.bandwidth, Bandwidth::Wideband);
+        assert_eq!((cfg.bitrate_bps, cfg.complexity, cfg.packet_loss_pct), (48_000, 1, 10));
+        assert_eq!(cfg.bandwidth, Bandwidth::Narrowband);
         assert!(cfg.fec && !cfg.dtx);
         let enc = Encoder::new(cfg).unwrap();
         assert!(enc.inner.inband_fec().unwrap());
         assert_eq!(enc.inner.complexity().unwrap(), 1);
         assert_eq!(enc.inner.encoder_ctl_request(audiopus::ffi::OPUS_GET_DTX_REQUEST).unwrap(), 0);
+    }
+
+    /// The TOC's bandwidth (SILK-only configs 0-11: NB, MB, WB) and whether the SILK frame
+    /// carries an LBRR (FEC) copy: with one 20 ms mono frame, the first two range-coded bits
+    /// are the VAD and LBRR flags (RFC 6716 4.2.3).
+    fn silk_bandwidth_and_lbrr(packet: &[u8]) -> (Option<Bandwidth>, bool) {
+        let bw = match packet[0] >> 3 {
+            0..=3 => Some(Bandwidth::Narrowband),
+            4..=7 => Some(Bandwidth::Mediumband),
+            8..=11 => Some(Bandwidth::Wideband),
+            _ => None,
+        };
+        (bw, packet.len() > 1 && packet[1] & 0x40 != 0)
+    }
+
+    /// libopus (1.3.1) turns FEC on only when the bitrate leaves room for it, and otherwise
+    /// narrows the bandwidth until it does: the old default (wideband, 24 kb/s, 10 % loss)
+    /// silently coded mediumband with a copy that starved the primary. The default now codes
+    /// what it says: narrowband, with the FEC copy in (nearly) every voiced packet.
+    #[test]
+    fn defaults_code_narrowband_with_fec_as_configured() {
+        let speech = voice(960 * 50);
+        let run = |cfg: EncoderConfig| -> Vec<(Option<Bandwidth>, bool)> {
+            let mut enc = Encoder::new(cfg).unwrap();
+            encode_all(&mut enc, &speech).iter().skip(5).map(|p| silk_bandwidth_and_lbrr(p)).collect()
+        };
+        let d = run(EncoderConfig::default());
+        assert!(d.iter().all(|&(bw, _)| bw == Some(Bandwidth::Narrowband)), "{d:?}");
+        assert!(d.iter().filter(|&&(_, lbrr)| lbrr).count() * 10 >= d.len() * 9, "{d:?}");
+        let old = run(EncoderConfig { bandwidth: Bandwidth::Wideband, bitrate_bps: 24_000, ..Default::default() });
+        assert!(old.iter().all(|&(bw, _)| bw == Some(Bandwidth::Mediumband)), "{old:?}");
     }
 
     #[test]

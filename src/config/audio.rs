@@ -3,7 +3,8 @@
 //! `.codec` (Opus), `.jitter` (jitter buffer bounds) and `.cw_id` (CW station ID).
 //!
 //! Every table and key is optional; the defaults are the pipeline's own defaults (FM voice:
-//! 300 Hz high-pass, AGC to -18 dBFS, limiter at -6 dBFS, Opus 20 ms at 24 kb/s with FEC).
+//! 300 Hz high-pass, AGC to -18 dBFS, limiter at -6 dBFS, Opus narrowband 20 ms at 48 kb/s
+//! with FEC).
 //! Ports (radio and desk) turn these into pipeline configs with the `*_config()` methods, so
 //! the conversion lives in one place.
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::spans::Report;
-use crate::codec::{EncoderConfig, FrameDuration};
+use crate::codec::{Bandwidth, EncoderConfig, FrameDuration};
 use crate::core::jitter::JitterConfig;
 use crate::dsp::{AgcConfig, CourtesyToneConfig, CwIdConfig, RxConfig, ToneStep, TxConfig};
 
@@ -114,6 +115,10 @@ pub struct CodecSettings {
     pub frame_ms: u32,
     /// 6000-128000.
     pub bitrate_bps: u32,
+    /// Audio bandwidth coded: `narrowband` (4 kHz, the FM voice channel), `mediumband`,
+    /// `wideband` (8 kHz, for a desk microphone talking to other desks), `superwideband`,
+    /// `fullband`. libopus narrows it when the bitrate leaves no room for the FEC copy.
+    pub bandwidth: Bandwidth,
     /// 0-10; 1 keeps a busy port within 5% of a Raspberry Pi 4 core.
     pub complexity: u32,
     /// In-band forward error correction.
@@ -130,6 +135,7 @@ impl Default for CodecSettings {
         CodecSettings {
             frame_ms: d.frame.millis(),
             bitrate_bps: d.bitrate_bps,
+            bandwidth: d.bandwidth,
             complexity: d.complexity.into(),
             fec: d.fec,
             dtx: d.dtx,
@@ -230,11 +236,11 @@ impl AudioConfig {
         EncoderConfig {
             frame: FrameDuration::from_millis(c.frame_ms).unwrap_or(d.frame),
             bitrate_bps: c.bitrate_bps,
+            bandwidth: c.bandwidth,
             complexity: u8::try_from(c.complexity).unwrap_or(d.complexity).min(10),
             fec: c.fec,
             dtx: c.dtx,
             packet_loss_pct: u8::try_from(c.expected_loss_pct).unwrap_or(d.packet_loss_pct).min(100),
-            ..d
         }
     }
 
@@ -389,7 +395,7 @@ playback = "sim:null"
             "[port.r1.audio.rx]\ngain_db = 6\nhighpass = false\nde_emphasis = true\nagc = true\nagc_target_dbfs = -20\nlimiter_dbfs = -3\n\
              [port.r1.audio.tx]\ngain_db = -2.5\npre_emphasis = true\nlimiter_dbfs = -9\ncourtesy_tone = true\n\
              courtesy_tone_hz = [1200]\ncourtesy_tone_ms = 150\ncourtesy_tone_dbfs = -20\n\
-             [port.r1.audio.codec]\nframe_ms = 40\nbitrate_bps = 16000\ncomplexity = 0\nfec = false\ndtx = true\nexpected_loss_pct = 25\n\
+             [port.r1.audio.codec]\nframe_ms = 40\nbitrate_bps = 16000\nbandwidth = \"wideband\"\ncomplexity = 0\nfec = false\ndtx = true\nexpected_loss_pct = 25\n\
              [port.r1.audio.jitter]\nmin_depth_ms = 40\nmax_depth_ms = 120\n\
              [port.r1.audio.cw_id]\ncallsign = \"N0CALL/R\"\ninterval_s = 900\nwpm = 18\ntone_hz = 700\nlevel_dbfs = -20\n",
         );
@@ -403,7 +409,7 @@ playback = "sim:null"
         assert_eq!(beep.steps, vec![crate::dsp::ToneStep { freq_hz: 1200.0, ms: 150 }]);
         assert_eq!(beep.level_dbfs, -20.0);
         let enc = a.encoder_config();
-        assert_eq!(enc.frame, crate::codec::FrameDuration::Ms40);
+        assert_eq!((enc.frame, enc.bandwidth), (crate::codec::FrameDuration::Ms40, crate::codec::Bandwidth::Wideband));
         assert_eq!((enc.bitrate_bps, enc.complexity, enc.fec, enc.dtx, enc.packet_loss_pct), (16000, 0, false, true, 25));
         let j = a.jitter_config();
         let ms = std::time::Duration::from_millis;
@@ -455,6 +461,9 @@ playback = "sim:null"
     #[test]
     fn wrong_types_unknown_keys_and_an_id_without_playback() {
         assert_eq!(errors("rx.agc = \"yes\"\ntx.gain = 3\n"), ["12:port.r1.audio.rx.agc", "13:port.r1.audio.tx.gain"]);
+        let e = parse_str(&format!("{BASE}codec.bandwidth = \"ultra\"\n"), "t.toml").unwrap_err();
+        assert_eq!(e.0[0].key, "port.r1.audio.codec.bandwidth", "{e}");
+        assert!(e.to_string().contains("narrowband"), "{e}");
         let no_playback = BASE.replace("playback = \"sim:null\"\n", "");
         let e = parse_str(&format!("{no_playback}cw_id.callsign = \"N0CALL\"\n"), "t.toml").unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");

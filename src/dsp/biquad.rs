@@ -69,6 +69,13 @@ impl BiquadCoeffs {
         BiquadCoeffs::from_f64(b, [1.0 + alpha, -2.0 * c, 1.0 - alpha])
     }
 
+    /// Second-order all-pass (RBJ APF): unit gain at every frequency, phase falling through
+    /// -180 degrees at `f0`, the more steeply the higher `q`.
+    pub fn all_pass(fs: f64, f0: f64, q: f64) -> BiquadCoeffs {
+        let (c, alpha) = rbj(fs, f0, q);
+        BiquadCoeffs::from_f64([1.0 - alpha, -2.0 * c, 1.0 + alpha], [1.0 + alpha, -2.0 * c, 1.0 - alpha])
+    }
+
     /// RBJ shelf intermediates: `(A, cos w0, 2 sqrt(A) alpha)` for a shelf slope `s`
     /// (1 = the steepest slope without overshoot).
     fn shelf(fs: f64, f0: f64, gain_db: f64, s: f64) -> (f64, f64, f64) {

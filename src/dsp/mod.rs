@@ -10,7 +10,7 @@
 //! - [`biquad`]: RBJ-cookbook biquads in transposed direct form II (f64 design, f32 state),
 //!   plus the first-order emphasis shelf.
 //! - [`dynamics`]: the speech [`Agc`] and the lookahead-free peak [`Limiter`].
-//! - [`chain`]: the per-port chains. [`RxChain`] (radio → network): high-pass (CTCSS strip),
+//! - [`chain`]: the per-port chains. [`RxChain`] (radio → network): phase-equalised high-pass (CTCSS strip),
 //!   optional de-emphasis, input gain, VOX level, AGC, limiter, meters. [`TxChain`]
 //!   (network → radio): gain, optional pre-emphasis, limiter, meters.
 //! - [`tones`]: phase-continuous [`Sine`], and [`ToneSequence`], the player behind the

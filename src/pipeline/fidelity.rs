@@ -10,7 +10,11 @@
 //! - **Tone**: a 1 kHz sine; per 5 ms block from 10 ms after the output onset, the worst
 //!   deviation in dB from the steady level, and the steady-state SNR: a least-squares fit of a
 //!   1 kHz sine (and DC) over a steady stretch is the signal, the residual is noise plus
-//!   distortion.
+//!   distortion. The stretch starts 1 s after the onset: SILK takes ~0.8 s to settle on a
+//!   steady tone, coding it at 29-37 dB SNR around 0.4-0.8 s and ~48 dB (per 100 ms) after
+//!   (Opus encoder and decoder alone, narrowband 48 kb/s, show the same dip; speech never
+//!   stays that steady). That transient is reported, not hidden: the settling SNR is the
+//!   worst 100 ms block from 10 ms after the onset to the steady stretch.
 //! - **Chirp**: a linear sweep over the voice band (300–3000 Hz, 5 ms raised-cosine ends);
 //!   the peak of the normalised cross-correlation of output with input over lags around the
 //!   path's delay.
@@ -31,12 +35,14 @@ const BLOCK: usize = 240;
 const LEAD: usize = 30 * PERIOD;
 const GAP: usize = 70 * PERIOD;
 /// Length of each over.
-const TONE_LEN: usize = 150 * PERIOD;
+const TONE_LEN: usize = 200 * PERIOD;
 const CHIRP_LEN: usize = 100 * PERIOD;
 /// Blocks from the onset that are not judged (the first 10 ms).
 const SETTLE: usize = 480;
 /// The steady stretch of a tone over, from its onset.
-const STEADY: std::ops::Range<usize> = 60 * PERIOD..140 * PERIOD;
+const STEADY: std::ops::Range<usize> = 100 * PERIOD..190 * PERIOD;
+/// Settling SNR blocks, samples (100 ms).
+const SNR_BLOCK: usize = 10 * PERIOD;
 /// Onset blocks judged: 10 ms..STEADY.start.
 /// Longest path delay searched for.
 const MAX_DELAY: usize = 300 * 48;
@@ -57,6 +63,8 @@ pub struct PathConfig {
 pub struct Fidelity {
     /// Steady-state SNR of a 1 kHz tone, dB (worse over).
     pub tone_snr_db: f64,
+    /// Worst SNR of a 100 ms block of the tone before it is steady, dB (worse over).
+    pub tone_settling_snr_db: f64,
     /// Worst deviation of a 5 ms block from the steady level, from 10 ms after the onset on, dB.
     pub onset_error_db: f64,
     /// Peak normalised cross-correlation of the chirp with its input (worse over).
@@ -227,6 +235,12 @@ fn solve3(mut m: [[f64; 3]; 3], mut v: [f64; 3]) -> Option<[f64; 3]> {
     Some([v[0] / m[0][0], v[1] / m[1][1], v[2] / m[2][2]])
 }
 
+/// SNR of each 100 ms block of a tone over's output from 10 ms after its onset up to the
+/// steady stretch (`y` starts at the output onset).
+pub fn settling_snr_db(y: &[f32]) -> Vec<f64> {
+    y[SETTLE..STEADY.start].chunks_exact(SNR_BLOCK).map(tone_snr_db).collect()
+}
+
 /// Level of each 5 ms block of a tone over's output relative to its steady level, dB, from
 /// the output onset (`y` starts there).
 pub fn onset_profile(y: &[f32]) -> Vec<f64> {
@@ -245,6 +259,7 @@ pub struct OverFigures {
     pub delay: usize,
     pub chirp_correlation: f64,
     pub tone_snr_db: f64,
+    pub settling_snr_db: Vec<f64>,
     pub onset_profile: Vec<f64>,
 }
 
@@ -272,6 +287,7 @@ pub fn measure_overs(
                 delay,
                 chirp_correlation: corr,
                 tone_snr_db: tone_snr_db(&y[STEADY]),
+                settling_snr_db: settling_snr_db(y),
                 onset_profile: onset_profile(y),
             }
         })
@@ -288,6 +304,7 @@ pub fn measure(config: &PathConfig) -> Result<Fidelity, String> {
     };
     Ok(Fidelity {
         tone_snr_db: worst(|o| o.tone_snr_db, false),
+        tone_settling_snr_db: worst(|o| o.settling_snr_db.iter().fold(f64::MAX, |a, &b| a.min(b)), false),
         onset_error_db: worst(|o| onset_error_db(&o.onset_profile), true),
         chirp_correlation: worst(|o| o.chirp_correlation, false),
         delay_ms: overs.last().map_or(0.0, |o| o.delay as f64 / 48.0),
@@ -302,12 +319,13 @@ mod tests {
         for (i, o) in overs.iter().enumerate() {
             let profile: Vec<String> = o.onset_profile.iter().take(30).map(|d| format!("{d:+.1}")).collect();
             println!(
-                "{label} over {i}: delay {:.2} ms, chirp corr {:.4}, tone SNR {:.2} dB, onset err {:.2} dB\n  5 ms blocks: {}",
+                "{label} over {i}: delay {:.2} ms, chirp corr {:.4}, tone SNR {:.2} dB, onset err {:.2} dB\n  5 ms blocks: {}\n  100 ms SNR before steady: {}",
                 o.delay as f64 / 48.0,
                 o.chirp_correlation,
                 o.tone_snr_db,
                 onset_error_db(&o.onset_profile),
-                profile.join(" ")
+                profile.join(" "),
+                o.settling_snr_db.iter().map(|d| format!("{d:.1}")).collect::<Vec<_>>().join(" ")
             );
         }
     }
@@ -336,6 +354,36 @@ mod tests {
         let d = PathConfig::default();
         let o = overs(&PathConfig { encoder: EncoderConfig { fec: false, ..d.encoder.clone() }, ..d });
         assert!(o.iter().all(|o| onset_error_db(&o.onset_profile) <= 0.5), "{o:?}");
+    }
+
+    /// Radio A to radio B with default settings. Measured (worse of two overs): tone SNR
+    /// 43.7 dB (34.7 while SILK settles), onset 0.30 dB off, chirp correlation 0.954; with the
+    /// old codec default (wideband 24 kb/s, which coded mediumband with a starved primary)
+    /// 23.7 dB (14.1 settling), 3.5 dB, and 0.67 without the high-pass's phase equaliser.
+    #[test]
+    fn default_path_is_faithful() {
+        let f = measure(&PathConfig::default()).unwrap();
+        println!("{f:?}");
+        assert!(f.tone_snr_db >= 42.0, "{f:?}");
+        assert!(f.tone_settling_snr_db >= 32.0, "{f:?}");
+        assert!(f.onset_error_db <= 1.0, "{f:?}");
+        assert!(f.chirp_correlation >= 0.9, "{f:?}");
+    }
+
+    /// The CTCSS high-pass alone, phase-equalised, keeps a voice-band chirp's waveform (0.75
+    /// without the equaliser) while still removing the tones.
+    #[test]
+    fn receive_high_pass_keeps_the_waveform() {
+        use crate::dsp::{RxChain, RxConfig};
+        let (x, at) = schedule(CHIRP_LEN, 1, 0, chirp(0.2, 300.0, 3000.0, CHIRP_LEN));
+        let mut rx = RxChain::new(&RxConfig { agc: None, ..RxConfig::default() });
+        let mut y = x.clone();
+        for frame in y.chunks_mut(PERIOD) {
+            rx.process(frame);
+        }
+        let (lag, corr) = align(&x, &y, at[0]);
+        println!("high-pass: chirp correlation {corr:.4} at {:.2} ms", lag as f64 / 48.0);
+        assert!(corr >= 0.97 && lag <= 48, "{lag} {corr}");
     }
 
     #[test]
