@@ -402,3 +402,37 @@ fn demo_on_a_busy_port_says_so_before_the_console_url() {
     assert!(stderr.contains(&listen) && stderr.contains("--listen"), "{stderr}");
     assert!(!stderr.contains("console at"), "{stderr}");
 }
+
+/// `roipd demo` left running does not fill its folder: radio1's transmit recording holds only
+/// what radio1 transmitted (`sim:wav-rec`), so it stays put while nobody talks.
+#[test]
+fn the_demo_recording_does_not_grow_while_the_radio_is_idle() {
+    use std::time::{Duration, Instant};
+    let listen = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roipd"))
+        .args(["demo", "--listen", &listen, "--dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let record = dir.path().join("radio1-tx.wav");
+    let size = || std::fs::metadata(&record).map(|m| m.len()).ok();
+    let until = Instant::now() + Duration::from_secs(20);
+    while size().is_none() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The device plays out a few idle frames, then pauses.
+    std::thread::sleep(Duration::from_secs(1));
+    let (before, t0) = (size(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let after = size();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let (Some(before), Some(after)) = (before, after) else { panic!("no recording at {}", record.display()) };
+    // wav-out grew 96 kB a second here.
+    assert!(after - before < 20_000, "the recording grew {} bytes in {:?} of an idle radio", after - before, t0.elapsed());
+}
