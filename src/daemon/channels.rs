@@ -322,7 +322,7 @@ impl ChannelRouter {
                 },
                 Some(event) = crate::wait::recv(&mut hub_rx) => self.hub(event),
                 Some(request) = crate::wait::recv(&mut desk_rx) => self.desk_request(request),
-                Some(event) = crate::wait::recv(&mut uplink_rx) => self.from_uplink(event),
+                Some(event) = crate::wait::recv(&mut uplink_rx) => self.uplink_event(event),
                 _ = carrier.tick() => {
                     let now = clock::now();
                     let without_audio = |p: &usize| !self.audio[*p].as_ref().is_some_and(|a| a.has_capture);
@@ -477,7 +477,7 @@ impl ChannelRouter {
         }
     }
 
-    fn from_uplink(&mut self, event: UplinkEvent) {
+    fn uplink_event(&mut self, event: UplinkEvent) {
         let now = clock::now();
         match event {
             UplinkEvent::Up { members } => {
@@ -738,9 +738,10 @@ impl ChannelRouter {
         } else {
             talkers.remove(&port);
         }
-        if was != !talkers.is_empty() {
+        let is = !talkers.is_empty();
+        if was != is {
             if let Some(u) = &self.uplink {
-                u.talking(&self.channel_names[channel], !was);
+                u.talking(&self.channel_names[channel], is);
             }
         }
     }

@@ -146,6 +146,7 @@ fn run_config_at(config: Config, source: String, path: Option<std::path::PathBuf
 }
 
 /// How a run ended.
+#[allow(clippy::large_enum_variant)] // returned once per run
 pub enum Stop {
     /// The process ends with this code.
     Exit(ExitCode),
