@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::radio_port::{PortInput, SpurtStats};
 use super::report::Reporter;
@@ -27,6 +27,7 @@ use crate::audio::{
 use crate::core::jitter::JitterStats;
 use crate::core::keying::{Keying, StationIdConfig, VoxConfig};
 use crate::fleet::EventKind;
+use crate::net::peer_queue::{self, Delivered};
 use crate::pipeline::{RxPath, TxGate, TxPath};
 
 /// How often levels go to the port task (and at most how often they change its state).
@@ -130,7 +131,10 @@ struct RxTap {
     /// The VOX level last sent (None: nothing sent yet).
     vox_sent: Option<bool>,
     to_port: mpsc::UnboundedSender<PortInput>,
-    to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    /// The router's media inbox.
+    to_channel: mpsc::Sender<ChannelMsg>,
+    /// Packets dropped because that inbox was full.
+    dropped: u64,
     heartbeat: Heartbeat,
     level: LevelWindow,
     frame: Vec<f32>,
@@ -153,7 +157,14 @@ impl Tap for RxTap {
             let _ = self.to_port.send(PortInput::RxLevel(dbfs));
         }
         if let Some(packet) = out.packet {
-            let _ = self.to_channel.send(ChannelMsg::Media { port: self.port, packet });
+            // Never waits: this is the capture thread.
+            let media = ChannelMsg::Media { port: self.port, packet };
+            if let Ok(Delivered::Dropped) = peer_queue::try_deliver(&self.to_channel, media) {
+                self.dropped += 1;
+                if self.dropped.is_power_of_two() {
+                    warn!(port = self.port, dropped = self.dropped, "channel router behind: capture packets dropped");
+                }
+            }
         }
     }
 
@@ -171,7 +182,7 @@ pub fn start_capture(
     rx: RxPath,
     flags: &Arc<AudioFlags>,
     vox: Option<VoxConfig>,
-    (to_port, to_channel): (mpsc::UnboundedSender<PortInput>, mpsc::UnboundedSender<ChannelMsg>),
+    (to_port, to_channel): (mpsc::UnboundedSender<PortInput>, mpsc::Sender<ChannelMsg>),
     heartbeat: Heartbeat,
     opts: crate::audio::AudioOptions,
     cancel: &CancellationToken,
@@ -189,6 +200,7 @@ pub fn start_capture(
         vox_sent: None,
         to_port,
         to_channel,
+        dropped: 0,
         heartbeat,
         level: LevelWindow::default(),
         frame: Vec::new(),
@@ -342,7 +354,7 @@ pub fn start(
     name: &str,
     radio: &crate::config::RadioPortConfig,
     to_port: &mpsc::UnboundedSender<PortInput>,
-    to_channel: &mpsc::UnboundedSender<ChannelMsg>,
+    to_channel: &super::ToChannel,
     reporter: &Reporter,
     watchdog: &super::watchdog::Watchdog,
     cancel: &CancellationToken,
@@ -360,7 +372,7 @@ pub fn start(
         let rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
             .map_err(|e| format!("encoder: {e}"))?;
         let heartbeat = watchdog.register(&format!("port {name} capture"));
-        let to = (to_port.clone(), to_channel.clone());
+        let to = (to_port.clone(), to_channel.media.clone());
         start_capture(port, device, rx, &flags, radio.keying_config().vox, to, heartbeat, opts(), cancel, tasks)?;
     }
     let mut tx = None;
@@ -482,7 +494,7 @@ mod tests {
         use crate::dsp::{RxConfig, Sine};
         let rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), true).unwrap();
         let (to_port, mut inputs) = mpsc::unbounded_channel();
-        let (to_channel, mut media) = mpsc::unbounded_channel();
+        let (to_channel, mut media) = mpsc::channel(100);
         let flags = Arc::new(AudioFlags::default());
         let watchdog = super::super::watchdog::Watchdog::default();
         let mut tap = RxTap {
@@ -493,6 +505,7 @@ mod tests {
             vox_sent: None,
             to_port,
             to_channel,
+            dropped: 0,
             heartbeat: watchdog.register("test"),
             level: LevelWindow::default(),
             frame: Vec::new(),

@@ -45,14 +45,15 @@ use safety::PttLine;
 /// Index of a port in the config's port order (the same index the routing core uses).
 pub use crate::core::routing::PortId;
 
-/// Messages from ports and fleet commands to the channel router.
+/// Messages from ports and fleet commands to the channel router, through one of its two
+/// bounded inboxes ([`ToChannel`]).
 #[derive(Debug)]
 pub enum ChannelMsg {
     /// A radio's receiver opened or closed (debounced, kerchunk-filtered).
     RxActive { port: PortId, active: bool },
     /// A radio's transmitter: the level its PTT line is driven to and what blocks keying.
     RadioTx { port: PortId, report: crate::core::routing::RadioTx },
-    /// An encoded frame from a port that talks.
+    /// An encoded frame from a port that talks (through [`ToChannel::media`] only).
     Media { port: PortId, packet: MediaPacket },
     /// A fleet command that changes channels; answered with a reason when refused.
     Control { command: ChannelCommand, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
@@ -61,6 +62,32 @@ pub enum ChannelMsg {
     /// A fleet `desk` command: the same request and answer as a console's.
     DeskRequest(net::hub::DeskRequest),
 }
+
+impl net::peer_queue::Queued for ChannelMsg {
+    fn policy(&self) -> net::peer_queue::Policy {
+        match self {
+            ChannelMsg::Media { .. } => net::peer_queue::Policy::DropOldest,
+            _ => net::peer_queue::Policy::Keep,
+        }
+    }
+}
+
+/// The channel router's two inboxes. Media (50 frames a second from each talking port, sent
+/// by audio threads that never wait) has its own, dropped when full; state changes and
+/// commands have theirs, which the router reads first, so they never queue behind media.
+#[derive(Clone)]
+pub struct ToChannel {
+    /// [`ChannelMsg`]s other than media; each comes from a state change, a press or a fleet
+    /// command, so a full one means a stalled router. A task waits for room
+    /// ([`net::peer_queue::deliver`]); the radio port, which must not, keeps its newest state
+    /// and sends it again on its next pass.
+    pub control: mpsc::Sender<ChannelMsg>,
+    /// [`ChannelMsg::Media`] only ([`net::peer_queue::try_deliver`]: dropped, and counted, when full).
+    pub media: mpsc::Sender<ChannelMsg>,
+}
+
+/// Control messages the router's inbox holds.
+const CONTROL_INBOX: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelCommand {
@@ -207,7 +234,9 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     let reporter = Reporter::new(fleet_handle);
     let _ = metrics_reporter.set(reporter.clone());
     let mut tasks = JoinSet::new();
-    let (to_channel, channel_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOX);
+    let (media_tx, media_rx) = mpsc::channel(net::peer_queue::INBOX);
+    let to_channel = ToChannel { control: control_tx, media: media_tx };
     let mut port_inputs = Vec::new();
     let mut radios = std::collections::HashMap::new();
     let mut port_audio = Vec::new();
@@ -259,14 +288,14 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             keying: audio_port::keying(radio, audio.as_ref()),
             ptt,
             inputs: rx,
-            to_channel: to_channel.clone(),
+            to_channel: to_channel.control.clone(),
             heartbeat: watchdog.register(&format!("port {name}")),
             audio: audio.as_ref().map(|a| a.flags.clone()),
         };
         port_audio.push((id, audio));
         tasks.spawn(port.run(cancel.clone()));
     }
-    let to_channel_control = to_channel.clone();
+    let to_channel_control = to_channel.control.clone();
     drop(to_channel);
 
     let mut router =
@@ -278,7 +307,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
-    tasks.spawn(router.run(channel_rx, links, cancel.clone()));
+    tasks.spawn(router.run(control_rx, media_rx, links, cancel.clone()));
 
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
     if let Some(commands) = fleet_commands {
