@@ -123,7 +123,7 @@ impl Edge {
         o.gate_media = gate_media;
         let (jtx, mut jrx) = mpsc::unbounded_channel();
         let janus = janus::start(o, jtx, cancel.clone());
-        let (ftx, mut frx) = mpsc::unbounded_channel();
+        let (ftx, mut frx) = mpsc::channel(1024);
         let mqtt = toml::from_str(&format!("url = \"{}\"", mqtt_url())).unwrap();
         let members = vec![MemberRequest { key: "radio1".into(), channel: CHANNEL.into(), priority: Priority::NORMAL }];
         let floor = start_edge(

@@ -82,7 +82,8 @@ struct Peer {
 pub struct NetLinks {
     /// The hub's and the floor host's events: bounded ([`crate::net::peer_queue::deliver`]).
     pub hub: Option<mpsc::Receiver<HubEvent>>,
-    pub uplink: Option<(Box<dyn UplinkSink>, mpsc::UnboundedReceiver<UplinkEvent>)>,
+    /// The uplink's events: bounded, media dropped when full ([`crate::net::peer_queue::deliver`]).
+    pub uplink: Option<(Box<dyn UplinkSink>, mpsc::Receiver<UplinkEvent>)>,
     /// Consoles' `desk` commands.
     pub desk: Option<mpsc::Receiver<crate::net::hub::DeskRequest>>,
 }

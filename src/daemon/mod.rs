@@ -387,7 +387,7 @@ async fn start_net(
         let token = config::secret::read_secret(Path::new(token_file)).map_err(|e| format!("uplink.token_file: {e}"))?;
         let mut options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
         options.stream_stats = stream_stats.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let handle = net::start_uplink(options, tx, cancel.clone());
         info!(url = %uplink.url, "uplink to hub starting");
         links.uplink = Some((Box::new(handle), rx));
@@ -407,7 +407,7 @@ async fn start_net(
             floor_hub,
             members: router.uplink_requests(),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let edge = net::janus::start_edge(janus, floor, tx, cancel.clone()).map_err(|e| format!("uplink: {e}"))?;
         info!(url = %uplink.url, "uplink to Janus starting");
         links.uplink = Some((Box::new(edge), rx));
