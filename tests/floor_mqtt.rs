@@ -66,7 +66,7 @@ impl Host {
     }
 
     fn with(port: u16, arbiter: ArbiterConfig) -> Host {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorHostOptions {
             mqtt: mqtt(port),
@@ -90,7 +90,7 @@ impl Host {
 }
 
 async fn host_router(
-    mut rx: mpsc::UnboundedReceiver<HubEvent>,
+    mut rx: mpsc::Receiver<HubEvent>,
     config: ArbiterConfig,
     view: Arc<Mutex<HostView>>,
     cancel: CancellationToken,

@@ -424,21 +424,13 @@ async fn start_net(
             links.hub = Some(rx);
             inbox
         });
-        let (tx, mut from_host) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(event) = from_host.recv().await {
-                if net::peer_queue::deliver(&inbox, event).await.is_err() {
-                    break;
-                }
-            }
-        });
         let options = net::floor_mqtt::FloorHostOptions {
             mqtt,
             device_id: config.device_id.clone(),
             channels: config.channel.keys().cloned().collect(),
             janus: Some(janus),
         };
-        net::floor_mqtt::start_host(options, tx, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
+        net::floor_mqtt::start_host(options, inbox, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
         info!(url = %uplink.url, "floor host over MQTT starting, moderating in Janus");
     }
     Ok(links)
