@@ -3,20 +3,22 @@
 //! the device can take it (so no second clock drifts against it, and nothing polls), and stops
 //! the device while there is nothing to play.
 //!
-//! Between them and the port's keying task sit small atomics ([`AudioFlags`]): whether the
-//! port talks on its channel (floor granted and RX open), where the transmitter is, and a
-//! request to start the CW station ID. Back to the keying task go levels (about once a
+//! Between them and the port's keying task sit small atomics ([`AudioFlags`], a module of its
+//! own so that the radio port needs nothing from this one): whether the port talks on its
+//! channel (floor granted and RX open), where the transmitter is, and a request to start the
+//! CW station ID. Back to the keying task go levels (about once a
 //! second) and the playback device's health (an ID-only key-up needs audio). Device events
 //! (lost, found, xrun) go to the [`Reporter`].
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::audio_flags::AudioFlags;
 use super::radio_port::{PortInput, SpurtStats};
 use super::report::Reporter;
 use super::watchdog::Heartbeat;
@@ -36,64 +38,6 @@ const LEVEL_PERIOD: Duration = Duration::from_secs(1);
 /// Added to the CW ID's length for an ID-only key-up: the ID starts with the next device frame
 /// and passes the device buffer before it is on air.
 const ID_TAIL: Duration = Duration::from_millis(200);
-
-/// State shared between a port's keying task, its audio tasks and the channel router.
-#[derive(Default)]
-pub struct AudioFlags {
-    talking: AtomicBool,
-    gate: AtomicU8,
-    /// The keying core asked for the station ID; the playback thread starts it.
-    id_start: AtomicBool,
-    /// Starts the playback device when it stopped for having nothing to play.
-    playback: OnceLock<PlaybackWaker>,
-}
-
-impl AudioFlags {
-    pub fn start_id(&self) {
-        self.id_start.store(true, Ordering::Relaxed);
-        self.wake_playback();
-    }
-
-    /// The transmit path got something to play (the router pushed channel audio).
-    pub fn wake_playback(&self) {
-        if let Some(w) = self.playback.get() {
-            w.wake();
-        }
-    }
-
-    fn take_id_start(&self) -> bool {
-        self.id_start.swap(false, Ordering::Relaxed)
-    }
-
-    pub fn set_talking(&self, on: bool) {
-        self.talking.store(on, Ordering::Relaxed);
-    }
-
-    pub fn talking(&self) -> bool {
-        self.talking.load(Ordering::Relaxed)
-    }
-
-    pub fn set_gate(&self, gate: TxGate) {
-        let v = match gate {
-            TxGate::Closed => 0,
-            TxGate::Hold => 1,
-            TxGate::Open => 2,
-        };
-        self.gate.store(v, Ordering::Relaxed);
-        // A keyed radio gets a running device (silence at least), whatever the channel has.
-        if gate != TxGate::Closed {
-            self.wake_playback();
-        }
-    }
-
-    pub fn gate(&self) -> TxGate {
-        match self.gate.load(Ordering::Relaxed) {
-            1 => TxGate::Hold,
-            2 => TxGate::Open,
-            _ => TxGate::Closed,
-        }
-    }
-}
 
 /// Frame RMS levels averaged (by power) over [`LEVEL_PERIOD`].
 #[derive(Default)]
@@ -275,7 +219,7 @@ impl Feed for TxFeed {
 
     fn idle(&mut self) -> bool {
         self.flags.gate() == TxGate::Closed
-            && !self.flags.id_start.load(Ordering::Relaxed)
+            && !self.flags.id_pending()
             && self.tx.lock().unwrap_or_else(|p| p.into_inner()).idle()
     }
 }

@@ -6,6 +6,7 @@
 //! 3. on SIGTERM/SIGINT, a panicking task or a fatal error, every port is told to shut down,
 //!    and [`safety::release_all`] unkeys every PTT again before the process exits.
 
+mod audio_flags;
 mod audio_port;
 mod channels;
 mod control;

@@ -12,7 +12,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::audio_port::AudioFlags;
+use super::audio_flags::AudioFlags;
 use super::report::Reporter;
 use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
