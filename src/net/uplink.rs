@@ -147,11 +147,7 @@ impl UplinkHandle {
 /// Start the uplink; runs until `cancel`. Must be called inside a tokio runtime.
 /// `events`: the router's bounded inbox ([`peer_queue::deliver`]: media that finds it full is
 /// dropped, the rest waits for room).
-pub fn start(
-    options: UplinkOptions,
-    events: mpsc::Sender<UplinkEvent>,
-    cancel: CancellationToken,
-) -> UplinkHandle {
+pub fn start(options: UplinkOptions, events: mpsc::Sender<UplinkEvent>, cancel: CancellationToken) -> UplinkHandle {
     let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
     let up = Arc::new(AtomicBool::new(false));
     let tasks = TaskTracker::new();

@@ -25,8 +25,8 @@ use super::protocol::{
 use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, ToArbiter};
-use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
 use crate::net::peer_queue;
+use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
 use crate::net::reconnect::Reconnect;
 use crate::net::{MemberRequest, UplinkEvent};
 

@@ -67,7 +67,7 @@ pub fn start_host(
     mqtt_options(&o.mqtt, &o.device_id, will(topics.host(), String::new()))?;
     let (janus, janus_rx) = match &o.janus {
         Some(options) => {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(peer_queue::INBOX);
             (Some(crate::net::janus::start(options.clone(), tx, cancel.clone())), Some(rx))
         }
         None => (None, None),
@@ -147,7 +147,7 @@ impl Host {
     async fn run(
         mut self,
         mut peer_rx: mpsc::UnboundedReceiver<(PeerId, PeerOut)>,
-        mut janus_rx: Option<mpsc::UnboundedReceiver<JanusEvent>>,
+        mut janus_rx: Option<mpsc::Receiver<JanusEvent>>,
         cancel: CancellationToken,
     ) {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);

@@ -229,7 +229,7 @@ pub fn start_edge(
 ) -> Result<JanusEdge, String> {
     let (floor_tx, floor_rx) = mpsc::channel(peer_queue::INBOX);
     let floor = crate::net::floor_mqtt::start_edge(floor, floor_tx, cancel.clone())?;
-    let (janus_tx, janus_rx) = mpsc::unbounded_channel();
+    let (janus_tx, janus_rx) = mpsc::channel(peer_queue::INBOX);
     info!(url = %janus.url, channels = janus.channels.len(), "Janus uplink starting");
     let janus = super::start(janus, janus_tx, cancel.clone());
     let edge = JanusEdge { janus, floor, talking: Arc::default() };
@@ -239,7 +239,7 @@ pub fn start_edge(
 
 async fn merge(
     edge: JanusEdge,
-    mut janus: mpsc::UnboundedReceiver<JanusEvent>,
+    mut janus: mpsc::Receiver<JanusEvent>,
     mut floor: mpsc::Receiver<UplinkEvent>,
     events: mpsc::Sender<UplinkEvent>,
     cancel: CancellationToken,
