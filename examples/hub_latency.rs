@@ -3,6 +3,7 @@
 //!   the hub's radio (onsets matched by wall-clock, from both devices' open times);
 //! - COR edge to the first packet on the wire, at the edge;
 //! - `roipd demo` start to signaling ready (`/healthz` answering).
+//!
 //! Uses `target/release/roipd` (or `ROIPD_BIN`). Prints one JSON object.
 
 use std::io::{Read, Write};

@@ -295,7 +295,7 @@ fn run_mqtt_command(data: &[u8]) -> Result<String, String> {
             }
             Ok(signature(format!("{:?}", req.command).split(['(', ' ', '{']).next().unwrap_or_default()))
         }
-        Err(rej) => Ok(signature(rej.error.message.to_string())),
+        Err(rej) => Ok(signature(&rej.error.message)),
     }
 }
 

@@ -3,7 +3,6 @@
 //! once a second and only while active), and `device_lost` / `device_found` events for an
 //! ALSA device that is missing at start and appears later, with the daemon running on.
 
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 mod fleet;

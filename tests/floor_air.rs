@@ -271,8 +271,8 @@ async fn a_receiving_radio_gets_the_floor_back_when_the_console_lets_go() {
     let heard = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let cancel = CancellationToken::new();
     let members = vec![MemberRequest { key: "listener".into(), channel: "ops".into(), priority: Priority(0) }];
-    let options = UplinkOptions::new(&format!("ws://127.0.0.1:{port}/ws"), "dispatch-secret", "listener", members);
-    let (tx, mut events) = mpsc::unbounded_channel();
+    let options = UplinkOptions::new(format!("ws://127.0.0.1:{port}/ws"), "dispatch-secret", "listener", members);
+    let (tx, mut events) = mpsc::channel(1024);
     let uplink = net::start_uplink(options, tx, cancel.clone());
     let up = tokio::time::timeout(T, async {
         while let Some(e) = events.recv().await {

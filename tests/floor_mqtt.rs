@@ -66,7 +66,7 @@ impl Host {
     }
 
     fn with(port: u16, arbiter: ArbiterConfig) -> Host {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorHostOptions {
             mqtt: mqtt(port),
@@ -90,7 +90,7 @@ impl Host {
 }
 
 async fn host_router(
-    mut rx: mpsc::UnboundedReceiver<HubEvent>,
+    mut rx: mpsc::Receiver<HubEvent>,
     config: ArbiterConfig,
     view: Arc<Mutex<HostView>>,
     cancel: CancellationToken,
@@ -213,7 +213,7 @@ struct Edge {
 
 impl Edge {
     fn start(port: u16, device: &str, kind: PortKind, priority: Priority) -> Edge {
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorEdgeOptions {
             mqtt: mqtt(port),
@@ -247,7 +247,7 @@ impl Edge {
 
 async fn edge_router(
     mut router: Router,
-    mut events: mpsc::UnboundedReceiver<UplinkEvent>,
+    mut events: mpsc::Receiver<UplinkEvent>,
     mut cmds: mpsc::UnboundedReceiver<EdgeCmd>,
     handle: FloorEdgeHandle,
     view: Arc<Mutex<EdgeView>>,
@@ -708,7 +708,7 @@ async fn a_join_for_a_channel_not_hosted_is_refused() {
     let host = Host::start(broker.anon);
     let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(1024);
     let cancel = CancellationToken::new();
     let options = FloorEdgeOptions {
         mqtt: mqtt(broker.anon),

@@ -121,9 +121,9 @@ impl Edge {
         let mut o = JanusOptions::new(janus_url(), vec![spec(&format!("{name}/radio1"))]);
         o.bind = Some(SocketAddr::from((JANUS_IP, 0)));
         o.gate_media = gate_media;
-        let (jtx, mut jrx) = mpsc::unbounded_channel();
+        let (jtx, mut jrx) = mpsc::channel(1024);
         let janus = janus::start(o, jtx, cancel.clone());
-        let (ftx, mut frx) = mpsc::unbounded_channel();
+        let (ftx, mut frx) = mpsc::channel(1024);
         let mqtt = toml::from_str(&format!("url = \"{}\"", mqtt_url())).unwrap();
         let members = vec![MemberRequest { key: "radio1".into(), channel: CHANNEL.into(), priority: Priority::NORMAL }];
         let floor = start_edge(

@@ -115,7 +115,7 @@ impl Client {
     }
 
     fn with(name: &'static str, o: JanusOptions) -> Client {
-        let (tx, mut raw) = mpsc::unbounded_channel();
+        let (tx, mut raw) = mpsc::channel(1024);
         let (stamped, events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(e) = raw.recv().await {

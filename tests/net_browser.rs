@@ -210,7 +210,7 @@ async fn chromium_talks_and_listens_through_the_hub() {
     tokio::spawn(router(rx));
     let base = format!("http://{}", hub.http_addr());
 
-    let (etx, mut edge_events) = mpsc::unbounded_channel();
+    let (etx, mut edge_events) = mpsc::channel(1024);
     let edge = net::start_uplink(
         UplinkOptions::new(
             &base,

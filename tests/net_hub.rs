@@ -202,7 +202,7 @@ fn member(key: &str, channel: &str) -> MemberRequest {
 
 struct Edge {
     handle: UplinkHandle,
-    events: mpsc::UnboundedReceiver<UplinkEvent>,
+    events: mpsc::Receiver<UplinkEvent>,
     cancel: CancellationToken,
 }
 
@@ -211,7 +211,7 @@ impl Edge {
         let mut o = UplinkOptions::new(url, token, name, members);
         o.backoff_min = Duration::from_millis(100);
         o.backoff_max = Duration::from_millis(400);
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let handle = net::start_uplink(o, tx, cancel.clone());
         Edge { handle, events, cancel }

@@ -143,7 +143,7 @@ fn break_config(path: &std::path::Path, how: Broken) {
         Broken::CrOnlyLineEnds => text.replace('\n', "\r").into_bytes(),
         Broken::FloatOverflow => text.replace("tx_delay_ms = 100", "tx_delay_ms = 1e999").into_bytes(),
         // Cut in the middle of radio B's PTT: only the daemon's own record still names it.
-        Broken::Truncated => text[..text.find("sim:b-ptt").unwrap() + 6].as_bytes().to_vec(),
+        Broken::Truncated => text.as_bytes()[..text.find("sim:b-ptt").unwrap() + 6].to_vec(),
         Broken::Deleted => {
             std::fs::remove_file(path).unwrap();
             return;

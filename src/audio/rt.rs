@@ -126,6 +126,7 @@ pub fn favour_current_thread(nice: i32) -> NiceLevel {
 }
 
 /// The soft `RLIMIT_RTPRIO` of this process (None: unknown).
+#[allow(clippy::unnecessary_cast)] // rlim_t is u32 on armv7
 pub fn rtprio_limit() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {

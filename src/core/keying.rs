@@ -754,13 +754,12 @@ impl Keying {
             }
             return;
         };
-        match self.block_reason() {
-            Some(reason @ (TxBlockReason::ShutDown | TxBlockReason::Inhibited | TxBlockReason::LockedOut)) => {
-                // Refused, not remembered: lifting the block does not key without a new command.
-                self.emit(Event::TxBlocked(reason));
-                return;
-            }
-            _ => {}
+        if let Some(reason @ (TxBlockReason::ShutDown | TxBlockReason::Inhibited | TxBlockReason::LockedOut)) =
+            self.block_reason()
+        {
+            // Refused, not remembered: lifting the block does not key without a new command.
+            self.emit(Event::TxBlocked(reason));
+            return;
         }
         self.remote = true;
         self.start(Timer::RemoteEnd, now, max);
@@ -782,7 +781,8 @@ impl Keying {
         self.timers.stop(Timer::RemoteEnd);
         // The guard counts from here for a talker that takes over.
         self.audio_at = Some(t);
-        if self.tx == Tx::Keyed && !(self.tx_request && !self.silent) {
+        let talker_holds = self.tx_request && !self.silent;
+        if self.tx == Tx::Keyed && !talker_holds {
             self.unkey(t, PttOffReason::RemoteEnd);
         }
     }

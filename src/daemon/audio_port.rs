@@ -3,20 +3,22 @@
 //! the device can take it (so no second clock drifts against it, and nothing polls), and stops
 //! the device while there is nothing to play.
 //!
-//! Between them and the port's keying task sit small atomics ([`AudioFlags`]): whether the
-//! port talks on its channel (floor granted and RX open), where the transmitter is, and a
-//! request to start the CW station ID. Back to the keying task go levels (about once a
+//! Between them and the port's keying task sit small atomics ([`AudioFlags`], a module of its
+//! own so that the radio port needs nothing from this one): whether the port talks on its
+//! channel (floor granted and RX open), where the transmitter is, and a request to start the
+//! CW station ID. Back to the keying task go levels (about once a
 //! second) and the playback device's health (an ID-only key-up needs audio). Device events
 //! (lost, found, xrun) go to the [`Reporter`].
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use super::audio_flags::AudioFlags;
 use super::radio_port::{PortInput, SpurtStats};
 use super::report::Reporter;
 use super::watchdog::Heartbeat;
@@ -27,6 +29,7 @@ use crate::audio::{
 use crate::core::jitter::JitterStats;
 use crate::core::keying::{Keying, StationIdConfig, VoxConfig};
 use crate::fleet::EventKind;
+use crate::net::peer_queue::{self, Delivered};
 use crate::pipeline::{RxPath, TxGate, TxPath};
 
 /// How often levels go to the port task (and at most how often they change its state).
@@ -35,64 +38,6 @@ const LEVEL_PERIOD: Duration = Duration::from_secs(1);
 /// Added to the CW ID's length for an ID-only key-up: the ID starts with the next device frame
 /// and passes the device buffer before it is on air.
 const ID_TAIL: Duration = Duration::from_millis(200);
-
-/// State shared between a port's keying task, its audio tasks and the channel router.
-#[derive(Default)]
-pub struct AudioFlags {
-    talking: AtomicBool,
-    gate: AtomicU8,
-    /// The keying core asked for the station ID; the playback thread starts it.
-    id_start: AtomicBool,
-    /// Starts the playback device when it stopped for having nothing to play.
-    playback: OnceLock<PlaybackWaker>,
-}
-
-impl AudioFlags {
-    pub fn start_id(&self) {
-        self.id_start.store(true, Ordering::Relaxed);
-        self.wake_playback();
-    }
-
-    /// The transmit path got something to play (the router pushed channel audio).
-    pub fn wake_playback(&self) {
-        if let Some(w) = self.playback.get() {
-            w.wake();
-        }
-    }
-
-    fn take_id_start(&self) -> bool {
-        self.id_start.swap(false, Ordering::Relaxed)
-    }
-
-    pub fn set_talking(&self, on: bool) {
-        self.talking.store(on, Ordering::Relaxed);
-    }
-
-    pub fn talking(&self) -> bool {
-        self.talking.load(Ordering::Relaxed)
-    }
-
-    pub fn set_gate(&self, gate: TxGate) {
-        let v = match gate {
-            TxGate::Closed => 0,
-            TxGate::Hold => 1,
-            TxGate::Open => 2,
-        };
-        self.gate.store(v, Ordering::Relaxed);
-        // A keyed radio gets a running device (silence at least), whatever the channel has.
-        if gate != TxGate::Closed {
-            self.wake_playback();
-        }
-    }
-
-    pub fn gate(&self) -> TxGate {
-        match self.gate.load(Ordering::Relaxed) {
-            1 => TxGate::Hold,
-            2 => TxGate::Open,
-            _ => TxGate::Closed,
-        }
-    }
-}
 
 /// Frame RMS levels averaged (by power) over [`LEVEL_PERIOD`].
 #[derive(Default)]
@@ -130,7 +75,10 @@ struct RxTap {
     /// The VOX level last sent (None: nothing sent yet).
     vox_sent: Option<bool>,
     to_port: mpsc::UnboundedSender<PortInput>,
-    to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    /// The router's media inbox.
+    to_channel: mpsc::Sender<ChannelMsg>,
+    /// Packets dropped because that inbox was full.
+    dropped: u64,
     heartbeat: Heartbeat,
     level: LevelWindow,
     frame: Vec<f32>,
@@ -153,7 +101,14 @@ impl Tap for RxTap {
             let _ = self.to_port.send(PortInput::RxLevel(dbfs));
         }
         if let Some(packet) = out.packet {
-            let _ = self.to_channel.send(ChannelMsg::Media { port: self.port, packet });
+            // Never waits: this is the capture thread.
+            let media = ChannelMsg::Media { port: self.port, packet };
+            if let Ok(Delivered::Dropped) = peer_queue::try_deliver(&self.to_channel, media) {
+                self.dropped += 1;
+                if self.dropped.is_power_of_two() {
+                    warn!(port = self.port, dropped = self.dropped, "channel router behind: capture packets dropped");
+                }
+            }
         }
     }
 
@@ -171,7 +126,7 @@ pub fn start_capture(
     rx: RxPath,
     flags: &Arc<AudioFlags>,
     vox: Option<VoxConfig>,
-    (to_port, to_channel): (mpsc::UnboundedSender<PortInput>, mpsc::UnboundedSender<ChannelMsg>),
+    (to_port, to_channel): (mpsc::UnboundedSender<PortInput>, mpsc::Sender<ChannelMsg>),
     heartbeat: Heartbeat,
     opts: crate::audio::AudioOptions,
     cancel: &CancellationToken,
@@ -189,6 +144,7 @@ pub fn start_capture(
         vox_sent: None,
         to_port,
         to_channel,
+        dropped: 0,
         heartbeat,
         level: LevelWindow::default(),
         frame: Vec::new(),
@@ -263,7 +219,7 @@ impl Feed for TxFeed {
 
     fn idle(&mut self) -> bool {
         self.flags.gate() == TxGate::Closed
-            && !self.flags.id_start.load(Ordering::Relaxed)
+            && !self.flags.id_pending()
             && self.tx.lock().unwrap_or_else(|p| p.into_inner()).idle()
     }
 }
@@ -342,7 +298,7 @@ pub fn start(
     name: &str,
     radio: &crate::config::RadioPortConfig,
     to_port: &mpsc::UnboundedSender<PortInput>,
-    to_channel: &mpsc::UnboundedSender<ChannelMsg>,
+    to_channel: &super::ToChannel,
     reporter: &Reporter,
     watchdog: &super::watchdog::Watchdog,
     cancel: &CancellationToken,
@@ -360,7 +316,7 @@ pub fn start(
         let rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
             .map_err(|e| format!("encoder: {e}"))?;
         let heartbeat = watchdog.register(&format!("port {name} capture"));
-        let to = (to_port.clone(), to_channel.clone());
+        let to = (to_port.clone(), to_channel.media.clone());
         start_capture(port, device, rx, &flags, radio.keying_config().vox, to, heartbeat, opts(), cancel, tasks)?;
     }
     let mut tx = None;
@@ -482,7 +438,7 @@ mod tests {
         use crate::dsp::{RxConfig, Sine};
         let rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), true).unwrap();
         let (to_port, mut inputs) = mpsc::unbounded_channel();
-        let (to_channel, mut media) = mpsc::unbounded_channel();
+        let (to_channel, mut media) = mpsc::channel(100);
         let flags = Arc::new(AudioFlags::default());
         let watchdog = super::super::watchdog::Watchdog::default();
         let mut tap = RxTap {
@@ -493,6 +449,7 @@ mod tests {
             vox_sent: None,
             to_port,
             to_channel,
+            dropped: 0,
             heartbeat: watchdog.register("test"),
             level: LevelWindow::default(),
             frame: Vec::new(),

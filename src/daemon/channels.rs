@@ -82,7 +82,8 @@ struct Peer {
 pub struct NetLinks {
     /// The hub's and the floor host's events: bounded ([`crate::net::peer_queue::deliver`]).
     pub hub: Option<mpsc::Receiver<HubEvent>>,
-    pub uplink: Option<(Box<dyn UplinkSink>, mpsc::UnboundedReceiver<UplinkEvent>)>,
+    /// The uplink's events: bounded, media dropped when full ([`crate::net::peer_queue::deliver`]).
+    pub uplink: Option<(Box<dyn UplinkSink>, mpsc::Receiver<UplinkEvent>)>,
     /// Consoles' `desk` commands.
     pub desk: Option<mpsc::Receiver<crate::net::hub::DeskRequest>>,
 }
@@ -299,7 +300,15 @@ impl ChannelRouter {
             .collect()
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ChannelMsg>, links: NetLinks, cancel: CancellationToken) {
+    /// `control` and `media`: the two inboxes of [`super::ToChannel`]; a flood of media never
+    /// queues ahead of a state change.
+    pub async fn run(
+        mut self,
+        mut control: mpsc::Receiver<ChannelMsg>,
+        mut media: mpsc::Receiver<ChannelMsg>,
+        links: NetLinks,
+        cancel: CancellationToken,
+    ) {
         let mut carrier = tokio::time::interval(CARRIER_AS_MEDIA);
         let mut beat = tokio::time::interval(BEAT_PERIOD);
         let mut hub_rx = links.hub;
@@ -316,13 +325,13 @@ impl ChannelRouter {
             let sleep = crate::wait::until(self.router.poll_timeout());
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                msg = rx.recv() => match msg {
+                msg = control.recv() => match msg {
                     Some(msg) => self.local(msg),
                     None => break,
                 },
                 Some(event) = crate::wait::recv(&mut hub_rx) => self.hub(event),
                 Some(request) = crate::wait::recv(&mut desk_rx) => self.desk_request(request),
-                Some(event) = crate::wait::recv(&mut uplink_rx) => self.from_uplink(event),
+                Some(event) = crate::wait::recv(&mut uplink_rx) => self.uplink_event(event),
                 _ = carrier.tick() => {
                     let now = clock::now();
                     let without_audio = |p: &usize| !self.audio[*p].as_ref().is_some_and(|a| a.has_capture);
@@ -346,6 +355,7 @@ impl ChannelRouter {
                         self.send_ports(peer);
                     }
                 }
+                Some(msg) = media.recv() => self.local(msg),
             }
             self.dispatch();
         }
@@ -477,7 +487,7 @@ impl ChannelRouter {
         }
     }
 
-    fn from_uplink(&mut self, event: UplinkEvent) {
+    fn uplink_event(&mut self, event: UplinkEvent) {
         let now = clock::now();
         match event {
             UplinkEvent::Up { members } => {
@@ -738,9 +748,10 @@ impl ChannelRouter {
         } else {
             talkers.remove(&port);
         }
-        if was != !talkers.is_empty() {
+        let is = !talkers.is_empty();
+        if was != is {
             if let Some(u) = &self.uplink {
-                u.talking(&self.channel_names[channel], !was);
+                u.talking(&self.channel_names[channel], is);
             }
         }
     }
@@ -792,5 +803,75 @@ impl ChannelRouter {
 
     fn participant_name(&self, channel: ChannelId, id: ParticipantId) -> Option<String> {
         self.router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, name, _)| name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::peer_queue::{self, Delivered};
+
+    const CONFIG: &str = r#"
+device_id = "t"
+[channel.ops]
+[port.a]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:a-cor" }
+ptt = { line = "sim:a-ptt" }
+[port.b]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:b-cor" }
+ptt = { line = "sim:b-ptt" }
+"#;
+
+    async fn next_tx_request(rx: &mut mpsc::UnboundedReceiver<PortInput>) -> bool {
+        loop {
+            if let PortInput::TxRequest(on) = rx.recv().await.expect("router gone") {
+                return on;
+            }
+        }
+    }
+
+    /// Radio a receives while its media floods the router: radio b's unkey (a's COR closing)
+    /// overtakes every packet still queued, and the packets that find the inbox full are dropped.
+    #[tokio::test]
+    async fn a_flood_of_media_does_not_delay_an_unkey() {
+        let config = crate::config::parse_str(CONFIG, "t.toml").unwrap();
+        let (a_tx, _a_rx) = mpsc::unbounded_channel();
+        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let router = ChannelRouter::new(
+            &config,
+            vec![a_tx, b_tx],
+            vec![(0, None), (1, None)],
+            Reporter::new(None),
+            watchdog.register("router"),
+        );
+        let (control, control_rx) = mpsc::channel(super::super::CONTROL_INBOX);
+        let (media, media_rx) = mpsc::channel(peer_queue::INBOX);
+        let cancel = CancellationToken::new();
+        let links = NetLinks { hub: None, uplink: None, desk: None };
+        let task = tokio::spawn(router.run(control_rx, media_rx, links, cancel.clone()));
+
+        control.send(ChannelMsg::RxActive { port: 0, active: true }).await.unwrap();
+        assert!(next_tx_request(&mut b_rx).await, "b keys for a");
+        // This test's thread runs the router only while the test waits: the inbox fills up.
+        let packet = |seq| MediaPacket { seq, timestamp: 960 * seq as u32, marker: seq == 0, payload: vec![0; 60] };
+        let mut dropped = 0;
+        for seq in 0..2 * peer_queue::INBOX as u16 {
+            let msg = ChannelMsg::Media { port: 0, packet: packet(seq) };
+            if peer_queue::try_deliver(&media, msg).unwrap() == Delivered::Dropped {
+                dropped += 1;
+            }
+        }
+        assert_eq!(dropped, peer_queue::INBOX, "media beyond the inbox is dropped, not queued");
+        control.send(ChannelMsg::RxActive { port: 0, active: false }).await.unwrap();
+        assert!(!next_tx_request(&mut b_rx).await, "b unkeys");
+        let queued = peer_queue::INBOX - media.capacity();
+        assert!(queued > peer_queue::INBOX / 2, "the unkey waited for {} packets", peer_queue::INBOX - queued);
+        cancel.cancel();
+        task.await.unwrap();
     }
 }

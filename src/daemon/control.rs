@@ -15,6 +15,7 @@ use crate::config::{self, Config};
 use crate::core::desk::DeskAction;
 use crate::fleet::{redact, Command, CommandError, CommandReceiver, ErrorCode, PttAction};
 use crate::gpio::LogicalOutput;
+use crate::net::peer_queue::deliver;
 
 pub struct Control {
     /// Radio ports by name.
@@ -23,7 +24,7 @@ pub struct Control {
     pub source: String,
     /// Where `reload_config` reads from; None when running a built-in configuration.
     pub config_path: Option<PathBuf>,
-    pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    pub to_channel: mpsc::Sender<ChannelMsg>,
     /// Ask the supervisor to restart the daemon (with a new configuration, or the same).
     pub restart: mpsc::UnboundedSender<Option<(Config, String)>>,
     /// Blinked by `identify`.
@@ -84,7 +85,7 @@ impl Control {
 
     async fn channel(&self, command: ChannelCommand) -> Result<(), CommandError> {
         let (reply, answer) = oneshot::channel();
-        self.to_channel.send(ChannelMsg::Control { command, reply }).map_err(|_| stopping())?;
+        deliver(&self.to_channel, ChannelMsg::Control { command, reply }).await.map_err(|_| stopping())?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) if reason.starts_with("no ") => Err(CommandError::not_found(reason)),
@@ -139,7 +140,7 @@ impl Control {
                     allowed: channels.clone(),
                     reply,
                 };
-                self.to_channel.send(ChannelMsg::DeskRequest(request)).map_err(|_| stopping())?;
+                deliver(&self.to_channel, ChannelMsg::DeskRequest(request)).await.map_err(|_| stopping())?;
                 match answer.await {
                     Ok(Ok(())) => Ok(json!({ "port": port, "action": action })),
                     Ok(Err(reason)) => Err(CommandError::rejected(reason)),

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::audio_port::AudioFlags;
+use super::audio_flags::AudioFlags;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
 use crate::audio::PlaybackHandle;
@@ -25,6 +25,7 @@ use crate::config::{DeskButton, DeskLed, DeskPortConfig};
 use crate::core::desk::{DeskAction, DeskCore, DeskEffect};
 use crate::core::routing::ChannelId;
 use crate::gpio::LogicalOutput;
+use crate::net::peer_queue::deliver;
 use crate::pipeline::{MixChannelConfig, Mixer, MixerConfig, RxPath, PLAYBACK_LEAD_FRAMES};
 
 /// How often LEDs that follow audio (RX) are refreshed.
@@ -77,7 +78,7 @@ pub struct DeskPort {
     pub link_channels: Vec<ChannelId>,
     pub channel_names: Vec<String>,
     pub inputs: mpsc::UnboundedReceiver<DeskInput>,
-    pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    pub to_channel: mpsc::Sender<ChannelMsg>,
     pub mixer: Option<Arc<Mutex<Mixer>>>,
     /// The mixer's active set, written by the playback thread.
     pub rx_active: Arc<AtomicU64>,
@@ -144,7 +145,7 @@ impl DeskPort {
                     self.reporter.port_state(&self.name, port);
                 }
                 shown = Some(state.clone());
-                let _ = self.to_channel.send(ChannelMsg::Desk(DeskToRouter::State { port: self.id, state }));
+                let _ = deliver(&self.to_channel, ChannelMsg::Desk(DeskToRouter::State { port: self.id, state })).await;
             }
         }
         // Whatever stopped the desk, its floors go back: the radios carrying it unkey.
@@ -198,7 +199,7 @@ impl DeskPort {
                 DeskEffect::Floor { channel, on } => {
                     info!(port = %self.name, channel, on, "desk floor request");
                     let msg = DeskToRouter::Floor { port: self.id, channel: global(channel), on };
-                    let _ = self.to_channel.send(ChannelMsg::Desk(msg));
+                    let _ = deliver(&self.to_channel, ChannelMsg::Desk(msg)).await;
                 }
                 DeskEffect::Listen { channel, on } => mixer(&mut |m| m.set_listen(channel, on)),
                 DeskEffect::Volume { channel, db } => mixer(&mut |m| m.set_volume(channel, db)),
@@ -207,7 +208,7 @@ impl DeskPort {
                 DeskEffect::Patch { a, b, on } => {
                     let (reply, answer) = oneshot::channel();
                     let msg = DeskToRouter::Patch { a: global(a), b: global(b), on, reply };
-                    if self.to_channel.send(ChannelMsg::Desk(msg)).is_err() {
+                    if deliver(&self.to_channel, ChannelMsg::Desk(msg)).await.is_err() {
                         continue;
                     }
                     if let Ok(Err(reason)) = answer.await {
@@ -309,7 +310,7 @@ pub fn start_audio(
     port: PortId,
     name: &str,
     desk: &DeskPortConfig,
-    to_channel: &mpsc::UnboundedSender<ChannelMsg>,
+    media: &mpsc::Sender<ChannelMsg>,
     watchdog: &super::watchdog::Watchdog,
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -324,7 +325,7 @@ pub fn start_audio(
         // The microphone has no VOX; its levels go nowhere.
         let (no_vox, _) = mpsc::unbounded_channel();
         let heartbeat = watchdog.register(&format!("port {name} microphone"));
-        let to = (no_vox, to_channel.clone());
+        let to = (no_vox, media.clone());
         super::audio_port::start_capture(port, device, rx, &flags, None, to, heartbeat, opts.clone(), cancel, tasks)?;
     }
     let mut mixer = None;
@@ -351,7 +352,7 @@ pub fn start(
     desk: &DeskPortConfig,
     channel_ids: Vec<ChannelId>,
     gpio: &mut crate::gpio::Gpio,
-    to_channel: &mpsc::UnboundedSender<ChannelMsg>,
+    to_channel: &super::ToChannel,
     reporter: &super::report::Reporter,
     watchdog: &super::watchdog::Watchdog,
     cancel: &CancellationToken,
@@ -382,7 +383,7 @@ pub fn start(
         let led = desk.led(n)?;
         leds.push((led, gpio.open_output(line).map_err(|e| format!("leds.{n}: {e}"))?));
     }
-    let audio = start_audio(id, name, desk, to_channel, watchdog, cancel, tasks)?;
+    let audio = start_audio(id, name, desk, &to_channel.media, watchdog, cancel, tasks)?;
     let port = DeskPort {
         id,
         name: name.to_string(),
@@ -390,7 +391,7 @@ pub fn start(
         link_channels: channel_ids.clone(),
         channel_names: desk.channels.clone(),
         inputs,
-        to_channel: to_channel.clone(),
+        to_channel: to_channel.control.clone(),
         mixer: audio.mixer.clone(),
         rx_active: audio.rx_active,
         leds,

@@ -6,6 +6,7 @@
 //! 3. on SIGTERM/SIGINT, a panicking task or a fatal error, every port is told to shut down,
 //!    and [`safety::release_all`] unkeys every PTT again before the process exits.
 
+mod audio_flags;
 mod audio_port;
 mod channels;
 mod control;
@@ -45,14 +46,15 @@ use safety::PttLine;
 /// Index of a port in the config's port order (the same index the routing core uses).
 pub use crate::core::routing::PortId;
 
-/// Messages from ports and fleet commands to the channel router.
+/// Messages from ports and fleet commands to the channel router, through one of its two
+/// bounded inboxes ([`ToChannel`]).
 #[derive(Debug)]
 pub enum ChannelMsg {
     /// A radio's receiver opened or closed (debounced, kerchunk-filtered).
     RxActive { port: PortId, active: bool },
     /// A radio's transmitter: the level its PTT line is driven to and what blocks keying.
     RadioTx { port: PortId, report: crate::core::routing::RadioTx },
-    /// An encoded frame from a port that talks.
+    /// An encoded frame from a port that talks (through [`ToChannel::media`] only).
     Media { port: PortId, packet: MediaPacket },
     /// A fleet command that changes channels; answered with a reason when refused.
     Control { command: ChannelCommand, reply: tokio::sync::oneshot::Sender<Result<(), String>> },
@@ -61,6 +63,32 @@ pub enum ChannelMsg {
     /// A fleet `desk` command: the same request and answer as a console's.
     DeskRequest(net::hub::DeskRequest),
 }
+
+impl net::peer_queue::Queued for ChannelMsg {
+    fn policy(&self) -> net::peer_queue::Policy {
+        match self {
+            ChannelMsg::Media { .. } => net::peer_queue::Policy::DropOldest,
+            _ => net::peer_queue::Policy::Keep,
+        }
+    }
+}
+
+/// The channel router's two inboxes. Media (50 frames a second from each talking port, sent
+/// by audio threads that never wait) has its own, dropped when full; state changes and
+/// commands have theirs, which the router reads first, so they never queue behind media.
+#[derive(Clone)]
+pub struct ToChannel {
+    /// [`ChannelMsg`]s other than media; each comes from a state change, a press or a fleet
+    /// command, so a full one means a stalled router. A task waits for room
+    /// ([`net::peer_queue::deliver`]); the radio port, which must not, keeps its newest state
+    /// and sends it again on its next pass.
+    pub control: mpsc::Sender<ChannelMsg>,
+    /// [`ChannelMsg::Media`] only ([`net::peer_queue::try_deliver`]: dropped, and counted, when full).
+    pub media: mpsc::Sender<ChannelMsg>,
+}
+
+/// Control messages the router's inbox holds.
+const CONTROL_INBOX: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelCommand {
@@ -146,6 +174,7 @@ fn run_config_at(config: Config, source: String, path: Option<std::path::PathBuf
 }
 
 /// How a run ended.
+#[allow(clippy::large_enum_variant)] // returned once per run
 pub enum Stop {
     /// The process ends with this code.
     Exit(ExitCode),
@@ -206,7 +235,9 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     let reporter = Reporter::new(fleet_handle);
     let _ = metrics_reporter.set(reporter.clone());
     let mut tasks = JoinSet::new();
-    let (to_channel, channel_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_INBOX);
+    let (media_tx, media_rx) = mpsc::channel(net::peer_queue::INBOX);
+    let to_channel = ToChannel { control: control_tx, media: media_tx };
     let mut port_inputs = Vec::new();
     let mut radios = std::collections::HashMap::new();
     let mut port_audio = Vec::new();
@@ -258,14 +289,14 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             keying: audio_port::keying(radio, audio.as_ref()),
             ptt,
             inputs: rx,
-            to_channel: to_channel.clone(),
+            to_channel: to_channel.control.clone(),
             heartbeat: watchdog.register(&format!("port {name}")),
             audio: audio.as_ref().map(|a| a.flags.clone()),
         };
         port_audio.push((id, audio));
         tasks.spawn(port.run(cancel.clone()));
     }
-    let to_channel_control = to_channel.clone();
+    let to_channel_control = to_channel.control.clone();
     drop(to_channel);
 
     let mut router =
@@ -277,7 +308,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
-    tasks.spawn(router.run(channel_rx, links, cancel.clone()));
+    tasks.spawn(router.run(control_rx, media_rx, links, cancel.clone()));
 
     let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
     if let Some(commands) = fleet_commands {
@@ -357,7 +388,7 @@ async fn start_net(
         let token = config::secret::read_secret(Path::new(token_file)).map_err(|e| format!("uplink.token_file: {e}"))?;
         let mut options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
         options.stream_stats = stream_stats.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let handle = net::start_uplink(options, tx, cancel.clone());
         info!(url = %uplink.url, "uplink to hub starting");
         links.uplink = Some((Box::new(handle), rx));
@@ -377,7 +408,7 @@ async fn start_net(
             floor_hub,
             members: router.uplink_requests(),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let edge = net::janus::start_edge(janus, floor, tx, cancel.clone()).map_err(|e| format!("uplink: {e}"))?;
         info!(url = %uplink.url, "uplink to Janus starting");
         links.uplink = Some((Box::new(edge), rx));
@@ -394,21 +425,13 @@ async fn start_net(
             links.hub = Some(rx);
             inbox
         });
-        let (tx, mut from_host) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(event) = from_host.recv().await {
-                if net::peer_queue::deliver(&inbox, event).await.is_err() {
-                    break;
-                }
-            }
-        });
         let options = net::floor_mqtt::FloorHostOptions {
             mqtt,
             device_id: config.device_id.clone(),
             channels: config.channel.keys().cloned().collect(),
             janus: Some(janus),
         };
-        net::floor_mqtt::start_host(options, tx, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
+        net::floor_mqtt::start_host(options, inbox, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
         info!(url = %uplink.url, "floor host over MQTT starting, moderating in Janus");
     }
     Ok(links)

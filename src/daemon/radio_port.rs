@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::audio_port::AudioFlags;
+use super::audio_flags::AudioFlags;
 use super::report::Reporter;
 use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
@@ -20,6 +21,7 @@ use crate::core::jitter::JitterStats;
 use crate::core::keying::{Event, Input, Keying, PttOffReason, TxBlockReason};
 use crate::core::routing::{RadioTx, WaitReason};
 use crate::fleet::{Event as FleetEvent, EventKind, PortState};
+use crate::net::peer_queue;
 use crate::pipeline::TxGate;
 
 /// Inputs to a radio port from its lines, the channel and the fleet.
@@ -87,7 +89,9 @@ pub struct RadioPort {
     pub keying: Keying,
     pub ptt: PttLine,
     pub inputs: mpsc::UnboundedReceiver<PortInput>,
-    pub to_channel: mpsc::UnboundedSender<ChannelMsg>,
+    /// The router's control inbox: never waited on (the keying must not depend on the
+    /// router), see [`Requests::rx_reported`].
+    pub to_channel: mpsc::Sender<ChannelMsg>,
     pub heartbeat: Heartbeat,
     /// Tells the playback task where the transmitter is (None: no audio configured).
     pub audio: Option<Arc<AudioFlags>>,
@@ -103,6 +107,11 @@ struct Requests {
     line_keyed: bool,
     /// Last transmitter report sent to the channel router.
     reported: Option<RadioTx>,
+    /// The receiver as the keying core last said (RxOpen / RxClose), and as the router last
+    /// got it. Both reports are state: one that finds the router's inbox full goes on the
+    /// next pass (at the latest the next heartbeat), the newest state only.
+    rx_active: bool,
+    rx_reported: bool,
     line_inhibit: bool,
     remote_inhibit: bool,
     rx_level: Option<f32>,
@@ -205,12 +214,12 @@ impl RadioPort {
             match event {
                 Event::RxOpen => {
                     info!(port = %self.name, "COR open");
-                    let _ = self.to_channel.send(ChannelMsg::RxActive { port: self.id, active: true });
+                    req.rx_active = true;
                     self.reporter.event(report(EventKind::CorOpen));
                 }
                 Event::RxClose => {
                     info!(port = %self.name, "COR closed");
-                    let _ = self.to_channel.send(ChannelMsg::RxActive { port: self.id, active: false });
+                    req.rx_active = false;
                     self.reporter.event(report(EventKind::CorClose));
                 }
                 Event::PttOn => {
@@ -253,10 +262,18 @@ impl RadioPort {
         if changed {
             self.report_state(req);
         }
+        if req.rx_active != req.rx_reported {
+            let msg = ChannelMsg::RxActive { port: self.id, active: req.rx_active };
+            if !matches!(peer_queue::try_deliver(&self.to_channel, msg), Err(TrySendError::Full(_))) {
+                req.rx_reported = req.rx_active;
+            }
+        }
         let report = RadioTx { keyed: req.line_keyed, blocked: self.blocked() };
         if req.reported != Some(report) {
-            req.reported = Some(report);
-            let _ = self.to_channel.send(ChannelMsg::RadioTx { port: self.id, report });
+            let msg = ChannelMsg::RadioTx { port: self.id, report };
+            if !matches!(peer_queue::try_deliver(&self.to_channel, msg), Err(TrySendError::Full(_))) {
+                req.reported = Some(report);
+            }
         }
     }
 

@@ -566,7 +566,7 @@ ptt = { line = "sim:desk-ptt", active_low = true }
             if ![2, 5].contains(&i) {
                 assert!(toml::from_str::<toml::Table>(text).is_err(), "{text}");
             }
-            assert_eq!(lines_of(&text), (Some("/run/lines".into()), expected()), "{text}");
+            assert_eq!(lines_of(text), (Some("/run/lines".into()), expected()), "{text}");
         }
     }
 

@@ -163,6 +163,15 @@ pub enum UplinkEvent {
     Media { channel: String, packet: MediaPacket },
 }
 
+impl peer_queue::Queued for UplinkEvent {
+    fn policy(&self) -> Policy {
+        match self {
+            UplinkEvent::Media { .. } => Policy::DropOldest,
+            _ => Policy::Keep,
+        }
+    }
+}
+
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

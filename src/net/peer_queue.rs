@@ -277,11 +277,21 @@ pub async fn deliver<T: Queued>(inbox: &mpsc::Sender<T>, msg: T) -> Result<(), E
     }
 }
 
-/// [`deliver`] for senders that cannot wait (a task whose loop also serves others): a lossy
-/// message, or one that must arrive when it finds room (`Err(Full)` gives it back otherwise).
-pub fn try_deliver<T: Queued>(inbox: &mpsc::Sender<T>, msg: T) -> Result<(), TrySendError<T>> {
+/// What [`try_deliver`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    Queued,
+    /// A `DropOldest` message that found the inbox full.
+    Dropped,
+}
+
+/// [`deliver`] for senders that cannot wait (a task whose loop also serves others, an audio
+/// thread): a lossy message, or one that must arrive when it finds room (`Err(Full)` gives it
+/// back otherwise; the sender tries again later or keeps only the newest state).
+pub fn try_deliver<T: Queued>(inbox: &mpsc::Sender<T>, msg: T) -> Result<Delivered, TrySendError<T>> {
     match (msg.policy(), inbox.try_send(msg)) {
-        (_, Ok(())) | (Policy::DropOldest, Err(TrySendError::Full(_))) => Ok(()),
+        (_, Ok(())) => Ok(Delivered::Queued),
+        (Policy::DropOldest, Err(TrySendError::Full(_))) => Ok(Delivered::Dropped),
         (_, Err(e)) => Err(e),
     }
 }
@@ -407,6 +417,7 @@ mod tests {
             deliver(&tx, M::Media(i)).await.unwrap();
         }
         assert!(matches!(try_deliver(&tx, M::Event(2)), Err(TrySendError::Full(M::Event(2)))));
+        assert_eq!(try_deliver(&tx, M::Media(100)).unwrap(), Delivered::Dropped);
         let waiting = tokio::spawn({
             let tx = tx.clone();
             async move { deliver(&tx, M::Event(2)).await }

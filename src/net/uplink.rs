@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::addrs::route_source;
+use super::peer_queue;
 use super::reconnect::Reconnect;
 use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
@@ -144,11 +145,9 @@ impl UplinkHandle {
 }
 
 /// Start the uplink; runs until `cancel`. Must be called inside a tokio runtime.
-pub fn start(
-    options: UplinkOptions,
-    events: mpsc::UnboundedSender<UplinkEvent>,
-    cancel: CancellationToken,
-) -> UplinkHandle {
+/// `events`: the router's bounded inbox ([`peer_queue::deliver`]: media that finds it full is
+/// dropped, the rest waits for room).
+pub fn start(options: UplinkOptions, events: mpsc::Sender<UplinkEvent>, cancel: CancellationToken) -> UplinkHandle {
     let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
     let up = Arc::new(AtomicBool::new(false));
     let tasks = TaskTracker::new();
@@ -158,21 +157,22 @@ pub fn start(
 
 async fn run(
     options: UplinkOptions,
-    events: mpsc::UnboundedSender<UplinkEvent>,
+    events: mpsc::Sender<UplinkEvent>,
     mut cmds: mpsc::Receiver<Cmd>,
     up: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
     let mut reconnect = Reconnect::new("uplink", options.backoff_min, options.backoff_max);
     loop {
-        let mut link = Link { options: &options, events: &events, up: &up, was_up: false };
+        let mut link = Link { options: &options, events: &events, out: Vec::new(), up: &up, was_up: false };
         let result = link.run(&mut cmds, &cancel).await;
+        link.flush().await;
         let was_up = link.was_up;
         up.store(false, Ordering::Relaxed);
         let reason = match result {
             Ok(()) => {
                 if was_up {
-                    let _ = events.send(UplinkEvent::Down { reason: "uplink stopped".into() });
+                    let _ = peer_queue::deliver(&events, UplinkEvent::Down { reason: "uplink stopped".into() }).await;
                 }
                 return;
             }
@@ -180,7 +180,7 @@ async fn run(
         };
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
         if report {
-            let _ = events.send(UplinkEvent::Down { reason });
+            let _ = peer_queue::deliver(&events, UplinkEvent::Down { reason }).await;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -234,7 +234,9 @@ struct Track {
 /// One connection attempt and, if it comes up, its life.
 struct Link<'a> {
     options: &'a UplinkOptions,
-    events: &'a mpsc::UnboundedSender<UplinkEvent>,
+    events: &'a mpsc::Sender<UplinkEvent>,
+    /// Events for `events`, in order, until the loop's next [`Link::flush`].
+    out: Vec<UplinkEvent>,
     up: &'a AtomicBool,
     was_up: bool,
 }
@@ -369,11 +371,10 @@ impl Link<'_> {
                         ice_lost.get_or_insert_with(Instant::now);
                     }
                     Happened::IceBack => ice_lost = None,
-                    Happened::Media(channel, packet) => {
-                        let _ = self.events.send(UplinkEvent::Media { channel, packet });
-                    }
+                    Happened::Media(channel, packet) => self.out.push(UplinkEvent::Media { channel, packet }),
                 }
             }
+            self.flush().await;
             let mut watchdog = last_rx + o.idle_timeout;
             if !self.was_up {
                 watchdog = watchdog.min(started + o.step_timeout);
@@ -446,16 +447,22 @@ impl Link<'_> {
         }
     }
 
+    /// Hand the events over: media that finds the router's inbox full is dropped, the rest
+    /// waits for room (the hub's messages wait in the socket meanwhile).
+    async fn flush(&mut self) {
+        for e in self.out.drain(..) {
+            let _ = peer_queue::deliver(self.events, e).await;
+        }
+    }
+
     fn go_up(&mut self, members: &[(MemberRequest, ParticipantId)], early_floor: &mut Vec<UplinkEvent>) {
         if self.was_up {
             return;
         }
         self.was_up = true;
         self.up.store(true, Ordering::Relaxed);
-        let _ = self.events.send(UplinkEvent::Up { members: members.to_vec() });
-        for e in early_floor.drain(..) {
-            let _ = self.events.send(e);
-        }
+        self.out.push(UplinkEvent::Up { members: members.to_vec() });
+        self.out.append(early_floor);
     }
 
     /// Hub messages while waiting for welcome/answer: floor ones wait for `Up`.
@@ -473,7 +480,7 @@ impl Link<'_> {
             Ok(m) => {
                 if self.was_up {
                     if let Some(e) = floor_event(m) {
-                        let _ = self.events.send(e);
+                        self.out.push(e);
                     }
                 } else {
                     self.early(m, early_floor);

@@ -444,16 +444,14 @@ impl Sim {
         let radio = self.rng.below(RADIOS as u64) as usize;
         match self.rng.below(100) {
             // A call received on a radio: short kerchunks to long overs, some stuck open.
-            0..=29 => {
-                if !self.radios[radio].cor {
-                    let hold = match self.rng.below(10) {
-                        0 => self.rng.ms(10, 300),
-                        1 => self.rng.ms(100_000, 300_000),
-                        _ => self.rng.ms(1_000, 40_000),
-                    };
-                    self.schedule(Duration::ZERO, Scheduled::Cor { radio, on: true });
-                    self.schedule(hold, Scheduled::Cor { radio, on: false });
-                }
+            0..=29 if !self.radios[radio].cor => {
+                let hold = match self.rng.below(10) {
+                    0 => self.rng.ms(10, 300),
+                    1 => self.rng.ms(100_000, 300_000),
+                    _ => self.rng.ms(1_000, 40_000),
+                };
+                self.schedule(Duration::ZERO, Scheduled::Cor { radio, on: true });
+                self.schedule(hold, Scheduled::Cor { radio, on: false });
             }
             // COR flapping: a burst of edges.
             30..=32 => {
@@ -478,12 +476,10 @@ impl Sim {
                 self.schedule(Duration::ZERO, Scheduled::AudioFault { radio, on: true });
                 self.schedule(hold, Scheduled::AudioFault { radio, on: false });
             }
-            42..=51 => {
-                if !self.desk_pressed {
-                    let hold = self.rng.ms(200, 30_000);
-                    self.schedule(Duration::ZERO, Scheduled::Desk { on: true });
-                    self.schedule(hold, Scheduled::Desk { on: false });
-                }
+            42..=51 if !self.desk_pressed => {
+                let hold = self.rng.ms(200, 30_000);
+                self.schedule(Duration::ZERO, Scheduled::Desk { on: true });
+                self.schedule(hold, Scheduled::Desk { on: false });
             }
             // A peer joins (some forged: a request, then silence), or presses.
             52..=61 => {
@@ -518,7 +514,7 @@ impl Sim {
                 let stall = self.rng.ms(1, 400);
                 self.stall_until = now + stall;
             }
-            _ => {} // quiet
+            _ => {} // quiet (also a call on a radio already receiving, a press while the desk holds)
         }
     }
 

@@ -25,6 +25,7 @@ use super::protocol::{
 use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, ToArbiter};
+use crate::net::peer_queue;
 use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
 use crate::net::reconnect::Reconnect;
 use crate::net::{MemberRequest, UplinkEvent};
@@ -98,9 +99,10 @@ impl FloorEdgeHandle {
 /// Start the floor client; runs until `cancel`. Must be called inside a tokio runtime. Errors
 /// are setup problems only (bad ids, unreadable credential files); a missing broker or host is
 /// retried forever.
+/// `events`: the router's bounded inbox; floor events wait for room there ([`peer_queue::deliver`]).
 pub fn start_edge(
     o: FloorEdgeOptions,
-    events: mpsc::UnboundedSender<UplinkEvent>,
+    events: mpsc::Sender<UplinkEvent>,
     cancel: CancellationToken,
 ) -> Result<FloorEdgeHandle, String> {
     let topics = Topics::new(&o.floor_hub)
@@ -125,6 +127,7 @@ pub fn start_edge(
         topics,
         o,
         events,
+        out: Vec::new(),
         up: up.clone(),
         feeds: feeds.clone(),
         joined: false,
@@ -139,7 +142,9 @@ pub fn start_edge(
 struct Edge {
     o: FloorEdgeOptions,
     topics: Topics,
-    events: mpsc::UnboundedSender<UplinkEvent>,
+    events: mpsc::Sender<UplinkEvent>,
+    /// Events for `events`, in order, until the next [`Edge::flush`].
+    out: Vec<UplinkEvent>,
     up: Arc<AtomicBool>,
     feeds: Arc<Mutex<BTreeMap<String, Option<u64>>>>,
     /// Accepted by the host on the current connection.
@@ -166,12 +171,14 @@ impl Edge {
             let reason = match result {
                 Ok(()) => {
                     self.down("floor client stopped");
+                    self.flush().await;
                     return;
                 }
                 Err(reason) => reason,
             };
             let (report, delay) = self.reconnect.lost(was_joined, &reason, rand::random::<f64>());
             self.set_down(&reason, report);
+            self.flush().await;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -193,6 +200,7 @@ impl Edge {
     ) -> Result<(), String> {
         self.retry_at = None;
         loop {
+            self.flush().await;
             let retry = self.retry_at;
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -264,7 +272,7 @@ impl Edge {
                     self.reconnect.up();
                     self.up.store(true, Ordering::Relaxed);
                     info!(epoch = %a.epoch, members = members.len(), "floor: joined the floor hub");
-                    let _ = self.events.send(UplinkEvent::Up { members });
+                    self.out.push(UplinkEvent::Up { members });
                 }
                 Ok(ToEdge::Refused(r)) if r.join == self.join_seq => {
                     warn!(reason = %r.reason, "floor: the hub refused our members");
@@ -274,8 +282,7 @@ impl Edge {
                 Ok(ToEdge::Floor(f)) if self.joined => match f.floor.to_router() {
                     Ok((msg, holder_name)) => {
                         let member = f.floor.id.map(ParticipantId);
-                        let _ =
-                            self.events.send(UplinkEvent::Floor { channel: f.floor.channel, member, msg, holder_name });
+                        self.out.push(UplinkEvent::Floor { channel: f.floor.channel, member, msg, holder_name });
                     }
                     Err(e) => warn!(%topic, error = %e, "floor: malformed floor message dropped"),
                 },
@@ -285,6 +292,13 @@ impl Edge {
             _ => debug!(%topic, "floor: message on an unexpected topic"),
         }
         Ok(())
+    }
+
+    /// Hand the events over, waiting for room in the router's inbox.
+    async fn flush(&mut self) {
+        for e in self.out.drain(..) {
+            let _ = peer_queue::deliver(&self.events, e).await;
+        }
     }
 
     fn join(&mut self, link: &Link, session: &str) -> Result<(), String> {
@@ -320,7 +334,7 @@ impl Edge {
         self.joined = false;
         self.up.store(false, Ordering::Relaxed);
         if report {
-            let _ = self.events.send(UplinkEvent::Down { reason: reason.to_owned() });
+            self.out.push(UplinkEvent::Down { reason: reason.to_owned() });
         }
     }
 }

@@ -54,10 +54,11 @@ pub struct FloorHostOptions {
 }
 
 /// Start the floor host; runs until `cancel`. Must be called inside a tokio runtime. Errors are
-/// setup problems only (bad ids, unreadable credential files).
+/// setup problems only (bad ids, unreadable credential files). `hub_events`: the router's hub
+/// inbox ([`peer_queue::deliver`]: an edge's media dropped when full, the rest waits for room).
 pub fn start_host(
     o: FloorHostOptions,
-    hub_events: mpsc::UnboundedSender<HubEvent>,
+    hub_events: mpsc::Sender<HubEvent>,
     cancel: CancellationToken,
 ) -> Result<(), String> {
     let topics = Topics::new(&o.device_id)
@@ -66,7 +67,7 @@ pub fn start_host(
     mqtt_options(&o.mqtt, &o.device_id, will(topics.host(), String::new()))?;
     let (janus, janus_rx) = match &o.janus {
         Some(options) => {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(peer_queue::INBOX);
             (Some(crate::net::janus::start(options.clone(), tx, cancel.clone())), Some(rx))
         }
         None => (None, None),
@@ -79,6 +80,7 @@ pub fn start_host(
         topics,
         epoch,
         hub: hub_events,
+        out: Vec::new(),
         edges: HashMap::new(),
         peers: HashMap::new(),
         next_peer: FIRST_PEER,
@@ -121,7 +123,9 @@ struct Host {
     topics: Topics,
     /// New at every start: edges join again when they see another one.
     epoch: String,
-    hub: mpsc::UnboundedSender<HubEvent>,
+    hub: mpsc::Sender<HubEvent>,
+    /// Events for `hub`, in order, until the loop's next [`Host::flush`].
+    out: Vec<HubEvent>,
     /// By device id.
     edges: HashMap<String, EdgeEntry>,
     peers: HashMap<PeerId, String>,
@@ -143,7 +147,7 @@ impl Host {
     async fn run(
         mut self,
         mut peer_rx: mpsc::UnboundedReceiver<(PeerId, PeerOut)>,
-        mut janus_rx: Option<mpsc::UnboundedReceiver<JanusEvent>>,
+        mut janus_rx: Option<mpsc::Receiver<JanusEvent>>,
         cancel: CancellationToken,
     ) {
         let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
@@ -154,6 +158,7 @@ impl Host {
         let mut recheck = tokio::time::interval(MODERATION_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.flush().await;
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 net = next_net(&mut self.link) => match net {
@@ -210,11 +215,19 @@ impl Host {
         for c in channels {
             self.set_holder(&c, None);
         }
+        self.flush().await;
         if let Some(link) = self.link.take() {
             let offline = to_json(&HostPresence { online: false, epoch: self.epoch.clone() });
             link.close(Some((self.topics.host(), offline))).await;
         }
         info!("floor host stopped");
+    }
+
+    /// Hand the events over; an edge flooding the router waits here, its MQTT messages with it.
+    async fn flush(&mut self) {
+        for e in self.out.drain(..) {
+            let _ = peer_queue::deliver(&self.hub, e).await;
+        }
     }
 
     fn publish(&self, topic: &str, payload: String, retain: bool) -> Result<(), String> {
@@ -310,13 +323,14 @@ impl Host {
             .iter()
             .map(|m| MemberRequest { key: m.key.clone(), channel: m.channel.clone(), priority: Priority(m.priority) })
             .collect();
-        if self.hub.send(HubEvent::Joined { peer, name: device.to_owned(), members, to_peer, reply }).is_err() {
+        if self.hub.is_closed() {
             warn!(%device, "floor host: the channel router is gone; join refused");
             let reason = "the floor host is stopping".to_owned();
             let refused =
                 ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
             return self.publish(&self.topics.to_edge(device), refused.to_json(), false);
         }
+        self.out.push(HubEvent::Joined { peer, name: device.to_owned(), members, to_peer, reply });
         tokio::spawn(forward_peer(peer, reply_rx, to_peer_rx, self.peer_tx.clone()));
         info!(%device, peer, members = j.members.len(), "floor host: edge joining");
         self.peers.insert(peer, device.to_owned());
@@ -339,7 +353,7 @@ impl Host {
             Action::Release => ToArbiter::Release,
         };
         info!(%device, key = %m.key, channel = %m.channel, ?action, "floor host: edge asks");
-        let _ = self.hub.send(HubEvent::Floor { peer: e.peer, member, msg });
+        self.out.push(HubEvent::Floor { peer: e.peer, member, msg });
     }
 
     /// The edge leaves the router (its floor is freed) and no longer holds any channel.
@@ -347,7 +361,7 @@ impl Host {
         let Some(e) = self.edges.remove(device) else { return };
         self.peers.remove(&e.peer);
         debug!(%device, peer = e.peer, %why, "floor host: edge leaves");
-        let _ = self.hub.send(HubEvent::Left { peer: e.peer });
+        self.out.push(HubEvent::Left { peer: e.peer });
         let held: Vec<String> = self
             .holders
             .iter()
@@ -465,7 +479,7 @@ impl Host {
             JanusEvent::Media { channel, feed, packet } => {
                 // The router uses it only from the holder: it keeps the no-media timer alive.
                 if let Some(peer) = self.edge_of_feed(&channel, feed).and_then(|d| self.edges.get(&d)).map(|e| e.peer) {
-                    let _ = self.hub.send(HubEvent::Media { peer, channel, packet });
+                    self.out.push(HubEvent::Media { peer, channel, packet });
                 }
             }
             JanusEvent::ModerateDone { channel, feed, mute, result } => match result {

@@ -117,6 +117,7 @@ impl Budget {
 
 /// The soft limit on open files after raising it as far as the hard limit allows (a daemon
 /// started by hand inherits the shell's 1024; under systemd `LimitNOFILE=` sets both).
+#[allow(clippy::unnecessary_cast)] // rlim_t is u32 on armv7
 pub(crate) fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.

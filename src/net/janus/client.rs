@@ -31,6 +31,7 @@ use super::protocol::{SubStream, MAX_MESSAGE_BYTES, SUBPROTOCOL};
 use super::session::{ChannelSpec, Output, Session, SessionConfig};
 use super::JanusEvent;
 use crate::core::restamp::Restamper;
+use crate::net::peer_queue;
 use crate::net::reconnect::Reconnect;
 use crate::net::addrs::route_source;
 use crate::net::protocol::add_end_of_candidates;
@@ -170,11 +171,8 @@ impl JanusHandle {
 }
 
 /// Start the Janus uplink; runs until `cancel`. Must be called inside a tokio runtime.
-pub fn start(
-    options: JanusOptions,
-    events: mpsc::UnboundedSender<JanusEvent>,
-    cancel: CancellationToken,
-) -> JanusHandle {
+/// `events`: bounded ([`peer_queue::deliver`]: media dropped when full, the rest waits for room).
+pub fn start(options: JanusOptions, events: mpsc::Sender<JanusEvent>, cancel: CancellationToken) -> JanusHandle {
     let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
     let channels: Arc<[String]> = options.channels.iter().map(|c| c.channel.clone()).collect();
     let sending: Arc<[AtomicBool]> = options.channels.iter().map(|_| AtomicBool::new(false)).collect();
@@ -202,7 +200,7 @@ impl Shared {
 
 async fn run(
     options: JanusOptions,
-    events: mpsc::UnboundedSender<JanusEvent>,
+    events: mpsc::Sender<JanusEvent>,
     mut cmds: mpsc::Receiver<Cmd>,
     shared: Shared,
     cancel: CancellationToken,
@@ -210,14 +208,22 @@ async fn run(
     let mut reconnect = Reconnect::new("Janus uplink", options.backoff_min, options.backoff_max);
     let mut listen = vec![true; options.channels.len()];
     loop {
-        let mut link = Link { options: &options, events: &events, shared: &shared, listen: &mut listen, was_up: false };
+        let mut link = Link {
+            options: &options,
+            events: &events,
+            out: Vec::new(),
+            shared: &shared,
+            listen: &mut listen,
+            was_up: false,
+        };
         let result = link.run(&mut cmds, &cancel).await;
+        link.flush().await;
         let was_up = link.was_up;
         shared.down();
         let reason = match result {
             Ok(()) => {
                 if was_up {
-                    let _ = events.send(JanusEvent::Down { reason: "uplink stopped".into() });
+                    let _ = peer_queue::deliver(&events, JanusEvent::Down { reason: "uplink stopped".into() }).await;
                 }
                 return;
             }
@@ -225,7 +231,7 @@ async fn run(
         };
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
         if report {
-            let _ = events.send(JanusEvent::Down { reason });
+            let _ = peer_queue::deliver(&events, JanusEvent::Down { reason }).await;
         }
         let wake = tokio::time::Instant::now() + delay;
         loop {
@@ -403,7 +409,9 @@ impl Media {
 /// One session's life: connect, build, run until lost or cancelled.
 struct Link<'a> {
     options: &'a JanusOptions,
-    events: &'a mpsc::UnboundedSender<JanusEvent>,
+    events: &'a mpsc::Sender<JanusEvent>,
+    /// Events for `events`, in order, until the loop's next [`Link::flush`].
+    out: Vec<JanusEvent>,
     shared: &'a Shared,
     listen: &'a mut Vec<bool>,
     was_up: bool,
@@ -420,6 +428,13 @@ enum Step {
 
 impl Link<'_> {
     /// Ok on cancel; Err(reason) when the session is lost.
+    /// Hand the events over: media that finds the inbox full is dropped, the rest waits.
+    async fn flush(&mut self) {
+        for e in self.out.drain(..) {
+            let _ = peer_queue::deliver(self.events, e).await;
+        }
+    }
+
     async fn run(&mut self, cmds: &mut mpsc::Receiver<Cmd>, cancel: &CancellationToken) -> Result<(), String> {
         let o = self.options;
         let started = Instant::now();
@@ -463,6 +478,7 @@ impl Link<'_> {
             for (ch, is_pub, h) in happened {
                 self.happened(&session, &media, ch, is_pub, h, started);
             }
+            self.flush().await;
 
             let now = Instant::now();
             let mut watchdog = None::<Instant>;
@@ -561,7 +577,7 @@ impl Link<'_> {
                 if !session.moderate(now, ch, feed, mute) {
                     let channel = self.options.channels[ch].channel.clone();
                     let result = Err("no such publisher in the room".into());
-                    let _ = self.events.send(JanusEvent::ModerateDone { channel, feed, mute, result });
+                    self.out.push(JanusEvent::ModerateDone { channel, feed, mute, result });
                 }
             }
             Cmd::Media(ch, packet) => {
@@ -618,19 +634,19 @@ impl Link<'_> {
                     let publishers =
                         publishers.into_iter().map(|p| (p.id, p.display.unwrap_or_default())).collect::<Vec<_>>();
                     debug!(channel = %name(ch), ?publishers, "Janus room roster");
-                    let _ = self.events.send(JanusEvent::Roster { channel: name(ch), publishers });
+                    self.out.push(JanusEvent::Roster { channel: name(ch), publishers });
                 }
                 Output::Joined { ch, id } => debug!(channel = %name(ch), id, "joined the Janus room"),
                 Output::Sending { ch, on } => {
                     debug!(channel = %name(ch), on, "Janus relays our stream");
-                    let _ = self.events.send(JanusEvent::Sending { channel: name(ch), on });
+                    self.out.push(JanusEvent::Sending { channel: name(ch), on });
                 }
                 Output::Moderated { ch, muted } => {
                     warn!(channel = %name(ch), muted, "our stream was moderated in Janus");
-                    let _ = self.events.send(JanusEvent::Moderated { channel: name(ch), muted });
+                    self.out.push(JanusEvent::Moderated { channel: name(ch), muted });
                 }
                 Output::ModerateDone { ch, feed, mute, result } => {
-                    let _ = self.events.send(JanusEvent::ModerateDone { channel: name(ch), feed, mute, result });
+                    self.out.push(JanusEvent::ModerateDone { channel: name(ch), feed, mute, result });
                 }
             }
         }
@@ -651,13 +667,13 @@ impl Link<'_> {
                         .map(|i| (self.options.channels[i].channel.clone(), session.publisher_id(i).unwrap_or(0)))
                         .collect();
                     info!(up_ms = started.elapsed().as_millis() as u64, session = session.id(), "Janus uplink up");
-                    let _ = self.events.send(JanusEvent::Up { channels });
+                    self.out.push(JanusEvent::Up { channels });
                 }
             }
             Happened::Connected => debug!(%channel, "subscription media connected"),
             Happened::Media(feed, packet) => {
                 if self.listen[ch] {
-                    let _ = self.events.send(JanusEvent::Media { channel: channel.clone(), feed, packet });
+                    self.out.push(JanusEvent::Media { channel: channel.clone(), feed, packet });
                 }
             }
         }

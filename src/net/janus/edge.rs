@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 use super::{JanusEvent, JanusHandle, JanusOptions};
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
 use crate::net::floor_mqtt::{FloorEdgeHandle, FloorEdgeOptions};
+use crate::net::peer_queue;
 use crate::core::restamp::Restamper;
 use crate::net::{MemberRequest, UplinkEvent};
 use crate::pipeline::MediaPacket;
@@ -223,12 +224,12 @@ impl JanusEdge {
 pub fn start_edge(
     janus: JanusOptions,
     floor: FloorEdgeOptions,
-    events: mpsc::UnboundedSender<UplinkEvent>,
+    events: mpsc::Sender<UplinkEvent>,
     cancel: CancellationToken,
 ) -> Result<JanusEdge, String> {
-    let (floor_tx, floor_rx) = mpsc::unbounded_channel();
+    let (floor_tx, floor_rx) = mpsc::channel(peer_queue::INBOX);
     let floor = crate::net::floor_mqtt::start_edge(floor, floor_tx, cancel.clone())?;
-    let (janus_tx, janus_rx) = mpsc::unbounded_channel();
+    let (janus_tx, janus_rx) = mpsc::channel(peer_queue::INBOX);
     info!(url = %janus.url, channels = janus.channels.len(), "Janus uplink starting");
     let janus = super::start(janus, janus_tx, cancel.clone());
     let edge = JanusEdge { janus, floor, talking: Arc::default() };
@@ -238,9 +239,9 @@ pub fn start_edge(
 
 async fn merge(
     edge: JanusEdge,
-    mut janus: mpsc::UnboundedReceiver<JanusEvent>,
-    mut floor: mpsc::UnboundedReceiver<UplinkEvent>,
-    events: mpsc::UnboundedSender<UplinkEvent>,
+    mut janus: mpsc::Receiver<JanusEvent>,
+    mut floor: mpsc::Receiver<UplinkEvent>,
+    events: mpsc::Sender<UplinkEvent>,
     cancel: CancellationToken,
 ) {
     let mut join = EdgeJoin::new(crate::net::rtc::random_start());
@@ -264,7 +265,7 @@ async fn merge(
         while let Some(out) = join.poll_output() {
             match out {
                 EdgeOutput::Event(event) => {
-                    if events.send(event).is_err() {
+                    if peer_queue::deliver(&events, event).await.is_err() {
                         return;
                     }
                 }

@@ -26,6 +26,15 @@ pub use session::ChannelSpec;
 
 use crate::pipeline::MediaPacket;
 
+impl crate::net::peer_queue::Queued for JanusEvent {
+    fn policy(&self) -> crate::net::peer_queue::Policy {
+        match self {
+            JanusEvent::Media { .. } => crate::net::peer_queue::Policy::DropOldest,
+            _ => crate::net::peer_queue::Policy::Keep,
+        }
+    }
+}
+
 /// Janus uplink → the edge's channel router. Like [`crate::net::UplinkEvent`]: one `Up` when
 /// every channel is published and its media connected, one `Down` per loss.
 #[derive(Debug, Clone, PartialEq)]
