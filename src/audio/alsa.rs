@@ -6,12 +6,12 @@
 //! Xruns (EPIPE) and suspends (ESTRPIPE) are recovered in place and counted; any other error, or
 //! no progress for [`STALL`], means the device is lost: it is closed and reopened with backoff.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alsa::pcm::{Access, Format, HwParams, State, PCM};
 use alsa::{Direction as AlsaDirection, ValueOr};
 
-use super::device::{Shared, Sink, Source, POLL};
+use super::device::{Mode, Shared, Sink, Source, POLL};
 use super::resample::{f32_to_i16, i16_to_f32, Inbound, Outbound};
 use super::SAMPLE_RATE;
 
@@ -21,6 +21,14 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Device periods per buffer: enough to ride out scheduling hiccups, short enough for radio.
 const PERIODS: usize = 4;
+
+/// Periods a playback device is kept ahead of what it plays (the playback lead); the rest of
+/// its buffer stays empty. Every frame waits out the lead before it is heard, so a full 4-period
+/// buffer cost 40 ms. Two 10 ms periods are what a real-time thread on a Pi 4 needs: it is woken
+/// when one period is left and has a whole period to write the next (its fill takes well under
+/// 1 ms), and the pulse plugin asks for data a period at a time. Raised by a period (up to
+/// `PERIODS - 1`) after each underrun while playing, for as long as the device stays open.
+const LEAD_PERIODS: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SampleFmt {
@@ -111,15 +119,26 @@ fn open_pcm(name: &str, dir: AlsaDirection, period_ms: u32) -> Result<(PCM, Setu
     };
     {
         let sw = pcm.sw_params_current().map_err(|e| err("sw params", e))?;
-        sw.set_avail_min(setup.period as alsa::pcm::Frames).map_err(|e| err("avail min", e))?;
         if dir == AlsaDirection::Playback {
-            // Start once two periods are queued, so the first write cannot underrun at once.
-            let start = (2 * setup.period).min(setup.buffer);
+            // Wake when the queue is down to a period under the lead (see `playback_avail_min`).
+            let lead = LEAD_PERIODS * setup.period;
+            let avail_min = playback_avail_min(&setup, lead);
+            sw.set_avail_min(avail_min as alsa::pcm::Frames).map_err(|e| err("avail min", e))?;
+            // Start once the lead is queued, so the first write cannot underrun at once.
+            let start = lead.min(setup.buffer);
             sw.set_start_threshold(start as alsa::pcm::Frames).map_err(|e| err("start threshold", e))?;
+        } else {
+            sw.set_avail_min(setup.period as alsa::pcm::Frames).map_err(|e| err("avail min", e))?;
         }
         pcm.sw_params(&sw).map_err(|e| err("apply sw params", e))?;
     }
     Ok((pcm, setup))
+}
+
+/// Free room at which a playback device with `lead` frames to keep queued wakes its thread:
+/// one period under the lead is left.
+fn playback_avail_min(setup: &Setup, lead: usize) -> usize {
+    (setup.buffer + setup.period).saturating_sub(lead).clamp(setup.period, setup.buffer)
 }
 
 /// Recover from what can be recovered in place (xrun, suspend); anything else loses the device.
@@ -289,6 +308,43 @@ struct PlaybackOpen {
     /// One converted frame of interleaved device samples, as bytes.
     raw: Vec<u8>,
     last_progress: Instant,
+    /// Device frames kept queued (see [`LEAD_PERIODS`]).
+    lead: usize,
+    /// Free room at which the next frame is written (the queue is a period under the lead).
+    avail_min: usize,
+    /// The device's xrun count last seen: each new one raises the lead.
+    xruns: u64,
+}
+
+impl PlaybackOpen {
+    /// An underrun while playing: the lead was too short for this machine. One period more,
+    /// up to a period under the buffer.
+    fn follow_xruns(&mut self, ctx: &Shared) {
+        let xruns = ctx.xruns.load(std::sync::atomic::Ordering::Relaxed);
+        if xruns == self.xruns {
+            return;
+        }
+        self.xruns = xruns;
+        let max = (PERIODS - 1) * self.setup.period;
+        if self.lead >= max {
+            return;
+        }
+        let lead = self.lead + self.setup.period;
+        let avail_min = playback_avail_min(&self.setup, lead);
+        let applied = self.pcm.sw_params_current().and_then(|sw| {
+            sw.set_avail_min(avail_min as alsa::pcm::Frames)?;
+            sw.set_start_threshold(lead as alsa::pcm::Frames)?;
+            self.pcm.sw_params(&sw)
+        });
+        match applied {
+            Ok(()) => {
+                (self.lead, self.avail_min) = (lead, avail_min);
+                let lead_ms = lead as f64 * 1e3 / f64::from(self.setup.rate);
+                tracing::info!(device = %ctx.name, lead_ms, "playback underrun: lead raised");
+            }
+            Err(e) => tracing::debug!(device = %ctx.name, error = %e, "cannot raise the playback lead"),
+        }
+    }
 }
 
 impl AlsaPlayback {
@@ -303,8 +359,12 @@ impl Sink for AlsaPlayback {
         let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Playback, ctx.device_period_ms)?;
         let outbound = Outbound::new(setup.rate, ctx.frame_len())?;
         let raw = vec![0u8; outbound.max_out() * setup.frame_bytes()];
-        let config = setup.describe();
-        self.open = Some(PlaybackOpen { pcm, setup, outbound, raw, last_progress: Instant::now() });
+        let lead = LEAD_PERIODS * setup.period;
+        let config = format!("{}, lead {lead}", setup.describe());
+        let avail_min = playback_avail_min(&setup, lead);
+        let xruns = ctx.xruns.load(std::sync::atomic::Ordering::Relaxed);
+        self.open =
+            Some(PlaybackOpen { pcm, setup, outbound, raw, last_progress: Instant::now(), lead, avail_min, xruns });
         Ok(config)
     }
 
@@ -314,18 +374,34 @@ impl Sink for AlsaPlayback {
 
     fn ready(&mut self, ctx: &Shared) -> Result<bool, String> {
         let o = self.open.as_mut().ok_or("not open")?;
+        o.follow_xruns(ctx);
         if o.pcm.state() != State::Running {
             // Not started yet (filling up to the start threshold): no clock to stall on.
             o.last_progress = Instant::now();
         }
-        // Room for a whole frame already? Then go on without waiting: devices that wake poll
-        // once per period or less (pulse) would otherwise get one frame per wakeup.
+        // Under the lead already? Then go on without waiting: devices that wake poll once per
+        // period or less (pulse) would otherwise get one frame per wakeup.
         match o.pcm.avail_update() {
-            Ok(n) if n.max(0) as usize >= o.outbound.max_out() => return Ok(true),
+            Ok(n) if n.max(0) as usize >= o.avail_min => return Ok(true),
             Ok(_) => {}
             Err(e) => return recover(&o.pcm, e, ctx).map(|()| false),
         }
-        wait(&o.pcm, o.last_progress, ctx)
+        if !wait(&o.pcm, o.last_progress, ctx)? {
+            return Ok(false);
+        }
+        match o.pcm.avail_update() {
+            Ok(n) if n.max(0) as usize >= o.avail_min => Ok(true),
+            Ok(n) => {
+                // Woken with the lead still queued: a plugin whose poll ignores avail_min (pulse
+                // wakes on each server request). Sleep until the excess has played, not spin.
+                let excess = o.avail_min - n.max(0) as usize;
+                let secs = excess as f64 / f64::from(o.setup.rate);
+                let nap = Duration::from_secs_f64(secs).clamp(Duration::from_millis(1), ctx.period());
+                ctx.sleep_until(Instant::now() + nap, Mode::Stop);
+                Ok(false)
+            }
+            Err(e) => recover(&o.pcm, e, ctx).map(|()| false),
+        }
     }
 
     fn write(&mut self, frame: &[f32], ctx: &Shared) -> Result<(), String> {
