@@ -22,9 +22,10 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// Device periods per buffer: enough to ride out scheduling hiccups, short enough for radio.
 const PERIODS: usize = 4;
 
-/// Periods a playback device is kept ahead of what it plays (the playback lead); the rest of
-/// its buffer stays empty. Every frame waits out the lead before it is heard, so a full 4-period
-/// buffer cost 40 ms. Two 10 ms periods are what a real-time thread on a Pi 4 needs: it is woken
+/// Periods a fed playback device (see `Sink::keep_lead`) is kept ahead of what it plays (the
+/// playback lead); the rest of its buffer stays empty. Every frame waits out the lead before it
+/// is heard, so a full 4-period buffer cost 40 ms. A queued device (a desk's mix, produced on
+/// another clock) keeps its whole buffer to absorb the producer's jitter. Two 10 ms periods are what a real-time thread on a Pi 4 needs: it is woken
 /// when one period is left and has a whole period to write the next (its fill takes well under
 /// 1 ms), and the pulse plugin asks for data a period at a time. Raised by a period (up to
 /// `PERIODS - 1`) after each underrun while playing, for as long as the device stays open.
@@ -119,16 +120,11 @@ fn open_pcm(name: &str, dir: AlsaDirection, period_ms: u32) -> Result<(PCM, Setu
     };
     {
         let sw = pcm.sw_params_current().map_err(|e| err("sw params", e))?;
+        sw.set_avail_min(setup.period as alsa::pcm::Frames).map_err(|e| err("avail min", e))?;
         if dir == AlsaDirection::Playback {
-            // Wake when the queue is down to a period under the lead (see `playback_avail_min`).
-            let lead = LEAD_PERIODS * setup.period;
-            let avail_min = playback_avail_min(&setup, lead);
-            sw.set_avail_min(avail_min as alsa::pcm::Frames).map_err(|e| err("avail min", e))?;
-            // Start once the lead is queued, so the first write cannot underrun at once.
-            let start = lead.min(setup.buffer);
+            // Start once two periods are queued, so the first write cannot underrun at once.
+            let start = (2 * setup.period).min(setup.buffer);
             sw.set_start_threshold(start as alsa::pcm::Frames).map_err(|e| err("start threshold", e))?;
-        } else {
-            sw.set_avail_min(setup.period as alsa::pcm::Frames).map_err(|e| err("avail min", e))?;
         }
         pcm.sw_params(&sw).map_err(|e| err("apply sw params", e))?;
     }
@@ -139,6 +135,16 @@ fn open_pcm(name: &str, dir: AlsaDirection, period_ms: u32) -> Result<(PCM, Setu
 /// one period under the lead is left.
 fn playback_avail_min(setup: &Setup, lead: usize) -> usize {
     (setup.buffer + setup.period).saturating_sub(lead).clamp(setup.period, setup.buffer)
+}
+
+/// Keep `lead` frames queued: wake at [`playback_avail_min`], start once the lead is there.
+fn apply_lead(pcm: &PCM, setup: &Setup, lead: usize) -> Result<usize, alsa::Error> {
+    let avail_min = playback_avail_min(setup, lead);
+    let sw = pcm.sw_params_current()?;
+    sw.set_avail_min(avail_min as alsa::pcm::Frames)?;
+    sw.set_start_threshold(lead.min(setup.buffer) as alsa::pcm::Frames)?;
+    pcm.sw_params(&sw)?;
+    Ok(avail_min)
 }
 
 /// Recover from what can be recovered in place (xrun, suspend); anything else loses the device.
@@ -299,6 +305,8 @@ impl CaptureOpen {
 pub(crate) struct AlsaPlayback {
     name: String,
     open: Option<PlaybackOpen>,
+    /// Fed on the device thread (see [`Sink::keep_lead`]): keep only the lead queued.
+    lead_only: bool,
 }
 
 struct PlaybackOpen {
@@ -330,14 +338,8 @@ impl PlaybackOpen {
             return;
         }
         let lead = self.lead + self.setup.period;
-        let avail_min = playback_avail_min(&self.setup, lead);
-        let applied = self.pcm.sw_params_current().and_then(|sw| {
-            sw.set_avail_min(avail_min as alsa::pcm::Frames)?;
-            sw.set_start_threshold(lead as alsa::pcm::Frames)?;
-            self.pcm.sw_params(&sw)
-        });
-        match applied {
-            Ok(()) => {
+        match apply_lead(&self.pcm, &self.setup, lead) {
+            Ok(avail_min) => {
                 (self.lead, self.avail_min) = (lead, avail_min);
                 let lead_ms = lead as f64 * 1e3 / f64::from(self.setup.rate);
                 tracing::info!(device = %ctx.name, lead_ms, "playback underrun: lead raised");
@@ -349,19 +351,28 @@ impl PlaybackOpen {
 
 impl AlsaPlayback {
     pub(crate) fn new(name: String) -> Self {
-        AlsaPlayback { name, open: None }
+        AlsaPlayback { name, open: None, lead_only: false }
     }
 }
 
 impl Sink for AlsaPlayback {
+    fn keep_lead(&mut self) {
+        self.lead_only = true;
+    }
+
     fn open(&mut self, ctx: &Shared) -> Result<String, String> {
         self.open = None;
         let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Playback, ctx.device_period_ms)?;
         let outbound = Outbound::new(setup.rate, ctx.frame_len())?;
         let raw = vec![0u8; outbound.max_out() * setup.frame_bytes()];
-        let lead = LEAD_PERIODS * setup.period;
+        // A queue's producer runs on its own clock: the whole buffer absorbs its jitter.
+        let (lead, avail_min) = if self.lead_only {
+            let lead = LEAD_PERIODS * setup.period;
+            (lead, apply_lead(&pcm, &setup, lead).map_err(|e| err("playback lead", e))?)
+        } else {
+            (setup.buffer, setup.period)
+        };
         let config = format!("{}, lead {lead}", setup.describe());
-        let avail_min = playback_avail_min(&setup, lead);
         let xruns = ctx.xruns.load(std::sync::atomic::Ordering::Relaxed);
         self.open =
             Some(PlaybackOpen { pcm, setup, outbound, raw, last_progress: Instant::now(), lead, avail_min, xruns });
