@@ -6,12 +6,12 @@
 //! Xruns (EPIPE) and suspends (ESTRPIPE) are recovered in place and counted; any other error, or
 //! no progress for [`STALL`], means the device is lost: it is closed and reopened with backoff.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alsa::pcm::{Access, Format, HwParams, State, PCM};
 use alsa::{Direction as AlsaDirection, ValueOr};
 
-use super::device::{Shared, Sink, Source, POLL};
+use super::device::{Mode, Shared, Sink, Source, POLL};
 use super::resample::{f32_to_i16, i16_to_f32, Inbound, Outbound};
 use super::SAMPLE_RATE;
 
@@ -21,6 +21,15 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Device periods per buffer: enough to ride out scheduling hiccups, short enough for radio.
 const PERIODS: usize = 4;
+
+/// Periods a fed playback device (see `Sink::keep_lead`) is kept ahead of what it plays (the
+/// playback lead); the rest of its buffer stays empty. Every frame waits out the lead before it
+/// is heard, so a full 4-period buffer cost 40 ms. A queued device (a desk's mix, produced on
+/// another clock) keeps its whole buffer to absorb the producer's jitter. Two 10 ms periods are what a real-time thread on a Pi 4 needs: it is woken
+/// when one period is left and has a whole period to write the next (its fill takes well under
+/// 1 ms), and the pulse plugin asks for data a period at a time. Raised by a period (up to
+/// `PERIODS - 1`) after each underrun while playing, for as long as the device stays open.
+const LEAD_PERIODS: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SampleFmt {
@@ -120,6 +129,22 @@ fn open_pcm(name: &str, dir: AlsaDirection, period_ms: u32) -> Result<(PCM, Setu
         pcm.sw_params(&sw).map_err(|e| err("apply sw params", e))?;
     }
     Ok((pcm, setup))
+}
+
+/// Free room at which a playback device with `lead` frames to keep queued wakes its thread:
+/// one period under the lead is left.
+fn playback_avail_min(setup: &Setup, lead: usize) -> usize {
+    (setup.buffer + setup.period).saturating_sub(lead).clamp(setup.period, setup.buffer)
+}
+
+/// Keep `lead` frames queued: wake at [`playback_avail_min`], start once the lead is there.
+fn apply_lead(pcm: &PCM, setup: &Setup, lead: usize) -> Result<usize, alsa::Error> {
+    let avail_min = playback_avail_min(setup, lead);
+    let sw = pcm.sw_params_current()?;
+    sw.set_avail_min(avail_min as alsa::pcm::Frames)?;
+    sw.set_start_threshold(lead.min(setup.buffer) as alsa::pcm::Frames)?;
+    pcm.sw_params(&sw)?;
+    Ok(avail_min)
 }
 
 /// Recover from what can be recovered in place (xrun, suspend); anything else loses the device.
@@ -284,6 +309,8 @@ impl CaptureOpen {
 pub(crate) struct AlsaPlayback {
     name: String,
     open: Option<PlaybackOpen>,
+    /// Fed on the device thread (see [`Sink::keep_lead`]): keep only the lead queued.
+    lead_only: bool,
 }
 
 struct PlaybackOpen {
@@ -293,22 +320,66 @@ struct PlaybackOpen {
     /// One converted frame of interleaved device samples, as bytes.
     raw: Vec<u8>,
     last_progress: Instant,
+    /// Device frames kept queued (see [`LEAD_PERIODS`]).
+    lead: usize,
+    /// Free room at which the next frame is written (the queue is a period under the lead).
+    avail_min: usize,
+    /// The device's xrun count last seen: each new one raises the lead.
+    xruns: u64,
+}
+
+impl PlaybackOpen {
+    /// An underrun while playing: the lead was too short for this machine. One period more,
+    /// up to a period under the buffer.
+    fn follow_xruns(&mut self, ctx: &Shared) {
+        let xruns = ctx.xruns.load(std::sync::atomic::Ordering::Relaxed);
+        if xruns == self.xruns {
+            return;
+        }
+        self.xruns = xruns;
+        let max = (PERIODS - 1) * self.setup.period;
+        if self.lead >= max {
+            return;
+        }
+        let lead = self.lead + self.setup.period;
+        match apply_lead(&self.pcm, &self.setup, lead) {
+            Ok(avail_min) => {
+                (self.lead, self.avail_min) = (lead, avail_min);
+                let lead_ms = lead as f64 * 1e3 / f64::from(self.setup.rate);
+                tracing::info!(device = %ctx.name, lead_ms, "playback underrun: lead raised");
+            }
+            Err(e) => tracing::debug!(device = %ctx.name, error = %e, "cannot raise the playback lead"),
+        }
+    }
 }
 
 impl AlsaPlayback {
     pub(crate) fn new(name: String) -> Self {
-        AlsaPlayback { name, open: None }
+        AlsaPlayback { name, open: None, lead_only: false }
     }
 }
 
 impl Sink for AlsaPlayback {
+    fn keep_lead(&mut self) {
+        self.lead_only = true;
+    }
+
     fn open(&mut self, ctx: &Shared) -> Result<String, String> {
         self.open = None;
         let (pcm, setup) = open_pcm(&self.name, AlsaDirection::Playback, ctx.device_period_ms)?;
         let outbound = Outbound::new(setup.rate, ctx.frame_len())?;
         let raw = vec![0u8; outbound.max_out() * setup.frame_bytes()];
-        let config = setup.describe();
-        self.open = Some(PlaybackOpen { pcm, setup, outbound, raw, last_progress: Instant::now() });
+        // A queue's producer runs on its own clock: the whole buffer absorbs its jitter.
+        let (lead, avail_min) = if self.lead_only {
+            let lead = LEAD_PERIODS * setup.period;
+            (lead, apply_lead(&pcm, &setup, lead).map_err(|e| err("playback lead", e))?)
+        } else {
+            (setup.buffer, setup.period)
+        };
+        let config = format!("{}, lead {lead}", setup.describe());
+        let xruns = ctx.xruns.load(std::sync::atomic::Ordering::Relaxed);
+        self.open =
+            Some(PlaybackOpen { pcm, setup, outbound, raw, last_progress: Instant::now(), lead, avail_min, xruns });
         Ok(config)
     }
 
@@ -318,18 +389,34 @@ impl Sink for AlsaPlayback {
 
     fn ready(&mut self, ctx: &Shared) -> Result<bool, String> {
         let o = self.open.as_mut().ok_or("not open")?;
+        o.follow_xruns(ctx);
         if o.pcm.state() != State::Running {
             // Not started yet (filling up to the start threshold): no clock to stall on.
             o.last_progress = Instant::now();
         }
-        // Room for a whole frame already? Then go on without waiting: devices that wake poll
-        // once per period or less (pulse) would otherwise get one frame per wakeup.
+        // Under the lead already? Then go on without waiting: devices that wake poll once per
+        // period or less (pulse) would otherwise get one frame per wakeup.
         match o.pcm.avail_update() {
-            Ok(n) if n.max(0) as usize >= o.outbound.max_out() => return Ok(true),
+            Ok(n) if n.max(0) as usize >= o.avail_min => return Ok(true),
             Ok(_) => {}
             Err(e) => return recover(&o.pcm, e, ctx).map(|()| false),
         }
-        wait(&o.pcm, o.last_progress, ctx)
+        if !wait(&o.pcm, o.last_progress, ctx)? {
+            return Ok(false);
+        }
+        match o.pcm.avail_update() {
+            Ok(n) if n.max(0) as usize >= o.avail_min => Ok(true),
+            Ok(n) => {
+                // Woken with the lead still queued: a plugin whose poll ignores avail_min (pulse
+                // wakes on each server request). Sleep until the excess has played, not spin.
+                let excess = o.avail_min - n.max(0) as usize;
+                let secs = excess as f64 / f64::from(o.setup.rate);
+                let nap = Duration::from_secs_f64(secs).clamp(Duration::from_millis(1), ctx.period());
+                ctx.sleep_until(Instant::now() + nap, Mode::Stop);
+                Ok(false)
+            }
+            Err(e) => recover(&o.pcm, e, ctx).map(|()| false),
+        }
     }
 
     fn write(&mut self, frame: &[f32], ctx: &Shared) -> Result<(), String> {

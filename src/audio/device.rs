@@ -64,6 +64,9 @@ pub(crate) trait Sink: Send {
     fn resume(&mut self, _ctx: &Shared) -> Result<(), String> {
         Ok(())
     }
+    /// Frames come from a [`Feed`] on this thread as the device takes them, not from a queue
+    /// filled on another clock: a backend may keep just a short lead queued (called before open).
+    fn keep_lead(&mut self) {}
     /// `drain`: let what the device buffers play out first (bounded).
     fn close(&mut self, drain: bool);
 }
@@ -419,7 +422,10 @@ pub(crate) fn spawn_playback(
     opts: &AudioOptions,
     feed: Option<Box<dyn Feed>>,
 ) -> Result<(Arc<Shared>, JoinHandle<()>), AudioError> {
-    let sink = backend_sink(spec);
+    let mut sink = backend_sink(spec);
+    if feed.is_some() {
+        sink.keep_lead();
+    }
     spawn(name, Direction::Playback, opts, move |shared| run_playback(&shared, sink, feed))
 }
 
