@@ -360,12 +360,14 @@ mod tests {
     /// 43.7 dB (34.7 while SILK settles), onset 0.30 dB off, chirp correlation 0.954; with the
     /// old codec default (wideband 24 kb/s, which coded mediumband with a starved primary)
     /// 23.7 dB (14.1 settling), 3.5 dB, and 0.67 without the high-pass's phase equaliser.
+    /// libopus's output differs by platform: on aarch64 (under qemu) the settling dip reads
+    /// 31.7 dB and the steady SNR 43.9, so the settling floor sits below both.
     #[test]
     fn default_path_is_faithful() {
         let f = measure(&PathConfig::default()).unwrap();
         println!("{f:?}");
         assert!(f.tone_snr_db >= 42.0, "{f:?}");
-        assert!(f.tone_settling_snr_db >= 32.0, "{f:?}");
+        assert!(f.tone_settling_snr_db >= 28.0, "{f:?}");
         assert!(f.onset_error_db <= 1.0, "{f:?}");
         assert!(f.chirp_correlation >= 0.9, "{f:?}");
     }
