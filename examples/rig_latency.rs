@@ -172,6 +172,43 @@ fn radio(name: &str, audio: &str, frame_ms: u32) -> String {
     )
 }
 
+/// A hub config on a free port with token `rig` in `d`, and the `[uplink]` section of an edge
+/// that joins it.
+fn hub_and_uplink(d: &Path) -> (String, String) {
+    let port = free_port();
+    fs::write(d.join("token"), "rig\n").unwrap();
+    let hub = format!(
+        "device_id = \"hub\"\n[gpio.sim]\ndir = \"{d}/hub-lines\"\n[channel.ops]\n[hub]\nlisten = \"127.0.0.1:{port}\"\n\
+         [hub.token.t]\nsecret_file = \"{d}/token\"\nchannels = [\"*\"]\n",
+        d = d.display()
+    );
+    let uplink =
+        format!("[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{}/token\"\n", d.display());
+    (hub, uplink)
+}
+
+/// Play raw 48 kHz mono S16 into the `ain` sink (radio A's receive audio) from a thread, paced
+/// by the pipe: pacat only takes what its buffer of `latency_ms` holds. Join the thread, then
+/// wait for the child.
+fn play_into_ain(server: &str, raw: Vec<u8>, latency_ms: u32) -> (Child, std::thread::JoinHandle<()>) {
+    let mut pacat = Command::new("pacat")
+        .args(["-p", "-d", "ain", "--raw", "--format=s16le", "--rate=48000", "--channels=1"])
+        .arg(format!("--latency-msec={latency_ms}"))
+        .env("PULSE_SERVER", server)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("pacat");
+    let mut stdin = pacat.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for chunk in raw.chunks(960) {
+            if stdin.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    (pacat, writer)
+}
+
 /// Plays the burst file into `ain`, drives COR of radio A in `lines` around each burst (unless
 /// `lines` is None), records `rec.monitor` and returns (left, right).
 fn run_bursts(dir: &Path, server: &str, n: usize, lines: Option<&Path>) -> (Vec<f32>, Vec<f32>) {
@@ -186,22 +223,8 @@ fn run_bursts(dir: &Path, server: &str, n: usize, lines: Option<&Path>) -> (Vec<
         .expect("parec");
     let _parec = Guard(parec);
     std::thread::sleep(Duration::from_millis(300));
-    let mut pacat = Command::new("pacat")
-        .args(["-p", "-d", "ain", "--raw", "--format=s16le", "--rate=48000", "--channels=1", "--latency-msec=10"])
-        .env("PULSE_SERVER", server)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("pacat");
-    let mut stdin = pacat.stdin.take().unwrap();
+    let (mut pacat, writer) = play_into_ain(server, raw, 10);
     let started = Instant::now();
-    let writer = std::thread::spawn(move || {
-        // Paced by the pipe: pacat only takes what its 10 ms buffer holds.
-        for chunk in raw.chunks(960) {
-            if stdin.write_all(chunk).is_err() {
-                break;
-            }
-        }
-    });
     let lead = env_or("RIG_COR_LEAD_MS", 100.0) / 1e3;
     if let Some(lines) = lines {
         for t in burst_starts(n) {
@@ -353,15 +376,7 @@ fn cost(d: &Path, pulse: &Guard, server: &str, asound: &Path, frame_ms: u32) {
     let pulse_pid = pulse.0.id();
     std::thread::sleep(Duration::from_secs(2));
     let alone = measure(&[("pulseaudio", pulse_pid)], secs);
-    let port = free_port();
-    fs::write(d.join("token"), "rig\n").unwrap();
-    let hub_cfg = format!(
-        "device_id = \"hub\"\n[gpio.sim]\ndir = \"{d}/hub-lines\"\n[channel.ops]\n[hub]\nlisten = \"127.0.0.1:{port}\"\n\
-         [hub.token.t]\nsecret_file = \"{d}/token\"\nchannels = [\"*\"]\n",
-        d = d.display()
-    );
-    let uplink =
-        format!("[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{}/token\"\n", d.display());
+    let (hub_cfg, uplink) = hub_and_uplink(d);
     let edge = |name: &str, radio: &str, capture: &str, playback: &str| {
         format!(
             "device_id = \"{name}\"\n[gpio.sim]\ndir = \"{d}/{name}-lines\"\n[channel.ops]\n\
@@ -385,16 +400,7 @@ fn cost(d: &Path, pulse: &Guard, server: &str, asound: &Path, frame_ms: u32) {
         .map(|i| ((0.3 * (std::f32::consts::TAU * 1000.0 * i as f32 / RATE as f32).sin()) * 32767.0) as i16)
         .flat_map(i16::to_le_bytes)
         .collect();
-    let mut pacat = Command::new("pacat")
-        .args(["-p", "-d", "ain", "--raw", "--format=s16le", "--rate=48000", "--channels=1", "--latency-msec=20"])
-        .env("PULSE_SERVER", server)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("pacat");
-    let mut stdin = pacat.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&tone);
-    });
+    let (mut pacat, writer) = play_into_ain(server, tone, 20);
     std::thread::sleep(Duration::from_secs(2));
     // Radio B keyed for A's call: the measurement is of a working path.
     let keyed = fs::read_to_string(d.join("edge-b-lines").join("b-ptt")).unwrap_or_default();
@@ -457,17 +463,7 @@ fn main() {
                 analyse(sc, n, &l, &r, &extra);
             }
             "hub" => {
-                let port = free_port();
-                fs::write(d.join("token"), "rig\n").unwrap();
-                let hub_cfg = format!(
-                    "device_id = \"hub\"\n[gpio.sim]\ndir = \"{d}/hub-lines\"\n[channel.ops]\n[hub]\nlisten = \"127.0.0.1:{port}\"\n\
-                     [hub.token.t]\nsecret_file = \"{d}/token\"\nchannels = [\"*\"]\n",
-                    d = d.display()
-                );
-                let uplink = format!(
-                    "[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{}/token\"\n",
-                    d.display()
-                );
+                let (hub_cfg, uplink) = hub_and_uplink(d);
                 let (la, lb) = (d.join("a-lines"), d.join("b-lines"));
                 let ea = format!(
                     "device_id = \"edge-a\"\n[gpio.sim]\ndir = \"{}\"\n[channel.ops]\n{}{uplink}",
