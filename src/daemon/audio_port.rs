@@ -22,7 +22,7 @@ use super::audio_flags::AudioFlags;
 use super::radio_port::{PortInput, SpurtStats};
 use super::report::Reporter;
 use super::watchdog::Heartbeat;
-use super::{clock, ChannelMsg, PortId};
+use super::{ChannelMsg, PortId};
 use crate::audio::{
     CaptureHandle, DeviceEvent, DeviceEventKind, Direction, EventCallback, Feed, PlaybackHandle, PlaybackWaker, Tap,
 };
@@ -85,19 +85,20 @@ struct RxTap {
 }
 
 impl Tap for RxTap {
-    fn frame(&mut self, _at: Instant, frame: &[f32]) {
+    // `at` is the device thread's reading of the clock: the keying core's VOX timing needs no
+    // second one.
+    fn frame(&mut self, at: Instant, frame: &[f32]) {
         self.frame.clear();
         self.frame.extend_from_slice(frame);
         let out = self.rx.process(&mut self.frame, self.flags.talking());
-        let now = clock::now();
         if let (Some(vox), Some(dbfs)) = (&self.vox, out.vox_dbfs) {
             let level = vox.level(dbfs);
             if level.is_some() && level != self.vox_sent {
                 self.vox_sent = level;
-                let _ = self.to_port.send(PortInput::Vox { at: now, dbfs });
+                let _ = self.to_port.send(PortInput::Vox { at, dbfs });
             }
         }
-        if let Some(dbfs) = self.level.add(now, out.meter.rms_dbfs) {
+        if let Some(dbfs) = self.level.add(at, out.meter.rms_dbfs) {
             let _ = self.to_port.send(PortInput::RxLevel(dbfs));
         }
         if let Some(packet) = out.packet {
