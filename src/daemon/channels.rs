@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
-use super::desk_port::{DeskInput, DeskLink, DeskToRouter};
+use super::desk_port::{DeskInput, DeskLink, DeskToRouter, DESK_REQUESTS};
 use crate::core::desk::DeskAction;
 use super::report::Reporter;
 use super::radio_port::PortInput;
@@ -99,7 +99,7 @@ pub struct ChannelRouter {
     tx_wanted: Vec<bool>,
     /// When each radio was last told that channel audio reaches it.
     audio_noted: Vec<Option<std::time::Instant>>,
-    ports: Vec<mpsc::UnboundedSender<PortInput>>,
+    ports: Vec<PeerTx<PortInput>>,
     audio: Vec<Option<PortAudio>>,
     peers: HashMap<PeerId, Peer>,
     /// Each channel's roster as last told to every peer: a joining peer gets it whole, the
@@ -139,7 +139,7 @@ pub fn channel_hosts(config: &Config) -> Vec<ChannelHost> {
 impl ChannelRouter {
     pub fn new(
         config: &Config,
-        ports: Vec<mpsc::UnboundedSender<PortInput>>,
+        ports: Vec<PeerTx<PortInput>>,
         port_audio: Vec<(PortId, Option<PortAudio>)>,
         reporter: Reporter,
         heartbeat: Heartbeat,
@@ -244,6 +244,11 @@ impl ChannelRouter {
                 return;
             }
         };
+        // Held until the desk has answered: at most DESK_REQUESTS wait in its queue.
+        let Ok(permit) = desk.requests.clone().try_acquire_owned() else {
+            let _ = reply.send(Err(format!("desk `{port}` is busy: {DESK_REQUESTS} requests are waiting")));
+            return;
+        };
         let (done, answer) = tokio::sync::oneshot::channel();
         if desk.to_desk.send(DeskInput::Action { action, reply: Some(done) }).is_err() {
             let _ = reply.send(Err("the desk is stopped".into()));
@@ -252,6 +257,7 @@ impl ChannelRouter {
         // The desk answers once applied; the router does not wait for it.
         tokio::spawn(async move {
             let _ = reply.send(answer.await.unwrap_or_else(|_| Err("the desk is stopped".into())));
+            drop(permit);
         });
     }
 
@@ -809,7 +815,7 @@ impl ChannelRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::peer_queue::{self, Delivered};
+    use crate::net::peer_queue::{self, Delivered, PeerRx};
 
     const CONFIG: &str = r#"
 device_id = "t"
@@ -826,7 +832,7 @@ cor = { line = "sim:b-cor" }
 ptt = { line = "sim:b-ptt" }
 "#;
 
-    async fn next_tx_request(rx: &mut mpsc::UnboundedReceiver<PortInput>) -> bool {
+    async fn next_tx_request(rx: &mut PeerRx<PortInput>) -> bool {
         loop {
             if let PortInput::TxRequest(on) = rx.recv().await.expect("router gone") {
                 return on;
@@ -839,8 +845,8 @@ ptt = { line = "sim:b-ptt" }
     #[tokio::test]
     async fn a_flood_of_media_does_not_delay_an_unkey() {
         let config = crate::config::parse_str(CONFIG, "t.toml").unwrap();
-        let (a_tx, _a_rx) = mpsc::unbounded_channel();
-        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (a_tx, _a_rx) = super::super::radio_port::inputs();
+        let (b_tx, mut b_rx) = super::super::radio_port::inputs();
         let watchdog = super::super::watchdog::Watchdog::default();
         let router = ChannelRouter::new(
             &config,

@@ -15,11 +15,11 @@ use crate::config::{self, Config};
 use crate::core::desk::DeskAction;
 use crate::fleet::{redact, Command, CommandError, CommandReceiver, ErrorCode, PttAction};
 use crate::gpio::LogicalOutput;
-use crate::net::peer_queue::deliver;
+use crate::net::peer_queue::{deliver, PeerTx};
 
 pub struct Control {
     /// Radio ports by name.
-    pub radios: HashMap<String, mpsc::UnboundedSender<PortInput>>,
+    pub radios: HashMap<String, PeerTx<PortInput>>,
     /// The configuration as written.
     pub source: String,
     /// Where `reload_config` reads from; None when running a built-in configuration.
@@ -79,7 +79,7 @@ impl Control {
         Ok((json!({ "reloading": name }), (config, text)))
     }
 
-    fn radio(&self, port: &str) -> Result<&mpsc::UnboundedSender<PortInput>, CommandError> {
+    fn radio(&self, port: &str) -> Result<&PeerTx<PortInput>, CommandError> {
         self.radios.get(port).ok_or_else(|| CommandError::not_found(format!("no radio port `{port}`")))
     }
 

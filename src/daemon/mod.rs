@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
-use crate::net;
+use crate::net::{self, peer_queue::PeerTx};
 use crate::pipeline::MediaPacket;
 use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
@@ -248,7 +248,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     // Desk ports by name with their channels' names, for fleet `desk` commands.
     let mut desk_channels = std::collections::HashMap::new();
     for (id, ((name, port), ptt)) in ports.iter().zip(ptts).enumerate() {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = radio_port::inputs();
         port_inputs.push(tx.clone());
         if let PortConfig::Desk(desk) = port {
             desk_channels.insert(name.to_string(), desk.channels.clone());
@@ -474,11 +474,12 @@ fn fatal(message: &str) -> ExitCode {
 }
 
 /// Open an input line whose edges become port inputs; its current level is sent first, so a
-/// COR already open at start-up is seen.
+/// COR already open at start-up is seen. The edge callback never waits: the port's queue keeps
+/// the newest edges only.
 fn open_edge_input(
     gpio: &mut Gpio,
     line: &LineConfig,
-    tx: mpsc::UnboundedSender<PortInput>,
+    tx: PeerTx<PortInput>,
     make: fn(std::time::Instant, bool) -> PortInput,
 ) -> Result<LogicalInput, crate::gpio::GpioError> {
     let edge_tx = tx.clone();
