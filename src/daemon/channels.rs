@@ -880,4 +880,47 @@ ptt = { line = "sim:b-ptt" }
         cancel.cancel();
         task.await.unwrap();
     }
+
+    /// A flood of console or fleet requests to a desk that does not get round to them: 16 wait
+    /// in its queue, the rest are refused at once (its queue never overflows, which would stop
+    /// the desk), and an answer makes room for one more.
+    #[tokio::test]
+    async fn desk_requests_beyond_the_limit_are_refused_not_queued() {
+        use super::super::desk_port;
+        let config = crate::config::parse_str(
+            "device_id = \"t\"\n[channel.ops]\n[port.desk]\nkind = \"desk\"\nchannels = [\"ops\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let PortConfig::Desk(desk) = &config.port["desk"] else { panic!("not a desk") };
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let (port_tx, _port_rx) = super::super::radio_port::inputs();
+        let heartbeat = watchdog.register("router");
+        let mut router = ChannelRouter::new(&config, vec![port_tx], vec![(0, None)], Reporter::new(None), heartbeat);
+        let (to_desk, mut desk_rx) = desk_port::inputs(desk);
+        let requests = Arc::new(tokio::sync::Semaphore::new(DESK_REQUESTS));
+        let flags = Arc::default();
+        router.set_desk(0, DeskLink { to_desk: to_desk.clone(), requests, channels: vec![0], mixer: None, flags });
+        let mut request = || {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let action = serde_json::json!({ "action": "select", "channel": "ops" });
+            let allowed = vec!["ops".to_string()];
+            router.desk_request(crate::net::hub::DeskRequest { port: "desk".into(), action, allowed, reply });
+            answer
+        };
+        let mut answers: Vec<_> = (0..1000).map(|_| request()).collect();
+        assert_eq!(to_desk.len(), DESK_REQUESTS);
+        assert_eq!(to_desk.end(), None);
+        let busy = |a: &mut tokio::sync::oneshot::Receiver<Result<(), String>>| {
+            matches!(a.try_recv(), Ok(Err(e)) if e.contains("busy"))
+        };
+        assert_eq!(answers[DESK_REQUESTS..].iter_mut().map(busy).filter(|b| *b).count(), 1000 - DESK_REQUESTS);
+
+        let Some(Ok(DeskInput::Action { reply: Some(done), .. })) = desk_rx.try_recv() else { panic!("no request") };
+        done.send(Ok(())).unwrap();
+        assert_eq!(answers.swap_remove(0).await.unwrap(), Ok(()));
+        assert!(!busy(&mut request()), "an answered request makes room");
+        assert_eq!(to_desk.len(), DESK_REQUESTS);
+        assert!(busy(&mut request()));
+    }
 }

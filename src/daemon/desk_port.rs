@@ -452,3 +452,123 @@ pub fn start(
     Ok((DeskLink { to_desk, requests, channels: channel_ids, mixer: audio.mixer, flags: audio.flags }, held))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortConfig;
+
+    const CONFIG: &str = r#"
+device_id = "t"
+[channel.ops]
+[channel.fire]
+[port.desk]
+kind = "desk"
+channels = ["ops", "fire"]
+ptt = { line = "sim:d-ptt" }
+buttons = { "select.fire" = { line = "sim:d-select-fire" } }
+"#;
+
+    fn desk_config() -> DeskPortConfig {
+        let config = crate::config::parse_str(CONFIG, "t.toml").unwrap();
+        match &config.port["desk"] {
+            PortConfig::Desk(desk) => desk.clone(),
+            _ => panic!("not a desk"),
+        }
+    }
+
+    fn short(input: &DeskInput) -> String {
+        match input {
+            DeskInput::Button { button, level, .. } => format!("{button:?} {level}"),
+            DeskInput::Action { action, reply } => format!("{action:?} reply={}", reply.is_some()),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// A bouncing PTT contact, a select button's tap, and the router's levels flooded: the
+    /// newest edge of each level per button (a tap stays a tap), one level per kind and
+    /// channel, every request that waits for its answer, and never an overflow.
+    #[test]
+    fn a_flood_of_desk_inputs_keeps_the_newest_state_in_bounded_memory() {
+        let desk = desk_config();
+        let (tx, mut rx) = inputs(&desk);
+        let at = Instant::now();
+        tx.send(DeskInput::Button { button: DeskButton::Select(1), at, level: true }).unwrap();
+        tx.send(DeskInput::Button { button: DeskButton::Select(1), at, level: false }).unwrap();
+        let (done, _answer) = oneshot::channel();
+        tx.send(DeskInput::Action { action: DeskAction::Select { channel: 0 }, reply: Some(done) }).unwrap();
+        for i in 0..100_000 {
+            let on = i % 2 == 0;
+            tx.send(DeskInput::Button { button: DeskButton::Ptt, at, level: on }).unwrap();
+            for channel in 0..2 {
+                tx.send(DeskInput::Talk { channel, on }).unwrap();
+                tx.send(DeskInput::Busy { channel, busy: on }).unwrap();
+                tx.send(DeskInput::Denied { channel }).unwrap();
+                let listen = DeskAction::Listen { channel, on };
+                tx.send(DeskInput::Action { action: listen, reply: None }).unwrap();
+            }
+            assert!(tx.len() <= 5 + 2 + 8, "{} queued", tx.len());
+        }
+        assert_eq!(tx.end(), None);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()?.ok()).map(|i| short(&i)).collect();
+        assert_eq!(
+            got,
+            [
+                "Select(1) true",
+                "Select(1) false",
+                "Select { channel: 0 } reply=true",
+                "Ptt true",
+                "Ptt false",
+                "Talk { channel: 0, on: false }",
+                "Busy { channel: 0, busy: false }",
+                "Denied { channel: 0 }",
+                "Listen { channel: 0, on: false } reply=false",
+                "Talk { channel: 1, on: false }",
+                "Busy { channel: 1, busy: false }",
+                "Denied { channel: 1 }",
+                "Listen { channel: 1, on: false } reply=false",
+            ]
+        );
+    }
+
+    /// A bouncing desk PTT (100,000 edges from the line's callback while the desk task cannot
+    /// run) that ends released: the desk asks for the floor back, and goes on working.
+    #[tokio::test]
+    async fn a_desk_ptt_released_after_a_flood_releases_the_floor() {
+        let desk = desk_config();
+        let mut gpio = crate::gpio::Gpio::new(&Default::default());
+        let (control, mut router) = mpsc::channel(64);
+        let (media, _media) = mpsc::channel(8);
+        let to_channel = super::super::ToChannel { control, media };
+        let (watchdog, cancel) = (super::super::watchdog::Watchdog::default(), CancellationToken::new());
+        let (reporter, mut tasks) = (super::super::report::Reporter::new(None), tokio::task::JoinSet::new());
+        let channels = vec![0, 1];
+        let (link, held) =
+            start(0, "desk", &desk, channels, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks).unwrap();
+        let mut floor = async |want: bool| {
+            let wait = async {
+                while let Some(msg) = router.recv().await {
+                    if let ChannelMsg::Desk(DeskToRouter::Floor { channel: 0, on, .. }) = msg {
+                        if on == want {
+                            return;
+                        }
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), wait).await.is_ok()
+        };
+        let sim = gpio.sim.clone();
+        sim.drive_input("d-ptt", true, clock::now());
+        assert!(floor(true).await, "the PTT asks for the floor");
+        for i in 0..100_000 {
+            sim.drive_input("d-ptt", i % 2 == 0, clock::now());
+        }
+        assert!(link.to_desk.len() <= 2, "{} inputs queued", link.to_desk.len());
+        assert!(floor(false).await, "the release gives the floor back");
+        sim.drive_input("d-ptt", true, clock::now());
+        assert!(floor(true).await, "the desk still works");
+        cancel.cancel();
+        while tasks.join_next().await.is_some() {}
+        drop(held);
+    }
+}
