@@ -26,7 +26,7 @@ pub struct Control {
     pub config_path: Option<PathBuf>,
     pub to_channel: mpsc::Sender<ChannelMsg>,
     /// Ask the supervisor to restart the daemon (with a new configuration, or the same).
-    pub restart: mpsc::UnboundedSender<Option<(Config, String)>>,
+    pub restart: mpsc::Sender<Option<(Config, String)>>,
     /// Blinked by `identify`.
     pub status_led: Option<LogicalOutput>,
     /// The ports' latest states: a remote key-up of an inhibited or locked-out radio is refused.
@@ -56,9 +56,9 @@ impl Control {
                         }
                         replier.reply(result);
                         // Reply first, then restart: the answer is queued before the fleet
-                        // client says goodbye.
+                        // client says goodbye. Full: a restart is under way already.
                         if let Some(next) = restart {
-                            let _ = self.restart.send(next);
+                            let _ = self.restart.try_send(next);
                         }
                     }
                     None => break,

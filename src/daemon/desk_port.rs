@@ -544,7 +544,8 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
         let (reporter, mut tasks) = (super::super::report::Reporter::new(None), tokio::task::JoinSet::new());
         let channels = vec![0, 1];
         let (link, held) =
-            start(0, "desk", &desk, channels, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks).unwrap();
+            start(0, "desk", &desk, channels, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks)
+                .unwrap();
         let mut floor = async |want: bool| {
             let wait = async {
                 while let Some(msg) = router.recv().await {

@@ -310,7 +310,8 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     };
     tasks.spawn(router.run(control_rx, media_rx, links, cancel.clone()));
 
-    let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
+    // One restart at a time: the supervisor stops everything on the first.
+    let (restart_tx, mut restart_rx) = mpsc::channel(1);
     if let Some(commands) = fleet_commands {
         let status_led = match config.gpio.status_led.as_ref().map(|l| gpio.open_output(l)).transpose() {
             Ok(led) => led,
@@ -441,7 +442,7 @@ async fn start_net(
 async fn supervise(
     tasks: &mut JoinSet<()>,
     cancel: &CancellationToken,
-    restart: &mut mpsc::UnboundedReceiver<Option<(Config, String)>>,
+    restart: &mut mpsc::Receiver<Option<(Config, String)>>,
 ) -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
