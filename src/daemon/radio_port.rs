@@ -70,8 +70,9 @@ impl Queued for PortInput {
     fn supersedes(&self, older: &Self) -> bool {
         use PortInput::{Cor, Inhibit};
         match (self, older) {
-            (Cor { asserted: a, .. }, Cor { asserted: b, .. })
-            | (Inhibit { on: a, .. }, Inhibit { on: b, .. }) => a == b,
+            (Cor { asserted: a, .. }, Cor { asserted: b, .. }) | (Inhibit { on: a, .. }, Inhibit { on: b, .. }) => {
+                a == b
+            }
             _ => std::mem::discriminant(self) == std::mem::discriminant(older),
         }
     }
