@@ -150,6 +150,14 @@ fn pulse_server_loss_is_retried_and_recovered() {
     run_scenario("pulse-unplug", dir.path());
 }
 
+#[test]
+fn pulse_desk_speaker_sleeps_while_idle_and_plays_channel_audio_promptly() {
+    require_pulse_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let _pulse = Pulse::start(dir.path());
+    run_scenario("pulse-desk", dir.path());
+}
+
 /// `roipd bench`'s figures on real ALSA devices: a daemon on PulseAudio null sinks, idle and
 /// busy (`roipd::bench::alsa_port`). Busy is a working path (the bench checks radio B keyed);
 /// idle costs less than busy in CPU and in wakeups.
@@ -197,6 +205,7 @@ fn child_scenario() {
         "pulse-idle" => child_pulse_idle(),
         "pulse-lead" => child_pulse_lead(),
         "bench-no-pulse" => child_bench_no_pulse(),
+        "pulse-desk" => child_pulse_desk(&dir),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -658,6 +667,94 @@ fn child_pulse_lead() {
     let median = lat[lat.len() / 2];
     println!("measured: fill to monitor {median:.1} ms median ({lat:.1?}); playback {stats:?}");
     assert!(median < 30.0, "a frame waits behind more than the lead: {median:.1} ms ({lat:.1?})");
+}
+
+/// Context switches of a process's threads named `name`.
+fn process_switches(pid: u32, name: &str) -> u64 {
+    let threads = fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten();
+    let named = threads.filter(|t| fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim() == name);
+    named.map(|t| rig::switches(&t.path().join("status"))).sum()
+}
+
+/// A daemon with a desk whose speaker is a PulseAudio device, and a radio (a `sim:tone`
+/// receiver, COR on a sim line) on its channel. While the channel is idle the speaker's device
+/// thread sleeps (no thread polls the mixer); when the radio's COR opens, the tone reaches the
+/// speaker's monitor promptly; afterwards it sleeps again.
+fn child_pulse_desk(dir: &Path) {
+    let lines = dir.join("lines");
+    let config = format!(
+        "device_id = \"desk-box\"\n[gpio.sim]\ndir = \"{}\"\n[channel.ops]\n\
+         [port.r1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:r1-cor\" }}\n\
+         ptt = {{ line = \"sim:r1-ptt\" }}\n[port.r1.audio]\ncapture = \"sim:tone:1000:-6\"\n\
+         [port.desk]\nkind = \"desk\"\nchannels = [\"ops\"]\n[port.desk.audio]\nplayback = \"radio_tx\"\n",
+        lines.display()
+    );
+    fs::write(dir.join("desk.toml"), config).unwrap();
+    let log = dir.join("daemon.log");
+    let daemon = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_roipd"))
+            .arg("run")
+            .arg(dir.join("desk.toml"))
+            .env("RUNTIME_DIRECTORY", dir.join("run"))
+            .env("RUST_LOG", "info")
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    wait_for("the desk's speaker open", || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|l| l.contains("audio device open") && l.contains("radio_tx"))
+    });
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let mon =
+        CaptureHandle::open_tapped("radio_txmon", &AudioOptions::default(), Box::new(ToneTap(heard.clone()))).unwrap();
+    let tone_since = |t: Instant| heard.lock().unwrap().iter().find(|&&(at, tone)| at >= t && tone).map(|&(at, _)| at);
+    // A second with few wakeups of the speaker's thread and no tone, within 5 s (a fresh pulse
+    // stream takes a moment to start, and the device plays out its buffer before it pauses).
+    let idle_second = |when: &str| {
+        let mut seen = Vec::new();
+        loop {
+            let (s0, t0) = (process_switches(pid, "audio-play"), Instant::now());
+            std::thread::sleep(Duration::from_secs(1));
+            let switches = process_switches(pid, "audio-play").saturating_sub(s0);
+            seen.push(switches);
+            if switches < 40 {
+                println!(
+                    "measured: {when}: {seen:?} speaker thread wakeups in successive seconds (a running device: ~100)"
+                );
+                assert!(tone_since(t0).is_none(), "{when}: silence on the monitor");
+                return;
+            }
+            assert!(seen.len() < 5, "{when}: an idle desk speaker sleeps: {seen:?} wakeups in successive seconds");
+        }
+    };
+    let cor = |high: bool| {
+        let tmp = lines.join(".r1-cor");
+        fs::write(&tmp, if high { "1\n" } else { "0\n" }).unwrap();
+        fs::rename(&tmp, lines.join("r1-cor")).unwrap();
+    };
+    idle_second("idle after start");
+    for over in 0..2 {
+        let opened = Instant::now();
+        cor(true);
+        let until = opened + T;
+        let at = loop {
+            if let Some(at) = tone_since(opened) {
+                break at;
+            }
+            assert!(Instant::now() < until, "over {over}: the desk never played the radio's audio");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let latency = at - opened;
+        println!("measured: over {over}: COR to tone on the desk speaker's monitor {latency:?}");
+        assert!(latency < Duration::from_millis(400), "over {over}: the speaker was slow to start: {latency:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        cor(false);
+        idle_second("idle after an over");
+    }
+    mon.stop();
+    drop(daemon);
 }
 
 fn child_bench_no_pulse() {
