@@ -669,16 +669,20 @@ fn child_pulse_lead() {
     assert!(median < 30.0, "a frame waits behind more than the lead: {median:.1} ms ({lat:.1?})");
 }
 
-/// Context switches of a process's threads named `name`.
-fn process_switches(pid: u32, name: &str) -> u64 {
+/// Context switches of a process's threads whose names start with one of `prefixes`.
+fn process_switches(pid: u32, prefixes: &[&str]) -> u64 {
     let threads = fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten();
-    let named = threads.filter(|t| fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim() == name);
+    let named = threads.filter(|t| {
+        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        prefixes.iter().any(|p| comm.starts_with(p))
+    });
     named.map(|t| rig::switches(&t.path().join("status"))).sum()
 }
 
 /// A daemon with a desk whose speaker is a PulseAudio device, and a radio (a `sim:tone`
 /// receiver, COR on a sim line) on its channel. While the channel is idle the speaker's device
-/// thread sleeps (no thread polls the mixer); when the radio's COR opens, the tone reaches the
+/// thread sleeps, and no thread polls the mixer (a thread that did, every 2 ms, made ~500
+/// wakeups a second); when the radio's COR opens, the tone reaches the
 /// speaker's monitor promptly; afterwards it sleeps again.
 fn child_pulse_desk(dir: &Path) {
     let lines = dir.join("lines");
@@ -710,14 +714,16 @@ fn child_pulse_desk(dir: &Path) {
     let mon =
         CaptureHandle::open_tapped("radio_txmon", &AudioOptions::default(), Box::new(ToneTap(heard.clone()))).unwrap();
     let tone_since = |t: Instant| heard.lock().unwrap().iter().find(|&&(at, tone)| at >= t && tone).map(|&(at, _)| at);
-    // A second with few wakeups of the speaker's thread and no tone, within 5 s (a fresh pulse
+    // The speaker's threads: its device's, and any named for the desk (a mixing thread).
+    let speaker = ["audio-play", "desk"];
+    // A second with few wakeups of the speaker's threads and no tone, within 5 s (a fresh pulse
     // stream takes a moment to start, and the device plays out its buffer before it pauses).
     let idle_second = |when: &str| {
         let mut seen = Vec::new();
         loop {
-            let (s0, t0) = (process_switches(pid, "audio-play"), Instant::now());
+            let (s0, t0) = (process_switches(pid, &speaker), Instant::now());
             std::thread::sleep(Duration::from_secs(1));
-            let switches = process_switches(pid, "audio-play").saturating_sub(s0);
+            let switches = process_switches(pid, &speaker).saturating_sub(s0);
             seen.push(switches);
             if switches < 40 {
                 println!(
