@@ -277,7 +277,7 @@ struct DeskFeed {
     mix: Arc<DeskMix>,
     /// This device's side (0 left or mono, 1 right).
     side: usize,
-    /// One mixed frame, interleaved when stereo.
+    /// One mixed stereo frame, interleaved (a split only; mono mixes into the device's frame).
     frame: Vec<f32>,
     heartbeat: Heartbeat,
 }
@@ -290,11 +290,10 @@ impl Feed for DeskFeed {
         }
         let active = {
             let mut m = self.mix.mixer.lock().unwrap_or_else(|p| p.into_inner());
-            m.mix(at, &mut self.frame).active
+            m.mix(at, if sides == 1 { &mut *out } else { &mut self.frame }).active
         };
         self.mix.rx_active.store(active, Ordering::Relaxed);
         if sides == 1 {
-            out.copy_from_slice(&self.frame[..out.len()]);
             return;
         }
         out.iter_mut().zip(self.frame.iter().skip(self.side).step_by(sides)).for_each(|(o, &s)| *o = s);
@@ -337,7 +336,8 @@ pub fn open_speaker(
         Arc::new(DeskMix { mixer, rx_active, pending: split, wakers: (0..sides).map(|_| OnceLock::new()).collect() });
     let mut handles = Vec::new();
     for (side, (device, heartbeat)) in devices.iter().zip(heartbeats).enumerate() {
-        let feed = DeskFeed { mix: mix.clone(), side, frame: vec![0.0; opts.frame_len() * sides], heartbeat };
+        let frame = if sides > 1 { vec![0.0; opts.frame_len() * sides] } else { Vec::new() };
+        let feed = DeskFeed { mix: mix.clone(), side, frame, heartbeat };
         let handle =
             PlaybackHandle::open_fed(device, opts, Box::new(feed)).map_err(|e| format!("playback `{device}`: {e}"))?;
         let _ = mix.wakers[side].set(handle.waker());
