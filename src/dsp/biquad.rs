@@ -205,66 +205,12 @@ impl Biquad {
     }
 }
 
-/// `frame` through `a` then `b`, times `gain`, reduced to its sum of squares in one pass that
-/// stores no samples (a levels-only path). Bit for bit what [`Biquad::process`] on `a` and on
-/// `b`, then [`super::level::scale_and_sum_sq`] give: the same operations per sample, the same
-/// state left in both sections, and the sum accumulated in the same 8 lanes in the same order.
-pub(crate) fn cascade_sum_sq(a: &mut Biquad, b: &mut Biquad, frame: &[f32], gain: f32) -> f32 {
-    let (ca, cb) = (a.c, b.c);
-    let (mut a1, mut a2, mut b1, mut b2) = (a.z1, a.z2, b.z1, b.z2);
-    let mut step = |x: f32| {
-        let y = ca.b0 * x + a1;
-        a1 = ca.b1 * x - ca.a1 * y + a2;
-        a2 = ca.b2 * x - ca.a2 * y;
-        let z = cb.b0 * y + b1;
-        b1 = cb.b1 * y - cb.a1 * z + b2;
-        b2 = cb.b2 * y - cb.a2 * z;
-        z * gain
-    };
-    let mut sum = [0f32; 8];
-    let chunks = frame.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for i in 0..8 {
-            let x = step(chunk[i]);
-            sum[i] += x * x;
-        }
-    }
-    for (i, &x) in tail.iter().enumerate() {
-        let x = step(x);
-        sum[i] += x * x;
-    }
-    let flush = |z: f32| if z.abs() < FLUSH { 0.0 } else { z };
-    (a.z1, a.z2, b.z1, b.z2) = (flush(a1), flush(a2), flush(b1), flush(b2));
-    sum.iter().sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dsp::test_util::{gain_db_at, sine};
 
     const FS: f64 = 48_000.0;
-
-    /// The one-pass levels filter is bit for bit the two sections then the gain and sum,
-    /// state included, on frames of any length (a tail shorter than 8 samples too).
-    #[test]
-    fn cascade_sum_sq_is_process_then_scale_and_sum_exactly() {
-        let [ca, cb] = crate::dsp::chain::butterworth_high_pass_4(48_000, 300.0);
-        let (mut a, mut b) = (Biquad::new(ca), Biquad::new(cb));
-        let (mut a2, mut b2) = (a.clone(), b.clone());
-        let mut noise = crate::dsp::test_util::Noise::new(3);
-        for len in [480, 483, 5, 960, 0, 481] {
-            let mut frame = vec![0f32; len];
-            noise.fill(&mut frame, 0.3);
-            let fused = cascade_sum_sq(&mut a2, &mut b2, &frame, 1.7);
-            a.process(&mut frame);
-            b.process(&mut frame);
-            let sum = crate::dsp::level::scale_and_sum_sq(&mut frame, 1.7);
-            assert_eq!(fused.to_bits(), sum.to_bits(), "len {len}");
-            assert_eq!((a2.z1, a2.z2, b2.z1, b2.z2), (a.z1, a.z2, b.z1, b.z2), "len {len}");
-        }
-    }
 
     fn db(x: f64) -> f64 {
         20.0 * x.log10()
