@@ -20,10 +20,11 @@
 //! period, 4 periods a buffer, default 5000; 10000 is roipd's ALSA setting).
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use roipd::bench::rig::{self, PulseServer};
 
 const RATE: usize = 48_000;
 const BURST_GAP_S: f64 = 1.5;
@@ -58,49 +59,28 @@ impl Drop for Guard {
     }
 }
 
-fn pulse(dir: &Path) -> (Guard, String) {
-    let socket = dir.join("native");
-    let script = dir.join("pulse.pa");
-    fs::write(
-        &script,
+/// The rig's PulseAudio, and its asound.conf in `dir`.
+fn pulse(dir: &Path) -> PulseServer {
+    let remap = |name: &str, side: &str| {
         format!(
-            "load-module module-native-protocol-unix socket={} auth-anonymous=1\n\
-             load-module module-null-sink sink_name=rec rate=48000 channels=2 format=s16le channel_map=front-left,front-right\n\
-             load-module module-remap-sink sink_name=ain master=rec channels=1 channel_map=mono master_channel_map=front-left remix=no\n\
-             load-module module-remap-sink sink_name=bout master=rec channels=1 channel_map=mono master_channel_map=front-right remix=no\n\
-             load-module module-null-sink sink_name=aout rate=48000 channels=1 format=s16le\n\
-             load-module module-null-sink sink_name=bin rate=48000 channels=1 format=s16le\n",
-            socket.display()
-        ),
-    )
-    .unwrap();
-    let home = dir.join("pulse-home");
-    fs::create_dir_all(home.join("run")).unwrap();
-    let child = Command::new("pulseaudio")
-        .args(["--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "--realtime=yes", "--high-priority=yes"])
-        .args(["--disable-shm=yes", "-n", "-F"])
-        .arg(&script)
-        .env("HOME", &home)
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(dir.join("pulse.log")).unwrap())
-        .spawn()
-        .expect("pulseaudio (Debian: pulseaudio, libasound2-plugins, pulseaudio-utils)");
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(10), "pulseaudio did not start; see {}/pulse.log", dir.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let s = socket.display();
-    let conf = format!(
-        "pcm.a_rx {{ type pulse server \"unix:{s}\" device \"ain.monitor\" }}\n\
-         pcm.b_tx {{ type pulse server \"unix:{s}\" device \"bout\" }}\n\
-         pcm.a_tx {{ type pulse server \"unix:{s}\" device \"aout\" }}\n\
-         pcm.b_rx {{ type pulse server \"unix:{s}\" device \"bin.monitor\" }}\n"
-    );
+            "load-module module-remap-sink sink_name={name} master=rec channels=1 channel_map=mono \
+             master_channel_map={side} remix=no"
+        )
+    };
+    let modules = [
+        "load-module module-null-sink sink_name=rec rate=48000 channels=2 format=s16le channel_map=front-left,front-right"
+            .to_string(),
+        remap("ain", "front-left"),
+        remap("bout", "front-right"),
+        rig::null_sink("aout"),
+        rig::null_sink("bin"),
+    ];
+    let pulse = PulseServer::start(dir, &modules).unwrap_or_else(|e| panic!("{e}"));
+    let conf = [("a_rx", "ain.monitor"), ("b_tx", "bout"), ("a_tx", "aout"), ("b_rx", "bin.monitor")]
+        .map(|(pcm, device)| pulse.pcm(pcm, device))
+        .concat();
     fs::write(dir.join("asound.conf"), conf).unwrap();
-    (Guard(child), format!("unix:{s}"))
+    pulse
 }
 
 /// The burst file: silence, then per burst a tone or a chirp (even bursts tone, odd chirp).
@@ -187,43 +167,21 @@ fn hub_and_uplink(d: &Path) -> (String, String) {
     (hub, uplink)
 }
 
-/// Play raw 48 kHz mono S16 into the `ain` sink (radio A's receive audio) from a thread, paced
-/// by the pipe: pacat only takes what its buffer of `latency_ms` holds. Join the thread, then
-/// wait for the child.
-fn play_into_ain(server: &str, raw: Vec<u8>, latency_ms: u32) -> (Child, std::thread::JoinHandle<()>) {
-    let mut pacat = Command::new("pacat")
-        .args(["-p", "-d", "ain", "--raw", "--format=s16le", "--rate=48000", "--channels=1"])
-        .arg(format!("--latency-msec={latency_ms}"))
-        .env("PULSE_SERVER", server)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("pacat");
-    let mut stdin = pacat.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        for chunk in raw.chunks(960) {
-            if stdin.write_all(chunk).is_err() {
-                break;
-            }
-        }
-    });
-    (pacat, writer)
-}
-
 /// Plays the burst file into `ain`, drives COR of radio A in `lines` around each burst (unless
 /// `lines` is None), records `rec.monitor` and returns (left, right).
-fn run_bursts(dir: &Path, server: &str, n: usize, lines: Option<&Path>) -> (Vec<f32>, Vec<f32>) {
+fn run_bursts(dir: &Path, pulse: &PulseServer, n: usize, lines: Option<&Path>) -> (Vec<f32>, Vec<f32>) {
     let (pcm, _) = bursts(n);
     let raw: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
     let rec_path = dir.join("rec.raw");
     let parec = Command::new("parec")
         .args(["-d", "rec.monitor", "--raw", "--format=s16le", "--rate=48000", "--channels=2", "--latency-msec=5"])
-        .env("PULSE_SERVER", server)
+        .env("PULSE_SERVER", pulse.server())
         .stdout(fs::File::create(&rec_path).unwrap())
         .spawn()
         .expect("parec");
     let _parec = Guard(parec);
     std::thread::sleep(Duration::from_millis(300));
-    let (mut pacat, writer) = play_into_ain(server, raw, 10);
+    let (mut pacat, writer) = pulse.play_raw("ain", raw, 10).unwrap();
     let started = Instant::now();
     let lead = env_or("RIG_COR_LEAD_MS", 100.0) / 1e3;
     if let Some(lines) = lines {
@@ -327,41 +285,17 @@ fn analyse(name: &str, n: usize, l: &[f32], r: &[f32], extra: &str) {
     );
 }
 
-/// CPU time (ns, all threads), context switches (wakeups) and RSS (KiB) of a process.
-fn usage(pid: u32) -> (u64, u64, u64) {
-    let (mut run_ns, mut switches) = (0, 0);
-    for task in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let base = task.path();
-        if let Ok(s) = fs::read_to_string(base.join("schedstat")) {
-            run_ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
-        for line in fs::read_to_string(base.join("status")).unwrap_or_default().lines() {
-            if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
-                switches += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-    }
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-    (run_ns, switches, rss.unwrap_or(0))
-}
-
 /// `"name":{"cpu_pct":..,"wakeups_per_s":..,"rss_mb":..}` for each process over `secs`.
 fn measure(procs: &[(&str, u32)], secs: f64) -> String {
-    let before: Vec<_> = procs.iter().map(|(_, pid)| usage(*pid)).collect();
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    let dt = t0.elapsed().as_secs_f64();
+    let pids: Vec<u32> = procs.iter().map(|&(_, pid)| pid).collect();
+    let rates = rig::measure(&pids, Duration::from_secs_f64(secs));
     let parts: Vec<String> = procs
         .iter()
-        .zip(before)
-        .map(|((name, pid), (ns0, sw0, _))| {
-            let (ns, sw, rss) = usage(*pid);
+        .zip(rates)
+        .map(|((name, _), r)| {
             format!(
                 "\"{name}\":{{\"cpu_pct\":{:.2},\"wakeups_per_s\":{:.0},\"rss_mb\":{:.1}}}",
-                (ns - ns0) as f64 / dt / 1e7,
-                (sw - sw0) as f64 / dt,
-                rss as f64 / 1024.0
+                r.cpu_pct, r.wakeups_per_s, r.rss_mb
             )
         })
         .collect();
@@ -371,9 +305,9 @@ fn measure(procs: &[(&str, u32)], secs: f64) -> String {
 /// What idle and talking ports cost on the rig: PulseAudio alone, then a hub and two edges
 /// whose radios (VOX as COR) capture and play on PulseAudio devices; idle, then edge A
 /// receiving a tone from its radio that edge B plays to its own.
-fn cost(d: &Path, pulse: &Guard, server: &str, asound: &Path, frame_ms: u32) {
+fn cost(d: &Path, pulse: &PulseServer, asound: &Path, frame_ms: u32) {
     let secs: f64 = env_or("RIG_COST_S", 20.0);
-    let pulse_pid = pulse.0.id();
+    let pulse_pid = pulse.pid();
     std::thread::sleep(Duration::from_secs(2));
     let alone = measure(&[("pulseaudio", pulse_pid)], secs);
     let (hub_cfg, uplink) = hub_and_uplink(d);
@@ -396,11 +330,7 @@ fn cost(d: &Path, pulse: &Guard, server: &str, asound: &Path, frame_ms: u32) {
     let procs = [("edge_a", ea.0.id()), ("edge_b", eb.0.id()), ("hub", hub.0.id()), ("pulseaudio", pulse_pid)];
     let idle = measure(&procs, secs);
     // A steady tone into radio A's receive audio for the whole talking measurement.
-    let tone: Vec<u8> = (0..((secs + 4.0) * RATE as f64) as usize)
-        .map(|i| ((0.3 * (std::f32::consts::TAU * 1000.0 * i as f32 / RATE as f32).sin()) * 32767.0) as i16)
-        .flat_map(i16::to_le_bytes)
-        .collect();
-    let (mut pacat, writer) = play_into_ain(server, tone, 20);
+    let (mut pacat, writer) = pulse.play_raw("ain", rig::tone_raw(secs + 4.0), 20).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     // Radio B keyed for A's call: the measurement is of a working path.
     let keyed = fs::read_to_string(d.join("edge-b-lines").join("b-ptt")).unwrap_or_default();
@@ -422,7 +352,7 @@ fn main() {
     for sc in scenarios.split(',') {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        let (_pulse, server) = pulse(d);
+        let pulse = pulse(d);
         let asound = d.join("asound.conf");
         match sc {
             "floor" => {
@@ -445,7 +375,7 @@ fn main() {
                     .expect("aplay");
                 let _p = Guard(play);
                 std::thread::sleep(Duration::from_millis(500));
-                let (l, r) = run_bursts(d, &server, n, None);
+                let (l, r) = run_bursts(d, &pulse, n, None);
                 analyse(sc, n, &l, &r, &extra);
             }
             "single" => {
@@ -459,7 +389,7 @@ fn main() {
                 let _box = roipd(d, "box", &cfg, &asound);
                 wait_log(d, "box", "roipd running");
                 std::thread::sleep(Duration::from_millis(1000));
-                let (l, r) = run_bursts(d, &server, n, Some(&lines));
+                let (l, r) = run_bursts(d, &pulse, n, Some(&lines));
                 analyse(sc, n, &l, &r, &extra);
             }
             "hub" => {
@@ -482,10 +412,10 @@ fn main() {
                 wait_log(d, "edge-a", "uplink up");
                 wait_log(d, "edge-b", "uplink up");
                 std::thread::sleep(Duration::from_millis(1000));
-                let (l, r) = run_bursts(d, &server, n, Some(&la));
+                let (l, r) = run_bursts(d, &pulse, n, Some(&la));
                 analyse(sc, n, &l, &r, &extra);
             }
-            "cost" => cost(d, &_pulse, &server, &asound, frame_ms),
+            "cost" => cost(d, &pulse, &asound, frame_ms),
             other => panic!("unknown scenario {other}"),
         }
         if std::env::var_os("RIG_KEEP").is_some() {

@@ -9,6 +9,8 @@
 //!   real-time rate; a starved stream's underrun is recovered in place and counted; killing the
 //!   server looks like a USB unplug and the devices recover when it comes back.
 //! - The steady state (ALSA capture and playback, sim clock) makes no heap allocation at all.
+//! - `roipd bench`'s real-device figures (`roipd::bench::alsa_port`): a daemon on PulseAudio
+//!   devices costs less idle than busy; without PulseAudio the bench says "not measured".
 //!
 //! `ALSA_CONFIG_PATH` replaces alsa-lib's whole configuration and is read once per process, so
 //! each scenario runs in a child process: this test binary again, running only [`child_scenario`]
@@ -19,7 +21,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 use roipd::audio::{
     self, AudioOptions, CaptureHandle, DeviceEvent, DeviceEventKind, DeviceState, Feed, Pacing, PlaybackHandle, Tap,
 };
+use roipd::bench::rig::{self, PulseServer};
 
 const SCENARIO_ENV: &str = "ROIPD_ALSA_SCENARIO";
 const DIR_ENV: &str = "ROIPD_ALSA_DIR";
@@ -148,6 +150,44 @@ fn pulse_server_loss_is_retried_and_recovered() {
     run_scenario("pulse-unplug", dir.path());
 }
 
+#[test]
+fn pulse_desk_speaker_sleeps_while_idle_and_plays_channel_audio_promptly() {
+    require_pulse_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let _pulse = Pulse::start(dir.path());
+    run_scenario("pulse-desk", dir.path());
+}
+
+/// `roipd bench`'s figures on real ALSA devices: a daemon on PulseAudio null sinks, idle and
+/// busy (`roipd::bench::alsa_port`). Busy is a working path (the bench checks radio B keyed);
+/// idle costs less than busy in CPU and in wakeups.
+#[test]
+fn bench_measures_an_idle_and_a_busy_port_on_pulse_devices() {
+    require_pulse_tools();
+    let roipd = Path::new(env!("CARGO_BIN_EXE_roipd"));
+    let f = roipd::bench::alsa_port::measure(roipd, Duration::from_secs(3)).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("measured: {f:?}");
+    assert!(f.busy.cpu_pct > f.idle.cpu_pct, "{f:?}");
+    assert!(f.busy.wakeups_per_s > f.idle.wakeups_per_s, "{f:?}");
+    assert!(f.idle.cpu_pct > 0.0 && f.idle.wakeups_per_s > 0.0 && f.busy.rss_mb > 1.0, "{f:?}");
+}
+
+/// Without PulseAudio the bench says so and gives no figure.
+#[test]
+fn bench_says_not_measured_without_pulseaudio() {
+    let dir = tempfile::tempdir().unwrap();
+    // An empty PATH: no pulseaudio, no pacat.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_scenario", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO_ENV, "bench-no-pulse")
+        .env(DIR_ENV, dir.path())
+        .env("PATH", dir.path())
+        .output()
+        .expect("run child");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+}
+
 /// Not a test of its own: the entry point of the child processes above. Does nothing unless
 /// `ROIPD_ALSA_SCENARIO` is set.
 #[test]
@@ -164,6 +204,8 @@ fn child_scenario() {
         "pulse-xrun" => child_pulse_xrun(),
         "pulse-idle" => child_pulse_idle(),
         "pulse-lead" => child_pulse_lead(),
+        "bench-no-pulse" => child_bench_no_pulse(),
+        "pulse-desk" => child_pulse_desk(&dir),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -498,18 +540,9 @@ impl Tap for ToneTap {
 
 /// Context switches of this process's threads named `name`.
 fn thread_switches(name: &str) -> u64 {
-    let mut total = 0;
-    for task in fs::read_dir("/proc/self/task").unwrap().flatten() {
-        if fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim() != name {
-            continue;
-        }
-        for line in fs::read_to_string(task.path().join("status")).unwrap_or_default().lines() {
-            if line.starts_with("voluntary_ctxt_switches") || line.starts_with("nonvoluntary_ctxt_switches") {
-                total += line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-    }
-    total
+    let threads = fs::read_dir("/proc/self/task").unwrap().flatten();
+    let named = threads.filter(|t| fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim() == name);
+    named.map(|t| rig::switches(&t.path().join("status"))).sum()
 }
 
 /// A fed playback device whose feed goes idle stops (no fills, its thread mostly asleep, the
@@ -634,6 +667,107 @@ fn child_pulse_lead() {
     let median = lat[lat.len() / 2];
     println!("measured: fill to monitor {median:.1} ms median ({lat:.1?}); playback {stats:?}");
     assert!(median < 30.0, "a frame waits behind more than the lead: {median:.1} ms ({lat:.1?})");
+}
+
+/// Context switches of a process's threads whose names start with one of `prefixes`.
+fn process_switches(pid: u32, prefixes: &[&str]) -> u64 {
+    let threads = fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten();
+    let named = threads.filter(|t| {
+        let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        prefixes.iter().any(|p| comm.starts_with(p))
+    });
+    named.map(|t| rig::switches(&t.path().join("status"))).sum()
+}
+
+/// A daemon with a desk whose speaker is a PulseAudio device, and a radio (a `sim:tone`
+/// receiver, COR on a sim line) on its channel. While the channel is idle the speaker's device
+/// thread sleeps, and no thread polls the mixer (a thread that did, every 2 ms, made ~500
+/// wakeups a second); when the radio's COR opens, the tone reaches the
+/// speaker's monitor promptly; afterwards it sleeps again.
+fn child_pulse_desk(dir: &Path) {
+    let lines = dir.join("lines");
+    let config = format!(
+        "device_id = \"desk-box\"\n[gpio.sim]\ndir = \"{}\"\n[channel.ops]\n\
+         [port.r1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:r1-cor\" }}\n\
+         ptt = {{ line = \"sim:r1-ptt\" }}\n[port.r1.audio]\ncapture = \"sim:tone:1000:-6\"\n\
+         [port.desk]\nkind = \"desk\"\nchannels = [\"ops\"]\n[port.desk.audio]\nplayback = \"radio_tx\"\n",
+        lines.display()
+    );
+    fs::write(dir.join("desk.toml"), config).unwrap();
+    let log = dir.join("daemon.log");
+    let daemon = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_roipd"))
+            .arg("run")
+            .arg(dir.join("desk.toml"))
+            .env("RUNTIME_DIRECTORY", dir.join("run"))
+            .env("RUST_LOG", "info")
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    wait_for("the desk's speaker open", || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        text.lines().any(|l| l.contains("audio device open") && l.contains("radio_tx"))
+    });
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let mon =
+        CaptureHandle::open_tapped("radio_txmon", &AudioOptions::default(), Box::new(ToneTap(heard.clone()))).unwrap();
+    let tone_since = |t: Instant| heard.lock().unwrap().iter().find(|&&(at, tone)| at >= t && tone).map(|&(at, _)| at);
+    // The speaker's threads: its device's, and any named for the desk (a mixing thread).
+    let speaker = ["audio-play", "desk"];
+    // A second with few wakeups of the speaker's threads and no tone, within 5 s (a fresh pulse
+    // stream takes a moment to start, and the device plays out its buffer before it pauses).
+    let idle_second = |when: &str| {
+        let mut seen = Vec::new();
+        loop {
+            let (s0, t0) = (process_switches(pid, &speaker), Instant::now());
+            std::thread::sleep(Duration::from_secs(1));
+            let switches = process_switches(pid, &speaker).saturating_sub(s0);
+            seen.push(switches);
+            if switches < 40 {
+                println!(
+                    "measured: {when}: {seen:?} speaker thread wakeups in successive seconds (a running device: ~100)"
+                );
+                assert!(tone_since(t0).is_none(), "{when}: silence on the monitor");
+                return;
+            }
+            assert!(seen.len() < 5, "{when}: an idle desk speaker sleeps: {seen:?} wakeups in successive seconds");
+        }
+    };
+    let cor = |high: bool| {
+        let tmp = lines.join(".r1-cor");
+        fs::write(&tmp, if high { "1\n" } else { "0\n" }).unwrap();
+        fs::rename(&tmp, lines.join("r1-cor")).unwrap();
+    };
+    idle_second("idle after start");
+    for over in 0..2 {
+        let opened = Instant::now();
+        cor(true);
+        let until = opened + T;
+        let at = loop {
+            if let Some(at) = tone_since(opened) {
+                break at;
+            }
+            assert!(Instant::now() < until, "over {over}: the desk never played the radio's audio");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let latency = at - opened;
+        println!("measured: over {over}: COR to tone on the desk speaker's monitor {latency:?}");
+        assert!(latency < Duration::from_millis(400), "over {over}: the speaker was slow to start: {latency:?}");
+        std::thread::sleep(Duration::from_millis(500));
+        cor(false);
+        idle_second("idle after an over");
+    }
+    mon.stop();
+    drop(daemon);
+}
+
+fn child_bench_no_pulse() {
+    let roipd = Path::new(env!("CARGO_BIN_EXE_roipd"));
+    let why = roipd::bench::alsa_port::measure(roipd, Duration::from_secs(1)).expect_err("nothing to measure on");
+    println!("measured: {why}");
+    assert!(why.starts_with("not measured: no PulseAudio (`pulseaudio` is missing"), "{why}");
 }
 
 fn child_pulse_xrun() {
@@ -796,84 +930,17 @@ fn zero_crossing_hz(x: &[f32], rate: f32) -> f32 {
 }
 
 fn require_pulse_tools() {
-    for (bin, package) in [("pulseaudio", "pulseaudio"), ("parec", "pulseaudio-utils")] {
-        let found = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-        assert!(found, "`{bin}` is missing: install the Debian package `{package}` (scripts/setup-debian --test)");
+    if let Some(why) = rig::missing_pulse_tools() {
+        panic!("{why}");
     }
-    let plugin =
-        ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf", "/usr/lib"]
-            .iter()
-            .any(|d| Path::new(d).join("alsa-lib/libasound_module_pcm_pulse.so").exists());
-    assert!(
-        plugin,
-        "ALSA's pulse plugin is missing: install the Debian package `libasound2-plugins` (scripts/setup-debian --test)"
-    );
 }
 
-/// A private PulseAudio with the two null sinks, on `<dir>/native`. Killed on drop, and by the
-/// kernel if this process dies first.
-struct Pulse {
-    child: Child,
-    socket: PathBuf,
-}
+/// A private PulseAudio with the two null sinks, on `<dir>/native`. Killed on drop.
+struct Pulse;
 
 impl Pulse {
-    fn start(dir: &Path) -> Pulse {
-        require_pulse_tools();
-        let socket = dir.join("native");
-        let _ = fs::remove_file(&socket);
-        let script = dir.join("pulse.pa");
-        let mut f = fs::File::create(&script).unwrap();
-        writeln!(f, "load-module module-native-protocol-unix socket={} auth-anonymous=1", socket.display()).unwrap();
-        writeln!(f, "load-module module-null-sink sink_name=txsink rate=48000 channels=1 format=s16le").unwrap();
-        writeln!(f, "load-module module-null-sink sink_name=rxsink rate=48000 channels=1 format=s16le").unwrap();
-        drop(f);
-        let home = dir.join("pulse-home");
-        fs::create_dir_all(home.join("run")).unwrap();
-        let log = fs::File::create(dir.join("pulse.log")).unwrap();
-        let mut cmd = Command::new("pulseaudio");
-        // Real-time scheduling keeps its clock honest on a busy machine (it gets it as root);
-        // no shm, which in containers fails and floods the log (pulseaudio issue 824).
-        cmd.args(["--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "--realtime=yes", "--high-priority=yes"])
-            .args(["--disable-shm=yes", "-n", "-F"])
-            .arg(&script)
-            // Keep it away from any real session: its own home and runtime dir, no D-Bus.
-            .env("HOME", &home)
-            .env("XDG_RUNTIME_DIR", home.join("run"))
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: only async-signal-safe prctl between fork and exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start pulseaudio");
-        let pulse = Pulse { child, socket };
-        let until = Instant::now() + T;
-        while !pulse.socket.exists() {
-            assert!(
-                Instant::now() < until,
-                "pulseaudio did not create its socket; log:\n{}",
-                fs::read_to_string(dir.join("pulse.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        pulse
-    }
-
-    fn server(&self) -> String {
-        format!("unix:{}", self.socket.display())
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(dir: &Path) -> PulseServer {
+        PulseServer::start(dir, &[rig::null_sink("txsink"), rig::null_sink("rxsink")]).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

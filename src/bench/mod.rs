@@ -8,13 +8,18 @@
 //! - peak RSS, and, where valgrind is installed, instructions per audio-second under callgrind
 //!   for a busy port, a bare Opus encode+decode of the same signal, and an idle port;
 //! - a 60 s over radio A → radio B under `stress-ng --cpu 6` (started by the bench when
-//!   installed): silent blocks in B's transmit audio and concealed frames.
+//!   installed): silent blocks in B's transmit audio and concealed frames;
+//! - on real ALSA devices (a private PulseAudio's null sinks, when PulseAudio is installed): CPU,
+//!   wakeups and PulseAudio's extra load of a daemon with an idle and a busy port
+//!   ([`alsa_port`]).
 
+pub mod alsa_port;
 mod desk;
 mod jitter;
 mod kernels;
 mod latency;
 mod load;
+pub mod rig;
 pub mod signal;
 
 use std::process::ExitCode;
@@ -65,6 +70,27 @@ pub struct Report {
     /// Why the instruction counts are missing, when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valgrind: Option<String>,
+    /// A daemon on real ALSA devices (PulseAudio null sinks) with one receive path (VOX) and
+    /// one transmit path ([`alsa_port`]): idle, and busy (A receives a tone, B transmits it).
+    /// CPU % of one core and wakeups per second over all its threads; PulseAudio's CPU % above
+    /// what it used alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_idle_port_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_idle_port_wakeups_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_idle_pulse_extra_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_busy_port_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_busy_port_wakeups_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_busy_pulse_extra_cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_port_rss_mb: Option<f64>,
+    /// Why the `alsa_*` figures are missing ("not measured: no PulseAudio ..."), when they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa: Option<String>,
 }
 
 pub fn main(json: bool, seconds: u32) -> ExitCode {
@@ -100,6 +126,19 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
     (r.fidelity_tone_snr_db, r.fidelity_tone_settling_snr_db, r.fidelity_onset_error_db, r.fidelity_chirp_correlation) =
         (f.tone_snr_db, f.tone_settling_snr_db, f.onset_error_db, f.chirp_correlation);
     r.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
+    let roipd = alsa_port::roipd_binary().ok_or("cannot find this binary")?;
+    match alsa_port::measure(&roipd, alsa_port::SPAN) {
+        Ok(a) => {
+            r.alsa_idle_port_cpu_pct = Some(a.idle.cpu_pct);
+            r.alsa_idle_port_wakeups_per_s = Some(a.idle.wakeups_per_s);
+            r.alsa_idle_pulse_extra_cpu_pct = Some(a.idle.pulse_extra_cpu_pct);
+            r.alsa_busy_port_cpu_pct = Some(a.busy.cpu_pct);
+            r.alsa_busy_port_wakeups_per_s = Some(a.busy.wakeups_per_s);
+            r.alsa_busy_pulse_extra_cpu_pct = Some(a.busy.pulse_extra_cpu_pct);
+            r.alsa_port_rss_mb = Some(a.busy.rss_mb);
+        }
+        Err(why) => r.alsa = Some(why),
+    }
     match kernels::callgrind_figures() {
         Ok(c) => {
             r.busy_port_minstr_per_s = Some(c.busy);
@@ -141,6 +180,15 @@ fn print_human(r: &Report) {
         r.fidelity_tone_snr_db, r.fidelity_tone_settling_snr_db, r.fidelity_onset_error_db, r.fidelity_chirp_correlation
     );
     println!("  peak RSS:                               {:8.1} MB", r.peak_rss_mb);
+    let alsa = [r.alsa_idle_port_cpu_pct, r.alsa_idle_port_wakeups_per_s, r.alsa_idle_pulse_extra_cpu_pct];
+    let busy = [r.alsa_busy_port_cpu_pct, r.alsa_busy_port_wakeups_per_s, r.alsa_busy_pulse_extra_cpu_pct];
+    match (alsa, busy) {
+        ([Some(c), Some(w), Some(p)], [Some(bc), Some(bw), Some(bp)]) => {
+            println!("  ALSA (PulseAudio null sinks), idle:     {c:8.2} % CPU, {w:.0} wakeups/s, PulseAudio +{p:.2} %");
+            println!("  ALSA (PulseAudio null sinks), busy:     {bc:8.2} % CPU, {bw:.0} wakeups/s, PulseAudio +{bp:.2} %");
+        }
+        _ => println!("  ALSA ports: {}", r.alsa.as_deref().unwrap_or("not measured")),
+    }
     match (r.busy_port_minstr_per_s, r.bare_codec_minstr_per_s, r.idle_port_minstr_per_s) {
         (Some(b), Some(c), Some(i)) => {
             println!("  callgrind, busy port:                   {b:8.1} M instr per audio-second");

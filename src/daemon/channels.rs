@@ -577,6 +577,7 @@ impl ChannelRouter {
                         if let Err(e) = mixer.lock().unwrap_or_else(|e| e.into_inner()).push(now, i, packet) {
                             debug!(error = %e, "desk mixer refused a packet");
                         }
+                        desk.flags.wake_playback();
                     }
                 }
                 MediaTarget::Port(_) if self.router.muted(channel) => {}

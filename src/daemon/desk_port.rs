@@ -10,7 +10,7 @@
 //! (shutdown, error), it releases every floor it asked for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -20,17 +20,17 @@ use tracing::{error, info, warn};
 use super::audio_flags::AudioFlags;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
-use crate::audio::PlaybackHandle;
+use crate::audio::queue::{FrameQueue, Overflow, Popped, Wait};
+use crate::audio::{AudioOptions, Feed, PlaybackHandle, PlaybackWaker};
 use crate::config::{DeskButton, DeskLed, DeskPortConfig};
 use crate::core::desk::{DeskAction, DeskCore, DeskEffect};
 use crate::core::routing::ChannelId;
 use crate::gpio::LogicalOutput;
 use crate::net::peer_queue::{self, deliver, Limits, PeerRx, PeerTx, Policy, Queued};
-use crate::pipeline::{MixChannelConfig, Mixer, MixerConfig, RxPath, PLAYBACK_LEAD_FRAMES};
+use crate::pipeline::{MixChannelConfig, Mixer, MixerConfig, RxPath};
 
 /// How often LEDs that follow audio (RX) are refreshed.
 const LED_REFRESH: Duration = Duration::from_millis(10);
-const PLAYBACK_POLL: Duration = Duration::from_millis(2);
 
 /// Requests (console and fleet `desk` actions) that may wait for one desk; the router refuses
 /// more (see [`DeskLink::requests`]).
@@ -301,52 +301,103 @@ pub fn desk_mixer(config: &DeskPortConfig) -> Result<Mixer, String> {
     Ok(mixer)
 }
 
-/// Mixer → playback, refilled whenever the device has consumed a frame, on a thread of its own
-/// (as radio playback: a late refill is an audible gap). Publishes the mixer's active set.
-/// With two devices (a stereo split: left, right) the mixer's interleaved stereo frame is
-/// split between them; both are refilled together, paced by the one that needs it first.
-pub fn run_playback(
-    devices: Vec<PlaybackHandle>,
+/// What a desk's speaker devices share: the mixer and, with a stereo split, each side's
+/// frames mixed while the other device asked.
+struct DeskMix {
     mixer: Arc<Mutex<Mixer>>,
     rx_active: Arc<AtomicU64>,
-    heartbeat: Heartbeat,
-    cancel: CancellationToken,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let name = devices.first().map(|d| d.name().to_string()).unwrap_or_default();
-    std::thread::Builder::new().name(format!("desk {name}")).spawn(move || {
-        let sides = devices.len().max(1);
-        let n = devices.first().map_or(0, PlaybackHandle::frame_len);
-        let mut frame = vec![0.0f32; n * sides];
-        let mut side = vec![0.0f32; n];
-        while !cancel.is_cancelled() {
-            heartbeat.beat();
-            'refill: while devices.iter().any(|d| d.queued() < PLAYBACK_LEAD_FRAMES) {
-                let active = {
-                    let mut m = mixer.lock().unwrap_or_else(|p| p.into_inner());
-                    m.mix(clock::now(), &mut frame).active
-                };
-                rx_active.store(active, Ordering::Relaxed);
-                for (k, device) in devices.iter().enumerate() {
-                    let out = if sides == 1 {
-                        &frame[..]
-                    } else {
-                        side.iter_mut().zip(frame.iter().skip(k).step_by(sides)).for_each(|(o, &s)| *o = s);
-                        &side[..]
-                    };
-                    if device.push(out).is_err() {
-                        break 'refill;
-                    }
-                }
-            }
-            std::thread::sleep(PLAYBACK_POLL);
-        }
-        for device in devices {
-            device.stop();
-        }
-    })
+    /// Per device: frames mixed for it by the other one (a stereo split only).
+    pending: Vec<FrameQueue>,
+    /// Per device: starts it when it stopped for having nothing to play.
+    wakers: Vec<OnceLock<PlaybackWaker>>,
 }
 
-/// A desk's audio: the microphone's capture task and the mixer's playback thread.
+/// Frames one side of a stereo split may hold for its device, mixed by the other (the two
+/// devices' clocks differ a little: the oldest go).
+const SPLIT_FRAMES: usize = 4;
+
+/// Mixer → speaker, mixed on the playback device's own thread whenever the device can take a
+/// frame (see [`crate::audio::Feed`]), as radio playback: no thread of its own, no polling. While
+/// the mixer is idle the device stops, until the router pushes channel audio and wakes it
+/// ([`AudioFlags::wake_playback`]). With a stereo split (two devices: left, right) the device that
+/// asks first mixes a stereo frame and keeps the other side for the other device, which it wakes.
+struct DeskFeed {
+    mix: Arc<DeskMix>,
+    /// This device's side (0 left or mono, 1 right).
+    side: usize,
+    /// One mixed stereo frame, interleaved (a split only; mono mixes into the device's frame).
+    frame: Vec<f32>,
+    heartbeat: Heartbeat,
+}
+
+impl Feed for DeskFeed {
+    fn fill(&mut self, at: Instant, out: &mut [f32]) {
+        let sides = self.mix.pending.len().max(1);
+        if sides > 1 && self.mix.pending[self.side].pop_into(out, Wait::No) == Popped::Frame {
+            return;
+        }
+        let active = {
+            let mut m = self.mix.mixer.lock().unwrap_or_else(|p| p.into_inner());
+            m.mix(at, if sides == 1 { &mut *out } else { &mut self.frame }).active
+        };
+        self.mix.rx_active.store(active, Ordering::Relaxed);
+        if sides == 1 {
+            return;
+        }
+        out.iter_mut().zip(self.frame.iter().skip(self.side).step_by(sides)).for_each(|(o, &s)| *o = s);
+        let other = 1 - self.side;
+        // In place: sample k of the other side sits at 2k + other, at or after k.
+        let n = out.len();
+        for k in 0..n {
+            self.frame[k] = self.frame[2 * k + other];
+        }
+        let _ = self.mix.pending[other].push(&self.frame[..n], Overflow::DropOldest);
+        if let Some(w) = self.mix.wakers[other].get() {
+            w.wake();
+        }
+    }
+
+    fn tick(&mut self) {
+        self.heartbeat.beat();
+    }
+
+    fn idle(&mut self) -> bool {
+        self.mix.pending.get(self.side).is_none_or(|q| q.len() == 0)
+            && self.mix.mixer.lock().unwrap_or_else(|p| p.into_inner()).idle()
+    }
+}
+
+/// Open the desk's speaker devices (`devices`: the mono one, or left and right), fed from the
+/// mixer; they stop when `cancel` fires. The left (or only) device's waker goes into `flags`.
+pub fn open_speaker(
+    devices: &[&str],
+    mixer: Arc<Mutex<Mixer>>,
+    rx_active: Arc<AtomicU64>,
+    flags: &AudioFlags,
+    heartbeats: Vec<Heartbeat>,
+    opts: &AudioOptions,
+) -> Result<Vec<PlaybackHandle>, String> {
+    let sides = devices.len();
+    let split =
+        if sides > 1 { (0..sides).map(|_| FrameQueue::new(opts.frame_len(), SPLIT_FRAMES)).collect() } else { vec![] };
+    let mix =
+        Arc::new(DeskMix { mixer, rx_active, pending: split, wakers: (0..sides).map(|_| OnceLock::new()).collect() });
+    let mut handles = Vec::new();
+    for (side, (device, heartbeat)) in devices.iter().zip(heartbeats).enumerate() {
+        let frame = if sides > 1 { vec![0.0; opts.frame_len() * sides] } else { Vec::new() };
+        let feed = DeskFeed { mix: mix.clone(), side, frame, heartbeat };
+        let handle =
+            PlaybackHandle::open_fed(device, opts, Box::new(feed)).map_err(|e| format!("playback `{device}`: {e}"))?;
+        let _ = mix.wakers[side].set(handle.waker());
+        handles.push(handle);
+    }
+    if let Some(first) = handles.first() {
+        let _ = flags.playback.set(first.waker());
+    }
+    Ok(handles)
+}
+
+/// A desk's audio: the microphone's capture task and the mixer's speaker devices.
 pub struct DeskAudio {
     pub flags: Arc<AudioFlags>,
     pub mixer: Option<Arc<Mutex<Mixer>>>,
@@ -363,7 +414,6 @@ pub fn start_audio(
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<DeskAudio, String> {
-    use crate::audio::AudioOptions;
     let flags = Arc::new(AudioFlags::default());
     let rx_active = Arc::new(AtomicU64::new(0));
     let opts = AudioOptions::default();
@@ -378,14 +428,18 @@ pub fn start_audio(
     }
     let mut mixer = None;
     if let Some(device) = &desk.audio.playback {
-        let mut devices = vec![PlaybackHandle::open(device, &opts).map_err(|e| format!("playback `{device}`: {e}"))?];
-        if let Some(right) = &desk.playback_right {
-            devices.push(PlaybackHandle::open(right, &opts).map_err(|e| format!("playback_right `{right}`: {e}"))?);
-        }
+        let devices: Vec<&str> = std::iter::once(device.as_str()).chain(desk.playback_right.as_deref()).collect();
         let m = Arc::new(Mutex::new(desk_mixer(desk)?));
-        let heartbeat = watchdog.register(&format!("port {name} speaker"));
-        run_playback(devices, m.clone(), rx_active.clone(), heartbeat, cancel.clone())
-            .map_err(|e| format!("playback thread: {e}"))?;
+        let mut heartbeats = vec![watchdog.register(&format!("port {name} speaker"))];
+        if devices.len() > 1 {
+            heartbeats.push(watchdog.register(&format!("port {name} speaker right")));
+        }
+        let handles = open_speaker(&devices, m.clone(), rx_active.clone(), &flags, heartbeats, &opts)?;
+        super::audio_port::stop_on_cancel(
+            move || handles.into_iter().for_each(PlaybackHandle::stop),
+            cancel.clone(),
+            tasks,
+        );
         mixer = Some(m);
     }
     Ok(DeskAudio { flags, mixer, rx_active })
@@ -457,6 +511,9 @@ pub fn start(
 mod tests {
     use super::*;
     use crate::config::PortConfig;
+    use crate::codec::{Encoder, EncoderConfig, MAX_PACKET_BYTES};
+    use crate::dsp::{Meter, Sine};
+    use crate::pipeline::MediaPacket;
 
     const CONFIG: &str = r#"
 device_id = "t"
@@ -571,5 +628,83 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
         cancel.cancel();
         while tasks.join_next().await.is_some() {}
         drop(held);
+    }
+
+    fn frames_played(h: &PlaybackHandle) -> u64 {
+        h.stats().frames
+    }
+
+    /// Waits until neither device has been fed for 300 ms (both paused), at most 5 s.
+    fn wait_paused(handles: &[PlaybackHandle]) -> Vec<u64> {
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut last: Vec<u64> = handles.iter().map(frames_played).collect();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now: Vec<u64> = handles.iter().map(frames_played).collect();
+            if now == last {
+                return now;
+            }
+            assert!(Instant::now() < until, "the speaker never paused: {now:?}");
+            last = now;
+        }
+    }
+
+    /// A stereo split desk speaker (two devices that pause while idle: `sim:wav-rec`) sleeps
+    /// while the mixer is idle, and a second of channel audio (panned left), pushed and woken
+    /// as the router does, plays on the left device with silence on the right, both devices
+    /// running, and both pause again afterwards.
+    #[test]
+    fn an_idle_desk_speaker_pauses_and_plays_channel_audio_when_woken() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = |side: &str| dir.path().join(format!("{side}.wav"));
+        let devices =
+            [format!("sim:wav-rec:{}", wav("left").display()), format!("sim:wav-rec:{}", wav("right").display())];
+        let channels = vec![MixChannelConfig { pan: -1.0, ..Default::default() }];
+        let mixer =
+            Arc::new(Mutex::new(Mixer::new(MixerConfig { channels, stereo: true, ..Default::default() }).unwrap()));
+        let flags = AudioFlags::default();
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let heartbeats = vec![watchdog.register("left"), watchdog.register("right")];
+        let names: Vec<&str> = devices.iter().map(String::as_str).collect();
+        let rx_active = Arc::new(AtomicU64::new(0));
+        let handles =
+            open_speaker(&names, mixer.clone(), rx_active.clone(), &flags, heartbeats, &AudioOptions::default())
+                .unwrap();
+        let idle = wait_paused(&handles);
+        assert!(idle.iter().all(|&f| f <= 20), "idle from the start: {idle:?} frames");
+
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let (mut tone, mut pcm, mut buf) = (Sine::new(48_000, 1000.0, -12.0), [0.0f32; 960], [0u8; MAX_PACKET_BYTES]);
+        let mut saw_active = false;
+        let t0 = Instant::now();
+        for k in 0..50u16 {
+            std::thread::sleep(
+                (t0 + Duration::from_millis(20 * u64::from(k))).saturating_duration_since(Instant::now()),
+            );
+            tone.render(&mut pcm);
+            let n = enc.encode(&pcm, &mut buf).unwrap();
+            let p = MediaPacket { seq: k, timestamp: u32::from(k) * 960, marker: k == 0, payload: buf[..n].to_vec() };
+            mixer.lock().unwrap().push(clock::now(), 0, &p).unwrap();
+            flags.wake_playback();
+            saw_active |= rx_active.load(Ordering::Relaxed) == 1;
+        }
+        assert!(saw_active, "the speaker reported the channel active");
+        let after = wait_paused(&handles);
+        assert_eq!(rx_active.load(Ordering::Relaxed), 0);
+        for handle in handles {
+            handle.stop();
+        }
+        let read = |side: &str| -> Vec<f32> {
+            let r = hound::WavReader::open(wav(side)).unwrap();
+            r.into_samples::<i16>().map(|s| f32::from(s.unwrap()) / 32768.0).collect()
+        };
+        let (left, right) = (read("left"), read("right"));
+        let loud = left.chunks(480).filter(|f| Meter::measure(f).rms_dbfs > -30.0).count();
+        let right_peak = right.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        println!("played {idle:?} -> {after:?} frames; left {loud} loud frames, right peak {right_peak}");
+        assert!(loud >= 90, "a second of tone on the left: {loud} loud frames");
+        assert!(right_peak < 1e-3, "nothing on the right: peak {right_peak}");
+        let (l, r) = (after[0] - idle[0], after[1] - idle[1]);
+        assert!(l.abs_diff(r) <= 5 && l < 150, "both sides ran for the spurt only: {l} and {r} frames");
     }
 }

@@ -55,6 +55,8 @@ pub const MAX_CHANNELS: usize = 64;
 const WARM_UP: usize = 2;
 
 const FS: f32 = SAMPLE_RATE as f32;
+/// A limiter releasing on silence this close to unity (dB) is put back at unity.
+const LIMITER_SNAP_DB: f32 = 0.05;
 const VOLUME_DB: (f32, f32) = (-60.0, 20.0);
 
 /// One monitored channel's initial settings (all can be changed later).
@@ -633,6 +635,16 @@ impl Mixer {
         self.channels.iter().map(|c| c.stats.decodes).sum()
     }
 
+    /// Nothing to play: no channel in a talk-spurt or holding packets (muted ones included:
+    /// they are consumed in step), the duck and the limiter at rest. Mixing then only yields
+    /// silence and moves nothing on, so the output device may stop asking until a packet is
+    /// [`push`](Self::push)ed.
+    pub fn idle(&self) -> bool {
+        self.channels.iter().all(|c| !c.in_spurt && c.jitter.buffered() == 0)
+            && self.duck.level_db == 0.0
+            && self.limiter.gain_db() >= 0.0
+    }
+
     /// Produce the next device frame at `now` (call once per device period): `out` is one
     /// frame, mono, or interleaved L/R for a stereo mixer (an odd trailing sample is zeroed).
     /// At most [`MAX_FRAME_SAMPLES`] frames are filled; the rest of a longer buffer is zeroed.
@@ -654,7 +666,13 @@ impl Mixer {
             }
         }
         // On silence the limiter only has its release to finish; once at unity it is skipped.
-        if any || self.limiter.gain_db() < 0.0 {
+        // Its one-pole release reaches unity only after seconds of f32 rounding: on silence,
+        // within an inaudible step of it, it snaps there, so the mixer can go idle.
+        if any {
+            self.limiter.process(out);
+        } else if self.limiter.gain_db() > -LIMITER_SNAP_DB {
+            self.limiter.reset();
+        } else {
             self.limiter.process(out);
         }
         let active = self.levels.iter().enumerate().fold(0u64, |m, (i, l)| m | u64::from(l.active) << i);
@@ -892,6 +910,62 @@ mod tests {
         // After the talkers stop (and 80 ms of concealment), idle again and silent.
         assert_eq!(sim.levels[219].0, 0);
         assert_eq!(peak(&sim.frames(217..220, 0)), 0.0);
+    }
+
+    /// A desk's speaker stops asking for frames while the mixer is idle and starts again on the
+    /// next packet: idle must mean that the frames not mixed would have changed nothing. A
+    /// mixer mixed only while not idle (or a packet came) plays the next spurt exactly as one
+    /// mixed on every frame, and is idle neither during a spurt, its concealment, the duck's
+    /// hold and release, nor while the limiter recovers.
+    #[test]
+    fn a_mixer_skipped_while_idle_plays_the_next_spurt_as_one_mixed_throughout() {
+        let talkers = [Talker::new(0, 0, 1000.0, 1.0, 1.0), Talker::new(1, 300, 700.0, 0.25, 1.0)];
+        let mk = || {
+            let mut m = mixer(3, false, -12.0);
+            m.select(Some(0)).unwrap();
+            m
+        };
+        let (mut every, mut skipping) = (mk(), mk());
+        assert!(every.idle(), "nothing pushed yet");
+        let t0 = Instant::now();
+        let (mut out_every, mut out_skipping) = (Vec::new(), Vec::new());
+        let mut buf = vec![0.0; DEV];
+        let (mut skipped, mut idle_from) = (0, None);
+        for frame in 0..420 {
+            let now = t0 + Duration::from_millis(10 * frame as u64);
+            let mut pushed = false;
+            for t in &talkers {
+                if let Some(p) = t.packet(frame) {
+                    every.push(now, t.channel, &p).unwrap();
+                    skipping.push(now, t.channel, &p).unwrap();
+                    pushed = true;
+                }
+            }
+            let lv = every.mix(now, &mut buf);
+            let (active, limiter_db) = (lv.active, lv.limiter_db);
+            out_every.extend_from_slice(&buf);
+            if (1..100).contains(&frame) || (300..400).contains(&frame) {
+                assert!(!every.idle() && active != 0, "frame {frame}: a spurt is playing");
+            }
+            if every.idle() {
+                assert!(active == 0 && limiter_db >= 0.0, "frame {frame}");
+                idle_from.get_or_insert(frame);
+            }
+            if pushed || !skipping.idle() {
+                skipping.mix(now, &mut buf);
+            } else {
+                buf.fill(0.0);
+                skipped += 1;
+            }
+            out_skipping.extend_from_slice(&buf);
+        }
+        // The first spurt ends at frame 100; concealment, the duck's hold (500 ms) and release
+        // (250 ms) come after it.
+        let idle_from = idle_from.unwrap();
+        assert!((170..300).contains(&idle_from), "idle from frame {idle_from}");
+        assert!(skipped > 100, "{skipped} frames skipped");
+        assert!(peak(&out_every[300 * DEV..400 * DEV]) > 0.1, "the second spurt is heard");
+        assert_eq!(out_every, out_skipping, "skipping idle frames changed the output");
     }
 
     #[test]
