@@ -221,14 +221,17 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         }
     };
     let (fleet_handle, fleet_commands, fleet_driver) = match &config.mqtt {
-        Some(mqtt) => match Fleet::start(FleetOptions::new(&config.device_id, mqtt.clone()).with_metrics(metrics)) {
+        Some(mqtt) => match Fleet::start(
+            FleetOptions::new(&config.device_id, mqtt.clone())
+                .with_metrics(metrics)
+                .with_config_hash(crate::fleet::config_hash(source.as_bytes())),
+        ) {
             Ok(Fleet { handle, commands, driver }) => (Some(handle), Some(commands), Some(driver)),
             Err(e) => return Stop::Exit(fatal(&format!("MQTT: {e}"))),
         },
         None => (None, None, None),
     };
     if let Some(f) = &fleet_handle {
-        f.set_config_hash(crate::fleet::config_hash(source.as_bytes()));
         let uplink = if config.uplink.is_some() { crate::fleet::UplinkState::Connecting } else { crate::fleet::UplinkState::Disabled };
         f.set_uplink_state(uplink, None);
     }

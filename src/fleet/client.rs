@@ -76,6 +76,9 @@ pub struct FleetOptions {
     pub limits: Limits,
     /// Home Assistant discovery prefix (usually `homeassistant`); `None` publishes no discovery.
     pub home_assistant: Option<String>,
+    /// The loaded config's hash, in the status from the first `online` on (set later with
+    /// [`FleetHandle::set_config_hash`], a fast broker could see an `online` without it).
+    pub config_hash: Option<String>,
 }
 
 impl FleetOptions {
@@ -88,7 +91,14 @@ impl FleetOptions {
             version: env!("CARGO_PKG_VERSION").into(),
             metrics: None,
             limits: Limits::default(),
+            config_hash: None,
         }
+    }
+
+    /// Report this config hash ([`protocol::config_hash`]) in every status, the first included.
+    pub fn with_config_hash(mut self, hash: impl Into<String>) -> Self {
+        self.config_hash = Some(hash.into());
+        self
     }
 
     /// Publish Home Assistant discovery (retained) under `prefix` on every connect.
@@ -140,6 +150,7 @@ impl Fleet {
         let mut status = Status::online(&options.device_id, &options.version);
         status.started_at = Some(rfc3339_millis(started_unix_ms));
         status.addresses = sysinfo::local_addresses();
+        status.config_hash = options.config_hash.clone();
 
         let mut mqtt = MqttOptions::new(format!("roipd-{}", options.device_id), broker.host.clone(), broker.port);
         // The broker sends the last will after 1.5x this without a packet (rumqttc's minimum: 5 s).
