@@ -304,7 +304,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     for (id, link) in desks {
         router.set_desk(id, link);
     }
-    let links = match start_net(&config, &router, &stream_stats, &cancel).await {
+    let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
@@ -360,6 +360,7 @@ async fn start_net(
     config: &Config,
     router: &channels::ChannelRouter,
     stream_stats: &net::StreamStats,
+    fleet: Option<crate::fleet::FleetHandle>,
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
     let mut links = channels::NetLinks { hub: None, uplink: None, desk: None };
@@ -407,6 +408,7 @@ async fn start_net(
             device_id: config.device_id.clone(),
             floor_hub,
             members: router.uplink_requests(),
+            report: fleet.clone(),
         };
         let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let edge = net::janus::start_edge(janus, floor, tx, cancel.clone()).map_err(|e| format!("uplink: {e}"))?;
@@ -430,6 +432,7 @@ async fn start_net(
             device_id: config.device_id.clone(),
             channels: config.channel.keys().cloned().collect(),
             janus: Some(janus),
+            report: fleet.clone(),
         };
         net::floor_mqtt::start_host(options, inbox, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
         info!(url = %uplink.url, "floor host over MQTT starting, moderating in Janus");

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod hass;
@@ -58,7 +59,7 @@ mod tests {
             "std::env",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet");
-        for file in ["protocol.rs", "outbox.rs", "backoff.rs", "hass.rs"] {
+        for file in ["protocol.rs", "outbox.rs", "backoff.rs", "hass.rs", "auth.rs"] {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();
             let production = text.split("#[cfg(test)]").next().unwrap();
             for (n, line) in production.lines().enumerate() {

@@ -266,6 +266,8 @@ pub enum EventKind {
     Xrun,
     DeviceLost,
     DeviceFound,
+    /// A floor message or command was dropped: unsigned, forged or replayed (rate-limited).
+    AuthFailed,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.
@@ -379,6 +381,8 @@ pub enum ErrorCode {
     OutOfRange,
     /// Commands must not be retained: a retained `remote_ptt` would fire again on every reconnect.
     RetainedCommand,
+    /// The box has a fleet key and the command is unsigned, forged, stale or replayed.
+    Unauthorized,
     /// The daemon's command queue is full.
     Busy,
     // Returned by the daemon.
@@ -398,6 +402,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgs => "invalid_args",
             ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::RetainedCommand => "retained_command",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Busy => "busy",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Rejected => "rejected",
