@@ -66,13 +66,18 @@ impl Host {
     }
 
     fn with(port: u16, arbiter: ArbiterConfig) -> Host {
+        Self::with_mqtt(mqtt(port), arbiter)
+    }
+
+    fn with_mqtt(mqtt: MqttConfig, arbiter: ArbiterConfig) -> Host {
         let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorHostOptions {
-            mqtt: mqtt(port),
+            mqtt,
             device_id: HUB.into(),
             channels: CHANNELS.iter().map(|c| c.to_string()).collect(),
             janus: None,
+            report: None,
         };
         start_host(options, tx, cancel.clone()).unwrap();
         let view = Arc::new(Mutex::new(HostView::default()));
@@ -213,13 +218,18 @@ struct Edge {
 
 impl Edge {
     fn start(port: u16, device: &str, kind: PortKind, priority: Priority) -> Edge {
+        Self::with_mqtt(mqtt(port), device, kind, priority)
+    }
+
+    fn with_mqtt(mqtt: MqttConfig, device: &str, kind: PortKind, priority: Priority) -> Edge {
         let (events_tx, events) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorEdgeOptions {
-            mqtt: mqtt(port),
+            mqtt,
             device_id: device.into(),
             floor_hub: HUB.into(),
             members: vec![MemberRequest { key: "port1".into(), channel: "ops".into(), priority }],
+            report: None,
         };
         let handle = start_edge(options, events_tx, cancel.clone()).unwrap();
         let (cmds, cmds_rx) = mpsc::unbounded_channel();
@@ -715,6 +725,7 @@ async fn a_join_for_a_channel_not_hosted_is_refused() {
         device_id: "edge-x".into(),
         floor_hub: HUB.into(),
         members: vec![MemberRequest { key: "port1".into(), channel: "elsewhere".into(), priority: Priority::NORMAL }],
+        report: None,
     };
     let x = start_edge(options, events_tx, cancel.clone()).unwrap();
     let event = tokio::time::timeout(T, events.recv()).await.expect("an answer").unwrap();
@@ -729,5 +740,107 @@ async fn a_join_for_a_channel_not_hosted_is_refused() {
     assert_eq!(a.view(|v| v.ups), 1);
     cancel.cancel();
     x.stopped().await;
+    host.cancel.cancel();
+}
+
+/// The inner message of a floor payload (signed or not).
+fn floor_msg(m: &fleet::probe::Msg) -> Value {
+    let outer = m.json();
+    match outer.get("msg").and_then(Value::as_str) {
+        Some(inner) => serde_json::from_str(inner).unwrap_or(Value::Null),
+        None => outer,
+    }
+}
+
+/// Set to run the attack without the fleet key, as the old protocol did (to see it succeed).
+const ATTACK_WITHOUT_KEY: &str = "ROIPD_TEST_FLOOR_UNKEYED";
+
+/// Issue 15, item 2: with a fleet key, a client that can merely publish to the broker (the
+/// anonymous listener here) cannot key a radio, take or free a floor, or take the host offline:
+/// a forged `taken` on an edge's `to_edge` with its real session, a forged retained host
+/// offline, a forged edge offline, a forged floor request, and replays of every real floor
+/// message captured earlier are all dropped. With `ROIPD_TEST_FLOOR_UNKEYED=1` the same attack
+/// runs on an unkeyed fleet (the protocol before the key) and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_floor_messages_change_nothing_with_a_fleet_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let key_file = broker.path("fleet.key");
+    std::fs::write(&key_file, "9f2c7e1a5b3d4f60718293a4b5c6d7e8f9a0b1c2d3e4f5061728394a5b6c7d8e\n").unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let unkeyed = std::env::var_os(ATTACK_WITHOUT_KEY).is_some();
+    let keyed = MqttConfig { fleet_key_file: (!unkeyed).then_some(key_file), ..mqtt(broker.anon) };
+    let arbiter = ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
+    let host = Host::with_mqtt(keyed.clone(), arbiter);
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
+    let a = Edge::with_mqtt(keyed.clone(), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(keyed, "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    b.wait("B up", |v| v.up).await;
+    let base = format!("roipd/floor/{HUB}");
+
+    // A real talk spurt, recorded by the stranger: A's request, the host's taken/idle to B.
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    b.wait("B keyed for A", |v| v.tx).await;
+    a.unpress();
+    b.wait("B unkeyed", |v| !v.tx).await;
+    wait_for("ops idle at the host", T, || host.holder("ops").is_none()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let captured: Vec<fleet::probe::Msg> = probe.all();
+    assert!(captured.iter().any(|m| m.topic.ends_with("/edge/edge-b/to_edge") && floor_msg(m)["event"] == "taken"));
+    if !unkeyed {
+        assert!(captured.iter().all(|m| m.json().get("mac").is_some()), "every floor message is signed");
+    }
+    let joins = host.view.lock().unwrap().joins;
+    let (a_msgs, b_msgs) = (a.view(|v| v.floor_msgs.len()), b.view(|v| v.floor_msgs.len()));
+    let session = |dev: &str| {
+        let m = captured.iter().rev().find(|m| m.topic == format!("{base}/edge/{dev}/presence")).expect("presence");
+        floor_msg(m)["session"].as_str().unwrap().to_owned()
+    };
+    let (a_session, b_session) = (session("edge-a"), session("edge-b"));
+    let host_presence = captured.iter().rev().find(|m| m.topic == format!("{base}/host")).unwrap();
+    let epoch = floor_msg(host_presence)["epoch"].as_str().unwrap().to_owned();
+
+    // Forgeries, with the real session and epoch (both are public in the retained presences).
+    let taken = format!(
+        r#"{{"type":"floor","session":"{b_session}","channel":"ops","event":"taken","holder":{{"id":1,"name":"x"}},"priority":0}}"#
+    );
+    probe.publish(&format!("{base}/edge/edge-b/to_edge"), taken.clone()).await;
+    let fake_mac = "0".repeat(64);
+    let sealed_forgery = serde_json::json!({"run": epoch, "seq": 999_999, "msg": taken, "mac": fake_mac}).to_string();
+    probe.publish(&format!("{base}/edge/edge-b/to_edge"), sealed_forgery).await;
+    probe.publish_retained(&format!("{base}/host"), format!(r#"{{"online":false,"epoch":"{epoch}"}}"#)).await;
+    let a_offline = format!(r#"{{"online":false,"session":"{a_session}"}}"#);
+    probe.publish(&format!("{base}/edge/edge-a/presence"), a_offline).await;
+    let request = format!(r#"{{"type":"floor","session":"{a_session}","id":0,"action":"request"}}"#);
+    probe.publish(&format!("{base}/edge/edge-a/to_host"), request).await;
+    // Replays of everything real: joins, A's request, the host's taken and idle, presences.
+    for m in &captured {
+        if m.retain {
+            probe.publish_retained(&m.topic, m.payload.clone()).await;
+        } else {
+            probe.publish(&m.topic, m.payload.clone()).await;
+        }
+    }
+    let mark = probe.mark();
+    probe.publish(&format!("{base}/marker"), "{}").await;
+    probe.wait_after(mark, "marker", T, |m| m.topic.ends_with("/marker")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for (name, x, msgs) in [("A", &a, a_msgs), ("B", &b, b_msgs)] {
+        let v = x.view(|v| format!("{v:?}"));
+        assert!(x.view(|v| v.up && v.ups == 1 && v.downs.is_empty()), "{name} stayed up: {v}");
+        assert!(x.view(|v| !v.tx && !v.talking && !v.keyed_while_down), "{name}'s radio is not keyed: {v}");
+        assert_eq!(x.view(|v| v.floor_msgs.len()), msgs, "{name}'s router got no floor message: {v}");
+    }
+    assert_eq!(host.holder("ops"), None, "nobody holds the floor");
+    assert_eq!(host.view.lock().unwrap().joins, joins, "no replayed join got in");
+    assert_eq!(host.peers(), 2);
+
+    // Still a working floor: B talks, A keys for it.
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    a.wait("A keyed for B", |v| v.tx).await;
     host.cancel.cancel();
 }
