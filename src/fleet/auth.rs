@@ -143,12 +143,9 @@ pub fn sign_command(key: &FleetKey, topic: &str, now_ms: u64, nonce: &str, cmd: 
 /// Is this payload a signed command envelope (a JSON object with `mac` and `cmd`)? Cheap
 /// enough to ask of every command; a plain command never has both.
 pub fn looks_signed(payload: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Probe {
-        mac: Option<serde::de::IgnoredAny>,
-        cmd: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Probe>(payload).is_ok_and(|p| p.mac.is_some() && p.cmd.is_some())
+    // A map only: a struct would also deserialize from a JSON array (`[1, 2]`).
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(payload)
+        .is_ok_and(|m| m.contains_key("mac") && m.contains_key("cmd"))
 }
 
 /// The box's memory of the signed commands it accepted in the last window: each runs once.
@@ -267,6 +264,7 @@ mod tests {
         let payload = sign_command(&k, topic, t0, "nonce-0001", cmd);
         assert!(looks_signed(payload.as_bytes()));
         assert!(!looks_signed(cmd.as_bytes()));
+        assert!(!looks_signed(b"[1, 2]"), "an array is not an envelope");
         let mut g = CommandGuard::default();
         assert_eq!(g.open(&k, topic, payload.as_bytes(), t0 + 100).unwrap(), cmd);
         assert_eq!(g.open(&k, topic, payload.as_bytes(), t0 + 200), Err(CommandAuthError::Replayed));

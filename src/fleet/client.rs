@@ -641,7 +641,7 @@ impl Driver {
                 Ok(req) => (Some(req.command), req.request_id, None),
                 Err(rej) => (None, rej.request_id, Some(rej.error)),
             },
-            Err(e) => (None, None, Some(e)),
+            Err(e) => (None, protocol::peek_request_id(&p.payload), Some(e)),
         };
         let replier = Replier {
             shared: self.shared.clone(),

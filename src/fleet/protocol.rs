@@ -633,6 +633,17 @@ fn parse_strict(payload: &[u8]) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// The `request_id` of a command that was refused before parsing (an authentication failure),
+/// so its reply can still be matched: read from the command, or from a signed envelope's `cmd`.
+pub fn peek_request_id(payload: &[u8]) -> Option<Value> {
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    let value = match value.get("cmd").and_then(Value::as_str) {
+        Some(inner) => serde_json::from_str(inner).ok()?,
+        None => value,
+    };
+    value.get("request_id").filter(|id| valid_request_id(id)).cloned()
+}
+
 fn valid_request_id(id: &Value) -> bool {
     match id {
         Value::String(s) => (1..=MAX_REQUEST_ID_BYTES).contains(&s.len()),
