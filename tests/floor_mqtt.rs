@@ -844,3 +844,103 @@ async fn forged_and_replayed_floor_messages_change_nothing_with_a_fleet_key() {
     a.wait("A keyed for B", |v| v.tx).await;
     host.cancel.cancel();
 }
+
+/// `mosquitto_pub` on `port` as `user`; true when the broker took the connection.
+fn publish_as(port: u16, user: &str, password: &str, topic: &str, payload: &str, retain: bool) -> bool {
+    let mut cmd = std::process::Command::new(fleet::broker::require("mosquitto_pub"));
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-u", user, "-P", password, "-t", topic]);
+    cmd.args(["-m", payload]);
+    if retain {
+        cmd.arg("-r");
+    }
+    cmd.output().unwrap().status.success()
+}
+
+/// Issue 15, item 2, the broker side: `roipd mosquitto-acl` turns the fleet's configs into an
+/// ACL and password lines; a broker with them runs the floor (the generated ACL is complete)
+/// while a box's own credentials cannot publish on another box's floor topics (a forged `taken`
+/// for edge-a, a retained host offline: never delivered), and strangers cannot connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let janus = "[channel.ops]\n[channel.ops.janus]\nroom = 48213\n[channel.aux]\n[channel.aux.janus]\nroom = 48214\n\
+                 [uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\n";
+    let mut configs = Vec::new();
+    for (device, hub) in [(HUB, None), ("edge-a", Some(HUB)), ("edge-b", Some(HUB))] {
+        std::fs::write(d.join(format!("{device}.pw")), format!("pw-of-{device}\n")).unwrap();
+        let floor = hub.map(|h| format!("floor_hub = \"{h}\"\n")).unwrap_or_default();
+        let text = format!(
+            "device_id = \"{device}\"\n{janus}{floor}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"u-{device}\"\n\
+             password_file = \"{}/{device}.pw\"\n",
+            d.display()
+        );
+        let path = d.join(format!("{device}.toml"));
+        std::fs::write(&path, text).unwrap();
+        configs.push(path);
+    }
+    let passwd = d.join("passwd");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roipd"))
+        .arg("mosquitto-acl")
+        .arg("--passwd")
+        .arg(&passwd)
+        .args(&configs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let acl = d.join("acl");
+    std::fs::write(&acl, &out.stdout).unwrap();
+    let hashed = std::process::Command::new(fleet::broker::require("mosquitto_passwd"))
+        .arg("-U")
+        .arg(&passwd)
+        .status()
+        .unwrap();
+    assert!(hashed.success());
+    let port = broker.add_acl_listener(&passwd, &acl);
+    let creds = |device: &str| MqttConfig {
+        username: Some(format!("u-{device}")),
+        password_file: Some(format!("{}/{device}.pw", d.display())),
+        ..mqtt(port)
+    };
+    let host = Host::with_mqtt(creds(HUB), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    // The stranger reads on the open listener (the topics are the same broker's).
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
+    let a = Edge::with_mqtt(creds("edge-a"), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(creds("edge-b"), "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up through the ACL", |v| v.up).await;
+    b.wait("B up through the ACL", |v| v.up).await;
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    a.wait("A keyed for B", |v| v.tx).await;
+    b.unpress();
+    a.wait("A unkeyed", |v| !v.tx).await;
+
+    let base = format!("roipd/floor/{HUB}");
+    let a_presence = probe.wait("A's presence", T, |m| m.topic == format!("{base}/edge/edge-a/presence")).await;
+    let a_session = a_presence.json()["session"].as_str().unwrap().to_owned();
+    let taken = format!(
+        r#"{{"type":"floor","session":"{a_session}","channel":"ops","event":"taken","holder":{{"id":1,"name":"x"}},"priority":0}}"#
+    );
+    let mark = probe.mark();
+    // edge-b's own credentials, on topics that are not edge-b's: accepted by the broker, never delivered.
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-a/to_edge"), &taken, false));
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/host"), r#"{"online":false,"epoch":"x"}"#, true));
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-a/presence"), "{}", true));
+    // Its own topic does get through (so the check above is the ACL, not a broken publisher).
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-b/to_host"), "{}", false));
+    // No credentials, or wrong ones: not even connected.
+    assert!(!publish_as(port, "u-edge-b", "wrong", &format!("{base}/edge/edge-b/to_host"), "{}", false));
+    assert!(!publish_as(port, "", "", &format!("{base}/edge/edge-b/to_host"), "{}", false));
+    probe.wait_after(mark, "edge-b's own message", T, |m| m.topic.ends_with("/edge/edge-b/to_host")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leaked: Vec<String> = probe
+        .since(mark)
+        .iter()
+        .filter(|m| !m.topic.ends_with("/edge/edge-b/to_host"))
+        .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
+        .collect();
+    assert!(leaked.is_empty(), "the ACL let through: {leaked:?}");
+    assert!(a.view(|v| v.up && v.downs.is_empty() && !v.tx), "A untouched: {:?}", a.view(|v| format!("{v:?}")));
+    host.cancel.cancel();
+}
