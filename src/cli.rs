@@ -81,7 +81,9 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::SafeOff { config } => daemon::safe_off(&config),
-        Command::MosquittoAcl { operator, passwd, configs } => report(mosquitto_acl(operator.as_deref(), passwd, &configs)),
+        Command::MosquittoAcl { operator, passwd, configs } => {
+            report(mosquitto_acl(operator.as_deref(), passwd, &configs))
+        }
         Command::SignCommand { key_file, device, name, json } => report(sign_command(&key_file, &device, &name, &json)),
         Command::Bench { json, seconds } => bench::main(json, seconds),
         Command::BenchKernel { kernel, seconds } => match bench::run_kernel(kernel, seconds) {
@@ -116,7 +118,10 @@ fn mosquitto_acl(operator: Option<&str>, passwd: Option<PathBuf>, configs: &[Pat
         let b = BoxAcl::from_config(&cfg).map_err(|e| format!("{}: {e}", path.display()))?;
         if passwd.is_some() {
             let file = cfg.mqtt.as_ref().and_then(|m| m.password_file.clone()).ok_or_else(|| {
-                format!("{}: --passwd needs [mqtt] password_file (client certificates: leave --passwd out)", path.display())
+                format!(
+                    "{}: --passwd needs [mqtt] password_file (client certificates: leave --passwd out)",
+                    path.display()
+                )
             })?;
             let password = config::secret::read_secret(std::path::Path::new(&file))?;
             if password.contains(['\n', ':']) {

@@ -559,7 +559,10 @@ async fn with_a_fleet_key_only_signed_fresh_commands_run() {
     let reply_to = |id: &'static str| move |m: &Msg| is_reply(m, dev) && m.json()["request_id"] == id;
 
     // Unsigned, another key, tampered with: refused, never run.
-    assert_err(&call(&probe, dev, "remote_ptt", json!({"port": "radio2", "on": true, "max_duration_s": 30}), "u1").await, "unauthorized");
+    assert_err(
+        &call(&probe, dev, "remote_ptt", json!({"port": "radio2", "on": true, "max_duration_s": 30}), "u1").await,
+        "unauthorized",
+    );
     let mark = probe.mark();
     probe.publish(&topic, sign_command(&other, &topic, now_ms(), "nonce-other", &ptt("f1"))).await;
     assert_err(&probe.wait_after(mark, "forged reply", T, reply_to("f1")).await.json(), "unauthorized");
@@ -586,7 +589,9 @@ async fn with_a_fleet_key_only_signed_fresh_commands_run() {
     let signed = sign_command(&key, &topic, now_ms(), "nonce-good-1", &ptt("g1"));
     probe.publish(&topic, signed.clone()).await;
     assert_ok(&probe.wait_after(mark, "signed reply", T, reply_to("g1")).await.json());
-    probe.wait_after(mark, "radio2 keyed", T, |m| m.topic.ends_with("/state/radio2") && m.json()["tx_keyed"] == true).await;
+    probe
+        .wait_after(mark, "radio2 keyed", T, |m| m.topic.ends_with("/state/radio2") && m.json()["tx_keyed"] == true)
+        .await;
     let release = json!({"port": "radio2", "on": false, "request_id": "g2"}).to_string();
     probe.publish(&topic, sign_command(&key, &topic, now_ms(), "nonce-good-2", &release)).await;
     assert_ok(&probe.wait_after(mark, "release reply", T, reply_to("g2")).await.json());

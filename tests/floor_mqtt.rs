@@ -891,11 +891,8 @@ async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let acl = d.join("acl");
     std::fs::write(&acl, &out.stdout).unwrap();
-    let hashed = std::process::Command::new(fleet::broker::require("mosquitto_passwd"))
-        .arg("-U")
-        .arg(&passwd)
-        .status()
-        .unwrap();
+    let hashed =
+        std::process::Command::new(fleet::broker::require("mosquitto_passwd")).arg("-U").arg(&passwd).status().unwrap();
     assert!(hashed.success());
     let port = broker.add_acl_listener(&passwd, &acl);
     let creds = |device: &str| MqttConfig {
@@ -903,7 +900,8 @@ async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
         password_file: Some(format!("{}/{device}.pw", d.display())),
         ..mqtt(port)
     };
-    let host = Host::with_mqtt(creds(HUB), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    let host =
+        Host::with_mqtt(creds(HUB), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
     // The stranger reads on the open listener (the topics are the same broker's).
     let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
     let a = Edge::with_mqtt(creds("edge-a"), "edge-a", PortKind::Radio, Priority::NORMAL);
@@ -925,7 +923,14 @@ async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
     let mark = probe.mark();
     // edge-b's own credentials, on topics that are not edge-b's: accepted by the broker, never delivered.
     assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-a/to_edge"), &taken, false));
-    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/host"), r#"{"online":false,"epoch":"x"}"#, true));
+    assert!(publish_as(
+        port,
+        "u-edge-b",
+        "pw-of-edge-b",
+        &format!("{base}/host"),
+        r#"{"online":false,"epoch":"x"}"#,
+        true
+    ));
     assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-a/presence"), "{}", true));
     // Its own topic does get through (so the check above is the ACL, not a broken publisher).
     assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-b/to_host"), "{}", false));

@@ -57,7 +57,10 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
         warnings.push(format!("{file}:{line}:{column}: {key}: WARNING: {message}"));
     };
     if mqtt.url.starts_with("mqtt://") {
-        warn("mqtt.url", format!("unencrypted broker (mqtt://): anyone on the path reads and injects {what}; use mqtts://"));
+        warn(
+            "mqtt.url",
+            format!("unencrypted broker (mqtt://): anyone on the path reads and injects {what}; use mqtts://"),
+        );
     }
     if mqtt.username.is_none() && mqtt.client_cert_file.is_none() {
         warn(
@@ -68,11 +71,18 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
     if mqtt.fleet_key_file.is_none() {
         warn(
             "mqtt",
-            format!("no fleet_key_file: {what} are not signed, so whoever can publish to the broker can key radios{}", if fleet { " and take the floor" } else { "" }),
+            format!(
+                "no fleet_key_file: {what} are not signed, so whoever can publish to the broker can key radios{}",
+                if fleet { " and take the floor" } else { "" }
+            ),
         );
     }
     if config.channel.values().any(|c| c.janus.as_ref().is_some_and(|j| j.room == 1234)) {
-        warn("channel", "Janus room 1234 is the stock VideoRoom demo room (secret `adminpwd`, no PIN): use a room id of your own".into());
+        warn(
+            "channel",
+            "Janus room 1234 is the stock VideoRoom demo room (secret `adminpwd`, no PIN): use a room id of your own"
+                .into(),
+        );
     }
     warnings
 }

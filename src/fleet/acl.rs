@@ -21,15 +21,21 @@ impl BoxAcl {
     /// A box's ACL entry, or why it cannot have one (no `[mqtt]`, no username).
     pub fn from_config(config: &Config) -> Result<Self, String> {
         let mqtt = config.mqtt.as_ref().ok_or("no [mqtt] section")?;
-        let user = mqtt.username.clone().ok_or(
-            "no [mqtt] username: each box needs its own broker user (username + password_file)".to_string(),
-        )?;
+        let user = mqtt
+            .username
+            .clone()
+            .ok_or("no [mqtt] username: each box needs its own broker user (username + password_file)".to_string())?;
         let floor_hub = config
             .uplink
             .as_ref()
             .filter(|u| u.kind == UplinkKind::Janus)
             .map(|u| u.floor_hub.clone().unwrap_or_else(|| config.device_id.clone()));
-        Ok(Self { user, device: config.device_id.clone(), floor_hub, discovery: mqtt.discovery_prefix().map(String::from) })
+        Ok(Self {
+            user,
+            device: config.device_id.clone(),
+            floor_hub,
+            discovery: mqtt.discovery_prefix().map(String::from),
+        })
     }
 }
 
@@ -96,11 +102,13 @@ mod tests {
         crate::config::parse_str(text, "t.toml").unwrap()
     }
 
-    const JANUS: &str = "[channel.ops]\n[channel.ops.janus]\nroom = 48213\n[uplink]\nkind = \"janus\"\nurl = \"ws://j:8188\"\n";
+    const JANUS: &str =
+        "[channel.ops]\n[channel.ops.janus]\nroom = 48213\n[uplink]\nkind = \"janus\"\nurl = \"ws://j:8188\"\n";
 
     #[test]
     fn each_box_writes_only_its_own_topics() {
-        let host = config(&format!("device_id = \"hub-1\"\n{JANUS}[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-hub\"\n"));
+        let host =
+            config(&format!("device_id = \"hub-1\"\n{JANUS}[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-hub\"\n"));
         let edge = config(&format!(
             "device_id = \"edge-a\"\n{JANUS}floor_hub = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-a\"\n"
         ));

@@ -158,7 +158,13 @@ pub struct CommandGuard {
 impl CommandGuard {
     /// Checks a payload from `topic` at `now_ms` (the box's clock, unix ms): the command's own
     /// JSON when the signature is good, fresh and not seen before.
-    pub fn open(&mut self, key: &FleetKey, topic: &str, payload: &[u8], now_ms: u64) -> Result<String, CommandAuthError> {
+    pub fn open(
+        &mut self,
+        key: &FleetKey,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<String, CommandAuthError> {
         let env: SignedCommand =
             serde_json::from_slice(payload).map_err(|e| CommandAuthError::BadEnvelope(cut(&e.to_string())))?;
         if !NONCE_LEN.contains(&env.nonce.len())
@@ -274,8 +280,14 @@ mod tests {
         assert_ne!(tampered, payload);
         assert_eq!(g.open(&k, topic, tampered.as_bytes(), t0), Err(CommandAuthError::BadMac));
         let late = sign_command(&k, topic, t0, "nonce-0002", cmd);
-        assert!(matches!(g.open(&k, topic, late.as_bytes(), t0 + COMMAND_WINDOW_MS + 1), Err(CommandAuthError::Stale(_))));
-        assert!(matches!(g.open(&k, topic, late.as_bytes(), t0 - COMMAND_WINDOW_MS - 1), Err(CommandAuthError::Stale(_))));
+        assert!(matches!(
+            g.open(&k, topic, late.as_bytes(), t0 + COMMAND_WINDOW_MS + 1),
+            Err(CommandAuthError::Stale(_))
+        ));
+        assert!(matches!(
+            g.open(&k, topic, late.as_bytes(), t0 - COMMAND_WINDOW_MS - 1),
+            Err(CommandAuthError::Stale(_))
+        ));
         // Past the window the memory is let go; the command itself is stale by then.
         g.open(&k, topic, late.as_bytes(), t0).unwrap();
         assert_eq!(g.order.len(), 2);

@@ -915,9 +915,11 @@ pub fn fleet_key(cfg: &MqttConfig) -> Result<Option<FleetKey>, FleetError> {
     debug!(path, "reading the fleet key");
     let raw = crate::config::secret::read_private(Path::new(path))
         .map_err(|message| FleetError::ReadFile { key: "fleet_key_file", message })?;
-    FleetKey::new(&raw)
-        .map(Some)
-        .map_err(|message| FleetError::BadFile { key: "fleet_key_file", path: path.clone(), message })
+    FleetKey::new(&raw).map(Some).map_err(|message| FleetError::BadFile {
+        key: "fleet_key_file",
+        path: path.clone(),
+        message,
+    })
 }
 
 pub(crate) fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>, FleetError> {

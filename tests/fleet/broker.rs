@@ -112,6 +112,7 @@ impl Broker {
 
     /// One more listener that takes only the users of `passwd` (hashed) under `acl` (an
     /// `acl_file`), as a secure fleet's broker does; restarts the broker. Returns its port.
+    #[allow(dead_code)] // tests/floor_mqtt.rs only; tests/fleet_mqtt.rs shares this module
     pub fn add_acl_listener(&mut self, passwd: &Path, acl: &Path) -> u16 {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut conf = std::fs::read_to_string(&self.conf).unwrap();

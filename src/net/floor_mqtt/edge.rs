@@ -23,10 +23,10 @@ use super::protocol::{
     Join, JoinMember, ReplayGuard, Sealer, ToEdge, ToHost, Topic, Topics,
 };
 use super::{mqtt_options, random_token, report_rejected, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
-use crate::fleet::auth::RejectCounter;
-use crate::fleet::FleetHandle;
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, ToArbiter};
+use crate::fleet::auth::RejectCounter;
+use crate::fleet::FleetHandle;
 use crate::net::peer_queue;
 use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
 use crate::net::reconnect::Reconnect;
@@ -253,7 +253,8 @@ impl Edge {
             }
         }
         let presence = self.topics.presence(&self.o.device_id);
-        let offline = self.sealer.seal(&presence, session, to_json(&EdgePresence { online: false, session: session.to_owned() }));
+        let offline =
+            self.sealer.seal(&presence, session, to_json(&EdgePresence { online: false, session: session.to_owned() }));
         link.close(Some((presence, offline))).await;
         Ok(())
     }

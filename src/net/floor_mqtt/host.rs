@@ -28,11 +28,11 @@ use super::protocol::{
     HolderInfo, HolderState, HostPresence, JoinMember, Refused, ReplayGuard, Sealer, ToEdge, ToHost, Topic, Topics,
 };
 use super::{mqtt_options, random_token, report_rejected, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
-use crate::fleet::auth::RejectCounter;
-use crate::fleet::FleetHandle;
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
+use crate::fleet::auth::RejectCounter;
 use crate::fleet::backoff::Backoff;
+use crate::fleet::FleetHandle;
 use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
 use crate::net::peer_queue::{self, Limits, PeerRx};
 use crate::net::protocol::Action;
@@ -310,12 +310,19 @@ impl Host {
                 Ok(msg) if opened.auth.as_ref().is_some_and(|(run, _)| run != msg.session()) => {
                     self.reject(topic, &AuthError::BadEnvelope("signed by another session".into()))
                 }
-                Ok(ToHost::Join(j)) if j.epoch.as_deref() != Some(&self.epoch) && (j.epoch.is_some() || opened.auth.is_some()) => {
+                Ok(ToHost::Join(j))
+                    if j.epoch.as_deref() != Some(&self.epoch) && (j.epoch.is_some() || opened.auth.is_some()) =>
+                {
                     // A join for another host run (a stale presence, or a replay): say which
                     // run is current; nothing else changes.
                     debug!(%device, epoch = ?j.epoch, "floor host: join for another host run; refused with ours");
                     let reason = "not this floor host's current run; join again with its epoch".to_owned();
-                    let refused = ToEdge::Refused(Refused { session: j.session, join: j.join, epoch: self.epoch.clone(), reason });
+                    let refused = ToEdge::Refused(Refused {
+                        session: j.session,
+                        join: j.join,
+                        epoch: self.epoch.clone(),
+                        reason,
+                    });
                     self.publish(&self.topics.to_edge(&device), refused.to_json(), false)?;
                 }
                 Ok(msg) if !self.fresh(&device, &msg, opened.auth.as_ref()) => {}

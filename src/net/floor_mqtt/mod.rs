@@ -90,7 +90,9 @@ fn report_rejected(
     warn!(topic = ?topic, %error, dropped = n, total = counter.total, "floor: dropped messages that failed authentication");
     if let Some(fleet) = report {
         let detail = format!("{topic:?}: {error} ({n} dropped since the last report, {} in all)", counter.total);
-        fleet.publish_event(crate::fleet::Event::new(crate::fleet::EventKind::AuthFailed).reason("floor").detail(detail));
+        fleet.publish_event(
+            crate::fleet::Event::new(crate::fleet::EventKind::AuthFailed).reason("floor").detail(detail),
+        );
     }
 }
 

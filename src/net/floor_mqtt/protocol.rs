@@ -582,8 +582,6 @@ impl ReplayGuard {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,7 +779,7 @@ mod tests {
         let opened = open(Some(&key()), &topic, payload.as_bytes()).unwrap();
         assert_eq!(opened, Opened { auth: Some(("e1".into(), 1)), msg: msg.clone().into_bytes() });
         assert!(parse_to_edge(&opened.msg).is_ok());
-        assert_eq!(sealer.seal(&topic, "e1", msg.clone()).contains("\"seq\":2"), true, "the counter goes up");
+        assert!(sealer.seal(&topic, "e1", msg.clone()).contains("\"seq\":2"), "the counter goes up");
 
         // The same bytes on another edge's topic, under another key, or changed: refused.
         assert_eq!(open(Some(&key()), &t.to_edge("edge-c"), payload.as_bytes()), Err(AuthError::BadMac));
@@ -831,7 +829,6 @@ mod tests {
         g.clear();
         assert!(g.check("s2", 3, false).is_err());
     }
-
 
     /// Whatever arrives, opening returns an error or a message, never panics.
     #[test]
