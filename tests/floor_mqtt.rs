@@ -523,10 +523,25 @@ async fn last_will_frees_the_floor() {
 /// restarting: edges go down at once (radios unkey), then join again by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts() {
-    let mut broker = Broker::start();
-    let host = Host::start(broker.anon);
-    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
-    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    let broker = Broker::start();
+    let mqtt = mqtt(broker.anon);
+    host_and_broker_restarts(broker, mqtt).await;
+}
+
+/// The same with a fleet key: every host run is a new epoch the edges join, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts_with_a_fleet_key() {
+    let broker = Broker::start();
+    let mqtt = MqttConfig { fleet_key_file: Some(key_file(&broker)), ..mqtt(broker.anon) };
+    host_and_broker_restarts(broker, mqtt).await;
+}
+
+async fn host_and_broker_restarts(mut broker: Broker, mqtt: MqttConfig) {
+    let long = || ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/host")]).await;
+    let host = Host::with_mqtt(mqtt.clone(), long());
+    let a = Edge::with_mqtt(mqtt.clone(), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(mqtt.clone(), "edge-b", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
     b.wait("B up", |v| v.up).await;
     a.press();
@@ -542,10 +557,23 @@ async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts() {
 
     // A new host (new epoch): both join again; A's COR is still open, so it asks again.
     let started = Instant::now();
-    let host = Host::start(broker.anon);
+    let host = Host::with_mqtt(mqtt.clone(), long());
     a.wait("A rejoined and granted again", |v| v.up && v.talking).await;
     b.wait("B rejoined, keyed for A", |v| v.up && v.tx).await;
     println!("host restart -> edges joined, floor regained: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+
+    // The first run's online presence, replayed: the edges ask the host, which names its
+    // current run, and they stay joined (no down, the radio stays keyed).
+    let first_online = probe.all().into_iter().find(|m| floor_msg(m)["online"] == true).expect("first presence");
+    let downs = [a.view(|v| v.downs.len()), b.view(|v| v.downs.len())];
+    probe.publish(&first_online.topic, first_online.payload.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        [a.view(|v| v.downs.len()), b.view(|v| v.downs.len())],
+        downs,
+        "a stale host presence took an edge down"
+    );
+    assert!(a.view(|v| v.up && v.talking) && b.view(|v| v.up && v.tx));
 
     // The broker restarts: everyone is down for a while, then back by itself.
     let restarted = Instant::now();
@@ -752,6 +780,15 @@ fn floor_msg(m: &fleet::probe::Msg) -> Value {
     }
 }
 
+/// A fleet key file (mode 0600) in the broker's directory.
+fn key_file(broker: &Broker) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = broker.path("fleet.key");
+    std::fs::write(&path, "9f2c7e1a5b3d4f60718293a4b5c6d7e8f9a0b1c2d3e4f5061728394a5b6c7d8e\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
 /// Set to run the attack without the fleet key, as the old protocol did (to see it succeed).
 const ATTACK_WITHOUT_KEY: &str = "ROIPD_TEST_FLOOR_UNKEYED";
 
@@ -763,11 +800,8 @@ const ATTACK_WITHOUT_KEY: &str = "ROIPD_TEST_FLOOR_UNKEYED";
 /// runs on an unkeyed fleet (the protocol before the key) and this test fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_replayed_floor_messages_change_nothing_with_a_fleet_key() {
-    use std::os::unix::fs::PermissionsExt;
     let broker = Broker::start();
-    let key_file = broker.path("fleet.key");
-    std::fs::write(&key_file, "9f2c7e1a5b3d4f60718293a4b5c6d7e8f9a0b1c2d3e4f5061728394a5b6c7d8e\n").unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key_file = key_file(&broker);
     let unkeyed = std::env::var_os(ATTACK_WITHOUT_KEY).is_some();
     let keyed = MqttConfig { fleet_key_file: (!unkeyed).then_some(key_file), ..mqtt(broker.anon) };
     let arbiter = ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
