@@ -120,7 +120,13 @@ fn run_file_or_config(path: Option<&Path>, built_in: Option<(Config, String)>) -
     // The same validation as `roipd check`, secret files included: what fails here would fail
     // at start-up anyway, after the PTT lines were opened.
     match config::load(path) {
-        Ok((config, source)) => run_config_at(config, source, Some(path.to_path_buf())),
+        Ok((config, source)) => {
+            // As loud as `roipd check`: a stranger on the broker could key this box.
+            for w in config::check::security_warnings(&config, &source, &path.display().to_string()) {
+                eprintln!("{w}");
+            }
+            run_config_at(config, source, Some(path.to_path_buf()))
+        }
         Err(errors) => {
             eprint!("{errors}");
             ExitCode::from(EXIT_CONFIG)

@@ -249,7 +249,14 @@ impl Edge {
                     }
                     Some(cmd) => debug!(?cmd, "floor: not joined, dropped"),
                 },
-                _ = crate::wait::until(retry), if retry.is_some() => self.join(&link, session)?,
+                _ = crate::wait::until(retry), if retry.is_some() => {
+                    if self.joined && self.host_epoch != self.joined_epoch {
+                        // A new host run announced itself and did not take us in time: the run
+                        // we are joined with is not coming back, so nothing may stay keyed for it.
+                        self.down("the floor hub's new run did not answer our join");
+                    }
+                    self.join(&link, session)?
+                }
             }
         }
         let presence = self.topics.presence(&self.o.device_id);
