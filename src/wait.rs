@@ -20,17 +20,10 @@ pub async fn recv<R: Inbox>(rx: &mut Option<R>) -> Option<R::Item> {
     }
 }
 
-/// A channel's receiving side, bounded or not.
+/// A channel's receiving side (every task channel in the daemon is bounded).
 pub trait Inbox {
     type Item;
     fn next(&mut self) -> impl std::future::Future<Output = Option<Self::Item>> + Send;
-}
-
-impl<T: Send> Inbox for mpsc::UnboundedReceiver<T> {
-    type Item = T;
-    fn next(&mut self) -> impl std::future::Future<Output = Option<T>> + Send {
-        self.recv()
-    }
 }
 
 impl<T: Send> Inbox for mpsc::Receiver<T> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use alsa::pcm::{Access, Format, HwParams, State, PCM};
 use alsa::{Direction as AlsaDirection, ValueOr};
 
-use super::device::{Mode, Shared, Sink, Source, POLL};
+use super::backend::{Mode, Shared, Sink, Source, POLL};
 use super::resample::{f32_to_i16, i16_to_f32, Inbound, Outbound};
 use super::SAMPLE_RATE;
 

@@ -36,6 +36,7 @@
 
 #[cfg(target_os = "linux")]
 mod alsa;
+mod backend;
 mod device;
 pub(crate) mod queue;
 mod resample;
@@ -53,7 +54,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use device::{Mode, Shared};
+use backend::{Mode, Shared, Sink, Source};
 use queue::{Overflow, Popped, Pushed, Wait};
 
 /// The internal sample rate, Hz.
@@ -385,6 +386,24 @@ fn check_spec(name: &str, opts: &AudioOptions, dir: Direction) -> Result<DeviceS
     Ok(spec)
 }
 
+/// The backend a capture device's name picks.
+fn source(spec: DeviceSpec) -> Box<dyn Source> {
+    match spec {
+        #[cfg(target_os = "linux")]
+        DeviceSpec::Alsa(name) => Box::new(alsa::AlsaCapture::new(name)),
+        spec => Box::new(sim::SimSource::new(spec)),
+    }
+}
+
+/// The backend a playback device's name picks.
+fn sink(spec: DeviceSpec) -> Box<dyn Sink> {
+    match spec {
+        #[cfg(target_os = "linux")]
+        DeviceSpec::Alsa(name) => Box::new(alsa::AlsaPlayback::new(name)),
+        spec => Box::new(sim::SimSink::new(spec)),
+    }
+}
+
 /// A running capture device. Dropping it stops the thread and joins it.
 pub struct CaptureHandle {
     shared: Arc<Shared>,
@@ -394,7 +413,7 @@ pub struct CaptureHandle {
 impl CaptureHandle {
     pub fn open(name: &str, opts: &AudioOptions) -> Result<CaptureHandle, AudioError> {
         let spec = check_spec(name, opts, Direction::Capture)?;
-        let (shared, thread) = device::spawn_capture(name, spec, opts, None)?;
+        let (shared, thread) = device::spawn_capture(name, source(spec), opts, None)?;
         Ok(CaptureHandle { shared, thread: Some(thread) })
     }
 
@@ -403,7 +422,7 @@ impl CaptureHandle {
     /// thread spares a second thread's wakeup per frame.
     pub fn open_tapped(name: &str, opts: &AudioOptions, tap: Box<dyn Tap>) -> Result<CaptureHandle, AudioError> {
         let spec = check_spec(name, opts, Direction::Capture)?;
-        let (shared, thread) = device::spawn_capture(name, spec, opts, Some(tap))?;
+        let (shared, thread) = device::spawn_capture(name, source(spec), opts, Some(tap))?;
         Ok(CaptureHandle { shared, thread: Some(thread) })
     }
 
@@ -540,7 +559,7 @@ pub struct PlaybackHandle {
 impl PlaybackHandle {
     pub fn open(name: &str, opts: &AudioOptions) -> Result<PlaybackHandle, AudioError> {
         let spec = check_spec(name, opts, Direction::Playback)?;
-        let (shared, thread) = device::spawn_playback(name, spec, opts, None)?;
+        let (shared, thread) = device::spawn_playback(name, sink(spec), opts, None)?;
         Ok(PlaybackHandle { shared, thread: Some(thread) })
     }
 
@@ -550,7 +569,7 @@ impl PlaybackHandle {
     /// what it must absorb. Stats count every fed frame as audio.
     pub fn open_fed(name: &str, opts: &AudioOptions, feed: Box<dyn Feed>) -> Result<PlaybackHandle, AudioError> {
         let spec = check_spec(name, opts, Direction::Playback)?;
-        let (shared, thread) = device::spawn_playback(name, spec, opts, Some(feed))?;
+        let (shared, thread) = device::spawn_playback(name, sink(spec), opts, Some(feed))?;
         Ok(PlaybackHandle { shared, thread: Some(thread) })
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use hound::{SampleFormat, WavReader, WavSpec, WavWriter};
 
-use super::device::{Shared, Sink, Source};
+use super::backend::{Shared, Sink, Source};
 use super::resample::{dbfs_to_amplitude, f32_to_i16, Inbound};
 use super::{DeviceSpec, SAMPLE_RATE};
 

@@ -29,7 +29,7 @@ use crate::audio::{
 use crate::core::jitter::JitterStats;
 use crate::core::keying::{Keying, StationIdConfig, VoxConfig};
 use crate::fleet::EventKind;
-use crate::net::peer_queue::{self, Delivered};
+use crate::net::peer_queue::{self, Delivered, PeerTx};
 use crate::pipeline::{RxPath, TxGate, TxPath};
 
 /// How often levels go to the port task (and at most how often they change its state).
@@ -74,7 +74,7 @@ struct RxTap {
     vox: Option<VoxConfig>,
     /// The VOX level last sent (None: nothing sent yet).
     vox_sent: Option<bool>,
-    to_port: mpsc::UnboundedSender<PortInput>,
+    to_port: PeerTx<PortInput>,
     /// The router's media inbox.
     to_channel: mpsc::Sender<ChannelMsg>,
     /// Packets dropped because that inbox was full.
@@ -127,7 +127,7 @@ pub fn start_capture(
     rx: RxPath,
     flags: &Arc<AudioFlags>,
     vox: Option<VoxConfig>,
-    (to_port, to_channel): (mpsc::UnboundedSender<PortInput>, mpsc::Sender<ChannelMsg>),
+    (to_port, to_channel): (PeerTx<PortInput>, mpsc::Sender<ChannelMsg>),
     heartbeat: Heartbeat,
     opts: crate::audio::AudioOptions,
     cancel: &CancellationToken,
@@ -174,7 +174,7 @@ fn stop_on_cancel(stop: impl FnOnce() + Send + 'static, cancel: CancellationToke
 struct TxFeed {
     tx: Arc<Mutex<TxPath>>,
     flags: Arc<AudioFlags>,
-    to_port: mpsc::UnboundedSender<PortInput>,
+    to_port: PeerTx<PortInput>,
     heartbeat: Heartbeat,
     level: LevelWindow,
     /// The jitter buffer's counters when the current talk-spurt began (None: no spurt).
@@ -263,7 +263,7 @@ pub fn keying(radio: &crate::config::RadioPortConfig, audio: Option<&PortAudio>)
 /// Device events of one device to the fleet: `device_lost` once per loss (a missing device
 /// fails every retry the same way), `device_found` when it opens again, every xrun. The
 /// playback device's health also goes to the keying core.
-fn device_events(port: &str, reporter: &Reporter, to_port: &mpsc::UnboundedSender<PortInput>) -> EventCallback {
+fn device_events(port: &str, reporter: &Reporter, to_port: &PeerTx<PortInput>) -> EventCallback {
     let (port, reporter, to_port) = (port.to_string(), reporter.clone(), to_port.clone());
     let lost = AtomicBool::new(false);
     Arc::new(move |e: &DeviceEvent| {
@@ -298,7 +298,7 @@ pub fn start(
     port: PortId,
     name: &str,
     radio: &crate::config::RadioPortConfig,
-    to_port: &mpsc::UnboundedSender<PortInput>,
+    to_port: &PeerTx<PortInput>,
     to_channel: &super::ToChannel,
     reporter: &Reporter,
     watchdog: &super::watchdog::Watchdog,
@@ -365,23 +365,25 @@ mod tests {
     #[test]
     fn device_events_report_each_loss_once_and_tell_keying_about_playback() {
         let reporter = Reporter::new(None);
-        let (to_port, mut inputs) = mpsc::unbounded_channel();
+        let (to_port, mut inputs) = super::super::radio_port::inputs();
         let playback = device_events("r1", &reporter, &to_port);
         let lost = || event(Direction::Playback, DeviceEventKind::Lost { error: "gone".into() });
         let opened =
             || event(Direction::Playback, DeviceEventKind::Opened { config: "S16_LE".into(), recovered: true });
         // A missing device fails every retry: one fault, one recovery.
+        let mut got = Vec::new();
         for e in [lost(), lost(), lost(), opened(), opened()] {
             playback(&e);
+            // As the port task would: the queue keeps only the newest fault level.
+            got.extend(std::iter::from_fn(|| inputs.try_recv()?.ok()).map(|i| format!("{i:?}")));
         }
-        let got: Vec<_> = std::iter::from_fn(|| inputs.try_recv().ok()).map(|i| format!("{i:?}")).collect();
         assert_eq!(got, ["AudioFault(true)", "AudioFault(false)"]);
 
         let capture = device_events("r1", &reporter, &to_port);
         capture(&event(Direction::Capture, DeviceEventKind::Lost { error: "gone".into() }));
         capture(&event(Direction::Capture, DeviceEventKind::Xrun { total: 1, suspend: false }));
         capture(&event(Direction::Capture, DeviceEventKind::Xrun { total: 2, suspend: true }));
-        assert!(inputs.try_recv().is_err(), "capture health does not concern keying");
+        assert!(inputs.try_recv().is_none(), "capture health does not concern keying");
         assert_eq!(reporter.xruns(), 2, "xruns counted for the metrics");
     }
 
@@ -394,7 +396,7 @@ mod tests {
         let mut rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), false).unwrap();
         let tx = TxPath::new(&TxConfig::default(), Default::default(), &CourtesyToneConfig::default(), Duration::ZERO)
             .unwrap();
-        let (to_port, mut inputs) = mpsc::unbounded_channel();
+        let (to_port, mut inputs) = super::super::radio_port::inputs();
         let flags = Arc::new(AudioFlags::default());
         flags.set_gate(TxGate::Open);
         let watchdog = super::super::watchdog::Watchdog::default();
@@ -420,7 +422,7 @@ mod tests {
             let mut out = [0.0f32; 480];
             feed.fill(now, &mut out);
         }
-        let spurts: Vec<SpurtStats> = std::iter::from_fn(|| inputs.try_recv().ok())
+        let spurts: Vec<SpurtStats> = std::iter::from_fn(|| inputs.try_recv()?.ok())
             .filter_map(|i| match i {
                 PortInput::TxSpurt(s) => Some(s),
                 _ => None,
@@ -438,7 +440,7 @@ mod tests {
         use crate::codec::EncoderConfig;
         use crate::dsp::{RxConfig, Sine};
         let rx = RxPath::new(&RxConfig::default(), &EncoderConfig::default(), true).unwrap();
-        let (to_port, mut inputs) = mpsc::unbounded_channel();
+        let (to_port, mut inputs) = super::super::radio_port::inputs();
         let (to_channel, mut media) = mpsc::channel(100);
         let flags = Arc::new(AudioFlags::default());
         let watchdog = super::super::watchdog::Watchdog::default();
@@ -455,7 +457,7 @@ mod tests {
             level: LevelWindow::default(),
             frame: Vec::new(),
         };
-        let (t0, mut tone) = (Instant::now(), Sine::new(48_000, 1000.0, -10.0));
+        let (t0, mut tone, mut vox) = (Instant::now(), Sine::new(48_000, 1000.0, -10.0), Vec::new());
         for i in 0..150u64 {
             let mut frame = [0.0f32; 480];
             if (50..100).contains(&i) {
@@ -463,13 +465,12 @@ mod tests {
             }
             flags.set_talking((60..100).contains(&i));
             tap.frame(t0 + Duration::from_millis(10 * i), &frame);
-        }
-        let vox: Vec<f32> = std::iter::from_fn(|| inputs.try_recv().ok())
-            .filter_map(|i| match i {
+            // As the port task would: the queue keeps only the newest VOX level.
+            vox.extend(std::iter::from_fn(|| inputs.try_recv()?.ok()).filter_map(|i| match i {
                 PortInput::Vox { dbfs, .. } => Some(dbfs),
                 _ => None,
-            })
-            .collect();
+            }));
+        }
         let sides: Vec<_> = vox.iter().map(|&d| VoxConfig::default().level(d)).collect();
         assert_eq!(sides, [Some(false), Some(true), Some(false)], "{vox:?}");
         let packets = std::iter::from_fn(|| media.try_recv().ok()).count();

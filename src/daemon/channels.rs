@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
-use super::desk_port::{DeskInput, DeskLink, DeskToRouter};
+use super::desk_port::{DeskInput, DeskLink, DeskToRouter, DESK_REQUESTS};
 use crate::core::desk::DeskAction;
 use super::report::Reporter;
 use super::radio_port::PortInput;
@@ -99,7 +99,7 @@ pub struct ChannelRouter {
     tx_wanted: Vec<bool>,
     /// When each radio was last told that channel audio reaches it.
     audio_noted: Vec<Option<std::time::Instant>>,
-    ports: Vec<mpsc::UnboundedSender<PortInput>>,
+    ports: Vec<PeerTx<PortInput>>,
     audio: Vec<Option<PortAudio>>,
     peers: HashMap<PeerId, Peer>,
     /// Each channel's roster as last told to every peer: a joining peer gets it whole, the
@@ -139,7 +139,7 @@ pub fn channel_hosts(config: &Config) -> Vec<ChannelHost> {
 impl ChannelRouter {
     pub fn new(
         config: &Config,
-        ports: Vec<mpsc::UnboundedSender<PortInput>>,
+        ports: Vec<PeerTx<PortInput>>,
         port_audio: Vec<(PortId, Option<PortAudio>)>,
         reporter: Reporter,
         heartbeat: Heartbeat,
@@ -244,6 +244,11 @@ impl ChannelRouter {
                 return;
             }
         };
+        // Held until the desk has answered: at most DESK_REQUESTS wait in its queue.
+        let Ok(permit) = desk.requests.clone().try_acquire_owned() else {
+            let _ = reply.send(Err(format!("desk `{port}` is busy: {DESK_REQUESTS} requests are waiting")));
+            return;
+        };
         let (done, answer) = tokio::sync::oneshot::channel();
         if desk.to_desk.send(DeskInput::Action { action, reply: Some(done) }).is_err() {
             let _ = reply.send(Err("the desk is stopped".into()));
@@ -252,6 +257,7 @@ impl ChannelRouter {
         // The desk answers once applied; the router does not wait for it.
         tokio::spawn(async move {
             let _ = reply.send(answer.await.unwrap_or_else(|_| Err("the desk is stopped".into())));
+            drop(permit);
         });
     }
 
@@ -809,7 +815,7 @@ impl ChannelRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::net::peer_queue::{self, Delivered};
+    use crate::net::peer_queue::{self, Delivered, PeerRx};
 
     const CONFIG: &str = r#"
 device_id = "t"
@@ -826,7 +832,7 @@ cor = { line = "sim:b-cor" }
 ptt = { line = "sim:b-ptt" }
 "#;
 
-    async fn next_tx_request(rx: &mut mpsc::UnboundedReceiver<PortInput>) -> bool {
+    async fn next_tx_request(rx: &mut PeerRx<PortInput>) -> bool {
         loop {
             if let PortInput::TxRequest(on) = rx.recv().await.expect("router gone") {
                 return on;
@@ -839,8 +845,8 @@ ptt = { line = "sim:b-ptt" }
     #[tokio::test]
     async fn a_flood_of_media_does_not_delay_an_unkey() {
         let config = crate::config::parse_str(CONFIG, "t.toml").unwrap();
-        let (a_tx, _a_rx) = mpsc::unbounded_channel();
-        let (b_tx, mut b_rx) = mpsc::unbounded_channel();
+        let (a_tx, _a_rx) = super::super::radio_port::inputs();
+        let (b_tx, mut b_rx) = super::super::radio_port::inputs();
         let watchdog = super::super::watchdog::Watchdog::default();
         let router = ChannelRouter::new(
             &config,
@@ -873,5 +879,48 @@ ptt = { line = "sim:b-ptt" }
         assert!(queued > peer_queue::INBOX / 2, "the unkey waited for {} packets", peer_queue::INBOX - queued);
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    /// A flood of console or fleet requests to a desk that does not get round to them: 16 wait
+    /// in its queue, the rest are refused at once (its queue never overflows, which would stop
+    /// the desk), and an answer makes room for one more.
+    #[tokio::test]
+    async fn desk_requests_beyond_the_limit_are_refused_not_queued() {
+        use super::super::desk_port;
+        let config = crate::config::parse_str(
+            "device_id = \"t\"\n[channel.ops]\n[port.desk]\nkind = \"desk\"\nchannels = [\"ops\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let PortConfig::Desk(desk) = &config.port["desk"] else { panic!("not a desk") };
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let (port_tx, _port_rx) = super::super::radio_port::inputs();
+        let heartbeat = watchdog.register("router");
+        let mut router = ChannelRouter::new(&config, vec![port_tx], vec![(0, None)], Reporter::new(None), heartbeat);
+        let (to_desk, mut desk_rx) = desk_port::inputs(desk);
+        let requests = Arc::new(tokio::sync::Semaphore::new(DESK_REQUESTS));
+        let flags = Arc::default();
+        router.set_desk(0, DeskLink { to_desk: to_desk.clone(), requests, channels: vec![0], mixer: None, flags });
+        let mut request = || {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let action = serde_json::json!({ "action": "select", "channel": "ops" });
+            let allowed = vec!["ops".to_string()];
+            router.desk_request(crate::net::hub::DeskRequest { port: "desk".into(), action, allowed, reply });
+            answer
+        };
+        let mut answers: Vec<_> = (0..1000).map(|_| request()).collect();
+        assert_eq!(to_desk.len(), DESK_REQUESTS);
+        assert_eq!(to_desk.end(), None);
+        let busy = |a: &mut tokio::sync::oneshot::Receiver<Result<(), String>>| {
+            matches!(a.try_recv(), Ok(Err(e)) if e.contains("busy"))
+        };
+        assert_eq!(answers[DESK_REQUESTS..].iter_mut().map(busy).filter(|b| *b).count(), 1000 - DESK_REQUESTS);
+
+        let Some(Ok(DeskInput::Action { reply: Some(done), .. })) = desk_rx.try_recv() else { panic!("no request") };
+        done.send(Ok(())).unwrap();
+        assert_eq!(answers.swap_remove(0).await.unwrap(), Ok(()));
+        assert!(!busy(&mut request()), "an answered request makes room");
+        assert_eq!(to_desk.len(), DESK_REQUESTS);
+        assert!(busy(&mut request()));
     }
 }

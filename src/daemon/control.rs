@@ -15,18 +15,18 @@ use crate::config::{self, Config};
 use crate::core::desk::DeskAction;
 use crate::fleet::{redact, Command, CommandError, CommandReceiver, ErrorCode, PttAction};
 use crate::gpio::LogicalOutput;
-use crate::net::peer_queue::deliver;
+use crate::net::peer_queue::{deliver, PeerTx};
 
 pub struct Control {
     /// Radio ports by name.
-    pub radios: HashMap<String, mpsc::UnboundedSender<PortInput>>,
+    pub radios: HashMap<String, PeerTx<PortInput>>,
     /// The configuration as written.
     pub source: String,
     /// Where `reload_config` reads from; None when running a built-in configuration.
     pub config_path: Option<PathBuf>,
     pub to_channel: mpsc::Sender<ChannelMsg>,
     /// Ask the supervisor to restart the daemon (with a new configuration, or the same).
-    pub restart: mpsc::UnboundedSender<Option<(Config, String)>>,
+    pub restart: mpsc::Sender<Option<(Config, String)>>,
     /// Blinked by `identify`.
     pub status_led: Option<LogicalOutput>,
     /// The ports' latest states: a remote key-up of an inhibited or locked-out radio is refused.
@@ -56,9 +56,9 @@ impl Control {
                         }
                         replier.reply(result);
                         // Reply first, then restart: the answer is queued before the fleet
-                        // client says goodbye.
+                        // client says goodbye. Full: a restart is under way already.
                         if let Some(next) = restart {
-                            let _ = self.restart.send(next);
+                            let _ = self.restart.try_send(next);
                         }
                     }
                     None => break,
@@ -79,7 +79,7 @@ impl Control {
         Ok((json!({ "reloading": name }), (config, text)))
     }
 
-    fn radio(&self, port: &str) -> Result<&mpsc::UnboundedSender<PortInput>, CommandError> {
+    fn radio(&self, port: &str) -> Result<&PeerTx<PortInput>, CommandError> {
         self.radios.get(port).ok_or_else(|| CommandError::not_found(format!("no radio port `{port}`")))
     }
 

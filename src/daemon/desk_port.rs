@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -25,12 +25,16 @@ use crate::config::{DeskButton, DeskLed, DeskPortConfig};
 use crate::core::desk::{DeskAction, DeskCore, DeskEffect};
 use crate::core::routing::ChannelId;
 use crate::gpio::LogicalOutput;
-use crate::net::peer_queue::deliver;
+use crate::net::peer_queue::{self, deliver, Limits, PeerRx, PeerTx, Policy, Queued};
 use crate::pipeline::{MixChannelConfig, Mixer, MixerConfig, RxPath, PLAYBACK_LEAD_FRAMES};
 
 /// How often LEDs that follow audio (RX) are refreshed.
 const LED_REFRESH: Duration = Duration::from_millis(10);
 const PLAYBACK_POLL: Duration = Duration::from_millis(2);
+
+/// Requests (console and fleet `desk` actions) that may wait for one desk; the router refuses
+/// more (see [`DeskLink::requests`]).
+pub const DESK_REQUESTS: usize = 16;
 
 /// Inputs of a desk's task.
 #[derive(Debug)]
@@ -47,9 +51,53 @@ pub enum DeskInput {
     Denied { channel: usize },
 }
 
+/// Everything but a request that waits for its answer is a level or a setting: a newer one
+/// replaces the older one still queued, so the desk's queue never grows with a flood. A button
+/// edge replaces only an older edge of that button to the same level: a press shorter than
+/// the desk's lag still arrives as a press, at most two edges per button.
+impl Queued for DeskInput {
+    fn policy(&self) -> Policy {
+        match self {
+            DeskInput::Action { reply: Some(_), .. } => Policy::Keep,
+            _ => Policy::Coalesce,
+        }
+    }
+
+    fn supersedes(&self, older: &Self) -> bool {
+        use DeskAction::{Listen, Pan, Volume};
+        use DeskInput::{Action, Busy, Button, Denied, Talk};
+        match (self, older) {
+            (Button { button: a, level: x, .. }, Button { button: b, level: y, .. }) => a == b && x == y,
+            (Talk { channel: a, .. }, Talk { channel: b, .. })
+            | (Busy { channel: a, .. }, Busy { channel: b, .. })
+            | (Denied { channel: a }, Denied { channel: b }) => a == b,
+            (Action { action, reply: None }, Action { action: was, reply: None }) => match (action, was) {
+                (Listen { channel: a, .. }, Listen { channel: b, .. })
+                | (Volume { channel: a, .. }, Volume { channel: b, .. })
+                | (Pan { channel: a, .. }, Pan { channel: b, .. }) => a == b,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// A desk's input queue. Sending never waits (button edge callbacks, the router). It holds at
+/// most two edges per button line, one level per kind and channel and [`DESK_REQUESTS`]
+/// requests, so `reliable` is never reached.
+pub fn inputs(desk: &DeskPortConfig) -> (PeerTx<DeskInput>, PeerRx<DeskInput>) {
+    let lines = usize::from(desk.ptt.is_some()) + desk.buttons.len();
+    // Talk, Busy, Denied and the listen, volume and pan settings: five per channel.
+    let reliable = DESK_REQUESTS + 2 * lines + 5 * desk.channels.len();
+    peer_queue::channel(Limits { reliable, lossy: 1 })
+}
+
 /// What the channel router tells the desk task, and where it pushes the desk's packets.
 pub struct DeskLink {
-    pub to_desk: mpsc::UnboundedSender<DeskInput>,
+    pub to_desk: PeerTx<DeskInput>,
+    /// One permit per request waiting for the desk ([`DESK_REQUESTS`]); a request that finds
+    /// none is refused, so a flood of them cannot grow the desk's queue.
+    pub requests: Arc<Semaphore>,
     /// The desk's channels in the router's numbering (desk channel `i` is `channels[i]`).
     pub channels: Vec<ChannelId>,
     pub mixer: Option<Arc<Mutex<Mixer>>>,
@@ -77,7 +125,7 @@ pub struct DeskPort {
     pub core: DeskCore,
     pub link_channels: Vec<ChannelId>,
     pub channel_names: Vec<String>,
-    pub inputs: mpsc::UnboundedReceiver<DeskInput>,
+    pub inputs: PeerRx<DeskInput>,
     pub to_channel: mpsc::Sender<ChannelMsg>,
     pub mixer: Option<Arc<Mutex<Mixer>>>,
     /// The mixer's active set, written by the playback thread.
@@ -104,7 +152,7 @@ impl DeskPort {
                 _ = cancel.cancelled() => break,
                 input = self.inputs.recv() => match input {
                     // Answered once carried out, so a patch the router refuses is reported.
-                    Some(DeskInput::Action { action, reply }) => {
+                    Ok(DeskInput::Action { action, reply }) => {
                         let result = match self.core.apply(action) {
                             Ok(()) => self.apply_effects().await,
                             Err(e) => Err(e),
@@ -116,8 +164,8 @@ impl DeskPort {
                             let _ = reply.send(result);
                         }
                     }
-                    Some(input) => self.input(input),
-                    None => break,
+                    Ok(input) => self.input(input),
+                    Err(_) => break,
                 },
                 _ = sleep => self.debounced(clock::now()),
                 _ = refresh.tick() => self.core.set_rx(self.rx_active.load(Ordering::Relaxed)),
@@ -323,7 +371,7 @@ pub fn start_audio(
         let rx = RxPath::new(&desk.audio.rx_config(), &desk.audio.encoder_config(), false)
             .map_err(|e| format!("encoder: {e}"))?;
         // The microphone has no VOX; its levels go nowhere.
-        let (no_vox, _) = mpsc::unbounded_channel();
+        let (no_vox, _) = super::radio_port::inputs();
         let heartbeat = watchdog.register(&format!("port {name} microphone"));
         let to = (no_vox, media.clone());
         super::audio_port::start_capture(port, device, rx, &flags, None, to, heartbeat, opts.clone(), cancel, tasks)?;
@@ -358,7 +406,7 @@ pub fn start(
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Result<(DeskLink, Vec<crate::gpio::LogicalInput>), String> {
-    let (to_desk, inputs) = mpsc::unbounded_channel();
+    let (to_desk, inputs) = inputs(desk);
     let mut core = DeskCore::new(desk);
     let mut held = Vec::new();
     let lines = desk.ptt.iter().map(|l| ("ptt".to_string(), DeskButton::Ptt, l));
@@ -400,6 +448,128 @@ pub fn start(
     };
     tasks.spawn(port.run(cancel.clone()));
     info!(port = %name, channels = channel_ids.len(), "desk port running");
-    Ok((DeskLink { to_desk, channels: channel_ids, mixer: audio.mixer, flags: audio.flags }, held))
+    let requests = Arc::new(Semaphore::new(DESK_REQUESTS));
+    Ok((DeskLink { to_desk, requests, channels: channel_ids, mixer: audio.mixer, flags: audio.flags }, held))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortConfig;
+
+    const CONFIG: &str = r#"
+device_id = "t"
+[channel.ops]
+[channel.fire]
+[port.desk]
+kind = "desk"
+channels = ["ops", "fire"]
+ptt = { line = "sim:d-ptt" }
+buttons = { "select.fire" = { line = "sim:d-select-fire" } }
+"#;
+
+    fn desk_config() -> DeskPortConfig {
+        let config = crate::config::parse_str(CONFIG, "t.toml").unwrap();
+        match &config.port["desk"] {
+            PortConfig::Desk(desk) => desk.clone(),
+            _ => panic!("not a desk"),
+        }
+    }
+
+    fn short(input: &DeskInput) -> String {
+        match input {
+            DeskInput::Button { button, level, .. } => format!("{button:?} {level}"),
+            DeskInput::Action { action, reply } => format!("{action:?} reply={}", reply.is_some()),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// A bouncing PTT contact, a select button's tap, and the router's levels flooded: the
+    /// newest edge of each level per button (a tap stays a tap), one level per kind and
+    /// channel, every request that waits for its answer, and never an overflow.
+    #[test]
+    fn a_flood_of_desk_inputs_keeps_the_newest_state_in_bounded_memory() {
+        let desk = desk_config();
+        let (tx, mut rx) = inputs(&desk);
+        let at = Instant::now();
+        tx.send(DeskInput::Button { button: DeskButton::Select(1), at, level: true }).unwrap();
+        tx.send(DeskInput::Button { button: DeskButton::Select(1), at, level: false }).unwrap();
+        let (done, _answer) = oneshot::channel();
+        tx.send(DeskInput::Action { action: DeskAction::Select { channel: 0 }, reply: Some(done) }).unwrap();
+        for i in 0..100_000 {
+            let on = i % 2 == 0;
+            tx.send(DeskInput::Button { button: DeskButton::Ptt, at, level: on }).unwrap();
+            for channel in 0..2 {
+                tx.send(DeskInput::Talk { channel, on }).unwrap();
+                tx.send(DeskInput::Busy { channel, busy: on }).unwrap();
+                tx.send(DeskInput::Denied { channel }).unwrap();
+                let listen = DeskAction::Listen { channel, on };
+                tx.send(DeskInput::Action { action: listen, reply: None }).unwrap();
+            }
+            assert!(tx.len() <= 5 + 2 + 8, "{} queued", tx.len());
+        }
+        assert_eq!(tx.end(), None);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv()?.ok()).map(|i| short(&i)).collect();
+        assert_eq!(
+            got,
+            [
+                "Select(1) true",
+                "Select(1) false",
+                "Select { channel: 0 } reply=true",
+                "Ptt true",
+                "Ptt false",
+                "Talk { channel: 0, on: false }",
+                "Busy { channel: 0, busy: false }",
+                "Denied { channel: 0 }",
+                "Listen { channel: 0, on: false } reply=false",
+                "Talk { channel: 1, on: false }",
+                "Busy { channel: 1, busy: false }",
+                "Denied { channel: 1 }",
+                "Listen { channel: 1, on: false } reply=false",
+            ]
+        );
+    }
+
+    /// A bouncing desk PTT (100,000 edges from the line's callback while the desk task cannot
+    /// run) that ends released: the desk asks for the floor back, and goes on working.
+    #[tokio::test]
+    async fn a_desk_ptt_released_after_a_flood_releases_the_floor() {
+        let desk = desk_config();
+        let mut gpio = crate::gpio::Gpio::new(&Default::default());
+        let (control, mut router) = mpsc::channel(64);
+        let (media, _media) = mpsc::channel(8);
+        let to_channel = super::super::ToChannel { control, media };
+        let (watchdog, cancel) = (super::super::watchdog::Watchdog::default(), CancellationToken::new());
+        let (reporter, mut tasks) = (super::super::report::Reporter::new(None), tokio::task::JoinSet::new());
+        let channels = vec![0, 1];
+        let (link, held) =
+            start(0, "desk", &desk, channels, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks)
+                .unwrap();
+        let mut floor = async |want: bool| {
+            let wait = async {
+                while let Some(msg) = router.recv().await {
+                    if let ChannelMsg::Desk(DeskToRouter::Floor { channel: 0, on, .. }) = msg {
+                        if on == want {
+                            return;
+                        }
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), wait).await.is_ok()
+        };
+        let sim = gpio.sim.clone();
+        sim.drive_input("d-ptt", true, clock::now());
+        assert!(floor(true).await, "the PTT asks for the floor");
+        for i in 0..100_000 {
+            sim.drive_input("d-ptt", i % 2 == 0, clock::now());
+        }
+        assert!(link.to_desk.len() <= 2, "{} inputs queued", link.to_desk.len());
+        assert!(floor(false).await, "the release gives the floor back");
+        sim.drive_input("d-ptt", true, clock::now());
+        assert!(floor(true).await, "the desk still works");
+        cancel.cancel();
+        while tasks.join_next().await.is_some() {}
+        drop(held);
+    }
+}

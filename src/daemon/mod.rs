@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
-use crate::net;
+use crate::net::{self, peer_queue::PeerTx};
 use crate::pipeline::MediaPacket;
 use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
@@ -254,7 +254,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     // Desk ports by name with their channels' names, for fleet `desk` commands.
     let mut desk_channels = std::collections::HashMap::new();
     for (id, ((name, port), ptt)) in ports.iter().zip(ptts).enumerate() {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = radio_port::inputs();
         port_inputs.push(tx.clone());
         if let PortConfig::Desk(desk) = port {
             desk_channels.insert(name.to_string(), desk.channels.clone());
@@ -316,7 +316,8 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     };
     tasks.spawn(router.run(control_rx, media_rx, links, cancel.clone()));
 
-    let (restart_tx, mut restart_rx) = mpsc::unbounded_channel();
+    // One restart at a time: the supervisor stops everything on the first.
+    let (restart_tx, mut restart_rx) = mpsc::channel(1);
     if let Some(commands) = fleet_commands {
         let status_led = match config.gpio.status_led.as_ref().map(|l| gpio.open_output(l)).transpose() {
             Ok(led) => led,
@@ -450,7 +451,7 @@ async fn start_net(
 async fn supervise(
     tasks: &mut JoinSet<()>,
     cancel: &CancellationToken,
-    restart: &mut mpsc::UnboundedReceiver<Option<(Config, String)>>,
+    restart: &mut mpsc::Receiver<Option<(Config, String)>>,
 ) -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
@@ -483,11 +484,12 @@ fn fatal(message: &str) -> ExitCode {
 }
 
 /// Open an input line whose edges become port inputs; its current level is sent first, so a
-/// COR already open at start-up is seen.
+/// COR already open at start-up is seen. The edge callback never waits: the port's queue keeps
+/// the newest edges only.
 fn open_edge_input(
     gpio: &mut Gpio,
     line: &LineConfig,
-    tx: mpsc::UnboundedSender<PortInput>,
+    tx: PeerTx<PortInput>,
     make: fn(std::time::Instant, bool) -> PortInput,
 ) -> Result<LogicalInput, crate::gpio::GpioError> {
     let edge_tx = tx.clone();

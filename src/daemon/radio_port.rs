@@ -21,10 +21,11 @@ use crate::core::jitter::JitterStats;
 use crate::core::keying::{Event, Input, Keying, PttOffReason, TxBlockReason};
 use crate::core::routing::{RadioTx, WaitReason};
 use crate::fleet::{Event as FleetEvent, EventKind, PortState};
-use crate::net::peer_queue;
+use crate::net::peer_queue::{self, Limits, PeerRx, PeerTx, Policy, Queued};
 use crate::pipeline::TxGate;
 
-/// Inputs to a radio port from its lines, the channel and the fleet.
+/// Inputs to a radio port from its lines, the channel and the fleet. They are levels (see
+/// [`Queued`] below), so the port's queue keeps only the newest of each and never grows.
 #[derive(Debug, Clone)]
 pub enum PortInput {
     /// Stamped where the edge was seen (GPIO thread), not where it is handled.
@@ -52,6 +53,36 @@ pub enum PortInput {
     TxLevel(f32),
     /// A talk-spurt of channel audio ended; what the transmit path's jitter buffer did with it.
     TxSpurt(SpurtStats),
+}
+
+/// Every input but the spurt statistics is a level: a newer one replaces the older one still
+/// queued (in the queue's order, so a release is at most a dozen messages behind, whatever
+/// flooded the port). A line edge (COR, inhibit) replaces only an older edge to the same level:
+/// a pulse shorter than the port's lag still arrives as a pulse, at most two edges per line.
+impl Queued for PortInput {
+    fn policy(&self) -> Policy {
+        match self {
+            PortInput::TxSpurt(_) => Policy::DropOldest,
+            _ => Policy::Coalesce,
+        }
+    }
+
+    fn supersedes(&self, older: &Self) -> bool {
+        use PortInput::{Cor, Inhibit};
+        match (self, older) {
+            (Cor { asserted: a, .. }, Cor { asserted: b, .. }) | (Inhibit { on: a, .. }, Inhibit { on: b, .. }) => {
+                a == b
+            }
+            _ => std::mem::discriminant(self) == std::mem::discriminant(older),
+        }
+    }
+}
+
+/// A radio port's input queue. Sending never waits (GPIO edge callbacks, capture threads, the
+/// router, the fleet) and the queue holds at most one message per kind (two per line), so
+/// `reliable` is never reached (13 at most); a few spurt reports may wait.
+pub fn inputs() -> (PeerTx<PortInput>, PeerRx<PortInput>) {
+    peer_queue::channel(Limits { reliable: 32, lossy: 8 })
 }
 
 /// One talk-spurt of channel audio towards the radio, as its jitter buffer played it.
@@ -88,7 +119,7 @@ pub struct RadioPort {
     pub channel: String,
     pub keying: Keying,
     pub ptt: PttLine,
-    pub inputs: mpsc::UnboundedReceiver<PortInput>,
+    pub inputs: PeerRx<PortInput>,
     /// The router's control inbox: never waited on (the keying must not depend on the
     /// router), see [`Requests::rx_reported`].
     pub to_channel: mpsc::Sender<ChannelMsg>,
@@ -130,8 +161,8 @@ impl RadioPort {
                 biased;
                 _ = cancel.cancelled() => break,
                 input = self.inputs.recv() => match input {
-                    Some(input) => self.input(input, &mut req),
-                    None => break,
+                    Ok(input) => self.input(input, &mut req),
+                    Err(_) => break,
                 },
                 _ = sleep => self.keying.handle_timeout(clock::now()),
                 _ = beat.tick() => self.heartbeat.beat(),
@@ -305,5 +336,178 @@ impl RadioPort {
             tot_remaining_s: self.keying.tot_remaining(now).map(|d| d.as_secs_f32().ceil()),
         };
         self.reporter.port_state(&self.name, state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rx: &mut PeerRx<PortInput>) -> Vec<PortInput> {
+        std::iter::from_fn(|| rx.try_recv()?.ok()).collect()
+    }
+
+    fn short(input: &PortInput) -> String {
+        match input {
+            PortInput::Cor { asserted, .. } => format!("cor {asserted}"),
+            PortInput::Inhibit { on, .. } => format!("inhibit {on}"),
+            PortInput::RemotePtt { on, .. } => format!("remote {on}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// A bouncing COR contact and a hostile remote PTT stream, 100,000 edges each: the queue
+    /// holds the newest edge of each level and nothing else, in order, and never ends.
+    #[test]
+    fn a_flood_of_edges_keeps_the_newest_state_in_bounded_memory() {
+        let (tx, mut rx) = inputs();
+        let (at, max) = (Instant::now(), Duration::from_secs(60));
+        for i in 0..100_000 {
+            tx.send(PortInput::Cor { at, asserted: i % 2 == 0 }).unwrap();
+            tx.send(PortInput::RemotePtt { on: i % 2 == 0, max }).unwrap();
+            assert!(tx.len() <= 3, "{} queued after {i} edges", tx.len());
+        }
+        let got: Vec<_> = drain(&mut rx).iter().map(short).collect();
+        assert_eq!(got, ["cor true", "cor false", "remote false"]);
+        assert_eq!(tx.end(), None);
+    }
+
+    /// A pulse shorter than the port's lag is still a pulse: an inhibit that came and went
+    /// around a remote key still refuses it (the keying core sees them in order).
+    #[test]
+    fn a_line_pulse_survives_and_kinds_keep_their_order() {
+        let (tx, mut rx) = inputs();
+        let (at, max) = (Instant::now(), Duration::from_secs(60));
+        tx.send(PortInput::Inhibit { at, on: true }).unwrap();
+        tx.send(PortInput::RemotePtt { on: true, max }).unwrap();
+        tx.send(PortInput::Inhibit { at, on: false }).unwrap();
+        let got: Vec<_> = drain(&mut rx).iter().map(short).collect();
+        assert_eq!(got, ["inhibit true", "remote true", "inhibit false"]);
+    }
+
+    /// Every kind of input flooded at once: at most one of each (two per line) waits, the
+    /// spurt reports drop their oldest, and the queue never overflows.
+    #[test]
+    fn every_kind_flooded_stays_within_the_queue() {
+        let (tx, mut rx) = inputs();
+        let (at, max) = (Instant::now(), Duration::from_secs(1));
+        let spurt = SpurtStats { played: 1, gaps: 0, fec_recovered: 0, late: 0, target_ms: 40.0 };
+        for i in 0..10_000u32 {
+            let on = i % 2 == 0;
+            for input in [
+                PortInput::Cor { at, asserted: on },
+                PortInput::Inhibit { at, on },
+                PortInput::TxRequest(on),
+                PortInput::Vox { at, dbfs: -(i as f32) },
+                PortInput::RemoteInhibit(on),
+                PortInput::RemotePtt { on, max },
+                PortInput::ChannelAudio,
+                PortInput::Channel(format!("c{i}")),
+                PortInput::AudioFault(on),
+                PortInput::RxLevel(-(i as f32)),
+                PortInput::TxLevel(-(i as f32)),
+                PortInput::TxSpurt(SpurtStats { played: i.into(), ..spurt }),
+            ] {
+                tx.send(input).unwrap();
+            }
+            assert!(tx.len() <= 13 + 8, "{} queued", tx.len());
+        }
+        let got = drain(&mut rx);
+        assert_eq!(got.len(), 13 + 8, "{got:?}");
+        assert!(matches!(got.last(), Some(PortInput::TxSpurt(s)) if s.played == 9_999), "{got:?}");
+        assert!(got.iter().any(|i| matches!(i, PortInput::Channel(c) if c == "c9999")), "{got:?}");
+        assert_eq!(rx.dropped(), 10_000 - 8);
+    }
+
+    const CONFIG: &str = r#"
+device_id = "t"
+[channel.ops]
+[port.r1]
+kind = "radio"
+channel = "ops"
+cor = { line = "sim:r1-cor" }
+ptt = { line = "sim:r1-ptt" }
+"#;
+
+    async fn until(what: impl Fn() -> bool) -> bool {
+        for _ in 0..400 {
+            if what() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    /// The same flood through the real paths (the COR line's edge callback, the fleet's remote
+    /// PTT) into a running port whose task cannot run meanwhile (one thread, busy flooding):
+    /// the release that follows reaches the keying core at once, the PTT line is written once
+    /// (not keyed and unkeyed 50,000 times), the router hears the COR's last level, and the
+    /// port goes on.
+    #[tokio::test]
+    async fn a_release_after_a_flood_unkeys_the_radio() {
+        let config = crate::config::parse_str(CONFIG, "t.toml").unwrap();
+        let crate::config::PortConfig::Radio(radio) = &config.port["r1"] else { panic!("not a radio") };
+        let mut gpio = crate::gpio::Gpio::new(&config.gpio);
+        let ptt = PttLine::register(gpio.open_output(&radio.ptt).unwrap());
+        let (tx, rx) = inputs();
+        let cor_line = radio.cor.as_ref().unwrap();
+        let cor = super::super::open_edge_input(&mut gpio, cor_line, tx.clone(), |at, asserted| PortInput::Cor {
+            at,
+            asserted,
+        })
+        .unwrap();
+        let (to_channel, mut router) = mpsc::channel(64);
+        let watchdog = super::super::watchdog::Watchdog::default();
+        let port = RadioPort {
+            id: 0,
+            name: "r1".into(),
+            channel: "ops".into(),
+            keying: super::super::audio_port::keying(radio, None),
+            ptt,
+            inputs: rx,
+            to_channel,
+            heartbeat: watchdog.register("r1"),
+            audio: None,
+            reporter: Reporter::new(None),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(port.run(cancel.clone()));
+        let sim = gpio.sim.clone();
+        let keyed = || sim.output_level("r1-ptt") == Some(true);
+        let max = Duration::from_secs(60);
+        let mut rx_active = async |want: bool| {
+            let wait = async {
+                while let Some(msg) = router.recv().await {
+                    if matches!(msg, ChannelMsg::RxActive { active, .. } if active == want) {
+                        return;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), wait).await.is_ok()
+        };
+
+        tx.send(PortInput::RemotePtt { on: true, max }).unwrap();
+        assert!(until(keyed).await, "the remote PTT keys");
+        let writes = sim.output_history("r1-ptt").len();
+        for i in 0..100_000 {
+            sim.drive_input("r1-cor", i % 2 == 1, clock::now());
+            tx.send(PortInput::RemotePtt { on: i % 2 == 0, max }).unwrap();
+        }
+        tx.send(PortInput::RemotePtt { on: false, max }).unwrap();
+        assert!(tx.len() <= 3, "{} inputs queued", tx.len());
+        assert!(keyed(), "the port has not run yet");
+        assert!(until(|| !keyed()).await, "the release unkeys");
+        assert_eq!(sim.output_history("r1-ptt").len(), writes + 1, "one write: the unkey");
+        assert!(rx_active(true).await, "the COR's last level (open) reaches the router");
+
+        sim.drive_input("r1-cor", false, clock::now());
+        assert!(rx_active(false).await, "the COR closes");
+        tx.send(PortInput::RemotePtt { on: true, max }).unwrap();
+        assert!(until(keyed).await, "the port still keys");
+        cancel.cancel();
+        task.await.unwrap();
+        assert!(!keyed(), "shutdown unkeys");
+        drop(cor);
     }
 }

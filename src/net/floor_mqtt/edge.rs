@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +37,9 @@ use crate::net::{MemberRequest, UplinkEvent};
 const JOIN_RETRY: Duration = Duration::from_secs(3);
 /// After a refusal (a channel the host does not have): ask again this much later.
 const REFUSED_RETRY: Duration = Duration::from_secs(10);
+/// Floor messages from the router waiting for the client (as the hub uplink's); more are
+/// dropped: the client is stuck, and the host's own timers end a floor it does not hear of.
+const COMMAND_QUEUE: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct FloorEdgeOptions {
@@ -54,16 +57,16 @@ pub struct FloorEdgeOptions {
 #[derive(Debug)]
 enum Cmd {
     Floor(ParticipantId, ToArbiter),
-    /// The feeds changed (the value is in the shared map).
-    Feeds,
 }
 
 /// The router's side of the floor client. Cheap to clone; never blocks.
 #[derive(Debug, Clone)]
 pub struct FloorEdgeHandle {
-    cmds: mpsc::UnboundedSender<Cmd>,
+    cmds: mpsc::Sender<Cmd>,
     up: Arc<AtomicBool>,
     feeds: Arc<Mutex<BTreeMap<String, Option<u64>>>>,
+    /// The feeds changed (the value is in the shared map): a newest-state slot, never full.
+    feeds_changed: Arc<Notify>,
     tasks: TaskTracker,
 }
 
@@ -71,8 +74,8 @@ impl FloorEdgeHandle {
     /// A floor request or release of one of our members (the host's id from `Up`). Dropped
     /// while down: the router treats every remote floor as lost on `Down`.
     pub fn floor(&self, member: ParticipantId, msg: ToArbiter) {
-        if self.is_up() {
-            let _ = self.cmds.send(Cmd::Floor(member, msg));
+        if self.is_up() && self.cmds.try_send(Cmd::Floor(member, msg)).is_err() {
+            warn!(?member, "floor: client not keeping up, floor message dropped");
         }
     }
 
@@ -84,7 +87,7 @@ impl FloorEdgeHandle {
             feeds.insert(channel.to_owned(), feed) != Some(feed)
         };
         if changed {
-            let _ = self.cmds.send(Cmd::Feeds);
+            self.feeds_changed.notify_one();
         }
     }
 
@@ -123,9 +126,10 @@ pub fn start_edge(
     // Credential, key and TLS files are read now, so a bad one is a start-up error.
     mqtt_options(&o.mqtt, &o.device_id, will(topics.presence(&o.device_id), String::new()))?;
     let key = crate::fleet::client::fleet_key(&o.mqtt).map_err(|e| e.to_string())?;
-    let (cmds_tx, cmds) = mpsc::unbounded_channel();
+    let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
     let up = Arc::new(AtomicBool::new(false));
     let feeds = Arc::new(Mutex::new(BTreeMap::new()));
+    let feeds_changed = Arc::new(Notify::new());
     let tasks = TaskTracker::new();
     info!(device = %o.device_id, hub = %o.floor_hub, members = o.members.len(), "floor client starting (MQTT)");
     let edge = Edge {
@@ -135,6 +139,7 @@ pub fn start_edge(
         out: Vec::new(),
         up: up.clone(),
         feeds: feeds.clone(),
+        feeds_changed: feeds_changed.clone(),
         joined: false,
         reconnect: Reconnect::new("floor client", BACKOFF_MIN, BACKOFF_MAX),
         join_seq: 0,
@@ -146,7 +151,7 @@ pub fn start_edge(
         rejected: RejectCounter::default(),
     };
     tasks.spawn(edge.run(cmds, cancel));
-    Ok(FloorEdgeHandle { cmds: cmds_tx, up, feeds, tasks })
+    Ok(FloorEdgeHandle { cmds: cmds_tx, up, feeds, feeds_changed, tasks })
 }
 
 struct Edge {
@@ -157,6 +162,7 @@ struct Edge {
     out: Vec<UplinkEvent>,
     up: Arc<AtomicBool>,
     feeds: Arc<Mutex<BTreeMap<String, Option<u64>>>>,
+    feeds_changed: Arc<Notify>,
     /// Accepted by the host on the current connection.
     joined: bool,
     /// Backoff between connections, and one `Down` per loss (not one per failed retry).
@@ -176,7 +182,7 @@ struct Edge {
 }
 
 impl Edge {
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, cancel: CancellationToken) {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, cancel: CancellationToken) {
         loop {
             // A new session per connection: its last will frees only its own floor.
             let session = random_token();
@@ -217,10 +223,11 @@ impl Edge {
         &mut self,
         mut link: Link,
         session: &str,
-        cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+        cmds: &mut mpsc::Receiver<Cmd>,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
         self.retry_at = None;
+        let feeds_changed = self.feeds_changed.clone();
         loop {
             self.flush().await;
             let retry = self.retry_at;
@@ -243,11 +250,12 @@ impl Edge {
                         let request = ToHost::Floor(FloorRequest::new(session, member, msg));
                         self.publish(&link, &self.topics.to_host(&self.o.device_id), session, request.to_json(), false)?;
                     }
-                    Some(Cmd::Feeds) if self.joined => {
-                        let feeds = ToHost::Feeds(Feeds { session: session.to_owned(), feeds: self.feeds() });
-                        self.publish(&link, &self.topics.to_host(&self.o.device_id), session, feeds.to_json(), false)?;
-                    }
                     Some(cmd) => debug!(?cmd, "floor: not joined, dropped"),
+                },
+                // Not joined: the join carries the feeds.
+                _ = feeds_changed.notified() => if self.joined {
+                    let feeds = ToHost::Feeds(Feeds { session: session.to_owned(), feeds: self.feeds() });
+                    self.publish(&link, &self.topics.to_host(&self.o.device_id), session, feeds.to_json(), false)?;
                 },
                 _ = crate::wait::until(retry), if retry.is_some() => {
                     if self.joined && self.host_epoch != self.joined_epoch {

@@ -80,7 +80,9 @@ pub fn start_host(
         }
         None => (None, None),
     };
-    let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+    // The peers' forwarders wait for room (each drains its own bounded peer queue meanwhile,
+    // so a host that falls behind disconnects the peer rather than grow).
+    let (peer_tx, peer_rx) = mpsc::channel(peer_queue::INBOX);
     info!(device = %o.device_id, %epoch, channels = o.channels.len(), janus = janus.is_some(), "floor host starting (MQTT)");
     let host = Host {
         holders: o.channels.iter().map(|c| (c.clone(), None)).collect(),
@@ -141,7 +143,7 @@ struct Host {
     edges: HashMap<String, EdgeEntry>,
     peers: HashMap<PeerId, String>,
     next_peer: PeerId,
-    peer_tx: mpsc::UnboundedSender<(PeerId, PeerOut)>,
+    peer_tx: mpsc::Sender<(PeerId, PeerOut)>,
     /// Current holder per hosted channel, as last published.
     holders: BTreeMap<String, Option<HolderInfo>>,
     janus: Option<JanusHandle>,
@@ -162,7 +164,7 @@ struct Host {
 impl Host {
     async fn run(
         mut self,
-        mut peer_rx: mpsc::UnboundedReceiver<(PeerId, PeerOut)>,
+        mut peer_rx: mpsc::Receiver<(PeerId, PeerOut)>,
         mut janus_rx: Option<mpsc::Receiver<JanusEvent>>,
         cancel: CancellationToken,
     ) {
@@ -645,18 +647,18 @@ async fn forward_peer(
     peer: PeerId,
     reply: oneshot::Receiver<Result<Vec<ParticipantId>, String>>,
     mut to_peer: PeerRx<ToPeer>,
-    out: mpsc::UnboundedSender<(PeerId, PeerOut)>,
+    out: mpsc::Sender<(PeerId, PeerOut)>,
 ) {
     let answer = reply.await.unwrap_or_else(|_| Err("the channel router is gone".into()));
     let accepted = answer.is_ok();
-    if out.send((peer, PeerOut::Joined(answer))).is_err() || !accepted {
+    if out.send((peer, PeerOut::Joined(answer))).await.is_err() || !accepted {
         return;
     }
     while let Ok(m) = to_peer.recv().await {
         if matches!(m, ToPeer::Media { .. }) {
             continue;
         }
-        if out.send((peer, PeerOut::Msg(m))).is_err() {
+        if out.send((peer, PeerOut::Msg(m))).await.is_err() {
             return;
         }
     }
