@@ -119,6 +119,10 @@ fn board_copy(file: &Path, dir: &Path) -> PathBuf {
     for name in ["uplink.token", "console.token", "mqtt.password"] {
         std::fs::write(dir.join(name), format!("{name}-secret\n")).unwrap();
     }
+    // The fleet key: 32 bytes or more, and private (mode 0600), as `roipd check` demands.
+    let key = dir.join("fleet.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     if text.contains("client_key_file") && !dir.join("client.key").exists() {
         let openssl = |args: &str| {
             let ok = Command::new("openssl")
@@ -158,6 +162,8 @@ fn roipd_check_accepts_every_board_config() {
             file.display()
         );
         assert!(stdout.contains("real-time priority for audio threads: "), "no real-time notice:\n{stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("WARNING"), "board examples are secure by default:\n{stderr}");
     }
 }
 
@@ -234,6 +240,8 @@ fn error_lines(stderr: &str, file: &str) -> Vec<String> {
     stderr
         .lines()
         .filter(|l| l.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
+        // Security warnings (`roipd check` only) are not errors.
+        .filter(|l| !l.contains(": WARNING: "))
         .map(String::from)
         .collect()
 }
@@ -435,4 +443,57 @@ fn the_demo_recording_does_not_grow_while_the_radio_is_idle() {
     let (Some(before), Some(after)) = (before, after) else { panic!("no recording at {}", record.display()) };
     // wav-out grew 96 kB a second here.
     assert!(after - before < 20_000, "the recording grew {} bytes in {:?} of an idle radio", after - before, t0.elapsed());
+}
+
+/// Issue 15, item 2: `roipd check` warns loudly (config still valid) on a box whose broker is
+/// unencrypted, unauthenticated or without a fleet key, each warning at its `file:line`; a fleet
+/// key that group or others can read, or that is too short, is an error naming file, key and
+/// line; a config with all three is quiet.
+#[test]
+fn check_warns_on_an_open_broker_and_refuses_a_weak_fleet_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("box.toml");
+    let check = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_roipd")).arg("check").arg(&file).output().expect("run roipd");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let shown = file.display().to_string();
+    let (code, stderr) = check(format!("{BASE}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n"));
+    assert_eq!(code, Some(0), "{stderr}");
+    for want in [
+        format!("{shown}:9:7: mqtt.url: WARNING: unencrypted broker"),
+        format!("{shown}:8:1: mqtt: WARNING: no broker credentials"),
+        format!("{shown}:8:1: mqtt: WARNING: no fleet_key_file"),
+        "3 security warnings".to_string(),
+    ] {
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    let pw = secret(dir.path(), "pw", b"s3cret\n");
+    let keyed = |url: &str| {
+        format!(
+            "{BASE}[mqtt]\nurl = \"{url}\"\nusername = \"box\"\npassword_file = \"{pw}\"\nfleet_key_file = \"{}\"\n",
+            key.display()
+        )
+    };
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = check(keyed("mqtt://127.0.0.1:1"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{shown}:12:")) && stderr.contains("mqtt.fleet_key_file"), "{stderr}");
+    assert!(stderr.contains("mode 0644") && stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, stderr) = check(keyed("mqtt://127.0.0.1:1"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("mqtt.url: WARNING: unencrypted") && stderr.contains("1 security warning "), "{stderr}");
+    let (code, stderr) = check(keyed("mqtts://127.0.0.1:1"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("WARNING"), "a secure config is quiet:\n{stderr}");
+    std::fs::write(&key, "too short\n").unwrap();
+    let (code, stderr) = check(keyed("mqtts://127.0.0.1:1"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("mqtt.fleet_key_file") && stderr.contains("at least 32"), "{stderr}");
 }

@@ -525,3 +525,81 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Set to run the command attack on a box without a fleet key (as before it), to see it succeed.
+const COMMANDS_WITHOUT_KEY: &str = "ROIPD_TEST_FLEET_UNKEYED";
+
+/// Issue 15, item 2: with a fleet key, a client that can merely publish to the broker cannot
+/// run `remote_ptt`: unsigned, signed with another key, tampered with, or replayed, it gets an
+/// `unauthorized` reply, never reaches the daemon, and an `auth_failed` event is published.
+/// Harmless commands (`identify`) still run unsigned; a good, fresh signature keys the radio.
+/// With `ROIPD_TEST_FLEET_UNKEYED=1` the box has no key (as before it) and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fleet_key_only_signed_fresh_commands_run() {
+    use roipd::fleet::auth::{sign_command, FleetKey};
+    use std::os::unix::fs::PermissionsExt;
+    let broker = Broker::start();
+    let dev = "key-gw";
+    let key_text = "4e1f0c9b8a7d6e5f40312a1b0c9d8e7f6a5b4c3d2e1f00112233445566778899";
+    let key_file = broker.path("fleet.key");
+    std::fs::write(&key_file, format!("{key_text}\n")).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cfg = AgentConfig::new(dev, anon_url(&broker));
+    if std::env::var_os(COMMANDS_WITHOUT_KEY).is_none() {
+        cfg.fleet_key_file = Some(key_file);
+    }
+    let agent = Agent::spawn(&cfg);
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/{dev}/#")]).await;
+    probe.wait("online", T, is_status(dev, true)).await;
+    let key = FleetKey::new(key_text.as_bytes()).unwrap();
+    let other = FleetKey::new(b"a stranger's key, 32 bytes or more").unwrap();
+    let topic = format!("roipd/{dev}/cmd/remote_ptt");
+    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let ptt = |id: &str| json!({"port": "radio2", "on": true, "max_duration_s": 30, "request_id": id}).to_string();
+    let reply_to = |id: &'static str| move |m: &Msg| is_reply(m, dev) && m.json()["request_id"] == id;
+
+    // Unsigned, another key, tampered with: refused, never run.
+    assert_err(
+        &call(&probe, dev, "remote_ptt", json!({"port": "radio2", "on": true, "max_duration_s": 30}), "u1").await,
+        "unauthorized",
+    );
+    let mark = probe.mark();
+    probe.publish(&topic, sign_command(&other, &topic, now_ms(), "nonce-other", &ptt("f1"))).await;
+    assert_err(&probe.wait_after(mark, "forged reply", T, reply_to("f1")).await.json(), "unauthorized");
+    let good = sign_command(&key, &topic, now_ms(), "nonce-tamper", &ptt("f2"));
+    let tampered = good.replace("radio2", "radio1");
+    assert_ne!(good, tampered);
+    probe.publish(&topic, tampered).await;
+    assert_err(&probe.wait_after(mark, "tampered reply", T, reply_to("f2")).await.json(), "unauthorized");
+    let stale = sign_command(&key, &topic, now_ms() - 120_000, "nonce-stale", &ptt("f3"));
+    probe.publish(&topic, stale).await;
+    assert_err(&probe.wait_after(mark, "stale reply", T, reply_to("f3")).await.json(), "unauthorized");
+    let event = probe
+        .wait("auth_failed event", T, |m| m.topic.ends_with("/event") && m.json()["kind"] == "auth_failed")
+        .await
+        .json();
+    assert_eq!(event["reason"], "command", "{event}");
+    assert!(agent.stdout().iter().all(|l| l != "CMD remote_ptt"), "no remote_ptt reached the daemon");
+    assert!(state_of(&probe, dev, "radio2").is_none_or(|s| s["tx_keyed"] == false));
+    // Harmless commands need no signature.
+    assert_ok(&call(&probe, dev, "identify", json!({"seconds": 1}), "id1").await);
+
+    // Signed and fresh: it runs, once. The same payload again is a replay.
+    let mark = probe.mark();
+    let signed = sign_command(&key, &topic, now_ms(), "nonce-good-1", &ptt("g1"));
+    probe.publish(&topic, signed.clone()).await;
+    assert_ok(&probe.wait_after(mark, "signed reply", T, reply_to("g1")).await.json());
+    probe
+        .wait_after(mark, "radio2 keyed", T, |m| m.topic.ends_with("/state/radio2") && m.json()["tx_keyed"] == true)
+        .await;
+    let release = json!({"port": "radio2", "on": false, "request_id": "g2"}).to_string();
+    probe.publish(&topic, sign_command(&key, &topic, now_ms(), "nonce-good-2", &release)).await;
+    assert_ok(&probe.wait_after(mark, "release reply", T, reply_to("g2")).await.json());
+    let mark = probe.mark();
+    probe.publish(&topic, signed).await;
+    let replay = probe.wait_after(mark, "replay reply", T, reply_to("g1")).await.json();
+    assert_err(&replay, "unauthorized");
+    assert!(replay["error"]["message"].as_str().unwrap().contains("replayed"), "{replay}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.stdout().iter().filter(|l| *l == "CMD remote_ptt").count(), 2, "exactly the two signed ones ran");
+}

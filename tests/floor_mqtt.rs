@@ -66,13 +66,18 @@ impl Host {
     }
 
     fn with(port: u16, arbiter: ArbiterConfig) -> Host {
+        Self::with_mqtt(mqtt(port), arbiter)
+    }
+
+    fn with_mqtt(mqtt: MqttConfig, arbiter: ArbiterConfig) -> Host {
         let (tx, rx) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorHostOptions {
-            mqtt: mqtt(port),
+            mqtt,
             device_id: HUB.into(),
             channels: CHANNELS.iter().map(|c| c.to_string()).collect(),
             janus: None,
+            report: None,
         };
         start_host(options, tx, cancel.clone()).unwrap();
         let view = Arc::new(Mutex::new(HostView::default()));
@@ -213,13 +218,18 @@ struct Edge {
 
 impl Edge {
     fn start(port: u16, device: &str, kind: PortKind, priority: Priority) -> Edge {
+        Self::with_mqtt(mqtt(port), device, kind, priority)
+    }
+
+    fn with_mqtt(mqtt: MqttConfig, device: &str, kind: PortKind, priority: Priority) -> Edge {
         let (events_tx, events) = mpsc::channel(1024);
         let cancel = CancellationToken::new();
         let options = FloorEdgeOptions {
-            mqtt: mqtt(port),
+            mqtt,
             device_id: device.into(),
             floor_hub: HUB.into(),
             members: vec![MemberRequest { key: "port1".into(), channel: "ops".into(), priority }],
+            report: None,
         };
         let handle = start_edge(options, events_tx, cancel.clone()).unwrap();
         let (cmds, cmds_rx) = mpsc::unbounded_channel();
@@ -513,10 +523,25 @@ async fn last_will_frees_the_floor() {
 /// restarting: edges go down at once (radios unkey), then join again by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts() {
-    let mut broker = Broker::start();
-    let host = Host::start(broker.anon);
-    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
-    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    let broker = Broker::start();
+    let mqtt = mqtt(broker.anon);
+    host_and_broker_restarts(broker, mqtt).await;
+}
+
+/// The same with a fleet key: every host run is a new epoch the edges join, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts_with_a_fleet_key() {
+    let broker = Broker::start();
+    let mqtt = MqttConfig { fleet_key_file: Some(key_file(&broker)), ..mqtt(broker.anon) };
+    host_and_broker_restarts(broker, mqtt).await;
+}
+
+async fn host_and_broker_restarts(mut broker: Broker, mqtt: MqttConfig) {
+    let long = || ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/host")]).await;
+    let host = Host::with_mqtt(mqtt.clone(), long());
+    let a = Edge::with_mqtt(mqtt.clone(), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(mqtt.clone(), "edge-b", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
     b.wait("B up", |v| v.up).await;
     a.press();
@@ -532,10 +557,23 @@ async fn edges_go_down_and_rejoin_when_the_host_or_broker_restarts() {
 
     // A new host (new epoch): both join again; A's COR is still open, so it asks again.
     let started = Instant::now();
-    let host = Host::start(broker.anon);
+    let host = Host::with_mqtt(mqtt.clone(), long());
     a.wait("A rejoined and granted again", |v| v.up && v.talking).await;
     b.wait("B rejoined, keyed for A", |v| v.up && v.tx).await;
     println!("host restart -> edges joined, floor regained: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0);
+
+    // The first run's online presence, replayed: the edges ask the host, which names its
+    // current run, and they stay joined (no down, the radio stays keyed).
+    let first_online = probe.all().into_iter().find(|m| floor_msg(m)["online"] == true).expect("first presence");
+    let downs = [a.view(|v| v.downs.len()), b.view(|v| v.downs.len())];
+    probe.publish(&first_online.topic, first_online.payload.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        [a.view(|v| v.downs.len()), b.view(|v| v.downs.len())],
+        downs,
+        "a stale host presence took an edge down"
+    );
+    assert!(a.view(|v| v.up && v.talking) && b.view(|v| v.up && v.tx));
 
     // The broker restarts: everyone is down for a while, then back by itself.
     let restarted = Instant::now();
@@ -715,6 +753,7 @@ async fn a_join_for_a_channel_not_hosted_is_refused() {
         device_id: "edge-x".into(),
         floor_hub: HUB.into(),
         members: vec![MemberRequest { key: "port1".into(), channel: "elsewhere".into(), priority: Priority::NORMAL }],
+        report: None,
     };
     let x = start_edge(options, events_tx, cancel.clone()).unwrap();
     let event = tokio::time::timeout(T, events.recv()).await.expect("an answer").unwrap();
@@ -729,5 +768,218 @@ async fn a_join_for_a_channel_not_hosted_is_refused() {
     assert_eq!(a.view(|v| v.ups), 1);
     cancel.cancel();
     x.stopped().await;
+    host.cancel.cancel();
+}
+
+/// The inner message of a floor payload (signed or not).
+fn floor_msg(m: &fleet::probe::Msg) -> Value {
+    let outer = m.json();
+    match outer.get("msg").and_then(Value::as_str) {
+        Some(inner) => serde_json::from_str(inner).unwrap_or(Value::Null),
+        None => outer,
+    }
+}
+
+/// A fleet key file (mode 0600) in the broker's directory.
+fn key_file(broker: &Broker) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = broker.path("fleet.key");
+    std::fs::write(&path, "9f2c7e1a5b3d4f60718293a4b5c6d7e8f9a0b1c2d3e4f5061728394a5b6c7d8e\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Set to run the attack without the fleet key, as the old protocol did (to see it succeed).
+const ATTACK_WITHOUT_KEY: &str = "ROIPD_TEST_FLOOR_UNKEYED";
+
+/// Issue 15, item 2: with a fleet key, a client that can merely publish to the broker (the
+/// anonymous listener here) cannot key a radio, take or free a floor, or take the host offline:
+/// a forged `taken` on an edge's `to_edge` with its real session, a forged retained host
+/// offline, a forged edge offline, a forged floor request, and replays of every real floor
+/// message captured earlier are all dropped. With `ROIPD_TEST_FLOOR_UNKEYED=1` the same attack
+/// runs on an unkeyed fleet (the protocol before the key) and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_floor_messages_change_nothing_with_a_fleet_key() {
+    let broker = Broker::start();
+    let key_file = key_file(&broker);
+    let unkeyed = std::env::var_os(ATTACK_WITHOUT_KEY).is_some();
+    let keyed = MqttConfig { fleet_key_file: (!unkeyed).then_some(key_file), ..mqtt(broker.anon) };
+    let arbiter = ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
+    let host = Host::with_mqtt(keyed.clone(), arbiter);
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
+    let a = Edge::with_mqtt(keyed.clone(), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(keyed, "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up", |v| v.up).await;
+    b.wait("B up", |v| v.up).await;
+    let base = format!("roipd/floor/{HUB}");
+
+    // A real talk spurt, recorded by the stranger: A's request, the host's taken/idle to B.
+    a.press();
+    a.wait("A granted", |v| v.talking).await;
+    b.wait("B keyed for A", |v| v.tx).await;
+    a.unpress();
+    b.wait("B unkeyed", |v| !v.tx).await;
+    wait_for("ops idle at the host", T, || host.holder("ops").is_none()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let captured: Vec<fleet::probe::Msg> = probe.all();
+    assert!(captured.iter().any(|m| m.topic.ends_with("/edge/edge-b/to_edge") && floor_msg(m)["event"] == "taken"));
+    if !unkeyed {
+        assert!(captured.iter().all(|m| m.json().get("mac").is_some()), "every floor message is signed");
+    }
+    let joins = host.view.lock().unwrap().joins;
+    let (a_msgs, b_msgs) = (a.view(|v| v.floor_msgs.len()), b.view(|v| v.floor_msgs.len()));
+    let session = |dev: &str| {
+        let m = captured.iter().rev().find(|m| m.topic == format!("{base}/edge/{dev}/presence")).expect("presence");
+        floor_msg(m)["session"].as_str().unwrap().to_owned()
+    };
+    let (a_session, b_session) = (session("edge-a"), session("edge-b"));
+    let host_presence = captured.iter().rev().find(|m| m.topic == format!("{base}/host")).unwrap();
+    let epoch = floor_msg(host_presence)["epoch"].as_str().unwrap().to_owned();
+
+    // Forgeries, with the real session and epoch (both are public in the retained presences).
+    let taken = format!(
+        r#"{{"type":"floor","session":"{b_session}","channel":"ops","event":"taken","holder":{{"id":1,"name":"x"}},"priority":0}}"#
+    );
+    probe.publish(&format!("{base}/edge/edge-b/to_edge"), taken.clone()).await;
+    let fake_mac = "0".repeat(64);
+    let sealed_forgery = serde_json::json!({"run": epoch, "seq": 999_999, "msg": taken, "mac": fake_mac}).to_string();
+    probe.publish(&format!("{base}/edge/edge-b/to_edge"), sealed_forgery).await;
+    probe.publish_retained(&format!("{base}/host"), format!(r#"{{"online":false,"epoch":"{epoch}"}}"#)).await;
+    let a_offline = format!(r#"{{"online":false,"session":"{a_session}"}}"#);
+    probe.publish(&format!("{base}/edge/edge-a/presence"), a_offline).await;
+    let request = format!(r#"{{"type":"floor","session":"{a_session}","id":0,"action":"request"}}"#);
+    probe.publish(&format!("{base}/edge/edge-a/to_host"), request).await;
+    // Replays of everything real: joins, A's request, the host's taken and idle, presences.
+    for m in &captured {
+        if m.retain {
+            probe.publish_retained(&m.topic, m.payload.clone()).await;
+        } else {
+            probe.publish(&m.topic, m.payload.clone()).await;
+        }
+    }
+    let mark = probe.mark();
+    probe.publish(&format!("{base}/marker"), "{}").await;
+    probe.wait_after(mark, "marker", T, |m| m.topic.ends_with("/marker")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for (name, x, msgs) in [("A", &a, a_msgs), ("B", &b, b_msgs)] {
+        let v = x.view(|v| format!("{v:?}"));
+        assert!(x.view(|v| v.up && v.ups == 1 && v.downs.is_empty()), "{name} stayed up: {v}");
+        assert!(x.view(|v| !v.tx && !v.talking && !v.keyed_while_down), "{name}'s radio is not keyed: {v}");
+        assert_eq!(x.view(|v| v.floor_msgs.len()), msgs, "{name}'s router got no floor message: {v}");
+    }
+    assert_eq!(host.holder("ops"), None, "nobody holds the floor");
+    assert_eq!(host.view.lock().unwrap().joins, joins, "no replayed join got in");
+    assert_eq!(host.peers(), 2);
+
+    // Still a working floor: B talks, A keys for it.
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    a.wait("A keyed for B", |v| v.tx).await;
+    host.cancel.cancel();
+}
+
+/// `mosquitto_pub` on `port` as `user`; true when the broker took the connection.
+fn publish_as(port: u16, user: &str, password: &str, topic: &str, payload: &str, retain: bool) -> bool {
+    let mut cmd = std::process::Command::new(fleet::broker::require("mosquitto_pub"));
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-u", user, "-P", password, "-t", topic]);
+    cmd.args(["-m", payload]);
+    if retain {
+        cmd.arg("-r");
+    }
+    cmd.output().unwrap().status.success()
+}
+
+/// Issue 15, item 2, the broker side: `roipd mosquitto-acl` turns the fleet's configs into an
+/// ACL and password lines; a broker with them runs the floor (the generated ACL is complete)
+/// while a box's own credentials cannot publish on another box's floor topics (a forged `taken`
+/// for edge-a, a retained host offline: never delivered), and strangers cannot connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
+    let mut broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let janus = "[channel.ops]\n[channel.ops.janus]\nroom = 48213\n[channel.aux]\n[channel.aux.janus]\nroom = 48214\n\
+                 [uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\n";
+    let mut configs = Vec::new();
+    for (device, hub) in [(HUB, None), ("edge-a", Some(HUB)), ("edge-b", Some(HUB))] {
+        std::fs::write(d.join(format!("{device}.pw")), format!("pw-of-{device}\n")).unwrap();
+        let floor = hub.map(|h| format!("floor_hub = \"{h}\"\n")).unwrap_or_default();
+        let text = format!(
+            "device_id = \"{device}\"\n{janus}{floor}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"u-{device}\"\n\
+             password_file = \"{}/{device}.pw\"\n",
+            d.display()
+        );
+        let path = d.join(format!("{device}.toml"));
+        std::fs::write(&path, text).unwrap();
+        configs.push(path);
+    }
+    let passwd = d.join("passwd");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roipd"))
+        .arg("mosquitto-acl")
+        .arg("--passwd")
+        .arg(&passwd)
+        .args(&configs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let acl = d.join("acl");
+    std::fs::write(&acl, &out.stdout).unwrap();
+    let hashed =
+        std::process::Command::new(fleet::broker::require("mosquitto_passwd")).arg("-U").arg(&passwd).status().unwrap();
+    assert!(hashed.success());
+    let port = broker.add_acl_listener(&passwd, &acl);
+    let creds = |device: &str| MqttConfig {
+        username: Some(format!("u-{device}")),
+        password_file: Some(format!("{}/{device}.pw", d.display())),
+        ..mqtt(port)
+    };
+    let host =
+        Host::with_mqtt(creds(HUB), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    // The stranger reads on the open listener (the topics are the same broker's).
+    let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
+    let a = Edge::with_mqtt(creds("edge-a"), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(creds("edge-b"), "edge-b", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up through the ACL", |v| v.up).await;
+    b.wait("B up through the ACL", |v| v.up).await;
+    b.press();
+    b.wait("B granted", |v| v.talking).await;
+    a.wait("A keyed for B", |v| v.tx).await;
+    b.unpress();
+    a.wait("A unkeyed", |v| !v.tx).await;
+
+    let base = format!("roipd/floor/{HUB}");
+    let a_presence = probe.wait("A's presence", T, |m| m.topic == format!("{base}/edge/edge-a/presence")).await;
+    let a_session = a_presence.json()["session"].as_str().unwrap().to_owned();
+    let taken = format!(
+        r#"{{"type":"floor","session":"{a_session}","channel":"ops","event":"taken","holder":{{"id":1,"name":"x"}},"priority":0}}"#
+    );
+    let mark = probe.mark();
+    // edge-b's own credentials, on topics that are not edge-b's: accepted by the broker, never delivered.
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-a/to_edge"), &taken, false));
+    assert!(publish_as(
+        port,
+        "u-edge-b",
+        "pw-of-edge-b",
+        &format!("{base}/host"),
+        r#"{"online":false,"epoch":"x"}"#,
+        true
+    ));
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-a/presence"), "{}", true));
+    // Its own topic does get through (so the check above is the ACL, not a broken publisher).
+    assert!(publish_as(port, "u-edge-b", "pw-of-edge-b", &format!("{base}/edge/edge-b/to_host"), "{}", false));
+    // No credentials, or wrong ones: not even connected.
+    assert!(!publish_as(port, "u-edge-b", "wrong", &format!("{base}/edge/edge-b/to_host"), "{}", false));
+    assert!(!publish_as(port, "", "", &format!("{base}/edge/edge-b/to_host"), "{}", false));
+    probe.wait_after(mark, "edge-b's own message", T, |m| m.topic.ends_with("/edge/edge-b/to_host")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let leaked: Vec<String> = probe
+        .since(mark)
+        .iter()
+        .filter(|m| !m.topic.ends_with("/edge/edge-b/to_host"))
+        .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
+        .collect();
+    assert!(leaked.is_empty(), "the ACL let through: {leaked:?}");
+    assert!(a.view(|v| v.up && v.downs.is_empty() && !v.tx), "A untouched: {:?}", a.view(|v| format!("{v:?}")));
     host.cancel.cancel();
 }

@@ -127,7 +127,7 @@ impl Edge {
         let mqtt = toml::from_str(&format!("url = \"{}\"", mqtt_url())).unwrap();
         let members = vec![MemberRequest { key: "radio1".into(), channel: CHANNEL.into(), priority: Priority::NORMAL }];
         let floor = start_edge(
-            FloorEdgeOptions { mqtt, device_id: name.into(), floor_hub: HUB.into(), members },
+            FloorEdgeOptions { mqtt, device_id: name.into(), floor_hub: HUB.into(), members, report: None },
             ftx,
             cancel.clone(),
         )

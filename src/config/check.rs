@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::validate::timers;
-use super::{load_file, Bias, Config, KeyingTimers, LineConfig, PortConfig, UplinkKind};
+use super::{Bias, Config, KeyingTimers, LineConfig, PortConfig, UplinkKind};
 
 /// Exit code for an invalid config, the same the daemon uses when it refuses to start.
 const EXIT_CONFIG: u8 = 2;
@@ -12,8 +12,21 @@ const EXIT_CONFIG: u8 = 2;
 /// Prints every error (`file:line:column: key: message`) and a count to stderr and returns 2,
 /// or prints a summary of what the config sets up to stdout and returns 0.
 pub fn check_command(path: &Path) -> ExitCode {
-    match load_file(path) {
-        Ok(config) => {
+    match super::load(path) {
+        Ok((config, text)) => {
+            let warnings = security_warnings(&config, &text, &path.display().to_string());
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            if !warnings.is_empty() {
+                eprintln!(
+                    "{}: WARNING: {} security warning{} above: a stranger on the broker could key this box's radios \
+                     (docs/mqtt.md, \"Authentication\")",
+                    path.display(),
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" }
+                );
+            }
             print!("{}: OK\n{}", path.display(), summary(&config));
             // Same notice as `roipd devices`: audio that drops out under load starts here.
             println!("real-time priority for audio threads: {}", crate::audio::rt::availability());
@@ -26,6 +39,52 @@ pub fn check_command(path: &Path) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// What makes a box with `[mqtt]` open to a stranger on its broker, as `file:line:column: key:
+/// WARNING: …` lines (the config is still valid): a broker without TLS (`mqtt://`), without
+/// credentials, and no fleet key (floor messages and commands then are not signed).
+pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String> {
+    let Some(mqtt) = &config.mqtt else { return Vec::new() };
+    let fleet = config.uplink.as_ref().is_some_and(|u| u.kind == UplinkKind::Janus);
+    let what = if fleet { "floor messages and commands" } else { "commands" };
+    let mut warnings = Vec::new();
+    let mut warn = |key: &str, message: String| {
+        let (doc, _) = toml::de::DeTable::parse_recoverable(text);
+        let index = super::spans::Index::build(doc.get_ref(), text);
+        let report = super::spans::Report::new(file, text, index);
+        let (line, column) = super::spans::position(text, report.offset_of(key));
+        warnings.push(format!("{file}:{line}:{column}: {key}: WARNING: {message}"));
+    };
+    if mqtt.url.starts_with("mqtt://") {
+        warn(
+            "mqtt.url",
+            format!("unencrypted broker (mqtt://): anyone on the path reads and injects {what}; use mqtts://"),
+        );
+    }
+    if mqtt.username.is_none() && mqtt.client_cert_file.is_none() {
+        warn(
+            "mqtt",
+            format!("no broker credentials (username + password_file, or a client certificate): any client may publish {what}; give each box its own (`roipd mosquitto-acl`)"),
+        );
+    }
+    if mqtt.fleet_key_file.is_none() {
+        warn(
+            "mqtt",
+            format!(
+                "no fleet_key_file: {what} are not signed, so whoever can publish to the broker can key radios{}",
+                if fleet { " and take the floor" } else { "" }
+            ),
+        );
+    }
+    if config.channel.values().any(|c| c.janus.as_ref().is_some_and(|j| j.room == 1234)) {
+        warn(
+            "channel",
+            "Janus room 1234 is the stock VideoRoom demo room (secret `adminpwd`, no PIN): use a room id of your own"
+                .into(),
+        );
+    }
+    warnings
 }
 
 /// What a radio tech wants to confirm at a glance: which radio is on which channel, where COR

@@ -18,6 +18,11 @@ pub struct MqttConfig {
     pub ca_file: Option<String>,
     pub client_cert_file: Option<String>,
     pub client_key_file: Option<String>,
+    /// The per-fleet key (at least 32 bytes, e.g. `openssl rand -hex 32`; mode 0600 or
+    /// stricter): every floor message and every command that acts is signed with it
+    /// (docs/mqtt.md, "Authentication"). Every box of a fleet has the same.
+    #[serde(default)]
+    pub fleet_key_file: Option<String>,
     /// Periodic metrics interval in seconds (1-3600).
     #[serde(default = "default_metrics_interval")]
     pub metrics_interval_s: u64,
@@ -52,6 +57,7 @@ impl MqttConfig {
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
+            fleet_key_file: None,
             metrics_interval_s: default_metrics_interval(),
             keepalive_s: default_keepalive(),
             home_assistant: None,

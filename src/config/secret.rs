@@ -53,6 +53,22 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
     Ok(secret.to_string())
 }
 
+/// A key that signs for the whole fleet: [`read_limited`], and refused when group or others
+/// may read or write it (as ssh refuses a private key), so a wrong mode is found at start-up.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let data = read_limited(path, MAX_SECRET_BYTES)?;
+    let mode = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: mode {:04o} lets group or others read or change it; `chmod 600` it",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(data)
+}
+
 fn file_kind(meta: &std::fs::Metadata) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
@@ -84,6 +100,22 @@ mod tests {
         assert_eq!(read_secret(&p).unwrap(), "s3cret pass");
         std::fs::write(&p, vec![b'a'; MAX_SECRET_BYTES as usize]).unwrap();
         assert_eq!(read_limited(&p, MAX_SECRET_BYTES).unwrap().len(), MAX_SECRET_BYTES as usize);
+    }
+
+    #[test]
+    fn private_files_must_not_be_open_to_group_or_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "k").unwrap();
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false), (0o620, false)] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = read_private(&p);
+            assert_eq!(r.is_ok(), ok, "{mode:o}: {r:?}");
+            if !ok {
+                assert!(r.unwrap_err().contains(&format!("mode {mode:04o}")));
+            }
+        }
     }
 
     #[test]

@@ -120,7 +120,13 @@ fn run_file_or_config(path: Option<&Path>, built_in: Option<(Config, String)>) -
     // The same validation as `roipd check`, secret files included: what fails here would fail
     // at start-up anyway, after the PTT lines were opened.
     match config::load(path) {
-        Ok((config, source)) => run_config_at(config, source, Some(path.to_path_buf())),
+        Ok((config, source)) => {
+            // As loud as `roipd check`: a stranger on the broker could key this box.
+            for w in config::check::security_warnings(&config, &source, &path.display().to_string()) {
+                eprintln!("{w}");
+            }
+            run_config_at(config, source, Some(path.to_path_buf()))
+        }
         Err(errors) => {
             eprint!("{errors}");
             ExitCode::from(EXIT_CONFIG)
@@ -307,7 +313,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     for (id, link) in desks {
         router.set_desk(id, link);
     }
-    let links = match start_net(&config, &router, &stream_stats, &cancel).await {
+    let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
@@ -364,6 +370,7 @@ async fn start_net(
     config: &Config,
     router: &channels::ChannelRouter,
     stream_stats: &net::StreamStats,
+    fleet: Option<crate::fleet::FleetHandle>,
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
     let mut links = channels::NetLinks { hub: None, uplink: None, desk: None };
@@ -411,6 +418,7 @@ async fn start_net(
             device_id: config.device_id.clone(),
             floor_hub,
             members: router.uplink_requests(),
+            report: fleet.clone(),
         };
         let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let edge = net::janus::start_edge(janus, floor, tx, cancel.clone()).map_err(|e| format!("uplink: {e}"))?;
@@ -434,6 +442,7 @@ async fn start_net(
             device_id: config.device_id.clone(),
             channels: config.channel.keys().cloned().collect(),
             janus: Some(janus),
+            report: fleet.clone(),
         };
         net::floor_mqtt::start_host(options, inbox, cancel.clone()).map_err(|e| format!("floor host: {e}"))?;
         info!(url = %uplink.url, "floor host over MQTT starting, moderating in Janus");

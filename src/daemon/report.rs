@@ -30,6 +30,11 @@ impl Reporter {
         self.changed.subscribe()
     }
 
+    /// The fleet client, for parts that report on their own (the floor over MQTT).
+    pub fn fleet(&self) -> Option<FleetHandle> {
+        self.fleet.clone()
+    }
+
     pub fn event(&self, event: Event) {
         if let Some(f) = &self.fleet {
             f.publish_event(event);

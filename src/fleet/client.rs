@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::auth::{self, CommandGuard, FleetKey, RejectCounter};
 use super::backoff::Backoff;
 use super::hass::Hass;
 use super::outbox::{Class, Limits, Message, Outbox, Qos};
@@ -52,6 +53,8 @@ const MAX_INCOMING_PACKET: u32 = 64 * 1024;
 const REQUEST_CHANNEL: usize = 64;
 /// Commands waiting for the daemon. More get a `busy` reply.
 const COMMAND_QUEUE: usize = 16;
+/// At most one `auth_failed` event per this long (the count since rides along).
+pub(crate) const AUTH_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How often stale events are dropped from the outbox while offline.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Debian's CA bundle, used for `mqtts://` when no `ca_file` is configured.
@@ -211,6 +214,9 @@ impl Fleet {
             metrics_interval: Duration::from_secs(options.mqtt.metrics_interval_s.max(1)),
             system: SystemReader::default(),
             need_subscribe: false,
+            key: fleet_key(&options.mqtt)?,
+            guard: CommandGuard::default(),
+            rejected: RejectCounter::default(),
         };
         let task = tokio::spawn(driver.run(net_rx, cancel.clone(), poller, stop_poller));
         let driver = FleetDriver { shared: shared.clone(), cancel, task };
@@ -326,6 +332,12 @@ impl Shared {
 #[derive(Clone)]
 pub struct FleetHandle {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FleetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetHandle").field("device", &self.shared.device).finish_non_exhaustive()
+    }
 }
 
 impl FleetHandle {
@@ -545,6 +557,10 @@ struct Driver {
     metrics_interval: Duration,
     system: SystemReader,
     need_subscribe: bool,
+    /// With a fleet key, commands that act must be signed ([`super::auth`]).
+    key: Option<FleetKey>,
+    guard: CommandGuard,
+    rejected: RejectCounter,
 }
 
 impl Driver {
@@ -631,9 +647,12 @@ impl Driver {
             .and_then(|p| p.correlation_data.as_ref())
             .filter(|c| c.len() <= MAX_CORRELATION_BYTES)
             .map(|c| c.to_vec());
-        let (command, request_id, rejected) = match protocol::parse_request(&name, &p.payload, p.retain) {
-            Ok(req) => (Some(req.command), req.request_id, None),
-            Err(rej) => (None, rej.request_id, Some(rej.error)),
+        let (command, request_id, rejected) = match self.authenticate(&topic, &name, &p.payload) {
+            Ok(payload) => match protocol::parse_request(&name, payload.as_ref(), p.retain) {
+                Ok(req) => (Some(req.command), req.request_id, None),
+                Err(rej) => (None, rej.request_id, Some(rej.error)),
+            },
+            Err(e) => (None, protocol::peek_request_id(&p.payload), Some(e)),
         };
         let replier = Replier {
             shared: self.shared.clone(),
@@ -661,6 +680,34 @@ impl Driver {
                 replier.reply(Err(CommandError::unavailable("the daemon is not taking commands")))
             }
         }
+    }
+
+    /// The command's own JSON: the payload itself when it needs no signature, else what a
+    /// good, fresh signature covers. Failures are reported as `auth_failed` events (rate-limited).
+    fn authenticate<'a>(
+        &mut self,
+        topic: &str,
+        name: &str,
+        payload: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, CommandError> {
+        use std::borrow::Cow;
+        let signed = auth::looks_signed(payload);
+        let result = match &self.key {
+            None if signed => Err(auth::CommandAuthError::NoKey),
+            None => return Ok(Cow::Borrowed(payload)),
+            Some(_) if !signed && auth::UNSIGNED_COMMANDS.contains(&name) => return Ok(Cow::Borrowed(payload)),
+            Some(_) if !signed => Err(auth::CommandAuthError::Unsigned(name.to_owned())),
+            Some(key) => self.guard.open(key, topic, payload, unix_ms(SystemTime::now())),
+        };
+        result.map(|cmd| Cow::Owned(cmd.into_bytes())).map_err(|e| {
+            warn!(command = ?name, error = %e, "command refused: authentication");
+            if let Some(n) = self.rejected.reject(Instant::now(), AUTH_REPORT_EVERY) {
+                let detail = format!("command `{name}`: {e} ({n} refused since the last report)");
+                let event = Event::new(protocol::EventKind::AuthFailed).reason("command").detail(detail);
+                FleetHandle { shared: self.shared.clone() }.publish_event(event);
+            }
+            CommandError::new(ErrorCode::Unauthorized, e.to_string())
+        })
     }
 
     fn publish_metrics(&mut self) {
@@ -846,6 +893,7 @@ pub(crate) fn check_settings(cfg: &MqttConfig) -> Result<BrokerUrl, FleetError> 
 /// files with `mqtts://`), for config validation.
 pub(crate) fn check_files(cfg: &MqttConfig) -> Result<(), FleetError> {
     credentials(cfg)?;
+    fleet_key(cfg)?;
     if check_settings(cfg)?.tls {
         tls_config(cfg)?;
     }
@@ -870,6 +918,19 @@ fn read_file(key: &'static str, path: &str) -> Result<Vec<u8>, FleetError> {
     let max =
         if key == "ca_file" { crate::config::secret::MAX_CA_BYTES } else { crate::config::secret::MAX_SECRET_BYTES };
     crate::config::secret::read_limited(Path::new(path), max).map_err(|message| FleetError::ReadFile { key, message })
+}
+
+/// The fleet key from `fleet_key_file` (None when not set): a private file of at least 32 bytes.
+pub fn fleet_key(cfg: &MqttConfig) -> Result<Option<FleetKey>, FleetError> {
+    let Some(path) = &cfg.fleet_key_file else { return Ok(None) };
+    debug!(path, "reading the fleet key");
+    let raw = crate::config::secret::read_private(Path::new(path))
+        .map_err(|message| FleetError::ReadFile { key: "fleet_key_file", message })?;
+    FleetKey::new(&raw).map(Some).map_err(|message| FleetError::BadFile {
+        key: "fleet_key_file",
+        path: path.clone(),
+        message,
+    })
 }
 
 pub(crate) fn credentials(cfg: &MqttConfig) -> Result<Option<(String, String)>, FleetError> {

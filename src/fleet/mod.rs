@@ -24,6 +24,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl;
+pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod hass;
@@ -58,7 +60,7 @@ mod tests {
             "std::env",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/fleet");
-        for file in ["protocol.rs", "outbox.rs", "backoff.rs", "hass.rs"] {
+        for file in ["protocol.rs", "outbox.rs", "backoff.rs", "hass.rs", "auth.rs", "acl.rs"] {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();
             let production = text.split("#[cfg(test)]").next().unwrap();
             for (n, line) in production.lines().enumerate() {

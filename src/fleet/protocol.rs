@@ -266,6 +266,8 @@ pub enum EventKind {
     Xrun,
     DeviceLost,
     DeviceFound,
+    /// A floor message or command was dropped: unsigned, forged or replayed (rate-limited).
+    AuthFailed,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.
@@ -379,6 +381,8 @@ pub enum ErrorCode {
     OutOfRange,
     /// Commands must not be retained: a retained `remote_ptt` would fire again on every reconnect.
     RetainedCommand,
+    /// The box has a fleet key and the command is unsigned, forged, stale or replayed.
+    Unauthorized,
     /// The daemon's command queue is full.
     Busy,
     // Returned by the daemon.
@@ -398,6 +402,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgs => "invalid_args",
             ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::RetainedCommand => "retained_command",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Busy => "busy",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Rejected => "rejected",
@@ -626,6 +631,17 @@ fn parse_strict(payload: &[u8]) -> Result<Value, serde_json::Error> {
     let value = Strict.deserialize(&mut de)?;
     de.end()?;
     Ok(value)
+}
+
+/// The `request_id` of a command that was refused before parsing (an authentication failure),
+/// so its reply can still be matched: read from the command, or from a signed envelope's `cmd`.
+pub fn peek_request_id(payload: &[u8]) -> Option<Value> {
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    let value = match value.get("cmd").and_then(Value::as_str) {
+        Some(inner) => serde_json::from_str(inner).ok()?,
+        None => value,
+    };
+    value.get("request_id").filter(|id| valid_request_id(id)).cloned()
 }
 
 fn valid_request_id(id: &Value) -> bool {

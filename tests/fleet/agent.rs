@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub hammer: bool,
     /// Publish Home Assistant discovery under `homeassistant/`.
     pub home_assistant: bool,
+    /// `[mqtt] fleet_key_file`: commands that act must be signed.
+    #[serde(default)]
+    pub fleet_key_file: Option<String>,
 }
 
 impl AgentConfig {
@@ -148,6 +151,7 @@ async fn agent(cfg: AgentConfig) -> i32 {
         client_cert_file: cfg.client_cert_file.clone(),
         client_key_file: cfg.client_key_file.clone(),
         metrics_interval_s: cfg.metrics_interval_s,
+        fleet_key_file: cfg.fleet_key_file.clone(),
         ..MqttConfig::new(cfg.url.clone())
     };
     let options = FleetOptions::new(&cfg.device, mqtt).with_metrics(|| DaemonMetrics {

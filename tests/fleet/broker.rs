@@ -110,6 +110,27 @@ impl Broker {
         }
     }
 
+    /// One more listener that takes only the users of `passwd` (hashed) under `acl` (an
+    /// `acl_file`), as a secure fleet's broker does; restarts the broker. Returns its port.
+    #[allow(dead_code)] // tests/floor_mqtt.rs only; tests/fleet_mqtt.rs shares this module
+    pub fn add_acl_listener(&mut self, passwd: &Path, acl: &Path) -> u16 {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut conf = std::fs::read_to_string(&self.conf).unwrap();
+        conf.push_str(&format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n",
+            passwd.display(),
+            acl.display()
+        ));
+        std::fs::write(&self.conf, conf).unwrap();
+        self.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto not listening on {port}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        port
+    }
+
     /// Kill the broker (connections drop at once; nothing is persisted).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -19,12 +19,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    parse_host_presence, parse_to_edge, to_json, valid_device, EdgePresence, Feeds, FloorRequest, Join, JoinMember,
-    ToEdge, ToHost, Topic, Topics,
+    open, parse_host_presence, parse_to_edge, to_json, valid_device, AuthError, EdgePresence, Feeds, FloorRequest,
+    Join, JoinMember, ReplayGuard, Sealer, ToEdge, ToHost, Topic, Topics,
 };
-use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
+use super::{mqtt_options, random_token, report_rejected, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, ToArbiter};
+use crate::fleet::auth::RejectCounter;
+use crate::fleet::FleetHandle;
 use crate::net::peer_queue;
 use crate::net::protocol::{is_valid_name, MAX_MEMBERS};
 use crate::net::reconnect::Reconnect;
@@ -48,6 +50,8 @@ pub struct FloorEdgeOptions {
     pub floor_hub: String,
     /// One host participant per entry; `Up` answers in this order.
     pub members: Vec<MemberRequest>,
+    /// Where `auth_failed` events go (forged, unsigned or replayed floor messages); None: logged only.
+    pub report: Option<FleetHandle>,
 }
 
 #[derive(Debug)]
@@ -119,8 +123,9 @@ pub fn start_edge(
     if let Some(m) = o.members.iter().find(|m| !is_valid_name(&m.key) || !is_valid_name(&m.channel)) {
         return Err(format!("floor member {}/{}: names must match [a-z0-9][a-z0-9_-]*", m.key, m.channel));
     }
-    // Credential and TLS files are read now, so a bad one is a start-up error.
+    // Credential, key and TLS files are read now, so a bad one is a start-up error.
     mqtt_options(&o.mqtt, &o.device_id, will(topics.presence(&o.device_id), String::new()))?;
+    let key = crate::fleet::client::fleet_key(&o.mqtt).map_err(|e| e.to_string())?;
     let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
     let up = Arc::new(AtomicBool::new(false));
     let feeds = Arc::new(Mutex::new(BTreeMap::new()));
@@ -139,6 +144,11 @@ pub fn start_edge(
         reconnect: Reconnect::new("floor client", BACKOFF_MIN, BACKOFF_MAX),
         join_seq: 0,
         retry_at: None,
+        sealer: Sealer::new(key),
+        host_epoch: None,
+        joined_epoch: None,
+        host_guard: ReplayGuard::new(4),
+        rejected: RejectCounter::default(),
     };
     tasks.spawn(edge.run(cmds, cancel));
     Ok(FloorEdgeHandle { cmds: cmds_tx, up, feeds, feeds_changed, tasks })
@@ -160,6 +170,15 @@ struct Edge {
     join_seq: u64,
     /// When to send the join (again).
     retry_at: Option<Instant>,
+    /// Signs what we send (with a fleet key).
+    sealer: Sealer,
+    /// The host run (epoch) our joins are for: from its presence, or corrected by a refusal.
+    host_epoch: Option<String>,
+    /// The host run we are joined with: only its floor messages and its offline count.
+    joined_epoch: Option<String>,
+    /// The host's sequence numbers per run, on this connection (replays are dropped).
+    host_guard: ReplayGuard,
+    rejected: RejectCounter,
 }
 
 impl Edge {
@@ -169,6 +188,9 @@ impl Edge {
             let session = random_token();
             let presence = self.topics.presence(&self.o.device_id);
             let offline = to_json(&EdgePresence { online: false, session: session.clone() });
+            let offline = self.sealer.seal(&presence, &session, offline);
+            (self.host_epoch, self.joined_epoch) = (None, None);
+            self.host_guard.clear();
             let result = match mqtt_options(&self.o.mqtt, &self.o.device_id, will(presence, offline)) {
                 Ok(options) => self.connection(Link::connect(options), &session, &mut cmds, &cancel).await,
                 Err(e) => Err(e),
@@ -217,7 +239,7 @@ impl Edge {
                         link.subscribe(&self.topics.host())?;
                         link.subscribe(&self.topics.to_edge(&self.o.device_id))?;
                         let online = to_json(&EdgePresence { online: true, session: session.to_owned() });
-                        link.publish(&self.topics.presence(&self.o.device_id), online, true)?;
+                        self.publish(&link, &self.topics.presence(&self.o.device_id), session, online, true)?;
                     }
                     Net::Message { topic, payload } => self.message(&link, session, &topic, &payload)?,
                     Net::Lost(reason) => return Err(reason),
@@ -226,44 +248,76 @@ impl Edge {
                     None => break,
                     Some(Cmd::Floor(member, msg)) if self.joined => {
                         let request = ToHost::Floor(FloorRequest::new(session, member, msg));
-                        link.publish(&self.topics.to_host(&self.o.device_id), request.to_json(), false)?;
+                        self.publish(&link, &self.topics.to_host(&self.o.device_id), session, request.to_json(), false)?;
                     }
                     Some(cmd) => debug!(?cmd, "floor: not joined, dropped"),
                 },
                 // Not joined: the join carries the feeds.
                 _ = feeds_changed.notified() => if self.joined {
                     let feeds = ToHost::Feeds(Feeds { session: session.to_owned(), feeds: self.feeds() });
-                    link.publish(&self.topics.to_host(&self.o.device_id), feeds.to_json(), false)?;
+                    self.publish(&link, &self.topics.to_host(&self.o.device_id), session, feeds.to_json(), false)?;
                 },
-                _ = crate::wait::until(retry), if retry.is_some() => self.join(&link, session)?,
+                _ = crate::wait::until(retry), if retry.is_some() => {
+                    if self.joined && self.host_epoch != self.joined_epoch {
+                        // A new host run announced itself and did not take us in time: the run
+                        // we are joined with is not coming back, so nothing may stay keyed for it.
+                        self.down("the floor hub's new run did not answer our join");
+                    }
+                    self.join(&link, session)?
+                }
             }
         }
-        let offline = to_json(&EdgePresence { online: false, session: session.to_owned() });
-        link.close(Some((self.topics.presence(&self.o.device_id), offline))).await;
+        let presence = self.topics.presence(&self.o.device_id);
+        let offline =
+            self.sealer.seal(&presence, session, to_json(&EdgePresence { online: false, session: session.to_owned() }));
+        link.close(Some((presence, offline))).await;
         Ok(())
     }
 
     fn message(&mut self, link: &Link, session: &str, topic: &str, payload: &[u8]) -> Result<(), String> {
+        // With a fleet key nothing unsigned, forged or replayed gets past here (docs/mqtt.md).
+        let opened = match open(self.sealer.key(), topic, payload) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.reject(topic, &e);
+                return Ok(());
+            }
+        };
+        let payload = opened.msg.as_slice();
         match self.topics.parse(topic) {
             Some(Topic::Host) => match parse_host_presence(payload) {
+                Ok(p) if opened.auth.as_ref().is_some_and(|(run, _)| *run != p.epoch) => {
+                    self.reject(topic, &AuthError::BadEnvelope("signed by another host run".into()))
+                }
+                // A host run starts with a new epoch (every broker connection of the host): a
+                // presence of the run we are joined with changes nothing (a duplicate or replay).
+                Ok(p) if p.online && self.joined && self.joined_epoch.as_deref() == Some(&p.epoch) => {
+                    debug!(epoch = %p.epoch, "floor: hub presence of the run we are joined with")
+                }
                 Ok(p) if p.online => {
-                    // Every online presence is a host that (re)connected and forgot its edges.
-                    if self.joined {
-                        self.down("the floor hub reconnected; joining again");
-                    }
+                    // A new host run, or a stale presence replayed: join it, and stay up with
+                    // the current one until it answers (a stale one is refused with the
+                    // current epoch).
                     info!(epoch = %p.epoch, "floor: hub online, joining");
+                    self.host_epoch = Some(p.epoch);
                     self.join(link, session)?;
                 }
-                Ok(p) => {
+                Ok(p) if self.joined && self.joined_epoch.as_deref() == Some(&p.epoch) => {
                     warn!(epoch = %p.epoch, "floor: hub offline");
                     self.down("the floor hub is offline");
-                    self.retry_at = None;
+                    (self.retry_at, self.host_epoch) = (None, None);
                 }
+                Ok(p) if !self.joined && self.host_epoch.as_deref() == Some(&p.epoch) => {
+                    info!(epoch = %p.epoch, "floor: hub offline; waiting for it");
+                    (self.retry_at, self.host_epoch) = (None, None);
+                }
+                Ok(p) => debug!(epoch = %p.epoch, "floor: offline presence of another hub run ignored"),
                 Err(e) => warn!(%topic, error = %e, "floor: malformed hub presence dropped"),
             },
             Some(Topic::ToEdge(device)) if device == self.o.device_id => match parse_to_edge(payload) {
                 Ok(m) if m.session() != session => debug!(%topic, "floor: message for an earlier connection dropped"),
-                Ok(ToEdge::Accepted(a)) if a.join == self.join_seq && !self.joined => {
+                Ok(m) if !self.fresh(&m, opened.auth.as_ref()) => {}
+                Ok(ToEdge::Accepted(a)) if a.join == self.join_seq => {
                     let mut members = Vec::with_capacity(self.o.members.len());
                     for m in &self.o.members {
                         match a.members.iter().find(|x| x.key == m.key && x.channel == m.channel) {
@@ -275,12 +329,29 @@ impl Edge {
                             }
                         }
                     }
+                    if self.joined {
+                        // The host started a new run (it forgot us): floors start over.
+                        self.down("the floor hub reconnected; joined again");
+                    }
                     self.retry_at = None;
                     self.joined = true;
+                    self.joined_epoch = Some(a.epoch.clone());
+                    self.host_epoch = Some(a.epoch.clone());
                     self.reconnect.up();
                     self.up.store(true, Ordering::Relaxed);
                     info!(epoch = %a.epoch, members = members.len(), "floor: joined the floor hub");
                     self.out.push(UplinkEvent::Up { members });
+                }
+                Ok(ToEdge::Refused(r)) if r.join == self.join_seq && self.host_epoch.as_deref() != Some(&r.epoch) => {
+                    // Our join named another host run than the current one (a stale presence).
+                    self.host_epoch = Some(r.epoch.clone());
+                    if self.joined && self.joined_epoch.as_deref() == Some(&r.epoch) {
+                        info!(epoch = %r.epoch, "floor: a stale hub presence; staying joined");
+                        self.retry_at = None;
+                    } else {
+                        info!(epoch = %r.epoch, "floor: joining the hub's current run");
+                        self.join(link, session)?;
+                    }
                 }
                 Ok(ToEdge::Refused(r)) if r.join == self.join_seq => {
                     warn!(reason = %r.reason, "floor: the hub refused our members");
@@ -302,6 +373,39 @@ impl Edge {
         Ok(())
     }
 
+    /// With a fleet key: is this signed answer from the host run it claims, and new? Accepted
+    /// and refused carry the run they come from (their join number makes them current); floor
+    /// messages must come from the run we joined. False: dropped and reported.
+    fn fresh(&mut self, m: &ToEdge, auth: Option<&(String, u64)>) -> bool {
+        let Some((run, seq)) = auth else { return true };
+        let (from, start) = match m {
+            ToEdge::Accepted(a) => (Some(a.epoch.as_str()), true),
+            ToEdge::Refused(r) => (Some(r.epoch.as_str()), true),
+            ToEdge::Floor(_) => (self.joined_epoch.as_deref(), false),
+        };
+        let result = match from {
+            Some(from) if from == run => self.host_guard.check(run, *seq, start),
+            _ => Err(AuthError::UnknownRun(run.clone())),
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                let topic = self.topics.to_edge(&self.o.device_id);
+                self.reject(&topic, &e);
+                false
+            }
+        }
+    }
+
+    fn reject(&mut self, topic: &str, e: &AuthError) {
+        report_rejected(&mut self.rejected, self.o.report.as_ref(), topic, e);
+    }
+
+    /// Sign (with a fleet key) and queue.
+    fn publish(&self, link: &Link, topic: &str, session: &str, msg: String, retain: bool) -> Result<(), String> {
+        link.publish(topic, self.sealer.seal(topic, session, msg), retain)
+    }
+
     /// Hand the events over, waiting for room in the router's inbox.
     async fn flush(&mut self) {
         for e in self.out.drain(..) {
@@ -317,10 +421,15 @@ impl Edge {
             .iter()
             .map(|m| JoinMember { key: m.key.clone(), channel: m.channel.clone(), priority: m.priority.0 })
             .collect();
-        let join =
-            ToHost::Join(Join { session: session.to_owned(), join: self.join_seq, members, feeds: self.feeds() });
+        let join = ToHost::Join(Join {
+            session: session.to_owned(),
+            join: self.join_seq,
+            epoch: self.host_epoch.clone(),
+            members,
+            feeds: self.feeds(),
+        });
         self.retry_at = Some(Instant::now() + JOIN_RETRY);
-        link.publish(&self.topics.to_host(&self.o.device_id), join.to_json(), false)
+        self.publish(link, &self.topics.to_host(&self.o.device_id), session, join.to_json(), false)
     }
 
     fn feeds(&self) -> BTreeMap<String, Option<u64>> {

@@ -24,13 +24,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::protocol::{
-    parse_edge_presence, parse_to_host, to_json, valid_device, Accepted, AcceptedMember, EdgeFloor, HolderInfo,
-    HolderState, HostPresence, JoinMember, Refused, ToEdge, ToHost, Topic, Topics,
+    open, parse_edge_presence, parse_to_host, to_json, valid_device, Accepted, AcceptedMember, AuthError, EdgeFloor,
+    HolderInfo, HolderState, HostPresence, JoinMember, Refused, ReplayGuard, Sealer, ToEdge, ToHost, Topic, Topics,
 };
-use super::{mqtt_options, random_token, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
+use super::{mqtt_options, random_token, report_rejected, will, Link, Net, BACKOFF_MAX, BACKOFF_MIN};
 use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
+use crate::fleet::auth::RejectCounter;
 use crate::fleet::backoff::Backoff;
+use crate::fleet::FleetHandle;
 use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
 use crate::net::peer_queue::{self, Limits, PeerRx};
 use crate::net::protocol::Action;
@@ -39,6 +41,9 @@ use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
 /// Peer ids of MQTT edges start here, far from the embedded hub's (which count from 1), since
 /// both feed the same router.
 pub const FIRST_PEER: PeerId = 1 << 40;
+/// Sessions remembered per edge within one host run (their replays are refused); an edge that
+/// reconnected more often than this within one run could have its oldest join replayed.
+const SESSIONS_PER_EDGE: usize = 16;
 /// How often the moderation of every room is checked against the floor.
 const MODERATION_RECHECK: Duration = Duration::from_secs(1);
 
@@ -51,6 +56,8 @@ pub struct FloorHostOptions {
     pub channels: Vec<String>,
     /// Janus, to moderate publishers and see the holder's audio. None: floor only.
     pub janus: Option<JanusOptions>,
+    /// Where `auth_failed` events go (forged, unsigned or replayed floor messages); None: logged only.
+    pub report: Option<FleetHandle>,
 }
 
 /// Start the floor host; runs until `cancel`. Must be called inside a tokio runtime. Errors are
@@ -65,6 +72,7 @@ pub fn start_host(
         .ok_or_else(|| format!("device id `{}` cannot be used in the floor topics", o.device_id))?;
     let epoch = random_token();
     mqtt_options(&o.mqtt, &o.device_id, will(topics.host(), String::new()))?;
+    let key = crate::fleet::client::fleet_key(&o.mqtt).map_err(|e| e.to_string())?;
     let (janus, janus_rx) = match &o.janus {
         Some(options) => {
             let (tx, rx) = mpsc::channel(peer_queue::INBOX);
@@ -92,6 +100,9 @@ pub fn start_host(
         moderated: HashMap::new(),
         moderate_failed: HashSet::new(),
         link: None,
+        sealer: Sealer::new(key),
+        guards: HashMap::new(),
+        rejected: RejectCounter::default(),
     };
     tokio::spawn(host.run(peer_rx, janus_rx, cancel));
     Ok(())
@@ -143,6 +154,11 @@ struct Host {
     /// Feeds whose moderation failed (warned once, then retried quietly).
     moderate_failed: HashSet<(String, u64)>,
     link: Option<Link>,
+    /// Signs what we send (with a fleet key).
+    sealer: Sealer,
+    /// Per edge: its sessions' sequence numbers in this host run (replays are dropped).
+    guards: HashMap<String, ReplayGuard>,
+    rejected: RejectCounter,
 }
 
 impl Host {
@@ -189,7 +205,11 @@ impl Host {
                 },
                 _ = crate::wait::until(reconnect_at), if reconnect_at.is_some() => {
                     reconnect_at = None;
-                    let offline = to_json(&HostPresence { online: false, epoch: self.epoch.clone() });
+                    // Every broker connection is a new host run: the edges join it anew (we
+                    // forgot them on the loss), and nothing signed in an earlier run applies.
+                    self.epoch = random_token();
+                    self.guards.clear();
+                    let offline = self.presence(false);
                     match mqtt_options(&self.o.mqtt, &self.o.device_id, will(self.topics.host(), offline)) {
                         Ok(options) => self.link = Some(Link::connect(options)),
                         Err(e) => {
@@ -219,7 +239,7 @@ impl Host {
         }
         self.flush().await;
         if let Some(link) = self.link.take() {
-            let offline = to_json(&HostPresence { online: false, epoch: self.epoch.clone() });
+            let offline = self.presence(false);
             link.close(Some((self.topics.host(), offline))).await;
         }
         info!("floor host stopped");
@@ -232,11 +252,22 @@ impl Host {
         }
     }
 
-    fn publish(&self, topic: &str, payload: String, retain: bool) -> Result<(), String> {
+    /// Sign (with a fleet key) and queue.
+    fn publish(&self, topic: &str, msg: String, retain: bool) -> Result<(), String> {
         match &self.link {
-            Some(link) => link.publish(topic, payload, retain),
+            Some(link) => link.publish(topic, self.sealer.seal(topic, &self.epoch, msg), retain),
             None => Ok(()),
         }
+    }
+
+    /// Our presence, signed.
+    fn presence(&self, online: bool) -> String {
+        let msg = to_json(&HostPresence { online, epoch: self.epoch.clone() });
+        self.sealer.seal(&self.topics.host(), &self.epoch, msg)
+    }
+
+    fn reject(&mut self, topic: &str, e: &AuthError) {
+        report_rejected(&mut self.rejected, self.o.report.as_ref(), topic, e);
     }
 
     /// Subscribe, say online (edges join on it), and publish every channel's holder.
@@ -245,11 +276,10 @@ impl Host {
         for filter in self.topics.host_filters() {
             link.subscribe(&filter)?;
         }
-        let online = to_json(&HostPresence { online: true, epoch: self.epoch.clone() });
-        link.publish(&self.topics.host(), online, true)?;
+        link.publish(&self.topics.host(), self.presence(true), true)?;
         for (channel, holder) in &self.holders {
             let state = HolderState { channel: channel.clone(), epoch: self.epoch.clone(), holder: holder.clone() };
-            link.publish(&self.topics.holder(channel), to_json(&state), true)?;
+            self.publish(&self.topics.holder(channel), to_json(&state), true)?;
         }
         info!(device = %self.o.device_id, "floor host: connected to the broker, online");
         Ok(())
@@ -268,8 +298,36 @@ impl Host {
     }
 
     fn message(&mut self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        // With a fleet key nothing unsigned, forged or replayed gets past here (docs/mqtt.md).
+        let opened = match open(self.sealer.key(), topic, payload) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.reject(topic, &e);
+                return Ok(());
+            }
+        };
+        let payload = opened.msg.as_slice();
         match self.topics.parse(topic) {
             Some(Topic::ToHost(device)) => match parse_to_host(payload) {
+                Ok(msg) if opened.auth.as_ref().is_some_and(|(run, _)| run != msg.session()) => {
+                    self.reject(topic, &AuthError::BadEnvelope("signed by another session".into()))
+                }
+                Ok(ToHost::Join(j))
+                    if j.epoch.as_deref() != Some(&self.epoch) && (j.epoch.is_some() || opened.auth.is_some()) =>
+                {
+                    // A join for another host run (a stale presence, or a replay): say which
+                    // run is current; nothing else changes.
+                    debug!(%device, epoch = ?j.epoch, "floor host: join for another host run; refused with ours");
+                    let reason = "not this floor host's current run; join again with its epoch".to_owned();
+                    let refused = ToEdge::Refused(Refused {
+                        session: j.session,
+                        join: j.join,
+                        epoch: self.epoch.clone(),
+                        reason,
+                    });
+                    self.publish(&self.topics.to_edge(&device), refused.to_json(), false)?;
+                }
+                Ok(msg) if !self.fresh(&device, &msg, opened.auth.as_ref()) => {}
                 Ok(ToHost::Join(j)) => self.join(&device, j)?,
                 Ok(msg) => {
                     let current = self.edges.get(&device).is_some_and(|e| e.session == msg.session());
@@ -292,6 +350,11 @@ impl Host {
                 Err(e) => warn!(%topic, error = %e, "floor host: malformed message dropped"),
             },
             Some(Topic::Presence(device)) => match parse_edge_presence(payload) {
+                // No sequence check: an offline presence names its session, and is only ever
+                // published when that session ends (its last will, or a clean stop).
+                Ok(p) if opened.auth.as_ref().is_some_and(|(run, _)| *run != p.session) => {
+                    self.reject(topic, &AuthError::BadEnvelope("signed by another session".into()))
+                }
                 Ok(p) if !p.online => {
                     if self.edges.get(&device).is_some_and(|e| e.session == p.session) {
                         info!(%device, "floor host: edge offline (last will or clean stop); its floor is freed");
@@ -304,6 +367,21 @@ impl Host {
             _ => debug!(%topic, "floor host: message on an unexpected topic"),
         }
         Ok(())
+    }
+
+    /// With a fleet key: is this signed message new for its session? Only a join (for this host
+    /// run) starts a session. False: dropped and reported.
+    fn fresh(&mut self, device: &str, msg: &ToHost, auth: Option<&(String, u64)>) -> bool {
+        let Some((run, seq)) = auth else { return true };
+        let start = matches!(msg, ToHost::Join(_));
+        let guard = self.guards.entry(device.to_owned()).or_insert_with(|| ReplayGuard::new(SESSIONS_PER_EDGE));
+        match guard.check(run, *seq, start) {
+            Ok(()) => true,
+            Err(e) => {
+                self.reject(&self.topics.to_host(device), &e);
+                false
+            }
+        }
     }
 
     fn join(&mut self, device: &str, j: super::protocol::Join) -> Result<(), String> {

@@ -27,7 +27,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
 use rumqttc::{NetworkOptions, Outgoing, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::config::MqttConfig;
 use crate::fleet::client::{credentials, parse_broker_url, tls_config};
@@ -74,6 +74,26 @@ fn mqtt_options(mqtt: &MqttConfig, device: &str, will: LastWill) -> Result<MqttO
         return Err("mqtt: ca_file/client_cert_file are set but the url is mqtt:// (no TLS); use mqtts://".into());
     }
     Ok(options)
+}
+
+/// A floor message that failed authentication was dropped: counted, logged and reported as
+/// an `auth_failed` event, at most once per [`crate::fleet::client::AUTH_REPORT_EVERY`].
+fn report_rejected(
+    counter: &mut crate::fleet::auth::RejectCounter,
+    report: Option<&crate::fleet::FleetHandle>,
+    topic: &str,
+    error: &protocol::AuthError,
+) {
+    debug!(%topic, %error, "floor: message failed authentication; dropped");
+    let Some(n) = counter.reject(std::time::Instant::now(), crate::fleet::client::AUTH_REPORT_EVERY) else { return };
+    // Debug formatting escapes whatever control characters a stranger put in a topic.
+    warn!(topic = ?topic, %error, dropped = n, total = counter.total, "floor: dropped messages that failed authentication");
+    if let Some(fleet) = report {
+        let detail = format!("{topic:?}: {error} ({n} dropped since the last report, {} in all)", counter.total);
+        fleet.publish_event(
+            crate::fleet::Event::new(crate::fleet::EventKind::AuthFailed).reason("floor").detail(detail),
+        );
+    }
 }
 
 /// A fresh random token for sessions and epochs.

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
+use crate::fleet::auth::FleetKey;
 use crate::net::protocol::{is_valid_name, Action, FloorEvent, MAX_MEMBERS, MAX_NAME_LEN};
 
 /// Topic root; `roipd/<device>/…` is the fleet tree, a device called `floor` is refused.
@@ -144,6 +145,10 @@ pub struct Join {
     pub session: String,
     /// Counts the edge's joins, so an old answer is told from the current one.
     pub join: u64,
+    /// The host epoch this join is for (from the host's presence or a refusal): a host with
+    /// another epoch refuses it, so a join replayed from an earlier host run changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub members: Vec<JoinMember>,
     #[serde(default)]
     pub feeds: BTreeMap<String, Option<u64>>,
@@ -380,6 +385,9 @@ pub fn parse_to_host(payload: &[u8]) -> Result<ToHost, BadMessage> {
     check_session(msg.session())?;
     match &msg {
         ToHost::Join(j) => {
+            if let Some(e) = &j.epoch {
+                check_session(e)?;
+            }
             if j.members.len() > MAX_MEMBERS {
                 return Err(invalid(format!("at most {MAX_MEMBERS} members")));
             }
@@ -434,6 +442,146 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Authentication (`[mqtt] fleet_key_file`; docs/mqtt.md, "Authentication")
+// ---------------------------------------------------------------------------------------------
+
+/// A floor message as it travels when the fleet has a key: the message's JSON as a string
+/// (`msg`, so the MAC covers the exact bytes), the sender's `run` (the host's epoch, an edge's
+/// session) and its `seq`, counting up within the run. The MAC also covers the topic, so a
+/// message is only valid where it was published (one edge's `to_edge` is not another's, a
+/// host presence is not an edge presence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    pub run: String,
+    pub seq: u64,
+    pub msg: String,
+    pub mac: String,
+}
+
+/// A floor payload whose signature (if the fleet has a key) was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The sender's run and sequence number; None without a fleet key.
+    pub auth: Option<(String, u64)>,
+    pub msg: Vec<u8>,
+}
+
+/// Why a floor payload was not accepted: dropped, counted and reported, never acted on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("unsigned, but this fleet has a key")]
+    Unsigned,
+    #[error("signed, but this box has no fleet key (`[mqtt] fleet_key_file`)")]
+    NoKey,
+    #[error("bad envelope: {0}")]
+    BadEnvelope(String),
+    #[error("bad signature")]
+    BadMac,
+    #[error("replayed or out of date (run {run}, seq {seq}, last accepted {last})")]
+    Replayed { run: String, seq: u64, last: u64 },
+    #[error("from a run ({0}) that no accepted message started")]
+    UnknownRun(String),
+}
+
+fn floor_parts<'a>(topic: &'a str, run: &'a str, seq: &'a str, msg: &'a str) -> [&'a [u8]; 5] {
+    [b"roipd-floor-v1", topic.as_bytes(), run.as_bytes(), seq.as_bytes(), msg.as_bytes()]
+}
+
+/// Signs what one side sends (or passes it through unchanged without a key). Its counter only
+/// goes up, for every run of this sender.
+#[derive(Debug, Clone)]
+pub struct Sealer {
+    key: Option<FleetKey>,
+    /// A `Cell`, so sealing fits wherever publishing takes `&self`.
+    seq: std::cell::Cell<u64>,
+}
+
+impl Sealer {
+    pub fn new(key: Option<FleetKey>) -> Self {
+        Self { key, seq: std::cell::Cell::new(0) }
+    }
+
+    pub fn key(&self) -> Option<&FleetKey> {
+        self.key.as_ref()
+    }
+
+    /// The payload to publish on `topic` for `msg`, sent by run `run`.
+    pub fn seal(&self, topic: &str, run: &str, msg: String) -> String {
+        let Some(key) = &self.key else { return msg };
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        let mac = key.mac(&floor_parts(topic, run, &seq.to_string(), &msg));
+        to_json(&Sealed { run: run.to_owned(), seq, msg, mac })
+    }
+}
+
+/// Check a payload that arrived on `topic`: with a key it must be a [`Sealed`] envelope with a
+/// good MAC; without one, a plain message (an envelope is refused: it cannot be checked).
+/// Replays are the caller's to judge ([`ReplayGuard`]), by what the run means to it.
+pub fn open(key: Option<&FleetKey>, topic: &str, payload: &[u8]) -> Result<Opened, AuthError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(AuthError::BadEnvelope(BadMessage::TooLarge(payload.len()).to_string()));
+    }
+    let value = json(payload).map_err(|e| AuthError::BadEnvelope(e.to_string()))?;
+    let signed = value.get("mac").is_some();
+    let Some(key) = key else {
+        return if signed { Err(AuthError::NoKey) } else { Ok(Opened { auth: None, msg: payload.to_vec() }) };
+    };
+    if !signed {
+        return Err(AuthError::Unsigned);
+    }
+    let env: Sealed = serde_json::from_value(value).map_err(|e| AuthError::BadEnvelope(cut(&e.to_string())))?;
+    if !valid_token(&env.run) {
+        return Err(AuthError::BadEnvelope(format!("run must be 1-{MAX_TOKEN_LEN} of [A-Za-z0-9_-]")));
+    }
+    if !key.verify(&floor_parts(topic, &env.run, &env.seq.to_string(), &env.msg), &env.mac) {
+        return Err(AuthError::BadMac);
+    }
+    Ok(Opened { auth: Some((env.run, env.seq)), msg: env.msg.into_bytes() })
+}
+
+/// The last sequence number accepted per run of one sender, for its few latest runs: a message
+/// whose number is not above it is a replay (or a QoS 1 duplicate). A run not seen yet is only
+/// let in by a message that starts one (`start`: a join on the host, an answer to our join on
+/// an edge), which the receiver checks for freshness itself (an epoch, a join number); the
+/// oldest run is forgotten beyond `cap`.
+#[derive(Debug, Clone)]
+pub struct ReplayGuard {
+    runs: std::collections::VecDeque<(String, u64)>,
+    cap: usize,
+}
+
+impl ReplayGuard {
+    pub fn new(cap: usize) -> Self {
+        Self { runs: Default::default(), cap: cap.max(1) }
+    }
+
+    /// Accept `seq` of `run` (and remember it), or say why not.
+    pub fn check(&mut self, run: &str, seq: u64, start: bool) -> Result<(), AuthError> {
+        match self.runs.iter_mut().find(|(r, _)| r == run) {
+            Some((_, last)) if seq <= *last => Err(AuthError::Replayed { run: run.to_owned(), seq, last: *last }),
+            Some((_, last)) => {
+                *last = seq;
+                Ok(())
+            }
+            None if !start => Err(AuthError::UnknownRun(run.to_owned())),
+            None => {
+                if self.runs.len() >= self.cap {
+                    self.runs.pop_front();
+                }
+                self.runs.push_back((run.to_owned(), seq));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.runs.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +627,7 @@ mod tests {
         let join = ToHost::Join(Join {
             session: "s1".into(),
             join: 3,
+            epoch: Some("e1".into()),
             members: vec![JoinMember { key: "radio1".into(), channel: "ops".into(), priority: 100 }],
             feeds: BTreeMap::from([("ops".into(), Some(42))]),
         });
@@ -606,6 +755,102 @@ mod tests {
         }
         for p in [&b"{}"[..], b"{\"channel\":\"ops\",\"epoch\":\"e\",\"holder\":{\"id\":-3,\"priority\":0}}"] {
             assert!(parse_holder(p).is_err());
+        }
+    }
+
+    fn key() -> FleetKey {
+        FleetKey::new(b"0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    #[test]
+    fn sealed_messages_open_only_with_the_key_on_their_own_topic() {
+        let t = topics();
+        let msg = ToEdge::Floor(EdgeFloor::new(
+            "s1",
+            "ops",
+            None,
+            &ToParticipant::Taken { holder: ParticipantId(2), priority: Priority(0) },
+            Some("radio1@edge-a"),
+        ))
+        .to_json();
+        let sealer = Sealer::new(Some(key()));
+        let topic = t.to_edge("edge-b");
+        let payload = sealer.seal(&topic, "e1", msg.clone());
+        let opened = open(Some(&key()), &topic, payload.as_bytes()).unwrap();
+        assert_eq!(opened, Opened { auth: Some(("e1".into(), 1)), msg: msg.clone().into_bytes() });
+        assert!(parse_to_edge(&opened.msg).is_ok());
+        assert!(sealer.seal(&topic, "e1", msg.clone()).contains("\"seq\":2"), "the counter goes up");
+
+        // The same bytes on another edge's topic, under another key, or changed: refused.
+        assert_eq!(open(Some(&key()), &t.to_edge("edge-c"), payload.as_bytes()), Err(AuthError::BadMac));
+        let other = FleetKey::new(b"0123456789abcdef0123456789abcdeX").unwrap();
+        assert_eq!(open(Some(&other), &topic, payload.as_bytes()), Err(AuthError::BadMac));
+        for (from, to) in [("\"seq\":1", "\"seq\":9"), ("\"run\":\"e1\"", "\"run\":\"e2\""), ("taken", "idle")] {
+            let forged = payload.replace(from, to);
+            assert_ne!(forged, payload);
+            assert!(open(Some(&key()), &topic, forged.as_bytes()).is_err(), "{forged}");
+        }
+        // Unsigned where a key is set (the forged `taken` of issue 15), signed where none is.
+        assert_eq!(open(Some(&key()), &topic, msg.as_bytes()), Err(AuthError::Unsigned));
+        assert_eq!(open(None, &topic, payload.as_bytes()), Err(AuthError::NoKey));
+        assert_eq!(open(None, &topic, msg.as_bytes()).unwrap().auth, None);
+        // Without a key the sealer passes messages through.
+        assert_eq!(Sealer::new(None).seal(&topic, "e1", msg.clone()), msg);
+    }
+
+    #[test]
+    fn a_forged_retained_host_offline_does_not_open() {
+        let t = topics();
+        let offline = to_json(&HostPresence { online: false, epoch: "e1".into() });
+        assert_eq!(open(Some(&key()), &t.host(), offline.as_bytes()), Err(AuthError::Unsigned));
+        // A host presence signed for an edge's presence topic is not a host presence.
+        let sealed = Sealer::new(Some(key())).seal(&t.presence("edge-a"), "e1", offline.clone());
+        assert_eq!(open(Some(&key()), &t.host(), sealed.as_bytes()), Err(AuthError::BadMac));
+        let good = Sealer::new(Some(key())).seal(&t.host(), "e1", offline);
+        assert!(parse_host_presence(&open(Some(&key()), &t.host(), good.as_bytes()).unwrap().msg).is_ok());
+    }
+
+    #[test]
+    fn replays_and_unknown_runs_are_refused() {
+        let mut g = ReplayGuard::new(2);
+        assert_eq!(g.check("s1", 5, false), Err(AuthError::UnknownRun("s1".into())), "only a start opens a run");
+        g.check("s1", 5, true).unwrap();
+        g.check("s1", 6, false).unwrap();
+        for replay in [6, 5, 1, 0] {
+            assert!(matches!(g.check("s1", replay, false), Err(AuthError::Replayed { .. })), "{replay}");
+            assert!(matches!(g.check("s1", replay, true), Err(AuthError::Replayed { .. })), "a start replayed");
+        }
+        g.check("s1", 100, false).unwrap();
+        g.check("s2", 1, true).unwrap();
+        g.check("s3", 1, true).unwrap();
+        // s1 is forgotten past the cap (2 runs): only a start can bring it back.
+        assert_eq!(g.check("s1", 101, false), Err(AuthError::UnknownRun("s1".into())));
+        g.check("s2", 2, false).unwrap();
+        g.clear();
+        assert!(g.check("s2", 3, false).is_err());
+    }
+
+    /// Whatever arrives, opening returns an error or a message, never panics.
+    #[test]
+    fn malformed_envelopes_are_errors() {
+        let t = topics().host();
+        let mac = "0".repeat(64);
+        let long = "x".repeat(MAX_PAYLOAD + 1);
+        let deep = "[".repeat(10_000);
+        for p in [
+            "".to_string(),
+            "{".into(),
+            "[]".into(),
+            long,
+            deep,
+            format!(r#"{{"mac":"{mac}"}}"#),
+            format!(r#"{{"run":"e 1","seq":1,"msg":"{{}}","mac":"{mac}"}}"#),
+            format!(r#"{{"run":"e1","seq":-1,"msg":"{{}}","mac":"{mac}"}}"#),
+            format!(r#"{{"run":"e1","seq":1,"msg":7,"mac":"{mac}"}}"#),
+            format!(r#"{{"run":"e1","seq":1,"msg":"{{}}","mac":"{mac}","extra":1}}"#),
+            format!(r#"{{"run":"e1","seq":1,"msg":"{{}}","mac":"{mac}"}}"#),
+        ] {
+            assert!(open(Some(&key()), &t, p.as_bytes()).is_err(), "{}", &p[..p.len().min(80)]);
         }
     }
 }
