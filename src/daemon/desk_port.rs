@@ -506,7 +506,6 @@ pub fn start(
     Ok((DeskLink { to_desk, requests, channels: channel_ids, mixer: audio.mixer, flags: audio.flags }, held))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
