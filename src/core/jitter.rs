@@ -124,7 +124,9 @@ impl Default for JitterConfig {
         let ms = Duration::from_millis;
         Self {
             frame: ms(20),
-            min_depth: ms(20),
+            // One 10 ms frame: the target never falls below a frame and the margin anyway, and
+            // 20 ms kept a second 10 ms frame on every clean stream.
+            min_depth: ms(10),
             max_depth: ms(200),
             jitter_percentile: 0.95,
             window: 250,

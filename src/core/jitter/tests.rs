@@ -818,3 +818,16 @@ fn a_spurts_constant_delay_offset_is_not_jitter() {
     let worst = lag.iter().map(|l| l.1).fold(0.0, f64::max);
     assert!(worst < 22.0, "a frame played {worst} ms after its packet came: {lag:?}");
 }
+
+/// Issue 13: a clean stream of 10 ms frames is played one frame and the margin deep, like a
+/// 20 ms one; the 20 ms default minimum kept a second 10 ms frame.
+#[test]
+fn a_clean_10_ms_stream_plays_one_frame_deep() {
+    let mut sc = Script::new(JitterConfig { frame: Duration::from_millis(10), ..JitterConfig::default() });
+    for k in 0..200usize {
+        sc.push(30.0 + 10.0 * k as f64, k as u16, 480 * k as u32, k);
+        sc.pop(10.0 * k as f64 + 35.0);
+    }
+    let s = sc.jb.stats();
+    assert_eq!((s.target_ms, s.late, s.inserted), (12.0, 0, 0), "{s:?}");
+}
