@@ -375,11 +375,6 @@ pub struct JitterBuffer {
     last_frame: Option<i64>,
     /// Where the playout clock's next pop falls on its learned grid (µs).
     next_pop: Option<i64>,
-    /// The last pop's place on that grid (µs).
-    last_pop: i64,
-    /// Set by a pop that waited for the next talk-spurt's first frame: how long until it is
-    /// due (µs), for [`JitterBuffer::take_lead_in`].
-    lead_in: Option<i64>,
     stats: JitterStats,
 }
 
@@ -429,8 +424,6 @@ impl JitterBuffer {
             spurt_rebased: false,
             last_frame: None,
             next_pop: None,
-            last_pop: 0,
-            lead_in: None,
             stats: JitterStats::default(),
         }
     }
@@ -575,7 +568,7 @@ impl JitterBuffer {
     pub fn pop(&mut self, now: Instant) -> Playout<'_> {
         let now_us = self.micros(now);
         let at = self.pop_grid(now_us);
-        (self.last_frame, self.lead_in, self.last_pop) = (None, None, at);
+        self.last_frame = None;
         match self.decide(at) {
             Decision::Packet(i) => Playout::Packet(&self.slots[i].payload),
             Decision::Fec(i) => Playout::Fec(&self.slots[i].payload),
@@ -583,18 +576,6 @@ impl JitterBuffer {
             Decision::Silence => Playout::Silence,
             Decision::Idle => Playout::Idle,
         }
-    }
-
-    /// After a [`pop`](Self::pop) that returned [`Playout::Silence`] because the next
-    /// talk-spurt's first frame is not due yet: how long until it is. A caller that plays only
-    /// that much silence (when it is less than a frame) and pops again then starts the spurt
-    /// on time; popping a frame later, the spurt started up to a frame late, by the phase of
-    /// the pops, and latency differed from spurt to spurt and restart to restart by as much.
-    /// Taking it moves the pop grid there. `None` after any other pop.
-    pub fn take_lead_in(&mut self) -> Option<Duration> {
-        let lead = self.lead_in.take()?;
-        self.next_pop = Some(self.last_pop + lead);
-        Some(Duration::from_micros(lead as u64))
     }
 
     fn decide(&mut self, now: i64) -> Decision {
@@ -615,7 +596,6 @@ impl JitterBuffer {
                 let e = now - self.due_us(ts);
                 if e < 0 {
                     self.play_ts = ts;
-                    self.lead_in = Some(-e);
                     return Decision::Silence;
                 }
                 if e > too_late {

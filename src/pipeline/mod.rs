@@ -197,51 +197,6 @@ mod tests {
         }
     }
 
-    /// Issue 13: the radio's playback pops the jitter buffer on its own 10 ms device clock, at
-    /// a phase nobody chooses. A spurt starts when its first frame is due (here 2 ms, the
-    /// scheduling margin, after its packet came), or at the first device frame after that;
-    /// it used to wait for the next 20 ms pop, so latency varied by a frame from spurt to
-    /// spurt and from restart to restart.
-    #[test]
-    fn a_spurt_starts_when_due_whatever_the_phase_of_the_playback_clock() {
-        let mut r = rx(false);
-        let mut tone = Sine::new(48_000, 1000.0, -12.0);
-        // (arrival µs, packet): a packet is complete with the capture frame that ends it.
-        let mut packets = Vec::new();
-        for i in 0..40u64 {
-            let mut frame = [0.0f32; PERIOD];
-            tone.render(&mut frame);
-            if let Some(p) = r.process(&mut frame, i >= 10).packet {
-                packets.push((10_000 * (i + 1) + 3_000, p));
-            }
-        }
-        let arrival = packets[0].0;
-        let mut late_us = Vec::new();
-        for phase_us in (0..20_000u64).step_by(625) {
-            let mut t = tx(false, Duration::ZERO);
-            let t0 = Instant::now();
-            let (mut out, mut next) = (Vec::new(), 0);
-            for k in 0..60u64 {
-                let at = phase_us + 10_000 * k;
-                while next < packets.len() && packets[next].0 <= at {
-                    t.push(t0 + Duration::from_micros(packets[next].0), &packets[next].1);
-                    next += 1;
-                }
-                let mut o = [0.0f32; PERIOD];
-                t.fill(t0 + Duration::from_micros(at), TxGate::Open, &mut o);
-                out.extend_from_slice(&o);
-            }
-            let i = first_loud(&out).unwrap() as u64;
-            let heard = phase_us + i / PERIOD as u64 * 10_000 + i % PERIOD as u64 * 1_000_000 / 48_000;
-            // The first fill at or after the arrival, and the spurt's due time.
-            let fill = phase_us + (arrival.saturating_sub(phase_us)).div_ceil(10_000) * 10_000;
-            let due = arrival + 2_000;
-            late_us.push((phase_us, heard as i64 - due.max(fill) as i64));
-        }
-        let first = late_us[0].1;
-        assert!(late_us.iter().all(|&(_, l)| (l - first).abs() <= 21), "{late_us:?}");
-    }
-
     #[test]
     fn closed_gate_discards_and_hold_delays_audio_by_the_tx_delay() {
         let (mut r, mut t) = (rx(false), tx(false, Duration::from_millis(300)));

@@ -41,8 +41,6 @@ pub struct TxPath {
     pcm_len: usize,
     pcm_pos: usize,
     pcm_active: bool,
-    /// The last frame came from the decoder (a packet, FEC or concealment), not a pause.
-    decoding: bool,
     /// Audio held during the TX delay, played in order once on air (a ring buffer).
     delay: Vec<f32>,
     delay_head: usize,
@@ -72,7 +70,6 @@ impl TxPath {
             pcm_len: 0,
             pcm_pos: 0,
             pcm_active: false,
-            decoding: false,
             // One Opus frame of slack: the hold ends mid-frame.
             delay: vec![0.0; hold + MAX_FRAME_SAMPLES],
             delay_head: 0,
@@ -125,13 +122,11 @@ impl TxPath {
     }
 
     /// Nothing to play: no talk-spurt in progress or waiting in the jitter buffer, nothing held
-    /// by the TX delay, no courtesy tone owed or sounding, no ID. Filling frames changes
-    /// nothing then. (A spurt can end mid device frame, so the tone may be owed a frame on.)
+    /// by the TX delay, no courtesy tone or ID sounding. Filling frames changes nothing then.
     pub fn idle(&self) -> bool {
         !self.pcm_active
             && self.jitter.buffered() == 0
             && self.delay_len == 0
-            && !(self.owe_courtesy && self.courtesy.is_some())
             && !self.courtesy.as_ref().is_some_and(ToneSequence::is_active)
             && !self.id_active()
     }
@@ -197,15 +192,13 @@ impl TxPath {
     }
 
     /// Fill `scratch[..n]` from decoded frames, popping the jitter buffer once per packet
-    /// duration, each pop at the time of the sample it fills from (`now` is the first's).
-    /// Returns whether the channel has a talk-spurt in progress.
+    /// duration. Returns whether the channel has a talk-spurt in progress.
     fn channel_audio(&mut self, now: Instant, n: usize) -> bool {
         let mut active = false;
         let mut done = 0;
         while done < n {
             if self.pcm_pos == self.pcm_len {
-                let at = now + Duration::from_nanos(done as u64 * 1_000_000_000 / u64::from(SAMPLE_RATE));
-                self.decode_next(at, n - done);
+                self.decode_next(now);
             }
             let take = (self.pcm_len - self.pcm_pos).min(n - done);
             self.scratch[done..done + take].copy_from_slice(&self.pcm[self.pcm_pos..self.pcm_pos + take]);
@@ -216,49 +209,34 @@ impl TxPath {
         active
     }
 
-    /// Decode what the jitter buffer has for `now`. A pause is shorter than a frame where that
-    /// starts the next spurt sooner: while idle it lasts the rest of this device frame
-    /// (`room`), so a packet is looked at on the next one; while a spurt waits to start,
-    /// until its first frame is due.
-    fn decode_next(&mut self, now: Instant, room: usize) {
+    fn decode_next(&mut self, now: Instant) {
         let frame = (self.jitter.frame_duration().as_secs_f64() * f64::from(SAMPLE_RATE)) as usize;
         let frame = frame.clamp(1, self.pcm.len());
-        let mut pause = None;
         let (decoded, active) = match self.jitter.pop(now) {
             Playout::Packet(p) => {
-                // The first packet after a pause (idle, or waiting for the spurt's first frame
-                // to be due) starts afresh: decoded on the state the last spurt's concealment
-                // left, it came out with a level oscillation of +5..-8 dB over its first 100 ms.
-                if !self.decoding {
+                // The first packet after the channel went idle starts afresh: decoded on the
+                // state the last spurt's concealment left, it came out with a level
+                // oscillation of +5..-8 dB over its first 100 ms.
+                if !self.pcm_active {
                     let _ = self.decoder.reset();
                 }
                 (self.decoder.decode(p, &mut self.pcm), true)
             }
             Playout::Fec(next) => (self.decoder.decode_fec(next, &mut self.pcm), true),
             Playout::Conceal => (self.decoder.conceal(&mut self.pcm), true),
-            Playout::Silence => {
-                if let Some(lead) = self.jitter.take_lead_in() {
-                    pause = Some((lead.as_nanos() * u128::from(SAMPLE_RATE)).div_ceil(1_000_000_000) as usize);
-                }
-                (Err(CodecError::EmptyPacket), true)
-            }
-            Playout::Idle => {
-                pause = Some(room);
-                (Err(CodecError::EmptyPacket), false)
-            }
+            Playout::Silence => (Err(CodecError::EmptyPacket), true),
+            Playout::Idle => (Err(CodecError::EmptyPacket), false),
         };
         self.pcm_len = match decoded {
             Ok(len) if len > 0 => len,
-            // A packet the decoder refuses is a frame of silence; a pause may be shorter.
+            // A packet the decoder refuses (or a pause) is a frame of silence.
             _ => {
-                let len = pause.unwrap_or(frame).clamp(1, frame);
-                self.pcm[..len].fill(0.0);
-                len
+                self.pcm[..frame].fill(0.0);
+                frame
             }
         };
         self.pcm_pos = 0;
         self.pcm_active = active;
-        self.decoding = pause.is_none() && !matches!(decoded, Err(CodecError::EmptyPacket));
     }
 
     fn hold_scratch(&mut self, n: usize) {
