@@ -47,12 +47,14 @@
 //!   backlog) do not steer the target unless they persist (the path got slower).
 //! - Each talk-spurt is a new playout start: the first packet after a pause (nothing
 //!   buffered, not playing) is scheduled from its own arrival whenever its delay differs from
-//!   the learned floor by more than the measured jitter plus a frame, as it does when the
-//!   sender's timestamps count frames rather than time (libwebrtc resumes one frame on after a
-//!   pause), or the path changed while nobody talked. Only the floor moves: the jitter learned
-//!   on the path is kept, so the spurt starts at the depth the path needs with nothing carried
-//!   over. Until the spurt plays, a faster packet moves the floor down the same way (the first
-//!   packet after a stall is the slowest of its backlog).
+//!   the learned floor by more than the measured jitter: when the sender's timestamps count
+//!   frames rather than time (libwebrtc resumes one frame on after a pause), the path changed
+//!   while nobody talked, or the sender's capture delivers on another phase than in the last
+//!   spurt (a few ms to a frame, constant through the spurt: counted as jitter, it raised the
+//!   target at every over, with an inserted frame each time). Only the floor moves: the jitter
+//!   learned on the path is kept, so the spurt starts at the depth the path needs with nothing
+//!   carried over. Through that spurt a faster packet moves the floor down the same way (the
+//!   first packet may have been a late one), so the spread is not inflated by it.
 //! - A new sender (sequence jump, RFC 3550 probation: two packets in a row) or a timestamp
 //!   jump inside a talk-spurt restarts the buffer; a lone stray packet is discarded.
 //!
@@ -122,7 +124,9 @@ impl Default for JitterConfig {
         let ms = Duration::from_millis;
         Self {
             frame: ms(20),
-            min_depth: ms(20),
+            // One 10 ms frame: the target never falls below a frame and the margin anyway, and
+            // 20 ms kept a second 10 ms frame on every clean stream.
+            min_depth: ms(10),
             max_depth: ms(200),
             jitter_percentile: 0.95,
             window: 250,
@@ -356,7 +360,7 @@ pub struct JitterBuffer {
     est: DelayEstimator,
     /// Arrival time of the first of a run of packets too slow to count as jitter.
     outliers_since: Option<i64>,
-    /// The waiting talk-spurt was scheduled afresh from its first packet (see `push_us`).
+    /// The current talk-spurt was scheduled afresh from its first packet (see `push_us`).
     spurt_rebased: bool,
     /// Target depth in use (µs) and when it was last updated: it rises at once but falls
     /// gradually inside a talk-spurt, so a shrinking target drops at most one frame per
@@ -496,17 +500,18 @@ impl JitterBuffer {
         }
         let ts = self.ts_ext(pkt.timestamp);
         let d = now_us - ts_to_us(ts);
-        if !self.in_talk && self.est.len() > 0 {
+        let off = d - self.est.d_min;
+        if !self.in_talk && self.is_empty() && self.est.len() > 0 {
             // A new talk-spurt: schedule it from its own arrival if the jitter seen on the
             // path cannot explain its delay, keeping that jitter (module docs).
-            let off = d - self.est.d_min;
-            if self.is_empty() && off.abs() > self.est.spread + ts_to_us(self.frame_ts) {
+            self.spurt_rebased = off.abs() > self.est.spread;
+            if self.spurt_rebased {
                 self.est.shift(off);
-                (self.spurt_rebased, self.outliers_since) = (true, None);
+                self.outliers_since = None;
                 self.stats.rebased += 1;
-            } else if self.spurt_rebased && off < 0 {
-                self.est.shift(off);
             }
+        } else if self.spurt_rebased && off < 0 {
+            self.est.shift(off);
         }
         if self.est.len() > 0 && (d - self.est.d_min).abs() > TIMEBASE_JUMP_US {
             self.restart(now_us, pkt);
@@ -597,7 +602,7 @@ impl JitterBuffer {
                     self.consume(i, Fate::Late);
                     continue;
                 }
-                (self.in_talk, self.conceal_run, self.play_ts, self.spurt_rebased) = (true, 0, ts, false);
+                (self.in_talk, self.conceal_run, self.play_ts) = (true, 0, ts);
                 self.concealed_run = 0;
                 continue;
             }

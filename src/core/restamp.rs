@@ -18,6 +18,9 @@
 //! for network delay and grow by it at every over (issue 13, observation 1). Jitter the path
 //! has shown (the decaying peak of how late packets came) is not a pause: the source's own
 //! spacing is kept then, so a delay spike is absorbed by the far buffer, not heard as a gap.
+//! For the same reason a marked spurt start from the same talker whose timestamps did count
+//! the pause (within that jitter and a frame) keeps its spacing too: the advance already
+//! equals the wall-clock gap, and it carries no arrival jitter from one spurt to the next.
 
 use std::time::Instant;
 
@@ -120,13 +123,21 @@ impl<S: PartialEq + Copy> Restamper<S> {
             && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
         // How much later than its timestamp says this packet came, after the previous newest.
         let lateness = elapsed_samples - dts;
-        let paused = dseq > 0 && lateness > cur.jitter + i64::from(cur.last_samples);
-        if numbered && !packet.marker && !paused {
+        let slack = cur.jitter + i64::from(cur.last_samples);
+        let paused = dseq > 0 && lateness > slack;
+        // A marked talk-spurt start whose timestamps advanced by the wall-clock gap (within the
+        // path's jitter and a frame): the source stamps time (roipd's own capture does), so
+        // its spacing is kept. Re-based on the arrival instead, each spurt would carry its
+        // first packet's jitter over to the next one, and the far buffer would take that
+        // random walk for jitter (its target grew over a few overs, issue 13).
+        let timed = !packet.marker || (dseq > 0 && lateness.abs() <= slack);
+        if numbered && timed && !paused {
             let seq = cur.last_out_seq.saturating_add_signed(i64::from(dseq)).max(1);
             let timestamp = packet.timestamp.wrapping_add(cur.ts_offset);
             // The source's own timestamps skip more than its missing packets explain: it
             // paused (DTX, or a talker that stamps wall time), so this starts a talk-spurt.
-            let marker = dseq > 0 && dts > (i64::from(dseq) + 1) * i64::from(cur.last_samples);
+            let marker =
+                packet.marker || (dseq > 0 && dts > (i64::from(dseq) + 1) * i64::from(cur.last_samples));
             if dseq > 0 {
                 let decayed = cur.jitter - elapsed_samples / JITTER_DECAY;
                 cur.jitter = decayed.max(lateness).clamp(0, MAX_JITTER);
@@ -264,6 +275,30 @@ mod tests {
             assert_eq!(s.seq, last_out.seq + 1);
             last_out = s;
         }
+    }
+
+    /// Issue 13: roipd's own capture stamps wall time and marks each spurt. Re-based on its
+    /// arrival, each spurt carried its first packet's lateness (the capture thread's wake-up)
+    /// over to all later ones, and the far buffer took that walk for jitter (its target grew
+    /// to 60-100 ms over a few overs in the rig). Its spacing is kept, marker and all.
+    #[test]
+    fn a_marked_spurt_from_a_source_that_stamps_time_keeps_its_spacing() {
+        let t0 = Instant::now();
+        let mut r = Restamper::<()>::new(1000, 0);
+        let (mut seq, mut ts, mut at_us) = (7u16, 1_000u32, 0u64);
+        let mut offsets = Vec::new();
+        for over in 0..8u64 {
+            for i in 0..30 {
+                let late = if i == 0 { [0, 6_000, 2_000, 9_000][over as usize % 4] } else { 0 };
+                let s = r.stamp(t0 + Duration::from_micros(at_us + late), &pkt(seq, ts, i == 0)).unwrap();
+                assert_eq!(s.marker, i == 0, "over {over} packet {i}: {s:?}");
+                offsets.push(s.timestamp.wrapping_sub(ts));
+                (seq, ts, at_us) = (seq.wrapping_add(1), ts.wrapping_add(960), at_us + 20_000);
+            }
+            let gap_us = 700_000 + 130_000 * over;
+            (ts, at_us) = (ts.wrapping_add((gap_us * 48 / 1000) as u32), at_us + gap_us);
+        }
+        assert!(offsets.iter().all(|&o| o == offsets[0]), "{offsets:?}");
     }
 
     /// Jitter the path has shown (late packets followed by the backlog) is not a pause: the

@@ -162,6 +162,41 @@ mod tests {
         assert!(packets.windows(2).all(|w| w[1].seq == w[0].seq.wrapping_add(1)));
     }
 
+    /// Issue 13: a spurt that starts between two codec-frame boundaries of the sample clock
+    /// (COR opened on the second 10 ms frame of a 20 ms device period) starts its first packet
+    /// at the boundary before, with the audio since: it sends exactly what a spurt started at
+    /// that boundary would, and its first packet comes with the frame that opened it. Started
+    /// where COR opened, its packets came a 10 ms frame later than those of a spurt on the
+    /// boundary, and the far jitter buffer took the difference between overs for jitter.
+    #[test]
+    fn a_spurt_starting_mid_codec_frame_starts_on_the_boundary_before() {
+        for vox in [false, true] {
+            let run = |start: usize| {
+                let mut r = rx(vox);
+                let mut tone = Sine::new(48_000, 700.0, -14.0);
+                let mut packets = Vec::new();
+                for i in 0..60 {
+                    let mut frame = [0.0f32; PERIOD];
+                    tone.render(&mut frame);
+                    // Two spurts: from `start` and from `start + 20`.
+                    let talking = (start..start + 10).contains(&i) || (start + 20..start + 30).contains(&i);
+                    if let Some(p) = r.process(&mut frame, talking).packet {
+                        packets.push((i, p));
+                    }
+                }
+                packets
+            };
+            let (on, off) = (run(20), run(21));
+            // Both spurts of `off` start a frame after a boundary (21, 41).
+            assert!(off.iter().all(|(_, p)| p.timestamp % (2 * PERIOD as u32) == 0), "vox {vox}: {off:?}");
+            let first: Vec<_> = off.iter().filter(|(_, p)| p.marker).map(|(i, p)| (*i, p.timestamp)).collect();
+            assert_eq!(first, [(21, 20 * PERIOD as u32), (41, 40 * PERIOD as u32)], "vox {vox}");
+            // The first spurt is the one started on the boundary, packet for packet.
+            let payloads = |v: &[(usize, MediaPacket)]| v.iter().take(5).map(|(_, p)| p.payload.clone()).collect::<Vec<_>>();
+            assert_eq!(payloads(&off), payloads(&on), "vox {vox}");
+        }
+    }
+
     #[test]
     fn closed_gate_discards_and_hold_delays_audio_by_the_tx_delay() {
         let (mut r, mut t) = (rx(false), tx(false, Duration::from_millis(300)));

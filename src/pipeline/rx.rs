@@ -24,6 +24,17 @@ pub struct RxPath {
     marker: bool,
     /// VOX needs the chain's level on every frame, talking or not.
     vox: bool,
+    /// While idle: the frames captured since the sample clock last crossed a codec-frame
+    /// boundary (less than one codec frame), and the chain as it was at that boundary. A
+    /// spurt that starts between boundaries takes them as its start, so every packet ends
+    /// on the same phase of the clock: the device delivers whole codec frames there (its
+    /// period is one), and a packet is complete on the read that completes it instead of a
+    /// read later. Started wherever COR opened, a spurt's packets came 0 or 10 ms later than
+    /// the last spurt's, which the far jitter buffer took for jitter.
+    pre: Vec<f32>,
+    /// Samples kept in `pre` (None: what came since the boundary is not all there).
+    pre_len: Option<usize>,
+    pre_chain: RxChain,
 }
 
 /// What one capture frame produced.
@@ -41,8 +52,12 @@ impl RxPath {
     pub fn new(dsp: &RxConfig, codec: &EncoderConfig, vox: bool) -> Result<RxPath, CodecError> {
         let encoder = Encoder::new(codec.clone())?;
         let frame = encoder.frame_samples();
+        let chain = RxChain::new(dsp);
         Ok(RxPath {
-            chain: RxChain::new(dsp),
+            pre: vec![0.0; frame],
+            pre_len: None,
+            pre_chain: chain.clone(),
+            chain,
             encoder,
             pending: vec![0.0; frame],
             filled: 0,
@@ -68,6 +83,8 @@ impl RxPath {
     pub fn process(&mut self, frame: &mut [f32], talking: bool) -> RxOutput {
         let start_ts = self.clock;
         self.clock = self.clock.wrapping_add(frame.len() as u32);
+        let codec = self.pending.len();
+        let phase = start_ts as usize % codec;
         if talking && !self.talking {
             self.marker = true;
             // A new over does not continue the last one: without these resets the encoder
@@ -78,10 +95,12 @@ impl RxPath {
             if !self.vox {
                 self.chain.reset_filters();
             }
+            self.start_on_boundary(start_ts, phase);
         }
         if !talking {
             // A partial frame at the end of a spurt is dropped (< one frame of tail).
             self.filled = 0;
+            self.keep_since_boundary(frame, phase);
         }
         self.talking = talking;
 
@@ -124,6 +143,38 @@ impl RxPath {
             }
         }
         out
+    }
+
+    /// While idle: keep `frame` (at `phase` samples past a codec-frame boundary) if the frames
+    /// kept since that boundary and it are still short of a whole codec frame.
+    fn keep_since_boundary(&mut self, frame: &[f32], phase: usize) {
+        if phase == 0 {
+            self.pre_len = Some(0);
+            if self.vox {
+                self.pre_chain.clone_from(&self.chain);
+            }
+        }
+        let end = phase + frame.len();
+        // Not contiguous with what is kept, or a whole codec frame: nothing to start from.
+        self.pre_len = self.pre_len.filter(|&n| n == phase && end < self.pre.len()).map(|_| end);
+        if self.pre_len.is_some() {
+            self.pre[phase..end].copy_from_slice(frame);
+        }
+    }
+
+    /// A spurt starts `phase` samples past a boundary: start its first packet at the boundary
+    /// with the frames kept since, run through the chain as if the spurt had begun there.
+    fn start_on_boundary(&mut self, start_ts: u32, phase: usize) {
+        // Taken in any case: nothing kept from before a spurt may start a later one.
+        if self.pre_len.take() != Some(phase) || phase == 0 {
+            return;
+        }
+        if self.vox {
+            self.chain.clone_from(&self.pre_chain);
+        }
+        self.chain.process(&mut self.pre[..phase]);
+        self.pending[..phase].copy_from_slice(&self.pre[..phase]);
+        (self.filled, self.pending_ts) = (phase, start_ts.wrapping_sub(phase as u32));
     }
 
     /// Tell the encoder how much loss to prepare FEC for (from the receivers' reports).

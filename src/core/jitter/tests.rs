@@ -784,3 +784,50 @@ fn a_lasting_path_delay_increase_is_relearned() {
     assert!(played.ends_with(&(resumed..800).collect::<Vec<_>>()[..]), "{s:?}");
     eprintln!("path delay +500 ms: playout resumed at frame {resumed}; {s:?}");
 }
+
+/// Issue 13: a sender whose capture delivers each spurt on another phase (0-15 ms later,
+/// constant through the spurt) on an otherwise clean path. Each spurt is scheduled from its
+/// own delay: the target stays at one frame and the margin, nothing is inserted, and every
+/// spurt plays as early after its packets as the first. Counted as jitter, the offsets
+/// raised the target to ~37 ms with a frame inserted in most spurts.
+#[test]
+fn a_spurts_constant_delay_offset_is_not_jitter() {
+    let mut sc = Script::clean();
+    let offsets = [0.0, 10.0, 5.0, 15.0, 0.0, 12.0, 3.0, 15.0, 7.0, 0.0];
+    let mut lag = Vec::new();
+    let mut targets = Vec::new();
+    for (n, off) in offsets.iter().enumerate() {
+        let first = 75 * n; // 30 frames of talk, then 0.9 s of pause
+        for k in first..first + 30 {
+            let arrival = 30.0 + off + 20.0 * k as f64;
+            let (seq, ts) = ((n * 30 + k - first) as u16, 960 * k as u32);
+            let p = payload(k);
+            sc.jb.push(sc.at(arrival), Packet { seq, timestamp: ts, marker: k == first, payload: &p });
+        }
+        for i in 0..75 {
+            let now = 20.0 * (first + i) as f64 + 5.0;
+            if let Some(k) = sc.pop(now).strip_prefix('P').map(|k| k.parse::<usize>().unwrap()) {
+                lag.push((n, now - (30.0 + off + 20.0 * k as f64)));
+            }
+        }
+        targets.push(sc.jb.stats().target_ms);
+    }
+    let s = sc.jb.stats();
+    assert!(targets.iter().all(|&t| t <= 22.0 + 1e-6), "{targets:?}");
+    assert_eq!(s.inserted, 0, "{s:?}");
+    let worst = lag.iter().map(|l| l.1).fold(0.0, f64::max);
+    assert!(worst < 22.0, "a frame played {worst} ms after its packet came: {lag:?}");
+}
+
+/// Issue 13: a clean stream of 10 ms frames is played one frame and the margin deep, like a
+/// 20 ms one; the 20 ms default minimum kept a second 10 ms frame.
+#[test]
+fn a_clean_10_ms_stream_plays_one_frame_deep() {
+    let mut sc = Script::new(JitterConfig { frame: Duration::from_millis(10), ..JitterConfig::default() });
+    for k in 0..200usize {
+        sc.push(30.0 + 10.0 * k as f64, k as u16, 480 * k as u32, k);
+        sc.pop(10.0 * k as f64 + 35.0);
+    }
+    let s = sc.jb.stats();
+    assert_eq!((s.target_ms, s.late, s.inserted), (12.0, 0, 0), "{s:?}");
+}
