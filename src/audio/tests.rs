@@ -260,7 +260,9 @@ fn playback_counts_underruns_and_silence() {
     }
     std::thread::sleep(Duration::from_millis(250));
     let s = play.stats();
-    assert_eq!(s.underruns, 1, "one burst of audio, one starvation: {s:?}");
+    // The burst's end starves the device once; a loaded machine that descheduled this thread
+    // between two pushes adds a starvation per pause (never more than one per frame pushed).
+    assert!((1..=5).contains(&s.underruns), "one burst of audio, at least one starvation: {s:?}");
     assert!(s.silence_frames >= 10, "{s:?}");
     assert!(s.frames >= s.silence_frames + 5, "{s:?}");
     assert_eq!(s.dropped, 0);
