@@ -670,7 +670,10 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
             open_speaker(&names, mixer.clone(), rx_active.clone(), &flags, heartbeats, &AudioOptions::default())
                 .unwrap();
         let idle = wait_paused(&handles);
-        assert!(idle.iter().all(|&f| f <= 20), "idle from the start: {idle:?} frames");
+        // A device pauses after 8 idle frames; the two sides of a split hand frames to each
+        // other, so on a loaded machine one may run a little longer first (30 seen in CI). A
+        // speaker that plays on while idle never passes wait_paused.
+        assert!(idle.iter().all(|&f| f <= 50), "idle from the start: {idle:?} frames (at most 50)");
 
         let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
         let (mut tone, mut pcm, mut buf) = (Sine::new(48_000, 1000.0, -12.0), [0.0f32; 960], [0u8; MAX_PACKET_BYTES]);
