@@ -443,17 +443,17 @@ fn inner_janus_fleet_an_edge_started_first_waits_and_the_room_is_the_floor_hosts
     let _broker = Mosquitto::start();
     let watch = MqttWatch::start(&["roipd/+/status", "roipd/+/event"]);
     let mut a = radio_edge("edge-a", TONE_A);
+    let mut stranger = JanusApi::connect();
+    let waiting = Instant::now();
+    while waiting.elapsed() < Duration::from_secs(3) {
+        assert!(!stranger.exists(OPS_ROOM), "edge-a created the room");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let status = watch.wait("roipd/edge-a/status", "edge-a waiting for its room", UP_WAIT, |v| {
         v["uplink"]["detail"].as_str().is_some_and(|d| d.contains("does not exist yet"))
     });
     println!("edge-a's status while the floor host is away: {}", status["uplink"]);
     assert_eq!(status["uplink"]["state"], "connecting");
-    let mut stranger = JanusApi::connect();
-    let waiting = Instant::now();
-    while waiting.elapsed() < Duration::from_secs(3) {
-        assert!(!stranger.exists(OPS_ROOM), "an edge created the room");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 
     let host_started = Instant::now();
     let _host = floor_host(&ops());
