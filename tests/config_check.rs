@@ -525,14 +525,20 @@ fn check_warns_on_the_stock_demo_room_and_on_rooms_without_pin_or_secret() {
         let out = Command::new(env!("CARGO_BIN_EXE_roipd")).arg("check").arg(&file).output().expect("run roipd");
         assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        stderr.lines().filter(|l| l.contains(": WARNING: ") && !l.contains("security warning")).map(str::to_owned).collect::<Vec<_>>()
+        stderr
+            .lines()
+            .filter(|l| l.contains(": WARNING: ") && !l.contains("security warning"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
     };
     let shown = file.display().to_string();
     let with_pin = format!("pin_file = \"{pin}\"\n");
     let warnings = check(1234, &with_pin, true);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
-        warnings[0].starts_with(&format!("{shown}:4:8: channel.ops.janus.room: WARNING: room 1234 is Debian's stock VideoRoom demo room")),
+        warnings[0].starts_with(&format!(
+            "{shown}:4:8: channel.ops.janus.room: WARNING: room 1234 is Debian's stock VideoRoom demo room"
+        )),
         "{warnings:#?}"
     );
     let warnings = check(48213, "", true);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::config::{Audio, Config, Desk, Mqtt, Radio, Uplink};
 use common::fleet_ns::{
-    drop_janus_media, in_namespace, inside, janus_url, mqtt_command, mqtt_url, roipd, tone_map, tone_power, tone_quality,
-    wav_len, wav_samples, Janus, Mosquitto, ADMIN_KEY, ROOM_SECRET,
+    drop_janus_media, in_namespace, inside, janus_url, mqtt_command, mqtt_url, roipd, tone_map, tone_power,
+    tone_quality, wav_len, wav_samples, Janus, Mosquitto, ADMIN_KEY, ROOM_SECRET,
 };
 use common::outsider::{JanusApi, MqttWatch};
 use common::Daemon;
@@ -497,7 +497,11 @@ fn inner_janus_fleet_an_edge_started_first_waits_and_the_room_is_the_floor_hosts
 
 #[test]
 fn janus_fleet_a_strangers_room_is_refused_by_every_box() {
-    in_namespace("inner_janus_fleet_a_strangers_room_is_refused_by_every_box", &[MOSQUITTO, MOSQUITTO_SUB], OUTER_LIMIT);
+    in_namespace(
+        "inner_janus_fleet_a_strangers_room_is_refused_by_every_box",
+        &[MOSQUITTO, MOSQUITTO_SUB],
+        OUTER_LIMIT,
+    );
 }
 
 /// A room created in advance by someone else (no PIN, their secret): the floor host refuses it
@@ -524,9 +528,8 @@ fn inner_janus_fleet_a_strangers_room_is_refused_by_every_box() {
     let a = radio_edge("edge-a", TONE_A);
     let b = radio_edge("edge-b", 1500.0);
     for (device, fault) in [("hub-1", "secret_refused"), ("edge-a", "no_pin"), ("edge-b", "no_pin")] {
-        let event = watch.wait(&format!("roipd/{device}/event"), "a room_refused event", UP_WAIT, |v| {
-            v["kind"] == "room_refused"
-        });
+        let event = watch
+            .wait(&format!("roipd/{device}/event"), "a room_refused event", UP_WAIT, |v| v["kind"] == "room_refused");
         assert_eq!((event["channel"].as_str(), event["reason"].as_str()), (Some("ops"), Some(fault)), "{event}");
         let status = watch.wait(&format!("roipd/{device}/status"), "uplink refused", Duration::from_secs(5), |v| {
             v["uplink"]["state"] == "refused"
@@ -549,13 +552,17 @@ fn inner_janus_fleet_a_strangers_room_is_refused_by_every_box() {
     a.drive("cor", false);
     // Still refused, and said once each, not once per retry.
     for (device, d) in [("hub-1", &host), ("edge-a", &a), ("edge-b", &b)] {
-        let events = watch.all().into_iter().filter(|(t, v)| {
-            *t == format!("roipd/{device}/event") && v["kind"] == "room_refused"
-        });
+        let events = watch
+            .all()
+            .into_iter()
+            .filter(|(t, v)| *t == format!("roipd/{device}/event") && v["kind"] == "room_refused");
         assert_eq!(events.count(), 1, "{device}: one room_refused event");
         let status = watch.latest(&format!("roipd/{device}/status")).unwrap();
         assert_eq!(status["uplink"]["state"], "refused", "{device}: {status}");
-        assert!(!d.stderr().contains("uplink up members") && !d.stderr().contains("Janus session up"), "{device} came up");
+        assert!(
+            !d.stderr().contains("uplink up members") && !d.stderr().contains("Janus session up"),
+            "{device} came up"
+        );
     }
 }
 

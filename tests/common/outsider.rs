@@ -74,7 +74,9 @@ impl JanusApi {
 
 impl Drop for JanusApi {
     fn drop(&mut self) {
-        let _ = self.ws.send(Message::Text(json!({"janus": "destroy", "session_id": self.session, "transaction": "bye"}).to_string().into()));
+        let _ = self.ws.send(Message::Text(
+            json!({"janus": "destroy", "session_id": self.session, "transaction": "bye"}).to_string().into(),
+        ));
         let _ = self.ws.close(None);
     }
 }
