@@ -116,7 +116,7 @@ fn board_copy(file: &Path, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(file).unwrap().replace("\"/etc/roipd/", &format!("\"{}/", dir.display()));
     let copy = dir.join(file.file_name().unwrap());
     std::fs::write(&copy, &text).unwrap();
-    for name in ["uplink.token", "console.token", "mqtt.password"] {
+    for name in ["uplink.token", "console.token", "mqtt.password", "ops.pin"] {
         std::fs::write(dir.join(name), format!("{name}-secret\n")).unwrap();
     }
     // The fleet key: 32 bytes or more, and private (mode 0600), as `roipd check` demands.
@@ -496,4 +496,58 @@ fn check_warns_on_an_open_broker_and_refuses_a_weak_fleet_key() {
     let (code, stderr) = check(keyed("mqtts://127.0.0.1:1"));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("mqtt.fleet_key_file") && stderr.contains("at least 32"), "{stderr}");
+}
+
+/// Issue 15, items 3 and 6: on a Janus fleet, `roipd check` warns (config still valid) at the
+/// room's `file:line` on room 1234 (Debian's stock VideoRoom demo room: secret `adminpwd`, no
+/// PIN), on a room without a PIN, and on a floor host without the room's secret; a room of its
+/// own with a PIN (and on the floor host the secret) is quiet.
+#[test]
+fn check_warns_on_the_stock_demo_room_and_on_rooms_without_pin_or_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("box.toml");
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let pw = secret(dir.path(), "pw", b"s3cret\n");
+    let pin = secret(dir.path(), "pin", b"4711\n");
+    let room_secret = secret(dir.path(), "room", b"room-secret\n");
+    let check = |room: u64, janus: &str, floor_hub: bool| {
+        let text = format!(
+            "device_id = \"edge-a\"\n[channel.ops]\n[channel.ops.janus]\nroom = {room}\n{janus}\
+             [port.r1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:cor1\" }}\nptt = {{ line = \"sim:ptt1\" }}\n\
+             [uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\n{}\
+             [mqtt]\nurl = \"mqtts://127.0.0.1:1\"\nusername = \"edge-a\"\npassword_file = \"{pw}\"\nfleet_key_file = \"{}\"\n",
+            if floor_hub { "floor_hub = \"hub-1\"\n" } else { "" },
+            key.display()
+        );
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_roipd")).arg("check").arg(&file).output().expect("run roipd");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        stderr
+            .lines()
+            .filter(|l| l.contains(": WARNING: ") && !l.contains("security warning"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let shown = file.display().to_string();
+    let with_pin = format!("pin_file = \"{pin}\"\n");
+    let warnings = check(1234, &with_pin, true);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "{shown}:4:8: channel.ops.janus.room: WARNING: room 1234 is Debian's stock VideoRoom demo room"
+        )),
+        "{warnings:#?}"
+    );
+    let warnings = check(48213, "", true);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].starts_with(&format!("{shown}:3:1: channel.ops.janus: WARNING: no pin_file")), "{warnings:#?}");
+    assert_eq!(check(48213, &with_pin, true), Vec::<String>::new(), "an edge needs no secret");
+    let warnings = check(48213, &with_pin, false);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].contains("channel.ops.janus: WARNING: no secret_file on the floor host"), "{warnings:#?}");
+    let host = format!("{with_pin}secret_file = \"{room_secret}\"\n");
+    assert_eq!(check(48213, &host, false), Vec::<String>::new(), "the floor host with PIN and secret");
 }

@@ -296,7 +296,9 @@ async fn edge_router(
                             router.from_uplink(now, 0, member, msg);
                         }
                     }
-                    UplinkEvent::Media { .. } => panic!("media never comes over MQTT"),
+                    UplinkEvent::Media { .. } | UplinkEvent::Waiting { .. } | UplinkEvent::Refused { .. } => {
+                        panic!("only the Janus side sends {e:?}")
+                    }
                 }
             }
             Some(c) = cmds.recv() => match c {

@@ -20,8 +20,8 @@ pub fn check_command(path: &Path) -> ExitCode {
             }
             if !warnings.is_empty() {
                 eprintln!(
-                    "{}: WARNING: {} security warning{} above: a stranger on the broker could key this box's radios \
-                     (docs/mqtt.md, \"Authentication\")",
+                    "{}: WARNING: {} security warning{} above: a stranger on the broker or on Janus could key this \
+                     box's radios or take over its rooms (docs/mqtt.md, \"Authentication\"; docs/janus.md, \"Security\")",
                     path.display(),
                     warnings.len(),
                     if warnings.len() == 1 { "" } else { "s" }
@@ -41,13 +41,14 @@ pub fn check_command(path: &Path) -> ExitCode {
     }
 }
 
-/// What makes a box with `[mqtt]` open to a stranger on its broker, as `file:line:column: key:
-/// WARNING: …` lines (the config is still valid): a broker without TLS (`mqtt://`), without
-/// credentials, and no fleet key (floor messages and commands then are not signed).
+/// What makes a box open to a stranger, as `file:line:column: key: WARNING: …` lines (the
+/// config is still valid). With `[mqtt]`: a broker without TLS (`mqtt://`), without
+/// credentials, and no fleet key (floor messages and commands then are not signed). With a
+/// Janus uplink, per room: Debian's stock demo room 1234, no PIN, and on the floor host no
+/// secret (it could not moderate, and anyone could destroy the room).
 pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String> {
-    let Some(mqtt) = &config.mqtt else { return Vec::new() };
-    let fleet = config.uplink.as_ref().is_some_and(|u| u.kind == UplinkKind::Janus);
-    let what = if fleet { "floor messages and commands" } else { "commands" };
+    let fleet = config.uplink.as_ref().filter(|u| u.kind == UplinkKind::Janus);
+    let what = if fleet.is_some() { "floor messages and commands" } else { "commands" };
     let mut warnings = Vec::new();
     let mut warn = |key: &str, message: String| {
         let (doc, _) = toml::de::DeTable::parse_recoverable(text);
@@ -56,33 +57,56 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
         let (line, column) = super::spans::position(text, report.offset_of(key));
         warnings.push(format!("{file}:{line}:{column}: {key}: WARNING: {message}"));
     };
-    if mqtt.url.starts_with("mqtt://") {
-        warn(
-            "mqtt.url",
-            format!("unencrypted broker (mqtt://): anyone on the path reads and injects {what}; use mqtts://"),
-        );
+    if let Some(mqtt) = &config.mqtt {
+        if mqtt.url.starts_with("mqtt://") {
+            warn(
+                "mqtt.url",
+                format!("unencrypted broker (mqtt://): anyone on the path reads and injects {what}; use mqtts://"),
+            );
+        }
+        if mqtt.username.is_none() && mqtt.client_cert_file.is_none() {
+            warn(
+                "mqtt",
+                format!("no broker credentials (username + password_file, or a client certificate): any client may publish {what}; give each box its own (`roipd mosquitto-acl`)"),
+            );
+        }
+        if mqtt.fleet_key_file.is_none() {
+            warn(
+                "mqtt",
+                format!(
+                    "no fleet_key_file: {what} are not signed, so whoever can publish to the broker can key radios{}",
+                    if fleet.is_some() { " and take the floor" } else { "" }
+                ),
+            );
+        }
     }
-    if mqtt.username.is_none() && mqtt.client_cert_file.is_none() {
-        warn(
-            "mqtt",
-            format!("no broker credentials (username + password_file, or a client certificate): any client may publish {what}; give each box its own (`roipd mosquitto-acl`)"),
-        );
-    }
-    if mqtt.fleet_key_file.is_none() {
-        warn(
-            "mqtt",
-            format!(
-                "no fleet_key_file: {what} are not signed, so whoever can publish to the broker can key radios{}",
-                if fleet { " and take the floor" } else { "" }
-            ),
-        );
-    }
-    if config.channel.values().any(|c| c.janus.as_ref().is_some_and(|j| j.room == 1234)) {
-        warn(
-            "channel",
-            "Janus room 1234 is the stock VideoRoom demo room (secret `adminpwd`, no PIN): use a room id of your own"
-                .into(),
-        );
+    let floor_host = fleet.is_some_and(|u| u.floor_hub.is_none());
+    let rooms = config.channel.iter().filter_map(|(n, c)| Some((n, c.janus.as_ref().filter(|_| fleet.is_some())?)));
+    for (name, janus) in rooms {
+        if janus.room == 1234 {
+            warn(
+                &format!("channel.{name}.janus.room"),
+                "room 1234 is Debian's stock VideoRoom demo room (secret `adminpwd`, no PIN), which the fleet \
+                 refuses: use a room id of your own"
+                    .into(),
+            );
+        }
+        if janus.pin_file.is_none() {
+            warn(
+                &format!("channel.{name}.janus"),
+                "no pin_file: anyone who reaches Janus can join the room, hear the channel and talk into it; give \
+                 every box on the channel the same PIN"
+                    .into(),
+            );
+        }
+        if floor_host && janus.secret_file.is_none() {
+            warn(
+                &format!("channel.{name}.janus"),
+                "no secret_file on the floor host: it cannot mute whoever talks without the floor, and anyone may \
+                 mute, kick or destroy in the room"
+                    .into(),
+            );
+        }
     }
     warnings
 }

@@ -80,8 +80,9 @@ pub struct UplinkConfig {
 pub struct ChannelJanusConfig {
     /// VideoRoom id (1 or more), one room per channel.
     pub room: u64,
-    /// Create the room when it does not exist (it is not saved in Janus's config, so it is
-    /// created again after a Janus restart).
+    /// On the floor host: create the room when it does not exist (it is not saved in Janus's
+    /// config, so it is created again after a Janus restart). An edge never creates rooms: it
+    /// waits until the floor host has.
     #[serde(default = "default_create")]
     pub create: bool,
     /// File holding the room's PIN (needed to join).

@@ -513,6 +513,14 @@ impl ChannelRouter {
                 self.reporter.link(false, Some(reason));
                 self.router.uplink_down(now);
             }
+            UplinkEvent::Waiting { reason } => {
+                info!(%reason, "uplink waiting");
+                self.reporter.link_waiting(reason);
+            }
+            UplinkEvent::Refused { channel, fault, reason } => {
+                warn!(%channel, fault = fault.code(), %reason, "uplink refused: nothing is published there");
+                self.reporter.link_refused(&channel, fault, &reason);
+            }
             UplinkEvent::Floor { channel, member, msg, .. } => {
                 if let Some(c) = self.channel_index(&channel) {
                     self.router.from_uplink(now, c, member, msg);

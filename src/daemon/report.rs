@@ -76,6 +76,22 @@ impl Reporter {
         self.xruns.load(Ordering::Relaxed)
     }
 
+    /// The uplink is not up yet, and why (no event: the status says it).
+    pub fn link_waiting(&self, detail: String) {
+        if let Some(f) = &self.fleet {
+            f.set_uplink_state(UplinkState::Connecting, Some(detail));
+        }
+    }
+
+    /// The uplink's far end is refused (a Janus room without the protection the config asks
+    /// for): a `room_refused` event and the uplink state `refused`.
+    pub fn link_refused(&self, channel: &str, fault: crate::net::janus::RoomFault, reason: &str) {
+        self.event(crate::net::janus::refused_event(channel, fault, reason));
+        if let Some(f) = &self.fleet {
+            f.set_uplink_state(UplinkState::Refused, Some(reason.to_owned()));
+        }
+    }
+
     pub fn link(&self, up: bool, detail: Option<String>) {
         let kind = if up { EventKind::LinkUp } else { EventKind::LinkDown };
         let mut event = Event::new(kind);

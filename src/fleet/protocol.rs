@@ -188,6 +188,9 @@ pub enum UplinkState {
     Connecting,
     Up,
     Down,
+    /// The far end is not what the config asks for (a Janus room without its PIN or secret):
+    /// nothing is sent there; retried.
+    Refused,
 }
 
 /// Retained on `roipd/<device>/state/<port>`.
@@ -268,6 +271,9 @@ pub enum EventKind {
     DeviceFound,
     /// A floor message or command was dropped: unsigned, forged or replayed (rate-limited).
     AuthFailed,
+    /// A Janus room lacks the protection the config asks for (`reason`: `no_pin`,
+    /// `pin_refused`, `no_secret`, `secret_refused`); nothing is published into it.
+    RoomRefused,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.

@@ -159,6 +159,13 @@ pub enum UplinkEvent {
     Up { members: Vec<(MemberRequest, ParticipantId)> },
     /// Lost (socket, ICE or hub gone): every remote floor state is void; reconnecting.
     Down { reason: String },
+    /// Not up yet, and why, while the uplink keeps trying (e.g. an edge waiting for the floor
+    /// host to create its Janus room).
+    Waiting { reason: String },
+    /// The far end lacks the protection the config asks for (a Janus room without its PIN,
+    /// or that the floor host cannot moderate): nothing is sent there; retried. Comes after
+    /// the `Down` if the uplink was up.
+    Refused { channel: String, fault: crate::net::janus::RoomFault, reason: String },
     Floor { channel: String, member: Option<ParticipantId>, msg: ToParticipant, holder_name: Option<String> },
     Media { channel: String, packet: MediaPacket },
 }

@@ -296,13 +296,19 @@ impl Drop for Mosquitto {
     }
 }
 
-/// The rooms' secret every box of a test fleet shares (the floor host moderates with it).
+/// The rooms' secret (the floor host moderates with it).
 pub const ROOM_SECRET: &str = "roipd-test-room-secret";
+/// The rooms' PIN every box of a test fleet shares.
+pub const ROOM_PIN: &str = "roipd-test-room-pin";
 
-/// `roipd run` with `config`, the Janus admin key in `{dir}/admin.key` and the rooms' secret in
-/// `{dir}/room.secret`.
+/// `roipd run` with `config`, the Janus admin key in `{dir}/admin.key`, the rooms' secret in
+/// `{dir}/room.secret` and their PIN in `{dir}/room.pin`.
 pub fn roipd(config: &str) -> Daemon {
-    let files = [("admin.key", format!("{ADMIN_KEY}\n")), ("room.secret", format!("{ROOM_SECRET}\n"))];
+    let files = [
+        ("admin.key", format!("{ADMIN_KEY}\n")),
+        ("room.secret", format!("{ROOM_SECRET}\n")),
+        ("room.pin", format!("{ROOM_PIN}\n")),
+    ];
     let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
     Daemon::start_with(config, &[], &files)
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod fleet_ns;
+pub mod outsider;
 
 use std::fs;
 use std::path::{Path, PathBuf};

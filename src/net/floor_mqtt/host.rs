@@ -32,7 +32,7 @@ use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
 use crate::fleet::auth::RejectCounter;
 use crate::fleet::backoff::Backoff;
-use crate::fleet::FleetHandle;
+use crate::fleet::{FleetHandle, UplinkState};
 use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
 use crate::net::peer_queue::{self, Limits, PeerRx};
 use crate::net::protocol::Action;
@@ -540,12 +540,18 @@ impl Host {
         match event {
             JanusEvent::Up { channels } => {
                 info!(rooms = channels.len(), "floor host: Janus session up");
+                if let Some(f) = &self.o.report {
+                    f.set_uplink_state(UplinkState::Up, None);
+                }
                 // Rosters may have come before `Up`, when nothing could be moderated yet.
                 self.moderated.clear();
                 self.moderate_all();
             }
             JanusEvent::Down { reason } => {
                 warn!(%reason, "floor host: Janus session down; moderation resumes when it is back");
+                if let Some(f) = &self.o.report {
+                    f.set_uplink_state(UplinkState::Down, Some(format!("Janus: {reason}")));
+                }
                 self.rooms.clear();
                 self.moderated.clear();
             }
@@ -577,6 +583,21 @@ impl Host {
                     self.moderated.remove(&key);
                 }
             },
+            JanusEvent::RoomMissing { channel, room } => {
+                // Only with `create = false`: the floor host creates its rooms otherwise.
+                let detail = format!("Janus room {room} of channel {channel} does not exist (create = false): waiting");
+                warn!(%channel, room, "floor host: {detail}");
+                if let Some(f) = &self.o.report {
+                    f.set_uplink_state(UplinkState::Connecting, Some(detail));
+                }
+            }
+            JanusEvent::RoomRefused { channel, fault, reason } => {
+                // Not joined, so nothing to moderate there: said in the status and as an event.
+                if let Some(f) = &self.o.report {
+                    f.publish_event(crate::net::janus::refused_event(&channel, fault, &reason));
+                    f.set_uplink_state(UplinkState::Refused, Some(reason));
+                }
+            }
             JanusEvent::Sending { .. } | JanusEvent::Moderated { .. } => {}
         }
     }

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, trace, warn};
 
 use super::protocol::{SubStream, MAX_MESSAGE_BYTES, SUBPROTOCOL};
-use super::session::{ChannelSpec, Output, Session, SessionConfig};
+use super::session::{ChannelSpec, Output, RoomFault, Session, SessionConfig};
 use super::JanusEvent;
 use crate::core::restamp::Restamper;
 use crate::net::peer_queue;
@@ -207,6 +207,8 @@ async fn run(
 ) {
     let mut reconnect = Reconnect::new("Janus uplink", options.backoff_min, options.backoff_max);
     let mut listen = vec![true; options.channels.len()];
+    // The refusal last reported: a room refused again on every retry is reported once.
+    let mut reported_refusal: Option<(String, RoomFault)> = None;
     loop {
         let mut link = Link {
             options: &options,
@@ -215,11 +217,15 @@ async fn run(
             shared: &shared,
             listen: &mut listen,
             was_up: false,
+            refused: None,
         };
         let result = link.run(&mut cmds, &cancel).await;
         link.flush().await;
-        let was_up = link.was_up;
+        let (was_up, refused) = (link.was_up, link.refused.take());
         shared.down();
+        if was_up {
+            reported_refusal = None;
+        }
         let reason = match result {
             Ok(()) => {
                 if was_up {
@@ -232,6 +238,15 @@ async fn run(
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
         if report {
             let _ = peer_queue::deliver(&events, JanusEvent::Down { reason }).await;
+        }
+        // After the `Down`: the refusal is the last word on why the link is not up.
+        if let Some(JanusEvent::RoomRefused { channel, fault, reason }) = refused {
+            let key = Some((channel.clone(), fault));
+            if reported_refusal != key {
+                warn!(%channel, fault = fault.code(), %reason, "Janus room refused; nothing is published into it");
+                reported_refusal = key;
+                let _ = peer_queue::deliver(&events, JanusEvent::RoomRefused { channel, fault, reason }).await;
+            }
         }
         let wake = tokio::time::Instant::now() + delay;
         loop {
@@ -415,6 +430,8 @@ struct Link<'a> {
     shared: &'a Shared,
     listen: &'a mut Vec<bool>,
     was_up: bool,
+    /// A room refused in this session (`JanusEvent::RoomRefused`), reported after its end.
+    refused: Option<JanusEvent>,
 }
 
 enum Step {
@@ -438,6 +455,7 @@ impl Link<'_> {
     async fn run(&mut self, cmds: &mut mpsc::Receiver<Cmd>, cancel: &CancellationToken) -> Result<(), String> {
         let o = self.options;
         let started = Instant::now();
+        let mut steps_from = started;
         let url = ws_url(&o.url)?;
         let janus = janus_addr(&url).await?;
         let mut ws = tokio::select! {
@@ -481,10 +499,14 @@ impl Link<'_> {
             self.flush().await;
 
             let now = Instant::now();
+            // Waiting for a room someone else creates is no step: the limit counts from its end.
+            if session.waiting_for_room() {
+                steps_from = now;
+            }
             let mut watchdog = None::<Instant>;
             let mut soonest = |t: Instant| watchdog = Some(watchdog.map_or(t, |w| w.min(t)));
             if !self.was_up {
-                soonest(started + o.step_timeout);
+                soonest(steps_from + o.step_timeout);
             }
             for p in media.publishers.iter().chain(&media.subscribers).flatten() {
                 if let Some(t) = p.ice_lost {
@@ -558,7 +580,7 @@ impl Link<'_> {
                             ));
                         }
                     }
-                    if !self.was_up && now >= started + o.step_timeout {
+                    if !self.was_up && now >= steps_from + o.step_timeout {
                         return Err(format!("Janus uplink not up within {} s", o.step_timeout.as_secs()));
                     }
                 }
@@ -647,6 +669,14 @@ impl Link<'_> {
                 }
                 Output::ModerateDone { ch, feed, mute, result } => {
                     self.out.push(JanusEvent::ModerateDone { channel: name(ch), feed, mute, result });
+                }
+                Output::RoomMissing { ch } => {
+                    let room = self.options.channels[ch].room.room;
+                    info!(channel = %name(ch), room, "Janus room does not exist yet; waiting for the floor host to create it");
+                    self.out.push(JanusEvent::RoomMissing { channel: name(ch), room });
+                }
+                Output::RoomRefused { ch, fault, reason } => {
+                    self.refused = Some(JanusEvent::RoomRefused { channel: name(ch), fault, reason });
                 }
             }
         }

@@ -5,7 +5,8 @@ use crate::config::{Config, PortConfig, UplinkKind};
 
 /// The Janus uplink's options for this box: every channel with its `[channel.NAME.janus]`
 /// room; `api_secret_file`, `admin_key_file`, `pin_file` and `secret_file` are read here
-/// (surrounding whitespace ignored). Errors name the key and the file.
+/// (surrounding whitespace ignored). Errors name the key and the file. Only the floor host
+/// (no `floor_hub`) creates rooms: an edge waits for them, whatever its `create` says.
 pub fn janus_options(config: &Config) -> Result<JanusOptions, String> {
     let uplink = config
         .uplink
@@ -26,7 +27,7 @@ pub fn janus_options(config: &Config) -> Result<JanusOptions, String> {
                 admin_key: read_secret("uplink.admin_key_file", uplink.admin_key_file.as_deref())?,
                 publishers: janus.publishers,
             },
-            create: janus.create,
+            create: janus.create && uplink.floor_hub.is_none(),
             display: display_name(config, name),
         });
     }
@@ -65,14 +66,17 @@ mod tests {
     use crate::config::parse_str;
 
     fn config(extra_uplink: &str, extra_channel: &str) -> Config {
-        let text = format!(
-            "device_id = \"edge-a\"\n[channel.ops]\nlabel = \"Operations\"\n[channel.ops.janus]\nroom = 1234\n{extra_channel}\
+        parse_str(&text(extra_uplink, extra_channel), "t.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn text(extra_uplink: &str, extra_channel: &str) -> String {
+        format!(
+            "device_id = \"edge-a\"\n[channel.ops]\nlabel = \"Operations\"\n[channel.ops.janus]\nroom = 48213\n{extra_channel}\
              [channel.fire.janus]\nroom = 99\ncreate = false\npublishers = 4\n\
              [port.r1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:c\" }}\nptt = {{ line = \"sim:p\" }}\n\
              [uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\nfloor_hub = \"hub-1\"\n{extra_uplink}\
              [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n"
-        );
-        parse_str(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"))
+        )
     }
 
     #[test]
@@ -85,10 +89,15 @@ mod tests {
             .iter()
             .map(|c| (c.channel.as_str(), c.room.room, c.create, c.room.publishers, c.display.as_str(), c.room.description.as_str()))
             .collect();
+        // An edge never creates a room, whatever `create` says: the floor host does.
         assert_eq!(
             got,
-            [("fire", 99, false, 4, "edge-a", "fire"), ("ops", 1234, true, 16, "edge-a/r1", "Operations")]
+            [("fire", 99, false, 4, "edge-a", "fire"), ("ops", 48213, false, 16, "edge-a/r1", "Operations")]
         );
+        let host = text("", "").replace("floor_hub = \"hub-1\"\n", "");
+        let o = janus_options(&parse_str(&host, "t.toml").unwrap()).unwrap();
+        let create: Vec<_> = o.channels.iter().map(|c| (c.channel.as_str(), c.create)).collect();
+        assert_eq!(create, [("fire", false), ("ops", true)], "the floor host creates unless `create = false`");
     }
 
     #[test]

@@ -105,6 +105,17 @@ impl EdgeJoin {
                 }
                 self.down(format!("Janus: {reason}"));
             }
+            JanusEvent::RoomMissing { channel, room } => {
+                let reason = format!(
+                    "Janus room {room} of channel {channel} does not exist yet: waiting for the floor host to create it"
+                );
+                self.outputs.push(EdgeOutput::Event(UplinkEvent::Waiting { reason }));
+            }
+            JanusEvent::RoomRefused { channel, fault, reason } => {
+                // The session's `Down` came first; should it not have, the link is down now.
+                self.down(format!("Janus: room refused: {reason}"));
+                self.outputs.push(EdgeOutput::Event(UplinkEvent::Refused { channel, fault, reason }));
+            }
             JanusEvent::Media { channel, feed, packet } if self.reported_up => {
                 if let Some(packet) = self.restamp(now, &channel, feed, packet) {
                     self.outputs.push(EdgeOutput::Event(UplinkEvent::Media { channel, packet }));
@@ -136,7 +147,7 @@ impl EdgeJoin {
             // Answers to our members: while down the router has none (it asks again after Up).
             UplinkEvent::Floor { .. } if self.reported_up => self.outputs.push(EdgeOutput::Event(event)),
             UplinkEvent::Floor { .. } => debug!("floor message while the Janus side is down: dropped"),
-            UplinkEvent::Media { .. } => {}
+            UplinkEvent::Media { .. } | UplinkEvent::Waiting { .. } | UplinkEvent::Refused { .. } => {}
         }
     }
 
@@ -289,7 +300,11 @@ fn log_janus(event: &JanusEvent) {
         JanusEvent::Sending { channel, on } => info!(%channel, on, "Janus relays our stream"),
         JanusEvent::Roster { channel, publishers } => debug!(%channel, ?publishers, "Janus room roster"),
         // The client logs moderation itself.
-        JanusEvent::Moderated { .. } | JanusEvent::ModerateDone { .. } | JanusEvent::Media { .. } => {}
+        JanusEvent::Moderated { .. }
+        | JanusEvent::ModerateDone { .. }
+        | JanusEvent::Media { .. }
+        | JanusEvent::RoomMissing { .. }
+        | JanusEvent::RoomRefused { .. } => {}
     }
 }
 

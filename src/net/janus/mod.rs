@@ -22,7 +22,7 @@ pub use client::{start, JanusHandle, JanusOptions};
 pub use config::{display_name, janus_options};
 pub use edge::{start_edge, JanusEdge};
 pub use protocol::RoomSettings;
-pub use session::ChannelSpec;
+pub use session::{ChannelSpec, RoomFault};
 
 use crate::pipeline::MediaPacket;
 
@@ -55,6 +55,19 @@ pub enum JanusEvent {
     Moderated { channel: String, muted: bool },
     /// The answer to [`JanusHandle::moderate`].
     ModerateDone { channel: String, feed: u64, mute: bool, result: Result<(), String> },
+    /// A channel's room does not exist and this box does not create rooms (an edge: the floor
+    /// host does); asked again every half second within the session. Once per session.
+    RoomMissing { channel: String, room: u64 },
+    /// A channel's room lacks protection the config asks for (no PIN, a secret that is not
+    /// ours, …): nothing was published into it. Comes after the session's `Down`; the session
+    /// is rebuilt and checks again, and the same refusal is not reported again until `Up`.
+    RoomRefused { channel: String, fault: RoomFault, reason: String },
+}
+
+/// The fleet event for a refused room: `room_refused` with the channel, the fault's code as
+/// `reason` and the explanation as `detail`.
+pub fn refused_event(channel: &str, fault: RoomFault, reason: &str) -> crate::fleet::Event {
+    crate::fleet::Event::new(crate::fleet::EventKind::RoomRefused).channel(channel).reason(fault.code()).detail(reason)
 }
 
 #[cfg(test)]

@@ -39,6 +39,9 @@ pub mod codes {
     pub const ROOM_EXISTS: u32 = 427;
     /// VideoRoom: no such feed (a publisher left before we subscribed).
     pub const NO_SUCH_FEED: u32 = 428;
+    /// VideoRoom: a mandatory element is missing (e.g. the `pin` of a room that has one).
+    pub const MISSING_ELEMENT: u32 = 429;
+    /// VideoRoom: wrong `secret` or `pin`.
     pub const UNAUTHORIZED: u32 = 433;
 }
 
@@ -163,6 +166,13 @@ impl std::fmt::Debug for RoomSettings {
 /// VideoRoom `exists` (synchronous).
 pub fn exists(room: u64) -> Value {
     json!({ "request": "exists", "room": room })
+}
+
+/// VideoRoom `edit` that changes nothing (synchronous): Janus answers `edited` only for the
+/// room's own secret, or for any secret if the room has none; `433` otherwise. roipd asks it
+/// with its secret (can this box moderate?) and with a wrong one (does the room have a secret?).
+pub fn edit_probe(room: u64, secret: &str) -> Value {
+    json!({ "request": "edit", "room": room, "secret": secret })
 }
 
 /// VideoRoom `create` (synchronous): an audio-only Opus room with in-band FEC, not saved to
@@ -335,6 +345,8 @@ pub enum VideoRoom {
     Exists { room: u64, exists: bool },
     /// `create`.
     Created { room: u64 },
+    /// `edit`.
+    Edited { room: u64 },
     /// A plain `success` (e.g. `moderate`).
     Success,
     /// Our `join` as a publisher: our id, our private id, who publishes now.
@@ -544,6 +556,7 @@ fn videoroom(d: &Map<String, Value>) -> Result<VideoRoom, ParseError> {
         },
         "success" => VideoRoom::Success,
         "created" => VideoRoom::Created { room: req_id(d, "room")? },
+        "edited" => VideoRoom::Edited { room: req_id(d, "room")? },
         "joined" => VideoRoom::Joined {
             room: req_id(d, "room")?,
             id: req_id(d, "id")?,
@@ -715,6 +728,7 @@ mod tests {
     #[test]
     fn videoroom_request_bodies() {
         assert_eq!(exists(7), json!({"request": "exists", "room": 7}));
+        assert_eq!(edit_probe(7, "sec"), json!({"request": "edit", "room": 7, "secret": "sec"}));
         let mut r = RoomSettings {
             room: 7,
             description: "ops".into(),
@@ -855,6 +869,7 @@ mod tests {
             VideoRoom::Exists { room: 7, exists: false }
         );
         assert_eq!(plugin(r#"{"videoroom":"created","room":7,"permanent":false}"#), VideoRoom::Created { room: 7 });
+        assert_eq!(plugin(r#"{"videoroom":"edited","room":7,"permanent":false}"#), VideoRoom::Edited { room: 7 });
         assert_eq!(plugin(r#"{"videoroom":"success"}"#), VideoRoom::Success);
         assert_eq!(
             plugin(r#"{"videoroom":"event","error_code":427,"error":"Room 7 already exists"}"#),

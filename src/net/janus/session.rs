@@ -2,13 +2,21 @@
 //! with its replies, without sockets, WebRTC or a clock (`now` comes in with every input).
 //!
 //! Per channel it keeps two VideoRoom handles:
-//! - a **publisher**: `exists` → `create` if missing → `join` → (the driver makes an offer)
-//!   → `publish` → (the driver applies the answer) → `configure send:false`; afterwards
-//!   `configure send:true/false` follows [`Session::set_sending`];
+//! - a **publisher**: `exists` → `create` if missing (only a box that creates rooms: the floor
+//!   host; any other waits, asking `exists` again every [`ROOM_RECHECK`]) → the room's
+//!   protection checked (below) → `join` → (the driver makes an offer) → `publish` → (the
+//!   driver applies the answer) → `configure send:false`; afterwards `configure send:true/false`
+//!   follows [`Session::set_sending`];
 //! - a **multistream subscriber** to the other publishers' audio: created with `join` once
 //!   someone else publishes (Janus refuses an empty subscription), grown with `update` as
 //!   publishers arrive; Janus renegotiates by itself when one leaves (`autoupdate`). Janus
 //!   makes the offers, the driver answers them ([`Output::Offer`], [`Session::subscriber_answer`]).
+//!
+//! **Room check.** Before it joins, a box checks that the room has the protection its config
+//! asks for, whoever created it: with a secret, `edit` (changing nothing) must accept ours
+//! (this box can moderate) and refuse a wrong one (the room has a secret at all); with a PIN,
+//! a `join` without it must be refused, and then ours accepted. A room that fails is refused
+//! ([`Output::RoomRefused`], then `Failed`): nothing is published into it.
 //!
 //! Replies are matched to requests by transaction; a request unanswered for
 //! `request_timeout`, a `keepalive` every `keepalive` interval, and anything that means the
@@ -38,13 +46,42 @@ use super::protocol::{self as p, codes, Envelope, Incoming, Jsep, JsepKind, Kind
 /// Index of a channel in the list the session was made with.
 pub type Ch = usize;
 
+/// A box that does not create rooms asks again this often whether a missing room exists yet.
+pub const ROOM_RECHECK: Duration = Duration::from_millis(500);
+
+/// Why a room is refused: it lacks protection the box's config asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomFault {
+    /// A join without the PIN is accepted: the room has no PIN.
+    NoPin,
+    /// Our PIN does not open the room (it has another one, or this box has none).
+    PinRefused,
+    /// A wrong secret is accepted: the room has no secret, so anyone may moderate, kick and
+    /// destroy.
+    NoSecret,
+    /// Our secret is refused: this box (the floor host) cannot moderate the room.
+    SecretRefused,
+}
+
+impl RoomFault {
+    /// Short name for events (`reason`) and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            RoomFault::NoPin => "no_pin",
+            RoomFault::PinRefused => "pin_refused",
+            RoomFault::NoSecret => "no_secret",
+            RoomFault::SecretRefused => "secret_refused",
+        }
+    }
+}
+
 /// One channel: its room and how this box appears there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSpec {
     /// The channel's name in roipd.
     pub channel: String,
     pub room: RoomSettings,
-    /// Create the room if it does not exist.
+    /// Create the room if it does not exist (the floor host); otherwise wait for it.
     pub create: bool,
     /// Our publisher's display name (e.g. `device/port`); the hub maps it to floor members.
     pub display: String,
@@ -91,6 +128,12 @@ pub enum Output {
     Moderated { ch: Ch, muted: bool },
     /// The answer to [`Session::moderate`].
     ModerateDone { ch: Ch, feed: u64, mute: bool, result: Result<(), String> },
+    /// The channel's room does not exist and this box does not create rooms: `exists` is
+    /// asked again every [`ROOM_RECHECK`]. Once per session and channel.
+    RoomMissing { ch: Ch },
+    /// The channel's room lacks protection the config asks for; nothing was published into
+    /// it. `Failed` follows.
+    RoomRefused { ch: Ch, fault: RoomFault, reason: String },
     /// The session is lost: close the socket, drop the media connections, start over.
     Failed(String),
 }
@@ -153,7 +196,8 @@ impl Session {
             return None;
         }
         let requests = self.pending.values().map(|p| p.deadline);
-        requests.chain(self.next_keepalive).min()
+        let rechecks = self.chans.iter().filter_map(|c| c.recheck_at);
+        requests.chain(rechecks).chain(self.next_keepalive).min()
     }
 
     /// Keepalives and request timeouts.
@@ -165,6 +209,11 @@ impl Session {
             let name = late.req.name();
             return self
                 .fail(format!("Janus did not answer {name} within {} s", self.config.request_timeout.as_secs()));
+        }
+        for ch in 0..self.chans.len() {
+            if self.chans[ch].recheck_at.is_some_and(|at| at <= now) {
+                self.check_room(now, ch);
+            }
         }
         if let (Some(id), Some(at)) = (self.id, self.next_keepalive) {
             if at <= now {
@@ -190,6 +239,12 @@ impl Session {
     /// Our publisher id in channel `ch`'s room, once joined.
     pub fn publisher_id(&self, ch: Ch) -> Option<u64> {
         self.chans.get(ch).and_then(|c| c.me)
+    }
+
+    /// Some channel's room does not exist yet and this box waits for it (the driver's step
+    /// timeout does not run meanwhile).
+    pub fn waiting_for_room(&self) -> bool {
+        self.chans.iter().any(|c| c.phase == PubPhase::WaitingRoom)
     }
 
     /// Every channel published (offer answered).

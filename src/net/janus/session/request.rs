@@ -12,6 +12,10 @@ pub(super) enum Req {
     Keepalive,
     Exists(Ch),
     CreateRoom(Ch),
+    /// `edit` changing nothing: with our secret (`true`) or a wrong one.
+    CheckSecret(Ch, bool),
+    /// `join` without the PIN, which must be refused.
+    ProbePin(Ch),
     Join(Ch),
     Publish(Ch),
     ConfigureSend(Ch, bool),
@@ -31,6 +35,8 @@ impl Req {
             Req::Keepalive => "keepalive",
             Req::Exists(_) => "exists",
             Req::CreateRoom(_) => "create room",
+            Req::CheckSecret(..) => "edit",
+            Req::ProbePin(_) => "join without PIN",
             Req::Join(_) => "join",
             Req::Publish(_) => "publish",
             Req::ConfigureSend(..) => "configure",
@@ -49,6 +55,8 @@ impl Req {
             Req::Attach(ch, _)
             | Req::Exists(ch)
             | Req::CreateRoom(ch)
+            | Req::CheckSecret(ch, _)
+            | Req::ProbePin(ch)
             | Req::Join(ch)
             | Req::Publish(ch)
             | Req::ConfigureSend(ch, _)

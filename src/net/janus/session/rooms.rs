@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{debug, warn};
 
 use super::request::Req;
-use super::{Ch, ChannelSpec, Output, Role, Session};
+use super::{Ch, ChannelSpec, Output, Role, RoomFault, Session, ROOM_RECHECK};
 use crate::net::janus::protocol::{
     self as p, codes, Envelope, Jsep, JsepKind, Publisher, RoomEvent, StreamRef, SubStream, VideoRoom, Who,
 };
@@ -16,7 +16,14 @@ use crate::net::janus::protocol::{
 pub(super) enum PubPhase {
     Attaching,
     CheckingRoom,
+    /// The room does not exist and this box does not create rooms: `exists` again at
+    /// `recheck_at`.
+    WaitingRoom,
     CreatingRoom,
+    /// `edit` with our secret, then with a wrong one.
+    CheckingSecret,
+    /// `join` without the PIN.
+    ProbingPin,
     Joining,
     /// Waiting for the driver's offer.
     Offering,
@@ -53,6 +60,10 @@ pub(super) struct Chan {
     pub(super) streams: Vec<SubStream>,
     pub(super) listen: bool,
     pub(super) listen_busy: bool,
+    /// When to ask `exists` again (waiting for a room someone else creates).
+    pub(super) recheck_at: Option<Instant>,
+    /// `RoomMissing` said in this session.
+    pub(super) missing_said: bool,
 }
 
 impl Chan {
@@ -75,6 +86,8 @@ impl Chan {
             streams: Vec::new(),
             listen,
             listen_busy: false,
+            recheck_at: None,
+            missing_said: false,
         }
     }
 
@@ -115,13 +128,7 @@ impl Session {
                 match role {
                     Role::Publisher => {
                         c.publisher = Some(handle);
-                        if c.spec.create {
-                            c.phase = PubPhase::CheckingRoom;
-                            let body = p::exists(c.spec.room.room);
-                            self.message(now, ch, role, Req::Exists(ch), body, None);
-                        } else {
-                            self.join(now, ch);
-                        }
+                        self.check_room(now, ch);
                     }
                     Role::Subscriber => {
                         c.subscriber = Some(handle);
@@ -131,21 +138,38 @@ impl Session {
             }
             Req::Keepalive | Req::Destroy => {}
             Req::Exists(ch) => match plugin {
-                Some(VideoRoom::Exists { exists: true, .. }) => self.join(now, ch),
-                Some(VideoRoom::Exists { exists: false, .. }) => {
+                Some(VideoRoom::Exists { exists: true, .. }) => self.verify(now, ch),
+                Some(VideoRoom::Exists { exists: false, .. }) if self.chans[ch].spec.create => {
                     let c = &mut self.chans[ch];
                     c.phase = PubPhase::CreatingRoom;
                     let body = p::create_room(&c.spec.room);
                     self.message(now, ch, Role::Publisher, Req::CreateRoom(ch), body, None);
+                }
+                Some(VideoRoom::Exists { exists: false, .. }) => {
+                    let c = &mut self.chans[ch];
+                    c.phase = PubPhase::WaitingRoom;
+                    c.recheck_at = Some(now + ROOM_RECHECK);
+                    if !std::mem::replace(&mut c.missing_said, true) {
+                        self.emit(Output::RoomMissing { ch });
+                    }
                 }
                 other => self.fail(format!("exists: unexpected reply {other:?}")),
             },
             Req::CreateRoom(ch) => match plugin {
                 Some(VideoRoom::Created { .. }) => {
                     debug!(room = self.chans[ch].spec.room.room, "room created");
-                    self.join(now, ch)
+                    self.verify(now, ch)
                 }
                 other => self.fail(format!("create room: unexpected reply {other:?}")),
+            },
+            Req::CheckSecret(ch, ours) => match plugin {
+                Some(VideoRoom::Edited { .. }) if ours => self.check_secret(now, ch, false),
+                Some(VideoRoom::Edited { .. }) => self.refuse(ch, RoomFault::NoSecret, ""),
+                other => self.fail(format!("edit: unexpected reply {other:?}")),
+            },
+            Req::ProbePin(ch) => match plugin {
+                Some(VideoRoom::Joined { .. }) => self.refuse(ch, RoomFault::NoPin, ""),
+                other => self.fail(format!("join without PIN: unexpected reply {other:?}")),
             },
             Req::Join(ch) => match plugin {
                 Some(VideoRoom::Joined { id, private_id, publishers, .. }) => {
@@ -213,7 +237,16 @@ impl Session {
 
     fn plugin_error(&mut self, now: Instant, req: Req, code: u32, error: String) {
         match req {
-            Req::CreateRoom(ch) if code == codes::ROOM_EXISTS => self.join(now, ch),
+            Req::CreateRoom(ch) if code == codes::ROOM_EXISTS => self.verify(now, ch),
+            Req::CheckSecret(ch, true) if code == codes::UNAUTHORIZED => {
+                self.refuse(ch, RoomFault::SecretRefused, &format!("{code} {error}"))
+            }
+            // A wrong secret refused (or missing, for `ProbePin`'s PIN): as it should be.
+            Req::CheckSecret(ch, false) if code == codes::UNAUTHORIZED => self.probe_pin(now, ch),
+            Req::ProbePin(ch) if code == codes::UNAUTHORIZED || code == codes::MISSING_ELEMENT => self.join(now, ch),
+            Req::Join(ch) if code == codes::UNAUTHORIZED || code == codes::MISSING_ELEMENT => {
+                self.refuse(ch, RoomFault::PinRefused, &format!("{code} {error}"))
+            }
             Req::Subscribe(ch, refs) | Req::Update(ch, refs) if code == codes::NO_SUCH_FEED => {
                 // A publisher left before Janus saw our request: forget it until it is back.
                 let c = &mut self.chans[ch];
@@ -242,6 +275,76 @@ impl Session {
                 self.fail(format!("VideoRoom refused {} for channel {channel}: {code} {error}", req.name()));
             }
         }
+    }
+
+    /// Ask whether the channel's room exists.
+    pub(super) fn check_room(&mut self, now: Instant, ch: Ch) {
+        let c = &mut self.chans[ch];
+        c.recheck_at = None;
+        c.phase = PubPhase::CheckingRoom;
+        let body = p::exists(c.spec.room.room);
+        self.message(now, ch, Role::Publisher, Req::Exists(ch), body, None);
+    }
+
+    /// The room exists: check the protection the config asks for, then join.
+    fn verify(&mut self, now: Instant, ch: Ch) {
+        if self.chans[ch].spec.room.secret.is_some() {
+            self.check_secret(now, ch, true);
+        } else {
+            self.probe_pin(now, ch);
+        }
+    }
+
+    /// `edit` changing nothing, with our secret (`ours`) or with one that is not ours.
+    fn check_secret(&mut self, now: Instant, ch: Ch, ours: bool) {
+        const WRONG: [&str; 2] = ["roipd-not-the-room-secret", "roipd-not-the-room-secret-either"];
+        let c = &mut self.chans[ch];
+        let Some(secret) = c.spec.room.secret.as_deref() else { return self.probe_pin(now, ch) };
+        let sent = if ours { secret } else { WRONG.into_iter().find(|w| *w != secret).unwrap_or(WRONG[0]) };
+        c.phase = PubPhase::CheckingSecret;
+        let body = p::edit_probe(c.spec.room.room, sent);
+        self.message(now, ch, Role::Publisher, Req::CheckSecret(ch, ours), body, None);
+    }
+
+    /// With a PIN: a `join` without it, which the room must refuse; without one, join.
+    fn probe_pin(&mut self, now: Instant, ch: Ch) {
+        let c = &mut self.chans[ch];
+        if c.spec.room.pin.is_none() {
+            return self.join(now, ch);
+        }
+        c.phase = PubPhase::ProbingPin;
+        let body = p::join_publisher(c.spec.room.room, &c.spec.display, None);
+        self.message(now, ch, Role::Publisher, Req::ProbePin(ch), body, None);
+    }
+
+    /// The room lacks protection the config asks for: say why and drop the session (nothing
+    /// was published; a probe join that got in leaves with the session).
+    fn refuse(&mut self, ch: Ch, fault: RoomFault, janus_said: &str) {
+        let c = &self.chans[ch];
+        let (room, channel) = (c.spec.room.room, &c.spec.channel);
+        let said = if janus_said.is_empty() { String::new() } else { format!(" (Janus: {janus_said})") };
+        let reason = match fault {
+            RoomFault::NoPin => format!(
+                "room {room} of channel {channel} has no PIN (a join without it was accepted): anyone who reaches \
+                 Janus could listen and talk there"
+            ),
+            RoomFault::PinRefused if c.spec.room.pin.is_none() => {
+                format!("room {room} of channel {channel} needs a PIN and this box has none (pin_file){said}")
+            }
+            RoomFault::PinRefused => format!(
+                "room {room} of channel {channel} refuses this box's PIN{said}: someone else made it with another PIN"
+            ),
+            RoomFault::NoSecret => format!(
+                "room {room} of channel {channel} has no secret (a wrong one was accepted): anyone could mute, kick \
+                 or destroy there"
+            ),
+            RoomFault::SecretRefused => format!(
+                "room {room} of channel {channel} refuses this box's secret{said}: someone else made it, and the \
+                 floor host could not moderate it"
+            ),
+        };
+        self.emit(Output::RoomRefused { ch, fault, reason: reason.clone() });
+        self.fail(format!("room refused: {reason}"));
     }
 
     fn join(&mut self, now: Instant, ch: Ch) {

@@ -117,14 +117,39 @@ impl Harness {
         }
     }
 
-    /// Room exists → join → offer → publish → answer → configure send:false, for channel `ch`
-    /// (publisher handle 100+2ch), with `others` already publishing.
+    /// The room passes its check like a room made with our PIN and secret: `edit` with our
+    /// secret accepted, with a wrong one refused, a join without the PIN refused.
+    fn pass_checks(&mut self, room: &Value) {
+        let edit = self.take("message", Some("edit"));
+        assert_eq!(edit["body"], json!({"request": "edit", "room": room, "secret": "sec"}));
+        self.plugin_success(&edit, json!({"videoroom": "edited", "room": room, "permanent": false}));
+        let edit = self.take("message", Some("edit"));
+        assert_ne!(edit["body"]["secret"], "sec");
+        self.plugin_success(
+            &edit,
+            json!({"videoroom": "event", "error_code": 433, "error": "Unauthorized (wrong secret)"}),
+        );
+        let probe = self.take("message", Some("join"));
+        assert_eq!(probe["body"]["ptype"], "publisher");
+        assert!(probe["body"].get("pin").is_none(), "{probe}");
+        self.plugin_event(
+            &probe,
+            json!({"videoroom": "event", "error_code": 433, "error": "Unauthorized (wrong pin)"}),
+            None,
+        );
+        assert!(!self.s.is_failed(), "{:?}", self.other);
+    }
+
+    /// Room exists → checked → join → offer → publish → answer → configure send:false, for
+    /// channel `ch` (publisher handle 100+2ch), with `others` already publishing.
     fn publish(&mut self, ch: Ch, me: u64, others: Value) {
         let exists = self.take("message", Some("exists"));
         assert_eq!(exists["handle_id"], 100 + 2 * ch as u64);
         let room = exists["body"]["room"].clone();
         self.plugin_success(&exists, json!({"videoroom": "success", "room": room, "exists": true}));
+        self.pass_checks(&room);
         let join = self.take("message", Some("join"));
+        assert_eq!(join["body"]["pin"], "1234");
         assert_eq!(join["body"]["ptype"], "publisher");
         self.plugin_event(
             &join,
@@ -239,23 +264,143 @@ fn creates_a_missing_room_and_tolerates_losing_the_race() {
     assert_eq!(create["body"]["room"], 7);
     assert_eq!(create["body"]["secret"], "sec");
     assert_eq!(create["body"]["audiocodec"], "opus");
-    // Another box created it in between: fine, join.
+    // Someone created it in between: checked like any room found, then joined.
     h.plugin_success(&create, json!({"videoroom": "event", "error_code": 427, "error": "Room 7 already exists"}));
+    h.pass_checks(&json!(7));
     let join = h.take("message", Some("join"));
     assert_eq!(join["body"]["room"], 7);
     assert!(!h.s.is_failed());
 }
 
 #[test]
-fn without_create_it_joins_directly_and_a_missing_room_fails() {
+fn one_that_creates_no_rooms_waits_for_a_missing_room_asking_twice_a_second() {
     let mut s = spec("ops", 7);
     s.create = false;
     let mut h = Harness::new(vec![s]);
     h.attach_all();
+    let t0 = h.now;
+    for round in 0..3 {
+        let exists = h.take("message", Some("exists"));
+        h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": false}));
+        assert!(h.sent.is_empty(), "never a create: {:?}", h.sent);
+        let outs = h.outputs();
+        assert_eq!(outs, if round == 0 { vec![Output::RoomMissing { ch: 0 }] } else { vec![] }, "said once");
+        assert!(h.s.waiting_for_room());
+        assert_eq!(h.s.poll_timeout(), Some(h.now + ROOM_RECHECK));
+        h.now += ROOM_RECHECK;
+        h.s.handle_timeout(h.now);
+        h.drain();
+    }
+    assert!(h.now - t0 > Duration::from_secs(1) && !h.s.is_failed(), "waiting is no failure");
+    // The floor host made it: checked, then joined.
+    let exists = h.take("message", Some("exists"));
+    h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": true}));
+    assert!(!h.s.waiting_for_room());
+    h.pass_checks(&json!(7));
     let join = h.take("message", Some("join"));
-    h.plugin_event(&join, json!({"videoroom": "event", "error_code": 426, "error": "No such room (7)"}), None);
-    let reason = h.failed();
-    assert!(reason.contains("426") && reason.contains("ops"), "{reason}");
+    assert_eq!(join["body"]["pin"], "1234");
+}
+
+/// A room that exists, checked with these answers from Janus: `edit` with our secret / a wrong
+/// secret accepted, a join without the PIN / with ours accepted. The refusal, if any.
+fn checked(secret_ok: bool, wrong_secret_ok: bool, pin_missing_ok: bool, pin_ok: bool) -> (Harness, Option<RoomFault>) {
+    let mut h = Harness::new(vec![spec("ops", 7)]);
+    h.attach_all();
+    let exists = h.take("message", Some("exists"));
+    h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": true}));
+    let edited = json!({"videoroom": "edited", "room": 7});
+    let unauthorized =
+        |what: &str| json!({"videoroom": "event", "error_code": 433, "error": format!("Unauthorized (wrong {what})")});
+    let edit = h.take("message", Some("edit"));
+    h.plugin_success(&edit, if secret_ok { edited.clone() } else { unauthorized("secret") });
+    if secret_ok {
+        let edit = h.take("message", Some("edit"));
+        h.plugin_success(&edit, if wrong_secret_ok { edited } else { unauthorized("secret") });
+        if !wrong_secret_ok {
+            let probe = h.take("message", Some("join"));
+            if pin_missing_ok {
+                h.plugin_event(&probe, json!({"videoroom": "joined", "room": 7, "id": 55, "publishers": []}), None);
+            } else {
+                let missing =
+                    json!({"videoroom": "event", "error_code": 429, "error": "Missing mandatory element (pin)"});
+                h.plugin_event(&probe, missing, None);
+                let join = h.take("message", Some("join"));
+                let reply =
+                    if pin_ok { json!({"videoroom": "joined", "room": 7, "id": 12}) } else { unauthorized("pin") };
+                h.plugin_event(&join, reply, None);
+            }
+        }
+    }
+    let outs = h.outputs();
+    let fault = outs.iter().find_map(|o| match o {
+        Output::RoomRefused { fault, reason, .. } => {
+            assert!(reason.contains("room 7 of channel ops"), "{reason}");
+            Some(*fault)
+        }
+        _ => None,
+    });
+    if fault.is_some() {
+        let failed = outs.iter().position(|o| matches!(o, Output::Failed(r) if r.starts_with("room refused: ")));
+        let refused = outs.iter().position(|o| matches!(o, Output::RoomRefused { .. }));
+        assert!(failed > refused, "refused, then failed: {outs:?}");
+    }
+    h.other = outs;
+    (h, fault)
+}
+
+#[test]
+fn a_room_without_the_protection_asked_for_is_refused_before_anything_is_published() {
+    assert_eq!(checked(false, false, false, true).1, Some(RoomFault::SecretRefused), "someone else's secret");
+    assert_eq!(checked(true, true, false, true).1, Some(RoomFault::NoSecret), "any secret works");
+    assert_eq!(checked(true, false, true, true).1, Some(RoomFault::NoPin), "a join without the PIN works");
+    assert_eq!(checked(true, false, false, false).1, Some(RoomFault::PinRefused), "another PIN");
+    for (h, fault) in [checked(false, false, false, true), checked(true, false, true, true)] {
+        assert!(fault.is_some());
+        assert!(h.s.is_failed());
+        assert!(h.sent.iter().all(|m| m["body"]["request"] != "publish"), "{:?}", h.sent);
+        assert!(
+            !h.other.iter().any(|o| matches!(o, Output::NeedOffer { .. } | Output::Joined { .. })),
+            "{:?}",
+            h.other
+        );
+    }
+    let (mut h, fault) = checked(true, false, false, true);
+    assert_eq!(fault, None, "our PIN and secret, and nobody else's: fine");
+    assert!(h.outputs().contains(&Output::NeedOffer { ch: 0 }));
+}
+
+#[test]
+fn only_what_the_config_asks_for_is_checked() {
+    // No secret, no PIN: straight to the join.
+    let mut s = spec("ops", 7);
+    (s.room.secret, s.room.pin) = (None, None);
+    let mut h = Harness::new(vec![s]);
+    h.attach_all();
+    let exists = h.take("message", Some("exists"));
+    h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": true}));
+    let join = h.take("message", Some("join"));
+    assert!(join["body"].get("pin").is_none());
+    // A room that wants a PIN this box does not have is refused, saying so.
+    h.plugin_event(
+        &join,
+        json!({"videoroom": "event", "error_code": 429, "error": "Missing mandatory element (pin)"}),
+        None,
+    );
+    let outs = h.outputs();
+    assert!(
+        matches!(&outs[0], Output::RoomRefused { fault: RoomFault::PinRefused, reason, .. } if reason.contains("this box has none")),
+        "{outs:?}"
+    );
+    // A PIN but no secret (an edge): only the PIN probe.
+    let mut s = spec("ops", 7);
+    s.room.secret = None;
+    let mut h = Harness::new(vec![s]);
+    h.attach_all();
+    let exists = h.take("message", Some("exists"));
+    h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": true}));
+    let probe = h.take("message", Some("join"));
+    assert!(probe["body"].get("pin").is_none());
+    assert!(h.sent.is_empty());
 }
 
 #[test]
@@ -268,6 +413,7 @@ fn sending_follows_the_floor_one_configure_at_a_time() {
     assert!(h.sent.iter().all(|m| m["body"]["request"] != "configure"));
     let exists = h.take("message", Some("exists"));
     h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": true}));
+    h.pass_checks(&json!(7));
     let join = h.take("message", Some("join"));
     h.plugin_event(&join, json!({"videoroom": "joined", "room": 7, "id": 12}), None);
     h.s.publisher_offer(h.now, 0, "v=0\r\n".into(), "a0".into());
@@ -469,6 +615,7 @@ fn unexpected_replies_fail_instead_of_panicking() {
     h.attach_all();
     let exists = h.take("message", Some("exists"));
     h.plugin_success(&exists, json!({"videoroom": "success", "room": 7, "exists": true}));
+    h.pass_checks(&json!(7));
     let join = h.take("message", Some("join"));
     h.plugin_event(&join, json!({"videoroom": "joined", "room": 7, "id": 12}), None);
     h.s.publisher_offer(h.now, 0, "v=0\r\n".into(), "0".into());
@@ -492,6 +639,13 @@ fn channels_are_independent_and_pipelined() {
     assert_eq!((e1["body"]["room"].as_u64(), e2["body"]["room"].as_u64()), (Some(7), Some(8)));
     assert_eq!((e1["handle_id"].as_u64(), e2["handle_id"].as_u64()), (Some(100), Some(102)));
     h.plugin_success(&e2, json!({"videoroom": "success", "room": 8, "exists": true}));
+    let edit = h.take("message", Some("edit"));
+    assert_eq!((edit["handle_id"].as_u64(), edit["body"]["room"].as_u64()), (Some(102), Some(8)));
+    h.plugin_success(&edit, json!({"videoroom": "edited", "room": 8}));
+    let edit = h.take("message", Some("edit"));
+    h.plugin_success(&edit, json!({"videoroom": "event", "error_code": 433, "error": "Unauthorized (wrong secret)"}));
+    let probe = h.take("message", Some("join"));
+    h.plugin_event(&probe, json!({"videoroom": "event", "error_code": 433, "error": "Unauthorized (wrong pin)"}), None);
     let j2 = h.take("message", Some("join"));
     assert_eq!(j2["body"]["room"], 8);
     assert_eq!(j2["body"]["display"], "edge/fire");
