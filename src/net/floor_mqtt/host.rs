@@ -32,7 +32,8 @@ use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
 use crate::fleet::auth::RejectCounter;
 use crate::fleet::backoff::Backoff;
-use crate::fleet::FleetHandle;
+use crate::fleet::protocol::UplinkStatus;
+use crate::fleet::{Event, EventKind, FleetHandle, FloorHostStatus, UplinkState};
 use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
 use crate::net::peer_queue::{self, Limits, PeerRx};
 use crate::net::protocol::Action;
@@ -84,7 +85,7 @@ pub fn start_host(
     // so a host that falls behind disconnects the peer rather than grow).
     let (peer_tx, peer_rx) = mpsc::channel(peer_queue::INBOX);
     info!(device = %o.device_id, %epoch, channels = o.channels.len(), janus = janus.is_some(), "floor host starting (MQTT)");
-    let host = Host {
+    let mut host = Host {
         holders: o.channels.iter().map(|c| (c.clone(), None)).collect(),
         o,
         topics,
@@ -103,7 +104,15 @@ pub fn start_host(
         sealer: Sealer::new(key),
         guards: HashMap::new(),
         rejected: RejectCounter::default(),
+        janus_state: None,
+        serving: UplinkState::Connecting,
+        reported: None,
     };
+    if host.janus.is_some() {
+        // Until our own Janus session is up we cannot see anyone's audio.
+        host.janus_state = Some((UplinkState::Connecting, None));
+        host.set_media_seen(false);
+    }
     tokio::spawn(host.run(peer_rx, janus_rx, cancel));
     Ok(())
 }
@@ -159,6 +168,12 @@ struct Host {
     /// Per edge: its sessions' sequence numbers in this host run (replays are dropped).
     guards: HashMap<String, ReplayGuard>,
     rejected: RejectCounter,
+    /// Our own Janus link (None: not configured), with why it is down.
+    janus_state: Option<(UplinkState, Option<String>)>,
+    /// The floor service on the broker.
+    serving: UplinkState,
+    /// What the status last said (the status is only updated on change).
+    reported: Option<(Option<UplinkStatus>, FloorHostStatus)>,
 }
 
 impl Host {
@@ -247,8 +262,45 @@ impl Host {
 
     /// Hand the events over; an edge flooding the router waits here, its MQTT messages with it.
     async fn flush(&mut self) {
+        self.report_status();
         for e in self.out.drain(..) {
             let _ = peer_queue::deliver(&self.hub, e).await;
+        }
+    }
+
+    /// Whether the router can judge no-media on our channels: only while we see their media.
+    fn set_media_seen(&mut self, seen: bool) {
+        for channel in &self.o.channels {
+            self.out.push(HubEvent::MediaSeen { channel: channel.clone(), seen });
+        }
+    }
+
+    /// Our Janus link and floor service in the retained status, when they changed.
+    fn report_status(&mut self) {
+        let Some(fleet) = self.o.report.as_ref() else { return };
+        let uplink = self.janus_state.as_ref().map(|(state, detail)| UplinkStatus { state: *state, detail: detail.clone() });
+        let floor = FloorHostStatus {
+            state: self.serving,
+            edges: self.edges.len(),
+            media_watch: self.janus_state.as_ref().is_none_or(|(s, _)| *s == UplinkState::Up),
+        };
+        let now = (uplink, floor);
+        if self.reported.as_ref() == Some(&now) {
+            return;
+        }
+        let (uplink, floor) = now.clone();
+        fleet.update_status(|s| {
+            if uplink.is_some() {
+                s.uplink = uplink;
+            }
+            s.floor_host = Some(floor);
+        });
+        self.reported = Some(now);
+    }
+
+    fn event(&self, event: Event) {
+        if let Some(fleet) = self.o.report.as_ref() {
+            fleet.publish_event(event);
         }
     }
 
@@ -281,6 +333,7 @@ impl Host {
             let state = HolderState { channel: channel.clone(), epoch: self.epoch.clone(), holder: holder.clone() };
             self.publish(&self.topics.holder(channel), to_json(&state), true)?;
         }
+        self.serving = UplinkState::Up;
         info!(device = %self.o.device_id, "floor host: connected to the broker, online");
         Ok(())
     }
@@ -288,6 +341,9 @@ impl Host {
     /// The broker connection is gone: edges saw our last will and will join again, so every
     /// edge leaves now (their floors are freed).
     fn lost(&mut self, reason: &str) {
+        if self.serving == UplinkState::Up {
+            self.serving = UplinkState::Down;
+        }
         if self.link.take().is_some() && !self.edges.is_empty() {
             warn!(%reason, edges = self.edges.len(), "floor host: broker connection lost; every edge leaves");
         }
@@ -539,15 +595,21 @@ impl Host {
     fn janus_event(&mut self, event: JanusEvent) {
         match event {
             JanusEvent::Up { channels } => {
-                info!(rooms = channels.len(), "floor host: Janus session up");
+                info!(rooms = channels.len(), "floor host: Janus session up; no-media judged again after a grace");
                 // Rosters may have come before `Up`, when nothing could be moderated yet.
                 self.moderated.clear();
                 self.moderate_all();
+                self.set_media_seen(true);
+                self.janus_state = Some((UplinkState::Up, None));
+                self.event(Event::new(EventKind::LinkUp).reason("janus").detail("the floor host's Janus session is up"));
             }
             JanusEvent::Down { reason } => {
-                warn!(%reason, "floor host: Janus session down; moderation resumes when it is back");
+                warn!(%reason, "floor host: Janus session down; moderation resumes and no-media is judged again when it is back");
                 self.rooms.clear();
                 self.moderated.clear();
+                self.set_media_seen(false);
+                self.event(Event::new(EventKind::LinkDown).reason("janus").detail(reason.clone()));
+                self.janus_state = Some((UplinkState::Down, Some(reason)));
             }
             JanusEvent::Roster { channel, publishers } => {
                 debug!(%channel, ?publishers, "floor host: room publishers");
@@ -571,6 +633,13 @@ impl Host {
                     let key = (channel, feed);
                     if self.moderate_failed.insert(key.clone()) {
                         warn!(channel = %key.0, feed, mute, %error, "floor host: moderate failed; retried every second");
+                        let what = if mute { "mute" } else { "unmute" };
+                        let publisher = self.display_of(&key.0, feed).unwrap_or_default();
+                        self.event(
+                            Event::new(EventKind::ModerationFailed)
+                                .channel(key.0.clone())
+                                .detail(format!("{what} feed {feed} {publisher:?}: {error}; retried every second")),
+                        );
                     } else {
                         debug!(channel = %key.0, feed, mute, %error, "floor host: moderate failed again");
                     }
@@ -579,6 +648,11 @@ impl Host {
             },
             JanusEvent::Sending { .. } | JanusEvent::Moderated { .. } => {}
         }
+    }
+
+    /// The display name of publisher `feed` in `channel`'s room.
+    fn display_of(&self, channel: &str, feed: u64) -> Option<String> {
+        self.rooms.get(channel)?.iter().find(|(f, _)| *f == feed).map(|(_, d)| d.clone())
     }
 
     /// The edge publishing `feed` in `channel`'s room: by the feed it reported, else by the
