@@ -15,7 +15,7 @@
 //! - audio from the holder's feed keeps the arbiter's no-media timer alive, as media through
 //!   an embedded hub does; a holder whose audio stops reaching Janus loses the floor.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -47,6 +47,10 @@ pub const FIRST_PEER: PeerId = 1 << 40;
 const SESSIONS_PER_EDGE: usize = 16;
 /// How often the moderation of every room is checked against the floor.
 const MODERATION_RECHECK: Duration = Duration::from_secs(1);
+/// How long a moderation we asked for waits for Janus's notification of it (its echo).
+const ECHO_WAIT: Duration = Duration::from_secs(2);
+/// At most one `moderation_overridden` event per this (the rest are counted into the next).
+const OVERRIDE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct FloorHostOptions {
@@ -104,6 +108,8 @@ pub fn start_host(
         sealer: Sealer::new(key),
         guards: HashMap::new(),
         rejected: RejectCounter::default(),
+        echoes: Echoes::default(),
+        overrides: RejectCounter::default(),
         janus_state: None,
         serving: UplinkState::Connecting,
         reported: None,
@@ -168,6 +174,10 @@ struct Host {
     /// Per edge: its sessions' sequence numbers in this host run (replays are dropped).
     guards: HashMap<String, ReplayGuard>,
     rejected: RejectCounter,
+    /// Moderations we asked for, to tell their notifications from someone else's.
+    echoes: Echoes,
+    /// Moderations by someone else that we undid, for the rate-limited event.
+    overrides: RejectCounter,
     /// Our own Janus link (None: not configured), with why it is down.
     janus_state: Option<(UplinkState, Option<String>)>,
     /// The floor service on the broker.
@@ -607,6 +617,7 @@ impl Host {
                 warn!(%reason, "floor host: Janus session down; moderation resumes and no-media is judged again when it is back");
                 self.rooms.clear();
                 self.moderated.clear();
+                self.echoes.clear();
                 self.set_media_seen(false);
                 self.event(Event::new(EventKind::LinkDown).reason("janus").detail(reason.clone()));
                 self.janus_state = Some((UplinkState::Down, Some(reason)));
@@ -646,6 +657,7 @@ impl Host {
                     self.moderated.remove(&key);
                 }
             },
+            JanusEvent::FeedModerated { channel, feed, muted } => self.feed_moderated(channel, feed, muted),
             JanusEvent::Sending { .. } | JanusEvent::Moderated { .. } => {}
         }
     }
@@ -673,14 +685,55 @@ impl Host {
         }
     }
 
+    /// Janus says publisher `feed` was muted or unmuted, by us or by anyone else with the room's
+    /// secret. Someone else's moderation that goes against the floor (the holder muted, another
+    /// publisher unmuted) is undone at once, and reported.
+    fn feed_moderated(&mut self, channel: String, feed: u64, muted: bool) {
+        let now = Instant::now().into_std();
+        let key = (channel, feed);
+        if self.echoes.ours(&key, muted, now) {
+            debug!(channel = %key.0, feed, muted, "floor host: our moderation landed");
+            return;
+        }
+        let Some(publishers) = self.rooms.get(&key.0) else { return };
+        if !publishers.iter().any(|(f, _)| *f == feed) {
+            return;
+        }
+        let want = Some(feed) != self.holder_feed_in(&key.0, publishers);
+        if want == muted {
+            debug!(channel = %key.0, feed, muted, "floor host: moderated by someone else, as the floor wants");
+            return;
+        }
+        let publisher = self.display_of(&key.0, feed).unwrap_or_default();
+        let what = if muted { "muted the floor holder" } else { "unmuted a publisher without the floor" };
+        warn!(channel = %key.0, feed, %publisher, "floor host: someone else {what} in Janus; undone");
+        if let Some(n) = self.overrides.reject(now, OVERRIDE_REPORT_EVERY) {
+            let detail = format!(
+                "someone else {what} (feed {feed} {publisher:?}); undone ({n} since the last report, {} in all)",
+                self.overrides.total
+            );
+            self.event(Event::new(EventKind::ModerationOverridden).channel(key.0.clone()).detail(detail));
+        }
+        self.moderated.remove(&key);
+        let channel = key.0;
+        self.moderate(&channel);
+    }
+
+    /// The floor holder's feed among `channel`'s room `publishers`; None: nobody may talk.
+    fn holder_feed_in(&self, channel: &str, publishers: &[(u64, String)]) -> Option<u64> {
+        let holder = self.holders.get(channel).cloned().flatten();
+        let holder_device = holder.as_ref().and_then(|h| h.device.clone());
+        let reported = holder_device.as_deref().and_then(|d| self.edges.get(d)?.feeds.get(channel).copied().flatten());
+        holder_feed(publishers, holder_device.as_deref(), reported)
+    }
+
     /// Mute every publisher of the channel's room but the holder's; unmute the holder's.
     fn moderate(&mut self, channel: &str) {
         let Some(janus) = self.janus.as_ref().filter(|j| j.is_up()) else { return };
         let Some(publishers) = self.rooms.get(channel) else { return };
         let holder = self.holders.get(channel).cloned().flatten();
-        let holder_device = holder.as_ref().and_then(|h| h.device.clone());
-        let reported = holder_device.as_deref().and_then(|d| self.edges.get(d)?.feeds.get(channel).copied().flatten());
-        let holder_feed = holder_feed(publishers, holder_device.as_deref(), reported);
+        let holder_feed = self.holder_feed_in(channel, publishers);
+        let now = Instant::now().into_std();
         for (feed, publisher) in publishers {
             let mute = Some(*feed) != holder_feed;
             let key = (channel.to_owned(), *feed);
@@ -694,9 +747,43 @@ impl Host {
                     %channel, feed, %publisher, mute, holder = ?holder.as_ref().map(|h| &h.name),
                     "floor host: moderate ({})", if mute { "not the floor holder" } else { "holds the floor" }
                 );
+                self.echoes.asked(key.clone(), mute, now);
                 self.moderated.insert(key, mute);
             }
         }
+    }
+}
+
+/// Moderations we asked for whose notification from Janus has not come yet. Janus tells every
+/// publisher in a room about every moderation, ours included, without saying who asked: a
+/// notification that matches one of ours (in order) is ours; anything else is someone else's.
+#[derive(Debug, Default)]
+struct Echoes {
+    pending: HashMap<(String, u64), VecDeque<(bool, std::time::Instant)>>,
+}
+
+impl Echoes {
+    fn asked(&mut self, key: (String, u64), mute: bool, now: std::time::Instant) {
+        self.pending.entry(key).or_default().push_back((mute, now));
+    }
+
+    /// A notification that `key` was muted (or not): true when it answers one we asked (that
+    /// one, and any older one left unanswered, is done with).
+    fn ours(&mut self, key: &(String, u64), muted: bool, now: std::time::Instant) -> bool {
+        let Some(q) = self.pending.get_mut(key) else { return false };
+        q.retain(|(_, at)| now.saturating_duration_since(*at) < ECHO_WAIT);
+        let found = q.iter().position(|(m, _)| *m == muted);
+        if let Some(i) = found {
+            q.drain(..=i);
+        }
+        if q.is_empty() {
+            self.pending.remove(key);
+        }
+        found.is_some()
+    }
+
+    fn clear(&mut self) {
+        self.pending.clear();
     }
 }
 
@@ -748,6 +835,27 @@ async fn next_net(link: &mut Option<Link>) -> Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_moderations_are_told_from_someone_elses() {
+        let t0 = std::time::Instant::now();
+        let a = ("ops".to_owned(), 11);
+        let mut e = Echoes::default();
+        assert!(!e.ours(&a, true, t0), "nothing asked: someone else's");
+        e.asked(a.clone(), true, t0);
+        e.asked(a.clone(), false, t0);
+        assert!(e.ours(&a, true, t0), "our mute");
+        assert!(!e.ours(&("ops".to_owned(), 12), false, t0), "another feed");
+        assert!(!e.ours(&a, true, t0), "a second mute: not ours");
+        assert!(e.ours(&a, false, t0), "our unmute");
+        assert!(!e.ours(&a, false, t0), "answered already");
+        // An echo that never came does not excuse someone else's moderation for ever.
+        e.asked(a.clone(), true, t0);
+        assert!(!e.ours(&a, true, t0 + ECHO_WAIT), "too late to be ours");
+        e.asked(a.clone(), false, t0);
+        e.clear();
+        assert!(!e.ours(&a, false, t0));
+    }
 
     #[test]
     fn the_holders_publisher_by_reported_feed_else_by_display_name() {

@@ -656,6 +656,10 @@ impl Link<'_> {
                     warn!(channel = %name(ch), muted, "our stream was moderated in Janus");
                     self.out.push(JanusEvent::Moderated { channel: name(ch), muted });
                 }
+                Output::FeedModerated { ch, feed, muted } => {
+                    debug!(channel = %name(ch), feed, muted, "a publisher was moderated in Janus");
+                    self.out.push(JanusEvent::FeedModerated { channel: name(ch), feed, muted });
+                }
                 Output::ModerateDone { ch, feed, mute, result } => {
                     self.out.push(JanusEvent::ModerateDone { channel: name(ch), feed, mute, result });
                 }

@@ -289,7 +289,10 @@ fn log_janus(event: &JanusEvent) {
         JanusEvent::Sending { channel, on } => info!(%channel, on, "Janus relays our stream"),
         JanusEvent::Roster { channel, publishers } => debug!(%channel, ?publishers, "Janus room roster"),
         // The client logs moderation itself.
-        JanusEvent::Moderated { .. } | JanusEvent::ModerateDone { .. } | JanusEvent::Media { .. } => {}
+        JanusEvent::Moderated { .. }
+        | JanusEvent::FeedModerated { .. }
+        | JanusEvent::ModerateDone { .. }
+        | JanusEvent::Media { .. } => {}
     }
 }
 
