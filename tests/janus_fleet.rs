@@ -644,3 +644,111 @@ fn inner_janus_fleet_janus_restarted_after_3s_with_cor_open_b_on_air_again_withi
     assert_eq!(within, cycles, "B on air with A's audio again within 2 s of Janus listening, every cycle: {runs:?}\n{map}");
     assert!(!fleet.a.line_log("ptt").contains(&true), "A's own radio keyed");
 }
+
+#[test]
+fn janus_fleet_stranger_muting_the_talker_every_100ms_is_undone() {
+    in_namespace("inner_janus_fleet_stranger_muting_the_talker_every_100ms_is_undone", &[MOSQUITTO], OUTER_LIMIT);
+}
+
+#[test]
+#[ignore = "runs inside the namespace its outer test makes"]
+fn inner_janus_fleet_stranger_muting_the_talker_every_100ms_is_undone() {
+    use roipd::net::janus::{self, ChannelSpec, JanusEvent, JanusOptions, RoomSettings};
+    if !inside() {
+        return;
+    }
+    let mut fleet = two_edges();
+    let rt = runtime();
+    let probe = host_probe(&rt);
+    // The stranger: any Janus client that knows the room's secret (here roipd's own client,
+    // as a publisher "stranger" that never creates a room).
+    let _rt = rt.enter();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let room = RoomSettings {
+        room: ops()[0].1,
+        description: "stranger".into(),
+        secret: Some(common::fleet_ns::ROOM_SECRET.into()),
+        pin: None,
+        admin_key: None,
+        publishers: 30,
+    };
+    let spec = ChannelSpec { channel: "ops".into(), room, create: false, display: "stranger".into() };
+    let mut o = JanusOptions::new(janus_url(), vec![spec]);
+    o.bind = Some(std::net::SocketAddr::from((common::fleet_ns::JANUS_IP, 0)));
+    let stranger = janus::start(o, tx, cancel.clone());
+    let feed = |publishers: &[(u64, String)], device: &str| {
+        publishers.iter().find(|(_, d)| d.split('/').next() == Some(device)).map(|(f, _)| *f)
+    };
+    let (feed_a, feed_b) = rt.block_on(async {
+        let mut found = (None, None);
+        let mut up = false;
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(e) = rx.recv().await {
+                match e {
+                    JanusEvent::Up { .. } => up = true,
+                    JanusEvent::Roster { publishers, .. } => {
+                        found = (feed(&publishers, "edge-a"), feed(&publishers, "edge-b"));
+                    }
+                    _ => {}
+                }
+                if up && found.0.is_some() && found.1.is_some() {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the stranger never saw edge-a and edge-b in the room");
+        (found.0.unwrap(), found.1.unwrap())
+    });
+    // Keep its events flowing (a full inbox would stall its client).
+    rt.spawn(async move { while rx.recv().await.is_some() {} });
+
+    let (a, b) = (&mut fleet.a, &mut fleet.b);
+    a.drive("cor", true);
+    wait_line(b, "ptt", true, Duration::from_secs(10));
+    wait_tone(b, TONE_A, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(1));
+    let from = wav_len(&tx_wav(b));
+    // Unmuting a publisher without the floor is undone as well.
+    assert!(stranger.moderate("ops", feed_b, false), "the stranger could not ask");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        stranger.moderate("ops", feed_a, true);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    a.drive("cor", false);
+    wait_line(b, "ptt", false, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1200));
+    cancel.cancel();
+
+    // 8 s from just before the first mute (the WAV header lags up to 1 s, so `from` is at or
+    // before it): the 6 s of muting and 2 s after.
+    let x = wav_samples(&tx_wav(b));
+    let window = &x[from.min(x.len())..(from + 400 * 960).min(x.len())];
+    let map = tone_map(window, TONE_A);
+    let share = map.matches('#').count() as f32 / 400.0;
+    let gap = longest_gap(&map);
+    println!(
+        "a stranger muting A every 100 ms for 6 s: B transmitted A's tone in {:.1} % of 8 s, longest gap {} ms",
+        100.0 * share,
+        gap * 20
+    );
+    let log = fleet._host.stderr();
+    let undone = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    println!(
+        "host undid {} mutes of the holder and {} unmutes of others; events: {:?}",
+        undone("muted the floor holder in Janus; undone"),
+        undone("unmuted a publisher without the floor in Janus; undone"),
+        events(&probe, "moderation_overridden")
+    );
+    assert_eq!(log.lines().filter(|l| l.contains("Revoke {")).count(), 0, "A's floor was revoked");
+    assert!(share >= 0.75 && gap <= 10, "A's tone at B: {:.1} %, longest gap {} ms\n{map}", 100.0 * share, gap * 20);
+    assert!(undone("unmuted a publisher without the floor in Janus; undone") >= 1, "B's unmute by the stranger not undone");
+    let reported = events(&probe, "moderation_overridden");
+    let holder_muted = reported.iter().filter(|e| e["detail"].as_str().is_some_and(|d| d.contains("muted the floor holder"))).count();
+    assert_eq!(holder_muted, 1, "one moderation_overridden event for the holder's mutes (at most one per 10 s): {reported:?}");
+    assert_eq!(reported.len(), 2, "and one for B's unmute: {reported:?}");
+    assert_eq!(b.line_log("ptt").iter().filter(|&&on| on).count(), 1, "B keyed once: {:?}", b.line_log("ptt"));
+}

@@ -49,7 +49,8 @@ const SESSIONS_PER_EDGE: usize = 16;
 const MODERATION_RECHECK: Duration = Duration::from_secs(1);
 /// How long a moderation we asked for waits for Janus's notification of it (its echo).
 const ECHO_WAIT: Duration = Duration::from_secs(2);
-/// At most one `moderation_overridden` event per this (the rest are counted into the next).
+/// At most one `moderation_overridden` event per channel and kind (holder muted, another
+/// publisher unmuted) per this; the rest are counted into the next.
 const OVERRIDE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -109,7 +110,7 @@ pub fn start_host(
         guards: HashMap::new(),
         rejected: RejectCounter::default(),
         echoes: Echoes::default(),
-        overrides: RejectCounter::default(),
+        overrides: HashMap::new(),
         janus_state: None,
         serving: UplinkState::Connecting,
         reported: None,
@@ -176,8 +177,9 @@ struct Host {
     rejected: RejectCounter,
     /// Moderations we asked for, to tell their notifications from someone else's.
     echoes: Echoes,
-    /// Moderations by someone else that we undid, for the rate-limited event.
-    overrides: RejectCounter,
+    /// Moderations by someone else that we undid, for the rate-limited event: per channel and
+    /// what was done (muted: the holder muted; else another publisher unmuted).
+    overrides: HashMap<(String, bool), RejectCounter>,
     /// Our own Janus link (None: not configured), with why it is down.
     janus_state: Option<(UplinkState, Option<String>)>,
     /// The floor service on the broker.
@@ -707,10 +709,11 @@ impl Host {
         let publisher = self.display_of(&key.0, feed).unwrap_or_default();
         let what = if muted { "muted the floor holder" } else { "unmuted a publisher without the floor" };
         warn!(channel = %key.0, feed, %publisher, "floor host: someone else {what} in Janus; undone");
-        if let Some(n) = self.overrides.reject(now, OVERRIDE_REPORT_EVERY) {
+        let counter = self.overrides.entry((key.0.clone(), muted)).or_default();
+        if let Some(n) = counter.reject(now, OVERRIDE_REPORT_EVERY) {
             let detail = format!(
                 "someone else {what} (feed {feed} {publisher:?}); undone ({n} since the last report, {} in all)",
-                self.overrides.total
+                counter.total
             );
             self.event(Event::new(EventKind::ModerationOverridden).channel(key.0.clone()).detail(detail));
         }
