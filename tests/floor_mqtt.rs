@@ -146,6 +146,7 @@ async fn host_router(
                 }
                 HubEvent::Floor { peer, member, msg } => router.from_peer(now, peer, member, msg),
                 HubEvent::Media { .. } => {}
+                HubEvent::MediaSeen { .. } => {}
                 HubEvent::Left { peer } => {
                     peers.remove(&peer);
                     router.remove_peer(now, peer);

@@ -175,6 +175,7 @@ async fn router(mut rx: mpsc::Receiver<HubEvent>) {
                     }
                 }
             }
+            HubEvent::MediaSeen { .. } => {}
             HubEvent::Left { peer } => {
                 peers.remove(&peer);
                 if holder.is_some_and(|(p, _)| p == peer) {

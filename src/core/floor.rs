@@ -139,6 +139,9 @@ pub struct Arbiter {
     /// Sorted by priority (highest first), FIFO within a priority. Non-empty only while taken.
     queue: Vec<Waiting>,
     timers: Timers<ArbiterTimer, 2>,
+    /// Whether whoever feeds [`Arbiter::media`] can see the holder's media at all (false:
+    /// no-media is not judged, see [`Arbiter::set_media_seen`]).
+    media_seen: bool,
     out: VecDeque<ArbiterOutput>,
 }
 
@@ -149,8 +152,28 @@ impl Arbiter {
             holder: None,
             queue: Vec::new(),
             timers: Timers::default(),
+            media_seen: true,
             out: VecDeque::new(),
         }
+    }
+
+    /// Whether the media of this channel can be seen (true by default). While it cannot (the
+    /// floor host's own link to the media is down), silence says nothing about the talker, so
+    /// no-media is not judged; once it can again, the holder has a whole `no_media_timeout`
+    /// from `now` for its media to be seen (the link's grace). Max talk time runs on.
+    pub fn set_media_seen(&mut self, now: Instant, seen: bool) {
+        if std::mem::replace(&mut self.media_seen, seen) == seen {
+            return;
+        }
+        if !seen {
+            self.timers.stop(ArbiterTimer::NoMedia);
+        } else if self.holder.is_some() {
+            self.timers.set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
+        }
+    }
+
+    pub fn media_seen(&self) -> bool {
+        self.media_seen
     }
 
     /// Feed a message received from participant `from`.
@@ -235,7 +258,7 @@ impl Arbiter {
 
     /// Media was seen from `id`: keeps the floor alive if `id` holds it, otherwise ignored.
     pub fn media(&mut self, now: Instant, id: ParticipantId) {
-        if self.holder.is_some_and(|(h, _)| h == id) {
+        if self.media_seen && self.holder.is_some_and(|(h, _)| h == id) {
             self.timers
                 .set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
         }
@@ -278,8 +301,10 @@ impl Arbiter {
         self.holder = Some((id, priority));
         self.timers
             .set(ArbiterTimer::MaxTalk, now + self.config.max_talk);
-        self.timers
-            .set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
+        if self.media_seen {
+            self.timers
+                .set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
+        }
         self.send(id, ToParticipant::Granted);
         self.broadcast(ToParticipant::Taken {
             holder: id,
@@ -334,8 +359,10 @@ pub struct ParticipantConfig {
     pub request_timeout: Option<Duration>,
     /// A radio's COR: while still pressed, ask again each time the floor goes idle after this
     /// participant was preempted or denied, so a call that is still coming in goes on being
-    /// heard. Not after a max-talk or no-media revoke (a stuck COR must not hold the channel
-    /// for ever). A console's PTT (false) must be pressed again instead.
+    /// heard. Not after a max-talk revoke (a stuck COR must not hold the channel for ever);
+    /// after a no-media revoke once per press (the media path blinked: the call goes on, but
+    /// a press whose media never arrives does not hold the channel in turns). A console's PTT
+    /// (false) must be pressed again instead.
     pub retake_when_idle: bool,
 }
 
@@ -406,8 +433,10 @@ pub struct Participant {
     /// Physical press; a revoked or denied press must be released before it requests again
     /// (unless `retake_when_idle`).
     pressed: bool,
-    /// This press was cut by max talk or no media: no retake until it is released.
+    /// This press was cut by max talk or (a second time) no media: no retake until released.
     cut: bool,
+    /// This press was already revoked once for no media (and asked again).
+    no_media_once: bool,
     timers: Timers<ParticipantTimer, 1>,
     transmit: VecDeque<ToArbiter>,
     events: VecDeque<ParticipantEvent>,
@@ -421,6 +450,7 @@ impl Participant {
             state: ParticipantState::Idle,
             pressed: false,
             cut: false,
+            no_media_once: false,
             timers: Timers::default(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -452,6 +482,7 @@ impl Participant {
             return;
         }
         self.cut = false;
+        self.no_media_once = false;
         match self.state {
             ParticipantState::Idle => return,
             ParticipantState::Granted => self.events.push_back(ParticipantEvent::StopMedia),
@@ -487,7 +518,11 @@ impl Participant {
             }
             (S::Granted, M::Revoke { cause }) => {
                 self.lose_floor();
-                self.cut |= matches!(cause, RevokeCause::MaxTalkTime | RevokeCause::NoMedia);
+                match cause {
+                    RevokeCause::MaxTalkTime => self.cut = true,
+                    RevokeCause::NoMedia => self.cut |= std::mem::replace(&mut self.no_media_once, true),
+                    RevokeCause::Preempted { .. } => {}
+                }
                 self.events.push_back(E::Revoked(cause));
             }
             (_, M::Taken { holder, priority }) if holder != self.id => {
@@ -932,11 +967,87 @@ mod tests {
                 }
             }
             assert_eq!(ch.holder(), None, "{cause:?}");
-            assert!(ch.events(A).contains(&E::Revoked(cause)));
+            let revokes = ch.events(A).iter().filter(|e| **e == E::Revoked(cause)).count();
+            // No media: asked again once (granted, 5 s more), then cut for good.
+            assert_eq!(revokes, if cause == RevokeCause::NoMedia { 2 } else { 1 }, "{cause:?}");
             ch.unpress(A);
             ch.press(A);
             assert_eq!(ch.talkers(), [A], "a new key-up asks again");
         }
+    }
+
+    #[test]
+    fn radio_revoked_for_no_media_asks_again_once_per_press_behind_the_queue() {
+        let mut ch = Channel::new(queueing(4), &[]);
+        ch.members
+            .insert(A, Participant::new(A, radio(Priority::NORMAL)));
+        ch.members
+            .insert(B, Participant::new(B, radio(Priority::NORMAL)));
+        ch.press(A);
+        ch.press(B); // queued behind A
+        ch.advance(secs(5)); // A's media never arrives
+        assert_eq!(ch.talkers(), [B], "the queue goes first");
+        assert_eq!(ch.state(A), ParticipantState::Idle);
+        ch.log.clear();
+        for _ in 0..3 {
+            ch.advance(secs(1));
+            ch.media(B);
+        }
+        ch.unpress(B);
+        assert_eq!(ch.talkers(), [A], "then A, whose COR is still open, asks again");
+        assert_eq!(
+            ch.events(A)
+                .iter()
+                .filter(|e| matches!(e, E::StartMedia))
+                .count(),
+            1,
+            "one request, not a storm"
+        );
+        ch.advance(secs(5)); // still no media: the second revoke of this press cuts it
+        assert_eq!(ch.holder(), None);
+        ch.advance(secs(60));
+        assert_eq!(ch.holder(), None, "no further retake");
+        ch.unpress(A);
+        ch.press(A);
+        ch.advance(secs(5));
+        assert_eq!(ch.talkers(), [A], "a new press has its own retake");
+    }
+
+    #[test]
+    fn no_media_is_not_judged_while_media_cannot_be_seen_and_has_a_grace_after() {
+        let mut ch = Channel::new(ArbiterConfig::default(), &normal(&[A, B]));
+        ch.press(A);
+        ch.advance(secs(3));
+        ch.arbiter.set_media_seen(ch.now, false); // the host's media link goes down
+        assert!(!ch.arbiter.media_seen());
+        ch.advance(secs(60));
+        assert_eq!(ch.talkers(), [A], "not revoked while blind");
+        ch.arbiter.set_media_seen(ch.now, true);
+        ch.advance(Duration::from_millis(4999));
+        assert_eq!(ch.talkers(), [A], "a whole no-media timeout of grace");
+        ch.media(A);
+        ch.advance(Duration::from_millis(4999));
+        assert_eq!(ch.talkers(), [A], "media seen again keeps it");
+        ch.advance(Duration::from_millis(1));
+        assert_eq!(ch.holder(), None, "and no media afterwards is judged again");
+
+        // Granted while blind: judged from when media can be seen.
+        ch.arbiter.set_media_seen(ch.now, false);
+        ch.press(B);
+        ch.advance(secs(30));
+        assert_eq!(ch.talkers(), [B]);
+        ch.arbiter.set_media_seen(ch.now, true);
+        ch.arbiter.set_media_seen(ch.now, true); // repeated: no new grace
+        ch.advance(secs(5));
+        assert_eq!(ch.holder(), None);
+
+        // Max talk time runs on while blind.
+        let mut ch = Channel::new(ArbiterConfig { max_talk: secs(10), ..Default::default() }, &normal(&[A]));
+        ch.arbiter.set_media_seen(ch.now, false);
+        ch.press(A);
+        ch.advance(secs(10));
+        assert_eq!(ch.holder(), None);
+        assert!(ch.events(A).contains(&E::Revoked(RevokeCause::MaxTalkTime)));
     }
 
     #[test]
@@ -1304,7 +1415,8 @@ mod tests {
             prop_assert!(released.members.values().all(|p| p.state() == ParticipantState::Idle));
 
             // Nobody lets go (stuck COR) and media stops: timeouts free it anyway.
-            ch.advance(config.no_media_timeout * (members.len() as u32 + 1));
+            // Each radio may ask again once after a no-media revoke.
+            ch.advance(config.no_media_timeout * (2 * members.len() as u32 + 1));
             check_invariants(&ch);
             prop_assert_eq!(ch.holder(), None);
             prop_assert_eq!(ch.arbiter.poll_timeout(), None);

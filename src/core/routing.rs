@@ -652,6 +652,15 @@ impl Router {
         self.settle(now);
     }
 
+    /// Whether the media of a hosted channel can be seen where its arbiter is fed (see
+    /// [`Arbiter::set_media_seen`]); ignored for other channels.
+    pub fn set_media_seen(&mut self, now: Instant, channel: ChannelId, seen: bool) {
+        if let Some(Some(a)) = self.arbiters.get_mut(channel) {
+            a.set_media_seen(now, seen);
+        }
+        self.settle(now);
+    }
+
     /// Members of a hosted channel: (id, name, priority), ports named by their port name.
     pub fn roster(&self, channel: ChannelId) -> Vec<(ParticipantId, String, Priority)> {
         self.members

@@ -490,6 +490,12 @@ impl ChannelRouter {
                 self.peers.remove(&peer);
                 self.router.remove_peer(now, peer);
             }
+            HubEvent::MediaSeen { channel, seen } => {
+                if let Some(c) = self.channel_index(&channel) {
+                    info!(%channel, seen, "floor: the channel's media can{} be seen", if seen { "" } else { "not" });
+                    self.router.set_media_seen(now, c, seen);
+                }
+            }
         }
     }
 

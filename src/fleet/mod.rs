@@ -39,7 +39,7 @@ pub use client::{
 pub use outbox::Limits;
 pub use protocol::{
     config_hash, redact, Command, CommandError, DaemonMetrics, ErrorCode, Event, EventKind, PortState, PttAction,
-    Status, StreamMetrics, UplinkState,
+    FloorHostStatus, Status, StreamMetrics, UplinkState,
 };
 
 #[cfg(test)]

@@ -137,8 +137,12 @@ pub struct Status {
     /// Hash of the loaded config file ([`config_hash`]), to spot boxes running stale configs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// A Janus fleet's floor host: its own Janus link (moderation, the talkers' audio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkStatus>,
+    /// A Janus fleet's floor host: the floor service it offers its edges over MQTT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_host: Option<FloorHostStatus>,
     /// Why the box is offline: `connection_lost` (the last will) or `shutdown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -155,6 +159,7 @@ impl Status {
             addresses: Vec::new(),
             config_hash: None,
             uplink: None,
+            floor_host: None,
             reason: None,
         }
     }
@@ -167,6 +172,7 @@ impl Status {
             uptime_s: None,
             addresses: Vec::new(),
             uplink: None,
+            floor_host: None,
             reason: Some(reason.into()),
             ..self.clone()
         }
@@ -178,6 +184,19 @@ pub struct UplinkStatus {
     pub state: UplinkState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+/// The floor service of a Janus fleet's floor host, in its status (docs/mqtt.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloorHostStatus {
+    /// `up`: online on the broker, edges can join; `down`: the broker connection is lost (every
+    /// edge has left; they join again when it is back); `connecting`: not yet online.
+    pub state: UplinkState,
+    /// Edges joined.
+    pub edges: usize,
+    /// Whether no-media is judged: false while the host's own Janus link is down (its edges'
+    /// audio cannot be seen); once it is back, the talker has a whole no-media timeout of grace.
+    pub media_watch: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +293,11 @@ pub enum EventKind {
     /// A Janus room lacks the protection the config asks for (`reason`: `no_pin`,
     /// `pin_refused`, `no_secret`, `secret_refused`); nothing is published into it.
     RoomRefused,
+    /// The floor host could not mute or unmute a publisher in Janus (wrong secret, ...).
+    ModerationFailed,
+    /// Someone else muted the floor holder (or unmuted another publisher) in Janus; the floor
+    /// host undid it (rate-limited).
+    ModerationOverridden,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.

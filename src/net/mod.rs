@@ -76,6 +76,10 @@ pub enum HubEvent {
     Media { peer: PeerId, channel: String, packet: MediaPacket },
     /// The peer is gone (socket closed, ICE failed, timed out): its floor is freed.
     Left { peer: PeerId },
+    /// Whether the sender can see the media of a hosted channel at all: a floor host whose
+    /// own Janus link is down (false) cannot tell a silent talker from its own blindness, so
+    /// the channel's no-media timer waits until it sees again (then a whole timeout of grace).
+    MediaSeen { channel: String, seen: bool },
 }
 
 /// The router's hub inbox ([`peer_queue::deliver`]): a peer's media is lossy; joins, floor
@@ -84,7 +88,9 @@ impl Queued for HubEvent {
     fn policy(&self) -> Policy {
         match self {
             HubEvent::Media { .. } => Policy::DropOldest,
-            HubEvent::Joined { .. } | HubEvent::Floor { .. } | HubEvent::Left { .. } => Policy::Keep,
+            HubEvent::Joined { .. } | HubEvent::Floor { .. } | HubEvent::Left { .. } | HubEvent::MediaSeen { .. } => {
+                Policy::Keep
+            }
         }
     }
 }

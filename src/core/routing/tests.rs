@@ -393,11 +393,20 @@ fn patch_holds_the_far_floor_only_while_media_flows() {
         assert_eq!(r.patched(now, 0, MediaSource::Port(0)).len(), 1);
     }
     assert_eq!(r.holder(1), Some(Talker::Patch(p)));
-    // a goes silent (stuck COR without audio): both floors time out, radio b unkeys.
+    // a goes silent (stuck COR without audio): the floor times out. Its COR still open, a asks
+    // once more at once (a media path that blinked: radio b stays keyed), and is cut for good
+    // when its audio still does not come: both floors free, radio b unkeys and stays unkeyed.
     r.handle_timeout(t + Duration::from_secs(20));
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::Revoked { port: 0, channel: 0, cause: RevokeCause::NoMedia }), "{out:?}");
+    assert_eq!(r.holder(0), Some(Talker::Port(0)), "asked again once: {out:?}");
+    r.handle_timeout(t + Duration::from_secs(40));
     let out = drain(&mut r);
     assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
     assert_eq!((r.holder(0), r.holder(1)), (None, None));
+    r.handle_timeout(t + Duration::from_secs(120));
+    assert!(!drain(&mut r).iter().any(|o| matches!(o, RouterOutput::TxRequest { on: true, .. })), "keyed again");
+    assert_eq!((r.holder(0), r.holder(1)), (None, None), "no further retake");
 }
 
 #[test]

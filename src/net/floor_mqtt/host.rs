@@ -15,7 +15,7 @@
 //! - audio from the holder's feed keeps the arbiter's no-media timer alive, as media through
 //!   an embedded hub does; a holder whose audio stops reaching Janus loses the floor.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +32,8 @@ use crate::config::MqttConfig;
 use crate::core::floor::{ParticipantId, Priority, ToArbiter, ToParticipant};
 use crate::fleet::auth::RejectCounter;
 use crate::fleet::backoff::Backoff;
-use crate::fleet::{FleetHandle, UplinkState};
+use crate::fleet::protocol::UplinkStatus;
+use crate::fleet::{Event, EventKind, FleetHandle, FloorHostStatus, UplinkState};
 use crate::net::janus::{JanusEvent, JanusHandle, JanusOptions};
 use crate::net::peer_queue::{self, Limits, PeerRx};
 use crate::net::protocol::Action;
@@ -46,6 +47,11 @@ pub const FIRST_PEER: PeerId = 1 << 40;
 const SESSIONS_PER_EDGE: usize = 16;
 /// How often the moderation of every room is checked against the floor.
 const MODERATION_RECHECK: Duration = Duration::from_secs(1);
+/// How long a moderation we asked for waits for Janus's notification of it (its echo).
+const ECHO_WAIT: Duration = Duration::from_secs(2);
+/// At most one `moderation_overridden` event per channel and kind (holder muted, another
+/// publisher unmuted) per this; the rest are counted into the next.
+const OVERRIDE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct FloorHostOptions {
@@ -84,7 +90,7 @@ pub fn start_host(
     // so a host that falls behind disconnects the peer rather than grow).
     let (peer_tx, peer_rx) = mpsc::channel(peer_queue::INBOX);
     info!(device = %o.device_id, %epoch, channels = o.channels.len(), janus = janus.is_some(), "floor host starting (MQTT)");
-    let host = Host {
+    let mut host = Host {
         holders: o.channels.iter().map(|c| (c.clone(), None)).collect(),
         o,
         topics,
@@ -103,7 +109,17 @@ pub fn start_host(
         sealer: Sealer::new(key),
         guards: HashMap::new(),
         rejected: RejectCounter::default(),
+        echoes: Echoes::default(),
+        overrides: HashMap::new(),
+        janus_state: None,
+        serving: UplinkState::Connecting,
+        reported: None,
     };
+    if host.janus.is_some() {
+        // Until our own Janus session is up we cannot see anyone's audio.
+        host.janus_state = Some((UplinkState::Connecting, None));
+        host.set_media_seen(false);
+    }
     tokio::spawn(host.run(peer_rx, janus_rx, cancel));
     Ok(())
 }
@@ -159,6 +175,17 @@ struct Host {
     /// Per edge: its sessions' sequence numbers in this host run (replays are dropped).
     guards: HashMap<String, ReplayGuard>,
     rejected: RejectCounter,
+    /// Moderations we asked for, to tell their notifications from someone else's.
+    echoes: Echoes,
+    /// Moderations by someone else that we undid, for the rate-limited event: per channel and
+    /// what was done (muted: the holder muted; else another publisher unmuted).
+    overrides: HashMap<(String, bool), RejectCounter>,
+    /// Our own Janus link (None: not configured), with why it is down.
+    janus_state: Option<(UplinkState, Option<String>)>,
+    /// The floor service on the broker.
+    serving: UplinkState,
+    /// What the status last said (the status is only updated on change).
+    reported: Option<(Option<UplinkStatus>, FloorHostStatus)>,
 }
 
 impl Host {
@@ -247,8 +274,45 @@ impl Host {
 
     /// Hand the events over; an edge flooding the router waits here, its MQTT messages with it.
     async fn flush(&mut self) {
+        self.report_status();
         for e in self.out.drain(..) {
             let _ = peer_queue::deliver(&self.hub, e).await;
+        }
+    }
+
+    /// Whether the router can judge no-media on our channels: only while we see their media.
+    fn set_media_seen(&mut self, seen: bool) {
+        for channel in &self.o.channels {
+            self.out.push(HubEvent::MediaSeen { channel: channel.clone(), seen });
+        }
+    }
+
+    /// Our Janus link and floor service in the retained status, when they changed.
+    fn report_status(&mut self) {
+        let Some(fleet) = self.o.report.as_ref() else { return };
+        let uplink = self.janus_state.as_ref().map(|(state, detail)| UplinkStatus { state: *state, detail: detail.clone() });
+        let floor = FloorHostStatus {
+            state: self.serving,
+            edges: self.edges.len(),
+            media_watch: self.janus_state.as_ref().is_none_or(|(s, _)| *s == UplinkState::Up),
+        };
+        let now = (uplink, floor);
+        if self.reported.as_ref() == Some(&now) {
+            return;
+        }
+        let (uplink, floor) = now.clone();
+        fleet.update_status(|s| {
+            if uplink.is_some() {
+                s.uplink = uplink;
+            }
+            s.floor_host = Some(floor);
+        });
+        self.reported = Some(now);
+    }
+
+    fn event(&self, event: Event) {
+        if let Some(fleet) = self.o.report.as_ref() {
+            fleet.publish_event(event);
         }
     }
 
@@ -281,6 +345,7 @@ impl Host {
             let state = HolderState { channel: channel.clone(), epoch: self.epoch.clone(), holder: holder.clone() };
             self.publish(&self.topics.holder(channel), to_json(&state), true)?;
         }
+        self.serving = UplinkState::Up;
         info!(device = %self.o.device_id, "floor host: connected to the broker, online");
         Ok(())
     }
@@ -288,6 +353,9 @@ impl Host {
     /// The broker connection is gone: edges saw our last will and will join again, so every
     /// edge leaves now (their floors are freed).
     fn lost(&mut self, reason: &str) {
+        if self.serving == UplinkState::Up {
+            self.serving = UplinkState::Down;
+        }
         if self.link.take().is_some() && !self.edges.is_empty() {
             warn!(%reason, edges = self.edges.len(), "floor host: broker connection lost; every edge leaves");
         }
@@ -539,21 +607,22 @@ impl Host {
     fn janus_event(&mut self, event: JanusEvent) {
         match event {
             JanusEvent::Up { channels } => {
-                info!(rooms = channels.len(), "floor host: Janus session up");
-                if let Some(f) = &self.o.report {
-                    f.set_uplink_state(UplinkState::Up, None);
-                }
+                info!(rooms = channels.len(), "floor host: Janus session up; no-media judged again after a grace");
                 // Rosters may have come before `Up`, when nothing could be moderated yet.
                 self.moderated.clear();
                 self.moderate_all();
+                self.set_media_seen(true);
+                self.janus_state = Some((UplinkState::Up, None));
+                self.event(Event::new(EventKind::LinkUp).reason("janus").detail("the floor host's Janus session is up"));
             }
             JanusEvent::Down { reason } => {
-                warn!(%reason, "floor host: Janus session down; moderation resumes when it is back");
-                if let Some(f) = &self.o.report {
-                    f.set_uplink_state(UplinkState::Down, Some(format!("Janus: {reason}")));
-                }
+                warn!(%reason, "floor host: Janus session down; moderation resumes and no-media is judged again when it is back");
                 self.rooms.clear();
                 self.moderated.clear();
+                self.echoes.clear();
+                self.set_media_seen(false);
+                self.event(Event::new(EventKind::LinkDown).reason("janus").detail(reason.clone()));
+                self.janus_state = Some((UplinkState::Down, Some(reason)));
             }
             JanusEvent::Roster { channel, publishers } => {
                 debug!(%channel, ?publishers, "floor host: room publishers");
@@ -577,6 +646,13 @@ impl Host {
                     let key = (channel, feed);
                     if self.moderate_failed.insert(key.clone()) {
                         warn!(channel = %key.0, feed, mute, %error, "floor host: moderate failed; retried every second");
+                        let what = if mute { "mute" } else { "unmute" };
+                        let publisher = self.display_of(&key.0, feed).unwrap_or_default();
+                        self.event(
+                            Event::new(EventKind::ModerationFailed)
+                                .channel(key.0.clone())
+                                .detail(format!("{what} feed {feed} {publisher:?}: {error}; retried every second")),
+                        );
                     } else {
                         debug!(channel = %key.0, feed, mute, %error, "floor host: moderate failed again");
                     }
@@ -587,19 +663,21 @@ impl Host {
                 // Only with `create = false`: the floor host creates its rooms otherwise.
                 let detail = format!("Janus room {room} of channel {channel} does not exist (create = false): waiting");
                 warn!(%channel, room, "floor host: {detail}");
-                if let Some(f) = &self.o.report {
-                    f.set_uplink_state(UplinkState::Connecting, Some(detail));
-                }
+                self.janus_state = Some((UplinkState::Connecting, Some(detail)));
             }
             JanusEvent::RoomRefused { channel, fault, reason } => {
                 // Not joined, so nothing to moderate there: said in the status and as an event.
-                if let Some(f) = &self.o.report {
-                    f.publish_event(crate::net::janus::refused_event(&channel, fault, &reason));
-                    f.set_uplink_state(UplinkState::Refused, Some(reason));
-                }
+                self.event(crate::net::janus::refused_event(&channel, fault, &reason));
+                self.janus_state = Some((UplinkState::Refused, Some(reason)));
             }
+            JanusEvent::FeedModerated { channel, feed, muted } => self.feed_moderated(channel, feed, muted),
             JanusEvent::Sending { .. } | JanusEvent::Moderated { .. } => {}
         }
+    }
+
+    /// The display name of publisher `feed` in `channel`'s room.
+    fn display_of(&self, channel: &str, feed: u64) -> Option<String> {
+        self.rooms.get(channel)?.iter().find(|(f, _)| *f == feed).map(|(_, d)| d.clone())
     }
 
     /// The edge publishing `feed` in `channel`'s room: by the feed it reported, else by the
@@ -620,14 +698,56 @@ impl Host {
         }
     }
 
+    /// Janus says publisher `feed` was muted or unmuted, by us or by anyone else with the room's
+    /// secret. Someone else's moderation that goes against the floor (the holder muted, another
+    /// publisher unmuted) is undone at once, and reported.
+    fn feed_moderated(&mut self, channel: String, feed: u64, muted: bool) {
+        let now = Instant::now().into_std();
+        let key = (channel, feed);
+        if self.echoes.ours(&key, muted, now) {
+            debug!(channel = %key.0, feed, muted, "floor host: our moderation landed");
+            return;
+        }
+        let Some(publishers) = self.rooms.get(&key.0) else { return };
+        if !publishers.iter().any(|(f, _)| *f == feed) {
+            return;
+        }
+        let want = Some(feed) != self.holder_feed_in(&key.0, publishers);
+        if want == muted {
+            debug!(channel = %key.0, feed, muted, "floor host: moderated by someone else, as the floor wants");
+            return;
+        }
+        let publisher = self.display_of(&key.0, feed).unwrap_or_default();
+        let what = if muted { "muted the floor holder" } else { "unmuted a publisher without the floor" };
+        warn!(channel = %key.0, feed, %publisher, "floor host: someone else {what} in Janus; undone");
+        let counter = self.overrides.entry((key.0.clone(), muted)).or_default();
+        if let Some(n) = counter.reject(now, OVERRIDE_REPORT_EVERY) {
+            let detail = format!(
+                "someone else {what} (feed {feed} {publisher:?}); undone ({n} since the last report, {} in all)",
+                counter.total
+            );
+            self.event(Event::new(EventKind::ModerationOverridden).channel(key.0.clone()).detail(detail));
+        }
+        self.moderated.remove(&key);
+        let channel = key.0;
+        self.moderate(&channel);
+    }
+
+    /// The floor holder's feed among `channel`'s room `publishers`; None: nobody may talk.
+    fn holder_feed_in(&self, channel: &str, publishers: &[(u64, String)]) -> Option<u64> {
+        let holder = self.holders.get(channel).cloned().flatten();
+        let holder_device = holder.as_ref().and_then(|h| h.device.clone());
+        let reported = holder_device.as_deref().and_then(|d| self.edges.get(d)?.feeds.get(channel).copied().flatten());
+        holder_feed(publishers, holder_device.as_deref(), reported)
+    }
+
     /// Mute every publisher of the channel's room but the holder's; unmute the holder's.
     fn moderate(&mut self, channel: &str) {
         let Some(janus) = self.janus.as_ref().filter(|j| j.is_up()) else { return };
         let Some(publishers) = self.rooms.get(channel) else { return };
         let holder = self.holders.get(channel).cloned().flatten();
-        let holder_device = holder.as_ref().and_then(|h| h.device.clone());
-        let reported = holder_device.as_deref().and_then(|d| self.edges.get(d)?.feeds.get(channel).copied().flatten());
-        let holder_feed = holder_feed(publishers, holder_device.as_deref(), reported);
+        let holder_feed = self.holder_feed_in(channel, publishers);
+        let now = Instant::now().into_std();
         for (feed, publisher) in publishers {
             let mute = Some(*feed) != holder_feed;
             let key = (channel.to_owned(), *feed);
@@ -641,9 +761,43 @@ impl Host {
                     %channel, feed, %publisher, mute, holder = ?holder.as_ref().map(|h| &h.name),
                     "floor host: moderate ({})", if mute { "not the floor holder" } else { "holds the floor" }
                 );
+                self.echoes.asked(key.clone(), mute, now);
                 self.moderated.insert(key, mute);
             }
         }
+    }
+}
+
+/// Moderations we asked for whose notification from Janus has not come yet. Janus tells every
+/// publisher in a room about every moderation, ours included, without saying who asked: a
+/// notification that matches one of ours (in order) is ours; anything else is someone else's.
+#[derive(Debug, Default)]
+struct Echoes {
+    pending: HashMap<(String, u64), VecDeque<(bool, std::time::Instant)>>,
+}
+
+impl Echoes {
+    fn asked(&mut self, key: (String, u64), mute: bool, now: std::time::Instant) {
+        self.pending.entry(key).or_default().push_back((mute, now));
+    }
+
+    /// A notification that `key` was muted (or not): true when it answers one we asked (that
+    /// one, and any older one left unanswered, is done with).
+    fn ours(&mut self, key: &(String, u64), muted: bool, now: std::time::Instant) -> bool {
+        let Some(q) = self.pending.get_mut(key) else { return false };
+        q.retain(|(_, at)| now.saturating_duration_since(*at) < ECHO_WAIT);
+        let found = q.iter().position(|(m, _)| *m == muted);
+        if let Some(i) = found {
+            q.drain(..=i);
+        }
+        if q.is_empty() {
+            self.pending.remove(key);
+        }
+        found.is_some()
+    }
+
+    fn clear(&mut self) {
+        self.pending.clear();
     }
 }
 
@@ -695,6 +849,27 @@ async fn next_net(link: &mut Option<Link>) -> Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_moderations_are_told_from_someone_elses() {
+        let t0 = std::time::Instant::now();
+        let a = ("ops".to_owned(), 11);
+        let mut e = Echoes::default();
+        assert!(!e.ours(&a, true, t0), "nothing asked: someone else's");
+        e.asked(a.clone(), true, t0);
+        e.asked(a.clone(), false, t0);
+        assert!(e.ours(&a, true, t0), "our mute");
+        assert!(!e.ours(&("ops".to_owned(), 12), false, t0), "another feed");
+        assert!(!e.ours(&a, true, t0), "a second mute: not ours");
+        assert!(e.ours(&a, false, t0), "our unmute");
+        assert!(!e.ours(&a, false, t0), "answered already");
+        // An echo that never came does not excuse someone else's moderation for ever.
+        e.asked(a.clone(), true, t0);
+        assert!(!e.ours(&a, true, t0 + ECHO_WAIT), "too late to be ours");
+        e.asked(a.clone(), false, t0);
+        e.clear();
+        assert!(!e.ours(&a, false, t0));
+    }
 
     #[test]
     fn the_holders_publisher_by_reported_feed_else_by_display_name() {

@@ -42,6 +42,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// A transient ICE `Disconnected` is normal; only a lasting one is a loss.
 const ICE_GRACE: Duration = Duration::from_secs(5);
 const COMMAND_QUEUE: usize = 512;
+/// While Janus does not accept connections at all (it is restarting), retry at least this
+/// often (drawn in its upper half): a refused connection costs Janus nothing, and a fleet is
+/// back within about a second of Janus listening again. Failures after connecting back off
+/// as configured.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct JanusOptions {
@@ -56,8 +61,9 @@ pub struct JanusOptions {
     pub bind: Option<SocketAddr>,
     /// Reconnect delays: exponential from `backoff_min` to `backoff_max`, each drawn in the
     /// upper half (equal jitter) so a fleet does not reconnect in lockstep. The default cap
-    /// is 5 s: a box is back within ~5 s of Janus coming back after an outage of any length,
-    /// and a failed attempt costs Janus no more than a refused TCP connection.
+    /// is 5 s; while Janus refuses connections (restarting) a box retries at least every
+    /// second, so it is back within ~1 s of Janus listening again after an outage of any
+    /// length (a refused TCP connection costs Janus nothing).
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Keepalive interval, well inside Janus's 60 s `session_timeout`.
@@ -218,10 +224,11 @@ async fn run(
             listen: &mut listen,
             was_up: false,
             refused: None,
+            reached: false,
         };
         let result = link.run(&mut cmds, &cancel).await;
         link.flush().await;
-        let (was_up, refused) = (link.was_up, link.refused.take());
+        let (was_up, refused, reached) = (link.was_up, link.refused.take(), link.reached);
         shared.down();
         if was_up {
             reported_refusal = None;
@@ -236,6 +243,7 @@ async fn run(
             Err(reason) => reason,
         };
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
+        let delay = if reached { delay } else { delay.min(UNREACHABLE_RETRY.mul_f64(0.5 + 0.5 * rand::random::<f64>())) };
         if report {
             let _ = peer_queue::deliver(&events, JanusEvent::Down { reason }).await;
         }
@@ -432,6 +440,8 @@ struct Link<'a> {
     was_up: bool,
     /// A room refused in this session (`JanusEvent::RoomRefused`), reported after its end.
     refused: Option<JanusEvent>,
+    /// The WebSocket to Janus connected (else Janus is not listening, or not reachable).
+    reached: bool,
 }
 
 enum Step {
@@ -462,6 +472,7 @@ impl Link<'_> {
             _ = cancel.cancelled() => return Ok(()),
             r = connect(&url, o.step_timeout) => r?,
         };
+        self.reached = true;
         let bind = match o.bind {
             Some(b) => b,
             None => SocketAddr::new(route_source(janus).ok_or_else(|| format!("no route to Janus at {janus}"))?, 0),
@@ -666,6 +677,10 @@ impl Link<'_> {
                 Output::Moderated { ch, muted } => {
                     warn!(channel = %name(ch), muted, "our stream was moderated in Janus");
                     self.out.push(JanusEvent::Moderated { channel: name(ch), muted });
+                }
+                Output::FeedModerated { ch, feed, muted } => {
+                    debug!(channel = %name(ch), feed, muted, "a publisher was moderated in Janus");
+                    self.out.push(JanusEvent::FeedModerated { channel: name(ch), feed, muted });
                 }
                 Output::ModerateDone { ch, feed, mute, result } => {
                     self.out.push(JanusEvent::ModerateDone { channel: name(ch), feed, mute, result });

@@ -301,6 +301,7 @@ fn log_janus(event: &JanusEvent) {
         JanusEvent::Roster { channel, publishers } => debug!(%channel, ?publishers, "Janus room roster"),
         // The client logs moderation itself.
         JanusEvent::Moderated { .. }
+        | JanusEvent::FeedModerated { .. }
         | JanusEvent::ModerateDone { .. }
         | JanusEvent::Media { .. }
         | JanusEvent::RoomMissing { .. }

@@ -53,6 +53,9 @@ pub enum JanusEvent {
     Sending { channel: String, on: bool },
     /// A moderator muted or unmuted our stream in `channel`.
     Moderated { channel: String, muted: bool },
+    /// A moderator (anyone with the room's secret, this box included) muted or unmuted
+    /// publisher `feed`'s stream in `channel`'s room.
+    FeedModerated { channel: String, feed: u64, muted: bool },
     /// The answer to [`JanusHandle::moderate`].
     ModerateDone { channel: String, feed: u64, mute: bool, result: Result<(), String> },
     /// A channel's room does not exist and this box does not create rooms (an edge: the floor

@@ -126,6 +126,9 @@ pub enum Output {
     Sending { ch: Ch, on: bool },
     /// A moderator muted or unmuted our stream.
     Moderated { ch: Ch, muted: bool },
+    /// A moderator (anyone with the room's secret, us included) muted or unmuted another
+    /// publisher's stream.
+    FeedModerated { ch: Ch, feed: u64, muted: bool },
     /// The answer to [`Session::moderate`].
     ModerateDone { ch: Ch, feed: u64, mute: bool, result: Result<(), String> },
     /// The channel's room does not exist and this box does not create rooms: `exists` is

@@ -388,6 +388,9 @@ impl Session {
             VideoRoom::Event(RoomEvent::Moderation { id, muted, .. }) if Some(id) == me => {
                 self.emit(Output::Moderated { ch, muted });
             }
+            VideoRoom::Event(RoomEvent::Moderation { id, muted, .. }) => {
+                self.emit(Output::FeedModerated { ch, feed: id, muted });
+            }
             VideoRoom::Destroyed { room } => self.fail(format!("room {room} of channel {name} was destroyed")),
             VideoRoom::Error { code, error } => warn!(channel = %name, code, %error, "VideoRoom error"),
             other => debug!(channel = %name, event = ?other, "room event"),
