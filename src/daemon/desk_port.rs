@@ -691,6 +691,9 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
             saw_active |= rx_active.load(Ordering::Relaxed) == 1;
         }
         assert!(saw_active, "the speaker reported the channel active");
+        // A slow machine (qemu, load) takes longer than 1 s to push the second: the device
+        // runs as long as the pushing does, then drains its jitter buffer and pauses.
+        let pushing = t0.elapsed();
         let after = wait_paused(&handles);
         assert_eq!(rx_active.load(Ordering::Relaxed), 0);
         for handle in handles {
@@ -707,6 +710,7 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
         assert!(loud >= 90, "a second of tone on the left: {loud} loud frames");
         assert!(right_peak < 1e-3, "nothing on the right: peak {right_peak}");
         let (l, r) = (after[0] - idle[0], after[1] - idle[1]);
-        assert!(l.abs_diff(r) <= 5 && l < 150, "both sides ran for the spurt only: {l} and {r} frames");
+        let most = pushing.as_millis() as u64 / 10 + 50;
+        assert!(l.abs_diff(r) <= 5 && l < most, "both sides ran for the spurt only: {l} and {r} frames (at most {most})");
     }
 }
