@@ -820,8 +820,8 @@ fn inner_janus_fleet_stranger_muting_the_talker_every_100ms_is_undone() {
     let mut fleet = two_edges();
     let rt = runtime();
     let probe = host_probe(&rt);
-    // The stranger: any Janus client that knows the room's secret (here roipd's own client,
-    // as a publisher "stranger" that never creates a room).
+    // The stranger: any Janus client that knows the room's secret and PIN (here roipd's own
+    // client, as a publisher "stranger" that never creates a room).
     let _rt = rt.enter();
     let cancel = tokio_util::sync::CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
@@ -829,7 +829,7 @@ fn inner_janus_fleet_stranger_muting_the_talker_every_100ms_is_undone() {
         room: ops()[0].1,
         description: "stranger".into(),
         secret: Some(common::fleet_ns::ROOM_SECRET.into()),
-        pin: None,
+        pin: Some(common::fleet_ns::ROOM_PIN.into()),
         admin_key: None,
         publishers: 30,
     };
