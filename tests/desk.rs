@@ -704,7 +704,7 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     let r = probe.wait_after(mark, "select reply", wait, reply("s1")).await.json();
     assert_eq!((r["ok"].clone(), r["command"].clone(), r["result"]["port"].clone()), (true.into(), "desk".into(), "desk".into()), "{r}");
     let mark = probe.mark();
-    probe.request(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#, "test/desk-replies", b"ptt-1").await;
+    probe.request(cmd, &sign(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#), "test/desk-replies", b"ptt-1").await;
     let r = probe.wait_after(mark, "ptt reply", wait, |m| m.topic == "test/desk-replies").await;
     assert_eq!(r.correlation.as_deref(), Some(&b"ptt-1"[..]));
     assert_eq!(r.json()["ok"], true, "{}", r.json());
