@@ -240,8 +240,8 @@ fn error_lines(stderr: &str, file: &str) -> Vec<String> {
     stderr
         .lines()
         .filter(|l| l.strip_prefix(&prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())))
-        // Security warnings (`roipd check` only) are not errors.
-        .filter(|l| !l.contains(": WARNING: "))
+        // Security warnings and notes are not errors.
+        .filter(|l| !l.contains(": WARNING: ") && !l.contains(": note: "))
         .map(String::from)
         .collect()
 }
@@ -465,8 +465,9 @@ fn check_warns_on_an_open_broker_and_refuses_a_weak_fleet_key() {
     for want in [
         format!("{shown}:9:7: mqtt.url: WARNING: unencrypted broker"),
         format!("{shown}:8:1: mqtt: WARNING: no broker credentials"),
-        format!("{shown}:8:1: mqtt: WARNING: no fleet_key_file"),
-        "3 security warnings".to_string(),
+        // No key and no opt-out: not a security hole (commands that key are refused), a note.
+        format!("{shown}:8:1: mqtt: note: no fleet_key_file: MQTT commands that could key a radio"),
+        "2 security warnings".to_string(),
     ] {
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
     }
@@ -496,6 +497,64 @@ fn check_warns_on_an_open_broker_and_refuses_a_weak_fleet_key() {
     let (code, stderr) = check(keyed("mqtts://127.0.0.1:1"));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("mqtt.fleet_key_file") && stderr.contains("at least 32"), "{stderr}");
+}
+
+/// Issue 15, secure by default: a Janus fleet box (edge or floor host: floor over MQTT) without
+/// `fleet_key_file` is a config error at the `[mqtt]` table's `file:line:column`, naming the fix,
+/// for `roipd check` and `roipd run` alike; with `insecure_unsigned = true` it is valid with a
+/// loud warning at that key; a key and the opt-out together are an error.
+#[test]
+fn a_fleet_without_a_key_is_an_error_unless_the_lab_opt_out_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edge.toml");
+    let shown = file.display().to_string();
+    let key = dir.path().join("fleet.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = |floor_hub: &str, mqtt: &str| {
+        format!(
+            "device_id = \"edge-a\"\n[channel.ops]\n[channel.ops.janus]\nroom = 48213\n\
+             [port.r1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:cor1\" }}\nptt = {{ line = \"sim:ptt1\" }}\n\
+             [uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\n{floor_hub}\
+             [mqtt]\nurl = \"mqtts://127.0.0.1:1\"\n{mqtt}"
+        )
+    };
+    let run = |cmd: &str, text: String| {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_roipd"))
+            .arg(cmd)
+            .arg(&file)
+            .env("RUNTIME_DIRECTORY", dir.path())
+            .output()
+            .expect("run roipd");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // An edge (line 14 is `[mqtt]`) and a floor host (line 13): both refused, check and run alike.
+    for (floor_hub, line) in [("floor_hub = \"hub-1\"\n", 14), ("", 13)] {
+        for cmd in ["check", "run"] {
+            let (code, stderr) = run(cmd, text(floor_hub, ""));
+            assert_eq!(code, Some(2), "{cmd}: {stderr}");
+            let want = format!("{shown}:{line}:1: mqtt: a Janus fleet (floor over MQTT) needs `fleet_key_file`");
+            assert!(stderr.contains(&want), "{cmd}: missing {want:?} in:\n{stderr}");
+            assert!(stderr.contains("openssl rand -hex 32") && stderr.contains("chmod 600"), "{stderr}");
+            assert!(stderr.contains("insecure_unsigned = true"), "{stderr}");
+        }
+    }
+    // The lab opt-out: valid, with a loud warning at its key.
+    let (code, stderr) = run("check", text("floor_hub = \"hub-1\"\n", "insecure_unsigned = true\n"));
+    assert_eq!(code, Some(0), "{stderr}");
+    let want = format!("{shown}:16:21: mqtt.insecure_unsigned: WARNING: INSECURE (labs only)");
+    assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    assert!(stderr.contains("take the floor"), "{stderr}");
+    // A key: no error about it (only the missing credentials and PIN warnings remain).
+    let keyed = format!("fleet_key_file = \"{}\"\n", key.display());
+    let (code, stderr) = run("check", text("floor_hub = \"hub-1\"\n", &keyed));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("fleet_key_file") && !stderr.contains("insecure_unsigned"), "{stderr}");
+    // Both: contradictory, an error at the opt-out.
+    let (code, stderr) = run("check", text("floor_hub = \"hub-1\"\n", &format!("{keyed}insecure_unsigned = true\n")));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{shown}:17:21: mqtt.insecure_unsigned: is set together with")), "{stderr}");
 }
 
 /// Issue 15, items 3 and 6: on a Janus fleet, `roipd check` warns (config still valid) at the

@@ -10,7 +10,7 @@ mod fleet;
 
 use std::time::Duration;
 
-use common::config::{Audio, Config, Desk, Mqtt, Radio};
+use common::config::{sign, Audio, Config, Desk, Mqtt, Radio};
 use common::Daemon;
 use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
@@ -76,7 +76,7 @@ async fn daemon_reports_and_obeys_fleet_commands() {
 
     // TX inhibit on B: A's COR no longer keys it.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#)).await;
     let reply = probe.wait_after(mark, "inhibit reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i1").await;
     assert_eq!(reply.json()["ok"], true, "{}", reply.json());
     probe.wait_after(mark, "B inhibited state", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["inhibited"] == true).await;
@@ -84,12 +84,12 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "inhibited radio stays unkeyed");
     d.drive("a-cor", false);
-    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#)).await;
     probe.wait_after(mark, "inhibit off reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i2").await;
 
     // Remote PTT on A with a 1 s maximum: keyed, then released by itself.
     let mark = probe.mark();
-    probe.request("roipd/mqtt-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#, "test/replies", b"ptt-1").await;
+    probe.request("roipd/mqtt-box/cmd/remote_ptt", &sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#), "test/replies", b"ptt-1").await;
     let reply = probe.wait_after(mark, "remote_ptt reply", WAIT, |m| m.topic == "test/replies").await;
     assert_eq!(reply.correlation.as_deref(), Some(&b"ptt-1"[..]));
     assert_eq!(reply.json()["ok"], true, "{}", reply.json());
@@ -100,14 +100,14 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     assert!(held < Duration::from_millis(3500), "remote PTT held {held:?} for a 1 s maximum (+ hang)");
 
     // Remote PTT released explicitly.
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#)).await;
     d.wait_for("A released on request", WAIT, |d| d.line("a-ptt") == Some(false));
 
     // Errors: unknown port, unsupported command; nothing changes.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#)).await;
     let e1 = probe.wait_after(mark, "unknown port reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "e1").await;
     assert_eq!(e1.json()["ok"], false);
     assert_eq!(e1.json()["error"]["code"], "not_found", "{}", e1.json());
@@ -120,20 +120,20 @@ async fn daemon_reports_and_obeys_fleet_commands() {
 
     // listen off on "ops": A's COR no longer keys B; back on, it does.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/listen", sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#)).await;
     let l1 = probe.wait_after(mark, "listen reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "l1").await;
     assert_eq!(l1.json()["ok"], true, "{}", l1.json());
     d.drive("a-cor", true);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "a muted channel keys nothing");
-    probe.publish("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/listen", sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#)).await;
     d.wait_for("B keyed once the channel is heard again", WAIT, |d| d.line("b-ptt") == Some(true));
     d.drive("a-cor", false);
     d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
 
     // set_channel: B moves to "fire", where A's COR does not reach it; then back.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/set_channel", sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#)).await;
     let s1 = probe.wait_after(mark, "set_channel reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s1").await;
     assert_eq!(s1.json()["ok"], true, "{}", s1.json());
     probe.wait_after(mark, "B on fire", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "fire").await;
@@ -141,14 +141,14 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "B is on another channel");
     d.drive("a-cor", false);
-    probe.publish("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/set_channel", sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#)).await;
     let s2 = probe.wait_after(mark, "bad channel reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s2").await;
     assert_eq!(s2.json()["error"]["code"], "not_found", "{}", s2.json());
-    probe.publish("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/set_channel", sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#)).await;
     probe.wait_after(mark, "B back on ops", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "ops").await;
 
     // volume and identify.
-    probe.publish("roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/volume", sign("roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#)).await;
     let v1 = probe.wait_after(mark, "volume reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "v1").await;
     assert_eq!(v1.json()["ok"], true, "{}", v1.json());
     probe.publish("roipd/mqtt-box/cmd/identify", r#"{"request_id":"id1","seconds":1}"#).await;
@@ -165,7 +165,7 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     std::fs::write(&cfg_path, good.replace("[channel.fire]", "[channel.fire]
 labl = \"typo\"")).unwrap();
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#)).await;
     let r1 = probe.wait_after(mark, "refused reload", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
     assert_eq!(r1.json()["ok"], false, "{}", r1.json());
     assert!(r1.json()["error"]["message"].as_str().unwrap_or("").contains("labl"), "{}", r1.json());
@@ -174,11 +174,11 @@ labl = \"typo\"")).unwrap();
     d.drive("a-cor", false);
     d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
     // Keyed by a remote PTT when the reload comes: the reload releases it.
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p5","port":"radio-b","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p5","port":"radio-b","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("B keyed before the reload", WAIT, |d| d.line("b-ptt") == Some(true));
     d.write_config(&mqtt_box(broker.anon, radio_a(), 300));
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#)).await;
     let r2 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r2").await;
     assert_eq!(r2.json()["ok"], true, "{}", r2.json());
     d.wait_for("restarted with the new file", WAIT, |d| d.stderr().contains("restarting with the configuration file"));
@@ -193,7 +193,7 @@ labl = \"typo\"")).unwrap();
 
     // A clean stop, with A keyed by a remote PTT: PTT released, and a retained offline
     // status (no last will needed).
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p4","port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p4","port":"radio-a","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
     d.signal(libc::SIGTERM);
@@ -314,7 +314,8 @@ async fn last_will_after_kill_9_and_after_a_freeze_within_the_keepalive() {
 
 fn hass(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
-    let mqtt = Mqtt::new(port).set("home_assistant", true).set("home_assistant_prefix", "\"ha/site1\"");
+    // Home Assistant cannot sign: its TX-inhibit switch acts only with the lab opt-out.
+    let mqtt = Mqtt::new(port).insecure_unsigned().set("home_assistant", true).set("home_assistant_prefix", "\"ha/site1\"");
     Config::new("ha-box").status_led("sim:led").channel("ops").add(radio_a()).add(b).add(mqtt).toml()
 }
 
@@ -383,7 +384,9 @@ async fn home_assistant_discovery_from_the_config_and_its_switches_work() {
 
 fn strict(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
-    Config::new("strict-box").channel("ops").channel("fire").add(radio_a()).add(b).add(Mqtt::new(port)).toml()
+    // Unsigned on purpose (the lab opt-out): this box tests how payloads are parsed, which a
+    // fleet key would hide behind `unauthorized` (signed commands are parsed the same way).
+    Config::new("strict-box").channel("ops").channel("fire").add(radio_a()).add(b).add(Mqtt::new(port).insecure_unsigned()).toml()
 }
 
 const COMMANDS: [&str; 10] = [
@@ -650,21 +653,21 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
 
     let mark = probe.mark();
     let keying = r#"{"request_id":"r1","port":"radio-a","on":true,"max_duration_s":5}"#;
-    probe.publish_retained("roipd/mqtt-box/cmd/remote_ptt", keying).await;
+    probe.publish_retained("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", keying)).await;
     let r1 = probe.wait_after(mark, "retained reply", WAIT, |m| reply(m, "r1")).await;
     assert_eq!(r1.json()["error"]["code"], "retained_command", "{}", r1.json());
     // Clearing it: an empty retained message, refused too.
     probe.publish_retained("roipd/mqtt-box/cmd/remote_ptt", "").await;
     let dup = r#"{"request_id":"d1","port":"radio-a","on":false,"max_duration_s":5,"on":true}"#;
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", dup).await;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", dup)).await;
     // Unreadable JSON: its request_id cannot be trusted, so the reply has none.
     probe
         .wait_after(mark, "duplicate key reply", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["command"] == "remote_ptt" && m.json()["error"]["code"] == "bad_json"
         })
         .await;
-    probe.publish("roipd/mqtt-box/cmd/restart", "").await;
-    probe.publish("roipd/mqtt-box/cmd/", r#"{"request_id":"n1"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/restart", sign("roipd/mqtt-box/cmd/restart", "")).await;
+    probe.publish("roipd/mqtt-box/cmd/", sign("roipd/mqtt-box/cmd/", r#"{"request_id":"n1"}"#)).await;
     let n1 = probe.wait_after(mark, "empty command name reply", WAIT, |m| reply(m, "n1")).await;
     assert_eq!(n1.json()["error"]["code"], "unknown_command", "{}", n1.json());
     // A reply aimed at the box's own restart topic goes to the reply topic instead.
@@ -709,7 +712,7 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
     let radio_c = Radio::sim("radio-c", "ops", "c").ptt_active_low();
     d.write_config(&mqtt_box(broker.anon, radio_c, 200));
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#)).await;
     let r1 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
     assert_eq!(r1.json()["ok"], true, "{}", r1.json());
     probe.wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
@@ -717,7 +720,7 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
     let after = record();
     assert!(after.contains("\"c-ptt\"") && after.contains("\"b-ptt\"") && !after.contains("\"a-ptt\""), "{after}");
 
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p1","port":"radio-c","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p1","port":"radio-c","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("radio-c keyed (low)", WAIT, |d| d.line("c-ptt") == Some(false));
     d.signal(libc::SIGKILL);
     d.wait_exit(WAIT);
@@ -767,7 +770,7 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     d.wait_for("inputs ready", WAIT, |d| d.line("a-inhibit") == Some(false));
 
     let mark = probe.mark();
-    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#).await;
+    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#)).await;
     d.wait_for("A keyed by remote PTT", WAIT, |d| d.line("a-ptt") == Some(true));
     let keyed_at = std::time::Instant::now();
     d.wait_for("A released at its maximum, not after the 30 s hang", WAIT, |d| d.line("a-ptt") == Some(false));
@@ -778,18 +781,18 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     println!("remote_ptt max_duration_s 1, tx_hang_ms 30000: keyed {held:?}");
 
     // The fleet's inhibit during a remote PTT: unkeyed now, and still unkeyed once lifted.
-    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
-    probe.publish("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#).await;
+    probe.publish("roipd/guard-box/cmd/tx_inhibit", sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#)).await;
     d.wait_for("A unkeyed by the inhibit", WAIT, |d| d.line("a-ptt") == Some(false));
-    probe.publish("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#).await;
+    probe.publish("roipd/guard-box/cmd/tx_inhibit", sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#)).await;
     probe.wait_after(mark, "inhibit lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the inhibit keyed the cancelled remote PTT again");
 
     // The same with the inhibit switch.
-    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
     d.drive("a-inhibit", true);
@@ -803,7 +806,7 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the switch keyed the cancelled remote PTT again");
 
     // And a clean stop during a remote PTT releases it (as does the TOT: core tests).
-    probe.publish("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#).await;
+    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)).await;
     d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
@@ -853,4 +856,63 @@ async fn a_talker_without_audio_is_cut_by_the_radios_no_audio_guard() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
     assert!(d.line_log("b-ptt").last() == Some(&false) && d.line("a-ptt") == Some(false));
+}
+
+/// Issue 15, secure by default: a box with `[mqtt]` but neither a fleet key nor the lab opt-out
+/// refuses, from an anonymous client, every command that could key a radio or lock others out
+/// (`unauthorized`, saying the box has no fleet key): radio A's PTT line never keys and B is not
+/// inhibited; read-only commands still answer. With `insecure_unsigned = true` the same unsigned
+/// remote_ptt keys A and its max_duration unkeys it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fleet_key_commands_that_key_are_refused_unless_the_lab_opt_out_is_set() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/nokey-box/#"]).await;
+    let config = |mqtt: Mqtt| {
+        let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0);
+        Config::new("nokey-box").channel("ops").channel("fire").add(radio_a().keying("tx_delay_ms", 0)).add(b).add(mqtt).toml()
+    };
+    let reply = |id: &'static str| move |m: &Msg| m.topic == "roipd/nokey-box/reply" && m.json()["request_id"] == id;
+    let mut d = Daemon::start(&config(Mqtt::new(broker.anon).without_key()));
+    probe.wait("online", WAIT, |m| m.topic == "roipd/nokey-box/status" && m.json()["online"] == true).await;
+    d.wait_for("A unkeyed", WAIT, |d| d.line("a-ptt") == Some(false));
+    assert!(d.stderr().contains("mqtt: note: no fleet_key_file"), "run says so at start:\n{}", d.stderr());
+
+    let mark = probe.mark();
+    for (id, name, args) in [
+        ("p1", "remote_ptt", r#""port":"radio-a","on":true,"max_duration_s":5"#),
+        ("i1", "tx_inhibit", r#""port":"radio-b","on":true"#),
+        ("s1", "set_channel", r#""port":"radio-b","channel":"fire""#),
+        ("r1", "restart", ""),
+    ] {
+        let sep = if args.is_empty() { "" } else { "," };
+        probe.publish(&format!("roipd/nokey-box/cmd/{name}"), format!(r#"{{"request_id":"{id}"{sep}{args}}}"#)).await;
+        let r = probe.wait_after(mark, id, WAIT, reply(id)).await.json();
+        assert_eq!(r["error"]["code"], "unauthorized", "{name}: {r}");
+        assert!(r["error"]["message"].as_str().unwrap_or("").contains("no fleet key"), "{name}: {r}");
+    }
+    // Read-only commands still run.
+    probe.publish("roipd/nokey-box/cmd/get_config", r#"{"request_id":"g1"}"#).await;
+    assert_eq!(probe.wait_after(mark, "g1", WAIT, reply("g1")).await.json()["ok"], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(d.line_log("a-ptt").iter().all(|l| !l), "radio A never keyed: {:?}", d.line_log("a-ptt"));
+    // B is neither inhibited nor moved: A's COR still keys it.
+    d.drive("a-cor", true);
+    d.wait_for("B keyed by A's COR", WAIT, |d| d.line("b-ptt") == Some(true));
+    d.drive("a-cor", false);
+    assert!(!d.stderr().contains("restarting"), "the box did not restart");
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+
+    // The lab opt-out: the old behaviour, loudly.
+    let mut d = Daemon::start(&config(Mqtt::new(broker.anon).insecure_unsigned()));
+    probe.wait_after(probe.mark(), "online again", WAIT, |m| m.topic == "roipd/nokey-box/status" && m.json()["online"] == true).await;
+    d.wait_for("A unkeyed", WAIT, |d| d.line("a-ptt") == Some(false));
+    assert!(d.stderr().contains("mqtt.insecure_unsigned: WARNING: INSECURE"), "{}", d.stderr());
+    let mark = probe.mark();
+    probe.publish("roipd/nokey-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":1}"#).await;
+    assert_eq!(probe.wait_after(mark, "p2", WAIT, reply("p2")).await.json()["ok"], true);
+    d.wait_for("A keyed by an unsigned remote_ptt", WAIT, |d| d.line("a-ptt") == Some(true));
+    d.wait_for("A unkeyed after max_duration", WAIT, |d| d.line("a-ptt") == Some(false));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }

@@ -9,7 +9,7 @@ mod fleet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::config::{Audio, Config, Desk, Hub, Mqtt, Radio, Uplink};
+use common::config::{sign, Audio, Config, Desk, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, Daemon};
 
 const SR: f32 = 48_000.0;
@@ -580,18 +580,18 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
     let reply = |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/mqtt-desk/reply" && m.json()["request_id"] == id;
     std::thread::sleep(Duration::from_millis(800));
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m1","channel":"ops","on":false}"#).await;
+    probe.publish("roipd/mqtt-desk/cmd/listen", sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m1","channel":"ops","on":false}"#)).await;
     assert_eq!(probe.wait_after(mark, "mute reply", wait, reply("m1")).await.json()["ok"], true);
     // Mute for ~2.4 s of wall time: a loaded box may write the sim speaker a little behind real
     // time, so the check below asks for 1.4 s of silence with margin to spare.
     std::thread::sleep(Duration::from_millis(1200));
     // Malformed: no `on`. An error, and the desk stays muted.
-    probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m2","channel":"ops"}"#).await;
+    probe.publish("roipd/mqtt-desk/cmd/listen", sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m2","channel":"ops"}"#)).await;
     assert_eq!(probe.wait_after(mark, "error reply", wait, reply("m2")).await.json()["ok"], false);
     std::thread::sleep(Duration::from_millis(1200));
-    probe.publish("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m3","channel":"ops","on":true}"#).await;
+    probe.publish("roipd/mqtt-desk/cmd/listen", sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m3","channel":"ops","on":true}"#)).await;
     assert_eq!(probe.wait_after(mark, "unmute reply", wait, reply("m3")).await.json()["ok"], true);
-    probe.publish("roipd/mqtt-desk/cmd/volume", r#"{"request_id":"m4","channel":"ops","db":-12}"#).await;
+    probe.publish("roipd/mqtt-desk/cmd/volume", sign("roipd/mqtt-desk/cmd/volume", r#"{"request_id":"m4","channel":"ops","db":-12}"#)).await;
     assert_eq!(probe.wait_after(mark, "volume reply", wait, reply("m4")).await.json()["ok"], true);
     std::thread::sleep(Duration::from_millis(800));
     d.drive("a-cor", false);
@@ -674,7 +674,7 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     let send = |id: &str, payload: &str| {
         let mut v: serde_json::Value = serde_json::from_str(payload).unwrap();
         v["request_id"] = id.into();
-        v.to_string()
+        sign(cmd, &v.to_string())
     };
     let reply = |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/desk-preempt/reply" && m.json()["request_id"] == id;
 
@@ -704,7 +704,7 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     let r = probe.wait_after(mark, "select reply", wait, reply("s1")).await.json();
     assert_eq!((r["ok"].clone(), r["command"].clone(), r["result"]["port"].clone()), (true.into(), "desk".into(), "desk".into()), "{r}");
     let mark = probe.mark();
-    probe.request(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#, "test/desk-replies", b"ptt-1").await;
+    probe.request(cmd, &sign(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#), "test/desk-replies", b"ptt-1").await;
     let r = probe.wait_after(mark, "ptt reply", wait, |m| m.topic == "test/desk-replies").await;
     assert_eq!(r.correlation.as_deref(), Some(&b"ptt-1"[..]));
     assert_eq!(r.json()["ok"], true, "{}", r.json());

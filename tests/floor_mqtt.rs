@@ -30,8 +30,35 @@ const HUB: &str = "hub-1";
 const CHANNELS: [&str; 2] = ["ops", "aux"];
 const T: Duration = Duration::from_secs(15);
 
+/// A broker on 127.0.0.1:`port`, signed with this process's test fleet key (every floor host
+/// and edge needs one, or the lab opt-out, to start).
 fn mqtt(port: u16) -> MqttConfig {
+    MqttConfig { fleet_key_file: Some(test_key_file()), ..unsigned_mqtt(port) }
+}
+
+/// The lab opt-out (`insecure_unsigned`): floor messages travel unsigned, as the tests that
+/// read or forge the raw floor protocol need.
+fn lab(port: u16) -> MqttConfig {
+    MqttConfig { insecure_unsigned: true, ..unsigned_mqtt(port) }
+}
+
+/// `[mqtt]` with neither a fleet key nor `insecure_unsigned`.
+fn unsigned_mqtt(port: u16) -> MqttConfig {
     toml::from_str(&format!("url = \"mqtt://127.0.0.1:{port}\"")).unwrap()
+}
+
+/// One fleet key file (mode 0600) for the whole test process.
+fn test_key_file() -> String {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.key");
+        std::fs::write(&path, "1b7e49c0d2a35f8617e0c4b9a2d3f5061728394a5b6c7d8e9f0a1b2c3d4e5f60\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        dir
+    });
+    dir.path().join("fleet.key").display().to_string()
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
@@ -392,11 +419,12 @@ fn holder_device(m: &fleet::probe::Msg) -> Option<String> {
 /// holder for a late MQTT subscriber, and a late-joining edge that learns who talks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contention_is_decided_by_the_host() {
+    // Unsigned on purpose (lab opt-out): this test reads or forges the raw floor messages.
     let broker = Broker::start();
-    let host = Host::start(broker.anon);
-    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
-    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
-    let d = Edge::start(broker.anon, "desk-d", PortKind::Desk, Priority::DISPATCH);
+    let host = Host::with_mqtt(lab(broker.anon), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    let a = Edge::with_mqtt(lab(broker.anon), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(lab(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
+    let d = Edge::with_mqtt(lab(broker.anon), "desk-d", PortKind::Desk, Priority::DISPATCH);
     for e in [&a, &b, &d] {
         e.wait("edge joined", |v| v.up).await;
     }
@@ -438,7 +466,7 @@ async fn contention_is_decided_by_the_host() {
     .await;
 
     // A late-joining edge learns who talks right after joining: its radio keys for D.
-    let e = Edge::start(broker.anon, "edge-e", PortKind::Radio, Priority::NORMAL);
+    let e = Edge::with_mqtt(lab(broker.anon), "edge-e", PortKind::Radio, Priority::NORMAL);
     e.wait("late edge keyed for D", |v| v.up && v.tx).await;
     assert!(e.view(|v| v.floor_msgs.iter().any(|m| matches!(m, ToParticipant::Taken { .. }))));
 
@@ -480,11 +508,12 @@ async fn contention_is_decided_by_the_host() {
 /// edges hear idle and may talk, and the dead edge's own router is down, its radio unkeyed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_will_frees_the_floor() {
+    // Unsigned on purpose (lab opt-out): this test reads or forges the raw floor messages.
     let broker = Broker::start();
-    let host = Host::start(broker.anon);
+    let host = Host::with_mqtt(lab(broker.anon), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
     let proxy = Proxy::start(broker.anon).await;
-    let a = Edge::start(proxy.port, "edge-a", PortKind::Radio, Priority::NORMAL);
-    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    let a = Edge::with_mqtt(lab(proxy.port), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(lab(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
     b.wait("B up", |v| v.up).await;
     let watch =
@@ -596,10 +625,11 @@ async fn host_and_broker_restarts(mut broker: Broker, mqtt: MqttConfig) {
 /// stays exactly as it was, no edge goes down; afterwards everything still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_change_nothing() {
+    // Unsigned on purpose (lab opt-out): this test reads or forges the raw floor messages.
     let broker = Broker::start();
-    let host = Host::start(broker.anon);
-    let a = Edge::start(broker.anon, "edge-a", PortKind::Radio, Priority::NORMAL);
-    let b = Edge::start(broker.anon, "edge-b", PortKind::Radio, Priority::NORMAL);
+    let host = Host::with_mqtt(lab(broker.anon), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    let a = Edge::with_mqtt(lab(broker.anon), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(lab(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
     b.wait("B up", |v| v.up).await;
     a.press();
@@ -806,7 +836,9 @@ async fn forged_and_replayed_floor_messages_change_nothing_with_a_fleet_key() {
     let broker = Broker::start();
     let key_file = key_file(&broker);
     let unkeyed = std::env::var_os(ATTACK_WITHOUT_KEY).is_some();
-    let keyed = MqttConfig { fleet_key_file: (!unkeyed).then_some(key_file), ..mqtt(broker.anon) };
+    // Unkeyed: the lab opt-out, which runs the floor as the old protocol did.
+    let keyed =
+        MqttConfig { fleet_key_file: (!unkeyed).then_some(key_file), insecure_unsigned: unkeyed, ..mqtt(broker.anon) };
     let arbiter = ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() };
     let host = Host::with_mqtt(keyed.clone(), arbiter);
     let probe = Probe::connect(broker.anon, &[&format!("roipd/floor/{HUB}/#")]).await;
@@ -910,8 +942,9 @@ async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
         let floor = hub.map(|h| format!("floor_hub = \"{h}\"\n")).unwrap_or_default();
         let text = format!(
             "device_id = \"{device}\"\n{janus}{floor}[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\nusername = \"u-{device}\"\n\
-             password_file = \"{}/{device}.pw\"\n",
-            d.display()
+             password_file = \"{}/{device}.pw\"\nfleet_key_file = \"{}\"\n",
+            d.display(),
+            test_key_file()
         );
         let path = d.join(format!("{device}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -935,7 +968,8 @@ async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
     let creds = |device: &str| MqttConfig {
         username: Some(format!("u-{device}")),
         password_file: Some(format!("{}/{device}.pw", d.display())),
-        ..mqtt(port)
+        // Unsigned (lab opt-out): this shows what the ACL alone stops, reading raw presence.
+        ..lab(port)
     };
     let host =
         Host::with_mqtt(creds(HUB), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
@@ -985,4 +1019,44 @@ async fn the_generated_acl_keeps_each_box_to_its_own_topics() {
     assert!(leaked.is_empty(), "the ACL let through: {leaked:?}");
     assert!(a.view(|v| v.up && v.downs.is_empty() && !v.tx), "A untouched: {:?}", a.view(|v| format!("{v:?}")));
     host.cancel.cancel();
+}
+
+/// Issue 15, secure by default: a floor host or edge with neither a fleet key nor the lab
+/// opt-out does not start (a clear error naming `fleet_key_file`, how to make one and the
+/// opt-out); with `insecure_unsigned` it starts and runs the floor unsigned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_floor_host_or_edge_without_a_fleet_key_refuses_to_start() {
+    let broker = Broker::start();
+    let cancel = CancellationToken::new();
+    let edge = |mqtt: MqttConfig| FloorEdgeOptions {
+        mqtt,
+        device_id: "edge-a".into(),
+        floor_hub: HUB.into(),
+        members: vec![MemberRequest { key: "port1".into(), channel: "ops".into(), priority: Priority::NORMAL }],
+        report: None,
+    };
+    let host = |mqtt: MqttConfig| FloorHostOptions {
+        mqtt,
+        device_id: HUB.into(),
+        channels: CHANNELS.iter().map(|c| c.to_string()).collect(),
+        janus: None,
+        report: None,
+    };
+    let (tx, _rx) = mpsc::channel(16);
+    let Err(e) = start_edge(edge(unsigned_mqtt(broker.anon)), tx, cancel.clone()) else {
+        panic!("an edge without a fleet key started")
+    };
+    assert!(e.contains("fleet_key_file") && e.contains("openssl rand -hex 32") && e.contains("insecure_unsigned"), "{e}");
+    let (tx, _rx) = mpsc::channel(16);
+    let Err(e) = start_host(host(unsigned_mqtt(broker.anon)), tx, cancel.clone()) else {
+        panic!("a floor host without a fleet key started")
+    };
+    assert!(e.contains("fleet_key_file"), "{e}");
+    // The lab opt-out starts both, unsigned; so does a key.
+    let lab = MqttConfig { insecure_unsigned: true, ..unsigned_mqtt(broker.anon) };
+    let h = Host::with_mqtt(lab.clone(), ArbiterConfig::default());
+    let a = Edge::with_mqtt(lab, "edge-a", PortKind::Radio, Priority::NORMAL);
+    a.wait("A up without a key (lab opt-out)", |v| v.up).await;
+    drop((a, h));
+    cancel.cancel();
 }

@@ -27,6 +27,9 @@ pub fn check_command(path: &Path) -> ExitCode {
                     if warnings.len() == 1 { "" } else { "s" }
                 );
             }
+            for note in notes(&config, &text, &path.display().to_string()) {
+                eprintln!("{note}");
+            }
             print!("{}: OK\n{}", path.display(), summary(&config));
             // Same notice as `roipd devices`: audio that drops out under load starts here.
             println!("real-time priority for audio threads: {}", crate::audio::rt::availability());
@@ -43,7 +46,9 @@ pub fn check_command(path: &Path) -> ExitCode {
 
 /// What makes a box open to a stranger, as `file:line:column: key: WARNING: …` lines (the
 /// config is still valid). With `[mqtt]`: a broker without TLS (`mqtt://`), without
-/// credentials, and no fleet key (floor messages and commands then are not signed). With a
+/// credentials, and the lab opt-out `insecure_unsigned` (no fleet key: floor messages and
+/// commands are then accepted unsigned; without the opt-out such a box refuses them instead,
+/// and a Janus fleet without a key is a config error). With a
 /// Janus uplink, per room: Debian's stock demo room 1234, no PIN, and on the floor host no
 /// secret (it could not moderate, and anyone could destroy the room).
 pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String> {
@@ -51,10 +56,7 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
     let what = if fleet.is_some() { "floor messages and commands" } else { "commands" };
     let mut warnings = Vec::new();
     let mut warn = |key: &str, message: String| {
-        let (doc, _) = toml::de::DeTable::parse_recoverable(text);
-        let index = super::spans::Index::build(doc.get_ref(), text);
-        let report = super::spans::Report::new(file, text, index);
-        let (line, column) = super::spans::position(text, report.offset_of(key));
+        let (line, column) = position_of(text, file, key);
         warnings.push(format!("{file}:{line}:{column}: {key}: WARNING: {message}"));
     };
     if let Some(mqtt) = &config.mqtt {
@@ -70,12 +72,14 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
                 format!("no broker credentials (username + password_file, or a client certificate): any client may publish {what}; give each box its own (`roipd mosquitto-acl`)"),
             );
         }
-        if mqtt.fleet_key_file.is_none() {
+        if mqtt.insecure_unsigned && mqtt.fleet_key_file.is_none() {
             warn(
-                "mqtt",
+                "mqtt.insecure_unsigned",
                 format!(
-                    "no fleet_key_file: {what} are not signed, so whoever can publish to the broker can key radios{}",
-                    if fleet.is_some() { " and take the floor" } else { "" }
+                    "INSECURE (labs only): {what} are accepted unsigned, so whoever can publish to the broker can key \
+                     radios{}; {}, and remove `insecure_unsigned`",
+                    if fleet.is_some() { " and take the floor" } else { "" },
+                    super::MAKE_FLEET_KEY
                 ),
             );
         }
@@ -109,6 +113,31 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
         }
     }
     warnings
+}
+
+/// What the config leaves off on purpose, as `file:line:column: key: note: …` lines: a box with
+/// `[mqtt]` and neither a fleet key nor `insecure_unsigned` refuses every command that could key
+/// a radio or lock others out (safe, but the operator may expect `remote_ptt` to work).
+pub fn notes(config: &Config, text: &str, file: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if config.mqtt.as_ref().is_some_and(|m| m.fleet_key_file.is_none() && !m.insecure_unsigned) {
+        let (line, column) = position_of(text, file, "mqtt");
+        let allowed = crate::fleet::auth::KEYLESS_COMMANDS.join(", ");
+        notes.push(format!(
+            "{file}:{line}:{column}: mqtt: note: no fleet_key_file: MQTT commands that could key a radio or lock \
+             others out (remote_ptt, tx_inhibit, set_channel, desk, restart) are refused as `unauthorized`; only \
+             {allowed} run. To use them, {}",
+            super::MAKE_FLEET_KEY
+        ));
+    }
+    notes
+}
+
+fn position_of(text: &str, file: &str, key: &str) -> (usize, usize) {
+    let (doc, _) = toml::de::DeTable::parse_recoverable(text);
+    let index = super::spans::Index::build(doc.get_ref(), text);
+    let report = super::spans::Report::new(file, text, index);
+    super::spans::position(text, report.offset_of(key))
 }
 
 /// What a radio tech wants to confirm at a glance: which radio is on which channel, where COR

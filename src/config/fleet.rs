@@ -23,6 +23,12 @@ pub struct MqttConfig {
     /// (docs/mqtt.md, "Authentication"). Every box of a fleet has the same.
     #[serde(default)]
     pub fleet_key_file: Option<String>,
+    /// Labs only: run without a fleet key as before it existed, so that floor messages and
+    /// commands that key a radio are accepted unsigned from whoever can publish to the broker.
+    /// Without it a box with no fleet key refuses those commands, and a Janus fleet (floor over
+    /// MQTT) does not start (docs/mqtt.md, "Authentication").
+    #[serde(default)]
+    pub insecure_unsigned: bool,
     /// Periodic metrics interval in seconds (1-3600).
     #[serde(default = "default_metrics_interval")]
     pub metrics_interval_s: u64,
@@ -58,6 +64,7 @@ impl MqttConfig {
             client_cert_file: None,
             client_key_file: None,
             fleet_key_file: None,
+            insecure_unsigned: false,
             metrics_interval_s: default_metrics_interval(),
             keepalive_s: default_keepalive(),
             home_assistant: None,
@@ -83,6 +90,7 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
             let (key, message) = e.config_key();
             r.key(&key, message);
         }
+        fleet_key(config, mqtt, r);
         if !(1..=3600).contains(&mqtt.metrics_interval_s) {
             r.key("mqtt.metrics_interval_s", format!("{} s is out of range 1-3600 s", mqtt.metrics_interval_s));
         }
@@ -96,6 +104,32 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
                 r.key("mqtt.home_assistant_prefix", "is set but `home_assistant = false`: remove one of them");
             }
         }
+    }
+}
+
+/// How to make a fleet key, for the messages that ask for one.
+pub const MAKE_FLEET_KEY: &str =
+    "make one with `openssl rand -hex 32 > /etc/roipd/fleet.key && chmod 600 /etc/roipd/fleet.key`, copy the same \
+     file to every box of the fleet and set `fleet_key_file = \"/etc/roipd/fleet.key\"`";
+
+/// A box whose floor travels over MQTT (a Janus uplink: floor host or edge) needs the fleet key,
+/// unless the lab opt-out says otherwise; both together contradict each other.
+fn fleet_key(config: &Config, mqtt: &MqttConfig, r: &mut Report) {
+    let floor_over_mqtt = config.uplink.as_ref().is_some_and(|u| u.kind == super::UplinkKind::Janus);
+    match (&mqtt.fleet_key_file, mqtt.insecure_unsigned) {
+        (Some(_), true) => r.key(
+            "mqtt.insecure_unsigned",
+            "is set together with `fleet_key_file`: the box signs and checks with the key; remove `insecure_unsigned`",
+        ),
+        (None, false) if floor_over_mqtt => r.key(
+            "mqtt",
+            format!(
+                "a Janus fleet (floor over MQTT) needs `fleet_key_file`: without it whoever can publish to the broker \
+                 can key this box's radios and take the floor; {MAKE_FLEET_KEY} (or, in a lab only, \
+                 `insecure_unsigned = true`)"
+            ),
+        ),
+        _ => {}
     }
 }
 
@@ -154,5 +188,30 @@ mod tests {
         let text = "device_id = \"gw\"\n[channel.ops]\n[mqtt]\nurl = \"mqtt://b\"\nhome_assistant = true\n";
         let config = crate::config::parse_str(text, "gw.toml").unwrap();
         assert_eq!(config.mqtt.unwrap().discovery_prefix(), Some("homeassistant"));
+    }
+
+    #[test]
+    fn a_janus_fleet_needs_a_fleet_key_or_the_lab_opt_out() {
+        let fleet = |mqtt: &str| {
+            format!(
+                "device_id = \"edge-a\"\n[channel.ops]\n[channel.ops.janus]\nroom = 7\n[uplink]\nkind = \"janus\"\n\
+                 url = \"ws://j:8188\"\nfloor_hub = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b\"\n{mqtt}"
+            )
+        };
+        let errors = crate::config::parse_str(&fleet(""), "e.toml").unwrap_err().to_string();
+        assert!(
+            errors.starts_with("e.toml:9:1: mqtt: a Janus fleet (floor over MQTT) needs `fleet_key_file`"),
+            "{errors}"
+        );
+        assert!(errors.contains("openssl rand -hex 32") && errors.contains("chmod 600"), "{errors}");
+        assert!(errors.contains("insecure_unsigned = true"), "{errors}");
+        crate::config::parse_str(&fleet("fleet_key_file = \"/k\"\n"), "e.toml").unwrap();
+        let lab = crate::config::parse_str(&fleet("insecure_unsigned = true\n"), "e.toml").unwrap();
+        assert!(lab.mqtt.unwrap().insecure_unsigned);
+        let both = fleet("fleet_key_file = \"/k\"\ninsecure_unsigned = true\n");
+        let errors = crate::config::parse_str(&both, "e.toml").unwrap_err().to_string();
+        assert!(errors.starts_with("e.toml:12:21: mqtt.insecure_unsigned: is set together with"), "{errors}");
+        // A box that only reports to a broker (no floor over MQTT) is valid without either.
+        crate::config::parse_str("device_id = \"gw\"\n[channel.ops]\n[mqtt]\nurl = \"mqtts://b\"\n", "g.toml").unwrap();
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 pub use audio::AudioConfig;
 pub use check::check_command;
 pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
-pub use fleet::MqttConfig;
+pub use fleet::{MqttConfig, MAKE_FLEET_KEY};
 pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
 pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
 

@@ -219,7 +219,7 @@ mod tests {
     }
 
     const JANUS: &str = "[uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\n";
-    const MQTT: &str = "[mqtt]\nurl = \"mqtt://127.0.0.1\"\n";
+    const MQTT: &str = "[mqtt]\nurl = \"mqtt://127.0.0.1\"\nfleet_key_file = \"/k\"\n";
     const ROOMS: &str = "[channel.ops.janus]\nroom = 1\n[channel.fire.janus]\nroom = 2\n";
 
     #[test]
@@ -260,14 +260,14 @@ mod tests {
                 "7:uplink.floor_hub",
                 "7:uplink.floor_hub",
                 "8:uplink.token_file",
-                "12:channel.ops.janus.room",
-                "13:channel.ops.janus.publishers"
+                "13:channel.ops.janus.room",
+                "14:channel.ops.janus.publishers"
             ]
         );
         let zero = format!(
             "{JANUS}floor_hub = \"Hub 1\"\n{MQTT}[channel.ops.janus]\nroom = 0\n[channel.fire.janus]\nroom = 1\n"
         );
-        assert_eq!(errors(&zero), ["7:uplink.floor_hub", "11:channel.ops.janus.room"]);
+        assert_eq!(errors(&zero), ["7:uplink.floor_hub", "12:channel.ops.janus.room"]);
     }
 
     #[test]

@@ -400,10 +400,18 @@ ptt = { line = "sim:ptt1" }
         let extra = "[hub]\nlisten = \"localhost:8080\"\n[uplink]\nkind = \"janus\"\nurl = \"https://sfu/janus\"\n\
                      [mqtt]\nurl = \"tcp://broker\"\nmetrics_interval_s = 0\n";
         let keys: Vec<_> = errors(extra).iter().map(|e| e.split(' ').next().unwrap().to_string()).collect();
-        // A Janus uplink also needs a room per channel.
+        // A Janus uplink also needs a room per channel, and its floor a fleet key.
         assert_eq!(
             keys,
-            ["3:channel.ops", "4:channel.fire", "11:hub.listen", "14:uplink.url", "16:mqtt.url", "17:mqtt.metrics_interval_s"]
+            [
+                "3:channel.ops",
+                "4:channel.fire",
+                "11:hub.listen",
+                "14:uplink.url",
+                "15:mqtt",
+                "16:mqtt.url",
+                "17:mqtt.metrics_interval_s"
+            ]
         );
         let ok = "[hub]\nlisten = \"[::]:8080\"\n[mqtt]\nurl = \"mqtts://b:8883\"\n";
         assert_eq!(errors(ok), Vec::<String>::new());

@@ -122,7 +122,11 @@ fn run_file_or_config(path: Option<&Path>, built_in: Option<(Config, String)>) -
     match config::load(path) {
         Ok((config, source)) => {
             // As loud as `roipd check`: a stranger on the broker could key this box.
-            for w in config::check::security_warnings(&config, &source, &path.display().to_string()) {
+            let file = path.display().to_string();
+            for w in config::check::security_warnings(&config, &source, &file) {
+                eprintln!("{w}");
+            }
+            for w in config::check::notes(&config, &source, &file) {
                 eprintln!("{w}");
             }
             run_config_at(config, source, Some(path.to_path_buf()))

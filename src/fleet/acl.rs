@@ -108,9 +108,9 @@ mod tests {
     #[test]
     fn each_box_writes_only_its_own_topics() {
         let host =
-            config(&format!("device_id = \"hub-1\"\n{JANUS}[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-hub\"\n"));
+            config(&format!("device_id = \"hub-1\"\n{JANUS}[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-hub\"\nfleet_key_file = \"/k\"\n"));
         let edge = config(&format!(
-            "device_id = \"edge-a\"\n{JANUS}floor_hub = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-a\"\n"
+            "device_id = \"edge-a\"\n{JANUS}floor_hub = \"hub-1\"\n[mqtt]\nurl = \"mqtts://b\"\nusername = \"u-a\"\nfleet_key_file = \"/k\"\n"
         ));
         let boxes = [BoxAcl::from_config(&host).unwrap(), BoxAcl::from_config(&edge).unwrap()];
         assert_eq!(boxes[0].floor_hub.as_deref(), Some("hub-1"));

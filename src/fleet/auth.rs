@@ -110,6 +110,13 @@ pub struct SignedCommand {
 /// (`get_config` shows the config with secrets redacted; `identify` blinks a LED).
 pub const UNSIGNED_COMMANDS: &[&str] = &["get_config", "identify"];
 
+/// Commands a box without a fleet key (and without `insecure_unsigned`) still runs unsigned:
+/// none of them can key a radio or lock anyone out (`listen` and `volume` only change what this
+/// box's own speaker plays; `reload_config` re-reads the operator's file). Everything else
+/// (`remote_ptt`, `tx_inhibit`, `set_channel`, `desk`, `restart`, and any command added later)
+/// is refused until the box has a fleet key.
+pub const KEYLESS_COMMANDS: &[&str] = &["get_config", "identify", "listen", "volume", "reload_config"];
+
 /// Why a command's signature was not accepted (the reply's message; nothing runs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandAuthError {
@@ -117,6 +124,12 @@ pub enum CommandAuthError {
     Unsigned(String),
     #[error("a signed command, but this box has no fleet key (`[mqtt] fleet_key_file`)")]
     NoKey,
+    #[error(
+        "this box has no fleet key (`[mqtt] fleet_key_file`), so `{0}`, which could key a radio or lock others \
+         out, is refused from anyone: give the box a fleet key and sign the command (`roipd sign-command`; \
+         docs/mqtt.md, \"Authentication\")"
+    )]
+    NoKeyRefused(String),
     #[error("not a signed command envelope: {0}")]
     BadEnvelope(String),
     #[error("bad signature")]

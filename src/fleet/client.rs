@@ -181,6 +181,17 @@ impl Fleet {
             )?))));
         }
         info!(host = %broker.host, port = broker.port, tls = broker.tls, device = %options.device_id, "MQTT fleet client starting");
+        match (&options.mqtt.fleet_key_file, options.mqtt.insecure_unsigned) {
+            (None, true) => warn!(
+                "INSECURE: `insecure_unsigned = true` and no fleet key: any client that can publish to the broker \
+                 can run every command, remote_ptt included (labs only; docs/mqtt.md, \"Authentication\")"
+            ),
+            (None, false) => info!(
+                refused = "remote_ptt, tx_inhibit, set_channel, desk, restart",
+                "no fleet key: commands that could key a radio or lock others out are refused"
+            ),
+            _ => {}
+        }
 
         let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
         let shared = Arc::new(Shared {
@@ -215,6 +226,7 @@ impl Fleet {
             system: SystemReader::default(),
             need_subscribe: false,
             key: fleet_key(&options.mqtt)?,
+            insecure_unsigned: options.mqtt.insecure_unsigned && options.mqtt.fleet_key_file.is_none(),
             guard: CommandGuard::default(),
             rejected: RejectCounter::default(),
         };
@@ -557,8 +569,10 @@ struct Driver {
     metrics_interval: Duration,
     system: SystemReader,
     need_subscribe: bool,
-    /// With a fleet key, commands that act must be signed ([`super::auth`]).
+    /// With a fleet key, commands that act must be signed ([`super::auth`]); without one they
+    /// are refused, unless `insecure_unsigned` (labs) lets them run unsigned.
     key: Option<FleetKey>,
+    insecure_unsigned: bool,
     guard: CommandGuard,
     rejected: RejectCounter,
 }
@@ -694,7 +708,10 @@ impl Driver {
         let signed = auth::looks_signed(payload);
         let result = match &self.key {
             None if signed => Err(auth::CommandAuthError::NoKey),
-            None => return Ok(Cow::Borrowed(payload)),
+            // The lab opt-out: as before fleet keys, anyone who can publish may run anything.
+            None if self.insecure_unsigned => return Ok(Cow::Borrowed(payload)),
+            None if auth::KEYLESS_COMMANDS.contains(&name) => return Ok(Cow::Borrowed(payload)),
+            None => Err(auth::CommandAuthError::NoKeyRefused(name.to_owned())),
             Some(_) if !signed && auth::UNSIGNED_COMMANDS.contains(&name) => return Ok(Cow::Borrowed(payload)),
             Some(_) if !signed => Err(auth::CommandAuthError::Unsigned(name.to_owned())),
             Some(key) => self.guard.open(key, topic, payload, unix_ms(SystemTime::now())),
@@ -918,6 +935,27 @@ fn read_file(key: &'static str, path: &str) -> Result<Vec<u8>, FleetError> {
     let max =
         if key == "ca_file" { crate::config::secret::MAX_CA_BYTES } else { crate::config::secret::MAX_SECRET_BYTES };
     crate::config::secret::read_limited(Path::new(path), max).map_err(|message| FleetError::ReadFile { key, message })
+}
+
+/// The fleet key for the floor over MQTT (floor host and edges): `fleet_key` when set; with
+/// none, Err unless the lab opt-out `insecure_unsigned` allows unsigned floor messages (then
+/// None, and a loud warning). `roipd check` refuses the same configs (`config::fleet`).
+pub fn floor_key(cfg: &MqttConfig) -> Result<Option<FleetKey>, String> {
+    match fleet_key(cfg).map_err(|e| e.to_string())? {
+        Some(key) => Ok(Some(key)),
+        None if cfg.insecure_unsigned => {
+            warn!(
+                "INSECURE: the floor runs unsigned (`insecure_unsigned = true`): any client that can publish to the \
+                 broker can key this fleet's radios and take the floor (labs only)"
+            );
+            Ok(None)
+        }
+        None => Err(format!(
+            "the floor over MQTT needs `[mqtt] fleet_key_file`: without it whoever can publish to the broker can \
+             key radios and take the floor; {} (or, in a lab only, `insecure_unsigned = true`)",
+            crate::config::MAKE_FLEET_KEY
+        )),
+    }
 }
 
 /// The fleet key from `fleet_key_file` (None when not set): a private file of at least 32 bytes.

@@ -377,11 +377,42 @@ impl Part for Uplink {
     }
 }
 
-/// `[mqtt]`: a broker and how to talk to it.
+/// The fleet key every test box gets by default (`{dir}/fleet.key`, written mode 0600 by
+/// [`super::Daemon`]); tests sign the commands that act with [`sign`].
+pub const FLEET_KEY: &str = "7465737420666c656574206b65793a206e6f7420666f722070726f64756374696f6e21";
+/// Its file name in the daemon's directory.
+pub const FLEET_KEY_FILE: &str = "fleet.key";
+
+/// `json` as a signed command for `topic` (`roipd/<device>/cmd/<name>`) with [`FLEET_KEY`], fresh
+/// (now) and with a nonce of its own, as `roipd sign-command` makes it.
+pub fn sign(topic: &str, json: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let nonce = format!("t{}-{}-{}", std::process::id(), now, COUNT.fetch_add(1, Ordering::Relaxed));
+    let key = roipd::fleet::auth::FleetKey::new(FLEET_KEY.as_bytes()).unwrap();
+    roipd::fleet::auth::sign_command(&key, topic, now, &nonce, json)
+}
+
+/// `[mqtt]`: a broker and how to talk to it. Signed by default: `fleet_key_file` is
+/// `{dir}/fleet.key` ([`FLEET_KEY`]), as every real box has; [`Mqtt::insecure_unsigned`] is
+/// the lab opt-out, for a test that means to exercise the unsigned path.
 #[derive(Debug, Clone)]
 pub struct Mqtt {
     url: String,
+    auth: MqttAuth,
     settings: Vec<(String, String)>,
+}
+
+/// How a test box authenticates fleet commands and floor messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MqttAuth {
+    /// `fleet_key_file` = [`FLEET_KEY`] (the default).
+    FleetKey,
+    /// Neither a key nor the opt-out.
+    None,
+    /// `insecure_unsigned = true`.
+    InsecureUnsigned,
 }
 
 impl Mqtt {
@@ -391,7 +422,20 @@ impl Mqtt {
     }
 
     pub fn url(url: &str) -> Self {
-        Self { url: url.into(), settings: vec![] }
+        Self { url: url.into(), auth: MqttAuth::FleetKey, settings: vec![] }
+    }
+
+    /// No fleet key and `insecure_unsigned = true`: commands and floor messages run unsigned,
+    /// from anyone (the old behaviour, now a loudly named opt-out).
+    pub fn insecure_unsigned(mut self) -> Self {
+        self.auth = MqttAuth::InsecureUnsigned;
+        self
+    }
+
+    /// No fleet key and no opt-out: what a box with `[mqtt]` and nothing else has.
+    pub fn without_key(mut self) -> Self {
+        self.auth = MqttAuth::None;
+        self
     }
 
     pub fn metrics_interval_s(self, s: u64) -> Self {
@@ -412,6 +456,11 @@ impl Mqtt {
 impl Part for Mqtt {
     fn toml(&self) -> String {
         let mut s = format!("[mqtt]\nurl = \"{}\"\n", self.url);
+        match self.auth {
+            MqttAuth::FleetKey => writeln!(s, "fleet_key_file = \"{{dir}}/{FLEET_KEY_FILE}\"").unwrap(),
+            MqttAuth::None => {}
+            MqttAuth::InsecureUnsigned => s.push_str("insecure_unsigned = true\n"),
+        }
         for (k, v) in &self.settings {
             writeln!(s, "{k} = {v}").unwrap();
         }

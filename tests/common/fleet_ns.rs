@@ -313,11 +313,13 @@ pub fn roipd(config: &str) -> Daemon {
     Daemon::start_with(config, &[], &files)
 }
 
-/// Publish a fleet command (`roipd/<device>/cmd/<name>`, QoS 1) with `mosquitto_pub`.
+/// Publish a fleet command (`roipd/<device>/cmd/<name>`, QoS 1) with `mosquitto_pub`, signed
+/// with the test fleet key ([`super::config::sign`]).
 pub fn mqtt_command(device: &str, name: &str, json: &str) {
+    let topic = format!("roipd/{device}/cmd/{name}");
     let out = Command::new(require("mosquitto_pub", "mosquitto-clients"))
         .args(["-h", "127.0.0.1", "-p", &MQTT_PORT.to_string(), "-q", "1"])
-        .args(["-t", &format!("roipd/{device}/cmd/{name}"), "-m", json])
+        .args(["-t", &topic, "-m", &super::config::sign(&topic, json)])
         .output()
         .expect("run mosquitto_pub");
     assert!(out.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -33,6 +33,10 @@ impl Daemon {
     /// directory first (`{dir}` in the config is that directory).
     pub fn start_with(config: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        // The fleet key the config builder's `[mqtt]` names by default (private, as roipd demands).
+        let key = dir.path().join(config::FLEET_KEY_FILE);
+        fs::write(&key, format!("{}\n", config::FLEET_KEY)).unwrap();
+        fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         for (name, content) in files {
             fs::write(dir.path().join(name), content).unwrap();
         }

@@ -40,11 +40,17 @@ pub struct AgentConfig {
     /// `[mqtt] fleet_key_file`: commands that act must be signed.
     #[serde(default)]
     pub fleet_key_file: Option<String>,
+    /// `[mqtt] insecure_unsigned`: without a key, run every command unsigned (the lab opt-out).
+    #[serde(default)]
+    pub insecure_unsigned: bool,
 }
 
 impl AgentConfig {
     pub fn new(device: &str, url: String) -> Self {
-        Self { device: device.into(), url, metrics_interval_s: 30, ..Default::default() }
+        // These tests exercise the command protocol itself (parsing, replies, limits), so the
+        // agent runs unsigned on purpose; `with_a_fleet_key_...` sets a key, and daemon_mqtt
+        // shows a box with neither refusing the commands that key.
+        Self { device: device.into(), url, metrics_interval_s: 30, insecure_unsigned: true, ..Default::default() }
     }
 }
 
@@ -152,6 +158,7 @@ async fn agent(cfg: AgentConfig) -> i32 {
         client_key_file: cfg.client_key_file.clone(),
         metrics_interval_s: cfg.metrics_interval_s,
         fleet_key_file: cfg.fleet_key_file.clone(),
+        insecure_unsigned: cfg.insecure_unsigned && cfg.fleet_key_file.is_none(),
         ..MqttConfig::new(cfg.url.clone())
     };
     let options = FleetOptions::new(&cfg.device, mqtt).with_metrics(|| DaemonMetrics {

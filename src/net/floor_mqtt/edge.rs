@@ -125,7 +125,7 @@ pub fn start_edge(
     }
     // Credential, key and TLS files are read now, so a bad one is a start-up error.
     mqtt_options(&o.mqtt, &o.device_id, will(topics.presence(&o.device_id), String::new()))?;
-    let key = crate::fleet::client::fleet_key(&o.mqtt).map_err(|e| e.to_string())?;
+    let key = crate::fleet::client::floor_key(&o.mqtt)?;
     let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
     let up = Arc::new(AtomicBool::new(false));
     let feeds = Arc::new(Mutex::new(BTreeMap::new()));

@@ -78,7 +78,7 @@ pub fn start_host(
         .ok_or_else(|| format!("device id `{}` cannot be used in the floor topics", o.device_id))?;
     let epoch = random_token();
     mqtt_options(&o.mqtt, &o.device_id, will(topics.host(), String::new()))?;
-    let key = crate::fleet::client::fleet_key(&o.mqtt).map_err(|e| e.to_string())?;
+    let key = crate::fleet::client::floor_key(&o.mqtt)?;
     let (janus, janus_rx) = match &o.janus {
         Some(options) => {
             let (tx, rx) = mpsc::channel(peer_queue::INBOX);

@@ -75,7 +75,7 @@ mod tests {
              [channel.fire.janus]\nroom = 99\ncreate = false\npublishers = 4\n\
              [port.r1]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ line = \"sim:c\" }}\nptt = {{ line = \"sim:p\" }}\n\
              [uplink]\nkind = \"janus\"\nurl = \"ws://127.0.0.2:8188\"\nfloor_hub = \"hub-1\"\n{extra_uplink}\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n"
+             [mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\nfleet_key_file = \"/k\"\n"
         )
     }
 
