@@ -124,7 +124,11 @@ impl Edge {
         let (jtx, mut jrx) = mpsc::channel(1024);
         let janus = janus::start(o, jtx, cancel.clone());
         let (ftx, mut frx) = mpsc::channel(1024);
-        let mqtt = toml::from_str(&format!("url = \"{}\"", mqtt_url())).unwrap();
+        // The fleet key the floor host (a roipd daemon, `Mqtt` default) has.
+        let mqtt = roipd::config::MqttConfig {
+            fleet_key_file: Some(common::config::fleet_key_file()),
+            ..toml::from_str(&format!("url = \"{}\"", mqtt_url())).unwrap()
+        };
         let members = vec![MemberRequest { key: "radio1".into(), channel: CHANNEL.into(), priority: Priority::NORMAL }];
         let floor = start_edge(
             FloorEdgeOptions { mqtt, device_id: name.into(), floor_hub: HUB.into(), members, report: None },

@@ -383,6 +383,21 @@ pub const FLEET_KEY: &str = "7465737420666c656574206b65793a206e6f7420666f7220707
 /// Its file name in the daemon's directory.
 pub const FLEET_KEY_FILE: &str = "fleet.key";
 
+/// A file holding [`FLEET_KEY`] (mode 0600), one for the whole test process: for floor hosts and
+/// edges a test starts in-process, with the key the test's daemons have.
+pub fn fleet_key_file() -> String {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FLEET_KEY_FILE);
+        std::fs::write(&path, format!("{FLEET_KEY}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        dir
+    });
+    dir.path().join(FLEET_KEY_FILE).display().to_string()
+}
+
 /// `json` as a signed command for `topic` (`roipd/<device>/cmd/<name>`) with [`FLEET_KEY`], fresh
 /// (now) and with a nonce of its own, as `roipd sign-command` makes it.
 pub fn sign(topic: &str, json: &str) -> String {
