@@ -170,6 +170,7 @@ fn bench_measures_an_idle_and_a_busy_port_on_pulse_devices() {
     assert!(f.busy.cpu_pct > f.idle.cpu_pct, "{f:?}");
     assert!(f.busy.wakeups_per_s > f.idle.wakeups_per_s, "{f:?}");
     assert!(f.idle.cpu_pct > 0.0 && f.idle.wakeups_per_s > 0.0 && f.busy.rss_mb > 1.0, "{f:?}");
+    assert!(f.busy.anon_rss_mb > 0.0 && f.busy.anon_rss_mb < f.busy.rss_mb, "{f:?}");
 }
 
 /// Without PulseAudio the bench says so and gives no figure.

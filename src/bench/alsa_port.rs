@@ -30,6 +30,8 @@ pub struct PortCost {
     /// PulseAudio's CPU % above what it used with no client.
     pub pulse_extra_cpu_pct: f64,
     pub rss_mb: f64,
+    /// Of which anonymous (heap, stacks, relocated data); the rest is code and read-only data.
+    pub anon_rss_mb: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +133,7 @@ fn run(roipd: &Path, span: Duration) -> Result<AlsaFigures, String> {
         wakeups_per_s: r[0].wakeups_per_s,
         pulse_extra_cpu_pct: r[1].cpu_pct - alone.cpu_pct,
         rss_mb: r[0].rss_mb,
+        anon_rss_mb: r[0].anon_rss_mb,
     };
     let idle = cost(&rig::measure(&pids, span));
 

@@ -88,6 +88,10 @@ pub struct Report {
     pub alsa_busy_pulse_extra_cpu_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alsa_port_rss_mb: Option<f64>,
+    /// The anonymous part of `alsa_port_rss_mb` (RssAnon): heap, stacks, relocated data. The
+    /// rest is file pages (code, read-only data) the kernel can drop and read back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alsa_port_anon_rss_mb: Option<f64>,
     /// Why the `alsa_*` figures are missing ("not measured: no PulseAudio ..."), when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alsa: Option<String>,
@@ -136,6 +140,7 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
             r.alsa_busy_port_wakeups_per_s = Some(a.busy.wakeups_per_s);
             r.alsa_busy_pulse_extra_cpu_pct = Some(a.busy.pulse_extra_cpu_pct);
             r.alsa_port_rss_mb = Some(a.busy.rss_mb);
+            r.alsa_port_anon_rss_mb = Some(a.busy.anon_rss_mb);
         }
         Err(why) => r.alsa = Some(why),
     }
@@ -186,6 +191,9 @@ fn print_human(r: &Report) {
         ([Some(c), Some(w), Some(p)], [Some(bc), Some(bw), Some(bp)]) => {
             println!("  ALSA (PulseAudio null sinks), idle:     {c:8.2} % CPU, {w:.0} wakeups/s, PulseAudio +{p:.2} %");
             println!("  ALSA (PulseAudio null sinks), busy:     {bc:8.2} % CPU, {bw:.0} wakeups/s, PulseAudio +{bp:.2} %");
+            if let (Some(rss), Some(anon)) = (r.alsa_port_rss_mb, r.alsa_port_anon_rss_mb) {
+                println!("  ALSA port daemon RSS (busy):            {rss:8.1} MB, {anon:.1} MB of it anonymous");
+            }
         }
         _ => println!("  ALSA ports: {}", r.alsa.as_deref().unwrap_or("not measured")),
     }

@@ -171,6 +171,8 @@ pub struct Usage {
     /// Voluntary plus involuntary context switches.
     pub switches: u64,
     pub rss_kib: u64,
+    /// The anonymous part of it (heap, stacks, relocated data): what no page cache backs.
+    pub anon_kib: u64,
 }
 
 impl Usage {
@@ -185,11 +187,15 @@ impl Usage {
             u.switches += switches(&base.join("status"));
         }
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        u.rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        u.rss_kib = kib("VmRSS:");
+        u.anon_kib = kib("RssAnon:");
         u
     }
 }
@@ -211,6 +217,8 @@ pub struct Rates {
     pub cpu_pct: f64,
     pub wakeups_per_s: f64,
     pub rss_mb: f64,
+    /// Anonymous RSS, MB (the part of `rss_mb` that is not file pages).
+    pub anon_rss_mb: f64,
 }
 
 /// Each process's [`Rates`] over `span` (sampled before and after one sleep).
@@ -227,6 +235,7 @@ pub fn measure(pids: &[u32], span: Duration) -> Vec<Rates> {
                 cpu_pct: a.run_ns.saturating_sub(b.run_ns) as f64 / dt / 1e7,
                 wakeups_per_s: a.switches.saturating_sub(b.switches) as f64 / dt,
                 rss_mb: a.rss_kib as f64 / 1024.0,
+                anon_rss_mb: a.anon_kib as f64 / 1024.0,
             }
         })
         .collect()
