@@ -24,7 +24,8 @@ fn free_port() -> u16 {
 fn log_time(line: &str) -> Option<f64> {
     let t = line.split_whitespace().next()?.split('T').nth(1)?.trim_end_matches('Z');
     let mut parts = t.split(':');
-    let (h, m, s): (f64, f64, f64) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    let (h, m, s): (f64, f64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
@@ -59,7 +60,12 @@ impl Proc {
     fn wait_log(&self, what: &str) {
         let start = Instant::now();
         while !self.log().contains(what) {
-            assert!(start.elapsed() < Duration::from_secs(15), "no `{what}` in {}:\n{}", self.log.display(), self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no `{what}` in {}:\n{}",
+                self.log.display(),
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -70,7 +76,12 @@ impl Proc {
 }
 
 fn write_bursts(path: &Path) {
-    let spec = hound::WavSpec { channels: 1, sample_rate: 48_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for i in 0..48_000 {
         let v = if i >= 24_000 { 0.25 * (std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin() } else { 0.0 };
@@ -157,7 +168,19 @@ fn main() {
     let demo_port = free_port();
     let demo_dir = d.join("demo");
     let started = Instant::now();
-    let demo = Proc::start(d, "demo", &["demo", "--listen", &format!("127.0.0.1:{demo_port}"), "--dir", demo_dir.to_str().unwrap(), "--traffic-every", "0"]);
+    let demo = Proc::start(
+        d,
+        "demo",
+        &[
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{demo_port}"),
+            "--dir",
+            demo_dir.to_str().unwrap(),
+            "--traffic-every",
+            "0",
+        ],
+    );
     let ready = loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", demo_port)) {
             let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");

@@ -162,8 +162,10 @@ fn hub_and_uplink(d: &Path) -> (String, String) {
          [hub.token.t]\nsecret_file = \"{d}/token\"\nchannels = [\"*\"]\n",
         d = d.display()
     );
-    let uplink =
-        format!("[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{}/token\"\n", d.display());
+    let uplink = format!(
+        "[uplink]\nkind = \"hub\"\nurl = \"ws://127.0.0.1:{port}/ws\"\ntoken_file = \"{}/token\"\n",
+        d.display()
+    );
     (hub, uplink)
 }
 

@@ -104,7 +104,11 @@ fn incoming_calls(cor: &Path, every: Duration) {
 }
 
 fn config_text(args: &DemoArgs, lines: &Path, record: &Path, traffic: &Path, token_file: &Path) -> String {
-    let mqtt = args.mqtt.as_ref().map(|url| format!("\n[mqtt]\nurl = \"{url}\"\nmetrics_interval_s = 10\n")).unwrap_or_default();
+    let mqtt = args
+        .mqtt
+        .as_ref()
+        .map(|url| format!("\n[mqtt]\nurl = \"{url}\"\nmetrics_interval_s = 10\n"))
+        .unwrap_or_default();
     format!(
         r#"# roipd demo: one simulated radio on channel "ops", hosted by this box.
 device_id = "demo"

@@ -44,12 +44,16 @@ async fn port_state_carries_levels_and_tot_while_active_without_churn() {
     let mark = probe.mark();
     d.drive("a-cor", true);
     let has = |key: &'static str| move |m: &Msg| m.json().get(key).is_some_and(Value::is_number);
-    let a = probe.wait_after(mark, "radio-a's receive level", WAIT, |m| state_of("radio-a")(m) && has("rx_level_dbfs")(m)).await;
+    let a = probe
+        .wait_after(mark, "radio-a's receive level", WAIT, |m| state_of("radio-a")(m) && has("rx_level_dbfs")(m))
+        .await;
     let rx = a.json()["rx_level_dbfs"].as_f64().unwrap();
     // A sine's RMS is 3 dB under its peak.
     assert!((rx - -23.0).abs() <= 1.0, "receive level {rx} dBFS, expected about -23: {}", a.json());
     assert_eq!(rx, rx.round(), "whole dB");
-    let b = probe.wait_after(mark, "radio-b's transmit level", WAIT, |m| state_of("radio-b")(m) && has("tx_level_dbfs")(m)).await;
+    let b = probe
+        .wait_after(mark, "radio-b's transmit level", WAIT, |m| state_of("radio-b")(m) && has("tx_level_dbfs")(m))
+        .await;
     let (tx, tot) = (b.json()["tx_level_dbfs"].as_f64().unwrap(), b.json()["tot_remaining_s"].as_f64().unwrap());
     // After the receive AGC (-18 dBFS target) and the limiters.
     assert!((-30.0..=-6.0).contains(&tx) && tx == tx.round(), "transmit level {tx} dBFS: {}", b.json());
@@ -129,8 +133,12 @@ async fn missing_devices_are_reported_lost_then_found_and_the_daemon_runs_on() {
     std::fs::create_dir(alsa.path().join("later")).unwrap();
     std::fs::write(alsa.path().join("later/in.raw"), vec![0u8; 96_000]).unwrap();
     let plugged = std::time::Instant::now();
-    let found = probe.wait("device_found for radio-a", Duration::from_secs(20), event("device_found", "radio-a")).await.json();
-    println!("measured: device_found {:?} after the device appeared (retry backoff 0.5 s doubling to 10 s)", plugged.elapsed());
+    let found =
+        probe.wait("device_found for radio-a", Duration::from_secs(20), event("device_found", "radio-a")).await.json();
+    println!(
+        "measured: device_found {:?} after the device appeared (retry backoff 0.5 s doubling to 10 s)",
+        plugged.elapsed()
+    );
     assert!(found["detail"].as_str().unwrap_or_default().contains("capture radio_in"), "{found}");
 
     // Still running, still reporting: COR on radio-a is an event as ever.
@@ -143,8 +151,12 @@ async fn missing_devices_are_reported_lost_then_found_and_the_daemon_runs_on() {
 
 /// The alsa-lib file plugin comes with libasound2 itself; fail clearly if alsa-lib is absent.
 fn require_alsa_lib() {
-    let found = ["/usr/lib/x86_64-linux-gnu/libasound.so.2", "/usr/lib/aarch64-linux-gnu/libasound.so.2", "/usr/lib/libasound.so.2"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/libasound.so.2",
+        "/usr/lib/aarch64-linux-gnu/libasound.so.2",
+        "/usr/lib/libasound.so.2",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
     assert!(found, "alsa-lib (libasound2) is required for this test: apt-get install libasound2");
 }

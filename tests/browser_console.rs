@@ -17,11 +17,15 @@ fn have(cmd: &str) -> bool {
 
 /// The version of `name` that package-lock.json pins, and the one installed in node_modules.
 fn pinned_and_installed(dir: &Path, name: &str) -> (String, Option<String>) {
-    let lock: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("package-lock.json")).expect("tests/browser/package-lock.json"))
-            .expect("package-lock.json is JSON");
+    let lock: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("package-lock.json")).expect("tests/browser/package-lock.json"),
+    )
+    .expect("package-lock.json is JSON");
     let key = format!("node_modules/{name}");
-    let pinned = lock["packages"][&key]["version"].as_str().unwrap_or_else(|| panic!("{name} missing from the lock file")).to_string();
+    let pinned = lock["packages"][&key]["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} missing from the lock file"))
+        .to_string();
     let installed = std::fs::read_to_string(dir.join(&key).join("package.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())

@@ -442,7 +442,12 @@ fn the_demo_recording_does_not_grow_while_the_radio_is_idle() {
     let _ = child.wait();
     let (Some(before), Some(after)) = (before, after) else { panic!("no recording at {}", record.display()) };
     // wav-out grew 96 kB a second here.
-    assert!(after - before < 20_000, "the recording grew {} bytes in {:?} of an idle radio", after - before, t0.elapsed());
+    assert!(
+        after - before < 20_000,
+        "the recording grew {} bytes in {:?} of an idle radio",
+        after - before,
+        t0.elapsed()
+    );
 }
 
 /// Issue 15, item 2: `roipd check` warns loudly (config still valid) on a box whose broker is

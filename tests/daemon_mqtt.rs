@@ -65,31 +65,74 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     // COR on A keys B: events and retained states follow.
     let mark = probe.mark();
     d.drive("a-cor", true);
-    probe.wait_after(mark, "cor_open event", WAIT, |m| m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "cor_open").await;
-    probe.wait_after(mark, "ptt_on event for B", WAIT, |m| {
-        m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "ptt_on" && m.json()["port"] == "radio-b"
-    }).await;
-    let keyed = probe.wait_after(mark, "B keyed state", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["tx_keyed"] == true).await;
+    probe
+        .wait_after(mark, "cor_open event", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "cor_open"
+        })
+        .await;
+    probe
+        .wait_after(mark, "ptt_on event for B", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "ptt_on" && m.json()["port"] == "radio-b"
+        })
+        .await;
+    let keyed = probe
+        .wait_after(mark, "B keyed state", WAIT, |m| {
+            on("roipd/mqtt-box/state/radio-b")(m) && state(m)["tx_keyed"] == true
+        })
+        .await;
     assert_eq!(state(&keyed)["channel"], "ops");
     d.drive("a-cor", false);
-    probe.wait_after(mark, "ptt_off after hang", WAIT, |m| m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "ptt_off" && m.json()["reason"] == "hang_end").await;
+    probe
+        .wait_after(mark, "ptt_off after hang", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "ptt_off" && m.json()["reason"] == "hang_end"
+        })
+        .await;
 
     // TX inhibit on B: A's COR no longer keys it.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#)).await;
-    let reply = probe.wait_after(mark, "inhibit reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i1").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/tx_inhibit",
+            sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#),
+        )
+        .await;
+    let reply = probe
+        .wait_after(mark, "inhibit reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i1"
+        })
+        .await;
     assert_eq!(reply.json()["ok"], true, "{}", reply.json());
-    probe.wait_after(mark, "B inhibited state", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["inhibited"] == true).await;
+    probe
+        .wait_after(mark, "B inhibited state", WAIT, |m| {
+            on("roipd/mqtt-box/state/radio-b")(m) && state(m)["inhibited"] == true
+        })
+        .await;
     d.drive("a-cor", true);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "inhibited radio stays unkeyed");
     d.drive("a-cor", false);
-    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#)).await;
-    probe.wait_after(mark, "inhibit off reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i2").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/tx_inhibit",
+            sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#),
+        )
+        .await;
+    probe
+        .wait_after(mark, "inhibit off reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i2"
+        })
+        .await;
 
     // Remote PTT on A with a 1 s maximum: keyed, then released by itself.
     let mark = probe.mark();
-    probe.request("roipd/mqtt-box/cmd/remote_ptt", &sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#), "test/replies", b"ptt-1").await;
+    probe
+        .request(
+            "roipd/mqtt-box/cmd/remote_ptt",
+            &sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#),
+            "test/replies",
+            b"ptt-1",
+        )
+        .await;
     let reply = probe.wait_after(mark, "remote_ptt reply", WAIT, |m| m.topic == "test/replies").await;
     assert_eq!(reply.correlation.as_deref(), Some(&b"ptt-1"[..]));
     assert_eq!(reply.json()["ok"], true, "{}", reply.json());
@@ -100,59 +143,137 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     assert!(held < Duration::from_millis(3500), "remote PTT held {held:?} for a 1 s maximum (+ hang)");
 
     // Remote PTT released explicitly.
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/remote_ptt",
+            sign(
+                "roipd/mqtt-box/cmd/remote_ptt",
+                r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":60}"#,
+            ),
+        )
+        .await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/remote_ptt",
+            sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#),
+        )
+        .await;
     d.wait_for("A released on request", WAIT, |d| d.line("a-ptt") == Some(false));
 
     // Errors: unknown port, unsupported command; nothing changes.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/tx_inhibit", sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#)).await;
-    let e1 = probe.wait_after(mark, "unknown port reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "e1").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/tx_inhibit",
+            sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#),
+        )
+        .await;
+    let e1 = probe
+        .wait_after(mark, "unknown port reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "e1"
+        })
+        .await;
     assert_eq!(e1.json()["ok"], false);
     assert_eq!(e1.json()["error"]["code"], "not_found", "{}", e1.json());
 
     // get_config: the running config as JSON.
     probe.publish("roipd/mqtt-box/cmd/get_config", r#"{"request_id":"c1"}"#).await;
-    let c1 = probe.wait_after(mark, "get_config reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "c1").await;
+    let c1 = probe
+        .wait_after(mark, "get_config reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "c1"
+        })
+        .await;
     assert_eq!(c1.json()["ok"], true, "{}", c1.json());
     assert_eq!(c1.json()["result"]["device_id"], "mqtt-box", "{}", c1.json());
 
     // listen off on "ops": A's COR no longer keys B; back on, it does.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/listen", sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#)).await;
-    let l1 = probe.wait_after(mark, "listen reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "l1").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/listen",
+            sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#),
+        )
+        .await;
+    let l1 = probe
+        .wait_after(mark, "listen reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "l1")
+        .await;
     assert_eq!(l1.json()["ok"], true, "{}", l1.json());
     d.drive("a-cor", true);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "a muted channel keys nothing");
-    probe.publish("roipd/mqtt-box/cmd/listen", sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/listen",
+            sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#),
+        )
+        .await;
     d.wait_for("B keyed once the channel is heard again", WAIT, |d| d.line("b-ptt") == Some(true));
     d.drive("a-cor", false);
     d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
 
     // set_channel: B moves to "fire", where A's COR does not reach it; then back.
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/set_channel", sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#)).await;
-    let s1 = probe.wait_after(mark, "set_channel reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s1").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/set_channel",
+            sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#),
+        )
+        .await;
+    let s1 = probe
+        .wait_after(mark, "set_channel reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s1"
+        })
+        .await;
     assert_eq!(s1.json()["ok"], true, "{}", s1.json());
-    probe.wait_after(mark, "B on fire", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "fire").await;
+    probe
+        .wait_after(mark, "B on fire", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "fire")
+        .await;
     d.drive("a-cor", true);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "B is on another channel");
     d.drive("a-cor", false);
-    probe.publish("roipd/mqtt-box/cmd/set_channel", sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#)).await;
-    let s2 = probe.wait_after(mark, "bad channel reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s2").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/set_channel",
+            sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#),
+        )
+        .await;
+    let s2 = probe
+        .wait_after(mark, "bad channel reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s2"
+        })
+        .await;
     assert_eq!(s2.json()["error"]["code"], "not_found", "{}", s2.json());
-    probe.publish("roipd/mqtt-box/cmd/set_channel", sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#)).await;
-    probe.wait_after(mark, "B back on ops", WAIT, |m| on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "ops").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/set_channel",
+            sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#),
+        )
+        .await;
+    probe
+        .wait_after(mark, "B back on ops", WAIT, |m| {
+            on("roipd/mqtt-box/state/radio-b")(m) && state(m)["channel"] == "ops"
+        })
+        .await;
 
     // volume and identify.
-    probe.publish("roipd/mqtt-box/cmd/volume", sign("roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#)).await;
-    let v1 = probe.wait_after(mark, "volume reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "v1").await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/volume",
+            sign("roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#),
+        )
+        .await;
+    let v1 = probe
+        .wait_after(mark, "volume reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "v1")
+        .await;
     assert_eq!(v1.json()["ok"], true, "{}", v1.json());
     probe.publish("roipd/mqtt-box/cmd/identify", r#"{"request_id":"id1","seconds":1}"#).await;
-    let id1 = probe.wait_after(mark, "identify reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "id1").await;
+    let id1 = probe
+        .wait_after(mark, "identify reply", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "id1"
+        })
+        .await;
     assert_eq!(id1.json()["ok"], true, "{}", id1.json());
     std::thread::sleep(Duration::from_millis(1500));
     let led = d.line_log("led");
@@ -162,11 +283,24 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     // reload_config: a broken file is refused and changes nothing; a good one is applied.
     let cfg_path = d.dir.path().join("roipd.toml");
     let good = std::fs::read_to_string(&cfg_path).unwrap();
-    std::fs::write(&cfg_path, good.replace("[channel.fire]", "[channel.fire]
-labl = \"typo\"")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        good.replace(
+            "[channel.fire]",
+            "[channel.fire]
+labl = \"typo\"",
+        ),
+    )
+    .unwrap();
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#)).await;
-    let r1 = probe.wait_after(mark, "refused reload", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
+    probe
+        .publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#))
+        .await;
+    let r1 = probe
+        .wait_after(mark, "refused reload", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1"
+        })
+        .await;
     assert_eq!(r1.json()["ok"], false, "{}", r1.json());
     assert!(r1.json()["error"]["message"].as_str().unwrap_or("").contains("labl"), "{}", r1.json());
     d.drive("a-cor", true);
@@ -174,16 +308,30 @@ labl = \"typo\"")).unwrap();
     d.drive("a-cor", false);
     d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
     // Keyed by a remote PTT when the reload comes: the reload releases it.
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p5","port":"radio-b","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/remote_ptt",
+            sign(
+                "roipd/mqtt-box/cmd/remote_ptt",
+                r#"{"request_id":"p5","port":"radio-b","on":true,"max_duration_s":60}"#,
+            ),
+        )
+        .await;
     d.wait_for("B keyed before the reload", WAIT, |d| d.line("b-ptt") == Some(true));
     d.write_config(&mqtt_box(broker.anon, radio_a(), 300));
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#)).await;
-    let r2 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r2").await;
+    probe
+        .publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#))
+        .await;
+    let r2 = probe
+        .wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r2")
+        .await;
     assert_eq!(r2.json()["ok"], true, "{}", r2.json());
     d.wait_for("restarted with the new file", WAIT, |d| d.stderr().contains("restarting with the configuration file"));
     assert_eq!(d.line("b-ptt"), Some(false), "the reload released B");
-    probe.wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    probe
+        .wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true)
+        .await;
     d.wait_for("sim inputs ready again", WAIT, |d| d.line("a-cor") == Some(false));
     std::thread::sleep(Duration::from_millis(300));
     d.drive("a-cor", true);
@@ -193,25 +341,30 @@ labl = \"typo\"")).unwrap();
 
     // A clean stop, with A keyed by a remote PTT: PTT released, and a retained offline
     // status (no last will needed).
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p4","port":"radio-a","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/remote_ptt",
+            sign(
+                "roipd/mqtt-box/cmd/remote_ptt",
+                r#"{"request_id":"p4","port":"radio-a","on":true,"max_duration_s":60}"#,
+            ),
+        )
+        .await;
     d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
     assert_eq!(d.line("a-ptt"), Some(false), "remote PTT released by the shutdown");
-    probe.wait_after(mark, "offline status", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == false).await;
+    probe
+        .wait_after(mark, "offline status", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == false)
+        .await;
     drop(broker);
 }
 
 fn bridge(port: u16) -> String {
     let a = Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12");
     let b = Radio::sim("radio-b", "ops", "b").playback("sim:wav-out:{dir}/b-tx.wav").keying("tx_delay_ms", 0);
-    Config::new("bridge-box")
-        .channel("ops")
-        .add(a)
-        .add(b)
-        .add(Mqtt::new(port).metrics_interval_s(1))
-        .toml()
+    Config::new("bridge-box").channel("ops").add(a).add(b).add(Mqtt::new(port).metrics_interval_s(1)).toml()
 }
 
 /// The broker goes away and comes back while audio is bridged: the audio does not notice,
@@ -274,8 +427,8 @@ async fn will_after(probe: &Probe, d: &mut Daemon, kill: i32, within: Duration) 
     let topic = "roipd/will-box/status";
     let mark = probe.mark();
     probe.wait_after(mark, "online", WAIT, |m| m.topic == topic && m.json()["online"] == true).await;
-    let started = probe.all().iter().rev().find(|m| m.topic == topic).map(Msg::json).unwrap_or_default()["started_at"]
-        .clone();
+    let started =
+        probe.all().iter().rev().find(|m| m.topic == topic).map(Msg::json).unwrap_or_default()["started_at"].clone();
     let at = std::time::Instant::now();
     d.signal(kill);
     let will = probe.wait_after(mark, "last will", within, |m| m.topic == topic && m.json()["online"] == false).await;
@@ -315,7 +468,8 @@ async fn last_will_after_kill_9_and_after_a_freeze_within_the_keepalive() {
 fn hass(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
     // Home Assistant cannot sign: its TX-inhibit switch acts only with the lab opt-out.
-    let mqtt = Mqtt::new(port).insecure_unsigned().set("home_assistant", true).set("home_assistant_prefix", "\"ha/site1\"");
+    let mqtt =
+        Mqtt::new(port).insecure_unsigned().set("home_assistant", true).set("home_assistant_prefix", "\"ha/site1\"");
     Config::new("ha-box").status_led("sim:led").channel("ops").add(radio_a()).add(b).add(mqtt).toml()
 }
 
@@ -386,7 +540,13 @@ fn strict(port: u16) -> String {
     let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 0);
     // Unsigned on purpose (the lab opt-out): this box tests how payloads are parsed, which a
     // fleet key would hide behind `unauthorized` (signed commands are parsed the same way).
-    Config::new("strict-box").channel("ops").channel("fire").add(radio_a()).add(b).add(Mqtt::new(port).insecure_unsigned()).toml()
+    Config::new("strict-box")
+        .channel("ops")
+        .channel("fire")
+        .add(radio_a())
+        .add(b)
+        .add(Mqtt::new(port).insecure_unsigned())
+        .toml()
 }
 
 const COMMANDS: [&str; 10] = [
@@ -416,7 +576,10 @@ fn malformed() -> Vec<(String, Vec<u8>, &'static str)> {
             (b"\xc3\x28", "bad_json"),
             (&huge[..], "payload_too_large"),
             (br#"{"request_id":{"nested":1}}"#, "invalid_args"),
-            (br#"{"port":"radio-a","channel":"fire","on":true,"db":0,"max_duration_s":5,"seconds":5,"extra":1}"#, "unknown_field"),
+            (
+                br#"{"port":"radio-a","channel":"fire","on":true,"db":0,"max_duration_s":5,"seconds":5,"extra":1}"#,
+                "unknown_field",
+            ),
         ] {
             out.push((name.into(), payload.to_vec(), code));
         }
@@ -463,10 +626,12 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
         probe.wait(port, WAIT, move |m| m.topic == format!("roipd/strict-box/state/{port}")).await;
     }
     std::thread::sleep(Duration::from_millis(300));
-    let reply_to = |id: &'static str| move |m: &Msg| m.topic == "roipd/strict-box/reply" && m.json()["request_id"] == id;
+    let reply_to =
+        |id: &'static str| move |m: &Msg| m.topic == "roipd/strict-box/reply" && m.json()["request_id"] == id;
     let mark = probe.mark();
     probe.publish("roipd/strict-box/cmd/get_config", r#"{"request_id":"before"}"#).await;
-    let config_before = probe.wait_after(mark, "config before", WAIT, reply_to("before")).await.json()["result"].clone();
+    let config_before =
+        probe.wait_after(mark, "config before", WAIT, reply_to("before")).await.json()["result"].clone();
     assert_eq!(config_before["device_id"], "strict-box");
     let status_count = || probe.all().iter().filter(|m| m.topic == "roipd/strict-box/status").count();
     let statuses_before = status_count();
@@ -477,8 +642,9 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
         let mark = probe.mark();
         probe.publish(&format!("roipd/strict-box/cmd/{name}"), payload.clone()).await;
         let shown = String::from_utf8_lossy(&payload[..payload.len().min(60)]).into_owned();
-        let reply =
-            probe.wait_after(mark, &format!("reply #{i} to {name} {shown}"), WAIT, |m| m.topic == "roipd/strict-box/reply").await;
+        let reply = probe
+            .wait_after(mark, &format!("reply #{i} to {name} {shown}"), WAIT, |m| m.topic == "roipd/strict-box/reply")
+            .await;
         let reply = reply.json();
         assert_eq!(reply["ok"], false, "#{i} {name} {shown}: {reply}");
         assert_eq!(reply["error"]["code"], *code, "#{i} {name} {shown}: {reply}");
@@ -499,8 +665,15 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     for (name, payload, code) in refused {
         let mark = probe.mark();
         probe.publish(&format!("roipd/strict-box/cmd/{name}"), payload).await;
-        let reply = probe.wait_after(mark, &format!("{name} {payload}"), WAIT, |m| m.topic == "roipd/strict-box/reply").await.json();
-        assert_eq!((reply["ok"].clone(), reply["error"]["code"].clone()), (Value::Bool(false), Value::from(code)), "{payload}: {reply}");
+        let reply = probe
+            .wait_after(mark, &format!("{name} {payload}"), WAIT, |m| m.topic == "roipd/strict-box/reply")
+            .await
+            .json();
+        assert_eq!(
+            (reply["ok"].clone(), reply["error"]["code"].clone()),
+            (Value::Bool(false), Value::from(code)),
+            "{payload}: {reply}"
+        );
     }
 
     // Exactly one reply each, and nothing changed.
@@ -530,8 +703,17 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     // remote_ptt on a TX-inhibited radio: refused, not keyed; allowed again once lifted.
     let mark = probe.mark();
     probe.publish("roipd/strict-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#).await;
-    probe.wait_after(mark, "inhibited", WAIT, |m| on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == true).await;
-    probe.publish("roipd/strict-box/cmd/remote_ptt", r#"{"request_id":"p1","port":"radio-b","on":true,"max_duration_s":5}"#).await;
+    probe
+        .wait_after(mark, "inhibited", WAIT, |m| {
+            on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == true
+        })
+        .await;
+    probe
+        .publish(
+            "roipd/strict-box/cmd/remote_ptt",
+            r#"{"request_id":"p1","port":"radio-b","on":true,"max_duration_s":5}"#,
+        )
+        .await;
     let reply = probe.wait_after(mark, "remote_ptt while inhibited", WAIT, reply_to("p1")).await.json();
     assert_eq!(reply["error"]["code"], "rejected", "{reply}");
     std::thread::sleep(Duration::from_millis(300));
@@ -539,8 +721,17 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     // A fresh mark: the state before the inhibit also said `inhibited: false`.
     let mark = probe.mark();
     probe.publish("roipd/strict-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#).await;
-    probe.wait_after(mark, "inhibit lifted", WAIT, |m| on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == false).await;
-    probe.publish("roipd/strict-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-b","on":true,"max_duration_s":5}"#).await;
+    probe
+        .wait_after(mark, "inhibit lifted", WAIT, |m| {
+            on("roipd/strict-box/state/radio-b")(m) && state(m)["inhibited"] == false
+        })
+        .await;
+    probe
+        .publish(
+            "roipd/strict-box/cmd/remote_ptt",
+            r#"{"request_id":"p2","port":"radio-b","on":true,"max_duration_s":5}"#,
+        )
+        .await;
     let reply = probe.wait_after(mark, "remote_ptt", WAIT, reply_to("p2")).await.json();
     assert_eq!(reply["ok"], true, "{reply}");
     d.wait_for("B keyed remotely", WAIT, |d| d.line("b-ptt") == Some(true));
@@ -553,7 +744,9 @@ async fn every_command_topic_refuses_malformed_payloads_and_nothing_changes() {
     probe.publish("roipd/strict-box/cmd/restart", r#"{"request_id":"rs"}"#).await;
     let reply = probe.wait_after(mark, "restart reply", WAIT, reply_to("rs")).await.json();
     assert_eq!(reply["ok"], true, "{reply}");
-    probe.wait_after(mark, "goodbye", WAIT, |m| m.topic == "roipd/strict-box/status" && m.json()["reason"] == "shutdown").await;
+    probe
+        .wait_after(mark, "goodbye", WAIT, |m| m.topic == "roipd/strict-box/status" && m.json()["reason"] == "shutdown")
+        .await;
     let again = probe
         .wait_after(mark, "online after the restart", WAIT, |m| {
             m.topic == "roipd/strict-box/status" && m.json()["online"] == true
@@ -663,7 +856,9 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
     // Unreadable JSON: its request_id cannot be trusted, so the reply has none.
     probe
         .wait_after(mark, "duplicate key reply", WAIT, |m| {
-            m.topic == "roipd/mqtt-box/reply" && m.json()["command"] == "remote_ptt" && m.json()["error"]["code"] == "bad_json"
+            m.topic == "roipd/mqtt-box/reply"
+                && m.json()["command"] == "remote_ptt"
+                && m.json()["error"]["code"] == "bad_json"
         })
         .await;
     probe.publish("roipd/mqtt-box/cmd/restart", sign("roipd/mqtt-box/cmd/restart", "")).await;
@@ -683,7 +878,12 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
         .filter(|m| m.topic == "roipd/mqtt-box/reply" && m.json()["error"]["code"] == "bad_json")
         .count();
     assert!(blank_replies >= 2, "the blank restart and the duplicate keys are bad_json");
-    assert!(probe.since(mark).iter().all(|m| !m.topic.starts_with("roipd/mqtt-box/cmd/restart") || m.payload.is_empty() || m.json().get("ok").is_none()), "no reply on a command topic");
+    assert!(
+        probe.since(mark).iter().all(|m| !m.topic.starts_with("roipd/mqtt-box/cmd/restart")
+            || m.payload.is_empty()
+            || m.json().get("ok").is_none()),
+        "no reply on a command topic"
+    );
     assert!(d.line_log("a-ptt").iter().all(|l| !l), "radio A never keyed");
     assert!(!d.stderr().contains("restarting"), "the box did not restart\n{}", d.stderr());
     assert!(d.child.try_wait().unwrap().is_none(), "still running");
@@ -712,15 +912,29 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
     let radio_c = Radio::sim("radio-c", "ops", "c").ptt_active_low();
     d.write_config(&mqtt_box(broker.anon, radio_c, 200));
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#)).await;
-    let r1 = probe.wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1").await;
+    probe
+        .publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#))
+        .await;
+    let r1 = probe
+        .wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1")
+        .await;
     assert_eq!(r1.json()["ok"], true, "{}", r1.json());
-    probe.wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    probe
+        .wait_after(mark, "online again", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true)
+        .await;
     d.wait_for("radio-c's PTT opened unkeyed", WAIT, |d| d.line("c-ptt") == Some(true));
     let after = record();
     assert!(after.contains("\"c-ptt\"") && after.contains("\"b-ptt\"") && !after.contains("\"a-ptt\""), "{after}");
 
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p1","port":"radio-c","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-box/cmd/remote_ptt",
+            sign(
+                "roipd/mqtt-box/cmd/remote_ptt",
+                r#"{"request_id":"p1","port":"radio-c","on":true,"max_duration_s":60}"#,
+            ),
+        )
+        .await;
     d.wait_for("radio-c keyed (low)", WAIT, |d| d.line("c-ptt") == Some(false));
     d.signal(libc::SIGKILL);
     d.wait_exit(WAIT);
@@ -742,8 +956,10 @@ fn guards(port: u16, a_hang_ms: u64) -> String {
         .keying("tx_delay_ms", 0)
         .keying("tx_hang_ms", a_hang_ms)
         .keying("no_audio_ms", 60000);
-    let b =
-        Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0).keying("tx_hang_ms", 200).keying("no_audio_ms", 1000);
+    let b = Radio::sim("radio-b", "ops", "b")
+        .keying("tx_delay_ms", 0)
+        .keying("tx_hang_ms", 200)
+        .keying("no_audio_ms", 1000);
     let desk = Desk::new("desk", &["ops"]).ptt("sim:desk-ptt").playback("sim:wav-out:{dir}/desk.wav");
     Config::new("guard-box")
         .channel_with("ops", &[("no_media_ms", "60000")])
@@ -770,7 +986,12 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     d.wait_for("inputs ready", WAIT, |d| d.line("a-inhibit") == Some(false));
 
     let mark = probe.mark();
-    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#)).await;
+    probe
+        .publish(
+            "roipd/guard-box/cmd/remote_ptt",
+            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#),
+        )
+        .await;
     d.wait_for("A keyed by remote PTT", WAIT, |d| d.line("a-ptt") == Some(true));
     let keyed_at = std::time::Instant::now();
     d.wait_for("A released at its maximum, not after the 30 s hang", WAIT, |d| d.line("a-ptt") == Some(false));
@@ -781,32 +1002,69 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     println!("remote_ptt max_duration_s 1, tx_hang_ms 30000: keyed {held:?}");
 
     // The fleet's inhibit during a remote PTT: unkeyed now, and still unkeyed once lifted.
-    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/guard-box/cmd/remote_ptt",
+            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#),
+        )
+        .await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
-    probe.publish("roipd/guard-box/cmd/tx_inhibit", sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#)).await;
+    probe
+        .publish(
+            "roipd/guard-box/cmd/tx_inhibit",
+            sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#),
+        )
+        .await;
     d.wait_for("A unkeyed by the inhibit", WAIT, |d| d.line("a-ptt") == Some(false));
-    probe.publish("roipd/guard-box/cmd/tx_inhibit", sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#)).await;
-    probe.wait_after(mark, "inhibit lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
+    probe
+        .publish(
+            "roipd/guard-box/cmd/tx_inhibit",
+            sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#),
+        )
+        .await;
+    probe
+        .wait_after(mark, "inhibit lifted", WAIT, |m| {
+            on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false
+        })
+        .await;
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the inhibit keyed the cancelled remote PTT again");
 
     // The same with the inhibit switch.
-    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/guard-box/cmd/remote_ptt",
+            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#),
+        )
+        .await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
     d.drive("a-inhibit", true);
     d.wait_for("A unkeyed by the switch", WAIT, |d| d.line("a-ptt") == Some(false));
-    probe.wait_after(mark, "switch on", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == true).await;
+    probe
+        .wait_after(mark, "switch on", WAIT, |m| {
+            on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == true
+        })
+        .await;
     // Marked before the switch is let go, so its state cannot slip in ahead of the mark.
     let mark = probe.mark();
     d.drive("a-inhibit", false);
-    probe.wait_after(mark, "switch lifted", WAIT, |m| on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false).await;
+    probe
+        .wait_after(mark, "switch lifted", WAIT, |m| {
+            on("roipd/guard-box/state/radio-a")(m) && state(m)["inhibited"] == false
+        })
+        .await;
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the switch keyed the cancelled remote PTT again");
 
     // And a clean stop during a remote PTT releases it (as does the TOT: core tests).
-    probe.publish("roipd/guard-box/cmd/remote_ptt", sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)).await;
+    probe
+        .publish(
+            "roipd/guard-box/cmd/remote_ptt",
+            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#),
+        )
+        .await;
     d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
@@ -833,7 +1091,10 @@ async fn a_talker_without_audio_is_cut_by_the_radios_no_audio_guard() {
     let held = keyed_at.elapsed();
     let off = probe.wait_after(mark, "ptt_off event", WAIT, event("ptt_off", "radio-b")).await.json();
     assert_eq!(off["reason"], "no_audio", "{off}");
-    assert!(held >= Duration::from_millis(300) && held < Duration::from_millis(3000), "B keyed {held:?} for a 1 s guard");
+    assert!(
+        held >= Duration::from_millis(300) && held < Duration::from_millis(3000),
+        "B keyed {held:?} for a 1 s guard"
+    );
     println!("desk holding the floor without audio: B (no_audio_ms 1000) keyed {held:?}");
     assert!(d.stderr().contains("no-audio guard"), "{}", d.stderr());
     // The talker still holds the floor: B stays unkeyed; A (60 s guard) is still on air.
@@ -869,7 +1130,13 @@ async fn without_a_fleet_key_commands_that_key_are_refused_unless_the_lab_opt_ou
     let probe = Probe::connect(broker.anon, &["roipd/nokey-box/#"]).await;
     let config = |mqtt: Mqtt| {
         let b = Radio::sim("radio-b", "ops", "b").keying("tx_delay_ms", 0);
-        Config::new("nokey-box").channel("ops").channel("fire").add(radio_a().keying("tx_delay_ms", 0)).add(b).add(mqtt).toml()
+        Config::new("nokey-box")
+            .channel("ops")
+            .channel("fire")
+            .add(radio_a().keying("tx_delay_ms", 0))
+            .add(b)
+            .add(mqtt)
+            .toml()
     };
     let reply = |id: &'static str| move |m: &Msg| m.topic == "roipd/nokey-box/reply" && m.json()["request_id"] == id;
     let mut d = Daemon::start(&config(Mqtt::new(broker.anon).without_key()));
@@ -905,11 +1172,20 @@ async fn without_a_fleet_key_commands_that_key_are_refused_unless_the_lab_opt_ou
 
     // The lab opt-out: the old behaviour, loudly.
     let mut d = Daemon::start(&config(Mqtt::new(broker.anon).insecure_unsigned()));
-    probe.wait_after(probe.mark(), "online again", WAIT, |m| m.topic == "roipd/nokey-box/status" && m.json()["online"] == true).await;
+    probe
+        .wait_after(probe.mark(), "online again", WAIT, |m| {
+            m.topic == "roipd/nokey-box/status" && m.json()["online"] == true
+        })
+        .await;
     d.wait_for("A unkeyed", WAIT, |d| d.line("a-ptt") == Some(false));
     assert!(d.stderr().contains("mqtt.insecure_unsigned: WARNING: INSECURE"), "{}", d.stderr());
     let mark = probe.mark();
-    probe.publish("roipd/nokey-box/cmd/remote_ptt", r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":1}"#).await;
+    probe
+        .publish(
+            "roipd/nokey-box/cmd/remote_ptt",
+            r#"{"request_id":"p2","port":"radio-a","on":true,"max_duration_s":1}"#,
+        )
+        .await;
     assert_eq!(probe.wait_after(mark, "p2", WAIT, reply("p2")).await.json()["ok"], true);
     d.wait_for("A keyed by an unsigned remote_ptt", WAIT, |d| d.line("a-ptt") == Some(true));
     d.wait_for("A unkeyed after max_duration", WAIT, |d| d.line("a-ptt") == Some(false));

@@ -264,7 +264,11 @@ fn yocto_gen_crates_inc_script_generates_a_complete_inc() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("roipd-crates.inc");
     // Debian's python3 (3.11 on Debian 12) has tomllib; a python3 earlier in PATH may not.
-    let mut cmd = if Path::new("/usr/bin/python3").is_file() { Command::new("/usr/bin/python3") } else { tool("python3", "python3") };
+    let mut cmd = if Path::new("/usr/bin/python3").is_file() {
+        Command::new("/usr/bin/python3")
+    } else {
+        tool("python3", "python3")
+    };
     cmd.arg(root().join("yocto/meta-roipd/scripts/gen-crates-inc"))
         .arg("--lock")
         .arg(root().join("Cargo.lock"))
@@ -313,7 +317,11 @@ fn yocto_recipe_matches_the_crate_and_references_existing_files() {
         assert!(recipe.contains(want), "{recipe_name} lacks `{want}`");
     }
     let license: toml::Table = toml::from_str(&read("Cargo.toml")).unwrap();
-    assert_eq!(license["package"]["license"].as_str(), Some("Apache-2.0"), "LICENSE in the recipe must follow Cargo.toml");
+    assert_eq!(
+        license["package"]["license"].as_str(),
+        Some("Apache-2.0"),
+        "LICENSE in the recipe must follow Cargo.toml"
+    );
 
     // Every ${S}/path the recipe installs exists in this repository (S is the repo root).
     let mut referenced = 0;
@@ -346,10 +354,8 @@ fn board_asound_confs_parse_and_define_their_pcms() {
             continue;
         }
         let body = fs::read_to_string(&conf).unwrap();
-        let pcms: Vec<&str> = body
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("pcm.")?.split_whitespace().next())
-            .collect();
+        let pcms: Vec<&str> =
+            body.lines().filter_map(|l| l.trim().strip_prefix("pcm.")?.split_whitespace().next()).collect();
         assert!(!pcms.is_empty(), "{} defines no pcm", conf.display());
         let mut cmd = tool("aplay", "alsa-utils");
         cmd.arg("-L").env("ALSA_CONFIG_PATH", format!("/usr/share/alsa/alsa.conf:{}", conf.display()));
@@ -358,7 +364,11 @@ fn board_asound_confs_parse_and_define_their_pcms() {
         assert!(out.status.success() && !all.contains("ALSA lib"), "{} does not parse:\n{all}", conf.display());
         let listed = String::from_utf8_lossy(&out.stdout);
         for pcm in pcms {
-            assert!(listed.lines().any(|l| l == pcm), "{}: pcm.{pcm} is not listed by aplay -L:\n{listed}", conf.display());
+            assert!(
+                listed.lines().any(|l| l == pcm),
+                "{}: pcm.{pcm} is not listed by aplay -L:\n{listed}",
+                conf.display()
+            );
         }
         checked += 1;
     }
@@ -382,8 +392,27 @@ fn udev_rules_are_well_formed() {
     }
     assert!(files.len() >= 5, "expected packaging/60-roipd.rules and the board rules: {files:?}");
     const KEYS: &[&str] = &[
-        "ACTION", "SUBSYSTEM", "SUBSYSTEMS", "KERNEL", "KERNELS", "DRIVERS", "ATTR", "ATTRS", "ENV", "TAG", "GROUP",
-        "OWNER", "MODE", "SYMLINK", "NAME", "IMPORT", "RUN", "PROGRAM", "LABEL", "GOTO", "TEST",
+        "ACTION",
+        "SUBSYSTEM",
+        "SUBSYSTEMS",
+        "KERNEL",
+        "KERNELS",
+        "DRIVERS",
+        "ATTR",
+        "ATTRS",
+        "ENV",
+        "TAG",
+        "GROUP",
+        "OWNER",
+        "MODE",
+        "SYMLINK",
+        "NAME",
+        "IMPORT",
+        "RUN",
+        "PROGRAM",
+        "LABEL",
+        "GOTO",
+        "TEST",
     ];
     for file in files {
         let body = fs::read_to_string(&file).unwrap();
@@ -400,7 +429,9 @@ fn udev_rules_are_well_formed() {
                 let mut rest = &token[key_end..];
                 assert!(KEYS.contains(&key), "{}:{}: unknown key `{key}` in `{token}`", file.display(), n + 1);
                 if let Some(attr) = rest.strip_prefix('{') {
-                    let close = attr.find('}').unwrap_or_else(|| panic!("{}:{}: unclosed {{ in `{token}`", file.display(), n + 1));
+                    let close = attr
+                        .find('}')
+                        .unwrap_or_else(|| panic!("{}:{}: unclosed {{ in `{token}`", file.display(), n + 1));
                     rest = &attr[close + 1..];
                 }
                 let op = ["==", "!=", "+=", "-=", ":=", "="].into_iter().find(|op| rest.starts_with(op));
@@ -450,6 +481,8 @@ fn packaged_default_config_passes_check() {
     assert!(out.status.success(), "packaging/roipd.toml fails roipd check:\n{}", text(&out));
     let body = read("packaging/roipd.toml");
     assert!(body.contains("dir = \"/run/roipd/lines\""), "the packaged demo must use the service's RuntimeDirectory");
-    assert!(!body.contains("rppal:") && !body.contains("cdev:") && !body.contains("cm108:") && !body.contains("serial:"),
-        "the packaged default config must key no real radio");
+    assert!(
+        !body.contains("rppal:") && !body.contains("cdev:") && !body.contains("cm108:") && !body.contains("serial:"),
+        "the packaged default config must key no real radio"
+    );
 }

@@ -166,7 +166,8 @@ fn three_talkers_on_ten_channels_are_mixed_at_their_gains_without_clipping_and_m
     let (muted_at, back_at) = best;
     assert!(back_at > muted_at, "c3 was never muted: {class:?}");
     // Frames between full level and silence, on either side (one ramp frame is the mixer's).
-    let ramp_before = class[first..muted_at].iter().rev().filter(|&&f| f != F::Gap).take_while(|&&f| f == F::Ramp).count();
+    let ramp_before =
+        class[first..muted_at].iter().rev().filter(|&&f| f != F::Gap).take_while(|&&f| f == F::Ramp).count();
     let ramp_after = class[back_at..].iter().filter(|&&f| f != F::Gap).take_while(|&&f| f == F::Ramp).count();
     let (fall, rise) = (ramp_before + 1, ramp_after + 1);
     assert!(
@@ -220,7 +221,9 @@ fn desk_ptt_preempts_a_field_talker_and_the_radio_carries_the_desk() {
     std::thread::sleep(Duration::from_millis(300));
     d.drive("a-cor", true);
     d.wait_for("B keyed for A", Duration::from_secs(5), |d| d.line("b-ptt") == Some(true));
-    d.wait_for("busy and RX LEDs", Duration::from_secs(5), |d| d.line("led-busy") == Some(true) && d.line("led-rx") == Some(true));
+    d.wait_for("busy and RX LEDs", Duration::from_secs(5), |d| {
+        d.line("led-busy") == Some(true) && d.line("led-rx") == Some(true)
+    });
     assert_eq!(d.line("led-tx"), Some(false));
     std::thread::sleep(Duration::from_millis(1000));
     d.drive("desk-ptt", true);
@@ -239,8 +242,7 @@ fn desk_ptt_preempts_a_field_talker_and_the_radio_carries_the_desk() {
     // B's transmitter: A's 1 kHz first, then the desk's 2.5 kHz microphone, not A's any more.
     let x = samples(&d.dir.path().join("b-tx.wav"));
     let start = first_loud(&x, 0, -40.0).expect("B transmitted") * 480;
-    let blocks: Vec<(f32, f32)> =
-        x[start..].chunks(4800).map(|w| (goertzel(w, 1000.0), goertzel(w, 2500.0))).collect();
+    let blocks: Vec<(f32, f32)> = x[start..].chunks(4800).map(|w| (goertzel(w, 1000.0), goertzel(w, 2500.0))).collect();
     let desk_from = blocks.iter().position(|&(_, desk)| desk > 0.02).expect("the desk's voice went out on B");
     assert!(blocks[..desk_from].iter().any(|&(a, _)| a > 0.02), "A was heard before");
     let after = &blocks[desk_from + 1..(desk_from + 10).min(blocks.len())];
@@ -326,7 +328,9 @@ fn all_call_talks_on_every_channel_it_may_and_is_denied_where_an_emergency_talks
     d.wait_for("desk on both channels", Duration::from_secs(5), |d| {
         d.line("tx-ops") == Some(true) && d.line("tx-fire") == Some(true)
     });
-    d.wait_for("A and B keyed", Duration::from_secs(5), |d| d.line("a-ptt") == Some(true) && d.line("b-ptt") == Some(true));
+    d.wait_for("A and B keyed", Duration::from_secs(5), |d| {
+        d.line("a-ptt") == Some(true) && d.line("b-ptt") == Some(true)
+    });
     assert_eq!(d.line("e-ptt"), Some(true), "E carries the desk too");
     d.drive("all-call", false);
     d.wait_for("all unkeyed", Duration::from_secs(5), |d| {
@@ -576,22 +580,46 @@ async fn fleet_listen_and_volume_reach_the_desk_speaker() {
     let state = probe.wait("desk port state", wait, |m| m.topic == "roipd/mqtt-desk/state/desk").await;
     assert_eq!(state.json()["channel"], "ops", "{}", state.json());
     d.drive("a-cor", true);
-    probe.wait("desk hears ops", wait, |m| m.topic == "roipd/mqtt-desk/state/desk" && m.json()["rx_active"] == true).await;
-    let reply = |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/mqtt-desk/reply" && m.json()["request_id"] == id;
+    probe
+        .wait("desk hears ops", wait, |m| m.topic == "roipd/mqtt-desk/state/desk" && m.json()["rx_active"] == true)
+        .await;
+    let reply = |id: &'static str| {
+        move |m: &fleet::probe::Msg| m.topic == "roipd/mqtt-desk/reply" && m.json()["request_id"] == id
+    };
     std::thread::sleep(Duration::from_millis(800));
     let mark = probe.mark();
-    probe.publish("roipd/mqtt-desk/cmd/listen", sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m1","channel":"ops","on":false}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-desk/cmd/listen",
+            sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m1","channel":"ops","on":false}"#),
+        )
+        .await;
     assert_eq!(probe.wait_after(mark, "mute reply", wait, reply("m1")).await.json()["ok"], true);
     // Mute for ~2.4 s of wall time: a loaded box may write the sim speaker a little behind real
     // time, so the check below asks for 1.4 s of silence with margin to spare.
     std::thread::sleep(Duration::from_millis(1200));
     // Malformed: no `on`. An error, and the desk stays muted.
-    probe.publish("roipd/mqtt-desk/cmd/listen", sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m2","channel":"ops"}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-desk/cmd/listen",
+            sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m2","channel":"ops"}"#),
+        )
+        .await;
     assert_eq!(probe.wait_after(mark, "error reply", wait, reply("m2")).await.json()["ok"], false);
     std::thread::sleep(Duration::from_millis(1200));
-    probe.publish("roipd/mqtt-desk/cmd/listen", sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m3","channel":"ops","on":true}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-desk/cmd/listen",
+            sign("roipd/mqtt-desk/cmd/listen", r#"{"request_id":"m3","channel":"ops","on":true}"#),
+        )
+        .await;
     assert_eq!(probe.wait_after(mark, "unmute reply", wait, reply("m3")).await.json()["ok"], true);
-    probe.publish("roipd/mqtt-desk/cmd/volume", sign("roipd/mqtt-desk/cmd/volume", r#"{"request_id":"m4","channel":"ops","db":-12}"#)).await;
+    probe
+        .publish(
+            "roipd/mqtt-desk/cmd/volume",
+            sign("roipd/mqtt-desk/cmd/volume", r#"{"request_id":"m4","channel":"ops","db":-12}"#),
+        )
+        .await;
     assert_eq!(probe.wait_after(mark, "volume reply", wait, reply("m4")).await.json()["ok"], true);
     std::thread::sleep(Duration::from_millis(800));
     d.drive("a-cor", false);
@@ -646,7 +674,12 @@ fn a_stereo_split_puts_each_channel_where_its_pan_says() {
     let level = |x: &[f32], hz| rms_db(goertzel(x, hz));
     eprintln!(
         "left: 500 Hz {:.1}, 1100 Hz {:.1}, 1700 Hz {:.1}; right: {:.1}, {:.1}, {:.1} dBFS",
-        level(l, 500.0), level(l, 1100.0), level(l, 1700.0), level(r, 500.0), level(r, 1100.0), level(r, 1700.0)
+        level(l, 500.0),
+        level(l, 1100.0),
+        level(l, 1700.0),
+        level(r, 500.0),
+        level(r, 1100.0),
+        level(r, 1700.0)
     );
     // Hard left and hard right: only on their own side. Centre: on both, 3 dB down each.
     assert!(level(l, 500.0) > -21.0 && level(r, 500.0) < -60.0);
@@ -676,7 +709,9 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
         v["request_id"] = id.into();
         sign(cmd, &v.to_string())
     };
-    let reply = |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/desk-preempt/reply" && m.json()["request_id"] == id;
+    let reply = |id: &'static str| {
+        move |m: &fleet::probe::Msg| m.topic == "roipd/desk-preempt/reply" && m.json()["request_id"] == id
+    };
 
     for (id, payload, code) in [
         ("e1", r#"{"port":"desk","action":{"action":"ptt"}}"#, "invalid_args"),
@@ -702,9 +737,20 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     let mark = probe.mark();
     probe.publish(cmd, send("s1", r#"{"port":"desk","action":{"action":"select","channel":"ops"}}"#)).await;
     let r = probe.wait_after(mark, "select reply", wait, reply("s1")).await.json();
-    assert_eq!((r["ok"].clone(), r["command"].clone(), r["result"]["port"].clone()), (true.into(), "desk".into(), "desk".into()), "{r}");
+    assert_eq!(
+        (r["ok"].clone(), r["command"].clone(), r["result"]["port"].clone()),
+        (true.into(), "desk".into(), "desk".into()),
+        "{r}"
+    );
     let mark = probe.mark();
-    probe.request(cmd, &sign(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#), "test/desk-replies", b"ptt-1").await;
+    probe
+        .request(
+            cmd,
+            &sign(cmd, r#"{"port":"desk","action":{"action":"ptt","on":true}}"#),
+            "test/desk-replies",
+            b"ptt-1",
+        )
+        .await;
     let r = probe.wait_after(mark, "ptt reply", wait, |m| m.topic == "test/desk-replies").await;
     assert_eq!(r.correlation.as_deref(), Some(&b"ptt-1"[..]));
     assert_eq!(r.json()["ok"], true, "{}", r.json());

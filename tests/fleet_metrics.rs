@@ -88,8 +88,10 @@ async fn hub_and_uplink_streams_show_up_in_the_metrics() {
     probe.wait_after(mark, "the uplink stream at the edge", WAIT, stream_flowing("edge", "uplink/ops", 6_000)).await;
     // One more round of each, so the figures come from a steady stream.
     let mark = probe.mark();
-    let at_hub = probe.wait_after(mark, "hub metrics again", WAIT, stream_flowing("m-hub", "edge/ops", 6_000)).await.json();
-    let at_edge = probe.wait_after(mark, "edge metrics again", WAIT, stream_flowing("edge", "uplink/ops", 6_000)).await.json();
+    let at_hub =
+        probe.wait_after(mark, "hub metrics again", WAIT, stream_flowing("m-hub", "edge/ops", 6_000)).await.json();
+    let at_edge =
+        probe.wait_after(mark, "edge metrics again", WAIT, stream_flowing("edge", "uplink/ops", 6_000)).await.json();
     println!("hub: {}\nedge: {}", at_hub["streams"], at_edge["streams"]);
     assert_plausible("hub edge/ops", &at_hub["streams"]["edge/ops"]);
     assert_plausible("edge uplink/ops", &at_edge["streams"]["uplink/ops"]);

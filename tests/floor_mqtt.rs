@@ -421,7 +421,10 @@ fn holder_device(m: &fleet::probe::Msg) -> Option<String> {
 async fn contention_is_decided_by_the_host() {
     // Unsigned on purpose (lab opt-out): this test reads or forges the raw floor messages.
     let broker = Broker::start();
-    let host = Host::with_mqtt(lab(broker.anon), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    let host = Host::with_mqtt(
+        lab(broker.anon),
+        ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() },
+    );
     let a = Edge::with_mqtt(lab(broker.anon), "edge-a", PortKind::Radio, Priority::NORMAL);
     let b = Edge::with_mqtt(lab(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
     let d = Edge::with_mqtt(lab(broker.anon), "desk-d", PortKind::Desk, Priority::DISPATCH);
@@ -510,7 +513,10 @@ async fn contention_is_decided_by_the_host() {
 async fn last_will_frees_the_floor() {
     // Unsigned on purpose (lab opt-out): this test reads or forges the raw floor messages.
     let broker = Broker::start();
-    let host = Host::with_mqtt(lab(broker.anon), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    let host = Host::with_mqtt(
+        lab(broker.anon),
+        ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() },
+    );
     let proxy = Proxy::start(broker.anon).await;
     let a = Edge::with_mqtt(lab(proxy.port), "edge-a", PortKind::Radio, Priority::NORMAL);
     let b = Edge::with_mqtt(lab(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
@@ -627,7 +633,10 @@ async fn host_and_broker_restarts(mut broker: Broker, mqtt: MqttConfig) {
 async fn malformed_messages_change_nothing() {
     // Unsigned on purpose (lab opt-out): this test reads or forges the raw floor messages.
     let broker = Broker::start();
-    let host = Host::with_mqtt(lab(broker.anon), ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() });
+    let host = Host::with_mqtt(
+        lab(broker.anon),
+        ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() },
+    );
     let a = Edge::with_mqtt(lab(broker.anon), "edge-a", PortKind::Radio, Priority::NORMAL);
     let b = Edge::with_mqtt(lab(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
     a.wait("A up", |v| v.up).await;
@@ -1046,7 +1055,10 @@ async fn a_floor_host_or_edge_without_a_fleet_key_refuses_to_start() {
     let Err(e) = start_edge(edge(unsigned_mqtt(broker.anon)), tx, cancel.clone()) else {
         panic!("an edge without a fleet key started")
     };
-    assert!(e.contains("fleet_key_file") && e.contains("openssl rand -hex 32") && e.contains("insecure_unsigned"), "{e}");
+    assert!(
+        e.contains("fleet_key_file") && e.contains("openssl rand -hex 32") && e.contains("insecure_unsigned"),
+        "{e}"
+    );
     let (tx, _rx) = mpsc::channel(16);
     let Err(e) = start_host(host(unsigned_mqtt(broker.anon)), tx, cancel.clone()) else {
         panic!("a floor host without a fleet key started")

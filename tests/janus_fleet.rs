@@ -190,7 +190,12 @@ fn inner_janus_fleet_audio_from_radio_a_comes_out_of_radio_b() {
     std::thread::sleep(Duration::from_millis(1200));
 
     let q = tone_quality(&wav_samples(&tx_wav(b)), TONE_A);
-    println!("B transmitted {} audible 20 ms frames, {:.1} % carrying A's tone, SNR {:.1} dB", q.audible_frames, 100.0 * q.tone_share(), q.snr_db);
+    println!(
+        "B transmitted {} audible 20 ms frames, {:.1} % carrying A's tone, SNR {:.1} dB",
+        q.audible_frames,
+        100.0 * q.tone_share(),
+        q.snr_db
+    );
     assert!(q.audible_frames >= 150, "B transmitted {} frames of audio (4 s talked): {q:?}", q.audible_frames);
     assert!(q.tone_share() > 0.9, "{q:?}");
     assert!(!a.line_log("ptt").contains(&true), "A's own radio keyed by its own talk");
@@ -202,7 +207,11 @@ fn inner_janus_fleet_audio_from_radio_a_comes_out_of_radio_b() {
 
 #[test]
 fn janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile() {
-    in_namespace("inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile", &[MOSQUITTO], OUTER_LIMIT);
+    in_namespace(
+        "inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile",
+        &[MOSQUITTO],
+        OUTER_LIMIT,
+    );
 }
 
 #[test]
@@ -253,10 +262,18 @@ fn inner_janus_fleet_janus_killed_mid_call_both_rejoin_radios_unkeyed_meanwhile(
 
     let after = wav_samples(&tx_wav(b));
     let q = tone_quality(&after[from.min(after.len())..], TONE_A);
-    println!("after recovery B transmitted {:.1} % of frames with A's tone, SNR {:.1} dB", 100.0 * q.tone_share(), q.snr_db);
+    println!(
+        "after recovery B transmitted {:.1} % of frames with A's tone, SNR {:.1} dB",
+        100.0 * q.tone_share(),
+        q.snr_db
+    );
     let map = tone_map(&after[from.min(after.len())..], TONE_A);
     assert!(q.audible_frames >= 100 && q.tone_share() > 0.8, "audio after recovery: {q:?}\n{map}");
-    assert_eq!(b.line_log("ptt")[keys_before..], [false, true, false], "B's PTT since the kill: released, keyed once back, released");
+    assert_eq!(
+        b.line_log("ptt")[keys_before..],
+        [false, true, false],
+        "B's PTT since the kill: released, keyed once back, released"
+    );
     assert!(!a.line_log("ptt").contains(&true), "A's own radio keyed");
     assert!(rekeyed <= Duration::from_secs(5), "recovery took {} ms (target 5 s)", rekeyed.as_millis());
 }
@@ -353,7 +370,11 @@ fn tone_blocks(x: &[f32], hz: f32) -> Vec<bool> {
 
 #[test]
 fn janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
-    in_namespace("inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel", &[MOSQUITTO, MOSQUITTO_PUB], OUTER_LIMIT);
+    in_namespace(
+        "inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel",
+        &[MOSQUITTO, MOSQUITTO_PUB],
+        OUTER_LIMIT,
+    );
 }
 
 #[test]
@@ -368,10 +389,8 @@ fn inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
     let _host = floor_host(&list);
     let started = Instant::now();
     let names: Vec<&str> = list.iter().map(|(c, _)| c.as_str()).collect();
-    let desk = Desk::new("desk", &names)
-        .set("duck_db", 0)
-        .capture("sim:silence")
-        .playback("sim:wav-out:{dir}/desk.wav");
+    let desk =
+        Desk::new("desk", &names).set("duck_db", 0).capture("sim:silence").playback("sim:wav-out:{dir}/desk.wav");
     let mut desk = roipd(&fleet_box("desk-d", &list, true).add(desk).toml());
     // Three field radios on c00, c07 and c13, each with its own tone.
     let radios = [("r0", "c00", 500.0f32), ("r7", "c07", 1100.0), ("r13", "c13", 1700.0)];
@@ -404,7 +423,11 @@ fn inner_janus_fleet_desk_on_20_channels_listen_and_mute_per_channel() {
     let x = wav_samples(&wav);
     let [b500, b1100, b1700] = [500.0, 1100.0, 1700.0].map(|hz| tone_blocks(&x, hz));
     let (m, u) = (muted_at / 4800, unmuted_at / 4800);
-    assert!(u > m + 15 && b1100.len() > u + 20, "recording too short: {} blocks, mute at {m}, unmute at {u}", b1100.len());
+    assert!(
+        u > m + 15 && b1100.len() > u + 20,
+        "recording too short: {} blocks, mute at {m}, unmute at {u}",
+        b1100.len()
+    );
     // The header lags the recording by up to 1 s: the figures are upper bounds.
     let gone = (m..u).find(|&i| !b1100[i]).expect("c07 never went quiet after `listen` off");
     let back = (u..b1100.len()).find(|&i| b1100[i]).expect("c07 never came back after `listen` on");
@@ -705,7 +728,10 @@ fn inner_janus_fleet_host_janus_link_cut_8s_no_revoke_talker_heard_after() {
     let log = host.stderr();
     let revokes: Vec<&str> = log.lines().filter(|l| l.contains("Revoke {")).collect();
     assert!(revokes.is_empty(), "the host revoked A's floor over its own link:\n{}", revokes.join("\n"));
-    assert!(q.span_frames >= 450 && q.tone_share() > 0.9, "A not heard at B after the host's link came back: {q:?}\n{map}");
+    assert!(
+        q.span_frames >= 450 && q.tone_share() > 0.9,
+        "A not heard at B after the host's link came back: {q:?}\n{map}"
+    );
     let keyed = b.line_log("ptt").iter().filter(|&&on| on).count();
     assert_eq!(keyed, 1, "B keyed once, for the whole call: {:?}", b.line_log("ptt"));
 
@@ -722,7 +748,10 @@ fn inner_janus_fleet_host_janus_link_cut_8s_no_revoke_talker_heard_after() {
     let link_down = events(&probe, "link_down");
     let link_up = events(&probe, "link_up");
     assert!(link_down.iter().any(|e| e["reason"] == "janus"), "no link_down event: {link_down:?}");
-    assert!(link_up.iter().filter(|e| e["reason"] == "janus").count() >= 2, "no link_up event after the cut: {link_up:?}");
+    assert!(
+        link_up.iter().filter(|e| e["reason"] == "janus").count() >= 2,
+        "no link_up event after the cut: {link_up:?}"
+    );
     // Its own moderations (re-sent after the link came back) are not taken for a stranger's.
     let overridden = events(&probe, "moderation_overridden");
     assert!(overridden.is_empty(), "false moderation_overridden events: {overridden:?}");
@@ -737,7 +766,11 @@ fn restart_cycles() -> usize {
 #[test]
 fn janus_fleet_janus_restarted_after_3s_with_cor_open_b_on_air_again_within_2s() {
     let limit = OUTER_LIMIT + Duration::from_secs(15 * restart_cycles() as u64);
-    in_namespace("inner_janus_fleet_janus_restarted_after_3s_with_cor_open_b_on_air_again_within_2s", &[MOSQUITTO], limit);
+    in_namespace(
+        "inner_janus_fleet_janus_restarted_after_3s_with_cor_open_b_on_air_again_within_2s",
+        &[MOSQUITTO],
+        limit,
+    );
 }
 
 #[test]
@@ -771,7 +804,11 @@ fn inner_janus_fleet_janus_restarted_after_3s_with_cor_open_b_on_air_again_withi
         // Run on until the next cycle; the tone's return is read from the recording afterwards.
         std::thread::sleep(Duration::from_secs(4));
         runs.push((dead.as_millis(), keyed.as_millis(), 0));
-        println!("cycle {cycle}: Janus dead {} ms, B keyed again {} ms after Janus listened", dead.as_millis(), keyed.as_millis());
+        println!(
+            "cycle {cycle}: Janus dead {} ms, B keyed again {} ms after Janus listened",
+            dead.as_millis(),
+            keyed.as_millis()
+        );
     }
     fleet.a.drive("cor", false);
     wait_line(&mut fleet.b, "ptt", false, Duration::from_secs(10));
@@ -801,7 +838,10 @@ fn inner_janus_fleet_janus_restarted_after_3s_with_cor_open_b_on_air_again_withi
     let within = runs.iter().filter(|r| r.1 <= TARGET.as_millis() && r.2 <= TARGET.as_millis() as i128).count();
     println!("on air with A's audio within {} ms of Janus listening: {within} of {cycles}", TARGET.as_millis());
     assert_eq!(revokes, 0, "A's floor was revoked");
-    assert_eq!(within, cycles, "B on air with A's audio again within 2 s of Janus listening, every cycle: {runs:?}\n{map}");
+    assert_eq!(
+        within, cycles,
+        "B on air with A's audio again within 2 s of Janus listening, every cycle: {runs:?}\n{map}"
+    );
     assert!(!fleet.a.line_log("ptt").contains(&true), "A's own radio keyed");
 }
 
@@ -905,10 +945,17 @@ fn inner_janus_fleet_stranger_muting_the_talker_every_100ms_is_undone() {
     );
     assert_eq!(log.lines().filter(|l| l.contains("Revoke {")).count(), 0, "A's floor was revoked");
     assert!(share >= 0.75 && gap <= 10, "A's tone at B: {:.1} %, longest gap {} ms\n{map}", 100.0 * share, gap * 20);
-    assert!(undone("unmuted a publisher without the floor in Janus; undone") >= 1, "B's unmute by the stranger not undone");
+    assert!(
+        undone("unmuted a publisher without the floor in Janus; undone") >= 1,
+        "B's unmute by the stranger not undone"
+    );
     let reported = events(&probe, "moderation_overridden");
-    let holder_muted = reported.iter().filter(|e| e["detail"].as_str().is_some_and(|d| d.contains("muted the floor holder"))).count();
-    assert_eq!(holder_muted, 1, "one moderation_overridden event for the holder's mutes (at most one per 10 s): {reported:?}");
+    let holder_muted =
+        reported.iter().filter(|e| e["detail"].as_str().is_some_and(|d| d.contains("muted the floor holder"))).count();
+    assert_eq!(
+        holder_muted, 1,
+        "one moderation_overridden event for the holder's mutes (at most one per 10 s): {reported:?}"
+    );
     assert_eq!(reported.len(), 2, "and one for B's unmute: {reported:?}");
     assert_eq!(b.line_log("ptt").iter().filter(|&&on| on).count(), 1, "B keyed once: {:?}", b.line_log("ptt"));
 }

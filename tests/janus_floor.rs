@@ -29,10 +29,10 @@ use roipd::net::janus::{self, ChannelSpec, JanusEvent, JanusHandle, JanusOptions
 use roipd::net::{MemberRequest, UplinkEvent};
 use roipd::pipeline::MediaPacket;
 
+use common::config::{Audio, Config, Mqtt, Radio, Uplink};
 use common::fleet_ns::{
     in_namespace, inside, janus_url, mqtt_url, roipd, Janus, Mosquitto, ADMIN_KEY, JANUS_IP, ROOM_SECRET,
 };
-use common::config::{Audio, Config, Mqtt, Radio, Uplink};
 use common::Daemon;
 
 const OUTER_LIMIT: Duration = Duration::from_secs(240);

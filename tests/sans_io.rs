@@ -6,9 +6,22 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 const FORBIDDEN: &[&str] = &[
-    "tokio", "alsa::", "rppal", "rumqttc", "gpiocdev", "serialport", "str0m", "audiopus",
-    "Instant::now", "SystemTime", "std::thread", "std::net", "std::fs", "std::io",
-    "std::process", "std::env",
+    "tokio",
+    "alsa::",
+    "rppal",
+    "rumqttc",
+    "gpiocdev",
+    "serialport",
+    "str0m",
+    "audiopus",
+    "Instant::now",
+    "SystemTime",
+    "std::thread",
+    "std::net",
+    "std::fs",
+    "std::io",
+    "std::process",
+    "std::env",
 ];
 
 /// Every core, so that none can leave the folder (or its checked part) unnoticed.

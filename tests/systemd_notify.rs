@@ -58,10 +58,7 @@ fn ready_then_watchdog_pings_then_stopping() {
     let msgs = notify.collect(Duration::from_millis(2500));
     let ready = msgs.iter().position(|m| m.lines().any(|l| l == "READY=1"));
     assert!(ready.is_some(), "no READY=1 in {msgs:?}\n{}", d.stderr());
-    assert!(
-        count(&msgs[ready.unwrap()..], "WATCHDOG=1") >= 3,
-        "expected periodic WATCHDOG=1 after READY=1: {msgs:?}"
-    );
+    assert!(count(&msgs[ready.unwrap()..], "WATCHDOG=1") >= 3, "expected periodic WATCHDOG=1 after READY=1: {msgs:?}");
     // PTT lines are open (unkeyed) by the time READY is sent.
     assert_eq!(d.line("a-ptt"), Some(false));
     d.signal(libc::SIGTERM);

@@ -296,9 +296,9 @@ impl CaptureOpen {
             (SampleFmt::S16, _) => {
                 self.inbound.extend(raw.chunks_exact(fb).map(|f| f.chunks_exact(2).map(s16).sum::<f32>() * per_channel))
             }
-            (SampleFmt::F32, _) => {
-                self.inbound.extend(raw.chunks_exact(fb).map(|f| f.chunks_exact(4).map(f32le).sum::<f32>() * per_channel))
-            }
+            (SampleFmt::F32, _) => self
+                .inbound
+                .extend(raw.chunks_exact(fb).map(|f| f.chunks_exact(4).map(f32le).sum::<f32>() * per_channel)),
         }
         while self.inbound.pop_frame(&mut self.frame) {
             emit(&self.frame);

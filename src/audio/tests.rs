@@ -516,7 +516,8 @@ fn a_sim_playback_keeps_filling_an_idle_feed() {
         }
     }
     let fills = Arc::new(Mutex::new(0));
-    let play = PlaybackHandle::open_fed("sim:null", &AudioOptions::default(), Box::new(IdleFeed(fills.clone()))).unwrap();
+    let play =
+        PlaybackHandle::open_fed("sim:null", &AudioOptions::default(), Box::new(IdleFeed(fills.clone()))).unwrap();
     wait_for("20 fills", || *fills.lock().unwrap() >= 20);
     play.stop();
 }
@@ -559,8 +560,9 @@ fn a_wav_recorder_pauses_while_its_feed_is_idle() {
     let path = dir.path().join("rec.wav");
     let (on, fills) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
     let feed = OnOffFeed { on: on.clone(), fills: fills.clone() };
-    let play = PlaybackHandle::open_fed(&format!("sim:wav-rec:{}", path.display()), &AudioOptions::default(), Box::new(feed))
-        .unwrap();
+    let play =
+        PlaybackHandle::open_fed(&format!("sim:wav-rec:{}", path.display()), &AudioOptions::default(), Box::new(feed))
+            .unwrap();
     wait_for("30 frames of sound", || fills.load(Ordering::Relaxed) >= 30);
     on.store(false, Ordering::Relaxed);
     // It pauses after playing out a few idle frames; then nothing is filled or written.

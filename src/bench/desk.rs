@@ -34,7 +34,8 @@ fn desk_mixer(jitter: JitterConfig) -> Result<Mixer, String> {
     let channels = (0..CHANNELS)
         .map(|i| MixChannelConfig { pan: -1.0 + 2.0 * i as f32 / (CHANNELS - 1) as f32, ..Default::default() })
         .collect();
-    let mut m = Mixer::new(MixerConfig { channels, stereo: true, jitter, ..Default::default() }).map_err(|e| e.to_string())?;
+    let mut m =
+        Mixer::new(MixerConfig { channels, stereo: true, jitter, ..Default::default() }).map_err(|e| e.to_string())?;
     m.select(Some(SELECTED)).map_err(|e| e.to_string())?;
     Ok(m)
 }
@@ -51,7 +52,12 @@ pub fn run_kernel(seconds: u32) -> Result<(), String> {
         .enumerate()
         .map(|(k, _)| {
             (0..payloads.len())
-                .map(|j| MediaPacket { seq: 0, timestamp: 0, marker: false, payload: payloads[(j + 10 * k) % payloads.len()].clone() })
+                .map(|j| MediaPacket {
+                    seq: 0,
+                    timestamp: 0,
+                    marker: false,
+                    payload: payloads[(j + 10 * k) % payloads.len()].clone(),
+                })
                 .collect()
         })
         .collect();
@@ -76,7 +82,8 @@ pub fn run_kernel(seconds: u32) -> Result<(), String> {
         }
         std::hint::black_box(mixer.mix(now, &mut out));
     }
-    let decodes: u64 = (0..CHANNELS).filter(|c| !ACTIVE.contains(c)).map(|c| mixer.channel_stats(c).map_or(0, |s| s.decodes)).sum();
+    let decodes: u64 =
+        (0..CHANNELS).filter(|c| !ACTIVE.contains(c)).map(|c| mixer.channel_stats(c).map_or(0, |s| s.decodes)).sum();
     if decodes != 0 {
         return Err(format!("idle channels decoded {decodes} frames"));
     }
@@ -97,8 +104,9 @@ pub fn mixer_added_latency_ms() -> Result<f64, String> {
     const BURST_PACKETS: usize = 10;
     const SPURT_FRAMES: usize = 50; // 500 ms: 200 ms of tone, 300 ms of nothing
     const CHANNEL: usize = 17;
-    let tone: Vec<f32> =
-        (0..BURST_PACKETS * PACKET).map(|i| 0.25 * (std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin()).collect();
+    let tone: Vec<f32> = (0..BURST_PACKETS * PACKET)
+        .map(|i| 0.25 * (std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin())
+        .collect();
     // Every burst is the same packets (a fresh encoder on the same tone).
     let payloads = encode(&tone)?;
     // Where the onset is in a burst's packets: a plain decoder, fresh as the mixer's is at the

@@ -94,7 +94,12 @@ pub fn frame_costs(seconds: u32) -> Result<FrameCosts, String> {
 
 /// Write 48 kHz mono 16-bit WAV.
 pub fn write_wav(path: &Path, samples: &[f32]) -> Result<(), String> {
-    let spec = hound::WavSpec { channels: 1, sample_rate: 48_000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).map_err(|e| e.to_string())?;
     for s in samples {
         w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16).map_err(|e| e.to_string())?;
@@ -189,7 +194,12 @@ pub fn callgrind_figures() -> Result<Callgrind, String> {
         let b = collected(&exe, kernel, long)?;
         Ok((b.saturating_sub(a)) as f64 / f64::from(long - short) / 1e6)
     };
-    Ok(Callgrind { busy: per_second("busy")?, codec: per_second("codec")?, idle: per_second("idle")?, desk: per_second("desk")? })
+    Ok(Callgrind {
+        busy: per_second("busy")?,
+        codec: per_second("codec")?,
+        idle: per_second("idle")?,
+        desk: per_second("desk")?,
+    })
 }
 
 fn collected(exe: &Path, kernel: &str, seconds: u32) -> Result<u64, String> {

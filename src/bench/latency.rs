@@ -87,7 +87,12 @@ pub fn tx_added_ms() -> Result<f64, String> {
     let mut packets = Vec::new();
     for (k, chunk) in signal.chunks_exact(2 * FRAME).enumerate() {
         let n = enc.encode(chunk, &mut buf).map_err(|e| e.to_string())?;
-        packets.push(MediaPacket { seq: k as u16, timestamp: (k * 2 * FRAME) as u32, marker: k == 0, payload: buf[..n].to_vec() });
+        packets.push(MediaPacket {
+            seq: k as u16,
+            timestamp: (k * 2 * FRAME) as u32,
+            marker: k == 0,
+            payload: buf[..n].to_vec(),
+        });
     }
     // Where each onset sits in the stream the talker sent (after the encoder's lookahead).
     let mut dec = Decoder::new().map_err(|e| e.to_string())?;
@@ -99,8 +104,9 @@ pub fn tx_added_ms() -> Result<f64, String> {
 
     let playback = PlaybackHandle::open(&format!("sim:wav-out:{}", out_wav.display()), &AudioOptions::default())
         .map_err(|e| e.to_string())?;
-    let mut tx = TxPath::new(&TxConfig::default(), JitterConfig::default(), &CourtesyToneConfig::default(), Duration::ZERO)
-        .map_err(|e| e.to_string())?;
+    let mut tx =
+        TxPath::new(&TxConfig::default(), JitterConfig::default(), &CourtesyToneConfig::default(), Duration::ZERO)
+            .map_err(|e| e.to_string())?;
     let mut frame = vec![0.0f32; FRAME];
     let start = Instant::now();
     let mut arrived = Vec::new();

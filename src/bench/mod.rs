@@ -122,13 +122,18 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
     r.rx_added_latency_ms = latency::rx_added_ms()?;
     r.tx_added_latency_ms = latency::tx_added_ms()?;
     let j = jitter::lossy_network(0x5eed, 60.0);
-    (r.jitter_on_time_pct, r.jitter_added_latency_p95_ms, r.jitter_lost_pct) = (j.on_time_pct, j.added_p95_ms, j.lost_pct);
+    (r.jitter_on_time_pct, r.jitter_added_latency_p95_ms, r.jitter_lost_pct) =
+        (j.on_time_pct, j.added_p95_ms, j.lost_pct);
     r.mixer_added_latency_ms = desk::mixer_added_latency_ms()?;
     let l = load::tx_gaps_under_load(std::time::Duration::from_secs(60))?;
     (r.tx_gaps_under_load, r.tx_concealed_under_load_pct, r.tx_load) = (l.gaps, l.concealed_pct, l.load);
     let f = crate::pipeline::fidelity::measure(&crate::pipeline::fidelity::PathConfig::default())?;
-    (r.fidelity_tone_snr_db, r.fidelity_tone_settling_snr_db, r.fidelity_onset_error_db, r.fidelity_chirp_correlation) =
-        (f.tone_snr_db, f.tone_settling_snr_db, f.onset_error_db, f.chirp_correlation);
+    (
+        r.fidelity_tone_snr_db,
+        r.fidelity_tone_settling_snr_db,
+        r.fidelity_onset_error_db,
+        r.fidelity_chirp_correlation,
+    ) = (f.tone_snr_db, f.tone_settling_snr_db, f.onset_error_db, f.chirp_correlation);
     r.peak_rss_mb = peak_rss_mb().unwrap_or(0.0);
     let roipd = alsa_port::roipd_binary().ok_or("cannot find this binary")?;
     match alsa_port::measure(&roipd, alsa_port::SPAN) {
@@ -190,7 +195,9 @@ fn print_human(r: &Report) {
     match (alsa, busy) {
         ([Some(c), Some(w), Some(p)], [Some(bc), Some(bw), Some(bp)]) => {
             println!("  ALSA (PulseAudio null sinks), idle:     {c:8.2} % CPU, {w:.0} wakeups/s, PulseAudio +{p:.2} %");
-            println!("  ALSA (PulseAudio null sinks), busy:     {bc:8.2} % CPU, {bw:.0} wakeups/s, PulseAudio +{bp:.2} %");
+            println!(
+                "  ALSA (PulseAudio null sinks), busy:     {bc:8.2} % CPU, {bw:.0} wakeups/s, PulseAudio +{bp:.2} %"
+            );
             if let (Some(rss), Some(anon)) = (r.alsa_port_rss_mb, r.alsa_port_anon_rss_mb) {
                 println!("  ALSA port daemon RSS (busy):            {rss:8.1} MB, {anon:.1} MB of it anonymous");
             }
@@ -200,7 +207,10 @@ fn print_human(r: &Report) {
     match (r.busy_port_minstr_per_s, r.bare_codec_minstr_per_s, r.idle_port_minstr_per_s) {
         (Some(b), Some(c), Some(i)) => {
             println!("  callgrind, busy port:                   {b:8.1} M instr per audio-second");
-            println!("  callgrind, bare Opus encode+decode:     {c:8.1} M (pipeline overhead {:.1} %)", 100.0 * (b / c - 1.0));
+            println!(
+                "  callgrind, bare Opus encode+decode:     {c:8.1} M (pipeline overhead {:.1} %)",
+                100.0 * (b / c - 1.0)
+            );
             println!("  callgrind, idle port:                   {i:8.2} M instr per second");
             if let Some(d) = r.desk_minstr_per_s {
                 println!("  callgrind, desk (50 ch, 5 talking, TX): {d:8.1} M instr per second");
@@ -213,6 +223,7 @@ fn print_human(r: &Report) {
 /// Peak resident set (VmHWM) of this process in MB.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: f64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb / 1024.0)
 }

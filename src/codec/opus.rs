@@ -127,8 +127,7 @@ impl Encoder {
         }
         let bitrate = check_bitrate(cfg.bitrate_bps)?;
         let loss = check_loss(cfg.packet_loss_pct)?;
-        let mut inner =
-            OpusEncoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).map_err(opus_err)?;
+        let mut inner = OpusEncoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).map_err(opus_err)?;
         inner.set_bitrate(Bitrate::BitsPerSecond(bitrate)).map_err(opus_err)?;
         inner.set_complexity(cfg.complexity).map_err(opus_err)?;
         inner.set_bandwidth(cfg.bandwidth.into()).map_err(opus_err)?;
@@ -136,9 +135,7 @@ impl Encoder {
         inner.set_signal(Signal::Voice).map_err(opus_err)?;
         inner.set_inband_fec(cfg.fec).map_err(opus_err)?;
         inner.set_packet_loss_perc(loss).map_err(opus_err)?;
-        inner
-            .set_encoder_ctl_request(audiopus::ffi::OPUS_SET_DTX_REQUEST, i32::from(cfg.dtx))
-            .map_err(opus_err)?;
+        inner.set_encoder_ctl_request(audiopus::ffi::OPUS_SET_DTX_REQUEST, i32::from(cfg.dtx)).map_err(opus_err)?;
         Ok(Self { inner, cfg })
     }
 
@@ -572,10 +569,7 @@ mod tests {
         assert!(Encoder::new(EncoderConfig { packet_loss_pct: 101, ..Default::default() }).is_err());
         let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
         let mut out = [0u8; MAX_PACKET_BYTES];
-        assert_eq!(
-            enc.encode(&[0.0; 480], &mut out),
-            Err(CodecError::FrameSize { expected: 960, got: 480 })
-        );
+        assert_eq!(enc.encode(&[0.0; 480], &mut out), Err(CodecError::FrameSize { expected: 960, got: 480 }));
         assert!(enc.encode(&[0.0; 960], &mut out[..1]).is_err());
         assert!(enc.set_bitrate(16_000).is_ok() && enc.set_packet_loss(5).is_ok());
         assert!(enc.set_bitrate(0).is_err() && enc.set_packet_loss(200).is_err());

@@ -248,7 +248,8 @@ impl AudioConfig {
     /// length until the stream shows another).
     pub fn jitter_config(&self) -> JitterConfig {
         let d = JitterConfig::default();
-        let (min, max) = (Duration::from_millis(self.jitter.min_depth_ms), Duration::from_millis(self.jitter.max_depth_ms));
+        let (min, max) =
+            (Duration::from_millis(self.jitter.min_depth_ms), Duration::from_millis(self.jitter.max_depth_ms));
         JitterConfig { frame: self.encoder_config().frame.duration(), min_depth: min, max_depth: max, ..d }
     }
 
@@ -271,7 +272,9 @@ impl AudioConfig {
 /// in its range.
 pub(super) fn validate(path: &str, audio: &AudioConfig, r: &mut Report) {
     use crate::audio::{DeviceSpec, Direction};
-    for (field, name, dir) in [("capture", &audio.capture, Direction::Capture), ("playback", &audio.playback, Direction::Playback)] {
+    for (field, name, dir) in
+        [("capture", &audio.capture, Direction::Capture), ("playback", &audio.playback, Direction::Playback)]
+    {
         let Some(name) = name else { continue };
         let key = format!("{path}.audio.{field}");
         match DeviceSpec::parse(name) {
@@ -321,7 +324,8 @@ pub(super) fn validate(path: &str, audio: &AudioConfig, r: &mut Report) {
         let callsign = at("cw_id", "callsign");
         if id.callsign.trim().is_empty() {
             r.key(&callsign, "empty: give the station's callsign, e.g. \"N0CALL/R\"");
-        } else if let Some(c) = id.callsign.chars().find(|c| !c.is_whitespace() && crate::dsp::cw::morse(*c).is_none()) {
+        } else if let Some(c) = id.callsign.chars().find(|c| !c.is_whitespace() && crate::dsp::cw::morse(*c).is_none())
+        {
             r.key(&callsign, format!("`{c}` has no Morse code: use letters, digits, spaces and / ? . , = - +"));
         }
         range(r, &at("cw_id", "interval_s"), id.interval_s as f32, 10.0, 86_400.0, "s");
@@ -329,7 +333,10 @@ pub(super) fn validate(path: &str, audio: &AudioConfig, r: &mut Report) {
         range(r, &at("cw_id", "tone_hz"), id.tone_hz, 300.0, 3000.0, "Hz");
         range(r, &at("cw_id", "level_dbfs"), id.level_dbfs, -60.0, 0.0, "dBFS");
         if audio.playback.is_none() {
-            r.key(&format!("{path}.audio.cw_id"), "a CW ID needs a playback device (`audio.playback`) to be sent on air");
+            r.key(
+                &format!("{path}.audio.cw_id"),
+                "a CW ID needs a playback device (`audio.playback`) to be sent on air",
+            );
         }
     }
 }
@@ -410,7 +417,10 @@ playback = "sim:null"
         assert_eq!(beep.level_dbfs, -20.0);
         let enc = a.encoder_config();
         assert_eq!((enc.frame, enc.bandwidth), (crate::codec::FrameDuration::Ms40, crate::codec::Bandwidth::Wideband));
-        assert_eq!((enc.bitrate_bps, enc.complexity, enc.fec, enc.dtx, enc.packet_loss_pct), (16000, 0, false, true, 25));
+        assert_eq!(
+            (enc.bitrate_bps, enc.complexity, enc.fec, enc.dtx, enc.packet_loss_pct),
+            (16000, 0, false, true, 25)
+        );
         let j = a.jitter_config();
         let ms = std::time::Duration::from_millis;
         assert_eq!((j.frame, j.min_depth, j.max_depth), (ms(40), ms(40), ms(120)));

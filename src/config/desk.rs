@@ -142,9 +142,10 @@ fn channel_part<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
 
 impl DeskPortConfig {
     fn channel_index(&self, name: &str) -> Result<usize, String> {
-        self.channels.iter().position(|c| c == name).ok_or_else(|| {
-            format!("`{name}` is not one of this desk's channels ({})", self.channels.join(", "))
-        })
+        self.channels
+            .iter()
+            .position(|c| c == name)
+            .ok_or_else(|| format!("`{name}` is not one of this desk's channels ({})", self.channels.join(", ")))
     }
 
     /// The role of `buttons.<name>`.
@@ -169,7 +170,12 @@ impl DeskPortConfig {
 
     /// The role of `leds.<name>`.
     pub fn led(&self, name: &str) -> Result<DeskLed, String> {
-        let kinds = [("rx", DeskLedKind::Rx), ("tx", DeskLedKind::Tx), ("busy", DeskLedKind::Busy), ("select", DeskLedKind::Select)];
+        let kinds = [
+            ("rx", DeskLedKind::Rx),
+            ("tx", DeskLedKind::Tx),
+            ("busy", DeskLedKind::Busy),
+            ("select", DeskLedKind::Select),
+        ];
         for (prefix, kind) in kinds {
             if name == prefix && kind != DeskLedKind::Select {
                 return Ok(DeskLed { kind, channel: None });
@@ -209,7 +215,10 @@ pub(super) fn validate<'c>(
         r.key(&chans, "a desk port needs at least one channel");
     }
     if desk.channels.len() > crate::pipeline::MAX_CHANNELS {
-        r.key(&chans, format!("{} channels: a desk mixes at most {}", desk.channels.len(), crate::pipeline::MAX_CHANNELS));
+        r.key(
+            &chans,
+            format!("{} channels: a desk mixes at most {}", desk.channels.len(), crate::pipeline::MAX_CHANNELS),
+        );
     }
     let mut seen = BTreeSet::new();
     for (i, chan) in desk.channels.iter().enumerate() {
@@ -239,8 +248,12 @@ pub(super) fn validate<'c>(
         use crate::audio::{DeviceSpec, Direction};
         let key = format!("{path}.playback_right");
         match DeviceSpec::parse(right) {
-            Ok(spec) if !spec.supports(Direction::Playback) => r.key(&key, format!("`{right}` cannot be used for playback")),
-            Ok(_) if desk.audio.playback.is_none() => r.key(&key, "a stereo split needs `audio.playback` for the left side"),
+            Ok(spec) if !spec.supports(Direction::Playback) => {
+                r.key(&key, format!("`{right}` cannot be used for playback"))
+            }
+            Ok(_) if desk.audio.playback.is_none() => {
+                r.key(&key, "a stereo split needs `audio.playback` for the left side")
+            }
             Ok(_) => {}
             Err(e) => r.key(&key, e.to_string()),
         }
@@ -293,7 +306,10 @@ mod tests {
                    [port.desk.leds]\n\"rx.nope\" = { line = \"sim:c\" }\nblink = { line = \"sim:d\" }\n";
         let e = errors(bad);
         assert_eq!(e.len(), 4, "{e:?}");
-        assert!(e[0].starts_with("8:14: port.desk.buttons.ptt.fire: `fire` is not one of this desk's channels (ops)"), "{e:?}");
+        assert!(
+            e[0].starts_with("8:14: port.desk.buttons.ptt.fire: `fire` is not one of this desk's channels (ops)"),
+            "{e:?}"
+        );
         assert!(e[1].starts_with("9:7: port.desk.buttons.sel: unknown button `sel`"), "{e:?}");
         assert!(e[2].starts_with("11:13: port.desk.leds.rx.nope: `nope` is not one"), "{e:?}");
         assert!(e[3].starts_with("12:9: port.desk.leds.blink: unknown LED"), "{e:?}");
@@ -302,7 +318,10 @@ mod tests {
     #[test]
     fn a_stereo_split_needs_a_left_side_and_a_playback_device() {
         let e = errors("channels = [\"ops\"]\nplayback_right = \"sim:tone:100\"\n");
-        assert!(e[0].starts_with("7:18: port.desk.playback_right: `sim:tone:100` cannot be used for playback"), "{e:?}");
+        assert!(
+            e[0].starts_with("7:18: port.desk.playback_right: `sim:tone:100` cannot be used for playback"),
+            "{e:?}"
+        );
         let e = errors("channels = [\"ops\"]\nplayback_right = \"sim:null\"\n");
         assert!(e[0].contains("needs `audio.playback` for the left side"), "{e:?}");
         let ok = "channels = [\"ops\"]\nplayback_right = \"sim:null\"\naudio = { playback = \"sim:null\" }\n";
@@ -311,7 +330,8 @@ mod tests {
 
     #[test]
     fn mix_settings_are_checked() {
-        let bad = "channels = [\"ops\", \"ops\"]\nselected = \"fire\"\ndebounce_ms = 900\nduck_db = 3\nlimiter_dbfs = -40\n\
+        let bad =
+            "channels = [\"ops\", \"ops\"]\nselected = \"fire\"\ndebounce_ms = 900\nduck_db = 3\nlimiter_dbfs = -40\n\
                    [port.desk.monitor.ops]\nvolume_db = 30\npan = -2\n[port.desk.monitor.fire]\n";
         let keys: Vec<_> = errors(bad).iter().map(|e| e.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect();
         assert_eq!(

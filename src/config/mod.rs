@@ -24,8 +24,8 @@ pub use audio::AudioConfig;
 pub use check::check_command;
 pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
 pub use fleet::{MqttConfig, MAKE_FLEET_KEY};
-pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
 pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
+pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
 
 use crate::core::floor::{ArbiterConfig, Priority};
 use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};
@@ -78,7 +78,9 @@ pub fn parse_log_filter(text: &str) -> Result<tracing_subscriber::filter::Target
     for directive in text.split(',').map(str::trim) {
         let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
         if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
-            return Err(format!("`{directive}`: expected a level (trace, debug, info, warn, error, off) or target=level"));
+            return Err(format!(
+                "`{directive}`: expected a level (trace, debug, info, warn, error, off) or target=level"
+            ));
         }
     }
     text.trim().parse::<tracing_subscriber::filter::Targets>().map_err(|e| e.to_string())

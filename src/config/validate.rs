@@ -55,10 +55,9 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
                 ),
             );
         }
-        for (field, value, range) in [
-            ("max_talk_ms", channel.max_talk_ms, 1000..=3_600_000),
-            ("no_media_ms", channel.no_media_ms, 500..=60_000),
-        ] {
+        for (field, value, range) in
+            [("max_talk_ms", channel.max_talk_ms, 1000..=3_600_000), ("no_media_ms", channel.no_media_ms, 500..=60_000)]
+        {
             if !range.contains(&value) {
                 let (lo, hi) = range.into_inner();
                 r.key(&format!("channel.{name}.{field}"), format!("{value} ms is out of range {lo}-{hi} ms"));
@@ -143,7 +142,13 @@ fn radio_port<'c>(
 }
 
 /// `element` is the index when `path` is an array of channel names.
-pub(super) fn check_channel(path: &str, element: Option<usize>, chan: &str, channels: &Option<BTreeSet<String>>, r: &mut Report) {
+pub(super) fn check_channel(
+    path: &str,
+    element: Option<usize>,
+    chan: &str,
+    channels: &Option<BTreeSet<String>>,
+    r: &mut Report,
+) {
     let Some(channels) = channels.as_ref().filter(|c| !c.contains(chan)) else { return };
     let defined = channels.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
     let message = format!("unknown channel `{chan}` (defined: {})", if defined.is_empty() { "none" } else { &defined });

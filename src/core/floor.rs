@@ -49,10 +49,7 @@ pub enum ToParticipant {
     /// You lost the floor: stop media now.
     Revoke { cause: RevokeCause },
     /// Broadcast: `holder` talks now.
-    Taken {
-        holder: ParticipantId,
-        priority: Priority,
-    },
+    Taken { holder: ParticipantId, priority: Priority },
     /// Broadcast: nobody talks.
     Idle,
 }
@@ -201,40 +198,18 @@ impl Arbiter {
         match self.holder {
             None => self.grant(now, id, priority),
             Some((holder, held)) if priority > held => {
-                self.send(
-                    holder,
-                    ToParticipant::Revoke {
-                        cause: RevokeCause::Preempted { by: id },
-                    },
-                );
+                self.send(holder, ToParticipant::Revoke { cause: RevokeCause::Preempted { by: id } });
                 self.grant(now, id, priority);
             }
-            Some((holder, _)) if !self.config.queue => self.send(
-                id,
-                ToParticipant::Deny {
-                    cause: DenyCause::Busy { holder },
-                },
-            ),
-            Some(_) if self.queue.len() >= self.config.max_queue => self.send(
-                id,
-                ToParticipant::Deny {
-                    cause: DenyCause::QueueFull,
-                },
-            ),
+            Some((holder, _)) if !self.config.queue => {
+                self.send(id, ToParticipant::Deny { cause: DenyCause::Busy { holder } })
+            }
+            Some(_) if self.queue.len() >= self.config.max_queue => {
+                self.send(id, ToParticipant::Deny { cause: DenyCause::QueueFull })
+            }
             Some(_) => {
-                let at = self
-                    .queue
-                    .iter()
-                    .position(|w| w.priority < priority)
-                    .unwrap_or(self.queue.len());
-                self.queue.insert(
-                    at,
-                    Waiting {
-                        id,
-                        priority,
-                        told: 0,
-                    },
-                );
+                let at = self.queue.iter().position(|w| w.priority < priority).unwrap_or(self.queue.len());
+                self.queue.insert(at, Waiting { id, priority, told: 0 });
             }
         }
         self.notify_positions();
@@ -259,8 +234,7 @@ impl Arbiter {
     /// Media was seen from `id`: keeps the floor alive if `id` holds it, otherwise ignored.
     pub fn media(&mut self, now: Instant, id: ParticipantId) {
         if self.media_seen && self.holder.is_some_and(|(h, _)| h == id) {
-            self.timers
-                .set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
+            self.timers.set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
         }
     }
 
@@ -299,17 +273,12 @@ impl Arbiter {
 
     fn grant(&mut self, now: Instant, id: ParticipantId, priority: Priority) {
         self.holder = Some((id, priority));
-        self.timers
-            .set(ArbiterTimer::MaxTalk, now + self.config.max_talk);
+        self.timers.set(ArbiterTimer::MaxTalk, now + self.config.max_talk);
         if self.media_seen {
-            self.timers
-                .set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
+            self.timers.set(ArbiterTimer::NoMedia, now + self.config.no_media_timeout);
         }
         self.send(id, ToParticipant::Granted);
-        self.broadcast(ToParticipant::Taken {
-            holder: id,
-            priority,
-        });
+        self.broadcast(ToParticipant::Taken { holder: id, priority });
     }
 
     fn free(&mut self, now: Instant) {
@@ -328,26 +297,17 @@ impl Arbiter {
             if w.told != i + 1 {
                 w.told = i + 1;
                 let msg = ToParticipant::Queued { position: i + 1 };
-                self.out.push_back(ArbiterOutput {
-                    to: Recipient::One(w.id),
-                    msg,
-                });
+                self.out.push_back(ArbiterOutput { to: Recipient::One(w.id), msg });
             }
         }
     }
 
     fn send(&mut self, to: ParticipantId, msg: ToParticipant) {
-        self.out.push_back(ArbiterOutput {
-            to: Recipient::One(to),
-            msg,
-        });
+        self.out.push_back(ArbiterOutput { to: Recipient::One(to), msg });
     }
 
     fn broadcast(&mut self, msg: ToParticipant) {
-        self.out.push_back(ArbiterOutput {
-            to: Recipient::All,
-            msg,
-        });
+        self.out.push_back(ArbiterOutput { to: Recipient::All, msg });
     }
 }
 
@@ -368,11 +328,7 @@ pub struct ParticipantConfig {
 
 impl Default for ParticipantConfig {
     fn default() -> Self {
-        Self {
-            priority: Priority::NORMAL,
-            request_timeout: Some(Duration::from_secs(2)),
-            retake_when_idle: false,
-        }
+        Self { priority: Priority::NORMAL, request_timeout: Some(Duration::from_secs(2)), retake_when_idle: false }
     }
 }
 
@@ -467,9 +423,7 @@ impl Participant {
     }
 
     fn request(&mut self, now: Instant) {
-        self.transmit.push_back(ToArbiter::Request {
-            priority: self.config.priority,
-        });
+        self.transmit.push_back(ToArbiter::Request { priority: self.config.priority });
         self.state = ParticipantState::Requesting;
         if let Some(t) = self.config.request_timeout {
             self.timers.set(ParticipantTimer::Request, now + t);
@@ -533,11 +487,7 @@ impl Participant {
             (_, M::Idle) => {
                 self.lose_floor();
                 self.events.push_back(E::FloorIdle);
-                if self.config.retake_when_idle
-                    && self.pressed
-                    && !self.cut
-                    && self.state == S::Idle
-                {
+                if self.config.retake_when_idle && self.pressed && !self.cut && self.state == S::Idle {
                     self.request(now);
                 }
             }
@@ -631,12 +581,8 @@ mod tests {
 
     impl Channel {
         fn new(config: ArbiterConfig, members: &[(ParticipantId, Priority)]) -> Self {
-            let mut ch = Self {
-                now: Instant::now(),
-                arbiter: Arbiter::new(config),
-                members: BTreeMap::new(),
-                log: Vec::new(),
-            };
+            let mut ch =
+                Self { now: Instant::now(), arbiter: Arbiter::new(config), members: BTreeMap::new(), log: Vec::new() };
             for &(id, priority) in members {
                 ch.join(id, priority);
             }
@@ -644,13 +590,8 @@ mod tests {
         }
 
         fn join(&mut self, id: ParticipantId, priority: Priority) {
-            let config = ParticipantConfig {
-                priority,
-                ..Default::default()
-            };
-            self.members
-                .entry(id)
-                .or_insert_with(|| Participant::new(id, config));
+            let config = ParticipantConfig { priority, ..Default::default() };
+            self.members.entry(id).or_insert_with(|| Participant::new(id, config));
         }
 
         fn leave(&mut self, id: ParticipantId) {
@@ -728,19 +669,13 @@ mod tests {
 
         /// Drain the events `id` has produced so far.
         fn events(&mut self, id: ParticipantId) -> Vec<ParticipantEvent> {
-            let (mine, rest) = std::mem::take(&mut self.log)
-                .into_iter()
-                .partition(|(i, _)| *i == id);
+            let (mine, rest) = std::mem::take(&mut self.log).into_iter().partition(|(i, _)| *i == id);
             self.log = rest;
             mine.into_iter().map(|(_, e)| e).collect()
         }
 
         fn talkers(&self) -> Vec<ParticipantId> {
-            self.members
-                .values()
-                .filter(|p| p.may_send_media())
-                .map(|p| p.id())
-                .collect()
+            self.members.values().filter(|p| p.may_send_media()).map(|p| p.id()).collect()
         }
 
         fn holder(&self) -> Option<ParticipantId> {
@@ -757,11 +692,7 @@ mod tests {
     }
 
     fn queueing(max_queue: usize) -> ArbiterConfig {
-        ArbiterConfig {
-            queue: true,
-            max_queue,
-            ..Default::default()
-        }
+        ArbiterConfig { queue: true, max_queue, ..Default::default() }
     }
 
     #[test]
@@ -771,31 +702,18 @@ mod tests {
         assert_eq!(ch.events(A), [E::StartMedia]);
         assert!(ch.members[&A].may_send_media());
         assert_eq!(ch.arbiter.holder(), Some((A, Priority::NORMAL)));
-        assert_eq!(
-            ch.events(B),
-            [E::FloorTaken {
-                holder: A,
-                priority: Priority::NORMAL
-            }]
-        );
+        assert_eq!(ch.events(B), [E::FloorTaken { holder: A, priority: Priority::NORMAL }]);
     }
 
     #[test]
     fn busy_denial_for_equal_and_lower_priority() {
-        let members = [
-            (A, Priority::DISPATCH),
-            (B, Priority::DISPATCH),
-            (C, Priority::NORMAL),
-        ];
+        let members = [(A, Priority::DISPATCH), (B, Priority::DISPATCH), (C, Priority::NORMAL)];
         let mut ch = Channel::new(ArbiterConfig::default(), &members);
         ch.press(A);
         ch.press(B);
         ch.press(C);
         for id in [B, C] {
-            assert_eq!(
-                ch.events(id).last(),
-                Some(&E::BusyIndication(DenyCause::Busy { holder: A }))
-            );
+            assert_eq!(ch.events(id).last(), Some(&E::BusyIndication(DenyCause::Busy { holder: A })));
             assert_eq!(ch.state(id), ParticipantState::Idle);
         }
         assert_eq!(ch.talkers(), [A]);
@@ -812,10 +730,7 @@ mod tests {
         ch.press(C); // higher priority than B: goes ahead of it
         assert_eq!(ch.state(C), ParticipantState::Queued { position: 1 });
         assert_eq!(ch.events(B).last(), Some(&E::Queued { position: 2 }));
-        assert_eq!(
-            ch.arbiter.queue().collect::<Vec<_>>(),
-            [(C, Priority(50)), (B, Priority(0))]
-        );
+        assert_eq!(ch.arbiter.queue().collect::<Vec<_>>(), [(C, Priority(50)), (B, Priority(0))]);
 
         ch.unpress(A);
         assert_eq!(ch.talkers(), [C]);
@@ -833,10 +748,7 @@ mod tests {
         ch.press(A);
         ch.press(B);
         ch.press(C);
-        assert_eq!(
-            ch.events(C).last(),
-            Some(&E::BusyIndication(DenyCause::QueueFull))
-        );
+        assert_eq!(ch.events(C).last(), Some(&E::BusyIndication(DenyCause::QueueFull)));
         assert_eq!(ch.state(C), ParticipantState::Idle);
     }
 
@@ -855,32 +767,19 @@ mod tests {
 
     #[test]
     fn preemption_revokes_holder_before_granting() {
-        let mut ch = Channel::new(
-            ArbiterConfig::default(),
-            &[(A, Priority::NORMAL), (D, Priority::DISPATCH)],
-        );
+        let mut ch = Channel::new(ArbiterConfig::default(), &[(A, Priority::NORMAL), (D, Priority::DISPATCH)]);
         ch.press(A);
         ch.log.clear();
         ch.press(D);
         let stop = ch.log.iter().position(|e| *e == (A, E::StopMedia)).unwrap();
-        let start = ch
-            .log
-            .iter()
-            .position(|e| *e == (D, E::StartMedia))
-            .unwrap();
-        assert!(
-            stop < start,
-            "the preempted talker stops before the new one starts"
-        );
+        let start = ch.log.iter().position(|e| *e == (D, E::StartMedia)).unwrap();
+        assert!(stop < start, "the preempted talker stops before the new one starts");
         assert_eq!(
             ch.events(A),
             [
                 E::StopMedia,
                 E::Revoked(RevokeCause::Preempted { by: D }),
-                E::FloorTaken {
-                    holder: D,
-                    priority: Priority::DISPATCH
-                }
+                E::FloorTaken { holder: D, priority: Priority::DISPATCH }
             ]
         );
         assert_eq!(ch.talkers(), [D]);
@@ -895,18 +794,13 @@ mod tests {
     }
 
     fn radio(priority: Priority) -> ParticipantConfig {
-        ParticipantConfig {
-            priority,
-            retake_when_idle: true,
-            ..Default::default()
-        }
+        ParticipantConfig { priority, retake_when_idle: true, ..Default::default() }
     }
 
     #[test]
     fn preempted_radio_with_open_squelch_retakes_when_idle() {
         let mut ch = Channel::new(ArbiterConfig::default(), &[(D, Priority::DISPATCH)]);
-        ch.members
-            .insert(A, Participant::new(A, radio(Priority::NORMAL)));
+        ch.members.insert(A, Participant::new(A, radio(Priority::NORMAL)));
         ch.press(A); // COR opens
         ch.press(D); // the console preempts
         assert_eq!(ch.talkers(), [D]);
@@ -924,10 +818,8 @@ mod tests {
     #[test]
     fn denied_radio_takes_the_floor_when_it_frees() {
         let mut ch = Channel::new(ArbiterConfig::default(), &[(D, Priority::DISPATCH)]);
-        ch.members
-            .insert(A, Participant::new(A, radio(Priority::NORMAL)));
-        ch.members
-            .insert(B, Participant::new(B, radio(Priority::NORMAL)));
+        ch.members.insert(A, Participant::new(A, radio(Priority::NORMAL)));
+        ch.members.insert(B, Participant::new(B, radio(Priority::NORMAL)));
         ch.press(D);
         ch.press(A); // busy: denied
         ch.press(B);
@@ -947,18 +839,11 @@ mod tests {
         // A stuck COR must not hold the channel for ever: after max talk or no media, only a
         // new key-up asks again.
         for (config, cause) in [
-            (
-                ArbiterConfig {
-                    max_talk: secs(3),
-                    ..Default::default()
-                },
-                RevokeCause::MaxTalkTime,
-            ),
+            (ArbiterConfig { max_talk: secs(3), ..Default::default() }, RevokeCause::MaxTalkTime),
             (ArbiterConfig::default(), RevokeCause::NoMedia),
         ] {
             let mut ch = Channel::new(config, &[]);
-            ch.members
-                .insert(A, Participant::new(A, radio(Priority::NORMAL)));
+            ch.members.insert(A, Participant::new(A, radio(Priority::NORMAL)));
             ch.press(A);
             for _ in 0..10 {
                 ch.advance(secs(1));
@@ -979,10 +864,8 @@ mod tests {
     #[test]
     fn radio_revoked_for_no_media_asks_again_once_per_press_behind_the_queue() {
         let mut ch = Channel::new(queueing(4), &[]);
-        ch.members
-            .insert(A, Participant::new(A, radio(Priority::NORMAL)));
-        ch.members
-            .insert(B, Participant::new(B, radio(Priority::NORMAL)));
+        ch.members.insert(A, Participant::new(A, radio(Priority::NORMAL)));
+        ch.members.insert(B, Participant::new(B, radio(Priority::NORMAL)));
         ch.press(A);
         ch.press(B); // queued behind A
         ch.advance(secs(5)); // A's media never arrives
@@ -995,14 +878,7 @@ mod tests {
         }
         ch.unpress(B);
         assert_eq!(ch.talkers(), [A], "then A, whose COR is still open, asks again");
-        assert_eq!(
-            ch.events(A)
-                .iter()
-                .filter(|e| matches!(e, E::StartMedia))
-                .count(),
-            1,
-            "one request, not a storm"
-        );
+        assert_eq!(ch.events(A).iter().filter(|e| matches!(e, E::StartMedia)).count(), 1, "one request, not a storm");
         ch.advance(secs(5)); // still no media: the second revoke of this press cuts it
         assert_eq!(ch.holder(), None);
         ch.advance(secs(60));
@@ -1052,10 +928,7 @@ mod tests {
 
     #[test]
     fn console_does_not_retake() {
-        let mut ch = Channel::new(
-            ArbiterConfig::default(),
-            &[(A, Priority::NORMAL), (D, Priority::DISPATCH)],
-        );
+        let mut ch = Channel::new(ArbiterConfig::default(), &[(A, Priority::NORMAL), (D, Priority::DISPATCH)]);
         ch.press(A);
         ch.press(D);
         ch.unpress(D);
@@ -1082,14 +955,7 @@ mod tests {
         }
         assert_eq!(ch.talkers(), [A]);
         ch.advance(secs(1));
-        assert_eq!(
-            ch.events(A)[1..],
-            [
-                E::StopMedia,
-                E::Revoked(RevokeCause::MaxTalkTime),
-                E::FloorIdle
-            ]
-        );
+        assert_eq!(ch.events(A)[1..], [E::StopMedia, E::Revoked(RevokeCause::MaxTalkTime), E::FloorIdle]);
         assert_eq!(ch.talkers(), []);
         assert_eq!(ch.holder(), None);
         assert_eq!(ch.events(B).last(), Some(&E::FloorIdle));
@@ -1097,13 +963,7 @@ mod tests {
 
     #[test]
     fn max_talk_time_passes_floor_to_queue() {
-        let mut ch = Channel::new(
-            ArbiterConfig {
-                max_talk: secs(3),
-                ..queueing(4)
-            },
-            &normal(&[A, B]),
-        );
+        let mut ch = Channel::new(ArbiterConfig { max_talk: secs(3), ..queueing(4) }, &normal(&[A, B]));
         ch.press(A);
         ch.press(B);
         ch.advance(secs(3));
@@ -1123,10 +983,7 @@ mod tests {
         ch.advance(Duration::from_millis(4999));
         assert_eq!(ch.talkers(), [A]);
         ch.advance(Duration::from_millis(1));
-        assert_eq!(
-            ch.events(A)[1..],
-            [E::StopMedia, E::Revoked(RevokeCause::NoMedia), E::FloorIdle]
-        );
+        assert_eq!(ch.events(A)[1..], [E::StopMedia, E::Revoked(RevokeCause::NoMedia), E::FloorIdle]);
         assert_eq!(ch.holder(), None);
     }
 
@@ -1185,13 +1042,7 @@ mod tests {
         arb.request(t0, A, Priority::NORMAL);
         while arb.poll_output().is_some() {}
         arb.request(t0 + secs(100), A, Priority::NORMAL);
-        assert_eq!(
-            arb.poll_output(),
-            Some(ArbiterOutput {
-                to: Recipient::One(A),
-                msg: ToParticipant::Granted
-            })
-        );
+        assert_eq!(arb.poll_output(), Some(ArbiterOutput { to: Recipient::One(A), msg: ToParticipant::Granted }));
         assert_eq!(arb.poll_output(), None);
         arb.media(t0 + secs(179), A);
         arb.handle_timeout(t0 + secs(180)); // max talk still counts from the first grant
@@ -1215,13 +1066,7 @@ mod tests {
         arb.request(t0, B, Priority::NORMAL);
         assert_eq!(arb.queue().map(|q| q.0).collect::<Vec<_>>(), [B, C]);
         let last = std::iter::from_fn(|| arb.poll_output()).last();
-        assert_eq!(
-            last,
-            Some(ArbiterOutput {
-                to: Recipient::One(B),
-                msg: ToParticipant::Queued { position: 1 }
-            })
-        );
+        assert_eq!(last, Some(ArbiterOutput { to: Recipient::One(B), msg: ToParticipant::Queued { position: 1 } }));
     }
 
     #[test]
@@ -1229,12 +1074,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Participant::new(A, ParticipantConfig::default());
         p.press(t0);
-        assert_eq!(
-            p.poll_transmit(),
-            Some(ToArbiter::Request {
-                priority: Priority::NORMAL
-            })
-        );
+        assert_eq!(p.poll_transmit(), Some(ToArbiter::Request { priority: Priority::NORMAL }));
         assert_eq!(p.poll_timeout(), Some(t0 + secs(2))); // the request is lost in transit
         p.handle_timeout(t0 + secs(2));
         assert_eq!(p.poll_event(), Some(E::RequestTimedOut));
@@ -1256,27 +1096,10 @@ mod tests {
         p.press(t0);
         p.handle_message(t0, ToParticipant::Granted);
         p.unpress(t0);
-        assert_eq!(
-            std::iter::from_fn(|| p.poll_transmit()).last(),
-            Some(ToArbiter::Release)
-        );
-        p.handle_message(
-            t0,
-            ToParticipant::Taken {
-                holder: A,
-                priority: Priority::NORMAL,
-            },
-        );
-        p.handle_message(
-            t0,
-            ToParticipant::Revoke {
-                cause: RevokeCause::NoMedia,
-            },
-        );
-        assert_eq!(
-            std::iter::from_fn(|| p.poll_event()).collect::<Vec<_>>(),
-            [E::StartMedia, E::StopMedia]
-        );
+        assert_eq!(std::iter::from_fn(|| p.poll_transmit()).last(), Some(ToArbiter::Release));
+        p.handle_message(t0, ToParticipant::Taken { holder: A, priority: Priority::NORMAL });
+        p.handle_message(t0, ToParticipant::Revoke { cause: RevokeCause::NoMedia });
+        assert_eq!(std::iter::from_fn(|| p.poll_event()).collect::<Vec<_>>(), [E::StartMedia, E::StopMedia]);
         assert_eq!(p.poll_transmit(), None);
     }
 
@@ -1286,25 +1109,10 @@ mod tests {
         let mut p = Participant::new(A, ParticipantConfig::default());
         p.press(t0);
         p.handle_message(t0, ToParticipant::Granted);
-        p.handle_message(
-            t0,
-            ToParticipant::Taken {
-                holder: B,
-                priority: Priority::NORMAL,
-            },
-        );
+        p.handle_message(t0, ToParticipant::Taken { holder: B, priority: Priority::NORMAL });
         assert!(!p.may_send_media());
         let events: Vec<_> = std::iter::from_fn(|| p.poll_event()).collect();
-        assert_eq!(
-            events[1..],
-            [
-                E::StopMedia,
-                E::FloorTaken {
-                    holder: B,
-                    priority: Priority::NORMAL
-                }
-            ]
-        );
+        assert_eq!(events[1..], [E::StopMedia, E::FloorTaken { holder: B, priority: Priority::NORMAL }]);
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -1335,25 +1143,16 @@ mod tests {
             assert_eq!(ch.members[&h].priority(), prio);
         }
         let queue: Vec<_> = ch.arbiter.queue().collect();
-        let queued = ch
-            .members
-            .values()
-            .filter(|p| matches!(p.state(), ParticipantState::Queued { .. }));
+        let queued = ch.members.values().filter(|p| matches!(p.state(), ParticipantState::Queued { .. }));
         assert_eq!(queued.count(), queue.len());
         for (i, (id, prio)) in queue.iter().enumerate() {
-            let p = ch
-                .members
-                .get(id)
-                .expect("a member that left is still queued");
+            let p = ch.members.get(id).expect("a member that left is still queued");
             assert_eq!(p.state(), ParticipantState::Queued { position: i + 1 });
             assert!(*prio <= ch.arbiter.holder().unwrap().1);
             assert!(i == 0 || queue[i - 1].1 >= *prio);
         }
         // Instant delivery answers every request at once.
-        assert!(ch
-            .members
-            .values()
-            .all(|p| p.state() != ParticipantState::Requesting));
+        assert!(ch.members.values().all(|p| p.state() != ParticipantState::Requesting));
         // A radio still receiving never leaves the floor idle (unless a timer cut it).
         if ch.holder().is_none() {
             for p in ch.members.values() {

@@ -957,11 +957,7 @@ impl Keying {
                     let end = t.checked_add(id.config.length).unwrap_or(t);
                     self.timers.set(Timer::IdEnd, end);
                     self.emit(Event::IdStart);
-                } else if due == IdDue::KeyUp
-                    && !self.ptt()
-                    && !self.audio_fault
-                    && self.block_reason().is_none()
-                {
+                } else if due == IdDue::KeyUp && !self.ptt() && !self.audio_fault && self.block_reason().is_none() {
                     self.key(t);
                 }
                 // Else it waits: for the TX delay (TxDelay re-runs this), or for the block

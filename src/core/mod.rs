@@ -9,7 +9,7 @@
 pub mod desk;
 pub mod floor;
 pub mod jitter;
-pub mod restamp;
 pub mod keying;
+pub mod restamp;
 pub mod routing;
 pub mod timers;

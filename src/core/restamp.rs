@@ -136,8 +136,7 @@ impl<S: PartialEq + Copy> Restamper<S> {
             let timestamp = packet.timestamp.wrapping_add(cur.ts_offset);
             // The source's own timestamps skip more than its missing packets explain: it
             // paused (DTX, or a talker that stamps wall time), so this starts a talk-spurt.
-            let marker =
-                packet.marker || (dseq > 0 && dts > (i64::from(dseq) + 1) * i64::from(cur.last_samples));
+            let marker = packet.marker || (dseq > 0 && dts > (i64::from(dseq) + 1) * i64::from(cur.last_samples));
             if dseq > 0 {
                 let decayed = cur.jitter - elapsed_samples / JITTER_DECAY;
                 cur.jitter = decayed.max(lateness).clamp(0, MAX_JITTER);

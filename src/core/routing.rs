@@ -31,8 +31,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use super::floor::{
-    Arbiter, ArbiterConfig, DenyCause, Participant, ParticipantConfig, ParticipantEvent, ParticipantId,
-    Priority, Recipient, RevokeCause, ToArbiter, ToParticipant,
+    Arbiter, ArbiterConfig, DenyCause, Participant, ParticipantConfig, ParticipantEvent, ParticipantId, Priority,
+    Recipient, RevokeCause, ToArbiter, ToParticipant,
 };
 
 /// Index of a port in the box's port list.
@@ -171,10 +171,23 @@ pub enum PatchError {
 
 #[derive(Debug)]
 enum Member {
-    Local { port: PortId, channel: ChannelId, participant: Participant },
-    Remote { peer: PeerId, channel: ChannelId, name: String, priority: Priority },
+    Local {
+        port: PortId,
+        channel: ChannelId,
+        participant: Participant,
+    },
+    Remote {
+        peer: PeerId,
+        channel: ChannelId,
+        name: String,
+        priority: Priority,
+    },
     /// One side of a patch: asks for this channel's floor for the talker on the other side.
-    Patch { patch: PatchId, channel: ChannelId, participant: Participant },
+    Patch {
+        patch: PatchId,
+        channel: ChannelId,
+        participant: Participant,
+    },
 }
 
 impl Member {
@@ -398,7 +411,9 @@ impl Router {
     /// Channels on which `port` holds the floor (may send its media).
     pub fn talking_on(&self, port: PortId) -> impl Iterator<Item = ChannelId> + '_ {
         self.members.values().filter_map(move |m| match m {
-            Member::Local { port: p, channel, participant } if *p == port && participant.may_send_media() => Some(*channel),
+            Member::Local { port: p, channel, participant } if *p == port && participant.may_send_media() => {
+                Some(*channel)
+            }
             _ => None,
         })
     }
@@ -439,7 +454,12 @@ impl Router {
     /// Where a packet just forwarded on `channel` (its [`Router::media`] said where) goes
     /// further through patches: every channel whose floor a patch holds for this talker, with
     /// its targets, following chains of patches. Refreshes those floors' no-media timers.
-    pub fn patched(&mut self, now: Instant, channel: ChannelId, source: MediaSource) -> Vec<(ChannelId, Vec<MediaTarget>)> {
+    pub fn patched(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        source: MediaSource,
+    ) -> Vec<(ChannelId, Vec<MediaTarget>)> {
         let mut out = Vec::new();
         let mut reached = vec![channel];
         let mut i = 0;
@@ -583,8 +603,11 @@ impl Router {
         for patch in self.patches.iter().flatten().copied().collect::<Vec<_>>() {
             for side in 0..2 {
                 let (far, far_member) = (patch.channels[1 - side], patch.members[1 - side]);
-                let talker = self.arbiters[far].as_ref().and_then(Arbiter::holder).filter(|(id, _)| id.0 as usize != far_member);
-                let Some(Member::Patch { participant, .. }) = self.members.get_mut(patch.members[side]) else { continue };
+                let talker =
+                    self.arbiters[far].as_ref().and_then(Arbiter::holder).filter(|(id, _)| id.0 as usize != far_member);
+                let Some(Member::Patch { participant, .. }) = self.members.get_mut(patch.members[side]) else {
+                    continue;
+                };
                 match talker {
                     Some((_, priority)) if !participant.is_pressed() => {
                         // The request carries the talker's priority: a field radio's words do
@@ -608,11 +631,19 @@ impl Router {
     // ---- hub side: remote peers on hosted channels ----
 
     /// A remote peer's member joins a hosted channel. None when the channel is not hosted here.
-    pub fn add_remote(&mut self, now: Instant, peer: PeerId, name: &str, channel: ChannelId, priority: Priority) -> Option<ParticipantId> {
+    pub fn add_remote(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        name: &str,
+        channel: ChannelId,
+        priority: Priority,
+    ) -> Option<ParticipantId> {
         if !matches!(self.hosts.get(channel), Some(ChannelHost::Local(_))) {
             return None;
         }
-        let id = ParticipantId(self.members.push(Member::Remote { peer, channel, name: name.to_string(), priority }) as u64);
+        let id =
+            ParticipantId(self.members.push(Member::Remote { peer, channel, name: name.to_string(), priority }) as u64);
         self.outputs.push_back(RouterOutput::Roster { channel });
         self.settle(now);
         Some(id)
@@ -637,7 +668,9 @@ impl Router {
 
     /// A floor message from a remote member. Ignored unless `member` belongs to `peer`.
     pub fn from_peer(&mut self, now: Instant, peer: PeerId, member: ParticipantId, msg: ToArbiter) {
-        let Some(Member::Remote { peer: p, channel, priority, .. }) = self.members.get(member.0 as usize) else { return };
+        let Some(Member::Remote { peer: p, channel, priority, .. }) = self.members.get(member.0 as usize) else {
+            return;
+        };
         if *p != peer {
             return;
         }
@@ -730,7 +763,8 @@ impl Router {
                     }
                     let pressed = participant.is_pressed();
                     // Ids are the hub's; until it gives new ones, park them out of its range.
-                    *participant = Participant::new(ParticipantId(u64::MAX - m as u64), participant_config(&self.ports[*port]));
+                    *participant =
+                        Participant::new(ParticipantId(u64::MAX - m as u64), participant_config(&self.ports[*port]));
                     if pressed {
                         // Remember the press without sending anything: the uplink is down.
                         participant.press(now);
@@ -887,7 +921,9 @@ impl Router {
                 continue;
             }
             match self.members.get_mut(m) {
-                Some(Member::Local { participant, .. } | Member::Patch { participant, .. }) => participant.handle_message(now, msg),
+                Some(Member::Local { participant, .. } | Member::Patch { participant, .. }) => {
+                    participant.handle_message(now, msg)
+                }
                 Some(Member::Remote { peer, .. }) => {
                     let peer = *peer;
                     match to {
@@ -918,7 +954,9 @@ impl Router {
                     let out = match event {
                         ParticipantEvent::StartMedia => RouterOutput::PatchCarry { patch, channel, on: true },
                         ParticipantEvent::StopMedia => RouterOutput::PatchCarry { patch, channel, on: false },
-                        ParticipantEvent::BusyIndication(_) => RouterOutput::PatchBusy { patch, channel, holder: self.holder(channel) },
+                        ParticipantEvent::BusyIndication(_) => {
+                            RouterOutput::PatchBusy { patch, channel, holder: self.holder(channel) }
+                        }
                         _ => continue,
                     };
                     self.outputs.push_back(out);
@@ -982,7 +1020,11 @@ impl Router {
                 let receiving = self.members.values().any(|m| {
                     matches!(m, Member::Local { port: p, participant, .. } if *p == port && participant.is_pressed())
                 });
-                AirState::Waiting(report.blocked.unwrap_or(if receiving { WaitReason::Receiving } else { WaitReason::Keying }))
+                AirState::Waiting(report.blocked.unwrap_or(if receiving {
+                    WaitReason::Receiving
+                } else {
+                    WaitReason::Keying
+                }))
             };
             for c in carried {
                 air[c].push((port, state));

@@ -159,7 +159,11 @@ pub fn start_capture(
 
 /// Stop a device when `cancel` fires. Joining its thread takes up to ~100 ms: not on an async
 /// worker.
-pub(super) fn stop_on_cancel(stop: impl FnOnce() + Send + 'static, cancel: CancellationToken, tasks: &mut tokio::task::JoinSet<()>) {
+pub(super) fn stop_on_cancel(
+    stop: impl FnOnce() + Send + 'static,
+    cancel: CancellationToken,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
     tasks.spawn(async move {
         cancel.cancelled().await;
         let _ = tokio::task::spawn_blocking(stop).await;

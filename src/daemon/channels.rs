@@ -13,12 +13,12 @@ use tracing::{debug, info, warn};
 
 use super::audio_port::PortAudio;
 use super::desk_port::{DeskInput, DeskLink, DeskToRouter, DESK_REQUESTS};
-use crate::core::desk::DeskAction;
-use super::report::Reporter;
 use super::radio_port::PortInput;
+use super::report::Reporter;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelCommand, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
+use crate::core::desk::DeskAction;
 use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
 use crate::core::restamp::Restamper;
 use crate::core::routing::{
@@ -159,11 +159,8 @@ impl ChannelRouter {
                 priority: p.priority(),
             })
             .collect();
-        let uplink_members = specs
-            .iter()
-            .enumerate()
-            .flat_map(|(port, s)| s.channels.iter().map(move |&c| (port, c)))
-            .collect();
+        let uplink_members =
+            specs.iter().enumerate().flat_map(|(port, s)| s.channels.iter().map(move |&c| (port, c))).collect();
         let talk_channel = specs.iter().map(|s| s.channels.first().copied()).collect();
         let priorities = specs.iter().map(|s| s.priority).collect();
         let mut audio: Vec<Option<PortAudio>> = (0..ports.len()).map(|_| None).collect();
@@ -234,7 +231,8 @@ impl ChannelRouter {
         };
         let names: Vec<String> = desk.channels.iter().map(|&c| self.channel_names[c].clone()).collect();
         if let Some(c) = names.iter().find(|c| !allowed.contains(c)) {
-            let _ = reply.send(Err(format!("this console's token does not allow channel `{c}`, which desk `{port}` uses")));
+            let _ =
+                reply.send(Err(format!("this console's token does not allow channel `{c}`, which desk `{port}` uses")));
             return;
         }
         let action = match DeskAction::from_json(&action, &names) {
@@ -277,7 +275,10 @@ impl ChannelRouter {
             DeskToRouter::Patch { a, b, on, reply } => {
                 let (na, nb) = (&self.channel_names[a], &self.channel_names[b]);
                 let result = if on {
-                    self.router.patch(now, a, b).map(|p| info!(patch = p, a = %na, b = %nb, "channels patched")).map_err(|e| e.to_string())
+                    self.router
+                        .patch(now, a, b)
+                        .map(|p| info!(patch = p, a = %na, b = %nb, "channels patched"))
+                        .map_err(|e| e.to_string())
                 } else {
                     match self.router.patch_between(a, b) {
                         Some(p) => {
@@ -399,7 +400,8 @@ impl ChannelRouter {
     }
 
     fn control(&mut self, command: ChannelCommand) -> Result<(), String> {
-        let channel_of = |this: &Self, name: &str| this.channel_index(name).ok_or_else(|| format!("no channel `{name}`"));
+        let channel_of =
+            |this: &Self, name: &str| this.channel_index(name).ok_or_else(|| format!("no channel `{name}`"));
         match command {
             ChannelCommand::SetChannel { port, channel } => {
                 let c = channel_of(self, &channel)?;
@@ -582,7 +584,13 @@ impl ChannelRouter {
         Some(MediaPacket { seq: stamp.seq as u16, timestamp: stamp.timestamp, marker: stamp.marker, ..packet.clone() })
     }
 
-    fn deliver(&mut self, now: std::time::Instant, channel: ChannelId, targets: Vec<MediaTarget>, packet: &MediaPacket) {
+    fn deliver(
+        &mut self,
+        now: std::time::Instant,
+        channel: ChannelId,
+        targets: Vec<MediaTarget>,
+        packet: &MediaPacket,
+    ) {
         for target in targets {
             match target {
                 MediaTarget::Port(p) if self.desks.get(p).is_some_and(Option::is_some) => {
@@ -697,9 +705,8 @@ impl ChannelRouter {
                 }
                 RouterOutput::ToPeer { peer, channel, member, msg } => {
                     let holder = match msg {
-                        ToParticipant::Taken { holder, .. } | ToParticipant::Deny { cause: DenyCause::Busy { holder } } => {
-                            Some(holder)
-                        }
+                        ToParticipant::Taken { holder, .. }
+                        | ToParticipant::Deny { cause: DenyCause::Busy { holder } } => Some(holder),
                         _ => None,
                     };
                     let holder_name = holder.and_then(|h| self.participant_name(channel, h));
@@ -926,9 +933,7 @@ ptt = { line = "sim:b-ptt" }
         let mut answers: Vec<_> = (0..1000).map(|_| request()).collect();
         assert_eq!(to_desk.len(), DESK_REQUESTS);
         assert_eq!(to_desk.end(), None);
-        let busy = |a: &mut tokio::sync::oneshot::Receiver<Result<(), String>>| {
-            matches!(a.try_recv(), Ok(Err(e)) if e.contains("busy"))
-        };
+        let busy = |a: &mut tokio::sync::oneshot::Receiver<Result<(), String>>| matches!(a.try_recv(), Ok(Err(e)) if e.contains("busy"));
         assert_eq!(answers[DESK_REQUESTS..].iter_mut().map(busy).filter(|b| *b).count(), 1000 - DESK_REQUESTS);
 
         let Some(Ok(DeskInput::Action { reply: Some(done), .. })) = desk_rx.try_recv() else { panic!("no request") };

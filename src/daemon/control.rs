@@ -155,7 +155,9 @@ impl Control {
                 Ok(value)
             }
             // Answered in `run`: they restart the daemon after the reply.
-            Command::ReloadConfig | Command::Restart => Err(CommandError::internal("restart commands are handled by run")),
+            Command::ReloadConfig | Command::Restart => {
+                Err(CommandError::internal("restart commands are handled by run"))
+            }
             Command::Identify { duration } => {
                 let led = self.status_led.clone().ok_or_else(|| {
                     CommandError::unavailable("this box has no identify LED (`gpio.status_led` in its config)")

@@ -113,10 +113,22 @@ impl DeskLink {
 /// Requests of a desk task to the channel router.
 #[derive(Debug)]
 pub enum DeskToRouter {
-    Floor { port: PortId, channel: ChannelId, on: bool },
+    Floor {
+        port: PortId,
+        channel: ChannelId,
+        on: bool,
+    },
     /// The desk's state changed (for consoles).
-    State { port: PortId, state: crate::net::protocol::DeskState },
-    Patch { a: ChannelId, b: ChannelId, on: bool, reply: oneshot::Sender<Result<(), String>> },
+    State {
+        port: PortId,
+        state: crate::net::protocol::DeskState,
+    },
+    Patch {
+        a: ChannelId,
+        b: ChannelId,
+        on: bool,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 pub struct DeskPort {
@@ -509,8 +521,8 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PortConfig;
     use crate::codec::{Encoder, EncoderConfig, MAX_PACKET_BYTES};
+    use crate::config::PortConfig;
     use crate::dsp::{Meter, Sine};
     use crate::pipeline::MediaPacket;
 
@@ -711,6 +723,9 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
         assert!(right_peak < 1e-3, "nothing on the right: peak {right_peak}");
         let (l, r) = (after[0] - idle[0], after[1] - idle[1]);
         let most = pushing.as_millis() as u64 / 10 + 50;
-        assert!(l.abs_diff(r) <= 5 && l < most, "both sides ran for the spurt only: {l} and {r} frames (at most {most})");
+        assert!(
+            l.abs_diff(r) <= 5 && l < most,
+            "both sides ran for the spurt only: {l} and {r} frames (at most {most})"
+        );
     }
 }

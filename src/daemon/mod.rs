@@ -9,16 +9,16 @@
 mod audio_flags;
 mod audio_port;
 mod channels;
-mod control;
 mod clock;
+mod control;
 mod desk_port;
 mod logging;
 mod ptt_state;
 mod radio_port;
 mod report;
 mod safe_off;
-mod watchdog;
 pub mod safety;
+mod watchdog;
 
 pub use safe_off::safe_off;
 
@@ -32,16 +32,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{self, Config, LineConfig, PortConfig};
-use crate::net::{self, peer_queue::PeerTx};
-use crate::pipeline::MediaPacket;
+use crate::fleet::{Fleet, FleetOptions};
 use crate::gpio::sim::{SimBank, SimFault};
 use crate::gpio::{Gpio, LogicalInput};
+use crate::net::{self, peer_queue::PeerTx};
+use crate::pipeline::MediaPacket;
+use radio_port::{PortInput, RadioPort};
+use report::Reporter;
+use safety::PttLine;
 use sd_notify::NotifyState;
 use watchdog::{Heartbeat, Watchdog, BEAT_PERIOD};
-use crate::fleet::{Fleet, FleetOptions};
-use report::Reporter;
-use radio_port::{PortInput, RadioPort};
-use safety::PttLine;
 
 /// Index of a port in the config's port order (the same index the routing core uses).
 pub use crate::core::routing::PortId;
@@ -242,7 +242,11 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         None => (None, None, None),
     };
     if let Some(f) = &fleet_handle {
-        let uplink = if config.uplink.is_some() { crate::fleet::UplinkState::Connecting } else { crate::fleet::UplinkState::Disabled };
+        let uplink = if config.uplink.is_some() {
+            crate::fleet::UplinkState::Connecting
+        } else {
+            crate::fleet::UplinkState::Disabled
+        };
         f.set_uplink_state(uplink, None);
     }
     let reporter = Reporter::new(fleet_handle);
@@ -266,7 +270,18 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         if let PortConfig::Desk(desk) = port {
             desk_channels.insert(name.to_string(), desk.channels.clone());
             let channel_ids = desk.channels.iter().filter_map(|c| config.channel.keys().position(|k| k == c)).collect();
-            match desk_port::start(id, name, desk, channel_ids, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
+            match desk_port::start(
+                id,
+                name,
+                desk,
+                channel_ids,
+                &mut gpio,
+                &to_channel,
+                &reporter,
+                &watchdog,
+                &cancel,
+                &mut tasks,
+            ) {
                 Ok((link, inputs)) => {
                     desks.push((id, link));
                     held_inputs.extend(inputs);
@@ -290,10 +305,11 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
                 Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open TX inhibit: {e}"))),
             }
         }
-        let audio = match audio_port::start(id, name, radio, &tx, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
-            Ok(audio) => audio,
-            Err(e) => return Stop::Exit(fatal(&format!("port {name}: {e}"))),
-        };
+        let audio =
+            match audio_port::start(id, name, radio, &tx, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
+                Ok(audio) => audio,
+                Err(e) => return Stop::Exit(fatal(&format!("port {name}: {e}"))),
+            };
         let port = RadioPort {
             id,
             name: (*name).clone(),
@@ -312,8 +328,13 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     let to_channel_control = to_channel.control.clone();
     drop(to_channel);
 
-    let mut router =
-        channels::ChannelRouter::new(&config, port_inputs, port_audio, reporter.clone(), watchdog.register("channel router"));
+    let mut router = channels::ChannelRouter::new(
+        &config,
+        port_inputs,
+        port_audio,
+        reporter.clone(),
+        watchdog.register("channel router"),
+    );
     for (id, link) in desks {
         router.set_desk(id, link);
     }
@@ -383,7 +404,10 @@ async fn start_net(
         let channels = config
             .channel
             .iter()
-            .map(|(name, c)| net::HubChannel { name: name.clone(), label: c.label.clone().unwrap_or_else(|| name.clone()) })
+            .map(|(name, c)| net::HubChannel {
+                name: name.clone(),
+                label: c.label.clone().unwrap_or_else(|| name.clone()),
+            })
             .collect();
         let mut options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
         options.stream_stats = stream_stats.clone();
@@ -400,7 +424,8 @@ async fn start_net(
     }
     if let Some(uplink) = config.uplink.as_ref().filter(|u| u.kind == config::UplinkKind::Hub) {
         let token_file = uplink.token_file.as_deref().unwrap_or_default();
-        let token = config::secret::read_secret(Path::new(token_file)).map_err(|e| format!("uplink.token_file: {e}"))?;
+        let token =
+            config::secret::read_secret(Path::new(token_file)).map_err(|e| format!("uplink.token_file: {e}"))?;
         let mut options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
         options.stream_stats = stream_stats.clone();
         let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
@@ -558,4 +583,3 @@ async fn sim_lines(bank: SimBank, heartbeat: Heartbeat, cancel: CancellationToke
         }
     }
 }
-

@@ -81,22 +81,18 @@ mod tests {
     fn chains_tones_and_timers_do_not_allocate_per_frame() {
         // Everything is built (and allocated) up front.
         let mut rx_default = RxChain::new(&RxConfig::default());
-        let mut rx_all =
-            RxChain::new(&RxConfig { de_emphasis: true, gain_db: 6.0, ..RxConfig::default() });
+        let mut rx_all = RxChain::new(&RxConfig { de_emphasis: true, gain_db: 6.0, ..RxConfig::default() });
         let mut tx_default = TxChain::new(&TxConfig::default());
-        let mut tx_all =
-            TxChain::new(&TxConfig { pre_emphasis: true, gain_db: 3.0, ..TxConfig::default() });
+        let mut tx_all = TxChain::new(&TxConfig { pre_emphasis: true, gain_db: 3.0, ..TxConfig::default() });
         let beep_cfg = CourtesyToneConfig { enabled: true, ..CourtesyToneConfig::default() };
         let mut beep = ToneSequence::courtesy(&beep_cfg).unwrap();
-        let id_cfg =
-            CwIdConfig { enabled: true, text: "DE N0CALL/R".into(), ..CwIdConfig::default() };
+        let id_cfg = CwIdConfig { enabled: true, text: "DE N0CALL/R".into(), ..CwIdConfig::default() };
         let mut cw = ToneSequence::cw(&id_cfg).unwrap();
         let mut sine = Sine::new(SAMPLE_RATE, 1000.0, -10.0);
         let mut timer = IdTimer::from_config(&id_cfg);
         let speech = speech_like(-30.0, 2.0);
         let mut noise = Noise::new(9);
-        let mut frames: Vec<Vec<f32>> =
-            [480, 960, 1440, 2880, 333].iter().map(|&n| vec![0f32; n]).collect();
+        let mut frames: Vec<Vec<f32>> = [480, 960, 1440, 2880, 333].iter().map(|&n| vec![0f32; n]).collect();
         let t0 = Instant::now();
 
         let count = allocations_in(|| {

@@ -95,11 +95,7 @@ impl BiquadCoeffs {
             2.0 * a * ((a - 1.0) - (a + 1.0) * c),
             a * ((a + 1.0) - (a - 1.0) * c - k),
         ];
-        let den = [
-            (a + 1.0) + (a - 1.0) * c + k,
-            -2.0 * ((a - 1.0) + (a + 1.0) * c),
-            (a + 1.0) + (a - 1.0) * c - k,
-        ];
+        let den = [(a + 1.0) + (a - 1.0) * c + k, -2.0 * ((a - 1.0) + (a + 1.0) * c), (a + 1.0) + (a - 1.0) * c - k];
         BiquadCoeffs::from_f64(b, den)
     }
 
@@ -111,11 +107,7 @@ impl BiquadCoeffs {
             -2.0 * a * ((a - 1.0) + (a + 1.0) * c),
             a * ((a + 1.0) + (a - 1.0) * c - k),
         ];
-        let den = [
-            (a + 1.0) - (a - 1.0) * c + k,
-            2.0 * ((a - 1.0) - (a + 1.0) * c),
-            (a + 1.0) - (a - 1.0) * c - k,
-        ];
+        let den = [(a + 1.0) - (a - 1.0) * c + k, 2.0 * ((a - 1.0) - (a + 1.0) * c), (a + 1.0) - (a - 1.0) * c - k];
         BiquadCoeffs::from_f64(b, den)
     }
 
@@ -131,10 +123,7 @@ impl BiquadCoeffs {
         let kp = 1.0 / (PI * clamp_freq(fs, pole_hz) / fs).tan();
         let raw = BiquadCoeffs::from_f64([1.0 + kz, 1.0 - kz, 0.0], [1.0 + kp, 1.0 - kp, 0.0]);
         let scale = 1.0 / raw.magnitude(fs, clamp_freq(fs, unity_hz));
-        BiquadCoeffs::from_f64(
-            [(1.0 + kz) * scale, (1.0 - kz) * scale, 0.0],
-            [1.0 + kp, 1.0 - kp, 0.0],
-        )
+        BiquadCoeffs::from_f64([(1.0 + kz) * scale, (1.0 - kz) * scale, 0.0], [1.0 + kp, 1.0 - kp, 0.0])
     }
 
     /// The filter's magnitude response at `f` Hz (linear), evaluated analytically.

@@ -18,9 +18,7 @@
 
 use super::biquad::{Biquad, BiquadCoeffs};
 use super::dynamics::{Agc, AgcConfig, Limiter};
-use super::level::{
-    db_to_gain, peak_and_sum_sq, power_to_db, scale_and_sum_sq, Meter, SILENCE_DBFS,
-};
+use super::level::{db_to_gain, peak_and_sum_sq, power_to_db, scale_and_sum_sq, Meter, SILENCE_DBFS};
 use super::{clean, SAMPLE_RATE};
 
 /// Lower corner of the emphasis shelf (the de-emphasis pole), Hz.
@@ -32,22 +30,12 @@ pub const EMPHASIS_UNITY_HZ: f64 = 1000.0;
 
 /// De-emphasis: -6 dB/octave shelf from 300 Hz to 3 kHz, 0 dB at 1 kHz.
 pub fn de_emphasis(sample_rate: u32) -> BiquadCoeffs {
-    BiquadCoeffs::first_order_shelf(
-        sample_rate as f64,
-        EMPHASIS_HIGH_HZ,
-        EMPHASIS_LOW_HZ,
-        EMPHASIS_UNITY_HZ,
-    )
+    BiquadCoeffs::first_order_shelf(sample_rate as f64, EMPHASIS_HIGH_HZ, EMPHASIS_LOW_HZ, EMPHASIS_UNITY_HZ)
 }
 
 /// Pre-emphasis: the exact inverse of [`de_emphasis`].
 pub fn pre_emphasis(sample_rate: u32) -> BiquadCoeffs {
-    BiquadCoeffs::first_order_shelf(
-        sample_rate as f64,
-        EMPHASIS_LOW_HZ,
-        EMPHASIS_HIGH_HZ,
-        EMPHASIS_UNITY_HZ,
-    )
+    BiquadCoeffs::first_order_shelf(sample_rate as f64, EMPHASIS_LOW_HZ, EMPHASIS_HIGH_HZ, EMPHASIS_UNITY_HZ)
 }
 
 /// The two sections of a 4th-order Butterworth high-pass at `corner_hz`: 2nd-order sections
@@ -358,7 +346,11 @@ mod tests {
             let la = full.process(&mut a);
             if i < 100 {
                 let lb = idle.levels_only(&mut b);
-                assert_eq!((lb.vox_dbfs, lb.agc_gain_db, lb.input), (la.vox_dbfs, la.agc_gain_db, la.input), "frame {i}");
+                assert_eq!(
+                    (lb.vox_dbfs, lb.agc_gain_db, lb.input),
+                    (la.vox_dbfs, la.agc_gain_db, la.input),
+                    "frame {i}"
+                );
                 assert_eq!(lb.output, Meter::SILENCE, "no output level: nothing is sent");
             } else {
                 idle.process(&mut b);
@@ -385,11 +377,10 @@ mod tests {
 
     #[test]
     fn rx_high_pass_strips_ctcss_and_passes_speech() {
-        let figures: Vec<(f64, f64)> =
-            [50.0, 67.0, 100.0, 150.0, 254.0, 300.0, 400.0, 1000.0, 3000.0]
-                .iter()
-                .map(|&f| (f, rx_gain(&mut rx_filters_only(true, false), f)))
-                .collect();
+        let figures: Vec<(f64, f64)> = [50.0, 67.0, 100.0, 150.0, 254.0, 300.0, 400.0, 1000.0, 3000.0]
+            .iter()
+            .map(|&f| (f, rx_gain(&mut rx_filters_only(true, false), f)))
+            .collect();
         for (f, g) in &figures {
             println!("RX high-pass: {f:>6} Hz {g:>7.2} dB");
         }
@@ -407,9 +398,7 @@ mod tests {
     #[test]
     fn de_emphasis_falls_and_pre_emphasis_rises_and_they_cancel() {
         let de = |f| rx_gain(&mut rx_filters_only(false, true), f);
-        let pre = |f| {
-            tx_gain(&mut TxChain::new(&TxConfig { pre_emphasis: true, ..TxConfig::default() }), f)
-        };
+        let pre = |f| tx_gain(&mut TxChain::new(&TxConfig { pre_emphasis: true, ..TxConfig::default() }), f);
         let (de1, de2, pre1, pre2) = (de(1000.0), de(2000.0), pre(1000.0), pre(2000.0));
         let (de_slope, pre_slope) = (de2 - de1, pre2 - pre1);
         let (de300, de3k) = (de(300.0), de(3000.0));
@@ -602,8 +591,7 @@ mod tests {
             agc: Some(AgcConfig { max_gain_db: -5.0, ..AgcConfig::default() }),
             limiter_dbfs: 12.0,
         });
-        let mut tx =
-            TxChain::new(&TxConfig { gain_db: f32::NAN, pre_emphasis: true, limiter_dbfs: -1e9 });
+        let mut tx = TxChain::new(&TxConfig { gain_db: f32::NAN, pre_emphasis: true, limiter_dbfs: -1e9 });
         let mut frame = sine(440.0, 0.5, 960);
         let l = rx.process(&mut frame);
         assert!(frame.iter().all(|x| x.abs() <= 1.0) && l.output.peak_dbfs <= 0.0);

@@ -123,24 +123,12 @@ impl ToneSequence {
         if !config.enabled {
             return None;
         }
-        let seq = ToneSequence::cw_text(
-            SAMPLE_RATE,
-            &config.text,
-            config.wpm,
-            config.tone_hz,
-            config.level_dbfs,
-        );
+        let seq = ToneSequence::cw_text(SAMPLE_RATE, &config.text, config.wpm, config.tone_hz, config.level_dbfs);
         (seq.len_samples() > 0).then_some(seq)
     }
 
     /// `text` in Morse at `wpm`, `tone_hz` and peak `level_dbfs`.
-    pub fn cw_text(
-        sample_rate: u32,
-        text: &str,
-        wpm: f32,
-        tone_hz: f32,
-        level_dbfs: f32,
-    ) -> ToneSequence {
+    pub fn cw_text(sample_rate: u32, text: &str, wpm: f32, tone_hz: f32, level_dbfs: f32) -> ToneSequence {
         let fs = sample_rate as f32;
         let wpm = clean(wpm, 5.0, 60.0, 20.0);
         let tone_hz = clean(tone_hz, 100.0, 0.45 * fs, 800.0);
@@ -202,13 +190,7 @@ impl IdTimer {
     /// `interval` is clamped to 10 s..=24 h and `early` to at most `interval`.
     pub fn new(interval: Duration, early: Duration) -> IdTimer {
         let interval = interval.clamp(Duration::from_secs(10), Duration::from_secs(24 * 3600));
-        IdTimer {
-            interval,
-            early: early.min(interval),
-            last_id: None,
-            owed_since: None,
-            keyed: false,
-        }
+        IdTimer { interval, early: early.min(interval), last_id: None, owed_since: None, keyed: false }
     }
 
     pub fn from_config(config: &CwIdConfig) -> IdTimer {
@@ -295,10 +277,7 @@ mod tests {
 
     #[test]
     fn keying_follows_paris() {
-        assert_eq!(
-            keying_units("K"),
-            vec![(true, 3), (false, 1), (true, 1), (false, 1), (true, 3)]
-        );
+        assert_eq!(keying_units("K"), vec![(true, 3), (false, 1), (true, 1), (false, 1), (true, 3)]);
         assert_eq!(
             keying_units(" e  t "),
             vec![(true, 1), (false, 7), (true, 3)],
@@ -320,15 +299,8 @@ mod tests {
         // Timing on the envelope at half amplitude: dah 180 ms, gap 60, dit 60, gap 60, dah 180.
         let env = k.envelope_track();
         let runs = runs_at_half(&env);
-        let expected = [
-            (false, 0),
-            (true, 3 * DIT),
-            (false, DIT),
-            (true, DIT),
-            (false, DIT),
-            (true, 3 * DIT),
-            (false, 0),
-        ];
+        let expected =
+            [(false, 0), (true, 3 * DIT), (false, DIT), (true, DIT), (false, DIT), (true, 3 * DIT), (false, 0)];
         assert_eq!(runs.len(), expected.len(), "{runs:?}");
         for (got, want) in runs.iter().zip(&expected).skip(1).take(5) {
             assert_eq!(got.0, want.0);
@@ -361,10 +333,7 @@ mod tests {
                 assert_eq!(burst[0], 0.0);
                 assert!(burst[s.len - 1].abs() < 1e-9);
                 // Soft edges: the first and last quarter millisecond stay below 1%.
-                assert!(burst[..12]
-                    .iter()
-                    .chain(&burst[s.len - 12..])
-                    .all(|x| x.abs() < 0.01 * amp));
+                assert!(burst[..12].iter().chain(&burst[s.len - 12..]).all(|x| x.abs() < 0.01 * amp));
                 bursts.push(s.len);
             } else {
                 assert!(audio[pos..pos + s.len].iter().all(|&x| x == 0.0));
@@ -386,8 +355,7 @@ mod tests {
 
     #[test]
     fn cw_id_is_off_by_default_and_skips_empty_text() {
-        assert!(ToneSequence::cw(&CwIdConfig { text: "N0CALL".into(), ..CwIdConfig::default() })
-            .is_none());
+        assert!(ToneSequence::cw(&CwIdConfig { text: "N0CALL".into(), ..CwIdConfig::default() }).is_none());
         assert!(ToneSequence::cw(&CwIdConfig { enabled: true, ..CwIdConfig::default() }).is_none());
         let cfg = CwIdConfig { enabled: true, text: "  ".into(), ..CwIdConfig::default() };
         assert!(ToneSequence::cw(&cfg).is_none());

@@ -153,11 +153,7 @@ impl Limiter {
     pub fn new(sample_rate: u32, ceiling_dbfs: f32, release_ms: f32) -> Limiter {
         let ceiling_dbfs = clean(ceiling_dbfs, -40.0, 0.0, -6.0);
         let release_ms = clean(release_ms, 1.0, 10_000.0, Limiter::RELEASE_MS);
-        Limiter {
-            ceiling: db_to_gain(ceiling_dbfs),
-            release: time_coef(sample_rate as f32, release_ms),
-            gain: 1.0,
-        }
+        Limiter { ceiling: db_to_gain(ceiling_dbfs), release: time_coef(sample_rate as f32, release_ms), gain: 1.0 }
     }
 
     /// The ceiling as a linear amplitude.

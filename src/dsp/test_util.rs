@@ -79,8 +79,7 @@ pub fn speech_like(active_rms_dbfs: f64, seconds: f64) -> Vec<f32> {
         }
         let in_pause = (t % 2.5) > 1.9;
         let syl = (t * 4.0) % 1.0; // position within a 250 ms syllable
-        let env =
-            if in_pause || syl > 0.8 { 0.0 } else { (std::f64::consts::PI * syl / 0.8).sin() };
+        let env = if in_pause || syl > 0.8 { 0.0 } else { (std::f64::consts::PI * syl / 0.8).sin() };
         out.push(buzz * env);
         active.push(env > 0.0);
     }

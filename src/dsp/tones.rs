@@ -31,14 +31,7 @@ impl Sine {
     /// A sine at `freq_hz` (clamped to 0..=0.49 fs) and peak level `level_dbfs` (clamped to
     /// -120..=0 dBFS), starting at phase 0.
     pub fn new(sample_rate: u32, freq_hz: f32, level_dbfs: f32) -> Sine {
-        let mut s = Sine {
-            fs: sample_rate as f64,
-            amplitude: 0.0,
-            cos: 1.0,
-            sin: 0.0,
-            rot_cos: 1.0,
-            rot_sin: 0.0,
-        };
+        let mut s = Sine { fs: sample_rate as f64, amplitude: 0.0, cos: 1.0, sin: 0.0, rot_cos: 1.0, rot_sin: 0.0 };
         s.set_frequency(freq_hz);
         s.set_level_dbfs(level_dbfs);
         s
@@ -182,16 +175,10 @@ impl ToneSequence {
         (config.enabled && audible).then_some(seq)
     }
 
-    pub(crate) fn from_segments(
-        sample_rate: u32,
-        mut segments: Vec<Segment>,
-        level_dbfs: f32,
-    ) -> ToneSequence {
+    pub(crate) fn from_segments(sample_rate: u32, mut segments: Vec<Segment>, level_dbfs: f32) -> ToneSequence {
         segments.retain(|s| s.len > 0);
         let r = ((RAMP_MS * 1e-3 * sample_rate as f32).round() as usize).max(1);
-        let ramp = (0..=r)
-            .map(|i| (0.5 - 0.5 * (std::f64::consts::PI * i as f64 / r as f64).cos()) as f32)
-            .collect();
+        let ramp = (0..=r).map(|i| (0.5 - 0.5 * (std::f64::consts::PI * i as f64 / r as f64).cos()) as f32).collect();
         ToneSequence {
             segments,
             ramp,
@@ -261,9 +248,7 @@ impl ToneSequence {
                 }
                 let a = self.amplitude;
                 for (k, x) in out.iter_mut().enumerate() {
-                    let v = a
-                        * Self::envelope(&self.ramp, self.pos + k, seg.len)
-                        * self.osc.next_unit();
+                    let v = a * Self::envelope(&self.ramp, self.pos + k, seg.len) * self.osc.next_unit();
                     if ADD {
                         *x += v;
                     } else {

@@ -38,8 +38,8 @@ use super::backoff::Backoff;
 use super::hass::Hass;
 use super::outbox::{Class, Limits, Message, Outbox, Qos};
 use super::protocol::{
-    self, rfc3339_millis, to_json, valid_name, Command, CommandError, DaemonMetrics, ErrorCode, Event,
-    Metrics, PortState, Reply, Status, Topics, UplinkState, UplinkStatus, MAX_CORRELATION_BYTES,
+    self, rfc3339_millis, to_json, valid_name, Command, CommandError, DaemonMetrics, ErrorCode, Event, Metrics,
+    PortState, Reply, Status, Topics, UplinkState, UplinkStatus, MAX_CORRELATION_BYTES,
 };
 use super::sysinfo::{self, SystemReader};
 use crate::config::MqttConfig;

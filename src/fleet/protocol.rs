@@ -114,7 +114,6 @@ pub fn valid_name(name: &str) -> bool {
         && name.chars().all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '/' | '+' | '#'))
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Published documents
 

@@ -61,14 +61,14 @@ fn parse_address(address: &str) -> Result<Address, GpioError> {
 fn resolve(address: &str) -> Result<(String, PathBuf, Offset), GpioError> {
     let name = format!("cdev:{address}");
     let addr = parse_address(address)?;
-    let chip = gpiocdev::Chip::from_path(&addr.chip).map_err(|e| {
-        GpioError::io(&name, format!("cannot open GPIO chip {}: {e}", addr.chip.display()))
-    })?;
+    let chip = gpiocdev::Chip::from_path(&addr.chip)
+        .map_err(|e| GpioError::io(&name, format!("cannot open GPIO chip {}: {e}", addr.chip.display())))?;
     let offset = match &addr.line {
         LineRef::Offset(n) => *n,
-        LineRef::Name(line) => chip.find_line_info(line).map(|info| info.offset).ok_or_else(|| {
-            GpioError::io(&name, format!("no line named `{line}` on {}", chip.path().display()))
-        })?,
+        LineRef::Name(line) => chip
+            .find_line_info(line)
+            .map(|info| info.offset)
+            .ok_or_else(|| GpioError::io(&name, format!("no line named `{line}` on {}", chip.path().display())))?,
     };
     Ok((name, chip.path().to_path_buf(), offset))
 }

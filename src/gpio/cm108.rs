@@ -172,11 +172,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Device {
     fn open_hidraw(path: &Path) -> io::Result<Arc<Device>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)?;
+        let file =
+            OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
         let mut info = HidrawDevinfo::default();
         // SAFETY: HIDIOCGRAWINFO writes one hidraw_devinfo (8 bytes) into `info`.
         if unsafe { libc::ioctl(file.as_raw_fd(), HIDIOCGRAWINFO as _, &mut info) } < 0 {
@@ -295,8 +292,8 @@ pub struct Cm108Devices {
 
 impl Cm108Devices {
     fn device(&mut self, path: &Path, name: &str) -> Result<Arc<Device>, GpioError> {
-        let key = fs::canonicalize(path)
-            .map_err(|e| GpioError::io(name, format!("cannot open {}: {e}", path.display())))?;
+        let key =
+            fs::canonicalize(path).map_err(|e| GpioError::io(name, format!("cannot open {}: {e}", path.display())))?;
         if let Some(dev) = self.open.get(&key).and_then(Weak::upgrade) {
             return Ok(dev);
         }
@@ -309,8 +306,8 @@ impl Cm108Devices {
     pub fn output(&mut self, address: &str, inactive_high: bool) -> Result<AnyOutput, GpioError> {
         let name = format!("cm108:{address}");
         let (path, pin) = split_address(address)?;
-        let bit = parse_gpio(pin)
-            .ok_or_else(|| GpioError::BadName(name.clone(), "CM108 outputs are GPIO 1 to 8".into()))?;
+        let bit =
+            parse_gpio(pin).ok_or_else(|| GpioError::BadName(name.clone(), "CM108 outputs are GPIO 1 to 8".into()))?;
         let dev = self.device(path, &name)?;
         {
             let mut st = lock(&dev.out);
@@ -334,7 +331,10 @@ impl Cm108Devices {
         let name = format!("cm108:{address}");
         let (path, pin) = split_address(address)?;
         let source = InputSource::parse(pin).ok_or_else(|| {
-            GpioError::BadName(name.clone(), "CM108 inputs are cos, vol-up, vol-down, mute, rec-mute or GPIO 1-8".into())
+            GpioError::BadName(
+                name.clone(),
+                "CM108 inputs are cos, vol-up, vol-down, mute, rec-mute or GPIO 1-8".into(),
+            )
         })?;
         let dev = self.device(path, &name)?;
         let id = {
@@ -524,12 +524,10 @@ mod tests {
         let p = path.display();
         let (tx, rx) = std::sync::mpsc::channel();
         let tx2 = tx.clone();
-        let mut cos = devs
-            .input(&format!("{p}:cos"), Arc::new(move |_, high| tx.send(("cos", high)).unwrap()))
-            .unwrap();
-        let _gpio1 = devs
-            .input(&format!("{p}:1"), Arc::new(move |_, high| tx2.send(("gpio1", high)).unwrap()))
-            .unwrap();
+        let mut cos =
+            devs.input(&format!("{p}:cos"), Arc::new(move |_, high| tx.send(("cos", high)).unwrap())).unwrap();
+        let _gpio1 =
+            devs.input(&format!("{p}:1"), Arc::new(move |_, high| tx2.send(("gpio1", high)).unwrap())).unwrap();
         let wait = || rx.recv_timeout(Duration::from_secs(2)).expect("edge");
 
         fob.send(&[VOL_DOWN, 0, 0, 0]).unwrap();

@@ -8,7 +8,6 @@
 //! Backends are chosen per line by the prefix of its name (`sim:`, `rppal:`, `cdev:`, `cm108:`,
 //! `serial:`); see [`LineSpec`].
 
-pub mod sim;
 #[cfg(target_os = "linux")]
 pub mod cdev;
 #[cfg(target_os = "linux")]
@@ -17,6 +16,7 @@ pub mod cm108;
 pub mod rpi;
 #[cfg(target_os = "linux")]
 pub mod serial;
+pub mod sim;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -85,16 +85,9 @@ impl LineSpec {
         let (backend, address) = name.split_once(':').ok_or_else(|| {
             GpioError::BadName(name.into(), "expected `backend:line`, e.g. `cdev:gpiochip0:17`".into())
         })?;
-        let backend = Backend::ALL
-            .iter()
-            .find(|(n, _)| *n == backend)
-            .map(|(_, b)| *b)
-            .ok_or_else(|| {
-                GpioError::BadName(
-                    name.into(),
-                    format!("unknown backend `{backend}` (sim, rppal, cdev, cm108, serial)"),
-                )
-            })?;
+        let backend = Backend::ALL.iter().find(|(n, _)| *n == backend).map(|(_, b)| *b).ok_or_else(|| {
+            GpioError::BadName(name.into(), format!("unknown backend `{backend}` (sim, rppal, cdev, cm108, serial)"))
+        })?;
         if address.is_empty() {
             return Err(GpioError::BadName(name.into(), "empty line address".into()));
         }
@@ -173,12 +166,8 @@ impl LogicalOutput {
         for _ in 0..50 {
             match self.pin.try_lock() {
                 Ok(mut pin) => return drive(&mut *pin, self.active_low),
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    return drive(&mut *p.into_inner(), self.active_low)
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    std::thread::sleep(std::time::Duration::from_millis(1))
-                }
+                Err(std::sync::TryLockError::Poisoned(p)) => return drive(&mut *p.into_inner(), self.active_low),
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(1)),
             }
         }
         Err(GpioError::io(&self.name, "line busy, could not force off"))

@@ -284,8 +284,8 @@ pub struct SerialPorts {
 
 impl SerialPorts {
     fn port(&mut self, path: &Path, name: &str, first_output: Option<(Line, bool)>) -> Result<Arc<Port>, GpioError> {
-        let key = fs::canonicalize(path)
-            .map_err(|e| GpioError::io(name, format!("cannot open {}: {e}", path.display())))?;
+        let key =
+            fs::canonicalize(path).map_err(|e| GpioError::io(name, format!("cannot open {}: {e}", path.display())))?;
         if let Some(port) = self.open.get(&key).and_then(Weak::upgrade) {
             return Ok(port);
         }
@@ -407,10 +407,7 @@ mod tests {
     #[test]
     fn addresses_name_a_tty_and_a_line() {
         assert_eq!(split_address("/dev/ttyUSB0:rts").unwrap(), (Path::new("/dev/ttyUSB0"), Line::Rts));
-        assert_eq!(
-            split_address("/dev/serial/by-id/usb-FTDI_x-if00-port0:dcd").unwrap().1,
-            Line::Dcd
-        );
+        assert_eq!(split_address("/dev/serial/by-id/usb-FTDI_x-if00-port0:dcd").unwrap().1, Line::Dcd);
         assert!(split_address("ttyUSB0:rts").is_err());
         assert!(split_address("/dev/ttyUSB0:ptt").is_err());
         assert!(split_address("/dev/ttyUSB0").is_err());
@@ -433,9 +430,8 @@ mod tests {
         let (mut master, mut slave) = (0, 0);
         let mut name = [0 as libc::c_char; 64];
         // SAFETY: openpty fills the two fds and the NUL-terminated name buffer.
-        let rc = unsafe {
-            libc::openpty(&mut master, &mut slave, name.as_mut_ptr(), std::ptr::null(), std::ptr::null())
-        };
+        let rc =
+            unsafe { libc::openpty(&mut master, &mut slave, name.as_mut_ptr(), std::ptr::null(), std::ptr::null()) };
         assert_eq!(rc, 0);
         // SAFETY: `name` is NUL-terminated by openpty.
         let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_str().unwrap().to_string();
@@ -500,7 +496,12 @@ mod tests {
         }
     }
 
-    fn fake_port(ports: &mut SerialPorts, dir: &Path, lines: &FakeLines, first: Option<(Line, bool)>) -> (String, Arc<Port>) {
+    fn fake_port(
+        ports: &mut SerialPorts,
+        dir: &Path,
+        lines: &FakeLines,
+        first: Option<(Line, bool)>,
+    ) -> (String, Arc<Port>) {
         let path = dir.join("ttyFAKE");
         fs::write(&path, "").unwrap();
         let key = fs::canonicalize(&path).unwrap();

@@ -94,7 +94,8 @@ impl SimBank {
         }
         {
             let mut inner = self.lock();
-            let st = inner.outputs.entry(name.to_string()).or_insert(OutputState { level: initial_high, history: vec![] });
+            let st =
+                inner.outputs.entry(name.to_string()).or_insert(OutputState { level: initial_high, history: vec![] });
             st.level = initial_high;
             st.history.push(initial_high);
         }

@@ -162,18 +162,36 @@ pub struct PortStatus {
 #[derive(Debug, Clone)]
 pub enum UplinkEvent {
     /// Signaling and media are up; the hub's participant id for each requested member.
-    Up { members: Vec<(MemberRequest, ParticipantId)> },
+    Up {
+        members: Vec<(MemberRequest, ParticipantId)>,
+    },
     /// Lost (socket, ICE or hub gone): every remote floor state is void; reconnecting.
-    Down { reason: String },
+    Down {
+        reason: String,
+    },
     /// Not up yet, and why, while the uplink keeps trying (e.g. an edge waiting for the floor
     /// host to create its Janus room).
-    Waiting { reason: String },
+    Waiting {
+        reason: String,
+    },
     /// The far end lacks the protection the config asks for (a Janus room without its PIN,
     /// or that the floor host cannot moderate): nothing is sent there; retried. Comes after
     /// the `Down` if the uplink was up.
-    Refused { channel: String, fault: crate::net::janus::RoomFault, reason: String },
-    Floor { channel: String, member: Option<ParticipantId>, msg: ToParticipant, holder_name: Option<String> },
-    Media { channel: String, packet: MediaPacket },
+    Refused {
+        channel: String,
+        fault: crate::net::janus::RoomFault,
+        reason: String,
+    },
+    Floor {
+        channel: String,
+        member: Option<ParticipantId>,
+        msg: ToParticipant,
+        holder_name: Option<String>,
+    },
+    Media {
+        channel: String,
+        packet: MediaPacket,
+    },
 }
 
 impl peer_queue::Queued for UplinkEvent {
@@ -212,8 +230,17 @@ mod tests {
     /// WebRTC stack or clock reads outside their tests.
     #[test]
     fn pure_modules_do_no_io() {
-        const FORBIDDEN: &[&str] =
-            &["tokio", "axum", "tungstenite", "str0m", "Instant::now", "SystemTime", "std::fs", "std::net", "std::thread"];
+        const FORBIDDEN: &[&str] = &[
+            "tokio",
+            "axum",
+            "tungstenite",
+            "str0m",
+            "Instant::now",
+            "SystemTime",
+            "std::fs",
+            "std::net",
+            "std::thread",
+        ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/net");
         for file in ["protocol.rs", "hub/auth.rs", "floor_mqtt/protocol.rs"] {
             let text = std::fs::read_to_string(dir.join(file)).unwrap();

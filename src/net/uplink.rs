@@ -28,10 +28,10 @@ use tracing::{debug, info, warn};
 
 use super::addrs::route_source;
 use super::peer_queue;
-use super::reconnect::Reconnect;
 use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
 };
+use super::reconnect::Reconnect;
 use super::rtc::{self, Polled, RtcStats, StreamStats};
 use super::{MemberRequest, UplinkEvent};
 use crate::core::floor::{ParticipantId, ToArbiter};

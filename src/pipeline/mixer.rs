@@ -574,7 +574,8 @@ impl Mixer {
 
     /// A packet of channel `i` arrived at `now`.
     pub fn push(&mut self, now: Instant, i: usize, packet: &MediaPacket) -> Result<(), MixerError> {
-        let p = Packet { seq: packet.seq, timestamp: packet.timestamp, marker: packet.marker, payload: &packet.payload };
+        let p =
+            Packet { seq: packet.seq, timestamp: packet.timestamp, marker: packet.marker, payload: &packet.payload };
         self.channel(i)?.jitter.push(now, p);
         Ok(())
     }
@@ -978,7 +979,10 @@ mod tests {
             let ceiling = db_to_gain(-6.0);
             let p = peak(&sim.out);
             let min_gain = sim.limiter_db.iter().fold(0.0f32, |a, &b| a.min(b));
-            eprintln!("3 x full scale, stereo {stereo}: peak {:.3} dBFS, limiter down to {min_gain:.1} dB", gain_to_db(p));
+            eprintln!(
+                "3 x full scale, stereo {stereo}: peak {:.3} dBFS, limiter down to {min_gain:.1} dB",
+                gain_to_db(p)
+            );
             assert!(p <= ceiling, "peak {p} over {ceiling}");
             assert!(p > 0.95 * ceiling, "limiting, not muting: {p}");
             assert!(min_gain < -6.0);
@@ -1029,7 +1033,9 @@ mod tests {
     fn muted_channels_are_not_decoded() {
         let mut channels = vec![MixChannelConfig::default(); 3];
         channels[1].listen = false;
-        let mut sim = Sim::new(Mixer::new(MixerConfig { channels, duck_db: 0.0, jitter: tight(), ..Default::default() }).unwrap());
+        let mut sim = Sim::new(
+            Mixer::new(MixerConfig { channels, duck_db: 0.0, jitter: tight(), ..Default::default() }).unwrap(),
+        );
         let talkers = [Talker::new(0, 0, 500.0, 0.25, 1.0), Talker::new(1, 0, 1000.0, 0.25, 1.0)];
         sim.run(100, &talkers, |_, _| {});
         let (a, b) = (sim.mixer.channel_stats(0).unwrap(), sim.mixer.channel_stats(1).unwrap());
@@ -1094,7 +1100,11 @@ mod tests {
         for (i, pan) in [-1.0, 1.0, 0.0].into_iter().enumerate() {
             sim.mixer.set_pan(i, pan).unwrap();
         }
-        let talkers = [Talker::new(0, 0, 500.0, 0.2, 1.0), Talker::new(1, 0, 1000.0, 0.2, 1.0), Talker::new(2, 0, 1500.0, 0.2, 1.0)];
+        let talkers = [
+            Talker::new(0, 0, 500.0, 0.2, 1.0),
+            Talker::new(1, 0, 1000.0, 0.2, 1.0),
+            Talker::new(2, 0, 1500.0, 0.2, 1.0),
+        ];
         sim.run(100, &talkers, |_, _| {});
         let g = |t: &Talker, side| sim.gain_db(t, 20..90, side);
         let [left, right, centre] = &talkers;
@@ -1141,7 +1151,10 @@ mod tests {
                 let mut out = [0.0f32; DEV];
                 let lv = m.mix(now, &mut out);
                 if f == start {
-                    assert!(lv.channels[7].active && lv.out.peak_dbfs > -20.0, "spurt {spurt}: heard in the call of its first packet");
+                    assert!(
+                        lv.channels[7].active && lv.out.peak_dbfs > -20.0,
+                        "spurt {spurt}: heard in the call of its first packet"
+                    );
                     assert_eq!(m.channel_stats(7).unwrap().jitter.played, 10 * spurt + 1);
                 } else if f < start {
                     assert!(!lv.channels[7].active && lv.out == Meter::SILENCE);
@@ -1177,7 +1190,8 @@ mod tests {
         // Garbage payloads: refused by the decoder, played as silence, counted.
         for k in 0..20u16 {
             let now = now + Duration::from_millis(20 * u64::from(k));
-            let p = MediaPacket { seq: k, timestamp: u32::from(k) * 960, marker: k == 0, payload: vec![0xff, 0xff, 0xff] };
+            let p =
+                MediaPacket { seq: k, timestamp: u32::from(k) * 960, marker: k == 0, payload: vec![0xff, 0xff, 0xff] };
             m.push(now, 0, &p).unwrap();
             for half in 0..2 {
                 let mut out = [1.0f32; 2 * DEV + 1];

@@ -12,7 +12,9 @@ mod mixer;
 mod rx;
 mod tx;
 
-pub use mixer::{ChannelLevel, MixChannelConfig, MixChannelStats, MixLevels, Mixer, MixerConfig, MixerError, MAX_CHANNELS};
+pub use mixer::{
+    ChannelLevel, MixChannelConfig, MixChannelStats, MixLevels, Mixer, MixerConfig, MixerError, MAX_CHANNELS,
+};
 pub use rx::{RxOutput, RxPath};
 pub use tx::{TxFrame, TxGate, TxPath};
 
@@ -192,7 +194,8 @@ mod tests {
             let first: Vec<_> = off.iter().filter(|(_, p)| p.marker).map(|(i, p)| (*i, p.timestamp)).collect();
             assert_eq!(first, [(21, 20 * PERIOD as u32), (41, 40 * PERIOD as u32)], "vox {vox}");
             // The first spurt is the one started on the boundary, packet for packet.
-            let payloads = |v: &[(usize, MediaPacket)]| v.iter().take(5).map(|(_, p)| p.payload.clone()).collect::<Vec<_>>();
+            let payloads =
+                |v: &[(usize, MediaPacket)]| v.iter().take(5).map(|(_, p)| p.payload.clone()).collect::<Vec<_>>();
             assert_eq!(payloads(&off), payloads(&on), "vox {vox}");
         }
     }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::codec::{Decoder, CodecError, MAX_FRAME_SAMPLES, SAMPLE_RATE};
+use crate::codec::{CodecError, Decoder, MAX_FRAME_SAMPLES, SAMPLE_RATE};
 use crate::core::jitter::{JitterBuffer, JitterConfig, JitterStats, Packet, Playout};
 use crate::dsp::{CourtesyToneConfig, CwIdConfig, Meter, ToneSequence, TxChain, TxConfig};
 

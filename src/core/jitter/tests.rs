@@ -51,9 +51,7 @@ impl Net {
     fn delay(&self, rng: &mut Rng) -> f64 {
         let j = match self.jitter {
             Jitter::Uniform(ms) => rng.unit() * ms,
-            Jitter::Pareto { scale, alpha, cap } => {
-                (scale * ((1.0 - rng.unit()).powf(-1.0 / alpha) - 1.0)).min(cap)
-            }
+            Jitter::Pareto { scale, alpha, cap } => (scale * ((1.0 - rng.unit()).powf(-1.0 / alpha) - 1.0)).min(cap),
         };
         let held = if rng.chance(self.reorder) { FRAME_MS * (1 + rng.next() % 3) as f64 } else { 0.0 };
         self.base_ms + j + held
@@ -329,12 +327,7 @@ impl Script {
 
 /// A clean 20 ms stream: frame k sent at 20k ms, arriving 30 ms later, pops every 20 ms
 /// from `pops_from`; `edit` may drop or retime arrivals.
-fn scripted(
-    frames: usize,
-    seq0: u16,
-    ts0: u32,
-    edit: impl Fn(usize, f64) -> Vec<f64>,
-) -> (Vec<String>, JitterStats) {
+fn scripted(frames: usize, seq0: u16, ts0: u32, edit: impl Fn(usize, f64) -> Vec<f64>) -> (Vec<String>, JitterStats) {
     let mut sc = Script::clean();
     let mut arrivals: Vec<(f64, usize)> =
         (0..frames).flat_map(|k| edit(k, 30.0 + 20.0 * k as f64).into_iter().map(move |t| (t, k))).collect();
@@ -597,7 +590,8 @@ fn a_stray_packet_is_ignored() {
 #[test]
 fn a_network_stall_does_not_leave_latency_behind() {
     // Frames 100..150 are held by a 1 s stall and arrive in one burst.
-    let (out, s) = scripted(800, 0, 0, |k, t| if (100..150).contains(&k) { vec![30.0 + 20.0 * 150.0] } else { vec![t] });
+    let (out, s) =
+        scripted(800, 0, 0, |k, t| if (100..150).contains(&k) { vec![30.0 + 20.0 * 150.0] } else { vec![t] });
     let played = played_frames(&out);
     assert!(played.contains(&99) && played.contains(&150));
     // Playout slot of frame k relative to its send slot: the latency in frames.
@@ -608,8 +602,12 @@ fn a_network_stall_does_not_leave_latency_behind() {
     // max; once it has left, latency is back where it was before the stall.
     assert!((slot(160) - slot(99)) * 20 <= 200, "{:?}", &out[95..170]);
     assert_eq!(slot(99), slot(790), "{:?}", &out[600..700]);
-    eprintln!("stall: latency {} ms before, {} ms after the burst, {} ms 13 s later; {s:?}",
-        slot(99) * 20, slot(160) * 20, slot(790) * 20);
+    eprintln!(
+        "stall: latency {} ms before, {} ms after the burst, {} ms 13 s later; {s:?}",
+        slot(99) * 20,
+        slot(160) * 20,
+        slot(790) * 20
+    );
 }
 
 #[test]

@@ -40,7 +40,10 @@ fn second_talker_is_told_busy_and_keys_nothing_new() {
     let out = drain(&mut r);
     assert_eq!(out[0], RouterOutput::Busy { port: 1, channel: 0, holder: Some(Talker::Port(0)) });
     // b receives too, so it cannot carry a (simplex): its air state says so, nothing more.
-    assert_eq!(out[1..], [RouterOutput::Air { channel: 0, radios: vec![(1, AirState::Waiting(WaitReason::Receiving))] }]);
+    assert_eq!(
+        out[1..],
+        [RouterOutput::Air { channel: 0, radios: vec![(1, AirState::Waiting(WaitReason::Receiving))] }]
+    );
     assert_eq!(r.holder(0), Some(Talker::Port(0)));
 }
 
@@ -62,7 +65,11 @@ fn desk_with_dispatch_priority_preempts_a_radio_and_keys_it() {
 #[test]
 fn max_talk_time_frees_the_floor_and_unkeys() {
     let t = Instant::now();
-    let cfg = ArbiterConfig { max_talk: Duration::from_secs(30), no_media_timeout: Duration::from_secs(3600), ..Default::default() };
+    let cfg = ArbiterConfig {
+        max_talk: Duration::from_secs(30),
+        no_media_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let mut r = Router::new(vec![ChannelHost::Local(cfg)], vec![radio("a", 0), radio("b", 0)]);
     r.press(t, 0, 0);
     drain(&mut r);
@@ -169,7 +176,10 @@ fn edge_requests_go_to_the_uplink_and_its_answers_drive_the_radios() {
     let (ida, idb) = (ParticipantId(40), ParticipantId(41));
     r.uplink_up(t, &[(0, 0, ida), (1, 0, idb)]);
     let out = drain(&mut r);
-    assert_eq!(out, vec![RouterOutput::ToUplink { member: ida, msg: ToArbiter::Request { priority: Priority::NORMAL } }]);
+    assert_eq!(
+        out,
+        vec![RouterOutput::ToUplink { member: ida, msg: ToArbiter::Request { priority: Priority::NORMAL } }]
+    );
     r.from_uplink(t, 0, Some(ida), ToParticipant::Granted);
     r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ida, priority: Priority::NORMAL });
     let out = drain(&mut r);
@@ -206,7 +216,13 @@ fn edge_cor_still_open_after_reconnect_asks_again() {
     drain(&mut r);
     r.uplink_up(t, &[(0, 0, ParticipantId(9))]);
     let out = drain(&mut r);
-    assert!(out.contains(&RouterOutput::ToUplink { member: ParticipantId(9), msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+    assert!(
+        out.contains(&RouterOutput::ToUplink {
+            member: ParticipantId(9),
+            msg: ToArbiter::Request { priority: Priority::NORMAL }
+        }),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -239,8 +255,10 @@ fn emergency_radio(name: &str, channel: ChannelId) -> PortSpec {
 fn all_call_takes_every_free_or_lower_floor_and_is_denied_where_a_higher_talker_holds_it() {
     let t = Instant::now();
     // Radios a (ch 0), b (ch 1), e (ch 2, emergency); the desk monitors all three.
-    let mut r =
-        Router::new(hosted(3), vec![radio("a", 0), radio("b", 1), emergency_radio("e", 2), desk("desk", vec![0, 1, 2])]);
+    let mut r = Router::new(
+        hosted(3),
+        vec![radio("a", 0), radio("b", 1), emergency_radio("e", 2), desk("desk", vec![0, 1, 2])],
+    );
     r.press(t, 1, 1); // a field talker on ch 1
     r.press(t, 2, 2); // an emergency on ch 2
     drain(&mut r);
@@ -381,7 +399,8 @@ fn patches_refuse_bad_pairs_and_chains_do_not_loop() {
 fn patch_holds_the_far_floor_only_while_media_flows() {
     let t = Instant::now();
     let cfg = ArbiterConfig { no_media_timeout: Duration::from_secs(5), ..Default::default() };
-    let mut r = Router::new(vec![ChannelHost::Local(cfg.clone()), ChannelHost::Local(cfg)], vec![radio("a", 0), radio("b", 1)]);
+    let mut r =
+        Router::new(vec![ChannelHost::Local(cfg.clone()), ChannelHost::Local(cfg)], vec![radio("a", 0), radio("b", 1)]);
     let p = r.patch(t, 0, 1).unwrap();
     r.press(t, 0, 0);
     drain(&mut r);
@@ -441,16 +460,30 @@ fn edge_radio_still_receiving_asks_the_hub_again_when_its_channel_goes_idle() {
     drain(&mut r);
     r.from_uplink(t, 0, None, ToParticipant::Idle);
     let out = drain(&mut r);
-    assert!(out.contains(&RouterOutput::ToUplink { member: ida, msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+    assert!(
+        out.contains(&RouterOutput::ToUplink { member: ida, msg: ToArbiter::Request { priority: Priority::NORMAL } }),
+        "{out:?}"
+    );
     // After a reconnect too (new participants keep the rule).
     r.uplink_down(t);
     r.uplink_up(t, &[(0, 0, ParticipantId(50))]);
-    r.from_uplink(t, 0, Some(ParticipantId(50)), ToParticipant::Deny { cause: DenyCause::Busy { holder: ParticipantId(7) } });
+    r.from_uplink(
+        t,
+        0,
+        Some(ParticipantId(50)),
+        ToParticipant::Deny { cause: DenyCause::Busy { holder: ParticipantId(7) } },
+    );
     r.from_uplink(t, 0, None, ToParticipant::Taken { holder: ParticipantId(7), priority: Priority::DISPATCH });
     drain(&mut r);
     r.from_uplink(t, 0, None, ToParticipant::Idle);
     let out = drain(&mut r);
-    assert!(out.contains(&RouterOutput::ToUplink { member: ParticipantId(50), msg: ToArbiter::Request { priority: Priority::NORMAL } }), "{out:?}");
+    assert!(
+        out.contains(&RouterOutput::ToUplink {
+            member: ParticipantId(50),
+            msg: ToArbiter::Request { priority: Priority::NORMAL }
+        }),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -458,7 +491,11 @@ fn a_retaken_floor_is_cut_by_max_talk_unkeys_every_radio_and_is_not_retaken() {
     // Safety of the retake path: the radio that retakes never keys itself, the radio carrying
     // it unkeys when max talk cuts it, and a stuck COR does not take the channel back.
     let t = Instant::now();
-    let cfg = ArbiterConfig { max_talk: Duration::from_secs(30), no_media_timeout: Duration::from_secs(3600), ..Default::default() };
+    let cfg = ArbiterConfig {
+        max_talk: Duration::from_secs(30),
+        no_media_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let mut r = Router::new(vec![ChannelHost::Local(cfg)], vec![radio("radio1", 0), radio("radio2", 0)]);
     let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
     r.press(t, 0, 0);
@@ -478,9 +515,15 @@ fn a_retaken_floor_is_cut_by_max_talk_unkeys_every_radio_and_is_not_retaken() {
     r.handle_timeout(cut);
     out.extend(drain(&mut r));
     assert_eq!(r.holder(0), None, "max talk frees the channel");
-    assert!(out.iter().any(|o| matches!(o, RouterOutput::Revoked { port: 0, cause: RevokeCause::MaxTalkTime, .. })), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, RouterOutput::Revoked { port: 0, cause: RevokeCause::MaxTalkTime, .. })),
+        "{out:?}"
+    );
     assert!(!out.contains(&RouterOutput::TxRequest { port: 0, on: true }), "radio1 not keyed again: {out:?}");
-    assert_eq!(out.iter().rev().find(|o| matches!(o, RouterOutput::TxRequest { port: 1, .. })), Some(&RouterOutput::TxRequest { port: 1, on: false }));
+    assert_eq!(
+        out.iter().rev().find(|o| matches!(o, RouterOutput::TxRequest { port: 1, .. })),
+        Some(&RouterOutput::TxRequest { port: 1, on: false })
+    );
     assert!(r.air(0).is_empty());
     // COR still open (stuck): nothing takes the channel, keys or asks again, however long.
     for s in [31, 60, 600] {
@@ -509,7 +552,10 @@ fn an_edge_radio_cut_by_the_hubs_max_talk_does_not_ask_again_and_unkeys_when_the
     r.from_uplink(t, 0, Some(ida), ToParticipant::Revoke { cause: RevokeCause::MaxTalkTime });
     r.from_uplink(t, 0, None, ToParticipant::Idle);
     let out = drain(&mut r);
-    assert!(!out.iter().any(|o| matches!(o, RouterOutput::ToUplink { msg: ToArbiter::Request { .. }, .. })), "no retake after max talk: {out:?}");
+    assert!(
+        !out.iter().any(|o| matches!(o, RouterOutput::ToUplink { msg: ToArbiter::Request { .. }, .. })),
+        "no retake after max talk: {out:?}"
+    );
     assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
     assert_eq!(r.holder(0), None);
 
@@ -525,7 +571,10 @@ fn an_edge_radio_cut_by_the_hubs_max_talk_does_not_ask_again_and_unkeys_when_the
     r.uplink_down(t);
     let out = drain(&mut r);
     assert!(out.contains(&RouterOutput::TxRequest { port: 1, on: false }), "{out:?}");
-    assert!(!out.iter().any(|o| matches!(o, RouterOutput::ToUplink { .. } | RouterOutput::TxRequest { on: true, .. })), "{out:?}");
+    assert!(
+        !out.iter().any(|o| matches!(o, RouterOutput::ToUplink { .. } | RouterOutput::TxRequest { on: true, .. })),
+        "{out:?}"
+    );
     assert_eq!(r.holder(0), None);
 }
 

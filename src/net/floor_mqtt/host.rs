@@ -290,7 +290,8 @@ impl Host {
     /// Our Janus link and floor service in the retained status, when they changed.
     fn report_status(&mut self) {
         let Some(fleet) = self.o.report.as_ref() else { return };
-        let uplink = self.janus_state.as_ref().map(|(state, detail)| UplinkStatus { state: *state, detail: detail.clone() });
+        let uplink =
+            self.janus_state.as_ref().map(|(state, detail)| UplinkStatus { state: *state, detail: detail.clone() });
         let floor = FloorHostStatus {
             state: self.serving,
             edges: self.edges.len(),
@@ -613,7 +614,9 @@ impl Host {
                 self.moderate_all();
                 self.set_media_seen(true);
                 self.janus_state = Some((UplinkState::Up, None));
-                self.event(Event::new(EventKind::LinkUp).reason("janus").detail("the floor host's Janus session is up"));
+                self.event(
+                    Event::new(EventKind::LinkUp).reason("janus").detail("the floor host's Janus session is up"),
+                );
             }
             JanusEvent::Down { reason } => {
                 warn!(%reason, "floor host: Janus session down; moderation resumes and no-media is judged again when it is back");

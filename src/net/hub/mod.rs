@@ -342,13 +342,17 @@ async fn ws(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     let tasks = shared.tasks.clone();
-    upgrade.read_buffer_size(super::WS_READ_BUFFER_BYTES).max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| {
-        tasks.track_future(async move {
-            let ended = shared.ended.clone();
-            session::run(socket, shared, remote, pending).await;
-            ended.notify_one();
+    upgrade
+        .read_buffer_size(super::WS_READ_BUFFER_BYTES)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| {
+            tasks.track_future(async move {
+                let ended = shared.ended.clone();
+                session::run(socket, shared, remote, pending).await;
+                ended.notify_one();
+            })
         })
-    })
 }
 
 /// glibc keeps freed memory in its arenas (one per thread that allocated): after 256 consoles

@@ -31,10 +31,10 @@ use super::protocol::{SubStream, MAX_MESSAGE_BYTES, SUBPROTOCOL};
 use super::session::{ChannelSpec, Output, RoomFault, Session, SessionConfig};
 use super::JanusEvent;
 use crate::core::restamp::Restamper;
-use crate::net::peer_queue;
-use crate::net::reconnect::Reconnect;
 use crate::net::addrs::route_source;
+use crate::net::peer_queue;
 use crate::net::protocol::add_end_of_candidates;
+use crate::net::reconnect::Reconnect;
 use crate::net::rtc::{self, Polled};
 use crate::pipeline::MediaPacket;
 
@@ -243,7 +243,8 @@ async fn run(
             Err(reason) => reason,
         };
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
-        let delay = if reached { delay } else { delay.min(UNREACHABLE_RETRY.mul_f64(0.5 + 0.5 * rand::random::<f64>())) };
+        let delay =
+            if reached { delay } else { delay.min(UNREACHABLE_RETRY.mul_f64(0.5 + 0.5 * rand::random::<f64>())) };
         if report {
             let _ = peer_queue::deliver(&events, JanusEvent::Down { reason }).await;
         }

@@ -15,7 +15,8 @@ pub fn janus_options(config: &Config) -> Result<JanusOptions, String> {
         .ok_or("no `[uplink] kind = \"janus\"` in the config")?;
     let mut channels = Vec::new();
     for (name, channel) in &config.channel {
-        let janus = channel.janus.as_ref().ok_or_else(|| format!("channel.{name}: no `[channel.{name}.janus]` room"))?;
+        let janus =
+            channel.janus.as_ref().ok_or_else(|| format!("channel.{name}: no `[channel.{name}.janus]` room"))?;
         let key = |field: &str| format!("channel.{name}.janus.{field}");
         channels.push(ChannelSpec {
             channel: name.clone(),
@@ -87,7 +88,16 @@ mod tests {
         let got: Vec<_> = o
             .channels
             .iter()
-            .map(|c| (c.channel.as_str(), c.room.room, c.create, c.room.publishers, c.display.as_str(), c.room.description.as_str()))
+            .map(|c| {
+                (
+                    c.channel.as_str(),
+                    c.room.room,
+                    c.create,
+                    c.room.publishers,
+                    c.display.as_str(),
+                    c.room.description.as_str(),
+                )
+            })
             .collect();
         // An edge never creates a room, whatever `create` says: the floor host does.
         assert_eq!(

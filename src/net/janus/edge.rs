@@ -26,9 +26,9 @@ use tracing::{debug, info, warn};
 
 use super::{JanusEvent, JanusHandle, JanusOptions};
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
+use crate::core::restamp::Restamper;
 use crate::net::floor_mqtt::{FloorEdgeHandle, FloorEdgeOptions};
 use crate::net::peer_queue;
-use crate::core::restamp::Restamper;
 use crate::net::{MemberRequest, UplinkEvent};
 use crate::pipeline::MediaPacket;
 
@@ -187,7 +187,12 @@ impl EdgeJoin {
         m.current = Some((feed, now));
         // A new feed starts a talk-spurt whatever its own numbering says.
         let stamp = m.out.stamp_from(now, feed, &packet)?;
-        Some(MediaPacket { seq: stamp.seq as u16, timestamp: stamp.timestamp, marker: stamp.marker, payload: packet.payload })
+        Some(MediaPacket {
+            seq: stamp.seq as u16,
+            timestamp: stamp.timestamp,
+            marker: stamp.marker,
+            payload: packet.payload,
+        })
     }
 }
 
@@ -387,12 +392,22 @@ mod tests {
         drain(&mut j);
         j.floor(taken());
         // A grant for our member while down is dropped: the router asks again after Up.
-        j.floor(UplinkEvent::Floor { channel: "ops".into(), member: Some(ParticipantId(7)), msg: ToParticipant::Granted, holder_name: None });
+        j.floor(UplinkEvent::Floor {
+            channel: "ops".into(),
+            member: Some(ParticipantId(7)),
+            msg: ToParticipant::Granted,
+            holder_name: None,
+        });
         assert_eq!(events(&mut j), Vec::<String>::new());
         j.janus(now, janus_up());
         assert_eq!(events(&mut j), ["up", "floor Taken { holder: ParticipantId(3), priority: Priority(0) } None"]);
         // Idle replaces Taken; a lost floor host forgets both.
-        j.floor(UplinkEvent::Floor { channel: "ops".into(), member: None, msg: ToParticipant::Idle, holder_name: None });
+        j.floor(UplinkEvent::Floor {
+            channel: "ops".into(),
+            member: None,
+            msg: ToParticipant::Idle,
+            holder_name: None,
+        });
         assert_eq!(events(&mut j), ["floor Idle None"]);
         j.floor(UplinkEvent::Down { reason: "x".into() });
         j.floor(UplinkEvent::Up { members: vec![member("radio1")] });

@@ -23,7 +23,11 @@ pub(super) enum Req {
     Update(Ch, Vec<StreamRef>),
     Start(Ch),
     ConfigureReceive(Ch, Vec<(String, bool)>),
-    Moderate { ch: Ch, feed: u64, mute: bool },
+    Moderate {
+        ch: Ch,
+        feed: u64,
+        mute: bool,
+    },
     Destroy,
 }
 
