@@ -15,29 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = r#"
-device_id = "radio-gaps"
-
-[gpio.sim]
-dir = "{dir}/lines"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-12" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { playback = "sim:wav-out:{dir}/b-tx.wav" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 300, tot_ms = 600000 }
-"#;
+const CONFIG: &str = include_str!("../tests/configs/radio-a-to-b.toml");
 
 fn level(dir: &Path, line: &str) -> Option<bool> {
     match std::fs::read_to_string(dir.join("lines").join(line)).ok()?.trim() {

@@ -7,29 +7,7 @@ use std::time::Duration;
 
 use common::Daemon;
 
-const CONFIG: &str = r#"
-device_id = "audio-test"
-
-[gpio.sim]
-dir = "{lines}"
-
-[channel.ops]
-
-[port.radio-a]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:a-cor" }
-ptt = { line = "sim:a-ptt" }
-audio = { capture = "sim:tone:1000:-12" }
-
-[port.radio-b]
-kind = "radio"
-channel = "ops"
-cor = { line = "sim:b-cor" }
-ptt = { line = "sim:b-ptt" }
-audio = { playback = "sim:wav-out:{lines}/../b-tx.wav" }
-keying = { tx_delay_ms = 100, tx_hang_ms = 300 }
-"#;
+const CONFIG: &str = include_str!("configs/radio-a-to-b.toml");
 
 #[test]
 fn tone_on_radio_a_is_transmitted_by_radio_b() {
