@@ -16,6 +16,11 @@ use fleet::broker::Broker;
 use fleet::probe::{Msg, Probe};
 use serde_json::Value;
 
+/// `json` published on the command `topic`, signed with the test fleet key every test box has.
+async fn publish_signed(probe: &Probe, topic: &str, json: &str) {
+    probe.publish(topic, sign(topic, json)).await;
+}
+
 /// The box most tests here run: radios A and B on "ops", B's TX hang `b_hang_ms`; `a`: the
 /// first radio (radio-a on A's lines, unless a test swaps it).
 fn mqtt_box(port: u16, a: Radio, b_hang_ms: u64) -> String {
@@ -90,12 +95,7 @@ async fn daemon_reports_and_obeys_fleet_commands() {
 
     // TX inhibit on B: A's COR no longer keys it.
     let mark = probe.mark();
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/tx_inhibit",
-            sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-b","on":true}"#).await;
     let reply = probe
         .wait_after(mark, "inhibit reply", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i1"
@@ -111,12 +111,7 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "inhibited radio stays unkeyed");
     d.drive("a-cor", false);
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/tx_inhibit",
-            sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-b","on":false}"#).await;
     probe
         .wait_after(mark, "inhibit off reply", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "i2"
@@ -153,22 +148,12 @@ async fn daemon_reports_and_obeys_fleet_commands() {
         )
         .await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/remote_ptt",
-            sign("roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/remote_ptt", r#"{"request_id":"p3","port":"radio-a","on":false}"#).await;
     d.wait_for("A released on request", WAIT, |d| d.line("a-ptt") == Some(false));
 
     // Errors: unknown port, unsupported command; nothing changes.
     let mark = probe.mark();
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/tx_inhibit",
-            sign("roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/tx_inhibit", r#"{"request_id":"e1","port":"radio-z","on":true}"#).await;
     let e1 = probe
         .wait_after(mark, "unknown port reply", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "e1"
@@ -189,12 +174,7 @@ async fn daemon_reports_and_obeys_fleet_commands() {
 
     // listen off on "ops": A's COR no longer keys B; back on, it does.
     let mark = probe.mark();
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/listen",
-            sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/listen", r#"{"request_id":"l1","channel":"ops","on":false}"#).await;
     let l1 = probe
         .wait_after(mark, "listen reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "l1")
         .await;
@@ -202,24 +182,19 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     d.drive("a-cor", true);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "a muted channel keys nothing");
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/listen",
-            sign("roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/listen", r#"{"request_id":"l2","channel":"ops","on":true}"#).await;
     d.wait_for("B keyed once the channel is heard again", WAIT, |d| d.line("b-ptt") == Some(true));
     d.drive("a-cor", false);
     d.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
 
     // set_channel: B moves to "fire", where A's COR does not reach it; then back.
     let mark = probe.mark();
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/set_channel",
-            sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#),
-        )
-        .await;
+    publish_signed(
+        &probe,
+        "roipd/mqtt-box/cmd/set_channel",
+        r#"{"request_id":"s1","port":"radio-b","channel":"fire"}"#,
+    )
+    .await;
     let s1 = probe
         .wait_after(mark, "set_channel reply", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s1"
@@ -233,23 +208,19 @@ async fn daemon_reports_and_obeys_fleet_commands() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(d.line("b-ptt"), Some(false), "B is on another channel");
     d.drive("a-cor", false);
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/set_channel",
-            sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#),
-        )
-        .await;
+    publish_signed(
+        &probe,
+        "roipd/mqtt-box/cmd/set_channel",
+        r#"{"request_id":"s2","port":"radio-b","channel":"nowhere"}"#,
+    )
+    .await;
     let s2 = probe
         .wait_after(mark, "bad channel reply", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "s2"
         })
         .await;
     assert_eq!(s2.json()["error"]["code"], "not_found", "{}", s2.json());
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/set_channel",
-            sign("roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#),
-        )
+    publish_signed(&probe, "roipd/mqtt-box/cmd/set_channel", r#"{"request_id":"s3","port":"radio-b","channel":"ops"}"#)
         .await;
     probe
         .wait_after(mark, "B back on ops", WAIT, |m| {
@@ -258,12 +229,7 @@ async fn daemon_reports_and_obeys_fleet_commands() {
         .await;
 
     // volume and identify.
-    probe
-        .publish(
-            "roipd/mqtt-box/cmd/volume",
-            sign("roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/volume", r#"{"request_id":"v1","channel":"ops","db":-6}"#).await;
     let v1 = probe
         .wait_after(mark, "volume reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "v1")
         .await;
@@ -293,9 +259,7 @@ labl = \"typo\"",
     )
     .unwrap();
     let mark = probe.mark();
-    probe
-        .publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#))
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
     let r1 = probe
         .wait_after(mark, "refused reload", WAIT, |m| {
             m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1"
@@ -320,9 +284,7 @@ labl = \"typo\"",
     d.wait_for("B keyed before the reload", WAIT, |d| d.line("b-ptt") == Some(true));
     d.write_config(&mqtt_box(broker.anon, radio_a(), 300));
     let mark = probe.mark();
-    probe
-        .publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#))
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r2"}"#).await;
     let r2 = probe
         .wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r2")
         .await;
@@ -852,7 +814,7 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
     // Clearing it: an empty retained message, refused too.
     probe.publish_retained("roipd/mqtt-box/cmd/remote_ptt", "").await;
     let dup = r#"{"request_id":"d1","port":"radio-a","on":false,"max_duration_s":5,"on":true}"#;
-    probe.publish("roipd/mqtt-box/cmd/remote_ptt", sign("roipd/mqtt-box/cmd/remote_ptt", dup)).await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/remote_ptt", dup).await;
     // Unreadable JSON: its request_id cannot be trusted, so the reply has none.
     probe
         .wait_after(mark, "duplicate key reply", WAIT, |m| {
@@ -861,8 +823,8 @@ async fn commands_that_must_not_act_get_errors_and_change_nothing() {
                 && m.json()["error"]["code"] == "bad_json"
         })
         .await;
-    probe.publish("roipd/mqtt-box/cmd/restart", sign("roipd/mqtt-box/cmd/restart", "")).await;
-    probe.publish("roipd/mqtt-box/cmd/", sign("roipd/mqtt-box/cmd/", r#"{"request_id":"n1"}"#)).await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/restart", "").await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/", r#"{"request_id":"n1"}"#).await;
     let n1 = probe.wait_after(mark, "empty command name reply", WAIT, |m| reply(m, "n1")).await;
     assert_eq!(n1.json()["error"]["code"], "unknown_command", "{}", n1.json());
     // A reply aimed at the box's own restart topic goes to the reply topic instead.
@@ -912,9 +874,7 @@ async fn reload_updates_the_ptt_record_that_safe_off_uses_after_kill9() {
     let radio_c = Radio::sim("radio-c", "ops", "c").ptt_active_low();
     d.write_config(&mqtt_box(broker.anon, radio_c, 200));
     let mark = probe.mark();
-    probe
-        .publish("roipd/mqtt-box/cmd/reload_config", sign("roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#))
-        .await;
+    publish_signed(&probe, "roipd/mqtt-box/cmd/reload_config", r#"{"request_id":"r1"}"#).await;
     let r1 = probe
         .wait_after(mark, "reload reply", WAIT, |m| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == "r1")
         .await;
@@ -986,11 +946,7 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     d.wait_for("inputs ready", WAIT, |d| d.line("a-inhibit") == Some(false));
 
     let mark = probe.mark();
-    probe
-        .publish(
-            "roipd/guard-box/cmd/remote_ptt",
-            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#),
-        )
+    publish_signed(&probe, "roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":1}"#)
         .await;
     d.wait_for("A keyed by remote PTT", WAIT, |d| d.line("a-ptt") == Some(true));
     let keyed_at = std::time::Instant::now();
@@ -1002,26 +958,13 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     println!("remote_ptt max_duration_s 1, tx_hang_ms 30000: keyed {held:?}");
 
     // The fleet's inhibit during a remote PTT: unkeyed now, and still unkeyed once lifted.
-    probe
-        .publish(
-            "roipd/guard-box/cmd/remote_ptt",
-            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#),
-        )
+    publish_signed(&probe, "roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)
         .await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
-    probe
-        .publish(
-            "roipd/guard-box/cmd/tx_inhibit",
-            sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#),
-        )
-        .await;
+    publish_signed(&probe, "roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i1","port":"radio-a","on":true}"#).await;
     d.wait_for("A unkeyed by the inhibit", WAIT, |d| d.line("a-ptt") == Some(false));
-    probe
-        .publish(
-            "roipd/guard-box/cmd/tx_inhibit",
-            sign("roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#),
-        )
+    publish_signed(&probe, "roipd/guard-box/cmd/tx_inhibit", r#"{"request_id":"i2","port":"radio-a","on":false}"#)
         .await;
     probe
         .wait_after(mark, "inhibit lifted", WAIT, |m| {
@@ -1032,11 +975,7 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the inhibit keyed the cancelled remote PTT again");
 
     // The same with the inhibit switch.
-    probe
-        .publish(
-            "roipd/guard-box/cmd/remote_ptt",
-            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#),
-        )
+    publish_signed(&probe, "roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)
         .await;
     d.wait_for("A keyed again", WAIT, |d| d.line("a-ptt") == Some(true));
     let mark = probe.mark();
@@ -1059,11 +998,7 @@ async fn remote_ptt_ends_at_its_maximum_hang_included_and_inhibit_cancels_it() {
     assert_eq!(d.line("a-ptt"), Some(false), "lifting the switch keyed the cancelled remote PTT again");
 
     // And a clean stop during a remote PTT releases it (as does the TOT: core tests).
-    probe
-        .publish(
-            "roipd/guard-box/cmd/remote_ptt",
-            sign("roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#),
-        )
+    publish_signed(&probe, "roipd/guard-box/cmd/remote_ptt", r#"{"port":"radio-a","on":true,"max_duration_s":60}"#)
         .await;
     d.wait_for("A keyed before the stop", WAIT, |d| d.line("a-ptt") == Some(true));
     d.signal(libc::SIGTERM);
