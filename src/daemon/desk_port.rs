@@ -350,6 +350,15 @@ impl Feed for DeskFeed {
         }
         let active = {
             let mut m = self.mix.mixer.lock().unwrap_or_else(|p| p.into_inner());
+            if sides > 1 && m.idle() {
+                // Idle: mixing would only give silence and move nothing on, so each side makes
+                // its own. Handing silent frames across would keep the other device from
+                // pausing whenever its pending frame is not yet taken when it checks.
+                drop(m);
+                out.fill(0.0);
+                self.mix.rx_active.store(0, Ordering::Relaxed);
+                return;
+            }
             m.mix(at, if sides == 1 { &mut *out } else { &mut self.frame }).active
         };
         self.mix.rx_active.store(active, Ordering::Relaxed);
