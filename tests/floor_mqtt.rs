@@ -507,6 +507,61 @@ async fn contention_is_decided_by_the_host() {
     host.cancel.cancel();
 }
 
+/// Two radios key up at the same instant, again and again: every time exactly one talks and
+/// the other is told busy (its request and the winner's `taken` cross on the way), and nobody
+/// is left waiting without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_key_ups_always_end_with_one_talker_and_one_busy() {
+    let broker = Broker::start();
+    let host = Host::with_mqtt(
+        mqtt(broker.anon),
+        ArbiterConfig { no_media_timeout: Duration::from_secs(600), ..Default::default() },
+    );
+    let a = Edge::with_mqtt(mqtt(broker.anon), "edge-a", PortKind::Radio, Priority::NORMAL);
+    let b = Edge::with_mqtt(mqtt(broker.anon), "edge-b", PortKind::Radio, Priority::NORMAL);
+    for e in [&a, &b] {
+        e.wait("edge joined", |v| v.up).await;
+    }
+    assert_eq!(host.peers(), 2);
+    let rounds = 30;
+    let mut a_won = 0;
+    for round in 0..rounds {
+        let busy_before = a.view(|v| v.busy) + b.view(|v| v.busy);
+        // Alternate who presses first, so either request may reach the host first.
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        first.press();
+        second.press();
+        let deadline = Instant::now() + T;
+        loop {
+            let talking = [a.view(|v| v.talking), b.view(|v| v.talking)];
+            let busy = a.view(|v| v.busy) + b.view(|v| v.busy) - busy_before;
+            if talking.iter().filter(|t| **t).count() == 1 && busy == 1 {
+                a_won += usize::from(talking[0]);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: talking {talking:?}, told busy {busy} times; want one talker, one busy\n\
+                 A got {:?}\nB got {:?}",
+                a.view(|v| v.floor_msgs.clone()),
+                b.view(|v| v.floor_msgs.clone())
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        a.unpress();
+        b.unpress();
+        for x in [&a, &b] {
+            x.wait("idle again", |v| !v.talking && !v.tx && v.holder.is_none()).await;
+        }
+    }
+    println!("{rounds} simultaneous key-ups: A won {a_won}, B won {}", rounds - a_won);
+    for x in [a, b] {
+        x.cancel.cancel();
+        x.handle.stopped().await;
+    }
+    host.cancel.cancel();
+}
+
 /// An edge whose connection dies (its last will) frees its floor at the host: the other
 /// edges hear idle and may talk, and the dead edge's own router is down, its radio unkeyed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -455,6 +455,13 @@ fn radio_edge(device: &str, priority: u8, hz: u32) -> Daemon {
     roipd(&janus_box(device).add(radio).add(uplink).toml())
 }
 
+/// A box's floor story (requests, decisions, COR, keying) without the media chatter.
+fn floor_lines(d: &Daemon) -> String {
+    let log = d.stderr();
+    let keep = ["floor", "COR", "keying", "PTT", "on air", "WARN", "ERROR"];
+    log.lines().filter(|l| keep.iter().any(|k| l.contains(k))).collect::<Vec<_>>().join("\n")
+}
+
 fn busy_count(d: &Daemon) -> usize {
     d.stderr().matches("floor busy").count()
 }
@@ -482,7 +489,13 @@ fn inner_roipd_edges_simultaneous_key_up_one_talks_dispatch_preempts() {
     b.drive("cor", true);
     let deadline = Instant::now() + WAIT;
     while busy_count(&a) + busy_count(&b) == 0 {
-        assert!(Instant::now() < deadline, "nobody told busy\n--- a ---\n{}\n--- b ---\n{}", a.stderr(), b.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "nobody told busy\n--- a ---\n{}\n--- b ---\n{}\n--- host ---\n{}",
+            floor_lines(&a),
+            floor_lines(&b),
+            floor_lines(&host)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));

@@ -358,8 +358,11 @@ pub enum ParticipantEvent {
     },
     /// The arbiter took the floor away; comes right after `StopMedia`.
     Revoked(RevokeCause),
-    /// No answer from the arbiter within `request_timeout`; the request was cancelled.
-    RequestTimedOut,
+    /// No answer from the arbiter within `request_timeout`: the request was cancelled, or (a
+    /// radio still pressed, `retake_when_idle`) sent again.
+    RequestTimedOut {
+        asking_again: bool,
+    },
     /// Someone else talks.
     FloorTaken {
         holder: ParticipantId,
@@ -497,11 +500,20 @@ impl Participant {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some((ParticipantTimer::Request, _)) = self.timers.pop_expired(now) {
-            if self.state == ParticipantState::Requesting {
+            if self.state != ParticipantState::Requesting {
+                continue;
+            }
+            let asking_again = self.config.retake_when_idle && self.pressed && !self.cut;
+            self.events.push_back(ParticipantEvent::RequestTimedOut { asking_again });
+            if asking_again {
+                // A radio's squelch is still open and it cannot press again: ask again rather
+                // than lose the call in silence. A duplicate request is harmless (the arbiter
+                // re-grants its holder, keeps a queue place, or denies once more).
+                self.request(now);
+            } else {
                 // Cancel, in case the request is only late; a stale grant is released too.
                 self.transmit.push_back(ToArbiter::Release);
                 self.go_idle();
-                self.events.push_back(ParticipantEvent::RequestTimedOut);
             }
         }
     }
@@ -1069,6 +1081,61 @@ mod tests {
         assert_eq!(last, Some(ArbiterOutput { to: Recipient::One(B), msg: ToParticipant::Queued { position: 1 } }));
     }
 
+    /// A radio cannot press again while its squelch stays open: an unanswered request (lost on
+    /// the way, or an answer later than the timeout) is sent again until it is answered, and
+    /// whichever answer comes first decides; the call is never lost in silence.
+    #[test]
+    fn a_radio_still_pressed_asks_again_when_its_request_goes_unanswered() {
+        let t0 = Instant::now();
+        let radio = ParticipantConfig { retake_when_idle: true, ..Default::default() };
+        let request = Some(ToArbiter::Request { priority: Priority::NORMAL });
+        let mut p = Participant::new(A, radio.clone());
+        p.press(t0);
+        assert_eq!(p.poll_transmit(), request);
+        for n in 1..=3 {
+            p.handle_timeout(t0 + secs(2 * n));
+            assert_eq!(p.poll_event(), Some(E::RequestTimedOut { asking_again: true }));
+            assert_eq!(p.poll_transmit(), request, "asked again, nothing released");
+            assert_eq!(p.poll_transmit(), None);
+            assert_eq!(p.state(), ParticipantState::Requesting);
+            assert_eq!(p.poll_timeout(), Some(t0 + secs(2 * n + 2)));
+        }
+        // The answer to any of them: busy. The later answers to the repeats change nothing.
+        p.handle_message(t0 + secs(7), ToParticipant::Deny { cause: DenyCause::Busy { holder: B } });
+        assert_eq!(p.poll_event(), Some(E::BusyIndication(DenyCause::Busy { holder: B })));
+        assert_eq!(p.state(), ParticipantState::Idle);
+        assert_eq!(p.poll_timeout(), None, "a denied radio waits for the floor to go idle");
+        p.handle_message(t0 + secs(7), ToParticipant::Deny { cause: DenyCause::Busy { holder: B } });
+        assert_eq!(p.poll_event(), None);
+        // The holder lets go: the radio, still pressed, takes the floor.
+        p.handle_message(t0 + secs(8), ToParticipant::Idle);
+        assert_eq!(p.poll_event(), Some(E::FloorIdle));
+        assert_eq!(p.poll_transmit(), request);
+        p.handle_message(t0 + secs(8), ToParticipant::Granted);
+        assert_eq!(p.poll_event(), Some(E::StartMedia));
+        // A grant repeated for a duplicate request is no second start.
+        p.handle_message(t0 + secs(8), ToParticipant::Granted);
+        assert_eq!(p.poll_event(), None);
+        // Released: no more requests, whatever timers there were.
+        p.unpress(t0 + secs(9));
+        assert_eq!(p.poll_event(), Some(E::StopMedia));
+        assert_eq!(p.poll_transmit(), Some(ToArbiter::Release));
+        assert_eq!(p.poll_timeout(), None);
+
+        // A request that is answered late after a repeat: the grant counts once.
+        let mut p = Participant::new(A, radio);
+        p.press(t0);
+        let _ = p.poll_transmit();
+        p.handle_timeout(t0 + secs(2));
+        let _ = (p.poll_event(), p.poll_transmit());
+        p.handle_message(t0 + secs(3), ToParticipant::Granted);
+        p.handle_message(t0 + secs(3), ToParticipant::Granted);
+        assert_eq!(p.poll_event(), Some(E::StartMedia));
+        assert_eq!(p.poll_event(), None);
+        assert_eq!(p.poll_transmit(), None, "nothing handed back");
+        assert_eq!(p.poll_timeout(), None);
+    }
+
     #[test]
     fn request_timeout_gives_up_and_releases_late_grant() {
         let t0 = Instant::now();
@@ -1077,7 +1144,7 @@ mod tests {
         assert_eq!(p.poll_transmit(), Some(ToArbiter::Request { priority: Priority::NORMAL }));
         assert_eq!(p.poll_timeout(), Some(t0 + secs(2))); // the request is lost in transit
         p.handle_timeout(t0 + secs(2));
-        assert_eq!(p.poll_event(), Some(E::RequestTimedOut));
+        assert_eq!(p.poll_event(), Some(E::RequestTimedOut { asking_again: false }));
         assert_eq!(p.poll_transmit(), Some(ToArbiter::Release));
         assert_eq!(p.state(), ParticipantState::Idle);
         assert_eq!(p.poll_timeout(), None);

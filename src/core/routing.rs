@@ -139,6 +139,9 @@ pub enum RouterOutput {
     Talk { port: PortId, channel: ChannelId, on: bool },
     /// The port asked for the floor and was refused (busy tone/LED).
     Busy { port: PortId, channel: ChannelId, holder: Option<Talker> },
+    /// The port's floor request got no answer in time (`asking_again`: a radio still pressed
+    /// sent it again; otherwise it was cancelled).
+    Unanswered { port: PortId, channel: ChannelId, asking_again: bool },
     /// The port lost the floor it held.
     Revoked { port: PortId, channel: ChannelId, cause: RevokeCause },
     /// The channel's talker changed (None: idle).
@@ -981,8 +984,10 @@ impl Router {
                         RouterOutput::Busy { port, channel, holder }
                     }
                     ParticipantEvent::Revoked(cause) => RouterOutput::Revoked { port, channel, cause },
+                    ParticipantEvent::RequestTimedOut { asking_again } => {
+                        RouterOutput::Unanswered { port, channel, asking_again }
+                    }
                     ParticipantEvent::Queued { .. }
-                    | ParticipantEvent::RequestTimedOut
                     | ParticipantEvent::FloorTaken { .. }
                     | ParticipantEvent::FloorIdle => continue,
                 };

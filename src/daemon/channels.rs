@@ -679,6 +679,10 @@ impl ChannelRouter {
                     event.detail = holder;
                     self.reporter.event(event);
                 }
+                RouterOutput::Unanswered { port, channel, asking_again } => {
+                    let (port, channel) = (&self.port_names[port], &self.channel_names[channel]);
+                    warn!(%port, %channel, asking_again, "floor request unanswered");
+                }
                 RouterOutput::Revoked { port, channel, cause } => {
                     let (port, channel) = (&self.port_names[port], &self.channel_names[channel]);
                     warn!(%port, %channel, ?cause, "floor revoked");

@@ -125,6 +125,11 @@ exec "$0" "$1" --exact --ignored --nocapture --test-threads=1"#;
         for l in tail.into_iter().rev() {
             eprintln!("{l}");
         }
+        // The panic's own lines last, so a log cut in the middle still says what failed.
+        let lines: Vec<&str> = err.lines().chain(out.lines()).collect();
+        for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.contains("panicked at")) {
+            eprintln!("--- inner failure ---\n{}", lines[i..(i + 3).min(lines.len())].join("\n"));
+        }
         panic!("{inner} failed ({status:?}, limit {} s)", limit.as_secs());
     }
 }
