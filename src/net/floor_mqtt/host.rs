@@ -712,15 +712,13 @@ impl Host {
             return;
         }
         let Some(publishers) = self.rooms.get(&key.0) else { return };
-        if !publishers.iter().any(|(f, _)| *f == feed) {
-            return;
-        }
+        let Some((_, publisher)) = publishers.iter().find(|(f, _)| *f == feed) else { return };
         let want = Some(feed) != self.holder_feed_in(&key.0, publishers);
         if want == muted {
             debug!(channel = %key.0, feed, muted, "floor host: moderated by someone else, as the floor wants");
             return;
         }
-        let publisher = self.display_of(&key.0, feed).unwrap_or_default();
+        let publisher = publisher.clone();
         let what = if muted { "muted the floor holder" } else { "unmuted a publisher without the floor" };
         warn!(channel = %key.0, feed, %publisher, "floor host: someone else {what} in Janus; undone");
         let counter = self.overrides.entry((key.0.clone(), muted)).or_default();
