@@ -137,6 +137,10 @@ pub fn start_capture(
     // capture frames are only used a whole packet at a time anyway.
     let codec_ms = (rx.codec_frame() as u32 * 1000 / crate::audio::SAMPLE_RATE).max(1);
     let device_period_ms = if codec_ms % 20 == 0 { 20 } else { 0 };
+    let mut rx = rx;
+    if let Some(v) = &vox {
+        rx.set_vox_close(v.close_dbfs);
+    }
     let tap = RxTap {
         port,
         rx,

@@ -18,7 +18,7 @@
 
 use super::biquad::{Biquad, BiquadCoeffs};
 use super::dynamics::{Agc, AgcConfig, Limiter};
-use super::level::{db_to_gain, peak_and_sum_sq, power_to_db, scale_and_sum_sq, Meter, SILENCE_DBFS};
+use super::level::{db_to_gain, gain_to_db, peak_and_sum_sq, power_to_db, scale_and_sum_sq, Meter, SILENCE_DBFS};
 use super::{clean, SAMPLE_RATE};
 
 /// Lower corner of the emphasis shelf (the de-emphasis pole), Hz.
@@ -146,7 +146,20 @@ pub struct RxChain {
     gain: f32,
     agc: Option<Agc>,
     limiter: Limiter,
+    /// [`levels_only`](Self::levels_only) skips the filters of a frame whose level after them
+    /// cannot reach this, dBFS (see [`set_quiet_floor`](Self::set_quiet_floor)); -inf: never.
+    quiet_below_dbfs: f32,
+    /// The high-pass and de-emphasis hold no state (reset, or only quiet frames since).
+    filters_at_rest: bool,
 }
+
+/// How far under the VOX close threshold (or the AGC gate, the lower) a frame must be for an
+/// idle VOX port to skip its filters, dB.
+pub const QUIET_MARGIN_DB: f32 = 20.0;
+
+/// The most the de-emphasis shelf raises any frequency, dB: +10.4 at DC (0 dB at 1 kHz, pole
+/// at 300 Hz, zero at 3 kHz), rounded up. The Butterworth high-pass never raises any.
+const DE_EMPHASIS_MAX_GAIN_DB: f32 = 11.0;
 
 impl RxChain {
     pub fn new(config: &RxConfig) -> RxChain {
@@ -162,12 +175,26 @@ impl RxChain {
             gain: db_to_gain(clean_gain_db(config.gain_db)),
             agc: config.agc.as_ref().map(|a| Agc::new(SAMPLE_RATE, a)),
             limiter: Limiter::new(SAMPLE_RATE, config.limiter_dbfs, Limiter::RELEASE_MS),
+            quiet_below_dbfs: f32::NEG_INFINITY,
+            filters_at_rest: true,
         }
     }
 
     /// Change the input gain (takes effect with the next frame).
     pub fn set_gain_db(&mut self, gain_db: f32) {
         self.gain = db_to_gain(clean_gain_db(gain_db));
+    }
+
+    /// Let [`levels_only`](Self::levels_only) skip the filters of quiet frames: those [`QUIET_MARGIN_DB`]
+    /// under the lower of the VOX close threshold `vox_close_dbfs` and the AGC gate, whatever
+    /// the filters could make of them. Such a frame reads below both, as it would filtered: the
+    /// VOX stays closed and the AGC holds, and the filters stay at rest. A closed squelch's
+    /// noise floor is such a frame (-70 dBFS and under with the defaults), so an idle VOX port
+    /// runs no per-sample recurrence, only the input meter.
+    pub fn set_quiet_floor(&mut self, vox_close_dbfs: f32) {
+        let gate = self.agc.as_ref().map_or(f32::INFINITY, Agc::gate_dbfs);
+        let floor = vox_close_dbfs.min(gate) - QUIET_MARGIN_DB;
+        self.quiet_below_dbfs = if floor.is_nan() { f32::NEG_INFINITY } else { floor };
     }
 
     /// Clear all filter, AGC and limiter state (e.g. after an audio device restart).
@@ -184,6 +211,7 @@ impl RxChain {
         for bq in self.highpass.iter_mut().flatten().chain(self.de_emphasis.as_mut()) {
             bq.reset();
         }
+        self.filters_at_rest = true;
         self.limiter.reset();
     }
 
@@ -217,9 +245,34 @@ impl RxChain {
     /// audio, are skipped (most of the chain's cost; an idle VOX port runs this 100 times a
     /// second). The limiter starts the next spurt released, as quiet audio leaves it; the
     /// equaliser from rest (it settles within a frame).
+    ///
+    /// With a quiet floor set ([`set_quiet_floor`](Self::set_quiet_floor)), a frame under it
+    /// is only metered: its VOX level is the most the filters could make of it (input level,
+    /// input gain and the filters' largest gain), and the filters stay at rest; a frame that
+    /// comes out of them under the floor leaves them at rest for the next.
     pub fn levels_only(&mut self, frame: &mut [f32]) -> RxLevels {
-        let (input, vox_dbfs) = self.measure(frame);
-        let vox_dbfs = vox_dbfs.unwrap_or(SILENCE_DBFS);
+        let n = frame.len();
+        let (peak, sum) = peak_and_sum_sq(frame);
+        let input = Meter::from_sums(peak, sum, n);
+        // The most the filters can make of this frame (NaN for one holding NaN or infinity).
+        let headroom = if self.de_emphasis.is_some() { DE_EMPHASIS_MAX_GAIN_DB } else { 0.0 };
+        let most = if sum.is_finite() && n > 0 {
+            (power_to_db(sum / n as f32) + gain_to_db(self.gain) + headroom).max(SILENCE_DBFS)
+        } else {
+            f32::NAN
+        };
+        let quiet = most < self.quiet_below_dbfs;
+        if quiet && self.filters_at_rest {
+            self.limiter.reset();
+            self.equaliser_stale = true;
+            return RxLevels { input, output: Meter::SILENCE, vox_dbfs: most, agc_gain_db: self.agc_gain_db() };
+        }
+        let vox_dbfs = self.filter_and_measure(frame).unwrap_or(SILENCE_DBFS);
+        if quiet && vox_dbfs < self.quiet_below_dbfs {
+            // The first quiet frame after a louder one: what the filters still hold of that
+            // has died away under the floor; they rest from the next frame on.
+            self.reset_filters();
+        }
         if let Some(agc) = &mut self.agc {
             agc.follow(frame.len(), vox_dbfs);
         }
@@ -231,9 +284,16 @@ impl RxChain {
     /// The input meter, then high-pass, de-emphasis and input gain in place, and the VOX level
     /// after them; `None` (filters reset) for a frame holding NaN or infinite samples.
     fn measure(&mut self, frame: &mut [f32]) -> (Meter, Option<f32>) {
-        let n = frame.len();
         let (peak, sum) = peak_and_sum_sq(frame);
-        let input = Meter::from_sums(peak, sum, n);
+        let input = Meter::from_sums(peak, sum, frame.len());
+        (input, self.filter_and_measure(frame))
+    }
+
+    /// High-pass, de-emphasis and input gain in place; the VOX level after them, `None`
+    /// (filters reset) for a frame holding NaN or infinite samples.
+    fn filter_and_measure(&mut self, frame: &mut [f32]) -> Option<f32> {
+        let n = frame.len();
+        self.filters_at_rest = false;
         if let Some([a, b, ..]) = &mut self.highpass {
             a.process(frame);
             b.process(frame);
@@ -244,9 +304,9 @@ impl RxChain {
         let sum = scale_and_sum_sq(frame, self.gain);
         if !sum.is_finite() {
             self.reset_filters();
-            return (input, None);
+            return None;
         }
-        (input, Some(if n == 0 { SILENCE_DBFS } else { power_to_db(sum / n as f32) }))
+        Some(if n == 0 { SILENCE_DBFS } else { power_to_db(sum / n as f32) })
     }
 
     fn agc_gain_db(&self) -> f32 {
@@ -332,6 +392,92 @@ mod tests {
         gain_db_at(f, 0.1, |frame| {
             chain.process(frame);
         })
+    }
+
+    /// An idle VOX port on a closed squelch's noise floor (and on digital silence) skips the
+    /// filters but decides as if it had run them, frame for frame: the same side of the VOX
+    /// thresholds, the same AGC gain. Hum and a DC offset that the high-pass removes are not
+    /// quiet (they are loud at the input) and go through it; a spurt after quiet frames sounds
+    /// as it would after filtered ones.
+    #[test]
+    fn quiet_frames_skip_the_filters_and_decide_as_filtered() {
+        use crate::core::keying::VoxConfig;
+        let vox = VoxConfig::default();
+        for de_emphasis in [false, true] {
+            let config = RxConfig { de_emphasis, ..RxConfig::default() };
+            let (mut exact, mut quiet) = (RxChain::new(&config), RxChain::new(&config));
+            quiet.set_quiet_floor(vox.close_dbfs);
+            let mut noise = Noise::new(7);
+            // (what, frames, expected to skip the filters after its first frame)
+            let parts: [(&str, usize, bool); 8] = [
+                ("silence", 50, true),
+                ("noise -90", 50, true),
+                ("tone -30", 20, false),
+                ("noise -85", 50, true),
+                ("hum 60 Hz -20", 30, false),
+                ("dc -40", 30, false),
+                ("silence", 20, true),
+                ("tone -40", 20, false),
+            ];
+            let mut t = 0;
+            for (what, frames, skips) in parts {
+                let mut skipped = 0;
+                for i in 0..frames {
+                    let mut a = vec![0.0f32; 480];
+                    match what {
+                        "noise -90" => noise.fill(&mut a, 5.5e-5),
+                        "noise -85" => noise.fill(&mut a, 1.0e-4),
+                        "tone -30" => a = crate::dsp::test_util::sine_from(1000.0, 0.045, t, 480),
+                        "tone -40" => a = crate::dsp::test_util::sine_from(700.0, 0.014, t, 480),
+                        "hum 60 Hz -20" => a = crate::dsp::test_util::sine_from(60.0, 0.14, t, 480),
+                        "dc -40" => a.fill(0.01),
+                        _ => {}
+                    }
+                    t += 480;
+                    let mut b = a.clone();
+                    let (la, lb) = (exact.levels_only(&mut a), quiet.levels_only(&mut b));
+                    let at = format!("de-emphasis {de_emphasis}, {what}, frame {i}: {la:?} {lb:?}");
+                    assert_eq!(vox.level(la.vox_dbfs), vox.level(lb.vox_dbfs), "{at}");
+                    assert!((la.agc_gain_db - lb.agc_gain_db).abs() < 0.01, "{at}");
+                    assert_eq!(la.input, lb.input, "{at}");
+                    if lb.vox_dbfs < quiet.quiet_below_dbfs {
+                        assert!(lb.vox_dbfs >= la.vox_dbfs - 1.0, "a quiet frame reads no lower than filtered: {at}");
+                    }
+                    skipped += usize::from(quiet.filters_at_rest && i > 0);
+                }
+                // After a loud part the filters ring out for a frame or two first.
+                let ok = if skips { skipped + 3 >= frames } else { skipped == 0 };
+                assert!(ok, "de-emphasis {de_emphasis}, {what}: {skipped} of {frames} frames skipped");
+            }
+            // A spurt after quiet frames: as after filtered ones (their state differs by a
+            // noise floor 20 dB under the VOX threshold, so by next to nothing).
+            for i in 0..50 {
+                let mut a = vec![0.0f32; 480];
+                noise.fill(&mut a, 1.0e-4);
+                let mut b = a.clone();
+                exact.levels_only(&mut a);
+                quiet.levels_only(&mut b);
+                assert!(i == 0 || quiet.filters_at_rest);
+            }
+            for i in 0..20 {
+                let mut a = crate::dsp::test_util::sine_from(1000.0, 0.1, 480 * i, 480);
+                let mut b = a.clone();
+                exact.process(&mut a);
+                quiet.process(&mut b);
+                let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(worst < 1e-3, "de-emphasis {de_emphasis}: spurt frame {i} differs by {worst}");
+            }
+        }
+    }
+
+    /// Without a quiet floor nothing is skipped: digital silence runs through the filters.
+    #[test]
+    fn without_a_quiet_floor_every_frame_is_filtered() {
+        let mut chain = RxChain::new(&RxConfig::default());
+        for _ in 0..10 {
+            chain.levels_only(&mut [0.0f32; 480]);
+            assert!(!chain.filters_at_rest);
+        }
     }
 
     /// A VOX port that does not talk only measures levels: same VOX levels and AGC gain as

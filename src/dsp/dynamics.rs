@@ -108,6 +108,11 @@ impl Agc {
         }
     }
 
+    /// Frames whose level is under this do not move the AGC, dBFS.
+    pub fn gate_dbfs(&self) -> f32 {
+        self.gate_dbfs
+    }
+
     /// The AGC's current gain in dB.
     pub fn gain_db(&self) -> f32 {
         self.gain_db

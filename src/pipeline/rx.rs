@@ -177,6 +177,14 @@ impl RxPath {
         (self.filled, self.pending_ts) = (phase, start_ts.wrapping_sub(phase as u32));
     }
 
+    /// An idle VOX port whose receive audio is [`crate::dsp::chain::QUIET_MARGIN_DB`] under
+    /// the VOX close threshold `close_dbfs` (a closed squelch's noise floor) only meters it:
+    /// see [`RxChain::set_quiet_floor`].
+    pub fn set_vox_close(&mut self, close_dbfs: f32) {
+        self.chain.set_quiet_floor(close_dbfs);
+        self.pre_chain.set_quiet_floor(close_dbfs);
+    }
+
     /// Tell the encoder how much loss to prepare FEC for (from the receivers' reports).
     pub fn set_packet_loss(&mut self, pct: u8) {
         let _ = self.encoder.set_packet_loss(pct);
