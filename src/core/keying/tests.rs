@@ -41,6 +41,8 @@ struct Sim {
     timeouts: usize,
     // The model: what the events said.
     ptt_on_at: Option<Instant>,
+    /// Between `TxAudioOpen` and `PttOff`.
+    tx_audio: bool,
     rx_open: bool,
     inhibited: bool,
     shut: bool,
@@ -60,6 +62,7 @@ impl Sim {
             log: Vec::new(),
             timeouts: 0,
             ptt_on_at: None,
+            tx_audio: false,
             rx_open: false,
             inhibited: false,
             shut: false,
@@ -148,11 +151,17 @@ impl Sim {
                 self.guard_from = self.now;
             }
             PttOff(_) => {
+                self.tx_audio = false;
                 let on = self.ptt_on_at.take().expect("PttOff while not keyed");
                 assert!(self.now - on <= tot, "key-up of {:?} > TOT", self.now - on);
             }
-            TxAudioOpen => assert!(self.ptt_on_at.is_some(), "audio without PTT"),
-            IdStart => assert!(self.ptt_on_at.is_some() && self.k.tx_audio(), "ID without PTT and TX audio"),
+            TxAudioOpen => {
+                assert!(self.ptt_on_at.is_some(), "audio without PTT");
+                self.tx_audio = true;
+            }
+            // Judged by the events before it, not by the state after the whole call: a guard
+            // may end the key-up at the same instant, after the ID started.
+            IdStart => assert!(self.ptt_on_at.is_some() && self.tx_audio, "ID without PTT and TX audio"),
             RxOpen => {
                 assert!(!self.rx_open, "RxOpen while open");
                 assert!(!self.shut, "RxOpen after shutdown");
@@ -1431,6 +1440,27 @@ proptest! {
         // Traffic gone: an owed ID may key once more, then every key-up ends.
         let at = s.now;
         s.input_at(at, TxRequest(false));
+        let end = s.now + ms(400_000);
+        s.run_to_instant(end);
+        prop_assert!(!s.k.ptt());
+    }
+
+    /// Found by this property (4,055 cases in): a zero no-audio guard (the config refuses one,
+    /// the core must still be sound) unkeys at the instant the ID starts.
+    #[test]
+    fn an_id_cut_at_once_by_the_guard_keeps_the_keying_rules(tot in 4000u64..4200) {
+        let config = KeyingConfig {
+            cor_debounce: ms(0), min_keyup: ms(0), squelch_hang: ms(0), flap_window: ms(0),
+            flap_max_changes: 0, rx_timeout: ms(0), tx_delay: ms(0), tx_hang: ms(0), tot: ms(tot),
+            no_audio: ms(0), duplex: false, vox: None,
+        };
+        let id = StationIdConfig { interval: ms(10_000), early: ms(0), length: ms(0) };
+        let mut s = Sim::new(config);
+        s.k = started(s.k.config().clone()).with_station_id(id);
+        let at = s.now;
+        s.input_at(at, TxRequest(true));
+        let events: Vec<Event> = s.take().into_iter().map(|(_, e)| e).collect();
+        prop_assert_eq!(events, vec![PttOn, TxAudioOpen, IdStart, PttOff(PttOffReason::NoAudio)]);
         let end = s.now + ms(400_000);
         s.run_to_instant(end);
         prop_assert!(!s.k.ptt());
