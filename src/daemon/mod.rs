@@ -15,7 +15,7 @@ mod desk_port;
 mod logging;
 mod ptt_state;
 mod radio_port;
-mod report;
+pub(crate) mod report;
 mod safe_off;
 pub mod safety;
 mod watchdog;
@@ -338,6 +338,12 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     for (id, link) in desks {
         router.set_desk(id, link);
     }
+    // The writer runs on a thread of its own; the router only queues to it (never waits).
+    let record_writer = config.record.as_ref().map(|rec| {
+        let (tx, writer) = crate::record::start(rec, reporter.clone());
+        router.set_recording(crate::record::Recording::new(rec, router.channel_names(), tx, writer.stats.clone()));
+        writer
+    });
     let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
@@ -381,6 +387,10 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     }
     safety::release_all("shutdown");
     drop(held_inputs);
+    if let Some(writer) = record_writer {
+        // The router is gone, and its queue with it: what is queued is written, then it stops.
+        writer.join(Duration::from_secs(3)).await;
+    }
     if let Some(driver) = fleet_driver {
         // Say goodbye (retained offline status), so the broker need not send the last will.
         driver.shutdown(Duration::from_secs(2)).await;
