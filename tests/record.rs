@@ -40,13 +40,14 @@ fn radio(name: &str, x: &str, capture: &str) -> Radio {
         .keying("tx_delay_ms", 0)
 }
 
-/// Radio A (1 kHz), radio B (1.5 kHz, dispatch priority: it preempts A), radio C listening;
-/// `ops` cuts a talker after 2 s; recordings in `dir`.
-fn hub(broker: u16, dir: &Path) -> String {
+/// Radio A (1 kHz), radio B (1.5 kHz, dispatch priority, full duplex: its receiver opening
+/// while it transmits A preempts A), radio C listening;
+/// `ops` cuts a talker after `max_talk_ms`; recordings in `dir`.
+fn hub(broker: u16, dir: &Path, max_talk_ms: u64) -> String {
     Config::new("rec")
-        .channel_with("ops", &[("max_talk_ms", "2000")])
+        .channel_with("ops", &[("max_talk_ms", &max_talk_ms.to_string())])
         .add(radio("radio-a", "a", "sim:tone:1000:-12"))
-        .add(radio("radio-b", "b", "sim:tone:1500:-12").priority(100))
+        .add(radio("radio-b", "b", "sim:tone:1500:-12").priority(100).duplex())
         .add(radio("radio-c", "c", "sim:silence"))
         .add(Record::new(dir.to_str().unwrap()).set("min_length_ms", 300))
         .add(Mqtt::new(broker))
@@ -107,17 +108,17 @@ async fn three_transmissions_make_three_files_of_their_length_with_their_talkers
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/rec/#"]).await;
     let rec = tempfile::tempdir().unwrap();
-    let d = Daemon::start(&hub(broker.anon, rec.path()));
+    let d = Daemon::start(&hub(broker.anon, rec.path(), 2000));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/rec/status" && m.json()["online"] == true).await;
     let status = probe
         .wait("recording status", WAIT, |m| m.topic == "roipd/rec/status" && !m.json()["recording"].is_null())
         .await;
     assert_eq!(status.json()["recording"]["state"], "ok");
 
-    // 1: A talks 2 s and lets go.
+    // 1: A talks 1.2 s and lets go.
     let mark = probe.mark();
     d.drive("a-cor", true);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     d.drive("a-cor", false);
     let e1 = probe.wait_after(mark, "recorded 1", WAIT, recorded).await.json();
     // 2: A talks, and B (dispatch priority) takes the floor from it after 1.5 s.
@@ -133,7 +134,7 @@ async fn three_transmissions_make_three_files_of_their_length_with_their_talkers
     d.drive("b-cor", false);
 
     let expect = [
-        ("radio-a", "released", 2000, 1000.0),
+        ("radio-a", "released", 1200, 1000.0),
         ("radio-a", "preempted", 1500, 1000.0),
         ("radio-b", "tot", 2000, 1500.0),
     ];
@@ -172,7 +173,7 @@ async fn kill_9_during_a_transmission_leaves_earlier_recordings_and_the_index_wh
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/rec/#"]).await;
     let rec = tempfile::tempdir().unwrap();
-    let config = hub(broker.anon, rec.path());
+    let config = hub(broker.anon, rec.path(), 2000);
     let mut d = Daemon::start(&config);
     probe.wait("status online", WAIT, |m| m.topic == "roipd/rec/status" && m.json()["online"] == true).await;
     let mark = probe.mark();
@@ -244,16 +245,16 @@ async fn disk_full_inner() {
     let Some(rec) = std::env::var_os(INNER).map(PathBuf::from) else { return };
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/rec/#"]).await;
-    let d = Daemon::start(&hub(broker.anon, &rec));
+    let d = Daemon::start(&hub(broker.anon, &rec, 10_000));
     probe.wait("status online", WAIT, |m| m.topic == "roipd/rec/status" && m.json()["online"] == true).await;
-    // Leave 8 KiB free: about 1.5 s of audio at the default bitrate.
+    // Leave 4 KiB free: under a second of audio at the default bitrate.
     let filler = rec.join("filler");
     let mut f = std::fs::File::create(&filler).unwrap();
     let chunk = vec![0u8; 4096];
     while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
     drop(f);
     let full = std::fs::metadata(&filler).unwrap().len();
-    std::fs::write(&filler, vec![0u8; full as usize - 8192]).unwrap();
+    std::fs::write(&filler, vec![0u8; full as usize - 4096]).unwrap();
 
     // A talks 3 s: recording fails, C transmits A's tone all along.
     let mark = probe.mark();
@@ -270,7 +271,10 @@ async fn disk_full_inner() {
             m.topic == "roipd/rec/status" && m.json()["recording"]["state"] == "disk_full"
         })
         .await;
-    assert!(flag.retain);
+    assert!(flag.json()["recording"]["detail"].as_str().is_some_and(|d| d.contains("space")), "{}", flag.json());
+    // Retained: whoever looks later sees it.
+    let late = Probe::connect(broker.anon, &["roipd/rec/status"]).await;
+    late.wait("retained flag", WAIT, |m| m.retain && m.json()["recording"]["state"] == "disk_full").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     d.drive("a-cor", false);
     tokio::time::sleep(Duration::from_millis(500)).await;
