@@ -344,7 +344,9 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         router.set_recording(crate::record::Recording::new(rec, router.channel_names(), tx, writer.stats.clone()));
         writer
     });
-    let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), &cancel).await {
+    let recordings =
+        record_writer.as_ref().map(|w| crate::record::RecordingsApi { dir: w.dir.clone(), index: w.index.clone() });
+    let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), recordings, &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
@@ -406,6 +408,7 @@ async fn start_net(
     router: &channels::ChannelRouter,
     stream_stats: &net::StreamStats,
     fleet: Option<crate::fleet::FleetHandle>,
+    recordings: Option<crate::record::RecordingsApi>,
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
     let mut links = channels::NetLinks { hub: None, uplink: None, desk: None };
@@ -421,6 +424,7 @@ async fn start_net(
             .collect();
         let mut options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
         options.stream_stats = stream_stats.clone();
+        options.recordings = recordings;
         if config.port.values().any(|p| matches!(p, PortConfig::Desk(_))) {
             // Consoles served by a desk box control its desk ports.
             let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);

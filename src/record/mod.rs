@@ -81,6 +81,29 @@ impl Index {
     }
 }
 
+/// What the hub's recordings API needs: the directory and the writer's index.
+#[derive(Debug, Clone)]
+pub struct RecordingsApi {
+    pub dir: PathBuf,
+    pub index: Arc<Mutex<Index>>,
+}
+
+impl RecordingsApi {
+    /// Delete a recording: audio first, then metadata (as retention does), then the entry.
+    pub fn delete(&self, id: &str) -> std::io::Result<()> {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(meta) = index.entries.get(id).cloned() else { return Ok(()) };
+        for path in [self.dir.join(&meta.file), self.dir.join(format!("{id}.json"))] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        index.remove(id);
+        Ok(())
+    }
+}
+
 /// The router's side: one recorder per recorded channel and the writer's queue.
 pub struct Recording {
     recorders: Vec<Option<ChannelRecorder>>,
@@ -144,6 +167,7 @@ impl Recording {
 pub struct Writer {
     pub index: Arc<Mutex<Index>>,
     pub stats: Arc<Stats>,
+    pub dir: PathBuf,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -190,7 +214,7 @@ pub fn start(config: &RecordConfig, reporter: Reporter) -> (SyncSender<RecordOut
         .name("record".into())
         .spawn(move || state.run(rx))
         .expect("spawning the recording thread");
-    (tx, Writer { index, stats, thread })
+    (tx, Writer { index, stats, dir: PathBuf::from(&config.dir), thread })
 }
 
 struct OpenFile {
