@@ -304,9 +304,6 @@ async fn disk_full_inner() {
         })
         .await;
     assert!(flag.json()["recording"]["detail"].as_str().is_some_and(|d| d.contains("space")), "{}", flag.json());
-    // Retained: whoever looks later sees it.
-    let late = Probe::connect(broker.anon, &["roipd/rec/status"]).await;
-    late.wait("retained flag", WAIT, |m| m.retain && m.json()["recording"]["state"] == "disk_full").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     d.drive("a-cor", false);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -318,6 +315,9 @@ async fn disk_full_inner() {
         tone_map(&heard[c_before.min(heard.len())..], 1000.0)
     );
     assert!(probe.since(mark).iter().all(|m| !recorded(m)));
+    // Retained: whoever looks later sees it.
+    let late = Probe::connect(broker.anon, &["roipd/rec/status"]).await;
+    late.wait("retained flag", WAIT, |m| m.retain && m.json()["recording"]["state"] == "disk_full").await;
     assert!(metas(&rec).is_empty());
     assert_eq!(std::fs::read_dir(&rec).unwrap().count(), 1, "only the filler: the failed part is removed");
 
@@ -395,21 +395,21 @@ async fn the_hub_api_lists_fetches_and_deletes_within_the_tokens_channels() {
     let (status, head, body) = http(port, "GET", "/api/recordings", Some("ops-secret")).await;
     assert_eq!(status, 200);
     assert!(head.contains("content-type: application/json"), "{head}");
-    assert_eq!(ids(&body), [ops.id.clone()]);
+    assert_eq!(ids(&body), [ops.id.as_str()]);
     let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(serde_json::from_value::<RecordingMeta>(listed["recordings"][0].clone()).unwrap(), ops);
-    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id.clone()]);
+    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id.as_str()]);
     assert_eq!(http(port, "GET", "/api/recordings", None).await.0, 401);
     assert_eq!(http(port, "GET", "/api/recordings", Some("nope")).await.0, 401);
     let q = |query: &str| format!("/api/recordings?{query}");
-    assert_eq!(ids(&http(port, "GET", &q("talker=radio-a"), Some("ops-secret")).await.2), [ops.id.clone()]);
+    assert_eq!(ids(&http(port, "GET", &q("talker=radio-a"), Some("ops-secret")).await.2), [ops.id.as_str()]);
     assert!(ids(&http(port, "GET", &q("talker=radio-f"), Some("ops-secret")).await.2).is_empty());
     assert!(ids(&http(port, "GET", &q("channel=fire"), Some("ops-secret")).await.2).is_empty());
     let after = format!("from_ms={}", ops.start_unix_ms + 1);
     assert!(ids(&http(port, "GET", &q(&after), Some("ops-secret")).await.2).is_empty());
     assert_eq!(http(port, "GET", &q("limit=x"), Some("ops-secret")).await.0, 400);
     // The token may also come as ?token= (a browser's audio element cannot set headers).
-    assert_eq!(ids(&http(port, "GET", &q("token=ops-secret"), None).await.2), [ops.id.clone()]);
+    assert_eq!(ids(&http(port, "GET", &q("token=ops-secret"), None).await.2), [ops.id.as_str()]);
 
     // Fetch: the file as written, to its channel's tokens only.
     let path = format!("/api/recordings/{}", ops.id);

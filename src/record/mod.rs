@@ -155,8 +155,8 @@ impl Recording {
     fn drain(&mut self, channel: usize) {
         let Some(Some(r)) = self.recorders.get_mut(channel) else { return };
         while let Some(out) = r.poll_output() {
-            let sent = self.tx.as_ref().map(|tx| tx.try_send(out));
-            if let Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) = sent {
+            let Some(tx) = &self.tx else { continue };
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(out) {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -32,18 +32,27 @@ fn token<'a>(headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Opti
         .or_else(|| query.get("token").map(String::as_str))
 }
 
+/// A refusal: its status and why, as `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.1 }).to_string();
+        (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], serde_json::json!({ "error": message }).to_string())
-        .into_response()
+    ApiError(status, message.to_string()).into_response()
 }
 
 /// The channels the request's token may see, or the response refusing it.
-fn scope(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Vec<String>, Response> {
+fn scope(shared: &Shared, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Vec<String>, ApiError> {
     if shared.recordings.is_none() {
-        return Err(error(StatusCode::NOT_FOUND, "this box records nothing ([record] is not configured)"));
+        return Err(ApiError(StatusCode::NOT_FOUND, "this box records nothing ([record] is not configured)".into()));
     }
-    let token = token(headers, query).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "no token"))?;
-    shared.auth.visible_channels(token).ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown token"))
+    let token = token(headers, query).ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "no token".into()))?;
+    shared.auth.visible_channels(token).ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))
 }
 
 /// A recording the scope may see.
@@ -60,17 +69,14 @@ pub(super) async fn list(
 ) -> Response {
     let allowed = match scope(&shared, &headers, &query) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
-    let number = |key: &str| -> Result<Option<u64>, Response> {
-        query
-            .get(key)
-            .map(|v| v.parse::<u64>().map_err(|_| error(StatusCode::BAD_REQUEST, &format!("{key}: not a number"))))
-            .transpose()
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        query.get(key).map(|v| v.parse::<u64>().map_err(|_| format!("{key}: not a number"))).transpose()
     };
     let (from, to, limit) = match (number("from_ms"), number("to_ms"), number("limit")) {
         (Ok(f), Ok(t), Ok(l)) => (f, t, l.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT))),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let Some(api) = shared.recordings.as_ref() else { return error(StatusCode::NOT_FOUND, "no recordings") };
     let recordings: Vec<RecordingMeta> = {
@@ -100,7 +106,7 @@ pub(super) async fn fetch(
 ) -> Response {
     let allowed = match scope(&shared, &headers, &query) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (Some(meta), Some(api)) = (find(&shared, &allowed, &id), shared.recordings.as_ref()) else {
         return error(StatusCode::NOT_FOUND, "no such recording");
@@ -128,7 +134,7 @@ pub(super) async fn delete(
 ) -> Response {
     let allowed = match scope(&shared, &headers, &query) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let (Some(meta), Some(api)) = (find(&shared, &allowed, &id), shared.recordings.as_ref()) else {
         return error(StatusCode::NOT_FOUND, "no such recording");
