@@ -32,6 +32,13 @@ pub struct DemoArgs {
     /// Seconds between the simulated radio's incoming calls (0: none; drive its COR file yourself).
     #[arg(long, default_value_t = 20)]
     pub traffic_every: u64,
+    /// Folder of the channel's recordings, one Ogg Opus file per transmission (default:
+    /// DIR/recordings).
+    #[arg(long)]
+    pub recordings: Option<PathBuf>,
+    /// Record nothing.
+    #[arg(long)]
+    pub no_recordings: bool,
     /// Report to an MQTT broker, e.g. mqtt://127.0.0.1:1883.
     #[arg(long)]
     pub mqtt: Option<String>,
@@ -75,12 +82,24 @@ pub fn main(args: DemoArgs) -> ExitCode {
     let token = std::fs::read_to_string(&token_file).unwrap_or_default();
     eprintln!("roipd demo: console at http://{}/?token={}", args.listen, token.trim());
     eprintln!("roipd demo: radio1's lines in {}, its transmissions in {}", lines.display(), record.display());
+    if let Some(dir) = recordings_dir(&args) {
+        eprintln!("roipd demo: channel ops recorded in {}", dir.display());
+    }
     if args.traffic_every > 0 {
         let cor = lines.join("radio1-cor");
         let every = Duration::from_secs(args.traffic_every).max(CALL + Duration::from_secs(1));
         std::thread::spawn(move || incoming_calls(&cor, every));
     }
     daemon::run_config(config, text)
+}
+
+/// Where the demo records (an absolute path, as `[record] dir` must be), unless told not to.
+fn recordings_dir(args: &DemoArgs) -> Option<PathBuf> {
+    if args.no_recordings {
+        return None;
+    }
+    let dir = args.recordings.clone().unwrap_or_else(|| args.dir.join("recordings"));
+    Some(std::path::absolute(&dir).unwrap_or(dir))
 }
 
 fn prepare(args: &DemoArgs, lines: &Path, traffic: &Path, token_file: &Path) -> Result<(), String> {
@@ -108,6 +127,9 @@ fn config_text(args: &DemoArgs, lines: &Path, record: &Path, traffic: &Path, tok
         .mqtt
         .as_ref()
         .map(|url| format!("\n[mqtt]\nurl = \"{url}\"\nmetrics_interval_s = 10\n"))
+        .unwrap_or_default();
+    let recordings = recordings_dir(args)
+        .map(|dir| format!("\n# Every transmission on the channel, one Ogg Opus file each.\n[record]\ndir = \"{}\"\nmax_total_mb = 200\n", dir.display()))
         .unwrap_or_default();
     format!(
         r#"# roipd demo: one simulated radio on channel "ops", hosted by this box.
@@ -137,7 +159,7 @@ listen = "{listen}"
 secret_file = "{token}"
 channels = ["*"]
 max_priority = 100
-{mqtt}"#,
+{recordings}{mqtt}"#,
         lines = lines.display(),
         traffic = traffic.display(),
         record = record.display(),

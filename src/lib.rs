@@ -23,4 +23,5 @@ pub mod gpio;
 pub mod heap;
 pub mod net;
 pub mod pipeline;
+pub mod record;
 pub mod wait;

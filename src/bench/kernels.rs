@@ -118,6 +118,10 @@ pub enum Kernel {
     Idle,
     /// A dispatch desk: 50 monitored channels, 5 talking, the desk talking on one.
     Desk,
+    /// The recorder of one busy channel (`core::record`): a 20 ms packet every 20 ms, a new
+    /// transmission every 10 s, its Ogg pages collected (the writer thread's disk I/O is not
+    /// in it).
+    Record,
 }
 
 /// Run `seconds` of audio through a kernel on one thread, no devices, no clock.
@@ -159,6 +163,29 @@ pub fn run_kernel(kernel: Kernel, seconds: u32) -> Result<(), String> {
             }
         }
         Kernel::Desk => super::desk::run_kernel(seconds)?,
+        Kernel::Record => {
+            use crate::core::record::{ChannelRecorder, RecordConfig, SourceKind, TalkerInfo};
+            let channel = packets_of(&signal)?;
+            let mut rec = ChannelRecorder::new("ops", RecordConfig::default());
+            let talker = TalkerInfo { name: "radio1".into(), source: SourceKind::Radio, priority: 0 };
+            let mut bytes = 0usize;
+            for i in 0..frames / 2 {
+                let now = t0 + Duration::from_millis(i as u64 * 2 * FRAME_MS);
+                if i % 500 == 0 {
+                    rec.floor_taken(now, 1_700_000_000_000 + i as u64 * 20, talker.clone());
+                }
+                let p = &channel[i % channel.len()];
+                rec.packet(now, (i * 2 * FRAME) as u32, &p.payload);
+                while let Some(out) = rec.poll_output() {
+                    bytes += match out {
+                        crate::core::record::RecordOutput::Begin { bytes, .. }
+                        | crate::core::record::RecordOutput::Data { bytes, .. }
+                        | crate::core::record::RecordOutput::End { bytes, .. } => bytes.len(),
+                    };
+                }
+            }
+            std::hint::black_box(bytes);
+        }
         Kernel::Idle => {
             let (mut rx, mut tx) = (rx_path(false)?, tx_path()?);
             let mut out = [0.0f32; FRAME];
@@ -179,6 +206,7 @@ pub struct Callgrind {
     pub codec: f64,
     pub idle: f64,
     pub desk: f64,
+    pub record: f64,
 }
 
 /// Million instructions per audio-second of each kernel: two runs of different lengths,
@@ -199,6 +227,7 @@ pub fn callgrind_figures() -> Result<Callgrind, String> {
         codec: per_second("codec")?,
         idle: per_second("idle")?,
         desk: per_second("desk")?,
+        record: per_second("record")?,
     })
 }
 

@@ -67,6 +67,9 @@ pub struct Report {
     /// Desk: 50 monitored channels, 5 talking, the desk talking on one (M instr per second).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub desk_minstr_per_s: Option<f64>,
+    /// The recorder of one busy channel, its disk writes aside (M instr per audio-second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_minstr_per_s: Option<f64>,
     /// Why the instruction counts are missing, when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valgrind: Option<String>,
@@ -156,6 +159,7 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
             r.idle_port_minstr_per_s = Some(c.idle);
             r.pipeline_overhead_pct = Some(100.0 * (c.busy / c.codec - 1.0));
             r.desk_minstr_per_s = Some(c.desk);
+            r.record_minstr_per_s = Some(c.record);
         }
         Err(why) => r.valgrind = Some(why),
     }
@@ -214,6 +218,9 @@ fn print_human(r: &Report) {
             println!("  callgrind, idle port:                   {i:8.2} M instr per second");
             if let Some(d) = r.desk_minstr_per_s {
                 println!("  callgrind, desk (50 ch, 5 talking, TX): {d:8.1} M instr per second");
+            }
+            if let Some(rec) = r.record_minstr_per_s {
+                println!("  callgrind, recording one busy channel:  {rec:8.3} M instr per audio-second");
             }
         }
         _ => println!("  callgrind: skipped ({})", r.valgrind.as_deref().unwrap_or("?")),

@@ -52,7 +52,7 @@ impl std::error::Error for ConfigErrors {}
 /// Key used for errors that belong to no key (syntax errors between keys).
 const SYNTAX_KEY: &str = "syntax";
 
-const TOP_LEVEL_KEYS: [&str; 8] = ["device_id", "log", "gpio", "channel", "port", "hub", "uplink", "mqtt"];
+const TOP_LEVEL_KEYS: [&str; 9] = ["device_id", "log", "gpio", "channel", "port", "hub", "uplink", "mqtt", "record"];
 
 /// Parses and validates the text of a config file. `file` is only used in the error messages.
 /// The files the config names (secrets, keys) are not read: [`load_file`] does that too, and
@@ -150,6 +150,7 @@ fn schema(root: &DeTable<'_>, report: &mut Report) -> Config {
         hub: None,
         uplink: None,
         mqtt: None,
+        record: None,
     };
     for (key, value) in root.iter() {
         let name = key.get_ref().as_ref();
@@ -174,6 +175,7 @@ fn schema(root: &DeTable<'_>, report: &mut Report) -> Config {
             "hub" => config.hub = deserialize(value, name, report),
             "uplink" => config.uplink = deserialize(value, name, report),
             "mqtt" => config.mqtt = deserialize(value, name, report),
+            "record" => config.record = deserialize(value, name, report),
             _ => report.at(
                 key.span().start,
                 name,

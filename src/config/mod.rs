@@ -11,6 +11,7 @@ mod desk;
 mod fleet;
 pub mod load;
 mod net;
+mod record;
 pub mod secret;
 mod spans;
 mod validate;
@@ -26,6 +27,7 @@ pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
 pub use fleet::{MqttConfig, MAKE_FLEET_KEY};
 pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
 pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
+pub use record::RecordConfig;
 
 use crate::core::floor::{ArbiterConfig, Priority};
 use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};
@@ -50,6 +52,9 @@ pub struct Config {
     pub uplink: Option<UplinkConfig>,
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// Recording of transmissions (`[record]`); none: nothing is recorded.
+    #[serde(default)]
+    pub record: Option<RecordConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

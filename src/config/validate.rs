@@ -78,6 +78,9 @@ pub(super) fn validate(config: &Config, r: &mut Report) {
 
     super::net::validate(config, &channels, r);
     super::fleet::validate(config, r);
+    if let Some(record) = &config.record {
+        super::record::validate(record, &channels, r);
+    }
 }
 
 /// `[a-z0-9][a-z0-9_-]{0,63}`: it ends up in MQTT topics, so no `/`, `+`, `#` or spaces.

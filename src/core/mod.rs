@@ -10,6 +10,7 @@ pub mod desk;
 pub mod floor;
 pub mod jitter;
 pub mod keying;
+pub mod record;
 pub mod restamp;
 pub mod routing;
 pub mod timers;

@@ -34,6 +34,7 @@ use super::floor::{
     Arbiter, ArbiterConfig, DenyCause, Participant, ParticipantConfig, ParticipantEvent, ParticipantId, Priority,
     Recipient, RevokeCause, ToArbiter, ToParticipant,
 };
+use super::record::EndCause;
 
 /// Index of a port in the box's port list.
 pub type PortId = usize;
@@ -144,6 +145,9 @@ pub enum RouterOutput {
     Unanswered { port: PortId, channel: ChannelId, asking_again: bool },
     /// The port lost the floor it held.
     Revoked { port: PortId, channel: ChannelId, cause: RevokeCause },
+    /// `talker`'s transmission on `channel` ended, and why; the [`RouterOutput::Floor`] that
+    /// names the next holder (or idle) follows.
+    Ended { channel: ChannelId, talker: Talker, cause: EndCause },
     /// The channel's talker changed (None: idle).
     Floor { channel: ChannelId, holder: Option<Talker> },
     /// The radios that should transmit the channel's talker, and whether each is on air
@@ -300,6 +304,9 @@ pub struct Router {
     air: Vec<Vec<(PortId, AirState)>>,
     /// Last announced holder per channel.
     holders: Vec<Option<Talker>>,
+    /// Why the holder of each channel is about to lose it, once known (a revoke, a lost link);
+    /// none: released.
+    ending: Vec<Option<EndCause>>,
     /// Patches by id; None once removed.
     patches: Vec<Option<Patch>>,
     outputs: VecDeque<RouterOutput>,
@@ -319,6 +326,7 @@ impl Router {
             muted: vec![false; channels.len()],
             air: vec![Vec::new(); channels.len()],
             holders: vec![None; channels.len()],
+            ending: vec![None; channels.len()],
             uplink_holders: vec![None; channels.len()],
             arbiters: channels
                 .iter()
@@ -659,6 +667,9 @@ impl Router {
                 if *p == peer {
                     let channel = *channel;
                     if let Some(a) = self.arbiters[channel].as_mut() {
+                        if a.holder().is_some_and(|(h, _)| h.0 as usize == i) {
+                            self.ending[channel] = Some(EndCause::LinkLost);
+                        }
                         a.leave(now, ParticipantId(i as u64));
                     }
                     self.members.remove(i);
@@ -755,6 +766,9 @@ impl Router {
         self.uplink_ids.clear();
         for channel in 0..self.hosts.len() {
             if self.is_uplink(channel) {
+                if self.uplink_holders[channel].is_some() {
+                    self.ending[channel] = Some(EndCause::LinkLost);
+                }
                 self.uplink_holders[channel] = None;
             }
         }
@@ -787,6 +801,13 @@ impl Router {
         match msg {
             ToParticipant::Taken { holder, .. } => self.uplink_holders[channel] = Some(holder),
             ToParticipant::Idle => self.uplink_holders[channel] = None,
+            ToParticipant::Revoke { cause } => {
+                self.ending[channel] = Some(match cause {
+                    RevokeCause::Preempted { .. } => EndCause::Preempted,
+                    RevokeCause::MaxTalkTime => EndCause::Tot,
+                    RevokeCause::NoMedia => EndCause::NoMedia,
+                })
+            }
             _ => {}
         }
         for m in self.members.ids() {
@@ -900,6 +921,13 @@ impl Router {
                 }
                 for out in outs {
                     moved = true;
+                    if let ToParticipant::Revoke { cause } = out.msg {
+                        self.ending[channel] = Some(match cause {
+                            RevokeCause::Preempted { .. } => EndCause::Preempted,
+                            RevokeCause::MaxTalkTime => EndCause::Tot,
+                            RevokeCause::NoMedia => EndCause::NoMedia,
+                        });
+                    }
                     self.deliver_hosted(now, channel, out.to, out.msg);
                 }
             }
@@ -1000,7 +1028,14 @@ impl Router {
     fn derive_levels(&mut self, batch: usize) {
         for channel in 0..self.hosts.len() {
             let holder = self.holder(channel);
-            if holder != self.holders[channel] {
+            // A holder revoked and granted again at once (a radio still receiving retakes an
+            // idle floor) ends one transmission and starts another.
+            let retaken = holder.is_some() && holder == self.holders[channel] && self.ending[channel].is_some();
+            if holder != self.holders[channel] || retaken {
+                let cause = self.ending[channel].take().unwrap_or(EndCause::Released);
+                if let Some(talker) = self.holders[channel] {
+                    self.outputs.push_back(RouterOutput::Ended { channel, talker, cause });
+                }
                 self.holders[channel] = holder;
                 self.outputs.push_back(RouterOutput::Floor { channel, holder });
             }

@@ -120,6 +120,8 @@ pub struct ChannelRouter {
     desk_states: Vec<Option<crate::net::protocol::DeskState>>,
     reporter: Reporter,
     heartbeat: Heartbeat,
+    /// `[record]`: each recorded channel's recorder and the writer's queue.
+    recording: Option<crate::record::Recording>,
 }
 
 /// Whether this box's channels are decided here or on the uplink hub: a roipd hub uplink, or a
@@ -188,6 +190,7 @@ impl ChannelRouter {
             desk_states: vec![None; config.port.len()],
             reporter,
             heartbeat,
+            recording: None,
         };
         // The local radios are on their channels from the start.
         me.rosters = (0..me.channel_names.len())
@@ -202,6 +205,37 @@ impl ChannelRouter {
             .into_iter()
             .map(|(id, name, priority)| RosterEntry { id: id.0, name, priority: priority.0 })
             .collect()
+    }
+
+    /// Record this box's channels (`[record]`).
+    pub fn set_recording(&mut self, recording: crate::record::Recording) {
+        self.recording = Some(recording);
+    }
+
+    /// The channel names, in the router's order.
+    pub fn channel_names(&self) -> &[String] {
+        &self.channel_names
+    }
+
+    /// Who a new holder of `channel` is, for its recording.
+    fn talker_info(&self, channel: ChannelId, talker: Talker) -> crate::core::record::TalkerInfo {
+        use crate::core::record::{SourceKind, TalkerInfo};
+        let name = self.router.talker_name(talker);
+        let held = self.router.holder_participant(channel).map(|(_, p)| p.0);
+        let (source, priority) = match talker {
+            Talker::Port(p) if self.desks.get(p).is_some_and(Option::is_some) => {
+                (SourceKind::Desk, self.priorities[p].0)
+            }
+            Talker::Port(p) => (SourceKind::Radio, self.priorities[p].0),
+            Talker::Patch(_) => (SourceKind::Patch, held.unwrap_or(0)),
+            Talker::Remote(_) if held.is_some() => (SourceKind::Peer, held.unwrap_or(0)),
+            Talker::Remote(_) => (SourceKind::Uplink, 0),
+        };
+        let name = name.unwrap_or_else(|| match talker {
+            Talker::Remote(id) => format!("member {}", id.0),
+            _ => "unknown".into(),
+        });
+        TalkerInfo { name, source, priority }
     }
 
     /// Make `port` a desk: its presses come as [`ChannelMsg::Desk`], its channels' packets go
@@ -365,6 +399,9 @@ impl ChannelRouter {
                 Some(msg) = media.recv() => self.local(msg),
             }
             self.dispatch();
+        }
+        if let Some(r) = self.recording.as_mut() {
+            r.shutdown(clock::now());
         }
     }
 
@@ -560,11 +597,17 @@ impl ChannelRouter {
         }
         if let Some(out) = self.stitched(now, channel, source, channel, packet) {
             self.deliver(now, channel, targets, &out);
+            if let Some(r) = self.recording.as_mut() {
+                r.packet(now, channel, out.timestamp, &out.payload);
+            }
         }
         // Patched channels whose floor is held for this talker hear it too.
         for (patched, targets) in self.router.patched(now, channel, source) {
             if let Some(out) = self.stitched(now, patched, source, channel, packet) {
                 self.deliver(now, patched, targets, &out);
+                if let Some(r) = self.recording.as_mut() {
+                    r.packet(now, patched, out.timestamp, &out.payload);
+                }
             }
         }
     }
@@ -651,9 +694,20 @@ impl ChannelRouter {
                     self.tx_wanted[port] = on;
                     self.apply_tx(port);
                 }
+                RouterOutput::Ended { channel, cause, .. } => {
+                    if let Some(r) = self.recording.as_mut() {
+                        r.floor_ended(clock::now(), channel, cause);
+                    }
+                }
                 RouterOutput::Floor { channel, holder } => {
                     self.tell_desks(channel, holder);
                     self.log_floor(channel, holder);
+                    if let Some(talker) = holder.filter(|_| self.recording.is_some()) {
+                        let info = self.talker_info(channel, talker);
+                        if let Some(r) = self.recording.as_mut() {
+                            r.floor_taken(clock::now(), channel, info);
+                        }
+                    }
                 }
                 RouterOutput::Air { channel, radios } => {
                     for &(port, state) in &radios {

@@ -15,7 +15,7 @@ mod desk_port;
 mod logging;
 mod ptt_state;
 mod radio_port;
-mod report;
+pub(crate) mod report;
 mod safe_off;
 pub mod safety;
 mod watchdog;
@@ -338,7 +338,15 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     for (id, link) in desks {
         router.set_desk(id, link);
     }
-    let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), &cancel).await {
+    // The writer runs on a thread of its own; the router only queues to it (never waits).
+    let record_writer = config.record.as_ref().map(|rec| {
+        let (tx, writer) = crate::record::start(rec, reporter.clone());
+        router.set_recording(crate::record::Recording::new(rec, router.channel_names(), tx, writer.stats.clone()));
+        writer
+    });
+    let recordings =
+        record_writer.as_ref().map(|w| crate::record::RecordingsApi { dir: w.dir.clone(), index: w.index.clone() });
+    let links = match start_net(&config, &router, &stream_stats, reporter.fleet(), recordings, &cancel).await {
         Ok(links) => links,
         Err(e) => return Stop::Exit(fatal(&e)),
     };
@@ -381,6 +389,10 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     }
     safety::release_all("shutdown");
     drop(held_inputs);
+    if let Some(writer) = record_writer {
+        // The router is gone, and its queue with it: what is queued is written, then it stops.
+        writer.join(Duration::from_secs(3)).await;
+    }
     if let Some(driver) = fleet_driver {
         // Say goodbye (retained offline status), so the broker need not send the last will.
         driver.shutdown(Duration::from_secs(2)).await;
@@ -396,6 +408,7 @@ async fn start_net(
     router: &channels::ChannelRouter,
     stream_stats: &net::StreamStats,
     fleet: Option<crate::fleet::FleetHandle>,
+    recordings: Option<crate::record::RecordingsApi>,
     cancel: &CancellationToken,
 ) -> Result<channels::NetLinks, String> {
     let mut links = channels::NetLinks { hub: None, uplink: None, desk: None };
@@ -411,6 +424,7 @@ async fn start_net(
             .collect();
         let mut options = net::HubOptions::from_config(hub, channels).map_err(|e| format!("hub: {e}"))?;
         options.stream_stats = stream_stats.clone();
+        options.recordings = recordings;
         if config.port.values().any(|p| matches!(p, PortConfig::Desk(_))) {
             // Consoles served by a desk box control its desk ports.
             let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);

@@ -31,7 +31,7 @@ pub mod tones;
 #[cfg(test)]
 mod alloc_count;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 pub use biquad::{Biquad, BiquadCoeffs};
 pub use chain::{RxChain, RxConfig, RxLevels, TxChain, TxConfig, TxLevels};

@@ -145,6 +145,21 @@ pub struct Status {
     /// Why the box is offline: `connection_lost` (the last will) or `shutdown`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Boxes with `[record]`: whether recording works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingStatus>,
+}
+
+/// The recorder's state in the retained status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingStatus {
+    /// `ok`, `disk_full` or `io_error`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Chunks of recordings dropped since start because the writer fell behind or failed.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl Status {
@@ -160,6 +175,7 @@ impl Status {
             uplink: None,
             floor_host: None,
             reason: None,
+            recording: None,
         }
     }
 
@@ -247,11 +263,34 @@ pub struct Event {
     /// Free-form human text (device names, error messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// `recorded`: the recording's id (its file is `<id>.opus` in `[record] dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `recorded`: who talked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub talker: Option<String>,
+    /// `recorded`: RFC 3339 UTC of the transmission's first audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    /// `recorded`: length of the recording.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl Event {
     pub fn new(kind: EventKind) -> Self {
-        Self { kind, time: String::new(), port: None, channel: None, reason: None, detail: None }
+        Self {
+            kind,
+            time: String::new(),
+            port: None,
+            channel: None,
+            reason: None,
+            detail: None,
+            id: None,
+            talker: None,
+            start: None,
+            duration_ms: None,
+        }
     }
     pub fn port(mut self, port: impl Into<String>) -> Self {
         self.port = Some(port.into());
@@ -297,6 +336,14 @@ pub enum EventKind {
     /// Someone else muted the floor holder (or unmuted another publisher) in Janus; the floor
     /// host undid it (rate-limited).
     ModerationOverridden,
+    /// A transmission was recorded: `id`, `channel`, `talker`, `start`, `duration_ms`, and
+    /// `reason` (how it ended: `released`, `preempted`, `tot`, `no_media`, `link_lost`, `shutdown`).
+    Recorded,
+    /// Recording stopped: `reason` `disk_full` or `io_error`, `detail` the error. The voice
+    /// path is not affected; recording resumes by itself (`record_resumed`).
+    RecordFailed,
+    /// Recording works again after `record_failed`.
+    RecordResumed,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.

@@ -482,3 +482,32 @@ impl Part for Mqtt {
         s
     }
 }
+
+/// `[record]`: recordings in `dir` (a path; `{dir}` is the daemon's directory).
+#[derive(Debug, Clone)]
+pub struct Record {
+    dir: String,
+    settings: Vec<(String, String)>,
+}
+
+impl Record {
+    pub fn new(dir: &str) -> Self {
+        Self { dir: dir.into(), settings: vec![] }
+    }
+
+    /// Any other `[record]` setting (value in TOML).
+    pub fn set(mut self, key: &str, value: impl Display) -> Self {
+        self.settings.push((key.into(), value.to_string()));
+        self
+    }
+}
+
+impl Part for Record {
+    fn toml(&self) -> String {
+        let mut s = format!("[record]\ndir = \"{}\"\n", self.dir);
+        for (k, v) in &self.settings {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        s
+    }
+}

@@ -875,3 +875,56 @@ mod properties {
         }
     }
 }
+
+fn ended(out: &[RouterOutput]) -> Vec<(ChannelId, Talker, EndCause)> {
+    out.iter()
+        .filter_map(|o| match o {
+            RouterOutput::Ended { channel, talker, cause } => Some((*channel, *talker, *cause)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every end of a transmission says how it ended, before the floor change that follows it:
+/// released, preempted, max talk time (tot), no media, a peer's link lost.
+#[test]
+fn each_transmission_end_says_why_before_the_next_holder() {
+    let t = Instant::now();
+    let config = ArbiterConfig {
+        max_talk: Duration::from_secs(10),
+        no_media_timeout: Duration::from_secs(4),
+        ..Default::default()
+    };
+    let mut r = Router::new(vec![ChannelHost::Local(config)], vec![radio("a", 0)]);
+    let console = r.add_remote(t, 9, "console@web", 0, Priority::DISPATCH).unwrap();
+    r.press(t, 0, 0);
+    drain(&mut r);
+    r.unpress(t, 0, 0);
+    assert_eq!(ended(&drain(&mut r)), [(0, Talker::Port(0), EndCause::Released)]);
+    r.press(t, 0, 0);
+    drain(&mut r);
+    r.from_peer(t, 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    let out = drain(&mut r);
+    assert_eq!(ended(&out), [(0, Talker::Port(0), EndCause::Preempted)]);
+    let at = |pick: &dyn Fn(&RouterOutput) -> bool| out.iter().position(pick).unwrap();
+    assert!(
+        at(&|o| matches!(o, RouterOutput::Ended { .. }))
+            < at(&|o| matches!(o, RouterOutput::Floor { holder: Some(Talker::Remote(_)), .. }))
+    );
+    // The console keeps sending media; max talk time cuts it.
+    for s in (0..10).step_by(2) {
+        r.media(t + Duration::from_secs(s), MediaSource::Peer(9), 0);
+    }
+    r.handle_timeout(t + Duration::from_secs(10));
+    assert_eq!(ended(&drain(&mut r)), [(0, Talker::Remote(console), EndCause::Tot)]);
+    // The radio still receives: it gets the floor back; it sends nothing for no_media.
+    r.handle_timeout(t + Duration::from_secs(16));
+    let out = drain(&mut r);
+    assert_eq!(ended(&out), [(0, Talker::Port(0), EndCause::NoMedia)], "{out:?}");
+    r.unpress(t + Duration::from_secs(16), 0, 0);
+    drain(&mut r);
+    r.from_peer(t + Duration::from_secs(17), 9, console, ToArbiter::Request { priority: Priority::DISPATCH });
+    drain(&mut r);
+    r.remove_peer(t + Duration::from_secs(18), 9);
+    assert_eq!(ended(&drain(&mut r)), [(0, Talker::Remote(console), EndCause::LinkLost)]);
+}

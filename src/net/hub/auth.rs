@@ -102,6 +102,12 @@ impl Auth {
         s.all_channels || s.channels.iter().any(|c| c == channel)
     }
 
+    /// The hub's channels `token` may join (None: no such token).
+    pub fn visible_channels(&self, token: &str) -> Option<Vec<String>> {
+        let s = &self.secrets[self.find(token.trim())?];
+        Some(self.channels.iter().filter(|c| Self::allows(s, &c.name)).map(|c| c.name.clone()).collect())
+    }
+
     pub fn admit(&self, hello: &Hello) -> Result<Admitted, (ErrorCode, String)> {
         let Some(i) = self.find(&hello.token) else {
             return Err((ErrorCode::Unauthorized, "unknown token".into()));

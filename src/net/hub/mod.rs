@@ -14,6 +14,7 @@
 mod auth;
 mod limits;
 mod media;
+mod recordings;
 mod session;
 
 use std::fmt;
@@ -113,6 +114,8 @@ pub struct HubOptions {
     /// Where consoles' `desk` commands go (the box's desk ports); None: refused. Bounded: a
     /// session waits for room ([`peer_queue::deliver`]).
     pub desk: Option<mpsc::Sender<DeskRequest>>,
+    /// `[record]`: the recordings API (`/api/recordings`); None: not served.
+    pub recordings: Option<crate::record::RecordingsApi>,
 }
 
 /// A console's `desk` command for the hub box's own desk port.
@@ -153,6 +156,7 @@ impl HubOptions {
             max_pending_per_addr: 8,
             stream_stats: StreamStats::default(),
             desk: None,
+            recordings: None,
         }
     }
 
@@ -233,6 +237,7 @@ struct Shared {
     desk: Option<mpsc::Sender<DeskRequest>>,
     /// Told when a session ends: the heap is trimmed once a burst is over.
     ended: Arc<Notify>,
+    recordings: Option<crate::record::RecordingsApi>,
 }
 
 /// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
@@ -309,11 +314,14 @@ pub async fn serve(
         tasks: tasks.clone(),
         desk: options.desk.clone(),
         ended: Arc::new(Notify::new()),
+        recordings: options.recordings.clone(),
     });
     tasks.spawn(trim_after_sessions(shared.ended.clone(), cancel.clone()));
     let app = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/api/recordings", get(recordings::list))
+        .route("/api/recordings/{id}", get(recordings::fetch).delete(recordings::delete))
         .route("/", get(index))
         .route("/index.html", get(index))
         .route("/console", get(index))
