@@ -451,7 +451,7 @@ ptt = { line = "sim:r1-ptt" }
         let mut gpio = crate::gpio::Gpio::new(&config.gpio);
         let ptt = PttLine::register(gpio.open_output(&radio.ptt).unwrap());
         let (tx, rx) = inputs();
-        let cor_line = radio.cor.as_ref().unwrap();
+        let cor_line = radio.cor.as_ref().and_then(|c| c.line.as_ref()).unwrap();
         let cor = super::super::open_edge_input(&mut gpio, cor_line, tx.clone(), |at, asserted| PortInput::Cor {
             at,
             asserted,
