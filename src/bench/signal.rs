@@ -102,7 +102,7 @@ pub fn radio_speech(seed: u32, seconds: f64, active_rms_dbfs: f64) -> Vec<f32> {
             i += ((0.05 + 0.5 * uni()) * fs) as usize;
         }
     }
-    for q in [0.5176, 0.7071, 1.9319] {
+    for q in [0.5176, std::f64::consts::FRAC_1_SQRT_2, 1.9319] {
         Biquad::new(BiquadCoeffs::high_pass(fs, 300.0, q)).process(&mut out);
     }
     let (mut sum, mut cnt) = (0.0f64, 0usize);

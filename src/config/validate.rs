@@ -114,6 +114,12 @@ fn radio_port<'c>(
             r.key(&cor, "`cor` needs a `line`, a `ctcss` tone or both");
         }
         if let Some(t) = c.ctcss {
+            if radio.audio.capture.is_none() {
+                r.key(
+                    &format!("{cor}.ctcss"),
+                    format!("CTCSS is decoded from the receive audio: set `[{path}.audio] capture`"),
+                );
+            }
             if crate::dsp::ctcss::standard_tone(t).is_none() {
                 r.key(
                     &format!("{cor}.ctcss"),
@@ -388,7 +394,7 @@ ptt = { line = "sim:ptt1" }
     }
 
     fn radio(cor: &str, extra: &str) -> String {
-        format!("[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {cor}\nptt = {{ line = \"sim:ptt2\" }}\n{extra}")
+        format!("[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {cor}\nptt = {{ line = \"sim:ptt2\" }}\naudio = {{ capture = \"sim:silence\" }}\n{extra}")
     }
 
     #[test]
@@ -412,7 +418,13 @@ ptt = { line = "sim:ptt1" }
         assert_eq!(e, ["13:port.r2.cor `cor` needs a `line`, a `ctcss` tone or both"]);
         let e = errors(&radio("{ line = \"sim:c2\", ctcss = 100.0 }", "[port.r2.vox]\n"));
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("15:port.r2.vox set either a `cor` line or `vox`"), "{e:?}");
+        assert!(e[0].starts_with("16:port.r2.vox set either a `cor` line or `vox`"), "{e:?}");
+        let no_capture = format!("{BASE}[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ ctcss = 100.0 }}\nptt = {{ line = \"sim:ptt2\" }}\n");
+        let e: Vec<String> = match parse_str(&no_capture, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| format!("{}:{} {}", e.line, e.key, e.message)).collect(),
+        };
+        assert_eq!(e, ["13:port.r2.cor.ctcss CTCSS is decoded from the receive audio: set `[port.r2.audio] capture`"]);
         let e = errors(&radio("{ ctcss = 100.0, combine = \"any\" }", ""));
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("port.r2.cor") && e[0].contains("any"), "{e:?}");

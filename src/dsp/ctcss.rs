@@ -347,14 +347,14 @@ mod tests {
     #[test]
     fn adjacent_tones_never_open_and_are_reported_as_themselves() {
         let speech = radio_speech(12, 3.0, -10.0);
-        for k in 0..CTCSS_TONES.len() {
+        for (k, &tone) in CTCSS_TONES.iter().enumerate() {
             for j in [k.wrapping_sub(1), k + 1] {
                 let Some(&other) = CTCSS_TONES.get(j) else { continue };
                 let x = scene(other, -20.0, &speech, 0, 200 + k as u32);
-                let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: CTCSS_TONES[k], ..CtcssConfig::default() });
+                let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: tone, ..CtcssConfig::default() });
                 let mut heard = false;
                 for f in x.chunks(FRAME) {
-                    assert!(!dec.process(f), "{} Hz opened on {other} Hz", CTCSS_TONES[k]);
+                    assert!(!dec.process(f), "{tone} Hz opened on {other} Hz");
                     heard |= dec.state().heard_hz == Some(other);
                 }
                 assert!(heard, "{other} Hz never reported");

@@ -20,13 +20,13 @@ impl C {
     pub fn new(re: f64, im: f64) -> C {
         C { re, im }
     }
-    pub fn mul(self, o: C) -> C {
+    pub fn times(self, o: C) -> C {
         C::new(self.re * o.re - self.im * o.im, self.re * o.im + self.im * o.re)
     }
     pub fn conj(self) -> C {
         C::new(self.re, -self.im)
     }
-    pub fn add(self, o: C) -> C {
+    pub fn plus(self, o: C) -> C {
         C::new(self.re + o.re, self.im + o.im)
     }
     pub fn norm2(self) -> f64 {
@@ -50,8 +50,8 @@ fn block_sum(theta: f64, n0: f64, len: usize) -> C {
     let num = C::new(1.0 - (theta * len as f64).cos(), -(theta * len as f64).sin());
     // num / den
     let d = den.norm2();
-    let q = num.mul(den.conj());
-    lead.mul(C::new(q.re / d, q.im / d))
+    let q = num.times(den.conj());
+    lead.times(C::new(q.re / d, q.im / d))
 }
 
 /// Goertzel filters for `freqs` at rate `fs`, in blocks of `block` samples, keeping the last
@@ -106,6 +106,7 @@ impl ToneBank {
         }
     }
 
+    #[allow(clippy::len_without_is_empty)] // never empty: built from a fixed tone list
     pub fn len(&self) -> usize {
         self.freqs.len()
     }
@@ -151,9 +152,9 @@ impl ToneBank {
         let n = self.freqs.len();
         let base = self.head * n;
         for k in 0..n {
-            let y = C::new(self.s1[k] as f64, 0.0).add(self.back[k].mul(C::new(-self.s2[k] as f64, 0.0)));
-            self.ring[base + k] = self.phasor[k].mul(y);
-            let p = self.phasor[k].mul(self.step[k]);
+            let y = C::new(self.s1[k] as f64, 0.0).plus(self.back[k].times(C::new(-self.s2[k] as f64, 0.0)));
+            self.ring[base + k] = self.phasor[k].times(y);
+            let p = self.phasor[k].times(self.step[k]);
             // Keep the phasor on the unit circle (one block of f64 rounding at a time).
             let norm = p.norm2().sqrt();
             self.phasor[k] =
@@ -205,7 +206,7 @@ impl Window<'_> {
     pub fn plain_power(&self) -> f64 {
         let mut s = C::default();
         for i in 0..self.bank.window {
-            s = s.add(self.x(i));
+            s = s.plus(self.x(i));
         }
         self.scale(s.norm2())
     }
@@ -220,7 +221,7 @@ impl Window<'_> {
         let m = self.bank.window;
         let mut d = C::default();
         for i in m + 1 - blocks.clamp(2, m)..m {
-            d = d.add(self.x(i).mul(self.x(i - 1).conj()));
+            d = d.plus(self.x(i).times(self.x(i - 1).conj()));
         }
         d.arg()
     }
@@ -244,18 +245,18 @@ impl Window<'_> {
         let (mut num, mut den) = (C::default(), 0.0);
         for i in range.clone() {
             let s1 = block_sum(w - wk, start(i), bsz);
-            num = num.add(self.x(i).mul(s1.conj()));
+            num = num.plus(self.x(i).times(s1.conj()));
             den += s1.norm2();
         }
         let c = if den > 0.0 { C::new(num.re / den, num.im / den) } else { C::default() };
         let mut h = [C::default(); 2];
         for (j, i) in range.enumerate() {
-            let image = c.conj().mul(block_sum(-(w + wk), start(i), bsz));
-            let y = self.x(i).add(C::new(-image.re, -image.im));
-            let v = y.mul(C::expj(-coarse * j as f64));
-            h[j / half] = h[j / half].add(v);
+            let image = c.conj().times(block_sum(-(w + wk), start(i), bsz));
+            let y = self.x(i).plus(C::new(-image.re, -image.im));
+            let v = y.times(C::expj(-coarse * j as f64));
+            h[j / half] = h[j / half].plus(v);
         }
-        coarse + h[1].mul(h[0].conj()).arg() / half as f64
+        coarse + h[1].times(h[0].conj()).arg() / half as f64
     }
 
     /// Frequency measured over the window, Hz.
@@ -267,7 +268,7 @@ impl Window<'_> {
     pub fn refined_power(&self, phase_step: f64) -> f64 {
         let mut s = C::default();
         for i in 0..self.bank.window {
-            s = s.add(self.x(i).mul(C::expj(-phase_step * i as f64)));
+            s = s.plus(self.x(i).times(C::expj(-phase_step * i as f64)));
         }
         self.scale(s.norm2())
     }
@@ -281,12 +282,12 @@ impl Window<'_> {
     /// Squared peak amplitude of blocks `i - 1` and `i` summed at the measured frequency.
     pub fn pair_power(&self, i: usize, phase_step: f64) -> f64 {
         let b = 2.0 * self.bank.block as f64;
-        self.x(i - 1).add(self.x(i).mul(C::expj(-phase_step))).norm2() * 4.0 / (b * b)
+        self.x(i - 1).plus(self.x(i).times(C::expj(-phase_step))).norm2() * 4.0 / (b * b)
     }
 
     /// Phase turn from block `i - 1` to `i` beyond `phase_step` (radians, -pi..pi).
     pub fn phase_jump(&self, i: usize, phase_step: f64) -> f64 {
-        self.x(i).mul(self.x(i - 1).conj()).mul(C::expj(-phase_step)).arg()
+        self.x(i).times(self.x(i - 1).conj()).times(C::expj(-phase_step)).arg()
     }
 
     fn scale(&self, norm2: f64) -> f64 {
