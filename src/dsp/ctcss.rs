@@ -103,6 +103,10 @@ pub struct CtcssDecoder {
     tol: Vec<f64>,
     dec1: Decimator,
     dec2: Decimator,
+    /// Scratch: a frame at 4 kHz and at 1 kHz (sized for a 60 ms frame; a longer one grows
+    /// them once).
+    mid: Vec<f32>,
+    low: Vec<f32>,
     bank: ToneBank,
     state: CtcssState,
     heard: Option<usize>,
@@ -139,6 +143,8 @@ impl CtcssDecoder {
             tol,
             dec1: Decimator::new(SAMPLE_RATE as f32, STAGE1.0, STAGE1.1, STAGE1.2),
             dec2: Decimator::new(SAMPLE_RATE as f32 / STAGE1.0 as f32, STAGE2.0, STAGE2.1, STAGE2.2),
+            mid: Vec::with_capacity(2880 / STAGE1.0 + 2),
+            low: Vec::with_capacity(2880 / STAGE1.0 / STAGE2.0 + 2),
             bank: ToneBank::new(fs_low, &freqs, BLOCK, WINDOW),
             state: CtcssState { open: false, heard_hz: None, snr_db: 0.0, level_dbfs: -120.0 },
             heard: None,
@@ -167,16 +173,24 @@ impl CtcssDecoder {
 
     /// Feed 48 kHz receive audio (before any filtering). Returns the open state after it.
     pub fn process(&mut self, frame: &[f32]) -> bool {
-        for &x in frame {
-            let x = if x.is_finite() { x } else { 0.0 };
-            if let Some(y) = self.dec1.push(x) {
-                if let Some(z) = self.dec2.push(y) {
-                    if self.bank.push(z) {
-                        self.judge();
-                    }
-                }
+        let mut mid = std::mem::take(&mut self.mid);
+        let mut low = std::mem::take(&mut self.low);
+        mid.clear();
+        low.clear();
+        if frame.iter().all(|x| x.is_finite()) {
+            self.dec1.process(frame, |y| mid.push(y));
+        } else {
+            for &x in frame {
+                self.dec1.process(&[if x.is_finite() { x } else { 0.0 }], |y| mid.push(y));
             }
         }
+        self.dec2.process(&mid, |z| low.push(z));
+        for &z in &low {
+            if self.bank.push(z) {
+                self.judge();
+            }
+        }
+        (self.mid, self.low) = (mid, low);
         self.state.open
     }
 

@@ -16,6 +16,25 @@ pub struct Decimator {
     pos: usize,
     factor: usize,
     phase: usize,
+    /// [`Decimator::process`]'s state: the last `taps - 1` inputs (room for `CHUNK` more),
+    /// and how many inputs to take before the next output.
+    hist: Vec<f32>,
+    skip: usize,
+}
+
+/// Inputs [`Decimator::process`] takes at a time (a 60 ms frame).
+const CHUNK: usize = 2880;
+
+/// Dot product of equal-length slices whose length is a multiple of 8, in eight lanes.
+#[inline]
+fn dot(w: &[f32], t: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (w, t) in w.chunks_exact(8).zip(t.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += w[k] * t[k];
+        }
+    }
+    acc.iter().sum()
 }
 
 impl Decimator {
@@ -46,7 +65,9 @@ impl Decimator {
         }
         // Symmetric, so reversing changes nothing; kept oldest-first for clarity.
         let taps = h.iter().rev().map(|&v| v as f32).collect();
-        Decimator { taps, line: vec![0.0; 2 * n], pos: 0, factor, phase: 0 }
+        let mut hist = Vec::with_capacity(n - 1 + CHUNK);
+        hist.resize(n - 1, 0.0);
+        Decimator { taps, line: vec![0.0; 2 * n], pos: 0, factor, phase: 0, hist, skip: factor - 1 }
     }
 
     /// Output rate for input rate `fs`.
@@ -71,17 +92,34 @@ impl Decimator {
         self.phase = 0;
         // The oldest sample is at `pos` now.
         let window = &self.line[self.pos..self.pos + n];
-        let mut acc = [0.0f32; 8];
-        for (w, t) in window.chunks_exact(8).zip(self.taps.chunks_exact(8)) {
-            for k in 0..8 {
-                acc[k] += w[k] * t[k];
+        Some(dot(window, &self.taps))
+    }
+
+    /// Feed a run of input samples (any length); `emit` gets every output. The samples are
+    /// copied behind the filter's history in bulk, so the per-input cost is a copy and the
+    /// work is one dot product per output.
+    pub fn process(&mut self, input: &[f32], mut emit: impl FnMut(f32)) {
+        let n = self.taps.len();
+        for chunk in input.chunks(CHUNK) {
+            // `hist` holds the last n - 1 inputs; the chunk goes behind them.
+            self.hist.extend_from_slice(chunk);
+            let mut j = n - 1 + self.skip;
+            while j < self.hist.len() {
+                emit(dot(&self.hist[j + 1 - n..=j], &self.taps));
+                j += self.factor;
             }
+            self.skip = j - self.hist.len();
+            let keep = self.hist.len() - (n - 1);
+            self.hist.copy_within(keep.., 0);
+            self.hist.truncate(n - 1);
         }
-        Some(acc.iter().sum())
     }
 
     /// Clear the delay line (after a bad frame).
     pub fn reset(&mut self) {
+        self.hist.clear();
+        self.hist.resize(self.taps.len() - 1, 0.0);
+        self.skip = self.factor - 1;
         self.line.fill(0.0);
         self.pos = 0;
         self.phase = 0;
@@ -119,6 +157,28 @@ mod tests {
         for f in [330.0, 400.0, 745.0, 1500.0, 3000.0, 3750.0, 5000.0] {
             let g = ctcss_gain_db(f);
             assert!(g < -45.0, "{f} Hz: {g:.1} dB");
+        }
+    }
+
+    #[test]
+    fn bulk_process_gives_what_push_gives_for_any_frame_sizes() {
+        let x = sine(321.0, 0.5, 20_000);
+        let mut a = Decimator::new(48_000.0, 12, 48, 2000.0);
+        let mut b = a.clone();
+        let pushed: Vec<f32> = x.iter().filter_map(|&v| a.push(v)).collect();
+        let mut bulk = Vec::new();
+        let mut at = 0;
+        for (i, len) in [1, 7, 480, 5000, 13, 960].iter().cycle().enumerate() {
+            if at >= x.len() || i > 1000 {
+                break;
+            }
+            let end = (at + len).min(x.len());
+            b.process(&x[at..end], |y| bulk.push(y));
+            at = end;
+        }
+        assert_eq!(pushed.len(), bulk.len());
+        for (p, q) in pushed.iter().zip(&bulk) {
+            assert!((p - q).abs() < 1e-6, "{p} {q}");
         }
     }
 

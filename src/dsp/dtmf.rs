@@ -84,6 +84,8 @@ pub enum DtmfEvent {
 pub struct DtmfDecoder {
     cfg: DtmfConfig,
     dec: Decimator,
+    /// Scratch: a frame at 8 kHz (sized for a 60 ms frame).
+    low: Vec<f32>,
     bank: ToneBank,
     candidate: Option<char>,
     run: u32,
@@ -108,6 +110,7 @@ impl DtmfDecoder {
         DtmfDecoder {
             cfg,
             dec: Decimator::new(SAMPLE_RATE as f32, DECIMATION, DECIMATOR_TAPS, DECIMATOR_CUTOFF_HZ),
+            low: Vec::with_capacity(2880 / DECIMATION + 2),
             bank: ToneBank::new(SAMPLE_RATE as f64 / DECIMATION as f64, &freqs, BLOCK, WINDOW),
             candidate: None,
             run: 0,
@@ -119,14 +122,21 @@ impl DtmfDecoder {
 
     /// Feed 48 kHz receive audio; then drain [`DtmfDecoder::poll_event`].
     pub fn process(&mut self, frame: &[f32]) {
-        for &x in frame {
-            let x = if x.is_finite() { x } else { 0.0 };
-            if let Some(y) = self.dec.push(x) {
-                if self.bank.push(y) {
-                    self.judge();
-                }
+        let mut low = std::mem::take(&mut self.low);
+        low.clear();
+        if frame.iter().all(|x| x.is_finite()) {
+            self.dec.process(frame, |y| low.push(y));
+        } else {
+            for &x in frame {
+                self.dec.process(&[if x.is_finite() { x } else { 0.0 }], |y| low.push(y));
             }
         }
+        for &y in &low {
+            if self.bank.push(y) {
+                self.judge();
+            }
+        }
+        self.low = low;
     }
 
     pub fn poll_event(&mut self) -> Option<DtmfEvent> {
