@@ -105,7 +105,9 @@ fn demo_config_is_the_documented_standalone_box() {
     for port in c.port.values() {
         let PortConfig::Radio(r) = port else { panic!("demo ports are radios") };
         assert_eq!(r.channel, "ops");
-        assert!(r.cor.as_ref().unwrap().line.starts_with("sim:") && r.ptt.line.starts_with("sim:"));
+        assert!(
+            r.cor.as_ref().unwrap().line.as_ref().unwrap().line.starts_with("sim:") && r.ptt.line.starts_with("sim:")
+        );
     }
 }
 

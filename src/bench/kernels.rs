@@ -9,7 +9,7 @@ use super::signal::speechlike;
 use crate::audio::{AudioOptions, CaptureHandle, Pacing, PlaybackHandle};
 use crate::codec::{Decoder, Encoder, EncoderConfig, MAX_FRAME_SAMPLES, MAX_PACKET_BYTES};
 use crate::core::jitter::JitterConfig;
-use crate::dsp::{CourtesyToneConfig, RxConfig, TxConfig};
+use crate::dsp::{CourtesyToneConfig, CtcssConfig, CtcssDecoder, DtmfConfig, DtmfDecoder, RxConfig, TxConfig};
 use crate::pipeline::{MediaPacket, RxPath, TxGate, TxPath};
 
 const FRAME: usize = 480; // 10 ms device frame
@@ -122,6 +122,8 @@ pub enum Kernel {
     /// transmission every 10 s, its Ogg pages collected (the writer thread's disk I/O is not
     /// in it).
     Record,
+    /// The CTCSS and DTMF decoders of one radio port on its receive audio.
+    Signalling,
 }
 
 /// Run `seconds` of audio through a kernel on one thread, no devices, no clock.
@@ -186,6 +188,17 @@ pub fn run_kernel(kernel: Kernel, seconds: u32) -> Result<(), String> {
             }
             std::hint::black_box(bytes);
         }
+        Kernel::Signalling => {
+            let mut ctcss = CtcssDecoder::new(&CtcssConfig::default());
+            let mut dtmf = DtmfDecoder::new(&DtmfConfig::default());
+            for i in 0..frames {
+                std::hint::black_box(ctcss.process(chunk(i)));
+                dtmf.process(chunk(i));
+                while let Some(e) = dtmf.poll_event() {
+                    std::hint::black_box(e);
+                }
+            }
+        }
         Kernel::Idle => {
             let (mut rx, mut tx) = (rx_path(false)?, tx_path()?);
             let mut out = [0.0f32; FRAME];
@@ -207,6 +220,7 @@ pub struct Callgrind {
     pub idle: f64,
     pub desk: f64,
     pub record: f64,
+    pub signalling: f64,
 }
 
 /// Million instructions per audio-second of each kernel: two runs of different lengths,
@@ -228,6 +242,7 @@ pub fn callgrind_figures() -> Result<Callgrind, String> {
         idle: per_second("idle")?,
         desk: per_second("desk")?,
         record: per_second("record")?,
+        signalling: per_second("signalling")?,
     })
 }
 

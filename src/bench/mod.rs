@@ -7,6 +7,8 @@
 //! - jitter-buffer behaviour under seeded 10% loss and 40 ms jitter, in virtual time;
 //! - peak RSS, and, where valgrind is installed, instructions per audio-second under callgrind
 //!   for a busy port, a bare Opus encode+decode of the same signal, and an idle port;
+//! - the CTCSS and DTMF decoders: false tones and talk-off digits in 10 minutes of speech,
+//!   CTCSS open times, and their instructions per audio-second under callgrind;
 //! - a 60 s over radio A → radio B under `stress-ng --cpu 6` (started by the bench when
 //!   installed): silent blocks in B's transmit audio and concealed frames;
 //! - on real ALSA devices (a private PulseAudio's null sinks, when PulseAudio is installed): CPU,
@@ -21,6 +23,7 @@ mod latency;
 mod load;
 pub mod rig;
 pub mod signal;
+mod signalling;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -70,6 +73,9 @@ pub struct Report {
     /// The recorder of one busy channel, its disk writes aside (M instr per audio-second).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record_minstr_per_s: Option<f64>,
+    /// CTCSS and DTMF decoders of one port together on receive audio (M instr per audio-second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signalling_minstr_per_s: Option<f64>,
     /// Why the instruction counts are missing, when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valgrind: Option<String>,
@@ -98,6 +104,14 @@ pub struct Report {
     /// Why the `alsa_*` figures are missing ("not measured: no PulseAudio ..."), when they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alsa: Option<String>,
+    /// Signalling decoders over 10 minutes of varied speech-like audio: CTCSS tones heard and
+    /// DTMF digits reported (both should be 0); CTCSS open time over 50 tones x 4 speech
+    /// signals, under speech at -10 dBFS and noise 10 dB under the -20 dBFS tone.
+    pub ctcss_false_tones_10min: u64,
+    pub dtmf_talk_off_digits_10min: u64,
+    pub ctcss_open_median_ms: f64,
+    pub ctcss_open_p95_ms: f64,
+    pub ctcss_open_max_ms: f64,
 }
 
 pub fn main(json: bool, seconds: u32) -> ExitCode {
@@ -128,6 +142,10 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
     (r.jitter_on_time_pct, r.jitter_added_latency_p95_ms, r.jitter_lost_pct) =
         (j.on_time_pct, j.added_p95_ms, j.lost_pct);
     r.mixer_added_latency_ms = desk::mixer_added_latency_ms()?;
+    let s = signalling::figures(10.0);
+    (r.ctcss_false_tones_10min, r.dtmf_talk_off_digits_10min) = (s.ctcss_false_tones, s.dtmf_talk_off_digits);
+    (r.ctcss_open_median_ms, r.ctcss_open_p95_ms, r.ctcss_open_max_ms) =
+        (s.ctcss_open_median_ms, s.ctcss_open_p95_ms, s.ctcss_open_max_ms);
     let l = load::tx_gaps_under_load(std::time::Duration::from_secs(60))?;
     (r.tx_gaps_under_load, r.tx_concealed_under_load_pct, r.tx_load) = (l.gaps, l.concealed_pct, l.load);
     let f = crate::pipeline::fidelity::measure(&crate::pipeline::fidelity::PathConfig::default())?;
@@ -160,6 +178,7 @@ fn run(r: &mut Report, seconds: u32) -> Result<(), String> {
             r.pipeline_overhead_pct = Some(100.0 * (c.busy / c.codec - 1.0));
             r.desk_minstr_per_s = Some(c.desk);
             r.record_minstr_per_s = Some(c.record);
+            r.signalling_minstr_per_s = Some(c.signalling);
         }
         Err(why) => r.valgrind = Some(why),
     }
@@ -208,6 +227,14 @@ fn print_human(r: &Report) {
         }
         _ => println!("  ALSA ports: {}", r.alsa.as_deref().unwrap_or("not measured")),
     }
+    println!(
+        "  signalling, 10 min of speech:           {} false CTCSS tones, {} DTMF digits (talk-off)",
+        r.ctcss_false_tones_10min, r.dtmf_talk_off_digits_10min
+    );
+    println!(
+        "  CTCSS open time (50 tones x 4):         median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        r.ctcss_open_median_ms, r.ctcss_open_p95_ms, r.ctcss_open_max_ms
+    );
     match (r.busy_port_minstr_per_s, r.bare_codec_minstr_per_s, r.idle_port_minstr_per_s) {
         (Some(b), Some(c), Some(i)) => {
             println!("  callgrind, busy port:                   {b:8.1} M instr per audio-second");
@@ -221,6 +248,9 @@ fn print_human(r: &Report) {
             }
             if let Some(rec) = r.record_minstr_per_s {
                 println!("  callgrind, recording one busy channel:  {rec:8.3} M instr per audio-second");
+            }
+            if let Some(s) = r.signalling_minstr_per_s {
+                println!("  callgrind, CTCSS + DTMF decoders:       {s:8.2} M instr per audio-second");
             }
         }
         _ => println!("  callgrind: skipped ({})", r.valgrind.as_deref().unwrap_or("?")),

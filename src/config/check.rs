@@ -163,10 +163,24 @@ pub fn summary(config: &Config) -> String {
                     r.channel,
                     if r.duplex { ", full duplex" } else { "" }
                 );
+                let vox_text = |v: &Option<super::VoxSettings>| match v {
+                    Some(v) => format!("VOX, opens at {} dBFS, closes at {} dBFS", v.open_dbfs, v.close_dbfs),
+                    None => "VOX, default levels".into(),
+                };
                 let cor = match (&r.cor, &r.vox) {
-                    (Some(line), _) => line_text(line),
-                    (None, Some(v)) => format!("VOX, opens at {} dBFS, closes at {} dBFS", v.open_dbfs, v.close_dbfs),
-                    (None, None) => "VOX, default levels".into(),
+                    (Some(c), vox) => {
+                        let base = c.line.as_ref().map(line_text).or_else(|| vox.is_some().then(|| vox_text(vox)));
+                        match (base, c.ctcss) {
+                            (Some(b), None) => b,
+                            (Some(b), Some(t)) => {
+                                let how = if c.combine == super::CorCombine::Either { "or" } else { "and" };
+                                format!("{b} {how} CTCSS {t:.1} Hz")
+                            }
+                            (None, Some(t)) => format!("CTCSS {t:.1} Hz"),
+                            (None, None) => "none".into(),
+                        }
+                    }
+                    (None, vox) => vox_text(vox),
                 };
                 let _ = writeln!(s, "  COR:     {cor}");
                 let _ = writeln!(s, "  PTT:     {}", line_text(&r.ptt));

@@ -355,7 +355,7 @@ keying.tx_delay_ms = 300
         let c = parse_str(GOOD, "t.toml").unwrap();
         let PortConfig::Radio(r) = &c.port["radio1"] else { panic!("not a radio") };
         assert_eq!(r.keying.tx_delay_ms, 300);
-        assert_eq!(r.cor.as_ref().unwrap().bias, Bias::PullUp);
+        assert_eq!(r.cor.as_ref().unwrap().line.as_ref().unwrap().bias, Bias::PullUp);
         assert_eq!(r.keying_config().tx_delay.as_millis(), 300);
     }
 

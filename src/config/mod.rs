@@ -30,7 +30,7 @@ pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKi
 pub use record::RecordConfig;
 
 use crate::core::floor::{ArbiterConfig, Priority};
-use crate::core::keying::{KeyingConfig, VoxConfig as CoreVoxConfig};
+use crate::core::keying::{CtcssCor, KeyingConfig, VoxConfig as CoreVoxConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -220,14 +220,15 @@ impl PortConfig {
     }
 }
 
-/// A two-way radio: COR/COS (GPIO or VOX) in, PTT out, audio both ways.
+/// A two-way radio: COR/COS (GPIO, CTCSS and/or VOX) in, PTT out, audio both ways.
 /// In the file: `[port.NAME]` with `kind = "radio"`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RadioPortConfig {
     pub channel: String,
-    /// Carrier/squelch detect input. Absent means VOX (then `[port.NAME.vox]` applies).
-    pub cor: Option<LineConfig>,
+    /// Carrier/squelch detect: a GPIO line, a CTCSS tone decoded from the receive audio, or
+    /// both. Absent means VOX (then `[port.NAME.vox]` applies).
+    pub cor: Option<CorConfig>,
     pub ptt: LineConfig,
     /// Optional hardware TX-inhibit switch: while asserted the radio is never keyed.
     pub inhibit: Option<LineConfig>,
@@ -242,6 +243,54 @@ pub struct RadioPortConfig {
     /// Floor priority of this radio's talkers (0-255; a higher one preempts). Default 0.
     #[serde(default)]
     pub priority: u8,
+}
+
+/// `cor = { line = "...", active_low, bias, ctcss = 100.0, combine = "both" | "either" }`:
+/// `line` and its settings as in [`LineConfig`]; `ctcss`, one of the 50 standard tones, makes
+/// the CTCSS decoder a COR source, alone or with the line (or with `[port.NAME.vox]`) as
+/// `combine` says (default "both": the tone and the carrier).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(from = "RawCor")]
+pub struct CorConfig {
+    pub line: Option<LineConfig>,
+    pub ctcss: Option<f32>,
+    pub combine: CorCombine,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CorCombine {
+    #[default]
+    Both,
+    Either,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCor {
+    #[serde(default, deserialize_with = "trimmed_opt")]
+    line: Option<String>,
+    #[serde(default)]
+    active_low: bool,
+    #[serde(default)]
+    bias: Bias,
+    ctcss: Option<f32>,
+    #[serde(default)]
+    combine: CorCombine,
+}
+
+impl From<RawCor> for CorConfig {
+    fn from(r: RawCor) -> CorConfig {
+        CorConfig {
+            line: r.line.map(|line| LineConfig { line, active_low: r.active_low, bias: r.bias }),
+            ctcss: r.ctcss,
+            combine: r.combine,
+        }
+    }
+}
+
+fn trimmed_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d).map(|s| s.map(|s| s.trim().to_string()))
 }
 
 /// Keying timers in milliseconds. Defaults follow what radio users expect (FIELD.md).
@@ -334,6 +383,14 @@ impl RadioPortConfig {
             }),
             duplex: self.duplex,
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
+            ctcss: self.cor.as_ref().and_then(|c| {
+                c.ctcss?;
+                Some(match (c.line.is_some() || self.vox.is_some(), c.combine) {
+                    (false, _) => CtcssCor::Only,
+                    (true, CorCombine::Both) => CtcssCor::Both,
+                    (true, CorCombine::Either) => CtcssCor::Either,
+                })
+            }),
         }
     }
 }

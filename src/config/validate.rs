@@ -105,8 +105,31 @@ fn radio_port<'c>(
         (false, false) => {
             r.key(&cor, format!("a radio port needs a COR source: a `cor` line or a `[{path}.vox]` table"))
         }
-        (true, true) => r.key(&vox, "set either `cor` or `vox` as the COR source, not both"),
+        // VOX may join a CTCSS tone (`cor = { ctcss = ... }` without a line), not a line.
+        (true, true) if radio.cor.as_ref().is_none_or(|c| c.line.is_some() || c.ctcss.is_none()) => r.key(
+            &vox,
+            "set either a `cor` line or `vox` as the COR source, not both (VOX may join `cor = { ctcss = ... }`)",
+        ),
         _ => {}
+    }
+    if let Some(c) = &radio.cor {
+        if c.line.is_none() && c.ctcss.is_none() {
+            r.key(&cor, "`cor` needs a `line`, a `ctcss` tone or both");
+        }
+        if let Some(t) = c.ctcss {
+            if radio.audio.capture.is_none() {
+                r.key(
+                    &format!("{cor}.ctcss"),
+                    format!("CTCSS is decoded from the receive audio: set `[{path}.audio] capture`"),
+                );
+            }
+            if crate::dsp::ctcss::standard_tone(t).is_none() {
+                r.key(
+                    &format!("{cor}.ctcss"),
+                    format!("{t} Hz is not one of the 50 standard CTCSS tones (67.0-254.1 Hz)"),
+                );
+            }
+        }
     }
 
     for (field, value, range) in timers(&radio.keying) {
@@ -139,7 +162,7 @@ fn radio_port<'c>(
         }
     }
 
-    lines.extend(radio.cor.iter().map(|l| (cor.clone(), l)));
+    lines.extend(radio.cor.iter().filter_map(|c| c.line.as_ref()).map(|l| (cor.clone(), l)));
     lines.push((format!("{path}.ptt"), &radio.ptt));
     lines.extend(radio.inhibit.iter().map(|l| (format!("{path}.inhibit"), l)));
 }
@@ -364,13 +387,50 @@ ptt = { line = "sim:ptt1" }
         let both = "[port.r1.vox]\nopen_dbfs = 3\nclose_dbfs = 3\n";
         let e = errors(both);
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("10:port.r1.vox set either"), "{e:?}");
+        assert!(e[0].starts_with("10:port.r1.vox set either a `cor` line or `vox`"), "{e:?}");
         assert!(e[1].starts_with("11:port.r1.vox.open_dbfs 3 dBFS is out of range"), "{e:?}");
         assert!(e[2].starts_with("12:port.r1.vox.close_dbfs must be below"), "{e:?}");
         let neither = "[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\nptt = { line = \"sim:ptt2\" }\n";
         let e = errors(neither);
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("10:port.r2.cor a radio port needs a COR source"), "{e:?}");
+    }
+
+    fn radio(cor: &str, extra: &str) -> String {
+        format!("[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {cor}\nptt = {{ line = \"sim:ptt2\" }}\naudio = {{ capture = \"sim:silence\" }}\n{extra}")
+    }
+
+    #[test]
+    fn ctcss_cor_alone_with_a_line_or_with_vox() {
+        use crate::config::PortConfig;
+        use crate::core::keying::CtcssCor;
+        let ctcss = |cor: &str, extra: &str| {
+            let c = parse_str(&format!("{BASE}{}", radio(cor, extra)), "t.toml").unwrap();
+            let PortConfig::Radio(r) = &c.port["r2"] else { panic!("not a radio") };
+            r.keying_config().ctcss
+        };
+        assert_eq!(ctcss("{ ctcss = 100.0 }", ""), Some(CtcssCor::Only));
+        assert_eq!(ctcss("{ line = \"sim:c2\", ctcss = 100.0 }", ""), Some(CtcssCor::Both));
+        assert_eq!(ctcss("{ line = \"sim:c2\", ctcss = 67, combine = \"either\" }", ""), Some(CtcssCor::Either));
+        assert_eq!(ctcss("{ ctcss = 254.1 }", "[port.r2.vox]\n"), Some(CtcssCor::Both));
+        assert_eq!(ctcss("{ line = \"sim:c2\" }", ""), None);
+
+        let e = errors(&radio("{ ctcss = 101.0 }", ""));
+        assert_eq!(e, ["13:port.r2.cor.ctcss 101 Hz is not one of the 50 standard CTCSS tones (67.0-254.1 Hz)"]);
+        let e = errors(&radio("{ combine = \"both\" }", ""));
+        assert_eq!(e, ["13:port.r2.cor `cor` needs a `line`, a `ctcss` tone or both"]);
+        let e = errors(&radio("{ line = \"sim:c2\", ctcss = 100.0 }", "[port.r2.vox]\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("16:port.r2.vox set either a `cor` line or `vox`"), "{e:?}");
+        let no_capture = format!("{BASE}[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {{ ctcss = 100.0 }}\nptt = {{ line = \"sim:ptt2\" }}\n");
+        let e: Vec<String> = match parse_str(&no_capture, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| format!("{}:{} {}", e.line, e.key, e.message)).collect(),
+        };
+        assert_eq!(e, ["13:port.r2.cor.ctcss CTCSS is decoded from the receive audio: set `[port.r2.audio] capture`"]);
+        let e = errors(&radio("{ ctcss = 100.0, combine = \"any\" }", ""));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("port.r2.cor") && e[0].contains("any"), "{e:?}");
     }
 
     #[test]

@@ -64,6 +64,21 @@ pub struct KeyingConfig {
     pub duplex: bool,
     /// When set, COR comes from audio level ([`Input::VoxLevel`]) instead of a line.
     pub vox: Option<VoxConfig>,
+    /// When set, the CTCSS decoder ([`Input::Ctcss`]) is a COR source, alone or combined with
+    /// the line or VOX.
+    pub ctcss: Option<CtcssCor>,
+}
+
+/// How a CTCSS decoder counts as COR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtcssCor {
+    /// The tone alone is COR (no line, no VOX).
+    Only,
+    /// Open while both the tone and the line (or VOX) are open: a shared channel where the
+    /// radio's squelch opens on every carrier but only one group's tone counts.
+    Both,
+    /// Open while either is.
+    Either,
 }
 
 impl Default for KeyingConfig {
@@ -82,6 +97,7 @@ impl Default for KeyingConfig {
             no_audio: ms(5000),
             duplex: false,
             vox: None,
+            ctcss: None,
         }
     }
 }
@@ -133,6 +149,9 @@ pub enum Input {
     Cor(bool),
     /// Audio level of one capture frame in dBFS. Only used when VOX is configured.
     VoxLevel(f32),
+    /// The CTCSS decoder heard (true) or lost (false) the configured tone. Only used when
+    /// `ctcss` is configured.
+    Ctcss(bool),
     /// The channel has (true) or no longer has (false) a talker for this radio.
     /// Repeating `true` while blocked reports the block again; otherwise repeats do nothing.
     TxRequest(bool),
@@ -310,8 +329,11 @@ pub struct Keying {
     last_now: Option<Instant>,
     shut_down: bool,
 
-    /// COR level before debounce (after VOX hysteresis).
+    /// COR level before debounce (after VOX hysteresis and the CTCSS combination).
     raw_cor: bool,
+    /// The line's (or VOX's) level, and the CTCSS decoder's, before they are combined.
+    line_cor: bool,
+    ctcss_cor: bool,
     /// Debounced COR level.
     cor: bool,
     rx: Rx,
@@ -349,6 +371,8 @@ impl Keying {
             last_now: None,
             shut_down: false,
             raw_cor: false,
+            line_cor: false,
+            ctcss_cor: false,
             cor: false,
             rx: Rx::Closed,
             flap_changes: VecDeque::new(),
@@ -395,13 +419,20 @@ impl Keying {
         match input {
             Input::Cor(level) => {
                 if self.config.vox.is_none() {
-                    self.set_raw_cor(now, level);
+                    self.line_cor = level;
+                    self.combine_cor(now);
                 }
             }
             Input::VoxLevel(dbfs) => {
                 if let Some(vox) = &self.config.vox {
-                    let level = vox.level(dbfs).unwrap_or(self.raw_cor);
-                    self.set_raw_cor(now, level);
+                    self.line_cor = vox.level(dbfs).unwrap_or(self.line_cor);
+                    self.combine_cor(now);
+                }
+            }
+            Input::Ctcss(open) => {
+                if self.config.ctcss.is_some() {
+                    self.ctcss_cor = open;
+                    self.combine_cor(now);
                 }
             }
             Input::TxRequest(on) => self.on_tx_request(now, on),
@@ -589,6 +620,17 @@ impl Keying {
     }
 
     // ---- RX ----
+
+    /// The COR level the configured sources make together.
+    fn combine_cor(&mut self, now: Instant) {
+        let level = match self.config.ctcss {
+            None => self.line_cor,
+            Some(CtcssCor::Only) => self.ctcss_cor,
+            Some(CtcssCor::Both) => self.line_cor && self.ctcss_cor,
+            Some(CtcssCor::Either) => self.line_cor || self.ctcss_cor,
+        };
+        self.set_raw_cor(now, level);
+    }
 
     fn set_raw_cor(&mut self, now: Instant, level: bool) {
         if level == self.raw_cor {

@@ -74,6 +74,8 @@ struct RxTap {
     vox: Option<VoxConfig>,
     /// The VOX level last sent (None: nothing sent yet).
     vox_sent: Option<bool>,
+    /// The CTCSS open state and heard tone last sent.
+    ctcss_sent: Option<(bool, Option<f32>)>,
     to_port: PeerTx<PortInput>,
     /// The router's media inbox.
     to_channel: mpsc::Sender<ChannelMsg>,
@@ -96,6 +98,13 @@ impl Tap for RxTap {
             if level.is_some() && level != self.vox_sent {
                 self.vox_sent = level;
                 let _ = self.to_port.send(PortInput::Vox { at, dbfs });
+            }
+        }
+        if let Some(c) = out.ctcss {
+            if self.ctcss_sent != Some((c.open, c.heard_hz)) {
+                self.ctcss_sent = Some((c.open, c.heard_hz));
+                let _ =
+                    self.to_port.send(PortInput::Ctcss { at, open: c.open, heard_hz: c.heard_hz, snr_db: c.snr_db });
             }
         }
         if let Some(dbfs) = self.level.add(at, out.meter.rms_dbfs) {
@@ -147,6 +156,7 @@ pub fn start_capture(
         flags: flags.clone(),
         vox,
         vox_sent: None,
+        ctcss_sent: None,
         to_port,
         to_channel,
         dropped: 0,
@@ -322,8 +332,11 @@ pub fn start(
     let flags = Arc::new(AudioFlags::default());
     let opts = || AudioOptions { events: Some(device_events(name, reporter, to_port)), ..AudioOptions::default() };
     if let Some(device) = capture {
-        let rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
+        let mut rx = RxPath::new(&radio.audio.rx_config(), &radio.audio.encoder_config(), radio.vox.is_some())
             .map_err(|e| format!("encoder: {e}"))?;
+        if let Some(tone) = radio.cor.as_ref().and_then(|c| c.ctcss) {
+            rx = rx.with_ctcss(tone);
+        }
         let heartbeat = watchdog.register(&format!("port {name} capture"));
         let to = (to_port.clone(), to_channel.media.clone());
         start_capture(port, device, rx, &flags, radio.keying_config().vox, to, heartbeat, opts(), cancel, tasks)?;
@@ -458,6 +471,7 @@ mod tests {
             flags: flags.clone(),
             vox: Some(VoxConfig::default()),
             vox_sent: None,
+            ctcss_sent: None,
             to_port,
             to_channel,
             dropped: 0,

@@ -293,7 +293,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         let PortConfig::Radio(radio) = port else { continue };
         let Some(ptt) = ptt else { continue };
         radios.insert((*name).clone(), tx.clone());
-        if let Some(cor) = &radio.cor {
+        if let Some(cor) = radio.cor.as_ref().and_then(|c| c.line.as_ref()) {
             match open_edge_input(&mut gpio, cor, tx.clone(), |at, asserted| PortInput::Cor { at, asserted }) {
                 Ok(input) => held_inputs.push(input),
                 Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open COR: {e}"))),

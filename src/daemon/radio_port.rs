@@ -36,6 +36,9 @@ pub enum PortInput {
     TxRequest(bool),
     /// Receive audio level of one capture frame, when VOX is the COR source.
     Vox { at: Instant, dbfs: f32 },
+    /// The CTCSS decoder (a COR source): whether the port's tone is heard, and which tone is
+    /// heard (any, for the port state) with its SNR. Sent when `open` or the tone changes.
+    Ctcss { at: Instant, open: bool, heard_hz: Option<f32>, snr_db: f32 },
     /// TX inhibit from the fleet; either inhibit source keeps the radio unkeyed.
     RemoteInhibit(bool),
     /// Key from the fleet for at most `max`, TX hang included (the keying rules and the TOT
@@ -68,11 +71,11 @@ impl Queued for PortInput {
     }
 
     fn supersedes(&self, older: &Self) -> bool {
-        use PortInput::{Cor, Inhibit};
+        use PortInput::{Cor, Ctcss, Inhibit};
         match (self, older) {
-            (Cor { asserted: a, .. }, Cor { asserted: b, .. }) | (Inhibit { on: a, .. }, Inhibit { on: b, .. }) => {
-                a == b
-            }
+            (Cor { asserted: a, .. }, Cor { asserted: b, .. })
+            | (Inhibit { on: a, .. }, Inhibit { on: b, .. })
+            | (Ctcss { open: a, .. }, Ctcss { open: b, .. }) => a == b,
             _ => std::mem::discriminant(self) == std::mem::discriminant(older),
         }
     }
@@ -146,6 +149,8 @@ struct Requests {
     line_inhibit: bool,
     remote_inhibit: bool,
     rx_level: Option<f32>,
+    /// The CTCSS tone heard and its SNR, for the port state.
+    ctcss: Option<(f32, f32)>,
     tx_level: Option<f32>,
 }
 
@@ -183,6 +188,10 @@ impl RadioPort {
         match input {
             PortInput::Cor { at, asserted } => self.keying.handle_input(at, Input::Cor(asserted)),
             PortInput::Vox { at, dbfs } => self.keying.handle_input(at, Input::VoxLevel(dbfs)),
+            PortInput::Ctcss { at, open, heard_hz, snr_db } => {
+                req.ctcss = heard_hz.map(|hz| (hz, snr_db));
+                self.keying.handle_input(at, Input::Ctcss(open));
+            }
             PortInput::Inhibit { at, on } => {
                 req.line_inhibit = on;
                 self.keying.handle_input(at, Input::Inhibit(req.line_inhibit || req.remote_inhibit));
@@ -334,6 +343,8 @@ impl RadioPort {
             rx_level_dbfs: req.rx_level.filter(|_| rx).map(f32::round),
             tx_level_dbfs: req.tx_level.filter(|_| tx).map(f32::round),
             tot_remaining_s: self.keying.tot_remaining(now).map(|d| d.as_secs_f32().ceil()),
+            ctcss_hz: req.ctcss.map(|(hz, _)| hz),
+            ctcss_snr_db: req.ctcss.map(|(_, snr)| snr.round()),
         };
         self.reporter.port_state(&self.name, state);
     }
@@ -451,7 +462,7 @@ ptt = { line = "sim:r1-ptt" }
         let mut gpio = crate::gpio::Gpio::new(&config.gpio);
         let ptt = PttLine::register(gpio.open_output(&radio.ptt).unwrap());
         let (tx, rx) = inputs();
-        let cor_line = radio.cor.as_ref().unwrap();
+        let cor_line = radio.cor.as_ref().and_then(|c| c.line.as_ref()).unwrap();
         let cor = super::super::open_edge_input(&mut gpio, cor_line, tx.clone(), |at, asserted| PortInput::Cor {
             at,
             asserted,

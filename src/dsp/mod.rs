@@ -23,9 +23,13 @@
 
 pub mod biquad;
 pub mod chain;
+pub mod ctcss;
 pub mod cw;
+pub mod decimate;
+pub mod dtmf;
 pub mod dynamics;
 pub mod level;
+pub mod tone_bank;
 pub mod tones;
 
 #[cfg(test)]
@@ -35,7 +39,9 @@ pub(crate) mod test_util;
 
 pub use biquad::{Biquad, BiquadCoeffs};
 pub use chain::{RxChain, RxConfig, RxLevels, TxChain, TxConfig, TxLevels};
+pub use ctcss::{CtcssConfig, CtcssDecoder, CtcssState, CTCSS_TONES};
 pub use cw::{CwIdConfig, IdDue, IdTimer};
+pub use dtmf::{DtmfConfig, DtmfDecoder, DtmfEvent};
 pub use dynamics::{Agc, AgcConfig, Limiter};
 pub use level::{db_to_gain, gain_to_db, Meter, SILENCE_DBFS};
 pub use tones::{CourtesyToneConfig, Sine, ToneSequence, ToneStep};

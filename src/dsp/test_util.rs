@@ -88,3 +88,5 @@ pub fn speech_like(active_rms_dbfs: f64, seconds: f64) -> Vec<f32> {
     let scale = 10f64.powf(active_rms_dbfs / 20.0) / act_rms;
     out.iter().map(|v| (v * scale) as f32).collect()
 }
+
+pub use crate::bench::signal::radio_speech;

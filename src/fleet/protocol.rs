@@ -244,6 +244,12 @@ pub struct PortState {
     /// Seconds left before the time-out timer fires, while keyed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tot_remaining_s: Option<f32>,
+    /// The CTCSS tone the port's decoder hears (any of the 50, not only its own), Hz, and its
+    /// SNR in whole dB; only on ports with `cor = { ctcss = ... }`, while a tone is heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctcss_hz: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctcss_snr_db: Option<f32>,
 }
 
 /// Published (not retained) on `roipd/<device>/event`.

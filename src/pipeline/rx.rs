@@ -2,7 +2,7 @@
 //! whole Opus frames and encoded only while the port talks.
 
 use crate::codec::{CodecError, Encoder, EncoderConfig, MAX_PACKET_BYTES};
-use crate::dsp::{Meter, RxChain, RxConfig};
+use crate::dsp::{CtcssConfig, CtcssDecoder, CtcssState, Meter, RxChain, RxConfig};
 
 use super::MediaPacket;
 
@@ -35,6 +35,9 @@ pub struct RxPath {
     /// Samples kept in `pre` (None: what came since the boundary is not all there).
     pre_len: Option<usize>,
     pre_chain: RxChain,
+    /// The CTCSS decoder, on the audio as it comes from the radio (before the high-pass
+    /// that keeps the tone off the channel), when CTCSS is a COR source.
+    ctcss: Option<CtcssDecoder>,
 }
 
 /// What one capture frame produced.
@@ -46,6 +49,8 @@ pub struct RxOutput {
     pub vox_dbfs: Option<f32>,
     /// An encoded packet, when this frame completed one.
     pub packet: Option<MediaPacket>,
+    /// The CTCSS decoder's state after this frame, when it runs.
+    pub ctcss: Option<CtcssState>,
 }
 
 impl RxPath {
@@ -68,7 +73,14 @@ impl RxPath {
             talking: false,
             marker: false,
             vox,
+            ctcss: None,
         })
+    }
+
+    /// Decode CTCSS (`tone_hz` opens it) on every captured frame, talking or not.
+    pub fn with_ctcss(mut self, tone_hz: f32) -> RxPath {
+        self.ctcss = Some(CtcssDecoder::new(&CtcssConfig { tone_hz, ..CtcssConfig::default() }));
+        self
     }
 
     /// Samples per Opus frame.
@@ -81,6 +93,16 @@ impl RxPath {
     /// levels are measured (with VOX, after the filters that the VOX level needs): an idle port
     /// costs next to nothing.
     pub fn process(&mut self, frame: &mut [f32], talking: bool) -> RxOutput {
+        let ctcss = self.ctcss.as_mut().map(|d| {
+            d.process(frame);
+            d.state()
+        });
+        let mut out = self.process_audio(frame, talking);
+        out.ctcss = ctcss;
+        out
+    }
+
+    fn process_audio(&mut self, frame: &mut [f32], talking: bool) -> RxOutput {
         let start_ts = self.clock;
         self.clock = self.clock.wrapping_add(frame.len() as u32);
         let codec = self.pending.len();
@@ -106,14 +128,14 @@ impl RxPath {
 
         if !talking {
             if !self.vox {
-                return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None };
+                return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None, ctcss: None };
             }
             let levels = self.chain.levels_only(frame);
-            return RxOutput { meter: levels.input, vox_dbfs: Some(levels.vox_dbfs), packet: None };
+            return RxOutput { meter: levels.input, vox_dbfs: Some(levels.vox_dbfs), packet: None, ctcss: None };
         }
         let levels = self.chain.process(frame);
         let vox_dbfs = self.vox.then_some(levels.vox_dbfs);
-        let mut out = RxOutput { meter: levels.input, vox_dbfs, packet: None };
+        let mut out = RxOutput { meter: levels.input, vox_dbfs, packet: None, ctcss: None };
 
         // Accumulate; a frame never spans two packets in practice (device periods divide the
         // Opus frame), but handle it anyway by carrying the rest over.

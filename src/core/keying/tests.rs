@@ -1329,6 +1329,7 @@ fn arb_config() -> impl Strategy<Value = KeyingConfig> {
                 no_audio: ms(silence),
                 duplex,
                 vox: vox.map(|(open, gap)| VoxConfig { open_dbfs: open, close_dbfs: open - gap }),
+                ctcss: None,
             }
         })
 }
@@ -1452,7 +1453,7 @@ proptest! {
         let config = KeyingConfig {
             cor_debounce: ms(0), min_keyup: ms(0), squelch_hang: ms(0), flap_window: ms(0),
             flap_max_changes: 0, rx_timeout: ms(0), tx_delay: ms(0), tx_hang: ms(0), tot: ms(tot),
-            no_audio: ms(0), duplex: false, vox: None,
+            no_audio: ms(0), duplex: false, vox: None, ctcss: None,
         };
         let id = StationIdConfig { interval: ms(10_000), early: ms(0), length: ms(0) };
         let mut s = Sim::new(config);
@@ -1488,4 +1489,63 @@ proptest! {
         }
         prop_assert!(s.take().iter().all(|(_, e)| *e == TxBlocked(Block::ShutDown)));
     }
+}
+
+/// CTCSS as COR: alone, with a line as "both" (a shared channel: the radio's squelch opens on
+/// every carrier, only the group's tone counts) and as "either"; with VOX as "both".
+#[test]
+fn ctcss_is_a_cor_source_alone_or_combined() {
+    // Alone: the line means nothing, the tone opens and closes RX.
+    let mut s = Sim::with(|c| c.ctcss = Some(CtcssCor::Only));
+    s.input(0, Cor(true));
+    s.run_to(500);
+    assert_eq!(s.take(), vec![]);
+    s.input(500, Ctcss(true));
+    s.input(1500, Ctcss(false));
+    s.run_to(3000);
+    assert_eq!(s.take(), vec![(520, RxOpen), (1820, RxClose)]);
+
+    // Both: a carrier without the tone, or the tone without a carrier, does not open.
+    let mut s = Sim::with(|c| c.ctcss = Some(CtcssCor::Both));
+    s.input(0, Cor(true));
+    s.run_to(500);
+    s.input(500, Cor(false));
+    s.input(600, Ctcss(true));
+    s.run_to(1000);
+    assert_eq!(s.take(), vec![]);
+    s.input(1000, Cor(true));
+    s.input(2000, Ctcss(false)); // tone gone (reverse burst) before the carrier drops
+    s.input(2100, Cor(false));
+    s.run_to(4000);
+    assert_eq!(s.take(), vec![(1020, RxOpen), (2320, RxClose)]);
+
+    // Either: each opens alone; RX stays open while one of them is.
+    let mut s = Sim::with(|c| c.ctcss = Some(CtcssCor::Either));
+    s.input(0, Ctcss(true));
+    s.input(1000, Cor(true));
+    s.input(1100, Ctcss(false));
+    s.input(2000, Cor(false));
+    s.run_to(4000);
+    assert_eq!(s.take(), vec![(20, RxOpen), (2320, RxClose)]);
+
+    // VOX and tone, both: loud audio without the tone stays closed.
+    let mut s = Sim::with(|c| {
+        c.vox = Some(VoxConfig::default());
+        c.ctcss = Some(CtcssCor::Both);
+    });
+    vox(&mut s, 0, 1000, -20.0);
+    assert_eq!(s.take(), vec![]);
+    s.input(1000, Ctcss(true));
+    vox(&mut s, 1000, 2000, -20.0);
+    vox(&mut s, 2000, 2100, -50.0);
+    s.run_to(4000);
+    assert_eq!(s.take(), vec![(1020, RxOpen), (2320, RxClose)]);
+}
+
+#[test]
+fn ctcss_is_ignored_unless_configured() {
+    let mut s = Sim::new(unguarded());
+    s.input(0, Ctcss(true));
+    s.run_to(1000);
+    assert_eq!(s.take(), vec![]);
 }
