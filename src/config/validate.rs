@@ -238,7 +238,19 @@ pub(super) fn files(config: &Config, r: &mut Report) {
             }
         }
     }
+    // A self-signed certificate is made by the daemon on its first start, not by a check.
+    if let Some(source @ crate::net::tls::CertSource::Files { .. }) = config.hub.as_ref().and_then(|h| h.cert_source())
+    {
+        if let Err(e) = crate::net::tls::server(&source) {
+            r.key(&e.key, e.to_string());
+        }
+    }
     if let Some(uplink) = &config.uplink {
+        if let Some(trust @ crate::net::tls::HubTrust::Ca(_)) = uplink.hub_trust() {
+            if let Err(e) = crate::net::tls::client(&trust) {
+                r.key(&e.key, e.to_string());
+            }
+        }
         if let (super::UplinkKind::Hub, Some(file)) = (uplink.kind, &uplink.token_file) {
             match read_secret(Path::new(file)) {
                 Ok(token) => {
