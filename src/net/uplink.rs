@@ -186,15 +186,15 @@ async fn run(
             }
             Err(reason) => reason,
         };
-        if was_up {
-            untrusted = None;
-        }
-        if reason.starts_with(UNTRUSTED) && untrusted.as_deref() != Some(reason.as_str()) {
-            untrusted = Some(reason.clone());
-            let _ = peer_queue::deliver(&events, UplinkEvent::Untrusted { reason: reason.clone() }).await;
-        }
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
-        if report {
+        if reason.starts_with(UNTRUSTED) {
+            // Refused, not merely down: the state says so until something else happens. (A TLS
+            // failure is never after an `Up`: the handshake comes first.)
+            if untrusted.as_deref() != Some(reason.as_str()) {
+                untrusted = Some(reason.clone());
+                let _ = peer_queue::deliver(&events, UplinkEvent::Untrusted { reason }).await;
+            }
+        } else if report || untrusted.take().is_some() {
             let _ = peer_queue::deliver(&events, UplinkEvent::Down { reason }).await;
         }
         tokio::select! {
