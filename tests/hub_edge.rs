@@ -3,6 +3,7 @@
 //! same over `wss://` with a pinned self-signed certificate, and a wrong pin refused.
 
 mod common;
+#[allow(dead_code)]
 mod fleet;
 
 use std::time::{Duration, Instant};
@@ -194,11 +195,11 @@ fn over_wss_with_a_pinned_self_signed_certificate_cor_on_the_edge_keys_the_hub_r
 async fn an_edge_with_a_wrong_pin_refuses_the_hub_with_a_status_and_one_event() {
     let broker = Broker::start();
     let probe = Probe::connect(broker.anon, &["roipd/edge/#"]).await;
-    let (mut hub, port, fingerprint) = start_tls_hub();
+    let (hub, port, fingerprint) = start_tls_hub();
     // The right fingerprint with its last byte changed.
     let wrong =
         format!("{}{}", &fingerprint[..fingerprint.len() - 2], if fingerprint.ends_with("00") { "01" } else { "00" });
-    let mut edge = Daemon::start_with(
+    let edge = Daemon::start_with(
         &edge_config_with(Uplink::hub_tls(port, &wrong), Some(broker.anon)),
         &[("RUST_LOG", "info,roipd::net::reconnect=debug")],
         &[("token", "edge-secret\n")],

@@ -185,8 +185,8 @@ pub fn self_signed(dir: &Path, names: &[String]) -> Result<bool, TlsError> {
     let cert = params.self_signed(&key).map_err(|x| e(format!("signing the certificate: {x}")))?;
     // Key first, each written beside and renamed: a crash leaves no half file, and a certificate
     // never exists without its key.
-    write_new(&key_path, &pem("PRIVATE KEY", &key.serialize_der()), 0o600).map_err(|x| e(x))?;
-    write_new(&cert_path, &pem("CERTIFICATE", cert.der()), 0o644).map_err(|x| e(x))?;
+    write_new(&key_path, &pem("PRIVATE KEY", &key.serialize_der()), 0o600).map_err(&e)?;
+    write_new(&cert_path, &pem("CERTIFICATE", cert.der()), 0o644).map_err(&e)?;
     Ok(true)
 }
 
