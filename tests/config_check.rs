@@ -737,3 +737,13 @@ fn uplink_tls_settings_are_checked() {
         &["12:uplink.ca_file"],
     );
 }
+
+/// A state directory the daemon could not write is said by check, at `hub.state_dir`.
+#[test]
+fn an_unwritable_state_dir_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = secret(d, "file", b"a file, not a directory\n");
+    let text = tls_hub(d, &format!("tls = true\nstate_dir = \"{file}/state\""));
+    case_in(d, "state_dir under a file", text.as_bytes(), &["11:hub.state_dir"]);
+}

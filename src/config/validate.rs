@@ -239,10 +239,15 @@ pub(super) fn files(config: &Config, r: &mut Report) {
         }
     }
     // A self-signed certificate is made by the daemon on its first start, not by a check.
-    if let Some(source @ crate::net::tls::CertSource::Files { .. }) = config.hub.as_ref().and_then(|h| h.cert_source())
-    {
-        if let Err(e) = crate::net::tls::server(&source) {
-            r.key(&e.key, e.to_string());
+    if let Some(source) = config.hub.as_ref().and_then(|h| h.cert_source()) {
+        if let Err(e) = crate::net::tls::check(&source) {
+            // Without `state_dir` in the file, the error is said at `[hub] tls`.
+            let key = if e.key == "hub.state_dir" && config.hub.as_ref().is_some_and(|h| h.state_dir.is_none()) {
+                "hub.tls".to_string()
+            } else {
+                e.key.clone()
+            };
+            r.key(&key, e.to_string());
         }
     }
     if let Some(uplink) = &config.uplink {

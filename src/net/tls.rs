@@ -167,6 +167,38 @@ pub fn current_fingerprint(source: &CertSource) -> Result<Option<String>, TlsErr
     Ok(Some(fingerprint(&read_chain(cert_key, &cert_path)?[0])))
 }
 
+/// What `roipd check` can say about a certificate without making one: files are loaded as the
+/// hub will load them; a self-signed one already made is loaded too, and one still to be made
+/// needs a state directory the daemon can create or write.
+pub fn check(source: &CertSource) -> Result<(), TlsError> {
+    let CertSource::SelfSigned { dir, .. } = source else {
+        return server(source).map(|_| ());
+    };
+    if dir.join(SELF_SIGNED_CERT).exists() || dir.join(SELF_SIGNED_KEY).exists() {
+        return server(source).map(|_| ());
+    }
+    let mut existing = dir.as_path();
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(|_| err("hub.state_dir", dir, "not a path"))?;
+    // SAFETY: a valid NUL-terminated path; access() only reads it.
+    let writable = existing.is_dir() && unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    if writable {
+        Ok(())
+    } else {
+        Err(err(
+            "hub.state_dir",
+            dir,
+            format!(
+                "the self-signed certificate is made here on the first start, but {} is not a writable directory",
+                existing.display()
+            ),
+        ))
+    }
+}
+
 /// Create `hub-cert.pem` and `hub-key.pem` (0600) in `dir` unless both exist. ECDSA P-256,
 /// valid for 10 years from now (a box in a hut has no one to renew it; the pin is the trust).
 pub fn self_signed(dir: &Path, names: &[String]) -> Result<bool, TlsError> {

@@ -353,7 +353,8 @@ pub async fn serve(
         let to = Router::new().fallback(move |h: axum::http::HeaderMap, u: axum::http::Uri| async move {
             redirect_to_https(&h, &u, http_addr.port())
         });
-        let limiter = Limiter::new(budget.connections, options.max_connections_per_addr);
+        // Redirects are one short answer each: a small share of slots is plenty.
+        let limiter = Limiter::new(budget.connections.min(64), options.max_connections_per_addr.min(8));
         tasks.spawn(accept_loop(listener, to, None, limiter, options.header_timeout, cancel.clone(), tasks.clone()));
         info!(%redirect, "hub redirecting HTTP to HTTPS");
     }
