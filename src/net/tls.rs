@@ -200,7 +200,8 @@ pub fn check(source: &CertSource) -> Result<(), TlsError> {
 }
 
 /// Create `hub-cert.pem` and `hub-key.pem` (0600) in `dir` unless both exist. ECDSA P-256,
-/// valid for 10 years from now (a box in a hut has no one to renew it; the pin is the trust).
+/// valid from 2024-01-01 for 100 years (a box in a hut has no one to renew it, and its clock may
+/// start at 1970 or 2024 after a power cut; the pin is the trust).
 pub fn self_signed(dir: &Path, names: &[String]) -> Result<bool, TlsError> {
     let cert_path = dir.join(SELF_SIGNED_CERT);
     let key_path = dir.join(SELF_SIGNED_KEY);
