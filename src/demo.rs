@@ -1,7 +1,8 @@
 //! `roipd demo`: a standalone box with no config file and no hardware. One simulated radio on
 //! channel "ops" receives "traffic" on a schedule (its squelch opens and speech-like audio
 //! plays into the channel), writes whatever it is asked to transmit to a WAV file, and the
-//! box hosts the channel: hub, signaling and the web console on http://127.0.0.1:8080.
+//! box hosts the channel: hub, signaling and the web console on http://127.0.0.1:8080
+//! (`--tls`: https, with a self-signed certificate).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,6 +43,10 @@ pub struct DemoArgs {
     /// Report to an MQTT broker, e.g. mqtt://127.0.0.1:1883.
     #[arg(long)]
     pub mqtt: Option<String>,
+    /// Serve HTTPS/WSS with a self-signed certificate kept in DIR (its fingerprint is printed):
+    /// a browser on another machine may then use its microphone. Default: plain HTTP.
+    #[arg(long)]
+    pub tls: bool,
     /// Print the configuration the demo runs with, and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -80,7 +85,22 @@ pub fn main(args: DemoArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let token = std::fs::read_to_string(&token_file).unwrap_or_default();
-    eprintln!("roipd demo: console at http://{}/?token={}", args.listen, token.trim());
+    let scheme = if args.tls { "https" } else { "http" };
+    // The token after `#`: a browser never sends the fragment, so it is in no request line.
+    eprintln!("roipd demo: console at {scheme}://{}/#token={}", args.listen, token.trim());
+    if let Some(source) = config.hub.as_ref().and_then(|h| h.cert_source()) {
+        match crate::net::tls::server(&source) {
+            Ok(t) => eprintln!(
+                "roipd demo: self-signed certificate {}, SHA-256 fingerprint {}",
+                t.cert_file.display(),
+                t.fingerprint
+            ),
+            Err(e) => {
+                eprintln!("roipd demo: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     eprintln!("roipd demo: radio1's lines in {}, its transmissions in {}", lines.display(), record.display());
     if let Some(dir) = recordings_dir(&args) {
         eprintln!("roipd demo: channel ops recorded in {}", dir.display());
@@ -154,7 +174,7 @@ keying = {{ tx_delay_ms = 100, tx_hang_ms = 800 }}
 
 [hub]
 listen = "{listen}"
-
+{tls}
 [hub.token.demo]
 secret_file = "{token}"
 channels = ["*"]
@@ -165,5 +185,6 @@ max_priority = 100
         record = record.display(),
         listen = args.listen,
         token = token_file.display(),
+        tls = if args.tls { format!("tls = true\nstate_dir = \"{}\"\n", args.dir.display()) } else { String::new() },
     )
 }

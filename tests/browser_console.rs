@@ -77,6 +77,16 @@ fn console_in_headless_chromium() {
     assert!(chromium && firefox, "browser tests failed (output above): chromium ok: {chromium}, firefox ok: {firefox}");
 }
 
+/// Issue 16: the console over HTTPS/WSS (`roipd demo --tls`, Chromium trusting the self-signed
+/// certificate's key by its SPKI hash): PTT keys the simulated radio and sends the tone.
+#[test]
+fn console_over_https_in_headless_chromium() {
+    let dir = browser_dir();
+    prepare(&dir);
+    let ok = run(&dir, &["node", "--test", "--test-reporter=spec", "tls.test.mjs"]);
+    assert!(ok, "the console over HTTPS failed (output above)");
+}
+
 /// Issue 13, observation 1: one console makes 20 overs with seeded random 0.3-3 s gaps while a
 /// second listens; the listener's added delay (getStats) must not build up (overs.test.mjs
 /// prints the figures; before the fix it was 0.8-0.9 s from the third over on).

@@ -617,3 +617,135 @@ fn check_warns_on_the_stock_demo_room_and_on_rooms_without_pin_or_secret() {
     let host = format!("{with_pin}secret_file = \"{room_secret}\"\n");
     assert_eq!(check(48213, &host, false), Vec::<String>::new(), "the floor host with PIN and secret");
 }
+
+/// A self-signed certificate and its key made by openssl in `dir` (`<name>.crt`, `<name>.key`).
+fn openssl_cert(dir: &Path, name: &str) -> (String, String) {
+    let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .expect("openssl (Debian package openssl) makes the test certificates");
+    assert!(ok.status.success(), "openssl: {}", String::from_utf8_lossy(&ok.stderr));
+    (crt.display().to_string(), key.display().to_string())
+}
+
+fn tls_hub(dir: &Path, tls: &str) -> String {
+    let token = secret(dir, "token", b"console-token\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!(
+        "{BASE}[hub]\nlisten = \"127.0.0.1:{port}\"\n{tls}\ntoken.t1 = {{ secret_file = \"{token}\", channels = [\"*\"] }}\n"
+    )
+}
+
+/// Certificate files are read by check as by run: a missing file, a file without PEM, a key
+/// that is not the certificate's are errors at their key's line; a good pair passes both.
+#[test]
+fn hub_tls_files_are_judged_as_the_hub_judges_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (crt, key) = openssl_cert(d, "a");
+    let (_, other_key) = openssl_cert(d, "b");
+    let junk = secret(d, "junk.pem", b"not a certificate\n");
+    let missing = d.join("missing.crt").display().to_string();
+    let files = |c: &str, k: &str| format!("tls_cert_file = \"{c}\"\ntls_key_file = \"{k}\"");
+    case_in(d, "good cert and key", tls_hub(d, &files(&crt, &key)).as_bytes(), &[]);
+    case_in(d, "missing cert", tls_hub(d, &files(&missing, &key)).as_bytes(), &["10:hub.tls_cert_file"]);
+    case_in(d, "junk cert", tls_hub(d, &files(&junk, &key)).as_bytes(), &["10:hub.tls_cert_file"]);
+    case_in(d, "junk key", tls_hub(d, &files(&crt, &junk)).as_bytes(), &["11:hub.tls_key_file"]);
+    case_in(d, "key of another cert", tls_hub(d, &files(&crt, &other_key)).as_bytes(), &["10:hub.tls_cert_file"]);
+    let err = std::fs::read_to_string(d.join("check.err")).unwrap();
+    assert!(err.contains("does not match this certificate") && err.contains("b.key"), "{err}");
+    case_in(
+        d,
+        "cert without key",
+        tls_hub(d, &format!("tls_cert_file = \"{crt}\"")).as_bytes(),
+        &["10:hub.tls_cert_file"],
+    );
+    case_in(
+        d,
+        "tls = false with a cert",
+        tls_hub(d, &format!("tls = false\n{}", files(&crt, &key))).as_bytes(),
+        &["10:hub.tls"],
+    );
+    case_in(
+        d,
+        "redirect without TLS",
+        tls_hub(d, "redirect_listen = \"127.0.0.1:1\"").as_bytes(),
+        &["10:hub.redirect_listen"],
+    );
+}
+
+/// `tls = true` alone: check says the certificate is made on the first start; run makes it in
+/// `state_dir` (key 0600); check then prints the fingerprint the hub logged.
+#[test]
+fn a_self_signed_hub_certificate_is_made_by_run_and_shown_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = tls_hub(d, &format!("tls = true\nstate_dir = \"{}/state\"", d.display()));
+    let (errors, check) = same_verdict(d, text.as_bytes());
+    assert!(errors.is_empty());
+    assert!(check.stdout.contains("made on the first start"), "{}", check.stdout);
+    let run = std::fs::read_to_string(d.join("run.err")).unwrap();
+    let logged = run
+        .split("fingerprint=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no fingerprint in the log:\n{run}"));
+    let check = roipd_in(d, &["check", "box.toml"], std::time::Duration::from_secs(20));
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(check.stdout.contains(&format!("SHA-256 fingerprint: {logged}")), "{}", check.stdout);
+    let openssl = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(d.join("state/hub-cert.pem"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&openssl.stdout).contains(logged), "openssl agrees on the fingerprint");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("state/hub-key.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn uplink_tls_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let token = secret(d, "token", b"edge\n");
+    let uplink = |url: &str, extra: &str| {
+        format!("{BASE}[uplink]\nkind = \"hub\"\nurl = \"{url}\"\ntoken_file = \"{token}\"\n{extra}\n")
+    };
+    let fp = "AB:".repeat(31) + "AB";
+    case_in(d, "pinned wss", uplink("wss://127.0.0.1:1", &format!("fingerprint = \"{fp}\"")).as_bytes(), &[]);
+    case_in(
+        d,
+        "short pin",
+        uplink("wss://127.0.0.1:1", "fingerprint = \"AB:CD\"").as_bytes(),
+        &["12:uplink.fingerprint"],
+    );
+    case_in(
+        d,
+        "pin on ws://",
+        uplink("ws://127.0.0.1:1", &format!("fingerprint = \"{fp}\"")).as_bytes(),
+        &["12:uplink.fingerprint"],
+    );
+    let missing = d.join("nope.pem").display().to_string();
+    case_in(
+        d,
+        "missing ca_file",
+        uplink("https://127.0.0.1:1", &format!("ca_file = \"{missing}\"")).as_bytes(),
+        &["12:uplink.ca_file"],
+    );
+}
+
+/// A state directory the daemon could not write is said by check, at `hub.state_dir`.
+#[test]
+fn an_unwritable_state_dir_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = secret(d, "file", b"a file, not a directory\n");
+    let text = tls_hub(d, &format!("tls = true\nstate_dir = \"{file}/state\""));
+    case_in(d, "state_dir under a file", text.as_bytes(), &["11:hub.state_dir"]);
+}

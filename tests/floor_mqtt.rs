@@ -327,6 +327,7 @@ async fn edge_router(
                     UplinkEvent::Media { .. } | UplinkEvent::Waiting { .. } | UplinkEvent::Refused { .. } => {
                         panic!("only the Janus side sends {e:?}")
                     }
+                    UplinkEvent::Untrusted { .. } => panic!("only a roipd hub uplink over wss sends {e:?}"),
                 }
             }
             Some(c) = cmds.recv() => match c {

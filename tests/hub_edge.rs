@@ -1,33 +1,50 @@
 //! Two roipd processes, an edge uplinked to a hub, with simulated radios: audio and keying
-//! across the hub, floor contention, preemption, a hub killed mid-talk, and a bad token.
+//! across the hub, floor contention, preemption, a hub killed mid-talk, and a bad token; the
+//! same over `wss://` with a pinned self-signed certificate, and a wrong pin refused.
 
 mod common;
+#[allow(dead_code)]
+mod fleet;
 
 use std::time::{Duration, Instant};
 
-use common::config::{Audio, Config, Hub, Radio, Uplink};
+use common::config::{Audio, Config, Hub, Mqtt, Radio, Uplink};
 use common::{free_port, wav_blocks_dbfs, Daemon};
+use fleet::broker::Broker;
+use fleet::probe::Probe;
 
 /// Radio B talks a 700 Hz tone and records what it transmits; radio C is a dispatch link:
 /// priority 100 preempts field radios, and full duplex keeps its COR counting while the channel
 /// keys it.
 fn hub_config(port: u16) -> String {
+    hub_config_with(port, |h| h)
+}
+
+fn hub_config_with(port: u16, hub: impl FnOnce(Hub) -> Hub) -> String {
     let b = Radio::sim("radio-b", "ops", "b")
         .capture("sim:tone:700:-12")
         .playback("sim:wav-out:{dir}/b-tx.wav")
         .keying("tx_delay_ms", 100)
         .keying("tx_hang_ms", 500);
     let c = Radio::sim("radio-c", "ops", "c").priority(100).duplex();
-    Config::new("hub").channel("ops").add(b).add(c).add(Hub::new(port).token("edges", "token", &["ops"])).toml()
+    Config::new("hub").channel("ops").add(b).add(c).add(hub(Hub::new(port).token("edges", "token", &["ops"]))).toml()
 }
 
 fn edge_config(port: u16) -> String {
+    edge_config_with(Uplink::hub(port), None)
+}
+
+fn edge_config_with(uplink: Uplink, mqtt: Option<u16>) -> String {
     let a = Radio::sim("radio-a", "ops", "a")
         .capture("sim:tone:1000:-12")
         .playback("sim:wav-out:{dir}/a-tx.wav")
         .keying("tx_delay_ms", 100)
         .keying("tx_hang_ms", 500);
-    Config::new("edge").channel("ops").add(a).add(Uplink::hub(port)).toml()
+    let config = Config::new("edge").channel("ops").add(a).add(uplink);
+    match mqtt {
+        Some(port) => config.add(Mqtt::new(port)).toml(),
+        None => config.toml(),
+    }
 }
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -124,4 +141,100 @@ fn an_edge_with_a_wrong_token_is_refused_and_keeps_its_radio_unkeyed() {
     assert_eq!(edge.line("a-ptt"), Some(false));
     assert_eq!(hub.line("c-ptt"), Some(true), "the hub's own radios still work");
     assert!(!hub.stderr().contains("peer joined"));
+}
+
+/// A hub with `tls = true` and no certificate files: it makes a self-signed certificate in its
+/// directory and logs the fingerprint edges pin.
+fn start_tls_hub() -> (Daemon, u16, String) {
+    let port = free_port();
+    let config = hub_config_with(port, |h| h.set("tls", "true").set("state_dir", "\"{dir}\""));
+    let mut hub = Daemon::start_with(&config, &[], &[("token", "edge-secret\n")]);
+    hub.wait_for("hub listening over TLS", WAIT, |d| d.stderr().contains("roipd running"));
+    let log = hub.stderr();
+    let fingerprint = log
+        .lines()
+        .find(|l| l.contains("hub listening (TLS)"))
+        .and_then(|l| l.split("fingerprint=").nth(1))
+        .and_then(|f| f.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no fingerprint logged:\n{log}"))
+        .to_owned();
+    let key = std::fs::metadata(hub.dir.path().join("hub-key.pem")).expect("key kept in state_dir");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
+    (hub, port, fingerprint)
+}
+
+#[test]
+fn over_wss_with_a_pinned_self_signed_certificate_cor_on_the_edge_keys_the_hub_radio() {
+    let (mut hub, port, fingerprint) = start_tls_hub();
+    let started = Instant::now();
+    let mut edge = Daemon::start_with(
+        &edge_config_with(Uplink::hub_tls(port, &fingerprint), None),
+        &[("RUST_LOG", "info,roipd::net::uplink=debug")],
+        &[("token", "edge-secret\n")],
+    );
+    edge.wait_for("uplink up over wss", WAIT, |d| d.stderr().contains("uplink up"));
+    eprintln!("edge start to uplink up over wss: {:?}", started.elapsed());
+    if let Some(l) = edge.stderr().lines().find(|l| l.contains("hub connected")) {
+        eprintln!("{l}");
+    }
+    hub.wait_for("edge joined", WAIT, |d| d.stderr().contains("peer joined"));
+    edge.drive("a-cor", true);
+    hub.wait_for("radio B keyed by the edge's talker", WAIT, |d| d.line("b-ptt") == Some(true));
+    std::thread::sleep(Duration::from_millis(1000));
+    edge.drive("a-cor", false);
+    hub.wait_for("radio B released", WAIT, |d| d.line("b-ptt") == Some(false));
+    // Radio safety over TLS too: the hub dies while the edge's radio carries B.
+    hub.drive("b-cor", true);
+    edge.wait_for("A keyed by B across the wss hub", WAIT, |d| d.line("a-ptt") == Some(true));
+    hub.signal(libc::SIGKILL);
+    edge.wait_for("A unkeyed after the hub died", WAIT, |d| d.line("a-ptt") == Some(false));
+    let _ = hub.wait_exit(WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_with_a_wrong_pin_refuses_the_hub_with_a_status_and_one_event() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/edge/#"]).await;
+    let (hub, port, fingerprint) = start_tls_hub();
+    // The right fingerprint with its last byte changed.
+    let wrong =
+        format!("{}{}", &fingerprint[..fingerprint.len() - 2], if fingerprint.ends_with("00") { "01" } else { "00" });
+    let edge = Daemon::start_with(
+        &edge_config_with(Uplink::hub_tls(port, &wrong), Some(broker.anon)),
+        &[("RUST_LOG", "info,roipd::net::reconnect=debug")],
+        &[("token", "edge-secret\n")],
+    );
+    let event = probe
+        .wait("hub_untrusted event", WAIT, |m| m.topic == "roipd/edge/event" && m.json()["kind"] == "hub_untrusted")
+        .await
+        .json();
+    let detail = event["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("does not match the pinned fingerprint") && detail.contains(&fingerprint), "{event}");
+    let status = probe
+        .wait("uplink state refused", WAIT, |m| {
+            m.topic == "roipd/edge/status" && m.json()["uplink"]["state"] == "refused"
+        })
+        .await
+        .json();
+    assert!(status["uplink"]["detail"].as_str().unwrap_or_default().contains(&fingerprint), "{status}");
+    // It keeps retrying (backoff from 0.5 s): still refused, still one event, radio never keyed.
+    edge.drive("a-cor", true);
+    hub.drive("b-cor", true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events =
+        probe.all().into_iter().filter(|m| m.topic == "roipd/edge/event" && m.json()["kind"] == "hub_untrusted");
+    assert_eq!(events.count(), 1, "one event, not one per retry");
+    assert!(edge.stderr().matches("uplink still down").count() >= 2, "retried:\n{}", edge.stderr());
+    let statuses: Vec<_> = probe.all().into_iter().filter(|m| m.topic == "roipd/edge/status").collect();
+    let last = statuses.last().map(|m| m.json()).unwrap_or_default();
+    assert_eq!(last["uplink"]["state"], "refused", "still refused, not down: {last}");
+    assert!(
+        probe.all().iter().all(|m| m.topic != "roipd/edge/event" || m.json()["kind"] != "link_down"),
+        "refused, not a link_down"
+    );
+    assert_eq!(edge.line("a-ptt"), Some(false));
+    assert_eq!(hub.line("c-ptt"), Some(true), "the hub's own radios still work");
+    assert!(!hub.stderr().contains("peer joined"), "{}", hub.stderr());
+    drop(edge);
+    drop(broker);
 }

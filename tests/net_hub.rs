@@ -1201,3 +1201,71 @@ async fn a_console_that_floods_floor_messages_waits_for_the_router_and_loses_non
     cancel.cancel();
     tokio::time::timeout(T, handle.stopped()).await.expect("hub stops");
 }
+
+/// Over TLS the accept loop keeps its guards: a client that connects and says nothing, or
+/// starts a ClientHello and stalls, is cut after the header timeout, like a silent HTTP client;
+/// a client pinning the hub's certificate gets HTTPS with HSTS, a wrong pin fails the
+/// handshake; the redirect listener sends plain HTTP to HTTPS without the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_hub_cuts_stalled_handshakes_serves_pinned_clients_and_redirects_http() {
+    use roipd::net::tls::{self, CertSource, HubTrust};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cert =
+        tls::server(&CertSource::SelfSigned { dir: dir.path().into(), names: vec!["localhost".into()] }).unwrap();
+    let pin = tls::parse_fingerprint(&cert.fingerprint).unwrap();
+    let redirect = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut o = options(localhost(), Some(0));
+    o.header_timeout = Duration::from_millis(500);
+    o.tls = Some(cert);
+    o.redirect_listen = Some(redirect);
+    let hub = Hub::start(o).await;
+    let addr = hub.handle.http_addr();
+
+    let t = Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    // A TLS handshake record header announcing 512 bytes, then nothing.
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    for (what, s) in [("silent", &mut silent), ("stalled", &mut stalled)] {
+        let mut buf = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "{what}: not cut within 5 s: {r:?}");
+    }
+    let cut = t.elapsed();
+    println!("silent and stalled TLS connections cut after {cut:?}");
+    assert!(cut >= Duration::from_millis(400) && cut < Duration::from_secs(3), "{cut:?}");
+
+    let get = |trust: HubTrust| async move {
+        let config = tls::client(&trust).unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let started = Instant::now();
+        let mut s = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let handshake = started.elapsed();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text).await;
+        Ok::<_, String>((text, handshake))
+    };
+    let (text, handshake) = get(HubTrust::Pin(pin)).await.expect("a pinned client connects");
+    println!("TLS handshake with the hub (pinned, debug build): {handshake:?}");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.to_lowercase().contains("strict-transport-security: max-age=31536000"), "{text}");
+    let mut wrong = pin;
+    wrong[0] ^= 1;
+    let e = get(HubTrust::Pin(wrong)).await.expect_err("a wrong pin is refused");
+    assert!(e.contains(tls::PIN_MISMATCH), "{e}");
+
+    let mut plain = TcpStream::connect(redirect).await.unwrap();
+    let host = format!("127.0.0.1:{}", redirect.port());
+    let req = format!("GET /console/?token=secret HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    plain.write_all(req.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    let _ = plain.read_to_string(&mut text).await;
+    assert!(text.starts_with("HTTP/1.1 308"), "{text}");
+    let location = format!("location: https://127.0.0.1:{}/console/\r\n", addr.port());
+    assert!(text.to_lowercase().contains(&location), "{text}");
+    assert!(!text.contains("secret"), "the query is not carried over: {text}");
+    hub.stop().await;
+}

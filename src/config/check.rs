@@ -203,8 +203,32 @@ pub fn summary(config: &Config) -> String {
             }
         }
     }
-    let hub =
-        config.hub.as_ref().map_or("none".into(), |h| format!("listening on {}, {} token(s)", h.listen, h.token.len()));
+    let hub = config.hub.as_ref().map_or("none".into(), |h| {
+        let scheme = if h.tls_on() { "https" } else { "http" };
+        let mut line = format!("{scheme}://{}, {} token(s)", h.listen, h.token.len());
+        if let Some(source) = h.cert_source() {
+            use crate::net::tls::{current_fingerprint, CertSource};
+            let what = match &source {
+                CertSource::Files { cert, .. } => cert.display().to_string(),
+                CertSource::SelfSigned { dir, .. } => format!("self-signed, in {}", dir.display()),
+            };
+            match current_fingerprint(&source) {
+                Ok(Some(fp)) => {
+                    let _ = write!(line, "\n  TLS certificate: {what}\n  SHA-256 fingerprint: {fp}");
+                }
+                Ok(None) => {
+                    let _ = write!(line, "\n  TLS certificate: {what} (made on the first start; run check again then)");
+                }
+                Err(e) => {
+                    let _ = write!(line, "\n  TLS certificate: {what}: {e}");
+                }
+            }
+        }
+        if let Some(r) = &h.redirect_listen {
+            let _ = write!(line, "\n  HTTP on {r} redirects to HTTPS");
+        }
+        line
+    });
     let uplink = config.uplink.as_ref().map_or("none".into(), |u| {
         let kind = match u.kind {
             UplinkKind::Hub => "roipd hub",

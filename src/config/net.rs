@@ -26,6 +26,77 @@ pub struct HubConfig {
     /// `unavailable`.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// HTTPS and WSS instead of HTTP and WS. Default: on when `tls_cert_file` is given. On
+    /// without certificate files: a self-signed certificate made on first start and kept in
+    /// `state_dir`.
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// PEM certificate chain (leaf first) for HTTPS/WSS; goes with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// Where the self-signed certificate is kept. Default: `$STATE_DIRECTORY` (systemd's
+    /// `StateDirectory=`), else /var/lib/roipd.
+    #[serde(default)]
+    pub state_dir: Option<String>,
+    /// With TLS: a plain-HTTP listener (e.g. "0.0.0.0:80") that answers every request with a
+    /// redirect to the HTTPS address.
+    #[serde(default)]
+    pub redirect_listen: Option<String>,
+}
+
+impl HubConfig {
+    /// Whether the hub serves HTTPS/WSS.
+    pub fn tls_on(&self) -> bool {
+        self.tls.unwrap_or(self.tls_cert_file.is_some())
+    }
+
+    /// The state directory (`state_dir`, `$STATE_DIRECTORY`, /var/lib/roipd).
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        if let Some(d) = &self.state_dir {
+            return d.into();
+        }
+        match std::env::var_os("STATE_DIRECTORY") {
+            // systemd may list several, separated by ':'; ours is the first.
+            Some(v) if !v.is_empty() => v.to_string_lossy().split(':').next().unwrap_or("/var/lib/roipd").into(),
+            _ => "/var/lib/roipd".into(),
+        }
+    }
+
+    /// Where the hub's certificate comes from; None without TLS.
+    pub fn cert_source(&self) -> Option<crate::net::tls::CertSource> {
+        if !self.tls_on() {
+            return None;
+        }
+        Some(match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => crate::net::tls::CertSource::Files { cert: cert.into(), key: key.into() },
+            _ => crate::net::tls::CertSource::SelfSigned {
+                dir: self.state_dir(),
+                names: self_signed_names(&self.listen),
+            },
+        })
+    }
+}
+
+/// Names in a self-signed certificate: localhost, this host's name, and the listen address
+/// when it is not a wildcard. Clients pin the fingerprint anyway; the names only make the
+/// certificate readable.
+fn self_signed_names(listen: &str) -> Vec<String> {
+    let mut names = vec!["localhost".to_string()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim();
+        if !h.is_empty() && h != "localhost" && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            names.push(h.to_string());
+        }
+    }
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    names
 }
 
 /// Upper bound of `[hub] max_sessions`: each session holds a socket, a task and its queues.
@@ -65,6 +136,14 @@ pub struct UplinkConfig {
     pub url: String,
     /// `kind = "hub"`: the file holding this box's access token.
     pub token_file: Option<String>,
+    /// `kind = "hub"` over `wss://`: PEM file of the CA the hub's certificate must chain to
+    /// (default: the system bundle).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// `kind = "hub"` over `wss://`: the hub certificate's SHA-256 fingerprint ("AB:CD:…", as
+    /// the hub logs it and `roipd check` shows it); instead of `ca_file`, for a self-signed hub.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     /// `kind = "janus"`: the file holding Janus's `api_secret`, if it has one.
     pub api_secret_file: Option<String>,
     /// `kind = "janus"`: the file holding the VideoRoom `admin_key`, if creating rooms needs it.
@@ -72,6 +151,23 @@ pub struct UplinkConfig {
     /// `kind = "janus"`: device id of the roipd box that hosts the floor arbiters of this
     /// box's channels, reached over `[mqtt]`. Absent: this box is that floor host.
     pub floor_hub: Option<String>,
+}
+
+impl UplinkConfig {
+    /// How to trust a `wss://`/`https://` hub: the pinned fingerprint, else `ca_file`, else the
+    /// system bundle. None for a plain URL, another kind, or an unparsable pin (a config error).
+    pub fn hub_trust(&self) -> Option<crate::net::tls::HubTrust> {
+        use crate::net::tls::{parse_fingerprint, HubTrust, SYSTEM_CA_BUNDLE};
+        let url = self.url.trim_start();
+        if self.kind != UplinkKind::Hub || !(url.starts_with("wss://") || url.starts_with("https://")) {
+            return None;
+        }
+        match (&self.fingerprint, &self.ca_file) {
+            (Some(fp), _) => parse_fingerprint(fp).ok().map(HubTrust::Pin),
+            (None, Some(ca)) => Some(HubTrust::Ca(ca.into())),
+            (None, None) => Some(HubTrust::Ca(SYSTEM_CA_BUNDLE.into())),
+        }
+    }
 }
 
 /// `[channel.NAME.janus]`: the channel's VideoRoom on the Janus uplink.
@@ -116,6 +212,26 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
                 ),
             );
         }
+        match (&hub.tls_cert_file, &hub.tls_key_file) {
+            (Some(_), None) => r.key("hub.tls_cert_file", "goes with `tls_key_file`, the certificate's private key"),
+            (None, Some(_)) => r.key("hub.tls_key_file", "goes with `tls_cert_file`, the certificate it belongs to"),
+            _ => {}
+        }
+        if hub.tls == Some(false) && hub.tls_cert_file.is_some() {
+            r.key("hub.tls", "is false, yet `tls_cert_file` is set: remove one of them");
+        }
+        if let Some(redirect) = &hub.redirect_listen {
+            if !hub.tls_on() {
+                r.key("hub.redirect_listen", "redirects to HTTPS: needs `tls = true` or `tls_cert_file`");
+            } else if redirect.parse::<SocketAddr>().is_err() {
+                r.key(
+                    "hub.redirect_listen",
+                    format!("`{redirect}` is not an IP address with a port, e.g. \"0.0.0.0:80\""),
+                );
+            } else if *redirect == hub.listen {
+                r.key("hub.redirect_listen", "is the same address as `listen`");
+            }
+        }
         if !(1..=MAX_HUB_SESSIONS).contains(&hub.max_sessions) {
             r.key("hub.max_sessions", format!("must be 1-{MAX_HUB_SESSIONS}, not {}", hub.max_sessions));
         }
@@ -143,6 +259,22 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
             UplinkKind::Janus => &["ws", "wss"],
         };
         check_url("uplink.url", &uplink.url, schemes, r);
+        let tls_url = uplink.url.trim_start().starts_with("wss://") || uplink.url.trim_start().starts_with("https://");
+        for (key, value) in [("ca_file", uplink.ca_file.is_some()), ("fingerprint", uplink.fingerprint.is_some())] {
+            if value && uplink.kind != UplinkKind::Hub {
+                r.key(&format!("uplink.{key}"), "only used with `kind = \"hub\"`");
+            } else if value && !tls_url {
+                r.key(&format!("uplink.{key}"), "only used with a `wss://` or `https://` url");
+            }
+        }
+        if uplink.ca_file.is_some() && uplink.fingerprint.is_some() {
+            r.key("uplink.fingerprint", "either `ca_file` or `fingerprint`, not both");
+        }
+        if let Some(fp) = &uplink.fingerprint {
+            if let Err(e) = crate::net::tls::parse_fingerprint(fp) {
+                r.key("uplink.fingerprint", e);
+            }
+        }
         if uplink.kind == UplinkKind::Janus {
             janus(config, uplink, r);
         } else {

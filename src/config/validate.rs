@@ -264,7 +264,24 @@ pub(super) fn files(config: &Config, r: &mut Report) {
             }
         }
     }
+    // A self-signed certificate is made by the daemon on its first start, not by a check.
+    if let Some(source) = config.hub.as_ref().and_then(|h| h.cert_source()) {
+        if let Err(e) = crate::net::tls::check(&source) {
+            // Without `state_dir` in the file, the error is said at `[hub] tls`.
+            let key = if e.key == "hub.state_dir" && config.hub.as_ref().is_some_and(|h| h.state_dir.is_none()) {
+                "hub.tls".to_string()
+            } else {
+                e.key.clone()
+            };
+            r.key(&key, e.to_string());
+        }
+    }
     if let Some(uplink) = &config.uplink {
+        if let Some(trust @ crate::net::tls::HubTrust::Ca(_)) = uplink.hub_trust() {
+            if let Err(e) = crate::net::tls::client(&trust) {
+                r.key(&e.key, e.to_string());
+            }
+        }
         if let (super::UplinkKind::Hub, Some(file)) = (uplink.kind, &uplink.token_file) {
             match read_secret(Path::new(file)) {
                 Ok(token) => {

@@ -566,6 +566,10 @@ impl ChannelRouter {
                 warn!(%channel, fault = fault.code(), %reason, "uplink refused: nothing is published there");
                 self.reporter.link_refused(&channel, fault, &reason);
             }
+            UplinkEvent::Untrusted { reason } => {
+                warn!(%reason, "uplink refused: the hub's certificate is not the one configured");
+                self.reporter.link_untrusted(&reason);
+            }
             UplinkEvent::Floor { channel, member, msg, .. } => {
                 if let Some(c) = self.channel_index(&channel) {
                     self.router.from_uplink(now, c, member, msg);

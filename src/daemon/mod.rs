@@ -442,6 +442,9 @@ async fn start_net(
             config::secret::read_secret(Path::new(token_file)).map_err(|e| format!("uplink.token_file: {e}"))?;
         let mut options = net::UplinkOptions::new(&uplink.url, token, &config.device_id, router.uplink_requests());
         options.stream_stats = stream_stats.clone();
+        if let Some(trust) = uplink.hub_trust() {
+            options.tls = Some(net::tls::client(&trust).map_err(|e| format!("{}: {e}", e.key))?);
+        }
         let (tx, rx) = mpsc::channel(net::peer_queue::INBOX);
         let handle = net::start_uplink(options, tx, cancel.clone());
         info!(url = %uplink.url, "uplink to hub starting");

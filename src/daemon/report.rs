@@ -92,6 +92,15 @@ impl Reporter {
         }
     }
 
+    /// The uplink hub's certificate failed verification: a `hub_untrusted` event and the uplink
+    /// state `refused`, both with the reason (the fingerprint the hub presented).
+    pub fn link_untrusted(&self, reason: &str) {
+        self.event(Event::new(EventKind::HubUntrusted).detail(reason));
+        if let Some(f) = &self.fleet {
+            f.set_uplink_state(UplinkState::Refused, Some(reason.to_owned()));
+        }
+    }
+
     pub fn link(&self, up: bool, detail: Option<String>) {
         let kind = if up { EventKind::LinkUp } else { EventKind::LinkDown };
         let mut event = Event::new(kind);

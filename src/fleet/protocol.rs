@@ -337,6 +337,9 @@ pub enum EventKind {
     /// A Janus room lacks the protection the config asks for (`reason`: `no_pin`,
     /// `pin_refused`, `no_secret`, `secret_refused`); nothing is published into it.
     RoomRefused,
+    /// The uplink hub's TLS certificate failed verification (a wrong pinned fingerprint, an
+    /// unknown CA); `detail` says which certificate it presented. Nothing is sent to it.
+    HubUntrusted,
     /// The floor host could not mute or unmute a publisher in Janus (wrong secret, ...).
     ModerationFailed,
     /// Someone else muted the floor holder (or unmuted another publisher) in Janus; the floor

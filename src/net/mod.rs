@@ -14,6 +14,7 @@ pub mod peer_queue;
 pub mod protocol;
 mod reconnect;
 mod rtc;
+pub mod tls;
 pub mod uplink;
 
 pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken, DEFAULT_MAX_SESSIONS};
@@ -180,6 +181,12 @@ pub enum UplinkEvent {
     Refused {
         channel: String,
         fault: crate::net::janus::RoomFault,
+        reason: String,
+    },
+    /// The hub's certificate failed verification (a wrong pinned fingerprint, an unknown CA, a
+    /// wrong name): nothing is sent to it; retried. Comes before the loss's `Down`, once per
+    /// distinct reason until the uplink is up again.
+    Untrusted {
         reason: String,
     },
     Floor {

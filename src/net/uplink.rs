@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -67,6 +67,9 @@ pub struct UplinkOptions {
     pub idle_timeout: Duration,
     /// Where each channel's RTT, jitter, loss and bitrate go while up (`uplink/<channel>`).
     pub stream_stats: StreamStats,
+    /// For a `wss://`/`https://` hub: how it is verified ([`super::tls::client`]). Such a URL
+    /// without it is refused.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for UplinkOptions {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for UplinkOptions {
             .field("name", &self.name)
             .field("members", &self.members)
             .field("bind", &self.bind)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +104,7 @@ impl UplinkOptions {
             step_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             stream_stats: StreamStats::default(),
+            tls: None,
         }
     }
 }
@@ -163,6 +168,9 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut reconnect = Reconnect::new("uplink", options.backoff_min, options.backoff_max);
+    // The last refusal reported, so a hub that keeps presenting the wrong certificate is one
+    // event, not one per retry.
+    let mut untrusted: Option<String> = None;
     loop {
         let mut link = Link { options: &options, events: &events, out: Vec::new(), up: &up, was_up: false };
         let result = link.run(&mut cmds, &cancel).await;
@@ -179,7 +187,14 @@ async fn run(
             Err(reason) => reason,
         };
         let (report, delay) = reconnect.lost(was_up, &reason, rand::random::<f64>());
-        if report {
+        if reason.starts_with(UNTRUSTED) {
+            // Refused, not merely down: the state says so until something else happens. (A TLS
+            // failure is never after an `Up`: the handshake comes first.)
+            if untrusted.as_deref() != Some(reason.as_str()) {
+                untrusted = Some(reason.clone());
+                let _ = peer_queue::deliver(&events, UplinkEvent::Untrusted { reason }).await;
+            }
+        } else if report || untrusted.take().is_some() {
             let _ = peer_queue::deliver(&events, UplinkEvent::Down { reason }).await;
         }
         tokio::select! {
@@ -191,38 +206,76 @@ async fn run(
     }
 }
 
-/// `ws://…/ws` from what the config says. Only plain `ws`/`http`: this build has no TLS for
-/// the WebSocket (the uplink's token would travel in clear over `wss` otherwise anyway).
+/// How a loss begins when the hub's certificate failed verification (a wrong pin, an unknown
+/// CA, a wrong name): reported as [`UplinkEvent::Untrusted`] besides the usual `Down`.
+pub const UNTRUSTED: &str = "hub not trusted: ";
+
+/// `ws://…/ws` or `wss://…/ws` from what the config says (`http`/`https` bases get `/ws`).
 pub fn ws_url(url: &str) -> Result<String, String> {
     let uri: Uri = url.trim().parse().map_err(|e| format!("uplink url {url:?}: {e}"))?;
     let scheme = uri.scheme_str().unwrap_or("");
-    let (Some(authority), true) = (uri.authority(), matches!(scheme, "ws" | "http")) else {
-        return Err(match scheme {
-            "wss" | "https" => format!("uplink url {url:?}: TLS (wss/https) is not supported by this build"),
-            _ => format!("uplink url {url:?}: expected ws://host:port[/ws] or http://host:port"),
-        });
+    let (Some(authority), true) = (uri.authority(), matches!(scheme, "ws" | "http" | "wss" | "https")) else {
+        return Err(format!("uplink url {url:?}: expected ws(s)://host:port[/ws] or http(s)://host:port"));
     };
     let path = uri.path().trim_end_matches('/');
+    let ws_scheme = if matches!(scheme, "wss" | "https") { "wss" } else { "ws" };
     // A ws:// URL with a path names the socket itself; a base gets `/ws`.
-    let path = if (scheme == "ws" && !path.is_empty()) || path.ends_with("/ws") {
+    let path = if (scheme == ws_scheme && !path.is_empty()) || path.ends_with("/ws") {
         path.to_owned()
     } else {
         format!("{path}/ws")
     };
-    Ok(format!("ws://{authority}{path}"))
+    Ok(format!("{ws_scheme}://{authority}{path}"))
 }
 
-/// The hub's address (for choosing our candidate): host and port of a `ws://` URL.
-async fn hub_addr(url: &str) -> Result<SocketAddr, String> {
+/// The hub's address (for choosing our candidate and for the TCP connection), and its host
+/// name (for TLS): host and port of a `ws(s)://` URL.
+async fn hub_addr(url: &str) -> Result<(SocketAddr, String), String> {
     let uri: Uri = url.parse().map_err(|e| format!("{e}"))?;
     let host = uri.host().ok_or("no host")?.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
     let mut addrs =
         tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("resolving {host}: {e}"))?;
-    addrs.next().ok_or_else(|| format!("{host} has no address"))
+    let addr = addrs.next().ok_or_else(|| format!("{host} has no address"))?;
+    drop(addrs);
+    Ok((addr, host))
 }
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// TCP, then TLS when the URL is `wss://`, then the WebSocket handshake.
+async fn connect(o: &UplinkOptions, url: &str, hub: SocketAddr, host: &str) -> Result<Socket, String> {
+    let tcp = TcpStream::connect(hub).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn Io> = if url.starts_with("wss://") {
+        let config = o.tls.clone().ok_or_else(|| format!("{url}: wss needs a TLS setting (ca_file or fingerprint)"))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{url}: host {host:?} is no TLS server name: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
+            let verify = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_) | rustls::Error::General(_)));
+            if verify {
+                format!("{UNTRUSTED}{url}: {e}")
+            } else {
+                format!("TLS with {url}: {e}")
+            }
+        })?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let config = super::ws_client_config(MAX_MESSAGE_BYTES);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    Ok(ws)
+}
+
+/// The uplink's byte stream: a TCP socket, or TLS over one.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Socket = WebSocketStream<Box<dyn Io>>;
 
 struct Track {
     mid: Mid,
@@ -256,15 +309,14 @@ impl Link<'_> {
     async fn run(&mut self, cmds: &mut mpsc::Receiver<Cmd>, cancel: &CancellationToken) -> Result<(), String> {
         let o = self.options;
         let url = ws_url(&o.url)?;
-        let hub = hub_addr(&url).await?;
-        let config = super::ws_client_config(MAX_MESSAGE_BYTES);
-        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
-        let (mut ws, _) = tokio::select! {
+        let (hub, host) = hub_addr(&url).await?;
+        let started = Instant::now();
+        let mut ws = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            r = timeout(o.step_timeout, connect) => r
-                .map_err(|_| format!("connecting to {url} timed out"))?
-                .map_err(|e| format!("connecting to {url}: {e}"))?,
+            r = timeout(o.step_timeout, connect(o, &url, hub, &host)) => r
+                .map_err(|_| format!("connecting to {url} timed out"))??,
         };
+        debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, %url, "hub connected");
 
         // hello → welcome
         let hello = ClientMessage::Hello(Hello {
@@ -643,8 +695,10 @@ mod tests {
         assert_eq!(ws_url("http://10.0.0.1:8080").unwrap(), "ws://10.0.0.1:8080/ws");
         assert_eq!(ws_url(" http://hub/roipd/ ").unwrap(), "ws://hub/roipd/ws");
         assert_eq!(ws_url("http://[::1]:8080/ws").unwrap(), "ws://[::1]:8080/ws");
-        assert!(ws_url("wss://hub/ws").unwrap_err().contains("TLS"));
-        assert!(ws_url("https://hub").unwrap_err().contains("TLS"));
+        assert_eq!(ws_url("wss://hub/ws").unwrap(), "wss://hub/ws");
+        assert_eq!(ws_url("wss://hub:8443").unwrap(), "wss://hub:8443/ws");
+        assert_eq!(ws_url("https://hub").unwrap(), "wss://hub/ws");
+        assert_eq!(ws_url("https://hub/roipd").unwrap(), "wss://hub/roipd/ws");
         assert!(ws_url("hub:8080").is_err());
         assert!(ws_url("ftp://hub").is_err());
         assert!(ws_url("").is_err());

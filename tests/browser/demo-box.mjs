@@ -2,18 +2,22 @@
 // fixture: started on a free port, its radio's PTT line a file (--lines), what the radio
 // transmits recorded to a WAV (--record).
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { HOST, readWav, REPO, sleep, toneSeconds } from './harness.mjs';
 
 export const BIN = process.env.ROIPD_BIN || path.join(REPO, 'target/debug/roipd');
 
 export class DemoBox {
-  constructor({ dir, port, trafficEvery = 10 }) {
+  // `tls`: `roipd demo --tls`, HTTPS/WSS with the self-signed certificate it keeps in `dir`.
+  constructor({ dir, port, trafficEvery = 10, tls = false }) {
     this.dir = dir;
     this.trafficEvery = trafficEvery;
     this.port = port;
-    this.url = `http://${HOST}:${port}`;
+    this.tls = tls;
+    this.url = `${tls ? 'https' : 'http'}://${HOST}:${port}`;
     this.token = 'demo';
     this.lines = path.join(dir, 'lines');
     this.record = path.join(dir, 'radio1-tx.wav');
@@ -26,7 +30,8 @@ export class DemoBox {
     const log = fs.openSync(this.logFile, 'a');
     fs.writeSync(log, `---- start ${++this.runs}\n`);
     this.child = spawn(BIN, ['demo', '--listen', `${HOST}:${this.port}`, '--dir', this.dir,
-      '--lines', this.lines, '--record', this.record, '--traffic-every', String(this.trafficEvery)],
+      '--lines', this.lines, '--record', this.record, '--traffic-every', String(this.trafficEvery),
+      ...(this.tls ? ['--tls'] : [])],
     { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
     fs.closeSync(log);
     this.exited = new Promise((r) => this.child.once('exit', (code, sig) => r(code ?? sig)));
@@ -35,10 +40,38 @@ export class DemoBox {
       const done = await Promise.race([this.exited, sleep(200).then(() => null)]);
       if (done !== null) throw new Error(`roipd demo exited (${done}):\n${this.log()}`);
       try {
-        if ((await fetch(`${this.url}/healthz`)).ok) return;
+        if (await this.healthy()) return;
       } catch { /* not listening yet */ }
       if (Date.now() > end) throw new Error(`roipd demo not healthy after 20 s:\n${this.log()}`);
     }
+  }
+
+  /** GET /healthz; over TLS only from the certificate the demo made (its fingerprint). */
+  async healthy() {
+    if (!this.tls) return (await fetch(`${this.url}/healthz`)).ok;
+    const want = this.fingerprint();
+    if (!want) return false;
+    return new Promise((resolve) => {
+      const req = https.get(`${this.url}/healthz`, { rejectUnauthorized: false }, (res) => {
+        const got = res.socket.getPeerCertificate().fingerprint256;
+        res.resume();
+        resolve(res.statusCode === 200 && got === want);
+      });
+      req.on('error', () => resolve(false));
+    });
+  }
+
+  certificate() {
+    try { return new crypto.X509Certificate(fs.readFileSync(path.join(this.dir, 'hub-cert.pem'))); } catch { return null; }
+  }
+
+  /** SHA-256 of the certificate, `AB:CD:…`, as the daemon logs it. */
+  fingerprint() { return this.certificate()?.fingerprint256 ?? null; }
+
+  /** base64 SHA-256 of the certificate's public key, for Chromium's --ignore-certificate-errors-spki-list. */
+  spkiHash() {
+    const spki = this.certificate().publicKey.export({ type: 'spki', format: 'der' });
+    return crypto.createHash('sha256').update(spki).digest('base64');
   }
 
   async stop() {

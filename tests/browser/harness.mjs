@@ -116,11 +116,12 @@ export function toneSeconds({ rate, samples }, freq, minRms = 0.02) {
 }
 
 /** Chromium with a fake microphone playing `wav`, from the Debian package; never a download. */
-export async function launch(chromium, wav) {
+export async function launch(chromium, wav, extraArgs = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
+      ...extraArgs,
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',

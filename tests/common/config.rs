@@ -351,6 +351,17 @@ impl Uplink {
             .set("token_file", quoted("{dir}/token"))
     }
 
+    /// A roipd hub serving TLS on 127.0.0.1:`port` (`wss://`), trusted by its certificate's
+    /// pinned SHA-256 `fingerprint`; its token in `{dir}/token`.
+    pub fn hub_tls(port: u16, fingerprint: &str) -> Self {
+        let url = format!("wss://127.0.0.1:{port}/ws");
+        Self { settings: vec![] }
+            .set("kind", quoted("hub"))
+            .set("url", quoted(&url))
+            .set("token_file", quoted("{dir}/token"))
+            .set("fingerprint", quoted(fingerprint))
+    }
+
     /// Janus at `url`, its admin key in `{dir}/<admin_key_file>`.
     pub fn janus(url: &str, admin_key_file: &str) -> Self {
         let key = format!("{{dir}}/{admin_key_file}");

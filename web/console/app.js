@@ -38,7 +38,10 @@ function setConn(state, text) {
 }
 
 function start() {
-  const t = params.get('token');
+  // `#token=…` (what the demo prints: a fragment never reaches the server or its logs), or
+  // `?token=…` (older links; that one did cross the network in the request line).
+  const frag = new URLSearchParams(location.hash.slice(1));
+  const t = frag.get('token') || params.get('token');
   if (t) {
     sessionStorage.setItem('roipd.token', t);
     params.delete('token'); // keep the secret out of the address bar and history

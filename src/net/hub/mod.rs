@@ -116,6 +116,10 @@ pub struct HubOptions {
     pub desk: Option<mpsc::Sender<DeskRequest>>,
     /// `[record]`: the recordings API (`/api/recordings`); None: not served.
     pub recordings: Option<crate::record::RecordingsApi>,
+    /// HTTPS/WSS with this certificate; None: plain HTTP/WS.
+    pub tls: Option<super::tls::ServerTls>,
+    /// With `tls`: a plain-HTTP listener that redirects every request to HTTPS.
+    pub redirect_listen: Option<SocketAddr>,
 }
 
 /// A console's `desk` command for the hub box's own desk port.
@@ -157,6 +161,8 @@ impl HubOptions {
             stream_stats: StreamStats::default(),
             desk: None,
             recordings: None,
+            tls: None,
+            redirect_listen: None,
         }
     }
 
@@ -168,6 +174,14 @@ impl HubOptions {
         options.media_port = config.media_port;
         options.max_sessions = config.max_sessions;
         options.channels = channels;
+        if let Some(source) = config.cert_source() {
+            let tls = super::tls::server(&source).map_err(|e| NetError::Config(format!("{}: {e}", e.key)))?;
+            options.tls = Some(tls);
+        }
+        if let Some(r) = &config.redirect_listen {
+            options.redirect_listen =
+                Some(r.parse().map_err(|e| NetError::Config(format!("hub.redirect_listen {r:?}: {e}")))?);
+        }
         for (name, t) in &config.token {
             let secret = crate::config::secret::read_secret(std::path::Path::new(&t.secret_file))
                 .map_err(|e| NetError::Config(format!("hub.token.{name}.secret_file: {e}")))?;
@@ -317,7 +331,8 @@ pub async fn serve(
         recordings: options.recordings.clone(),
     });
     tasks.spawn(trim_after_sessions(shared.ended.clone(), cancel.clone()));
-    let app = Router::new()
+    let tls = options.tls.clone();
+    let mut app = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/recordings", get(recordings::list))
@@ -332,9 +347,41 @@ pub async fn serve(
         .route("/style.css", get(style_css))
         .route("/console/style.css", get(style_css))
         .with_state(shared);
+    if tls.is_some() {
+        app = app.layer(axum::middleware::map_response(hsts));
+    }
     let connections = Limiter::new(budget.connections, options.max_connections_per_addr);
-    tasks.spawn(accept_loop(listener, app, connections, options.header_timeout, cancel.clone(), tasks.clone()));
-    info!(http = %http_addr, media = %media_addr, ?candidates, "hub listening");
+    let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
+    if let Some(redirect) = options.redirect_listen {
+        let listener = TcpListener::bind(redirect).await.map_err(|source| NetError::Bind {
+            what: "hub HTTP redirect listener",
+            addr: redirect,
+            source,
+        })?;
+        let to = Router::new().fallback(move |h: axum::http::HeaderMap, u: axum::http::Uri| async move {
+            redirect_to_https(&h, &u, http_addr.port())
+        });
+        // Redirects are one short answer each: a small share of slots is plenty.
+        let limiter = Limiter::new(budget.connections.min(64), options.max_connections_per_addr.min(8));
+        tasks.spawn(accept_loop(listener, to, None, limiter, options.header_timeout, cancel.clone(), tasks.clone()));
+        info!(%redirect, "hub redirecting HTTP to HTTPS");
+    }
+    tasks.spawn(accept_loop(
+        listener,
+        app,
+        acceptor,
+        connections,
+        options.header_timeout,
+        cancel.clone(),
+        tasks.clone(),
+    ));
+    match &tls {
+        Some(t) => info!(
+            https = %http_addr, media = %media_addr, ?candidates, fingerprint = %t.fingerprint,
+            cert = %t.cert_file.display(), "hub listening (TLS)"
+        ),
+        None => info!(http = %http_addr, media = %media_addr, ?candidates, "hub listening"),
+    }
     Ok(HubHandle { http_addr, media_addr, candidates, tasks })
 }
 
@@ -390,6 +437,7 @@ async fn trim_after_sessions(ended: Arc<Notify>, cancel: CancellationToken) {
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     connections: Arc<Limiter>,
     header_timeout: Duration,
     cancel: CancellationToken,
@@ -424,16 +472,28 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(remote))));
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tasks.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
+            // The TLS handshake counts against the header timeout: a client that opens a
+            // socket and says nothing holds its slot no longer over TLS than without.
+            let result = match tls {
+                None => serve_connection(TokioIo::new(stream), service, header_timeout, cancel).await,
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => r,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, header_timeout, cancel).await,
+                        Ok(Err(e)) => {
+                            debug!(%remote, error = %e, "hub TLS handshake");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%remote, "hub TLS handshake timed out");
+                            return;
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
@@ -445,10 +505,64 @@ async fn accept_loop(
     }
 }
 
+/// One HTTP/1 connection (plain or TLS), with upgrades, until it ends or the hub stops.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    }
+}
+
+/// HSTS on every HTTPS response: a browser that saw the hub over TLS never falls back to HTTP
+/// for it (a year; no `includeSubDomains`: the box does not own its domain's other hosts).
+async fn hsts(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::STRICT_TRANSPORT_SECURITY, header::HeaderValue::from_static("max-age=31536000"));
+    response
+}
+
+/// The redirect listener's one answer: 308 to the same host and path on the HTTPS port. A
+/// request without a usable Host gets 400 (nothing to redirect to).
+fn redirect_to_https(headers: &axum::http::HeaderMap, uri: &axum::http::Uri, https_port: u16) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let Ok(authority) = host.parse::<axum::http::uri::Authority>() else {
+        return (StatusCode::BAD_REQUEST, "no Host").into_response();
+    };
+    let name = authority.host();
+    let target = if https_port == 443 { name.to_string() } else { format!("{name}:{https_port}") };
+    // The path only: a query may carry what a user pasted (a token), and goes nowhere in clear
+    // a second time.
+    let location = format!("https://{target}{}", uri.path());
+    (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, location)]).into_response()
+}
+
 // The console is the web engineer's (web/console/); the binary carries it.
 const INDEX_HTML: &str = include_str!("../../../web/console/index.html");
 const APP_JS: &str = include_str!("../../../web/console/app.js");
 const STYLE_CSS: &str = include_str!("../../../web/console/style.css");
+
+/// The console loads only its own script and style (no inline code, no eval), talks only to
+/// its own origin (`'self'` covers ws:/wss: to the same host in CSP 3), plays a MediaStream, and
+/// may not be framed (clickjacking a PTT button).
+pub const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     media-src 'self' blob: mediastream:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -457,6 +571,9 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
             // Small, and must follow the binary on upgrade.
             (header::CACHE_CONTROL, "no-cache"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, CONSOLE_CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
         ],
         body,
     )

@@ -147,7 +147,10 @@ impl EdgeJoin {
             // Answers to our members: while down the router has none (it asks again after Up).
             UplinkEvent::Floor { .. } if self.reported_up => self.outputs.push(EdgeOutput::Event(event)),
             UplinkEvent::Floor { .. } => debug!("floor message while the Janus side is down: dropped"),
-            UplinkEvent::Media { .. } | UplinkEvent::Waiting { .. } | UplinkEvent::Refused { .. } => {}
+            UplinkEvent::Media { .. }
+            | UplinkEvent::Waiting { .. }
+            | UplinkEvent::Refused { .. }
+            | UplinkEvent::Untrusted { .. } => {}
         }
     }
 
