@@ -1012,6 +1012,14 @@ impl Router {
                         RouterOutput::Busy { port, channel, holder }
                     }
                     ParticipantEvent::Revoked(cause) => RouterOutput::Revoked { port, channel, cause },
+                    // While the uplink is down nothing was sent (the press is kept for when it
+                    // is back): no answer is expected, so there is nothing to report.
+                    ParticipantEvent::RequestTimedOut { .. }
+                        if matches!(self.hosts[channel], ChannelHost::Uplink)
+                            && !self.uplink_ids.iter().any(|&(_, i)| i == m) =>
+                    {
+                        continue
+                    }
                     ParticipantEvent::RequestTimedOut { asking_again } => {
                         RouterOutput::Unanswered { port, channel, asking_again }
                     }

@@ -225,6 +225,35 @@ fn edge_cor_still_open_after_reconnect_asks_again() {
     );
 }
 
+/// A radio keyed up while its uplink is down says nothing every 2 s (no request went out, so
+/// none is unanswered); once the uplink is up, an unanswered request is reported and repeated.
+#[test]
+fn an_edge_radio_pressed_while_the_uplink_is_down_reports_no_unanswered_request() {
+    let t = Instant::now();
+    let s = Duration::from_secs;
+    let mut r = Router::new(vec![ChannelHost::Uplink], vec![radio("a", 0)]);
+    r.press(t, 0, 0);
+    for n in 1..=5 {
+        r.handle_timeout(t + s(2 * n));
+        assert_eq!(drain(&mut r), vec![], "uplink down, {} s after the key-up", 2 * n);
+    }
+    let id = ParticipantId(3);
+    r.uplink_up(t + s(11), &[(0, 0, id)]);
+    let request = RouterOutput::ToUplink { member: id, msg: ToArbiter::Request { priority: Priority::NORMAL } };
+    assert_eq!(drain(&mut r), vec![request.clone()]);
+    r.handle_timeout(t + s(13));
+    assert_eq!(
+        drain(&mut r),
+        vec![request, RouterOutput::Unanswered { port: 0, channel: 0, asking_again: true }],
+        "up, no answer in 2 s: reported and asked again"
+    );
+    // Down again mid-request: quiet again.
+    r.uplink_down(t + s(14));
+    drain(&mut r);
+    r.handle_timeout(t + s(16));
+    assert_eq!(drain(&mut r), vec![]);
+}
+
 #[test]
 fn moving_a_talking_radio_to_another_channel_frees_the_old_floor_and_asks_on_the_new() {
     let t = Instant::now();
