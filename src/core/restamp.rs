@@ -117,13 +117,19 @@ impl<S: PartialEq + Copy> Restamper<S> {
         let elapsed = now.saturating_duration_since(cur.last_at);
         let elapsed_samples =
             (elapsed.as_micros() * u128::from(SAMPLE_RATE) / 1_000_000).min(u128::from(u32::MAX / 2)) as i64;
-        let numbered = cur.source == source
-            && dseq != 0
-            && (-MAX_REORDER..=MAX_GAP).contains(&dseq)
-            && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
         // How much later than its timestamp says this packet came, after the previous newest.
         let lateness = elapsed_samples - dts;
         let slack = cur.jitter + i64::from(cur.last_samples);
+        // A source's timestamps never run ahead of the wall clock by more than its path's
+        // jitter: a packet a second or more "from the future" is another talker whose
+        // numbering happens to lie near the last one's (forwarded as the same, the far end
+        // would hear a pause of up to 10 s that never was).
+        let ahead = dseq > 0 && -lateness > slack + i64::from(SAMPLE_RATE);
+        let numbered = cur.source == source
+            && dseq != 0
+            && !ahead
+            && (-MAX_REORDER..=MAX_GAP).contains(&dseq)
+            && (-MAX_TS_BACK..=MAX_TS_AHEAD).contains(&dts);
         let paused = dseq > 0 && lateness > slack;
         // A marked talk-spurt start whose timestamps advanced by the wall-clock gap (within the
         // path's jitter and a frame): the source stamps time (roipd's own capture does), so
@@ -201,6 +207,28 @@ mod tests {
         assert_eq!([b.timestamp, c.timestamp, d.timestamp, late.timestamp], [5960, 6920, 8840, 7880]);
         assert!(![b, c, d, late].iter().any(|s| s.marker));
         assert_eq!(r.stamp(ms(t0, 90), &pkt(2, 2880, false)), None, "duplicate dropped");
+    }
+
+    /// Found by the overs property: a second talker whose numbering lies just ahead of the
+    /// first's (51 packets, 10 s of timestamps) 50 ms after it stopped is a new talker, not the
+    /// same one 10 s later.
+    #[test]
+    fn a_talker_numbered_close_to_the_last_but_far_in_the_future_is_a_new_talker() {
+        let t0 = Instant::now();
+        let mut r = Restamper::<()>::new(1000, 0);
+        for i in 0..10u16 {
+            r.stamp(ms(t0, 20 * u64::from(i)), &pkt(40_130 + i, 96_000 + 960 * u32::from(i), i == 0));
+        }
+        // Last packet at 180 ms, out ts 8640; the next talker 50 ms later, 51 on in sequence
+        // and 479,000 samples on in timestamps.
+        let s = r.stamp(ms(t0, 230), &pkt(40_190, 96_000 + 9 * 960 + 479_000, false)).unwrap();
+        assert!(s.marker, "{s:?}");
+        assert_eq!(s.timestamp, 8640 + 2400, "advanced by the 50 ms that passed");
+        // A talker that stamps wall time and sent nothing for 3 s is still the same one.
+        let mut r = Restamper::<()>::new(1000, 0);
+        r.stamp(t0, &pkt(7, 0, true));
+        let s = r.stamp(ms(t0, 3000), &pkt(8, 144_000, false)).unwrap();
+        assert_eq!(s.timestamp, 144_000);
     }
 
     #[test]
