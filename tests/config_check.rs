@@ -506,6 +506,50 @@ fn check_warns_on_an_open_broker_and_refuses_a_weak_fleet_key() {
     assert!(stderr.contains("mqtt.fleet_key_file") && stderr.contains("at least 32"), "{stderr}");
 }
 
+/// Issue 16: `roipd check` warns (config still valid) when a hub serves plain HTTP on a network
+/// address, or an edge reaches its hub over plain ws:// off the box, each at its key's line;
+/// loopback, TLS and wss:// are quiet.
+#[test]
+fn check_warns_on_plain_http_and_ws_off_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("box.toml");
+    let shown = file.display().to_string();
+    let token = secret(dir.path(), "token", b"0123456789abcdef0123456789abcdef\n");
+    let check = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_roipd")).arg("check").arg(&file).output().expect("run roipd");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let hub = |listen: &str, extra: &str| {
+        format!(
+            "{BASE}[hub]\nlisten = \"{listen}\"\n{extra}token.t1 = {{ secret_file = \"{token}\", channels = [\"*\"] }}\n\
+             state_dir = \"{}\"\n",
+            dir.path().display()
+        )
+    };
+    for listen in ["0.0.0.0:8080", "192.0.2.7:80", "[::]:8080"] {
+        let stderr = check(hub(listen, ""));
+        let want = format!("{shown}:9:10: hub.listen: WARNING: plain HTTP on a network address ({listen})");
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+        assert!(stderr.contains("1 security warning above: a stranger on the network"), "{stderr}");
+    }
+    for (listen, extra) in [("127.0.0.1:8080", ""), ("[::1]:8080", ""), ("0.0.0.0:8443", "tls = true\n")] {
+        let stderr = check(hub(listen, extra));
+        assert!(!stderr.contains("WARNING"), "{listen} {extra:?} is quiet:\n{stderr}");
+    }
+    let edge = |url: &str| format!("{BASE}[uplink]\nkind = \"hub\"\nurl = \"{url}\"\ntoken_file = \"{token}\"\n");
+    for url in ["ws://192.0.2.7:8080/ws", "http://hub.example.net/ws"] {
+        let stderr = check(edge(url));
+        let want = format!("{shown}:10:7: uplink.url: WARNING: unencrypted hub link (ws://)");
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+    }
+    for url in ["ws://127.0.0.1:8080/ws", "ws://[::1]:8080/ws", "wss://hub.example.net/ws"] {
+        let stderr = check(edge(url));
+        assert!(!stderr.contains("WARNING"), "{url} is quiet:\n{stderr}");
+    }
+}
+
 /// Issue 15, secure by default: a Janus fleet box (edge or floor host: floor over MQTT) without
 /// `fleet_key_file` is a config error at the `[mqtt]` table's `file:line:column`, naming the fix,
 /// for `roipd check` and `roipd run` alike; with `insecure_unsigned = true` it is valid with a

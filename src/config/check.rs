@@ -20,8 +20,8 @@ pub fn check_command(path: &Path) -> ExitCode {
             }
             if !warnings.is_empty() {
                 eprintln!(
-                    "{}: WARNING: {} security warning{} above: a stranger on the broker or on Janus could key this \
-                     box's radios or take over its rooms (docs/mqtt.md, \"Authentication\"; docs/janus.md, \"Security\")",
+                    "{}: WARNING: {} security warning{} above: a stranger on the network, the broker or Janus could \
+                     key this box's radios or take over its rooms (docs/mqtt.md, \"Authentication\"; docs/janus.md, \"Security\")",
                     path.display(),
                     warnings.len(),
                     if warnings.len() == 1 { "" } else { "s" }
@@ -50,7 +50,8 @@ pub fn check_command(path: &Path) -> ExitCode {
 /// commands are then accepted unsigned; without the opt-out such a box refuses them instead,
 /// and a Janus fleet without a key is a config error). With a
 /// Janus uplink, per room: Debian's stock demo room 1234, no PIN, and on the floor host no
-/// secret (it could not moderate, and anyone could destroy the room).
+/// secret (it could not moderate, and anyone could destroy the room). A hub serving plain HTTP
+/// on a network address, and an edge reaching its hub over plain `ws://` off the box.
 pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String> {
     let fleet = config.uplink.as_ref().filter(|u| u.kind == UplinkKind::Janus);
     let what = if fleet.is_some() { "floor messages and commands" } else { "commands" };
@@ -84,6 +85,30 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
             );
         }
     }
+    if let Some(hub) = config.hub.as_ref().filter(|h| !h.tls_on() && !host_is_loopback(&h.listen)) {
+        warn(
+            "hub.listen",
+            format!(
+                "plain HTTP on a network address ({}): tokens cross the network in clear, and browsers on other \
+                 machines refuse the console's microphone (no secure context); set `tls = true` (a self-signed \
+                 certificate is made on first start) or listen on 127.0.0.1",
+                hub.listen
+            ),
+        );
+    }
+    if let Some(up) = config.uplink.as_ref().filter(|u| u.kind == UplinkKind::Hub) {
+        if let Some(host) = up.url.strip_prefix("ws://").or_else(|| up.url.strip_prefix("http://")) {
+            let host = host.split('/').next().unwrap_or_default();
+            if !host_is_loopback(host) {
+                warn(
+                    "uplink.url",
+                    "unencrypted hub link (ws://): the token and every floor message cross the network in clear, \
+                     and anyone on the path can talk as this box; use wss:// (with `fingerprint` or `ca_file`)"
+                        .into(),
+                );
+            }
+        }
+    }
     let floor_host = fleet.is_some_and(|u| u.floor_hub.is_none());
     let rooms = config.channel.iter().filter_map(|(n, c)| Some((n, c.janus.as_ref().filter(|_| fleet.is_some())?)));
     for (name, janus) in rooms {
@@ -113,6 +138,17 @@ pub fn security_warnings(config: &Config, text: &str, file: &str) -> Vec<String>
         }
     }
     warnings
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1, with or without a port.
+fn host_is_loopback(host: &str) -> bool {
+    if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    if let Ok(addr) = host.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    host.split(':').next() == Some("localhost")
 }
 
 /// What the config leaves off on purpose, as `file:line:column: key: note: …` lines: a box with
