@@ -1,5 +1,5 @@
 //! The long soak of the sans-IO cores: `scripts/soak-sim` (or
-//! `cargo run --profile fuzz --example soak -- [--hours H] [--seed S] [--seeds N] [--no-audio-guard on|off]`).
+//! `cargo run --profile checked --example soak -- [--hours H] [--seed S] [--seeds N] [--no-audio-guard on|off]`).
 //! Prints, per seed, wall time, simulated time, steps, events, invariant checks and what the
 //! run exercised; exits 1 on the first invariant violation (with the seed that replays it).
 

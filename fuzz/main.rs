@@ -1,5 +1,5 @@
 //! The fuzz driver's long run: `scripts/fuzz-long` (or
-//! `cargo run --profile fuzz --example fuzz -- [--execs N] [--seed S] [--hang-ms MS]
+//! `cargo run --profile checked --example fuzz -- [--execs N] [--seed S] [--hang-ms MS]
 //! [--max-alloc-mib M (default 64)] [TARGET...]`).
 //! Prints one line per target: inputs, execs/s, slowest input, peak allocation of one input
 //! (those two inputs are written to fuzz/crashes/<target>-slowest and -peak-alloc).
