@@ -206,8 +206,8 @@ impl PortConfig {
     /// Floor priority of this port's requests.
     pub fn priority(&self) -> Priority {
         match self {
-            PortConfig::Radio(r) => Priority(r.priority),
-            PortConfig::Desk(d) => Priority(d.priority),
+            PortConfig::Radio(r) => Priority::configured(r.priority),
+            PortConfig::Desk(d) => Priority::configured(d.priority),
         }
     }
 
