@@ -182,7 +182,7 @@ async fn fake_router(mut rx: mpsc::Receiver<HubEvent>, log: Arc<Mutex<Log>>) {
                     }
                 }
             }
-            HubEvent::MediaSeen { .. } => {}
+            HubEvent::MediaSeen { .. } | HubEvent::Emergency { .. } => {}
             HubEvent::Left { peer } => {
                 log.lock().unwrap().left.push(peer);
                 peers.remove(&peer);

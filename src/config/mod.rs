@@ -232,6 +232,9 @@ pub struct RadioPortConfig {
     pub ptt: LineConfig,
     /// Optional hardware TX-inhibit switch: while asserted the radio is never keyed.
     pub inhibit: Option<LineConfig>,
+    /// Optional emergency input (the radio's or a foot/panic button): asserting it raises an
+    /// emergency on the port's channel with this radio as the caller.
+    pub emergency: Option<LineConfig>,
     #[serde(default)]
     pub audio: AudioConfig,
     #[serde(default)]

@@ -743,6 +743,11 @@ impl Router {
         self.settle(now);
     }
 
+    /// Whether `channel`'s floor is decided on the uplink hub.
+    pub fn is_uplink_channel(&self, channel: ChannelId) -> bool {
+        self.is_uplink(channel)
+    }
+
     /// The caller of `channel`'s emergency, if one is active here.
     pub fn emergency_caller(&self, channel: ChannelId) -> Option<Caller> {
         self.emergency.get(channel).copied().flatten()
