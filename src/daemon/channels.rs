@@ -622,7 +622,9 @@ impl ChannelRouter {
                 info!(members = ids.len(), "uplink up");
                 self.router.uplink_up(now, &ids);
                 for (channel, port, raise) in std::mem::take(&mut self.uplink_emergencies) {
-                    self.send_uplink_emergency(channel, port, raise);
+                    if self.send_uplink_emergency(channel, port, raise) && raise && port.is_some() {
+                        self.router.set_emergency_caller(now, channel, port.map(Caller::Port));
+                    }
                 }
             }
             UplinkEvent::Down { reason } => {
@@ -661,6 +663,9 @@ impl ChannelRouter {
                 };
                 let state =
                     e.active.then(|| Source { kind: kind_from_str(&e.kind), name: e.source.clone(), caller: None });
+                if !e.active && self.router.emergency_caller(c).is_some() {
+                    self.router.set_emergency_caller(now, c, None);
+                }
                 self.emergencies.mirror(now, c, state);
                 self.emergency_outputs();
             }
@@ -700,7 +705,13 @@ impl ChannelRouter {
                     "unavailable: emergencies are not carried over this box's uplink (Janus fleets: not yet)".into()
                 );
             }
-            if !self.send_uplink_emergency(channel, port, raise) {
+            // The hub makes a raising port its caller; here its floor requests go on at the
+            // emergency priority (a press it was denied asks again, after the raise reached the hub).
+            let sent = self.send_uplink_emergency(channel, port, raise);
+            if raise && sent && port.is_some() {
+                self.router.set_emergency_caller(now, channel, port.map(Caller::Port));
+            }
+            if !sent {
                 // Kept (at most a few) until the uplink is up: an emergency is never dropped.
                 if self.uplink_emergencies.len() < 64 {
                     self.uplink_emergencies.push((channel, port, raise));
