@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import WebSocket from 'ws';
 import { DemoBox } from './demo-box.mjs';
-import { HERE, HOST, freePort, launch, prerequisites, sleep, tmpDir, toneWav, until } from './harness.mjs';
+import { REPO, freePort, launch, prerequisites, sleep, tmpDir, toneWav, until } from './harness.mjs';
 
 const dir = tmpDir('roipd-emergency-');
 let chromium, browser, box, broker, brokerPort, sub, page;
@@ -147,8 +147,12 @@ test('emergency: the radio\'s emergency line raises it; MQTT and the console ban
   assert.equal(state.source_kind, 'radio');
   assert.ok(state.since);
 
-  const shot = path.resolve(HERE, '../../docs/screenshots/console-emergency.png');
-  await page.screenshot({ path: shot, fullPage: false });
+  // Like demo.test.mjs: a scratch folder unless ROIPD_SCREENSHOTS=docs/screenshots (none: none).
+  if (process.env.ROIPD_SCREENSHOTS !== 'none') {
+    const shots = path.resolve(REPO, process.env.ROIPD_SCREENSHOTS ?? 'target/screenshots');
+    fs.mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: path.join(shots, 'console-emergency.png'), fullPage: false });
+  }
 
   // Still on after a reload: a console that joins late is told.
   box.emergencyLine(false);
