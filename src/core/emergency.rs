@@ -92,7 +92,7 @@ pub enum Output {
 pub enum Refused {
     #[error("no such channel")]
     UnknownChannel,
-    #[error("no emergency is active on this channel")]
+    #[error("there is no active emergency on this channel")]
     NotActive,
 }
 
