@@ -909,6 +909,54 @@ mod tests {
     }
 
     #[test]
+    fn emergency_messages_parse_both_ways_and_malformed_ones_are_refused() {
+        let m = parse_client(r#"{"type":"emergency","channel":"ops","action":"raise","id":42}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Emergency(EmergencyCommand {
+                channel: "ops".into(),
+                action: EmergencyVerb::Raise,
+                id: Some(42)
+            })
+        );
+        let m = parse_client(r#"{"type":"emergency","channel":"ops","action":"ack"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Emergency(EmergencyCommand { channel: "ops".into(), action: EmergencyVerb::Ack, id: None })
+        );
+        for bad in [
+            r#"{"type":"emergency","channel":"ops"}"#,
+            r#"{"type":"emergency","action":"raise"}"#,
+            r#"{"type":"emergency","channel":"ops","action":"panic"}"#,
+            r#"{"type":"emergency","channel":"Not A Name","action":"raise"}"#,
+            r#"{"type":"emergency","channel":"ops","action":"raise","id":-1}"#,
+            r#"{"type":"emergency","channel":"ops","action":"raise","extra":1}"#,
+        ] {
+            assert!(parse_client(bad).is_err(), "{bad} accepted");
+        }
+        let notice = EmergencyNotice {
+            channel: "ops".into(),
+            active: false,
+            source: "radio1@edge".into(),
+            kind: "radio".into(),
+            by: Some("console-1".into()),
+        };
+        let text = serde_json::to_string(&ServerMessage::Emergency(notice.clone())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"emergency","channel":"ops","active":false,"source":"radio1@edge","kind":"radio","by":"console-1"}"#
+        );
+        assert_eq!(parse_server(&text).unwrap(), ServerMessage::Emergency(notice));
+        let round = serde_json::to_string(&ClientMessage::Emergency(EmergencyCommand {
+            channel: "ops".into(),
+            action: EmergencyVerb::Ack,
+            id: None,
+        }))
+        .unwrap();
+        assert_eq!(round, r#"{"type":"emergency","channel":"ops","action":"ack"}"#);
+    }
+
+    #[test]
     fn client_messages_round_trip() {
         let mut mids = BTreeMap::new();
         mids.insert("0".to_owned(), "ops".to_owned());
