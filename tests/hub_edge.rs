@@ -242,7 +242,7 @@ async fn an_edge_with_a_wrong_pin_refuses_the_hub_with_a_status_and_one_event() 
 /// Issue 18: an emergency raised by the edge's radio (its emergency GPIO line) reaches a console
 /// on the hub (the hub hosts the channel and decides); the radio, denied while the hub's dispatch
 /// radio talked, takes the floor at the emergency priority; the console's acknowledgement clears
-/// it on the edge too.
+/// it on the edge too; the edge dying mid-call unkeys the hub radio carrying it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_on_an_edge_radio_reaches_a_hub_console_and_preempts_dispatch() {
     use futures_util::{SinkExt, StreamExt};
@@ -303,10 +303,16 @@ async fn an_emergency_on_an_edge_radio_reaches_a_hub_console_and_preempts_dispat
     assert_eq!(cleared["by"], "dispatch");
     edge.wait_for("the edge clears it", WAIT, |d| d.stderr().contains("emergency acknowledged"));
 
-    edge.drive("a-emg", false);
-    edge.drive("a-cor", false);
+    // Radio safety: the edge dies while its emergency call keys B: the hub unkeys B. (C's
+    // squelch closes first, or C, still receiving, would take the freed floor and key B.)
     hub.drive("c-cor", false);
-    hub.wait_for("B released", WAIT, |d| d.line("b-ptt") == Some(false));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hub.line("b-ptt"), Some(true), "B still carries A after the ack");
+    edge.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    hub.wait_for("B released when the edge died", WAIT, |d| d.line("b-ptt") == Some(false));
+    eprintln!("edge killed -> hub radio B unkeyed: {:?}", killed.elapsed());
+    let _ = edge.wait_exit(WAIT);
     hub.signal(libc::SIGTERM);
     assert!(hub.wait_exit(WAIT).success());
 }
