@@ -171,3 +171,17 @@ test('emergency: the radio\'s emergency line raises it; MQTT and the console ban
   assert.equal(after?.active, false, `retained state ${JSON.stringify(after)}`);
   assert.match(after.acked_by, /^console/);
 });
+
+test('emergency: the console\'s Emergency button raises one with the console as caller; ack clears it', async () => {
+  const before = events('emergency').length;
+  await page.locator('#emergency').click();
+  await until('the banner', () => bannerShown(page), 2000, 20);
+  const text = await page.locator('#emergency-list li').first().textContent();
+  assert.match(text, /raised by console@console-[0-9a-f]+ \(console\)/);
+  const event = await until('a second emergency event', () => events('emergency')[before], 5000);
+  assert.equal(event.reason, 'console');
+  assert.equal(retained()?.source_kind, 'console');
+  await page.locator('#emergency-list button.emergency-ack').first().click();
+  await until('the banner gone', async () => !(await bannerShown(page)), 2000, 20);
+  await until('cleared on MQTT', () => retained()?.active === false, 5000);
+});
