@@ -44,7 +44,7 @@ pub struct DeskPortConfig {
     pub buttons: BTreeMap<String, LineConfig>,
     #[serde(default)]
     pub audio: AudioConfig,
-    /// Floor priority of the dispatcher (0-255). Default 100: dispatch preempts field radios.
+    /// Floor priority of the dispatcher (0-254, 255 counts as 254: 255 is an emergency caller's). Default 100: dispatch preempts field radios.
     #[serde(default = "default_desk_priority")]
     pub priority: u8,
     /// The channel the main PTT talks on at start (default: the first of `channels`).

@@ -243,7 +243,7 @@ pub struct RadioPortConfig {
     /// Full duplex (repeater-style): COR is honoured while transmitting.
     #[serde(default)]
     pub duplex: bool,
-    /// Floor priority of this radio's talkers (0-255; a higher one preempts). Default 0.
+    /// Floor priority of this radio's talkers (0-254, 255 counts as 254: 255 is an emergency caller's; a higher one preempts). Default 0.
     #[serde(default)]
     pub priority: u8,
 }
