@@ -690,6 +690,18 @@ impl ChannelRouter {
                         let channel = self.talk_channel[port].ok_or_else(|| format!("port `{name}` has no channel"))?;
                         (channel, Some(port))
                     }
+                    super::EmergencyTarget::PortOn { port: name, channel } => {
+                        let port = self
+                            .port_names
+                            .iter()
+                            .position(|n| *n == name)
+                            .ok_or_else(|| format!("no port `{name}`"))?;
+                        let c = self.channel_index(&channel).ok_or_else(|| format!("no channel `{channel}`"))?;
+                        if !self.router.members(c).any(|p| p == port) {
+                            return Err(format!("port `{name}` is not on channel `{channel}`"));
+                        }
+                        (c, Some(port))
+                    }
                 };
                 let source = Source { kind: source, name: by, caller: port.map(Caller::Port) };
                 (channel, port, true, source)

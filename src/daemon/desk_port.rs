@@ -285,12 +285,15 @@ impl DeskPort {
                 DeskEffect::Pan { channel, pan } => mixer(&mut |m| m.set_pan(channel, pan)),
                 DeskEffect::Select { channel } => mixer(&mut |m| m.select(Some(channel))),
                 DeskEffect::Emergency { channel } => {
+                    let target = super::EmergencyTarget::PortOn {
+                        port: self.name.clone(),
+                        channel: self.channel_names[channel].clone(),
+                    };
                     let action = super::EmergencyAction::Raise {
-                        target: super::EmergencyTarget::Port(self.name.clone()),
+                        target,
                         source: crate::core::emergency::SourceKind::Desk,
                         by: self.name.clone(),
                     };
-                    let _ = channel; // the desk's caller member is on its selected channel
                     let _ = deliver(&self.to_channel, ChannelMsg::Emergency { action, reply: None }).await;
                 }
                 DeskEffect::AckEmergency => {

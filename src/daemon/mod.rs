@@ -82,7 +82,13 @@ pub enum EmergencyAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmergencyTarget {
     Channel(String),
+    /// A port on its (first) channel: a radio's.
     Port(String),
+    /// A port on one of its channels (a desk's selected channel).
+    PortOn {
+        port: String,
+        channel: String,
+    },
 }
 
 impl net::peer_queue::Queued for ChannelMsg {
