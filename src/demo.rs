@@ -169,6 +169,7 @@ kind = "radio"
 channel = "ops"
 cor = {{ line = "sim:radio1-cor" }}
 ptt = {{ line = "sim:radio1-ptt" }}
+emergency = {{ line = "sim:radio1-emergency" }}
 audio = {{ capture = "sim:wav:{traffic}", playback = "sim:wav-rec:{record}" }}
 keying = {{ tx_delay_ms = 100, tx_hang_ms = 800 }}
 

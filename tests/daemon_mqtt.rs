@@ -1127,3 +1127,71 @@ async fn without_a_fleet_key_commands_that_key_are_refused_unless_the_lab_opt_ou
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
 }
+
+/// Issue 18: `emergency {port}` over MQTT (signed) raises an emergency on the port's channel with
+/// the port as caller: radio A, denied while B talks, takes the floor and B carries it; the
+/// `emergency` event and the retained state; a second raise changes nothing; `ack_emergency`
+/// clears it (event, retained `active: false`); unsigned ones are refused. Stopping the daemon
+/// while the emergency keys B unkeys it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_emergency_and_ack_emergency_commands() {
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/mqtt-box/#"]).await;
+    let mut d = Daemon::start(&mqtt_box(broker.anon, radio_a().keying("tx_delay_ms", 0).duplex(), 200));
+    probe.wait("status online", WAIT, |m| m.topic == "roipd/mqtt-box/status" && m.json()["online"] == true).await;
+    let reply = |id: &'static str| move |m: &Msg| m.topic == "roipd/mqtt-box/reply" && m.json()["request_id"] == id;
+    let retained =
+        |active: bool| move |m: &Msg| m.topic == "roipd/mqtt-box/emergency/ops" && m.json()["active"] == active;
+
+    // B talks; A (full duplex: its COR counts while it transmits) keys up and is denied.
+    d.drive("b-cor", true);
+    d.wait_for("A keyed for B", WAIT, |d| d.line("a-ptt") == Some(true));
+    d.drive("a-cor", true);
+    d.wait_for("A denied", WAIT, |d| d.stderr().contains("floor busy"));
+
+    let mark = probe.mark();
+    probe.publish("roipd/mqtt-box/cmd/emergency", r#"{"request_id":"u1","port":"radio-a"}"#).await;
+    assert_eq!(probe.wait_after(mark, "u1", WAIT, reply("u1")).await.json()["error"]["code"], "unauthorized");
+
+    publish_signed(&probe, "roipd/mqtt-box/cmd/emergency", r#"{"request_id":"e1","port":"radio-a"}"#).await;
+    let r = probe.wait_after(mark, "e1", WAIT, reply("e1")).await.json();
+    assert_eq!(r["result"]["emergency"], "raised", "{r}");
+    let event = probe
+        .wait_after(mark, "emergency event", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "emergency"
+        })
+        .await
+        .json();
+    assert_eq!((event["channel"].as_str(), event["port"].as_str()), (Some("ops"), Some("radio-a")), "{event}");
+    assert_eq!(event["reason"], "fleet");
+    probe.wait_after(mark, "emergency state", WAIT, retained(true)).await;
+    let late = Probe::connect(broker.anon, &["roipd/mqtt-box/emergency/#"]).await;
+    late.wait("the retained state for a late subscriber", WAIT, retained(true)).await;
+    d.wait_for("A takes the floor", WAIT, |d| d.stderr().contains("talker=radio-a"));
+    // B, simplex, keys for A once its own squelch closes.
+    d.drive("b-cor", false);
+    d.wait_for("B keyed for A", WAIT, |d| d.line("b-ptt") == Some(true));
+
+    publish_signed(&probe, "roipd/mqtt-box/cmd/emergency", r#"{"request_id":"e2","channel":"ops"}"#).await;
+    assert_eq!(probe.wait_after(mark, "e2", WAIT, reply("e2")).await.json()["result"]["emergency"], "already_active");
+    publish_signed(&probe, "roipd/mqtt-box/cmd/ack_emergency", r#"{"request_id":"k0","channel":"fire"}"#).await;
+    assert_eq!(probe.wait_after(mark, "k0", WAIT, reply("k0")).await.json()["error"]["code"], "rejected");
+
+    publish_signed(&probe, "roipd/mqtt-box/cmd/ack_emergency", r#"{"request_id":"k1","channel":"ops"}"#).await;
+    assert_eq!(probe.wait_after(mark, "k1", WAIT, reply("k1")).await.json()["result"]["emergency"], "acknowledged");
+    probe
+        .wait_after(mark, "cleared event", WAIT, |m| {
+            m.topic == "roipd/mqtt-box/event" && m.json()["kind"] == "emergency_cleared"
+        })
+        .await;
+    let s = probe.wait_after(mark, "state cleared", WAIT, retained(false)).await.json();
+    assert_eq!(s["acked_by"], "fleet", "{s}");
+    let late = Probe::connect(broker.anon, &["roipd/mqtt-box/emergency/#"]).await;
+    late.wait("the retained cleared state", WAIT, retained(false)).await;
+
+    // A still talks (the ack takes no floor away); stopping the box unkeys B.
+    assert_eq!(d.line("b-ptt"), Some(true));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+    assert_eq!(d.line("b-ptt"), Some(false), "B unkeyed on shutdown");
+}

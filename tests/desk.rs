@@ -795,3 +795,48 @@ async fn fleet_desk_command_acts_through_the_desk_and_refuses_malformed_actions(
     assert_eq!(d.line("b-ptt"), Some(false), "B left keyed after shutdown");
     assert_eq!(d.line("led-tx"), Some(false));
 }
+
+/// Issue 18: an emergency on a desk's channel sounds the alert tone (960/1440 Hz) on the desk's
+/// speaker until the desk's `ack_emergency` button acknowledges it; the desk's `emergency`
+/// button raises one on its selected channel.
+#[test]
+fn an_emergency_sounds_the_desk_alert_until_its_ack_button_and_its_emergency_button_raises_one() {
+    let a = Radio::sim("radio-a", "ops", "a").set("emergency", "{ line = \"sim:a-emg\" }");
+    let desk = ops_desk().button("emergency", "sim:desk-emg").button("ack_emergency", "sim:desk-ack");
+    let config = Config::new("desk-emergency").add(Hub::new(free_port())).channel("ops").add(a).add(desk);
+    let mut d = Daemon::start(&config.toml());
+    d.wait_for("desk ready", Duration::from_secs(10), |d| d.line("led-busy") == Some(false));
+    std::thread::sleep(Duration::from_millis(500));
+    d.drive("a-emg", true);
+    d.wait_for("the desk alerted", Duration::from_secs(5), |d| d.stderr().contains("desk: emergency alert"));
+    std::thread::sleep(Duration::from_millis(2000));
+    d.drive("desk-ack", true);
+    d.wait_for("acknowledged by the desk", Duration::from_secs(5), |d| {
+        d.stderr().contains("emergency acknowledged channel=ops by=desk")
+    });
+    d.drive("desk-ack", false);
+    d.drive("a-emg", false);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The desk's own emergency button: raised on its selected channel, the desk its caller.
+    d.drive("desk-emg", true);
+    d.wait_for("raised by the desk", Duration::from_secs(5), |d| {
+        d.stderr().contains("EMERGENCY raised channel=ops source=desk kind=\"desk\"")
+    });
+    d.drive("desk-emg", false);
+    std::thread::sleep(Duration::from_millis(700)); // its alert sounds again before the stop
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(10)).success(), "{}", d.stderr());
+
+    let x = samples(&d.dir.path().join("desk.wav"));
+    let alert: Vec<bool> =
+        x.chunks(4800).map(|w| db(goertzel(w, 960.0)) > -30.0 || db(goertzel(w, 1440.0)) > -30.0).collect();
+    let first = alert.iter().position(|&a| a).expect("the alert sounded on the desk speaker");
+    let last = alert.iter().rposition(|&a| a).unwrap();
+    let sounding = alert.iter().filter(|&&a| a).count();
+    // ~2 s of alert before the ack: half of it tone, in 100 ms blocks.
+    assert!(sounding >= 6, "{sounding} blocks of alert tone: {alert:?}");
+    // It stopped at the ack: a silent stretch (>= 1 s) follows the first alert before the
+    // desk's own raise sounds it again.
+    let gap = alert[first..].windows(10).position(|w| w.iter().all(|&a| !a));
+    assert!(gap.is_some_and(|g| first + g < last), "no silence after the ack: {alert:?}");
+}

@@ -173,7 +173,7 @@ async fn host_router(
                 }
                 HubEvent::Floor { peer, member, msg } => router.from_peer(now, peer, member, msg),
                 HubEvent::Media { .. } => {}
-                HubEvent::MediaSeen { .. } => {}
+                HubEvent::MediaSeen { .. } | HubEvent::Emergency { .. } => {}
                 HubEvent::Left { peer } => {
                     peers.remove(&peer);
                     router.remove_peer(now, peer);
@@ -328,6 +328,7 @@ async fn edge_router(
                         panic!("only the Janus side sends {e:?}")
                     }
                     UplinkEvent::Untrusted { .. } => panic!("only a roipd hub uplink over wss sends {e:?}"),
+                    UplinkEvent::Emergency(_) => panic!("emergencies are not carried over MQTT: {e:?}"),
                 }
             }
             Some(c) = cmds.recv() => match c {

@@ -238,3 +238,81 @@ async fn an_edge_with_a_wrong_pin_refuses_the_hub_with_a_status_and_one_event() 
     drop(edge);
     drop(broker);
 }
+
+/// Issue 18: an emergency raised by the edge's radio (its emergency GPIO line) reaches a console
+/// on the hub (the hub hosts the channel and decides); the radio, denied while the hub's dispatch
+/// radio talked, takes the floor at the emergency priority; the console's acknowledgement clears
+/// it on the edge too; the edge dying mid-call unkeys the hub radio carrying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_on_an_edge_radio_reaches_a_hub_console_and_preempts_dispatch() {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    async fn next_emergency(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ) -> Value {
+        loop {
+            let m = tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time").unwrap().unwrap();
+            if let Message::Text(t) = m {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "emergency" {
+                    return v;
+                }
+            }
+        }
+    }
+
+    let port = free_port();
+    let mut hub = Daemon::start_with(&hub_config(port), &[], &[("token", "edge-secret\n")]);
+    hub.wait_for("hub listening", WAIT, |d| d.stderr().contains("roipd running"));
+    let a = Radio::sim("radio-a", "ops", "a").set("emergency", "{ line = \"sim:a-emg\" }");
+    let edge_toml = Config::new("edge").channel("ops").add(a).add(Uplink::hub(port)).toml();
+    let mut edge = Daemon::start_with(&edge_toml, &[], &[("token", "edge-secret\n")]);
+    edge.wait_for("uplink up", WAIT, |d| d.stderr().contains("uplink up"));
+
+    let (mut console, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws")).await.unwrap();
+    let hello = json!({"type":"hello","token":"edge-secret","name":"dispatch",
+        "members":[{"key":"console","channel":"ops"}]});
+    console.send(Message::Text(hello.to_string().into())).await.unwrap();
+
+    // The hub's dispatch radio (priority 100) talks; A keys up and is denied.
+    hub.drive("c-cor", true);
+    edge.wait_for("A keyed for C", WAIT, |d| d.line("a-ptt") == Some(true));
+    edge.drive("a-cor", true);
+    edge.wait_for("A told busy", WAIT, |d| d.stderr().contains("floor busy"));
+    let t0 = Instant::now();
+    edge.drive("a-emg", true);
+    let raised = next_emergency(&mut console).await;
+    eprintln!("edge emergency line -> hub console notice: {:?}", t0.elapsed());
+    assert_eq!(raised["channel"], "ops");
+    assert_eq!(raised["active"], true);
+    assert_eq!(raised["source"], "radio-a@edge", "{raised}");
+    hub.wait_for("A takes the floor at the emergency priority", WAIT, |d| d.stderr().contains("talker=radio-a@edge"));
+    eprintln!("edge emergency line -> A holds the hub's floor: {:?}", t0.elapsed());
+    hub.wait_for("B carries A", WAIT, |d| d.line("b-ptt") == Some(true));
+    edge.wait_for("the edge mirrors it", WAIT, |d| d.stderr().contains("EMERGENCY raised"));
+
+    // The console acknowledges: cleared at the hub, and on the edge.
+    console
+        .send(Message::Text(json!({"type":"emergency","channel":"ops","action":"ack"}).to_string().into()))
+        .await
+        .unwrap();
+    let cleared = next_emergency(&mut console).await;
+    assert_eq!(cleared["active"], false, "{cleared}");
+    assert_eq!(cleared["by"], "dispatch");
+    edge.wait_for("the edge clears it", WAIT, |d| d.stderr().contains("emergency acknowledged"));
+
+    // Radio safety: the edge dies while its emergency call keys B: the hub unkeys B. (C's
+    // squelch closes first, or C, still receiving, would take the freed floor and key B.)
+    hub.drive("c-cor", false);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hub.line("b-ptt"), Some(true), "B still carries A after the ack");
+    edge.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    hub.wait_for("B released when the edge died", WAIT, |d| d.line("b-ptt") == Some(false));
+    eprintln!("edge killed -> hub radio B unkeyed: {:?}", killed.elapsed());
+    let _ = edge.wait_exit(WAIT);
+    hub.signal(libc::SIGTERM);
+    assert!(hub.wait_exit(WAIT).success());
+}

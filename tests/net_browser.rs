@@ -175,7 +175,7 @@ async fn router(mut rx: mpsc::Receiver<HubEvent>) {
                     }
                 }
             }
-            HubEvent::MediaSeen { .. } => {}
+            HubEvent::MediaSeen { .. } | HubEvent::Emergency { .. } => {}
             HubEvent::Left { peer } => {
                 peers.remove(&peer);
                 if holder.is_some_and(|(p, _)| p == peer) {

@@ -51,6 +51,8 @@ struct Log {
     joined: Vec<(PeerId, String)>,
     left: Vec<PeerId>,
     media_in: usize,
+    /// Emergencies the hub passed on: (peer, name, channel, member, raise).
+    emergencies: Vec<(PeerId, String, String, Option<ParticipantId>, bool)>,
 }
 
 struct Hub {
@@ -183,6 +185,20 @@ async fn fake_router(mut rx: mpsc::Receiver<HubEvent>, log: Arc<Mutex<Log>>) {
                 }
             }
             HubEvent::MediaSeen { .. } => {}
+            HubEvent::Emergency { peer, name, channel, member, raise } => {
+                log.lock().unwrap().emergencies.push((peer, name.clone(), channel.clone(), member, raise));
+                // Told to every peer: each session passes it on only where its token allows.
+                let notice = roipd::net::protocol::EmergencyNotice {
+                    channel,
+                    active: raise,
+                    source: name,
+                    kind: "console".into(),
+                    by: None,
+                };
+                for p in peers.values() {
+                    let _ = p.to.send(ToPeer::Emergency(notice.clone()));
+                }
+            }
             HubEvent::Left { peer } => {
                 log.lock().unwrap().left.push(peer);
                 peers.remove(&peer);
@@ -497,6 +513,70 @@ async fn a_token_limited_to_ops_cannot_join_fire() {
     let w = hello(&mut ws2, ALL, json!([])).await;
     assert_eq!(w["members"], json!([]));
     assert_eq!(w["channels"].as_array().unwrap().len(), 2);
+    hub.stop().await;
+}
+
+/// Issue 18: only an authenticated peer may raise or acknowledge an emergency, only on a channel
+/// its token allows, naming only its own member; a notice reaches only peers whose token allows
+/// the channel.
+#[tokio::test]
+async fn emergencies_need_a_session_and_the_channel_in_the_token_scope() {
+    let hub = hub().await;
+    // Before hello: an error, the socket closes, nothing reaches the router.
+    let mut ws = raw(&hub).await;
+    send(&mut ws, json!({"type":"emergency","channel":"ops","action":"raise"})).await;
+    assert_eq!(recv(&mut ws).await["code"], "bad_request");
+    assert_eq!(closed(&mut ws).await, 4000);
+    // A wrong token: refused, closed, nothing either.
+    let mut ws = raw(&hub).await;
+    assert_eq!(hello(&mut ws, "wrong", json!([])).await["code"], "unauthorized");
+    assert_eq!(closed(&mut ws).await, 4001);
+    assert!(hub.log.lock().unwrap().emergencies.is_empty());
+
+    let mut ops = raw(&hub).await;
+    let w = hello(&mut ops, OPS_ONLY, json!([{"key":"console","channel":"ops"}])).await;
+    let ops_id = w["members"][0]["id"].as_u64().unwrap();
+    let mut all = raw(&hub).await;
+    hello(&mut all, ALL, json!([{"key":"console","channel":"fire"}])).await;
+    // Out of scope: forbidden, the session stays up, nothing passed on.
+    send(&mut ops, json!({"type":"emergency","channel":"fire","action":"raise"})).await;
+    let e = recv(&mut ops).await;
+    assert_eq!(e["code"], "forbidden", "{e}");
+    // Someone else's member: refused.
+    send(&mut ops, json!({"type":"emergency","channel":"ops","action":"raise","id": ops_id + 1000})).await;
+    assert_eq!(recv(&mut ops).await["code"], "bad_request");
+    assert!(hub.log.lock().unwrap().emergencies.is_empty());
+    // In scope, with its own member as the caller.
+    send(&mut ops, json!({"type":"emergency","channel":"ops","action":"raise","id": ops_id})).await;
+    let n = recv(&mut ops).await;
+    assert_eq!(
+        (n["type"].as_str(), n["channel"].as_str(), n["active"].as_bool()),
+        (Some("emergency"), Some("ops"), Some(true)),
+        "{n}"
+    );
+    {
+        let log = hub.log.lock().unwrap();
+        let (_, name, channel, member, raise) = &log.emergencies[0];
+        assert_eq!((channel.as_str(), *member, *raise), ("ops", Some(ParticipantId(ops_id)), true));
+        assert!(name.starts_with("console@"), "{name}");
+    }
+    // The fire notice reaches the peer allowed on fire, never the ops-only one.
+    send(&mut all, json!({"type":"emergency","channel":"fire","action":"ack"})).await;
+    loop {
+        let n = recv(&mut all).await;
+        if n["type"] == "emergency" && n["channel"] == "fire" {
+            assert_eq!(n["active"], false);
+            break;
+        }
+    }
+    send(&mut ops, json!({"type":"ping"})).await;
+    loop {
+        let n = recv(&mut ops).await;
+        assert_ne!(n["channel"], "fire", "an ops-only console was told about fire: {n}");
+        if n["type"] == "pong" {
+            break;
+        }
+    }
     hub.stop().await;
 }
 

@@ -220,6 +220,9 @@ pub fn summary(config: &Config) -> String {
                 };
                 let _ = writeln!(s, "  COR:     {cor}");
                 let _ = writeln!(s, "  PTT:     {}", line_text(&r.ptt));
+                if let Some(emergency) = &r.emergency {
+                    let _ = writeln!(s, "  emergency: {}", line_text(emergency));
+                }
                 if let Some(inhibit) = &r.inhibit {
                     let _ = writeln!(s, "  inhibit: {}", line_text(inhibit));
                 }

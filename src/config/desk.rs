@@ -10,6 +10,8 @@
 //! | `buttons."select.<ch>"`  | makes `<ch>` the selected channel                            |
 //! | `buttons."listen.<ch>"`  | toggles listening to (muting) `<ch>`                         |
 //! | `buttons.all_call`       | PTT on every monitored channel at once                       |
+//! | `buttons.emergency`      | raises an emergency on the selected channel (desk = caller)  |
+//! | `buttons.ack_emergency`  | acknowledges the emergencies on the desk's channels          |
 //! | `leds."rx.<ch>"`         | `<ch>` carries audio (a talk-spurt is in progress)           |
 //! | `leds."tx.<ch>"`         | this desk holds `<ch>`'s floor                               |
 //! | `leds."busy.<ch>"`       | someone else holds `<ch>`'s floor; blinks after a denied PTT |
@@ -42,7 +44,7 @@ pub struct DeskPortConfig {
     pub buttons: BTreeMap<String, LineConfig>,
     #[serde(default)]
     pub audio: AudioConfig,
-    /// Floor priority of the dispatcher (0-255). Default 100: dispatch preempts field radios.
+    /// Floor priority of the dispatcher (0-254, 255 counts as 254: 255 is an emergency caller's). Default 100: dispatch preempts field radios.
     #[serde(default = "default_desk_priority")]
     pub priority: u8,
     /// The channel the main PTT talks on at start (default: the first of `channels`).
@@ -118,6 +120,10 @@ pub enum DeskButton {
     Listen(usize),
     /// Talks on every monitored channel.
     AllCall,
+    /// Raises an emergency on the selected channel (the desk its caller).
+    Emergency,
+    /// Acknowledges the emergencies on the desk's channels (alert tone and banners off).
+    AckEmergency,
 }
 
 /// What a desk LED shows.
@@ -153,6 +159,8 @@ impl DeskPortConfig {
         match name {
             "foot" => return Ok(DeskButton::Ptt),
             "all_call" => return Ok(DeskButton::AllCall),
+            "emergency" => return Ok(DeskButton::Emergency),
+            "ack_emergency" => return Ok(DeskButton::AckEmergency),
             _ => {}
         }
         type MakeButton = fn(usize) -> DeskButton;
@@ -164,7 +172,7 @@ impl DeskPortConfig {
             }
         }
         Err(format!(
-            "unknown button `{name}`: use \"ptt.<channel>\", \"select.<channel>\", \"listen.<channel>\", foot or all_call"
+            "unknown button `{name}`: use \"ptt.<channel>\", \"select.<channel>\", \"listen.<channel>\", foot, all_call, emergency or ack_emergency"
         ))
     }
 

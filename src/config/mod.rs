@@ -206,8 +206,8 @@ impl PortConfig {
     /// Floor priority of this port's requests.
     pub fn priority(&self) -> Priority {
         match self {
-            PortConfig::Radio(r) => Priority(r.priority),
-            PortConfig::Desk(d) => Priority(d.priority),
+            PortConfig::Radio(r) => Priority::configured(r.priority),
+            PortConfig::Desk(d) => Priority::configured(d.priority),
         }
     }
 
@@ -232,6 +232,9 @@ pub struct RadioPortConfig {
     pub ptt: LineConfig,
     /// Optional hardware TX-inhibit switch: while asserted the radio is never keyed.
     pub inhibit: Option<LineConfig>,
+    /// Optional emergency input (the radio's or a foot/panic button): asserting it raises an
+    /// emergency on the port's channel with this radio as the caller.
+    pub emergency: Option<LineConfig>,
     #[serde(default)]
     pub audio: AudioConfig,
     #[serde(default)]
@@ -240,7 +243,7 @@ pub struct RadioPortConfig {
     /// Full duplex (repeater-style): COR is honoured while transmitting.
     #[serde(default)]
     pub duplex: bool,
-    /// Floor priority of this radio's talkers (0-255; a higher one preempts). Default 0.
+    /// Floor priority of this radio's talkers (0-254, 255 counts as 254: 255 is an emergency caller's; a higher one preempts). Default 0.
     #[serde(default)]
     pub priority: u8,
 }

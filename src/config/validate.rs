@@ -165,6 +165,7 @@ fn radio_port<'c>(
     lines.extend(radio.cor.iter().filter_map(|c| c.line.as_ref()).map(|l| (cor.clone(), l)));
     lines.push((format!("{path}.ptt"), &radio.ptt));
     lines.extend(radio.inhibit.iter().map(|l| (format!("{path}.inhibit"), l)));
+    lines.extend(radio.emergency.iter().map(|l| (format!("{path}.emergency"), l)));
 }
 
 /// `element` is the index when `path` is an array of channel names.

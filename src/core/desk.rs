@@ -63,6 +63,10 @@ pub enum DeskAction {
         b: usize,
         on: bool,
     },
+    /// Raise an emergency on the selected channel, the desk its caller.
+    Emergency,
+    /// Acknowledge every emergency on the desk's channels.
+    AckEmergency,
 }
 
 impl DeskAction {
@@ -84,9 +88,10 @@ impl DeskAction {
             "volume" => &["channel", "db"],
             "pan" => &["channel", "pan"],
             "patch" => &["channels", "on"],
+            "emergency" | "ack_emergency" => &[],
             other => {
                 return Err(format!(
-                    "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch"
+                    "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch, emergency, ack_emergency"
                 ))
             }
         };
@@ -118,6 +123,8 @@ impl DeskAction {
             "listen" => DeskAction::Listen { channel: channel()?, on: on()? },
             "volume" => DeskAction::Volume { channel: channel()?, db: number("db", -60.0, 20.0)? },
             "pan" => DeskAction::Pan { channel: channel()?, pan: number("pan", -1.0, 1.0)? },
+            "emergency" => DeskAction::Emergency,
+            "ack_emergency" => DeskAction::AckEmergency,
             _ => {
                 let pair = map.get("channels").and_then(Value::as_array).filter(|a| a.len() == 2);
                 let pair = pair.ok_or("`channels` must name exactly two channels")?;
@@ -160,6 +167,12 @@ pub enum DeskEffect {
         b: usize,
         on: bool,
     },
+    /// Raise an emergency on this desk channel, the desk its caller.
+    Emergency {
+        channel: usize,
+    },
+    /// Acknowledge the emergencies on the desk's channels.
+    AckEmergency,
 }
 
 /// A button's level after debouncing: an edge counts once the line has stayed at its new level
@@ -284,6 +297,8 @@ impl DeskCore {
                 // Select and listen act when pressed, not when let go.
                 (DeskButton::Select(channel), true) => Some(DeskAction::Select { channel }),
                 (DeskButton::Listen(channel), true) => Some(DeskAction::ToggleListen { channel }),
+                (DeskButton::Emergency, true) => Some(DeskAction::Emergency),
+                (DeskButton::AckEmergency, true) => Some(DeskAction::AckEmergency),
                 _ => None,
             };
             actions.extend(action);
@@ -319,6 +334,8 @@ impl DeskCore {
                 self.channel_ptt[channel] = on;
             }
             DeskAction::AllCall { on } => self.all_call = on,
+            DeskAction::Emergency => self.effects.push(DeskEffect::Emergency { channel: self.selected }),
+            DeskAction::AckEmergency => self.effects.push(DeskEffect::AckEmergency),
             DeskAction::Listen { channel, on } => {
                 self.check(channel)?;
                 self.listen[channel] = on;

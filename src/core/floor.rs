@@ -25,7 +25,16 @@ pub struct Priority(pub u8);
 impl Priority {
     pub const NORMAL: Priority = Priority(0);
     pub const DISPATCH: Priority = Priority(100);
-    pub const EMERGENCY: Priority = Priority(200);
+    /// The highest priority a port, desk or token may be configured with: 255 is reserved for
+    /// the caller of an active emergency ([`crate::core::emergency`]), so it preempts every
+    /// configured priority, and a second emergency caller is busy-denied, not preempting.
+    pub const MAX_CONFIGURED: Priority = Priority(254);
+    pub const EMERGENCY: Priority = Priority(255);
+
+    /// A configured priority, capped below the emergency priority.
+    pub fn configured(p: u8) -> Priority {
+        Priority(p.min(Self::MAX_CONFIGURED.0))
+    }
 }
 
 /// Participant → arbiter.
@@ -213,6 +222,24 @@ impl Arbiter {
             }
         }
         self.notify_positions();
+    }
+
+    /// Raise `id`'s priority to `priority` where it stands, without taking the floor from
+    /// anyone: the holder keeps talking at the higher priority (so it cannot be preempted below
+    /// it; nothing is sent), a waiting one moves up the queue. Anyone else, or a lower
+    /// priority, changes nothing: a new request decides then.
+    pub fn promote(&mut self, id: ParticipantId, priority: Priority) {
+        match &mut self.holder {
+            Some((h, held)) if *h == id => *held = (*held).max(priority),
+            _ => {
+                if let Some(i) = self.queue.iter().position(|w| w.id == id && w.priority < priority) {
+                    let w = self.queue.remove(i);
+                    let at = self.queue.iter().position(|q| q.priority < priority).unwrap_or(self.queue.len());
+                    self.queue.insert(at, Waiting { priority, told: w.told, ..w });
+                    self.notify_positions();
+                }
+            }
+        }
     }
 
     /// The holder gives the floor back (next in queue or Idle); anyone else leaves the queue.
@@ -430,6 +457,18 @@ impl Participant {
         self.state = ParticipantState::Requesting;
         if let Some(t) = self.config.request_timeout {
             self.timers.set(ParticipantTimer::Request, now + t);
+        }
+    }
+
+    /// Change the priority of this participant's requests (an emergency caller's, and back).
+    /// A press the floor was refused to (denied busy, preempted) asks again at once with a
+    /// higher priority; a holder or a queued request is promoted by the arbiter's side
+    /// ([`Arbiter::promote`]), a request in flight is answered first (a radio's repeat carries
+    /// the new priority).
+    pub fn set_priority(&mut self, now: Instant, priority: Priority) {
+        let old = std::mem::replace(&mut self.config.priority, priority);
+        if priority > old && self.pressed && !self.cut && self.state == ParticipantState::Idle {
+            self.request(now);
         }
     }
 

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use super::emergency::Caller;
 use super::floor::{
     Arbiter, ArbiterConfig, DenyCause, Participant, ParticipantConfig, ParticipantEvent, ParticipantId, Priority,
     Recipient, RevokeCause, ToArbiter, ToParticipant,
@@ -309,6 +310,9 @@ pub struct Router {
     ending: Vec<Option<EndCause>>,
     /// Patches by id; None once removed.
     patches: Vec<Option<Patch>>,
+    /// Per channel, the caller of an active emergency: its requests carry
+    /// [`Priority::EMERGENCY`] until the emergency is acknowledged.
+    emergency: Vec<Option<Caller>>,
     outputs: VecDeque<RouterOutput>,
 }
 
@@ -327,6 +331,7 @@ impl Router {
             air: vec![Vec::new(); channels.len()],
             holders: vec![None; channels.len()],
             ending: vec![None; channels.len()],
+            emergency: vec![None; channels.len()],
             uplink_holders: vec![None; channels.len()],
             arbiters: channels
                 .iter()
@@ -688,15 +693,79 @@ impl Router {
         if *p != peer {
             return;
         }
-        // The member's priority was fixed (and capped) when it joined.
+        // The member's priority was fixed (and capped) when it joined; an emergency's caller
+        // asks with the emergency priority.
+        let priority =
+            if self.emergency[*channel] == Some(Caller::Member(member)) { Priority::EMERGENCY } else { *priority };
         let msg = match msg {
-            ToArbiter::Request { .. } => ToArbiter::Request { priority: *priority },
+            ToArbiter::Request { .. } => ToArbiter::Request { priority },
             other => other,
         };
         if let Some(a) = self.arbiters[*channel].as_mut() {
             a.handle_message(now, member, msg);
         }
         self.settle(now);
+    }
+
+    /// Give the caller of an emergency on `channel` the emergency floor priority (Some), or
+    /// take it back (None: the emergency was acknowledged). The caller keeps a floor it holds,
+    /// now unpreemptable by any configured priority; a queued request moves up; a radio whose
+    /// squelch is still open after it was denied or preempted (or a desk still pressing) asks
+    /// again at once and preempts. Unknown channels and callers are ignored.
+    pub fn set_emergency_caller(&mut self, now: Instant, channel: ChannelId, caller: Option<Caller>) {
+        let Some(slot) = self.emergency.get_mut(channel) else { return };
+        let old = std::mem::replace(slot, caller);
+        if let Some(Caller::Port(port)) = old {
+            let normal = self.ports.get(port).map_or(Priority::NORMAL, |p| p.priority);
+            if let Some(Member::Local { participant, .. }) =
+                self.local_index(port, channel).and_then(|m| self.members.get_mut(m))
+            {
+                participant.set_priority(now, normal);
+            }
+        }
+        match caller {
+            Some(Caller::Port(port)) => {
+                let Some(m) = self.local_index(port, channel) else { return };
+                if let Some(a) = self.arbiters[channel].as_mut() {
+                    a.promote(ParticipantId(m as u64), Priority::EMERGENCY);
+                }
+                if let Some(Member::Local { participant, .. }) = self.members.get_mut(m) {
+                    participant.set_priority(now, Priority::EMERGENCY);
+                }
+            }
+            Some(Caller::Member(id)) => {
+                if let Some(a) = self.arbiters[channel].as_mut() {
+                    a.promote(id, Priority::EMERGENCY);
+                }
+            }
+            None => {}
+        }
+        self.settle(now);
+    }
+
+    /// Whether `channel`'s floor is decided on the uplink hub.
+    pub fn is_uplink_channel(&self, channel: ChannelId) -> bool {
+        self.is_uplink(channel)
+    }
+
+    /// The caller of `channel`'s emergency, if one is active here.
+    pub fn emergency_caller(&self, channel: ChannelId) -> Option<Caller> {
+        self.emergency.get(channel).copied().flatten()
+    }
+
+    /// The floor participant id of `port` on `channel` (a hosted channel's, or the uplink hub's
+    /// id once it gave one).
+    pub fn port_participant(&self, port: PortId, channel: ChannelId) -> Option<ParticipantId> {
+        let m = self.local_index(port, channel)?;
+        if self.is_uplink(channel) {
+            return self.uplink_ids.iter().find(|(_, i)| *i == m).map(|(id, _)| *id);
+        }
+        Some(ParticipantId(m as u64))
+    }
+
+    /// Whether `member` is one of `peer`'s members on `channel` (hosted channels).
+    pub fn is_peer_member(&self, peer: PeerId, channel: ChannelId, member: ParticipantId) -> bool {
+        matches!(self.members.get(member.0 as usize), Some(Member::Remote { peer: p, channel: c, .. }) if *p == peer && *c == channel)
     }
 
     /// Whether the media of a hosted channel can be seen where its arbiter is fed (see

@@ -19,6 +19,7 @@ use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelCommand, ChannelMsg, PortId};
 use crate::config::{Config, PortConfig};
 use crate::core::desk::DeskAction;
+use crate::core::emergency::{self, Board, Caller, Source, SourceKind};
 use crate::core::floor::{DenyCause, ParticipantId, RevokeCause, ToArbiter, ToParticipant};
 use crate::core::restamp::Restamper;
 use crate::core::routing::{
@@ -47,6 +48,15 @@ pub trait UplinkSink: Send {
     fn talking(&self, _channel: &str, _on: bool) {}
     /// The channel's `listen` setting: an SFU uplink can stop relaying a muted channel.
     fn listen(&self, _channel: &str, _on: bool) {}
+    /// Raise or acknowledge an emergency at the hub; false: not sent (down, or an uplink that
+    /// does not carry emergencies).
+    fn emergency(&self, _cmd: crate::net::protocol::EmergencyCommand) -> bool {
+        false
+    }
+    /// Whether this uplink carries emergencies at all (a Janus fleet's does not yet).
+    fn carries_emergencies(&self) -> bool {
+        false
+    }
 }
 
 impl UplinkSink for crate::net::janus::JanusEdge {
@@ -71,6 +81,12 @@ impl UplinkSink for crate::net::UplinkHandle {
     }
     fn media(&self, channel: &str, packet: MediaPacket) {
         let _ = crate::net::UplinkHandle::media(self, channel, packet);
+    }
+    fn emergency(&self, cmd: crate::net::protocol::EmergencyCommand) -> bool {
+        crate::net::UplinkHandle::emergency(self, cmd)
+    }
+    fn carries_emergencies(&self) -> bool {
+        true
     }
 }
 
@@ -122,6 +138,11 @@ pub struct ChannelRouter {
     heartbeat: Heartbeat,
     /// `[record]`: each recorded channel's recorder and the writer's queue.
     recording: Option<crate::record::Recording>,
+    /// Emergency state of every channel: decided here for hosted channels, mirrored from the
+    /// hub for uplink ones.
+    emergencies: Board,
+    /// Raises and acks for the uplink hub made while it was down: sent once it is up.
+    uplink_emergencies: Vec<(ChannelId, Option<PortId>, bool)>,
 }
 
 /// Whether this box's channels are decided here or on the uplink hub: a roipd hub uplink, or a
@@ -191,6 +212,8 @@ impl ChannelRouter {
             reporter,
             heartbeat,
             recording: None,
+            emergencies: Board::new(config.channel.len()),
+            uplink_emergencies: Vec::new(),
         };
         // The local radios are on their channels from the start.
         me.rosters = (0..me.channel_names.len())
@@ -426,6 +449,15 @@ impl ChannelRouter {
             ChannelMsg::RadioTx { port, report } => self.router.radio_tx(clock::now(), port, report),
             ChannelMsg::Desk(msg) => self.desk_msg(msg),
             ChannelMsg::DeskRequest(request) => self.desk_request(request),
+            ChannelMsg::Emergency { action, reply } => {
+                let result = self.emergency_action(action);
+                if let Err(e) = &result {
+                    warn!(error = %e, "emergency refused");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
             ChannelMsg::Media { port, packet } => {
                 let Some(channel) = self.talk_channel.get(port).copied().flatten() else { return };
                 self.forward(MediaSource::Port(port), channel, &packet);
@@ -508,6 +540,17 @@ impl ChannelRouter {
                 self.send_ports(peer);
                 self.send_holders(peer);
                 if let Some(p) = self.peers.get(&peer) {
+                    for (channel, source) in self.emergencies.all_active() {
+                        let _ = p.to_peer.send(ToPeer::Emergency(crate::net::protocol::EmergencyNotice {
+                            channel: self.channel_names[channel].clone(),
+                            active: true,
+                            source: source.name.clone(),
+                            kind: source.kind.as_str().into(),
+                            by: None,
+                        }));
+                    }
+                }
+                if let Some(p) = self.peers.get(&peer) {
                     for channel in (0..self.channel_names.len()).filter(|&c| !self.router.air(c).is_empty()) {
                         let _ = p.to_peer.send(ToPeer::Air(self.air_message(channel)));
                     }
@@ -527,7 +570,33 @@ impl ChannelRouter {
             HubEvent::Left { peer } => {
                 info!(peer, "peer left");
                 self.peers.remove(&peer);
+                // A caller that left keeps no emergency priority (the alert stays).
+                for channel in 0..self.channel_names.len() {
+                    if let Some(Caller::Member(id)) = self.router.emergency_caller(channel) {
+                        if self.router.is_peer_member(peer, channel, id) {
+                            self.emergencies.forget_caller(Caller::Member(id));
+                        }
+                    }
+                }
                 self.router.remove_peer(now, peer);
+                self.emergency_outputs();
+            }
+            HubEvent::Emergency { peer, name, channel, member, raise } => {
+                let Some(c) = self.channel_index(&channel) else { return };
+                if self.router.is_uplink_channel(c) {
+                    return; // only the channel's host decides (a peer of an edge's own hub)
+                }
+                let member = member.filter(|&id| self.router.is_peer_member(peer, c, id));
+                let result = if raise {
+                    let source = Source { kind: SourceKind::Console, name, caller: member.map(Caller::Member) };
+                    self.emergencies.raise(now, c, source).map(|_| ())
+                } else {
+                    self.emergencies.ack(now, c, &name)
+                };
+                if let Err(e) = result {
+                    info!(%channel, error = %e, "emergency from a peer changed nothing");
+                }
+                self.emergency_outputs();
             }
             HubEvent::MediaSeen { channel, seen } => {
                 if let Some(c) = self.channel_index(&channel) {
@@ -552,11 +621,19 @@ impl ChannelRouter {
                     .collect();
                 info!(members = ids.len(), "uplink up");
                 self.router.uplink_up(now, &ids);
+                for (channel, port, raise) in std::mem::take(&mut self.uplink_emergencies) {
+                    if self.send_uplink_emergency(channel, port, raise) && raise && port.is_some() {
+                        self.router.set_emergency_caller(now, channel, port.map(Caller::Port));
+                    }
+                }
             }
             UplinkEvent::Down { reason } => {
                 warn!(%reason, "uplink down; radios stay unkeyed until it is back");
                 self.reporter.link(false, Some(reason));
                 self.router.uplink_down(now);
+                // The hub tells the state again once the link is back.
+                self.emergencies.clear_all_mirrored(now);
+                self.emergency_outputs();
             }
             UplinkEvent::Waiting { reason } => {
                 info!(%reason, "uplink waiting");
@@ -579,6 +656,194 @@ impl ChannelRouter {
                 if let Some(c) = self.channel_index(&channel) {
                     self.forward(MediaSource::Uplink, c, &packet);
                 }
+            }
+            UplinkEvent::Emergency(e) => {
+                let Some(c) = self.channel_index(&e.channel).filter(|&c| self.router.is_uplink_channel(c)) else {
+                    return;
+                };
+                let state =
+                    e.active.then(|| Source { kind: kind_from_str(&e.kind), name: e.source.clone(), caller: None });
+                if !e.active && self.router.emergency_caller(c).is_some() {
+                    self.router.set_emergency_caller(now, c, None);
+                }
+                self.emergencies.mirror(now, c, state);
+                self.emergency_outputs();
+            }
+        }
+    }
+
+    /// The one action path of every emergency source on this box (see [`super::EmergencyAction`]).
+    fn emergency_action(&mut self, action: super::EmergencyAction) -> Result<&'static str, String> {
+        let now = clock::now();
+        let (channel, port, raise, source) = match action {
+            super::EmergencyAction::Raise { target, source, by } => {
+                let (channel, port) = match target {
+                    super::EmergencyTarget::Channel(name) => {
+                        (self.channel_index(&name).ok_or_else(|| format!("no channel `{name}`"))?, None)
+                    }
+                    super::EmergencyTarget::Port(name) => {
+                        let port = self
+                            .port_names
+                            .iter()
+                            .position(|n| *n == name)
+                            .ok_or_else(|| format!("no port `{name}`"))?;
+                        let channel = self.talk_channel[port].ok_or_else(|| format!("port `{name}` has no channel"))?;
+                        (channel, Some(port))
+                    }
+                    super::EmergencyTarget::PortOn { port: name, channel } => {
+                        let port = self
+                            .port_names
+                            .iter()
+                            .position(|n| *n == name)
+                            .ok_or_else(|| format!("no port `{name}`"))?;
+                        let c = self.channel_index(&channel).ok_or_else(|| format!("no channel `{channel}`"))?;
+                        if !self.router.members(c).any(|p| p == port) {
+                            return Err(format!("port `{name}` is not on channel `{channel}`"));
+                        }
+                        (c, Some(port))
+                    }
+                };
+                let source = Source { kind: source, name: by, caller: port.map(Caller::Port) };
+                (channel, port, true, source)
+            }
+            super::EmergencyAction::Ack { channel, by } => {
+                let c = self.channel_index(&channel).ok_or_else(|| format!("no channel `{channel}`"))?;
+                (c, None, false, Source { kind: SourceKind::Fleet, name: by, caller: None })
+            }
+        };
+        if self.router.is_uplink_channel(channel) {
+            if !self.uplink.as_ref().is_some_and(|u| u.carries_emergencies()) {
+                return Err(
+                    "unavailable: emergencies are not carried over this box's uplink (Janus fleets: not yet)".into()
+                );
+            }
+            // The hub makes a raising port its caller; here its floor requests go on at the
+            // emergency priority (a press it was denied asks again, after the raise reached the hub).
+            let sent = self.send_uplink_emergency(channel, port, raise);
+            if raise && sent && port.is_some() {
+                self.router.set_emergency_caller(now, channel, port.map(Caller::Port));
+            }
+            if !sent {
+                // Kept (at most a few) until the uplink is up: an emergency is never dropped.
+                if self.uplink_emergencies.len() < 64 {
+                    self.uplink_emergencies.push((channel, port, raise));
+                }
+                warn!(channel = %self.channel_names[channel], raise, "emergency: the uplink is down; sent once it is back");
+                return Ok("queued_for_hub");
+            }
+            return Ok("sent_to_hub");
+        }
+        let outcome = if raise {
+            match self.emergencies.raise(now, channel, source).map_err(|e| e.to_string())? {
+                emergency::Raise::Raised => "raised",
+                emergency::Raise::AlreadyActive => "already_active",
+            }
+        } else {
+            self.emergencies.ack(now, channel, &source.name).map_err(|e| e.to_string())?;
+            "acknowledged"
+        };
+        self.emergency_outputs();
+        Ok(outcome)
+    }
+
+    /// A raise (with the port as its caller, under the hub's id for it) or an ack to the hub.
+    fn send_uplink_emergency(&mut self, channel: ChannelId, port: Option<PortId>, raise: bool) -> bool {
+        let Some(uplink) = self.uplink.as_ref() else { return false };
+        let id = port.and_then(|p| self.router.port_participant(p, channel)).map(|id| id.0);
+        if port.is_some() && id.is_none() {
+            return false; // the hub has not given this port an id yet: not up
+        }
+        let action =
+            if raise { crate::net::protocol::EmergencyVerb::Raise } else { crate::net::protocol::EmergencyVerb::Ack };
+        uplink.emergency(crate::net::protocol::EmergencyCommand {
+            channel: self.channel_names[channel].clone(),
+            action,
+            id,
+        })
+    }
+
+    /// Carry out the emergency board's decisions: floor priority, consoles, desks, MQTT.
+    fn emergency_outputs(&mut self) {
+        let now = clock::now();
+        while let Some(out) = self.emergencies.poll_output() {
+            match out {
+                emergency::Output::Caller { channel, caller } => self.router.set_emergency_caller(now, channel, caller),
+                emergency::Output::Raised { channel, source } => {
+                    let name = self.channel_names[channel].clone();
+                    let hosted = !self.router.is_uplink_channel(channel);
+                    warn!(channel = %name, source = %source.name, kind = source.kind.as_str(), "EMERGENCY raised");
+                    self.tell_emergency(channel, &source, true, None);
+                    if hosted {
+                        let port = match source.caller {
+                            Some(Caller::Port(p)) => Some(self.port_names[p].clone()),
+                            _ => None,
+                        };
+                        self.reporter.event(Event {
+                            channel: Some(name.clone()),
+                            port,
+                            reason: Some(source.kind.as_str().into()),
+                            detail: Some(source.name.clone()),
+                            ..Event::new(EventKind::Emergency)
+                        });
+                        if let Some(f) = self.reporter.fleet() {
+                            f.set_emergency(crate::fleet::EmergencyState {
+                                channel: name,
+                                active: true,
+                                source: Some(source.name.clone()),
+                                source_kind: Some(source.kind.as_str().into()),
+                                since: Some(now_rfc3339()),
+                                acked_by: None,
+                                acked_at: None,
+                            });
+                        }
+                    }
+                }
+                emergency::Output::Cleared { channel, source, by, lasted } => {
+                    let name = self.channel_names[channel].clone();
+                    let hosted = !self.router.is_uplink_channel(channel);
+                    info!(channel = %name, %by, lasted_ms = lasted.as_millis() as u64, "emergency acknowledged");
+                    self.tell_emergency(channel, &source, false, Some(by.clone()));
+                    if hosted {
+                        self.reporter.event(Event {
+                            channel: Some(name.clone()),
+                            reason: Some(source.kind.as_str().into()),
+                            detail: Some(format!("raised by {}, acknowledged by {by}", source.name)),
+                            ..Event::new(EventKind::EmergencyCleared)
+                        });
+                        if let Some(f) = self.reporter.fleet() {
+                            f.set_emergency(crate::fleet::EmergencyState {
+                                channel: name,
+                                active: false,
+                                source: Some(source.name.clone()),
+                                source_kind: Some(source.kind.as_str().into()),
+                                since: None,
+                                acked_by: Some(by),
+                                acked_at: Some(now_rfc3339()),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        self.dispatch();
+    }
+
+    /// An emergency's state to every peer (its session passes it on where the token allows the
+    /// channel) and to every desk of the channel.
+    fn tell_emergency(&self, channel: ChannelId, source: &Source, active: bool, by: Option<String>) {
+        let notice = crate::net::protocol::EmergencyNotice {
+            channel: self.channel_names[channel].clone(),
+            active,
+            source: source.name.clone(),
+            kind: source.kind.as_str().into(),
+            by,
+        };
+        for p in self.peers.values() {
+            let _ = p.to_peer.send(ToPeer::Emergency(notice.clone()));
+        }
+        for desk in self.desks.iter().flatten() {
+            if let Some(i) = desk.index(channel) {
+                let _ = desk.to_desk.send(DeskInput::Emergency { channel: i, active });
             }
         }
     }
@@ -894,6 +1159,22 @@ impl ChannelRouter {
     fn participant_name(&self, channel: ChannelId, id: ParticipantId) -> Option<String> {
         self.router.roster(channel).into_iter().find(|(i, _, _)| *i == id).map(|(_, name, _)| name)
     }
+}
+
+fn kind_from_str(kind: &str) -> SourceKind {
+    match kind {
+        "radio" => SourceKind::Radio,
+        "dtmf" => SourceKind::Dtmf,
+        "console" => SourceKind::Console,
+        "desk" => SourceKind::Desk,
+        "fleet" => SourceKind::Fleet,
+        _ => SourceKind::Hub,
+    }
+}
+
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    crate::fleet::protocol::rfc3339_millis(ms)
 }
 
 #[cfg(test)]

@@ -94,6 +94,22 @@ impl Control {
         }
     }
 
+    async fn emergency(&self, action: super::EmergencyAction) -> Result<&'static str, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        deliver(&self.to_channel, ChannelMsg::Emergency { action, reply: Some(reply) })
+            .await
+            .map_err(|_| stopping())?;
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(reason)) if reason.starts_with("no ") => Err(CommandError::not_found(reason)),
+            Ok(Err(reason)) if reason.starts_with("unavailable: ") => {
+                Err(CommandError::unavailable(reason.trim_start_matches("unavailable: ")))
+            }
+            Ok(Err(reason)) => Err(CommandError::rejected(reason)),
+            Err(_) => Err(stopping()),
+        }
+    }
+
     async fn handle(&self, command: Command) -> Result<Value, CommandError> {
         match command {
             Command::TxInhibit { port, on } => {
@@ -146,6 +162,27 @@ impl Control {
                     Ok(Err(reason)) => Err(CommandError::rejected(reason)),
                     Err(_) => Err(stopping()),
                 }
+            }
+            Command::Emergency { target } => {
+                let (target, shown) = match target {
+                    crate::fleet::EmergencyTarget::Channel(c) => {
+                        (super::EmergencyTarget::Channel(c.clone()), json!({ "channel": c }))
+                    }
+                    crate::fleet::EmergencyTarget::Port(p) => {
+                        (super::EmergencyTarget::Port(p.clone()), json!({ "port": p }))
+                    }
+                };
+                let source = crate::core::emergency::SourceKind::Fleet;
+                let outcome =
+                    self.emergency(super::EmergencyAction::Raise { target, source, by: "fleet".into() }).await?;
+                let mut v = shown;
+                v["emergency"] = json!(outcome);
+                Ok(v)
+            }
+            Command::AckEmergency { channel } => {
+                let action = super::EmergencyAction::Ack { channel: channel.clone(), by: "fleet".into() };
+                let outcome = self.emergency(action).await?;
+                Ok(json!({ "channel": channel, "emergency": outcome }))
             }
             Command::GetConfig => {
                 let table: toml::Table =

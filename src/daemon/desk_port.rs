@@ -49,6 +49,9 @@ pub enum DeskInput {
     Busy { channel: usize, busy: bool },
     /// The router: a floor request was refused.
     Denied { channel: usize },
+    /// The router: an emergency is active (or no longer) on desk channel `channel`: the alert
+    /// tone sounds on the speaker while any is.
+    Emergency { channel: usize, active: bool },
 }
 
 /// Everything but a request that waits for its answer is a level or a setting: a newer one
@@ -71,6 +74,7 @@ impl Queued for DeskInput {
             (Talk { channel: a, .. }, Talk { channel: b, .. })
             | (Busy { channel: a, .. }, Busy { channel: b, .. })
             | (Denied { channel: a }, Denied { channel: b }) => a == b,
+            (DeskInput::Emergency { channel: a, .. }, DeskInput::Emergency { channel: b, .. }) => a == b,
             (Action { action, reply: None }, Action { action: was, reply: None }) => match (action, was) {
                 (Listen { channel: a, .. }, Listen { channel: b, .. })
                 | (Volume { channel: a, .. }, Volume { channel: b, .. })
@@ -87,8 +91,8 @@ impl Queued for DeskInput {
 /// requests, so `reliable` is never reached.
 pub fn inputs(desk: &DeskPortConfig) -> (PeerTx<DeskInput>, PeerRx<DeskInput>) {
     let lines = usize::from(desk.ptt.is_some()) + desk.buttons.len();
-    // Talk, Busy, Denied and the listen, volume and pan settings: five per channel.
-    let reliable = DESK_REQUESTS + 2 * lines + 5 * desk.channels.len();
+    // Talk, Busy, Denied, Emergency and the listen, volume and pan settings: six per channel.
+    let reliable = DESK_REQUESTS + 2 * lines + 6 * desk.channels.len();
     peer_queue::channel(Limits { reliable, lossy: 1 })
 }
 
@@ -146,6 +150,10 @@ pub struct DeskPort {
     pub heartbeat: Heartbeat,
     /// The port's state for MQTT and consoles: selected channel, audio playing, talking.
     pub reporter: super::report::Reporter,
+    /// Desk channels with an active emergency (the alert tone sounds while any is).
+    pub emergencies: Vec<bool>,
+    /// Wakes the speaker when the alert starts (an idle speaker sleeps).
+    pub flags: Arc<AudioFlags>,
 }
 
 impl DeskPort {
@@ -229,6 +237,17 @@ impl DeskPort {
             DeskInput::Talk { channel, on } => self.core.set_tx(channel, on),
             DeskInput::Busy { channel, busy } => self.core.set_busy(channel, busy),
             DeskInput::Denied { channel } => self.core.denied(now, channel),
+            DeskInput::Emergency { channel, active } => {
+                if let Some(slot) = self.emergencies.get_mut(channel) {
+                    *slot = active;
+                }
+                let alert = self.emergencies.iter().any(|&e| e);
+                warn!(port = %self.name, channel = %self.channel_names.get(channel).map_or("?", String::as_str), active, "desk: emergency alert");
+                if let Some(m) = &self.mixer {
+                    m.lock().unwrap_or_else(|p| p.into_inner()).set_alert(alert);
+                }
+                self.flags.wake_playback();
+            }
         }
     }
 
@@ -265,6 +284,25 @@ impl DeskPort {
                 DeskEffect::Volume { channel, db } => mixer(&mut |m| m.set_volume(channel, db)),
                 DeskEffect::Pan { channel, pan } => mixer(&mut |m| m.set_pan(channel, pan)),
                 DeskEffect::Select { channel } => mixer(&mut |m| m.select(Some(channel))),
+                DeskEffect::Emergency { channel } => {
+                    let target = super::EmergencyTarget::PortOn {
+                        port: self.name.clone(),
+                        channel: self.channel_names[channel].clone(),
+                    };
+                    let action = super::EmergencyAction::Raise {
+                        target,
+                        source: crate::core::emergency::SourceKind::Desk,
+                        by: self.name.clone(),
+                    };
+                    let _ = deliver(&self.to_channel, ChannelMsg::Emergency { action, reply: None }).await;
+                }
+                DeskEffect::AckEmergency => {
+                    for (c, _) in self.emergencies.iter().enumerate().filter(|(_, &e)| e) {
+                        let channel = self.channel_names[c].clone();
+                        let action = super::EmergencyAction::Ack { channel, by: self.name.clone() };
+                        let _ = deliver(&self.to_channel, ChannelMsg::Emergency { action, reply: None }).await;
+                    }
+                }
                 DeskEffect::Patch { a, b, on } => {
                     let (reply, answer) = oneshot::channel();
                     let msg = DeskToRouter::Patch { a: global(a), b: global(b), on, reply };
@@ -520,6 +558,8 @@ pub fn start(
         leds,
         heartbeat: watchdog.register(&format!("port {name}")),
         reporter: reporter.clone(),
+        emergencies: vec![false; desk.channels.len()],
+        flags: audio.flags.clone(),
     };
     tasks.spawn(port.run(cancel.clone()));
     info!(port = %name, channels = channel_ids.len(), "desk port running");

@@ -62,6 +62,33 @@ pub enum ChannelMsg {
     Desk(desk_port::DeskToRouter),
     /// A fleet `desk` command: the same request and answer as a console's.
     DeskRequest(net::hub::DeskRequest),
+    /// Raise or acknowledge an emergency: the one action path of every source (a radio's
+    /// emergency line, DTMF, a desk, the fleet; consoles come through the hub's inbox as
+    /// [`net::HubEvent::Emergency`] and end in the same place). `reply`, if any, gets what
+    /// happened (`raised`, `already_active`, `acknowledged`, `sent_to_hub`) or why nothing did.
+    Emergency { action: EmergencyAction, reply: Option<tokio::sync::oneshot::Sender<Result<&'static str, String>>> },
+}
+
+/// An emergency, from any source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmergencyAction {
+    /// Raise on a channel: an alert only (`Channel`), or on a port's channel with the port as
+    /// its caller (`Port`: the emergency floor priority until acknowledged).
+    Raise { target: EmergencyTarget, source: crate::core::emergency::SourceKind, by: String },
+    /// Acknowledge the emergency on a channel; `by` names who, for people.
+    Ack { channel: String, by: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmergencyTarget {
+    Channel(String),
+    /// A port on its (first) channel: a radio's.
+    Port(String),
+    /// A port on one of its channels (a desk's selected channel).
+    PortOn {
+        port: String,
+        channel: String,
+    },
 }
 
 impl net::peer_queue::Queued for ChannelMsg {
@@ -305,6 +332,12 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
                 Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open TX inhibit: {e}"))),
             }
         }
+        if let Some(line) = &radio.emergency {
+            match open_emergency_input(&mut gpio, line, name, &to_channel.control, &cancel, &mut tasks) {
+                Ok(input) => held_inputs.push(input),
+                Err(e) => return Stop::Exit(fatal(&format!("port {name}: cannot open the emergency input: {e}"))),
+            }
+        }
         let audio =
             match audio_port::start(id, name, radio, &tx, &to_channel, &reporter, &watchdog, &cancel, &mut tasks) {
                 Ok(audio) => audio,
@@ -546,6 +579,53 @@ fn open_edge_input(
         let _ = edge_tx.send(make(at, asserted));
     })?;
     let _ = tx.send(make(clock::now(), input.is_asserted()?));
+    Ok(input)
+}
+
+/// A radio's emergency input: each assertion raises an emergency on the port's channel with the
+/// radio as its caller, through the one action path ([`ChannelMsg::Emergency`]). The edge
+/// callback never waits (it may run on a GPIO thread or the sim task): it hands the press to a
+/// task that waits for room in the router's inbox, so no press is lost.
+fn open_emergency_input(
+    gpio: &mut Gpio,
+    line: &LineConfig,
+    port: &str,
+    to_channel: &mpsc::Sender<ChannelMsg>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<LogicalInput, crate::gpio::GpioError> {
+    let (press_tx, mut presses) = mpsc::unbounded_channel::<()>();
+    let edge_tx = press_tx.clone();
+    let mut input = gpio.open_input(line, move |_at, asserted| {
+        if asserted {
+            let _ = edge_tx.send(());
+        }
+    })?;
+    if input.is_asserted()? {
+        let _ = press_tx.send(()); // held at start: raise it now
+    }
+    let (to_channel, port, cancel) = (to_channel.clone(), port.to_string(), cancel.clone());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                press = presses.recv() => {
+                    if press.is_none() {
+                        break;
+                    }
+                    warn!(port = %port, "emergency input asserted");
+                    let action = EmergencyAction::Raise {
+                        target: EmergencyTarget::Port(port.clone()),
+                        source: crate::core::emergency::SourceKind::Radio,
+                        by: port.clone(),
+                    };
+                    if net::peer_queue::deliver(&to_channel, ChannelMsg::Emergency { action, reply: None }).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
     Ok(input)
 }
 

@@ -49,7 +49,7 @@ pub fn acl_file(boxes: &[BoxAcl], operator: Option<&str>) -> String {
     for b in boxes {
         let d = &b.device;
         let _ = writeln!(s, "\n# {d}\nuser {}", b.user);
-        for t in ["status", "state/#", "event", "metrics", "reply"] {
+        for t in ["status", "state/#", "emergency/#", "event", "metrics", "reply"] {
             let _ = writeln!(s, "topic write roipd/{d}/{t}");
         }
         let _ = writeln!(s, "topic read roipd/{d}/cmd/#");

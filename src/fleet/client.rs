@@ -203,6 +203,7 @@ impl Fleet {
             state: Mutex::new(State {
                 status,
                 ports: BTreeMap::new(),
+                emergencies: BTreeMap::new(),
                 outbox: Outbox::new(options.limits),
                 connected: false,
                 daemon_metrics: None,
@@ -277,6 +278,8 @@ struct Shared {
 struct State {
     status: Status,
     ports: BTreeMap<String, PortState>,
+    /// Retained emergency state per hosted channel, once one was raised there.
+    emergencies: BTreeMap<String, super::EmergencyState>,
     outbox: Outbox,
     connected: bool,
     daemon_metrics: Option<DaemonMetrics>,
@@ -382,6 +385,21 @@ impl FleetHandle {
             }
         }
         st.ports.insert(port.to_string(), state);
+        st.outbox.push(msg);
+        drop(st);
+        self.shared.wake.notify_one();
+    }
+
+    /// Set a channel's retained emergency state (`roipd/<device>/emergency/<channel>`), kept and
+    /// republished on every connect like the port states.
+    pub fn set_emergency(&self, state: super::EmergencyState) {
+        if !valid_name(&state.channel) {
+            return;
+        }
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        let msg = Message::new(Class::State, self.shared.topics.emergency(&state.channel), to_json(&state), now);
+        st.emergencies.insert(state.channel.clone(), state);
         st.outbox.push(msg);
         drop(st);
         self.shared.wake.notify_one();
@@ -624,6 +642,9 @@ impl Driver {
                 st.status.addresses = addresses;
                 let mut snapshot = vec![self.shared.status_message(&st.status, now)];
                 snapshot.extend(st.ports.iter().map(|(port, s)| self.shared.port_message(port, s, now)));
+                snapshot.extend(st.emergencies.iter().map(|(channel, e)| {
+                    Message::new(Class::State, self.shared.topics.emergency(channel), to_json(e), now)
+                }));
                 snapshot.extend(device_discovery);
                 for port in st.ports.keys() {
                     snapshot.extend(self.shared.port_discovery(port, now));

@@ -38,8 +38,8 @@ pub use client::{
 };
 pub use outbox::Limits;
 pub use protocol::{
-    config_hash, redact, Command, CommandError, DaemonMetrics, ErrorCode, Event, EventKind, FloorHostStatus, PortState,
-    PttAction, Status, StreamMetrics, UplinkState,
+    config_hash, redact, Command, CommandError, DaemonMetrics, EmergencyState, EmergencyTarget, ErrorCode, Event,
+    EventKind, FloorHostStatus, PortState, PttAction, Status, StreamMetrics, UplinkState,
 };
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub const REMOTE_PTT_MAX_S: (i64, i64) = (1, 300);
 pub const IDENTIFY_S: (i64, i64) = (1, 600);
 
 /// Every command name, as it appears in `roipd/<device>/cmd/<name>`.
-pub const COMMAND_NAMES: [&str; 10] = [
+pub const COMMAND_NAMES: [&str; 12] = [
     "set_channel",
     "listen",
     "volume",
@@ -39,6 +39,8 @@ pub const COMMAND_NAMES: [&str; 10] = [
     "get_config",
     "restart",
     "desk",
+    "emergency",
+    "ack_emergency",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -63,6 +65,10 @@ impl Topics {
     }
     pub fn event(&self) -> String {
         format!("{}/event", self.base)
+    }
+    /// Retained: the emergency state of a channel this box hosts.
+    pub fn emergency(&self, channel: &str) -> String {
+        format!("{}/emergency/{channel}", self.base)
     }
     pub fn metrics(&self) -> String {
         format!("{}/metrics", self.base)
@@ -353,6 +359,34 @@ pub enum EventKind {
     RecordFailed,
     /// Recording works again after `record_failed`.
     RecordResumed,
+    /// An emergency was raised on `channel` (`reason`: the source kind, `radio`, `dtmf`,
+    /// `console`, `desk`, `fleet`; `detail`: who; `port` when a port raised it).
+    Emergency,
+    /// The emergency on `channel` was acknowledged (`detail`: by whom).
+    EmergencyCleared,
+}
+
+/// Retained on `roipd/<device>/emergency/<channel>`: published when an emergency is raised on a
+/// channel this box hosts and when it is acknowledged (`active: false`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EmergencyState {
+    pub channel: String,
+    pub active: bool,
+    /// Who raised it (`radio1`, `radio1@edge-hilltop`, `console@dispatch`, `fleet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `radio`, `dtmf`, `console`, `desk`, `fleet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<String>,
+    /// RFC 3339 UTC: when it was raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Cleared: who acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_by: Option<String>,
+    /// Cleared: when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<String>,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.
@@ -424,6 +458,17 @@ pub enum Command {
     /// An action on a desk port, the same object a console's `desk` command carries. Only its
     /// shape (an object) is checked here: the desk validates it against its channels.
     Desk { port: String, action: Value },
+    /// Raise an emergency on a channel, or on a port's channel with the port as its caller
+    /// (exactly one of them).
+    Emergency { target: EmergencyTarget },
+    /// Acknowledge the emergency on a channel.
+    AckEmergency { channel: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmergencyTarget {
+    Channel(String),
+    Port(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +493,8 @@ impl Command {
             Command::GetConfig => "get_config",
             Command::Restart => "restart",
             Command::Desk { .. } => "desk",
+            Command::Emergency { .. } => "emergency",
+            Command::AckEmergency { .. } => "ack_emergency",
         }
     }
 }
@@ -566,6 +613,19 @@ struct ListenArgs {
 struct VolumeArgs {
     channel: String,
     db: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmergencyArgs {
+    channel: Option<String>,
+    port: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckEmergencyArgs {
+    channel: String,
 }
 
 #[derive(Deserialize)]
@@ -789,6 +849,22 @@ fn parse_command(name: &str, args: Map<String, Value>) -> Result<Command, Comman
             let a: DeskArgs = from_args(args)?;
             Ok(Command::Desk { port: name_arg("port", a.port)?, action: Value::Object(a.action) })
         }
+        "emergency" => {
+            let a: EmergencyArgs = from_args(args)?;
+            let target = match (a.channel, a.port) {
+                (Some(c), None) => EmergencyTarget::Channel(name_arg("channel", c)?),
+                (None, Some(p)) => EmergencyTarget::Port(name_arg("port", p)?),
+                _ => return Err(CommandError::new(
+                    ErrorCode::InvalidArgs,
+                    "give exactly one of `channel` (an alert) or `port` (an alert on its channel, the port its caller)",
+                )),
+            };
+            Ok(Command::Emergency { target })
+        }
+        "ack_emergency" => {
+            let a: AckEmergencyArgs = from_args(args)?;
+            Ok(Command::AckEmergency { channel: name_arg("channel", a.channel)? })
+        }
         "reload_config" => from_args::<NoArgs>(args).map(|_| Command::ReloadConfig),
         "get_config" => from_args::<NoArgs>(args).map(|_| Command::GetConfig),
         "restart" => from_args::<NoArgs>(args).map(|_| Command::Restart),
@@ -1007,6 +1083,19 @@ mod tests {
             let cmd = parse(name, "").or_else(|_| parse(name, &valid_args(name))).unwrap();
             assert_eq!(cmd.command.name(), name);
         }
+        assert_eq!(
+            ok("emergency", r#"{"port":"radio1"}"#),
+            Command::Emergency { target: EmergencyTarget::Port("radio1".into()) }
+        );
+        assert_eq!(
+            ok("emergency", r#"{"channel":"ops"}"#),
+            Command::Emergency { target: EmergencyTarget::Channel("ops".into()) }
+        );
+        assert_eq!(ok("ack_emergency", r#"{"channel":"ops"}"#), Command::AckEmergency { channel: "ops".into() });
+        for bad in [r#"{}"#, r#"{"port":"a","channel":"b"}"#, r#"{"channel":"a/b"}"#, r#"{"channel":1}"#] {
+            assert_eq!(code("emergency", bad), ErrorCode::InvalidArgs, "{bad}");
+        }
+        assert_eq!(code("ack_emergency", "{}"), ErrorCode::InvalidArgs);
     }
 
     fn valid_args(name: &str) -> String {
@@ -1018,6 +1107,8 @@ mod tests {
             "remote_ptt" => r#"{"port":"p","on":true,"max_duration_s":10}"#,
             "identify" => r#"{"seconds":5}"#,
             "desk" => r#"{"port":"p","action":{"action":"select","channel":"c"}}"#,
+            "emergency" => r#"{"channel":"c"}"#,
+            "ack_emergency" => r#"{"channel":"c"}"#,
             _ => "{}",
         }
         .into()

@@ -81,6 +81,10 @@ pub enum HubEvent {
     /// own Janus link is down (false) cannot tell a silent talker from its own blindness, so
     /// the channel's no-media timer waits until it sees again (then a whole timeout of grace).
     MediaSeen { channel: String, seen: bool },
+    /// An authenticated peer raises or acknowledges an emergency on a channel its token allows
+    /// (checked by the session); `member`, if given, is one of its members (the router checks
+    /// it is on that channel) and becomes the caller.
+    Emergency { peer: PeerId, name: String, channel: String, member: Option<ParticipantId>, raise: bool },
 }
 
 /// The router's hub inbox ([`peer_queue::deliver`]): a peer's media is lossy; joins, floor
@@ -89,9 +93,11 @@ impl Queued for HubEvent {
     fn policy(&self) -> Policy {
         match self {
             HubEvent::Media { .. } => Policy::DropOldest,
-            HubEvent::Joined { .. } | HubEvent::Floor { .. } | HubEvent::Left { .. } | HubEvent::MediaSeen { .. } => {
-                Policy::Keep
-            }
+            HubEvent::Joined { .. }
+            | HubEvent::Floor { .. }
+            | HubEvent::Left { .. }
+            | HubEvent::MediaSeen { .. }
+            | HubEvent::Emergency { .. } => Policy::Keep,
         }
     }
 }
@@ -116,6 +122,9 @@ pub enum ToPeer {
     Desk(protocol::DeskState),
     /// Which of the hub box's radios carry a channel's talker, and whether each is on air.
     Air(protocol::Air),
+    /// An emergency raised or acknowledged on a channel (the session passes it on only if the
+    /// peer's token allows the channel).
+    Emergency(protocol::EmergencyNotice),
 }
 
 /// How a peer's queue ([`peer_queue`]) treats each message when the peer is slow: media is
@@ -125,7 +134,7 @@ impl Queued for ToPeer {
         match self {
             ToPeer::Media { .. } => Policy::DropOldest,
             ToPeer::Roster(_) | ToPeer::Ports { .. } | ToPeer::Desk(_) | ToPeer::Air(_) => Policy::Coalesce,
-            ToPeer::Floor { .. } | ToPeer::RosterDelta(_) => Policy::Keep,
+            ToPeer::Floor { .. } | ToPeer::RosterDelta(_) | ToPeer::Emergency(_) => Policy::Keep,
         }
     }
 
@@ -199,6 +208,8 @@ pub enum UplinkEvent {
         channel: String,
         packet: MediaPacket,
     },
+    /// The hub's emergency state of a channel.
+    Emergency(protocol::EmergencyNotice),
 }
 
 impl peer_queue::Queued for UplinkEvent {

@@ -40,7 +40,28 @@ pub enum ClientMessage {
     Offer(Offer),
     Floor(FloorAction),
     Desk(DeskCommand),
+    Emergency(EmergencyCommand),
     Ping,
+}
+
+/// Raise or acknowledge an emergency on a channel the peer's token allows:
+/// `{"type": "emergency", "channel": "ops", "action": "raise", "id": 42}`. `id`, optional, names
+/// the peer's member on that channel that becomes the caller (the emergency floor priority
+/// until it is acknowledged); without it the raise is an alert only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyCommand {
+    pub channel: String,
+    pub action: EmergencyVerb,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmergencyVerb {
+    Raise,
+    Ack,
 }
 
 /// A control of the hub box's own desk port (`{"type": "desk", "port": "console", "action":
@@ -119,8 +140,26 @@ pub enum ServerMessage {
     Desk(DeskDone),
     DeskState(DeskState),
     Air(Air),
+    Emergency(EmergencyNotice),
     Pong,
     Error(ErrorMessage),
+}
+
+/// An emergency's state on a channel, to every peer whose token allows the channel: when it is
+/// raised or acknowledged, and on join for every emergency still active.
+/// `{"type": "emergency", "channel": "ops", "active": true, "source": "radio1", "kind": "radio"}`,
+/// `{"type": "emergency", "channel": "ops", "active": false, "source": "radio1", "kind": "radio", "by": "console@desk"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmergencyNotice {
+    pub channel: String,
+    pub active: bool,
+    /// Who raised it.
+    pub source: String,
+    /// `radio`, `dtmf`, `console`, `desk`, `fleet`.
+    pub kind: String,
+    /// Cleared: who acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Which of the hub box's radios should transmit a channel's talker, and whether each is on
@@ -546,6 +585,13 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
             }
             ClientMessage::Desk(serde_json::from_value(map).map_err(field("desk"))?)
         }
+        "emergency" => {
+            let mut map = value;
+            if let Value::Object(m) = &mut map {
+                m.remove("type");
+            }
+            ClientMessage::Emergency(serde_json::from_value(map).map_err(field("emergency"))?)
+        }
         "ping" => ClientMessage::Ping,
         _ => return Err(ParseError::UnknownType(truncate(&ty, 40))),
     };
@@ -558,6 +604,11 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ParseError> {
             }
             if !d.action.is_object() {
                 return Err(invalid("desk action: a JSON object"));
+            }
+        }
+        ClientMessage::Emergency(e) => {
+            if !is_valid_name(&e.channel) {
+                return Err(invalid("emergency channel: a channel name"));
             }
         }
         ClientMessage::Floor(_) | ClientMessage::Ping => {}
@@ -579,6 +630,7 @@ pub fn parse_server(text: &str) -> Result<ServerMessage, ParseError> {
             | "desk"
             | "desk_state"
             | "air"
+            | "emergency"
             | "pong"
             | "error"
     ) {
@@ -854,6 +906,54 @@ mod tests {
         let done = serde_json::to_string(&ServerMessage::Desk(DeskDone { port: "console".into() })).unwrap();
         assert_eq!(done, r#"{"type":"desk","port":"console"}"#);
         assert_eq!(parse_server(&done).unwrap(), ServerMessage::Desk(DeskDone { port: "console".into() }));
+    }
+
+    #[test]
+    fn emergency_messages_parse_both_ways_and_malformed_ones_are_refused() {
+        let m = parse_client(r#"{"type":"emergency","channel":"ops","action":"raise","id":42}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Emergency(EmergencyCommand {
+                channel: "ops".into(),
+                action: EmergencyVerb::Raise,
+                id: Some(42)
+            })
+        );
+        let m = parse_client(r#"{"type":"emergency","channel":"ops","action":"ack"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Emergency(EmergencyCommand { channel: "ops".into(), action: EmergencyVerb::Ack, id: None })
+        );
+        for bad in [
+            r#"{"type":"emergency","channel":"ops"}"#,
+            r#"{"type":"emergency","action":"raise"}"#,
+            r#"{"type":"emergency","channel":"ops","action":"panic"}"#,
+            r#"{"type":"emergency","channel":"Not A Name","action":"raise"}"#,
+            r#"{"type":"emergency","channel":"ops","action":"raise","id":-1}"#,
+            r#"{"type":"emergency","channel":"ops","action":"raise","extra":1}"#,
+        ] {
+            assert!(parse_client(bad).is_err(), "{bad} accepted");
+        }
+        let notice = EmergencyNotice {
+            channel: "ops".into(),
+            active: false,
+            source: "radio1@edge".into(),
+            kind: "radio".into(),
+            by: Some("console-1".into()),
+        };
+        let text = serde_json::to_string(&ServerMessage::Emergency(notice.clone())).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"emergency","channel":"ops","active":false,"source":"radio1@edge","kind":"radio","by":"console-1"}"#
+        );
+        assert_eq!(parse_server(&text).unwrap(), ServerMessage::Emergency(notice));
+        let round = serde_json::to_string(&ClientMessage::Emergency(EmergencyCommand {
+            channel: "ops".into(),
+            action: EmergencyVerb::Ack,
+            id: None,
+        }))
+        .unwrap();
+        assert_eq!(round, r#"{"type":"emergency","channel":"ops","action":"ack"}"#);
     }
 
     #[test]

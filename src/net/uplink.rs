@@ -113,6 +113,7 @@ impl UplinkOptions {
 enum Cmd {
     Floor(ParticipantId, ToArbiter),
     Media(String, MediaPacket),
+    Emergency(crate::net::protocol::EmergencyCommand),
 }
 
 /// The router's side of the uplink. Cheap to clone; never blocks.
@@ -129,6 +130,12 @@ impl UplinkHandle {
     /// `Request`'s priority is the one given in hello (the hub keeps it per member).
     pub fn floor(&self, member: ParticipantId, msg: ToArbiter) -> bool {
         self.up.load(Ordering::Relaxed) && self.cmds.try_send(Cmd::Floor(member, msg)).is_ok()
+    }
+
+    /// Raise or acknowledge an emergency at the hub (its channels are the hub's). Refused
+    /// (false) while down: the router keeps it until the uplink is up.
+    pub fn emergency(&self, cmd: crate::net::protocol::EmergencyCommand) -> bool {
+        self.up.load(Ordering::Relaxed) && self.cmds.try_send(Cmd::Emergency(cmd)).is_ok()
     }
 
     /// An Opus packet for a channel's track. Dropped (false) while down or when the queue is
@@ -474,6 +481,11 @@ impl Link<'_> {
                 Step::Timer => {
                     media.rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| format!("media: {e}"))?
                 }
+                Step::Cmd(Some(Cmd::Emergency(cmd))) => {
+                    if self.was_up {
+                        send(&mut ws, &ClientMessage::Emergency(cmd)).await?;
+                    }
+                }
                 Step::Cmd(Some(Cmd::Floor(member, msg))) => {
                     if self.was_up {
                         let action = match msg {
@@ -545,7 +557,11 @@ impl Link<'_> {
 }
 
 fn floor_event(m: ServerMessage) -> Option<UplinkEvent> {
-    let ServerMessage::Floor(f) = m else { return None };
+    let f = match m {
+        ServerMessage::Floor(f) => f,
+        ServerMessage::Emergency(e) => return Some(UplinkEvent::Emergency(e)),
+        _ => return None,
+    };
     match f.to_router() {
         Ok((msg, holder_name)) => {
             Some(UplinkEvent::Floor { channel: f.channel, member: f.id.map(ParticipantId), msg, holder_name })

@@ -535,7 +535,14 @@ pub struct Mixer {
     selected: Option<usize>,
     duck: Duck,
     limiter: Limiter,
+    /// The emergency alert tone: samples played since it started (None: off).
+    alert: Option<u64>,
 }
+
+/// The emergency alert: 960 Hz and 1440 Hz alternating every 250 ms, 500 ms of tone then
+/// 500 ms of pause, at -12 dBFS, mixed over the channels until the emergency is acknowledged.
+const ALERT_TONES_HZ: [f32; 2] = [960.0, 1440.0];
+const ALERT_AMPLITUDE: f32 = 0.25;
 
 impl Mixer {
     /// Builds every channel's jitter buffer and decoder up front (the only allocations).
@@ -554,6 +561,7 @@ impl Mixer {
             channels,
             sides,
             selected: None,
+            alert: None,
             duck: Duck::new(&cfg),
             // Interleaved stereo runs through one (linked) limiter at twice the sample rate.
             limiter: Limiter::new(SAMPLE_RATE * sides as u32, cfg.limiter_dbfs, Limiter::RELEASE_MS),
@@ -641,9 +649,38 @@ impl Mixer {
     /// silence and moves nothing on, so the output device may stop asking until a packet is
     /// [`push`](Self::push)ed.
     pub fn idle(&self) -> bool {
-        self.channels.iter().all(|c| !c.in_spurt && c.jitter.buffered() == 0)
+        self.alert.is_none()
+            && self.channels.iter().all(|c| !c.in_spurt && c.jitter.buffered() == 0)
             && self.duck.level_db == 0.0
             && self.limiter.gain_db() >= 0.0
+    }
+
+    /// Sound the emergency alert tone over the mix (on) until it is turned off.
+    pub fn set_alert(&mut self, on: bool) {
+        match (on, self.alert) {
+            (true, None) => self.alert = Some(0),
+            (false, _) => self.alert = None,
+            _ => {}
+        }
+    }
+
+    pub fn alert(&self) -> bool {
+        self.alert.is_some()
+    }
+
+    fn mix_alert(&mut self, out: &mut [f32]) -> bool {
+        let Some(n) = self.alert.as_mut() else { return false };
+        let quarter = SAMPLE_RATE as u64 / 4;
+        for frame in out.chunks_mut(self.sides) {
+            let phase = *n % (4 * quarter);
+            if phase < 2 * quarter {
+                let f = ALERT_TONES_HZ[(phase / quarter) as usize];
+                let v = ALERT_AMPLITUDE * (std::f32::consts::TAU * f * (*n as f32 / FS)).sin();
+                frame.iter_mut().for_each(|x| *x += v);
+            }
+            *n += 1;
+        }
+        true
     }
 
     /// Produce the next device frame at `now` (call once per device period): `out` is one
@@ -666,6 +703,7 @@ impl Mixer {
                 any |= self.mix_one(i, now, out, duck);
             }
         }
+        any |= self.mix_alert(out);
         // On silence the limiter only has its release to finish; once at unity it is skipped.
         // Its one-pole release reaches unity only after seconds of f32 rounding: on silence,
         // within an inaudible step of it, it snaps there, so the mixer can go idle.
@@ -701,6 +739,27 @@ impl Mixer {
             gain_db: gain_to_db(g),
         };
         added
+    }
+}
+
+#[cfg(test)]
+mod alert_tests {
+    use super::*;
+
+    #[test]
+    fn the_alert_tone_sounds_until_turned_off_and_keeps_the_mixer_awake() {
+        let cfg = MixerConfig { channels: vec![MixChannelConfig::default()], ..Default::default() };
+        let mut m = Mixer::new(cfg).unwrap();
+        let t = Instant::now();
+        let mut out = [0.0f32; 480];
+        assert!(m.idle());
+        m.set_alert(true);
+        assert!(!m.idle(), "the speaker must not pause while the alert sounds");
+        let level = m.mix(t, &mut out).out;
+        assert!(level.rms_dbfs > -20.0, "{level:?}");
+        m.set_alert(false);
+        let level = m.mix(t, &mut out).out;
+        assert!(level.rms_dbfs < -90.0, "{level:?}");
     }
 }
 

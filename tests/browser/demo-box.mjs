@@ -12,8 +12,10 @@ export const BIN = process.env.ROIPD_BIN || path.join(REPO, 'target/debug/roipd'
 
 export class DemoBox {
   // `tls`: `roipd demo --tls`, HTTPS/WSS with the self-signed certificate it keeps in `dir`.
-  constructor({ dir, port, trafficEvery = 10, tls = false }) {
+  // `mqtt`: a broker URL (`roipd demo --mqtt`).
+  constructor({ dir, port, trafficEvery = 10, tls = false, mqtt = null }) {
     this.dir = dir;
+    this.mqtt = mqtt;
     this.trafficEvery = trafficEvery;
     this.port = port;
     this.tls = tls;
@@ -31,7 +33,7 @@ export class DemoBox {
     fs.writeSync(log, `---- start ${++this.runs}\n`);
     this.child = spawn(BIN, ['demo', '--listen', `${HOST}:${this.port}`, '--dir', this.dir,
       '--lines', this.lines, '--record', this.record, '--traffic-every', String(this.trafficEvery),
-      ...(this.tls ? ['--tls'] : [])],
+      ...(this.tls ? ['--tls'] : []), ...(this.mqtt ? ['--mqtt', this.mqtt] : [])],
     { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
     fs.closeSync(log);
     this.exited = new Promise((r) => this.child.once('exit', (code, sig) => r(code ?? sig)));
@@ -82,6 +84,11 @@ export class DemoBox {
   }
 
   log() { try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-40).join('\n'); } catch { return ''; } }
+
+  /** Drive the simulated radio's emergency input (its file in the lines folder). */
+  emergencyLine(on) {
+    fs.writeFileSync(path.join(this.lines, 'radio1-emergency'), on ? '1\n' : '0\n');
+  }
 
   pttLine() {
     try { return fs.readFileSync(path.join(this.lines, 'radio1-ptt'), 'utf8').trim() === '1'; } catch { return false; }

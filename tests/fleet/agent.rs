@@ -279,6 +279,9 @@ impl Daemon {
                 self.channel(&channel)?;
                 Ok(json!({"channel": channel, "db": db}))
             }
+            C::Emergency { .. } | C::AckEmergency { .. } => {
+                Err(CommandError::unavailable("this test agent has no emergencies"))
+            }
             C::TxInhibit { port, on } => {
                 let p = self.port(&port)?;
                 p.inhibited = on;

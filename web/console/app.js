@@ -27,6 +27,8 @@ const S = {
   retry: null,
   lastRx: 0,
   prevStats: new Map(),
+  emergencies: new Map(), // channel -> {source, kind, shownAt}
+  alert: null,            // WebAudio alert tone while any emergency is active
 };
 
 // ---------- connection ----------------------------------------------------------------------
@@ -142,6 +144,7 @@ function onMessage(m, session) {
     case 'desk_state': return renderDesk(m);
     case 'air': return onAir(m);
     case 'desk': S.deskPending = false; return setText($('#desk-error'), '');
+    case 'emergency': return onEmergency(m);
     case 'pong': return;
     case 'error':
       if (m.code === 'unauthorized') return; // the close (4001) follows
@@ -172,6 +175,9 @@ function onWelcome(m, session) {
   $('#whoami').textContent = `You are ${NAME}.`;
   $('#logout').hidden = false;
   setConn('signaling', 'connected, starting media…');
+  // The hub tells every active emergency again after welcome.
+  S.emergencies.clear();
+  renderEmergencies();
   // Rebuild the channel list; keep listen/volume choices across reconnects.
   const old = S.channels;
   S.channels = new Map();
@@ -189,6 +195,7 @@ function onWelcome(m, session) {
     S.tx = S.byId.size ? [...S.byId.values()][0].name : null;
   }
   selectTx(S.tx);
+  $('#emergency').disabled = !S.tx;
   for (const ch of S.channels.values()) renderChannel(ch);
   startMedia(session).catch((err) => session === S.session && reconnect('media: ' + err.message));
 }
@@ -466,6 +473,74 @@ function renderChannel(ch) {
   setText($('.ch-link', ch.el), ch.link);
   $('.tx-select input', ch.el).disabled = ch.id === undefined;
 }
+
+// ---------- emergencies ----------------------------------------------------------------------
+
+function onEmergency(m) {
+  if (m.active) {
+    if (!S.emergencies.has(m.channel)) S.emergencies.set(m.channel, { source: m.source, kind: m.kind, shownAt: 0 });
+  } else {
+    S.emergencies.delete(m.channel);
+  }
+  renderEmergencies();
+}
+
+function renderEmergencies() {
+  const list = $('#emergency-list');
+  list.replaceChildren();
+  for (const [channel, e] of S.emergencies) {
+    const li = document.createElement('li');
+    li.dataset.channel = channel;
+    const text = document.createElement('span');
+    const label = S.channels.get(channel)?.label || channel;
+    text.textContent = `Emergency on ${label}: raised by ${e.source} (${e.kind})`;
+    const ack = document.createElement('button');
+    ack.type = 'button';
+    ack.className = 'emergency-ack';
+    ack.textContent = 'Acknowledge';
+    ack.setAttribute('aria-label', `Acknowledge the emergency on ${label}`);
+    ack.addEventListener('click', () => send({ type: 'emergency', channel, action: 'ack' }));
+    li.append(text, ack);
+    list.append(li);
+    if (!e.shownAt) e.shownAt = performance.now();
+  }
+  $('#emergency-banner').hidden = S.emergencies.size === 0;
+  for (const ch of S.channels.values()) ch.el.dataset.emergency = String(S.emergencies.has(ch.name));
+  alertTone(S.emergencies.size > 0);
+}
+
+// Two tones, 960 and 1440 Hz, alternating every 250 ms, half a second on and half off.
+function alertTone(on) {
+  if (!on) {
+    if (S.alert) { S.alert.stop(); S.alert = null; }
+    return;
+  }
+  if (S.alert) return;
+  try {
+    const ctx = new AudioContext();
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    gain.gain.value = 0;
+    osc.connect(gain).connect(ctx.destination);
+    const t0 = ctx.currentTime + 0.02;
+    for (let i = 0; i < 240; i++) { // two minutes scheduled; renewed below while it lasts
+      const t = t0 + i * 0.5;
+      osc.frequency.setValueAtTime(i % 2 ? 1440 : 960, t);
+      gain.gain.setValueAtTime(i % 4 < 2 ? 0.25 : 0, t);
+    }
+    osc.start(t0);
+    const renew = setTimeout(() => { if (S.alert) { S.alert.stop(); S.alert = null; alertTone(S.emergencies.size > 0); } }, 119000);
+    S.alert = { ctx, stop: () => { clearTimeout(renew); try { osc.stop(); } catch (_) { /* not started */ } ctx.close(); } };
+  } catch (err) {
+    console.warn('alert tone', err);
+  }
+}
+
+$('#emergency').addEventListener('click', () => {
+  const ch = S.channels.get(S.tx);
+  if (!ch) return;
+  send({ type: 'emergency', channel: ch.name, action: 'raise', id: ch.id });
+});
 
 // ---------- the box's desk port (only when this console is served by a desk box) ----------
 

@@ -957,3 +957,103 @@ fn each_transmission_end_says_why_before_the_next_holder() {
     r.remove_peer(t + Duration::from_secs(18), 9);
     assert_eq!(ended(&drain(&mut r)), [(0, Talker::Remote(console), EndCause::LinkLost)]);
 }
+
+// ---- emergency callers ----
+
+fn dispatch_desk(name: &str, channel: ChannelId) -> PortSpec {
+    PortSpec { name: name.into(), kind: PortKind::Desk, channels: vec![channel], priority: Priority::MAX_CONFIGURED }
+}
+
+#[test]
+fn an_emergency_radio_denied_while_a_dispatcher_talks_preempts_it_at_once() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("a", 0), dispatch_desk("desk", 0), radio("b", 0)]);
+    r.press(t, 1, 0); // the dispatcher (highest configured priority) talks
+    drain(&mut r);
+    r.press(t, 0, 0); // radio a keys up: busy
+    assert!(drain(&mut r).contains(&RouterOutput::Busy { port: 0, channel: 0, holder: Some(Talker::Port(1)) }));
+    r.set_emergency_caller(t, 0, Some(Caller::Port(0)));
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::Talk { port: 1, channel: 0, on: false }), "{out:?}");
+    assert!(out.contains(&RouterOutput::Talk { port: 0, channel: 0, on: true }), "{out:?}");
+    assert_eq!(r.holder_participant(0).map(|(_, p)| p), Some(Priority::EMERGENCY));
+    assert!(!out.contains(&RouterOutput::TxRequest { port: 2, on: false }), "b goes on carrying: now the emergency");
+    // The dispatcher presses again: denied, the emergency caller keeps talking.
+    r.unpress(t, 1, 0);
+    r.press(t, 1, 0);
+    assert!(drain(&mut r).contains(&RouterOutput::Busy { port: 1, channel: 0, holder: Some(Talker::Port(0)) }));
+    // Acknowledged: a's later key-ups have its own priority again.
+    r.set_emergency_caller(t, 0, None);
+    r.unpress(t, 0, 0);
+    r.unpress(t, 1, 0);
+    drain(&mut r);
+    r.press(t, 1, 0);
+    r.press(t, 0, 0);
+    assert!(drain(&mut r).contains(&RouterOutput::Busy { port: 0, channel: 0, holder: Some(Talker::Port(1)) }));
+}
+
+#[test]
+fn an_emergency_caller_holding_the_floor_cannot_be_preempted_by_any_configured_priority() {
+    let t = Instant::now();
+    let mut r = Router::new(hosted(1), vec![radio("a", 0), dispatch_desk("desk", 0)]);
+    let console = r.add_remote(t, 4, "console@web", 0, Priority::NORMAL).unwrap();
+    r.from_peer(t, 4, console, ToArbiter::Request { priority: Priority::NORMAL });
+    drain(&mut r);
+    r.set_emergency_caller(t, 0, Some(Caller::Member(console)));
+    assert!(drain(&mut r).is_empty(), "promoted in place: nothing sent, nobody keyed again");
+    r.press(t, 1, 0);
+    let out = drain(&mut r);
+    assert!(
+        out.contains(&RouterOutput::Busy { port: 1, channel: 0, holder: Some(Talker::Remote(console)) }),
+        "{out:?}"
+    );
+    // A member that is not the caller gets no emergency priority.
+    let other = r.add_remote(t, 5, "console@other", 0, Priority::NORMAL).unwrap();
+    r.from_peer(t, 5, other, ToArbiter::Request { priority: Priority::EMERGENCY });
+    assert_eq!(r.holder(0), Some(Talker::Remote(console)));
+}
+
+#[test]
+fn a_console_emergency_that_keys_radios_unkeys_them_when_the_console_is_lost_or_times_out() {
+    let t = Instant::now();
+    let cfg = ArbiterConfig {
+        max_talk: Duration::from_secs(30),
+        no_media_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let mut r = Router::new(vec![ChannelHost::Local(cfg)], vec![radio("a", 0), dispatch_desk("desk", 0)]);
+    // Error: the console's link is lost while its emergency call keys radio a.
+    let console = r.add_remote(t, 4, "console@web", 0, Priority::NORMAL).unwrap();
+    r.press(t, 1, 0);
+    drain(&mut r);
+    r.set_emergency_caller(t, 0, Some(Caller::Member(console)));
+    r.from_peer(t, 4, console, ToArbiter::Request { priority: Priority::NORMAL });
+    let out = drain(&mut r);
+    assert!(out.contains(&RouterOutput::Talk { port: 1, channel: 0, on: false }), "the dispatcher was preempted");
+    assert!(!out.contains(&RouterOutput::TxRequest { port: 0, on: false }));
+    r.radio_tx(t, 0, RadioTx { keyed: true, blocked: None });
+    drain(&mut r);
+    r.remove_peer(t, 4);
+    assert!(drain(&mut r).contains(&RouterOutput::TxRequest { port: 0, on: false }), "link lost: unkeyed");
+    // Time-out: a new emergency caller that sends no audio is revoked (no media), one that
+    // talks on is cut at max talk; either way the radio unkeys.
+    let console = r.add_remote(t, 6, "console@web2", 0, Priority::NORMAL).unwrap();
+    r.set_emergency_caller(t, 0, Some(Caller::Member(console)));
+    r.from_peer(t, 6, console, ToArbiter::Request { priority: Priority::NORMAL });
+    assert!(drain(&mut r).contains(&RouterOutput::TxRequest { port: 0, on: true }));
+    r.handle_timeout(t + Duration::from_secs(5));
+    assert!(drain(&mut r).contains(&RouterOutput::TxRequest { port: 0, on: false }), "no media: unkeyed");
+    r.from_peer(t, 6, console, ToArbiter::Request { priority: Priority::NORMAL });
+    drain(&mut r);
+    let mut now = t + Duration::from_secs(5);
+    while now < t + Duration::from_secs(36) {
+        now += Duration::from_secs(1);
+        let _ = r.media(now, MediaSource::Peer(6), 0);
+        r.handle_timeout(now);
+        if drain(&mut r).contains(&RouterOutput::TxRequest { port: 0, on: false }) {
+            break;
+        }
+    }
+    assert!(now <= t + Duration::from_secs(36), "max talk cut the emergency call too");
+    assert_eq!(r.holder(0), None);
+}

@@ -125,7 +125,8 @@ impl Auth {
             members.push(MemberRequest {
                 key: m.key.clone(),
                 channel: m.channel.clone(),
-                priority: Priority(priority),
+                // 255 is the emergency caller's (it comes with an emergency, never from hello).
+                priority: Priority::configured(priority),
             });
         }
         let visible = (0..self.channels.len()).filter(|&c| Self::allows(s, &self.channels[c].name)).collect();

@@ -406,6 +406,29 @@ impl Session {
                 let _ = deliver(&self.shared, &self.shared.events, floor).await;
                 return true;
             }
+            Ok(ClientMessage::Emergency(e)) => {
+                // Only for a channel the token allows; a member must be the peer's own, on it.
+                if !self.allowed.contains(&e.channel) {
+                    let why = format!("channel {} is not allowed for this token", e.channel);
+                    return ws.send(&ServerMessage::error(ErrorCode::Forbidden, why)).await;
+                }
+                let member = match e.id {
+                    None => None,
+                    Some(id) => match self.members.iter().find(|m| m.id.0 == id && m.request.channel == e.channel) {
+                        Some(m) => Some(m.id),
+                        None => return ws.send(&bad(format!("member {id} is not yours on {}", e.channel))).await,
+                    },
+                };
+                let raise = e.action == protocol::EmergencyVerb::Raise;
+                let name = match member.and_then(|id| self.members.iter().find(|m| m.id == id)) {
+                    Some(m) => format!("{}@{}", m.request.key, self.name),
+                    None => self.name.clone(),
+                };
+                info!(channel = %e.channel, raise, %name, "emergency from a peer");
+                let event = HubEvent::Emergency { peer: self.peer, name, channel: e.channel, member, raise };
+                let _ = deliver(&self.shared, &self.shared.events, event).await;
+                return true;
+            }
             Ok(ClientMessage::Desk(d)) => match self.desk(d.port.clone(), d.action).await {
                 Ok(()) => ServerMessage::Desk(protocol::DeskDone { port: d.port }),
                 Err(e) => bad(e),
@@ -469,6 +492,8 @@ impl Session {
             ToPeer::Ports { ports } => ServerMessage::Ports(Ports { ports }),
             ToPeer::Desk(state) => ServerMessage::DeskState(state),
             ToPeer::Air(air) => ServerMessage::Air(air),
+            ToPeer::Emergency(e) if self.allowed.contains(&e.channel) => ServerMessage::Emergency(e),
+            ToPeer::Emergency(_) => return true,
         };
         // A peer that stops reading blocks this send (up to SEND_TIMEOUT) while its queue
         // fills: once the queue overflows there is no point waiting.

@@ -150,7 +150,9 @@ impl EdgeJoin {
             UplinkEvent::Media { .. }
             | UplinkEvent::Waiting { .. }
             | UplinkEvent::Refused { .. }
-            | UplinkEvent::Untrusted { .. } => {}
+            | UplinkEvent::Untrusted { .. }
+            // Emergencies are not carried over the floor-over-MQTT link (docs/signaling.md).
+            | UplinkEvent::Emergency(_) => {}
         }
     }
 
