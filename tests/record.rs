@@ -408,8 +408,12 @@ async fn the_hub_api_lists_fetches_and_deletes_within_the_tokens_channels() {
     let after = format!("from_ms={}", ops.start_unix_ms + 1);
     assert!(ids(&http(port, "GET", &q(&after), Some("ops-secret")).await.2).is_empty());
     assert_eq!(http(port, "GET", &q("limit=x"), Some("ops-secret")).await.0, 400);
-    // The token may also come as ?token= (a browser's audio element cannot set headers).
-    assert_eq!(ids(&http(port, "GET", &q("token=ops-secret"), None).await.2), [ops.id.as_str()]);
+    // Never in the URL (it would be logged), not even a good one, with or without a header.
+    let (status, _, body) = http(port, "GET", &q("token=ops-secret"), None).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("Authorization"));
+    assert_eq!(http(port, "GET", &q("token=ops-secret"), Some("ops-secret")).await.0, 400);
+    assert_eq!(http(port, "GET", &format!("/api/recordings/{}?token=ops-secret", ops.id), None).await.0, 400);
 
     // Fetch: the file as written, to its channel's tokens only.
     let path = format!("/api/recordings/{}", ops.id);
@@ -427,5 +431,50 @@ async fn the_hub_api_lists_fetches_and_deletes_within_the_tokens_channels() {
     assert!(!rec.path().join(&ops.file).exists() && !rec.path().join(format!("{}.json", ops.id)).exists());
     assert!(ids(&http(port, "GET", "/api/recordings", Some("ops-secret")).await.2).is_empty());
     assert_eq!(http(port, "GET", &path, Some("ops-secret")).await.0, 404);
-    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id]);
+    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id.as_str()]);
+
+    // Unknown tokens: an address that keeps guessing is refused before its token is looked at
+    // (429 with Retry-After), a good token from there included, until it has waited. One of
+    // the two failures above (the wrong token) already counts; `None` does not.
+    let mut unknown = 1;
+    let throttled = loop {
+        let (status, head, _) = http(port, "GET", "/api/recordings", Some(&format!("guess-{unknown}"))).await;
+        if status == 429 {
+            break head;
+        }
+        assert_eq!(status, 401);
+        unknown += 1;
+        assert!(unknown <= 10, "still answering after {unknown} unknown tokens");
+    };
+    assert_eq!(unknown, 10, "refused after the 10th unknown token");
+    let retry: u64 = throttled
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After: {throttled}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "retry after {retry} s");
+    assert_eq!(http(port, "GET", "/api/recordings", Some("fire-secret")).await.0, 429, "good token, same address");
+    assert_eq!(http(port, "DELETE", &format!("/api/recordings/{}", fire.id), Some("nope")).await.0, 429);
+    // The WebSocket hello shares the count: the upgrade itself is refused.
+    let ws_status = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buf[..n]).split(' ').nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(ws_status, "429");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id.as_str()]);
+    // One step drained: one more guess, and the address waits again.
+    assert_eq!(http(port, "GET", "/api/recordings", Some("guess")).await.0, 401);
+    assert_eq!(http(port, "GET", "/api/recordings", Some("fire-secret")).await.0, 429);
 }
