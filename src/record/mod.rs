@@ -484,6 +484,7 @@ fn scan_with(dir: &Path, repair: bool) -> Index {
 }
 
 pub mod cli;
+pub mod replay;
 
 #[cfg(test)]
 mod tests;
