@@ -10,6 +10,7 @@
 //! | `buttons."select.<ch>"`  | makes `<ch>` the selected channel                            |
 //! | `buttons."listen.<ch>"`  | toggles listening to (muting) `<ch>`                         |
 //! | `buttons.all_call`       | PTT on every monitored channel at once                       |
+//! | `buttons.replay_last`    | plays the selected channel's last recording on the speaker   |
 //! | `leds."rx.<ch>"`         | `<ch>` carries audio (a talk-spurt is in progress)           |
 //! | `leds."tx.<ch>"`         | this desk holds `<ch>`'s floor                               |
 //! | `leds."busy.<ch>"`       | someone else holds `<ch>`'s floor; blinks after a denied PTT |
@@ -118,6 +119,8 @@ pub enum DeskButton {
     Listen(usize),
     /// Talks on every monitored channel.
     AllCall,
+    /// Plays the selected channel's last recorded transmission on the speaker (`[record]`).
+    ReplayLast,
 }
 
 /// What a desk LED shows.
@@ -153,6 +156,7 @@ impl DeskPortConfig {
         match name {
             "foot" => return Ok(DeskButton::Ptt),
             "all_call" => return Ok(DeskButton::AllCall),
+            "replay_last" => return Ok(DeskButton::ReplayLast),
             _ => {}
         }
         type MakeButton = fn(usize) -> DeskButton;
@@ -164,7 +168,7 @@ impl DeskPortConfig {
             }
         }
         Err(format!(
-            "unknown button `{name}`: use \"ptt.<channel>\", \"select.<channel>\", \"listen.<channel>\", foot or all_call"
+            "unknown button `{name}`: use \"ptt.<channel>\", \"select.<channel>\", \"listen.<channel>\", foot, all_call or replay_last"
         ))
     }
 

@@ -63,6 +63,11 @@ pub enum DeskAction {
         b: usize,
         on: bool,
     },
+    /// Play the last recorded transmission of a channel (None: the selected one) on the desk's
+    /// speaker. Keys nothing and asks for no floor.
+    ReplayLast {
+        channel: Option<usize>,
+    },
 }
 
 impl DeskAction {
@@ -84,11 +89,10 @@ impl DeskAction {
             "volume" => &["channel", "db"],
             "pan" => &["channel", "pan"],
             "patch" => &["channels", "on"],
-            other => {
-                return Err(format!(
-                    "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch"
-                ))
-            }
+            "replay_last" => &["channel"],
+            other => return Err(format!(
+                "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch, replay_last"
+            )),
         };
         if let Some(extra) = map.keys().find(|k| *k != "action" && !allowed.contains(&k.as_str())) {
             return Err(format!("unknown field `{extra}` for desk action `{action}`"));
@@ -118,6 +122,7 @@ impl DeskAction {
             "listen" => DeskAction::Listen { channel: channel()?, on: on()? },
             "volume" => DeskAction::Volume { channel: channel()?, db: number("db", -60.0, 20.0)? },
             "pan" => DeskAction::Pan { channel: channel()?, pan: number("pan", -1.0, 1.0)? },
+            "replay_last" => DeskAction::ReplayLast { channel: map.contains_key("channel").then(channel).transpose()? },
             _ => {
                 let pair = map.get("channels").and_then(Value::as_array).filter(|a| a.len() == 2);
                 let pair = pair.ok_or("`channels` must name exactly two channels")?;
@@ -159,6 +164,10 @@ pub enum DeskEffect {
         a: usize,
         b: usize,
         on: bool,
+    },
+    /// Play the last recording of `channel` on the speaker (nothing keyed, no floor).
+    Replay {
+        channel: usize,
     },
 }
 
@@ -284,6 +293,7 @@ impl DeskCore {
                 // Select and listen act when pressed, not when let go.
                 (DeskButton::Select(channel), true) => Some(DeskAction::Select { channel }),
                 (DeskButton::Listen(channel), true) => Some(DeskAction::ToggleListen { channel }),
+                (DeskButton::ReplayLast, true) => Some(DeskAction::ReplayLast { channel: None }),
                 _ => None,
             };
             actions.extend(action);
@@ -342,6 +352,11 @@ impl DeskCore {
                     return Err(format!("pan {pan} is out of range -1..=1"));
                 }
                 self.effects.push(DeskEffect::Pan { channel, pan });
+            }
+            DeskAction::ReplayLast { channel } => {
+                let channel = channel.unwrap_or(self.selected);
+                self.check(channel)?;
+                self.effects.push(DeskEffect::Replay { channel });
             }
             DeskAction::Patch { a, b, on } => {
                 self.check(a)?;

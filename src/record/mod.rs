@@ -183,12 +183,16 @@ impl Writer {
     }
 }
 
-/// Start the writer: the index is rebuilt from `config.dir` (created if missing) before this
-/// returns. A directory that cannot be made is reported (`record_failed`) and retried at the
-/// next transmission; it never stops the daemon.
-pub fn start(config: &RecordConfig, reporter: Reporter) -> (SyncSender<RecordOutput>, Writer) {
+/// Start the writer: the index (shared with its readers: the hub's API, desks replaying) is
+/// rebuilt from `config.dir` (created if missing) before this returns. A directory that cannot
+/// be made is reported (`record_failed`) and retried at the next transmission; it never stops
+/// the daemon.
+pub fn start(
+    config: &RecordConfig,
+    reporter: Reporter,
+    index: Arc<Mutex<Index>>,
+) -> (SyncSender<RecordOutput>, Writer) {
     let (tx, rx) = mpsc::sync_channel(QUEUE);
-    let index = Arc::new(Mutex::new(Index::default()));
     let stats = Arc::new(Stats::default());
     let mut state = WriterState {
         dir: PathBuf::from(&config.dir),

@@ -552,6 +552,7 @@ for (const id of ['#desk-ptt', '#desk-all-call']) {
     b.addEventListener(ev, () => { if (b.dataset.state === 'on') deskHold(id, false); });
   }
 }
+$('#desk-replay').addEventListener('click', () => deskAction({ action: 'replay_last' }));
 $('#desk-patch').addEventListener('submit', (e) => {
   e.preventDefault();
   deskAction({ action: 'patch', channels: [$('#desk-patch-a').value, $('#desk-patch-b').value], on: true });
