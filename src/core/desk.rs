@@ -90,9 +90,11 @@ impl DeskAction {
             "pan" => &["channel", "pan"],
             "patch" => &["channels", "on"],
             "replay_last" => &["channel"],
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch, replay_last"
-            )),
+            ))
+            }
         };
         if let Some(extra) = map.keys().find(|k| *k != "action" && !allowed.contains(&k.as_str())) {
             return Err(format!("unknown field `{extra}` for desk action `{action}`"));
