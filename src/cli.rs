@@ -1,4 +1,4 @@
-//! Command line: `roipd run|check|devices|safe-off|mosquitto-acl|sign-command`.
+//! Command line: `roipd run|check|devices|safe-off|mosquitto-acl|sign-command|recordings`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,9 @@ pub enum Command {
         #[arg(default_value = "{}")]
         json: String,
     },
+    /// Recordings (`[record]`, docs/recording.md): list them, or export one's Ogg Opus file.
+    /// Reads the directory only (safe beside the running daemon).
+    Recordings(crate::record::cli::RecordingsArgs),
     /// Measure the audio pipeline: per-frame cost, added latency, jitter buffer, memory, and
     /// instructions under callgrind when valgrind is installed. Build with --release first.
     Bench {
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
             report(mosquitto_acl(operator.as_deref(), passwd, &configs))
         }
         Command::SignCommand { key_file, device, name, json } => report(sign_command(&key_file, &device, &name, &json)),
+        Command::Recordings(args) => report(crate::record::cli::main(args)),
         Command::Bench { json, seconds } => bench::main(json, seconds),
         Command::BenchKernel { kernel, seconds } => match bench::run_kernel(kernel, seconds) {
             Ok(()) => ExitCode::SUCCESS,

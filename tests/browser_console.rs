@@ -110,6 +110,18 @@ fn emergency_from_a_radio_line_reaches_the_console_and_mqtt_and_is_acknowledged_
     assert!(ok, "the emergency suite failed (output above)");
 }
 
+/// Issue 17: the console's History panel against `roipd demo` (which records its channel):
+/// the radio's and the console's own transmissions are listed, filtered by talker and time,
+/// one plays to its end in the page's audio element (fetched with the Authorization header,
+/// played from a Blob URL) at its recorded length, and downloads as the file on disk.
+#[test]
+fn console_history_lists_plays_and_downloads_recordings_in_headless_chromium() {
+    let dir = browser_dir();
+    prepare(&dir);
+    let ok = run(&dir, &["node", "--test", "--test-reporter=spec", "history.test.mjs"]);
+    assert!(ok, "the console's History panel failed (output above)");
+}
+
 /// One browser suite at a time: the overs test measures delay, which a second Chromium
 /// decoding and encoding beside it on a 2-core machine would distort.
 fn run(dir: &Path, argv: &[&str]) -> bool {

@@ -9,7 +9,7 @@ mod fleet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::config::{sign, Audio, Config, Desk, Hub, Mqtt, Radio, Uplink};
+use common::config::{sign, Audio, Config, Desk, Hub, Mqtt, Radio, Record, Uplink};
 use common::{free_port, Daemon};
 
 const SR: f32 = 48_000.0;
@@ -839,4 +839,124 @@ fn an_emergency_sounds_the_desk_alert_until_its_ack_button_and_its_emergency_but
     // desk's own raise sounds it again.
     let gap = alert[first..].windows(10).position(|w| w.iter().all(|&a| !a));
     assert!(gap.is_some_and(|g| first + g < last), "no silence after the ack: {alert:?}");
+}
+
+/// A radio on `ops` keyed and unkeyed without delays.
+fn quick(radio: Radio) -> Radio {
+    radio.keying("cor_debounce_ms", 0).keying("min_keyup_ms", 0).keying("squelch_hang_ms", 0).keying("tx_delay_ms", 0)
+}
+
+/// `replay_last` (issue 17): radio A (1 kHz) talks, and is recorded; the desk's replay button
+/// plays it again on the desk's speaker with radio B's PTT line (a radio on the same channel)
+/// never raised; the MQTT command does the same, answers with an error while nothing is
+/// recorded, and a replay is cut as soon as radio C (1.5 kHz) talks live on the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_last_plays_on_the_desk_speaker_keys_nothing_and_live_traffic_cuts_it() {
+    use fleet::broker::Broker;
+    use fleet::probe::Probe;
+    let wait = Duration::from_secs(10);
+    let broker = Broker::start();
+    let rec = tempfile::tempdir().unwrap();
+    let config = Config::new("replay")
+        .channel("ops")
+        .add(quick(Radio::sim("radio-a", "ops", "a").capture("sim:tone:1000:-12")))
+        .add(quick(Radio::sim("radio-b", "ops", "b").playback("sim:wav-out:{dir}/b-tx.wav")))
+        .add(quick(Radio::sim("radio-c", "ops", "c").capture("sim:tone:1500:-12")))
+        .add(Desk::new("desk", &["ops"]).playback("sim:wav-out:{dir}/desk.wav").button("replay_last", "sim:replay"))
+        .add(Record::new(rec.path().to_str().unwrap()).set("min_length_ms", 300))
+        .add(Mqtt::new(broker.anon))
+        .toml();
+    let probe = Probe::connect(broker.anon, &["roipd/replay/#"]).await;
+    let mut d = Daemon::start(&config);
+    probe.wait("the desk's state", wait, |m| m.topic == "roipd/replay/state/desk").await;
+    let reply =
+        |id: &'static str| move |m: &fleet::probe::Msg| m.topic == "roipd/replay/reply" && m.json()["request_id"] == id;
+    let command = |id: &str| {
+        let topic = "roipd/replay/cmd/replay_last";
+        (topic, sign(topic, &format!(r#"{{"request_id":"{id}","port":"desk"}}"#)))
+    };
+
+    // Nothing recorded yet: an error reply.
+    let mark = probe.mark();
+    let (topic, payload) = command("r0");
+    probe.publish(topic, payload).await;
+    let r0 = probe.wait_after(mark, "the error reply", wait, reply("r0")).await.json();
+    assert_eq!(r0["ok"], false, "{r0}");
+    assert!(r0.to_string().contains("nothing recorded on ops"), "{r0}");
+
+    // A talks 1.5 s: B carries it live (B's PTT rises and falls), and it is recorded.
+    d.drive("a-cor", true);
+    std::thread::sleep(Duration::from_millis(1500));
+    d.drive("a-cor", false);
+    let json_files = |dir: &Path| {
+        std::fs::read_dir(dir).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count()
+    };
+    d.wait_for("the recording", wait, |_| json_files(rec.path()) == 1);
+    d.wait_for("B unkeyed after A", wait, |d| d.line("b-ptt") == Some(false));
+    let keyed_before = d.line_log("b-ptt").iter().filter(|&&l| l).count();
+    assert!(keyed_before >= 1, "B carried A live");
+
+    // The desk's button: a press replays A on the desk speaker.
+    std::thread::sleep(Duration::from_millis(500));
+    d.drive("replay", true);
+    std::thread::sleep(Duration::from_millis(100));
+    d.drive("replay", false);
+    d.wait_for("the replay", wait, |d| d.stderr().contains("replaying the last transmission"));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(d.line_log("b-ptt").iter().filter(|&&l| l).count(), keyed_before, "the replay keyed B");
+    assert_eq!(d.line("b-ptt"), Some(false));
+
+    // The MQTT command, then C talks live 600 ms into the replay: the replay stops.
+    let mark = probe.mark();
+    let sent = std::time::Instant::now();
+    let (topic, payload) = command("r1");
+    probe.publish(topic, payload).await;
+    let r1 = probe.wait_after(mark, "the replay reply", wait, reply("r1")).await.json();
+    let replied = sent.elapsed();
+    assert_eq!(r1["ok"], true, "{r1}");
+    std::thread::sleep(Duration::from_millis(600).saturating_sub(replied));
+    d.drive("c-cor", true);
+    std::thread::sleep(Duration::from_millis(1200));
+    d.drive("c-cor", false);
+    std::thread::sleep(Duration::from_millis(500));
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(wait).success(), "{}", d.stderr());
+
+    // The speaker, in 50 ms windows: live A, the button's replay, the command's replay cut by
+    // C. Both replays are 1 kHz; C is 1.5 kHz.
+    let x = samples(&d.dir.path().join("desk.wav"));
+    let win = 2400;
+    let level = |hz: f32| -> Vec<f32> { x.chunks_exact(win).map(|w| rms_db(goertzel(w, hz))).collect() };
+    let (k1, c15) = (level(1000.0), level(1500.0));
+    // Stretches of a tone, joining gaps of up to 150 ms (the tone source's own onsets and
+    // the speech-band AGC dip a window or two, live and so in the recording too).
+    let runs = |v: &[f32]| {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (i, &l) in v.iter().enumerate() {
+            if l > -45.0 {
+                match runs.last_mut() {
+                    Some(r) if i - r.1 <= 3 => r.1 = i + 1,
+                    _ => runs.push((i, i + 1)),
+                }
+            }
+        }
+        runs
+    };
+    let ones = runs(&k1);
+    assert_eq!(ones.len(), 3, "live A, replay, cut replay: {ones:?}\n{k1:?}");
+    let len = |r: (usize, usize)| (r.1 - r.0) as f32 * 0.05;
+    assert!(
+        (len(ones[1]) - len(ones[0])).abs() <= 0.25,
+        "the replay as long as A: {:.2} vs {:.2} s",
+        len(ones[1]),
+        len(ones[0])
+    );
+    let c = runs(&c15);
+    assert_eq!(c.len(), 1, "C once: {c:?}\n{c15:?}");
+    // Live wins: 1 kHz ends where C begins (within a 50 ms window either way).
+    assert!(ones[2].1.abs_diff(c[0].0) <= 1, "replay ends at window {}, C starts at {}", ones[2].1, c[0].0);
+    assert!(k1[c[0].0 + 1..c[0].1].iter().all(|&l| l < -50.0), "no replay under C: {:?}", &k1[c[0].0..c[0].1]);
+    let ready: Vec<String> =
+        d.stderr().lines().filter(|l| l.contains("replaying the last")).map(str::to_string).collect();
+    println!("replay: command to reply {replied:?}; {}", ready.join(" | "));
 }

@@ -408,8 +408,12 @@ async fn the_hub_api_lists_fetches_and_deletes_within_the_tokens_channels() {
     let after = format!("from_ms={}", ops.start_unix_ms + 1);
     assert!(ids(&http(port, "GET", &q(&after), Some("ops-secret")).await.2).is_empty());
     assert_eq!(http(port, "GET", &q("limit=x"), Some("ops-secret")).await.0, 400);
-    // The token may also come as ?token= (a browser's audio element cannot set headers).
-    assert_eq!(ids(&http(port, "GET", &q("token=ops-secret"), None).await.2), [ops.id.as_str()]);
+    // Never in the URL (it would be logged), not even a good one, with or without a header.
+    let (status, _, body) = http(port, "GET", &q("token=ops-secret"), None).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("Authorization"));
+    assert_eq!(http(port, "GET", &q("token=ops-secret"), Some("ops-secret")).await.0, 400);
+    assert_eq!(http(port, "GET", &format!("/api/recordings/{}?token=ops-secret", ops.id), None).await.0, 400);
 
     // Fetch: the file as written, to its channel's tokens only.
     let path = format!("/api/recordings/{}", ops.id);
@@ -427,5 +431,163 @@ async fn the_hub_api_lists_fetches_and_deletes_within_the_tokens_channels() {
     assert!(!rec.path().join(&ops.file).exists() && !rec.path().join(format!("{}.json", ops.id)).exists());
     assert!(ids(&http(port, "GET", "/api/recordings", Some("ops-secret")).await.2).is_empty());
     assert_eq!(http(port, "GET", &path, Some("ops-secret")).await.0, 404);
-    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id]);
+    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id.as_str()]);
+
+    // Unknown tokens: an address that keeps guessing is refused before its token is looked at
+    // (429 with Retry-After), a good token from there included, until it has waited. One of
+    // the two failures above (the wrong token) already counts; `None` does not.
+    let mut unknown = 1;
+    let throttled = loop {
+        let (status, head, _) = http(port, "GET", "/api/recordings", Some(&format!("guess-{unknown}"))).await;
+        if status == 429 {
+            break head;
+        }
+        assert_eq!(status, 401);
+        unknown += 1;
+        assert!(unknown <= 10, "still answering after {unknown} unknown tokens");
+    };
+    assert_eq!(unknown, 10, "refused after the 10th unknown token");
+    let retry: u64 = throttled
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .unwrap_or_else(|| panic!("no Retry-After: {throttled}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "retry after {retry} s");
+    assert_eq!(http(port, "GET", "/api/recordings", Some("fire-secret")).await.0, 429, "good token, same address");
+    assert_eq!(http(port, "DELETE", &format!("/api/recordings/{}", fire.id), Some("nope")).await.0, 429);
+    // The WebSocket hello shares the count: the upgrade itself is refused.
+    let ws_status = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buf[..n]).split(' ').nth(1).unwrap_or("").to_string()
+    };
+    assert_eq!(ws_status, "429");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(ids(&http(port, "GET", "/api/recordings", Some("fire-secret")).await.2), [fire.id.as_str()]);
+    // One step drained: one more guess, and the address waits again.
+    assert_eq!(http(port, "GET", "/api/recordings", Some("guess")).await.0, 401);
+    assert_eq!(http(port, "GET", "/api/recordings", Some("fire-secret")).await.0, 429);
+}
+
+/// `roipd recordings ARGS` (the real binary); status, stdout, stderr.
+fn recordings_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(common::BIN).arg("recordings").args(args).output().expect("run roipd recordings");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_recordings_cli_lists_with_filters_and_exports_without_touching_the_running_daemons_files() {
+    let rec = tempfile::tempdir().unwrap();
+    let config = Config::new("rec")
+        .channel("ops")
+        .channel("fire")
+        .add(radio("radio-a", "a", "sim:tone:1000:-12"))
+        .add(radio_on("fire", "radio-f", "f", "sim:tone:700:-12"))
+        .add(Record::new(rec.path().to_str().unwrap()).set("min_length_ms", 200))
+        .toml();
+    let mut d = Daemon::start(&config);
+    d.wait_for("running", WAIT, |d| d.stderr().contains("roipd running"));
+    for x in ["a", "f"] {
+        d.drive(&format!("{x}-cor"), true);
+        std::thread::sleep(Duration::from_millis(700));
+        d.drive(&format!("{x}-cor"), false);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    d.wait_for("two recordings", WAIT, |_| metas(rec.path()).len() == 2);
+    let all = metas(rec.path());
+    let ops = all.iter().find(|m| m.channel == "ops").unwrap().clone();
+    let fire = all.iter().find(|m| m.channel == "fire").unwrap().clone();
+    let cfg = d.config_path();
+    let cfg = cfg.to_str().unwrap();
+
+    // A transmission in progress: its part is the writer's, and listing leaves it alone.
+    d.drive("a-cor", true);
+    d.wait_for("a part on disk", WAIT, |_| {
+        std::fs::read_dir(rec.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".opus.part"))
+    });
+
+    let (code, out, err) = recordings_cli(&["list", "-c", cfg]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 4, "header, two rows, count:\n{out}");
+    assert!(rows[1].starts_with(&fire.id) && rows[2].starts_with(&ops.id), "newest first:\n{out}");
+    assert!(rows[2].contains("radio-a") && rows[2].contains("released") && rows[2].contains(&ops.start), "{out}");
+    assert_eq!(rows[3], "2 recordings");
+    assert!(
+        std::fs::read_dir(rec.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".opus.part")),
+        "the part in progress is still there"
+    );
+
+    let json = |args: &[&str]| -> Vec<String> {
+        let (code, out, err) = recordings_cli(&[&["list", "--json", "-c", cfg][..], args].concat());
+        assert_eq!(code, 0, "{args:?}: {err}");
+        ids(out.as_bytes())
+    };
+    assert_eq!(json(&[]), [fire.id.as_str(), ops.id.as_str()]);
+    assert_eq!(json(&["--channel", "ops"]), [ops.id.as_str()]);
+    assert_eq!(json(&["--talker", "radio-f"]), [fire.id.as_str()]);
+    assert!(json(&["--talker", "nobody"]).is_empty());
+    // Time filters in RFC 3339, with any offset: fire started after ops.
+    let at = |ms: u64| roipd::fleet::protocol::rfc3339_millis(ms);
+    assert_eq!(json(&["--since", &at(ops.start_unix_ms + 1)]), [fire.id.as_str()]);
+    assert_eq!(json(&["--until", &at(fire.start_unix_ms - 1)]), [ops.id.as_str()]);
+    assert_eq!(json(&["--since", &ops.start, "--until", &ops.start]), [ops.id.as_str()]);
+    let plus_one = at(ops.start_unix_ms).replace('Z', "+00:00");
+    assert_eq!(json(&["--since", &plus_one, "--channel", "ops"]), [ops.id.as_str()]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&recordings_cli(&["list", "--json", "--dir", rec.path().to_str().unwrap()]).1).unwrap();
+    assert_eq!(serde_json::from_value::<RecordingMeta>(listed["recordings"][1].clone()).unwrap(), ops);
+
+    // Export: the file as written; never over an existing file.
+    let out_dir = tempfile::tempdir().unwrap();
+    let target = out_dir.path().join("ops.opus");
+    let (code, _, err) = recordings_cli(&["export", &ops.id, "--out", target.to_str().unwrap(), "-c", cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(rec.path().join(&ops.file)).unwrap());
+    let (code, _, err) = recordings_cli(&["export", &fire.id, "--out", target.to_str().unwrap(), "-c", cfg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), std::fs::read(rec.path().join(&ops.file)).unwrap(), "kept");
+
+    // Clear errors, non-zero exits.
+    let (code, _, err) = recordings_cli(&["export", "20991231T000000000Z-ops", "--out", "/tmp/x.opus", "-c", cfg]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no recording \"20991231T000000000Z-ops\""), "{err}");
+    let (code, _, err) = recordings_cli(&["list", "--dir", "/nonexistent/recordings"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/recordings") && err.contains("No such file"), "{err}");
+    let (code, _, err) = recordings_cli(&["list", "-c", cfg, "--since", "yesterday"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--since \"yesterday\": not an RFC 3339 time"), "{err}");
+    let (code, _, err) = recordings_cli(&["list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("-c CONFIG or --dir DIR"), "{err}");
+    let bare = out_dir.path().join("bare.toml");
+    std::fs::write(&bare, Config::new("bare").channel("ops").add(radio("radio-a", "a", "sim:silence")).toml()).unwrap();
+    let (code, _, err) = recordings_cli(&["list", "-c", bare.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no [record] table"), "{err}");
+
+    d.drive("a-cor", false);
+    d.wait_for("the third recording", WAIT, |_| metas(rec.path()).len() == 3);
 }

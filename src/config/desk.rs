@@ -12,6 +12,7 @@
 //! | `buttons.all_call`       | PTT on every monitored channel at once                       |
 //! | `buttons.emergency`      | raises an emergency on the selected channel (desk = caller)  |
 //! | `buttons.ack_emergency`  | acknowledges the emergencies on the desk's channels          |
+//! | `buttons.replay_last`    | plays the selected channel's last recording on the speaker   |
 //! | `leds."rx.<ch>"`         | `<ch>` carries audio (a talk-spurt is in progress)           |
 //! | `leds."tx.<ch>"`         | this desk holds `<ch>`'s floor                               |
 //! | `leds."busy.<ch>"`       | someone else holds `<ch>`'s floor; blinks after a denied PTT |
@@ -124,6 +125,8 @@ pub enum DeskButton {
     Emergency,
     /// Acknowledges the emergencies on the desk's channels (alert tone and banners off).
     AckEmergency,
+    /// Plays the selected channel's last recorded transmission on the speaker (`[record]`).
+    ReplayLast,
 }
 
 /// What a desk LED shows.
@@ -161,6 +164,7 @@ impl DeskPortConfig {
             "all_call" => return Ok(DeskButton::AllCall),
             "emergency" => return Ok(DeskButton::Emergency),
             "ack_emergency" => return Ok(DeskButton::AckEmergency),
+            "replay_last" => return Ok(DeskButton::ReplayLast),
             _ => {}
         }
         type MakeButton = fn(usize) -> DeskButton;
@@ -172,7 +176,7 @@ impl DeskPortConfig {
             }
         }
         Err(format!(
-            "unknown button `{name}`: use \"ptt.<channel>\", \"select.<channel>\", \"listen.<channel>\", foot, all_call, emergency or ack_emergency"
+            "unknown button `{name}`: use \"ptt.<channel>\", \"select.<channel>\", \"listen.<channel>\", foot, all_call, emergency, ack_emergency or replay_last"
         ))
     }
 

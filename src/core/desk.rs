@@ -67,6 +67,11 @@ pub enum DeskAction {
     Emergency,
     /// Acknowledge every emergency on the desk's channels.
     AckEmergency,
+    /// Play the last recorded transmission of a channel (None: the selected one) on the desk's
+    /// speaker. Keys nothing and asks for no floor.
+    ReplayLast {
+        channel: Option<usize>,
+    },
 }
 
 impl DeskAction {
@@ -89,11 +94,11 @@ impl DeskAction {
             "pan" => &["channel", "pan"],
             "patch" => &["channels", "on"],
             "emergency" | "ack_emergency" => &[],
-            other => {
-                return Err(format!(
-                    "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch, emergency, ack_emergency"
-                ))
-            }
+            "replay_last" => &["channel"],
+            other => return Err(format!(
+                "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch, emergency, \
+                     ack_emergency, replay_last"
+            )),
         };
         if let Some(extra) = map.keys().find(|k| *k != "action" && !allowed.contains(&k.as_str())) {
             return Err(format!("unknown field `{extra}` for desk action `{action}`"));
@@ -125,6 +130,7 @@ impl DeskAction {
             "pan" => DeskAction::Pan { channel: channel()?, pan: number("pan", -1.0, 1.0)? },
             "emergency" => DeskAction::Emergency,
             "ack_emergency" => DeskAction::AckEmergency,
+            "replay_last" => DeskAction::ReplayLast { channel: map.contains_key("channel").then(channel).transpose()? },
             _ => {
                 let pair = map.get("channels").and_then(Value::as_array).filter(|a| a.len() == 2);
                 let pair = pair.ok_or("`channels` must name exactly two channels")?;
@@ -173,6 +179,10 @@ pub enum DeskEffect {
     },
     /// Acknowledge the emergencies on the desk's channels.
     AckEmergency,
+    /// Play the last recording of `channel` on the speaker (nothing keyed, no floor).
+    Replay {
+        channel: usize,
+    },
 }
 
 /// A button's level after debouncing: an edge counts once the line has stayed at its new level
@@ -299,6 +309,7 @@ impl DeskCore {
                 (DeskButton::Listen(channel), true) => Some(DeskAction::ToggleListen { channel }),
                 (DeskButton::Emergency, true) => Some(DeskAction::Emergency),
                 (DeskButton::AckEmergency, true) => Some(DeskAction::AckEmergency),
+                (DeskButton::ReplayLast, true) => Some(DeskAction::ReplayLast { channel: None }),
                 _ => None,
             };
             actions.extend(action);
@@ -359,6 +370,11 @@ impl DeskCore {
                     return Err(format!("pan {pan} is out of range -1..=1"));
                 }
                 self.effects.push(DeskEffect::Pan { channel, pan });
+            }
+            DeskAction::ReplayLast { channel } => {
+                let channel = channel.unwrap_or(self.selected);
+                self.check(channel)?;
+                self.effects.push(DeskEffect::Replay { channel });
             }
             DeskAction::Patch { a, b, on } => {
                 self.check(a)?;

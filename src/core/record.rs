@@ -469,3 +469,9 @@ fn fnv32(bytes: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests;
+
+/// A recorder's whole file of `n` 20 ms packets of a 1 kHz tone and its length in ms (tests).
+#[cfg(test)]
+pub(crate) fn test_file(n: usize) -> (Vec<u8>, u64) {
+    tests::tone_file(n)
+}

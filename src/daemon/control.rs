@@ -142,6 +142,14 @@ impl Control {
                 self.channel(ChannelCommand::Volume { channel: channel.clone(), db: db as f32 }).await?;
                 Ok(json!({ "channel": channel, "volume_db": db }))
             }
+            Command::ReplayLast { port, channel } => {
+                let mut action = serde_json::Map::new();
+                action.insert("action".into(), json!("replay_last"));
+                if let Some(c) = channel {
+                    action.insert("channel".into(), json!(c));
+                }
+                Box::pin(self.handle(Command::Desk { port, action: Value::Object(action) })).await
+            }
             Command::Desk { port, action } => {
                 let channels =
                     self.desks.get(&port).ok_or_else(|| CommandError::not_found(format!("no desk port `{port}`")))?;

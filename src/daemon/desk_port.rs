@@ -152,7 +152,9 @@ pub struct DeskPort {
     pub reporter: super::report::Reporter,
     /// Desk channels with an active emergency (the alert tone sounds while any is).
     pub emergencies: Vec<bool>,
-    /// Wakes the speaker when the alert starts (an idle speaker sleeps).
+    /// `[record]`: where `replay_last` finds the last transmission of a channel.
+    pub recordings: Option<crate::record::RecordingsApi>,
+    /// Wakes the speaker (an idle speaker sleeps) when the alert starts or for a replay.
     pub flags: Arc<AudioFlags>,
 }
 
@@ -303,6 +305,11 @@ impl DeskPort {
                         let _ = deliver(&self.to_channel, ChannelMsg::Emergency { action, reply: None }).await;
                     }
                 }
+                DeskEffect::Replay { channel } => {
+                    if let Err(e) = self.replay(channel).await {
+                        result = Err(e);
+                    }
+                }
                 DeskEffect::Patch { a, b, on } => {
                     let (reply, answer) = oneshot::channel();
                     let msg = DeskToRouter::Patch { a: global(a), b: global(b), on, reply };
@@ -320,6 +327,36 @@ impl DeskPort {
             }
         }
         result
+    }
+}
+
+impl DeskPort {
+    /// `replay_last`: the last recording of desk channel `channel`, decoded off this task and
+    /// handed to the speaker's mixer, which plays it until live traffic on a channel the desk
+    /// hears cuts it ([`Mixer::replay`]). Nothing is keyed and no floor is asked for.
+    async fn replay(&mut self, channel: usize) -> Result<(), String> {
+        let asked = clock::now();
+        let name = self.channel_names.get(channel).cloned().unwrap_or_default();
+        let api = self.recordings.as_ref().ok_or("this box records nothing ([record] is not configured)")?;
+        let mixer = self.mixer.clone().ok_or("this desk has no speaker")?;
+        let meta = {
+            let index = api.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.entries.values().rev().find(|m| m.channel == name).cloned()
+        };
+        let meta = meta.ok_or_else(|| format!("nothing recorded on {name}"))?;
+        let path = api.dir.join(&meta.file);
+        let pcm = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::record::replay::decode_ogg_opus(&bytes)
+        })
+        .await
+        .map_err(|e| format!("decoding the recording: {e}"))??;
+        let seconds = pcm.len() as f32 / 48_000.0;
+        mixer.lock().unwrap_or_else(|p| p.into_inner()).replay(pcm);
+        self.flags.wake_playback();
+        let ready_ms = clock::now().saturating_duration_since(asked).as_secs_f32() * 1000.0;
+        info!(port = %self.name, channel = %name, id = %meta.id, seconds, ready_ms, "replaying the last transmission");
+        Ok(())
     }
 }
 
@@ -512,6 +549,7 @@ pub fn start(
     name: &str,
     desk: &DeskPortConfig,
     channel_ids: Vec<ChannelId>,
+    recordings: Option<crate::record::RecordingsApi>,
     gpio: &mut crate::gpio::Gpio,
     to_channel: &super::ToChannel,
     reporter: &super::report::Reporter,
@@ -559,6 +597,7 @@ pub fn start(
         heartbeat: watchdog.register(&format!("port {name}")),
         reporter: reporter.clone(),
         emergencies: vec![false; desk.channels.len()],
+        recordings,
         flags: audio.flags.clone(),
     };
     tasks.spawn(port.run(cancel.clone()));
@@ -661,7 +700,7 @@ buttons = { "select.fire" = { line = "sim:d-select-fire" } }
         let (reporter, mut tasks) = (super::super::report::Reporter::new(None), tokio::task::JoinSet::new());
         let channels = vec![0, 1];
         let (link, held) =
-            start(0, "desk", &desk, channels, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks)
+            start(0, "desk", &desk, channels, None, &mut gpio, &to_channel, &reporter, &watchdog, &cancel, &mut tasks)
                 .unwrap();
         let mut floor = async |want: bool| {
             let wait = async {

@@ -288,6 +288,12 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     // Inputs stay open for the life of the daemon: dropping one stops its edge events.
     let mut held_inputs: Vec<LogicalInput> = Vec::new();
 
+    // The recordings' index, filled by the writer (started below) and read by desks replaying.
+    let record_index = std::sync::Arc::new(std::sync::Mutex::new(crate::record::Index::default()));
+    let desk_recordings = config
+        .record
+        .as_ref()
+        .map(|r| crate::record::RecordingsApi { dir: r.dir.clone().into(), index: record_index.clone() });
     let mut desks = Vec::new();
     // Desk ports by name with their channels' names, for fleet `desk` commands.
     let mut desk_channels = std::collections::HashMap::new();
@@ -302,6 +308,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
                 name,
                 desk,
                 channel_ids,
+                desk_recordings.clone(),
                 &mut gpio,
                 &to_channel,
                 &reporter,
@@ -373,7 +380,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
     }
     // The writer runs on a thread of its own; the router only queues to it (never waits).
     let record_writer = config.record.as_ref().map(|rec| {
-        let (tx, writer) = crate::record::start(rec, reporter.clone());
+        let (tx, writer) = crate::record::start(rec, reporter.clone(), record_index.clone());
         router.set_recording(crate::record::Recording::new(rec, router.channel_names(), tx, writer.stats.clone()));
         writer
     });

@@ -112,10 +112,10 @@ pub const UNSIGNED_COMMANDS: &[&str] = &["get_config", "identify"];
 
 /// Commands a box without a fleet key (and without `insecure_unsigned`) still runs unsigned:
 /// none of them can key a radio or lock anyone out (`listen` and `volume` only change what this
-/// box's own speaker plays; `reload_config` re-reads the operator's file). Everything else
+/// box's own speaker plays, as `replay_last` does; `reload_config` re-reads the operator's file). Everything else
 /// (`remote_ptt`, `tx_inhibit`, `set_channel`, `desk`, `restart`, and any command added later)
 /// is refused until the box has a fleet key.
-pub const KEYLESS_COMMANDS: &[&str] = &["get_config", "identify", "listen", "volume", "reload_config"];
+pub const KEYLESS_COMMANDS: &[&str] = &["get_config", "identify", "listen", "volume", "reload_config", "replay_last"];
 
 /// Why a command's signature was not accepted (the reply's message; nothing runs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,7 +28,7 @@ pub const REMOTE_PTT_MAX_S: (i64, i64) = (1, 300);
 pub const IDENTIFY_S: (i64, i64) = (1, 600);
 
 /// Every command name, as it appears in `roipd/<device>/cmd/<name>`.
-pub const COMMAND_NAMES: [&str; 12] = [
+pub const COMMAND_NAMES: [&str; 13] = [
     "set_channel",
     "listen",
     "volume",
@@ -41,6 +41,7 @@ pub const COMMAND_NAMES: [&str; 12] = [
     "desk",
     "emergency",
     "ack_emergency",
+    "replay_last",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -458,6 +459,9 @@ pub enum Command {
     /// An action on a desk port, the same object a console's `desk` command carries. Only its
     /// shape (an object) is checked here: the desk validates it against its channels.
     Desk { port: String, action: Value },
+    /// Play the last recorded transmission of a desk's selected channel (or `channel`) on its
+    /// speaker: the desk action `replay_last`. Keys nothing.
+    ReplayLast { port: String, channel: Option<String> },
     /// Raise an emergency on a channel, or on a port's channel with the port as its caller
     /// (exactly one of them).
     Emergency { target: EmergencyTarget },
@@ -495,6 +499,7 @@ impl Command {
             Command::Desk { .. } => "desk",
             Command::Emergency { .. } => "emergency",
             Command::AckEmergency { .. } => "ack_emergency",
+            Command::ReplayLast { .. } => "replay_last",
         }
     }
 }
@@ -656,6 +661,13 @@ struct IdentifyArgs {
 struct DeskArgs {
     port: String,
     action: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayLastArgs {
+    port: String,
+    channel: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -864,6 +876,11 @@ fn parse_command(name: &str, args: Map<String, Value>) -> Result<Command, Comman
         "ack_emergency" => {
             let a: AckEmergencyArgs = from_args(args)?;
             Ok(Command::AckEmergency { channel: name_arg("channel", a.channel)? })
+        }
+        "replay_last" => {
+            let a: ReplayLastArgs = from_args(args)?;
+            let channel = a.channel.map(|c| name_arg("channel", c)).transpose()?;
+            Ok(Command::ReplayLast { port: name_arg("port", a.port)?, channel })
         }
         "reload_config" => from_args::<NoArgs>(args).map(|_| Command::ReloadConfig),
         "get_config" => from_args::<NoArgs>(args).map(|_| Command::GetConfig),
@@ -1079,6 +1096,13 @@ mod tests {
             ok("desk", r#"{"port":"console","action":{"action":"ptt","channel":"ops","on":true}}"#),
             Command::Desk { port: "console".into(), action: json!({"action": "ptt", "channel": "ops", "on": true}) }
         );
+        assert_eq!(ok("replay_last", r#"{"port":"desk"}"#), Command::ReplayLast { port: "desk".into(), channel: None });
+        assert_eq!(
+            ok("replay_last", r#"{"port":"desk","channel":"ops"}"#),
+            Command::ReplayLast { port: "desk".into(), channel: Some("ops".into()) }
+        );
+        assert!(parse("replay_last", r#"{"port":"desk","on":true}"#).is_err(), "unknown field");
+        assert!(parse("replay_last", r#"{}"#).is_err(), "no port");
         for name in COMMAND_NAMES {
             let cmd = parse(name, "").or_else(|_| parse(name, &valid_args(name))).unwrap();
             assert_eq!(cmd.command.name(), name);
@@ -1109,6 +1133,7 @@ mod tests {
             "desk" => r#"{"port":"p","action":{"action":"select","channel":"c"}}"#,
             "emergency" => r#"{"channel":"c"}"#,
             "ack_emergency" => r#"{"channel":"c"}"#,
+            "replay_last" => r#"{"port":"p"}"#,
             _ => "{}",
         }
         .into()

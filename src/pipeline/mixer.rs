@@ -537,6 +537,14 @@ pub struct Mixer {
     limiter: Limiter,
     /// The emergency alert tone: samples played since it started (None: off).
     alert: Option<u64>,
+    replay: Option<Replay>,
+}
+
+/// A recording played on the desk's output (`replay_last`): decoded 48 kHz mono samples and
+/// where the next frame starts.
+struct Replay {
+    pcm: Vec<f32>,
+    at: usize,
 }
 
 /// The emergency alert: 960 Hz and 1440 Hz alternating every 250 ms, 500 ms of tone then
@@ -565,6 +573,7 @@ impl Mixer {
             duck: Duck::new(&cfg),
             // Interleaved stereo runs through one (linked) limiter at twice the sample rate.
             limiter: Limiter::new(SAMPLE_RATE * sides as u32, cfg.limiter_dbfs, Limiter::RELEASE_MS),
+            replay: None,
         })
     }
 
@@ -644,12 +653,32 @@ impl Mixer {
         self.channels.iter().map(|c| c.stats.decodes).sum()
     }
 
+    /// Play `pcm` (48 kHz mono, a decoded recording) on this output from the next
+    /// [`mix`](Self::mix) on, replacing a replay in progress. It is mixed at unity (centred on
+    /// a stereo output: -3 dB per side, as a channel panned to the middle), through the
+    /// limiter, and **live traffic wins**: the first frame in which any channel this output
+    /// hears is active (a talker in a spurt, not muted), the replay fades out across that frame
+    /// and is dropped. It is never resumed: the dispatcher asks again.
+    pub fn replay(&mut self, pcm: Vec<f32>) {
+        self.replay = (!pcm.is_empty()).then_some(Replay { pcm, at: 0 });
+    }
+
+    /// A replay is playing.
+    pub fn replaying(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    pub fn stop_replay(&mut self) {
+        self.replay = None;
+    }
+
     /// Nothing to play: no channel in a talk-spurt or holding packets (muted ones included:
     /// they are consumed in step), the duck and the limiter at rest. Mixing then only yields
     /// silence and moves nothing on, so the output device may stop asking until a packet is
     /// [`push`](Self::push)ed.
     pub fn idle(&self) -> bool {
         self.alert.is_none()
+            && self.replay.is_none()
             && self.channels.iter().all(|c| !c.in_spurt && c.jitter.buffered() == 0)
             && self.duck.level_db == 0.0
             && self.limiter.gain_db() >= 0.0
@@ -704,6 +733,7 @@ impl Mixer {
             }
         }
         any |= self.mix_alert(out);
+        any |= self.mix_replay(out, frames);
         // On silence the limiter only has its release to finish; once at unity it is skipped.
         // Its one-pole release reaches unity only after seconds of f32 rounding: on silence,
         // within an inaudible step of it, it snaps there, so the mixer can go idle.
@@ -721,6 +751,26 @@ impl Mixer {
             out: if any { Meter::measure(out) } else { Meter::SILENCE },
             limiter_db: self.limiter.gain_db(),
         }
+    }
+
+    /// The replay's next frame into `out`, unless live traffic cuts it (see [`replay`](Self::replay)).
+    fn mix_replay(&mut self, out: &mut [f32], frames: usize) -> bool {
+        let Some(r) = &mut self.replay else { return false };
+        let live = self.levels.iter().any(|l| l.active && l.audible);
+        let gain = if self.sides == 2 { FRAC_PI_4.cos() } else { 1.0 };
+        let rest = &r.pcm[r.at.min(r.pcm.len())..];
+        for (f, &v) in rest.iter().take(frames).enumerate() {
+            // Cut: a linear fade to zero across this frame, no click.
+            let fade = if live { 1.0 - f as f32 / frames as f32 } else { 1.0 };
+            for side in 0..self.sides {
+                out[f * self.sides + side] += v * gain * fade;
+            }
+        }
+        r.at += frames;
+        if live || r.at >= r.pcm.len() {
+            self.replay = None;
+        }
+        true
     }
 
     fn mix_one(&mut self, i: usize, now: Instant, out: &mut [f32], duck: f32) -> bool {
@@ -930,6 +980,44 @@ mod tests {
 
     fn slope(talkers: &[Talker]) -> f32 {
         talkers.iter().map(|t| (t.amp * TAU * t.freq / 48_000.0) as f32).sum()
+    }
+
+    #[test]
+    fn a_replay_plays_its_samples_and_then_the_mixer_is_idle() {
+        let mut sim = Sim::new(mixer(2, false, 0.0));
+        let pcm = tone(500.0, 0.3, 30 * DEV + 100);
+        sim.mixer.replay(pcm.clone());
+        assert!(!sim.mixer.idle() && sim.mixer.replaying());
+        sim.run(40, &[], |_, _| {});
+        assert_eq!(&sim.out[..pcm.len()], &pcm[..], "sample for sample, from the first frame on");
+        assert!(sim.out[pcm.len()..].iter().all(|&v| v == 0.0));
+        assert!(!sim.mixer.replaying() && sim.mixer.idle(), "done: the device may stop");
+
+        let mut stereo = Sim::new(mixer(1, true, 0.0));
+        stereo.mixer.replay(pcm.clone());
+        stereo.run(10, &[], |_, _| {});
+        for side in 0..2 {
+            let got = stereo.frames(0..10, side);
+            let want: Vec<f32> = pcm[..10 * DEV].iter().map(|v| v * FRAC_PI_4.cos()).collect();
+            assert_eq!(got, want, "side {side}: centred, -3 dB");
+        }
+    }
+
+    #[test]
+    fn live_traffic_cuts_a_replay_within_the_frame_it_arrives_in() {
+        let mut sim = Sim::new(mixer(2, false, 0.0));
+        sim.mixer.replay(tone(500.0, 0.3, 48_000 * 2));
+        // Channel 1 starts talking at device frame 50 (0.5 s into the replay).
+        let live = Talker::new(1, 50, 1000.0, 0.3, 1.0);
+        sim.run(100, std::slice::from_ref(&live), |_, _| {});
+        let replay_db = |frames: Range<usize>| db(goertzel(&sim.frames(frames, 0), 500.0) / 0.3);
+        assert!(replay_db(10..50).abs() < 0.5, "the replay at unity before: {:.1} dB", replay_db(10..50));
+        let first = sim.levels.iter().position(|(active, _)| active & 0b10 != 0).expect("channel 1 active");
+        assert!(first <= 51, "live audio from frame {first}");
+        assert!(replay_db(first + 1..100) < -60.0, "gone after the live frame: {:.1} dB", replay_db(first + 1..100));
+        assert!(sim.gain_db(&live, first + 1..100, 0).abs() < 0.5, "the live talker at its gain");
+        assert!(max_step(&sim.frames(first - 1..first + 2, 0)) < 2.0 * slope(&[live]) + 0.05, "faded, no click");
+        assert!(!sim.mixer.replaying());
     }
 
     #[test]

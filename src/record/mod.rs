@@ -183,12 +183,16 @@ impl Writer {
     }
 }
 
-/// Start the writer: the index is rebuilt from `config.dir` (created if missing) before this
-/// returns. A directory that cannot be made is reported (`record_failed`) and retried at the
-/// next transmission; it never stops the daemon.
-pub fn start(config: &RecordConfig, reporter: Reporter) -> (SyncSender<RecordOutput>, Writer) {
+/// Start the writer: the index (shared with its readers: the hub's API, desks replaying) is
+/// rebuilt from `config.dir` (created if missing) before this returns. A directory that cannot
+/// be made is reported (`record_failed`) and retried at the next transmission; it never stops
+/// the daemon.
+pub fn start(
+    config: &RecordConfig,
+    reporter: Reporter,
+    index: Arc<Mutex<Index>>,
+) -> (SyncSender<RecordOutput>, Writer) {
     let (tx, rx) = mpsc::sync_channel(QUEUE);
-    let index = Arc::new(Mutex::new(Index::default()));
     let stats = Arc::new(Stats::default());
     let mut state = WriterState {
         dir: PathBuf::from(&config.dir),
@@ -429,6 +433,17 @@ impl WriterState {
 
 /// Rebuild the index from a recording directory, finishing or cleaning up what a crash left.
 pub fn scan(dir: &Path) -> Index {
+    scan_with(dir, true)
+}
+
+/// The index as the directory holds it, changing nothing (`roipd recordings`, which may run
+/// beside the daemon: a part is the transmission in progress, and it is the writer's to
+/// finish). A recording stopped between its two renames is listed once its part is renamed.
+pub fn read_index(dir: &Path) -> Index {
+    scan_with(dir, false)
+}
+
+fn scan_with(dir: &Path, repair: bool) -> Index {
     let mut index = Index::default();
     let Ok(entries) = fs::read_dir(dir) else { return index };
     let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
@@ -436,20 +451,24 @@ pub fn scan(dir: &Path) -> Index {
     for name in &names {
         let path = dir.join(name);
         if name.ends_with(".json.tmp") {
-            let _ = fs::remove_file(&path);
+            if repair {
+                let _ = fs::remove_file(&path);
+            }
         } else if let Some(id) = name.strip_suffix(".opus.part") {
-            if !has(&format!("{id}.json")) {
+            if repair && !has(&format!("{id}.json")) {
                 info!(%id, "recording: the transmission in progress at the last stop is removed");
                 let _ = fs::remove_file(&path);
             }
         } else if let Some(id) = name.strip_suffix(".json") {
             let meta = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<RecordingMeta>(&b).ok());
             let Some(mut meta) = meta.filter(|m| m.id == id && m.file == format!("{id}.opus")) else {
-                warn!(file = %path.display(), "recording: unreadable metadata ignored");
+                if repair {
+                    warn!(file = %path.display(), "recording: unreadable metadata ignored");
+                }
                 continue;
             };
             let audio = dir.join(&meta.file);
-            if !audio.exists() && has(&format!("{id}.opus.part")) {
+            if repair && !audio.exists() && has(&format!("{id}.opus.part")) {
                 // Stopped between the metadata and the rename: the part is whole (fsynced first).
                 let _ = fs::rename(dir.join(format!("{id}.opus.part")), &audio);
             }
@@ -458,14 +477,18 @@ pub fn scan(dir: &Path) -> Index {
                     meta.bytes = m.len();
                     index.insert(meta);
                 }
-                Err(_) => {
+                Err(_) if repair => {
                     let _ = fs::remove_file(&path);
                 }
+                Err(_) => {}
             }
         }
     }
     index
 }
+
+pub mod cli;
+pub mod replay;
 
 #[cfg(test)]
 mod tests;

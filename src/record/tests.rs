@@ -56,7 +56,7 @@ async fn stop(tx: SyncSender<RecordOutput>, writer: Writer) -> Arc<Mutex<Index>>
 #[tokio::test]
 async fn finished_recordings_are_indexed_and_found_again_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, writer) = start(&config(dir.path()), Reporter::new(None));
+    let (tx, writer) = start(&config(dir.path()), Reporter::new(None), Default::default());
     let t = now_ms();
     send(&tx, "a", t, 1000);
     send(&tx, "b", t + 1, 3000);
@@ -118,7 +118,7 @@ async fn retention_deletes_the_oldest_beyond_size_and_age() {
     fs::write(dir.path().join("old.json"), serde_json::to_vec(&meta("old", now_ms() - 2 * 86_400_000)).unwrap())
         .unwrap();
     fs::write(dir.path().join("old.opus"), [0; 10]).unwrap();
-    let (tx, writer) = start(&cfg, Reporter::new(None));
+    let (tx, writer) = start(&cfg, Reporter::new(None), Default::default());
     assert!(writer.index.lock().unwrap().entries.is_empty(), "too old: gone at start");
     let t = now_ms();
     for i in 0..5 {

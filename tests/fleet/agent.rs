@@ -322,7 +322,9 @@ impl Daemon {
             }
             C::Restart => Ok(json!({"restarting": true})),
             // The stand-in box has radio ports only.
-            C::Desk { port, .. } => Err(CommandError::not_found(format!("no desk port `{port}`"))),
+            C::Desk { port, .. } | C::ReplayLast { port, .. } => {
+                Err(CommandError::not_found(format!("no desk port `{port}`")))
+            }
         }
     }
 }

@@ -197,6 +197,8 @@ function onWelcome(m, session) {
   selectTx(S.tx);
   $('#emergency').disabled = !S.tx;
   for (const ch of S.channels.values()) renderChannel(ch);
+  historyChannels();
+  loadHistory();
   startMedia(session).catch((err) => session === S.session && reconnect('media: ' + err.message));
 }
 
@@ -204,7 +206,11 @@ function onFloor(m) {
   const ch = S.channels.get(m.channel) || S.byId.get(m.id);
   if (!ch) return;
   if (m.event === 'taken') ch.holder = m.holder || { name: '?' };
-  if (m.event === 'idle') ch.holder = null;
+  if (m.event === 'idle') {
+    ch.holder = null;
+    // A transmission ended: its recording is written when the file is closed, just after.
+    if (H.loaded) { clearTimeout(H.refresh); H.refresh = setTimeout(loadHistory, 1500); }
+  }
   renderChannel(ch);
   if (ch.name !== S.tx) return;
   const mine = m.id !== undefined && m.id === ch.id;
@@ -621,6 +627,7 @@ for (const id of ['#desk-ptt', '#desk-all-call']) {
     b.addEventListener(ev, () => { if (b.dataset.state === 'on') deskHold(id, false); });
   }
 }
+$('#desk-replay').addEventListener('click', () => deskAction({ action: 'replay_last' }));
 $('#desk-patch').addEventListener('submit', (e) => {
   e.preventDefault();
   deskAction({ action: 'patch', channels: [$('#desk-patch-a').value, $('#desk-patch-b').value], on: true });
@@ -677,6 +684,136 @@ async function pollStats() {
   setText($('#link'), pc.connectionState + (rtt !== null ? ` · RTT ${(rtt * 1000).toFixed(0)} ms` : ''));
   $('#link').dataset.state = pc.connectionState;
 }
+
+// ---------- history (recordings API, docs/recording.md) --------------------------------------
+// The token goes only in the Authorization header (the API refuses it in a URL), so the audio
+// is fetched and played from a Blob URL (the CSP allows media from blob:).
+
+const H = { items: [], url: null, playing: null, loaded: false, refresh: null };
+
+async function api(path, init = {}) {
+  const res = await fetch(path, { ...init, headers: { ...(init.headers || {}), Authorization: `Bearer ${S.token}` } });
+  if (!res.ok) {
+    let why = res.statusText;
+    try { why = (await res.json()).error || why; } catch { /* not JSON */ }
+    const err = new Error(why);
+    err.status = res.status;
+    throw err;
+  }
+  return res;
+}
+
+function historyChannels() {
+  const sel = $('#hist-channel');
+  const keep = sel.value;
+  const opts = [new Option('all', '')];
+  for (const ch of S.channels.values()) opts.push(new Option(ch.label || ch.name, ch.name));
+  sel.replaceChildren(...opts);
+  sel.value = [...S.channels.keys()].includes(keep) ? keep : '';
+}
+
+async function loadHistory() {
+  const q = new URLSearchParams();
+  const channel = $('#hist-channel').value;
+  const talker = $('#hist-talker').value.trim();
+  if (channel) q.set('channel', channel);
+  if (talker) q.set('talker', talker);
+  // datetime-local is the browser's local time; Date parses it so.
+  const from = $('#hist-from').value && new Date($('#hist-from').value).getTime();
+  const to = $('#hist-to').value && new Date($('#hist-to').value).getTime();
+  if (from) q.set('from_ms', String(from));
+  if (to) q.set('to_ms', String(to));
+  q.set('limit', '200');
+  const status = $('#history-status');
+  try {
+    const res = await api('/api/recordings?' + q);
+    H.items = (await res.json()).recordings || [];
+    H.loaded = true;
+    renderHistory();
+    setText(status, H.items.length ? `${H.items.length} transmission${H.items.length === 1 ? '' : 's'}` : 'no transmissions');
+  } catch (err) {
+    if (err.status === 404) { $('#history').hidden = true; return; } // this box records nothing
+    setText(status, `History: ${err.message}`);
+  }
+}
+
+const fmtLength = (ms) => `${Math.floor(ms / 60000)}:${String(Math.floor(ms / 1000) % 60).padStart(2, '0')}.${Math.floor(ms % 1000 / 100)}`;
+
+function renderHistory() {
+  $('#history').hidden = false;
+  const rows = H.items.map((m) => {
+    const tr = document.createElement('tr');
+    tr.dataset.id = m.id;
+    if (H.playing === m.id) tr.dataset.playing = '';
+    const start = new Date(m.start_unix_ms);
+    const cells = [start.toLocaleString(), S.channels.get(m.channel)?.label || m.channel, m.talker, fmtLength(m.duration_ms)];
+    for (const text of cells) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    tr.cells[0].title = m.start;
+    tr.cells[3].title = `ended: ${m.end}${m.truncated ? ' (truncated)' : ''}`;
+    const actions = document.createElement('td');
+    const play = document.createElement('button');
+    play.type = 'button';
+    play.className = 'hist-play';
+    play.textContent = 'Play';
+    play.addEventListener('click', () => playRecording(m).catch((err) => setText($('#history-status'), `Play: ${err.message}`)));
+    const save = document.createElement('button');
+    save.type = 'button';
+    save.className = 'hist-download';
+    save.textContent = 'Download';
+    save.addEventListener('click', () => downloadRecording(m).catch((err) => setText($('#history-status'), `Download: ${err.message}`)));
+    actions.append(play, ' ', save);
+    tr.append(actions);
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = document.createElement('tr');
+    const td = document.createElement('td');
+    td.colSpan = 5;
+    td.textContent = 'none';
+    tr.append(td);
+    rows.push(tr);
+  }
+  $('#history-list tbody').replaceChildren(...rows);
+}
+
+async function recordingBlob(m) {
+  return (await api('/api/recordings/' + encodeURIComponent(m.id))).blob();
+}
+
+async function playRecording(m) {
+  const blob = await recordingBlob(m);
+  const audio = $('#history-audio');
+  if (H.url) URL.revokeObjectURL(H.url);
+  H.url = URL.createObjectURL(new Blob([blob], { type: 'audio/ogg' }));
+  H.playing = m.id;
+  audio.hidden = false;
+  audio.src = H.url;
+  for (const tr of $('#history-list tbody').rows) tr.toggleAttribute('data-playing', tr.dataset.id === m.id);
+  setText($('#history-status'), `playing ${m.talker} on ${m.channel}, ${new Date(m.start_unix_ms).toLocaleString()}`);
+  await audio.play();
+}
+
+async function downloadRecording(m) {
+  const blob = await recordingBlob(m);
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = m.file || `${m.id}.opus`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+$('#history-filter').addEventListener('submit', (e) => { e.preventDefault(); loadHistory(); });
+$('#history-audio').addEventListener('ended', () => {
+  H.playing = null;
+  for (const tr of $('#history-list tbody').rows) tr.removeAttribute('data-playing');
+});
 
 function tick() {
   if (S.ptt.state === 'granted') {

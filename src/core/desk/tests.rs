@@ -216,3 +216,33 @@ fn buttons_become_actions_once_debounced_and_select_and_listen_act_on_press() {
     core.button(t5, DeskButton::AllCall, true);
     assert_eq!(core.poll_timeout(t5), None);
 }
+
+#[test]
+fn replay_last_asks_for_a_replay_of_the_selected_channel_and_never_for_a_floor() {
+    let t = Instant::now();
+    let config = desk(&["a", "b"]);
+    let hold = Duration::from_millis(config.debounce_ms);
+    let mut core = DeskCore::new(&config);
+    effects(&mut core);
+    core.add_button(DeskButton::ReplayLast, false);
+    core.apply(DeskAction::Select { channel: 1 }).unwrap();
+    effects(&mut core);
+    // The button acts on press, not on release.
+    core.button(t, DeskButton::ReplayLast, true);
+    assert_eq!(core.handle_timeout(t + hold), vec![(DeskAction::ReplayLast { channel: None }, Ok(()))]);
+    assert_eq!(effects(&mut core), vec![DeskEffect::Replay { channel: 1 }]);
+    core.button(t + hold * 3, DeskButton::ReplayLast, false);
+    assert_eq!(core.handle_timeout(t + hold * 4), vec![]);
+    // A named channel, from JSON as consoles and the fleet send it.
+    let names = ["a".to_string(), "b".to_string()];
+    let a = DeskAction::from_json(&serde_json::json!({"action": "replay_last", "channel": "a"}), &names).unwrap();
+    assert_eq!(a, DeskAction::ReplayLast { channel: Some(0) });
+    core.apply(a).unwrap();
+    assert_eq!(effects(&mut core), vec![DeskEffect::Replay { channel: 0 }]);
+    assert!(DeskAction::from_json(&serde_json::json!({"action": "replay_last", "channel": "x"}), &names).is_err());
+    assert!(DeskAction::from_json(&serde_json::json!({"action": "replay_last", "on": true}), &names).is_err());
+    assert!(core.apply(DeskAction::ReplayLast { channel: Some(2) }).is_err());
+    // Nothing about it talks: no floor, no TX state.
+    assert!(effects(&mut core).is_empty());
+    assert!(!core.state("desk", &names).channels.iter().any(|c| c.tx));
+}

@@ -262,3 +262,15 @@ fn pages_close_every_second_so_a_crash_loses_little() {
     }
     assert!(granule >= 4 * 48_000, "{granule}");
 }
+
+/// A whole file as the recorder writes it: `n` packets of a 1 kHz tone, with its length (ms),
+/// for the tests of what reads recordings (`record::replay`).
+pub(crate) fn tone_file(n: usize) -> (Vec<u8>, u64) {
+    let t0 = Instant::now();
+    let mut rec = ChannelRecorder::new("ops", RecordConfig::default());
+    rec.floor_taken(t0, 1_765_057_423_100, talker());
+    feed(&mut rec, t0, 1000, &tone_packets(n), |_| false);
+    rec.floor_ended(t0 + Duration::from_millis(20 * n as u64 + 20), EndCause::Released);
+    let (meta, bytes) = files(&mut rec).pop().expect("a file");
+    (bytes, meta.expect("ended").duration_ms)
+}

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// File descriptors kept for the daemon itself (ALSA, GPIO, serial lines, MQTT, the media
 /// socket, logs, config and secret files), never handed to clients.
@@ -67,6 +68,92 @@ impl Drop for Slot {
                 s.by_addr.remove(&self.addr);
             }
         }
+    }
+}
+
+/// Failed token attempts (a recordings API request or a hello with an unknown token), per
+/// address (an IPv6 /64 as one): each failure fills the address's bucket by one, which drains
+/// by one every `drain`; once it holds `burst`, the address is refused without its token being
+/// looked at (HTTP 429 with `Retry-After`) until it has drained below again. A good token does
+/// not empty the bucket (it would let a holder of one token guess others at full speed), so
+/// an address that failed `burst` times waits like everyone else there. At most `max_addrs`
+/// addresses are remembered: when full, the emptiest bucket is forgotten first. Time is an
+/// input ([`Instant`]); the hub's handlers pass the clock.
+#[derive(Debug)]
+pub(crate) struct AuthFailures {
+    burst: u32,
+    drain: Duration,
+    max_addrs: usize,
+    by_addr: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    level: u32,
+    /// When `level` was last brought up to date.
+    at: Instant,
+}
+
+impl Bucket {
+    fn drained(self, now: Instant, drain: Duration) -> Self {
+        let steps = now.saturating_duration_since(self.at).as_nanos() / drain.as_nanos().max(1);
+        let steps = steps.min(u32::MAX as u128) as u32;
+        if steps >= self.level {
+            return Bucket { level: 0, at: now };
+        }
+        // Keep the fraction of a step already served.
+        Bucket { level: self.level - steps, at: self.at + drain * steps }
+    }
+}
+
+/// Failed attempts an address may make at once, and how fast it may go on.
+pub(crate) const AUTH_BURST: u32 = 10;
+pub(crate) const AUTH_DRAIN: Duration = Duration::from_secs(1);
+const AUTH_MAX_ADDRS: usize = 4096;
+
+impl AuthFailures {
+    pub fn new(burst: u32, drain: Duration) -> Self {
+        Self::with_capacity(burst, drain, AUTH_MAX_ADDRS)
+    }
+
+    fn with_capacity(burst: u32, drain: Duration, max_addrs: usize) -> Self {
+        Self { burst: burst.max(1), drain, max_addrs: max_addrs.max(1), by_addr: Mutex::default() }
+    }
+
+    /// `Err(wait)` when `ip` has failed too often: refuse it without checking its token.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = map.get(&addr_key(ip)) else { return Ok(()) };
+        let b = b.drained(now, self.drain);
+        if b.level < self.burst {
+            return Ok(());
+        }
+        // Below the burst after one more step drains.
+        Err((b.at + self.drain * (b.level - self.burst + 1)).saturating_duration_since(now))
+    }
+
+    /// `ip` presented a token nobody has.
+    pub fn failed(&self, ip: IpAddr, now: Instant) {
+        let addr = addr_key(ip);
+        let mut map = self.by_addr.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.contains_key(&addr) && map.len() >= self.max_addrs {
+            let drain = self.drain;
+            map.retain(|_, b| b.drained(now, drain).level > 0);
+            if map.len() >= self.max_addrs {
+                let emptiest = map.iter().min_by_key(|(_, b)| b.drained(now, drain).level).map(|(a, _)| *a);
+                if let Some(a) = emptiest {
+                    map.remove(&a);
+                }
+            }
+        }
+        let b = map.get(&addr).map_or(Bucket { level: 0, at: now }, |b| b.drained(now, self.drain));
+        // Past the burst it keeps filling (capped), so hammering on keeps an address out longer.
+        map.insert(addr, Bucket { level: (b.level + 1).min(self.burst * 2), at: b.at });
+    }
+
+    #[cfg(test)]
+    fn addrs(&self) -> usize {
+        self.by_addr.lock().unwrap().len()
     }
 }
 
@@ -177,5 +264,50 @@ mod tests {
         assert_eq!((tiny.pending, tiny.sessions), (64, 256), "HTTP connections shrink first");
         let none = b.fit(100);
         assert!(none.connections >= 1 && none.pending >= 1 && none.sessions >= 1);
+    }
+
+    #[test]
+    fn auth_failures_throttle_an_address_and_drain() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let f = AuthFailures::new(3, Duration::from_secs(1));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for i in 0..3 {
+            assert_eq!(f.check(a, ms(i)), Ok(()), "failure {i} still allowed");
+            f.failed(a, ms(i));
+        }
+        assert_eq!(f.check(a, ms(10)), Err(Duration::from_millis(990)), "one step drains at 1 s");
+        assert_eq!(f.check(b, ms(10)), Ok(()), "another address is not affected");
+        assert_eq!(f.check(a, ms(999)), Err(Duration::from_millis(1)));
+        assert_eq!(f.check(a, ms(1000)), Ok(()), "one more try after a step");
+        f.failed(a, ms(1000));
+        assert!(f.check(a, ms(1500)).is_err());
+        // Hammering on while refused would not be counted (refused before), but failures
+        // beyond the burst (a race) fill it further, up to twice the burst.
+        for _ in 0..10 {
+            f.failed(a, ms(1500));
+        }
+        assert_eq!(f.check(a, ms(1500)), Err(Duration::from_millis(3500)), "6 - 3 + 1 steps from 1 s");
+        assert_eq!(f.check(a, ms(6000)), Ok(()));
+        assert!(f.check("::ffff:10.0.0.1".parse().unwrap(), ms(1500)).is_err(), "mapped v4 is v4");
+    }
+
+    #[test]
+    fn auth_failures_remember_a_bounded_number_of_addresses() {
+        let t0 = Instant::now();
+        let f = AuthFailures::with_capacity(2, Duration::from_secs(1), 4);
+        let ip = |i: u8| IpAddr::from([10, 0, 0, i]);
+        f.failed(ip(1), t0);
+        f.failed(ip(1), t0);
+        for i in 2..=4 {
+            f.failed(ip(i), t0);
+        }
+        assert_eq!(f.addrs(), 4);
+        f.failed(ip(5), t0);
+        assert_eq!(f.addrs(), 4, "the emptiest one went");
+        assert!(f.check(ip(1), t0).is_err(), "the fullest is kept");
+        f.failed(ip(6), t0 + Duration::from_secs(5));
+        assert_eq!(f.addrs(), 1, "drained buckets are dropped when room is needed");
     }
 }

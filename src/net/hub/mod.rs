@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use self::auth::Auth;
-use self::limits::{Budget, Limiter};
+use self::limits::{AuthFailures, Budget, Limiter};
 use self::media::{MediaCmd, MediaLoop};
 use super::addrs::interface_addrs;
 use super::peer_queue;
@@ -252,6 +252,8 @@ struct Shared {
     /// Told when a session ends: the heap is trimmed once a burst is over.
     ended: Arc<Notify>,
     recordings: Option<crate::record::RecordingsApi>,
+    /// Unknown tokens per address (recordings API and hello): too many and the address waits.
+    auth_failures: AuthFailures,
 }
 
 /// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
@@ -329,6 +331,7 @@ pub async fn serve(
         desk: options.desk.clone(),
         ended: Arc::new(Notify::new()),
         recordings: options.recordings.clone(),
+        auth_failures: AuthFailures::new(limits::AUTH_BURST, limits::AUTH_DRAIN),
     });
     tasks.spawn(trim_after_sessions(shared.ended.clone(), cancel.clone()));
     let tls = options.tls.clone();
@@ -392,6 +395,12 @@ async fn ws(
 ) -> Response {
     // The session slot is taken only once hello passes: until then a socket holds one of the
     // few cheap pending slots, for at most `hello_timeout`.
+    if let Err(wait) = shared.auth_failures.check(remote.ip(), std::time::Instant::now()) {
+        debug!(%remote, ?wait, "WebSocket refused: too many unknown tokens from this address");
+        let secs = (wait.as_millis().div_ceil(1000) as u64).max(1);
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs)], "too many unknown tokens")
+            .into_response();
+    }
     let Some(pending) = shared.pending.try_take(remote.ip()) else {
         debug!(%remote, "too many unauthenticated WebSockets");
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();

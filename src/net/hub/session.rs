@@ -34,7 +34,7 @@ pub(super) async fn run(socket: WebSocket, shared: Arc<Shared>, remote: SocketAd
     let span = tracing::info_span!("hub session", %remote, peer = tracing::field::Empty);
     async move {
         let mut ws = Ws { socket };
-        let Some(session) = join(&mut ws, &shared, pending).await else {
+        let Some(session) = join(&mut ws, &shared, remote, pending).await else {
             return;
         };
         let peer = session.peer;
@@ -143,7 +143,7 @@ struct Session {
 
 /// Hello, admission, `Joined` and welcome. `None`: the session is over (and if it was
 /// reported `Joined`, it has been reported `Left`).
-async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Session> {
+async fn join(ws: &mut Ws, shared: &Arc<Shared>, remote: SocketAddr, pending: Slot) -> Option<Session> {
     let deadline = Instant::now() + shared.hello_timeout;
     let first = loop {
         let next = tokio::select! {
@@ -181,6 +181,9 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, pending: Slot) -> Option<Sessio
     let admitted = match shared.auth.admit(&hello) {
         Ok(a) => a,
         Err((code, message)) => {
+            if code == ErrorCode::Unauthorized {
+                shared.auth_failures.failed(remote.ip(), std::time::Instant::now());
+            }
             info!(code = code.as_str(), name = %hello.name, "peer refused");
             ws.fail(code, &message).await;
             return None;
