@@ -9,6 +9,7 @@
 pub mod addrs;
 pub mod floor_mqtt;
 pub mod hub;
+mod ice_tcp;
 pub mod janus;
 pub mod peer_queue;
 pub mod protocol;

@@ -27,7 +27,7 @@ use crate::net::peer_queue::{self, PeerTx, Policy, Queued};
 use crate::net::protocol::{add_end_of_candidates, sdp_fingerprint};
 use crate::net::rtc::{self, Polled, RtcStats, StreamStats};
 
-use super::ice_tcp::{self, TcpEvent};
+use crate::net::ice_tcp::{self, TcpEvent};
 use crate::net::{HubEvent, PeerId};
 use crate::pipeline::MediaPacket;
 

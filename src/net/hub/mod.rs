@@ -12,7 +12,6 @@
 //! router and carries out the [`ToPeer`](super::ToPeer) messages the router sends back.
 
 mod auth;
-mod ice_tcp;
 mod limits;
 mod media;
 mod recordings;
@@ -401,7 +400,7 @@ pub async fn serve(
         .map_err(NetError::Config)?;
     tasks.spawn(media.run(media_rx, cancel.clone()));
     if let Some(listener) = ice_tcp {
-        tasks.spawn(ice_tcp::accept(listener, tcp_tx, tasks.clone(), cancel.clone()));
+        tasks.spawn(super::ice_tcp::accept(listener, tcp_tx, tasks.clone(), cancel.clone()));
     }
 
     let shared = Arc::new(Shared {

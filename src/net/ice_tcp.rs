@@ -1,10 +1,10 @@
-//! ICE-TCP, passive side (RFC 6544): clients whose UDP is blocked connect to the hub's
-//! `ice_tcp_listen` port, and STUN, DTLS and SRTP then travel on that connection, each packet
-//! behind a 2-byte big-endian length (RFC 4571). This is only the thin driver: a task per
-//! connection turns the byte stream into frames for the media task (which hands them to the
-//! `Rtc` that `accepts()` them, as it does datagrams) and writes the frames the media task
-//! routes to it. str0m does the ICE: its passive TCP host candidates pair with the clients'
-//! active ones.
+//! ICE-TCP (RFC 6544): STUN, DTLS and SRTP on a TCP connection, each packet behind a 2-byte
+//! big-endian length (RFC 4571). Passive side (the hub): clients whose UDP is blocked connect to
+//! `ice_tcp_listen`; active side (an edge's uplink): a connection to the hub's passive candidate
+//! is opened when str0m first sends to it. These are only thin drivers: a task per connection
+//! turns the byte stream into frames for the media loop (which hands them to the `Rtc` that
+//! `accepts()` them, as it does datagrams) and writes the frames the loop routes to it. str0m
+//! does the ICE: TCP candidates pair with TCP candidates.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -120,6 +123,96 @@ async fn write_frames(mut write: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver
         }
     }
     "closed by the hub".into()
+}
+
+/// Active ICE-TCP: connections this side opens, one per remote address, on demand.
+pub(crate) struct Active {
+    conns: HashMap<SocketAddr, (mpsc::Sender<Vec<u8>>, Instant)>,
+    frames_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    frames_rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    /// Ends every connection task when this is dropped.
+    cancel: CancellationToken,
+}
+
+/// A failed connection to an address is not tried again for this long (checks come faster).
+const RECONNECT: Duration = Duration::from_secs(1);
+/// Remote addresses at once (the hub announces a few TCP candidates).
+const MAX_ACTIVE: usize = 8;
+
+impl Active {
+    pub fn new() -> Self {
+        let (frames_tx, frames_rx) = mpsc::channel(QUEUE);
+        Self { conns: HashMap::new(), frames_tx, frames_rx, cancel: CancellationToken::new() }
+    }
+
+    /// Send `data` to `to`, connecting first if there is no connection (frames wait in its
+    /// queue meanwhile); dropped when the queue is full or a connection failed just now.
+    pub fn send(&mut self, to: SocketAddr, data: &[u8]) {
+        let Some(frame) = frame(data) else { return };
+        let now = Instant::now();
+        let live = self.conns.get(&to).is_some_and(|(tx, at)| !tx.is_closed() || now < *at + RECONNECT);
+        if !live {
+            self.conns.retain(|_, (tx, _)| !tx.is_closed());
+            if self.conns.len() >= MAX_ACTIVE {
+                return;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(connect(to, rx, self.frames_tx.clone(), self.cancel.clone()));
+            self.conns.insert(to, (tx, now));
+        }
+        if let Some((tx, _)) = self.conns.get(&to) {
+            let _ = tx.try_send(frame);
+        }
+    }
+
+    /// The next frame from any connection, with the address it came from.
+    pub async fn recv(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.frames_rx.recv().await
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn connect(
+    to: SocketAddr,
+    rx: mpsc::Receiver<Vec<u8>>,
+    frames: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    cancel: CancellationToken,
+) {
+    let stream = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = timeout(WRITE_TIMEOUT, TcpStream::connect(to)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return debug!(%to, error = %e, "ICE-TCP connect"),
+            Err(_) => return debug!(%to, "ICE-TCP connect timed out"),
+        },
+    };
+    let _ = stream.set_nodelay(true);
+    debug!(%to, "ICE-TCP connected");
+    let (mut read, write) = stream.into_split();
+    let reader = async {
+        loop {
+            match timeout(IDLE, read_frame(&mut read)).await {
+                Ok(Ok(f)) if f.is_empty() => {}
+                Ok(Ok(f)) => {
+                    if frames.send((to, f)).await.is_err() {
+                        return "closed".to_string();
+                    }
+                }
+                Ok(Err(e)) => return e.to_string(),
+                Err(_) => return "idle".to_string(),
+            }
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        r = reader => debug!(%to, reason = %r, "ICE-TCP connection ended"),
+        r = write_frames(write, rx) => debug!(%to, reason = %r, "ICE-TCP connection ended"),
+    }
 }
 
 /// One frame: a 2-byte big-endian length, then that many bytes.
