@@ -275,11 +275,12 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
         for (i, a) in hub.public_addresses.iter().enumerate() {
             match parse_public_address(a) {
                 Some((ip, _)) if ip.is_unspecified() || ip.is_multicast() => {
-                    r.key(&format!("hub.public_addresses[{i}]"), format!("`{a}` cannot be announced to clients"))
+                    r.element("hub.public_addresses", i, format!("`{a}` cannot be announced to clients"))
                 }
                 Some(_) => {}
-                None => r.key(
-                    &format!("hub.public_addresses[{i}]"),
+                None => r.element(
+                    "hub.public_addresses",
+                    i,
                     format!("`{a}` is not an IP address, with or without a port, e.g. \"203.0.113.7\" or \"203.0.113.7:40000\""),
                 ),
             }
@@ -297,22 +298,22 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
             }
         }
         for (i, s) in hub.ice_servers.iter().enumerate() {
-            let key = format!("hub.ice_servers[{i}]");
+            let mut err = |k: &str, m: String| r.element_key("hub.ice_servers", i, &format!("hub.ice_servers[{i}].{k}"), m);
             if s.urls.is_empty() {
-                r.key(&format!("{key}.urls"), "needs at least one `stun:`, `turn:` or `turns:` URL");
+                err("urls", "needs at least one `stun:`, `turn:` or `turns:` URL".into());
             }
             for u in &s.urls {
                 let scheme = u.split(':').next().unwrap_or("");
                 if !["stun", "stuns", "turn", "turns"].contains(&scheme) || u.len() <= scheme.len() + 1 || u.len() > 256 {
-                    r.key(&format!("{key}.urls"), format!("`{u}` is not a stun:, stuns:, turn: or turns: URL"));
+                    err("urls", format!("`{u}` is not a stun:, stuns:, turn: or turns: URL"));
                 }
             }
             let turn = s.urls.iter().any(|u| u.starts_with("turn"));
             if turn && s.secret_file.is_none() {
-                r.key(&format!("{key}.secret_file"), "a TURN server needs the shared secret (coturn `static-auth-secret`)");
+                err("secret_file", "a TURN server needs the shared secret (coturn `static-auth-secret`)".into());
             }
             if !(60..=604_800).contains(&s.ttl_s) {
-                r.key(&format!("{key}.ttl_s"), format!("must be 60-604800, not {}", s.ttl_s));
+                err("ttl_s", format!("must be 60-604800, not {}", s.ttl_s));
             }
         }
         if !(1..=MAX_HUB_SESSIONS).contains(&hub.max_sessions) {
