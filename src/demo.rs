@@ -206,8 +206,11 @@ fn ice_keys(args: &DemoArgs) -> String {
         s.push_str(&format!("ice_tcp_listen = {a:?}\n"));
     }
     if !args.ice_server.is_empty() {
-        let secret =
-            args.turn_secret_file.as_ref().map(|f| format!(", secret_file = {:?}", f.display().to_string())).unwrap_or_default();
+        let secret = args
+            .turn_secret_file
+            .as_ref()
+            .map(|f| format!(", secret_file = {:?}", f.display().to_string()))
+            .unwrap_or_default();
         s.push_str(&format!("ice_servers = [{{ urls = {:?}{secret} }}]\n", args.ice_server));
     }
     s

@@ -691,8 +691,18 @@ fn hub_reachability_keys_are_judged_as_the_hub_judges_them() {
          ice_servers = [{{ urls = [\"stun:198.18.0.1:3478\", \"turn:198.18.0.1:3478?transport=udp\"], secret_file = \"{turn}\" }}]"
     );
     case_in(d, "good reachability keys", tls_hub(d, &good).as_bytes(), &[]);
-    case_in(d, "bad public address", tls_hub(d, "public_addresses = [\"203.0.113.7\", \"nope\"]").as_bytes(), &["10:hub.public_addresses"]);
-    case_in(d, "unspecified public address", tls_hub(d, "public_addresses = [\"0.0.0.0\"]").as_bytes(), &["10:hub.public_addresses"]);
+    case_in(
+        d,
+        "bad public address",
+        tls_hub(d, "public_addresses = [\"203.0.113.7\", \"nope\"]").as_bytes(),
+        &["10:hub.public_addresses"],
+    );
+    case_in(
+        d,
+        "unspecified public address",
+        tls_hub(d, "public_addresses = [\"0.0.0.0\"]").as_bytes(),
+        &["10:hub.public_addresses"],
+    );
     case_in(d, "bad ICE-TCP address", tls_hub(d, "ice_tcp_listen = \"8444\"").as_bytes(), &["10:hub.ice_tcp_listen"]);
     case_in(
         d,
@@ -710,7 +720,8 @@ fn hub_reachability_keys_are_judged_as_the_hub_judges_them() {
     case_in(
         d,
         "missing TURN secret file",
-        tls_hub(d, &format!("ice_servers = [{{ urls = [\"turn:198.18.0.1:3478\"], secret_file = \"{missing}\" }}]")).as_bytes(),
+        tls_hub(d, &format!("ice_servers = [{{ urls = [\"turn:198.18.0.1:3478\"], secret_file = \"{missing}\" }}]"))
+            .as_bytes(),
         &["10:hub.ice_servers[0].secret_file"],
     );
 }

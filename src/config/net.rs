@@ -298,13 +298,15 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
             }
         }
         for (i, s) in hub.ice_servers.iter().enumerate() {
-            let mut err = |k: &str, m: String| r.element_key("hub.ice_servers", i, &format!("hub.ice_servers[{i}].{k}"), m);
+            let mut err =
+                |k: &str, m: String| r.element_key("hub.ice_servers", i, &format!("hub.ice_servers[{i}].{k}"), m);
             if s.urls.is_empty() {
                 err("urls", "needs at least one `stun:`, `turn:` or `turns:` URL".into());
             }
             for u in &s.urls {
                 let scheme = u.split(':').next().unwrap_or("");
-                if !["stun", "stuns", "turn", "turns"].contains(&scheme) || u.len() <= scheme.len() + 1 || u.len() > 256 {
+                if !["stun", "stuns", "turn", "turns"].contains(&scheme) || u.len() <= scheme.len() + 1 || u.len() > 256
+                {
                     err("urls", format!("`{u}` is not a stun:, stuns:, turn: or turns: URL"));
                 }
             }

@@ -220,7 +220,12 @@ pub(super) fn files(config: &Config, r: &mut Report) {
         for (i, s) in hub.ice_servers.iter().enumerate() {
             if let Some(f) = &s.secret_file {
                 if let Err(e) = read_secret(Path::new(f)) {
-                    r.element_key("hub.ice_servers", i, &format!("hub.ice_servers[{i}].secret_file"), format!("{f}: {e}"));
+                    r.element_key(
+                        "hub.ice_servers",
+                        i,
+                        &format!("hub.ice_servers[{i}].secret_file"),
+                        format!("{f}: {e}"),
+                    );
                 }
             }
         }

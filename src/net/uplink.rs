@@ -28,12 +28,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::addrs::route_source;
+use super::ice_tcp;
 use super::peer_queue;
 use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
 };
 use super::reconnect::Reconnect;
-use super::ice_tcp;
 use super::rtc::{self, Polled, RtcStats, StreamStats};
 use super::{MemberRequest, UplinkEvent};
 use crate::core::floor::{ParticipantId, ToArbiter};

@@ -20,8 +20,8 @@ use super::Shared;
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
 use crate::net::peer_queue::{self, End, Limits, PeerRx, PeerTx, Queued};
 use crate::net::protocol::{
-    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, IceServerInfo, Ports,
-    ServerMessage, Welcome, WelcomeMember,
+    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, IceServerInfo,
+    Ports, ServerMessage, Welcome, WelcomeMember,
 };
 use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
 
