@@ -139,6 +139,7 @@ before(async () => {
   // Two boxes: one with ICE-TCP, one giving consoles the TURN server (so the first one's
   // connect times are not held up by gathering from an unreachable TURN server).
   tcpPort = await freePort();
+  const turnBoxTcpPort = await freePort();
   for (const d of ['box', 'turn-box']) fs.mkdirSync(path.join(dir, d));
   const secretFile = path.join(dir, 'turn-secret');
   fs.writeFileSync(secretFile, TURN_SECRET, { mode: 0o600 });
@@ -149,7 +150,7 @@ before(async () => {
   await box.start();
   turnBox = new DemoBox({
     dir: path.join(dir, 'turn-box'), port: await freePort(), tls: true, trafficEvery: 0,
-    extra: ['--ice-tcp-listen', `${HOST}:${tcpPort + 1}`, '--ice-server', `turn:${TURN_IP}:3478?transport=udp`,
+    extra: ['--ice-tcp-listen', `${HOST}:${turnBoxTcpPort}`, '--ice-server', `turn:${TURN_IP}:3478?transport=udp`,
       '--turn-secret-file', secretFile],
   });
   await turnBox.start();
@@ -161,7 +162,7 @@ before(async () => {
     ct state established,related accept
     ip daddr ${TURN_IP} udp dport 3478 accept
     meta l4proto udp drop
-    tcp dport ${tcpPort}-${tcpPort + 1} drop
+    tcp dport { ${tcpPort}, ${turnBoxTcpPort} } drop
   }
 }
 table ip roipd_nat {
