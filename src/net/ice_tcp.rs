@@ -24,9 +24,14 @@ use tracing::{debug, warn};
 
 /// Connections at once; more are closed at accept.
 pub(crate) const MAX_CONNECTIONS: usize = 128;
+/// Connections from one address (an IPv6 /64) at once: a client opens one per hub candidate.
+pub(crate) const MAX_PER_ADDR: usize = 8;
 /// A connection that carries no frame for this long is closed (ICE consent checks come every
 /// few seconds on a live one).
 pub(crate) const IDLE: Duration = Duration::from_secs(30);
+/// A client sends its first connectivity check as soon as it has connected: a connection
+/// silent for this long is not ICE and gives its slot back.
+pub(crate) const FIRST_FRAME: Duration = Duration::from_secs(5);
 /// Frames queued to one connection; more are dropped, as a full UDP socket would drop them.
 const QUEUE: usize = 128;
 /// A write that does not finish in this long ends the connection.
@@ -42,12 +47,16 @@ pub(crate) enum TcpEvent {
     Closed { id: u64, remote: SocketAddr },
 }
 
-/// Accept connections on `listener` until `cancel`, a task each.
-pub(crate) async fn accept(
+/// Accept connections on `listener` until `cancel`, a task each. `slot` gives a connection from
+/// an address its place (held until it closes), or refuses it (too many from there);
+/// `first_frame` is [`FIRST_FRAME`] but in tests.
+pub(crate) async fn accept<S: Send + 'static>(
     listener: TcpListener,
     events: mpsc::Sender<TcpEvent>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    slot: impl Fn(std::net::IpAddr) -> Option<S>,
+    first_frame: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let next = AtomicU64::new(1);
@@ -64,8 +73,12 @@ pub(crate) async fn accept(
                 }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(total) = slots.clone().try_acquire_owned() else {
             warn!(%remote, "ICE-TCP: too many connections, closed");
+            continue;
+        };
+        let Some(slot) = slot(remote.ip()) else {
+            debug!(%remote, "ICE-TCP: too many connections from this address, closed");
             continue;
         };
         let Ok(local) = stream.local_addr() else { continue };
@@ -79,10 +92,10 @@ pub(crate) async fn accept(
         let events = events.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            let _slot = slot;
+            let _slots = (total, slot);
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                r = read_frames(read, remote, local, &events) => debug!(%remote, reason = %r, "ICE-TCP connection ended"),
+                r = read_frames(read, remote, local, &events, first_frame) => debug!(%remote, reason = %r, "ICE-TCP connection ended"),
                 r = write_frames(write, rx) => debug!(%remote, reason = %r, "ICE-TCP connection ended"),
             }
             let _ = events.send(TcpEvent::Closed { id, remote }).await;
@@ -96,9 +109,11 @@ async fn read_frames(
     remote: SocketAddr,
     local: SocketAddr,
     events: &mpsc::Sender<TcpEvent>,
+    first_frame: Duration,
 ) -> String {
+    let mut wait = first_frame;
     loop {
-        let frame = match timeout(IDLE, read_frame(&mut read)).await {
+        let frame = match timeout(wait, read_frame(&mut read)).await {
             Err(_) => return "idle".into(),
             Ok(Err(e)) => return e.to_string(),
             Ok(Ok(f)) => f,
@@ -106,6 +121,7 @@ async fn read_frames(
         if frame.is_empty() {
             continue; // a zero-length frame carries nothing
         }
+        wait = IDLE;
         if events.send(TcpEvent::Frame { remote, local, data: frame }).await.is_err() {
             return "hub stopped".into();
         }
@@ -263,6 +279,59 @@ mod tests {
         assert_eq!(frame(&[9, 8, 7]).unwrap(), vec![0, 3, 9, 8, 7]);
         assert_eq!(frame(&vec![0; MAX_FRAME]).unwrap()[..2], [0xFF, 0xFF]);
         assert!(frame(&vec![0; MAX_FRAME + 1]).is_none());
+    }
+
+    /// The passive side: frames in and out, a silent connection closed after `first_frame`,
+    /// one over the per-address limit closed at once, `Closed` reported for each.
+    #[tokio::test]
+    async fn passive_connections_carry_frames_and_are_limited() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slot = {
+            let open = open.clone();
+            move |_ip| {
+                // Two at once from anywhere, for the test.
+                (open.fetch_add(1, Ordering::SeqCst) < 2).then_some(())
+            }
+        };
+        tasks.spawn(accept(listener, tx, tasks.clone(), cancel.clone(), slot, Duration::from_millis(300)));
+
+        let mut talker = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let TcpEvent::Open { remote, tx: out, .. } = rx.recv().await.unwrap() else { panic!("no Open") };
+        talker.write_all(&frame(b"stun").unwrap()).await.unwrap();
+        match rx.recv().await.unwrap() {
+            TcpEvent::Frame { remote: r, data, local } => {
+                assert_eq!((r, data.as_slice(), local), (remote, &b"stun"[..], addr));
+            }
+            other => panic!("{other:?}"),
+        }
+        out.send(frame(b"answer").unwrap()).await.unwrap();
+        assert_eq!(read_frame(&mut talker).await.unwrap(), b"answer");
+
+        let started = std::time::Instant::now();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Held: dropping its sender is how the media loop closes a connection.
+        let silent_open = rx.recv().await.unwrap();
+        assert!(matches!(silent_open, TcpEvent::Open { .. }));
+        let refused = std::time::Instant::now();
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(third.read(&mut byte).await.unwrap_or(0), 0, "over the limit: closed");
+        assert!(refused.elapsed() < Duration::from_millis(200), "at once, not after first_frame");
+        assert_eq!(silent.read(&mut byte).await.unwrap_or(0), 0, "silent: closed");
+        let silent_for = started.elapsed();
+        assert!(silent_for >= Duration::from_millis(250), "after first_frame, not at once: {silent_for:?}");
+        assert!(silent_for < Duration::from_secs(3), "after first_frame, not IDLE: {silent_for:?}");
+        assert!(matches!(rx.recv().await.unwrap(), TcpEvent::Closed { .. }));
+        // The talker, past its first frame, is still up.
+        talker.write_all(&frame(b"again").unwrap()).await.unwrap();
+        assert!(matches!(rx.recv().await.unwrap(), TcpEvent::Frame { .. }));
+        cancel.cancel();
+        tasks.close();
+        tasks.wait().await;
     }
 
     #[tokio::test]

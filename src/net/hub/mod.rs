@@ -400,7 +400,10 @@ pub async fn serve(
         .map_err(NetError::Config)?;
     tasks.spawn(media.run(media_rx, cancel.clone()));
     if let Some(listener) = ice_tcp {
-        tasks.spawn(super::ice_tcp::accept(listener, tcp_tx, tasks.clone(), cancel.clone()));
+        let per_addr = Limiter::new(super::ice_tcp::MAX_CONNECTIONS, super::ice_tcp::MAX_PER_ADDR);
+        let slot = move |ip| per_addr.try_take(ip);
+        let first = super::ice_tcp::FIRST_FRAME;
+        tasks.spawn(super::ice_tcp::accept(listener, tcp_tx, tasks.clone(), cancel.clone(), slot, first));
     }
 
     let shared = Arc::new(Shared {
