@@ -47,6 +47,15 @@ pub struct DemoArgs {
     /// a browser on another machine may then use its microphone. Default: plain HTTP.
     #[arg(long)]
     pub tls: bool,
+    /// ICE-TCP on this address (`[hub] ice_tcp_listen`): consoles whose UDP is blocked connect.
+    #[arg(long, value_name = "ADDR")]
+    pub ice_tcp_listen: Option<String>,
+    /// A STUN/TURN URL given to consoles (`[hub] ice_servers`); repeat for more.
+    #[arg(long, value_name = "URL")]
+    pub ice_server: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`) for `--ice-server` URLs.
+    #[arg(long, value_name = "FILE")]
+    pub turn_secret_file: Option<PathBuf>,
     /// Print the configuration the demo runs with, and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -175,7 +184,7 @@ keying = {{ tx_delay_ms = 100, tx_hang_ms = 800 }}
 
 [hub]
 listen = "{listen}"
-{tls}
+{tls}{ice}
 [hub.token.demo]
 secret_file = "{token}"
 channels = ["*"]
@@ -187,5 +196,23 @@ max_priority = 100
         listen = args.listen,
         token = token_file.display(),
         tls = if args.tls { format!("tls = true\nstate_dir = \"{}\"\n", args.dir.display()) } else { String::new() },
+        ice = ice_keys(args),
     )
+}
+
+/// `[hub]` keys for `--ice-tcp-listen`, `--ice-server` and `--turn-secret-file`.
+fn ice_keys(args: &DemoArgs) -> String {
+    let mut s = String::new();
+    if let Some(a) = &args.ice_tcp_listen {
+        s.push_str(&format!("ice_tcp_listen = {a:?}\n"));
+    }
+    if !args.ice_server.is_empty() {
+        let secret = args
+            .turn_secret_file
+            .as_ref()
+            .map(|f| format!(", secret_file = {:?}", f.display().to_string()))
+            .unwrap_or_default();
+        s.push_str(&format!("ice_servers = [{{ urls = {:?}{secret} }}]\n", args.ice_server));
+    }
+    s
 }

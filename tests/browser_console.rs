@@ -87,6 +87,18 @@ fn console_over_https_in_headless_chromium() {
     assert!(ok, "the console over HTTPS failed (output above)");
 }
 
+/// Issue 16, item 2: consoles in namespaces of their own (in-netns.sh gives the box
+/// 198.18.0.1): one whose UDP is dropped by nft connects over ICE-TCP, one behind a NAT that
+/// lets only TURN's UDP out connects through coturn with the hub's credentials; each holds PTT
+/// and its tone reaches the simulated radio, keyed and released. Prints both connect times.
+#[test]
+fn console_over_ice_tcp_and_turn_in_namespaces() {
+    let dir = browser_dir();
+    prepare(&dir);
+    let ok = run(&dir, &["./in-netns.sh", "node", "--test", "--test-reporter=spec", "ice.test.mjs"]);
+    assert!(ok, "the console over ICE-TCP or TURN failed (output above)");
+}
+
 /// Issue 13, observation 1: one console makes 20 overs with seeded random 0.3-3 s gaps while a
 /// second listens; the listener's added delay (getStats) must not build up (overs.test.mjs
 /// prints the figures; before the fix it was 0.8-0.9 s from the third over on).

@@ -723,6 +723,53 @@ fn hub_tls_files_are_judged_as_the_hub_judges_them() {
     );
 }
 
+/// Issue 16, reachability keys: check and run agree on good and bad `public_addresses`,
+/// `ice_tcp_listen` and `ice_servers`.
+#[test]
+fn hub_reachability_keys_are_judged_as_the_hub_judges_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let turn = secret(d, "turn.secret", b"shared\n");
+    let good = format!(
+        "public_addresses = [\"203.0.113.7\", \"203.0.113.8:40000\"]\nice_tcp_listen = \"127.0.0.1:0\"\n\
+         ice_servers = [{{ urls = [\"stun:198.18.0.1:3478\", \"turn:198.18.0.1:3478?transport=udp\"], secret_file = \"{turn}\" }}]"
+    );
+    case_in(d, "good reachability keys", tls_hub(d, &good).as_bytes(), &[]);
+    case_in(
+        d,
+        "bad public address",
+        tls_hub(d, "public_addresses = [\"203.0.113.7\", \"nope\"]").as_bytes(),
+        &["10:hub.public_addresses"],
+    );
+    case_in(
+        d,
+        "unspecified public address",
+        tls_hub(d, "public_addresses = [\"0.0.0.0\"]").as_bytes(),
+        &["10:hub.public_addresses"],
+    );
+    case_in(d, "bad ICE-TCP address", tls_hub(d, "ice_tcp_listen = \"8444\"").as_bytes(), &["10:hub.ice_tcp_listen"]);
+    case_in(
+        d,
+        "TURN without its secret",
+        tls_hub(d, "ice_servers = [{ urls = [\"turn:198.18.0.1:3478\"] }]").as_bytes(),
+        &["10:hub.ice_servers[0].secret_file"],
+    );
+    case_in(
+        d,
+        "not a STUN/TURN URL",
+        tls_hub(d, "ice_servers = [{ urls = [\"http://x\"] }]").as_bytes(),
+        &["10:hub.ice_servers[0].urls"],
+    );
+    let missing = d.join("missing.secret").display().to_string();
+    case_in(
+        d,
+        "missing TURN secret file",
+        tls_hub(d, &format!("ice_servers = [{{ urls = [\"turn:198.18.0.1:3478\"], secret_file = \"{missing}\" }}]"))
+            .as_bytes(),
+        &["10:hub.ice_servers[0].secret_file"],
+    );
+}
+
 /// `tls = true` alone: check says the certificate is made on the first start; run makes it in
 /// `state_dir` (key 0600); check then prints the fingerprint the hub logged.
 #[test]

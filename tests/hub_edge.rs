@@ -6,6 +6,8 @@ mod common;
 #[allow(dead_code)]
 mod fleet;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::config::{Audio, Config, Hub, Mqtt, Radio, Uplink};
@@ -315,4 +317,55 @@ async fn an_emergency_on_an_edge_radio_reaches_a_hub_console_and_preempts_dispat
     let _ = edge.wait_exit(WAIT);
     hub.signal(libc::SIGTERM);
     assert!(hub.wait_exit(WAIT).success());
+}
+
+/// Issue 16, item 2: an edge whose UDP is blocked reaches its hub over ICE-TCP. The test's own
+/// thread moves into a private network namespace (`unshare(CLONE_NEWNET)`: the daemons it
+/// starts inherit it; nothing leaves it), where nft drops every UDP packet; the hub offers a
+/// passive TCP candidate (`ice_tcp_listen`), the edge's active one connects, and the edge's
+/// COR keys the hub's radio with its tone, then releases it.
+#[test]
+fn an_edge_whose_udp_is_dropped_reaches_its_hub_over_ice_tcp() {
+    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|d| Path::new(d).join(tool).exists());
+        assert!(found, "{tool} not found: install Debian package {package} (scripts/setup-debian --test)");
+    }
+    // SAFETY: unshare affects only this thread (and what it spawns); it is this test's own.
+    let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "unshare(CLONE_NEWNET) (needs root): {}", std::io::Error::last_os_error());
+    let sh = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    sh(&["ip", "link", "set", "lo", "up"]);
+    let rules = "table inet roipd {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    \
+                 meta l4proto udp counter drop\n  }\n}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("drop-udp.nft");
+    std::fs::write(&file, rules).unwrap();
+    sh(&["nft", "-f", file.to_str().unwrap()]);
+
+    let port = free_port();
+    let tcp_port = free_port();
+    let config = hub_config_with(port, |h| h.set("ice_tcp_listen", format!("\"127.0.0.1:{tcp_port}\"")));
+    let mut hub = Daemon::start_with(&config, &[], &[("token", "edge-secret\n")]);
+    hub.wait_for("hub listening", WAIT, |d| d.stderr().contains("roipd running"));
+    let started = Instant::now();
+    let mut edge = Daemon::start_with(&edge_config(port), &[], &[("token", "edge-secret\n")]);
+    edge.wait_for("uplink up over ICE-TCP", WAIT, |d| d.stderr().contains("uplink media connected"));
+    eprintln!("edge start to uplink media connected over ICE-TCP: {:?}", started.elapsed());
+    edge.drive("a-cor", true);
+    hub.wait_for("radio B keyed by the edge's talker", WAIT, |d| d.line("b-ptt") == Some(true));
+    std::thread::sleep(Duration::from_millis(1500));
+    edge.drive("a-cor", false);
+    hub.wait_for("radio B released", WAIT, |d| d.line("b-ptt") == Some(false));
+    hub.signal(libc::SIGTERM);
+    assert!(hub.wait_exit(WAIT).success());
+    let blocks = wav_blocks_dbfs(&hub.dir.path().join("b-tx.wav"));
+    let loud = blocks.iter().filter(|&&db| db > -30.0).count();
+    assert!(loud >= 100, "B transmitted {loud} loud 10 ms blocks of the edge's tone\n{}", hub.stderr());
+    // Every UDP packet was dropped: the media went over TCP.
+    let out = Command::new("nft").args(["list", "table", "inet", "roipd"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("packets 0 "), "the drop rule saw the UDP tried first:\n{listing}");
 }

@@ -266,6 +266,16 @@ pub fn summary(config: &Config) -> String {
         if let Some(r) = &h.redirect_listen {
             let _ = write!(line, "\n  HTTP on {r} redirects to HTTPS");
         }
+        if !h.public_addresses.is_empty() {
+            let _ = write!(line, "\n  public addresses: {}", h.public_addresses.join(", "));
+        }
+        if let Some(t) = &h.ice_tcp_listen {
+            let _ = write!(line, "\n  ICE-TCP on {t}");
+        }
+        for s in &h.ice_servers {
+            let creds = if s.secret_file.is_some() { " (TURN credentials for consoles)" } else { "" };
+            let _ = write!(line, "\n  ICE server: {}{creds}", s.urls.join(", "));
+        }
         line
     });
     let uplink = config.uplink.as_ref().map_or("none".into(), |u| {

@@ -26,7 +26,9 @@ pub use check::check_command;
 pub use desk::{DeskButton, DeskLed, DeskLedKind, DeskPortConfig, MonitorConfig};
 pub use fleet::{MqttConfig, MAKE_FLEET_KEY};
 pub use load::{load, load_file, parse_str, ConfigError, ConfigErrors};
-pub use net::{ChannelJanusConfig, HubConfig, TokenConfig, UplinkConfig, UplinkKind};
+pub use net::{
+    parse_public_address, ChannelJanusConfig, HubConfig, IceServerConfig, TokenConfig, UplinkConfig, UplinkKind,
+};
 pub use record::RecordConfig;
 
 use crate::core::floor::{ArbiterConfig, Priority};

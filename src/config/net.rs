@@ -45,6 +45,46 @@ pub struct HubConfig {
     /// redirect to the HTTPS address.
     #[serde(default)]
     pub redirect_listen: Option<String>,
+    /// Addresses a NAT in front of the hub forwards to it (port forwarding), announced as ICE
+    /// candidates beside the interface ones (host candidates: the hub is ICE-lite): `"203.0.113.7"` (the same port
+    /// numbers as the media port and `ice_tcp_listen`) or `"203.0.113.7:40000"` (UDP only,
+    /// forwarded to the media port).
+    #[serde(default)]
+    pub public_addresses: Vec<String>,
+    /// ICE-TCP: a TCP address (e.g. "0.0.0.0:8444") where the hub takes RFC 6544 passive TCP
+    /// candidates' connections (RFC 4571 framing), for clients whose UDP is blocked.
+    #[serde(default)]
+    pub ice_tcp_listen: Option<String>,
+    /// STUN/TURN servers given to consoles in `welcome`.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+/// One STUN or TURN server for consoles (`[[hub.ice_servers]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    /// `stun:host:port`, `turn:host:port?transport=udp|tcp`, `turns:host:port`.
+    pub urls: Vec<String>,
+    /// TURN REST shared secret (coturn `static-auth-secret`): a file holding it. Each console
+    /// gets a username `<expiry>:<token name>` and password base64(HMAC-SHA1(secret, username)).
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// Lifetime of those credentials, 60-604800 s (default 86400).
+    #[serde(default = "default_turn_ttl")]
+    pub ttl_s: u64,
+}
+
+fn default_turn_ttl() -> u64 {
+    86_400
+}
+
+/// A `public_addresses` entry: the address and whether its port was given (UDP only then).
+pub fn parse_public_address(s: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Some((ip, None));
+    }
+    s.parse::<SocketAddr>().ok().filter(|a| a.port() != 0).map(|a| (a.ip(), Some(a.port())))
 }
 
 impl HubConfig {
@@ -230,6 +270,52 @@ pub(super) fn validate(config: &Config, channels: &Option<BTreeSet<String>>, r: 
                 );
             } else if *redirect == hub.listen {
                 r.key("hub.redirect_listen", "is the same address as `listen`");
+            }
+        }
+        for (i, a) in hub.public_addresses.iter().enumerate() {
+            match parse_public_address(a) {
+                Some((ip, _)) if ip.is_unspecified() || ip.is_multicast() => {
+                    r.element("hub.public_addresses", i, format!("`{a}` cannot be announced to clients"))
+                }
+                Some(_) => {}
+                None => r.element(
+                    "hub.public_addresses",
+                    i,
+                    format!("`{a}` is not an IP address, with or without a port, e.g. \"203.0.113.7\" or \"203.0.113.7:40000\""),
+                ),
+            }
+        }
+        if let Some(tcp) = &hub.ice_tcp_listen {
+            match (tcp.parse::<SocketAddr>(), hub.listen.parse::<SocketAddr>()) {
+                (Err(_), _) => r.key(
+                    "hub.ice_tcp_listen",
+                    format!("`{tcp}` is not an IP address with a port, e.g. \"0.0.0.0:8444\""),
+                ),
+                (Ok(t), Ok(l)) if t.port() == l.port() && t.port() != 0 => {
+                    r.key("hub.ice_tcp_listen", "uses the same TCP port as `listen`: pick another port")
+                }
+                _ => {}
+            }
+        }
+        for (i, s) in hub.ice_servers.iter().enumerate() {
+            let mut err =
+                |k: &str, m: String| r.element_key("hub.ice_servers", i, &format!("hub.ice_servers[{i}].{k}"), m);
+            if s.urls.is_empty() {
+                err("urls", "needs at least one `stun:`, `turn:` or `turns:` URL".into());
+            }
+            for u in &s.urls {
+                let scheme = u.split(':').next().unwrap_or("");
+                if !["stun", "stuns", "turn", "turns"].contains(&scheme) || u.len() <= scheme.len() + 1 || u.len() > 256
+                {
+                    err("urls", format!("`{u}` is not a stun:, stuns:, turn: or turns: URL"));
+                }
+            }
+            let turn = s.urls.iter().any(|u| u.starts_with("turn"));
+            if turn && s.secret_file.is_none() {
+                err("secret_file", "a TURN server needs the shared secret (coturn `static-auth-secret`)".into());
+            }
+            if !(60..=604_800).contains(&s.ttl_s) {
+                err("ttl_s", format!("must be 60-604800, not {}", s.ttl_s));
             }
         }
         if !(1..=MAX_HUB_SESSIONS).contains(&hub.max_sessions) {

@@ -161,6 +161,17 @@ impl<'a> Report<'a> {
         self.at(offset, path, message);
     }
 
+    /// An error named `key` (e.g. `hub.ice_servers[0].urls`), placed at element `i` of the
+    /// array at `path` (a key inside an inline table of an array is not indexed).
+    pub fn element_key(&mut self, path: &str, i: usize, key: &str, message: impl Into<String>) {
+        if self.skip_when_full() {
+            return;
+        }
+        let offset = self.index.get(path).and_then(|e| e.elements.get(i)).map(|r| r.start);
+        let offset = offset.unwrap_or_else(|| self.offset_of(path));
+        self.at(offset, key, message);
+    }
+
     pub fn has_error(&self, key: &str) -> bool {
         self.errors.iter().any(|e| e.key == key)
     }

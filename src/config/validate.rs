@@ -218,6 +218,18 @@ pub(super) fn files(config: &Config, r: &mut Report) {
             .then(|| format!("the token is {n} bytes: tokens are 1-{MAX_TOKEN_LEN} bytes (the hub compares no more)"))
     };
     if let Some(hub) = &config.hub {
+        for (i, s) in hub.ice_servers.iter().enumerate() {
+            if let Some(f) = &s.secret_file {
+                if let Err(e) = read_secret(Path::new(f)) {
+                    r.element_key(
+                        "hub.ice_servers",
+                        i,
+                        &format!("hub.ice_servers[{i}].secret_file"),
+                        format!("{f}: {e}"),
+                    );
+                }
+            }
+        }
         let mut tokens = Vec::new();
         let mut failed = false;
         let mut seen: HashMap<String, &str> = HashMap::new();

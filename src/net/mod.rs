@@ -9,6 +9,7 @@
 pub mod addrs;
 pub mod floor_mqtt;
 pub mod hub;
+mod ice_tcp;
 pub mod janus;
 pub mod peer_queue;
 pub mod protocol;
@@ -17,7 +18,7 @@ mod rtc;
 pub mod tls;
 pub mod uplink;
 
-pub use hub::{serve, HubChannel, HubHandle, HubOptions, HubToken, DEFAULT_MAX_SESSIONS};
+pub use hub::{serve, turn_credentials, HubChannel, HubHandle, HubOptions, HubToken, IceServer, DEFAULT_MAX_SESSIONS};
 pub use rtc::StreamStats;
 pub use uplink::{start as start_uplink, UplinkHandle, UplinkOptions};
 

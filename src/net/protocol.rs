@@ -260,6 +260,20 @@ pub struct Welcome {
     pub members: Vec<WelcomeMember>,
     /// Every channel the token may join (not only the joined ones), so a console can offer them.
     pub channels: Vec<ChannelInfo>,
+    /// STUN/TURN servers for the client's `RTCPeerConnection` (`[hub] ice_servers`), TURN ones
+    /// with time-limited credentials; absent when none are configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_servers: Vec<IceServerInfo>,
+}
+
+/// One `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServerInfo {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -989,6 +1003,20 @@ mod tests {
                 peer: 7,
                 members: vec![WelcomeMember { key: "radio1".into(), channel: "ops".into(), id: 42 }],
                 channels: vec![ChannelInfo { name: "ops".into(), label: "Operations".into(), holder: None }],
+                ice_servers: vec![],
+            }),
+            ServerMessage::Welcome(Welcome {
+                peer: 8,
+                members: vec![],
+                channels: vec![],
+                ice_servers: vec![
+                    IceServerInfo { urls: vec!["stun:198.18.0.1:3478".into()], username: None, credential: None },
+                    IceServerInfo {
+                        urls: vec!["turn:198.18.0.1:3478?transport=udp".into()],
+                        username: Some("1700000000:desk".into()),
+                        credential: Some("c2VjcmV0".into()),
+                    },
+                ],
             }),
             ServerMessage::Answer(Answer { sdp: "v=0\r\n".into() }),
             ServerMessage::Roster(Roster {
@@ -1022,8 +1050,10 @@ mod tests {
             peer: 7,
             members: vec![],
             channels: vec![ChannelInfo { name: "ops".into(), label: "Operations".into(), holder: None }],
+            ice_servers: vec![],
         });
         assert!(w.to_json().contains(r#""holder":null"#));
+        assert!(!w.to_json().contains("ice_servers"), "absent when none are configured");
         assert_eq!(
             ServerMessage::error(ErrorCode::Unauthorized, "x").to_json(),
             r#"{"type":"error","code":"unauthorized","message":"x"}"#

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{Mid, Pt};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::{Event, Input, Output, Rtc, RtcConfig, RtcError};
 use tokio::net::UdpSocket;
@@ -43,7 +43,18 @@ pub(crate) fn config(ice_lite: bool) -> RtcConfig {
 
 /// One datagram as str0m input; `None` if it is not something str0m could parse.
 pub(crate) fn receive(now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> Option<Input<'_>> {
-    Receive::new(Protocol::Udp, source, destination, data).ok().map(|r| Input::Receive(now, r))
+    receive_on(Protocol::Udp, now, source, destination, data)
+}
+
+/// One datagram (UDP) or RFC 4571 frame (ICE-TCP) as str0m input.
+pub(crate) fn receive_on(
+    proto: Protocol,
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &[u8],
+) -> Option<Input<'_>> {
+    Receive::new(proto, source, destination, data).ok().map(|r| Input::Receive(now, r))
 }
 
 #[allow(clippy::large_enum_variant)] // str0m's Event, moved once per poll
@@ -55,16 +66,24 @@ pub(crate) enum Polled {
 /// The next event or deadline; transmits on the way go straight out. UDP is lossy anyway, so a
 /// full socket buffer drops the datagram rather than stalling every peer.
 pub(crate) fn poll(rtc: &mut Rtc, socket: &UdpSocket) -> Result<Polled, RtcError> {
+    poll_with(rtc, |t| send_udp(socket, &t))
+}
+
+/// [`poll`] with each transmit given to `send` (which routes UDP and ICE-TCP).
+pub(crate) fn poll_with(rtc: &mut Rtc, mut send: impl FnMut(Transmit)) -> Result<Polled, RtcError> {
     loop {
         match rtc.poll_output()? {
-            Output::Transmit(t) => {
-                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
-                    tracing::debug!(error = %e, to = %t.destination, "UDP send dropped");
-                }
-            }
+            Output::Transmit(t) => send(t),
             Output::Event(e) => return Ok(Polled::Event(e)),
             Output::Timeout(t) => return Ok(Polled::Timeout(t)),
         }
+    }
+}
+
+/// One transmit as a UDP datagram; a full socket buffer drops it.
+pub(crate) fn send_udp(socket: &UdpSocket, t: &Transmit) {
+    if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+        tracing::debug!(error = %e, to = %t.destination, "UDP send dropped");
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -27,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::addrs::route_source;
+use super::ice_tcp;
 use super::peer_queue;
 use super::protocol::{
     parse_server, Action, ClientMessage, FloorAction, Hello, MemberSpec, Offer, ServerMessage, MAX_MESSAGE_BYTES,
@@ -305,6 +307,8 @@ enum Step {
     Stop,
     Ws(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Datagram(std::io::Result<(usize, SocketAddr)>),
+    /// An ICE-TCP frame from the hub.
+    Frame(SocketAddr, Vec<u8>),
     Timer,
     Cmd(Option<Cmd>),
     Ping,
@@ -371,6 +375,11 @@ impl Link<'_> {
         let local = SocketAddr::new(ip, bound.port());
         let mut rtc = rtc::config(false).set_stats_interval(Some(rtc::STATS_INTERVAL)).build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| format!("candidate {local}: {e}"))?);
+        // ICE-TCP, active (RFC 6544: port 9): pairs with a hub's passive TCP candidates, so an
+        // edge whose UDP is blocked still connects; the connection opens on the first check.
+        let tcp_local = SocketAddr::new(ip, 9);
+        let tcp = Candidate::builder().tcp().host(tcp_local).tcptype(TcpType::Active).build();
+        rtc.add_local_candidate(tcp.map_err(|e| format!("TCP candidate {tcp_local}: {e}"))?);
         let mut change = rtc.sdp_api();
         let mut tracks = Vec::new();
         for (m, _) in &members {
@@ -407,6 +416,8 @@ impl Link<'_> {
             rtc,
             socket,
             local,
+            tcp: ice_tcp::Active::new(),
+            tcp_local,
             tracks,
             connected: false,
             deadline: Instant::now(),
@@ -445,6 +456,7 @@ impl Link<'_> {
                 _ = cancel.cancelled() => Step::Stop,
                 m = ws.next() => Step::Ws(m),
                 r = media.socket.recv_from(&mut buf) => Step::Datagram(r),
+                Some((source, frame)) = media.tcp.recv() => Step::Frame(source, frame),
                 _ = tokio::time::sleep_until(media.deadline.into()) => Step::Timer,
                 c = cmds.recv() => Step::Cmd(c),
                 _ = ping.tick() => Step::Ping,
@@ -478,6 +490,14 @@ impl Link<'_> {
                     }
                 }
                 Step::Datagram(Err(e)) => debug!(error = %e, "UDP receive"),
+                Step::Frame(source, frame) => {
+                    let now = Instant::now();
+                    if let Some(input) = rtc::receive_on(Protocol::Tcp, now, source, media.tcp_local, &frame) {
+                        if media.rtc.accepts(&input) {
+                            media.rtc.handle_input(input).map_err(|e| format!("media: {e}"))?;
+                        }
+                    }
+                }
                 Step::Timer => {
                     media.rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| format!("media: {e}"))?
                 }
@@ -616,6 +636,9 @@ struct Media {
     rtc: Rtc,
     socket: UdpSocket,
     local: SocketAddr,
+    /// ICE-TCP connections to the hub's passive candidates, and our active candidate's address.
+    tcp: ice_tcp::Active,
+    tcp_local: SocketAddr,
     tracks: Vec<Track>,
     connected: bool,
     deadline: Instant,
@@ -652,7 +675,12 @@ impl Media {
             if !self.rtc.is_alive() {
                 return Err("media session closed".into());
             }
-            let event = match rtc::poll(&mut self.rtc, &self.socket).map_err(|e| format!("media: {e}"))? {
+            let (socket, tcp) = (&self.socket, &mut self.tcp);
+            let send = |t: Transmit| match t.proto {
+                Protocol::Udp => rtc::send_udp(socket, &t),
+                _ => tcp.send(t.destination, &t.contents),
+            };
+            let event = match rtc::poll_with(&mut self.rtc, send).map_err(|e| format!("media: {e}"))? {
                 Polled::Timeout(t) => {
                     self.deadline = t;
                     return Ok(out);

@@ -12,8 +12,10 @@ export const BIN = process.env.ROIPD_BIN || path.join(REPO, 'target/debug/roipd'
 
 export class DemoBox {
   // `tls`: `roipd demo --tls`, HTTPS/WSS with the self-signed certificate it keeps in `dir`.
-  // `mqtt`: a broker URL (`roipd demo --mqtt`).
-  constructor({ dir, port, trafficEvery = 10, tls = false, mqtt = null }) {
+  // `mqtt`: a broker URL (`roipd demo --mqtt`). `extra`: more `roipd demo` arguments (e.g.
+  // --ice-tcp-listen).
+  constructor({ dir, port, trafficEvery = 10, tls = false, mqtt = null, extra = [] }) {
+    this.extra = extra;
     this.dir = dir;
     this.mqtt = mqtt;
     this.trafficEvery = trafficEvery;
@@ -33,7 +35,7 @@ export class DemoBox {
     fs.writeSync(log, `---- start ${++this.runs}\n`);
     this.child = spawn(BIN, ['demo', '--listen', `${HOST}:${this.port}`, '--dir', this.dir,
       '--lines', this.lines, '--record', this.record, '--traffic-every', String(this.trafficEvery),
-      ...(this.tls ? ['--tls'] : []), ...(this.mqtt ? ['--mqtt', this.mqtt] : [])],
+      ...(this.tls ? ['--tls'] : []), ...(this.mqtt ? ['--mqtt', this.mqtt] : []), ...this.extra],
     { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
     fs.closeSync(log);
     this.exited = new Promise((r) => this.child.once('exit', (code, sig) => r(code ?? sig)));

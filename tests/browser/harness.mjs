@@ -115,10 +115,13 @@ export function toneSeconds({ rate, samples }, freq, minRms = 0.02) {
   return good;
 }
 
-/** Chromium with a fake microphone playing `wav`, from the Debian package; never a download. */
-export async function launch(chromium, wav, extraArgs = []) {
+/**
+ * Chromium with a fake microphone playing `wav`, from the Debian package; never a download.
+ * `executablePath`: a wrapper that runs it elsewhere (e.g. `ip netns exec NS chromium`).
+ */
+export async function launch(chromium, wav, extraArgs = [], executablePath = CHROMIUM) {
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     headless: true,
     args: [
       ...extraArgs,

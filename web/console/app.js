@@ -170,6 +170,7 @@ function onWelcome(m, session) {
     sessionStorage.setItem('roipd.channels', JSON.stringify(names));
     return connect();
   }
+  S.iceServers = Array.isArray(m.ice_servers) ? m.ice_servers : [];
   $('#login').hidden = true;
   $('#console').hidden = false;
   $('#whoami').textContent = `You are ${NAME}.`;
@@ -321,7 +322,8 @@ async function startMedia(session) {
   if (!S.byId.size) return setConn('up', 'connected (no channels for this token)');
   await getMic();
   if (session !== S.session) return;
-  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+  // STUN/TURN from the hub (`[hub] ice_servers`, TURN with time-limited credentials).
+  const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: S.iceServers || [] });
   S.pc = pc;
   const order = [...S.byId.values()];
   for (const ch of order) {

@@ -14,6 +14,7 @@ use std::time::Instant;
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::media::{Mid, Pt};
+use str0m::net::{Protocol, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +26,8 @@ use crate::net::addrs::pick_destination;
 use crate::net::peer_queue::{self, PeerTx, Policy, Queued};
 use crate::net::protocol::{add_end_of_candidates, sdp_fingerprint};
 use crate::net::rtc::{self, Polled, RtcStats, StreamStats};
+
+use crate::net::ice_tcp::{self, TcpEvent};
 use crate::net::{HubEvent, PeerId};
 use crate::pipeline::MediaPacket;
 
@@ -106,10 +109,61 @@ impl Peer {
     }
 }
 
+/// Where the hub's media can be reached: what every answer announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Announce {
+    /// Host addresses (the listen address, every interface's, or the configured ones).
+    pub hosts: Vec<IpAddr>,
+    pub udp_port: u16,
+    /// ICE-TCP's port, if it is on.
+    pub tcp_port: Option<u16>,
+    /// Port-forwarded public addresses (`[hub] public_addresses`); a given port is UDP only.
+    pub public: Vec<(IpAddr, Option<u16>)>,
+}
+
+impl Announce {
+    /// The local candidates: UDP, then passive TCP, on every host address, then each public
+    /// address. An ICE-lite agent has host candidates only (RFC 8445 §5.1.1; str0m drops any
+    /// other kind), so a public address is announced as a host candidate, as Janus's
+    /// `nat_1_1_mapping` does: the NAT delivers checks sent to it at a private host address,
+    /// whose candidate answers them, and the answer goes back out through the same mapping.
+    pub fn candidates(&self) -> Result<Vec<Candidate>, String> {
+        let mut out = Vec::new();
+        let tcp = |addr: SocketAddr| Candidate::builder().tcp().host(addr).tcptype(TcpType::Passive).build();
+        for ip in &self.hosts {
+            let udp = SocketAddr::new(*ip, self.udp_port);
+            out.push(Candidate::host(udp, "udp").map_err(|e| format!("candidate {udp}: {e}"))?);
+        }
+        if let Some(port) = self.tcp_port {
+            for ip in &self.hosts {
+                let addr = SocketAddr::new(*ip, port);
+                out.push(tcp(addr).map_err(|e| format!("TCP candidate {addr}: {e}"))?);
+            }
+        }
+        for &(ip, port) in &self.public {
+            if !self.hosts.iter().any(|h| h.is_ipv4() == ip.is_ipv4()) {
+                return Err(format!("public address {ip}: no host address of its IP version to forward to"));
+            }
+            let addr = SocketAddr::new(ip, port.unwrap_or(self.udp_port));
+            out.push(Candidate::host(addr, "udp").map_err(|e| format!("public address {addr}: {e}"))?);
+            if let (None, Some(tcp_port)) = (port, self.tcp_port) {
+                let addr = SocketAddr::new(ip, tcp_port);
+                out.push(tcp(addr).map_err(|e| format!("public address {addr} (TCP): {e}"))?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 pub(crate) struct MediaLoop {
     socket: UdpSocket,
     local: SocketAddr,
     candidates: Vec<IpAddr>,
+    /// Every answer's candidates (from [`Announce`]), built once.
+    local_candidates: Vec<Candidate>,
+    /// ICE-TCP: frames from the connection tasks, and each connection's writer by remote.
+    tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    tcp_conns: HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>,
     cert: DtlsCert,
     /// Boxed: a `Peer` is ~10 KB inline, and a table of them grew by copying megabytes.
     peers: HashMap<PeerId, Box<Peer>>,
@@ -121,6 +175,7 @@ enum Step {
     Stop,
     Cmd(MediaCmd),
     Datagram(usize, SocketAddr),
+    Tcp(TcpEvent),
     Timeout,
     RecvError(std::io::Error),
 }
@@ -128,13 +183,25 @@ enum Step {
 impl MediaLoop {
     pub fn new(
         socket: UdpSocket,
-        candidates: Vec<IpAddr>,
+        announce: &Announce,
+        tcp_events: Option<mpsc::Receiver<TcpEvent>>,
         cert: DtlsCert,
         events: mpsc::Sender<HubEvent>,
         stream_stats: StreamStats,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let local = socket.local_addr().expect("a bound socket has an address");
-        Self { socket, local, candidates, cert, peers: HashMap::new(), events, stream_stats }
+        Ok(Self {
+            socket,
+            local,
+            candidates: announce.hosts.clone(),
+            local_candidates: announce.candidates()?,
+            tcp_events,
+            tcp_conns: HashMap::new(),
+            cert,
+            peers: HashMap::new(),
+            events,
+            stream_stats,
+        })
     }
 
     pub async fn run(mut self, mut cmds: mpsc::Receiver<MediaCmd>, cancel: CancellationToken) {
@@ -148,12 +215,17 @@ impl MediaLoop {
                     Ok((n, source)) => Step::Datagram(n, source),
                     Err(e) => Step::RecvError(e),
                 },
+                Some(e) = next_tcp(&mut self.tcp_events) => Step::Tcp(e),
                 _ = crate::wait::until(deadline) => Step::Timeout,
             };
             match step {
                 Step::Stop => break,
                 Step::Cmd(cmd) => self.command(cmd).await,
-                Step::Datagram(n, source) => self.datagram(source, &buf[..n]),
+                Step::Datagram(n, source) => {
+                    let destination = self.destination(source);
+                    self.receive(Protocol::Udp, source, destination, &buf[..n]);
+                }
+                Step::Tcp(e) => self.tcp(e),
                 Step::Timeout => self.timeouts(Instant::now()),
                 // ICMP errors from an earlier send (port unreachable) surface here; not fatal.
                 Step::RecvError(e) => debug!(error = %e, "UDP receive"),
@@ -226,10 +298,8 @@ impl MediaLoop {
                 .set_dtls_cert(self.cert.clone())
                 .set_stats_interval(Some(rtc::STATS_INTERVAL))
                 .build(now);
-            for ip in &self.candidates {
-                let c = Candidate::host(SocketAddr::new(*ip, self.local.port()), "udp")
-                    .map_err(|e| format!("candidate {ip}: {e}"))?;
-                rtc.add_local_candidate(c);
+            for c in &self.local_candidates {
+                rtc.add_local_candidate(c.clone());
             }
             answer = rtc.sdp_api().accept_offer(offer).map_err(|e| refused(peer, e))?;
             let tracks = tracks(&rtc, mids, Vec::new())?;
@@ -269,10 +339,32 @@ impl MediaLoop {
         SocketAddr::new(ip, self.local.port())
     }
 
-    fn datagram(&mut self, source: SocketAddr, data: &[u8]) {
+    /// An ICE-TCP connection opened, carried a frame or closed.
+    fn tcp(&mut self, event: TcpEvent) {
+        match event {
+            TcpEvent::Open { id, remote, tx, .. } => {
+                self.tcp_conns.insert(remote, (id, tx));
+            }
+            TcpEvent::Closed { id, remote } => {
+                if self.tcp_conns.get(&remote).is_some_and(|(i, _)| *i == id) {
+                    self.tcp_conns.remove(&remote);
+                }
+            }
+            TcpEvent::Frame { remote, local, data } => {
+                // The accepted socket's own address, as one of our TCP candidates.
+                let ip = if self.candidates.contains(&local.ip()) {
+                    local.ip()
+                } else {
+                    pick_destination(&self.candidates, remote.ip()).unwrap_or(local.ip())
+                };
+                self.receive(Protocol::Tcp, remote, SocketAddr::new(ip, local.port()), &data);
+            }
+        }
+    }
+
+    fn receive(&mut self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         let now = Instant::now();
-        let destination = self.destination(source);
-        let Some(input) = rtc::receive(now, source, destination, data) else { return };
+        let Some(input) = rtc::receive_on(proto, now, source, destination, data) else { return };
         let Some((&peer, p)) = self.peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) else {
             // Common for a moment: STUN from a browser whose answer is still on its way.
             trace!(%source, "datagram for no peer");
@@ -302,7 +394,8 @@ impl MediaLoop {
             if !p.rtc.is_alive() {
                 break "media session closed".to_owned();
             }
-            let event = match rtc::poll(&mut p.rtc, &self.socket) {
+            let (socket, tcp) = (&self.socket, &self.tcp_conns);
+            let event = match rtc::poll_with(&mut p.rtc, |t| transmit(socket, tcp, &t)) {
                 Ok(Polled::Timeout(t)) => {
                     p.deadline = t;
                     return;
@@ -355,6 +448,33 @@ impl MediaLoop {
     }
 }
 
+/// Send one transmit: a datagram, or a frame on the ICE-TCP connection from its destination
+/// (dropped when that connection is gone or its queue is full, as UDP would drop it).
+fn transmit(socket: &UdpSocket, tcp: &HashMap<SocketAddr, (u64, mpsc::Sender<Vec<u8>>)>, t: &Transmit) {
+    match t.proto {
+        Protocol::Udp => rtc::send_udp(socket, t),
+        _ => {
+            let Some((_, tx)) = tcp.get(&t.destination) else {
+                trace!(to = %t.destination, "ICE-TCP send: no connection");
+                return;
+            };
+            if let Some(frame) = ice_tcp::frame(&t.contents) {
+                if tx.try_send(frame).is_err() {
+                    debug!(to = %t.destination, "ICE-TCP send dropped");
+                }
+            }
+        }
+    }
+}
+
+/// The next ICE-TCP event; never, without ICE-TCP.
+async fn next_tcp(rx: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a client hears when str0m refuses its offer; the details go to the log.
 fn refused(peer: PeerId, e: str0m::RtcError) -> String {
     debug!(peer, error = %e, "offer refused by str0m");
@@ -384,4 +504,88 @@ fn tracks(rtc: &Rtc, mids: &[(String, String)], mut old: Vec<Track>) -> Result<V
             Ok(Track { mid, channel: channel.clone(), pt, out })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use str0m::media::{Direction, MediaKind};
+
+    /// A client's offer (str0m, full ICE) answered by an `Rtc` with `announce`'s candidates,
+    /// as the media task answers.
+    fn answer(announce: &Announce) -> String {
+        let now = Instant::now();
+        let mut client = rtc::config(false).build(now);
+        client.add_local_candidate(Candidate::host("198.18.0.2:5000".parse().unwrap(), "udp").unwrap());
+        let mut change = client.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, _) = change.apply().unwrap();
+        let offer = SdpOffer::from_sdp_string(&offer.to_sdp_string()).unwrap();
+        let mut hub = rtc::config(true).build(now);
+        for c in announce.candidates().unwrap() {
+            hub.add_local_candidate(c);
+        }
+        hub.sdp_api().accept_offer(offer).unwrap().to_sdp_string()
+    }
+
+    fn candidate_lines(sdp: &str) -> Vec<String> {
+        // `a=candidate:<foundation> 1 <proto> <prio> <addr> <port> typ <kind> [raddr ..] [tcptype ..]`
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("a=candidate:"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let mut s = format!("{} {}:{} {}", f[2].to_lowercase(), f[4], f[5], f[7]);
+                if let Some(i) = f.iter().position(|&w| w == "tcptype") {
+                    s.push_str(&format!(" {}", f[i + 1]));
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn answer_announces_host_passive_tcp_and_public_addresses() {
+        let announce = Announce {
+            hosts: vec!["198.18.0.1".parse().unwrap()],
+            udp_port: 8443,
+            tcp_port: Some(8444),
+            public: vec![("203.0.113.7".parse().unwrap(), None), ("203.0.113.8".parse().unwrap(), Some(40000))],
+        };
+        let mut lines = candidate_lines(&answer(&announce));
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "tcp 198.18.0.1:8444 host passive",
+                "tcp 203.0.113.7:8444 host passive",
+                "udp 198.18.0.1:8443 host",
+                "udp 203.0.113.7:8443 host",
+                "udp 203.0.113.8:40000 host",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_extras_the_answer_has_udp_host_candidates_only() {
+        let announce = Announce {
+            hosts: vec!["127.0.0.1".parse().unwrap(), "198.18.0.1".parse().unwrap()],
+            udp_port: 9000,
+            tcp_port: None,
+            public: vec![],
+        };
+        let mut lines = candidate_lines(&answer(&announce));
+        lines.sort();
+        assert_eq!(lines, ["udp 127.0.0.1:9000 host", "udp 198.18.0.1:9000 host"]);
+    }
+
+    #[test]
+    fn a_public_address_needs_a_host_of_its_ip_version() {
+        let announce = Announce {
+            hosts: vec!["198.18.0.1".parse().unwrap()],
+            udp_port: 9000,
+            tcp_port: None,
+            public: vec![("2001:db8::7".parse().unwrap(), None)],
+        };
+        assert!(announce.candidates().unwrap_err().contains("2001:db8::7"));
+    }
 }

@@ -120,6 +120,43 @@ pub struct HubOptions {
     pub tls: Option<super::tls::ServerTls>,
     /// With `tls`: a plain-HTTP listener that redirects every request to HTTPS.
     pub redirect_listen: Option<SocketAddr>,
+    /// Port-forwarded public addresses, announced as (host) candidates too; a port given
+    /// here is UDP only (else the media and ICE-TCP ports).
+    pub public_addresses: Vec<(IpAddr, Option<u16>)>,
+    /// ICE-TCP (passive TCP candidates) on this address; port 0 picks a free port (tests).
+    pub ice_tcp_listen: Option<SocketAddr>,
+    /// STUN/TURN servers given to consoles in `welcome`.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN/TURN server for consoles; with `secret`, each console gets TURN REST credentials.
+#[derive(Clone)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub secret: Option<String>,
+    pub ttl: Duration,
+}
+
+/// TURN REST credentials (draft-uberti-behave-turn-rest, coturn `use-auth-secret`): username
+/// `<expiry unix time>:<name>`, password base64(HMAC-SHA1(secret, username)); the TURN server
+/// checks the HMAC with the same shared secret and refuses the username once it has expired.
+pub fn turn_credentials(secret: &str, name: &str, now: std::time::SystemTime, ttl: Duration) -> (String, String) {
+    use base64::Engine as _;
+    let expiry = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().saturating_add(ttl).as_secs();
+    let username = format!("{expiry}:{name}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, username.as_bytes());
+    (username, base64::engine::general_purpose::STANDARD.encode(tag.as_ref()))
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 /// A console's `desk` command for the hub box's own desk port.
@@ -163,6 +200,9 @@ impl HubOptions {
             recordings: None,
             tls: None,
             redirect_listen: None,
+            public_addresses: Vec::new(),
+            ice_tcp_listen: None,
+            ice_servers: Vec::new(),
         }
     }
 
@@ -181,6 +221,27 @@ impl HubOptions {
         if let Some(r) = &config.redirect_listen {
             options.redirect_listen =
                 Some(r.parse().map_err(|e| NetError::Config(format!("hub.redirect_listen {r:?}: {e}")))?);
+        }
+        for (i, a) in config.public_addresses.iter().enumerate() {
+            let parsed = crate::config::parse_public_address(a)
+                .ok_or_else(|| NetError::Config(format!("hub.public_addresses[{i}] {a:?}: not an address")))?;
+            options.public_addresses.push(parsed);
+        }
+        if let Some(t) = &config.ice_tcp_listen {
+            options.ice_tcp_listen =
+                Some(t.parse().map_err(|e| NetError::Config(format!("hub.ice_tcp_listen {t:?}: {e}")))?);
+        }
+        for (i, s) in config.ice_servers.iter().enumerate() {
+            let secret = match &s.secret_file {
+                Some(f) => Some(
+                    crate::config::secret::read_secret(std::path::Path::new(f))
+                        .map_err(|e| NetError::Config(format!("hub.ice_servers[{i}].secret_file: {e}")))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            options.ice_servers.push(IceServer { urls: s.urls.clone(), secret, ttl: Duration::from_secs(s.ttl_s) });
         }
         for (name, t) in &config.token {
             let secret = crate::config::secret::read_secret(std::path::Path::new(&t.secret_file))
@@ -208,6 +269,7 @@ impl HubOptions {
 pub struct HubHandle {
     http_addr: SocketAddr,
     media_addr: SocketAddr,
+    ice_tcp_addr: Option<SocketAddr>,
     candidates: Vec<IpAddr>,
     tasks: TaskTracker,
 }
@@ -219,6 +281,11 @@ impl HubHandle {
 
     pub fn media_addr(&self) -> SocketAddr {
         self.media_addr
+    }
+
+    /// Where ICE-TCP listens, when it is on.
+    pub fn ice_tcp_addr(&self) -> Option<SocketAddr> {
+        self.ice_tcp_addr
     }
 
     /// The addresses put into answers as host candidates.
@@ -254,6 +321,7 @@ struct Shared {
     recordings: Option<crate::record::RecordingsApi>,
     /// Unknown tokens per address (recordings API and hello): too many and the address waits.
     auth_failures: AuthFailures,
+    ice_servers: Vec<IceServer>,
 }
 
 /// Bind the HTTP listener and the media socket and start serving. Returns once both are bound,
@@ -297,6 +365,21 @@ pub async fn serve(
     if candidates.is_empty() {
         return Err(NetError::Config("no address to advertise for media: set the hub's candidates".into()));
     }
+    let (ice_tcp, ice_tcp_addr) = match options.ice_tcp_listen {
+        None => (None, None),
+        Some(want) => {
+            let bind = |source| NetError::Bind { what: "hub ICE-TCP listener", addr: want, source };
+            let l = TcpListener::bind(want).await.map_err(bind)?;
+            let addr = l.local_addr().map_err(bind)?;
+            (Some(l), Some(addr))
+        }
+    };
+    let announce = media::Announce {
+        hosts: candidates.clone(),
+        udp_port: media_addr.port(),
+        tcp_port: ice_tcp_addr.map(|a| a.port()),
+        public: options.public_addresses.clone(),
+    };
     // One certificate for every peer connection: generated once, not per offer.
     let cert = super::rtc::crypto()
         .dtls_provider
@@ -313,8 +396,17 @@ pub async fn serve(
 
     let tasks = TaskTracker::new();
     let (media_tx, media_rx) = mpsc::channel(peer_queue::INBOX);
-    let media = MediaLoop::new(udp, candidates.clone(), cert, events.clone(), options.stream_stats.clone());
+    let (tcp_tx, tcp_rx) = mpsc::channel(peer_queue::INBOX);
+    let tcp_rx = ice_tcp.is_some().then_some(tcp_rx);
+    let media = MediaLoop::new(udp, &announce, tcp_rx, cert, events.clone(), options.stream_stats.clone())
+        .map_err(NetError::Config)?;
     tasks.spawn(media.run(media_rx, cancel.clone()));
+    if let Some(listener) = ice_tcp {
+        let per_addr = Limiter::new(super::ice_tcp::MAX_CONNECTIONS, super::ice_tcp::MAX_PER_ADDR);
+        let slot = move |ip| per_addr.try_take(ip);
+        let first = super::ice_tcp::FIRST_FRAME;
+        tasks.spawn(super::ice_tcp::accept(listener, tcp_tx, tasks.clone(), cancel.clone(), slot, first));
+    }
 
     let shared = Arc::new(Shared {
         auth,
@@ -332,6 +424,7 @@ pub async fn serve(
         ended: Arc::new(Notify::new()),
         recordings: options.recordings.clone(),
         auth_failures: AuthFailures::new(limits::AUTH_BURST, limits::AUTH_DRAIN),
+        ice_servers: options.ice_servers.clone(),
     });
     tasks.spawn(trim_after_sessions(shared.ended.clone(), cancel.clone()));
     let tls = options.tls.clone();
@@ -385,7 +478,13 @@ pub async fn serve(
         ),
         None => info!(http = %http_addr, media = %media_addr, ?candidates, "hub listening"),
     }
-    Ok(HubHandle { http_addr, media_addr, candidates, tasks })
+    if let Some(a) = ice_tcp_addr {
+        info!(ice_tcp = %a, "hub ICE-TCP listening");
+    }
+    if !options.public_addresses.is_empty() {
+        info!(public = ?options.public_addresses, "hub announces public addresses");
+    }
+    Ok(HubHandle { http_addr, media_addr, ice_tcp_addr, candidates, tasks })
 }
 
 async fn ws(
@@ -599,4 +698,18 @@ async fn app_js() -> Response {
 
 async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_credentials_are_coturns_rest_scheme() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (user, pass) = turn_credentials("north", "desk", now, Duration::from_secs(86_400));
+        assert_eq!(user, "1700086400:desk", "expiry:name");
+        // python3: base64(hmac.new(b'north', b'1700086400:desk', hashlib.sha1).digest())
+        assert_eq!(pass, "o/D01fPX5vJY6tMjqQIxsVb31fA=");
+    }
 }

@@ -20,8 +20,8 @@ use super::Shared;
 use crate::core::floor::{ParticipantId, ToArbiter, ToParticipant};
 use crate::net::peer_queue::{self, End, Limits, PeerRx, PeerTx, Queued};
 use crate::net::protocol::{
-    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, Ports,
-    ServerMessage, Welcome, WelcomeMember,
+    self, parse_client, Action, Answer, ChannelInfo, ClientMessage, ErrorCode, FloorEvent, Holder, IceServerInfo,
+    Ports, ServerMessage, Welcome, WelcomeMember,
 };
 use crate::net::{HubEvent, MemberRequest, PeerId, ToPeer};
 
@@ -249,7 +249,7 @@ async fn join(ws: &mut Ws, shared: &Arc<Shared>, remote: SocketAddr, pending: Sl
     while let Some(Ok(m)) = to_peer.try_recv() {
         pending.push_back(m);
     }
-    let welcome = welcome(peer, &members, &admitted.visible, shared, &pending);
+    let welcome = welcome(peer, &members, &admitted.visible, shared, &pending, &admitted.token);
     if !ws.send(&welcome).await {
         leave(shared, peer).await;
         return None;
@@ -289,6 +289,7 @@ fn welcome(
     visible: &[usize],
     shared: &Shared,
     pending: &VecDeque<ToPeer>,
+    token: &str,
 ) -> ServerMessage {
     let mut holders: HashMap<&str, Option<Holder>> = HashMap::new();
     for m in pending {
@@ -320,7 +321,23 @@ fn welcome(
                 holder: holders.get(all[i].name.as_str()).cloned().flatten(),
             })
             .collect(),
+        ice_servers: ice_servers(&shared.ice_servers, token, std::time::SystemTime::now()),
     })
+}
+
+/// The configured STUN/TURN servers; TURN ones with credentials for the token's name.
+fn ice_servers(servers: &[super::IceServer], token: &str, now: std::time::SystemTime) -> Vec<IceServerInfo> {
+    servers
+        .iter()
+        .map(|s| {
+            let creds = s.secret.as_ref().map(|secret| super::turn_credentials(secret, token, now, s.ttl));
+            IceServerInfo {
+                urls: s.urls.clone(),
+                username: creds.as_ref().map(|c| c.0.clone()),
+                credential: creds.map(|c| c.1),
+            }
+        })
+        .collect()
 }
 
 enum Step {
