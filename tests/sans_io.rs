@@ -25,8 +25,17 @@ const FORBIDDEN: &[&str] = &[
 ];
 
 /// Every core, so that none can leave the folder (or its checked part) unnoticed.
-const CORES: &[&str] =
-    &["desk.rs", "dtmf_command.rs", "floor.rs", "jitter.rs", "keying.rs", "record.rs", "restamp.rs", "routing.rs", "timers.rs"];
+const CORES: &[&str] = &[
+    "desk.rs",
+    "dtmf_command.rs",
+    "floor.rs",
+    "jitter.rs",
+    "keying.rs",
+    "record.rs",
+    "restamp.rs",
+    "routing.rs",
+    "timers.rs",
+];
 
 /// The .rs files below `dir`, subfolders (a core's submodules) included.
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -90,10 +90,18 @@ impl Reject {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A complete command. `digits` is the entry with the PIN masked (for logs and events).
-    Command { command: DtmfCommand, digits: String },
-    Rejected { reason: Reject, digits: String },
+    Command {
+        command: DtmfCommand,
+        digits: String,
+    },
+    Rejected {
+        reason: Reject,
+        digits: String,
+    },
     /// `cancel` was entered: what came before it is dropped.
-    Cancelled { digits: String },
+    Cancelled {
+        digits: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,11 +129,7 @@ impl Default for DtmfCommandConfig {
 
 /// `*1` select_channel, `*2` status, `##` cancel.
 pub fn default_commands() -> Vec<(String, DtmfAction)> {
-    vec![
-        ("*1".into(), DtmfAction::SelectChannel),
-        ("*2".into(), DtmfAction::Status),
-        ("##".into(), DtmfAction::Cancel),
-    ]
+    vec![("*1".into(), DtmfAction::SelectChannel), ("*2".into(), DtmfAction::Status), ("##".into(), DtmfAction::Cancel)]
 }
 
 /// A DTMF keypad digit.

@@ -281,6 +281,7 @@ impl RadioPort {
                         PttOffReason::AudioFault => "audio_fault",
                         PttOffReason::NoAudio => "no_audio",
                         PttOffReason::RemoteEnd => "remote",
+                        PttOffReason::ReplyDone => "reply_end",
                     };
                     self.reporter.event(report(EventKind::PttOff).reason(reason));
                 }
