@@ -87,6 +87,55 @@ mod tests {
         samples.iter().position(|s| s.abs() > 0.05)
     }
 
+    /// A DTMF digit in the middle of a talk-spurt is reported and silenced from its first to
+    /// its last sample (the channel hears a gap, not the digit); audio around it passes.
+    /// Without the mute the digit would reach the channel: the same check on the output of an
+    /// unmuted path finds it.
+    #[test]
+    fn a_dtmf_digit_is_reported_and_muted_from_the_channel() {
+        use crate::dsp::{DtmfConfig, DtmfDecoder, DtmfEvent};
+        let (fl, fh) = crate::dsp::dtmf::dtmf_freqs('5').unwrap();
+        let w = std::f64::consts::TAU / 48_000.0;
+        let input: Vec<f32> = (0..100 * PERIOD)
+            .map(|i| {
+                let t = i as f64;
+                if (50 * PERIOD..60 * PERIOD).contains(&i) {
+                    (0.1 * (w * fl * t).sin() + 0.1 * (w * fh * t).sin()) as f32
+                } else {
+                    (0.1 * (w * 440.0 * t).sin()) as f32
+                }
+            })
+            .collect();
+        let run = |mute: bool| {
+            let mut r = rx(false).with_dtmf(mute);
+            let (mut out, mut digits) = (Vec::new(), String::new());
+            for f in input.chunks(PERIOD) {
+                let mut frame = f.to_vec();
+                let o = r.process(&mut frame, true);
+                digits.extend(o.dtmf);
+                out.extend_from_slice(&frame);
+            }
+            (out, digits)
+        };
+        let heard = |out: &[f32]| {
+            let mut d = DtmfDecoder::new(&DtmfConfig { min_level_dbfs: -60.0, ..DtmfConfig::default() });
+            d.process(out);
+            std::iter::from_fn(|| d.poll_event()).any(|e| matches!(e, DtmfEvent::Digit(_)))
+        };
+        let (plain, digits) = run(false);
+        assert_eq!(digits, "5");
+        assert!(heard(&plain), "an unmuted path passes the digit");
+        let (muted, digits) = run(true);
+        assert_eq!(digits, "5");
+        assert!(!heard(&muted), "the digit reached the channel");
+        // Input 500-600 ms is output 540-640 ms: silent (the fades at its edges aside).
+        let ms = |t: usize| t * 48;
+        let gap = Meter::measure(&muted[ms(542)..ms(638)]);
+        assert!(gap.peak_dbfs < -60.0, "{gap:?}");
+        assert!(Meter::measure(&muted[ms(300)..ms(480)]).rms_dbfs > -30.0, "speech before the digit passes");
+        assert!(Meter::measure(&muted[ms(750)..ms(1000)]).rms_dbfs > -30.0, "and after it");
+    }
+
     #[test]
     fn tone_goes_through_rx_and_tx_paths() {
         let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));
