@@ -132,6 +132,43 @@ fn radio_port<'c>(
         }
     }
 
+    if let Some(d) = &radio.dtmf {
+        let dtmf = format!("{path}.dtmf");
+        if radio.audio.capture.is_none() {
+            r.key(&dtmf, format!("DTMF is decoded from the receive audio: set `[{path}.audio] capture`"));
+        }
+        if let Some(pin) = &d.pin {
+            if !(1..=8).contains(&pin.len()) || !pin.chars().all(|c| c.is_ascii_digit()) {
+                r.key(&format!("{dtmf}.pin"), "the PIN is 1-8 digits 0-9");
+            }
+        }
+        if !(500..=30_000).contains(&d.timeout_ms) {
+            r.key(&format!("{dtmf}.timeout_ms"), format!("{} ms is out of range 500-30000 ms", d.timeout_ms));
+        }
+        if !(-40.0..=0.0).contains(&d.reply_dbfs) {
+            r.key(&format!("{dtmf}.reply_dbfs"), format!("{} dBFS is out of range -40-0 dBFS", d.reply_dbfs));
+        }
+        if d.channels.len() > 99 {
+            r.key(&format!("{dtmf}.channels"), "at most 99 channels (two digits pick one)");
+        }
+        for (i, c) in d.channels.iter().enumerate() {
+            check_channel(&format!("{dtmf}.channels"), Some(i), c, channels, r);
+        }
+        match d.command_table() {
+            Err(e) => r.key(&format!("{dtmf}.commands"), e),
+            Ok(table) => {
+                if let Err(e) = crate::core::dtmf_command::check_commands(&table) {
+                    r.key(&format!("{dtmf}.commands"), e);
+                }
+                for (_, action) in &table {
+                    if let crate::core::dtmf_command::DtmfAction::SetChannel(c) = action {
+                        check_channel(&format!("{dtmf}.commands"), None, c, channels, r);
+                    }
+                }
+            }
+        }
+    }
+
     for (field, value, range) in timers(&radio.keying) {
         if !range.contains(&value) {
             let unit = if field.ends_with("_ms") { " ms" } else { "" };

@@ -235,7 +235,7 @@ impl DtmfCommands {
     fn judge(&mut self) {
         // `cancel` ends any entry, PIN or not.
         let cancel = self.config.commands.iter().find(|(_, a)| *a == DtmfAction::Cancel).map(|(p, _)| p.clone());
-        if let Some(p) = cancel.as_ref().filter(|p| self.entry.ends_with(p.as_str())) {
+        if cancel.as_ref().is_some_and(|p| self.entry.ends_with(p.as_str())) {
             let digits = self.masked();
             self.finish(Outcome::Cancelled { digits });
             return;

@@ -864,7 +864,7 @@ pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 // Redaction, hashing, time
 
 /// Key-name words that mark a secret (`password_file`, `client_key_file`, `token`, `secret`).
-const SECRET_WORDS: [&str; 7] = ["password", "passwd", "secret", "token", "key", "credential", "credentials"];
+const SECRET_WORDS: [&str; 8] = ["password", "passwd", "secret", "token", "key", "credential", "credentials", "pin"];
 
 /// Redact a config rendered as JSON for `get_config`: scalar values under keys with a secret
 /// word (split on `_`, `-`, `.`) become `"***"`; tables and lists under such keys are walked
