@@ -281,6 +281,9 @@ pub struct Event {
     /// `recorded`: length of the recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `dtmf`: the digits entered, the access PIN shown as `x`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<String>,
 }
 
 impl Event {
@@ -296,7 +299,12 @@ impl Event {
             talker: None,
             start: None,
             duration_ms: None,
+            digits: None,
         }
+    }
+    pub fn digits(mut self, digits: impl Into<String>) -> Self {
+        self.digits = Some(digits.into());
+        self
     }
     pub fn port(mut self, port: impl Into<String>) -> Self {
         self.port = Some(port.into());
@@ -353,6 +361,11 @@ pub enum EventKind {
     RecordFailed,
     /// Recording works again after `record_failed`.
     RecordResumed,
+    /// A DTMF command from a radio's keypad ended: `port`, `channel` (the port's, after the
+    /// command), `digits` (PIN masked), `reason` (`accepted`, `status`, `cancelled`,
+    /// `wrong_pin`, `unknown`, `no_such_channel`, `timeout`, `refused`, `busy`,
+    /// `not_supported`), `detail` (what was done or why not).
+    Dtmf,
 }
 
 /// What the daemon knows for a metrics publication; the fleet client adds the system part.

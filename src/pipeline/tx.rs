@@ -36,6 +36,8 @@ pub struct TxPath {
     courtesy: Option<ToneSequence>,
     /// The CW station ID, mixed into whatever goes on air while it plays.
     cw_id: Option<ToneSequence>,
+    /// A reply to the radio (a DTMF command's acknowledgement), mixed in the same way.
+    reply: Option<ToneSequence>,
     /// The last decoded Opus frame and how much of it has been handed out.
     pcm: Vec<f32>,
     pcm_len: usize,
@@ -66,6 +68,7 @@ impl TxPath {
             chain: TxChain::new(dsp),
             courtesy: ToneSequence::courtesy(courtesy),
             cw_id: None,
+            reply: None,
             pcm: vec![0.0; MAX_FRAME_SAMPLES],
             pcm_len: 0,
             pcm_pos: 0,
@@ -99,6 +102,23 @@ impl TxPath {
         }
     }
 
+    /// The reply to play on the next [`start_reply`](Self::start_reply).
+    pub fn set_reply(&mut self, reply: ToneSequence) {
+        self.reply = Some(reply);
+    }
+
+    /// Start the reply set last: like the ID, mixed into the next frames while the gate is
+    /// open, stopped (and forgotten) if the gate closes.
+    pub fn start_reply(&mut self) {
+        if let Some(r) = &mut self.reply {
+            r.start();
+        }
+    }
+
+    pub fn reply_active(&self) -> bool {
+        self.reply.as_ref().is_some_and(ToneSequence::is_active)
+    }
+
     /// The CW ID is playing.
     pub fn id_active(&self) -> bool {
         self.cw_id.as_ref().is_some_and(ToneSequence::is_active)
@@ -129,6 +149,7 @@ impl TxPath {
             && self.delay_len == 0
             && !self.courtesy.as_ref().is_some_and(ToneSequence::is_active)
             && !self.id_active()
+            && !self.reply_active()
     }
 
     /// Audio held back by the TX delay right now.
@@ -151,6 +172,9 @@ impl TxPath {
                 // Unkeyed mid-ID (TOT, inhibit, fault): the rest must not play on the next key-up.
                 if let Some(id) = &mut self.cw_id {
                     id.stop();
+                }
+                if let Some(r) = &mut self.reply {
+                    r.stop();
                 }
                 out.fill(0.0);
                 return TxFrame { channel_active, meter: Meter::SILENCE };
@@ -183,6 +207,11 @@ impl TxPath {
                 if let Some(id) = &mut self.cw_id {
                     if id.is_active() {
                         id.mix(out);
+                    }
+                }
+                if let Some(r) = &mut self.reply {
+                    if r.is_active() {
+                        r.mix(out);
                     }
                 }
             }
