@@ -293,7 +293,9 @@ impl DtmfSettings {
             None => Ok(default_commands()),
             Some(map) => map
                 .iter()
-                .map(|(p, a)| DtmfAction::parse(a).map(|a| (p.to_ascii_uppercase(), a)).map_err(|e| format!("`{p}`: {e}")))
+                .map(|(p, a)| {
+                    DtmfAction::parse(a).map(|a| (p.to_ascii_uppercase(), a)).map_err(|e| format!("`{p}`: {e}"))
+                })
                 .collect(),
         }
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::dtmf_command::{DtmfCommands, DtmfCommandConfig};
+use crate::core::dtmf_command::{DtmfCommandConfig, DtmfCommands};
 use crate::dsp::{ToneSequence, ToneStep};
 use crate::fleet::CommandError;
 use crate::pipeline::TxPath;

@@ -335,7 +335,8 @@ impl RadioPort {
     }
 
     fn dtmf_event(&self, digits: &str, reason: &str, detail: String) {
-        let mut event = FleetEvent::new(EventKind::Dtmf).port(&self.name).channel(&self.channel).digits(digits).reason(reason);
+        let mut event =
+            FleetEvent::new(EventKind::Dtmf).port(&self.name).channel(&self.channel).digits(digits).reason(reason);
         if !detail.is_empty() {
             event = event.detail(detail);
         }

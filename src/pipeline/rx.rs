@@ -230,10 +230,22 @@ impl RxPath {
 
         if !talking {
             if !self.vox {
-                return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None, ctcss: None, dtmf: None };
+                return RxOutput {
+                    meter: Meter::measure(frame),
+                    vox_dbfs: None,
+                    packet: None,
+                    ctcss: None,
+                    dtmf: None,
+                };
             }
             let levels = self.chain.levels_only(frame);
-            return RxOutput { meter: levels.input, vox_dbfs: Some(levels.vox_dbfs), packet: None, ctcss: None, dtmf: None };
+            return RxOutput {
+                meter: levels.input,
+                vox_dbfs: Some(levels.vox_dbfs),
+                packet: None,
+                ctcss: None,
+                dtmf: None,
+            };
         }
         let levels = self.chain.process(frame);
         let vox_dbfs = self.vox.then_some(levels.vox_dbfs);
