@@ -50,8 +50,8 @@ impl DtmfStage {
     fn process(&mut self, frame: &mut [f32]) -> Option<char> {
         let peak = frame.iter().fold(0.0f32, |m, x| if x.abs() > m { x.abs() } else { m });
         let mut digit = None;
-        // A NaN peak is decoded too: the decoder cleans bad samples.
-        if !(peak < self.gate) || self.decoder.sounding() {
+        // NaN samples never raise the peak (`>` is false for them); the decoder cleans them.
+        if peak >= self.gate || self.decoder.sounding() {
             if !self.running {
                 self.decoder.reset();
                 self.running = true;
