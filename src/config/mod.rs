@@ -245,6 +245,17 @@ pub struct RadioPortConfig {
     pub priority: u8,
     /// DTMF commands from the radio's keypad (`[port.NAME.dtmf]`).
     pub dtmf: Option<DtmfSettings>,
+    /// CTCSS tone sent under the transmit audio (one of the 50 standard tones), for radios
+    /// that do not make their own.
+    pub tx_ctcss: Option<f32>,
+    /// Its peak level in dB relative to the transmit limiter's ceiling (`audio.tx.limiter_dbfs`),
+    /// -30..-6, default -18 (about 15 % of the peak deviation, common practice).
+    #[serde(default = "default_tx_ctcss_db")]
+    pub tx_ctcss_db: f32,
+}
+
+fn default_tx_ctcss_db() -> f32 {
+    -18.0
 }
 
 /// `[port.NAME.dtmf]`: DTMF decoded from the receive audio, muted from the channel, and taken

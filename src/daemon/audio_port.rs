@@ -362,7 +362,10 @@ pub fn start(
         )
         .map_err(|e| format!("decoder: {e}"))?;
         let cw_id = radio.audio.cw_id_config();
-        let path = path.with_cw_id(cw_id.as_ref());
+        let mut path = path.with_cw_id(cw_id.as_ref());
+        if let Some(hz) = radio.tx_ctcss {
+            path = path.with_ctcss(hz, radio.audio.tx.limiter_dbfs + radio.tx_ctcss_db);
+        }
         if let Some(cw) = cw_id.filter(|_| !path.cw_id_length().is_zero()) {
             let length = path.cw_id_length() + ID_TAIL;
             info!(port = name, text = %cw.text, interval = ?cw.interval, ?length, "CW station ID on");

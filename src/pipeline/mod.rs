@@ -136,6 +136,40 @@ mod tests {
         assert!(Meter::measure(&muted[ms(750)..ms(1000)]).rms_dbfs > -30.0, "and after it");
     }
 
+    /// CTCSS encode: the tone is under the channel audio at its level and frequency (the
+    /// CTCSS decoder, on the radio's transmit audio, opens on it and measures it), from the
+    /// key-up (TX delay) on; channel audio through the receive high-pass (which keeps tones
+    /// under 300 Hz off the channel) does not take it away, since it is added after; the
+    /// transmitter unkeyed sends nothing.
+    #[test]
+    fn ctcss_encode_rides_under_channel_audio_at_its_level() {
+        use crate::dsp::{CtcssConfig, CtcssDecoder};
+        let mut r = rx(false);
+        let mut t = tx(false, Duration::from_millis(200)).with_ctcss(100.0, -24.0);
+        let (out, _) = run(&mut r, &mut t, 300, |_| true, |i| match i {
+            0..20 => TxGate::Hold,
+            20..250 => TxGate::Open,
+            _ => TxGate::Closed,
+        });
+        let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
+        let held = &out[..20 * PERIOD];
+        dec.process(held);
+        assert!((Meter::measure(held).peak_dbfs + 24.0).abs() < 0.5, "the tone alone during the TX delay");
+        let keyed = &out[20 * PERIOD..250 * PERIOD];
+        assert!(Meter::measure(keyed).rms_dbfs > -24.0, "channel audio on air");
+        dec.process(keyed);
+        let st = dec.state();
+        assert!(st.open && st.heard_hz == Some(100.0), "{st:?}");
+        assert!((st.level_dbfs + 24.0).abs() < 1.0, "level {:.1} dBFS", st.level_dbfs);
+        assert!(Meter::measure(&out[250 * PERIOD..]).peak_dbfs < -90.0, "nothing once unkeyed");
+        // The same channel audio without the encoder carries no tone.
+        let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));
+        let (plain, _) = run(&mut r, &mut t, 250, |_| true, |_| TxGate::Open);
+        let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
+        dec.process(&plain);
+        assert_eq!(dec.state().heard_hz, None);
+    }
+
     #[test]
     fn tone_goes_through_rx_and_tx_paths() {
         let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));

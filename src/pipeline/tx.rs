@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{CodecError, Decoder, MAX_FRAME_SAMPLES, SAMPLE_RATE};
 use crate::core::jitter::{JitterBuffer, JitterConfig, JitterStats, Packet, Playout};
-use crate::dsp::{CourtesyToneConfig, CwIdConfig, Meter, ToneSequence, TxChain, TxConfig};
+use crate::dsp::{CourtesyToneConfig, CwIdConfig, Meter, Sine, ToneSequence, TxChain, TxConfig};
 
 use super::MediaPacket;
 
@@ -38,6 +38,10 @@ pub struct TxPath {
     cw_id: Option<ToneSequence>,
     /// A reply to the radio (a DTMF command's acknowledgement), mixed in the same way.
     reply: Option<ToneSequence>,
+    /// CTCSS encoder: the tone under everything on air while the radio is keyed, added after
+    /// the transmit chain (the channel audio came through the receive high-pass already, and
+    /// nothing here filters the tone away).
+    ctcss: Option<Sine>,
     /// The last decoded Opus frame and how much of it has been handed out.
     pcm: Vec<f32>,
     pcm_len: usize,
@@ -69,6 +73,7 @@ impl TxPath {
             courtesy: ToneSequence::courtesy(courtesy),
             cw_id: None,
             reply: None,
+            ctcss: None,
             pcm: vec![0.0; MAX_FRAME_SAMPLES],
             pcm_len: 0,
             pcm_pos: 0,
@@ -100,6 +105,13 @@ impl TxPath {
         if let Some(id) = &mut self.cw_id {
             id.start();
         }
+    }
+
+    /// Send CTCSS `hz` at peak `level_dbfs` under the audio whenever the radio is keyed (TX
+    /// delay included, so receivers open before the first word).
+    pub fn with_ctcss(mut self, hz: f32, level_dbfs: f32) -> Self {
+        self.ctcss = Some(Sine::new(SAMPLE_RATE, hz, level_dbfs));
+        self
     }
 
     /// The reply to play on the next [`start_reply`](Self::start_reply).
@@ -177,6 +189,10 @@ impl TxPath {
                     r.stop();
                 }
                 out.fill(0.0);
+                if let Some(tone) = &mut self.ctcss {
+                    // Each key-up starts the tone afresh.
+                    tone.reset_phase();
+                }
                 return TxFrame { channel_active, meter: Meter::SILENCE };
             }
             TxGate::Hold => {
@@ -217,6 +233,9 @@ impl TxPath {
             }
         }
         let levels = self.chain.process(out);
+        if let Some(tone) = &mut self.ctcss {
+            tone.mix(out);
+        }
         TxFrame { channel_active, meter: levels.output }
     }
 
