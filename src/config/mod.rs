@@ -252,7 +252,23 @@ pub struct RadioPortConfig {
     /// -30..-6, default -18 (about 15 % of the peak deviation, common practice).
     #[serde(default = "default_tx_ctcss_db")]
     pub tx_ctcss_db: f32,
+    /// How the tone ends: `reverse_burst` (default: PTT held 150 ms after the key-up ends, the
+    /// tone turned by 180°, so receivers close before the carrier drops) or `none`.
+    #[serde(default)]
+    pub tx_ctcss_tail: CtcssTail,
 }
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CtcssTail {
+    #[default]
+    ReverseBurst,
+    None,
+}
+
+/// How long the reverse burst lasts (Motorola practice: 150-200 ms; the decoder here closes on
+/// it within ~120 ms).
+pub const REVERSE_BURST: Duration = Duration::from_millis(150);
 
 fn default_tx_ctcss_db() -> f32 {
     -18.0
@@ -458,6 +474,10 @@ impl RadioPortConfig {
                 t.no_audio_ms
             }),
             duplex: self.duplex,
+            ctcss_tail: match (self.tx_ctcss, self.tx_ctcss_tail) {
+                (Some(_), CtcssTail::ReverseBurst) => REVERSE_BURST,
+                _ => Duration::ZERO,
+            },
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
             ctcss: self.cor.as_ref().and_then(|c| {
                 c.ctcss?;

@@ -35,6 +35,14 @@
 //!   fault. One that cannot go out within [`REPLY_MAX_WAIT`] is dropped (`ReplyDropped`); a
 //!   TOT, inhibit, fault or shutdown drops it too.
 //!
+//! - CTCSS tail (`ctcss_tail`, for a port that encodes CTCSS): an ordinary end of a key-up
+//!   (hang over, ID or reply done, remote PTT released) keeps PTT on this much longer for the
+//!   reverse burst (`TailStart`; the transmit path turns the tone by 180°, receivers close
+//!   their squelch before the carrier drops), then `PttOff` with the same reason. A TOT,
+//!   inhibit, audio fault, the no-audio guard or shutdown unkeys at once, tail or not, and the
+//!   TOT keeps running through the tail. A request that comes during the tail keys afresh
+//!   after it.
+//!
 //! Sans-IO: time only comes in with `handle_input`/`handle_timeout`; the driver drains
 //! `poll_event` after each call and sleeps until `poll_timeout`. Timer handlers work at the
 //! timer's own deadline, not the (possibly late) call time, so a late driver sees exactly the
@@ -79,6 +87,8 @@ pub struct KeyingConfig {
     /// When set, the CTCSS decoder ([`Input::Ctcss`]) is a COR source, alone or combined with
     /// the line or VOX.
     pub ctcss: Option<CtcssCor>,
+    /// CTCSS reverse burst: PTT held this long after an ordinary end of a key-up (zero: none).
+    pub ctcss_tail: Duration,
 }
 
 /// How a CTCSS decoder counts as COR.
@@ -110,6 +120,7 @@ impl Default for KeyingConfig {
             duplex: false,
             vox: None,
             ctcss: None,
+            ctcss_tail: Duration::ZERO,
         }
     }
 }
@@ -222,6 +233,8 @@ pub enum Event {
     IdStart,
     /// Play the reply now (PTT is on and TX audio open); it lasts the length it was asked with.
     ReplyStart,
+    /// The key-up is ending: PTT stays on for the CTCSS tail (reverse burst), then `PttOff`.
+    TailStart,
     /// A reply was given up (it waited [`REPLY_MAX_WAIT`], or a TOT, inhibit, fault or
     /// shutdown ended its key-up).
     ReplyDropped,
@@ -282,9 +295,10 @@ enum Timer {
     RemoteEnd,
     ReplyEnd,
     ReplyExpire,
+    TailEnd,
 }
 
-const TIMER_COUNT: usize = 14;
+const TIMER_COUNT: usize = 15;
 
 impl TimerId for Timer {
     const ALL: &'static [Self] = &[
@@ -302,6 +316,7 @@ impl TimerId for Timer {
         Timer::RemoteEnd,
         Timer::ReplyEnd,
         Timer::ReplyExpire,
+        Timer::TailEnd,
     ];
     fn index(self) -> usize {
         self as usize
@@ -326,6 +341,8 @@ enum Tx {
     Keyed,
     /// The channel went idle; PTT held for the hang time.
     Hang,
+    /// The key-up ends: PTT held for the CTCSS tail (reverse burst), no channel audio.
+    Tail,
 }
 
 /// Where the station ID is.
@@ -398,6 +415,8 @@ pub struct Keying {
     id: Option<StationId>,
     audio_fault: bool,
     reply: ReplyPhase,
+    /// Why the key-up in its CTCSS tail ends (reported when the tail is over).
+    tail_reason: Option<PttOffReason>,
 }
 
 impl Keying {
@@ -428,6 +447,7 @@ impl Keying {
             id: None,
             audio_fault: false,
             reply: ReplyPhase::Idle,
+            tail_reason: None,
         }
     }
 
@@ -571,6 +591,11 @@ impl Keying {
         self.id.as_ref().is_some_and(|id| id.phase == IdPhase::Sending)
     }
 
+    /// PTT is on for the CTCSS tail only (reverse burst).
+    pub fn in_tail(&self) -> bool {
+        self.tx == Tx::Tail
+    }
+
     /// A reply's audio is on air.
     pub fn reply_sending(&self) -> bool {
         self.reply == ReplyPhase::Sending
@@ -638,7 +663,7 @@ impl Keying {
                 self.tx = Tx::Keyed;
                 self.id_traffic(at, false);
             }
-            Timer::TxHang => self.unkey(at, PttOffReason::HangExpired),
+            Timer::TxHang => self.end_keyup(at, PttOffReason::HangExpired),
             Timer::Tot => {
                 // Still a talker: lock out until the channel goes idle. Set before unkeying
                 // so nothing triggered by the unkey can key again.
@@ -655,7 +680,7 @@ impl Keying {
                 // A key-up made only for the ID (no talker, not in hang) ends with it, unless a
                 // reply follows on it.
                 if self.tx == Tx::Keyed && !self.wants_tx() && self.reply == ReplyPhase::Idle {
-                    self.unkey(at, PttOffReason::IdDone);
+                    self.end_keyup(at, PttOffReason::IdDone);
                 }
             }
             // Only a wake-up: `update_id` below decides.
@@ -670,8 +695,19 @@ impl Keying {
                 self.reply = ReplyPhase::Idle;
                 self.audio_at = Some(at);
                 if self.tx == Tx::Keyed && !self.wants_tx() && !self.id_sending() && !self.id_wanted() {
-                    self.unkey(at, PttOffReason::ReplyDone);
+                    self.end_keyup(at, PttOffReason::ReplyDone);
                 }
+            }
+            Timer::TailEnd => {
+                let reason = self.tail_reason.take().unwrap_or(PttOffReason::HangExpired);
+                // A remote PTT that came during the tail keys afresh after it.
+                let remote = self.timers.get(Timer::RemoteEnd).filter(|_| self.remote);
+                self.unkey(at, reason);
+                if let Some(end) = remote {
+                    self.remote = true;
+                    self.timers.set(Timer::RemoteEnd, end);
+                }
+                self.maybe_key(at);
             }
             Timer::ReplyExpire => {
                 if self.reply_wanted() {
@@ -831,6 +867,8 @@ impl Keying {
                 }
                 // Traffic joins a key-up made for the station ID or a remote PTT.
                 Tx::Keyed => self.id_traffic(now, true),
+                // Keys afresh when the tail is over.
+                Tx::Tail => {}
                 // Also for a repeated request (e.g. a new talker while locked out): it is told.
                 Tx::Off => {
                     if let Some(reason) = self.block_reason() {
@@ -875,7 +913,7 @@ impl Keying {
                 self.timers.stop(Timer::TxHang);
                 self.tx = Tx::Keyed;
             }
-            Tx::Keyed => {}
+            Tx::Keyed | Tx::Tail => {}
             Tx::Off if self.busy() => self.emit(Event::TxBlocked(TxBlockReason::Busy)),
             Tx::Off => self.key(now),
         }
@@ -890,7 +928,7 @@ impl Keying {
         self.audio_at = Some(t);
         let talker_holds = self.tx_request && !self.silent;
         if self.tx == Tx::Keyed && !talker_holds {
-            self.unkey(t, PttOffReason::RemoteEnd);
+            self.end_keyup(t, PttOffReason::RemoteEnd);
         }
     }
 
@@ -913,6 +951,7 @@ impl Keying {
             && !self.id_sending()
             && !self.reply_sending()
             && (self.tx_request || self.tx == Tx::Hang)
+            && self.tx != Tx::Tail
             && !self.shut_down;
         match self.audio_at {
             Some(from) if guarded => {
@@ -964,8 +1003,40 @@ impl Keying {
         }
     }
 
+    /// An ordinary end of a key-up: through the CTCSS tail when there is one.
+    fn end_keyup(&mut self, t: Instant, reason: PttOffReason) {
+        if self.config.ctcss_tail.is_zero() || self.tx == Tx::Tail {
+            self.unkey(t, reason);
+            return;
+        }
+        self.tx = Tx::Tail;
+        self.tx_audio = false;
+        self.tail_reason = Some(reason);
+        self.timers.stop(Timer::TxDelay);
+        self.timers.stop(Timer::TxHang);
+        self.timers.stop(Timer::IdEnd);
+        self.timers.stop(Timer::NoAudio);
+        self.timers.stop(Timer::ReplyEnd);
+        self.remote = false;
+        self.timers.stop(Timer::RemoteEnd);
+        if self.reply_sending() {
+            self.drop_reply();
+        }
+        if let Some(id) = &mut self.id {
+            id.timer.set_keyed(t, false);
+            if id.phase == IdPhase::Sending {
+                id.phase = IdPhase::Idle;
+            }
+        }
+        // The TOT keeps running: the tail never outlasts it.
+        self.start(Timer::TailEnd, t, self.config.ctcss_tail);
+        self.emit(Event::TailStart);
+    }
+
     fn unkey(&mut self, t: Instant, reason: PttOffReason) {
         self.tx = Tx::Off;
+        self.timers.stop(Timer::TailEnd);
+        self.tail_reason = None;
         self.tx_audio = false;
         self.ptt_since = None;
         self.timers.stop(Timer::TxDelay);
@@ -1036,7 +1107,7 @@ impl Keying {
         self.audio_fault = on;
         let own_only =
             self.tx == Tx::Keyed && !self.wants_tx() && (self.id.is_some() || self.reply != ReplyPhase::Idle);
-        if on && own_only {
+        if on && (own_only || self.tx == Tx::Tail) {
             self.unkey(now, PttOffReason::AudioFault);
         }
     }

@@ -70,6 +70,7 @@ impl AudioFlags {
             TxGate::Closed => 0,
             TxGate::Hold => 1,
             TxGate::Open => 2,
+            TxGate::Tail => 3,
         };
         self.gate.store(v, Ordering::Relaxed);
         // A keyed radio gets a running device (silence at least), whatever the channel has.
@@ -82,6 +83,7 @@ impl AudioFlags {
         match self.gate.load(Ordering::Relaxed) {
             1 => TxGate::Hold,
             2 => TxGate::Open,
+            3 => TxGate::Tail,
             _ => TxGate::Closed,
         }
     }

@@ -372,6 +372,7 @@ impl RadioPort {
         }
         if let Some(audio) = &self.audio {
             audio.set_gate(match (self.keying.ptt(), self.keying.tx_audio()) {
+                _ if self.keying.in_tail() => TxGate::Tail,
                 (true, true) => TxGate::Open,
                 (true, false) => TxGate::Hold,
                 _ => TxGate::Closed,

@@ -170,6 +170,29 @@ mod tests {
         assert_eq!(dec.state().heard_hz, None);
     }
 
+    /// The reverse burst: in the tail the tone goes on turned by 180°, alone, and a CTCSS
+    /// decoder listening to the transmitter closes on it before the carrier drops.
+    #[test]
+    fn the_ctcss_tail_is_a_reverse_burst_the_decoder_closes_on() {
+        use crate::dsp::{CtcssConfig, CtcssDecoder};
+        let mut r = rx(false);
+        let mut t = tx(false, Duration::ZERO).with_ctcss(100.0, -20.0);
+        let (out, _) = run(&mut r, &mut t, 115, |_| true, |i| if i < 100 { TxGate::Open } else { TxGate::Tail });
+        let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
+        dec.process(&out[..100 * PERIOD]);
+        assert!(dec.is_open());
+        let tail = &out[100 * PERIOD..];
+        assert!((Meter::measure(tail).peak_dbfs + 20.0).abs() < 0.5, "the tone alone in the tail");
+        let mut closed_at = None;
+        for (i, f) in tail.chunks(PERIOD).enumerate() {
+            if !dec.process(f) && closed_at.is_none() {
+                closed_at = Some(i * 10 + 10);
+            }
+        }
+        let ms = closed_at.expect("the decoder closes on the reverse burst");
+        assert!(ms <= 150, "closed {ms} ms into the 150 ms tail");
+    }
+
     #[test]
     fn tone_goes_through_rx_and_tx_paths() {
         let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));

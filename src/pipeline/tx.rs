@@ -19,6 +19,9 @@ pub enum TxGate {
     Hold,
     /// On air: audio (delayed by what was held) goes to the radio.
     Open,
+    /// PTT held for the CTCSS tail: channel audio is discarded, the CTCSS tone goes on turned
+    /// by 180° (reverse burst).
+    Tail,
 }
 
 /// What one device frame carried.
@@ -42,6 +45,8 @@ pub struct TxPath {
     /// the transmit chain (the channel audio came through the receive high-pass already, and
     /// nothing here filters the tone away).
     ctcss: Option<Sine>,
+    /// The tone has been turned for the current tail.
+    reversed: bool,
     /// The last decoded Opus frame and how much of it has been handed out.
     pcm: Vec<f32>,
     pcm_len: usize,
@@ -74,6 +79,7 @@ impl TxPath {
             cw_id: None,
             reply: None,
             ctcss: None,
+            reversed: false,
             pcm: vec![0.0; MAX_FRAME_SAMPLES],
             pcm_len: 0,
             pcm_pos: 0,
@@ -192,6 +198,25 @@ impl TxPath {
                 if let Some(tone) = &mut self.ctcss {
                     // Each key-up starts the tone afresh.
                     tone.reset_phase();
+                }
+                self.reversed = false;
+                return TxFrame { channel_active, meter: Meter::SILENCE };
+            }
+            TxGate::Tail => {
+                self.delay_len = 0;
+                self.owe_courtesy = false;
+                if let Some(id) = &mut self.cw_id {
+                    id.stop();
+                }
+                if let Some(r) = &mut self.reply {
+                    r.stop();
+                }
+                out.fill(0.0);
+                if let Some(tone) = &mut self.ctcss {
+                    if !std::mem::replace(&mut self.reversed, true) {
+                        tone.invert();
+                    }
+                    tone.mix(out);
                 }
                 return TxFrame { channel_active, meter: Meter::SILENCE };
             }

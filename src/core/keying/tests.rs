@@ -1331,6 +1331,7 @@ fn arb_config() -> impl Strategy<Value = KeyingConfig> {
                 duplex,
                 vox: vox.map(|(open, gap)| VoxConfig { open_dbfs: open, close_dbfs: open - gap }),
                 ctcss: None,
+                ctcss_tail: Duration::ZERO,
             }
         })
 }
@@ -1454,7 +1455,7 @@ proptest! {
         let config = KeyingConfig {
             cor_debounce: ms(0), min_keyup: ms(0), squelch_hang: ms(0), flap_window: ms(0),
             flap_max_changes: 0, rx_timeout: ms(0), tx_delay: ms(0), tx_hang: ms(0), tot: ms(tot),
-            no_audio: ms(0), duplex: false, vox: None, ctcss: None,
+            no_audio: ms(0), duplex: false, vox: None, ctcss: None, ctcss_tail: Duration::ZERO,
         };
         let id = StationIdConfig { interval: ms(10_000), early: ms(0), length: ms(0) };
         let mut s = Sim::new(config);
@@ -1680,4 +1681,84 @@ fn a_reply_is_refused_while_inhibited_or_locked_out_and_dropped_after_waiting_to
     s.input(t + 2000, Cor(false));
     s.run_to(t + 10_000);
     assert!(s.take().iter().all(|(_, e)| *e != PttOn), "a dropped reply does not key later");
+}
+
+// ---- CTCSS tail (reverse burst) ----
+
+fn tail_config(c: &mut KeyingConfig) {
+    c.tx_delay = ms(100);
+    c.tx_hang = ms(1000);
+    c.ctcss_tail = ms(150);
+}
+
+#[test]
+fn an_ordinary_end_holds_ptt_for_the_tail_then_unkeys_with_its_reason() {
+    let mut s = Sim::with(tail_config);
+    s.input(0, TxRequest(true));
+    s.input(2000, TxRequest(false));
+    s.run_to(5000);
+    assert_eq!(
+        s.take(),
+        vec![(0, PttOn), (100, TxAudioOpen), (3000, TailStart), (3150, PttOff(Off::HangExpired))]
+    );
+    assert!(!s.k.ptt() && s.k.poll_timeout().is_none());
+    // A reply-only key-up too.
+    s.input(6000, Reply(ms(300)));
+    s.run_to(9000);
+    assert_eq!(s.take(), vec![(6000, PttOn), (6100, TxAudioOpen), (6100, ReplyStart), (6400, TailStart), (6550, PttOff(Off::ReplyDone))]);
+}
+
+/// Radio safety: the tail extends keying, so shutdown, the TOT, an audio fault (the error
+/// path), inhibit and the no-audio guard all unkey at once, tail or not.
+#[test]
+fn the_tail_never_delays_a_safety_unkey() {
+    // Shutdown in the tail.
+    let mut s = Sim::with(tail_config);
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.input(1550, Shutdown);
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (1500, TailStart), (1550, PttOff(Off::Shutdown))]);
+    // The TOT runs through the tail: it ends there, at the TOT.
+    let mut s = Sim::with(|c| {
+        tail_config(c);
+        c.tot = ms(1550);
+    });
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.run_to(5000);
+    assert_eq!(
+        s.take(),
+        vec![(0, PttOn), (100, TxAudioOpen), (1500, TailStart), (1550, PttOff(Off::TimeOut)), (1550, TotFired)]
+    );
+    // An audio fault and inhibit in the tail.
+    for (input, reason) in [(AudioFault(true), Off::AudioFault), (Inhibit(true), Off::Inhibited)] {
+        let mut s = Sim::with(tail_config);
+        s.input(0, TxRequest(true));
+        s.input(500, TxRequest(false));
+        s.input(1520, input);
+        let got = s.take();
+        assert!(got.contains(&(1520, PttOff(reason))), "{got:?}");
+        assert!(!s.k.ptt());
+    }
+    // The no-audio guard unkeys without a tail.
+    let mut s = Sim::with(|c| {
+        tail_config(c);
+        c.no_audio = ms(3000);
+    });
+    s.input(0, TxRequest(true));
+    s.run_to(5000);
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (3000, PttOff(Off::NoAudio))]);
+}
+
+#[test]
+fn a_talker_during_the_tail_keys_afresh_after_it() {
+    let mut s = Sim::with(tail_config);
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.input(1600, TxRequest(true));
+    s.run_to(3000);
+    assert_eq!(
+        s.take(),
+        vec![(0, PttOn), (100, TxAudioOpen), (1500, TailStart), (1650, PttOff(Off::HangExpired)), (1650, PttOn), (1750, TxAudioOpen)]
+    );
 }
