@@ -134,10 +134,16 @@ fn radio_port<'c>(
 
     if let Some(t) = radio.tx_ctcss {
         if radio.audio.playback.is_none() {
-            r.key(&format!("{path}.tx_ctcss"), format!("the tone is sent in the transmit audio: set `[{path}.audio] playback`"));
+            r.key(
+                &format!("{path}.tx_ctcss"),
+                format!("the tone is sent in the transmit audio: set `[{path}.audio] playback`"),
+            );
         }
         if crate::dsp::ctcss::standard_tone(t).is_none() {
-            r.key(&format!("{path}.tx_ctcss"), format!("{t} Hz is not one of the 50 standard CTCSS tones (67.0-254.1 Hz)"));
+            r.key(
+                &format!("{path}.tx_ctcss"),
+                format!("{t} Hz is not one of the 50 standard CTCSS tones (67.0-254.1 Hz)"),
+            );
         }
     }
     if !(-30.0..=-6.0).contains(&radio.tx_ctcss_db) {

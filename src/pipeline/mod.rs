@@ -146,11 +146,17 @@ mod tests {
         use crate::dsp::{CtcssConfig, CtcssDecoder};
         let mut r = rx(false);
         let mut t = tx(false, Duration::from_millis(200)).with_ctcss(100.0, -24.0);
-        let (out, _) = run(&mut r, &mut t, 300, |_| true, |i| match i {
-            0..20 => TxGate::Hold,
-            20..250 => TxGate::Open,
-            _ => TxGate::Closed,
-        });
+        let (out, _) = run(
+            &mut r,
+            &mut t,
+            300,
+            |_| true,
+            |i| match i {
+                0..20 => TxGate::Hold,
+                20..250 => TxGate::Open,
+                _ => TxGate::Closed,
+            },
+        );
         let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
         let held = &out[..20 * PERIOD];
         dec.process(held);

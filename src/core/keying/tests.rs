@@ -1697,15 +1697,15 @@ fn an_ordinary_end_holds_ptt_for_the_tail_then_unkeys_with_its_reason() {
     s.input(0, TxRequest(true));
     s.input(2000, TxRequest(false));
     s.run_to(5000);
-    assert_eq!(
-        s.take(),
-        vec![(0, PttOn), (100, TxAudioOpen), (3000, TailStart), (3150, PttOff(Off::HangExpired))]
-    );
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (3000, TailStart), (3150, PttOff(Off::HangExpired))]);
     assert!(!s.k.ptt() && s.k.poll_timeout().is_none());
     // A reply-only key-up too.
     s.input(6000, Reply(ms(300)));
     s.run_to(9000);
-    assert_eq!(s.take(), vec![(6000, PttOn), (6100, TxAudioOpen), (6100, ReplyStart), (6400, TailStart), (6550, PttOff(Off::ReplyDone))]);
+    assert_eq!(
+        s.take(),
+        vec![(6000, PttOn), (6100, TxAudioOpen), (6100, ReplyStart), (6400, TailStart), (6550, PttOff(Off::ReplyDone))]
+    );
 }
 
 /// Radio safety: the tail extends keying, so shutdown, the TOT, an audio fault (the error
@@ -1759,6 +1759,13 @@ fn a_talker_during_the_tail_keys_afresh_after_it() {
     s.run_to(3000);
     assert_eq!(
         s.take(),
-        vec![(0, PttOn), (100, TxAudioOpen), (1500, TailStart), (1650, PttOff(Off::HangExpired)), (1650, PttOn), (1750, TxAudioOpen)]
+        vec![
+            (0, PttOn),
+            (100, TxAudioOpen),
+            (1500, TailStart),
+            (1650, PttOff(Off::HangExpired)),
+            (1650, PttOn),
+            (1750, TxAudioOpen)
+        ]
     );
 }
