@@ -472,6 +472,27 @@ ptt = { line = "sim:ptt1" }
     }
 
     #[test]
+    fn dtmf_commands_and_ctcss_encode_are_checked() {
+        let ok = "[port.r2.dtmf]\npin = \"0815\"\nchannels = [\"ops\", \"fire\"]\ncommands = { \"*1\" = \"select_channel\", \"*31\" = \"set_channel fire\", \"##\" = \"cancel\" }\n";
+        assert_eq!(errors(&radio("{ line = \"sim:c2\" }", ok)), Vec::<String>::new());
+        let bad = "[port.r2.dtmf]\npin = \"12a\"\nchannels = [\"ops\", \"nowhere\"]\ntimeout_ms = 10\ncommands = { \"*1\" = \"select_channel\", \"*12\" = \"status\" }\n";
+        let e = errors(&radio("{ line = \"sim:c2\" }", bad));
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("dtmf.pin the PIN is 1-8 digits")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("unknown channel `nowhere`")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("timeout_ms 10 ms is out of range")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("one prefix starts the other")), "{e:?}");
+        let e = errors(&radio("{ line = \"sim:c2\" }", "[port.r2.dtmf]\ncommands = { \"*1\" = \"reboot\" }\n"));
+        assert!(e.len() == 1 && e[0].contains("is not a DTMF action"), "{e:?}");
+        // CTCSS encode: a standard tone, a playback device, a level in range.
+        let e = errors(
+            &radio("{ line = \"sim:c2\" }", "")
+                .replace("channel = \"ops\"\n", "channel = \"ops\"\ntx_ctcss = 101.0\ntx_ctcss_db = -3.0\n"),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
     fn ctcss_cor_alone_with_a_line_or_with_vox() {
         use crate::config::PortConfig;
         use crate::core::keying::CtcssCor;
