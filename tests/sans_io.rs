@@ -27,6 +27,7 @@ const FORBIDDEN: &[&str] = &[
 /// Every core, so that none can leave the folder (or its checked part) unnoticed.
 const CORES: &[&str] = &[
     "desk.rs",
+    "dtmf_command.rs",
     "emergency.rs",
     "floor.rs",
     "jitter.rs",

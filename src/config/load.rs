@@ -416,7 +416,7 @@ keying.tx_delay_ms = 300
         assert_eq!(
             messages,
             [
-                "unknown key `leds`, expected one of `channel`, `cor`, `ptt`, `inhibit`, `emergency`, `audio`, `keying`, `vox`, `duplex`, `priority`",
+                "unknown key `leds`, expected one of `channel`, `cor`, `ptt`, `inhibit`, `emergency`, `audio`, `keying`, `vox`, `duplex`, `priority`, `dtmf`, `tx_ctcss`, `tx_ctcss_db`, `tx_ctcss_tail`",
                 "invalid type: sequence, expected a table",
             ]
         );

@@ -248,6 +248,98 @@ pub struct RadioPortConfig {
     /// Floor priority of this radio's talkers (0-254, 255 counts as 254: 255 is an emergency caller's; a higher one preempts). Default 0.
     #[serde(default)]
     pub priority: u8,
+    /// DTMF commands from the radio's keypad (`[port.NAME.dtmf]`).
+    pub dtmf: Option<DtmfSettings>,
+    /// CTCSS tone sent under the transmit audio (one of the 50 standard tones), for radios
+    /// that do not make their own.
+    pub tx_ctcss: Option<f32>,
+    /// Its peak level in dB relative to the transmit limiter's ceiling (`audio.tx.limiter_dbfs`),
+    /// -30..-6, default -18 (about 15 % of the peak deviation, common practice).
+    #[serde(default = "default_tx_ctcss_db")]
+    pub tx_ctcss_db: f32,
+    /// How the tone ends: `reverse_burst` (default: PTT held 150 ms after the key-up ends, the
+    /// tone turned by 180°, so receivers close before the carrier drops) or `none`.
+    #[serde(default)]
+    pub tx_ctcss_tail: CtcssTail,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CtcssTail {
+    #[default]
+    ReverseBurst,
+    None,
+}
+
+/// How long the reverse burst lasts (Motorola practice: 150-200 ms; the decoder here closes on
+/// it within ~120 ms).
+pub const REVERSE_BURST: Duration = Duration::from_millis(150);
+
+fn default_tx_ctcss_db() -> f32 {
+    -18.0
+}
+
+/// `[port.NAME.dtmf]`: DTMF decoded from the receive audio, muted from the channel, and taken
+/// as commands (see [`crate::core::dtmf_command`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DtmfSettings {
+    /// Access PIN (1-8 digits 0-9) every command but `cancel` starts with.
+    pub pin: Option<String>,
+    /// An incomplete command is dropped this long after its last digit (500-30000).
+    pub timeout_ms: u64,
+    /// `select_channel`'s list: `*101` is the first.
+    pub channels: Vec<String>,
+    /// Prefix -> action (`select_channel`, `set_channel NAME`, `status`, `cancel`,
+    /// `emergency`). Default: `*1` select_channel, `*2` status, `##` cancel.
+    pub commands: Option<BTreeMap<String, String>>,
+    /// Silence digits from the channel (default true; costs 40 ms of receive delay).
+    pub mute: bool,
+    /// Acknowledge on the radio (default true): a rising two-tone beep for a command carried
+    /// out, three low beeps for one refused, the channel's name in CW for `status`.
+    pub reply: bool,
+    /// Peak level of the replies, dBFS (-40..0).
+    pub reply_dbfs: f32,
+}
+
+impl Default for DtmfSettings {
+    fn default() -> Self {
+        DtmfSettings {
+            pin: None,
+            timeout_ms: 3000,
+            channels: Vec::new(),
+            commands: None,
+            mute: true,
+            reply: true,
+            reply_dbfs: -15.0,
+        }
+    }
+}
+
+impl DtmfSettings {
+    /// The command table, as the matcher takes it; an action that does not parse is an error
+    /// (the checker reports it).
+    pub fn command_table(&self) -> Result<Vec<(String, crate::core::dtmf_command::DtmfAction)>, String> {
+        use crate::core::dtmf_command::{default_commands, DtmfAction};
+        match &self.commands {
+            None => Ok(default_commands()),
+            Some(map) => map
+                .iter()
+                .map(|(p, a)| {
+                    DtmfAction::parse(a).map(|a| (p.to_ascii_uppercase(), a)).map_err(|e| format!("`{p}`: {e}"))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn matcher_config(&self) -> crate::core::dtmf_command::DtmfCommandConfig {
+        crate::core::dtmf_command::DtmfCommandConfig {
+            pin: self.pin.clone().filter(|p| !p.is_empty()),
+            timeout: Duration::from_millis(self.timeout_ms),
+            channels: self.channels.clone(),
+            commands: self.command_table().unwrap_or_default(),
+        }
+    }
 }
 
 /// `cor = { line = "...", active_low, bias, ctcss = 100.0, combine = "both" | "either" }`:
@@ -387,6 +479,10 @@ impl RadioPortConfig {
                 t.no_audio_ms
             }),
             duplex: self.duplex,
+            ctcss_tail: match (self.tx_ctcss, self.tx_ctcss_tail) {
+                (Some(_), CtcssTail::ReverseBurst) => REVERSE_BURST,
+                _ => Duration::ZERO,
+            },
             vox: self.vox.as_ref().map(|v| CoreVoxConfig { open_dbfs: v.open_dbfs, close_dbfs: v.close_dbfs }),
             ctcss: self.cor.as_ref().and_then(|c| {
                 c.ctcss?;

@@ -132,6 +132,60 @@ fn radio_port<'c>(
         }
     }
 
+    if let Some(t) = radio.tx_ctcss {
+        if radio.audio.playback.is_none() {
+            r.key(
+                &format!("{path}.tx_ctcss"),
+                format!("the tone is sent in the transmit audio: set `[{path}.audio] playback`"),
+            );
+        }
+        if crate::dsp::ctcss::standard_tone(t).is_none() {
+            r.key(
+                &format!("{path}.tx_ctcss"),
+                format!("{t} Hz is not one of the 50 standard CTCSS tones (67.0-254.1 Hz)"),
+            );
+        }
+    }
+    if !(-30.0..=-6.0).contains(&radio.tx_ctcss_db) {
+        r.key(&format!("{path}.tx_ctcss_db"), format!("{} dB is out of range -30..-6 dB", radio.tx_ctcss_db));
+    }
+    if let Some(d) = &radio.dtmf {
+        let dtmf = format!("{path}.dtmf");
+        if radio.audio.capture.is_none() {
+            r.key(&dtmf, format!("DTMF is decoded from the receive audio: set `[{path}.audio] capture`"));
+        }
+        if let Some(pin) = &d.pin {
+            if !(1..=8).contains(&pin.len()) || !pin.chars().all(|c| c.is_ascii_digit()) {
+                r.key(&format!("{dtmf}.pin"), "the PIN is 1-8 digits 0-9");
+            }
+        }
+        if !(500..=30_000).contains(&d.timeout_ms) {
+            r.key(&format!("{dtmf}.timeout_ms"), format!("{} ms is out of range 500-30000 ms", d.timeout_ms));
+        }
+        if !(-40.0..=0.0).contains(&d.reply_dbfs) {
+            r.key(&format!("{dtmf}.reply_dbfs"), format!("{} dBFS is out of range -40-0 dBFS", d.reply_dbfs));
+        }
+        if d.channels.len() > 99 {
+            r.key(&format!("{dtmf}.channels"), "at most 99 channels (two digits pick one)");
+        }
+        for (i, c) in d.channels.iter().enumerate() {
+            check_channel(&format!("{dtmf}.channels"), Some(i), c, channels, r);
+        }
+        match d.command_table() {
+            Err(e) => r.key(&format!("{dtmf}.commands"), e),
+            Ok(table) => {
+                if let Err(e) = crate::core::dtmf_command::check_commands(&table) {
+                    r.key(&format!("{dtmf}.commands"), e);
+                }
+                for (_, action) in &table {
+                    if let crate::core::dtmf_command::DtmfAction::SetChannel(c) = action {
+                        check_channel(&format!("{dtmf}.commands"), None, c, channels, r);
+                    }
+                }
+            }
+        }
+    }
+
     for (field, value, range) in timers(&radio.keying) {
         if !range.contains(&value) {
             let unit = if field.ends_with("_ms") { " ms" } else { "" };
@@ -428,6 +482,27 @@ ptt = { line = "sim:ptt1" }
 
     fn radio(cor: &str, extra: &str) -> String {
         format!("[port.r2]\nkind = \"radio\"\nchannel = \"ops\"\ncor = {cor}\nptt = {{ line = \"sim:ptt2\" }}\naudio = {{ capture = \"sim:silence\" }}\n{extra}")
+    }
+
+    #[test]
+    fn dtmf_commands_and_ctcss_encode_are_checked() {
+        let ok = "[port.r2.dtmf]\npin = \"0815\"\nchannels = [\"ops\", \"fire\"]\ncommands = { \"*1\" = \"select_channel\", \"*31\" = \"set_channel fire\", \"##\" = \"cancel\" }\n";
+        assert_eq!(errors(&radio("{ line = \"sim:c2\" }", ok)), Vec::<String>::new());
+        let bad = "[port.r2.dtmf]\npin = \"12a\"\nchannels = [\"ops\", \"nowhere\"]\ntimeout_ms = 10\ncommands = { \"*1\" = \"select_channel\", \"*12\" = \"status\" }\n";
+        let e = errors(&radio("{ line = \"sim:c2\" }", bad));
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("dtmf.pin the PIN is 1-8 digits")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("unknown channel `nowhere`")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("timeout_ms 10 ms is out of range")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("one prefix starts the other")), "{e:?}");
+        let e = errors(&radio("{ line = \"sim:c2\" }", "[port.r2.dtmf]\ncommands = { \"*1\" = \"reboot\" }\n"));
+        assert!(e.len() == 1 && e[0].contains("is not a DTMF action"), "{e:?}");
+        // CTCSS encode: a standard tone, a playback device, a level in range.
+        let e = errors(
+            &radio("{ line = \"sim:c2\" }", "")
+                .replace("channel = \"ops\"\n", "channel = \"ops\"\ntx_ctcss = 101.0\ntx_ctcss_db = -3.0\n"),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
     }
 
     #[test]

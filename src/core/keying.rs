@@ -27,6 +27,22 @@
 //!   the same TX path (TX delay, TOT, inhibit, lockout and simplex busy all apply) and unkeys
 //!   when the ID is over.
 //!
+//! - Reply (a DTMF command's acknowledgement, [`Input::Reply`]): the box's own short audio,
+//!   keyed the way the station ID is: never while a channel talker holds the radio (it waits
+//!   for the TX hang, or keys on its own once the channel is idle), never while the radio
+//!   receives (simplex), is inhibited or locked out, through the TX delay and under the TOT;
+//!   a key-up made only for it ends with it (`PttOff(ReplyDone)`), or at once on an audio
+//!   fault. One that cannot go out within [`REPLY_MAX_WAIT`] is dropped (`ReplyDropped`); a
+//!   TOT, inhibit, fault or shutdown drops it too.
+//!
+//! - CTCSS tail (`ctcss_tail`, for a port that encodes CTCSS): an ordinary end of a key-up
+//!   (hang over, ID or reply done, remote PTT released) keeps PTT on this much longer for the
+//!   reverse burst (`TailStart`; the transmit path turns the tone by 180°, receivers close
+//!   their squelch before the carrier drops), then `PttOff` with the same reason. A TOT,
+//!   inhibit, audio fault, the no-audio guard or shutdown unkeys at once, tail or not, and the
+//!   TOT keeps running through the tail. A request that comes during the tail keys afresh
+//!   after it.
+//!
 //! Sans-IO: time only comes in with `handle_input`/`handle_timeout`; the driver drains
 //! `poll_event` after each call and sleeps until `poll_timeout`. Timer handlers work at the
 //! timer's own deadline, not the (possibly late) call time, so a late driver sees exactly the
@@ -37,6 +53,10 @@ use std::time::{Duration, Instant};
 
 use super::timers::{TimerId, Timers};
 use crate::dsp::cw::{IdDue, IdTimer};
+
+/// How long a reply may wait for the radio (a busy channel, a receiving simplex radio) before
+/// it is dropped: an acknowledgement heard much later means nothing.
+pub const REPLY_MAX_WAIT: Duration = Duration::from_secs(20);
 
 /// Keying timers and behaviour for one radio port.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +87,8 @@ pub struct KeyingConfig {
     /// When set, the CTCSS decoder ([`Input::Ctcss`]) is a COR source, alone or combined with
     /// the line or VOX.
     pub ctcss: Option<CtcssCor>,
+    /// CTCSS reverse burst: PTT held this long after an ordinary end of a key-up (zero: none).
+    pub ctcss_tail: Duration,
 }
 
 /// How a CTCSS decoder counts as COR.
@@ -98,6 +120,7 @@ impl Default for KeyingConfig {
             duplex: false,
             vox: None,
             ctcss: None,
+            ctcss_tail: Duration::ZERO,
         }
     }
 }
@@ -169,6 +192,10 @@ pub enum Input {
     /// playback device is lost. A key-up made only for the station ID ends at once and no new
     /// one starts meanwhile: an ID nobody hears is only dead carrier.
     AudioFault(bool),
+    /// Send a reply of this length (audio the driver plays when `ReplyStart` comes): see the
+    /// module docs. A reply asked for while one waits or sounds replaces the waiting one and
+    /// is dropped while one sounds.
+    Reply(Duration),
     /// Release everything for good; every later input is ignored.
     Shutdown,
 }
@@ -204,6 +231,13 @@ pub enum Event {
     InhibitChanged(bool),
     /// Send the station ID now, mixed into the transmit audio (PTT is on and TX audio open).
     IdStart,
+    /// Play the reply now (PTT is on and TX audio open); it lasts the length it was asked with.
+    ReplyStart,
+    /// The key-up is ending: PTT stays on for the CTCSS tail (reverse burst), then `PttOff`.
+    TailStart,
+    /// A reply was given up (it waited [`REPLY_MAX_WAIT`], or a TOT, inhibit, fault or
+    /// shutdown ended its key-up).
+    ReplyDropped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +258,8 @@ pub enum PttOffReason {
     NoAudio,
     /// A remote PTT was released or reached its maximum, and no channel talker holds PTT.
     RemoteEnd,
+    /// A key-up made only for a reply is over.
+    ReplyDone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,9 +293,12 @@ enum Timer {
     FlapClear,
     NoAudio,
     RemoteEnd,
+    ReplyEnd,
+    ReplyExpire,
+    TailEnd,
 }
 
-const TIMER_COUNT: usize = 12;
+const TIMER_COUNT: usize = 15;
 
 impl TimerId for Timer {
     const ALL: &'static [Self] = &[
@@ -275,6 +314,9 @@ impl TimerId for Timer {
         Timer::FlapClear,
         Timer::NoAudio,
         Timer::RemoteEnd,
+        Timer::ReplyEnd,
+        Timer::ReplyExpire,
+        Timer::TailEnd,
     ];
     fn index(self) -> usize {
         self as usize
@@ -299,6 +341,8 @@ enum Tx {
     Keyed,
     /// The channel went idle; PTT held for the hang time.
     Hang,
+    /// The key-up ends: PTT held for the CTCSS tail (reverse burst), no channel audio.
+    Tail,
 }
 
 /// Where the station ID is.
@@ -309,6 +353,16 @@ enum IdPhase {
     /// Due and not on air yet: waiting for TX audio (TX delay) or for a block to clear.
     Wanted,
     /// Its audio is on air until `Timer::IdEnd`.
+    Sending,
+}
+
+/// Where a reply is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyPhase {
+    Idle,
+    /// Asked for, not on air yet: waiting for the TX delay, the channel or a block to clear.
+    Wanted(Duration),
+    /// Its audio is on air until `Timer::ReplyEnd`.
     Sending,
 }
 
@@ -360,6 +414,9 @@ pub struct Keying {
 
     id: Option<StationId>,
     audio_fault: bool,
+    reply: ReplyPhase,
+    /// Why the key-up in its CTCSS tail ends (reported when the tail is over).
+    tail_reason: Option<PttOffReason>,
 }
 
 impl Keying {
@@ -389,6 +446,8 @@ impl Keying {
             remote: false,
             id: None,
             audio_fault: false,
+            reply: ReplyPhase::Idle,
+            tail_reason: None,
         }
     }
 
@@ -410,7 +469,7 @@ impl Keying {
     pub fn handle_input(&mut self, now: Instant, input: Input) {
         let now = self.clamp(now);
         if self.shut_down {
-            if matches!(input, Input::TxRequest(true) | Input::RemotePtt(Some(_))) {
+            if matches!(input, Input::TxRequest(true) | Input::RemotePtt(Some(_)) | Input::Reply(_)) {
                 self.emit(Event::TxBlocked(TxBlockReason::ShutDown));
             }
             return;
@@ -440,9 +499,11 @@ impl Keying {
             Input::ChannelAudio => self.on_channel_audio(now),
             Input::Inhibit(on) => self.on_inhibit(now, on),
             Input::AudioFault(on) => self.on_audio_fault(now, on),
+            Input::Reply(length) => self.on_reply(now, length),
             Input::Shutdown => self.shutdown(now),
         }
         self.update_id(now);
+        self.update_reply(now);
         self.update_guard(now);
         // Zero-length timers started by this input are due now, not on the next call.
         self.run_timers(now);
@@ -530,6 +591,21 @@ impl Keying {
         self.id.as_ref().is_some_and(|id| id.phase == IdPhase::Sending)
     }
 
+    /// PTT is on for the CTCSS tail only (reverse burst).
+    pub fn in_tail(&self) -> bool {
+        self.tx == Tx::Tail
+    }
+
+    /// A reply's audio is on air.
+    pub fn reply_sending(&self) -> bool {
+        self.reply == ReplyPhase::Sending
+    }
+
+    /// A reply waits to go on air.
+    pub fn reply_wanted(&self) -> bool {
+        matches!(self.reply, ReplyPhase::Wanted(_))
+    }
+
     fn emit(&mut self, event: Event) {
         self.events.push_back(event);
     }
@@ -581,13 +657,13 @@ impl Keying {
                     self.emit(Event::TxAudioOpen);
                 }
             }
-            Timer::TxHang if self.id_sending() => {
+            Timer::TxHang if self.id_sending() || self.reply_sending() => {
                 // The over is done but the ID is not: PTT stays up for the rest of it, and
                 // the ID covers the traffic it was mixed into.
                 self.tx = Tx::Keyed;
                 self.id_traffic(at, false);
             }
-            Timer::TxHang => self.unkey(at, PttOffReason::HangExpired),
+            Timer::TxHang => self.end_keyup(at, PttOffReason::HangExpired),
             Timer::Tot => {
                 // Still a talker: lock out until the channel goes idle. Set before unkeying
                 // so nothing triggered by the unkey can key again.
@@ -601,9 +677,10 @@ impl Keying {
                 }
                 // The ID was the last audio on air: the guard counts from its end.
                 self.audio_at = Some(at);
-                // A key-up made only for the ID (no talker, not in hang) ends with it.
-                if self.tx == Tx::Keyed && !self.wants_tx() {
-                    self.unkey(at, PttOffReason::IdDone);
+                // A key-up made only for the ID (no talker, not in hang) ends with it, unless a
+                // reply follows on it.
+                if self.tx == Tx::Keyed && !self.wants_tx() && self.reply == ReplyPhase::Idle {
+                    self.end_keyup(at, PttOffReason::IdDone);
                 }
             }
             // Only a wake-up: `update_id` below decides.
@@ -614,8 +691,32 @@ impl Keying {
                 self.unkey(at, PttOffReason::NoAudio);
             }
             Timer::RemoteEnd => self.end_remote(at),
+            Timer::ReplyEnd => {
+                self.reply = ReplyPhase::Idle;
+                self.audio_at = Some(at);
+                if self.tx == Tx::Keyed && !self.wants_tx() && !self.id_sending() && !self.id_wanted() {
+                    self.end_keyup(at, PttOffReason::ReplyDone);
+                }
+            }
+            Timer::TailEnd => {
+                let reason = self.tail_reason.take().unwrap_or(PttOffReason::HangExpired);
+                // A remote PTT that came during the tail keys afresh after it.
+                let remote = self.timers.get(Timer::RemoteEnd).filter(|_| self.remote);
+                self.unkey(at, reason);
+                if let Some(end) = remote {
+                    self.remote = true;
+                    self.timers.set(Timer::RemoteEnd, end);
+                }
+                self.maybe_key(at);
+            }
+            Timer::ReplyExpire => {
+                if self.reply_wanted() {
+                    self.drop_reply();
+                }
+            }
         }
         self.update_id(at);
+        self.update_reply(at);
         self.update_guard(at);
     }
 
@@ -766,6 +867,8 @@ impl Keying {
                 }
                 // Traffic joins a key-up made for the station ID or a remote PTT.
                 Tx::Keyed => self.id_traffic(now, true),
+                // Keys afresh when the tail is over.
+                Tx::Tail => {}
                 // Also for a repeated request (e.g. a new talker while locked out): it is told.
                 Tx::Off => {
                     if let Some(reason) = self.block_reason() {
@@ -810,7 +913,7 @@ impl Keying {
                 self.timers.stop(Timer::TxHang);
                 self.tx = Tx::Keyed;
             }
-            Tx::Keyed => {}
+            Tx::Keyed | Tx::Tail => {}
             Tx::Off if self.busy() => self.emit(Event::TxBlocked(TxBlockReason::Busy)),
             Tx::Off => self.key(now),
         }
@@ -825,7 +928,7 @@ impl Keying {
         self.audio_at = Some(t);
         let talker_holds = self.tx_request && !self.silent;
         if self.tx == Tx::Keyed && !talker_holds {
-            self.unkey(t, PttOffReason::RemoteEnd);
+            self.end_keyup(t, PttOffReason::RemoteEnd);
         }
     }
 
@@ -846,7 +949,9 @@ impl Keying {
         let guarded = self.ptt()
             && !self.remote
             && !self.id_sending()
+            && !self.reply_sending()
             && (self.tx_request || self.tx == Tx::Hang)
+            && self.tx != Tx::Tail
             && !self.shut_down;
         match self.audio_at {
             Some(from) if guarded => {
@@ -898,8 +1003,40 @@ impl Keying {
         }
     }
 
+    /// An ordinary end of a key-up: through the CTCSS tail when there is one.
+    fn end_keyup(&mut self, t: Instant, reason: PttOffReason) {
+        if self.config.ctcss_tail.is_zero() || self.tx == Tx::Tail {
+            self.unkey(t, reason);
+            return;
+        }
+        self.tx = Tx::Tail;
+        self.tx_audio = false;
+        self.tail_reason = Some(reason);
+        self.timers.stop(Timer::TxDelay);
+        self.timers.stop(Timer::TxHang);
+        self.timers.stop(Timer::IdEnd);
+        self.timers.stop(Timer::NoAudio);
+        self.timers.stop(Timer::ReplyEnd);
+        self.remote = false;
+        self.timers.stop(Timer::RemoteEnd);
+        if self.reply_sending() {
+            self.drop_reply();
+        }
+        if let Some(id) = &mut self.id {
+            id.timer.set_keyed(t, false);
+            if id.phase == IdPhase::Sending {
+                id.phase = IdPhase::Idle;
+            }
+        }
+        // The TOT keeps running: the tail never outlasts it.
+        self.start(Timer::TailEnd, t, self.config.ctcss_tail);
+        self.emit(Event::TailStart);
+    }
+
     fn unkey(&mut self, t: Instant, reason: PttOffReason) {
         self.tx = Tx::Off;
+        self.timers.stop(Timer::TailEnd);
+        self.tail_reason = None;
         self.tx_audio = false;
         self.ptt_since = None;
         self.timers.stop(Timer::TxDelay);
@@ -911,6 +1048,15 @@ impl Keying {
         // again takes a new command.
         self.remote = false;
         self.timers.stop(Timer::RemoteEnd);
+        self.timers.stop(Timer::ReplyEnd);
+        let ordinary = matches!(
+            reason,
+            PttOffReason::HangExpired | PttOffReason::NoAudio | PttOffReason::RemoteEnd | PttOffReason::IdDone
+        );
+        if self.reply_sending() || (self.reply_wanted() && !ordinary) {
+            // Cut short, or its key-up ended by a TOT, inhibit, fault or shutdown: given up.
+            self.drop_reply();
+        }
         if let Some(id) = &mut self.id {
             id.timer.set_keyed(t, false);
             if reason == PttOffReason::TimeOut && id.phase != IdPhase::Idle {
@@ -959,8 +1105,9 @@ impl Keying {
 
     fn on_audio_fault(&mut self, now: Instant, on: bool) {
         self.audio_fault = on;
-        let id_only = self.tx == Tx::Keyed && !self.wants_tx() && self.id.is_some();
-        if on && id_only {
+        let own_only =
+            self.tx == Tx::Keyed && !self.wants_tx() && (self.id.is_some() || self.reply != ReplyPhase::Idle);
+        if on && (own_only || self.tx == Tx::Tail) {
             self.unkey(now, PttOffReason::AudioFault);
         }
     }
@@ -1008,8 +1155,55 @@ impl Keying {
         }
     }
 
+    // ---- reply ----
+
+    fn on_reply(&mut self, t: Instant, length: Duration) {
+        if let Some(reason @ (TxBlockReason::Inhibited | TxBlockReason::LockedOut)) = self.block_reason() {
+            self.emit(Event::TxBlocked(reason));
+            self.emit(Event::ReplyDropped);
+            return;
+        }
+        if self.reply_sending() {
+            self.emit(Event::ReplyDropped);
+            return;
+        }
+        self.reply = ReplyPhase::Wanted(length);
+        self.start(Timer::ReplyExpire, t, REPLY_MAX_WAIT);
+    }
+
+    fn drop_reply(&mut self) {
+        self.reply = ReplyPhase::Idle;
+        self.timers.stop(Timer::ReplyEnd);
+        self.timers.stop(Timer::ReplyExpire);
+        self.emit(Event::ReplyDropped);
+    }
+
+    /// Start or key for a wanted reply when the radio is free for it: no channel talker holds
+    /// it (a reply never cuts into a talker's over: it waits for the hang, or for the channel
+    /// to go idle), the station ID is not sounding, and nothing blocks keying.
+    fn update_reply(&mut self, t: Instant) {
+        let ReplyPhase::Wanted(length) = self.reply else { return };
+        if self.shut_down || self.audio_fault {
+            return;
+        }
+        if self.tx_request || self.id_sending() {
+            return;
+        }
+        if self.tx_audio {
+            self.reply = ReplyPhase::Sending;
+            self.timers.stop(Timer::ReplyExpire);
+            self.start(Timer::ReplyEnd, t, length);
+            self.emit(Event::ReplyStart);
+        } else if !self.ptt() && self.block_reason().is_none() {
+            self.key(t);
+        }
+    }
+
     fn shutdown(&mut self, now: Instant) {
         self.shut_down = true;
+        if self.reply_wanted() {
+            self.drop_reply();
+        }
         if self.ptt() {
             self.unkey(now, PttOffReason::Shutdown);
         }

@@ -7,6 +7,7 @@
 //! `tests/sans_io.rs` checks that nothing in this folder imports I/O crates or reads the clock.
 
 pub mod desk;
+pub mod dtmf_command;
 pub mod emergency;
 pub mod floor;
 pub mod jitter;

@@ -14,6 +14,8 @@ pub struct AudioFlags {
     gate: AtomicU8,
     /// The keying core asked for the station ID; the playback thread starts it.
     id_start: AtomicBool,
+    /// The keying core started a reply; the playback thread starts its audio.
+    reply_start: AtomicBool,
     /// Starts the playback device when it stopped for having nothing to play.
     pub(super) playback: OnceLock<PlaybackWaker>,
 }
@@ -22,6 +24,20 @@ impl AudioFlags {
     pub fn start_id(&self) {
         self.id_start.store(true, Ordering::Relaxed);
         self.wake_playback();
+    }
+
+    pub fn start_reply(&self) {
+        self.reply_start.store(true, Ordering::Relaxed);
+        self.wake_playback();
+    }
+
+    /// For the playback thread: whether to start the reply now (once per request).
+    pub fn take_reply_start(&self) -> bool {
+        self.reply_start.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn reply_pending(&self) -> bool {
+        self.reply_start.load(Ordering::Relaxed)
     }
 
     /// The transmit path got something to play (the router pushed channel audio).
@@ -54,6 +70,7 @@ impl AudioFlags {
             TxGate::Closed => 0,
             TxGate::Hold => 1,
             TxGate::Open => 2,
+            TxGate::Tail => 3,
         };
         self.gate.store(v, Ordering::Relaxed);
         // A keyed radio gets a running device (silence at least), whatever the channel has.
@@ -66,6 +83,7 @@ impl AudioFlags {
         match self.gate.load(Ordering::Relaxed) {
             1 => TxGate::Hold,
             2 => TxGate::Open,
+            3 => TxGate::Tail,
             _ => TxGate::Closed,
         }
     }

@@ -107,6 +107,9 @@ impl Tap for RxTap {
                     self.to_port.send(PortInput::Ctcss { at, open: c.open, heard_hz: c.heard_hz, snr_db: c.snr_db });
             }
         }
+        if let Some(digit) = out.dtmf {
+            let _ = self.to_port.send(PortInput::Dtmf { at, digit });
+        }
         if let Some(dbfs) = self.level.add(at, out.meter.rms_dbfs) {
             let _ = self.to_port.send(PortInput::RxLevel(dbfs));
         }
@@ -207,6 +210,9 @@ impl Feed for TxFeed {
             if self.flags.take_id_start() {
                 tx.start_id();
             }
+            if self.flags.take_reply_start() {
+                tx.start_reply();
+            }
             let out = tx.fill(at, gate, frame);
             // The jitter buffer's counters at a spurt's first and last frame: only then.
             let ended = match (out.channel_active, self.spurt) {
@@ -239,6 +245,7 @@ impl Feed for TxFeed {
     fn idle(&mut self) -> bool {
         self.flags.gate() == TxGate::Closed
             && !self.flags.id_pending()
+            && !self.flags.reply_pending()
             && self.tx.lock().unwrap_or_else(|p| p.into_inner()).idle()
     }
 }
@@ -337,6 +344,9 @@ pub fn start(
         if let Some(tone) = radio.cor.as_ref().and_then(|c| c.ctcss) {
             rx = rx.with_ctcss(tone);
         }
+        if let Some(dtmf) = &radio.dtmf {
+            rx = rx.with_dtmf(dtmf.mute);
+        }
         let heartbeat = watchdog.register(&format!("port {name} capture"));
         let to = (to_port.clone(), to_channel.media.clone());
         start_capture(port, device, rx, &flags, radio.keying_config().vox, to, heartbeat, opts(), cancel, tasks)?;
@@ -352,7 +362,10 @@ pub fn start(
         )
         .map_err(|e| format!("decoder: {e}"))?;
         let cw_id = radio.audio.cw_id_config();
-        let path = path.with_cw_id(cw_id.as_ref());
+        let mut path = path.with_cw_id(cw_id.as_ref());
+        if let Some(hz) = radio.tx_ctcss {
+            path = path.with_ctcss(hz, radio.audio.tx.limiter_dbfs + radio.tx_ctcss_db);
+        }
         if let Some(cw) = cw_id.filter(|_| !path.cw_id_length().is_zero()) {
             let length = path.cw_id_length() + ID_TAIL;
             info!(port = name, text = %cw.text, interval = ?cw.interval, ?length, "CW station ID on");

@@ -1,5 +1,7 @@
 //! Fleet commands, each validated against this box's ports and channels and answered exactly
 //! once. The fleet module has already checked their shape; here they meet the daemon's state.
+//! Commands from inside the box (a radio's DTMF keypad, [`LocalCommand`]) take the same path:
+//! one place carries out `set_channel` and the rest, whoever asked.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::dtmf::LocalCommand;
 use super::radio_port::PortInput;
 use super::{ChannelCommand, ChannelMsg};
 use crate::config::{self, Config};
@@ -36,11 +39,37 @@ pub struct Control {
 }
 
 impl Control {
-    pub async fn run(self, mut commands: CommandReceiver, cancel: CancellationToken) {
+    /// Runs until cancelled. `commands`: the fleet's (None without MQTT); `local`: the box's own.
+    pub async fn run(
+        self,
+        mut commands: Option<CommandReceiver>,
+        mut local: mpsc::Receiver<LocalCommand>,
+        cancel: CancellationToken,
+    ) {
         loop {
+            let fleet = async {
+                match commands.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                next = commands.recv() => match next {
+                Some(LocalCommand { command, reply }) = local.recv() => {
+                    info!(?command, "local command (DTMF)");
+                    let result = match command {
+                        // Never from a keypad: they would restart the box.
+                        Command::ReloadConfig | Command::Restart => {
+                            Err(CommandError::rejected("not a local command"))
+                        }
+                        other => self.handle(other).await,
+                    };
+                    if let Err(e) = &result {
+                        warn!(error = %e, "local command refused");
+                    }
+                    let _ = reply.send(result);
+                }
+                next = fleet => match next {
                     Some((command, replier)) => {
                         info!(?command, "fleet command");
                         let (result, restart) = match command {

@@ -12,6 +12,7 @@ mod channels;
 mod clock;
 mod control;
 mod desk_port;
+mod dtmf;
 mod logging;
 mod ptt_state;
 mod radio_port;
@@ -294,6 +295,9 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
         .record
         .as_ref()
         .map(|r| crate::record::RecordingsApi { dir: r.dir.clone().into(), index: record_index.clone() });
+    // Commands from the ports themselves (DTMF), carried out by the same control task as the
+    // fleet's.
+    let (local_tx, local_rx) = mpsc::channel(dtmf::LOCAL_INBOX);
     let mut desks = Vec::new();
     // Desk ports by name with their channels' names, for fleet `desk` commands.
     let mut desk_channels = std::collections::HashMap::new();
@@ -361,6 +365,10 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             to_channel: to_channel.control.clone(),
             heartbeat: watchdog.register(&format!("port {name}")),
             audio: audio.as_ref().map(|a| a.flags.clone()),
+            dtmf: radio.dtmf.as_ref().map(|d| {
+                let reply = audio.as_ref().and_then(|a| a.tx.clone()).filter(|_| d.reply).map(|tx| (tx, d.reply_dbfs));
+                dtmf::DtmfPort::new(d.matcher_config(), local_tx.clone(), reply)
+            }),
         };
         port_audio.push((id, audio));
         tasks.spawn(port.run(cancel.clone()));
@@ -394,8 +402,16 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
 
     // One restart at a time: the supervisor stops everything on the first.
     let (restart_tx, mut restart_rx) = mpsc::channel(1);
-    if let Some(commands) = fleet_commands {
-        let status_led = match config.gpio.status_led.as_ref().map(|l| gpio.open_output(l)).transpose() {
+    drop(local_tx);
+    {
+        let status_led = match config
+            .gpio
+            .status_led
+            .as_ref()
+            .filter(|_| fleet_commands.is_some())
+            .map(|l| gpio.open_output(l))
+            .transpose()
+        {
             Ok(led) => led,
             Err(e) => return Stop::Exit(fatal(&format!("gpio.status_led: {e}"))),
         };
@@ -409,7 +425,7 @@ pub async fn run(config: Config, source: String, config_path: Option<std::path::
             reporter: reporter.clone(),
             desks: desk_channels,
         };
-        tasks.spawn(control.run(commands, cancel.clone()));
+        tasks.spawn(control.run(fleet_commands, local_rx, cancel.clone()));
     }
 
     if gpio.sim.has_dir() {

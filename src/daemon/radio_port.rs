@@ -13,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::audio_flags::AudioFlags;
+use super::dtmf::{DtmfPort, LocalCommand, Pending, Reply};
 use super::report::Reporter;
 use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
 use super::{clock, ChannelMsg, PortId};
+use crate::core::dtmf_command::{DtmfCommand, Outcome};
 use crate::core::jitter::JitterStats;
 use crate::core::keying::{Event, Input, Keying, PttOffReason, TxBlockReason};
 use crate::core::routing::{RadioTx, WaitReason};
@@ -56,6 +58,8 @@ pub enum PortInput {
     TxLevel(f32),
     /// A talk-spurt of channel audio ended; what the transmit path's jitter buffer did with it.
     TxSpurt(SpurtStats),
+    /// A DTMF digit started in the receive audio (stamped on the capture thread).
+    Dtmf { at: Instant, digit: char },
 }
 
 /// Every input but the spurt statistics is a level: a newer one replaces the older one still
@@ -65,7 +69,9 @@ pub enum PortInput {
 impl Queued for PortInput {
     fn policy(&self) -> Policy {
         match self {
-            PortInput::TxSpurt(_) => Policy::DropOldest,
+            // Digits are events, not levels; at most ~13 a second, and a lost one only makes
+            // its command fail (a full `Keep` queue would end the port).
+            PortInput::TxSpurt(_) | PortInput::Dtmf { .. } => Policy::DropOldest,
             _ => Policy::Coalesce,
         }
     }
@@ -130,6 +136,8 @@ pub struct RadioPort {
     /// Tells the playback task where the transmitter is (None: no audio configured).
     pub audio: Option<Arc<AudioFlags>>,
     pub reporter: Reporter,
+    /// DTMF commands from the radio's keypad (None: not configured).
+    pub dtmf: Option<DtmfPort>,
 }
 
 /// The levels the port combines before the keying core sees them, and what it reports.
@@ -161,7 +169,19 @@ impl RadioPort {
         let mut state_tick = tokio::time::interval(STATE_PERIOD);
         self.report_state(&req);
         loop {
-            let sleep = crate::wait::until(self.keying.poll_timeout());
+            let dtmf_deadline = self.dtmf.as_ref().and_then(|d| d.matcher.poll_timeout());
+            let next = match (self.keying.poll_timeout(), dtmf_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let sleep = crate::wait::until(next);
+            let pending = self.dtmf.as_mut().and_then(|d| d.pending.as_mut()).map(|p| &mut p.answer);
+            let answer = async move {
+                match pending {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -169,7 +189,17 @@ impl RadioPort {
                     Ok(input) => self.input(input, &mut req),
                     Err(_) => break,
                 },
-                _ = sleep => self.keying.handle_timeout(clock::now()),
+                _ = sleep => {
+                    let now = clock::now();
+                    self.keying.handle_timeout(now);
+                    if let Some(d) = &mut self.dtmf {
+                        d.matcher.handle_timeout(now);
+                    }
+                    self.dtmf_outcomes();
+                }
+                result = answer => self.dtmf_answer(result.unwrap_or_else(|_| {
+                    Err(crate::fleet::CommandError::unavailable("the daemon is stopping"))
+                })),
                 _ = beat.tick() => self.heartbeat.beat(),
                 _ = state_tick.tick() => {
                     if self.keying.rx_active() || self.keying.ptt() || req.line_keyed {
@@ -225,7 +255,106 @@ impl RadioPort {
             PortInput::RemotePtt { on, max } => {
                 self.keying.handle_input(clock::now(), Input::RemotePtt(on.then_some(max)))
             }
+            PortInput::Dtmf { at, digit } => {
+                debug!(port = %self.name, %digit, "DTMF digit");
+                if let Some(d) = &mut self.dtmf {
+                    d.matcher.handle_digit(at, digit);
+                }
+                self.dtmf_outcomes();
+            }
         }
+    }
+
+    /// Carry out what the DTMF matcher concluded.
+    fn dtmf_outcomes(&mut self) {
+        let Some(d) = &mut self.dtmf else { return };
+        let outcomes: Vec<Outcome> = std::iter::from_fn(|| d.matcher.poll_outcome()).collect();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Command { command: DtmfCommand::SetChannel(channel), digits } => {
+                    self.dtmf_set_channel(channel, digits)
+                }
+                Outcome::Command { command: DtmfCommand::Status, digits } => {
+                    let channel = self.channel.clone();
+                    self.dtmf_event(&digits, "status", format!("on channel {channel}"));
+                    self.reply(Reply::Cw(channel));
+                }
+                Outcome::Command { command: DtmfCommand::Emergency, digits } => {
+                    warn!(port = %self.name, "DTMF emergency: not supported yet");
+                    self.dtmf_event(&digits, "not_supported", "emergency is not supported yet".into());
+                    self.reply(Reply::Error);
+                }
+                Outcome::Rejected { reason, digits } => {
+                    info!(port = %self.name, %digits, reason = reason.as_str(), "DTMF command refused");
+                    self.dtmf_event(&digits, reason.as_str(), String::new());
+                    self.reply(Reply::Error);
+                }
+                Outcome::Cancelled { digits } => {
+                    self.dtmf_event(&digits, "cancelled", String::new());
+                    self.reply(Reply::Ack);
+                }
+            }
+        }
+    }
+
+    /// A channel change goes to the control task (the MQTT commands' path); its answer comes
+    /// back through [`RadioPort::dtmf_answer`].
+    fn dtmf_set_channel(&mut self, channel: String, digits: String) {
+        let Some(d) = &mut self.dtmf else { return };
+        if d.pending.is_some() {
+            self.dtmf_event(&digits, "busy", "the last command is still being carried out".into());
+            self.reply(Reply::Error);
+            return;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let command = crate::fleet::Command::SetChannel { port: self.name.clone(), channel: channel.clone() };
+        match d.control.try_send(LocalCommand { command, reply }) {
+            Ok(()) => d.pending = Some(Pending { answer, digits, channel }),
+            Err(_) => {
+                self.dtmf_event(&digits, "refused", "the control task is busy".into());
+                self.reply(Reply::Error);
+            }
+        }
+    }
+
+    fn dtmf_answer(&mut self, result: Result<serde_json::Value, crate::fleet::CommandError>) {
+        let Some(Pending { digits, channel, .. }) = self.dtmf.as_mut().and_then(|d| d.pending.take()) else { return };
+        match result {
+            Ok(_) => {
+                info!(port = %self.name, %channel, "DTMF: channel set");
+                // The router told the port its new channel before it answered.
+                self.dtmf_event(&digits, "accepted", format!("set_channel {channel}"));
+                self.reply(Reply::Ack);
+            }
+            Err(e) => {
+                warn!(port = %self.name, %channel, error = %e, "DTMF: set_channel refused");
+                self.dtmf_event(&digits, "refused", e.message);
+                self.reply(Reply::Error);
+            }
+        }
+    }
+
+    fn dtmf_event(&self, digits: &str, reason: &str, detail: String) {
+        let mut event =
+            FleetEvent::new(EventKind::Dtmf).port(&self.name).channel(&self.channel).digits(digits).reason(reason);
+        if !detail.is_empty() {
+            event = event.detail(detail);
+        }
+        self.reporter.event(event);
+    }
+
+    /// Ask the keying core for a reply (played when it says `ReplyStart`). Nothing while one
+    /// is on air: its audio must not be swapped under it.
+    fn reply(&mut self, reply: Reply) {
+        let Some((path, dbfs)) = self.dtmf.as_ref().and_then(|d| d.reply.clone()) else { return };
+        if self.keying.reply_sending() {
+            debug!(port = %self.name, ?reply, "a reply is on air: this one is not sent");
+            return;
+        }
+        let sequence = reply.sequence(dbfs);
+        let length = Reply::key_length(&sequence);
+        path.lock().unwrap_or_else(|p| p.into_inner()).set_reply(sequence);
+        self.keying.handle_input(clock::now(), Input::Reply(length));
     }
 
     /// Drive PTT to the core's level and pass its events on.
@@ -243,6 +372,7 @@ impl RadioPort {
         }
         if let Some(audio) = &self.audio {
             audio.set_gate(match (self.keying.ptt(), self.keying.tx_audio()) {
+                _ if self.keying.in_tail() => TxGate::Tail,
                 (true, true) => TxGate::Open,
                 (true, false) => TxGate::Hold,
                 _ => TxGate::Closed,
@@ -281,6 +411,7 @@ impl RadioPort {
                         PttOffReason::AudioFault => "audio_fault",
                         PttOffReason::NoAudio => "no_audio",
                         PttOffReason::RemoteEnd => "remote",
+                        PttOffReason::ReplyDone => "reply_end",
                     };
                     self.reporter.event(report(EventKind::PttOff).reason(reason));
                 }
@@ -294,6 +425,13 @@ impl RadioPort {
                         audio.start_id();
                     }
                 }
+                Event::ReplyStart => {
+                    info!(port = %self.name, "DTMF reply on air");
+                    if let Some(audio) = &self.audio {
+                        audio.start_reply();
+                    }
+                }
+                Event::ReplyDropped => info!(port = %self.name, "DTMF reply given up (radio busy, blocked or unkeyed)"),
                 Event::RxTimeout => warn!(port = %self.name, "COR stuck open, receive timed out"),
                 Event::FlapSuppressed => warn!(port = %self.name, "COR flapping, ignored for now"),
                 other => debug!(port = %self.name, event = ?other, "keying"),
@@ -481,6 +619,7 @@ ptt = { line = "sim:r1-ptt" }
             heartbeat: watchdog.register("r1"),
             audio: None,
             reporter: Reporter::new(None),
+            dtmf: None,
         };
         let cancel = CancellationToken::new();
         let task = tokio::spawn(port.run(cancel.clone()));

@@ -218,9 +218,11 @@ impl CtcssDecoder {
                 best = k;
             }
         }
+        // The median of the 50 powers: the two middle ones, without sorting all of them.
         self.sorted.copy_from_slice(&self.powers);
-        self.sorted.sort_unstable_by(|a, b| a.total_cmp(b));
-        let noise = 0.5 * (self.sorted[n / 2 - 1] + self.sorted[n / 2]);
+        let (lower, upper, _) = self.sorted.select_nth_unstable_by(n / 2, |a, b| a.total_cmp(b));
+        let below = lower.iter().copied().fold(f64::MIN, f64::max);
+        let noise = 0.5 * (below + *upper);
         let w = self.bank.window(best);
         let step = w.fine_phase_step(w.recent_phase_step(STEADY), STEADY);
         let f = w.measured_freq(step);

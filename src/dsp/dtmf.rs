@@ -21,7 +21,7 @@
 //! start of one) is heard, so the receive path can mute it.
 
 use super::decimate::Decimator;
-use super::tone_bank::ToneBank;
+use super::tone_bank::{ToneBank, C};
 use super::{clean, SAMPLE_RATE};
 
 pub const DTMF_LOW: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
@@ -177,19 +177,32 @@ impl DtmfDecoder {
             return None;
         }
         let total = self.bank.mean_square();
-        let mut picks = [(0usize, 0.0f64); 2];
-        for (g, pick) in picks.iter_mut().enumerate() {
+        // First the checks that need no trigonometry, for both groups (speech fails them in
+        // almost every window): the strongest tone of each group 10 dB over the others, and
+        // the two able to carry 80 % of the window's power at all (their incoherent sums bound
+        // what any frequency correction can give).
+        let mut best = [0usize; 2];
+        let mut bound = 0.0;
+        for (g, best) in best.iter_mut().enumerate() {
             let base = g * 4;
             let p: [f64; 4] = std::array::from_fn(|i| self.bank.window(base + i).plain_power());
-            let best = (0..4).max_by(|&a, &b| p[a].total_cmp(&p[b]))?;
-            // The other tones of the group at least 10 dB down.
-            if (0..4).any(|i| i != best && p[i] * 10.0 > p[best]) {
+            let b = (0..4).max_by(|&a, &b| p[a].total_cmp(&p[b]))?;
+            if (0..4).any(|i| i != b && p[i] * 10.0 > p[b]) {
                 return None;
             }
-            let w = self.bank.window(base + best);
+            *best = base + b;
+            bound += self.bank.window(base + b).incoherent_power();
+        }
+        if bound / 2.0 < 0.8 * total {
+            return None;
+        }
+        let mut picks = [(0usize, 0.0f64); 2];
+        for (g, pick) in picks.iter_mut().enumerate() {
+            let k = best[g];
+            let w = self.bank.window(k);
             let step = w.phase_step();
             let f = w.measured_freq(step);
-            let nominal = self.bank.freq(base + best);
+            let nominal = self.bank.freq(k);
             if ((f - nominal) / nominal).abs() > self.cfg.freq_tolerance as f64 {
                 return None;
             }
@@ -198,14 +211,13 @@ impl DtmfDecoder {
             if level_db < self.cfg.min_level_dbfs as f64 {
                 return None;
             }
-            // Present in every block of the window.
-            let mean = power;
-            // Checked on 10 ms pairs of blocks: a single 5 ms block still sees a strong tone of
-            // the other group through its sidelobes.
-            if (1..WINDOW).any(|i| w.pair_power(i, step) < 0.5 * mean) {
+            // Present in every block of the window, checked on 10 ms pairs of blocks: a single
+            // 5 ms block still sees a strong tone of the other group through its sidelobes.
+            let turn = C::expj(-step);
+            if (1..WINDOW).any(|i| w.pair_power_turned(i, turn) < 0.5 * power) {
                 return None;
             }
-            *pick = (best, power);
+            *pick = (k - g * 4, power);
         }
         let (lo, plo) = picks[0];
         let (hi, phi) = picks[1];

@@ -285,6 +285,19 @@ impl Window<'_> {
         self.x(i - 1).plus(self.x(i).times(C::expj(-phase_step))).norm2() * 4.0 / (b * b)
     }
 
+    /// [`Window::pair_power`] with the turn `e^{-j phase_step}` already made.
+    pub fn pair_power_turned(&self, i: usize, turn: C) -> f64 {
+        let b = 2.0 * self.bank.block as f64;
+        self.x(i - 1).plus(self.x(i).times(turn)).norm2() * 4.0 / (b * b)
+    }
+
+    /// An upper bound of [`Window::refined_power`] at any phase step: the blocks summed by
+    /// magnitude (no trigonometry).
+    pub fn incoherent_power(&self) -> f64 {
+        let s: f64 = (0..self.bank.window).map(|i| self.x(i).norm2().sqrt()).sum();
+        self.scale(s * s)
+    }
+
     /// Phase turn from block `i - 1` to `i` beyond `phase_step` (radians, -pi..pi).
     pub fn phase_jump(&self, i: usize, phase_step: f64) -> f64 {
         self.x(i).times(self.x(i - 1).conj()).times(C::expj(-phase_step)).arg()

@@ -51,6 +51,12 @@ impl Sine {
     }
 
     /// Restart at phase 0 (the next sample is 0).
+    /// Turn the phase by 180° (a CTCSS reverse burst).
+    pub fn invert(&mut self) {
+        self.cos = -self.cos;
+        self.sin = -self.sin;
+    }
+
     pub fn reset_phase(&mut self) {
         self.cos = 1.0;
         self.sin = 0.0;

@@ -288,6 +288,9 @@ pub struct Event {
     /// `recorded`: length of the recording.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// `dtmf`: the digits entered, the access PIN shown as `x`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<String>,
 }
 
 impl Event {
@@ -303,7 +306,12 @@ impl Event {
             talker: None,
             start: None,
             duration_ms: None,
+            digits: None,
         }
+    }
+    pub fn digits(mut self, digits: impl Into<String>) -> Self {
+        self.digits = Some(digits.into());
+        self
     }
     pub fn port(mut self, port: impl Into<String>) -> Self {
         self.port = Some(port.into());
@@ -360,6 +368,11 @@ pub enum EventKind {
     RecordFailed,
     /// Recording works again after `record_failed`.
     RecordResumed,
+    /// A DTMF command from a radio's keypad ended: `port`, `channel` (the port's, after the
+    /// command), `digits` (PIN masked), `reason` (`accepted`, `status`, `cancelled`,
+    /// `wrong_pin`, `unknown`, `no_such_channel`, `timeout`, `refused`, `busy`,
+    /// `not_supported`), `detail` (what was done or why not).
+    Dtmf,
     /// An emergency was raised on `channel` (`reason`: the source kind, `radio`, `dtmf`,
     /// `console`, `desk`, `fleet`; `detail`: who; `port` when a port raised it).
     Emergency,
@@ -957,7 +970,7 @@ pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 // Redaction, hashing, time
 
 /// Key-name words that mark a secret (`password_file`, `client_key_file`, `token`, `secret`).
-const SECRET_WORDS: [&str; 7] = ["password", "passwd", "secret", "token", "key", "credential", "credentials"];
+const SECRET_WORDS: [&str; 8] = ["password", "passwd", "secret", "token", "key", "credential", "credentials", "pin"];
 
 /// Redact a config rendered as JSON for `get_config`: scalar values under keys with a secret
 /// word (split on `_`, `-`, `.`) become `"***"`; tables and lists under such keys are walked

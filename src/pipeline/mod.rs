@@ -87,6 +87,118 @@ mod tests {
         samples.iter().position(|s| s.abs() > 0.05)
     }
 
+    /// A DTMF digit in the middle of a talk-spurt is reported and silenced from its first to
+    /// its last sample (the channel hears a gap, not the digit); audio around it passes.
+    /// Without the mute the digit would reach the channel: the same check on the output of an
+    /// unmuted path finds it.
+    #[test]
+    fn a_dtmf_digit_is_reported_and_muted_from_the_channel() {
+        use crate::dsp::{DtmfConfig, DtmfDecoder, DtmfEvent};
+        let (fl, fh) = crate::dsp::dtmf::dtmf_freqs('5').unwrap();
+        let w = std::f64::consts::TAU / 48_000.0;
+        let input: Vec<f32> = (0..100 * PERIOD)
+            .map(|i| {
+                let t = i as f64;
+                if (50 * PERIOD..60 * PERIOD).contains(&i) {
+                    (0.1 * (w * fl * t).sin() + 0.1 * (w * fh * t).sin()) as f32
+                } else {
+                    (0.1 * (w * 440.0 * t).sin()) as f32
+                }
+            })
+            .collect();
+        let run = |mute: bool| {
+            let mut r = rx(false).with_dtmf(mute);
+            let (mut out, mut digits) = (Vec::new(), String::new());
+            for f in input.chunks(PERIOD) {
+                let mut frame = f.to_vec();
+                let o = r.process(&mut frame, true);
+                digits.extend(o.dtmf);
+                out.extend_from_slice(&frame);
+            }
+            (out, digits)
+        };
+        let heard = |out: &[f32]| {
+            let mut d = DtmfDecoder::new(&DtmfConfig { min_level_dbfs: -60.0, ..DtmfConfig::default() });
+            d.process(out);
+            std::iter::from_fn(|| d.poll_event()).any(|e| matches!(e, DtmfEvent::Digit(_)))
+        };
+        let (plain, digits) = run(false);
+        assert_eq!(digits, "5");
+        assert!(heard(&plain), "an unmuted path passes the digit");
+        let (muted, digits) = run(true);
+        assert_eq!(digits, "5");
+        assert!(!heard(&muted), "the digit reached the channel");
+        // Input 500-600 ms is output 540-640 ms: silent (the fades at its edges aside).
+        let ms = |t: usize| t * 48;
+        let gap = Meter::measure(&muted[ms(542)..ms(638)]);
+        assert!(gap.peak_dbfs < -60.0, "{gap:?}");
+        assert!(Meter::measure(&muted[ms(300)..ms(480)]).rms_dbfs > -30.0, "speech before the digit passes");
+        assert!(Meter::measure(&muted[ms(750)..ms(1000)]).rms_dbfs > -30.0, "and after it");
+    }
+
+    /// CTCSS encode: the tone is under the channel audio at its level and frequency (the
+    /// CTCSS decoder, on the radio's transmit audio, opens on it and measures it), from the
+    /// key-up (TX delay) on; channel audio through the receive high-pass (which keeps tones
+    /// under 300 Hz off the channel) does not take it away, since it is added after; the
+    /// transmitter unkeyed sends nothing.
+    #[test]
+    fn ctcss_encode_rides_under_channel_audio_at_its_level() {
+        use crate::dsp::{CtcssConfig, CtcssDecoder};
+        let mut r = rx(false);
+        let mut t = tx(false, Duration::from_millis(200)).with_ctcss(100.0, -24.0);
+        let (out, _) = run(
+            &mut r,
+            &mut t,
+            300,
+            |_| true,
+            |i| match i {
+                0..20 => TxGate::Hold,
+                20..250 => TxGate::Open,
+                _ => TxGate::Closed,
+            },
+        );
+        let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
+        let held = &out[..20 * PERIOD];
+        dec.process(held);
+        assert!((Meter::measure(held).peak_dbfs + 24.0).abs() < 0.5, "the tone alone during the TX delay");
+        let keyed = &out[20 * PERIOD..250 * PERIOD];
+        assert!(Meter::measure(keyed).rms_dbfs > -24.0, "channel audio on air");
+        dec.process(keyed);
+        let st = dec.state();
+        assert!(st.open && st.heard_hz == Some(100.0), "{st:?}");
+        assert!((st.level_dbfs + 24.0).abs() < 1.0, "level {:.1} dBFS", st.level_dbfs);
+        assert!(Meter::measure(&out[250 * PERIOD..]).peak_dbfs < -90.0, "nothing once unkeyed");
+        // The same channel audio without the encoder carries no tone.
+        let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));
+        let (plain, _) = run(&mut r, &mut t, 250, |_| true, |_| TxGate::Open);
+        let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
+        dec.process(&plain);
+        assert_eq!(dec.state().heard_hz, None);
+    }
+
+    /// The reverse burst: in the tail the tone goes on turned by 180°, alone, and a CTCSS
+    /// decoder listening to the transmitter closes on it before the carrier drops.
+    #[test]
+    fn the_ctcss_tail_is_a_reverse_burst_the_decoder_closes_on() {
+        use crate::dsp::{CtcssConfig, CtcssDecoder};
+        let mut r = rx(false);
+        let mut t = tx(false, Duration::ZERO).with_ctcss(100.0, -20.0);
+        let (out, _) = run(&mut r, &mut t, 115, |_| true, |i| if i < 100 { TxGate::Open } else { TxGate::Tail });
+        let mut dec = CtcssDecoder::new(&CtcssConfig { tone_hz: 100.0, ..CtcssConfig::default() });
+        dec.process(&out[..100 * PERIOD]);
+        assert!(dec.is_open());
+        let tail = &out[100 * PERIOD..];
+        assert!((Meter::measure(tail).peak_dbfs + 20.0).abs() < 0.5, "the tone alone in the tail");
+        let mut closed_at = None;
+        for (i, f) in tail.chunks(PERIOD).enumerate() {
+            if !dec.process(f) && closed_at.is_none() {
+                closed_at = Some(i * 10 + 10);
+            }
+        }
+        let ms = closed_at.expect("the decoder closes on the reverse burst");
+        assert!(ms <= 150, "closed {ms} ms into the 150 ms tail");
+    }
+
     #[test]
     fn tone_goes_through_rx_and_tx_paths() {
         let (mut r, mut t) = (rx(false), tx(false, Duration::ZERO));

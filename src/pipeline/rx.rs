@@ -2,7 +2,93 @@
 //! whole Opus frames and encoded only while the port talks.
 
 use crate::codec::{CodecError, Encoder, EncoderConfig, MAX_PACKET_BYTES};
-use crate::dsp::{CtcssConfig, CtcssDecoder, CtcssState, Meter, RxChain, RxConfig};
+use crate::dsp::{CtcssConfig, CtcssDecoder, CtcssState, DtmfConfig, DtmfDecoder, DtmfEvent, Meter, RxChain, RxConfig};
+
+/// How long the receive audio is held back on a port that decodes DTMF, so that a digit can
+/// be muted from its first sample: the decoder knows a digit ~25 ms after its onset (one
+/// 20 ms window of tone, block and frame alignment), so everything still in this line when it
+/// knows is silenced (SvxLink's DTMF muting does the same with its pre-mute delay).
+pub const DTMF_MUTE_DELAY_MS: usize = 40;
+/// Fade in and out of the mute, samples (2 ms), so muting makes no click.
+const MUTE_RAMP: f32 = 96.0;
+/// A frame whose peak is this far under the decoder's per-tone minimum is not fed to it (an
+/// idle port's noise floor costs nothing); the decoder starts afresh on the next loud frame.
+const DTMF_GATE_DB: f32 = 6.0;
+
+/// The DTMF decoder with its mute: a delay line whose content is silenced when a digit is heard.
+struct DtmfStage {
+    decoder: DtmfDecoder,
+    /// Peak level (linear) under which a frame is not decoded.
+    gate: f32,
+    /// The decoder saw the last frame (else it starts afresh).
+    running: bool,
+    mute: bool,
+    line: Vec<f32>,
+    pos: usize,
+    /// Output samples still to silence: what was in the line when a digit was last heard.
+    mute_left: usize,
+    gain: f32,
+}
+
+impl DtmfStage {
+    fn new(mute: bool) -> DtmfStage {
+        let cfg = DtmfConfig::default();
+        DtmfStage {
+            gate: crate::dsp::db_to_gain(cfg.min_level_dbfs - DTMF_GATE_DB),
+            decoder: DtmfDecoder::new(&cfg),
+            running: false,
+            mute,
+            line: vec![0.0; if mute { DTMF_MUTE_DELAY_MS * 48 } else { 0 }],
+            pos: 0,
+            mute_left: 0,
+            gain: 1.0,
+        }
+    }
+
+    /// Decode `frame` (as it came from the radio) and, with muting, replace it by the delayed
+    /// audio with every digit silenced. The digit that started in this frame, if any.
+    fn process(&mut self, frame: &mut [f32]) -> Option<char> {
+        let peak = frame.iter().fold(0.0f32, |m, x| if x.abs() > m { x.abs() } else { m });
+        let mut digit = None;
+        // NaN samples never raise the peak (`>` is false for them); the decoder cleans them.
+        if peak >= self.gate || self.decoder.sounding() {
+            if !self.running {
+                self.decoder.reset();
+                self.running = true;
+            }
+            self.decoder.process(frame);
+            while let Some(e) = self.decoder.poll_event() {
+                if let DtmfEvent::Digit(d) = e {
+                    digit = Some(d);
+                }
+            }
+        } else {
+            self.running = false;
+        }
+        if !self.mute {
+            return digit;
+        }
+        if self.decoder.sounding() {
+            self.mute_left = self.line.len() + frame.len();
+        }
+        let n = self.line.len();
+        for x in frame.iter_mut() {
+            let y = std::mem::replace(&mut self.line[self.pos], *x);
+            self.pos = if self.pos + 1 == n { 0 } else { self.pos + 1 };
+            let target = if self.mute_left > 0 { 0.0 } else { 1.0 };
+            self.mute_left = self.mute_left.saturating_sub(1);
+            if self.gain != target {
+                self.gain = if target > self.gain {
+                    (self.gain + 1.0 / MUTE_RAMP).min(1.0)
+                } else {
+                    (self.gain - 1.0 / MUTE_RAMP).max(0.0)
+                };
+            }
+            *x = y * self.gain;
+        }
+        digit
+    }
+}
 
 use super::MediaPacket;
 
@@ -38,6 +124,8 @@ pub struct RxPath {
     /// The CTCSS decoder, on the audio as it comes from the radio (before the high-pass
     /// that keeps the tone off the channel), when CTCSS is a COR source.
     ctcss: Option<CtcssDecoder>,
+    /// The DTMF decoder (and mute), when the port takes DTMF commands.
+    dtmf: Option<DtmfStage>,
 }
 
 /// What one capture frame produced.
@@ -51,6 +139,9 @@ pub struct RxOutput {
     pub packet: Option<MediaPacket>,
     /// The CTCSS decoder's state after this frame, when it runs.
     pub ctcss: Option<CtcssState>,
+    /// A DTMF digit that started in this frame (a digit lasts at least 35 ms and is followed
+    /// by at least 40 ms without it, so a frame of 60 ms or less starts at most one).
+    pub dtmf: Option<char>,
 }
 
 impl RxPath {
@@ -74,12 +165,21 @@ impl RxPath {
             marker: false,
             vox,
             ctcss: None,
+            dtmf: None,
         })
     }
 
     /// Decode CTCSS (`tone_hz` opens it) on every captured frame, talking or not.
     pub fn with_ctcss(mut self, tone_hz: f32) -> RxPath {
         self.ctcss = Some(CtcssDecoder::new(&CtcssConfig { tone_hz, ..CtcssConfig::default() }));
+        self
+    }
+
+    /// Decode DTMF digits on every captured frame, talking or not; with `mute`, the receive
+    /// audio is delayed by [`DTMF_MUTE_DELAY_MS`] and every digit is silenced in it, so no
+    /// digit reaches the channel (or the VOX level).
+    pub fn with_dtmf(mut self, mute: bool) -> RxPath {
+        self.dtmf = Some(DtmfStage::new(mute));
         self
     }
 
@@ -97,8 +197,10 @@ impl RxPath {
             d.process(frame);
             d.state()
         });
+        let dtmf = self.dtmf.as_mut().and_then(|d| d.process(frame));
         let mut out = self.process_audio(frame, talking);
         out.ctcss = ctcss;
+        out.dtmf = dtmf;
         out
     }
 
@@ -128,14 +230,26 @@ impl RxPath {
 
         if !talking {
             if !self.vox {
-                return RxOutput { meter: Meter::measure(frame), vox_dbfs: None, packet: None, ctcss: None };
+                return RxOutput {
+                    meter: Meter::measure(frame),
+                    vox_dbfs: None,
+                    packet: None,
+                    ctcss: None,
+                    dtmf: None,
+                };
             }
             let levels = self.chain.levels_only(frame);
-            return RxOutput { meter: levels.input, vox_dbfs: Some(levels.vox_dbfs), packet: None, ctcss: None };
+            return RxOutput {
+                meter: levels.input,
+                vox_dbfs: Some(levels.vox_dbfs),
+                packet: None,
+                ctcss: None,
+                dtmf: None,
+            };
         }
         let levels = self.chain.process(frame);
         let vox_dbfs = self.vox.then_some(levels.vox_dbfs);
-        let mut out = RxOutput { meter: levels.input, vox_dbfs, packet: None, ctcss: None };
+        let mut out = RxOutput { meter: levels.input, vox_dbfs, packet: None, ctcss: None, dtmf: None };
 
         // Accumulate; a frame never spans two packets in practice (device periods divide the
         // Opus frame), but handle it anyway by carrying the rest over.

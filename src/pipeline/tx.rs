@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec::{CodecError, Decoder, MAX_FRAME_SAMPLES, SAMPLE_RATE};
 use crate::core::jitter::{JitterBuffer, JitterConfig, JitterStats, Packet, Playout};
-use crate::dsp::{CourtesyToneConfig, CwIdConfig, Meter, ToneSequence, TxChain, TxConfig};
+use crate::dsp::{CourtesyToneConfig, CwIdConfig, Meter, Sine, ToneSequence, TxChain, TxConfig};
 
 use super::MediaPacket;
 
@@ -19,6 +19,9 @@ pub enum TxGate {
     Hold,
     /// On air: audio (delayed by what was held) goes to the radio.
     Open,
+    /// PTT held for the CTCSS tail: channel audio is discarded, the CTCSS tone goes on turned
+    /// by 180° (reverse burst).
+    Tail,
 }
 
 /// What one device frame carried.
@@ -36,6 +39,14 @@ pub struct TxPath {
     courtesy: Option<ToneSequence>,
     /// The CW station ID, mixed into whatever goes on air while it plays.
     cw_id: Option<ToneSequence>,
+    /// A reply to the radio (a DTMF command's acknowledgement), mixed in the same way.
+    reply: Option<ToneSequence>,
+    /// CTCSS encoder: the tone under everything on air while the radio is keyed, added after
+    /// the transmit chain (the channel audio came through the receive high-pass already, and
+    /// nothing here filters the tone away).
+    ctcss: Option<Sine>,
+    /// The tone has been turned for the current tail.
+    reversed: bool,
     /// The last decoded Opus frame and how much of it has been handed out.
     pcm: Vec<f32>,
     pcm_len: usize,
@@ -66,6 +77,9 @@ impl TxPath {
             chain: TxChain::new(dsp),
             courtesy: ToneSequence::courtesy(courtesy),
             cw_id: None,
+            reply: None,
+            ctcss: None,
+            reversed: false,
             pcm: vec![0.0; MAX_FRAME_SAMPLES],
             pcm_len: 0,
             pcm_pos: 0,
@@ -99,6 +113,30 @@ impl TxPath {
         }
     }
 
+    /// Send CTCSS `hz` at peak `level_dbfs` under the audio whenever the radio is keyed (TX
+    /// delay included, so receivers open before the first word).
+    pub fn with_ctcss(mut self, hz: f32, level_dbfs: f32) -> Self {
+        self.ctcss = Some(Sine::new(SAMPLE_RATE, hz, level_dbfs));
+        self
+    }
+
+    /// The reply to play on the next [`start_reply`](Self::start_reply).
+    pub fn set_reply(&mut self, reply: ToneSequence) {
+        self.reply = Some(reply);
+    }
+
+    /// Start the reply set last: like the ID, mixed into the next frames while the gate is
+    /// open, stopped (and forgotten) if the gate closes.
+    pub fn start_reply(&mut self) {
+        if let Some(r) = &mut self.reply {
+            r.start();
+        }
+    }
+
+    pub fn reply_active(&self) -> bool {
+        self.reply.as_ref().is_some_and(ToneSequence::is_active)
+    }
+
     /// The CW ID is playing.
     pub fn id_active(&self) -> bool {
         self.cw_id.as_ref().is_some_and(ToneSequence::is_active)
@@ -129,6 +167,7 @@ impl TxPath {
             && self.delay_len == 0
             && !self.courtesy.as_ref().is_some_and(ToneSequence::is_active)
             && !self.id_active()
+            && !self.reply_active()
     }
 
     /// Audio held back by the TX delay right now.
@@ -152,7 +191,33 @@ impl TxPath {
                 if let Some(id) = &mut self.cw_id {
                     id.stop();
                 }
+                if let Some(r) = &mut self.reply {
+                    r.stop();
+                }
                 out.fill(0.0);
+                if let Some(tone) = &mut self.ctcss {
+                    // Each key-up starts the tone afresh.
+                    tone.reset_phase();
+                }
+                self.reversed = false;
+                return TxFrame { channel_active, meter: Meter::SILENCE };
+            }
+            TxGate::Tail => {
+                self.delay_len = 0;
+                self.owe_courtesy = false;
+                if let Some(id) = &mut self.cw_id {
+                    id.stop();
+                }
+                if let Some(r) = &mut self.reply {
+                    r.stop();
+                }
+                out.fill(0.0);
+                if let Some(tone) = &mut self.ctcss {
+                    if !std::mem::replace(&mut self.reversed, true) {
+                        tone.invert();
+                    }
+                    tone.mix(out);
+                }
                 return TxFrame { channel_active, meter: Meter::SILENCE };
             }
             TxGate::Hold => {
@@ -185,9 +250,17 @@ impl TxPath {
                         id.mix(out);
                     }
                 }
+                if let Some(r) = &mut self.reply {
+                    if r.is_active() {
+                        r.mix(out);
+                    }
+                }
             }
         }
         let levels = self.chain.process(out);
+        if let Some(tone) = &mut self.ctcss {
+            tone.mix(out);
+        }
         TxFrame { channel_active, meter: levels.output }
     }
 

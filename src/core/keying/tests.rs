@@ -162,6 +162,7 @@ impl Sim {
             // Judged by the events before it, not by the state after the whole call: a guard
             // may end the key-up at the same instant, after the ID started.
             IdStart => assert!(self.ptt_on_at.is_some() && self.tx_audio, "ID without PTT and TX audio"),
+            ReplyStart => assert!(self.ptt_on_at.is_some() && self.tx_audio, "reply without PTT and TX audio"),
             RxOpen => {
                 assert!(!self.rx_open, "RxOpen while open");
                 assert!(!self.shut, "RxOpen after shutdown");
@@ -1330,6 +1331,7 @@ fn arb_config() -> impl Strategy<Value = KeyingConfig> {
                 duplex,
                 vox: vox.map(|(open, gap)| VoxConfig { open_dbfs: open, close_dbfs: open - gap }),
                 ctcss: None,
+                ctcss_tail: Duration::ZERO,
             }
         })
 }
@@ -1453,7 +1455,7 @@ proptest! {
         let config = KeyingConfig {
             cor_debounce: ms(0), min_keyup: ms(0), squelch_hang: ms(0), flap_window: ms(0),
             flap_max_changes: 0, rx_timeout: ms(0), tx_delay: ms(0), tx_hang: ms(0), tot: ms(tot),
-            no_audio: ms(0), duplex: false, vox: None, ctcss: None,
+            no_audio: ms(0), duplex: false, vox: None, ctcss: None, ctcss_tail: Duration::ZERO,
         };
         let id = StationIdConfig { interval: ms(10_000), early: ms(0), length: ms(0) };
         let mut s = Sim::new(config);
@@ -1548,4 +1550,222 @@ fn ctcss_is_ignored_unless_configured() {
     s.input(0, Ctcss(true));
     s.run_to(1000);
     assert_eq!(s.take(), vec![]);
+}
+
+// ---- reply (DTMF acknowledgement) ----
+
+/// TX delay 100 ms, hang 1 s, TOT 60 s.
+fn reply_config(c: &mut KeyingConfig) {
+    c.tx_delay = ms(100);
+    c.tx_hang = ms(1000);
+    c.tot = ms(60_000);
+}
+
+#[test]
+fn a_reply_keys_an_idle_radio_through_the_tx_delay_and_unkeys_when_it_ends() {
+    let mut s = Sim::with(reply_config);
+    s.input(1000, Reply(ms(300)));
+    s.run_to(5000);
+    assert_eq!(s.take(), vec![(1000, PttOn), (1100, TxAudioOpen), (1100, ReplyStart), (1400, PttOff(Off::ReplyDone))]);
+    assert!(!s.k.ptt() && s.k.poll_timeout().is_none());
+}
+
+#[test]
+fn a_reply_waits_for_a_simplex_receiver_and_never_cuts_into_a_talker() {
+    let mut s = Sim::with(reply_config);
+    // The radio is still receiving (its user just sent the digits): the reply waits.
+    s.input(0, Cor(true));
+    s.input(500, Reply(ms(200)));
+    s.run_to(900);
+    assert_eq!(s.take(), vec![(20, RxOpen)]);
+    // A channel talker takes the radio before RX closes: the reply waits for the hang.
+    s.input(1000, TxRequest(true));
+    s.input(1100, Cor(false));
+    s.run_to(3000);
+    assert_eq!(s.take(), vec![(1000, TxBlocked(Block::Busy)), (1420, RxClose), (1420, PttOn), (1520, TxAudioOpen)]);
+    s.input(4000, TxRequest(false));
+    s.run_to(8000);
+    // In the hang, then PTT held for the rest of it, and the key-up ends with the hang.
+    assert_eq!(s.take(), vec![(4000, ReplyStart), (5000, PttOff(Off::HangExpired))]);
+}
+
+#[test]
+fn a_reply_that_outlasts_the_hang_holds_ptt_to_its_end() {
+    let mut s = Sim::with(reply_config);
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.input(1200, Reply(ms(800)));
+    s.run_to(5000);
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (1200, ReplyStart), (2000, PttOff(Off::ReplyDone))]);
+}
+
+/// Radio safety: a key-up made for a reply ends at the TOT, on an audio fault (the error
+/// path: nobody would hear it), on inhibit and on shutdown, and the reply is not retried.
+#[test]
+fn a_reply_key_up_is_released_at_the_tot_on_a_fault_on_inhibit_and_on_shutdown() {
+    let tot = |c: &mut KeyingConfig| {
+        reply_config(c);
+        c.tot = ms(1000);
+    };
+    let mut s = Sim::with(tot);
+    s.input(0, Reply(ms(5000)));
+    s.run_to(30_000);
+    assert_eq!(
+        s.take(),
+        vec![
+            (0, PttOn),
+            (100, TxAudioOpen),
+            (100, ReplyStart),
+            (1000, ReplyDropped),
+            (1000, PttOff(Off::TimeOut)),
+            (1000, TotFired)
+        ]
+    );
+
+    let mut s = Sim::with(reply_config);
+    s.input(0, Reply(ms(5000)));
+    s.input(300, AudioFault(true));
+    s.run_to(30_000);
+    assert_eq!(
+        s.take(),
+        vec![(0, PttOn), (100, TxAudioOpen), (100, ReplyStart), (300, ReplyDropped), (300, PttOff(Off::AudioFault))]
+    );
+    // While the fault lasts a reply does not key.
+    s.input(31_000, Reply(ms(100)));
+    s.run_to(60_000);
+    assert!(s.take().iter().all(|(_, e)| *e != PttOn));
+
+    let mut s = Sim::with(reply_config);
+    s.input(0, Reply(ms(5000)));
+    s.input(50, Inhibit(true));
+    s.input(200, Inhibit(false));
+    s.run_to(30_000);
+    assert_eq!(
+        s.take(),
+        vec![
+            (0, PttOn),
+            (50, InhibitChanged(true)),
+            (50, ReplyDropped),
+            (50, PttOff(Off::Inhibited)),
+            (200, InhibitChanged(false))
+        ]
+    );
+
+    let mut s = Sim::with(reply_config);
+    s.input(0, Reply(ms(5000)));
+    s.input(400, Shutdown);
+    s.run_to(30_000);
+    assert_eq!(
+        s.take(),
+        vec![(0, PttOn), (100, TxAudioOpen), (100, ReplyStart), (400, ReplyDropped), (400, PttOff(Off::Shutdown))]
+    );
+    s.input(31_000, Reply(ms(100)));
+    assert_eq!(s.take(), vec![(31_000, TxBlocked(Block::ShutDown))]);
+    assert!(!s.k.ptt());
+}
+
+#[test]
+fn a_reply_is_refused_while_inhibited_or_locked_out_and_dropped_after_waiting_too_long() {
+    let mut s = Sim::with(reply_config);
+    s.input(0, Inhibit(true));
+    s.input(10, Reply(ms(100)));
+    s.run_to(100);
+    assert_eq!(s.take(), vec![(0, InhibitChanged(true)), (10, TxBlocked(Block::Inhibited)), (10, ReplyDropped)]);
+
+    let mut s = Sim::with(reply_config);
+    s.input(0, Cor(true));
+    s.input(100, Reply(ms(100)));
+    s.run_to(100 + REPLY_MAX_WAIT.as_millis() as u64 + 1000);
+    let t = 100 + REPLY_MAX_WAIT.as_millis() as u64;
+    assert_eq!(s.take(), vec![(20, RxOpen), (t, ReplyDropped)]);
+    s.input(t + 2000, Cor(false));
+    s.run_to(t + 10_000);
+    assert!(s.take().iter().all(|(_, e)| *e != PttOn), "a dropped reply does not key later");
+}
+
+// ---- CTCSS tail (reverse burst) ----
+
+fn tail_config(c: &mut KeyingConfig) {
+    c.tx_delay = ms(100);
+    c.tx_hang = ms(1000);
+    c.ctcss_tail = ms(150);
+}
+
+#[test]
+fn an_ordinary_end_holds_ptt_for_the_tail_then_unkeys_with_its_reason() {
+    let mut s = Sim::with(tail_config);
+    s.input(0, TxRequest(true));
+    s.input(2000, TxRequest(false));
+    s.run_to(5000);
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (3000, TailStart), (3150, PttOff(Off::HangExpired))]);
+    assert!(!s.k.ptt() && s.k.poll_timeout().is_none());
+    // A reply-only key-up too.
+    s.input(6000, Reply(ms(300)));
+    s.run_to(9000);
+    assert_eq!(
+        s.take(),
+        vec![(6000, PttOn), (6100, TxAudioOpen), (6100, ReplyStart), (6400, TailStart), (6550, PttOff(Off::ReplyDone))]
+    );
+}
+
+/// Radio safety: the tail extends keying, so shutdown, the TOT, an audio fault (the error
+/// path), inhibit and the no-audio guard all unkey at once, tail or not.
+#[test]
+fn the_tail_never_delays_a_safety_unkey() {
+    // Shutdown in the tail.
+    let mut s = Sim::with(tail_config);
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.input(1550, Shutdown);
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (1500, TailStart), (1550, PttOff(Off::Shutdown))]);
+    // The TOT runs through the tail: it ends there, at the TOT.
+    let mut s = Sim::with(|c| {
+        tail_config(c);
+        c.tot = ms(1550);
+    });
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.run_to(5000);
+    assert_eq!(
+        s.take(),
+        vec![(0, PttOn), (100, TxAudioOpen), (1500, TailStart), (1550, PttOff(Off::TimeOut)), (1550, TotFired)]
+    );
+    // An audio fault and inhibit in the tail.
+    for (input, reason) in [(AudioFault(true), Off::AudioFault), (Inhibit(true), Off::Inhibited)] {
+        let mut s = Sim::with(tail_config);
+        s.input(0, TxRequest(true));
+        s.input(500, TxRequest(false));
+        s.input(1520, input);
+        let got = s.take();
+        assert!(got.contains(&(1520, PttOff(reason))), "{got:?}");
+        assert!(!s.k.ptt());
+    }
+    // The no-audio guard unkeys without a tail.
+    let mut s = Sim::with(|c| {
+        tail_config(c);
+        c.no_audio = ms(3000);
+    });
+    s.input(0, TxRequest(true));
+    s.run_to(5000);
+    assert_eq!(s.take(), vec![(0, PttOn), (100, TxAudioOpen), (3000, PttOff(Off::NoAudio))]);
+}
+
+#[test]
+fn a_talker_during_the_tail_keys_afresh_after_it() {
+    let mut s = Sim::with(tail_config);
+    s.input(0, TxRequest(true));
+    s.input(500, TxRequest(false));
+    s.input(1600, TxRequest(true));
+    s.run_to(3000);
+    assert_eq!(
+        s.take(),
+        vec![
+            (0, PttOn),
+            (100, TxAudioOpen),
+            (1500, TailStart),
+            (1650, PttOff(Off::HangExpired)),
+            (1650, PttOn),
+            (1750, TxAudioOpen)
+        ]
+    );
 }
