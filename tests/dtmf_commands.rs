@@ -3,7 +3,8 @@
 //! retained port state says so), a `dtmf` event says `accepted` with the PIN masked, and the
 //! radio is keyed for the acknowledgement beep, which is on its transmit audio, and unkeyed
 //! after it. radio-b plays `4321*102` (a wrong PIN): it stays on `ems`, a `dtmf` event says
-//! `wrong_pin`, and it hears the error beeps (400 Hz), PTT released after them.
+//! `wrong_pin`, and it hears the error beeps (400 Hz), PTT released after them. A third test:
+//! `*9` raises an emergency on the port's channel, the same action as its emergency line.
 
 mod common;
 #[allow(dead_code)]
@@ -148,4 +149,42 @@ async fn a_dtmf_command_moves_the_port_a_wrong_pin_does_not_and_both_get_their_r
     assert_eq!(d.line("a-ptt"), Some(false));
     assert_eq!(d.line("b-ptt"), Some(false));
     drop(d);
+}
+
+/// Issue 18: the DTMF command `emergency` (`1234*9`) raises an emergency on the radio's channel
+/// with the radio its caller, as its emergency line does: the `emergency` event (reason `dtmf`)
+/// and the retained state on MQTT, a `dtmf` event `accepted`, the acknowledgement beep keyed
+/// and released; a shutdown leaves the radio unkeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtmf_emergency_command_raises_the_emergency_on_the_radios_channel() {
+    let wavs = tempfile::tempdir().unwrap();
+    dtmf_wav(&wavs.path().join("a.wav"), "1234*9");
+    dtmf_wav(&wavs.path().join("b.wav"), "");
+    let broker = Broker::start();
+    let probe = Probe::connect(broker.anon, &["roipd/dtmf-box/#"]).await;
+    let config = config(broker.anon, wavs.path()).replace(
+        r#"timeout_ms = 2000 }"#,
+        r###"timeout_ms = 2000, commands = { "*9" = "emergency", "##" = "cancel" } }"###,
+    );
+    assert!(config.contains(r#""*9" = "emergency""#), "{config}");
+    let mut d = Daemon::start(&config);
+    let raised = probe
+        .wait("the emergency event", WAIT, |m| m.topic == "roipd/dtmf-box/event" && m.json()["kind"] == "emergency")
+        .await
+        .json();
+    assert_eq!(raised["channel"], "ops", "{raised}");
+    assert_eq!(raised["reason"], "dtmf", "{raised}");
+    let state = probe.wait("the retained emergency state", WAIT, |m| m.topic == "roipd/dtmf-box/emergency/ops").await;
+    assert_eq!(state.json()["active"], true, "{}", state.json());
+    assert_eq!(state.json()["source_kind"], "dtmf", "{}", state.json());
+    let ok = probe.wait("radio-a's dtmf event", WAIT, is_dtmf_event("radio-a", "accepted")).await.json();
+    assert_eq!(ok["digits"], "xxxx*9", "{ok}");
+    assert_eq!(ok["detail"], "emergency raised", "{ok}");
+    d.wait_for("a: PTT keyed for the reply and released", WAIT, |d| {
+        d.line_log("a-ptt").iter().any(|&l| l) && d.line("a-ptt") == Some(false)
+    });
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).success(), "{}", d.stderr());
+    assert_eq!(d.line("a-ptt"), Some(false));
+    assert_eq!(d.line("b-ptt"), Some(false));
 }

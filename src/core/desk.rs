@@ -95,10 +95,12 @@ impl DeskAction {
             "patch" => &["channels", "on"],
             "emergency" | "ack_emergency" => &[],
             "replay_last" => &["channel"],
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown desk action `{other}`; known: select, ptt, all_call, listen, volume, pan, patch, emergency, \
                      ack_emergency, replay_last"
-            )),
+            ))
+            }
         };
         if let Some(extra) = map.keys().find(|k| *k != "action" && !allowed.contains(&k.as_str())) {
             return Err(format!("unknown field `{extra}` for desk action `{action}`"));

@@ -67,11 +67,18 @@ impl Reply {
     }
 }
 
-/// A channel change sent to the control task, not answered yet.
+/// A command sent on (a channel change to the control task, an emergency to the channel
+/// router), not answered yet.
 pub struct Pending {
     pub answer: oneshot::Receiver<Result<Value, CommandError>>,
     pub digits: String,
-    pub channel: String,
+    pub what: PendingCommand,
+}
+
+/// What a [`Pending`] answer is for.
+pub enum PendingCommand {
+    SetChannel(String),
+    Emergency,
 }
 
 /// A radio port's DTMF commands.

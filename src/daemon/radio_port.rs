@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::audio_flags::AudioFlags;
-use super::dtmf::{DtmfPort, LocalCommand, Pending, Reply};
+use super::dtmf::{DtmfPort, LocalCommand, Pending, PendingCommand, Reply};
 use super::report::Reporter;
 use super::safety::PttLine;
 use super::watchdog::{Heartbeat, BEAT_PERIOD};
@@ -279,11 +279,7 @@ impl RadioPort {
                     self.dtmf_event(&digits, "status", format!("on channel {channel}"));
                     self.reply(Reply::Cw(channel));
                 }
-                Outcome::Command { command: DtmfCommand::Emergency, digits } => {
-                    warn!(port = %self.name, "DTMF emergency: not supported yet");
-                    self.dtmf_event(&digits, "not_supported", "emergency is not supported yet".into());
-                    self.reply(Reply::Error);
-                }
+                Outcome::Command { command: DtmfCommand::Emergency, digits } => self.dtmf_emergency(digits),
                 Outcome::Rejected { reason, digits } => {
                     info!(port = %self.name, %digits, reason = reason.as_str(), "DTMF command refused");
                     self.dtmf_event(&digits, reason.as_str(), String::new());
@@ -309,7 +305,7 @@ impl RadioPort {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let command = crate::fleet::Command::SetChannel { port: self.name.clone(), channel: channel.clone() };
         match d.control.try_send(LocalCommand { command, reply }) {
-            Ok(()) => d.pending = Some(Pending { answer, digits, channel }),
+            Ok(()) => d.pending = Some(Pending { answer, digits, what: PendingCommand::SetChannel(channel) }),
             Err(_) => {
                 self.dtmf_event(&digits, "refused", "the control task is busy".into());
                 self.reply(Reply::Error);
@@ -317,8 +313,62 @@ impl RadioPort {
         }
     }
 
+    /// An emergency on the port's channel, the port its caller: the same action as its
+    /// emergency line (the channel router decides); the answer comes back through
+    /// [`RadioPort::dtmf_answer`].
+    fn dtmf_emergency(&mut self, digits: String) {
+        let Some(d) = &mut self.dtmf else { return };
+        if d.pending.is_some() {
+            self.dtmf_event(&digits, "busy", "the last command is still being carried out".into());
+            self.reply(Reply::Error);
+            return;
+        }
+        warn!(port = %self.name, "DTMF emergency");
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let action = super::EmergencyAction::Raise {
+            target: super::EmergencyTarget::Port(self.name.clone()),
+            source: crate::core::emergency::SourceKind::Dtmf,
+            by: self.name.clone(),
+        };
+        match peer_queue::try_deliver(&self.to_channel, ChannelMsg::Emergency { action, reply: Some(tell) }) {
+            Ok(_) => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let _ = reply.send(match told.await {
+                        Ok(Ok(outcome)) => Ok(serde_json::json!({ "emergency": outcome })),
+                        Ok(Err(reason)) => Err(crate::fleet::CommandError::rejected(reason)),
+                        Err(_) => Err(crate::fleet::CommandError::internal("the channel router stopped")),
+                    });
+                });
+                d.pending = Some(Pending { answer, digits, what: PendingCommand::Emergency });
+            }
+            Err(_) => {
+                self.dtmf_event(&digits, "refused", "the channel router is busy".into());
+                self.reply(Reply::Error);
+            }
+        }
+    }
+
     fn dtmf_answer(&mut self, result: Result<serde_json::Value, crate::fleet::CommandError>) {
-        let Some(Pending { digits, channel, .. }) = self.dtmf.as_mut().and_then(|d| d.pending.take()) else { return };
+        let Some(Pending { digits, what, .. }) = self.dtmf.as_mut().and_then(|d| d.pending.take()) else { return };
+        let channel = match what {
+            PendingCommand::SetChannel(channel) => channel,
+            PendingCommand::Emergency => {
+                match result {
+                    Ok(v) => {
+                        let outcome = v["emergency"].as_str().unwrap_or_default().to_string();
+                        self.dtmf_event(&digits, "accepted", format!("emergency {outcome}"));
+                        self.reply(Reply::Ack);
+                    }
+                    Err(e) => {
+                        warn!(port = %self.name, error = %e, "DTMF: emergency refused");
+                        self.dtmf_event(&digits, "refused", e.message);
+                        self.reply(Reply::Error);
+                    }
+                }
+                return;
+            }
+        };
         match result {
             Ok(_) => {
                 info!(port = %self.name, %channel, "DTMF: channel set");

@@ -370,8 +370,7 @@ pub enum EventKind {
     RecordResumed,
     /// A DTMF command from a radio's keypad ended: `port`, `channel` (the port's, after the
     /// command), `digits` (PIN masked), `reason` (`accepted`, `status`, `cancelled`,
-    /// `wrong_pin`, `unknown`, `no_such_channel`, `timeout`, `refused`, `busy`,
-    /// `not_supported`), `detail` (what was done or why not).
+    /// `wrong_pin`, `unknown`, `no_such_channel`, `timeout`, `refused`, `busy`), `detail` (what was done or why not).
     Dtmf,
     /// An emergency was raised on `channel` (`reason`: the source kind, `radio`, `dtmf`,
     /// `console`, `desk`, `fleet`; `detail`: who; `port` when a port raised it).
