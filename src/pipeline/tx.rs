@@ -174,6 +174,19 @@ impl TxPath {
     pub fn held(&self) -> Duration {
         Duration::from_secs_f64(self.delay_len as f64 / f64::from(SAMPLE_RATE))
     }
+    /// No channel audio goes out (closed, or the CTCSS tail): no delay line, no courtesy tone
+    /// owed, and an ID or reply cut short (TOT, inhibit, fault) must not play its rest on the
+    /// next key-up.
+    fn off_air(&mut self) {
+        self.delay_len = 0;
+        self.owe_courtesy = false;
+        if let Some(id) = &mut self.cw_id {
+            id.stop();
+        }
+        if let Some(r) = &mut self.reply {
+            r.stop();
+        }
+    }
 
     /// Produce the next device frame for the radio, paced by the device (call it once per
     /// device period, `out.len()` samples at most `MAX_FRAME_SAMPLES`).
@@ -185,15 +198,7 @@ impl TxPath {
         match gate {
             TxGate::Closed => {
                 // Not on air: silence, and no DSP spent on it (an idle port costs ~nothing).
-                self.delay_len = 0;
-                self.owe_courtesy = false;
-                // Unkeyed mid-ID (TOT, inhibit, fault): the rest must not play on the next key-up.
-                if let Some(id) = &mut self.cw_id {
-                    id.stop();
-                }
-                if let Some(r) = &mut self.reply {
-                    r.stop();
-                }
+                self.off_air();
                 out.fill(0.0);
                 if let Some(tone) = &mut self.ctcss {
                     // Each key-up starts the tone afresh.
@@ -203,14 +208,7 @@ impl TxPath {
                 return TxFrame { channel_active, meter: Meter::SILENCE };
             }
             TxGate::Tail => {
-                self.delay_len = 0;
-                self.owe_courtesy = false;
-                if let Some(id) = &mut self.cw_id {
-                    id.stop();
-                }
-                if let Some(r) = &mut self.reply {
-                    r.stop();
-                }
+                self.off_air();
                 out.fill(0.0);
                 if let Some(tone) = &mut self.ctcss {
                     if !std::mem::replace(&mut self.reversed, true) {
